@@ -1,0 +1,241 @@
+//! The wire types of the AIMS `/v1` JSON API: request and response bodies shared by the server,
+//! the SDK and the CLI, so both ends always agree.
+//!
+//! Only plain serde structs live here. Requests reject unknown fields (`"is_admin": true` is an
+//! error, not silently ignored); validation of values happens through the `aims-core` types
+//! the fields are declared with.
+
+use std::collections::BTreeMap;
+
+use aims_core::agent::{Agent, LifecycleState, Limits};
+use aims_core::id::{AgentName, Environment, LabelKey, Owner, UserName};
+use aims_core::posture::PostureProfile;
+use aims_core::user::{Role, User};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// The error body of every failed `/v1` call: a stable, greppable code and a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable code, e.g. `agent_exists`.
+    pub error: String,
+    /// Human-readable explanation; never contains secrets.
+    pub message: String,
+}
+
+/// `POST /v1/agents`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterAgentRequest {
+    /// Unique agent name (one SPIFFE path segment).
+    pub name: AgentName,
+    /// The one accountable owner (required).
+    pub owner: Owner,
+    /// Environment; default `dev`.
+    #[serde(default)]
+    pub environment: Option<Environment>,
+    /// What the agent is for.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// What the agent may be at runtime.
+    #[serde(default)]
+    pub posture_profile: Option<PostureProfile>,
+    /// Limits on its credentials.
+    #[serde(default)]
+    pub limits: Option<Limits>,
+    /// Free-form labels.
+    #[serde(default)]
+    pub labels: Option<BTreeMap<LabelKey, String>>,
+    /// Days until the owner must recertify it (default from server config).
+    #[serde(default)]
+    pub recertify_days: Option<u32>,
+}
+
+/// `PATCH /v1/agents/{name}`: every field optional; absent fields stay as they are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAgentRequest {
+    /// New owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// New environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<Environment>,
+    /// New description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// New posture profile (replaces the old one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posture_profile: Option<PostureProfile>,
+    /// New limits (replace the old ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+    /// New labels (replace the old ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<LabelKey, String>>,
+    /// Recertify: the new deadline is this many days from now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recertify_days: Option<u32>,
+    /// Only apply if the agent is still at this revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+}
+
+/// Body of `POST /v1/agents/{name}/{suspend|resume|decommission}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleRequest {
+    /// Why; recorded in the audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// An agent as the API shows it: the stored record plus its SPIFFE ID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentView {
+    /// `spiffe://<trust-domain>/agent/<name>`.
+    pub spiffe_id: String,
+    /// The stored record.
+    #[serde(flatten)]
+    pub agent: Agent,
+}
+
+/// Response of `POST /v1/agents` and `POST /v1/agents/{name}/join-token`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinTokenIssued {
+    /// The agent's SPIFFE ID.
+    pub spiffe_id: String,
+    /// The one-time join token for the agent's first attestation. Shown only here.
+    pub join_token: String,
+    /// When the join token stops working.
+    #[serde(with = "time::serde::rfc3339")]
+    pub join_token_expires_at: OffsetDateTime,
+    /// The agent as registered.
+    pub agent: AgentView,
+}
+
+/// Response of `GET /v1/agents`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentList {
+    /// One page of agents, by name.
+    pub agents: Vec<AgentView>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
+}
+
+/// Query of `GET /v1/agents`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentQuery {
+    /// Only this owner's agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// Only agents in this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<LifecycleState>,
+    /// Only agents in this environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<Environment>,
+    /// Start after this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<AgentName>,
+    /// Page size (at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// `POST /v1/users`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddUserRequest {
+    /// Unique user name.
+    pub name: UserName,
+    /// What the user may do.
+    pub role: Role,
+}
+
+/// Response of `POST /v1/users` and `POST /v1/users/{name}/rotate`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserCredential {
+    /// The user.
+    pub user: User,
+    /// The user's new API credential. Shown only here; only its hash is stored.
+    pub token: String,
+}
+
+/// Response of `GET /v1/users`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserList {
+    /// Every user, by name.
+    pub users: Vec<User>,
+}
+
+/// One signing key as the API shows it (public information only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyView {
+    /// Key id.
+    pub kid: String,
+    /// JOSE algorithm.
+    pub alg: String,
+    /// `next`, `current`, `previous` or `retired`.
+    pub state: String,
+    /// When it was generated.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// Response of `GET /v1/keys` and `POST /v1/keys/rotate`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyList {
+    /// Bundle sequence number (`spiffe_sequence`).
+    pub sequence: u64,
+    /// Every key, newest first.
+    pub keys: Vec<KeyView>,
+}
+
+/// One audit record as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditRecordView {
+    /// Position in the log.
+    pub seq: u64,
+    /// Hash of the previous record (hex).
+    pub prev_hash: String,
+    /// This record's hash (hex).
+    pub hash: String,
+    /// The event.
+    pub event: serde_json::Value,
+}
+
+/// Response of `GET /v1/audit`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditPage {
+    /// Records in order.
+    pub records: Vec<AuditRecordView>,
+}
+
+/// Query of `GET /v1/audit`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only records after this sequence number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    /// Page size (at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// Response of `GET /v1/audit/verify`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditVerification {
+    /// Whether the whole chain verified.
+    pub intact: bool,
+    /// How many records were checked.
+    pub records: u64,
+    /// Hash of the last verified record (hex).
+    pub head_hash: String,
+    /// Where and how the chain breaks, when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}

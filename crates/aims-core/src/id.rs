@@ -1,0 +1,383 @@
+//! Validated names and identifiers: trust domains, agent names, SPIFFE IDs, owners,
+//! environments, user names and label keys.
+//!
+//! Every type here can only be built through a constructor that checks its input, so a value
+//! that exists is valid ("parse, don't validate"). Nothing here touches storage or the network.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why a name or identifier was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdError {
+    /// The value is empty.
+    #[error("{kind} must not be empty")]
+    Empty {
+        /// Which kind of identifier.
+        kind: &'static str,
+    },
+    /// The value is longer than allowed.
+    #[error("{kind} is longer than {max} bytes")]
+    TooLong {
+        /// Which kind of identifier.
+        kind: &'static str,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// The value holds a character the kind does not allow.
+    #[error("{kind} contains a character that is not allowed ({allowed})")]
+    BadCharacter {
+        /// Which kind of identifier.
+        kind: &'static str,
+        /// The characters that are allowed.
+        allowed: &'static str,
+    },
+    /// The value has the right characters but the wrong shape.
+    #[error("{kind} is malformed: {why}")]
+    Malformed {
+        /// Which kind of identifier.
+        kind: &'static str,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+}
+
+fn check_len(kind: &'static str, value: &str, max: usize) -> Result<(), IdError> {
+    if value.is_empty() {
+        return Err(IdError::Empty { kind });
+    }
+    if value.len() > max {
+        return Err(IdError::TooLong { kind, max });
+    }
+    Ok(())
+}
+
+/// Defines a string newtype with a validating constructor, `Display`, `AsRef<str>` and serde
+/// impls that go through the constructor.
+macro_rules! validated_string {
+    ($(#[$meta:meta])* $name:ident, $check:path) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates `value` and wraps it.
+            pub fn new(value: impl Into<String>) -> Result<Self, IdError> {
+                let value = value.into();
+                $check(&value)?;
+                Ok(Self(value))
+            }
+
+            /// The value as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                Self::new(s)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(deserializer)?;
+                Self::new(raw).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+/// A SPIFFE trust domain name such as `acme.example`: lowercase letters, digits, `.`, `-`
+/// and `_`, at most 255 bytes (SPIFFE ID standard §2.1).
+fn check_trust_domain(value: &str) -> Result<(), IdError> {
+    const KIND: &str = "trust domain";
+    check_len(KIND, value, 255)?;
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
+    {
+        return Err(IdError::BadCharacter {
+            kind: KIND,
+            allowed: "a-z 0-9 . - _",
+        });
+    }
+    Ok(())
+}
+
+validated_string!(
+    /// The name of one AIMS deployment's trust domain, e.g. `acme.example`.
+    TrustDomain,
+    check_trust_domain
+);
+
+/// Longest agent name AIMS accepts; SPIFFE allows longer paths, but names are also used in
+/// logs, policies and database keys.
+pub const AGENT_NAME_MAX: usize = 128;
+
+/// An agent name is one SPIFFE path segment: letters, digits, `.`, `-`, `_`, never `.` or `..`
+/// (SPIFFE ID standard §2.2).
+fn check_agent_name(value: &str) -> Result<(), IdError> {
+    const KIND: &str = "agent name";
+    check_len(KIND, value, AGENT_NAME_MAX)?;
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    {
+        return Err(IdError::BadCharacter {
+            kind: KIND,
+            allowed: "A-Z a-z 0-9 . - _",
+        });
+    }
+    if value == "." || value == ".." {
+        return Err(IdError::Malformed {
+            kind: KIND,
+            why: "'.' and '..' are not path segments",
+        });
+    }
+    Ok(())
+}
+
+validated_string!(
+    /// The unique name of a registered agent; also the last segment of its SPIFFE ID.
+    /// Names are never reused, even after decommissioning.
+    AgentName,
+    check_agent_name
+);
+
+/// Printable text without control characters, bounded in length.
+fn check_printable(kind: &'static str, value: &str, max: usize) -> Result<(), IdError> {
+    check_len(kind, value, max)?;
+    if value.chars().any(char::is_control) || value.trim() != value {
+        return Err(IdError::BadCharacter {
+            kind,
+            allowed: "printable characters, no leading or trailing space",
+        });
+    }
+    Ok(())
+}
+
+fn check_owner(value: &str) -> Result<(), IdError> {
+    check_printable("owner", value, 256)
+}
+
+validated_string!(
+    /// The one accountable owner of an agent: a person or team, e.g. `alice@acme.example`.
+    Owner,
+    check_owner
+);
+
+/// Lowercase slugs: `a-z`, `0-9`, `-`, `_`, `.`, starting with a letter or digit.
+fn check_slug(kind: &'static str, value: &str, max: usize) -> Result<(), IdError> {
+    check_len(kind, value, max)?;
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(IdError::BadCharacter {
+            kind,
+            allowed: "a-z 0-9 - _ .",
+        });
+    }
+    if !value
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
+    {
+        return Err(IdError::Malformed {
+            kind,
+            why: "must start with a letter or digit",
+        });
+    }
+    Ok(())
+}
+
+fn check_environment(value: &str) -> Result<(), IdError> {
+    check_slug("environment", value, 32)
+}
+
+validated_string!(
+    /// The environment an agent runs in, e.g. `dev`, `staging`, `prod`.
+    Environment,
+    check_environment
+);
+
+impl Default for Environment {
+    fn default() -> Self {
+        Self("dev".to_owned())
+    }
+}
+
+fn check_user_name(value: &str) -> Result<(), IdError> {
+    check_slug("user name", value, 64)
+}
+
+validated_string!(
+    /// The name of a human principal (operator, approver, auditor).
+    UserName,
+    check_user_name
+);
+
+fn check_label_key(value: &str) -> Result<(), IdError> {
+    check_slug("label key", value, 63)
+}
+
+validated_string!(
+    /// The key of a free-form agent label.
+    LabelKey,
+    check_label_key
+);
+
+/// A SPIFFE ID of an AIMS agent: `spiffe://<trust-domain>/agent/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SpiffeId {
+    trust_domain: TrustDomain,
+    agent: AgentName,
+}
+
+impl SpiffeId {
+    /// The SPIFFE ID of `agent` in `trust_domain`.
+    pub fn for_agent(trust_domain: TrustDomain, agent: AgentName) -> Self {
+        Self {
+            trust_domain,
+            agent,
+        }
+    }
+
+    /// Parses `spiffe://<trust-domain>/agent/<name>`; any other SPIFFE ID shape is refused.
+    pub fn parse(value: &str) -> Result<Self, IdError> {
+        const KIND: &str = "SPIFFE ID";
+        check_len(KIND, value, 2048)?;
+        let rest = value.strip_prefix("spiffe://").ok_or(IdError::Malformed {
+            kind: KIND,
+            why: "must start with spiffe://",
+        })?;
+        let (domain, path) = rest.split_once('/').ok_or(IdError::Malformed {
+            kind: KIND,
+            why: "missing path",
+        })?;
+        let name = path.strip_prefix("agent/").ok_or(IdError::Malformed {
+            kind: KIND,
+            why: "path must be /agent/<name>",
+        })?;
+        Ok(Self {
+            trust_domain: TrustDomain::new(domain)?,
+            agent: AgentName::new(name)?,
+        })
+    }
+
+    /// The trust domain part.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// The agent name part.
+    pub fn agent(&self) -> &AgentName {
+        &self.agent
+    }
+}
+
+impl fmt::Display for SpiffeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "spiffe://{}/agent/{}", self.trust_domain, self.agent)
+    }
+}
+
+impl Serialize for SpiffeId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SpiffeId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn agent_names_follow_spiffe_segment_rules() {
+        for good in ["coder", "a", "ci-runner_01", "v1.2", "A.b-C_d"] {
+            assert!(AgentName::new(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "é", "a%2F", &"x".repeat(129)] {
+            assert!(AgentName::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn trust_domains_are_lowercase() {
+        assert!(TrustDomain::new("acme.example").is_ok());
+        assert!(TrustDomain::new("Acme.example").is_err());
+        assert!(TrustDomain::new("acme:443").is_err());
+    }
+
+    #[test]
+    fn owners_refuse_control_characters() {
+        assert!(Owner::new("alice@acme.example").is_ok());
+        assert!(Owner::new("team payments").is_ok());
+        assert!(Owner::new("alice\n").is_err());
+        assert!(Owner::new(" alice").is_err());
+        assert!(Owner::new("").is_err());
+    }
+
+    #[test]
+    fn spiffe_id_round_trips() {
+        let id = SpiffeId::parse("spiffe://acme.example/agent/coder").unwrap();
+        assert_eq!(id.agent().as_str(), "coder");
+        assert_eq!(id.to_string(), "spiffe://acme.example/agent/coder");
+        for bad in [
+            "spiffe://acme.example/workload/coder",
+            "https://acme.example/agent/coder",
+            "spiffe://acme.example/agent/a/b",
+            "spiffe://acme.example/agent/",
+            "spiffe://ACME/agent/x",
+        ] {
+            assert!(SpiffeId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn deserialization_validates() {
+        assert!(serde_json::from_str::<AgentName>("\"../etc\"").is_err());
+        assert!(serde_json::from_str::<AgentName>("\"ok\"").is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn valid_names_always_make_parseable_spiffe_ids(name in "[A-Za-z0-9_-][A-Za-z0-9._-]{0,40}") {
+            let agent = AgentName::new(name).unwrap();
+            let td = TrustDomain::new("acme.example").unwrap();
+            let id = SpiffeId::for_agent(td, agent);
+            prop_assert_eq!(SpiffeId::parse(&id.to_string()).unwrap(), id);
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! [`AdminClient`]: the typed client of the human-facing `/v1` administration API and of the
+//! public discovery documents.
+//!
+//! One method per endpoint, each returning the `aims-api` body the server promises. The
+//! client owns the base URL, the timeouts and the operator's bearer token; it sends the token
+//! only to authenticated `/v1` endpoints and never shows it in errors or `Debug` output. It
+//! makes no decisions of its own: validation and authorization happen on the server.
+
+use std::fmt;
+use std::time::Duration;
+
+use aims_api::{
+    AddUserRequest, AgentList, AgentQuery, AgentView, AuditPage, AuditQuery, AuditVerification,
+    JoinTokenIssued, KeyList, LifecycleRequest, RegisterAgentRequest, UpdateAgentRequest,
+    UserCredential, UserList,
+};
+use aims_core::id::{AgentName, UserName};
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use reqwest::{Method, RequestBuilder, Url};
+use serde::de::DeserializeOwned;
+
+use crate::SdkError;
+
+/// How long to wait for a TCP (and TLS) connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a whole request, body included, may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest page the server hands out for `GET /v1/agents` and `GET /v1/audit`.
+pub const MAX_PAGE: u32 = 1000;
+
+/// A client of one AIMS server's administration API.
+///
+/// Cheap to clone: clones share one connection pool.
+#[derive(Clone)]
+pub struct AdminClient {
+    http: reqwest::Client,
+    /// The base URL without a trailing slash, e.g. `http://127.0.0.1:8700`.
+    base: String,
+    /// `Bearer <token>`, marked sensitive so it is never logged by the HTTP stack.
+    auth: Option<HeaderValue>,
+}
+
+impl fmt::Debug for AdminClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminClient")
+            .field("base_url", &self.base)
+            .field("token", &self.auth.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminClient {
+    /// A client of the server at `base_url` (`http://` or `https://`, a trailing slash is
+    /// fine), authenticating with the operator's API `token` when one is given. An empty
+    /// token counts as none; calls that need one then fail with [`SdkError::MissingToken`].
+    pub fn new(base_url: &str, token: Option<String>) -> Result<Self, SdkError> {
+        let base = parse_base_url(base_url)?;
+        let auth = match token.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(token) => {
+                let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| SdkError::InvalidToken)?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            // An API answers, it does not redirect; following one could carry the request
+            // (and its token) somewhere unexpected.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("aims-sdk/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| SdkError::transport(&e))?;
+        Ok(Self { http, base, auth })
+    }
+
+    /// The server's base URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Whether the client has an API token.
+    pub fn has_token(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    // --- agents -------------------------------------------------------------------------
+
+    /// `POST /v1/agents`: registers an agent and returns its one-time join token.
+    pub async fn register_agent(
+        &self,
+        request: &RegisterAgentRequest,
+    ) -> Result<JoinTokenIssued, SdkError> {
+        let builder = self.authed(Method::POST, "/v1/agents")?.json(request);
+        receive(builder).await
+    }
+
+    /// `GET /v1/agents`: one page of agents matching `query`.
+    pub async fn list_agents(&self, query: &AgentQuery) -> Result<AgentList, SdkError> {
+        let builder = self.authed(Method::GET, "/v1/agents")?.query(query);
+        receive(builder).await
+    }
+
+    /// Follows `next_after` through every page of `GET /v1/agents` matching `query`, stopping
+    /// once `max` agents are collected. The result's `next_after` is set when more agents
+    /// remain, so the listing can be continued.
+    pub async fn list_all_agents(
+        &self,
+        query: &AgentQuery,
+        max: Option<usize>,
+    ) -> Result<AgentList, SdkError> {
+        let mut query = query.clone();
+        let mut agents: Vec<AgentView> = Vec::new();
+        if max == Some(0) {
+            return Ok(AgentList {
+                agents,
+                next_after: None,
+            });
+        }
+        loop {
+            if let Some(max) = max {
+                let remaining = max.saturating_sub(agents.len());
+                let remaining = u32::try_from(remaining).unwrap_or(MAX_PAGE).min(MAX_PAGE);
+                query.limit = Some(query.limit.map_or(remaining, |l| l.min(remaining)));
+            }
+            let page = self.list_agents(&query).await?;
+            let got_any = !page.agents.is_empty();
+            agents.extend(page.agents);
+            if let Some(max) = max.filter(|&max| agents.len() >= max) {
+                let next_after = if agents.len() > max {
+                    // The server sent more than asked for: continue after the last one kept.
+                    agents.truncate(max);
+                    agents.last().map(|a| a.agent.name.to_string())
+                } else {
+                    page.next_after
+                };
+                return Ok(AgentList { agents, next_after });
+            }
+            let Some(next) = page.next_after else {
+                return Ok(AgentList {
+                    agents,
+                    next_after: None,
+                });
+            };
+            let next = AgentName::new(next)
+                .map_err(|e| SdkError::Decode(format!("next_after is not an agent name: {e}")))?;
+            if !got_any || query.after.as_ref() == Some(&next) {
+                return Err(SdkError::Decode(
+                    "the server's agent pagination does not advance".into(),
+                ));
+            }
+            query.after = Some(next);
+        }
+    }
+
+    /// `GET /v1/agents/{name}`.
+    pub async fn agent(&self, name: &AgentName) -> Result<AgentView, SdkError> {
+        receive(self.authed(Method::GET, &agent_path(name, ""))?).await
+    }
+
+    /// `PATCH /v1/agents/{name}`: changes the fields set in `request`.
+    pub async fn update_agent(
+        &self,
+        name: &AgentName,
+        request: &UpdateAgentRequest,
+    ) -> Result<AgentView, SdkError> {
+        let builder = self
+            .authed(Method::PATCH, &agent_path(name, ""))?
+            .json(request);
+        receive(builder).await
+    }
+
+    /// `POST /v1/agents/{name}/suspend`.
+    pub async fn suspend_agent(
+        &self,
+        name: &AgentName,
+        request: &LifecycleRequest,
+    ) -> Result<AgentView, SdkError> {
+        self.lifecycle(name, "/suspend", request).await
+    }
+
+    /// `POST /v1/agents/{name}/resume`.
+    pub async fn resume_agent(
+        &self,
+        name: &AgentName,
+        request: &LifecycleRequest,
+    ) -> Result<AgentView, SdkError> {
+        self.lifecycle(name, "/resume", request).await
+    }
+
+    /// `POST /v1/agents/{name}/decommission`: retires the agent for good.
+    pub async fn decommission_agent(
+        &self,
+        name: &AgentName,
+        request: &LifecycleRequest,
+    ) -> Result<AgentView, SdkError> {
+        self.lifecycle(name, "/decommission", request).await
+    }
+
+    /// `POST /v1/agents/{name}/join-token`: a fresh join token, replacing any unused one.
+    pub async fn issue_join_token(&self, name: &AgentName) -> Result<JoinTokenIssued, SdkError> {
+        receive(self.authed(Method::POST, &agent_path(name, "/join-token"))?).await
+    }
+
+    async fn lifecycle(
+        &self,
+        name: &AgentName,
+        action: &str,
+        request: &LifecycleRequest,
+    ) -> Result<AgentView, SdkError> {
+        let builder = self
+            .authed(Method::POST, &agent_path(name, action))?
+            .json(request);
+        receive(builder).await
+    }
+
+    // --- users --------------------------------------------------------------------------
+
+    /// `POST /v1/users`: adds a human principal and returns its one-time API token.
+    pub async fn add_user(&self, request: &AddUserRequest) -> Result<UserCredential, SdkError> {
+        receive(self.authed(Method::POST, "/v1/users")?.json(request)).await
+    }
+
+    /// `GET /v1/users`.
+    pub async fn users(&self) -> Result<UserList, SdkError> {
+        receive(self.authed(Method::GET, "/v1/users")?).await
+    }
+
+    /// `DELETE /v1/users/{name}`.
+    pub async fn remove_user(&self, name: &UserName) -> Result<(), SdkError> {
+        receive_empty(self.authed(Method::DELETE, &user_path(name, ""))?).await
+    }
+
+    /// `POST /v1/users/{name}/rotate`: a new API token for the user; the old one stops working.
+    pub async fn rotate_user(&self, name: &UserName) -> Result<UserCredential, SdkError> {
+        receive(self.authed(Method::POST, &user_path(name, "/rotate"))?).await
+    }
+
+    // --- keys ---------------------------------------------------------------------------
+
+    /// `GET /v1/keys`.
+    pub async fn keys(&self) -> Result<KeyList, SdkError> {
+        receive(self.authed(Method::GET, "/v1/keys")?).await
+    }
+
+    /// `POST /v1/keys/rotate`: promotes the next key and generates a new one.
+    pub async fn rotate_keys(&self) -> Result<KeyList, SdkError> {
+        receive(self.authed(Method::POST, "/v1/keys/rotate")?).await
+    }
+
+    // --- audit --------------------------------------------------------------------------
+
+    /// `GET /v1/audit`: one page of audit records.
+    pub async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, SdkError> {
+        receive(self.authed(Method::GET, "/v1/audit")?.query(query)).await
+    }
+
+    /// `GET /v1/audit/verify`: has the server check the whole hash chain.
+    pub async fn verify_audit(&self) -> Result<AuditVerification, SdkError> {
+        receive(self.authed(Method::GET, "/v1/audit/verify")?).await
+    }
+
+    // --- public documents ---------------------------------------------------------------
+
+    /// `GET /.well-known/oauth-authorization-server` (RFC 8414 metadata).
+    pub async fn metadata(&self) -> Result<serde_json::Value, SdkError> {
+        receive(self.public("/.well-known/oauth-authorization-server")).await
+    }
+
+    /// `GET /.well-known/jwks.json`: the keys that verify tokens (`use: "sig"`).
+    pub async fn jwks(&self) -> Result<serde_json::Value, SdkError> {
+        receive(self.public("/.well-known/jwks.json")).await
+    }
+
+    /// `GET /.well-known/spiffe-bundle`: the SPIFFE trust bundle (`use: "jwt-svid"` keys,
+    /// `spiffe_sequence`, `spiffe_refresh_hint`).
+    pub async fn bundle(&self) -> Result<serde_json::Value, SdkError> {
+        receive(self.public("/.well-known/spiffe-bundle")).await
+    }
+
+    /// `GET /healthz`: succeeds when the server process is up.
+    pub async fn health(&self) -> Result<(), SdkError> {
+        receive_empty(self.public("/healthz")).await
+    }
+
+    /// `GET /readyz`: succeeds when the server is ready to serve requests.
+    pub async fn readiness(&self) -> Result<(), SdkError> {
+        receive_empty(self.public("/readyz")).await
+    }
+
+    // --- plumbing -----------------------------------------------------------------------
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A request to an authenticated endpoint, carrying the bearer token.
+    fn authed(&self, method: Method, path: &str) -> Result<RequestBuilder, SdkError> {
+        let auth = self.auth.clone().ok_or(SdkError::MissingToken)?;
+        Ok(self
+            .http
+            .request(method, self.url(path))
+            .header(AUTHORIZATION, auth))
+    }
+
+    /// A request to a public endpoint; the token is not sent.
+    fn public(&self, path: &str) -> RequestBuilder {
+        self.http.get(self.url(path))
+    }
+}
+
+/// `/v1/agents/{name}{suffix}`. Agent names are validated to unreserved URL characters and are
+/// never `.` or `..`, so they need no escaping.
+fn agent_path(name: &AgentName, suffix: &str) -> String {
+    format!("/v1/agents/{}{suffix}", name.as_str())
+}
+
+/// `/v1/users/{name}{suffix}`. User names are lowercase slugs, safe in a path segment.
+fn user_path(name: &UserName, suffix: &str) -> String {
+    format!("/v1/users/{}{suffix}", name.as_str())
+}
+
+/// Checks that `raw` is an absolute `http(s)` URL that can serve as a base, and returns it
+/// without trailing slashes so paths can be appended.
+pub(crate) fn parse_base_url(raw: &str) -> Result<String, SdkError> {
+    let raw = raw.trim();
+    let url = Url::parse(raw).map_err(|e| {
+        SdkError::InvalidUrl(format!(
+            "{e}; give a full URL such as http://127.0.0.1:8700"
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(SdkError::InvalidUrl(format!(
+            "the scheme must be http or https, not {}; give a full URL such as http://127.0.0.1:8700",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(SdkError::InvalidUrl("the URL has no host".into()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(SdkError::InvalidUrl(
+            "credentials in the URL are not supported; use the API token".into(),
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(SdkError::InvalidUrl(
+            "a base URL cannot have a query or fragment".into(),
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// Sends the request and decodes a successful JSON body as `T`.
+async fn receive<T: DeserializeOwned>(builder: RequestBuilder) -> Result<T, SdkError> {
+    let body = send(builder).await?;
+    serde_json::from_slice(&body).map_err(|e| SdkError::Decode(e.to_string()))
+}
+
+/// Sends the request and ignores a successful body.
+async fn receive_empty(builder: RequestBuilder) -> Result<(), SdkError> {
+    send(builder).await.map(drop)
+}
+
+/// Sends the request; a non-success status becomes an error built from the body.
+async fn send(builder: RequestBuilder) -> Result<Vec<u8>, SdkError> {
+    let response = builder.send().await.map_err(|e| SdkError::transport(&e))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| SdkError::transport(&e))?;
+    if status.is_success() {
+        Ok(body.to_vec())
+    } else {
+        Err(SdkError::from_response(status.as_u16(), &body))
+    }
+}
+
+#[cfg(test)]
+#[path = "admin_tests.rs"]
+mod tests;

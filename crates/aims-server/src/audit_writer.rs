@@ -1,0 +1,92 @@
+//! The group-commit audit writer: one task that appends every queued event in one store
+//! transaction, then answers each waiting request.
+//!
+//! A request that records an event waits until its batch is durably committed; if the commit
+//! fails, or the writer is gone, the request gets an error and must not answer success (fail
+//! closed). Batches form naturally: whatever queues up while one commit runs goes into the next.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use aims_core::audit::AuditEvent;
+use aims_store::Store;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// Most events in one group commit.
+const MAX_BATCH: usize = 256;
+/// Most events waiting for a commit before `record` waits for room (backpressure).
+const QUEUE_DEPTH: usize = 4096;
+
+struct Job {
+    event: AuditEvent,
+    done: oneshot::Sender<bool>,
+}
+
+/// Handle to the writer task; cheap to clone.
+#[derive(Clone)]
+pub struct AuditWriter {
+    jobs: mpsc::Sender<Job>,
+    healthy: Arc<AtomicBool>,
+}
+
+impl AuditWriter {
+    /// Starts the writer task on `store`. The task ends when every handle is dropped.
+    pub fn spawn(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> (Self, JoinHandle<()>) {
+        let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let task = tokio::spawn(run(store, queue, healthy.clone(), metrics));
+        (Self { jobs, healthy }, task)
+    }
+
+    /// Records `event` and returns once it is durably committed.
+    pub async fn record(&self, event: AuditEvent) -> Result<(), ApiError> {
+        let (done, committed) = oneshot::channel();
+        self.jobs
+            .send(Job { event, done })
+            .await
+            .map_err(|_| ApiError::audit_unavailable())?;
+        match committed.await {
+            Ok(true) => Ok(()),
+            _ => Err(ApiError::audit_unavailable()),
+        }
+    }
+
+    /// Whether the last group commit succeeded and the writer is running.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.jobs.is_closed()
+    }
+}
+
+async fn run(
+    store: Arc<dyn Store>,
+    mut queue: mpsc::Receiver<Job>,
+    healthy: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let (events, waiters): (Vec<AuditEvent>, Vec<oneshot::Sender<bool>>) =
+            jobs.drain(..).map(|job| (job.event, job.done)).unzip();
+        let committed = match store.append_audit(&events).await {
+            Ok(_) => {
+                metrics.audit_events.inc_by(events.len() as u64);
+                metrics.audit_batch_size.observe(events.len() as f64);
+                true
+            }
+            Err(error) => {
+                tracing::error!(%error, events = events.len(), "audit group commit failed; refusing the requests");
+                metrics.audit_failures.inc();
+                false
+            }
+        };
+        healthy.store(committed, Ordering::Relaxed);
+        for waiter in waiters {
+            // A waiter that went away (client disconnected) needs no answer.
+            let _ = waiter.send(committed);
+        }
+    }
+}

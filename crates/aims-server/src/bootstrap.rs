@@ -1,0 +1,239 @@
+//! Startup: the data directory, the master key, the store, and on first start the trust
+//! domain, its first signing keys and the bootstrap admin.
+//!
+//! Refuses to start rather than guess: a store created for another trust domain, a master key
+//! that does not open the stored keys, or a missing master key for an existing store all stop
+//! the server with a clear message. A new master key is generated only for a new store.
+
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aims_core::audit::{Actor, AuditEvent, Outcome, action};
+use aims_core::credential::{
+    CredentialHash, CredentialKind, format_credential, is_acceptable_supplied_credential,
+};
+use aims_core::id::UserName;
+use aims_core::user::{Role, User};
+use aims_store::{Initialization, KeyState, Store};
+use aims_token::master::MasterKey;
+use ring::rand::{SecureRandom as _, SystemRandom};
+use secrecy::{ExposeSecret as _, SecretString};
+use time::OffsetDateTime;
+
+use crate::config::{Config, ENV_BOOTSTRAP_TOKEN, ENV_MASTER_KEY};
+use crate::keyring::{KeyRing, generate_stored_key};
+
+/// File name of the master key inside the data directory.
+pub const MASTER_KEY_FILE: &str = "master.key";
+/// Name of the bootstrap admin user.
+pub const BOOTSTRAP_ADMIN: &str = "admin";
+
+/// Why the server refused to start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The data directory cannot be created or used.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The master key is missing, unreadable, malformed or too widely readable.
+    #[error("master key: {0}")]
+    MasterKey(String),
+    /// The store cannot be opened or initialized.
+    #[error("store: {0}")]
+    Store(#[from] aims_store::StoreError),
+    /// The store belongs to another trust domain.
+    #[error(
+        "the store belongs to trust domain {stored}, not {configured}; a trust domain cannot be renamed"
+    )]
+    TrustDomainMismatch {
+        /// In the store.
+        stored: String,
+        /// In the configuration.
+        configured: String,
+    },
+    /// Keys cannot be generated or loaded.
+    #[error("keys: {0}")]
+    Keys(String),
+    /// `AIMS_BOOTSTRAP_TOKEN` is unusable.
+    #[error("{ENV_BOOTSTRAP_TOKEN} must be 32 to 512 printable ASCII characters without spaces")]
+    BootstrapToken,
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What startup hands the server.
+pub struct Started {
+    /// The open store.
+    pub store: Arc<dyn Store>,
+    /// The unsealed key ring.
+    pub keys: KeyRing,
+    /// The master key (kept to unseal keys on reload).
+    pub master: MasterKey,
+    /// The bootstrap admin credential, when this start created it and generated it.
+    pub bootstrap_credential: Option<SecretString>,
+}
+
+/// Prepares the data directory; the store is opened after this.
+pub fn prepare_data_dir(config: &Config) -> Result<(), StartupError> {
+    create_data_dir(&config.data_dir)
+}
+
+/// Loads (and on first start creates) everything the server needs from an open store.
+pub async fn start(
+    config: &Config,
+    store: Arc<dyn Store>,
+    var: &dyn Fn(&str) -> Option<String>,
+    rng: &SystemRandom,
+) -> Result<Started, StartupError> {
+    let existing = store.trust_domain().await?;
+    let master = load_master_key(config, var, existing.is_some(), rng)?;
+
+    let bootstrap_credential = match existing {
+        Some(stored) if stored != config.trust_domain => {
+            return Err(StartupError::TrustDomainMismatch {
+                stored: stored.to_string(),
+                configured: config.trust_domain.to_string(),
+            });
+        }
+        Some(_) => None,
+        None => initialize(config, store.as_ref(), &master, var, rng).await?,
+    };
+
+    let set = store.keys().await?;
+    let keys = KeyRing::load(&set, &master, rng).map_err(|e| StartupError::Keys(e.to_string()))?;
+    Ok(Started {
+        store,
+        keys,
+        master,
+        bootstrap_credential,
+    })
+}
+
+fn create_data_dir(dir: &Path) -> Result<(), StartupError> {
+    let wrap = |source| StartupError::DataDir {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(wrap)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(wrap)
+}
+
+/// `AIMS_MASTER_KEY`, else the key file; generates the file only for a new store.
+fn load_master_key(
+    config: &Config,
+    var: &dyn Fn(&str) -> Option<String>,
+    store_exists: bool,
+    rng: &SystemRandom,
+) -> Result<MasterKey, StartupError> {
+    if let Some(encoded) = var(ENV_MASTER_KEY) {
+        return MasterKey::from_base64(&encoded).map_err(|_| {
+            StartupError::MasterKey(format!("{ENV_MASTER_KEY} is not 32 bytes of base64"))
+        });
+    }
+    let path = config.data_dir.join(MASTER_KEY_FILE);
+    match std::fs::metadata(&path) {
+        Ok(meta) => {
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(StartupError::MasterKey(format!(
+                    "{} is readable by group or others; run: chmod 600 {}",
+                    path.display(),
+                    path.display()
+                )));
+            }
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| StartupError::MasterKey(format!("{}: {e}", path.display())))?;
+            MasterKey::from_base64(&text)
+                .map_err(|_| StartupError::MasterKey(format!("{} is malformed", path.display())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !store_exists => {
+            let key =
+                MasterKey::generate(rng).map_err(|e| StartupError::MasterKey(e.to_string()))?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| StartupError::MasterKey(format!("{}: {e}", path.display())))?;
+            file.write_all(key.to_base64().expose_secret().as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| StartupError::MasterKey(format!("{}: {e}", path.display())))?;
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(StartupError::MasterKey(format!(
+                "{} is missing but the store already holds sealed keys; restore the key file or set {ENV_MASTER_KEY} (a new key is never generated for an existing store)",
+                path.display()
+            )))
+        }
+        Err(e) => Err(StartupError::MasterKey(format!("{}: {e}", path.display()))),
+    }
+}
+
+async fn initialize(
+    config: &Config,
+    store: &dyn Store,
+    master: &MasterKey,
+    var: &dyn Fn(&str) -> Option<String>,
+    rng: &SystemRandom,
+) -> Result<Option<SecretString>, StartupError> {
+    let now = OffsetDateTime::now_utc();
+    let (credential, generated) = match var(ENV_BOOTSTRAP_TOKEN) {
+        Some(supplied) if is_acceptable_supplied_credential(&supplied) => {
+            (SecretString::from(supplied), false)
+        }
+        Some(_) => return Err(StartupError::BootstrapToken),
+        None => {
+            let mut random = [0u8; 32];
+            rng.fill(&mut random)
+                .map_err(|_| StartupError::Keys("random number generator failed".to_owned()))?;
+            (
+                SecretString::from(format_credential(CredentialKind::Human, &random)),
+                true,
+            )
+        }
+    };
+    let keys = [KeyState::Current, KeyState::Next]
+        .into_iter()
+        .map(|state| generate_stored_key(master, rng, state, now))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StartupError::Keys(e.to_string()))?;
+    let admin_name = UserName::new(BOOTSTRAP_ADMIN)
+        .map_err(|e| StartupError::Keys(format!("bootstrap admin name: {e}")))?;
+    let init = Initialization {
+        trust_domain: config.trust_domain.clone(),
+        keys,
+        admin: User {
+            name: admin_name,
+            role: Role::Admin,
+            created_at: now,
+            credential_rotated_at: now,
+        },
+        admin_credential: CredentialHash::of(credential.expose_secret()),
+    };
+    let mut event = AuditEvent::new(
+        now,
+        Actor::System,
+        action::TRUST_DOMAIN_CREATE,
+        Outcome::Success,
+    );
+    event.details = serde_json::json!({
+        "trust_domain": config.trust_domain.as_str(),
+        "kids": init.keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+        "bootstrap_admin": BOOTSTRAP_ADMIN,
+        "bootstrap_credential_source": if generated { "generated" } else { ENV_BOOTSTRAP_TOKEN },
+    });
+    store.initialize(&init, &event).await?;
+    Ok(generated.then_some(credential))
+}

@@ -1,0 +1,384 @@
+//! Server configuration: defaults, a versioned TOML file, `AIMS_*` environment variables and
+//! command-line overrides, merged in that order and validated once into [`Config`].
+//!
+//! The raw file is deserialized with unknown keys rejected; every problem found is reported
+//! together. No configuration at all yields a working embedded server.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aims_core::id::TrustDomain;
+use serde::Deserialize;
+
+/// Default listen address (loopback only; expose deliberately).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
+/// Default trust domain.
+pub const DEFAULT_TRUST_DOMAIN: &str = "aims.local";
+/// The only config file version this server reads.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// Path of the TOML config file.
+pub const ENV_CONFIG: &str = "AIMS_CONFIG";
+/// Listen address, e.g. `127.0.0.1:8700`.
+pub const ENV_LISTEN: &str = "AIMS_LISTEN";
+/// Data directory (SQLite database, master key file).
+pub const ENV_DATA_DIR: &str = "AIMS_DATA_DIR";
+/// Database URL: `sqlite://PATH` or `postgres://…`.
+pub const ENV_DATABASE_URL: &str = "AIMS_DATABASE_URL";
+/// Trust domain name.
+pub const ENV_TRUST_DOMAIN: &str = "AIMS_TRUST_DOMAIN";
+/// Public base URL (issuer), when it differs from `http://<listen>`.
+pub const ENV_PUBLIC_URL: &str = "AIMS_PUBLIC_URL";
+/// The master key, base64 (instead of the key file in the data directory).
+pub const ENV_MASTER_KEY: &str = "AIMS_MASTER_KEY";
+/// The bootstrap admin credential to use at first start (for automation).
+pub const ENV_BOOTSTRAP_TOKEN: &str = "AIMS_BOOTSTRAP_TOKEN";
+
+/// The config file as written, before validation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Must be [`CONFIG_VERSION`].
+    pub version: Option<u32>,
+    /// Listen address.
+    pub listen: Option<String>,
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Database URL.
+    pub database_url: Option<String>,
+    /// Trust domain.
+    pub trust_domain: Option<String>,
+    /// Public base URL.
+    pub public_url: Option<String>,
+    /// Largest accepted request body, bytes.
+    pub max_body_bytes: Option<usize>,
+    /// Whole-request timeout, seconds.
+    pub request_timeout_s: Option<u64>,
+    /// Lifetime of join tokens, seconds.
+    pub join_token_ttl_s: Option<u64>,
+    /// Default days until an agent must be recertified.
+    pub recertify_days: Option<u32>,
+    /// `spiffe_refresh_hint` of the bundle, seconds.
+    pub bundle_refresh_hint_s: Option<u64>,
+    /// How often the key set is re-read from the store (for other replicas' rotations), seconds.
+    pub key_reload_s: Option<u64>,
+}
+
+impl RawConfig {
+    /// Fills unset fields from `other` (which wins).
+    fn overlay(self, other: RawConfig) -> RawConfig {
+        RawConfig {
+            version: other.version.or(self.version),
+            listen: other.listen.or(self.listen),
+            data_dir: other.data_dir.or(self.data_dir),
+            database_url: other.database_url.or(self.database_url),
+            trust_domain: other.trust_domain.or(self.trust_domain),
+            public_url: other.public_url.or(self.public_url),
+            max_body_bytes: other.max_body_bytes.or(self.max_body_bytes),
+            request_timeout_s: other.request_timeout_s.or(self.request_timeout_s),
+            join_token_ttl_s: other.join_token_ttl_s.or(self.join_token_ttl_s),
+            recertify_days: other.recertify_days.or(self.recertify_days),
+            bundle_refresh_hint_s: other.bundle_refresh_hint_s.or(self.bundle_refresh_hint_s),
+            key_reload_s: other.key_reload_s.or(self.key_reload_s),
+        }
+    }
+
+    /// The settings given by `AIMS_*` environment variables, read through `var`.
+    fn from_env(var: &dyn Fn(&str) -> Option<String>) -> RawConfig {
+        RawConfig {
+            listen: var(ENV_LISTEN),
+            data_dir: var(ENV_DATA_DIR).map(PathBuf::from),
+            database_url: var(ENV_DATABASE_URL),
+            trust_domain: var(ENV_TRUST_DOMAIN),
+            public_url: var(ENV_PUBLIC_URL),
+            ..RawConfig::default()
+        }
+    }
+}
+
+/// Command-line flags of `aims server`; each overrides file and environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--config`.
+    pub config_file: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--database-url`.
+    pub database_url: Option<String>,
+    /// `--trust-domain`.
+    pub trust_domain: Option<String>,
+    /// `--public-url`.
+    pub public_url: Option<String>,
+}
+
+/// The validated server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Data directory (created if missing).
+    pub data_dir: PathBuf,
+    /// Database URL; secrets in it are never logged.
+    pub database_url: String,
+    /// The trust domain to create at first start (must match afterwards).
+    pub trust_domain: TrustDomain,
+    /// Public base URL without trailing slash; `None` means `http://<bound address>`.
+    pub public_url: Option<String>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+    /// Lifetime of join tokens.
+    pub join_token_ttl: Duration,
+    /// Default days until an agent must be recertified.
+    pub recertify_days: u32,
+    /// `spiffe_refresh_hint` of the bundle.
+    pub bundle_refresh_hint: Duration,
+    /// How often the key set is re-read from the store.
+    pub key_reload: Duration,
+}
+
+/// Every problem found in the configuration, reported together.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl Config {
+    /// Loads defaults, then the config file (`--config` or `AIMS_CONFIG`), then `AIMS_*`
+    /// variables, then flags.
+    pub fn load(overrides: &Overrides) -> Result<Self, ConfigErrors> {
+        Self::load_with(overrides, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::load`] with an explicit environment, for tests.
+    pub fn load_with(
+        overrides: &Overrides,
+        var: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigErrors> {
+        let file = overrides
+            .config_file
+            .clone()
+            .or_else(|| var(ENV_CONFIG).map(PathBuf::from));
+        let from_file = match file {
+            Some(path) => read_file(&path)?,
+            None => RawConfig::default(),
+        };
+        let from_flags = RawConfig {
+            listen: overrides.listen.clone(),
+            data_dir: overrides.data_dir.clone(),
+            database_url: overrides.database_url.clone(),
+            trust_domain: overrides.trust_domain.clone(),
+            public_url: overrides.public_url.clone(),
+            ..RawConfig::default()
+        };
+        let raw = from_file
+            .overlay(RawConfig::from_env(var))
+            .overlay(from_flags);
+        Self::try_from_raw(raw, var)
+    }
+
+    fn try_from_raw(
+        raw: RawConfig,
+        var: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+        if let Some(version) = raw.version
+            && version != CONFIG_VERSION
+        {
+            errors.push(format!(
+                "version: this server reads config version {CONFIG_VERSION}, found {version}"
+            ));
+        }
+        let listen = raw
+            .listen
+            .as_deref()
+            .unwrap_or(DEFAULT_LISTEN)
+            .parse::<SocketAddr>()
+            .map_err(|_| errors.push("listen: expected IP:PORT, e.g. 127.0.0.1:8700".to_owned()))
+            .ok();
+        let data_dir = raw.data_dir.unwrap_or_else(|| default_data_dir(var));
+        let database_url = raw
+            .database_url
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("aims.db").display()));
+        if !(database_url.starts_with("sqlite://")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            errors.push("database_url: must start with sqlite:// or postgres://".to_owned());
+        }
+        let trust_domain = TrustDomain::new(
+            raw.trust_domain
+                .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_owned()),
+        )
+        .map_err(|e| errors.push(format!("trust_domain: {e}")))
+        .ok();
+        let public_url = raw.public_url.map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(url) = &public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            errors.push("public_url: must start with http:// or https://".to_owned());
+        }
+        let mut bounded = |name: &str, value: Option<u64>, default: u64, min: u64, max: u64| {
+            let v = value.unwrap_or(default);
+            if !(min..=max).contains(&v) {
+                errors.push(format!("{name}: must be between {min} and {max}"));
+            }
+            v
+        };
+        let max_body_bytes = bounded(
+            "max_body_bytes",
+            raw.max_body_bytes.map(|v| v as u64),
+            64 * 1024,
+            1024,
+            32 * 1024 * 1024,
+        );
+        let request_timeout_s = bounded("request_timeout_s", raw.request_timeout_s, 30, 1, 600);
+        let join_token_ttl_s = bounded("join_token_ttl_s", raw.join_token_ttl_s, 900, 30, 86_400);
+        let recertify_days = bounded(
+            "recertify_days",
+            raw.recertify_days.map(u64::from),
+            90,
+            1,
+            3650,
+        );
+        let refresh_s = bounded(
+            "bundle_refresh_hint_s",
+            raw.bundle_refresh_hint_s,
+            300,
+            10,
+            86_400,
+        );
+        let key_reload_s = bounded("key_reload_s", raw.key_reload_s, 10, 1, 3600);
+
+        match (listen, trust_domain) {
+            (Some(listen), Some(trust_domain)) if errors.is_empty() => Ok(Self {
+                listen,
+                data_dir,
+                database_url,
+                trust_domain,
+                public_url,
+                max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(64 * 1024),
+                request_timeout: Duration::from_secs(request_timeout_s),
+                join_token_ttl: Duration::from_secs(join_token_ttl_s),
+                recertify_days: u32::try_from(recertify_days).unwrap_or(90),
+                bundle_refresh_hint: Duration::from_secs(refresh_s),
+                key_reload: Duration::from_secs(key_reload_s),
+            }),
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+}
+
+/// `$XDG_DATA_HOME/aims`, else `$HOME/.local/share/aims`, else `./aims-data`.
+fn default_data_dir(var: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    if let Some(xdg) = var("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("aims");
+    }
+    if let Some(home) = var("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home).join(".local/share/aims");
+    }
+    PathBuf::from("aims-data")
+}
+
+fn read_file(path: &Path) -> Result<RawConfig, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
+    let raw: RawConfig = toml::from_str(&text)
+        .map_err(|e| ConfigErrors(vec![format!("{}: {}", path.display(), e.message())]))?;
+    if raw.version.is_none() {
+        return Err(ConfigErrors(vec![format!(
+            "{}: `version = {CONFIG_VERSION}` is required",
+            path.display()
+        )]));
+    }
+    Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn no_configuration_gives_embedded_defaults() {
+        let config =
+            Config::load_with(&Overrides::default(), &env(&[("HOME", "/home/op")])).unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.data_dir, PathBuf::from("/home/op/.local/share/aims"));
+        assert_eq!(
+            config.database_url,
+            "sqlite:///home/op/.local/share/aims/aims.db"
+        );
+        assert_eq!(config.trust_domain.as_str(), DEFAULT_TRUST_DOMAIN);
+    }
+
+    #[test]
+    fn flags_beat_environment_beat_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("aims.toml");
+        std::fs::write(
+            &file,
+            "version = 1\nlisten = \"127.0.0.1:1000\"\ntrust_domain = \"file.example\"\njoin_token_ttl_s = 60\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            config_file: Some(file),
+            listen: Some("127.0.0.1:3000".into()),
+            ..Overrides::default()
+        };
+        let config = Config::load_with(
+            &overrides,
+            &env(&[
+                (ENV_LISTEN, "127.0.0.1:2000"),
+                (ENV_TRUST_DOMAIN, "env.example"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 3000);
+        assert_eq!(config.trust_domain.as_str(), "env.example");
+        assert_eq!(config.join_token_ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn unknown_keys_and_versions_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("aims.toml");
+        std::fs::write(&file, "version = 1\nlistn = \"x\"\n").unwrap();
+        let overrides = Overrides {
+            config_file: Some(file.clone()),
+            ..Overrides::default()
+        };
+        let err = Config::load_with(&overrides, &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("listn"), "{err}");
+        std::fs::write(&file, "version = 2\n").unwrap();
+        let err = Config::load_with(&overrides, &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("version"), "{err}");
+        std::fs::write(&file, "listen = \"127.0.0.1:1\"\n").unwrap();
+        assert!(Config::load_with(&overrides, &env(&[])).is_err());
+    }
+
+    #[test]
+    fn all_errors_are_reported_together() {
+        let err = Config::load_with(
+            &Overrides::default(),
+            &env(&[
+                (ENV_LISTEN, "nowhere"),
+                (ENV_TRUST_DOMAIN, "Bad Domain"),
+                (ENV_DATABASE_URL, "mysql://x"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+    }
+}

@@ -1,0 +1,17 @@
+//! The AIMS server: HTTP API (`/v1` JSON, discovery documents, health, metrics), operator
+//! authentication, the group-commit audit writer, configuration and startup.
+//!
+//! It sits above `aims-core` (rules), `aims-token` (keys) and `aims-store` (persistence) and
+//! below the `aims` binary, which only parses flags and calls [`server::start`].
+
+pub mod audit_writer;
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod keyring;
+pub mod metrics;
+pub mod routes;
+pub mod server;
+pub mod state;

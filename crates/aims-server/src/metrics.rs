@@ -1,0 +1,81 @@
+//! Prometheus metrics: request counts by route and status, audit throughput and failures.
+//!
+//! Labels never carry caller-supplied values other than the matched route template, so the
+//! series count stays bounded.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of the request counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// HTTP method.
+    pub method: String,
+    /// Matched route template, e.g. `/v1/agents/{name}`.
+    pub route: String,
+    /// Response status code.
+    pub status: u16,
+}
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests served.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Audit events committed through the group-commit writer.
+    pub audit_events: Counter,
+    /// Events per group commit.
+    pub audit_batch_size: Histogram,
+    /// Group commits that failed (every request in them was refused).
+    pub audit_failures: Counter,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("aims");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests served", requests.clone());
+        let audit_events = Counter::default();
+        registry.register(
+            "audit_events",
+            "Audit events committed by the group-commit writer",
+            audit_events.clone(),
+        );
+        let audit_batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
+        registry.register(
+            "audit_batch_size",
+            "Audit events per group commit",
+            audit_batch_size.clone(),
+        );
+        let audit_failures = Counter::default();
+        registry.register(
+            "audit_commit_failures",
+            "Group commits that failed; their requests were refused",
+            audit_failures.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            audit_events,
+            audit_batch_size,
+            audit_failures,
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,378 @@
+//! `/v1/agents`: register, list, show, update, lifecycle changes and join tokens.
+//!
+//! Handlers validate input through the `aims-core` types, build the new record, and hand the
+//! store the change together with its audit event, so both commit or neither does.
+
+use aims_api::{
+    AgentList, AgentQuery, AgentView, JoinTokenIssued, LifecycleRequest, RegisterAgentRequest,
+    UpdateAgentRequest,
+};
+use aims_core::agent::{Agent, AgentError, LifecycleAction, LifecycleState};
+use aims_core::audit::{AuditEvent, Outcome, action};
+use aims_core::credential::{CredentialHash, CredentialKind, format_credential};
+use aims_core::id::AgentName;
+use aims_core::user::Access;
+use aims_store::{AgentFilter, JoinTokenRecord, MAX_PAGE, StoreError};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use ring::rand::SecureRandom as _;
+use serde_json::json;
+use time::{Duration, OffsetDateTime};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{AgentPath, Body, Query};
+use crate::state::AppState;
+
+/// Longest lifecycle reason kept in the audit log.
+const MAX_REASON: usize = 512;
+
+fn invalid(e: AgentError) -> ApiError {
+    match e {
+        AgentError::Transition { .. } => ApiError::conflict("invalid_transition", e.to_string()),
+        other => ApiError::bad_request("invalid_agent", other.to_string()),
+    }
+}
+
+fn view(state: &AppState, agent: Agent) -> AgentView {
+    AgentView {
+        spiffe_id: agent.spiffe_id(&state.trust_domain).to_string(),
+        agent,
+    }
+}
+
+fn recertify_deadline(now: OffsetDateTime, days: u32) -> Result<OffsetDateTime, ApiError> {
+    if !(1..=3650).contains(&days) {
+        return Err(ApiError::bad_request(
+            "invalid_agent",
+            "recertify_days must be between 1 and 3650",
+        ));
+    }
+    Ok(now + Duration::days(i64::from(days)))
+}
+
+/// A fresh join token for `agent`, and its stored (hashed) form.
+fn new_join_token(
+    state: &AppState,
+    agent: &AgentName,
+    now: OffsetDateTime,
+) -> Result<(String, JoinTokenRecord), ApiError> {
+    let mut random = [0u8; 32];
+    state
+        .rng
+        .fill(&mut random)
+        .map_err(|_| ApiError::internal())?;
+    let token = format_credential(CredentialKind::Join, &random);
+    let ttl = Duration::try_from(state.config.join_token_ttl).map_err(|_| ApiError::internal())?;
+    let record = JoinTokenRecord {
+        hash: CredentialHash::of(&token),
+        agent: agent.clone(),
+        expires_at: now + ttl,
+    };
+    Ok((token, record))
+}
+
+fn agent_event(state: &AppState, caller: &Caller, name: &str, agent: &Agent) -> AuditEvent {
+    let mut event = state.event(caller.actor(), name, Outcome::Success);
+    event.request_id = caller.request_id.clone();
+    event.agent = Some(agent.spiffe_id(&state.trust_domain).to_string());
+    event.owner = Some(agent.owner.to_string());
+    event
+}
+
+/// `POST /v1/agents`.
+pub async fn register(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(req): Body<RegisterAgentRequest>,
+) -> Result<(StatusCode, Json<JoinTokenIssued>), ApiError> {
+    caller.require(Access::Administer)?;
+    let now = OffsetDateTime::now_utc();
+    let agent = Agent {
+        name: req.name,
+        owner: req.owner,
+        environment: req.environment.unwrap_or_default(),
+        description: req.description.unwrap_or_default(),
+        posture_profile: req.posture_profile.unwrap_or_default(),
+        limits: req.limits.unwrap_or_default(),
+        labels: req.labels.unwrap_or_default(),
+        state: LifecycleState::Active,
+        created_at: now,
+        updated_at: now,
+        recertify_by: recertify_deadline(
+            now,
+            req.recertify_days.unwrap_or(state.config.recertify_days),
+        )?,
+        revision: 1,
+    };
+    agent.validate().map_err(invalid)?;
+    let (token, record) = new_join_token(&state, &agent.name, now)?;
+    let mut event = agent_event(&state, &caller, action::AGENT_REGISTER, &agent);
+    event.details = json!({
+        "environment": agent.environment,
+        "limits": agent.limits,
+        "join_token_expires_at": record.expires_at.unix_timestamp(),
+    });
+    match state.store.create_agent(&agent, &record, &event).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict { .. }) => {
+            return Err(ApiError::conflict(
+                "agent_exists",
+                format!(
+                    "an agent named {} was already registered; names are never reused",
+                    agent.name
+                ),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let view = view(&state, agent);
+    Ok((
+        StatusCode::CREATED,
+        Json(JoinTokenIssued {
+            spiffe_id: view.spiffe_id.clone(),
+            join_token: token,
+            join_token_expires_at: record.expires_at,
+            agent: view,
+        }),
+    ))
+}
+
+/// `GET /v1/agents`.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<AgentQuery>,
+) -> Result<Json<AgentList>, ApiError> {
+    caller.require(Access::Read)?;
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let agents = state
+        .store
+        .list_agents(&AgentFilter {
+            owner: query.owner,
+            state: query.state,
+            environment: query.environment,
+            after: query.after,
+            limit,
+        })
+        .await?;
+    let next_after = (agents.len() == limit as usize)
+        .then(|| agents.last().map(|a| a.name.to_string()))
+        .flatten();
+    Ok(Json(AgentList {
+        agents: agents.into_iter().map(|a| view(&state, a)).collect(),
+        next_after,
+    }))
+}
+
+async fn load(state: &AppState, name: &AgentName) -> Result<Agent, ApiError> {
+    state
+        .store
+        .agent(name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("agent_not_found", format!("no agent named {name}")))
+}
+
+/// `GET /v1/agents/{name}`.
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    AgentPath(name): AgentPath,
+) -> Result<Json<AgentView>, ApiError> {
+    caller.require(Access::Read)?;
+    let agent = load(&state, &name).await?;
+    Ok(Json(view(&state, agent)))
+}
+
+/// Stores `next` (whose revision must be `current.revision + 1`), mapping a lost race.
+async fn save(
+    state: &AppState,
+    next: &Agent,
+    current: &Agent,
+    event: &AuditEvent,
+) -> Result<(), ApiError> {
+    match state
+        .store
+        .update_agent(next, current.revision, event)
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(
+            "revision_conflict",
+            "the agent was changed concurrently; read it again and retry",
+        )),
+        Err(StoreError::NotFound { .. }) => Err(ApiError::not_found(
+            "agent_not_found",
+            format!("no agent named {}", next.name),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `PATCH /v1/agents/{name}`.
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    AgentPath(name): AgentPath,
+    Body(req): Body<UpdateAgentRequest>,
+) -> Result<Json<AgentView>, ApiError> {
+    caller.require(Access::Administer)?;
+    let current = load(&state, &name).await?;
+    if let Some(expected) = req.revision
+        && expected != current.revision
+    {
+        return Err(ApiError::conflict(
+            "revision_conflict",
+            format!(
+                "the agent is at revision {}, not {expected}",
+                current.revision
+            ),
+        ));
+    }
+    if current.state == LifecycleState::Decommissioned {
+        return Err(ApiError::conflict(
+            "agent_decommissioned",
+            "a decommissioned agent cannot be changed",
+        ));
+    }
+    let now = OffsetDateTime::now_utc();
+    let mut changed = Vec::new();
+    let mut next = current.clone();
+    if let Some(owner) = req.owner {
+        next.owner = owner;
+        changed.push("owner");
+    }
+    if let Some(environment) = req.environment {
+        next.environment = environment;
+        changed.push("environment");
+    }
+    if let Some(description) = req.description {
+        next.description = description;
+        changed.push("description");
+    }
+    if let Some(profile) = req.posture_profile {
+        next.posture_profile = profile;
+        changed.push("posture_profile");
+    }
+    if let Some(limits) = req.limits {
+        next.limits = limits;
+        changed.push("limits");
+    }
+    if let Some(labels) = req.labels {
+        next.labels = labels;
+        changed.push("labels");
+    }
+    if let Some(days) = req.recertify_days {
+        next.recertify_by = recertify_deadline(now, days)?;
+        changed.push("recertify_by");
+    }
+    if changed.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_update",
+            "the update changes nothing",
+        ));
+    }
+    next.updated_at = now;
+    next.revision = current.revision.saturating_add(1);
+    next.validate().map_err(invalid)?;
+    let mut event = agent_event(&state, &caller, action::AGENT_UPDATE, &next);
+    event.details =
+        json!({ "changed": changed, "previous_owner": current.owner, "revision": next.revision });
+    save(&state, &next, &current, &event).await?;
+    Ok(Json(view(&state, next)))
+}
+
+/// `POST /v1/agents/{name}/suspend|resume|decommission`.
+async fn lifecycle(
+    state: AppState,
+    caller: Caller,
+    name: AgentName,
+    request: LifecycleRequest,
+    lifecycle_action: LifecycleAction,
+) -> Result<Json<AgentView>, ApiError> {
+    caller.require(Access::Administer)?;
+    if let Some(reason) = &request.reason
+        && (reason.len() > MAX_REASON || reason.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_reason",
+            "reason must be at most 512 printable characters",
+        ));
+    }
+    let current = load(&state, &name).await?;
+    let mut next = current.clone();
+    next.state = current.state.apply(lifecycle_action).map_err(invalid)?;
+    next.updated_at = OffsetDateTime::now_utc();
+    next.revision = current.revision.saturating_add(1);
+    let mut event = agent_event(&state, &caller, action::AGENT_LIFECYCLE, &next);
+    event.details = json!({
+        "action": lifecycle_action,
+        "from": current.state,
+        "to": next.state,
+        "reason": request.reason,
+    });
+    save(&state, &next, &current, &event).await?;
+    Ok(Json(view(&state, next)))
+}
+
+/// `POST /v1/agents/{name}/suspend`.
+pub async fn suspend(
+    State(state): State<AppState>,
+    caller: Caller,
+    AgentPath(name): AgentPath,
+    Body(req): Body<LifecycleRequest>,
+) -> Result<Json<AgentView>, ApiError> {
+    lifecycle(state, caller, name, req, LifecycleAction::Suspend).await
+}
+
+/// `POST /v1/agents/{name}/resume`.
+pub async fn resume(
+    State(state): State<AppState>,
+    caller: Caller,
+    AgentPath(name): AgentPath,
+    Body(req): Body<LifecycleRequest>,
+) -> Result<Json<AgentView>, ApiError> {
+    lifecycle(state, caller, name, req, LifecycleAction::Resume).await
+}
+
+/// `POST /v1/agents/{name}/decommission`.
+pub async fn decommission(
+    State(state): State<AppState>,
+    caller: Caller,
+    AgentPath(name): AgentPath,
+    Body(req): Body<LifecycleRequest>,
+) -> Result<Json<AgentView>, ApiError> {
+    lifecycle(state, caller, name, req, LifecycleAction::Decommission).await
+}
+
+/// `POST /v1/agents/{name}/join-token`: replaces any unused join token with a new one.
+pub async fn join_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    AgentPath(name): AgentPath,
+) -> Result<Json<JoinTokenIssued>, ApiError> {
+    caller.require(Access::Administer)?;
+    let agent = load(&state, &name).await?;
+    if !agent.state.may_hold_credentials() {
+        return Err(ApiError::conflict(
+            "agent_not_active",
+            format!(
+                "the agent is {}; only active agents get join tokens",
+                agent.state
+            ),
+        ));
+    }
+    let now = OffsetDateTime::now_utc();
+    let (token, record) = new_join_token(&state, &agent.name, now)?;
+    let mut event = agent_event(&state, &caller, action::AGENT_JOIN_TOKEN, &agent);
+    event.details = json!({ "join_token_expires_at": record.expires_at.unix_timestamp() });
+    state.store.replace_join_token(&record, &event).await?;
+    let view = view(&state, agent);
+    Ok(Json(JoinTokenIssued {
+        spiffe_id: view.spiffe_id.clone(),
+        join_token: token,
+        join_token_expires_at: record.expires_at,
+        agent: view,
+    }))
+}

@@ -1,0 +1,61 @@
+//! Public discovery documents: RFC 8414 authorization-server metadata, the JWKS (`use: "sig"`),
+//! the SPIFFE trust bundle (`use: "jwt-svid"`) and the OpenAPI description of the API.
+//!
+//! Metadata lists only endpoints that exist; it grows as the token endpoint and others land.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+
+use crate::state::AppState;
+
+/// Path of the RFC 8414 metadata document.
+pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
+/// Path of the JWKS.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+/// Path of the SPIFFE trust bundle.
+pub const BUNDLE_PATH: &str = "/.well-known/spiffe-bundle";
+/// Path of the OpenAPI document.
+pub const OPENAPI_PATH: &str = "/v1/openapi.json";
+
+/// The OpenAPI 3.1 description of every route this server serves.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// `GET /.well-known/oauth-authorization-server`.
+pub async fn metadata(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "issuer": state.issuer,
+        "jwks_uri": format!("{}{JWKS_PATH}", state.issuer),
+        "spiffe_bundle_endpoint": format!("{}{BUNDLE_PATH}", state.issuer),
+        "service_documentation": format!("{}{OPENAPI_PATH}", state.issuer),
+    }))
+}
+
+/// `GET /.well-known/jwks.json`.
+pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
+    let keys = state.keys();
+    (
+        [(header::CACHE_CONTROL, "public, max-age=60")],
+        Json(aims_token::jwk::jwks(&keys.published)),
+    )
+}
+
+/// `GET /.well-known/spiffe-bundle`.
+pub async fn bundle(State(state): State<AppState>) -> impl IntoResponse {
+    let keys = state.keys();
+    (
+        [(header::CACHE_CONTROL, "public, max-age=60")],
+        Json(aims_token::jwk::spiffe_bundle(
+            &keys.published,
+            keys.sequence,
+            state.config.bundle_refresh_hint.as_secs(),
+        )),
+    )
+}
+
+/// `GET /v1/openapi.json`.
+pub async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}

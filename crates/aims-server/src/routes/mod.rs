@@ -1,0 +1,119 @@
+//! The HTTP surface: every route, the layers around them, and [`router`], which tests drive
+//! without sockets.
+//!
+//! Public routes (discovery, health, metrics, OpenAPI) need no credential. `/v1` routes sit
+//! behind the operator authentication and audit middleware of [`crate::auth`].
+
+pub mod agents;
+pub mod audit;
+pub mod discovery;
+pub mod health;
+pub mod keys;
+pub mod users;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use ring::rand::SecureRandom as _;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::auth::{REQUEST_ID_HEADER, admin_layer};
+use crate::error::ApiError;
+use crate::metrics::RequestLabels;
+use crate::state::AppState;
+
+/// Builds the full router over `state`.
+pub fn router(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/agents", post(agents::register).get(agents::list))
+        .route("/agents/{name}", get(agents::show).patch(agents::update))
+        .route("/agents/{name}/suspend", post(agents::suspend))
+        .route("/agents/{name}/resume", post(agents::resume))
+        .route("/agents/{name}/decommission", post(agents::decommission))
+        .route("/agents/{name}/join-token", post(agents::join_token))
+        .route("/users", post(users::add).get(users::list))
+        .route("/users/{name}", axum::routing::delete(users::remove))
+        .route("/users/{name}/rotate", post(users::rotate))
+        .route("/keys", get(keys::list))
+        .route("/keys/rotate", post(keys::rotate))
+        .route("/audit", get(audit::page))
+        .route("/audit/verify", get(audit::verify))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), admin_layer));
+
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    Router::new()
+        .route(discovery::METADATA_PATH, get(discovery::metadata))
+        .route(discovery::JWKS_PATH, get(discovery::jwks))
+        .route(discovery::BUNDLE_PATH, get(discovery::bundle))
+        .route(discovery::OPENAPI_PATH, get(discovery::openapi))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .nest("/v1", admin)
+        .fallback(no_route)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.config.request_timeout,
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, RandomRequestId))
+        .with_state(state)
+}
+
+async fn no_route() -> ApiError {
+    ApiError::not_found("no_route", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
+}
+
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// Request ids of 16 random bytes, hex-encoded, for requests that bring none.
+#[derive(Clone)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let mut bytes = [0u8; 16];
+        ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
+        HeaderValue::from_str(&hex::encode(bytes))
+            .ok()
+            .map(RequestId::new)
+    }
+}

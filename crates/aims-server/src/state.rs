@@ -1,0 +1,117 @@
+//! Shared server state handed to every handler: configuration, store, key ring, audit writer,
+//! metrics and the random number generator.
+
+use std::sync::{Arc, RwLock};
+
+use aims_core::audit::{Actor, AuditEvent, Outcome};
+use aims_core::id::TrustDomain;
+use aims_store::Store;
+use aims_token::master::MasterKey;
+use ring::rand::SystemRandom;
+use time::OffsetDateTime;
+
+use crate::audit_writer::AuditWriter;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::keyring::{KeyRing, KeyRingError};
+use crate::metrics::Metrics;
+
+/// Cheap-to-clone handle on the server's state.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// The state itself.
+pub struct Inner {
+    /// Validated configuration.
+    pub config: Config,
+    /// Issuer URL (public base URL), without trailing slash.
+    pub issuer: String,
+    /// The deployment's trust domain.
+    pub trust_domain: TrustDomain,
+    /// Persistence.
+    pub store: Arc<dyn Store>,
+    /// The group-commit audit writer.
+    pub audit: AuditWriter,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// System randomness.
+    pub rng: SystemRandom,
+    master: MasterKey,
+    keys: RwLock<Arc<KeyRing>>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// Everything [`AppState::new`] needs.
+pub struct Parts {
+    /// Validated configuration.
+    pub config: Config,
+    /// Issuer URL.
+    pub issuer: String,
+    /// Persistence.
+    pub store: Arc<dyn Store>,
+    /// Audit writer.
+    pub audit: AuditWriter,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Master key.
+    pub master: MasterKey,
+    /// Key ring loaded at start.
+    pub keys: KeyRing,
+}
+
+impl AppState {
+    /// Assembles the state.
+    pub fn new(parts: Parts) -> Self {
+        Self(Arc::new(Inner {
+            trust_domain: parts.config.trust_domain.clone(),
+            config: parts.config,
+            issuer: parts.issuer,
+            store: parts.store,
+            audit: parts.audit,
+            metrics: parts.metrics,
+            rng: SystemRandom::new(),
+            master: parts.master,
+            keys: RwLock::new(Arc::new(parts.keys)),
+        }))
+    }
+
+    /// The key ring in force now.
+    pub fn keys(&self) -> Arc<KeyRing> {
+        // A poisoned lock only means a writer panicked mid-swap of an `Arc`; the value inside
+        // is still a complete ring.
+        match self.keys.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The master key, for sealing new keys.
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
+    /// Re-reads the key set from the store and swaps it in.
+    pub async fn reload_keys(&self) -> Result<(), ApiError> {
+        let set = self.store.keys().await?;
+        let ring = KeyRing::load(&set, &self.master, &self.rng).map_err(|e: KeyRingError| {
+            tracing::error!(error = %e, "key ring reload failed; keeping the previous ring");
+            ApiError::internal()
+        })?;
+        match self.keys.write() {
+            Ok(mut guard) => *guard = Arc::new(ring),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(ring),
+        }
+        Ok(())
+    }
+
+    /// An audit event stamped now.
+    pub fn event(&self, actor: Actor, action: &str, outcome: Outcome) -> AuditEvent {
+        AuditEvent::new(OffsetDateTime::now_utc(), actor, action, outcome)
+    }
+}

@@ -1,0 +1,210 @@
+//! Injected storage faults: when the audit log cannot be written, nothing is answered with
+//! success, readiness reports it, and the server recovers once the log is writable again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use aims_core::agent::Agent;
+use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
+use aims_core::credential::CredentialHash;
+use aims_core::id::{AgentName, TrustDomain, UserName};
+use aims_core::user::User;
+use aims_store::{
+    AgentFilter, Initialization, JoinTokenRecord, JoinTokenUse, KeySet, Store, StoreError,
+    StoredKey,
+};
+use reqwest::{Method, StatusCode};
+use time::OffsetDateTime;
+
+use crate::kit::{ADMIN_TOKEN, Backend, TestServer, open_store};
+
+/// A real store whose audit appends can be made to fail, like a full or unwritable disk.
+struct FailingAudit {
+    inner: Arc<dyn Store>,
+    broken: Arc<AtomicBool>,
+}
+
+impl FailingAudit {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.broken.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable(
+                "injected: audit log unwritable".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for FailingAudit {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+    async fn trust_domain(&self) -> Result<Option<TrustDomain>, StoreError> {
+        self.inner.trust_domain().await
+    }
+    async fn initialize(
+        &self,
+        init: &Initialization,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.initialize(init, event).await
+    }
+    async fn create_agent(
+        &self,
+        agent: &Agent,
+        join: &JoinTokenRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.create_agent(agent, join, event).await
+    }
+    async fn agent(&self, name: &AgentName) -> Result<Option<Agent>, StoreError> {
+        self.inner.agent(name).await
+    }
+    async fn list_agents(&self, filter: &AgentFilter) -> Result<Vec<Agent>, StoreError> {
+        self.inner.list_agents(filter).await
+    }
+    async fn update_agent(
+        &self,
+        agent: &Agent,
+        expected: u64,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.update_agent(agent, expected, event).await
+    }
+    async fn replace_join_token(
+        &self,
+        join: &JoinTokenRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.replace_join_token(join, event).await
+    }
+    async fn consume_join_token(
+        &self,
+        hash: &CredentialHash,
+        now: OffsetDateTime,
+    ) -> Result<JoinTokenUse, StoreError> {
+        self.inner.consume_join_token(hash, now).await
+    }
+    async fn create_user(
+        &self,
+        user: &User,
+        credential: &CredentialHash,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.create_user(user, credential, event).await
+    }
+    async fn user_by_credential(
+        &self,
+        credential: &CredentialHash,
+    ) -> Result<Option<User>, StoreError> {
+        self.inner.user_by_credential(credential).await
+    }
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.inner.list_users().await
+    }
+    async fn remove_user(&self, name: &UserName, event: &AuditEvent) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.remove_user(name, event).await
+    }
+    async fn rotate_user_credential(
+        &self,
+        name: &UserName,
+        credential: &CredentialHash,
+        at: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner
+            .rotate_user_credential(name, credential, at, event)
+            .await
+    }
+    async fn keys(&self) -> Result<KeySet, StoreError> {
+        self.inner.keys().await
+    }
+    async fn rotate_keys(
+        &self,
+        new_next: &StoredKey,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.rotate_keys(new_next, event).await
+    }
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<ChainHead, StoreError> {
+        self.check()?;
+        self.inner.append_audit(events).await
+    }
+    async fn audit_records(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        self.inner.audit_records(after, limit).await
+    }
+    async fn audit_head(&self) -> Result<ChainHead, StoreError> {
+        self.inner.audit_head().await
+    }
+}
+
+#[tokio::test]
+async fn an_unwritable_audit_log_refuses_every_answer_until_it_recovers() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let broken = Arc::new(AtomicBool::new(false));
+    let store: Arc<dyn Store> = Arc::new(FailingAudit {
+        inner: open_store(Backend::Sqlite, &dir).await,
+        broken: broken.clone(),
+    });
+    let env = std::collections::HashMap::from([(
+        aims_server::config::ENV_BOOTSTRAP_TOKEN.to_owned(),
+        ADMIN_TOKEN.to_owned(),
+    )]);
+    let server = TestServer::start_on(Backend::Sqlite, dir, store, env)
+        .await
+        .unwrap();
+    server.register("coder", "alice@acme.example").await;
+    let before = server.records().await.len();
+
+    broken.store(true, Ordering::SeqCst);
+    let read = server.admin(Method::GET, "/v1/agents", None).await;
+    assert_eq!(
+        (read.status, read.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable")
+    );
+    assert!(
+        !read.body.to_string().contains("coder"),
+        "no data leaves unaudited"
+    );
+    let write = server
+        .admin(
+            Method::POST,
+            "/v1/agents",
+            Some(serde_json::json!({"name": "x", "owner": "y"})),
+        )
+        .await;
+    assert_eq!(write.status, StatusCode::SERVICE_UNAVAILABLE);
+    let anonymous = server.call(Method::GET, "/v1/agents", None, None).await;
+    assert_eq!(anonymous.status, StatusCode::SERVICE_UNAVAILABLE);
+    let ready = server.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        ready.body
+    );
+    assert_eq!(server.agent_count().await, 1);
+    assert_eq!(server.records().await.len(), before);
+
+    broken.store(false, Ordering::SeqCst);
+    let ready = server.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+    assert_eq!(
+        server.events().await.last().unwrap().action,
+        "audit.recovered"
+    );
+    assert_eq!(
+        server.admin(Method::GET, "/v1/agents", None).await.status,
+        StatusCode::OK
+    );
+}

@@ -1,0 +1,288 @@
+//! The testkit: boots the real server on `127.0.0.1:0` over a fresh store (SQLite in a
+//! temporary directory, or a fresh PostgreSQL schema) and talks to it over HTTP.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aims_core::audit::{AuditEvent, AuditRecord};
+use aims_server::config::{Config, ENV_BOOTSTRAP_TOKEN, Overrides};
+use aims_server::server::{RunningServer, start_with_store};
+use aims_store::{PostgresStore, SqliteStore, Store};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// The bootstrap admin credential every test server starts with.
+pub const ADMIN_TOKEN: &str = "aims-test-bootstrap-credential-0123456789abcdef";
+/// The variable naming the PostgreSQL database for the PostgreSQL runs.
+pub const PG_ENV: &str = "AIMS_TEST_DATABASE_URL";
+
+/// Which store a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Instantiates each named `async fn(Backend)` as a SQLite test and a PostgreSQL test.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::kit::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs PostgreSQL: set AIMS_TEST_DATABASE_URL and run with --include-ignored"]
+                async fn $name() {
+                    super::$name($crate::kit::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// A response: status, JSON body (Null when empty or not JSON), headers.
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Reply {
+    /// The stable error code of a refusal.
+    pub fn code(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("")
+    }
+}
+
+/// A running server and what a test needs to talk to it.
+pub struct TestServer {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub store: Arc<dyn Store>,
+    pub dir: Arc<TempDir>,
+    pub backend: Backend,
+    running: Option<RunningServer>,
+}
+
+/// A fresh store for `backend` in `dir`.
+pub async fn open_store(backend: Backend, dir: &TempDir) -> Arc<dyn Store> {
+    match backend {
+        Backend::Sqlite => Arc::new(
+            SqliteStore::open(&dir.path().join("aims.db"))
+                .await
+                .unwrap(),
+        ),
+        Backend::Postgres => {
+            let url = std::env::var(PG_ENV).unwrap_or_else(|_| {
+                panic!("{PG_ENV} must name a PostgreSQL database for the PostgreSQL runs")
+            });
+            Arc::new(
+                PostgresStore::connect_with_schema(&url, &pg_schema(dir))
+                    .await
+                    .unwrap(),
+            )
+        }
+    }
+}
+
+/// Server configuration for tests: ephemeral loopback port, data in `dir`.
+pub fn config(dir: &TempDir) -> Config {
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().to_owned()),
+        trust_domain: Some("test.example".into()),
+        ..Overrides::default()
+    };
+    Config::load_with(&overrides, &|_| None).unwrap()
+}
+
+impl TestServer {
+    /// A fresh server on a fresh store.
+    pub async fn start(backend: Backend) -> Self {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let store = open_store(backend, &dir).await;
+        let env = HashMap::from([(ENV_BOOTSTRAP_TOKEN.to_owned(), ADMIN_TOKEN.to_owned())]);
+        Self::start_on(backend, dir, store, env).await.unwrap()
+    }
+
+    /// A server over an existing store and data directory, with environment `env`.
+    pub async fn start_on(
+        backend: Backend,
+        dir: Arc<TempDir>,
+        store: Arc<dyn Store>,
+        env: HashMap<String, String>,
+    ) -> Result<Self, aims_server::bootstrap::StartupError> {
+        let lookup = |name: &str| env.get(name).cloned();
+        let running = start_with_store(config(&dir), store.clone(), &lookup).await?;
+        Ok(Self {
+            base: format!("http://{}", running.addr),
+            http: reqwest::Client::new(),
+            store,
+            dir,
+            backend,
+            running: Some(running),
+        })
+    }
+
+    /// Stops the server gracefully and returns its data directory and store.
+    pub async fn stop(mut self) -> (Arc<TempDir>, Arc<dyn Store>) {
+        let running = self.running.take().unwrap();
+        running.shutdown();
+        running.wait().await.unwrap();
+        (self.dir.clone(), self.store.clone())
+    }
+
+    /// Sends a request with an optional bearer token and JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        Self::reply(req.send().await.unwrap()).await
+    }
+
+    /// Turns a response into a [`Reply`].
+    pub async fn reply(resp: reqwest::Response) -> Reply {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    /// As the bootstrap admin.
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        self.call(method, path, Some(ADMIN_TOKEN), body).await
+    }
+
+    /// Registers an agent as admin and asserts success.
+    pub async fn register(&self, name: &str, owner: &str) -> Value {
+        let reply = self
+            .admin(
+                Method::POST,
+                "/v1/agents",
+                Some(serde_json::json!({"name": name, "owner": owner})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply.body
+    }
+
+    /// Adds a user with `role` and returns its credential.
+    pub async fn add_user(&self, name: &str, role: &str) -> String {
+        let reply = self
+            .admin(
+                Method::POST,
+                "/v1/users",
+                Some(serde_json::json!({"name": name, "role": role})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply.body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Every audit record, straight from the store.
+    pub async fn records(&self) -> Vec<AuditRecord> {
+        let mut all = Vec::new();
+        loop {
+            let after = all.last().map_or(0, |r: &AuditRecord| r.seq);
+            let page = self.store.audit_records(after, 1000).await.unwrap();
+            if page.is_empty() {
+                return all;
+            }
+            all.extend(page);
+        }
+    }
+
+    /// Every audit event, in order.
+    pub async fn events(&self) -> Vec<AuditEvent> {
+        self.records()
+            .await
+            .iter()
+            .map(|r| r.event().unwrap())
+            .collect()
+    }
+
+    /// How many agents are registered.
+    pub async fn agent_count(&self) -> usize {
+        self.store
+            .list_agents(&aims_store::AgentFilter::default())
+            .await
+            .unwrap()
+            .len()
+    }
+}
+
+impl TestServer {
+    /// Rewrites the body of audit record `seq` behind the server's back, as an attacker with
+    /// database access would.
+    pub async fn tamper_with_record(&self, seq: u64, new_body: &str) {
+        let seq = i64::try_from(seq).unwrap();
+        match self.backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", self.dir.path().join("aims.db").display());
+                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                let done = sqlx::query("UPDATE audit_log SET body = ? WHERE seq = ?")
+                    .bind(new_body)
+                    .bind(seq)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                assert_eq!(done.rows_affected(), 1);
+                pool.close().await;
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&std::env::var(PG_ENV).unwrap())
+                    .await
+                    .unwrap();
+                let sql = format!(
+                    "UPDATE {}.audit_log SET body = $1 WHERE seq = $2",
+                    pg_schema(&self.dir)
+                );
+                let done = sqlx::query(&sql)
+                    .bind(new_body)
+                    .bind(seq)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                assert_eq!(done.rows_affected(), 1);
+                pool.close().await;
+            }
+        }
+    }
+}
+
+/// The PostgreSQL schema a test's store lives in, derived from its temporary directory.
+pub fn pg_schema(dir: &TempDir) -> String {
+    let unique = dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_lowercase();
+    format!(
+        "it_{}",
+        unique.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    )
+}

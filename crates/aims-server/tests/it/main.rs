@@ -1,0 +1,18 @@
+//! Integration tests of the AIMS server: each boots the real server on an ephemeral loopback
+//! port and drives it over HTTP, on SQLite and (with `--include-ignored` and
+//! `AIMS_TEST_DATABASE_URL`) on PostgreSQL.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod kit;
+
+mod access;
+mod audit;
+mod discovery;
+mod faults;
+mod registry;
+mod startup;

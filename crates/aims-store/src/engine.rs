@@ -1,0 +1,543 @@
+//! The one implementation of the [`Store`] semantics, generic over the database.
+//!
+//! Each backend supplies only what genuinely differs through [`Backend`]: its pools, how a
+//! write transaction starts and takes the audit-head lock, how a batch of audit rows is
+//! inserted, how a consistent read snapshot starts, and its health check. Everything else
+//! (which checks a write makes, in which order, and that its audit event commits in the same
+//! transaction) is written here once, so SQLite and PostgreSQL cannot drift apart.
+//!
+//! The shape of every mutation: [`Backend::begin_write`] opens a transaction holding the
+//! audit-head lock and returns the head; the change runs inside it; [`finish`] chains the
+//! event after the head, inserts it, moves the head and commits. Because the lock is taken
+//! first, the read-check-write sequences below are race-free on both backends.
+
+use std::future::Future;
+
+use aims_core::agent::Agent;
+use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
+use aims_core::credential::CredentialHash;
+use aims_core::id::{AgentName, TrustDomain, UserName};
+use aims_core::user::{Role, User};
+use async_trait::async_trait;
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type,
+};
+use time::OffsetDateTime;
+
+use crate::errors::{classify, is_foreign_key_violation, on_unique};
+use crate::rows::{
+    self, AgentColumns, AgentListing, AgentRow, AuditRow, HeadRow, JoinTokenRow, KeyRow,
+    NewAuditRow, UserRow,
+};
+use crate::{
+    AgentFilter, Initialization, JoinTokenRecord, JoinTokenUse, KeySet, KeyState, MAX_PAGE, Store,
+    StoreError, StoredKey, sql,
+};
+
+/// A backend's connection type.
+pub(crate) type Conn<B> = <<B as Backend>::Db as Database>::Connection;
+
+/// What a database backend supplies to the shared store logic.
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// The sqlx database.
+    type Db: Database;
+
+    /// The pool plain reads run on.
+    fn reads(&self) -> &Pool<Self::Db>;
+
+    /// The pool single-statement writes outside a transaction run on.
+    fn writes(&self) -> &Pool<Self::Db>;
+
+    /// Begins a write transaction that holds the audit-head lock, and reads the head.
+    fn begin_write(
+        &self,
+    ) -> impl Future<Output = Result<(Transaction<'static, Self::Db>, ChainHead), StoreError>> + Send;
+
+    /// Begins a read-only transaction whose reads all see one snapshot.
+    fn begin_snapshot(
+        &self,
+    ) -> impl Future<Output = Result<Transaction<'static, Self::Db>, StoreError>> + Send;
+
+    /// Inserts chained audit rows (the head is moved by the caller).
+    fn insert_audit<'a>(
+        conn: &'a mut Conn<Self>,
+        rows: Vec<NewAuditRow>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
+
+    /// Proves the database answers and can write.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Chains `events` after `head` inside `tx`, moves the head and commits.
+async fn finish<B>(
+    mut tx: Transaction<'static, B::Db>,
+    head: ChainHead,
+    events: &[AuditEvent],
+) -> Result<ChainHead, StoreError>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+{
+    let (rows, new_head) = rows::chain_batch(head, events)?;
+    B::insert_audit(&mut tx, rows).await?;
+    sqlx::query(sql::UPDATE_HEAD)
+        .bind(rows::to_i64(new_head.seq)?)
+        .bind(new_head.hash.to_hex())
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+    tx.commit().await.map_err(classify)?;
+    Ok(new_head)
+}
+
+/// A `meta` value.
+async fn meta<'c, DB, E>(conn: E, key: &str) -> Result<Option<String>, StoreError>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB> + Decode<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    sqlx::query_scalar::<DB, String>(sql::SELECT_META)
+        .bind(key.to_owned())
+        .fetch_optional(conn)
+        .await
+        .map_err(classify)
+}
+
+/// Whether a row answers `sql` bound to `key` (existence checks select one text column).
+async fn exists<'c, DB, E>(conn: E, sql: &'static str, key: &str) -> Result<bool, StoreError>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB> + Decode<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let found = sqlx::query_scalar::<DB, String>(sql)
+        .bind(key.to_owned())
+        .fetch_optional(conn)
+        .await
+        .map_err(classify)?;
+    Ok(found.is_some())
+}
+
+async fn insert_key<'c, DB, E>(conn: E, key: &StoredKey, state: KeyState) -> Result<(), StoreError>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query(sql::INSERT_KEY)
+        .bind(key.kid.clone())
+        .bind(key.alg.clone())
+        .bind(state.as_str().to_owned())
+        .bind(rows::to_ms(key.created_at))
+        .bind(key.public_jwk.clone())
+        .bind(key.sealed_private_key.clone())
+        .execute(conn)
+        .await
+        .map_err(on_unique("signing key id already used"))?;
+    Ok(())
+}
+
+async fn insert_join_token<'c, DB, E>(conn: E, token: &JoinTokenRecord) -> Result<(), StoreError>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query(sql::INSERT_JOIN_TOKEN)
+        .bind(token.hash.to_hex())
+        .bind(token.agent.as_str().to_owned())
+        .bind(rows::to_ms(token.expires_at))
+        .execute(conn)
+        .await
+        .map_err(|e| {
+            if is_foreign_key_violation(&e) {
+                StoreError::NotFound { what: "agent" }
+            } else {
+                on_unique("join token already exists")(e)
+            }
+        })?;
+    Ok(())
+}
+
+/// Every backend is a [`Store`]. The bounds only say that the backend's connections run
+/// queries and that the column types used here (text, 64-bit integers, bytes) map to its
+/// types; SQLite and PostgreSQL both meet them.
+#[async_trait]
+impl<B> Store for B
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
+    for<'q> Vec<u8>: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
+    for<'r> &'r str: ColumnIndex<<B::Db as Database>::Row>,
+    usize: ColumnIndex<<B::Db as Database>::Row>,
+{
+    async fn ping(&self) -> Result<(), StoreError> {
+        Backend::ping(self).await
+    }
+
+    async fn trust_domain(&self) -> Result<Option<TrustDomain>, StoreError> {
+        meta(self.reads(), rows::META_TRUST_DOMAIN)
+            .await?
+            .map(|v| rows::parse_trust_domain(&v))
+            .transpose()
+    }
+
+    async fn initialize(
+        &self,
+        init: &Initialization,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let (mut tx, head) = self.begin_write().await?;
+        if meta(&mut *tx, rows::META_TRUST_DOMAIN).await?.is_some() {
+            return Err(StoreError::Conflict {
+                reason: "store already initialized",
+            });
+        }
+        for (key, value) in [
+            (rows::META_TRUST_DOMAIN, init.trust_domain.as_str()),
+            (rows::META_KEY_SEQUENCE, "1"),
+        ] {
+            sqlx::query(sql::INSERT_META)
+                .bind(key.to_owned())
+                .bind(value.to_owned())
+                .execute(&mut *tx)
+                .await
+                .map_err(on_unique("store already initialized"))?;
+        }
+        for key in &init.keys {
+            insert_key(&mut *tx, key, key.state).await?;
+        }
+        insert_user(&mut *tx, &init.admin, &init.admin_credential).await?;
+        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
+        Ok(())
+    }
+
+    async fn create_agent(
+        &self,
+        agent: &Agent,
+        join_token: &JoinTokenRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        rows::check_token_owner(agent, join_token)?;
+        let cols = AgentColumns::of(agent)?;
+        let (mut tx, head) = self.begin_write().await?;
+        sqlx::query(sql::INSERT_AGENT)
+            .bind(cols.name)
+            .bind(cols.owner)
+            .bind(cols.environment)
+            .bind(cols.state.to_owned())
+            .bind(cols.revision)
+            .bind(cols.created_at_ms)
+            .bind(cols.updated_at_ms)
+            .bind(cols.record)
+            .execute(&mut *tx)
+            .await
+            .map_err(on_unique("agent name already registered"))?;
+        insert_join_token(&mut *tx, join_token).await?;
+        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
+        Ok(())
+    }
+
+    async fn agent(&self, name: &AgentName) -> Result<Option<Agent>, StoreError> {
+        sqlx::query_as::<B::Db, AgentRow>(sql::SELECT_AGENT)
+            .bind(name.as_str().to_owned())
+            .fetch_optional(self.reads())
+            .await
+            .map_err(classify)?
+            .map(AgentRow::into_agent)
+            .transpose()
+    }
+
+    async fn list_agents(&self, filter: &AgentFilter) -> Result<Vec<Agent>, StoreError> {
+        let listing = AgentListing::of(filter);
+        let mut query = sqlx::query_as::<B::Db, AgentRow>(&listing.sql);
+        for value in listing.binds {
+            query = query.bind(value);
+        }
+        query
+            .bind(listing.limit)
+            .fetch_all(self.reads())
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(AgentRow::into_agent)
+            .collect()
+    }
+
+    async fn update_agent(
+        &self,
+        agent: &Agent,
+        expected_revision: u64,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let expected = rows::revision_step(agent, expected_revision)?;
+        let cols = AgentColumns::of(agent)?;
+        let (mut tx, head) = self.begin_write().await?;
+        let changed = sqlx::query_scalar::<B::Db, String>(sql::UPDATE_AGENT)
+            .bind(cols.name)
+            .bind(cols.owner)
+            .bind(cols.environment)
+            .bind(cols.state.to_owned())
+            .bind(cols.revision)
+            .bind(cols.updated_at_ms)
+            .bind(cols.record)
+            .bind(expected)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if changed.is_none() {
+            let found = exists(&mut *tx, sql::AGENT_EXISTS, agent.name.as_str()).await?;
+            return Err(rows::stale_agent(found));
+        }
+        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
+        Ok(())
+    }
+
+    async fn replace_join_token(
+        &self,
+        join_token: &JoinTokenRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let (mut tx, head) = self.begin_write().await?;
+        if !exists(&mut *tx, sql::AGENT_EXISTS, join_token.agent.as_str()).await? {
+            return Err(StoreError::NotFound { what: "agent" });
+        }
+        sqlx::query(sql::DELETE_UNUSED_JOIN_TOKENS)
+            .bind(join_token.agent.as_str().to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        insert_join_token(&mut *tx, join_token).await?;
+        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
+        Ok(())
+    }
+
+    async fn consume_join_token(
+        &self,
+        hash: &CredentialHash,
+        now: OffsetDateTime,
+    ) -> Result<JoinTokenUse, StoreError> {
+        // A single conditional UPDATE: of concurrent callers, exactly one sees the row
+        // unused and changes it.
+        let now_ms = rows::to_ms(now);
+        let consumed = sqlx::query_scalar::<B::Db, String>(sql::CONSUME_JOIN_TOKEN)
+            .bind(hash.to_hex())
+            .bind(now_ms)
+            .fetch_optional(self.writes())
+            .await
+            .map_err(classify)?;
+        if let Some(agent) = consumed {
+            return Ok(JoinTokenUse::Consumed(rows::parse_agent_name(&agent)?));
+        }
+        let row = sqlx::query_as::<B::Db, JoinTokenRow>(sql::SELECT_JOIN_TOKEN)
+            .bind(hash.to_hex())
+            .fetch_optional(self.reads())
+            .await
+            .map_err(classify)?;
+        rows::unconsumed_join_token(row, now_ms)
+    }
+
+    async fn create_user(
+        &self,
+        user: &User,
+        credential: &CredentialHash,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let (mut tx, head) = self.begin_write().await?;
+        insert_user(&mut *tx, user, credential).await?;
+        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
+        Ok(())
+    }
+
+    async fn user_by_credential(
+        &self,
+        credential: &CredentialHash,
+    ) -> Result<Option<User>, StoreError> {
+        sqlx::query_as::<B::Db, UserRow>(sql::SELECT_USER_BY_CREDENTIAL)
+            .bind(credential.to_hex())
+            .fetch_optional(self.reads())
+            .await
+            .map_err(classify)?
+            .map(UserRow::into_user)
+            .transpose()
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        sqlx::query_as::<B::Db, UserRow>(sql::LIST_USERS)
+            .fetch_all(self.reads())
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(UserRow::into_user)
+            .collect()
+    }
+
+    async fn remove_user(&self, name: &UserName, event: &AuditEvent) -> Result<(), StoreError> {
+        let (mut tx, head) = self.begin_write().await?;
+        let role = sqlx::query_scalar::<B::Db, String>(sql::SELECT_USER_ROLE)
+            .bind(name.as_str().to_owned())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?
+            .ok_or(StoreError::NotFound { what: "user" })?;
+        if rows::parse_role(&role)? == Role::Admin {
+            let admins = sqlx::query_scalar::<B::Db, i64>(sql::COUNT_ADMINS)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(classify)?;
+            rows::check_admin_remains(admins)?;
+        }
+        sqlx::query(sql::DELETE_USER)
+            .bind(name.as_str().to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
+        Ok(())
+    }
+
+    async fn rotate_user_credential(
+        &self,
+        name: &UserName,
+        credential: &CredentialHash,
+        at: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let (mut tx, head) = self.begin_write().await?;
+        let changed = sqlx::query_scalar::<B::Db, String>(sql::ROTATE_USER_CREDENTIAL)
+            .bind(name.as_str().to_owned())
+            .bind(credential.to_hex())
+            .bind(rows::to_ms(at))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(on_unique("credential already registered"))?;
+        if changed.is_none() {
+            return Err(StoreError::NotFound { what: "user" });
+        }
+        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
+        Ok(())
+    }
+
+    async fn keys(&self) -> Result<KeySet, StoreError> {
+        // One snapshot, so the keys and the sequence belong to the same rotation.
+        let mut tx = self.begin_snapshot().await?;
+        let keys = sqlx::query_as::<B::Db, KeyRow>(sql::SELECT_KEYS)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(KeyRow::into_key)
+            .collect::<Result<Vec<_>, _>>()?;
+        let sequence = meta(&mut *tx, rows::META_KEY_SEQUENCE).await?;
+        tx.rollback().await.map_err(classify)?;
+        Ok(KeySet {
+            keys,
+            sequence: rows::parse_sequence(sequence.as_deref())?,
+        })
+    }
+
+    async fn rotate_keys(
+        &self,
+        new_next: &StoredKey,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let (mut tx, head) = self.begin_write().await?;
+        if exists(&mut *tx, sql::KID_EXISTS, &new_next.kid).await? {
+            return Err(StoreError::Conflict {
+                reason: "signing key id already used",
+            });
+        }
+        if !exists(&mut *tx, sql::KEY_IN_STATE, KeyState::Next.as_str()).await? {
+            return Err(StoreError::NotFound {
+                what: "next signing key",
+            });
+        }
+        for (from, to) in rows::KEY_ROTATION {
+            sqlx::query(sql::MOVE_KEY_STATE)
+                .bind(from.as_str().to_owned())
+                .bind(to.as_str().to_owned())
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        insert_key(&mut *tx, new_next, KeyState::Next).await?;
+        let sequence = meta(&mut *tx, rows::META_KEY_SEQUENCE).await?;
+        sqlx::query(sql::UPDATE_META)
+            .bind(rows::META_KEY_SEQUENCE.to_owned())
+            .bind(rows::next_sequence(sequence.as_deref())?)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
+        Ok(())
+    }
+
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<ChainHead, StoreError> {
+        if events.is_empty() {
+            return self.audit_head().await;
+        }
+        let (tx, head) = self.begin_write().await?;
+        finish::<B>(tx, head, events).await
+    }
+
+    async fn audit_records(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        sqlx::query_as::<B::Db, AuditRow>(sql::SELECT_AUDIT)
+            .bind(rows::audit_after(after))
+            .bind(i64::from(limit.min(MAX_PAGE)))
+            .fetch_all(self.reads())
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(AuditRow::into_record)
+            .collect()
+    }
+
+    async fn audit_head(&self) -> Result<ChainHead, StoreError> {
+        sqlx::query_as::<B::Db, HeadRow>(sql::SELECT_HEAD)
+            .fetch_one(self.reads())
+            .await
+            .map_err(classify)?
+            .into_head()
+    }
+}
+
+/// Inserts a user; the name and the credential hash are both unique.
+async fn insert_user<'c, DB, E>(
+    conn: E,
+    user: &User,
+    credential: &CredentialHash,
+) -> Result<(), StoreError>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query(sql::INSERT_USER)
+        .bind(user.name.as_str().to_owned())
+        .bind(user.role.as_str().to_owned())
+        .bind(rows::to_ms(user.created_at))
+        .bind(rows::to_ms(user.credential_rotated_at))
+        .bind(credential.to_hex())
+        .execute(conn)
+        .await
+        .map_err(on_unique("user name or credential already registered"))?;
+    Ok(())
+}

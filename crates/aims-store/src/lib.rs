@@ -1,0 +1,282 @@
+//! AIMS persistence: the [`Store`] trait, its SQLite (embedded default) and PostgreSQL
+//! (scale-out) implementations, and their migrations.
+//!
+//! Every state change is written in the same transaction as its audit event, which is chained
+//! onto the audit log under the log's head lock, so a change is never committed without its
+//! record and the chain never forks. Pure audit events (reads, decisions, rejections) arrive
+//! in batches from the server's group-commit writer through [`Store::append_audit`].
+//!
+//! Callers never see SQL: errors are classified into [`StoreError`]. Both implementations must
+//! pass the same conformance suite (`tests/it`).
+
+use std::sync::Arc;
+
+use aims_core::agent::{Agent, LifecycleState};
+use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
+use aims_core::credential::CredentialHash;
+use aims_core::id::{AgentName, Environment, Owner, TrustDomain, UserName};
+use aims_core::user::User;
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+mod engine;
+mod errors;
+mod postgres;
+mod rows;
+mod sql;
+mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Why a store operation failed. Callers match on the class, never on database text.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The addressed record does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for.
+        what: &'static str,
+    },
+    /// The write conflicts with existing state (duplicate key, stale revision, last admin).
+    #[error("conflict: {reason}")]
+    Conflict {
+        /// What conflicted, safe to show to an operator.
+        reason: &'static str,
+    },
+    /// The database cannot be reached or cannot write (IO, disk full, lock timeout).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data does not parse or breaks an invariant.
+    #[error("store corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Lifecycle of a trust-domain signing key. JWKS and the SPIFFE bundle publish `Next`,
+/// `Current` and `Previous`; only `Current` signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyState {
+    /// Published ahead of use so verifiers cache it before it signs.
+    Next,
+    /// The one key that signs.
+    Current,
+    /// Signed until the last rotation; still verifies tokens it signed.
+    Previous,
+    /// No longer published; kept so its `kid` is never reused.
+    Retired,
+}
+
+impl KeyState {
+    /// The state's stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Next => "next",
+            Self::Current => "current",
+            Self::Previous => "previous",
+            Self::Retired => "retired",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(value: &str) -> Option<Self> {
+        [Self::Next, Self::Current, Self::Previous, Self::Retired]
+            .into_iter()
+            .find(|s| s.as_str() == value)
+    }
+}
+
+/// A signing key as stored: the private key only ever encrypted under the master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// Key id; unique forever.
+    pub kid: String,
+    /// JOSE algorithm, e.g. `ES256`.
+    pub alg: String,
+    /// Where the key is in its rotation.
+    pub state: KeyState,
+    /// When it was generated.
+    pub created_at: OffsetDateTime,
+    /// The public key as a JWK (JSON text).
+    pub public_jwk: String,
+    /// The PKCS#8 private key, sealed under the master key.
+    pub sealed_private_key: Vec<u8>,
+}
+
+/// The published key set and its SPIFFE bundle sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySet {
+    /// Every key, retired ones included.
+    pub keys: Vec<StoredKey>,
+    /// Incremented on every rotation (`spiffe_sequence`).
+    pub sequence: u64,
+}
+
+/// A one-time join token as stored (hash only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinTokenRecord {
+    /// SHA-256 of the token.
+    pub hash: CredentialHash,
+    /// The agent it lets attest.
+    pub agent: AgentName,
+    /// When it stops working.
+    pub expires_at: OffsetDateTime,
+}
+
+/// What presenting a join token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinTokenUse {
+    /// The token was valid and is now used up.
+    Consumed(AgentName),
+    /// The token was used before.
+    AlreadyUsed(AgentName),
+    /// The token expired unused.
+    Expired(AgentName),
+    /// No such token.
+    Unknown,
+}
+
+/// Everything the first start writes, in one transaction.
+#[derive(Debug, Clone)]
+pub struct Initialization {
+    /// The deployment's trust domain.
+    pub trust_domain: TrustDomain,
+    /// The first keys (one `Current`, one `Next`).
+    pub keys: Vec<StoredKey>,
+    /// The bootstrap admin.
+    pub admin: User,
+    /// Hash of the bootstrap admin's credential.
+    pub admin_credential: CredentialHash,
+}
+
+/// Which agents to list. Empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct AgentFilter {
+    /// Only agents of this owner.
+    pub owner: Option<Owner>,
+    /// Only agents in this state.
+    pub state: Option<LifecycleState>,
+    /// Only agents in this environment.
+    pub environment: Option<Environment>,
+    /// Only agents whose name sorts after this one (pagination).
+    pub after: Option<AgentName>,
+    /// At most this many (the store caps it at [`MAX_PAGE`]).
+    pub limit: u32,
+}
+
+/// Largest page any listing returns.
+pub const MAX_PAGE: u32 = 1000;
+
+/// The persistence interface of AIMS. Methods that change state take the audit event that
+/// records the change and commit both atomically.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the database answers and accepts writes.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The trust domain, if the store was initialized.
+    async fn trust_domain(&self) -> Result<Option<TrustDomain>, StoreError>;
+
+    /// First start: records the trust domain, first keys and bootstrap admin.
+    /// `Conflict` if the store is already initialized.
+    async fn initialize(&self, init: &Initialization, event: &AuditEvent)
+    -> Result<(), StoreError>;
+
+    /// Registers an agent with its first join token. `Conflict` if the name was ever used.
+    async fn create_agent(
+        &self,
+        agent: &Agent,
+        join_token: &JoinTokenRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// One agent by name.
+    async fn agent(&self, name: &AgentName) -> Result<Option<Agent>, StoreError>;
+
+    /// Agents matching `filter`, ordered by name.
+    async fn list_agents(&self, filter: &AgentFilter) -> Result<Vec<Agent>, StoreError>;
+
+    /// Replaces an agent's record if its stored revision is `expected_revision`; the new
+    /// record's revision must be `expected_revision + 1`. `NotFound` or `Conflict` otherwise.
+    async fn update_agent(
+        &self,
+        agent: &Agent,
+        expected_revision: u64,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// Replaces every unused join token of an agent with a new one.
+    async fn replace_join_token(
+        &self,
+        join_token: &JoinTokenRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// Uses a join token at most once, even under concurrent calls.
+    async fn consume_join_token(
+        &self,
+        hash: &CredentialHash,
+        now: OffsetDateTime,
+    ) -> Result<JoinTokenUse, StoreError>;
+
+    /// Adds a human principal. `Conflict` if the name exists.
+    async fn create_user(
+        &self,
+        user: &User,
+        credential: &CredentialHash,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// The user holding this credential, if any.
+    async fn user_by_credential(
+        &self,
+        credential: &CredentialHash,
+    ) -> Result<Option<User>, StoreError>;
+
+    /// All users, ordered by name.
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+
+    /// Removes a user. `NotFound`, or `Conflict` when it is the last admin.
+    async fn remove_user(&self, name: &UserName, event: &AuditEvent) -> Result<(), StoreError>;
+
+    /// Replaces a user's credential; the old one stops working at once.
+    async fn rotate_user_credential(
+        &self,
+        name: &UserName,
+        credential: &CredentialHash,
+        at: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// All keys and the bundle sequence number.
+    async fn keys(&self) -> Result<KeySet, StoreError>;
+
+    /// Rotates: previous → retired, current → previous, next → current, `new_next` → next;
+    /// bumps the sequence. `Conflict` if `new_next.kid` was ever used.
+    async fn rotate_keys(&self, new_next: &StoredKey, event: &AuditEvent)
+    -> Result<(), StoreError>;
+
+    /// Appends events in one transaction (group commit) and returns the new head.
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<ChainHead, StoreError>;
+
+    /// Up to `limit` records with `seq > after`, in order.
+    async fn audit_records(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// The last record's position and hash.
+    async fn audit_head(&self) -> Result<ChainHead, StoreError>;
+}
+
+/// Opens the store named by `url`: `sqlite://PATH` or `postgres://…`; runs migrations.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Arc::new(
+            SqliteStore::open(std::path::Path::new(path)).await?,
+        ))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url).await?))
+    } else {
+        Err(StoreError::Unavailable(
+            "database URL must start with sqlite:// or postgres://".to_owned(),
+        ))
+    }
+}

@@ -1,0 +1,223 @@
+//! The PostgreSQL store: for deployments that run several `aims server` processes against
+//! one database.
+//!
+//! Every process has a bounded pool. Writers from all processes are serialized by a row lock:
+//! each write transaction first takes `SELECT … FOR UPDATE` on the one-row `audit_head`
+//! table, so the audit chain never forks and the checks a write makes see every earlier
+//! commit. Join tokens are consumed by a single conditional `UPDATE`, which PostgreSQL's row
+//! locking makes at-most-once without the head lock.
+//!
+//! This module owns PostgreSQL connection setup, the schema used for isolation, the head lock
+//! and the batch audit insert only; the store logic, SQL text, row decoding and error
+//! classification are shared with SQLite (`engine`, `sql`, `rows`, `errors`). It never
+//! repeats the connection URL in an error: the URL may carry a password.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use aims_core::audit::ChainHead;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, Postgres, Transaction};
+
+use crate::engine::Backend;
+use crate::errors::{classify, classify_migrate};
+use crate::rows::{HeadRow, NewAuditRow};
+use crate::{StoreError, sql};
+
+/// Connections per process.
+const MAX_CONNECTIONS: u32 = 10;
+/// How long an operation waits for a pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Locks the audit head until the transaction ends; taken first by every write.
+const LOCK_HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE";
+/// Inserts a whole batch of audit rows in one round trip.
+const INSERT_AUDIT_BATCH: &str = "INSERT INTO audit_log \
+     (seq, time_ms, action, agent, prev_hash, hash, body) \
+     SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
+     $6::TEXT[], $7::TEXT[])";
+/// Whether this session may write (off on a standby or a read-only default).
+const READ_ONLY: &str = "SELECT current_setting('transaction_read_only')";
+
+/// The PostgreSQL implementation of [`Store`](crate::Store).
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://…`) and runs migrations in the connection's default
+    /// schema.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with_options(parse_url(url)?).await
+    }
+
+    /// Connects to `url`, creates `schema` if missing and uses it (through `search_path`) on
+    /// every pooled connection, then runs migrations there. Lets several independent stores
+    /// share one database, e.g. one per test. `schema` must match `[a-z_][a-z0-9_]{0,62}`.
+    pub async fn connect_with_schema(url: &str, schema: &str) -> Result<Self, StoreError> {
+        if !is_valid_schema(schema) {
+            return Err(StoreError::Unavailable(
+                "invalid schema name: use 1 to 63 of a-z, 0-9 and _, not starting with a digit"
+                    .to_owned(),
+            ));
+        }
+        let options = parse_url(url)?;
+        let mut conn = PgConnection::connect_with(&options)
+            .await
+            .map_err(classify)?;
+        // The name is validated above, so quoting it is enough to use it as an identifier.
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+            .execute(&mut conn)
+            .await
+            .map_err(classify)?;
+        conn.close().await.map_err(classify)?;
+        Self::connect_with_options(options.options([("search_path", schema)])).await
+    }
+
+    async fn connect_with_options(options: PgConnectOptions) -> Result<Self, StoreError> {
+        // Name the sessions for `pg_stat_activity`, unless the URL already does.
+        let options = if options.get_application_name().is_some() {
+            options
+        } else {
+            options.application_name("aims")
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(classify)?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(classify_migrate)?;
+        Ok(Self { pool })
+    }
+}
+
+/// Parses a connection URL without ever echoing it.
+fn parse_url(url: &str) -> Result<PgConnectOptions, StoreError> {
+    PgConnectOptions::from_str(url)
+        .map_err(|_| StoreError::Unavailable("invalid PostgreSQL connection URL".to_owned()))
+}
+
+/// `[a-z_][a-z0-9_]{0,62}`: an identifier PostgreSQL accepts unquoted and unchanged.
+fn is_valid_schema(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && name.len() <= 63
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl Backend for PostgresStore {
+    type Db = Postgres;
+
+    fn reads(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn writes(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn begin_write(&self) -> Result<(Transaction<'static, Postgres>, ChainHead), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let head = sqlx::query_as::<_, HeadRow>(LOCK_HEAD)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?
+            .into_head()?;
+        Ok((tx, head))
+    }
+
+    async fn begin_snapshot(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(classify)
+    }
+
+    async fn insert_audit(
+        conn: &mut PgConnection,
+        rows: Vec<NewAuditRow>,
+    ) -> Result<(), StoreError> {
+        let mut columns = AuditColumns::default();
+        for row in rows {
+            columns.seq.push(row.seq);
+            columns.time_ms.push(row.time_ms);
+            columns.action.push(row.action);
+            columns.agent.push(row.agent);
+            columns.prev_hash.push(row.prev_hash);
+            columns.hash.push(row.hash);
+            columns.body.push(row.body);
+        }
+        sqlx::query(INSERT_AUDIT_BATCH)
+            .bind(columns.seq)
+            .bind(columns.time_ms)
+            .bind(columns.action)
+            .bind(columns.agent)
+            .bind(columns.prev_hash)
+            .bind(columns.hash)
+            .bind(columns.body)
+            .execute(conn)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query(sql::PING)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        let read_only: String = sqlx::query_scalar(READ_ONLY)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        if read_only == "on" {
+            return Err(StoreError::Unavailable(
+                "the database is read-only (a standby, or default_transaction_read_only)"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Audit rows transposed into one array per column, for `UNNEST`.
+#[derive(Default)]
+struct AuditColumns {
+    seq: Vec<i64>,
+    time_ms: Vec<i64>,
+    action: Vec<String>,
+    agent: Vec<Option<String>>,
+    prev_hash: Vec<String>,
+    hash: Vec<String>,
+    body: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        for good in ["a", "_", "aims_test_1", &"a".repeat(63)] {
+            assert!(is_valid_schema(good), "{good}");
+        }
+        for bad in ["", "1a", "A", "a-b", "a;drop", "a\"b", "ä", &"a".repeat(64)] {
+            assert!(!is_valid_schema(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_urls_are_not_echoed() {
+        let Err(err) = parse_url("postgres://u:hunter2@[::1") else {
+            return;
+        };
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+}

@@ -1,0 +1,513 @@
+//! What both backends store and how it maps to domain types: row shapes, time and integer
+//! encoding, audit chaining of a batch, and the small rules every backend applies the same
+//! way (revision checks, join-token outcomes, key rotation order, page limits).
+//!
+//! Nothing here talks to a database; the backends run the SQL and hand rows to these helpers,
+//! so a rule written here cannot drift between SQLite and PostgreSQL.
+
+use aims_core::agent::Agent;
+use aims_core::audit::{AuditEvent, AuditRecord, ChainHash, ChainHead};
+use aims_core::id::{AgentName, TrustDomain, UserName};
+use aims_core::user::{Role, User};
+use time::OffsetDateTime;
+
+use crate::{
+    AgentFilter, JoinTokenRecord, JoinTokenUse, KeyState, MAX_PAGE, StoreError, StoredKey,
+};
+
+/// `meta` key of the trust domain.
+pub(crate) const META_TRUST_DOMAIN: &str = "trust_domain";
+/// `meta` key of the SPIFFE bundle sequence number.
+pub(crate) const META_KEY_SEQUENCE: &str = "key_bundle_sequence";
+
+/// Unix milliseconds. Times are stored at millisecond precision.
+pub(crate) fn to_ms(t: OffsetDateTime) -> i64 {
+    // `OffsetDateTime` spans at most ±999,999 years, about ±3.2e16 ms, far inside `i64`;
+    // the fallback is unreachable.
+    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX)
+}
+
+/// The UTC time of stored unix milliseconds.
+pub(crate) fn from_ms(ms: i64, what: &str) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map_err(|_| StoreError::Corrupt(format!("{what} time {ms} is out of range")))
+}
+
+/// A counter as a database integer.
+pub(crate) fn to_i64(value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Conflict {
+        reason: "number too large to store",
+    })
+}
+
+/// A stored integer that must not be negative.
+pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is negative")))
+}
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("stored {what} {value:?} is invalid"))
+}
+
+/// A stored trust domain.
+pub(crate) fn parse_trust_domain(value: &str) -> Result<TrustDomain, StoreError> {
+    TrustDomain::new(value).map_err(|_| corrupt("trust domain", value))
+}
+
+/// A stored bundle sequence number; 0 before initialization.
+pub(crate) fn parse_sequence(value: Option<&str>) -> Result<u64, StoreError> {
+    value.map_or(Ok(0), |v| {
+        v.parse().map_err(|_| corrupt("key bundle sequence", v))
+    })
+}
+
+/// The sequence number after `stored`, as stored text.
+pub(crate) fn next_sequence(stored: Option<&str>) -> Result<String, StoreError> {
+    let next = parse_sequence(stored)?
+        .checked_add(1)
+        .ok_or(StoreError::Corrupt(
+            "key bundle sequence overflows".to_owned(),
+        ))?;
+    Ok(next.to_string())
+}
+
+/// The columns of an `agents` row.
+pub(crate) struct AgentColumns {
+    pub name: String,
+    pub owner: String,
+    pub environment: String,
+    pub state: &'static str,
+    pub revision: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub record: String,
+}
+
+impl AgentColumns {
+    /// Encodes `agent`; the JSON `record` carries every field.
+    pub fn of(agent: &Agent) -> Result<Self, StoreError> {
+        let record = serde_json::to_string(agent)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode agent record: {e}")))?;
+        Ok(Self {
+            name: agent.name.as_str().to_owned(),
+            owner: agent.owner.as_str().to_owned(),
+            environment: agent.environment.as_str().to_owned(),
+            state: agent.state.as_str(),
+            revision: to_i64(agent.revision)?,
+            created_at_ms: to_ms(agent.created_at),
+            updated_at_ms: to_ms(agent.updated_at),
+            record,
+        })
+    }
+}
+
+/// An agent read back: its key and full record.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AgentRow {
+    pub name: String,
+    pub record: String,
+}
+
+impl AgentRow {
+    /// Decodes the record, which must belong to the row's name.
+    pub fn into_agent(self) -> Result<Agent, StoreError> {
+        let agent: Agent = serde_json::from_str(&self.record).map_err(|e| {
+            StoreError::Corrupt(format!("agent {:?} record does not parse: {e}", self.name))
+        })?;
+        if agent.name.as_str() != self.name {
+            return Err(StoreError::Corrupt(format!(
+                "agent row {:?} holds the record of {:?}",
+                self.name,
+                agent.name.as_str()
+            )));
+        }
+        Ok(agent)
+    }
+}
+
+/// The stored revision an update of `agent` must find. `Conflict` unless
+/// `agent.revision == expected + 1`.
+pub(crate) fn revision_step(agent: &Agent, expected: u64) -> Result<i64, StoreError> {
+    if expected.checked_add(1) != Some(agent.revision) {
+        return Err(StoreError::Conflict {
+            reason: "new agent revision must be the expected revision plus one",
+        });
+    }
+    to_i64(expected)
+}
+
+/// Why a guarded update changed no row: the agent is missing, or its revision moved on.
+pub(crate) fn stale_agent(exists: bool) -> StoreError {
+    if exists {
+        StoreError::Conflict {
+            reason: "agent was changed since it was read",
+        }
+    } else {
+        StoreError::NotFound { what: "agent" }
+    }
+}
+
+/// A new agent's first join token must be its own.
+pub(crate) fn check_token_owner(agent: &Agent, token: &JoinTokenRecord) -> Result<(), StoreError> {
+    if token.agent != agent.name {
+        return Err(StoreError::Conflict {
+            reason: "join token belongs to another agent",
+        });
+    }
+    Ok(())
+}
+
+/// The query listing agents that match `filter`, ordered by name: its SQL, its text binds in
+/// placeholder order, and finally the page size bound as the last placeholder.
+pub(crate) struct AgentListing {
+    pub sql: String,
+    pub binds: Vec<String>,
+    pub limit: i64,
+}
+
+impl AgentListing {
+    /// Builds the query; only fixed column names enter the SQL, values are all bound.
+    pub fn of(filter: &AgentFilter) -> Self {
+        let conditions = [
+            (
+                "owner =",
+                filter.owner.as_ref().map(|o| o.as_str().to_owned()),
+            ),
+            ("state =", filter.state.map(|s| s.as_str().to_owned())),
+            (
+                "environment =",
+                filter.environment.as_ref().map(|e| e.as_str().to_owned()),
+            ),
+            (
+                "name >",
+                filter.after.as_ref().map(|a| a.as_str().to_owned()),
+            ),
+        ];
+        let mut sql = String::from("SELECT name, record FROM agents WHERE TRUE");
+        let mut binds = Vec::new();
+        for (condition, value) in conditions {
+            if let Some(value) = value {
+                binds.push(value);
+                sql.push_str(&format!(" AND {condition} ${}", binds.len()));
+            }
+        }
+        sql.push_str(&format!(" ORDER BY name LIMIT ${}", binds.len() + 1));
+        Self {
+            sql,
+            binds,
+            limit: i64::from(page_limit(filter.limit)),
+        }
+    }
+}
+
+/// A listing's page size: 0 means [`MAX_PAGE`], and nothing exceeds it.
+pub(crate) fn page_limit(limit: u32) -> u32 {
+    if limit == 0 {
+        MAX_PAGE
+    } else {
+        limit.min(MAX_PAGE)
+    }
+}
+
+/// The `seq > after` bound of an audit page; nothing lies beyond `i64::MAX`.
+pub(crate) fn audit_after(after: u64) -> i64 {
+    i64::try_from(after).unwrap_or(i64::MAX)
+}
+
+/// A user read back.
+#[derive(sqlx::FromRow)]
+pub(crate) struct UserRow {
+    pub name: String,
+    pub role: String,
+    pub created_at_ms: i64,
+    pub credential_rotated_at_ms: i64,
+}
+
+impl UserRow {
+    /// Decodes the row.
+    pub fn into_user(self) -> Result<User, StoreError> {
+        Ok(User {
+            name: UserName::new(self.name.as_str())
+                .map_err(|_| corrupt("user name", &self.name))?,
+            role: Role::parse(&self.role).ok_or_else(|| corrupt("role", &self.role))?,
+            created_at: from_ms(self.created_at_ms, "user creation")?,
+            credential_rotated_at: from_ms(self.credential_rotated_at_ms, "credential rotation")?,
+        })
+    }
+}
+
+/// Refuses to remove an admin when `admins` (counted before removal) is the last one.
+pub(crate) fn check_admin_remains(admins: i64) -> Result<(), StoreError> {
+    if admins <= 1 {
+        return Err(StoreError::Conflict {
+            reason: "cannot remove the last admin",
+        });
+    }
+    Ok(())
+}
+
+/// The role column of a user about to be removed.
+pub(crate) fn parse_role(value: &str) -> Result<Role, StoreError> {
+    Role::parse(value).ok_or_else(|| corrupt("role", value))
+}
+
+/// A signing key read back.
+#[derive(sqlx::FromRow)]
+pub(crate) struct KeyRow {
+    pub kid: String,
+    pub alg: String,
+    pub state: String,
+    pub created_at_ms: i64,
+    pub public_jwk: String,
+    pub sealed_private_key: Vec<u8>,
+}
+
+impl KeyRow {
+    /// Decodes the row.
+    pub fn into_key(self) -> Result<StoredKey, StoreError> {
+        Ok(StoredKey {
+            state: KeyState::parse(&self.state).ok_or_else(|| corrupt("key state", &self.state))?,
+            created_at: from_ms(self.created_at_ms, "key creation")?,
+            kid: self.kid,
+            alg: self.alg,
+            public_jwk: self.public_jwk,
+            sealed_private_key: self.sealed_private_key,
+        })
+    }
+}
+
+/// The state moves of one rotation, in the order they must run so that at no point two keys
+/// share a live state (a unique index forbids it).
+pub(crate) const KEY_ROTATION: [(KeyState, KeyState); 3] = [
+    (KeyState::Previous, KeyState::Retired),
+    (KeyState::Current, KeyState::Previous),
+    (KeyState::Next, KeyState::Current),
+];
+
+/// A join token's row, looked up after a consume attempt changed nothing.
+#[derive(sqlx::FromRow)]
+pub(crate) struct JoinTokenRow {
+    pub agent: String,
+    pub expires_at_ms: i64,
+    pub used_at_ms: Option<i64>,
+}
+
+/// Why a join token presented at `now_ms` could not be consumed.
+pub(crate) fn unconsumed_join_token(
+    row: Option<JoinTokenRow>,
+    now_ms: i64,
+) -> Result<JoinTokenUse, StoreError> {
+    let Some(row) = row else {
+        return Ok(JoinTokenUse::Unknown);
+    };
+    let agent = parse_agent_name(&row.agent)?;
+    Ok(if row.used_at_ms.is_some() {
+        JoinTokenUse::AlreadyUsed(agent)
+    } else if row.expires_at_ms <= now_ms {
+        JoinTokenUse::Expired(agent)
+    } else {
+        // Unused and valid, yet the consume saw no such row: it was written after the
+        // attempt, so at the attempt it did not exist.
+        JoinTokenUse::Unknown
+    })
+}
+
+/// A stored agent name.
+pub(crate) fn parse_agent_name(value: &str) -> Result<AgentName, StoreError> {
+    AgentName::new(value).map_err(|_| corrupt("agent name", value))
+}
+
+/// The audit head row.
+#[derive(sqlx::FromRow)]
+pub(crate) struct HeadRow {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl HeadRow {
+    /// Decodes the row.
+    pub fn into_head(self) -> Result<ChainHead, StoreError> {
+        Ok(ChainHead {
+            seq: to_u64(self.seq, "audit head sequence")?,
+            hash: ChainHash::from_hex(&self.hash)
+                .ok_or_else(|| corrupt("audit head hash", &self.hash))?,
+        })
+    }
+}
+
+/// An audit record read back.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    pub seq: i64,
+    pub prev_hash: String,
+    pub hash: String,
+    pub body: String,
+}
+
+impl AuditRow {
+    /// Decodes the row. The chain itself is checked by readers with `verify_chain`, not
+    /// here, so a tampered record is still returned for them to find.
+    pub fn into_record(self) -> Result<AuditRecord, StoreError> {
+        Ok(AuditRecord {
+            seq: to_u64(self.seq, "audit sequence")?,
+            prev_hash: ChainHash::from_hex(&self.prev_hash)
+                .ok_or_else(|| corrupt("audit prev_hash", &self.prev_hash))?,
+            hash: ChainHash::from_hex(&self.hash)
+                .ok_or_else(|| corrupt("audit hash", &self.hash))?,
+            body: self.body,
+        })
+    }
+}
+
+/// An audit record ready to insert.
+pub(crate) struct NewAuditRow {
+    pub seq: i64,
+    pub time_ms: i64,
+    pub action: String,
+    pub agent: Option<String>,
+    pub prev_hash: String,
+    pub hash: String,
+    pub body: String,
+}
+
+/// Chains `events` after `head`; returns the rows to insert and the new head.
+pub(crate) fn chain_batch(
+    head: ChainHead,
+    events: &[AuditEvent],
+) -> Result<(Vec<NewAuditRow>, ChainHead), StoreError> {
+    let mut rows = Vec::with_capacity(events.len());
+    let mut head = head;
+    for event in events {
+        let record = AuditRecord::chain(head.seq, head.hash, event);
+        rows.push(NewAuditRow {
+            seq: to_i64(record.seq)?,
+            time_ms: to_ms(event.time),
+            action: event.action.clone(),
+            agent: event.agent.clone(),
+            prev_hash: record.prev_hash.to_hex(),
+            hash: record.hash.to_hex(),
+            body: record.body,
+        });
+        head = ChainHead {
+            seq: record.seq,
+            hash: record.hash,
+        };
+    }
+    Ok((rows, head))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+    use aims_core::audit::{Actor, Outcome, verify_chain};
+
+    #[test]
+    fn milliseconds_round_trip_and_floor() {
+        let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
+        assert_eq!(to_ms(t), 1_700_000_000_123);
+        assert_eq!(
+            from_ms(to_ms(t), "test").unwrap().unix_timestamp_nanos(),
+            1_700_000_000_123_000_000
+        );
+        let before_epoch = OffsetDateTime::from_unix_timestamp_nanos(-1).unwrap();
+        assert_eq!(to_ms(before_epoch), -1);
+        assert!(from_ms(i64::MAX, "test").is_err());
+    }
+
+    #[test]
+    fn agent_listing_binds_every_value() {
+        let all = AgentListing::of(&AgentFilter::default());
+        assert_eq!(
+            all.sql,
+            "SELECT name, record FROM agents WHERE TRUE ORDER BY name LIMIT $1"
+        );
+        assert_eq!(all.limit, i64::from(MAX_PAGE));
+        let filter = AgentFilter {
+            environment: Some("prod".parse().unwrap()),
+            after: Some("b".parse().unwrap()),
+            limit: 2,
+            ..AgentFilter::default()
+        };
+        let some = AgentListing::of(&filter);
+        assert_eq!(
+            some.sql,
+            "SELECT name, record FROM agents WHERE TRUE AND environment = $1 AND name > $2 \
+             ORDER BY name LIMIT $3"
+        );
+        assert_eq!(some.binds, ["prod", "b"]);
+        assert_eq!(some.limit, 2);
+    }
+
+    #[test]
+    fn join_token_outcomes() {
+        let row = |expires_at_ms, used_at_ms| {
+            Some(JoinTokenRow {
+                agent: "coder".to_owned(),
+                expires_at_ms,
+                used_at_ms,
+            })
+        };
+        let coder = AgentName::new("coder").unwrap();
+        assert_eq!(
+            unconsumed_join_token(None, 10).unwrap(),
+            JoinTokenUse::Unknown
+        );
+        assert_eq!(
+            unconsumed_join_token(row(5, Some(1)), 10).unwrap(),
+            JoinTokenUse::AlreadyUsed(coder.clone())
+        );
+        assert_eq!(
+            unconsumed_join_token(row(10, None), 10).unwrap(),
+            JoinTokenUse::Expired(coder)
+        );
+        assert_eq!(
+            unconsumed_join_token(row(11, None), 10).unwrap(),
+            JoinTokenUse::Unknown
+        );
+    }
+
+    #[test]
+    fn page_limits_are_capped() {
+        assert_eq!(page_limit(0), MAX_PAGE);
+        assert_eq!(page_limit(5), 5);
+        assert_eq!(page_limit(u32::MAX), MAX_PAGE);
+    }
+
+    #[test]
+    fn a_chained_batch_verifies_and_moves_the_head() {
+        let event = AuditEvent::new(
+            OffsetDateTime::UNIX_EPOCH,
+            Actor::System,
+            "api.read",
+            Outcome::Success,
+        );
+        let (rows, head) = chain_batch(ChainHead::EMPTY, &[event.clone(), event]).unwrap();
+        assert_eq!(head.seq, 2);
+        let records: Vec<_> = rows
+            .into_iter()
+            .map(|r| {
+                AuditRow {
+                    seq: r.seq,
+                    prev_hash: r.prev_hash,
+                    hash: r.hash,
+                    body: r.body,
+                }
+                .into_record()
+                .unwrap()
+            })
+            .collect();
+        assert_eq!(verify_chain(ChainHead::EMPTY, &records).unwrap(), head);
+    }
+
+    #[test]
+    fn sequences_start_at_zero_and_increment() {
+        assert_eq!(parse_sequence(None).unwrap(), 0);
+        assert_eq!(next_sequence(Some("41")).unwrap(), "42");
+        assert!(matches!(
+            parse_sequence(Some("x")),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+}

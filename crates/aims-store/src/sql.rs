@@ -1,0 +1,61 @@
+//! SQL text that both backends run unchanged (SQLite accepts PostgreSQL's `$N`
+//! placeholders). Statements that differ, such as the PostgreSQL head lock and batch insert,
+//! live in their backend. Column lists here match the row types in `rows`.
+
+pub(crate) const PING: &str = "SELECT 1";
+
+pub(crate) const SELECT_META: &str = "SELECT value FROM meta WHERE key = $1";
+pub(crate) const INSERT_META: &str = "INSERT INTO meta (key, value) VALUES ($1, $2)";
+pub(crate) const UPDATE_META: &str = "UPDATE meta SET value = $2 WHERE key = $1";
+
+pub(crate) const SELECT_HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
+pub(crate) const UPDATE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
+pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_log \
+     (seq, time_ms, action, agent, prev_hash, hash, body) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+pub(crate) const SELECT_AUDIT: &str = "SELECT seq, prev_hash, hash, body FROM audit_log \
+     WHERE seq > $1 ORDER BY seq LIMIT $2";
+
+pub(crate) const INSERT_AGENT: &str = "INSERT INTO agents \
+     (name, owner, environment, state, revision, created_at_ms, updated_at_ms, record) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+pub(crate) const SELECT_AGENT: &str = "SELECT name, record FROM agents WHERE name = $1";
+pub(crate) const AGENT_EXISTS: &str = "SELECT name FROM agents WHERE name = $1";
+/// Binds: name, owner, environment, state, new revision, updated_at_ms, record, expected
+/// revision. The creation time never changes. Returns the name if a row changed.
+pub(crate) const UPDATE_AGENT: &str = "UPDATE agents SET owner = $2, environment = $3, \
+     state = $4, revision = $5, updated_at_ms = $6, record = $7 \
+     WHERE name = $1 AND revision = $8 RETURNING name";
+
+pub(crate) const INSERT_JOIN_TOKEN: &str = "INSERT INTO join_tokens \
+     (hash, agent, expires_at_ms, used_at_ms) VALUES ($1, $2, $3, NULL)";
+pub(crate) const DELETE_UNUSED_JOIN_TOKENS: &str =
+    "DELETE FROM join_tokens WHERE agent = $1 AND used_at_ms IS NULL";
+/// One statement, so concurrent callers cannot both see the token unused.
+pub(crate) const CONSUME_JOIN_TOKEN: &str = "UPDATE join_tokens SET used_at_ms = $2 \
+     WHERE hash = $1 AND used_at_ms IS NULL AND expires_at_ms > $2 RETURNING agent";
+pub(crate) const SELECT_JOIN_TOKEN: &str =
+    "SELECT agent, expires_at_ms, used_at_ms FROM join_tokens WHERE hash = $1";
+
+pub(crate) const INSERT_USER: &str = "INSERT INTO users \
+     (name, role, created_at_ms, credential_rotated_at_ms, credential_hash) \
+     VALUES ($1, $2, $3, $4, $5)";
+pub(crate) const SELECT_USER_BY_CREDENTIAL: &str = "SELECT name, role, created_at_ms, \
+     credential_rotated_at_ms FROM users WHERE credential_hash = $1";
+pub(crate) const LIST_USERS: &str =
+    "SELECT name, role, created_at_ms, credential_rotated_at_ms FROM users ORDER BY name";
+pub(crate) const SELECT_USER_ROLE: &str = "SELECT role FROM users WHERE name = $1";
+pub(crate) const COUNT_ADMINS: &str = "SELECT COUNT(*) FROM users WHERE role = 'admin'";
+pub(crate) const DELETE_USER: &str = "DELETE FROM users WHERE name = $1";
+/// Returns the name if the user exists.
+pub(crate) const ROTATE_USER_CREDENTIAL: &str = "UPDATE users SET credential_hash = $2, \
+     credential_rotated_at_ms = $3 WHERE name = $1 RETURNING name";
+
+pub(crate) const INSERT_KEY: &str = "INSERT INTO signing_keys \
+     (kid, alg, state, created_at_ms, public_jwk, sealed_private_key) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+pub(crate) const SELECT_KEYS: &str = "SELECT kid, alg, state, created_at_ms, public_jwk, \
+     sealed_private_key FROM signing_keys ORDER BY created_at_ms, kid";
+pub(crate) const KID_EXISTS: &str = "SELECT kid FROM signing_keys WHERE kid = $1";
+pub(crate) const KEY_IN_STATE: &str = "SELECT kid FROM signing_keys WHERE state = $1";
+pub(crate) const MOVE_KEY_STATE: &str = "UPDATE signing_keys SET state = $2 WHERE state = $1";

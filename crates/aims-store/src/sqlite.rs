@@ -1,0 +1,202 @@
+//! The embedded SQLite store: the default for a single `aims server`.
+//!
+//! One SQLite file serves one `aims server` process; deployments that run several server
+//! processes against one database use PostgreSQL ([`crate::PostgresStore`]).
+//!
+//! Writes go through a pool holding exactly one connection, so in-process writers queue for
+//! it and run one at a time; each write is a plain `BEGIN … COMMIT` on that connection, which
+//! is also what serializes the audit chain. Reads use a separate small pool of `query_only`
+//! connections, which WAL mode lets run beside the writer. The file uses WAL with
+//! `synchronous=FULL`, so a committed change and its audit record survive power loss.
+//!
+//! This module owns SQLite connection setup, transactions and the audit insert only; the
+//! store logic, SQL text, row decoding and error classification are shared with PostgreSQL
+//! (`engine`, `sql`, `rows`, `errors`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use aims_core::audit::ChainHead;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+
+use crate::engine::Backend;
+use crate::errors::{classify, classify_migrate};
+use crate::rows::{HeadRow, NewAuditRow};
+use crate::{StoreError, sql};
+
+/// How long a statement waits for a lock held by another connection.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an operation waits for a pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read connections beside the one writer.
+const READERS: u32 = 4;
+
+/// The SQLite implementation of [`Store`](crate::Store).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// Exactly one connection: every write runs on it, one at a time.
+    writer: SqlitePool,
+    /// `query_only` connections for reads.
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file at `path` and runs migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let opened = |e| match classify(e) {
+            StoreError::Unavailable(why) => StoreError::Unavailable(format!(
+                "cannot open SQLite database {}: {why}",
+                path.display()
+            )),
+            other => other,
+        };
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(
+                base.clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full),
+            )
+            .await
+            .map_err(opened)?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&writer)
+            .await
+            .map_err(classify_migrate)?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(base.pragma("query_only", "ON"))
+            .await
+            .map_err(opened)?;
+        Ok(Self { writer, reader })
+    }
+}
+
+impl Backend for SqliteStore {
+    type Db = Sqlite;
+
+    fn reads(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    fn writes(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    async fn begin_write(&self) -> Result<(Transaction<'static, Sqlite>, ChainHead), StoreError> {
+        // Holding the only writer connection is the head lock.
+        let mut tx = self.writer.begin().await.map_err(classify)?;
+        let head = sqlx::query_as::<_, HeadRow>(sql::SELECT_HEAD)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?
+            .into_head()?;
+        Ok((tx, head))
+    }
+
+    async fn begin_snapshot(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        // A deferred read transaction sees one snapshot from its first read on.
+        self.reader.begin().await.map_err(classify)
+    }
+
+    async fn insert_audit(
+        conn: &mut SqliteConnection,
+        rows: Vec<NewAuditRow>,
+    ) -> Result<(), StoreError> {
+        for row in rows {
+            sqlx::query(sql::INSERT_AUDIT)
+                .bind(row.seq)
+                .bind(row.time_ms)
+                .bind(row.action)
+                .bind(row.agent)
+                .bind(row.prev_hash)
+                .bind(row.hash)
+                .bind(row.body)
+                .execute(&mut *conn)
+                .await
+                .map_err(classify)?;
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query(sql::PING)
+            .execute(&self.reader)
+            .await
+            .map_err(classify)?;
+        // Proves the writer can take the database's write lock, not just read.
+        let tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)?;
+        tx.rollback().await.map_err(classify)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_file_is_durable_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("aims.db"))
+            .await
+            .unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        // 2 = FULL
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        assert_eq!(sync, 2);
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        assert_eq!(fk, 1);
+    }
+
+    #[tokio::test]
+    async fn readers_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("aims.db"))
+            .await
+            .unwrap();
+        let err = sqlx::query("DELETE FROM meta")
+            .execute(&store.reader)
+            .await
+            .expect_err("reader wrote");
+        assert!(err.as_database_error().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_missing_directory_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = SqliteStore::open(&dir.path().join("missing/aims.db"))
+            .await
+            .expect_err("opened");
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    }
+}

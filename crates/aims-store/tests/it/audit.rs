@@ -1,0 +1,144 @@
+//! The audit log: batches, concurrent appends, verification and tamper detection.
+
+use std::sync::Arc;
+
+use aims_core::audit::{ChainError, ChainHead, action, verify_chain};
+use aims_store::MAX_PAGE;
+
+use crate::fixtures::{all_records, assert_chain_verifies, event};
+use crate::harness::Harness;
+
+pub async fn audit_batches_chain(h: &Harness) {
+    let store = &*h.store;
+    assert_eq!(store.audit_head().await.unwrap(), ChainHead::EMPTY);
+    assert_eq!(store.append_audit(&[]).await.unwrap(), ChainHead::EMPTY);
+    assert!(store.audit_records(0, MAX_PAGE).await.unwrap().is_empty());
+
+    let mut batch = vec![
+        event(action::READ),
+        event(action::REJECT),
+        event(action::READ),
+    ];
+    batch[1].code = Some("forbidden".to_owned());
+    batch[2].agent = Some("spiffe://acme.example/agent/coder".to_owned());
+    batch[2].details = serde_json::json!({ "path": "/v1/agents" });
+    let head = store.append_audit(&batch).await.unwrap();
+    assert_eq!(head.seq, 3);
+    assert_eq!(store.audit_head().await.unwrap(), head);
+    assert_eq!(store.append_audit(&[]).await.unwrap(), head);
+
+    let records = assert_chain_verifies(store).await;
+    let events: Vec<_> = records.iter().map(|r| r.event().unwrap()).collect();
+    assert_eq!(events, batch);
+
+    let more = store.append_audit(&[event(action::READ)]).await.unwrap();
+    assert_eq!(more.seq, 4);
+    // Paging: `after` is exclusive, `limit` bounds the page.
+    let page = store.audit_records(1, 2).await.unwrap();
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(verify_chain(head_at(&records[0]), &page).unwrap().seq, 3);
+    assert!(store.audit_records(4, MAX_PAGE).await.unwrap().is_empty());
+    assert!(
+        store
+            .audit_records(u64::MAX, MAX_PAGE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.audit_records(0, u32::MAX).await.unwrap().len(), 4);
+}
+
+fn head_at(record: &aims_core::audit::AuditRecord) -> ChainHead {
+    ChainHead {
+        seq: record.seq,
+        hash: record.hash,
+    }
+}
+
+pub async fn concurrent_appends_form_one_chain(h: &Harness) {
+    const TASKS: usize = 16;
+    const BATCHES: usize = 8;
+    // On PostgreSQL, half the writers use a second store, like a second server process.
+    let other = if h.shares_writers() {
+        h.reopen().await
+    } else {
+        Arc::clone(&h.store)
+    };
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let store = if task % 2 == 0 {
+                Arc::clone(&h.store)
+            } else {
+                Arc::clone(&other)
+            };
+            tokio::spawn(async move {
+                for batch in 0..BATCHES {
+                    let size = 1 + (task + batch) % 3;
+                    let events: Vec<_> = (0..size)
+                        .map(|i| {
+                            let mut e = event(action::READ);
+                            e.request_id = Some(format!("task-{task}-batch-{batch}-{i}"));
+                            e
+                        })
+                        .collect();
+                    store.append_audit(&events).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let expected: usize = (0..TASKS)
+        .flat_map(|task| (0..BATCHES).map(move |batch| 1 + (task + batch) % 3))
+        .sum();
+    let records = assert_chain_verifies(&*h.store).await;
+    assert_eq!(records.len(), expected);
+    // Every event landed exactly once.
+    let mut ids: Vec<_> = records
+        .iter()
+        .map(|r| r.event().unwrap().request_id.unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), expected);
+    assert_eq!(
+        other.audit_head().await.unwrap(),
+        h.store.audit_head().await.unwrap()
+    );
+}
+
+pub async fn tampering_is_detected(h: &Harness) {
+    let store = &*h.store;
+    store
+        .append_audit(&[
+            event(action::READ),
+            event(action::READ),
+            event(action::READ),
+        ])
+        .await
+        .unwrap();
+    assert_chain_verifies(store).await;
+
+    h.execute_raw(
+        "UPDATE audit_log SET body = replace(body, 'api.read', 'api.reax') WHERE seq = 2",
+    )
+    .await;
+    let records = all_records(store).await;
+    assert!(
+        records[1].body.contains("api.reax"),
+        "the tamper did not apply"
+    );
+    assert_eq!(
+        verify_chain(ChainHead::EMPTY, &records),
+        Err(ChainError::Content { seq: 2 })
+    );
+
+    // Deleting a record is caught too.
+    h.execute_raw("DELETE FROM audit_log WHERE seq = 2").await;
+    let records = all_records(store).await;
+    assert!(matches!(
+        verify_chain(ChainHead::EMPTY, &records),
+        Err(ChainError::Gap { .. })
+    ));
+}

@@ -1,0 +1,71 @@
+//! The store conformance suite: every check is written once, against `dyn Store`, and runs
+//! against SQLite (a fresh file per test) and PostgreSQL (a fresh schema per test).
+//!
+//! PostgreSQL tests are ignored by default. Run them with a database:
+//! `AIMS_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
+//!  cargo test -p aims-store -- --include-ignored`. Without the variable they fail rather
+//! than pass silently.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod agents;
+mod audit;
+mod fixtures;
+mod harness;
+mod init;
+mod join_tokens;
+mod keys;
+mod users;
+
+/// Generates, for each `module::check`, one `#[tokio::test]` per backend:
+/// `sqlite::check` and `postgres::check`.
+macro_rules! conformance {
+    ($($module:ident :: $check:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    let harness = crate::harness::Harness::sqlite().await;
+                    crate::$module::$check(&harness).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[ignore = "needs PostgreSQL: set AIMS_TEST_DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/test) and run with --include-ignored"]
+                async fn $check() {
+                    let harness = crate::harness::Harness::postgres().await;
+                    crate::$module::$check(&harness).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance! {
+    init::initializes_once,
+    init::ping_answers,
+    init::data_survives_reopen,
+    agents::agents_round_trip,
+    agents::agent_names_are_never_reused,
+    agents::agent_listing_filters_and_pages,
+    agents::agent_updates_check_revisions,
+    join_tokens::join_token_is_consumed_once,
+    join_tokens::join_token_is_consumed_once_under_concurrency,
+    join_tokens::expired_and_unknown_join_tokens,
+    join_tokens::replaced_join_token_stops_working,
+    users::users_are_found_by_credential,
+    users::user_credential_rotation,
+    users::removal_keeps_an_admin,
+    keys::keys_rotate,
+    audit::audit_batches_chain,
+    audit::concurrent_appends_form_one_chain,
+    audit::tampering_is_detected,
+}

@@ -1,0 +1,213 @@
+//! `aims audit …`: read the audit log and have the server verify its hash chain.
+//!
+//! This module pages through `/v1/audit` and summarizes each event on one line. A chain that
+//! does not verify is a failure of the command (non-zero exit), never just a printed line.
+
+use aims_api::{AuditPage, AuditQuery, AuditVerification};
+use serde_json::Value;
+
+use super::ClientOpts;
+use super::output::{clean, print, str_field, table};
+
+/// Audit log commands.
+#[derive(clap::Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Show audit records in order, starting after a sequence number.
+    Tail {
+        /// Only records after this sequence number (default: from the first).
+        #[arg(long, value_name = "SEQ")]
+        after: Option<u64>,
+        /// Show at most this many records (the server caps a page at 1000).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: Option<u32>,
+    },
+    /// Verify the audit hash chain; fails if it is not intact.
+    Verify,
+}
+
+/// Runs one `aims audit` command.
+pub async fn run_audit(opts: &ClientOpts, cmd: AuditCommand) -> anyhow::Result<()> {
+    let client = opts.client()?;
+    match cmd {
+        AuditCommand::Tail { after, limit } => {
+            let page = client.audit(&AuditQuery { after, limit }).await?;
+            print(opts.output, &serde_json::to_value(&page)?, || {
+                render_page(&page)
+            })
+        }
+        AuditCommand::Verify => {
+            let verification = client.verify_audit().await?;
+            print(opts.output, &serde_json::to_value(&verification)?, || {
+                render_verification(&verification)
+            })?;
+            check_intact(&verification)
+        }
+    }
+}
+
+/// Fails when the chain is broken, saying where.
+fn check_intact(v: &AuditVerification) -> anyhow::Result<()> {
+    if v.intact {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "audit chain is NOT intact: {} ({} records checked)",
+        clean(v.problem.as_deref().unwrap_or("no detail given")),
+        v.records
+    )
+}
+
+/// The verification result for an intact chain; a broken one is reported by [`check_intact`]
+/// on stderr.
+fn render_verification(v: &AuditVerification) -> String {
+    if v.intact {
+        format!(
+            "Audit chain intact: {} records verified, head {}.\n",
+            v.records,
+            clean(&v.head_hash)
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// One line per record: sequence, time, actor, action, outcome and what it concerned.
+fn render_page(page: &AuditPage) -> String {
+    let Some(last) = page.records.last() else {
+        return "No audit records.\n".to_owned();
+    };
+    let rows: Vec<Vec<String>> = page
+        .records
+        .iter()
+        .map(|r| {
+            let e = &r.event;
+            vec![
+                r.seq.to_string(),
+                str_field(e, "time"),
+                actor(e.get("actor")),
+                str_field(e, "action"),
+                outcome(e),
+                target(e),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &["SEQ", "TIME", "ACTOR", "ACTION", "OUTCOME", "TARGET"],
+        &rows,
+    );
+    out.push_str(&format!(
+        "Next page: aims audit tail --after {}\n",
+        last.seq
+    ));
+    out
+}
+
+/// `user:alice`, an agent's SPIFFE ID, `anonymous` or `system`.
+fn actor(actor: Option<&Value>) -> String {
+    let Some(actor) = actor else {
+        return "-".to_owned();
+    };
+    match actor.get("kind").and_then(Value::as_str) {
+        Some("user") => format!("user:{}", str_field(actor, "name")),
+        Some("agent") => str_field(actor, "spiffe_id"),
+        Some(kind) => kind.to_owned(),
+        None => "-".to_owned(),
+    }
+}
+
+/// `success`, or `denied (code)`.
+fn outcome(event: &Value) -> String {
+    let outcome = str_field(event, "outcome");
+    match event.get("code").and_then(Value::as_str) {
+        Some(code) => format!("{outcome} ({code})"),
+        None => outcome,
+    }
+}
+
+/// The agent the event concerns, else the resource, else `-`.
+fn target(event: &Value) -> String {
+    ["agent", "resource"]
+        .iter()
+        .map(|f| str_field(event, f))
+        .find(|v| v != "-")
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use aims_api::AuditRecordView;
+    use serde_json::json;
+
+    use super::*;
+
+    fn record(seq: u64, event: Value) -> AuditRecordView {
+        AuditRecordView {
+            seq,
+            prev_hash: "00".into(),
+            hash: "11".into(),
+            event,
+        }
+    }
+
+    #[test]
+    fn records_render_one_line_each() {
+        let page = AuditPage {
+            records: vec![
+                record(
+                    1,
+                    json!({"time": "2025-01-01T00:00:00Z", "actor": {"kind": "system"},
+                           "action": "trust_domain.create", "outcome": "success"}),
+                ),
+                record(
+                    2,
+                    json!({"time": "2025-01-01T00:01:00Z",
+                           "actor": {"kind": "user", "name": "admin", "role": "admin"},
+                           "action": "agent.register", "outcome": "success",
+                           "agent": "spiffe://acme.example/agent/coder"}),
+                ),
+                record(
+                    3,
+                    json!({"time": "2025-01-01T00:02:00Z", "actor": {"kind": "anonymous"},
+                           "action": "api.reject", "outcome": "denied", "code": "unauthorized",
+                           "resource": "/v1/agents"}),
+                ),
+            ],
+        };
+        assert_eq!(
+            render_page(&page),
+            "SEQ  TIME                  ACTOR       ACTION               OUTCOME                TARGET\n\
+             1    2025-01-01T00:00:00Z  system      trust_domain.create  success                -\n\
+             2    2025-01-01T00:01:00Z  user:admin  agent.register       success                spiffe://acme.example/agent/coder\n\
+             3    2025-01-01T00:02:00Z  anonymous   api.reject           denied (unauthorized)  /v1/agents\n\
+             Next page: aims audit tail --after 3\n"
+        );
+        assert_eq!(
+            render_page(&AuditPage { records: vec![] }),
+            "No audit records.\n"
+        );
+    }
+
+    #[test]
+    fn a_broken_chain_is_an_error() {
+        let mut v = AuditVerification {
+            intact: true,
+            records: 42,
+            head_hash: "ab12".into(),
+            problem: None,
+        };
+        assert!(check_intact(&v).is_ok());
+        assert_eq!(
+            render_verification(&v),
+            "Audit chain intact: 42 records verified, head ab12.\n"
+        );
+        v.intact = false;
+        v.problem = Some("record 17: hash mismatch".into());
+        assert_eq!(
+            check_intact(&v).unwrap_err().to_string(),
+            "audit chain is NOT intact: record 17: hash mismatch (42 records checked)"
+        );
+        assert_eq!(render_verification(&v), "");
+    }
+}

@@ -1,0 +1,362 @@
+//! `aims demo`: starts a real `aims server` child process on a free loopback port with a
+//! temporary data directory, drives it through the SDK as an operator would, and prints what
+//! happened. Each issue adds its acceptance scenario (SPEC §7) here.
+//!
+//! Every step talks to the server over HTTP; nothing is simulated. The server is stopped with
+//! SIGTERM and restarted on the same data directory to show that state and the audit chain
+//! survive.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use aims_api::{AddUserRequest, AgentQuery, LifecycleRequest, RegisterAgentRequest};
+use aims_core::agent::Limits;
+use aims_core::id::{AgentName, Environment, Owner, UserName};
+use aims_core::posture::PostureProfile;
+use aims_core::user::Role;
+use aims_sdk::{AdminClient, SdkError};
+use anyhow::{Context as _, anyhow, bail};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long the demo waits for the server to say it is listening.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A server child process and what it printed at start.
+struct ServerProcess {
+    child: Child,
+    /// `http://IP:PORT`, as the server printed it.
+    url: String,
+    bootstrap_credential: Option<String>,
+}
+
+impl ServerProcess {
+    async fn start(data_dir: &Path) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("cannot find the aims binary")?;
+        let mut child = Command::new(exe)
+            .args([
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--trust-domain",
+                "demo.example",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("AIMS_LOG", "warn")
+            .env_remove("AIMS_CONFIG")
+            .env_remove("AIMS_DATABASE_URL")
+            .env_remove("AIMS_MASTER_KEY")
+            .env_remove("AIMS_BOOTSTRAP_TOKEN")
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start aims server")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let mut bootstrap_credential = None;
+        let url = tokio::time::timeout(START_TIMEOUT, async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(credential) = line
+                    .split(": ")
+                    .nth(1)
+                    .filter(|_| line.starts_with("bootstrap admin credential"))
+                {
+                    bootstrap_credential = Some(credential.trim().to_owned());
+                } else if let Some(url) = line.strip_prefix("listening on ") {
+                    return Ok::<_, anyhow::Error>(url.trim().to_owned());
+                }
+            }
+            bail!("the server exited before it was listening")
+        })
+        .await
+        .context("the server did not start in time")??;
+        Ok(Self {
+            child,
+            url,
+            bootstrap_credential,
+        })
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    async fn stop(mut self) -> anyhow::Result<()> {
+        let pid = self
+            .child
+            .id()
+            .ok_or_else(|| anyhow!("server already exited"))?;
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("could not signal the server");
+        }
+        let exit = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .context("the server did not stop after SIGTERM")??;
+        if !exit.success() {
+            bail!("the server exited with {exit}");
+        }
+        Ok(())
+    }
+}
+
+fn name(value: &str) -> anyhow::Result<AgentName> {
+    Ok(AgentName::new(value)?)
+}
+
+/// A member of a JSON object, or null.
+fn at<'a>(value: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
+    value.get(key).unwrap_or(&serde_json::Value::Null)
+}
+
+fn step(title: &str) {
+    println!("\n== {title}");
+}
+
+fn refused(result: Result<impl std::fmt::Debug, SdkError>) -> anyhow::Result<String> {
+    match result {
+        Err(SdkError::Api { status, code, .. }) => Ok(format!("refused: HTTP {status} {code}")),
+        Err(other) => Err(other.into()),
+        Ok(value) => bail!("expected a refusal, got {value:?}"),
+    }
+}
+
+/// The agents of the SPEC §7 scenarios: (name, owner, environment, purpose).
+const AGENTS: [(&str, &str, &str, &str); 7] = [
+    (
+        "coding-agent",
+        "alice@acme.example",
+        "prod",
+        "reads repositories, writes production branches",
+    ),
+    (
+        "incident-responder",
+        "sre-team@acme.example",
+        "prod",
+        "queries logs during incidents",
+    ),
+    (
+        "support-agent",
+        "support-team@acme.example",
+        "staging",
+        "reads ticket metadata",
+    ),
+    (
+        "data-analyst",
+        "data-team@acme.example",
+        "prod",
+        "queries the warehouse",
+    ),
+    (
+        "ci-deployer",
+        "platform-team@acme.example",
+        "prod",
+        "retrieves deploy secrets in CI",
+    ),
+    (
+        "planner",
+        "alice@acme.example",
+        "prod",
+        "plans work and delegates to executors",
+    ),
+    (
+        "executor",
+        "alice@acme.example",
+        "prod",
+        "executes delegated steps",
+    ),
+];
+
+/// Runs the demo end to end.
+pub async fn run() -> anyhow::Result<()> {
+    let data_dir = tempfile::Builder::new().prefix("aims-demo-").tempdir()?;
+    step("Start a real aims server (SQLite store, fresh trust domain)");
+    let server = ServerProcess::start(data_dir.path()).await?;
+    let credential = server
+        .bootstrap_credential
+        .clone()
+        .ok_or_else(|| anyhow!("the first start printed no bootstrap credential"))?;
+    println!(
+        "server: {} (data dir {})",
+        server.url,
+        data_dir.path().display()
+    );
+    println!("bootstrap admin credential printed once; only its hash is stored");
+    let base = server.url.clone();
+    let admin = AdminClient::new(&base, Some(credential.clone()))?;
+
+    step("Discovery: RFC 8414 metadata, JWKS and SPIFFE bundle");
+    let metadata = admin.metadata().await?;
+    println!("issuer   {}", at(&metadata, "issuer"));
+    println!("jwks_uri {}", at(&metadata, "jwks_uri"));
+    let jwks = admin.jwks().await?;
+    for key in at(&jwks, "keys").as_array().into_iter().flatten() {
+        println!(
+            "jwks key kid={} alg={} use={}",
+            at(key, "kid"), at(key, "alg"), at(key, "use")
+        );
+    }
+    let bundle = admin.bundle().await?;
+    println!(
+        "bundle: {} keys (use jwt-svid), spiffe_sequence={}",
+        at(&bundle, "keys").as_array().map_or(0, Vec::len),
+        at(&bundle, "spiffe_sequence")
+    );
+
+    step("Register the scenario agents, each with one accountable owner");
+    for (agent, owner, env, purpose) in AGENTS {
+        let issued = admin
+            .register_agent(&RegisterAgentRequest {
+                name: name(agent)?,
+                owner: Owner::new(owner)?,
+                environment: Some(Environment::new(env)?),
+                description: Some(purpose.to_owned()),
+                posture_profile: Some(PostureProfile::default()),
+                limits: Some(Limits::default()),
+                labels: None,
+                recertify_days: None,
+            })
+            .await?;
+        let expires = issued
+            .join_token_expires_at
+            .replace_nanosecond(0)?
+            .format(&time::format_description::well_known::Rfc3339)?;
+        println!(
+            "{:<50} owner={owner:<28} one-time join token, expires {expires}",
+            issued.spiffe_id
+        );
+    }
+
+    step("Bad input is refused, audited, and changes nothing");
+    let duplicate = admin
+        .register_agent(&RegisterAgentRequest {
+            name: name("coding-agent")?,
+            owner: Owner::new("mallory@evil.example")?,
+            environment: None,
+            description: None,
+            posture_profile: None,
+            limits: None,
+            labels: None,
+            recertify_days: None,
+        })
+        .await;
+    println!(
+        "re-register coding-agent under another owner: {}",
+        refused(duplicate)?
+    );
+    let anonymous = AdminClient::new(&base, Some("not-a-credential".to_owned()))?;
+    println!(
+        "unknown credential lists agents: {}",
+        refused(anonymous.list_agents(&AgentQuery::default()).await)?
+    );
+
+    step("Humans have roles: an auditor reads but cannot change the registry");
+    let auditor = admin
+        .add_user(&AddUserRequest {
+            name: UserName::new("carol")?,
+            role: Role::Auditor,
+        })
+        .await?;
+    let auditor_client = AdminClient::new(&base, Some(auditor.token))?;
+    let seen = auditor_client
+        .list_all_agents(&AgentQuery::default(), None)
+        .await?
+        .agents;
+    println!("auditor carol lists {} agents", seen.len());
+    let attempt = auditor_client
+        .suspend_agent(&name("ci-deployer")?, &LifecycleRequest::default())
+        .await;
+    println!("auditor carol suspends ci-deployer: {}", refused(attempt)?);
+
+    step("Lifecycle: suspend, resume, decommission; names are never reused");
+    let reason = |r: &str| LifecycleRequest {
+        reason: Some(r.to_owned()),
+    };
+    let agent = admin
+        .suspend_agent(&name("ci-deployer")?, &reason("pipeline paused"))
+        .await?;
+    println!("ci-deployer -> {}", agent.agent.state);
+    let agent = admin
+        .resume_agent(&name("ci-deployer")?, &reason("pipeline resumed"))
+        .await?;
+    println!("ci-deployer -> {}", agent.agent.state);
+    let agent = admin
+        .decommission_agent(&name("support-agent")?, &reason("replaced"))
+        .await?;
+    println!("support-agent -> {}", agent.agent.state);
+    println!(
+        "resume support-agent: {}",
+        refused(
+            admin
+                .resume_agent(&name("support-agent")?, &LifecycleRequest::default())
+                .await
+        )?
+    );
+    let reuse = admin
+        .register_agent(&RegisterAgentRequest {
+            name: name("support-agent")?,
+            owner: Owner::new("support-team@acme.example")?,
+            environment: None,
+            description: None,
+            posture_profile: None,
+            limits: None,
+            labels: None,
+            recertify_days: None,
+        })
+        .await;
+    println!("register a new support-agent: {}", refused(reuse)?);
+
+    step("Key rotation with overlap: next, current and previous are published");
+    let before = admin.keys().await?;
+    let after = admin.rotate_keys().await?;
+    for key in &after.keys {
+        println!("kid={} state={}", key.kid, key.state);
+    }
+    println!(
+        "bundle sequence {} -> {}; JWKS now publishes {} keys",
+        before.sequence,
+        after.sequence,
+        at(&admin.jwks().await?, "keys").as_array().map_or(0, Vec::len)
+    );
+
+    step("Audit: every change and every refusal is one hash-chained record");
+    let verification = admin.verify_audit().await?;
+    println!(
+        "chain intact: {} ({} records, head {})",
+        verification.intact, verification.records, verification.head_hash
+    );
+    if !verification.intact {
+        bail!("the audit chain does not verify");
+    }
+
+    step("Restart on the same data directory: agents, keys and the audit chain persist");
+    let kids_before: Vec<String> = after.keys.iter().map(|k| k.kid.clone()).collect();
+    server.stop().await?;
+    let server = ServerProcess::start(data_dir.path()).await?;
+    if server.bootstrap_credential.is_some() {
+        bail!("a restart must not print a new bootstrap credential");
+    }
+    let admin = AdminClient::new(&server.url, Some(credential))?;
+    let agents = admin
+        .list_all_agents(&AgentQuery::default(), None)
+        .await?
+        .agents;
+    let keys = admin.keys().await?;
+    let same_keys = keys.keys.iter().map(|k| k.kid.clone()).collect::<Vec<_>>() == kids_before;
+    let verification = admin.verify_audit().await?;
+    println!(
+        "after restart: {} agents, same keys: {same_keys}, chain intact: {} ({} records)",
+        agents.len(),
+        verification.intact,
+        verification.records
+    );
+    server.stop().await?;
+    if !same_keys || !verification.intact {
+        bail!("state did not survive the restart");
+    }
+    println!("\ndemo complete");
+    Ok(())
+}

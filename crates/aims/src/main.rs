@@ -1,0 +1,190 @@
+//! `aims`: the one binary. `aims server` runs the server, `aims demo` runs the acceptance
+//! scenarios against a real server on loopback, and the client subcommands (`agent`, `user`,
+//! `key`, `bundle`, `audit`) drive a running server through the SDK.
+//!
+//! This file only parses flags and wires crates together; behaviour lives in the libraries.
+
+mod cli;
+mod demo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use aims_server::config::{Config, Overrides};
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret as _;
+use tracing_subscriber::EnvFilter;
+
+/// Log filter, e.g. `info` or `aims_server=debug` (tracing-subscriber syntax).
+const ENV_LOG: &str = "AIMS_LOG";
+/// `json` for one JSON object per log line; anything else gives human-readable lines.
+const ENV_LOG_FORMAT: &str = "AIMS_LOG_FORMAT";
+
+#[derive(Parser)]
+#[command(
+    name = "aims",
+    version,
+    about = "AIMS: the Agent Identity Management System"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the AIMS server.
+    Server(ServerArgs),
+    /// Start a real server on loopback with a temporary data directory, run the acceptance
+    /// scenarios against it, and print what happened.
+    Demo,
+    /// Register and manage agents.
+    Agent {
+        #[command(flatten)]
+        opts: cli::ClientOpts,
+        #[command(subcommand)]
+        command: cli::AgentCommand,
+    },
+    /// Manage human principals (operators, approvers, auditors).
+    User {
+        #[command(flatten)]
+        opts: cli::ClientOpts,
+        #[command(subcommand)]
+        command: cli::UserCommand,
+    },
+    /// Inspect and rotate the trust domain's signing keys.
+    Key {
+        #[command(flatten)]
+        opts: cli::ClientOpts,
+        #[command(subcommand)]
+        command: cli::KeyCommand,
+    },
+    /// Show the SPIFFE trust bundle.
+    Bundle {
+        #[command(flatten)]
+        opts: cli::ClientOpts,
+        #[command(subcommand)]
+        command: cli::BundleCommand,
+    },
+    /// Read and verify the audit log.
+    Audit {
+        #[command(flatten)]
+        opts: cli::ClientOpts,
+        #[command(subcommand)]
+        command: cli::AuditCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// TOML config file (also AIMS_CONFIG).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Listen address, default 127.0.0.1:8700 (also AIMS_LISTEN).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory (also AIMS_DATA_DIR).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// sqlite://PATH or postgres://… (also AIMS_DATABASE_URL).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Trust domain created at first start (also AIMS_TRUST_DOMAIN).
+    #[arg(long)]
+    trust_domain: Option<String>,
+    /// Public base URL used as issuer (also AIMS_PUBLIC_URL).
+    #[arg(long)]
+    public_url: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Server(args) => serve(args).await,
+        Command::Demo => demo::run().await,
+        Command::Agent { opts, command } => cli::run_agent(&opts, command).await,
+        Command::User { opts, command } => cli::run_user(&opts, command).await,
+        Command::Key { opts, command } => cli::run_key(&opts, command).await,
+        Command::Bundle { opts, command } => cli::run_bundle(&opts, command).await,
+        Command::Audit { opts, command } => cli::run_audit(&opts, command).await,
+    }
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_env(ENV_LOG).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var(ENV_LOG_FORMAT).is_ok_and(|v| v == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(args: ServerArgs) -> anyhow::Result<()> {
+    init_logging();
+    let overrides = Overrides {
+        config_file: args.config,
+        listen: args.listen,
+        data_dir: args.data_dir,
+        database_url: args.database_url,
+        trust_domain: args.trust_domain,
+        public_url: args.public_url,
+    };
+    let config = Config::load(&overrides)?;
+    let data_dir = config.data_dir.clone();
+    let trust_domain = config.trust_domain.clone();
+    let server = aims_server::server::start(config, &|name| std::env::var(name).ok()).await?;
+    if let Some(credential) = &server.bootstrap_credential {
+        // Printed once, to the terminal only: never logged, only its hash is stored.
+        println!(
+            "bootstrap admin credential (shown once, store it now): {}",
+            credential.expose_secret()
+        );
+    }
+    tracing::info!(
+        addr = %server.addr,
+        trust_domain = %trust_domain,
+        data_dir = %data_dir.display(),
+        "aims server started"
+    );
+    println!("listening on http://{}", server.addr);
+    shutdown_signal().await?;
+    tracing::info!("shutting down: finishing in-flight requests");
+    server.shutdown();
+    server.wait().await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
