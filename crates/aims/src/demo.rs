@@ -196,7 +196,9 @@ pub async fn run() -> anyhow::Result<()> {
     for key in at(&jwks, "keys").as_array().into_iter().flatten() {
         println!(
             "jwks key kid={} alg={} use={}",
-            at(key, "kid"), at(key, "alg"), at(key, "use")
+            at(key, "kid"),
+            at(key, "alg"),
+            at(key, "use")
         );
     }
     let bundle = admin.bundle().await?;
@@ -319,7 +321,9 @@ pub async fn run() -> anyhow::Result<()> {
         "bundle sequence {} -> {}; JWKS now publishes {} keys",
         before.sequence,
         after.sequence,
-        at(&admin.jwks().await?, "keys").as_array().map_or(0, Vec::len)
+        at(&admin.jwks().await?, "keys")
+            .as_array()
+            .map_or(0, Vec::len)
     );
 
     step("Audit: every change and every refusal is one hash-chained record");

@@ -19,9 +19,14 @@ async fn key_list(state: &AppState) -> Result<KeyList, ApiError> {
     let mut stored = set.keys;
     // Publication order first (next, current, previous), then retired keys, newest first.
     stored.sort_by_key(|k| {
-        let rank = [KeyState::Next, KeyState::Current, KeyState::Previous, KeyState::Retired]
-            .iter()
-            .position(|s| *s == k.state);
+        let rank = [
+            KeyState::Next,
+            KeyState::Current,
+            KeyState::Previous,
+            KeyState::Retired,
+        ]
+        .iter()
+        .position(|s| *s == k.state);
         (rank, std::cmp::Reverse(k.created_at))
     });
     let keys = stored

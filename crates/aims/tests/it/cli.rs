@@ -1,0 +1,182 @@
+//! The CLI against a real server: the registry end to end, roles, keys, bundle and audit, and
+//! the fixed interfaces scripts rely on (`AIMS_ADDR`, `AIMS_TOKEN`, `--output json`).
+
+use crate::process::{ADMIN_TOKEN, Server};
+
+#[test]
+fn registry_end_to_end_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), true);
+    let profile = dir.path().join("profile.json");
+    std::fs::write(
+        &profile,
+        r#"{"model": {"id": ["gpt-x"]}, "deployment": {"region": ["eu-west-1"]}, "may_change": ["deployment"]}"#,
+    )
+    .unwrap();
+
+    let registered = server.json(&[
+        "agent",
+        "register",
+        "coder",
+        "--owner",
+        "alice@acme.example",
+        "--env",
+        "prod",
+        "--profile",
+        profile.to_str().unwrap(),
+    ]);
+    assert_eq!(registered["spiffe_id"], "spiffe://e2e.example/agent/coder");
+    assert!(
+        registered["join_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("aims_j_")
+    );
+    assert_eq!(
+        registered["agent"]["posture_profile"]["model"]["id"][0],
+        "gpt-x"
+    );
+
+    let text = server.run(
+        Some(ADMIN_TOKEN),
+        &[
+            "agent",
+            "register",
+            "helper",
+            "--owner",
+            "bob@acme.example",
+            "--label",
+            "team=core",
+        ],
+    );
+    assert!(text.status.success());
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("spiffe://e2e.example/agent/helper"), "{text}");
+
+    let listed = server.json(&["agent", "list"]);
+    assert_eq!(listed["agents"].as_array().unwrap().len(), 2);
+    let shown = server.json(&["agent", "show", "helper"]);
+    assert_eq!(shown["labels"]["team"], "core");
+
+    let updated = server.json(&[
+        "agent",
+        "update",
+        "coder",
+        "--owner",
+        "carol@acme.example",
+        "--max-ttl",
+        "300",
+    ]);
+    assert_eq!(updated["owner"], "carol@acme.example");
+    assert_eq!(updated["limits"]["max_token_ttl_s"], 300);
+
+    assert_eq!(
+        server.json(&["agent", "suspend", "coder", "--reason", "maintenance"])["state"],
+        "suspended"
+    );
+    assert_eq!(
+        server.json(&["agent", "resume", "coder"])["state"],
+        "active"
+    );
+    let reissued = server.json(&["agent", "join-token", "coder"]);
+    assert_ne!(reissued["join_token"], registered["join_token"]);
+    assert_eq!(
+        server.json(&["agent", "decommission", "coder"])["state"],
+        "decommissioned"
+    );
+
+    // Refusals: non-zero exit, the stable code on stderr.
+    let dup = server.run(
+        Some(ADMIN_TOKEN),
+        &["agent", "register", "coder", "--owner", "x"],
+    );
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("agent_exists"));
+    let bad_profile = dir.path().join("bad.json");
+    std::fs::write(&bad_profile, r#"{"model": {"ids": []}}"#).unwrap();
+    let out = server.run(
+        Some(ADMIN_TOKEN),
+        &[
+            "agent",
+            "register",
+            "x",
+            "--owner",
+            "y",
+            "--profile",
+            bad_profile.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.json"));
+    let no_token = server.run(None, &["agent", "list"]);
+    assert!(!no_token.status.success());
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("AIMS_TOKEN"));
+    assert_eq!(
+        server.json(&["agent", "list"])["agents"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn users_keys_bundle_and_audit_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), true);
+    let added = server.json(&["user", "add", "carol", "--role", "auditor"]);
+    let carol = added["token"].as_str().unwrap().to_owned();
+    let users = server.json(&["user", "list"]);
+    assert_eq!(users["users"].as_array().unwrap().len(), 2);
+
+    // The auditor reads but cannot register.
+    assert!(
+        server
+            .run(Some(&carol), &["agent", "list"])
+            .status
+            .success()
+    );
+    let denied = server.run(Some(&carol), &["agent", "register", "x", "--owner", "y"]);
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("forbidden"));
+
+    let rotated = server.json(&["user", "rotate", "carol"]);
+    assert_ne!(rotated["token"].as_str().unwrap(), carol);
+    assert!(
+        !server
+            .run(Some(&carol), &["agent", "list"])
+            .status
+            .success()
+    );
+    assert!(
+        server
+            .run(Some(ADMIN_TOKEN), &["user", "remove", "carol"])
+            .status
+            .success()
+    );
+
+    let before = server.json(&["key", "list"]);
+    let after = server.json(&["key", "rotate"]);
+    assert_eq!(
+        after["sequence"].as_u64().unwrap(),
+        before["sequence"].as_u64().unwrap() + 1
+    );
+    let bundle = server
+        .client(None)
+        .args(["bundle", "show", "--output", "json"])
+        .output()
+        .unwrap();
+    assert!(bundle.status.success());
+    let bundle: serde_json::Value = serde_json::from_slice(&bundle.stdout).unwrap();
+    assert_eq!(bundle["keys"].as_array().unwrap().len(), 3);
+    assert_eq!(bundle["spiffe_sequence"], 2);
+
+    let verify = server.run(Some(ADMIN_TOKEN), &["audit", "verify"]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let tail = server.json(&["audit", "tail", "--limit", "3"]);
+    assert_eq!(tail["records"][0]["event"]["action"], "trust_domain.create");
+}

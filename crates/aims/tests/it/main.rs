@@ -1,0 +1,14 @@
+//! End-to-end tests of the `aims` binary: the real server process, the CLI against it, the
+//! demo, and third-party clients reading what the server publishes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod process;
+
+mod cli;
+mod interop;
+mod server;

@@ -1,0 +1,88 @@
+//! The server process: first start, graceful shutdown, restart, and the demo.
+
+use crate::process::{ADMIN_TOKEN, Server, aims};
+
+#[test]
+fn first_start_prints_a_one_time_credential_and_shuts_down_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, false);
+    let credential = server
+        .banner
+        .iter()
+        .find_map(|l| l.strip_prefix("bootstrap admin credential (shown once, store it now): "))
+        .expect("first start prints the credential")
+        .to_owned();
+    assert!(credential.starts_with("aims_h_"));
+    let listed = server.run(Some(&credential), &["agent", "list"]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+
+    let (status, log) = server.terminate();
+    assert!(status.success(), "SIGTERM is a clean exit: {status}");
+    assert!(!log.contains(&credential), "the credential is never logged");
+    assert!(log.contains("shutting down"), "{log}");
+
+    // A restart prints no new credential and the old one still works.
+    let server = Server::start(&data, false);
+    assert!(server.banner.is_empty(), "{:?}", server.banner);
+    assert!(
+        server
+            .run(Some(&credential), &["agent", "list"])
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn bad_configuration_is_reported_and_the_server_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("aims.toml");
+    std::fs::write(&config, "version = 1\nlisten = \"nowhere\"\nbogus = 1\n").unwrap();
+    let out = aims()
+        .args(["server", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bogus"), "{err}");
+
+    let out = aims()
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("d"))
+        .env("AIMS_TRUST_DOMAIN", "Not A Domain")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("trust_domain"));
+}
+
+#[test]
+fn the_demo_runs_end_to_end() {
+    let out = aims().arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "spiffe://demo.example/agent/coding-agent",
+        "refused: HTTP 409 agent_exists",
+        "refused: HTTP 403 forbidden",
+        "JWKS now publishes 3 keys",
+        "chain intact: true",
+        "same keys: true",
+        "demo complete",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains(ADMIN_TOKEN));
+}
