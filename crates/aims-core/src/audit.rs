@@ -171,9 +171,7 @@ impl ChainHash {
 
     /// Parses lowercase hex.
     pub fn from_hex(value: &str) -> Option<Self> {
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(value, &mut out).ok()?;
-        Some(Self(out))
+        crate::decode_hex32(value).map(Self)
     }
 }
 

@@ -66,9 +66,7 @@ impl CredentialHash {
 
     /// Parses lowercase hex read back from storage.
     pub fn from_hex(value: &str) -> Option<Self> {
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(value, &mut out).ok()?;
-        Some(Self(out))
+        crate::decode_hex32(value).map(Self)
     }
 }
 

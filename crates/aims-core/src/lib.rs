@@ -11,3 +11,10 @@ pub mod credential;
 pub mod id;
 pub mod posture;
 pub mod user;
+
+/// Decodes exactly 32 bytes of hex (the stored form of every SHA-256 digest).
+fn decode_hex32(value: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(value, &mut out).ok()?;
+    Some(out)
+}

@@ -10,7 +10,7 @@
 use aims_core::audit::{Actor, Outcome, action};
 use aims_core::credential::{CredentialHash, MAX_CREDENTIAL_LEN};
 use aims_core::user::{Access, User};
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, OriginalUri, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
@@ -91,7 +91,11 @@ pub async fn admin_layer(
     next: Next,
 ) -> Response {
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    // Nested routers see the path without their prefix; audit the path the caller sent.
+    let path = request.extensions().get::<OriginalUri>().map_or_else(
+        || request.uri().path().to_owned(),
+        |uri| uri.path().to_owned(),
+    );
     let request_id = request_id(request.headers());
 
     let user = match bearer(request.headers()) {

@@ -5,12 +5,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aims_store::Store;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use ring::rand::SystemRandom;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::audit_writer::AuditWriter;
@@ -19,6 +24,15 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::routes::router;
 use crate::state::{AppState, Parts};
+
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (request line and headers) accepted; larger gets 431.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Most connections served at once; further ones are closed at accept.
+const MAX_CONNECTIONS: usize = 4096;
+/// How long shutdown waits for in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A server that is accepting connections.
 pub struct RunningServer {
@@ -93,22 +107,66 @@ pub async fn start_with_store(
         master: started.master,
         keys: started.keys,
     });
-    let (shutdown, mut stop) = watch::channel(false);
+    let (shutdown, stop) = watch::channel(false);
     tokio::spawn(reload_keys_periodically(state.clone(), stop.clone()));
     let app = router(state);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            })
-            .await
-    });
+    let task = tokio::spawn(serve(listener, app, stop));
     Ok(RunningServer {
         addr,
         bootstrap_credential: started.bootstrap_credential,
         shutdown,
         task,
     })
+}
+
+/// Accepts connections until `stop`, then lets in-flight requests finish (bounded by
+/// [`DRAIN_TIMEOUT`]). Each connection has a header-read timeout and a header size cap, so slow
+/// or huge headers cannot hold a connection; at most [`MAX_CONNECTIONS`] are served at once.
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stopped| *stopped) => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Typically out of file descriptors: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!("connection limit reached; dropping a new connection");
+            continue;
+        };
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BYTES)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // A connection error (client went away, timeout) concerns that client only.
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish in time; closing them");
+    }
+    Ok(())
 }
 
 /// Picks up key rotations made by other replicas sharing the store.

@@ -112,6 +112,20 @@ fn at<'a>(value: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
     value.get(key).unwrap_or(&serde_json::Value::Null)
 }
 
+/// A registration with only a name and an owner.
+fn bare_registration(agent: &str, owner: &str) -> anyhow::Result<RegisterAgentRequest> {
+    Ok(RegisterAgentRequest {
+        name: name(agent)?,
+        owner: Owner::new(owner)?,
+        environment: None,
+        description: None,
+        posture_profile: None,
+        limits: None,
+        labels: None,
+        recertify_days: None,
+    })
+}
+
 fn step(title: &str) {
     println!("\n== {title}");
 }
@@ -234,16 +248,7 @@ pub async fn run() -> anyhow::Result<()> {
 
     step("Bad input is refused, audited, and changes nothing");
     let duplicate = admin
-        .register_agent(&RegisterAgentRequest {
-            name: name("coding-agent")?,
-            owner: Owner::new("mallory@evil.example")?,
-            environment: None,
-            description: None,
-            posture_profile: None,
-            limits: None,
-            labels: None,
-            recertify_days: None,
-        })
+        .register_agent(&bare_registration("coding-agent", "mallory@evil.example")?)
         .await;
     println!(
         "re-register coding-agent under another owner: {}",
@@ -298,16 +303,10 @@ pub async fn run() -> anyhow::Result<()> {
         )?
     );
     let reuse = admin
-        .register_agent(&RegisterAgentRequest {
-            name: name("support-agent")?,
-            owner: Owner::new("support-team@acme.example")?,
-            environment: None,
-            description: None,
-            posture_profile: None,
-            limits: None,
-            labels: None,
-            recertify_days: None,
-        })
+        .register_agent(&bare_registration(
+            "support-agent",
+            "support-team@acme.example",
+        )?)
         .await;
     println!("register a new support-agent: {}", refused(reuse)?);
 

@@ -206,6 +206,7 @@ async fn health_readiness_metrics_and_request_ids(backend: Backend) {
     let read = server.events().await.into_iter().last().unwrap();
     assert_eq!(read.action, "api.read");
     assert_eq!(read.request_id.as_deref(), Some("req-12345"));
+    assert_eq!(read.resource.as_deref(), Some("GET /v1/agents"));
 
     let generated = server.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(generated.headers["x-request-id"].len(), 32);

@@ -14,5 +14,6 @@ mod access;
 mod audit;
 mod discovery;
 mod faults;
+mod limits;
 mod registry;
 mod startup;
