@@ -239,3 +239,45 @@ pub struct AuditVerification {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
 }
+
+/// Response of `POST /v1/attest/nonce`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NonceResponse {
+    /// A single-use nonce to put in the attestation proof.
+    pub nonce: String,
+    /// When it stops working.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// `POST /v1/attest`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestRequest {
+    /// The proof JWS (`typ: aims-attest+jwt`), signed by the agent's key with that key in its
+    /// `jwk` header; claims `nonce`, `aud` (the AIMS issuer), `iat`, `exp`, `evidence`.
+    pub proof: String,
+    /// First boot: the one-time join token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_token: Option<String>,
+    /// Renewal: the agent's current, unexpired JWT-SVID (bound to the same key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub svid: Option<String>,
+    /// The audience of the SVID to issue (default: the AIMS issuer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+}
+
+/// Response of `POST /v1/attest`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttestResponse {
+    /// The JWT-SVID.
+    pub svid: String,
+    /// The agent's SPIFFE ID.
+    pub spiffe_id: String,
+    /// When the SVID expires.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// Digest of the accepted evidence (also in the SVID as `aims_posture`).
+    pub posture_digest: String,
+}

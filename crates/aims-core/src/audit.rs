@@ -150,6 +150,11 @@ pub mod action {
     pub const USER_ROTATE: &str = "user.rotate";
     /// Signing keys were rotated.
     pub const KEY_ROTATE: &str = "key.rotate";
+    /// An attestation was accepted and an identity (JWT-SVID) issued.
+    pub const IDENTITY_ISSUE: &str = "identity.issue";
+    /// Evidence did not fit the posture profile: the agent was quarantined and everything it
+    /// held revoked.
+    pub const POSTURE_DRIFT: &str = "posture.drift";
     /// A request was authenticated and read data (credential use).
     pub const READ: &str = "api.read";
     /// A request was refused before it changed anything.

@@ -10,9 +10,9 @@ use std::fmt;
 use std::time::Duration;
 
 use aims_api::{
-    AddUserRequest, AgentList, AgentQuery, AgentView, AuditPage, AuditQuery, AuditVerification,
-    JoinTokenIssued, KeyList, LifecycleRequest, RegisterAgentRequest, UpdateAgentRequest,
-    UserCredential, UserList,
+    AddUserRequest, AgentList, AgentQuery, AgentView, AttestRequest, AttestResponse, AuditPage,
+    AuditQuery, AuditVerification, JoinTokenIssued, KeyList, LifecycleRequest, NonceResponse,
+    RegisterAgentRequest, UpdateAgentRequest, UserCredential, UserList,
 };
 use aims_core::id::{AgentName, UserName};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -267,6 +267,17 @@ impl AdminClient {
     /// `GET /.well-known/oauth-authorization-server` (RFC 8414 metadata).
     pub async fn metadata(&self) -> Result<serde_json::Value, SdkError> {
         receive(self.public("/.well-known/oauth-authorization-server")).await
+    }
+
+    /// `POST /v1/attest/nonce`: a single-use nonce for an attestation proof (no token sent).
+    pub async fn attestation_nonce(&self) -> Result<NonceResponse, SdkError> {
+        receive(self.http.post(self.url("/v1/attest/nonce"))).await
+    }
+
+    /// `POST /v1/attest`: presents an attestation (no operator token is sent; the proof and
+    /// the join token or SVID inside the request authenticate the agent).
+    pub async fn attest(&self, request: &AttestRequest) -> Result<AttestResponse, SdkError> {
+        receive(self.http.post(self.url("/v1/attest")).json(request)).await
     }
 
     /// `GET /.well-known/jwks.json`: the keys that verify tokens (`use: "sig"`).

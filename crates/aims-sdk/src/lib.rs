@@ -5,12 +5,13 @@
 //! validated domain types), and below the `aims` binary. It knows HTTP; it holds no business
 //! rules of its own — the server decides, the SDK only carries requests and typed answers.
 //!
-//! Today it offers [`AdminClient`], which covers the human-facing `/v1` administration API
-//! (agents, users, keys, audit) and the public discovery documents (OAuth metadata, JWKS,
-//! SPIFFE bundle). It later grows the agent side: attestation, SVID renewal, token exchange,
-//! DPoP proofs and authorization checks.
+//! [`AdminClient`] covers the `/v1` API (agents, users, keys, audit; the public attestation
+//! endpoints) and the discovery documents (OAuth metadata, JWKS, SPIFFE bundle).
+//! [`attest`] is the agent side of attestation: proofs signed with the agent's own key, SVIDs,
+//! renewal. Token exchange, DPoP proofs and authorization checks come next.
 
 pub mod admin;
+pub mod attest;
 mod error;
 
 pub use admin::AdminClient;

@@ -1,11 +1,11 @@
 //! Operator authentication and request auditing for the `/v1` admin API.
 //!
-//! The [`admin_layer`] middleware authenticates the human credential (only its SHA-256 is
-//! looked up; agent credentials never match), makes the [`Caller`] available to handlers, and
-//! after the handler ran records what the handler did not: refusals (`api.reject`) and
-//! successful reads (`api.read`, a credential use). State changes are audited by the handler
-//! together with the change. If the audit record cannot be written the caller gets 503
-//! instead of the answer.
+//! [`admin_layer`] authenticates the human credential of admin routes (only its SHA-256 is
+//! looked up; agent credentials never match) and makes the [`Caller`] available to handlers.
+//! [`audit_layer`], around every `/v1` route, records what handlers do not: refusals
+//! (`api.reject`) and operators' successful reads (`api.read`, a credential use). State
+//! changes are audited by the handler together with the change. If the audit record cannot be
+//! written the caller gets 503 instead of the answer.
 
 use aims_core::audit::{Actor, Outcome, action};
 use aims_core::credential::{CredentialHash, MAX_CREDENTIAL_LEN};
@@ -84,20 +84,12 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
         .map(|v| v.chars().take(128).collect())
 }
 
-/// Authenticates, runs the handler, and audits refusals and reads.
+/// Authenticates the operator for admin routes and tells [`audit_layer`] who the caller was.
 pub async fn admin_layer(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let method = request.method().clone();
-    // Nested routers see the path without their prefix; audit the path the caller sent.
-    let path = request.extensions().get::<OriginalUri>().map_or_else(
-        || request.uri().path().to_owned(),
-        |uri| uri.path().to_owned(),
-    );
-    let request_id = request_id(request.headers());
-
     let user = match bearer(request.headers()) {
         None => None,
         Some(credential) => match state
@@ -110,55 +102,56 @@ pub async fn admin_layer(
         },
     };
     let Some(user) = user else {
-        let refusal = ApiError::unauthenticated();
-        return audit_refusal(
-            &state,
-            Actor::Anonymous,
-            request_id,
-            &method,
-            &path,
-            refusal.code,
-        )
-        .await
-        .map_or_else(IntoResponse::into_response, |()| refusal.into_response());
+        return ApiError::unauthenticated().into_response();
     };
     let caller = Caller {
         user,
-        request_id: request_id.clone(),
+        request_id: request_id(request.headers()),
     };
     let actor = caller.actor();
     request.extensions_mut().insert(caller);
+    let mut response = next.run(request).await;
+    response.extensions_mut().insert(actor);
+    response
+}
+
+/// Audits what handlers do not record themselves, for every `/v1` route: refusals
+/// (`api.reject`, by the authenticated caller or `Anonymous`) and an operator's successful
+/// reads (`api.read`, a credential use). State changes are audited by their handlers together
+/// with the change. If the record cannot be written, the caller gets 503 instead.
+pub async fn audit_layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    // Nested routers see the path without their prefix; audit the path the caller sent.
+    let path = request.extensions().get::<OriginalUri>().map_or_else(
+        || request.uri().path().to_owned(),
+        |uri| uri.path().to_owned(),
+    );
+    let request_id = request_id(request.headers());
 
     let response = next.run(request).await;
-    let recorded = if let Some(rejected) = response.extensions().get::<Rejected>() {
-        audit_refusal(&state, actor, request_id, &method, &path, rejected.code).await
-    } else if method == Method::GET && response.status().is_success() {
-        let mut event = state.event(actor, action::READ, Outcome::Success);
-        event.request_id = request_id;
-        event.resource = Some(format!("GET {path}"));
-        state.audit.record(event).await
+    let actor = response.extensions().get::<Actor>().cloned();
+    let event = if let Some(rejected) = response.extensions().get::<Rejected>() {
+        let mut event = state.event(
+            actor.unwrap_or(Actor::Anonymous),
+            action::REJECT,
+            Outcome::Denied,
+        );
+        event.code = Some(rejected.code.to_owned());
+        Some(event)
     } else {
-        Ok(())
+        actor
+            .filter(|_| method == Method::GET && response.status().is_success())
+            .map(|actor| state.event(actor, action::READ, Outcome::Success))
     };
-    match recorded {
+    let Some(mut event) = event else {
+        return response;
+    };
+    event.request_id = request_id;
+    event.resource = Some(format!("{method} {path}"));
+    match state.audit.record(event).await {
         Ok(()) => response,
         Err(e) => e.into_response(),
     }
-}
-
-async fn audit_refusal(
-    state: &AppState,
-    actor: Actor,
-    request_id: Option<String>,
-    method: &Method,
-    path: &str,
-    code: &str,
-) -> Result<(), ApiError> {
-    let mut event = state.event(actor, action::REJECT, Outcome::Denied);
-    event.request_id = request_id;
-    event.resource = Some(format!("{method} {path}"));
-    event.code = Some(code.to_owned());
-    state.audit.record(event).await
 }
 
 #[cfg(test)]

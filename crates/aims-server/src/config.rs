@@ -34,6 +34,8 @@ pub const ENV_PUBLIC_URL: &str = "AIMS_PUBLIC_URL";
 pub const ENV_MASTER_KEY: &str = "AIMS_MASTER_KEY";
 /// The bootstrap admin credential to use at first start (for automation).
 pub const ENV_BOOTSTRAP_TOKEN: &str = "AIMS_BOOTSTRAP_TOKEN";
+/// Where drift notifications are POSTed.
+pub const ENV_DRIFT_WEBHOOK_URL: &str = "AIMS_DRIFT_WEBHOOK_URL";
 
 /// The config file as written, before validation.
 #[derive(Debug, Default, Deserialize)]
@@ -63,6 +65,10 @@ pub struct RawConfig {
     pub bundle_refresh_hint_s: Option<u64>,
     /// How often the key set is re-read from the store (for other replicas' rotations), seconds.
     pub key_reload_s: Option<u64>,
+    /// Default and longest lifetime of a JWT-SVID, seconds (an agent's own limit may be lower).
+    pub svid_ttl_s: Option<u64>,
+    /// Where drift notifications are POSTed (signed JWS bodies), if anywhere.
+    pub drift_webhook_url: Option<String>,
 }
 
 impl RawConfig {
@@ -81,6 +87,8 @@ impl RawConfig {
             recertify_days: other.recertify_days.or(self.recertify_days),
             bundle_refresh_hint_s: other.bundle_refresh_hint_s.or(self.bundle_refresh_hint_s),
             key_reload_s: other.key_reload_s.or(self.key_reload_s),
+            svid_ttl_s: other.svid_ttl_s.or(self.svid_ttl_s),
+            drift_webhook_url: other.drift_webhook_url.or(self.drift_webhook_url),
         }
     }
 
@@ -92,6 +100,7 @@ impl RawConfig {
             database_url: var(ENV_DATABASE_URL),
             trust_domain: var(ENV_TRUST_DOMAIN),
             public_url: var(ENV_PUBLIC_URL),
+            drift_webhook_url: var(ENV_DRIFT_WEBHOOK_URL),
             ..RawConfig::default()
         }
     }
@@ -139,6 +148,10 @@ pub struct Config {
     pub bundle_refresh_hint: Duration,
     /// How often the key set is re-read from the store.
     pub key_reload: Duration,
+    /// Default and longest lifetime of a JWT-SVID.
+    pub svid_ttl: Duration,
+    /// Where drift notifications are POSTed.
+    pub drift_webhook_url: Option<String>,
 }
 
 /// Every problem found in the configuration, reported together.
@@ -252,6 +265,13 @@ impl Config {
             86_400,
         );
         let key_reload_s = bounded("key_reload_s", raw.key_reload_s, 10, 1, 3600);
+        let svid_ttl_s = bounded("svid_ttl_s", raw.svid_ttl_s, 600, 30, 3600);
+        let drift_webhook_url = raw.drift_webhook_url.filter(|u| !u.is_empty());
+        if let Some(url) = &drift_webhook_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            errors.push("drift_webhook_url: must start with http:// or https://".to_owned());
+        }
 
         match (listen, trust_domain) {
             (Some(listen), Some(trust_domain)) if errors.is_empty() => Ok(Self {
@@ -266,6 +286,8 @@ impl Config {
                 recertify_days: u32::try_from(recertify_days).unwrap_or(90),
                 bundle_refresh_hint: Duration::from_secs(refresh_s),
                 key_reload: Duration::from_secs(key_reload_s),
+                svid_ttl: Duration::from_secs(svid_ttl_s),
+                drift_webhook_url,
             }),
             _ => Err(ConfigErrors(errors)),
         }

@@ -5,10 +5,12 @@
 //! another replica is picked up; a key that does not unseal stops the server from starting
 //! instead of being replaced.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use aims_store::{KeySet, KeyState, StoredKey};
 use aims_token::jwk::PublicJwk;
+use aims_token::jws::VerifyingKey;
 use aims_token::master::MasterKey;
 use aims_token::signing::SigningKey;
 use ring::rand::SystemRandom;
@@ -37,6 +39,8 @@ pub enum KeyRingError {
 pub struct KeyRing {
     /// Published public keys: next, current, previous.
     pub published: Vec<PublicJwk>,
+    /// The published keys by `kid`, ready to verify tokens this trust domain issued.
+    pub verifying: HashMap<String, VerifyingKey>,
     /// The key that signs.
     pub current: Arc<SigningKey>,
     /// Bundle sequence number.
@@ -93,8 +97,22 @@ impl KeyRing {
                 })?);
             }
         }
+        let verifying = published
+            .iter()
+            .map(|jwk| {
+                serde_json::to_value(jwk)
+                    .map_err(|_| aims_token::TokenError::BadJwk("cannot serialize"))
+                    .and_then(|value| VerifyingKey::from_jwk(&value))
+                    .map(|(key, _)| (jwk.kid.clone(), key))
+                    .map_err(|source| KeyRingError::Key {
+                        kid: jwk.kid.clone(),
+                        source,
+                    })
+            })
+            .collect::<Result<HashMap<_, _>, _>>()?;
         Ok(Self {
             published,
+            verifying,
             current: Arc::new(signing),
             sequence: set.sequence,
         })

@@ -15,3 +15,5 @@ pub mod metrics;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod svid;
+pub mod webhook;

@@ -36,6 +36,8 @@ pub struct Inner {
     pub metrics: Arc<Metrics>,
     /// System randomness.
     pub rng: SystemRandom,
+    /// Client for outbound calls (webhooks, third-party JWKS): bounded timeouts, no redirects.
+    pub http: reqwest::Client,
     master: MasterKey,
     keys: RwLock<Arc<KeyRing>>,
 }
@@ -63,6 +65,8 @@ pub struct Parts {
     pub master: MasterKey,
     /// Key ring loaded at start.
     pub keys: KeyRing,
+    /// Client for outbound calls.
+    pub http: reqwest::Client,
 }
 
 impl AppState {
@@ -76,6 +80,7 @@ impl AppState {
             audit: parts.audit,
             metrics: parts.metrics,
             rng: SystemRandom::new(),
+            http: parts.http,
             master: parts.master,
             keys: RwLock::new(Arc::new(parts.keys)),
         }))

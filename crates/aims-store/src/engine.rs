@@ -13,7 +13,7 @@
 
 use std::future::Future;
 
-use aims_core::agent::Agent;
+use aims_core::agent::{Agent, LifecycleState};
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
 use aims_core::credential::CredentialHash;
 use aims_core::id::{AgentName, TrustDomain, UserName};
@@ -26,12 +26,12 @@ use time::OffsetDateTime;
 
 use crate::errors::{classify, is_foreign_key_violation, on_unique};
 use crate::rows::{
-    self, AgentColumns, AgentListing, AgentRow, AuditRow, HeadRow, JoinTokenRow, KeyRow,
-    NewAuditRow, UserRow,
+    self, AgentColumns, AgentListing, AgentRow, AuditRow, CredentialRow, HeadRow, JoinTokenRow,
+    KeyRow, NewAuditRow, SnapshotRow, UserRow,
 };
 use crate::{
-    AgentFilter, Initialization, JoinTokenRecord, JoinTokenUse, KeySet, KeyState, MAX_PAGE, Store,
-    StoreError, StoredKey, sql,
+    AgentFilter, AttestationRecord, Initialization, IssuedCredential, JoinTokenRecord,
+    JoinTokenUse, KeySet, KeyState, MAX_PAGE, PostureSnapshot, Store, StoreError, StoredKey, sql,
 };
 
 /// A backend's connection type.
@@ -182,6 +182,7 @@ where
     for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
     for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
     for<'q> String: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
+    for<'q> Option<String>: Encode<'q, B::Db> + Type<B::Db>,
     for<'q> i64: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
     for<'q> Vec<u8>: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
     for<'r> &'r str: ColumnIndex<<B::Db as Database>::Row>,
@@ -305,6 +306,15 @@ where
             let found = exists(&mut *tx, sql::AGENT_EXISTS, agent.name.as_str()).await?;
             return Err(rows::stale_agent(found));
         }
+        if !agent.state.may_hold_credentials() {
+            sqlx::query(sql::REVOKE_AGENT_CREDENTIALS)
+                .bind(agent.name.as_str().to_owned())
+                .bind(rows::to_ms(agent.updated_at))
+                .bind(rows::revocation_reason(agent.state))
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
         finish::<B>(tx, head, std::slice::from_ref(event)).await?;
         Ok(())
     }
@@ -331,14 +341,16 @@ where
     async fn consume_join_token(
         &self,
         hash: &CredentialHash,
+        key_thumbprint: &str,
         now: OffsetDateTime,
     ) -> Result<JoinTokenUse, StoreError> {
-        // A single conditional UPDATE: of concurrent callers, exactly one sees the row
-        // unused and changes it.
+        // A single conditional UPDATE: of concurrent callers with different keys, exactly one
+        // sees the row unused and binds it to its key.
         let now_ms = rows::to_ms(now);
         let consumed = sqlx::query_scalar::<B::Db, String>(sql::CONSUME_JOIN_TOKEN)
             .bind(hash.to_hex())
             .bind(now_ms)
+            .bind(key_thumbprint.to_owned())
             .fetch_optional(self.writes())
             .await
             .map_err(classify)?;
@@ -351,6 +363,99 @@ where
             .await
             .map_err(classify)?;
         rows::unconsumed_join_token(row, now_ms)
+    }
+
+    async fn create_nonce(
+        &self,
+        hash: &CredentialHash,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query(sql::INSERT_NONCE)
+            .bind(hash.to_hex())
+            .bind(rows::to_ms(expires_at))
+            .execute(self.writes())
+            .await
+            .map_err(on_unique("attestation nonce already issued"))?;
+        Ok(())
+    }
+
+    async fn consume_nonce(
+        &self,
+        hash: &CredentialHash,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let now_ms = rows::to_ms(now);
+        let consumed = sqlx::query_scalar::<B::Db, String>(sql::CONSUME_NONCE)
+            .bind(hash.to_hex())
+            .bind(now_ms)
+            .fetch_optional(self.writes())
+            .await
+            .map_err(classify)?;
+        sqlx::query(sql::PURGE_NONCES)
+            .bind(now_ms)
+            .execute(self.writes())
+            .await
+            .map_err(classify)?;
+        Ok(consumed.is_some())
+    }
+
+    async fn posture_snapshot(
+        &self,
+        agent: &AgentName,
+    ) -> Result<Option<PostureSnapshot>, StoreError> {
+        sqlx::query_as::<B::Db, SnapshotRow>(sql::SELECT_SNAPSHOT)
+            .bind(agent.as_str().to_owned())
+            .fetch_optional(self.reads())
+            .await
+            .map_err(classify)?
+            .map(SnapshotRow::into_snapshot)
+            .transpose()
+    }
+
+    async fn record_attestation(
+        &self,
+        record: &AttestationRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let snapshot = &record.snapshot;
+        let credential = &record.credential;
+        let evidence = serde_json::to_string(&snapshot.evidence)
+            .map_err(|e| StoreError::Corrupt(format!("evidence does not serialize: {e}")))?;
+        let (mut tx, head) = self.begin_write().await?;
+        // The agent may have been suspended or quarantined since the caller read it.
+        let state = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
+            .bind(snapshot.agent.as_str().to_owned())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?
+            .ok_or(StoreError::NotFound { what: "agent" })?;
+        if !LifecycleState::parse(&state).is_some_and(LifecycleState::may_hold_credentials) {
+            return Err(StoreError::Conflict {
+                reason: "the agent may not hold credentials",
+            });
+        }
+        sqlx::query(sql::UPSERT_SNAPSHOT)
+            .bind(snapshot.agent.as_str().to_owned())
+            .bind(evidence)
+            .bind(snapshot.digest.clone())
+            .bind(snapshot.key_thumbprint.clone())
+            .bind(rows::to_ms(snapshot.accepted_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        insert_credential(&mut *tx, credential).await?;
+        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
+        Ok(())
+    }
+
+    async fn issued_credential(&self, id: &str) -> Result<Option<IssuedCredential>, StoreError> {
+        sqlx::query_as::<B::Db, CredentialRow>(sql::SELECT_CREDENTIAL)
+            .bind(id.to_owned())
+            .fetch_optional(self.reads())
+            .await
+            .map_err(classify)?
+            .map(CredentialRow::into_credential)
+            .transpose()
     }
 
     async fn create_user(
@@ -515,6 +620,33 @@ where
             .map_err(classify)?
             .into_head()
     }
+}
+
+/// Registers an issued credential; its id is unique.
+async fn insert_credential<'c, DB, E>(
+    conn: E,
+    credential: &IssuedCredential,
+) -> Result<(), StoreError>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query(sql::INSERT_CREDENTIAL)
+        .bind(credential.id.clone())
+        .bind(credential.kind.as_str().to_owned())
+        .bind(credential.agent.as_str().to_owned())
+        .bind(credential.parent.clone())
+        .bind(credential.key_thumbprint.clone())
+        .bind(rows::to_ms(credential.issued_at))
+        .bind(rows::to_ms(credential.expires_at))
+        .execute(conn)
+        .await
+        .map_err(on_unique("credential id already issued"))?;
+    Ok(())
 }
 
 /// Inserts a user; the name and the credential hash are both unique.

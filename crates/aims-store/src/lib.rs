@@ -15,6 +15,7 @@ use aims_core::agent::{Agent, LifecycleState};
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
 use aims_core::credential::CredentialHash;
 use aims_core::id::{AgentName, Environment, Owner, TrustDomain, UserName};
+use aims_core::posture::Evidence;
 use aims_core::user::User;
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -126,14 +127,82 @@ pub struct JoinTokenRecord {
 /// What presenting a join token did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JoinTokenUse {
-    /// The token was valid and is now used up.
+    /// The token was valid and is now bound to the presenting key (or already was: a retry
+    /// with the same key after a lost answer).
     Consumed(AgentName),
-    /// The token was used before.
+    /// The token was used before, by another key.
     AlreadyUsed(AgentName),
     /// The token expired unused.
     Expired(AgentName),
     /// No such token.
     Unknown,
+}
+
+/// The last accepted posture of an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostureSnapshot {
+    /// The agent.
+    pub agent: AgentName,
+    /// The evidence that was accepted.
+    pub evidence: Evidence,
+    /// Its digest (`sha256:<hex>`), as named in the identity issued for it.
+    pub digest: String,
+    /// RFC 7638 thumbprint of the key the identity is bound to.
+    pub key_thumbprint: String,
+    /// When it was accepted.
+    pub accepted_at: OffsetDateTime,
+}
+
+/// What kind of credential AIMS issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IssuedKind {
+    /// A JWT-SVID.
+    Svid,
+}
+
+impl IssuedKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Svid => "svid",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(value: &str) -> Option<Self> {
+        (value == "svid").then_some(Self::Svid)
+    }
+}
+
+/// One credential AIMS issued, as the revocation register keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCredential {
+    /// Its id (`jti`).
+    pub id: String,
+    /// Its kind.
+    pub kind: IssuedKind,
+    /// The agent holding it.
+    pub agent: AgentName,
+    /// The credential it was derived from, if any.
+    pub parent: Option<String>,
+    /// Thumbprint of the key it is bound to.
+    pub key_thumbprint: Option<String>,
+    /// When it was issued.
+    pub issued_at: OffsetDateTime,
+    /// When it expires.
+    pub expires_at: OffsetDateTime,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// An accepted attestation: the snapshot and the identity issued for it.
+#[derive(Debug, Clone)]
+pub struct AttestationRecord {
+    /// The accepted posture.
+    pub snapshot: PostureSnapshot,
+    /// The identity issued.
+    pub credential: IssuedCredential,
 }
 
 /// Everything the first start writes, in one transaction.
@@ -198,6 +267,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replaces an agent's record if its stored revision is `expected_revision`; the new
     /// record's revision must be `expected_revision + 1`. `NotFound` or `Conflict` otherwise.
+    /// When the new state may not hold credentials (suspended, quarantined, decommissioned),
+    /// every live credential of the agent is revoked in the same transaction.
     async fn update_agent(
         &self,
         agent: &Agent,
@@ -212,12 +283,48 @@ pub trait Store: Send + Sync + 'static {
         event: &AuditEvent,
     ) -> Result<(), StoreError>;
 
-    /// Uses a join token at most once, even under concurrent calls.
+    /// Binds a join token to the key with thumbprint `key_thumbprint` at its first use. Of
+    /// concurrent callers with different keys exactly one succeeds; the same key may present
+    /// it again until it expires (so a lost answer does not lock the agent out).
     async fn consume_join_token(
         &self,
         hash: &CredentialHash,
+        key_thumbprint: &str,
         now: OffsetDateTime,
     ) -> Result<JoinTokenUse, StoreError>;
+
+    /// Records a fresh single-use attestation nonce.
+    async fn create_nonce(
+        &self,
+        hash: &CredentialHash,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// Uses a nonce at most once; `false` when it is unknown, used or expired. Expired nonces
+    /// are purged along the way.
+    async fn consume_nonce(
+        &self,
+        hash: &CredentialHash,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// The last accepted posture of `agent`.
+    async fn posture_snapshot(
+        &self,
+        agent: &AgentName,
+    ) -> Result<Option<PostureSnapshot>, StoreError>;
+
+    /// Commits an accepted attestation: replaces the agent's snapshot and registers the
+    /// identity issued, with its audit event. `Conflict` if the agent may not hold
+    /// credentials any more (it changed state meanwhile).
+    async fn record_attestation(
+        &self,
+        record: &AttestationRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// One issued credential by id.
+    async fn issued_credential(&self, id: &str) -> Result<Option<IssuedCredential>, StoreError>;
 
     /// Adds a human principal. `Conflict` if the name exists.
     async fn create_user(

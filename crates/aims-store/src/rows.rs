@@ -5,14 +5,15 @@
 //! Nothing here talks to a database; the backends run the SQL and hand rows to these helpers,
 //! so a rule written here cannot drift between SQLite and PostgreSQL.
 
-use aims_core::agent::Agent;
+use aims_core::agent::{Agent, LifecycleState};
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHash, ChainHead};
 use aims_core::id::{AgentName, TrustDomain, UserName};
 use aims_core::user::{Role, User};
 use time::OffsetDateTime;
 
 use crate::{
-    AgentFilter, JoinTokenRecord, JoinTokenUse, KeyState, MAX_PAGE, StoreError, StoredKey,
+    AgentFilter, IssuedCredential, IssuedKind, JoinTokenRecord, JoinTokenUse, KeyState, MAX_PAGE,
+    PostureSnapshot, StoreError, StoredKey,
 };
 
 /// `meta` key of the trust domain.
@@ -394,6 +395,68 @@ pub(crate) fn chain_batch(
         };
     }
     Ok((rows, head))
+}
+
+/// A posture snapshot read back.
+#[derive(sqlx::FromRow)]
+pub(crate) struct SnapshotRow {
+    pub agent: String,
+    pub evidence: String,
+    pub digest: String,
+    pub key_thumbprint: String,
+    pub accepted_at_ms: i64,
+}
+
+impl SnapshotRow {
+    /// Decodes the stored evidence.
+    pub fn into_snapshot(self) -> Result<PostureSnapshot, StoreError> {
+        Ok(PostureSnapshot {
+            agent: parse_agent_name(&self.agent)?,
+            evidence: serde_json::from_str(&self.evidence)
+                .map_err(|_| corrupt("posture evidence of", &self.agent))?,
+            digest: self.digest,
+            key_thumbprint: self.key_thumbprint,
+            accepted_at: from_ms(self.accepted_at_ms, "posture snapshot")?,
+        })
+    }
+}
+
+/// An issued credential read back.
+#[derive(sqlx::FromRow)]
+pub(crate) struct CredentialRow {
+    pub id: String,
+    pub kind: String,
+    pub agent: String,
+    pub parent: Option<String>,
+    pub key_thumbprint: Option<String>,
+    pub issued_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+}
+
+impl CredentialRow {
+    /// Decodes the row.
+    pub fn into_credential(self) -> Result<IssuedCredential, StoreError> {
+        Ok(IssuedCredential {
+            kind: IssuedKind::parse(&self.kind)
+                .ok_or_else(|| corrupt("credential kind", &self.kind))?,
+            agent: parse_agent_name(&self.agent)?,
+            parent: self.parent,
+            key_thumbprint: self.key_thumbprint,
+            issued_at: from_ms(self.issued_at_ms, "credential issue")?,
+            expires_at: from_ms(self.expires_at_ms, "credential expiry")?,
+            revoked_at: self
+                .revoked_at_ms
+                .map(|ms| from_ms(ms, "credential revocation"))
+                .transpose()?,
+            id: self.id,
+        })
+    }
+}
+
+/// Why an agent's credentials are revoked when it enters `state`.
+pub(crate) fn revocation_reason(state: LifecycleState) -> String {
+    format!("agent {state}")
 }
 
 #[cfg(test)]

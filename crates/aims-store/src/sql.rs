@@ -31,9 +31,12 @@ pub(crate) const INSERT_JOIN_TOKEN: &str = "INSERT INTO join_tokens \
      (hash, agent, expires_at_ms, used_at_ms) VALUES ($1, $2, $3, NULL)";
 pub(crate) const DELETE_UNUSED_JOIN_TOKENS: &str =
     "DELETE FROM join_tokens WHERE agent = $1 AND used_at_ms IS NULL";
-/// One statement, so concurrent callers cannot both see the token unused.
-pub(crate) const CONSUME_JOIN_TOKEN: &str = "UPDATE join_tokens SET used_at_ms = $2 \
-     WHERE hash = $1 AND used_at_ms IS NULL AND expires_at_ms > $2 RETURNING agent";
+/// One statement, so of concurrent callers with different keys only one binds the token;
+/// the key it is bound to may present it again until it expires.
+pub(crate) const CONSUME_JOIN_TOKEN: &str = "UPDATE join_tokens \
+     SET used_at_ms = COALESCE(used_at_ms, $2), used_by_jkt = $3 \
+     WHERE hash = $1 AND expires_at_ms > $2 AND (used_at_ms IS NULL OR used_by_jkt = $3) \
+     RETURNING agent";
 pub(crate) const SELECT_JOIN_TOKEN: &str =
     "SELECT agent, expires_at_ms, used_at_ms FROM join_tokens WHERE hash = $1";
 
@@ -59,3 +62,26 @@ pub(crate) const SELECT_KEYS: &str = "SELECT kid, alg, state, created_at_ms, pub
 pub(crate) const KID_EXISTS: &str = "SELECT kid FROM signing_keys WHERE kid = $1";
 pub(crate) const KEY_IN_STATE: &str = "SELECT kid FROM signing_keys WHERE state = $1";
 pub(crate) const MOVE_KEY_STATE: &str = "UPDATE signing_keys SET state = $2 WHERE state = $1";
+
+pub(crate) const INSERT_NONCE: &str =
+    "INSERT INTO attestation_nonces (hash, expires_at_ms, used_at_ms) VALUES ($1, $2, NULL)";
+pub(crate) const CONSUME_NONCE: &str = "UPDATE attestation_nonces SET used_at_ms = $2 \
+     WHERE hash = $1 AND used_at_ms IS NULL AND expires_at_ms > $2 RETURNING hash";
+pub(crate) const PURGE_NONCES: &str = "DELETE FROM attestation_nonces WHERE expires_at_ms <= $1";
+
+pub(crate) const SELECT_SNAPSHOT: &str = "SELECT agent, evidence, digest, key_thumbprint, \
+     accepted_at_ms FROM posture_snapshots WHERE agent = $1";
+pub(crate) const UPSERT_SNAPSHOT: &str = "INSERT INTO posture_snapshots \
+     (agent, evidence, digest, key_thumbprint, accepted_at_ms) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (agent) DO UPDATE SET evidence = excluded.evidence, digest = excluded.digest, \
+     key_thumbprint = excluded.key_thumbprint, accepted_at_ms = excluded.accepted_at_ms";
+
+pub(crate) const AGENT_STATE: &str = "SELECT state FROM agents WHERE name = $1";
+pub(crate) const INSERT_CREDENTIAL: &str = "INSERT INTO credentials \
+     (id, kind, agent, parent, key_thumbprint, issued_at_ms, expires_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+pub(crate) const SELECT_CREDENTIAL: &str = "SELECT id, kind, agent, parent, key_thumbprint, \
+     issued_at_ms, expires_at_ms, revoked_at_ms FROM credentials WHERE id = $1";
+/// Revokes every live credential of one agent (the agent left the active state).
+pub(crate) const REVOKE_AGENT_CREDENTIALS: &str = "UPDATE credentials \
+     SET revoked_at_ms = $2, revoked_reason = $3 WHERE agent = $1 AND revoked_at_ms IS NULL";

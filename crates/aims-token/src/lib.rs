@@ -3,13 +3,20 @@
 //! documents (the JWKS at `jwks_uri` and the SPIFFE bundle).
 //!
 //! This crate knows nothing of storage or HTTP: callers hand it bytes and get bytes back.
-//! Token minting and verification for SVIDs and access tokens grow here.
+//! [`jws`] mints and strictly verifies compact JWS tokens (SVIDs, access tokens, attestation
+//! proofs) and checks their registered claims; [`agent_key`] is the agent-side key pair that
+//! signs proof-of-possession messages. Time is always an argument, never read from a clock.
 
+pub mod agent_key;
+mod codec;
+mod json;
 pub mod jwk;
+pub mod jws;
 pub mod master;
 pub mod signing;
 
-/// Why a key operation failed. Messages never contain key material.
+/// Why a key or token operation failed. Messages never contain key material or token content,
+/// so they may be logged; the variants classify the failure for audit and HTTP mapping.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {
@@ -28,4 +35,40 @@ pub enum TokenError {
     /// A JWK does not parse or is not a supported key.
     #[error("unsupported or malformed JWK: {0}")]
     BadJwk(&'static str),
+    /// The token is longer than any AIMS token may be; nothing else was looked at.
+    #[error("token is too large")]
+    TooLarge,
+    /// The token is not a well-formed compact JWS with strict JSON inside.
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    /// The `alg` is not one the caller allows, or does not match the key.
+    #[error("signature algorithm is not allowed or does not match the key")]
+    Algorithm,
+    /// The protected header is unacceptable (missing `typ`, `crit`, `jku`, a hostile `kid`, …).
+    #[error("unacceptable token header: {0}")]
+    Header(&'static str),
+    /// The token's `typ` names another kind of token than the one expected.
+    #[error("token is not of the expected type")]
+    Type,
+    /// No verification key is known for the token's `kid`.
+    #[error("no verification key is known for this token")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("signature is invalid")]
+    Signature,
+    /// A claim is missing or has the wrong type or value.
+    #[error("unacceptable claims: {0}")]
+    Claims(&'static str),
+    /// `exp` has passed (beyond the allowed clock skew).
+    #[error("token has expired")]
+    Expired,
+    /// `nbf` is still in the future (beyond the allowed clock skew).
+    #[error("token is not yet valid")]
+    NotYetValid,
+    /// `aud` is missing, not a single string, or names another audience.
+    #[error("token is not intended for this audience")]
+    Audience,
+    /// `iss` is missing or names another issuer.
+    #[error("token is not from the expected issuer")]
+    Issuer,
 }

@@ -66,6 +66,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::BundleCommand,
     },
+    /// Attest as an agent (join token or renewal) and print a JWT-SVID.
+    Attest {
+        #[command(flatten)]
+        opts: cli::ClientOpts,
+        #[command(flatten)]
+        args: cli::AttestArgs,
+    },
     /// Read and verify the audit log.
     Audit {
         #[command(flatten)]
@@ -127,6 +134,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Key { opts, command } => cli::run_key(&opts, command).await,
         Command::Bundle { opts, command } => cli::run_bundle(&opts, command).await,
         Command::Audit { opts, command } => cli::run_audit(&opts, command).await,
+        Command::Attest { opts, args } => cli::run_attest(&opts, args).await,
     }
 }
 

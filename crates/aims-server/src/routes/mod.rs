@@ -5,6 +5,7 @@
 //! behind the operator authentication and audit middleware of [`crate::auth`].
 
 pub mod agents;
+pub mod attest;
 pub mod audit;
 pub mod discovery;
 pub mod health;
@@ -23,7 +24,7 @@ use tower_http::request_id::{
 };
 use tower_http::timeout::TimeoutLayer;
 
-use crate::auth::{REQUEST_ID_HEADER, admin_layer};
+use crate::auth::{REQUEST_ID_HEADER, admin_layer, audit_layer};
 use crate::error::ApiError;
 use crate::metrics::RequestLabels;
 use crate::state::AppState;
@@ -44,9 +45,15 @@ pub fn router(state: AppState) -> Router {
         .route("/keys/rotate", post(keys::rotate))
         .route("/audit", get(audit::page))
         .route("/audit/verify", get(audit::verify))
+        .layer(middleware::from_fn_with_state(state.clone(), admin_layer));
+    let agent = Router::new()
+        .route("/attest/nonce", post(attest::nonce))
+        .route("/attest", post(attest::attest));
+    let v1 = admin
+        .merge(agent)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), admin_layer));
+        .layer(middleware::from_fn_with_state(state.clone(), audit_layer));
 
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     Router::new()
@@ -57,7 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .nest("/v1", admin)
+        .nest("/v1", v1)
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(

@@ -10,8 +10,8 @@ use aims_core::credential::CredentialHash;
 use aims_core::id::{AgentName, TrustDomain, UserName};
 use aims_core::user::User;
 use aims_store::{
-    AgentFilter, Initialization, JoinTokenRecord, JoinTokenUse, KeySet, Store, StoreError,
-    StoredKey,
+    AgentFilter, AttestationRecord, Initialization, IssuedCredential, JoinTokenRecord,
+    JoinTokenUse, KeySet, PostureSnapshot, Store, StoreError, StoredKey,
 };
 use reqwest::{Method, StatusCode};
 use time::OffsetDateTime;
@@ -87,9 +87,41 @@ impl Store for FailingAudit {
     async fn consume_join_token(
         &self,
         hash: &CredentialHash,
+        key: &str,
         now: OffsetDateTime,
     ) -> Result<JoinTokenUse, StoreError> {
-        self.inner.consume_join_token(hash, now).await
+        self.inner.consume_join_token(hash, key, now).await
+    }
+    async fn create_nonce(
+        &self,
+        hash: &CredentialHash,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.inner.create_nonce(hash, expires_at).await
+    }
+    async fn consume_nonce(
+        &self,
+        hash: &CredentialHash,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.consume_nonce(hash, now).await
+    }
+    async fn posture_snapshot(
+        &self,
+        agent: &AgentName,
+    ) -> Result<Option<PostureSnapshot>, StoreError> {
+        self.inner.posture_snapshot(agent).await
+    }
+    async fn record_attestation(
+        &self,
+        record: &AttestationRecord,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.record_attestation(record, event).await
+    }
+    async fn issued_credential(&self, id: &str) -> Result<Option<IssuedCredential>, StoreError> {
+        self.inner.issued_credential(id).await
     }
     async fn create_user(
         &self,

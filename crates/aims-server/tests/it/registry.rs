@@ -38,15 +38,23 @@ async fn register_returns_spiffe_id_and_one_time_join_token(backend: Backend) {
         Some("spiffe://test.example/agent/coder")
     );
 
-    // The join token works exactly once.
+    // The join token works for one key only.
     let hash = aims_core::credential::CredentialHash::of(token);
     let now = time::OffsetDateTime::now_utc();
     assert!(matches!(
-        server.store.consume_join_token(&hash, now).await.unwrap(),
+        server
+            .store
+            .consume_join_token(&hash, "jkt-a", now)
+            .await
+            .unwrap(),
         aims_store::JoinTokenUse::Consumed(_)
     ));
     assert!(matches!(
-        server.store.consume_join_token(&hash, now).await.unwrap(),
+        server
+            .store
+            .consume_join_token(&hash, "jkt-b", now)
+            .await
+            .unwrap(),
         aims_store::JoinTokenUse::AlreadyUsed(_)
     ));
 
@@ -382,7 +390,7 @@ async fn join_token_reissue_requires_active_agent(backend: Backend) {
     assert!(!matches!(
         server
             .store
-            .consume_join_token(&use_of(&old), now)
+            .consume_join_token(&use_of(&old), "jkt-a", now)
             .await
             .unwrap(),
         aims_store::JoinTokenUse::Consumed(_)
@@ -390,7 +398,7 @@ async fn join_token_reissue_requires_active_agent(backend: Backend) {
     assert!(matches!(
         server
             .store
-            .consume_join_token(&use_of(&new), now)
+            .consume_join_token(&use_of(&new), "jkt-a", now)
             .await
             .unwrap(),
         aims_store::JoinTokenUse::Consumed(_)

@@ -26,16 +26,33 @@ pub async fn join_token_is_consumed_once(h: &Harness) {
     let audit = AuditCursor::new(store).await;
     let t1 = CredentialHash::of("t1");
     assert_eq!(
-        store.consume_join_token(&t1, at(10)).await.unwrap(),
+        store
+            .consume_join_token(&t1, "jkt-a", at(10))
+            .await
+            .unwrap(),
         JoinTokenUse::Consumed(name("coder"))
     );
     assert_eq!(
-        store.consume_join_token(&t1, at(11)).await.unwrap(),
+        store
+            .consume_join_token(&t1, "jkt-b", at(11))
+            .await
+            .unwrap(),
         JoinTokenUse::AlreadyUsed(name("coder"))
     );
-    // Used beats expired.
+    // The key it is bound to may retry (a lost answer must not lock the agent out)...
     assert_eq!(
-        store.consume_join_token(&t1, at(7200)).await.unwrap(),
+        store
+            .consume_join_token(&t1, "jkt-a", at(12))
+            .await
+            .unwrap(),
+        JoinTokenUse::Consumed(name("coder"))
+    );
+    // ...until it expires; after that even the bound key is refused.
+    assert_eq!(
+        store
+            .consume_join_token(&t1, "jkt-a", at(7200))
+            .await
+            .unwrap(),
         JoinTokenUse::AlreadyUsed(name("coder"))
     );
     // Consuming is recorded by the caller, not the store.
@@ -44,12 +61,13 @@ pub async fn join_token_is_consumed_once(h: &Harness) {
 
 pub async fn join_token_is_consumed_once_under_concurrency(h: &Harness) {
     register(h, "coder", "race", 3600).await;
+    // Eight different keys race for one token.
     let tasks: Vec<_> = (0..8)
-        .map(|_| {
+        .map(|i| {
             let store = Arc::clone(&h.store);
             tokio::spawn(async move {
                 store
-                    .consume_join_token(&CredentialHash::of("race"), at(10))
+                    .consume_join_token(&CredentialHash::of("race"), &format!("jkt-{i}"), at(10))
                     .await
                     .unwrap()
             })
@@ -76,16 +94,22 @@ pub async fn expired_and_unknown_join_tokens(h: &Harness) {
     let short = CredentialHash::of("short");
     // Expiry is exclusive: at the expiry instant the token no longer works.
     assert_eq!(
-        store.consume_join_token(&short, at(60)).await.unwrap(),
-        JoinTokenUse::Expired(name("coder"))
-    );
-    assert_eq!(
-        store.consume_join_token(&short, at(61)).await.unwrap(),
+        store
+            .consume_join_token(&short, "jkt-a", at(60))
+            .await
+            .unwrap(),
         JoinTokenUse::Expired(name("coder"))
     );
     assert_eq!(
         store
-            .consume_join_token(&CredentialHash::of("never issued"), at(0))
+            .consume_join_token(&short, "jkt-a", at(61))
+            .await
+            .unwrap(),
+        JoinTokenUse::Expired(name("coder"))
+    );
+    assert_eq!(
+        store
+            .consume_join_token(&CredentialHash::of("never issued"), "jkt-a", at(0))
             .await
             .unwrap(),
         JoinTokenUse::Unknown
@@ -105,7 +129,7 @@ pub async fn replaced_join_token_stops_working(h: &Harness) {
         .unwrap();
     audit.one(store, action::AGENT_JOIN_TOKEN).await;
     let old = store
-        .consume_join_token(&CredentialHash::of("old"), at(10))
+        .consume_join_token(&CredentialHash::of("old"), "jkt-a", at(10))
         .await
         .unwrap();
     assert!(
@@ -114,7 +138,7 @@ pub async fn replaced_join_token_stops_working(h: &Harness) {
     );
     assert_eq!(
         store
-            .consume_join_token(&CredentialHash::of("new"), at(10))
+            .consume_join_token(&CredentialHash::of("new"), "jkt-a", at(10))
             .await
             .unwrap(),
         JoinTokenUse::Consumed(name("coder"))
@@ -131,7 +155,7 @@ pub async fn replaced_join_token_stops_working(h: &Harness) {
     audit.one(store, action::AGENT_JOIN_TOKEN).await;
     assert_eq!(
         store
-            .consume_join_token(&CredentialHash::of("new"), at(11))
+            .consume_join_token(&CredentialHash::of("new"), "jkt-b", at(11))
             .await
             .unwrap(),
         JoinTokenUse::AlreadyUsed(name("coder"))
@@ -148,7 +172,7 @@ pub async fn replaced_join_token_stops_working(h: &Harness) {
     audit.none(store).await;
     assert_eq!(
         store
-            .consume_join_token(&CredentialHash::of("ghost"), at(10))
+            .consume_join_token(&CredentialHash::of("ghost"), "jkt-a", at(10))
             .await
             .unwrap(),
         JoinTokenUse::Unknown

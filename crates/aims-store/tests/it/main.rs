@@ -17,6 +17,7 @@ mod agents;
 mod audit;
 mod fixtures;
 mod harness;
+mod identity;
 mod init;
 mod join_tokens;
 mod keys;
@@ -61,6 +62,9 @@ conformance! {
     join_tokens::join_token_is_consumed_once_under_concurrency,
     join_tokens::expired_and_unknown_join_tokens,
     join_tokens::replaced_join_token_stops_working,
+    identity::nonces_are_single_use_and_expire,
+    identity::attestations_record_snapshot_and_credential,
+    identity::leaving_active_revokes_every_credential,
     users::users_are_found_by_credential,
     users::user_credential_rotation,
     users::removal_keeps_an_admin,

@@ -1,5 +1,5 @@
-//! The client subcommands of the `aims` binary — `agent`, `user`, `key`, `bundle`, `audit` —
-//! which drive a running AIMS server through [`aims_sdk::AdminClient`].
+//! The client subcommands of the `aims` binary — `agent`, `user`, `key`, `bundle`, `audit`,
+//! and the agent-side `attest` — which drive a running AIMS server through the SDK.
 //!
 //! This module owns the command-line shape (clap definitions), turning flags into API
 //! requests, and printing answers as text or JSON. It must not decide anything the server
@@ -13,6 +13,7 @@ use std::fmt;
 use aims_sdk::{AdminClient, SdkError};
 
 mod agent;
+mod attest;
 mod audit;
 mod bundle;
 mod key;
@@ -20,6 +21,7 @@ mod output;
 mod user;
 
 pub use agent::{AgentCommand, run_agent};
+pub use attest::{AttestArgs, run_attest};
 pub use audit::{AuditCommand, run_audit};
 pub use bundle::{BundleCommand, run_bundle};
 pub use key::{KeyCommand, run_key};

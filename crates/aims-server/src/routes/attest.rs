@@ -1,0 +1,393 @@
+//! `/v1/attest`: an agent proves who it is and what it is, and gets a JWT-SVID.
+//!
+//! Protocol: the agent fetches a single-use nonce (`POST /v1/attest/nonce`), then sends a proof
+//! JWS (`typ: aims-attest+jwt`) signed by its own key, carrying that key in its `jwk` header and
+//! the nonce, audience (this issuer), `iat`/`exp` and its runtime evidence in its claims, plus
+//! one proof of identity: a join token (first boot) or its current SVID (renewal, bound to the
+//! same key). Evidence outside the agent's posture profile, or a change its profile forbids
+//! since the last accepted snapshot, is drift: the agent is quarantined, everything it holds is
+//! revoked, a signed webhook fires, and the answer names no detail (the audit event does).
+
+use aims_api::{AttestRequest, AttestResponse, NonceResponse};
+use aims_core::agent::{Agent, LifecycleState};
+use aims_core::audit::{Actor, Outcome, action};
+use aims_core::credential::{CredentialHash, MAX_CREDENTIAL_LEN};
+use aims_core::posture::Evidence;
+use aims_store::{
+    AttestationRecord, IssuedCredential, IssuedKind, JoinTokenUse, PostureSnapshot, StoreError,
+};
+use aims_token::jws::{self, Alg, ClaimChecks};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::rand::SecureRandom as _;
+use serde_json::json;
+use time::{Duration, OffsetDateTime};
+
+use crate::error::ApiError;
+use crate::extract::Body;
+use crate::state::AppState;
+use crate::svid::{self, LEEWAY_S, SvidClaims};
+use crate::webhook;
+
+/// `typ` of attestation proofs.
+pub const PROOF_TYP: &str = jws::TYP_ATTESTATION;
+/// How long a nonce stays usable.
+const NONCE_TTL: Duration = Duration::seconds(120);
+/// Longest lifetime of a proof (`exp - iat`).
+const PROOF_MAX_LIFETIME_S: i64 = 300;
+/// Longest requested audience.
+const MAX_AUDIENCE: usize = 512;
+
+fn refused(status: StatusCode, code: &'static str, message: &str) -> ApiError {
+    ApiError::new(status, code, message)
+}
+
+fn unauthorized(code: &'static str, message: &str) -> ApiError {
+    refused(StatusCode::UNAUTHORIZED, code, message)
+}
+
+/// `POST /v1/attest/nonce`.
+pub async fn nonce(State(state): State<AppState>) -> Result<Json<NonceResponse>, ApiError> {
+    let mut bytes = [0u8; 32];
+    state
+        .rng
+        .fill(&mut bytes)
+        .map_err(|_| ApiError::internal())?;
+    let nonce = URL_SAFE_NO_PAD.encode(bytes);
+    let expires_at = OffsetDateTime::now_utc() + NONCE_TTL;
+    state
+        .store
+        .create_nonce(&CredentialHash::of(&nonce), expires_at)
+        .await?;
+    Ok(Json(NonceResponse { nonce, expires_at }))
+}
+
+/// How the agent proved its identity.
+enum IdentityProof {
+    JoinToken,
+    Renewal { previous_jti: String },
+}
+
+impl IdentityProof {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::JoinToken => "join_token",
+            Self::Renewal { .. } => "renewal",
+        }
+    }
+}
+
+/// `POST /v1/attest`.
+pub async fn attest(
+    State(state): State<AppState>,
+    Body(req): Body<AttestRequest>,
+) -> Result<Json<AttestResponse>, ApiError> {
+    let now = OffsetDateTime::now_utc();
+
+    // 1. The proof: signed by the key it carries, for us, fresh.
+    let (proof, key) = jws::verify_self_signed(&req.proof, PROOF_TYP, &[Alg::Es256, Alg::EdDsa])
+        .map_err(|e| unauthorized("invalid_proof", &format!("attestation proof refused: {e}")))?;
+    jws::check_claims(
+        &proof.claims,
+        &ClaimChecks {
+            issuer: None,
+            audience: &state.issuer,
+            now: now.unix_timestamp(),
+            leeway_s: LEEWAY_S,
+            max_lifetime_s: Some(PROOF_MAX_LIFETIME_S),
+        },
+    )
+    .map_err(|e| unauthorized("invalid_proof", &format!("attestation proof refused: {e}")))?;
+    let key_thumbprint = key.thumbprint();
+
+    // 2. The nonce, used once.
+    let nonce = proof
+        .claims
+        .get("nonce")
+        .and_then(|n| n.as_str())
+        .filter(|n| n.len() <= 128)
+        .ok_or_else(|| unauthorized("invalid_nonce", "the proof carries no nonce"))?;
+    if !state
+        .store
+        .consume_nonce(&CredentialHash::of(nonce), now)
+        .await?
+    {
+        return Err(unauthorized(
+            "invalid_nonce",
+            "the nonce is unknown, used or expired; fetch a new one",
+        ));
+    }
+
+    // 3. The evidence.
+    let evidence: Evidence = proof
+        .claims
+        .get("evidence")
+        .cloned()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_evidence", format!("evidence: {e}")))?
+        .ok_or_else(|| {
+            ApiError::bad_request("invalid_evidence", "the proof carries no evidence")
+        })?;
+    evidence
+        .validate()
+        .map_err(|e| ApiError::bad_request("invalid_evidence", format!("evidence: {e}")))?;
+
+    // 4. Who: exactly one identity proof, bound to this key.
+    let (agent_name, identity) = match (&req.join_token, &req.svid) {
+        (Some(token), None) => {
+            if token.len() > MAX_CREDENTIAL_LEN {
+                return Err(unauthorized(
+                    "invalid_join_token",
+                    "the join token is not valid",
+                ));
+            }
+            let used = state
+                .store
+                .consume_join_token(&CredentialHash::of(token), &key_thumbprint, now)
+                .await?;
+            match used {
+                JoinTokenUse::Consumed(agent) => (agent, IdentityProof::JoinToken),
+                JoinTokenUse::AlreadyUsed(_) => {
+                    return Err(unauthorized(
+                        "join_token_used",
+                        "the join token was already used",
+                    ));
+                }
+                JoinTokenUse::Expired(_) => {
+                    return Err(unauthorized(
+                        "join_token_expired",
+                        "the join token has expired",
+                    ));
+                }
+                JoinTokenUse::Unknown => {
+                    return Err(unauthorized(
+                        "invalid_join_token",
+                        "the join token is not valid",
+                    ));
+                }
+            }
+        }
+        (None, Some(current)) => {
+            let presented = svid::verify_for_renewal(&state.keys(), &state.issuer, current, now)
+                .map_err(|e| unauthorized("invalid_svid", &format!("the SVID was refused: {e}")))?;
+            if presented.spiffe_id.trust_domain() != &state.trust_domain {
+                return Err(unauthorized(
+                    "invalid_svid",
+                    "the SVID is from another trust domain",
+                ));
+            }
+            if presented.key_thumbprint != key_thumbprint {
+                return Err(unauthorized(
+                    "key_mismatch",
+                    "the proof is not signed by the key the SVID is bound to",
+                ));
+            }
+            let record = state.store.issued_credential(&presented.jti).await?;
+            if record.is_none_or(|r| r.revoked_at.is_some()) {
+                return Err(unauthorized(
+                    "invalid_svid",
+                    "the SVID is revoked or unknown",
+                ));
+            }
+            (
+                presented.spiffe_id.agent().clone(),
+                IdentityProof::Renewal {
+                    previous_jti: presented.jti,
+                },
+            )
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "send exactly one of join_token or svid",
+            ));
+        }
+    };
+
+    // 5. The agent may attest at all.
+    let agent = state
+        .store
+        .agent(&agent_name)
+        .await?
+        .ok_or_else(|| unauthorized("unknown_agent", "no such agent"))?;
+    if agent.state != LifecycleState::Active {
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            "agent_not_active",
+            &format!("the agent is {}", agent.state),
+        ));
+    }
+    if agent.recertify_by <= now {
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            "recertification_due",
+            "the agent's owner must recertify it before it may attest",
+        ));
+    }
+
+    // 6. Posture: against the profile and the last accepted snapshot.
+    let last = state.store.posture_snapshot(&agent.name).await?;
+    let mismatches = agent
+        .posture_profile
+        .mismatches(&evidence, last.as_ref().map(|s| &s.evidence));
+    if !mismatches.is_empty() {
+        quarantine(&state, &agent, &evidence, &mismatches, identity.name()).await?;
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            "posture_rejected",
+            "the runtime evidence does not match the agent's posture profile; the agent is quarantined",
+        ));
+    }
+
+    // 7. The identity.
+    let audience = match req.audience {
+        Some(a) if a.is_empty() || a.len() > MAX_AUDIENCE || a.chars().any(char::is_control) => {
+            return Err(ApiError::bad_request(
+                "invalid_audience",
+                "audience must be 1 to 512 printable characters",
+            ));
+        }
+        Some(a) => a,
+        None => state.issuer.clone(),
+    };
+    let ttl = state
+        .config
+        .svid_ttl
+        .min(std::time::Duration::from_secs(u64::from(
+            agent.limits.max_token_ttl_s,
+        )));
+    let expires_at = now + Duration::try_from(ttl).map_err(|_| ApiError::internal())?;
+    let spiffe_id = agent.spiffe_id(&state.trust_domain);
+    let posture_digest = evidence.digest();
+    let minted = svid::mint(
+        &state,
+        &SvidClaims {
+            spiffe_id: &spiffe_id,
+            audience: &audience,
+            key_thumbprint: &key_thumbprint,
+            posture_digest: &posture_digest,
+            issued_at: now,
+            expires_at,
+        },
+    )
+    .map_err(|e| {
+        tracing::error!(error = %e, "SVID signing failed");
+        ApiError::internal()
+    })?;
+
+    let mut event = state.event(
+        Actor::Agent {
+            spiffe_id: spiffe_id.to_string(),
+        },
+        action::IDENTITY_ISSUE,
+        Outcome::Success,
+    );
+    event.agent = Some(spiffe_id.to_string());
+    event.owner = Some(agent.owner.to_string());
+    event.token_id = Some(minted.jti.clone());
+    if let IdentityProof::Renewal { previous_jti } = &identity {
+        event.parent_token_id = Some(previous_jti.clone());
+    }
+    event.details = json!({
+        "proof": identity.name(),
+        "audience": audience,
+        "posture_digest": posture_digest,
+        "key_thumbprint": key_thumbprint,
+        "expires_at": expires_at.unix_timestamp(),
+    });
+    let record = AttestationRecord {
+        snapshot: PostureSnapshot {
+            agent: agent.name.clone(),
+            evidence,
+            digest: posture_digest.clone(),
+            key_thumbprint: key_thumbprint.clone(),
+            accepted_at: now,
+        },
+        credential: IssuedCredential {
+            id: minted.jti,
+            kind: IssuedKind::Svid,
+            agent: agent.name.clone(),
+            parent: None,
+            key_thumbprint: Some(key_thumbprint),
+            issued_at: now,
+            expires_at,
+            revoked_at: None,
+        },
+    };
+    match state.store.record_attestation(&record, &event).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict { .. }) => {
+            return Err(refused(
+                StatusCode::FORBIDDEN,
+                "agent_not_active",
+                "the agent left the active state during attestation",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Json(AttestResponse {
+        svid: minted.token,
+        spiffe_id: spiffe_id.to_string(),
+        expires_at,
+        posture_digest,
+    }))
+}
+
+/// Moves `agent` to quarantined (revoking everything it holds, in the same transaction as the
+/// audit event that names the mismatching fields), then notifies the webhook.
+async fn quarantine(
+    state: &AppState,
+    agent: &Agent,
+    evidence: &Evidence,
+    mismatches: &[aims_core::posture::Mismatch],
+    proof: &str,
+) -> Result<(), ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let mut next = agent.clone();
+    next.state = agent
+        .state
+        .apply(aims_core::agent::LifecycleAction::Quarantine)
+        .map_err(|_| ApiError::internal())?;
+    next.updated_at = now;
+    next.revision = agent.revision.saturating_add(1);
+    let spiffe_id = agent.spiffe_id(&state.trust_domain).to_string();
+    let mut event = state.event(Actor::System, action::POSTURE_DRIFT, Outcome::Denied);
+    event.agent = Some(spiffe_id.clone());
+    event.owner = Some(agent.owner.to_string());
+    event.code = Some("posture_rejected".to_owned());
+    event.details = json!({
+        "from": agent.state,
+        "to": next.state,
+        "mismatches": mismatches,
+        "evidence_digest": evidence.digest(),
+        "proof": proof,
+        "remediation": "quarantined; every live credential of the agent revoked",
+    });
+    match state
+        .store
+        .update_agent(&next, agent.revision, &event)
+        .await
+    {
+        Ok(()) => {}
+        // Changed concurrently (e.g. already quarantined by a parallel attestation): the
+        // attestation is refused either way.
+        Err(StoreError::Conflict { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    webhook::notify(
+        state,
+        json!({
+            "type": "agent.quarantined",
+            "agent": spiffe_id,
+            "owner": agent.owner,
+            "cause": "posture_drift",
+            "fields": mismatches.iter().map(|m| m.field).collect::<Vec<_>>(),
+            "time": now.unix_timestamp(),
+        }),
+    );
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! Identity and posture: single-use nonces, posture snapshots, the register of issued
+//! credentials, and revocation when an agent leaves the active state.
+
+use std::sync::Arc;
+
+use aims_core::agent::LifecycleState;
+use aims_core::audit::action;
+use aims_core::credential::CredentialHash;
+use aims_core::posture::{Evidence, ModelEvidence};
+use aims_store::{AttestationRecord, IssuedCredential, IssuedKind, PostureSnapshot, StoreError};
+
+use crate::fixtures::{AuditCursor, agent, at, changed, event, join_token, name};
+use crate::harness::Harness;
+
+fn attestation(agent_name: &str, jti: &str, model: &str, when: i64) -> AttestationRecord {
+    let evidence = Evidence {
+        model: ModelEvidence {
+            id: Some(model.to_owned()),
+            digest: None,
+        },
+        ..Evidence::default()
+    };
+    AttestationRecord {
+        snapshot: PostureSnapshot {
+            agent: name(agent_name),
+            digest: evidence.digest(),
+            evidence,
+            key_thumbprint: "jkt-a".to_owned(),
+            accepted_at: at(when),
+        },
+        credential: IssuedCredential {
+            id: jti.to_owned(),
+            kind: IssuedKind::Svid,
+            agent: name(agent_name),
+            parent: None,
+            key_thumbprint: Some("jkt-a".to_owned()),
+            issued_at: at(when),
+            expires_at: at(when + 600),
+            revoked_at: None,
+        },
+    }
+}
+
+async fn register(h: &Harness, agent_name: &str) {
+    h.store
+        .create_agent(
+            &agent(agent_name, "alice@acme.example", "prod"),
+            &join_token(agent_name, agent_name, at(3600)),
+            &event(action::AGENT_REGISTER),
+        )
+        .await
+        .unwrap();
+}
+
+pub async fn nonces_are_single_use_and_expire(h: &Harness) {
+    let store = &*h.store;
+    let n1 = CredentialHash::of("n1");
+    store.create_nonce(&n1, at(60)).await.unwrap();
+    assert!(store.consume_nonce(&n1, at(1)).await.unwrap());
+    assert!(
+        !store.consume_nonce(&n1, at(2)).await.unwrap(),
+        "replayed nonce"
+    );
+    let dup = store.create_nonce(&n1, at(60)).await;
+    assert!(matches!(dup, Err(StoreError::Conflict { .. })), "{dup:?}");
+    let n2 = CredentialHash::of("n2");
+    store.create_nonce(&n2, at(60)).await.unwrap();
+    assert!(
+        !store.consume_nonce(&n2, at(60)).await.unwrap(),
+        "expired nonce"
+    );
+    assert!(
+        !store
+            .consume_nonce(&CredentialHash::of("never"), at(1))
+            .await
+            .unwrap()
+    );
+
+    // Concurrent consumers of one nonce: exactly one wins.
+    let race = CredentialHash::of("race");
+    store.create_nonce(&race, at(60)).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&h.store);
+            tokio::spawn(async move { store.consume_nonce(&race, at(1)).await.unwrap() })
+        })
+        .collect();
+    let mut wins = 0;
+    for task in tasks {
+        wins += usize::from(task.await.unwrap());
+    }
+    assert_eq!(wins, 1);
+}
+
+pub async fn attestations_record_snapshot_and_credential(h: &Harness) {
+    let store = &*h.store;
+    register(h, "coder").await;
+    assert_eq!(store.posture_snapshot(&name("coder")).await.unwrap(), None);
+    let mut audit = AuditCursor::new(store).await;
+    let first = attestation("coder", "svid-1", "m1", 10);
+    store
+        .record_attestation(&first, &event("identity.issue"))
+        .await
+        .unwrap();
+    audit.one(store, "identity.issue").await;
+    assert_eq!(
+        store.posture_snapshot(&name("coder")).await.unwrap(),
+        Some(first.snapshot.clone())
+    );
+    assert_eq!(
+        store.issued_credential("svid-1").await.unwrap(),
+        Some(first.credential.clone())
+    );
+
+    // A later attestation replaces the snapshot; the credential id must be new.
+    let second = attestation("coder", "svid-2", "m2", 20);
+    store
+        .record_attestation(&second, &event("identity.issue"))
+        .await
+        .unwrap();
+    audit.one(store, "identity.issue").await;
+    let snapshot = store
+        .posture_snapshot(&name("coder"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(snapshot.evidence.model.id.as_deref(), Some("m2"));
+    let reused = store
+        .record_attestation(&second, &event("identity.issue"))
+        .await;
+    assert!(
+        matches!(reused, Err(StoreError::Conflict { .. })),
+        "{reused:?}"
+    );
+    audit.none(store).await;
+    assert_eq!(store.issued_credential("nope").await.unwrap(), None);
+}
+
+pub async fn leaving_active_revokes_every_credential(h: &Harness) {
+    let store = &*h.store;
+    register(h, "coder").await;
+    register(h, "other").await;
+    for (agent_name, jti) in [("coder", "c1"), ("coder", "c2"), ("other", "o1")] {
+        store
+            .record_attestation(
+                &attestation(agent_name, jti, "m1", 10),
+                &event("identity.issue"),
+            )
+            .await
+            .unwrap();
+    }
+    let coder = store.agent(&name("coder")).await.unwrap().unwrap();
+    let quarantined = changed(&coder, LifecycleState::Quarantined);
+    store
+        .update_agent(
+            &quarantined,
+            coder.revision,
+            &event(action::AGENT_LIFECYCLE),
+        )
+        .await
+        .unwrap();
+    for jti in ["c1", "c2"] {
+        let c = store.issued_credential(jti).await.unwrap().unwrap();
+        assert_eq!(c.revoked_at, Some(quarantined.updated_at), "{jti}");
+    }
+    let other = store.issued_credential("o1").await.unwrap().unwrap();
+    assert_eq!(
+        other.revoked_at, None,
+        "another agent's credential is untouched"
+    );
+
+    // A quarantined agent cannot be issued an identity, even by a racing attestation.
+    let late = store
+        .record_attestation(
+            &attestation("coder", "c3", "m1", 30),
+            &event("identity.issue"),
+        )
+        .await;
+    assert!(matches!(late, Err(StoreError::Conflict { .. })), "{late:?}");
+    assert_eq!(store.issued_credential("c3").await.unwrap(), None);
+}
