@@ -190,6 +190,15 @@ impl AdminClient {
         self.lifecycle(name, "/resume", request).await
     }
 
+    /// `POST /v1/agents/{name}/release`: lets a quarantined agent attest again.
+    pub async fn release_agent(
+        &self,
+        name: &AgentName,
+        request: &LifecycleRequest,
+    ) -> Result<AgentView, SdkError> {
+        self.lifecycle(name, "/release", request).await
+    }
+
     /// `POST /v1/agents/{name}/decommission`: retires the agent for good.
     pub async fn decommission_agent(
         &self,

@@ -290,6 +290,11 @@ where
         let expected = rows::revision_step(agent, expected_revision)?;
         let cols = AgentColumns::of(agent)?;
         let (mut tx, head) = self.begin_write().await?;
+        let previous = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
+            .bind(agent.name.as_str().to_owned())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?;
         let changed = sqlx::query_scalar::<B::Db, String>(sql::UPDATE_AGENT)
             .bind(cols.name)
             .bind(cols.owner)
@@ -305,6 +310,13 @@ where
         if changed.is_none() {
             let found = exists(&mut *tx, sql::AGENT_EXISTS, agent.name.as_str()).await?;
             return Err(rows::stale_agent(found));
+        }
+        if rows::is_release(previous.as_deref(), agent.state) {
+            sqlx::query(sql::DELETE_SNAPSHOT)
+                .bind(agent.name.as_str().to_owned())
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
         }
         if !agent.state.may_hold_credentials() {
             sqlx::query(sql::REVOKE_AGENT_CREDENTIALS)

@@ -454,6 +454,13 @@ impl CredentialRow {
     }
 }
 
+/// Whether a change from stored state `previous` to `next` releases a quarantined agent, which
+/// clears its posture baseline (the operator approved the change it drifted to).
+pub(crate) fn is_release(previous: Option<&str>, next: LifecycleState) -> bool {
+    previous.and_then(LifecycleState::parse) == Some(LifecycleState::Quarantined)
+        && next == LifecycleState::Active
+}
+
 /// Why an agent's credentials are revoked when it enters `state`.
 pub(crate) fn revocation_reason(state: LifecycleState) -> String {
     format!("agent {state}")

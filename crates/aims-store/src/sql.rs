@@ -76,6 +76,7 @@ pub(crate) const UPSERT_SNAPSHOT: &str = "INSERT INTO posture_snapshots \
      ON CONFLICT (agent) DO UPDATE SET evidence = excluded.evidence, digest = excluded.digest, \
      key_thumbprint = excluded.key_thumbprint, accepted_at_ms = excluded.accepted_at_ms";
 
+pub(crate) const DELETE_SNAPSHOT: &str = "DELETE FROM posture_snapshots WHERE agent = $1";
 pub(crate) const AGENT_STATE: &str = "SELECT state FROM agents WHERE name = $1";
 pub(crate) const INSERT_CREDENTIAL: &str = "INSERT INTO credentials \
      (id, kind, agent, parent, key_thumbprint, issued_at_ms, expires_at_ms) \

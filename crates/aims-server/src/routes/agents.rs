@@ -346,6 +346,17 @@ pub async fn decommission(
     lifecycle(state, caller, name, req, LifecycleAction::Decommission).await
 }
 
+/// `POST /v1/agents/{name}/release`: an admin lets a quarantined agent attest again; its
+/// posture baseline is cleared, so the next accepted attestation sets a new one.
+pub async fn release(
+    State(state): State<AppState>,
+    caller: Caller,
+    AgentPath(name): AgentPath,
+    Body(req): Body<LifecycleRequest>,
+) -> Result<Json<AgentView>, ApiError> {
+    lifecycle(state, caller, name, req, LifecycleAction::Release).await
+}
+
 /// `POST /v1/agents/{name}/join-token`: replaces any unused join token with a new one.
 pub async fn join_token(
     State(state): State<AppState>,

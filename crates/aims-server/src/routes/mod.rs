@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/agents/{name}/suspend", post(agents::suspend))
         .route("/agents/{name}/resume", post(agents::resume))
         .route("/agents/{name}/decommission", post(agents::decommission))
+        .route("/agents/{name}/release", post(agents::release))
         .route("/agents/{name}/join-token", post(agents::join_token))
         .route("/users", post(users::add).get(users::list))
         .route("/users/{name}", axum::routing::delete(users::remove))

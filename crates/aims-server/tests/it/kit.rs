@@ -95,13 +95,18 @@ pub async fn open_store(backend: Backend, dir: &TempDir) -> Arc<dyn Store> {
 
 /// Server configuration for tests: ephemeral loopback port, data in `dir`.
 pub fn config(dir: &TempDir) -> Config {
+    config_with(dir, &HashMap::new())
+}
+
+/// [`config`] with `AIMS_*` variables from `env`.
+pub fn config_with(dir: &TempDir, env: &HashMap<String, String>) -> Config {
     let overrides = Overrides {
         listen: Some("127.0.0.1:0".into()),
         data_dir: Some(dir.path().to_owned()),
         trust_domain: Some("test.example".into()),
         ..Overrides::default()
     };
-    Config::load_with(&overrides, &|_| None).unwrap()
+    Config::load_with(&overrides, &|name| env.get(name).cloned()).unwrap()
 }
 
 impl TestServer {
@@ -121,7 +126,7 @@ impl TestServer {
         env: HashMap<String, String>,
     ) -> Result<Self, aims_server::bootstrap::StartupError> {
         let lookup = |name: &str| env.get(name).cloned();
-        let running = start_with_store(config(&dir), store.clone(), &lookup).await?;
+        let running = start_with_store(config_with(&dir, &env), store.clone(), &lookup).await?;
         Ok(Self {
             base: format!("http://{}", running.addr),
             http: reqwest::Client::new(),

@@ -11,6 +11,7 @@
 mod kit;
 
 mod access;
+mod attest;
 mod audit;
 mod discovery;
 mod faults;

@@ -1,5 +1,5 @@
-//! `aims agent …`: register, list, show, update, suspend, resume and decommission agents, and
-//! issue join tokens.
+//! `aims agent …`: register, list, show, update, suspend, resume, release and decommission
+//! agents, and issue join tokens.
 //!
 //! This module turns flags into `aims-api` requests (labels, limits, a posture profile file)
 //! and renders agents as text. It reads the posture profile file named on the command line;
@@ -95,6 +95,14 @@ pub enum AgentCommand {
     },
     /// Retire an agent for good; its name is never reused.
     Decommission {
+        /// Agent name.
+        name: AgentName,
+        /// Why; recorded in the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Let a quarantined agent attest again (admin); its posture baseline is cleared.
+    Release {
         /// Agent name.
         name: AgentName,
         /// Why; recorded in the audit log.
@@ -231,6 +239,12 @@ pub async fn run_agent(opts: &ClientOpts, cmd: AgentCommand) -> anyhow::Result<(
         AgentCommand::Decommission { name, reason } => {
             let view = client
                 .decommission_agent(&name, &LifecycleRequest { reason })
+                .await?;
+            print_lifecycle(opts, &view)
+        }
+        AgentCommand::Release { name, reason } => {
+            let view = client
+                .release_agent(&name, &LifecycleRequest { reason })
                 .await?;
             print_lifecycle(opts, &view)
         }
