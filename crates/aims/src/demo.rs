@@ -10,13 +10,18 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use aims_api::{AddUserRequest, AgentQuery, LifecycleRequest, RegisterAgentRequest};
+use std::sync::Arc;
+
+use aims_api::{AddUserRequest, AgentQuery, AuditQuery, LifecycleRequest, RegisterAgentRequest};
 use aims_core::agent::Limits;
 use aims_core::id::{AgentName, Environment, Owner, UserName};
-use aims_core::posture::PostureProfile;
+use aims_core::posture::{Evidence, PostureProfile};
 use aims_core::user::Role;
+use aims_sdk::attest::{Attestor, Credential};
 use aims_sdk::{AdminClient, SdkError};
+use aims_token::agent_key::{AgentKey, AgentKeyKind};
 use anyhow::{Context as _, anyhow, bail};
+use ring::rand::SystemRandom;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
@@ -110,6 +115,149 @@ fn name(value: &str) -> anyhow::Result<AgentName> {
 /// A member of a JSON object, or null.
 fn at<'a>(value: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
     value.get(key).unwrap_or(&serde_json::Value::Null)
+}
+
+/// The posture profiles of the scenario agents (the others check nothing yet).
+fn profile_for(agent: &str) -> anyhow::Result<PostureProfile> {
+    let profile = match agent {
+        "ci-deployer" => serde_json::json!({
+            "toolchain": {"name": ["github-actions"], "version": ["2.320.0"]},
+            "deployment": {"image_digest": [CI_IMAGE], "namespace": ["ci"]},
+            "may_change": []
+        }),
+        "data-analyst" => serde_json::json!({
+            "model": {"id": ["warehouse-llm-1"], "digest": [MODEL_DIGEST]},
+            "deployment": {"region": ["eu-west-1", "eu-central-1"]},
+            "may_change": ["deployment"]
+        }),
+        _ => serde_json::json!({}),
+    };
+    Ok(serde_json::from_value(profile)?)
+}
+
+const CI_IMAGE: &str = "sha256:1f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c5b6a7988";
+const MODEL_DIGEST: &str =
+    "sha256:9a8b7c6d5e4f30219a8b7c6d5e4f30219a8b7c6d5e4f30219a8b7c6d5e4f3021";
+
+fn evidence(value: serde_json::Value) -> anyhow::Result<Evidence> {
+    Ok(serde_json::from_value(value)?)
+}
+
+fn new_key() -> anyhow::Result<Arc<AgentKey>> {
+    Ok(Arc::new(AgentKey::generate(
+        AgentKeyKind::P256,
+        &SystemRandom::new(),
+    )?))
+}
+
+/// Claims of an SVID for display (the demo trusts the server it just got it from).
+fn svid_summary(svid: &str) -> String {
+    use base64::Engine as _;
+    let claims = svid
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .unwrap_or_default();
+    format!(
+        "sub={} aud={} cnf.jkt={} lifetime={}s",
+        at(&claims, "sub"),
+        at(&claims, "aud"),
+        at(at(&claims, "cnf"), "jkt"),
+        at(&claims, "exp").as_i64().unwrap_or(0) - at(&claims, "iat").as_i64().unwrap_or(0)
+    )
+}
+
+/// SPEC §7 scenario 5 (identity half): no identity until proof and runtime checks pass.
+async fn scenario_ci_deployer(base: &str, join: String) -> anyhow::Result<()> {
+    step("Scenario 5, CI/CD agent: no identity until its proof and runtime checks pass");
+    let runner = evidence(serde_json::json!({
+        "toolchain": {"name": "github-actions", "version": "2.320.0"},
+        "deployment": {"image_digest": CI_IMAGE, "namespace": "ci"}
+    }))?;
+    let key = new_key()?;
+    let agent = Attestor::new(AdminClient::new(base, None)?, key);
+    let guess = agent
+        .attest(
+            &runner,
+            &Credential::JoinToken("aims_j_guessed".to_owned()),
+            None,
+        )
+        .await;
+    println!("attest with a guessed join token: {}", refused(guess)?);
+    let issued = agent
+        .attest(&runner, &Credential::JoinToken(join.clone()), None)
+        .await?;
+    println!("attest with its join token and matching runtime evidence: JWT-SVID issued");
+    println!("  {}", svid_summary(&issued.svid));
+    let copy = Attestor::new(AdminClient::new(base, None)?, new_key()?)
+        .attest(&runner, &Credential::JoinToken(join), None)
+        .await;
+    println!(
+        "another machine replays the same join token with its own key: {}",
+        refused(copy)?
+    );
+    println!("(secret retrieval on this identity arrives with the policy and secrets issues)");
+    Ok(())
+}
+
+/// SPEC §7 scenario 4 (drift half): a different model quarantines the agent.
+async fn scenario_data_analyst(
+    base: &str,
+    admin: &AdminClient,
+    join: String,
+) -> anyhow::Result<()> {
+    step("Scenario 4, data-analysis agent: it reports a different model and is quarantined");
+    let measured = |model: &str| {
+        evidence(serde_json::json!({
+            "model": {"id": model, "digest": MODEL_DIGEST},
+            "deployment": {"region": "eu-west-1"}
+        }))
+    };
+    let agent = Attestor::new(AdminClient::new(base, None)?, new_key()?);
+    let issued = agent
+        .attest(
+            &measured("warehouse-llm-1")?,
+            &Credential::JoinToken(join),
+            None,
+        )
+        .await?;
+    println!("attest with model warehouse-llm-1: JWT-SVID issued");
+    let drift = agent
+        .attest(
+            &measured("gpt-unvetted")?,
+            &Credential::Svid(issued.svid.clone()),
+            None,
+        )
+        .await;
+    println!("renew reporting model gpt-unvetted: {}", refused(drift)?);
+    let state = admin.agent(&name("data-analyst")?).await?.agent.state;
+    println!("data-analyst is now {state}; everything it held is revoked");
+    let reuse = agent
+        .attest(
+            &measured("warehouse-llm-1")?,
+            &Credential::Svid(issued.svid),
+            None,
+        )
+        .await;
+    println!("its old SVID presented again: {}", refused(reuse)?);
+    let page = admin.audit(&AuditQuery::default()).await?;
+    if let Some(drift) = page
+        .records
+        .iter()
+        .map(|r| &r.event)
+        .find(|e| at(e, "action") == "posture.drift")
+    {
+        println!(
+            "audit posture.drift: mismatches {} (the agent was told only posture_rejected)",
+            at(at(drift, "details"), "mismatches")
+        );
+    }
+    Ok(())
 }
 
 /// A registration with only a name and an owner.
@@ -223,6 +371,7 @@ pub async fn run() -> anyhow::Result<()> {
     );
 
     step("Register the scenario agents, each with one accountable owner");
+    let mut join_tokens = std::collections::HashMap::new();
     for (agent, owner, env, purpose) in AGENTS {
         let issued = admin
             .register_agent(&RegisterAgentRequest {
@@ -230,7 +379,7 @@ pub async fn run() -> anyhow::Result<()> {
                 owner: Owner::new(owner)?,
                 environment: Some(Environment::new(env)?),
                 description: Some(purpose.to_owned()),
-                posture_profile: Some(PostureProfile::default()),
+                posture_profile: Some(profile_for(agent)?),
                 limits: Some(Limits::default()),
                 labels: None,
                 recertify_days: None,
@@ -244,6 +393,7 @@ pub async fn run() -> anyhow::Result<()> {
             "{:<50} owner={owner:<28} one-time join token, expires {expires}",
             issued.spiffe_id
         );
+        join_tokens.insert(agent, issued.join_token);
     }
 
     step("Bad input is refused, audited, and changes nothing");
@@ -309,6 +459,15 @@ pub async fn run() -> anyhow::Result<()> {
         )?)
         .await;
     println!("register a new support-agent: {}", refused(reuse)?);
+
+    let join_token = |agent: &str| {
+        join_tokens
+            .get(agent)
+            .cloned()
+            .ok_or_else(|| anyhow!("no join token for {agent}"))
+    };
+    scenario_ci_deployer(&base, join_token("ci-deployer")?).await?;
+    scenario_data_analyst(&base, &admin, join_token("data-analyst")?).await?;
 
     step("Key rotation with overlap: next, current and previous are published");
     let before = admin.keys().await?;

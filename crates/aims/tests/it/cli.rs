@@ -180,3 +180,129 @@ fn users_keys_bundle_and_audit_through_the_cli() {
     let tail = server.json(&["audit", "tail", "--limit", "3"]);
     assert_eq!(tail["records"][0]["event"]["action"], "trust_domain.create");
 }
+
+#[test]
+fn attest_creates_the_key_renews_and_drift_quarantines() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), true);
+    let profile = dir.path().join("profile.json");
+    std::fs::write(&profile, r#"{"model": {"id": ["m1"]}}"#).unwrap();
+    let registered = server.json(&[
+        "agent",
+        "register",
+        "coder",
+        "--owner",
+        "alice@acme.example",
+        "--profile",
+        profile.to_str().unwrap(),
+    ]);
+    let join = registered["join_token"].as_str().unwrap().to_owned();
+    let good = dir.path().join("good.json");
+    std::fs::write(&good, r#"{"model": {"id": "m1"}}"#).unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"model": {"id": "m2"}}"#).unwrap();
+    let key = dir.path().join("agent.key");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+
+    let out = server.run(
+        None,
+        &[
+            "attest",
+            "--join-token",
+            &join,
+            "--evidence",
+            &path(&good),
+            "--key",
+            &path(&key),
+            "--output",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let issued: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(issued["spiffe_id"], "spiffe://e2e.example/agent/coder");
+    let svid = issued["svid"].as_str().unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        std::fs::read_to_string(&key)
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----")
+    );
+
+    let svid_file = dir.path().join("svid.jwt");
+    std::fs::write(&svid_file, svid).unwrap();
+    let renewed = server.run(
+        None,
+        &[
+            "attest",
+            "--renew",
+            "--svid",
+            &path(&svid_file),
+            "--evidence",
+            &path(&good),
+            "--key",
+            &path(&key),
+        ],
+    );
+    assert!(
+        renewed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&renewed.stderr)
+    );
+    let text = String::from_utf8(renewed.stdout).unwrap();
+    assert_eq!(
+        text.trim().split('.').count(),
+        3,
+        "text output is the SVID alone"
+    );
+
+    std::fs::write(&svid_file, text.trim()).unwrap();
+    let drift = server.run(
+        None,
+        &[
+            "attest",
+            "--renew",
+            "--svid",
+            &path(&svid_file),
+            "--evidence",
+            &path(&bad),
+            "--key",
+            &path(&key),
+        ],
+    );
+    assert!(!drift.status.success());
+    assert!(String::from_utf8_lossy(&drift.stderr).contains("posture_rejected"));
+    assert_eq!(
+        server.json(&["agent", "show", "coder"])["state"],
+        "quarantined"
+    );
+    assert_eq!(
+        server.json(&["agent", "release", "coder", "--reason", "checked"])["state"],
+        "active"
+    );
+
+    let bad_evidence = dir.path().join("typo.json");
+    std::fs::write(&bad_evidence, r#"{"modle": {}}"#).unwrap();
+    let out = server.run(
+        None,
+        &[
+            "attest",
+            "--join-token",
+            &join,
+            "--evidence",
+            &path(&bad_evidence),
+            "--key",
+            &path(&key),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("typo.json"));
+}
