@@ -263,6 +263,10 @@ pub struct AttestRequest {
     /// Renewal: the agent's current, unexpired JWT-SVID (bound to the same key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub svid: Option<String>,
+    /// Federated: a token of a trusted third-party issuer (e.g. a Kubernetes service-account
+    /// token or a CI system's OIDC token) that maps to the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federated_token: Option<String>,
     /// The audience of the SVID to issue (default: the AIMS issuer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,

@@ -28,6 +28,8 @@ pub enum Credential {
     JoinToken(String),
     /// Renewal: the current SVID (bound to the same key).
     Svid(String),
+    /// A token of a trusted third-party issuer (Kubernetes, CI OIDC) that maps to the agent.
+    Federated(String),
 }
 
 impl std::fmt::Debug for Credential {
@@ -35,6 +37,7 @@ impl std::fmt::Debug for Credential {
         f.write_str(match self {
             Self::JoinToken(_) => "JoinToken(..)",
             Self::Svid(_) => "Svid(..)",
+            Self::Federated(_) => "Federated(..)",
         })
     }
 }
@@ -88,15 +91,17 @@ impl Attestor {
             .key
             .sign_self_signed(&self.rng, TYP_ATTESTATION, &claims)
             .map_err(|e| SdkError::Decode(format!("cannot sign the attestation proof: {e}")))?;
-        let (join_token, svid) = match credential {
-            Credential::JoinToken(t) => (Some(t.clone()), None),
-            Credential::Svid(s) => (None, Some(s.clone())),
+        let (join_token, svid, federated_token) = match credential {
+            Credential::JoinToken(t) => (Some(t.clone()), None, None),
+            Credential::Svid(s) => (None, Some(s.clone()), None),
+            Credential::Federated(t) => (None, None, Some(t.clone())),
         };
         self.client
             .attest(&AttestRequest {
                 proof,
                 join_token,
                 svid,
+                federated_token,
                 audience: audience.map(str::to_owned),
             })
             .await

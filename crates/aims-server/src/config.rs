@@ -11,6 +11,8 @@ use std::time::Duration;
 use aims_core::id::TrustDomain;
 use serde::Deserialize;
 
+use crate::federation::{RawTrustedIssuer, TrustedIssuer};
+
 /// Default listen address (loopback only; expose deliberately).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
 /// Default trust domain.
@@ -69,6 +71,8 @@ pub struct RawConfig {
     pub svid_ttl_s: Option<u64>,
     /// Where drift notifications are POSTed (signed JWS bodies), if anywhere.
     pub drift_webhook_url: Option<String>,
+    /// Third-party issuers whose tokens prove an agent's identity at attestation.
+    pub trusted_issuers: Option<Vec<RawTrustedIssuer>>,
 }
 
 impl RawConfig {
@@ -89,6 +93,7 @@ impl RawConfig {
             key_reload_s: other.key_reload_s.or(self.key_reload_s),
             svid_ttl_s: other.svid_ttl_s.or(self.svid_ttl_s),
             drift_webhook_url: other.drift_webhook_url.or(self.drift_webhook_url),
+            trusted_issuers: other.trusted_issuers.or(self.trusted_issuers),
         }
     }
 
@@ -152,6 +157,8 @@ pub struct Config {
     pub svid_ttl: Duration,
     /// Where drift notifications are POSTed.
     pub drift_webhook_url: Option<String>,
+    /// Third-party issuers trusted for federated attestation.
+    pub trusted_issuers: Vec<TrustedIssuer>,
 }
 
 /// Every problem found in the configuration, reported together.
@@ -266,6 +273,13 @@ impl Config {
         );
         let key_reload_s = bounded("key_reload_s", raw.key_reload_s, 10, 1, 3600);
         let svid_ttl_s = bounded("svid_ttl_s", raw.svid_ttl_s, 600, 30, 3600);
+        let mut trusted_issuers = Vec::new();
+        for issuer in raw.trusted_issuers.unwrap_or_default() {
+            match TrustedIssuer::try_from_raw(issuer) {
+                Ok(issuer) => trusted_issuers.push(issuer),
+                Err(why) => errors.push(format!("trusted_issuers: {why}")),
+            }
+        }
         let drift_webhook_url = raw.drift_webhook_url.filter(|u| !u.is_empty());
         if let Some(url) = &drift_webhook_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -288,6 +302,7 @@ impl Config {
                 key_reload: Duration::from_secs(key_reload_s),
                 svid_ttl: Duration::from_secs(svid_ttl_s),
                 drift_webhook_url,
+                trusted_issuers,
             }),
             _ => Err(ConfigErrors(errors)),
         }

@@ -10,6 +10,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod federation;
 pub mod keyring;
 pub mod metrics;
 pub mod routes;

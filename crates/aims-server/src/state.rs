@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use crate::audit_writer::AuditWriter;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::federation::Federation;
 use crate::keyring::{KeyRing, KeyRingError};
 use crate::metrics::Metrics;
 
@@ -38,6 +39,8 @@ pub struct Inner {
     pub rng: SystemRandom,
     /// Client for outbound calls (webhooks, third-party JWKS): bounded timeouts, no redirects.
     pub http: reqwest::Client,
+    /// Trusted third-party issuers for federated attestation.
+    pub federation: Federation,
     master: MasterKey,
     keys: RwLock<Arc<KeyRing>>,
 }
@@ -72,7 +75,9 @@ pub struct Parts {
 impl AppState {
     /// Assembles the state.
     pub fn new(parts: Parts) -> Self {
+        let federation = Federation::new(parts.config.trusted_issuers.clone());
         Self(Arc::new(Inner {
+            federation,
             trust_domain: parts.config.trust_domain.clone(),
             config: parts.config,
             issuer: parts.issuer,

@@ -155,7 +155,32 @@ pub fn verify<K: Borrow<VerifyingKey>>(
     resolve: impl FnOnce(&Header) -> Result<K, TokenError>,
 ) -> Result<Verified, TokenError> {
     let parts = Parts::split(token)?;
-    let (header, _) = parse_header(&parts.header, expected_typ, allowed, EmbeddedKey::Refused)?;
+    let (header, _) = parse_header(
+        &parts.header,
+        TypRule::Exact(expected_typ),
+        allowed,
+        EmbeddedKey::Refused,
+    )?;
+    let key = resolve(&header)?;
+    parts.finish(header, key.borrow())
+}
+
+/// Verifies a token minted by a trusted third-party issuer (a Kubernetes service-account token,
+/// a CI system's OIDC token) with a key from that issuer's JWKS. Exactly like [`verify`] except
+/// that `typ` may be absent or `JWT`, since such issuers often omit it; such tokens are only
+/// ever accepted as attestation evidence, never as AIMS credentials.
+pub fn verify_third_party<K: Borrow<VerifyingKey>>(
+    token: &str,
+    allowed: &[Alg],
+    resolve: impl FnOnce(&Header) -> Result<K, TokenError>,
+) -> Result<Verified, TokenError> {
+    let parts = Parts::split(token)?;
+    let (header, _) = parse_header(
+        &parts.header,
+        TypRule::AbsentOrJwt,
+        allowed,
+        EmbeddedKey::Refused,
+    )?;
     let key = resolve(&header)?;
     parts.finish(header, key.borrow())
 }
@@ -170,7 +195,12 @@ pub fn verify_self_signed(
     allowed: &[Alg],
 ) -> Result<(Verified, VerifyingKey), TokenError> {
     let parts = Parts::split(token)?;
-    let (header, jwk) = parse_header(&parts.header, expected_typ, allowed, EmbeddedKey::Required)?;
+    let (header, jwk) = parse_header(
+        &parts.header,
+        TypRule::Exact(expected_typ),
+        allowed,
+        EmbeddedKey::Required,
+    )?;
     let jwk = jwk.ok_or(TokenError::Header("jwk is required"))?;
     let (key, _) = VerifyingKey::from_jwk(&jwk)?;
     let verified = parts.finish(header, &key)?;
@@ -274,6 +304,15 @@ impl<'t> Parts<'t> {
     }
 }
 
+/// What the `typ` header must be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TypRule<'a> {
+    /// Exactly this type (our own tokens: one `typ` per kind).
+    Exact(&'a str),
+    /// `JWT` or absent: tokens of third-party issuers, which often omit `typ`.
+    AbsentOrJwt,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum EmbeddedKey {
     Refused,
@@ -283,7 +322,7 @@ enum EmbeddedKey {
 /// Applies the header rules; returns the `jwk` member when `embedded` requires one.
 fn parse_header(
     bytes: &[u8],
-    expected_typ: &str,
+    expected_typ: TypRule<'_>,
     allowed: &[Alg],
     embedded: EmbeddedKey,
 ) -> Result<(Header, Option<Value>), TokenError> {
@@ -307,13 +346,18 @@ fn parse_header(
     {
         return Err(TokenError::Header("jku, x5u and x5c are refused"));
     }
-    let typ = match map.get("typ") {
-        Some(Value::String(typ)) if !typ.is_empty() => typ.clone(),
-        Some(Value::String(_)) => return Err(TokenError::Header("typ is empty")),
-        Some(_) => return Err(TokenError::Header("typ must be a string")),
-        None => return Err(TokenError::Header("typ is required")),
+    let typ = match (map.get("typ"), expected_typ) {
+        (Some(Value::String(typ)), _) if !typ.is_empty() => typ.clone(),
+        (Some(Value::String(_)), _) => return Err(TokenError::Header("typ is empty")),
+        (Some(_), _) => return Err(TokenError::Header("typ must be a string")),
+        (None, TypRule::AbsentOrJwt) => TYP_SVID.to_owned(),
+        (None, TypRule::Exact(_)) => return Err(TokenError::Header("typ is required")),
     };
-    if !media_type_eq(&typ, expected_typ) {
+    let expected = match expected_typ {
+        TypRule::Exact(expected) => expected,
+        TypRule::AbsentOrJwt => TYP_SVID,
+    };
+    if !media_type_eq(&typ, expected) {
         return Err(TokenError::Type);
     }
     let kid = match map.get("kid") {

@@ -3,8 +3,8 @@
 //! Protocol: the agent fetches a single-use nonce (`POST /v1/attest/nonce`), then sends a proof
 //! JWS (`typ: aims-attest+jwt`) signed by its own key, carrying that key in its `jwk` header and
 //! the nonce, audience (this issuer), `iat`/`exp` and its runtime evidence in its claims, plus
-//! one proof of identity: a join token (first boot) or its current SVID (renewal, bound to the
-//! same key). Evidence outside the agent's posture profile, or a change its profile forbids
+//! one proof of identity: a join token (first boot), its current SVID (renewal, bound to the
+//! same key), or a token of a trusted third-party issuer (federated; see `federation`). Evidence outside the agent's posture profile, or a change its profile forbids
 //! since the last accepted snapshot, is drift: the agent is quarantined, everything it holds is
 //! revoked, a signed webhook fires, and the answer names no detail (the audit event does).
 
@@ -28,6 +28,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::error::ApiError;
 use crate::extract::Body;
+use crate::federation::FederationError;
 use crate::state::AppState;
 use crate::svid::{self, LEEWAY_S, SvidClaims};
 use crate::webhook;
@@ -69,6 +70,7 @@ pub async fn nonce(State(state): State<AppState>) -> Result<Json<NonceResponse>,
 enum IdentityProof {
     JoinToken,
     Renewal { previous_jti: String },
+    Federated,
 }
 
 impl IdentityProof {
@@ -76,6 +78,7 @@ impl IdentityProof {
         match self {
             Self::JoinToken => "join_token",
             Self::Renewal { .. } => "renewal",
+            Self::Federated => "federated",
         }
     }
 }
@@ -137,8 +140,8 @@ pub async fn attest(
         .map_err(|e| ApiError::bad_request("invalid_evidence", format!("evidence: {e}")))?;
 
     // 4. Who: exactly one identity proof, bound to this key.
-    let (agent_name, identity) = match (&req.join_token, &req.svid) {
-        (Some(token), None) => {
+    let (agent_name, identity) = match (&req.join_token, &req.svid, &req.federated_token) {
+        (Some(token), None, None) => {
             if token.len() > MAX_CREDENTIAL_LEN {
                 return Err(unauthorized(
                     "invalid_join_token",
@@ -171,7 +174,7 @@ pub async fn attest(
                 }
             }
         }
-        (None, Some(current)) => {
+        (None, Some(current), None) => {
             let presented = svid::verify_for_renewal(&state.keys(), &state.issuer, current, now)
                 .map_err(|e| unauthorized("invalid_svid", &format!("the SVID was refused: {e}")))?;
             if presented.spiffe_id.trust_domain() != &state.trust_domain {
@@ -200,10 +203,31 @@ pub async fn attest(
                 },
             )
         }
+        (None, None, Some(token)) => {
+            let agent = state
+                .federation
+                .verify(&state.http, token, now)
+                .await
+                .map_err(|e| match e {
+                    FederationError::UntrustedIssuer => {
+                        unauthorized("untrusted_issuer", "the token's issuer is not trusted")
+                    }
+                    FederationError::KeysUnavailable(detail) => {
+                        tracing::warn!(%detail, "trusted issuer keys unavailable");
+                        refused(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "issuer_unavailable",
+                            "the issuer's keys cannot be fetched now",
+                        )
+                    }
+                    other => unauthorized("invalid_federated_token", &other.to_string()),
+                })?;
+            (agent, IdentityProof::Federated)
+        }
         _ => {
             return Err(ApiError::bad_request(
                 "invalid_request",
-                "send exactly one of join_token or svid",
+                "send exactly one of join_token, svid or federated_token",
             ));
         }
     };

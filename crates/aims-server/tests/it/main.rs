@@ -15,6 +15,7 @@ mod attest;
 mod audit;
 mod discovery;
 mod faults;
+mod federation;
 mod limits;
 mod registry;
 mod startup;

@@ -1124,3 +1124,29 @@ fn rfc7515_a3_es256_vector() {
     assert_eq!(verified.claims["exp"], 1_300_819_380);
     assert_eq!(verified.claims["http://example.com/is_root"], true);
 }
+
+#[test]
+fn third_party_tokens_may_omit_typ_but_not_carry_another() {
+    let es = es_key();
+    let resolve = |_: &Header| Ok::<_, TokenError>(&es.public);
+    let kid = es.signing.kid();
+    let no_typ = es.forge(
+        &format!(r#"{{"alg":"ES256","kid":"{kid}"}}"#),
+        claims().to_string().as_bytes(),
+    );
+    assert!(verify_third_party(&no_typ, &[Alg::Es256], resolve).is_ok());
+    assert!(
+        matches!(es.verify(&no_typ, "JWT"), Err(TokenError::Header(_))),
+        "our own tokens need typ"
+    );
+    assert!(verify_third_party(&es.mint("JWT"), &[Alg::Es256], resolve).is_ok());
+    assert!(matches!(
+        verify_third_party(&es.mint("at+jwt"), &[Alg::Es256], resolve),
+        Err(TokenError::Type)
+    ));
+    let with_jku = es.forge(
+        &format!(r#"{{"alg":"ES256","kid":"{kid}","jku":"http://169.254.169.254/"}}"#),
+        b"{}",
+    );
+    assert!(verify_third_party(&with_jku, &[Alg::Es256], never).is_err());
+}

@@ -31,6 +31,10 @@ pub struct AttestArgs {
         conflicts_with = "renew"
     )]
     pub join_token: Option<String>,
+    /// File holding a token of a trusted third-party issuer (a Kubernetes service-account
+    /// token, a CI OIDC token) instead of a join token.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["join_token", "renew"])]
+    pub federated_token: Option<PathBuf>,
     /// Renew: present the current SVID (`--svid FILE`) instead of a join token.
     #[arg(long, requires = "svid")]
     pub renew: bool,
@@ -62,15 +66,24 @@ pub enum KeyType {
 
 /// Runs `aims attest`.
 pub async fn run_attest(opts: &ClientOpts, args: AttestArgs) -> anyhow::Result<()> {
-    let credential = match (&args.join_token, args.renew, &args.svid) {
-        (Some(token), false, _) => Credential::JoinToken(token.trim().to_owned()),
-        (None, true, Some(path)) => Credential::Svid(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("{}", path.display()))?
-                .trim()
-                .to_owned(),
-        ),
-        _ => bail!("give --join-token (first boot) or --renew --svid FILE"),
+    let read = |path: &Path| -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(path)
+            .with_context(|| format!("{}", path.display()))?
+            .trim()
+            .to_owned())
+    };
+    let credential = match (
+        &args.join_token,
+        args.renew,
+        &args.svid,
+        &args.federated_token,
+    ) {
+        (Some(token), false, _, None) => Credential::JoinToken(token.trim().to_owned()),
+        (None, true, Some(path), None) => Credential::Svid(read(path)?),
+        (None, false, None, Some(path)) => Credential::Federated(read(path)?),
+        _ => {
+            bail!("give --join-token (first boot), --renew --svid FILE, or --federated-token FILE")
+        }
     };
     let evidence = read_evidence(&args.evidence)?;
     let key = load_or_create_key(&args.key, args.key_type)?;
