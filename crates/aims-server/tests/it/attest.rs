@@ -162,6 +162,17 @@ async fn first_attest_issues_an_svid_bound_to_the_agent_key(backend: Backend) {
         claims_jti(&again.svid, &server).await.as_deref()
     );
     assert_eq!(issue.details["proof"], "join_token");
+    // An agent's identity never works as an operator credential.
+    for path in ["/v1/agents", "/v1/keys", "/v1/audit"] {
+        let reply = server
+            .call(Method::GET, path, Some(&again.svid), None)
+            .await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            "{path}"
+        );
+    }
     // Neither the join token nor the SVID is in the audit log.
     assert!(
         !server
@@ -251,6 +262,11 @@ async fn nonce(server: &TestServer) -> String {
     reply.body["nonce"].as_str().unwrap().to_owned()
 }
 
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 fn proof(key: &AgentKey, claims: Value) -> String {
     key.sign_self_signed(&SystemRandom::new(), TYP_ATTESTATION, &claims)
         .unwrap()
@@ -332,6 +348,24 @@ async fn replayed_and_forged_proofs_are_refused(backend: Backend) {
         assert_eq!(events.len(), before + 1, "{body}: one audited rejection");
         assert_eq!(events.last().unwrap().action, "api.reject");
     }
+
+    // A proof whose embedded key is not a usable public key, and an oversized proof.
+    let oct_header =
+        b64(br#"{"alg":"ES256","typ":"aims-attest+jwt","jwk":{"kty":"oct","k":"AAAA"}}"#);
+    let oct = format!("{oct_header}.{}.{}", b64(b"{}"), b64(&[7u8; 64]));
+    let reply = post_attest(&server, json!({"proof": oct, "join_token": join})).await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (StatusCode::UNAUTHORIZED, "invalid_proof")
+    );
+    let mut huge = good();
+    huge.model.id = Some("m".repeat(20_000));
+    let reply = post_attest(&server, json!({"proof": format!("{}.{}.x", oct_header, b64(serde_json::to_string(&huge).unwrap().as_bytes())), "join_token": join})).await;
+    assert_eq!(
+        reply.code(),
+        "invalid_proof",
+        "oversized evidence is refused before anything else"
+    );
 
     // Exactly one of join token and SVID; a fresh nonce is needed for each try.
     let reply = post_attest(&server, json!({"proof": proof(&key, proof_claims(&server, &nonce(&server).await, &good())), "join_token": join, "svid": "x"})).await;
