@@ -154,15 +154,7 @@ pub fn verify<K: Borrow<VerifyingKey>>(
     allowed: &[Alg],
     resolve: impl FnOnce(&Header) -> Result<K, TokenError>,
 ) -> Result<Verified, TokenError> {
-    let parts = Parts::split(token)?;
-    let (header, _) = parse_header(
-        &parts.header,
-        TypRule::Exact(expected_typ),
-        allowed,
-        EmbeddedKey::Refused,
-    )?;
-    let key = resolve(&header)?;
-    parts.finish(header, key.borrow())
+    verify_by_rule(token, TypRule::Exact(expected_typ), allowed, resolve)
 }
 
 /// Verifies a token minted by a trusted third-party issuer (a Kubernetes service-account token,
@@ -174,13 +166,18 @@ pub fn verify_third_party<K: Borrow<VerifyingKey>>(
     allowed: &[Alg],
     resolve: impl FnOnce(&Header) -> Result<K, TokenError>,
 ) -> Result<Verified, TokenError> {
+    verify_by_rule(token, TypRule::AbsentOrJwt, allowed, resolve)
+}
+
+/// [`verify`] and [`verify_third_party`], which differ only in their `typ` rule.
+fn verify_by_rule<K: Borrow<VerifyingKey>>(
+    token: &str,
+    typ: TypRule<'_>,
+    allowed: &[Alg],
+    resolve: impl FnOnce(&Header) -> Result<K, TokenError>,
+) -> Result<Verified, TokenError> {
     let parts = Parts::split(token)?;
-    let (header, _) = parse_header(
-        &parts.header,
-        TypRule::AbsentOrJwt,
-        allowed,
-        EmbeddedKey::Refused,
-    )?;
+    let (header, _) = parse_header(&parts.header, typ, allowed, EmbeddedKey::Refused)?;
     let key = resolve(&header)?;
     parts.finish(header, key.borrow())
 }

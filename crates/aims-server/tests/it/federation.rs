@@ -40,10 +40,7 @@ async fn serve_jwks(jwks: Value) -> String {
             async move { axum::Json(jwks) }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    format!("{}/jwks", crate::kit::serve_on_loopback(app).await)
 }
 
 async fn issuers() -> Issuers {

@@ -291,3 +291,11 @@ pub fn pg_schema(dir: &TempDir) -> String {
         unique.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
     )
 }
+
+/// Serves `app` on an ephemeral loopback port for the rest of the test; returns its base URL.
+pub async fn serve_on_loopback(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
