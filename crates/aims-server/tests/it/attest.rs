@@ -668,3 +668,43 @@ async fn release_clears_the_baseline(backend: Backend) {
         upgraded.digest()
     );
 }
+
+#[tokio::test]
+async fn the_sdk_renews_before_expiry() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let reply = server
+        .admin(
+            Method::POST,
+            "/v1/agents",
+            Some(json!({"name": "short", "owner": "alice@acme.example", "limits": {"max_token_ttl_s": 6}})),
+        )
+        .await;
+    let join = reply.body["join_token"].as_str().unwrap().to_owned();
+    let source = aims_sdk::attest::SvidSource::start(
+        attestor(&server, &key()),
+        Credential::JoinToken(join),
+        None,
+        good,
+    )
+    .await
+    .unwrap();
+    let first = source.svid().unwrap();
+    let first_expiry = source.expires_at().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while source.svid().as_deref() == Some(first.as_str()) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_ne!(source.svid().unwrap(), first, "renewed in the background");
+    assert!(source.expires_at().unwrap() > first_expiry);
+    assert!(
+        time::OffsetDateTime::now_utc() < first_expiry,
+        "renewed before the old one expired"
+    );
+    let renewals = server
+        .events()
+        .await
+        .iter()
+        .filter(|e| e.details["proof"] == "renewal")
+        .count();
+    assert!(renewals >= 1);
+}
