@@ -285,3 +285,59 @@ pub struct AttestResponse {
     /// Digest of the accepted evidence (also in the SVID as `aims_posture`).
     pub posture_digest: String,
 }
+
+/// `POST /v1/policies`: a complete policy set, activated as the next version if it compiles.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushPolicyRequest {
+    /// File name → content: `*.cedar` policies, at most one `*.cedarschema` (default: the AIMS
+    /// schema), and `*.test.json` policy tests (kept with the version).
+    pub files: BTreeMap<String, String>,
+}
+
+/// Response of `POST /v1/policies` and `GET /v1/policies/active`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicySetView {
+    /// The version number (0: none pushed; everything is denied).
+    pub version: u64,
+    /// How many policies it holds.
+    pub policies: usize,
+    /// The policy ids.
+    pub policy_ids: Vec<String>,
+    /// The file names.
+    pub files: Vec<String>,
+}
+
+/// `POST /v1/decisions`, sent by an agent with its JWT-SVID as bearer credential. The
+/// principal is the authenticated agent; its attributes come from the registry and its last
+/// accepted posture, never from the request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideRequest {
+    /// The action, e.g. `read`, `write`, `call_tool`, `export_secret`.
+    pub action: String,
+    /// What it is on (`type`, `id`, `system`, `environment`, `sensitivity`, `kind`, …).
+    pub resource: serde_json::Value,
+    /// The task the call belongs to.
+    #[serde(default)]
+    pub task_id: String,
+    /// The task's declared intent.
+    #[serde(default)]
+    pub intent: String,
+    /// Tool-call arguments.
+    #[serde(default)]
+    pub arguments: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Response of `POST /v1/decisions`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DecisionView {
+    /// Id of this decision (also in its audit event).
+    pub decision_id: String,
+    /// `allow`, `deny` or `approval_required`.
+    pub decision: String,
+    /// The policies that determined it.
+    pub policies: Vec<String>,
+    /// The policy version that decided.
+    pub policy_version: u64,
+}

@@ -155,6 +155,10 @@ pub mod action {
     /// Evidence did not fit the posture profile: the agent was quarantined and everything it
     /// held revoked.
     pub const POSTURE_DRIFT: &str = "posture.drift";
+    /// A policy set was pushed and activated as a new version.
+    pub const POLICY_ACTIVATE: &str = "policy.activate";
+    /// An authorization decision was made (allow, deny or approval_required).
+    pub const DECISION: &str = "decision";
     /// A request was authenticated and read data (credential use).
     pub const READ: &str = "api.read";
     /// A request was refused before it changed anything.

@@ -66,18 +66,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// The bearer credential in `Authorization`, if well-formed and bounded.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+/// The bearer credential in `Authorization`, if well-formed and at most `max_len` bytes.
+pub(crate) fn bearer(headers: &HeaderMap, max_len: usize) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, credential) = value.split_once(' ')?;
     let credential = credential.trim();
-    (scheme.eq_ignore_ascii_case("bearer")
-        && !credential.is_empty()
-        && credential.len() <= MAX_CREDENTIAL_LEN)
+    (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty() && credential.len() <= max_len)
         .then_some(credential)
 }
 
-fn request_id(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
     headers
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -90,7 +88,7 @@ pub async fn admin_layer(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let user = match bearer(request.headers()) {
+    let user = match bearer(request.headers(), MAX_CREDENTIAL_LEN) {
         None => None,
         Some(credential) => match state
             .store
@@ -167,14 +165,15 @@ mod tests {
 
     #[test]
     fn bearer_parsing_is_strict_and_bounded() {
-        assert_eq!(bearer(&headers("Bearer abc")), Some("abc"));
-        assert_eq!(bearer(&headers("bearer abc")), Some("abc"));
-        assert_eq!(bearer(&headers("Basic abc")), None);
-        assert_eq!(bearer(&headers("Bearer ")), None);
+        assert_eq!(bearer(&headers("Bearer abc"), 512), Some("abc"));
+        assert_eq!(bearer(&headers("bearer abc"), 512), Some("abc"));
+        assert_eq!(bearer(&headers("Basic abc"), 512), None);
+        assert_eq!(bearer(&headers("Bearer "), 512), None);
+        assert_eq!(bearer(&headers("Bearer abcd"), 3), None);
         assert_eq!(
-            bearer(&headers(&format!("Bearer {}", "a".repeat(513)))),
+            bearer(&headers(&format!("Bearer {}", "a".repeat(513))), 512),
             None
         );
-        assert_eq!(bearer(&HeaderMap::new()), None);
+        assert_eq!(bearer(&HeaderMap::new(), 512), None);
     }
 }

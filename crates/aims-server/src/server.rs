@@ -22,6 +22,7 @@ use crate::audit_writer::AuditWriter;
 use crate::bootstrap::{self, StartupError};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::policy::{PolicyHolder, RELOAD_EVERY};
 use crate::routes::router;
 use crate::state::{AppState, Parts};
 
@@ -104,7 +105,10 @@ pub async fn start_with_store(
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| StartupError::Keys(format!("HTTP client: {e}")))?;
+    let policy =
+        PolicyHolder::empty().map_err(|e| StartupError::Keys(format!("policy engine: {e}")))?;
     let state = AppState::new(Parts {
+        policy,
         http,
         config,
         issuer,
@@ -115,7 +119,10 @@ pub async fn start_with_store(
         keys: started.keys,
     });
     let (shutdown, stop) = watch::channel(false);
+    // A version that does not load leaves the server unready; it keeps polling.
+    let _ = state.reload_policy().await;
     tokio::spawn(reload_keys_periodically(state.clone(), stop.clone()));
+    tokio::spawn(reload_policy_periodically(state.clone(), stop.clone()));
     let app = router(state);
     let task = tokio::spawn(serve(listener, app, stop));
     Ok(RunningServer {
@@ -141,8 +148,8 @@ async fn serve(
             accepted = listener.accept() => accepted,
             _ = stop.wait_for(|stopped| *stopped) => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 // Typically out of file descriptors: back off instead of spinning.
                 tracing::warn!(%error, "accept failed");
@@ -154,11 +161,15 @@ async fn serve(
             tracing::warn!("connection limit reached; dropping a new connection");
             continue;
         };
+        // Handlers see the caller's address as `ConnectInfo`.
+        let service = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(MAX_HEADER_BYTES)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             // A connection error (client went away, timeout) concerns that client only.
@@ -174,6 +185,21 @@ async fn serve(
         tracing::warn!("in-flight requests did not finish in time; closing them");
     }
     Ok(())
+}
+
+/// Picks up policy versions activated on any replica within [`RELOAD_EVERY`].
+async fn reload_policy_periodically(state: AppState, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(RELOAD_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                // Failures are logged inside; the last good version stays in force.
+                let _ = state.reload_policy().await;
+            }
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// Picks up key rotations made by other replicas sharing the store.

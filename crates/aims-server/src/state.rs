@@ -16,6 +16,7 @@ use crate::error::ApiError;
 use crate::federation::Federation;
 use crate::keyring::{KeyRing, KeyRingError};
 use crate::metrics::Metrics;
+use crate::policy::{self, LoadedPolicy, PolicyHolder};
 
 /// Cheap-to-clone handle on the server's state.
 #[derive(Clone)]
@@ -41,6 +42,8 @@ pub struct Inner {
     pub http: reqwest::Client,
     /// Trusted third-party issuers for federated attestation.
     pub federation: Federation,
+    /// The policy version in force.
+    pub policy: PolicyHolder,
     master: MasterKey,
     keys: RwLock<Arc<KeyRing>>,
 }
@@ -70,6 +73,8 @@ pub struct Parts {
     pub keys: KeyRing,
     /// Client for outbound calls.
     pub http: reqwest::Client,
+    /// The policy holder (empty until the active version is loaded).
+    pub policy: PolicyHolder,
 }
 
 impl AppState {
@@ -78,6 +83,7 @@ impl AppState {
         let federation = Federation::new(parts.config.trusted_issuers.clone());
         Self(Arc::new(Inner {
             federation,
+            policy: parts.policy,
             trust_domain: parts.config.trust_domain.clone(),
             config: parts.config,
             issuer: parts.issuer,
@@ -118,6 +124,33 @@ impl AppState {
             Err(poisoned) => *poisoned.into_inner() = Arc::new(ring),
         }
         Ok(())
+    }
+
+    /// Loads the active policy version if it is not the one in force. A version that does not
+    /// compile leaves the last good one in force and marks the server unready.
+    pub async fn reload_policy(&self) -> Result<(), ApiError> {
+        let active = self.store.active_policy_version().await?;
+        if active == self.policy.current().version {
+            return Ok(());
+        }
+        let Some(set) = self.store.policy_set(active).await? else {
+            self.policy.mark_failed();
+            return Err(ApiError::internal());
+        };
+        match policy::compile(&set.files) {
+            Ok(engine) => {
+                self.policy.install(LoadedPolicy {
+                    version: active,
+                    engine,
+                });
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(version = active, %error, "active policy version does not load; keeping the last good one");
+                self.policy.mark_failed();
+                Err(ApiError::internal())
+            }
+        }
     }
 
     /// An audit event stamped now.

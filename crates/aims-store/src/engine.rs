@@ -27,11 +27,12 @@ use time::OffsetDateTime;
 use crate::errors::{classify, is_foreign_key_violation, on_unique};
 use crate::rows::{
     self, AgentColumns, AgentListing, AgentRow, AuditRow, CredentialRow, HeadRow, JoinTokenRow,
-    KeyRow, NewAuditRow, SnapshotRow, UserRow,
+    KeyRow, NewAuditRow, PolicySetRow, SnapshotRow, UserRow,
 };
 use crate::{
     AgentFilter, AttestationRecord, Initialization, IssuedCredential, JoinTokenRecord,
-    JoinTokenUse, KeySet, KeyState, MAX_PAGE, PostureSnapshot, Store, StoreError, StoredKey, sql,
+    JoinTokenUse, KeySet, KeyState, MAX_PAGE, PolicySetVersion, PostureSnapshot, Store, StoreError,
+    StoredKey, sql,
 };
 
 /// A backend's connection type.
@@ -603,6 +604,54 @@ where
             .map_err(classify)?;
         finish::<B>(tx, head, std::slice::from_ref(event)).await?;
         Ok(())
+    }
+
+    async fn activate_policy_set(
+        &self,
+        set: &PolicySetVersion,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let files = serde_json::to_string(&set.files)
+            .map_err(|e| StoreError::Corrupt(format!("policy files do not serialize: {e}")))?;
+        let (mut tx, head) = self.begin_write().await?;
+        // Under the head lock, so two pushes cannot both take the next number.
+        let active = sqlx::query_scalar::<B::Db, i64>(sql::MAX_POLICY_VERSION)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if rows::to_i64(set.version)? != active.saturating_add(1) {
+            return Err(StoreError::Conflict {
+                reason: "another policy version was pushed meanwhile",
+            });
+        }
+        sqlx::query(sql::INSERT_POLICY_SET)
+            .bind(rows::to_i64(set.version)?)
+            .bind(files)
+            .bind(set.created_by.clone())
+            .bind(rows::to_ms(set.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(on_unique("policy version already stored"))?;
+        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
+        Ok(())
+    }
+
+    async fn active_policy_version(&self) -> Result<u64, StoreError> {
+        let version = sqlx::query_scalar::<B::Db, i64>(sql::MAX_POLICY_VERSION)
+            .fetch_one(self.reads())
+            .await
+            .map_err(classify)?;
+        u64::try_from(version).map_err(|_| StoreError::Corrupt("negative policy version".into()))
+    }
+
+    async fn policy_set(&self, version: u64) -> Result<Option<PolicySetVersion>, StoreError> {
+        sqlx::query_as::<B::Db, PolicySetRow>(sql::SELECT_POLICY_SET)
+            .bind(rows::to_i64(version)?)
+            .fetch_optional(self.reads())
+            .await
+            .map_err(classify)?
+            .map(PolicySetRow::into_policy_set)
+            .transpose()
     }
 
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<ChainHead, StoreError> {

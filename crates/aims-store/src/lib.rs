@@ -205,6 +205,19 @@ pub struct AttestationRecord {
     pub credential: IssuedCredential,
 }
 
+/// One stored version of the policy set: every file of it, by file name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySetVersion {
+    /// Version number, from 1, without gaps.
+    pub version: u64,
+    /// File name → content (`*.cedar`, `*.cedarschema`, `*.test.json`).
+    pub files: std::collections::BTreeMap<String, String>,
+    /// Who pushed it.
+    pub created_by: String,
+    /// When.
+    pub created_at: OffsetDateTime,
+}
+
 /// Everything the first start writes, in one transaction.
 #[derive(Debug, Clone)]
 pub struct Initialization {
@@ -364,6 +377,22 @@ pub trait Store: Send + Sync + 'static {
     /// bumps the sequence. `Conflict` if `new_next.kid` was ever used.
     async fn rotate_keys(&self, new_next: &StoredKey, event: &AuditEvent)
     -> Result<(), StoreError>;
+
+    /// Stores `set` as the next policy version and makes it the active one, with its audit
+    /// event. `set.version` must be the active version + 1 (`Conflict` otherwise: another
+    /// push won the race).
+    async fn activate_policy_set(
+        &self,
+        set: &PolicySetVersion,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// The active policy version's number (0 when none was ever pushed). Cheap: replicas
+    /// poll it to hot-reload.
+    async fn active_policy_version(&self) -> Result<u64, StoreError>;
+
+    /// One stored policy version.
+    async fn policy_set(&self, version: u64) -> Result<Option<PolicySetVersion>, StoreError>;
 
     /// Appends events in one transaction (group commit) and returns the new head.
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<ChainHead, StoreError>;

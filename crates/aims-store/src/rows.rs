@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use crate::{
     AgentFilter, IssuedCredential, IssuedKind, JoinTokenRecord, JoinTokenUse, KeyState, MAX_PAGE,
-    PostureSnapshot, StoreError, StoredKey,
+    PolicySetVersion, PostureSnapshot, StoreError, StoredKey,
 };
 
 /// `meta` key of the trust domain.
@@ -459,6 +459,29 @@ impl CredentialRow {
 pub(crate) fn is_release(previous: Option<&str>, next: LifecycleState) -> bool {
     previous.and_then(LifecycleState::parse) == Some(LifecycleState::Quarantined)
         && next == LifecycleState::Active
+}
+
+/// A stored policy version read back.
+#[derive(sqlx::FromRow)]
+pub(crate) struct PolicySetRow {
+    pub version: i64,
+    pub files: String,
+    pub created_by: String,
+    pub created_at_ms: i64,
+}
+
+impl PolicySetRow {
+    /// Decodes the row.
+    pub fn into_policy_set(self) -> Result<PolicySetVersion, StoreError> {
+        Ok(PolicySetVersion {
+            version: u64::try_from(self.version)
+                .map_err(|_| corrupt("policy version", &self.version.to_string()))?,
+            files: serde_json::from_str(&self.files)
+                .map_err(|_| corrupt("policy files of version", &self.version.to_string()))?,
+            created_by: self.created_by,
+            created_at: from_ms(self.created_at_ms, "policy set")?,
+        })
+    }
 }
 
 /// Why an agent's credentials are revoked when it enters `state`.

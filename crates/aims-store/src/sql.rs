@@ -86,3 +86,9 @@ pub(crate) const SELECT_CREDENTIAL: &str = "SELECT id, kind, agent, parent, key_
 /// Revokes every live credential of one agent (the agent left the active state).
 pub(crate) const REVOKE_AGENT_CREDENTIALS: &str = "UPDATE credentials \
      SET revoked_at_ms = $2, revoked_reason = $3 WHERE agent = $1 AND revoked_at_ms IS NULL";
+
+pub(crate) const MAX_POLICY_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM policy_sets";
+pub(crate) const INSERT_POLICY_SET: &str = "INSERT INTO policy_sets \
+     (version, files, created_by, created_at_ms) VALUES ($1, $2, $3, $4)";
+pub(crate) const SELECT_POLICY_SET: &str = "SELECT version, files, created_by, created_at_ms \
+     FROM policy_sets WHERE version = $1";

@@ -1,8 +1,8 @@
 //! Liveness, readiness and metrics.
 //!
 //! `/healthz` answers while the process serves HTTP. `/readyz` answers 200 only when the store
-//! accepts writes and the audit log can be written: after a failed audit commit it stays
-//! unready until a recovery probe event commits.
+//! accepts writes, the audit log can be written (after a failed audit commit it stays unready
+//! until a recovery probe event commits) and the active policy version is the one in force.
 
 use aims_core::audit::{Actor, Outcome};
 use axum::Json;
@@ -34,7 +34,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
                 .await
                 .is_ok()
     };
-    let ready = store.is_ok() && audit;
+    let policy = state.policy.healthy();
+    let ready = store.is_ok() && audit && policy;
     if let Err(error) = &store {
         tracing::warn!(%error, "readiness: store check failed");
     }
@@ -49,6 +50,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             "status": if ready { "ready" } else { "unavailable" },
             "store": store.is_ok(),
             "audit": audit,
+            "policy": policy,
         })),
     )
         .into_response()

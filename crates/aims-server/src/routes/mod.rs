@@ -10,6 +10,7 @@ pub mod audit;
 pub mod discovery;
 pub mod health;
 pub mod keys;
+pub mod policies;
 pub mod users;
 
 use axum::Router;
@@ -46,10 +47,13 @@ pub fn router(state: AppState) -> Router {
         .route("/keys/rotate", post(keys::rotate))
         .route("/audit", get(audit::page))
         .route("/audit/verify", get(audit::verify))
+        .route("/policies", post(policies::push))
+        .route("/policies/active", get(policies::active))
         .layer(middleware::from_fn_with_state(state.clone(), admin_layer));
     let agent = Router::new()
         .route("/attest/nonce", post(attest::nonce))
-        .route("/attest", post(attest::attest));
+        .route("/attest", post(attest::attest))
+        .route("/decisions", post(policies::decide));
     let v1 = admin
         .merge(agent)
         .fallback(no_route)

@@ -11,7 +11,7 @@ use aims_core::id::{AgentName, TrustDomain, UserName};
 use aims_core::user::User;
 use aims_store::{
     AgentFilter, AttestationRecord, Initialization, IssuedCredential, JoinTokenRecord,
-    JoinTokenUse, KeySet, PostureSnapshot, Store, StoreError, StoredKey,
+    JoinTokenUse, KeySet, PolicySetVersion, PostureSnapshot, Store, StoreError, StoredKey,
 };
 use reqwest::{Method, StatusCode};
 use time::OffsetDateTime;
@@ -167,6 +167,20 @@ impl Store for FailingAudit {
     ) -> Result<(), StoreError> {
         self.check()?;
         self.inner.rotate_keys(new_next, event).await
+    }
+    async fn activate_policy_set(
+        &self,
+        set: &PolicySetVersion,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.activate_policy_set(set, event).await
+    }
+    async fn active_policy_version(&self) -> Result<u64, StoreError> {
+        self.inner.active_policy_version().await
+    }
+    async fn policy_set(&self, version: u64) -> Result<Option<PolicySetVersion>, StoreError> {
+        self.inner.policy_set(version).await
     }
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<ChainHead, StoreError> {
         self.check()?;

@@ -17,5 +17,6 @@ mod discovery;
 mod faults;
 mod federation;
 mod limits;
+mod policies;
 mod registry;
 mod startup;

@@ -21,6 +21,7 @@ mod identity;
 mod init;
 mod join_tokens;
 mod keys;
+mod policies;
 mod users;
 
 /// Generates, for each `module::check`, one `#[tokio::test]` per backend:
@@ -65,6 +66,8 @@ conformance! {
     identity::nonces_are_single_use_and_expire,
     identity::attestations_record_snapshot_and_credential,
     identity::leaving_active_revokes_every_credential,
+    policies::policy_versions_follow_each_other,
+    policies::concurrent_pushes_take_one_version,
     users::users_are_found_by_credential,
     users::user_credential_rotation,
     users::removal_keeps_an_admin,

@@ -1,0 +1,286 @@
+//! `/v1/policies` (operators push and read versioned policy sets) and `/v1/decisions` (an
+//! agent asks whether it may do one action, decided by the active policy set).
+//!
+//! A push compiles the whole set in strict mode against its schema before anything is stored;
+//! a set that does not compile is refused with Cedar's diagnostics and the active version
+//! stays. Every decision is audited before the answer leaves.
+
+use std::collections::BTreeMap;
+
+use aims_api::{DecideRequest, DecisionView, PolicySetView, PushPolicyRequest};
+use aims_core::audit::{Actor, Outcome, action};
+use aims_core::user::Access;
+use aims_policy::{
+    Agent, DecisionRequest, Effect, Posture, RequestContext, Resource, ResourceObject, Toolchain,
+};
+use aims_store::{PolicySetVersion, StoreError};
+use aims_token::jws::{self, Alg, ClaimChecks};
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::auth::{Caller, bearer};
+use crate::error::ApiError;
+use crate::extract::Body;
+use crate::policy::{self, LoadedPolicy};
+use crate::state::AppState;
+use crate::svid::{self, LEEWAY_S};
+
+/// Most files in one policy set.
+const MAX_FILES: usize = 256;
+
+fn view(loaded: &LoadedPolicy, files: Vec<String>) -> PolicySetView {
+    PolicySetView {
+        version: loaded.version,
+        policies: loaded.engine.len(),
+        policy_ids: loaded.engine.policy_ids().map(str::to_owned).collect(),
+        files,
+    }
+}
+
+fn check_file_names(files: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if files.is_empty() || files.len() > MAX_FILES {
+        return Err(ApiError::bad_request(
+            "invalid_policy",
+            "a policy set has 1 to 256 files",
+        ));
+    }
+    let ok = |name: &str| {
+        name.len() <= 128
+            && !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+            && [".cedar", ".cedarschema", ".test.json"]
+                .iter()
+                .any(|ext| name.ends_with(ext))
+    };
+    match files.keys().find(|name| !ok(name)) {
+        Some(name) => Err(ApiError::bad_request(
+            "invalid_policy",
+            format!(
+                "{name:?}: file names are [A-Za-z0-9._-], ending in .cedar, .cedarschema or .test.json"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `POST /v1/policies`.
+pub async fn push(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(req): Body<PushPolicyRequest>,
+) -> Result<(StatusCode, Json<PolicySetView>), ApiError> {
+    caller.require(Access::Administer)?;
+    check_file_names(&req.files)?;
+    let engine = policy::compile(&req.files)
+        .map_err(|e| ApiError::bad_request("invalid_policy", e.to_string()))?;
+    let previous = state.store.active_policy_version().await?;
+    let set = PolicySetVersion {
+        version: previous.saturating_add(1),
+        files: req.files,
+        created_by: caller.user.name.to_string(),
+        created_at: OffsetDateTime::now_utc(),
+    };
+    let mut event = state.event(caller.actor(), action::POLICY_ACTIVATE, Outcome::Success);
+    event.request_id = caller.request_id.clone();
+    event.details = json!({
+        "version": set.version,
+        "previous_version": previous,
+        "files": set.files.keys().collect::<Vec<_>>(),
+        "policy_ids": engine.policy_ids().collect::<Vec<_>>(),
+    });
+    match state.store.activate_policy_set(&set, &event).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict { reason }) => {
+            return Err(ApiError::conflict("policy_conflict", reason));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let loaded = LoadedPolicy {
+        version: set.version,
+        engine,
+    };
+    let answer = view(&loaded, set.files.into_keys().collect());
+    state.policy.install(loaded);
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+/// `GET /v1/policies/active`.
+pub async fn active(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<PolicySetView>, ApiError> {
+    caller.require(Access::Read)?;
+    let loaded = state.policy.current();
+    let files = match state.store.policy_set(loaded.version).await? {
+        Some(set) => set.files.into_keys().collect(),
+        None => Vec::new(),
+    };
+    Ok(Json(view(&loaded, files)))
+}
+
+/// `POST /v1/decisions`.
+pub async fn decide(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Body(req): Body<DecideRequest>,
+) -> Result<Json<DecisionView>, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let unauthorized =
+        |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_svid", message);
+    // The caller is an agent proving itself with its SVID for this issuer.
+    let token = bearer(&headers, jws::MAX_TOKEN_LEN)
+        .ok_or_else(|| unauthorized("send the agent's JWT-SVID as a bearer token"))?;
+    let keys = state.keys();
+    let verified = jws::verify(token, svid::SVID_TYP, &[Alg::Es256], |header| {
+        header
+            .kid
+            .as_deref()
+            .and_then(|kid| keys.verifying.get(kid))
+            .ok_or(aims_token::TokenError::UnknownKey)
+    })
+    .and_then(|v| {
+        jws::check_claims(
+            &v.claims,
+            &ClaimChecks {
+                issuer: Some(&state.issuer),
+                audience: &state.issuer,
+                now: now.unix_timestamp(),
+                leeway_s: LEEWAY_S,
+                max_lifetime_s: None,
+            },
+        )
+        .map(|()| v)
+    })
+    .map_err(|e| unauthorized(&format!("the SVID was refused: {e}")))?;
+    let claim = |name: &str| {
+        verified
+            .claims
+            .get(name)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+    };
+    let spiffe_id =
+        aims_core::id::SpiffeId::parse(claim("sub")).map_err(|_| unauthorized("bad subject"))?;
+    let live = state.store.issued_credential(claim("jti")).await?;
+    if live.is_none_or(|c| c.revoked_at.is_some()) {
+        return Err(unauthorized("the SVID is revoked or unknown"));
+    }
+    let agent = state
+        .store
+        .agent(spiffe_id.agent())
+        .await?
+        .ok_or_else(|| unauthorized("no such agent"))?;
+    let snapshot = state.store.posture_snapshot(&agent.name).await?;
+
+    let evidence = snapshot.as_ref().map(|s| &s.evidence);
+    let text = |value: Option<&String>| value.cloned().unwrap_or_default();
+    let principal = Agent {
+        name: agent.name.to_string(),
+        spiffe_id: spiffe_id.to_string(),
+        owner: agent.owner.to_string(),
+        teams: agent
+            .labels
+            .iter()
+            .filter(|(k, _)| k.as_str() == "team")
+            .map(|(_, v)| v.clone())
+            .collect(),
+        environment: agent.environment.to_string(),
+        state: agent.state.to_string(),
+        trust_level: agent
+            .labels
+            .iter()
+            .find(|(k, _)| k.as_str() == "trust_level")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0),
+        model: text(evidence.and_then(|e| e.model.id.as_ref())),
+        toolchain: Toolchain {
+            framework: text(evidence.and_then(|e| e.toolchain.name.as_ref())),
+            version: text(evidence.and_then(|e| e.toolchain.version.as_ref())),
+            manifest_digest: evidence.and_then(|e| e.toolchain.manifest_digest.clone()),
+        },
+        posture: Posture {
+            identity_verified: true,
+            runtime_checks_passed: snapshot.is_some() && agent.state.may_hold_credentials(),
+            model_digest: evidence.and_then(|e| e.model.digest.clone()),
+            image_digest: evidence.and_then(|e| e.deployment.image_digest.clone()),
+        },
+        labels: agent
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    };
+    let resource: ResourceObject = serde_json::from_value(req.resource)
+        .map_err(|e| ApiError::bad_request("invalid_request", format!("resource: {e}")))?;
+    let resource_name = format!("{}::{}", resource.entity_type, resource.id);
+    let posture_age_s = snapshot
+        .as_ref()
+        .map_or(i64::MAX, |s| (now - s.accepted_at).whole_seconds().max(0));
+    let decision_id = svid::new_jti(&state).map_err(|_| ApiError::internal())?;
+    let request = DecisionRequest {
+        decision_id: Some(decision_id.clone()),
+        principal,
+        action: req.action.clone(),
+        resource: Resource::Object(resource),
+        context: RequestContext {
+            time: now,
+            posture_age_s,
+            task_id: req.task_id.clone(),
+            intent: req.intent.clone(),
+            delegation_depth: 0,
+            delegation_chain: Vec::new(),
+            approved: false,
+            environment: agent.environment.to_string(),
+            source_ip: peer.ip(),
+            arguments: req.arguments,
+        },
+    };
+    let loaded = state.policy.current();
+    let decision = loaded
+        .engine
+        .decide(&request)
+        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+
+    let mut event = state.event(
+        Actor::Agent {
+            spiffe_id: spiffe_id.to_string(),
+        },
+        action::DECISION,
+        if decision.effect == Effect::Allow {
+            Outcome::Success
+        } else {
+            Outcome::Denied
+        },
+    );
+    event.request_id = crate::auth::request_id(&headers);
+    event.agent = Some(spiffe_id.to_string());
+    event.owner = Some(agent.owner.to_string());
+    event.resource = Some(format!("{} {resource_name}", req.action));
+    event.token_id = Some(claim("jti").to_owned());
+    event.task_id = (!req.task_id.is_empty()).then(|| req.task_id.clone());
+    event.intent = (!req.intent.is_empty()).then(|| req.intent.clone());
+    event.decision = Some(decision.effect.as_str().to_owned());
+    event.policy_ids = decision.determining_policies.clone();
+    event.details = json!({
+        "decision_id": decision_id,
+        "policy_version": loaded.version,
+        "reason": decision.reason,
+        "posture_age_s": posture_age_s,
+        "posture_digest": snapshot.as_ref().map(|s| s.digest.clone()),
+        "errors": decision.errors,
+    });
+    // Audit first: no answer leaves unless its record is durable.
+    state.audit.record(event).await?;
+    Ok(Json(DecisionView {
+        decision_id,
+        decision: decision.effect.as_str().to_owned(),
+        policies: decision.determining_policies,
+        policy_version: loaded.version,
+    }))
+}

@@ -1,0 +1,253 @@
+//! Policy sets and decisions over HTTP: pushing the starter policies, refusing a set that does
+//! not compile, deciding an agent's calls from its registry record and posture, auditing every
+//! decision, and hot reload on a second server sharing the store.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aims_sdk::AdminClient;
+use aims_sdk::attest::{Attestor, Credential};
+use aims_token::agent_key::{AgentKey, AgentKeyKind};
+use reqwest::{Method, StatusCode};
+use ring::rand::SystemRandom;
+use serde_json::{Value, json};
+
+use crate::kit::{ADMIN_TOKEN, Backend, Reply, TestServer};
+use crate::on_both_stores;
+
+on_both_stores!(
+    pushed_policies_decide_agent_calls,
+    a_set_that_does_not_compile_changes_nothing,
+    a_second_server_picks_up_a_new_version,
+);
+
+/// The starter policy set shipped in the repository's `policies/`.
+fn starter_files() -> BTreeMap<String, String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.ends_with(".cedar")
+                || name.ends_with(".cedarschema")
+                || name.ends_with(".test.json")
+        })
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn push(server: &TestServer, files: &BTreeMap<String, String>, token: &str) -> Reply {
+    server
+        .call(
+            Method::POST,
+            "/v1/policies",
+            Some(token),
+            Some(json!({ "files": files })),
+        )
+        .await
+}
+
+/// Registers and attests a coding agent; returns its SVID.
+async fn coding_agent(server: &TestServer) -> String {
+    let reply = server
+        .admin(
+            Method::POST,
+            "/v1/agents",
+            Some(json!({"name": "coder", "owner": "alice@acme.example", "environment": "prod", "labels": {"team": "coding-agents"}})),
+        )
+        .await;
+    let join = reply.body["join_token"].as_str().unwrap().to_owned();
+    let key = Arc::new(AgentKey::generate(AgentKeyKind::P256, &SystemRandom::new()).unwrap());
+    Attestor::new(AdminClient::new(&server.base, None).unwrap(), key)
+        .attest(&Default::default(), &Credential::JoinToken(join), None)
+        .await
+        .unwrap()
+        .svid
+}
+
+fn branch(environment: &str) -> Value {
+    json!({"type": "Resource", "id": format!("github/acme/app@{environment}"), "system": "github",
+           "environment": environment, "sensitivity": "internal", "kind": "branch"})
+}
+
+async fn decide(server: &TestServer, svid: &str, action: &str, resource: Value) -> Reply {
+    server
+        .call(
+            Method::POST,
+            "/v1/decisions",
+            Some(svid),
+            Some(json!({"action": action, "resource": resource, "task_id": "t-1", "intent": "fix the build"})),
+        )
+        .await
+}
+
+async fn pushed_policies_decide_agent_calls(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let svid = coding_agent(&server).await;
+
+    // Nothing pushed yet: default deny.
+    let before = decide(&server, &svid, "read", branch("dev")).await;
+    assert_eq!(before.body["decision"], "deny", "{}", before.body);
+    assert_eq!(before.body["policy_version"], 0);
+
+    let auditor = server.add_user("carol", "auditor").await;
+    assert_eq!(
+        push(&server, &starter_files(), &auditor).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let pushed = push(&server, &starter_files(), ADMIN_TOKEN).await;
+    assert_eq!(pushed.status, StatusCode::CREATED, "{}", pushed.body);
+    assert_eq!(pushed.body["version"], 1);
+    assert!(
+        pushed.body["policy_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "coding-write-branch")
+    );
+
+    let read = decide(&server, &svid, "read", branch("dev")).await;
+    assert_eq!(read.body["decision"], "allow", "{}", read.body);
+    assert_eq!(read.body["policies"], json!(["coding-read-repository"]));
+    // Fresh posture (attested seconds ago): writing the prod branch is allowed.
+    let write = decide(&server, &svid, "write", branch("prod")).await;
+    assert_eq!(write.body["decision"], "allow", "{}", write.body);
+    // An action no policy permits.
+    let delete = decide(&server, &svid, "delete", branch("dev")).await;
+    assert_eq!(delete.body["decision"], "deny");
+
+    // Every decision is in the audit log with its policies, before the answer left.
+    let decisions: Vec<_> = server
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.action == "decision")
+        .collect();
+    assert_eq!(decisions.len(), 4);
+    let write_event = &decisions[2];
+    assert_eq!(write_event.decision.as_deref(), Some("allow"));
+    assert_eq!(write_event.policy_ids, ["coding-write-branch"]);
+    assert_eq!(write_event.task_id.as_deref(), Some("t-1"));
+    assert_eq!(write_event.intent.as_deref(), Some("fix the build"));
+    assert_eq!(
+        write_event.details["decision_id"],
+        write.body["decision_id"]
+    );
+
+    // Bad input: unknown action, unknown fields, no or a forged SVID.
+    let unknown = decide(&server, &svid, "launch_missiles", branch("dev")).await;
+    assert_eq!(
+        (unknown.status, unknown.code()),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+    let sneaky = server
+        .call(Method::POST, "/v1/decisions", Some(&svid), Some(json!({"action": "read", "resource": branch("dev"), "principal": {"state": "active"}})))
+        .await;
+    assert_eq!(sneaky.code(), "invalid_body");
+    let anonymous = server
+        .call(
+            Method::POST,
+            "/v1/decisions",
+            None,
+            Some(json!({"action": "read", "resource": branch("dev")})),
+        )
+        .await;
+    assert_eq!(
+        (anonymous.status, anonymous.code()),
+        (StatusCode::UNAUTHORIZED, "invalid_svid")
+    );
+    let operator = server
+        .call(
+            Method::POST,
+            "/v1/decisions",
+            Some(ADMIN_TOKEN),
+            Some(json!({"action": "read", "resource": branch("dev")})),
+        )
+        .await;
+    assert_eq!(operator.code(), "invalid_svid", "operators are not agents");
+
+    // Suspension revokes the SVID: no more decisions for it.
+    server
+        .admin(Method::POST, "/v1/agents/coder/suspend", Some(json!({})))
+        .await;
+    let revoked = decide(&server, &svid, "read", branch("dev")).await;
+    assert_eq!(
+        (revoked.status, revoked.code()),
+        (StatusCode::UNAUTHORIZED, "invalid_svid")
+    );
+}
+
+async fn a_set_that_does_not_compile_changes_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    push(&server, &starter_files(), ADMIN_TOKEN).await;
+    let before = server.records().await.len();
+    let mut broken = starter_files();
+    broken.insert(
+        "oops.cedar".into(),
+        "permit(principal, action == Aims::Action::\"fly\", resource);".into(),
+    );
+    let reply = push(&server, &broken, ADMIN_TOKEN).await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (StatusCode::BAD_REQUEST, "invalid_policy")
+    );
+    assert!(
+        reply.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("oops.cedar"),
+        "{}",
+        reply.body
+    );
+    let mut bad_name = starter_files();
+    bad_name.insert("../escape.cedar".into(), String::new());
+    assert_eq!(
+        push(&server, &bad_name, ADMIN_TOKEN).await.code(),
+        "invalid_policy"
+    );
+    let active = server.admin(Method::GET, "/v1/policies/active", None).await;
+    assert_eq!(active.body["version"], 1, "the active version stays");
+    let events = server.events().await;
+    assert_eq!(
+        events.len(),
+        before + 3,
+        "two audited refusals and one read"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.action != "policy.activate" || e.details["version"] == 1)
+    );
+}
+
+async fn a_second_server_picks_up_a_new_version(backend: Backend) {
+    let first = TestServer::start(backend).await;
+    // A second server process over the same database (replicas share the store).
+    let second_dir = Arc::new(tempfile::tempdir().unwrap());
+    let master = std::fs::read_to_string(first.dir.path().join("master.key")).unwrap();
+    let env = [("AIMS_MASTER_KEY".to_owned(), master)].into();
+    let second = TestServer::start_on(backend, second_dir, first.store.clone(), env)
+        .await
+        .unwrap();
+    let pushed = push(&first, &starter_files(), ADMIN_TOKEN).await;
+    assert_eq!(pushed.status, StatusCode::CREATED);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let active = second.admin(Method::GET, "/v1/policies/active", None).await;
+        if active.body["version"] == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not reloaded within 3 s: {}",
+            active.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
