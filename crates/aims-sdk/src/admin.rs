@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use aims_api::{
     AddUserRequest, AgentList, AgentQuery, AgentView, AttestRequest, AttestResponse, AuditPage,
-    AuditQuery, AuditVerification, JoinTokenIssued, KeyList, LifecycleRequest, NonceResponse,
-    RegisterAgentRequest, UpdateAgentRequest, UserCredential, UserList,
+    AuditQuery, AuditVerification, DecideRequest, DecisionView, JoinTokenIssued, KeyList,
+    LifecycleRequest, NonceResponse, PolicySetView, PushPolicyRequest, RegisterAgentRequest,
+    UpdateAgentRequest, UserCredential, UserList,
 };
 use aims_core::id::{AgentName, UserName};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -276,6 +277,35 @@ impl AdminClient {
     /// `GET /.well-known/oauth-authorization-server` (RFC 8414 metadata).
     pub async fn metadata(&self) -> Result<serde_json::Value, SdkError> {
         receive(self.public("/.well-known/oauth-authorization-server")).await
+    }
+
+    /// `POST /v1/policies`: pushes a complete policy set; it becomes the active version if it
+    /// compiles.
+    pub async fn push_policies(
+        &self,
+        request: &PushPolicyRequest,
+    ) -> Result<PolicySetView, SdkError> {
+        receive(self.authed(Method::POST, "/v1/policies")?.json(request)).await
+    }
+
+    /// `GET /v1/policies/active`: the policy version in force.
+    pub async fn active_policies(&self) -> Result<PolicySetView, SdkError> {
+        receive(self.authed(Method::GET, "/v1/policies/active")?).await
+    }
+
+    /// `POST /v1/decisions` as an agent: `svid` is the agent's JWT-SVID (the operator token,
+    /// if any, is not sent).
+    pub async fn decide(
+        &self,
+        svid: &str,
+        request: &DecideRequest,
+    ) -> Result<DecisionView, SdkError> {
+        let builder = self
+            .http
+            .post(self.url("/v1/decisions"))
+            .bearer_auth(svid)
+            .json(request);
+        receive(builder).await
     }
 
     /// `POST /v1/attest/nonce`: a single-use nonce for an attestation proof (no token sent).

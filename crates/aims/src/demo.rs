@@ -12,9 +12,14 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use aims_api::{AddUserRequest, AgentQuery, AuditQuery, LifecycleRequest, RegisterAgentRequest};
+use std::collections::BTreeMap;
+
+use aims_api::{
+    AddUserRequest, AgentQuery, AuditQuery, DecideRequest, LifecycleRequest, PushPolicyRequest,
+    RegisterAgentRequest,
+};
 use aims_core::agent::Limits;
-use aims_core::id::{AgentName, Environment, Owner, UserName};
+use aims_core::id::{AgentName, Environment, LabelKey, Owner, UserName};
 use aims_core::posture::{Evidence, PostureProfile};
 use aims_core::user::Role;
 use aims_sdk::attest::{Attestor, Credential};
@@ -117,6 +122,229 @@ fn at<'a>(value: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
     value.get(key).unwrap_or(&serde_json::Value::Null)
 }
 
+/// The starter policy set, as shipped in the repository's `policies/` directory.
+const STARTER_POLICIES: [(&str, &str); 7] = [
+    (
+        "aims.cedarschema",
+        include_str!("../../../policies/aims.cedarschema"),
+    ),
+    (
+        "baseline.cedar",
+        include_str!("../../../policies/baseline.cedar"),
+    ),
+    ("cicd.cedar", include_str!("../../../policies/cicd.cedar")),
+    (
+        "coding.cedar",
+        include_str!("../../../policies/coding.cedar"),
+    ),
+    (
+        "incident.cedar",
+        include_str!("../../../policies/incident.cedar"),
+    ),
+    (
+        "support.cedar",
+        include_str!("../../../policies/support.cedar"),
+    ),
+    (
+        "scenarios.test.json",
+        include_str!("../../../policies/scenarios.test.json"),
+    ),
+];
+
+/// Registry labels the starter policies read (teams and roles).
+fn labels_for(agent: &str) -> anyhow::Result<BTreeMap<LabelKey, String>> {
+    let (key, value) = match agent {
+        "coding-agent" => ("team", "coding-agents"),
+        "incident-responder" => ("team", "incident-response"),
+        "support-agent" => ("role", "support"),
+        "ci-deployer" => ("team", "ci"),
+        _ => return Ok(BTreeMap::new()),
+    };
+    Ok([(LabelKey::new(key)?, value.to_owned())].into())
+}
+
+fn resource(
+    kind_type: &str,
+    id: &str,
+    system: &str,
+    environment: &str,
+    sensitivity: &str,
+    kind: &str,
+) -> serde_json::Value {
+    serde_json::json!({"type": kind_type, "id": id, "system": system, "environment": environment,
+                       "sensitivity": sensitivity, "kind": kind})
+}
+
+/// Attests `agent` with empty evidence and returns a client and its SVID.
+async fn attested(base: &str, agent: &str, join: String) -> anyhow::Result<String> {
+    let issued = Attestor::new(AdminClient::new(base, None)?, new_key()?)
+        .attest(&Evidence::default(), &Credential::JoinToken(join), None)
+        .await?;
+    println!("{agent} attested: JWT-SVID issued");
+    Ok(issued.svid)
+}
+
+/// One decision, printed as `action resource: decision (policies)`.
+async fn show_decision(
+    base: &str,
+    svid: &str,
+    action: &str,
+    resource: serde_json::Value,
+) -> anyhow::Result<String> {
+    let label = format!(
+        "{action} {}",
+        at(&resource, "id").as_str().unwrap_or_default()
+    );
+    let answer = AdminClient::new(base, None)?
+        .decide(
+            svid,
+            &DecideRequest {
+                action: action.to_owned(),
+                resource,
+                task_id: "demo-task".to_owned(),
+                intent: "demo".to_owned(),
+                arguments: serde_json::Map::new(),
+            },
+        )
+        .await?;
+    let line = format!(
+        "{label}: {} ({})",
+        answer.decision,
+        answer.policies.join(", ")
+    );
+    println!("  {line}");
+    Ok(answer.decision)
+}
+
+/// SPEC §7 scenarios 1–3: decisions at request time, by the policies just pushed.
+async fn scenario_decisions(
+    base: &str,
+    join: &impl Fn(&str) -> anyhow::Result<String>,
+) -> anyhow::Result<()> {
+    step("Scenario 1, coding agent: reads the repository; a prod-branch write needs fresh posture");
+    let svid = attested(base, "coding-agent", join("coding-agent")?).await?;
+    show_decision(
+        base,
+        &svid,
+        "read",
+        resource(
+            "Resource",
+            "github/acme/app",
+            "github",
+            "prod",
+            "internal",
+            "repository",
+        ),
+    )
+    .await?;
+    show_decision(
+        base,
+        &svid,
+        "write",
+        resource(
+            "Resource",
+            "github/acme/app@main",
+            "github",
+            "prod",
+            "internal",
+            "branch",
+        ),
+    )
+    .await?;
+    println!(
+        "  (posture attested seconds ago; past 60 s the forbid prod-branch-write-needs-fresh-posture"
+    );
+    println!("   denies the same write: checked by the policy tests that ran before the push)");
+
+    step("Scenario 2, incident-response agent: queries logs; exporting a secret needs approval");
+    let svid = attested(base, "incident-responder", join("incident-responder")?).await?;
+    show_decision(
+        base,
+        &svid,
+        "query",
+        resource(
+            "Resource",
+            "loki/prod/app",
+            "loki",
+            "prod",
+            "internal",
+            "logs",
+        ),
+    )
+    .await?;
+    show_decision(
+        base,
+        &svid,
+        "export_secret",
+        resource(
+            "Secret",
+            "vault/prod/db-password",
+            "vault",
+            "prod",
+            "secret",
+            "password",
+        ),
+    )
+    .await?;
+    show_decision(
+        base,
+        &svid,
+        "export_secret",
+        resource(
+            "Secret",
+            "vault/prod/root-ca-key",
+            "vault",
+            "prod",
+            "root",
+            "signing-key",
+        ),
+    )
+    .await?;
+    println!(
+        "  (the human approval that turns approval_required into one allowed call lands with approvals)"
+    );
+
+    step(
+        "Scenario 3, support agent: ticket metadata only in its environment, role and time window",
+    );
+    let svid = attested(base, "support-agent", join("support-agent")?).await?;
+    let now = time::OffsetDateTime::now_utc();
+    println!(
+        "  time is {:02}:{:02} UTC; the window is 08:00-18:00 UTC",
+        now.hour(),
+        now.minute()
+    );
+    show_decision(
+        base,
+        &svid,
+        "read_metadata",
+        resource(
+            "Resource",
+            "zendesk/staging/T-1",
+            "zendesk",
+            "staging",
+            "internal",
+            "ticket",
+        ),
+    )
+    .await?;
+    show_decision(
+        base,
+        &svid,
+        "read_metadata",
+        resource(
+            "Resource",
+            "zendesk/prod/T-1",
+            "zendesk",
+            "prod",
+            "confidential",
+            "ticket",
+        ),
+    )
+    .await?;
+    Ok(())
+}
+
 /// The posture profiles of the scenario agents (the others check nothing yet).
 fn profile_for(agent: &str) -> anyhow::Result<PostureProfile> {
     let profile = match agent {
@@ -181,6 +409,29 @@ async fn scenario_ci_deployer(base: &str, join: String) -> anyhow::Result<()> {
     }))?;
     let key = new_key()?;
     let agent = Attestor::new(AdminClient::new(base, None)?, key);
+    let no_identity = AdminClient::new(base, None)?
+        .decide(
+            "not-an-svid",
+            &DecideRequest {
+                action: "retrieve_secret".to_owned(),
+                resource: resource(
+                    "Secret",
+                    "vault/prod/deploy-key",
+                    "vault",
+                    "prod",
+                    "secret",
+                    "api-key",
+                ),
+                task_id: String::new(),
+                intent: String::new(),
+                arguments: serde_json::Map::new(),
+            },
+        )
+        .await;
+    println!(
+        "retrieve a secret without an identity: {}",
+        refused(no_identity)?
+    );
     let guess = agent
         .attest(
             &runner,
@@ -201,7 +452,18 @@ async fn scenario_ci_deployer(base: &str, join: String) -> anyhow::Result<()> {
         "another machine replays the same join token with its own key: {}",
         refused(copy)?
     );
-    println!("(secret retrieval on this identity arrives with the policy and secrets issues)");
+    let secret = resource(
+        "Secret",
+        "vault/prod/deploy-key",
+        "vault",
+        "prod",
+        "secret",
+        "api-key",
+    );
+    show_decision(base, &issued.svid, "retrieve_secret", secret).await?;
+    println!(
+        "  (brokered delivery of the secret itself lands with the gateway and secrets issues)"
+    );
     Ok(())
 }
 
@@ -381,7 +643,7 @@ pub async fn run() -> anyhow::Result<()> {
                 description: Some(purpose.to_owned()),
                 posture_profile: Some(profile_for(agent)?),
                 limits: Some(Limits::default()),
-                labels: None,
+                labels: Some(labels_for(agent)?),
                 recertify_days: None,
             })
             .await?;
@@ -428,6 +690,31 @@ pub async fn run() -> anyhow::Result<()> {
         .await;
     println!("auditor carol suspends ci-deployer: {}", refused(attempt)?);
 
+    step(
+        "Policy as code: the starter policies are pushed; the server compiles them strictly first",
+    );
+    let files = STARTER_POLICIES
+        .iter()
+        .map(|(name, text)| ((*name).to_owned(), (*text).to_owned()))
+        .collect();
+    let pushed = admin.push_policies(&PushPolicyRequest { files }).await?;
+    println!(
+        "policy version {} active: {} policies ({})",
+        pushed.version,
+        pushed.policies,
+        pushed.policy_ids.join(", ")
+    );
+
+    let join_token = |agent: &str| {
+        join_tokens
+            .get(agent)
+            .cloned()
+            .ok_or_else(|| anyhow!("no join token for {agent}"))
+    };
+    scenario_decisions(&base, &join_token).await?;
+    scenario_ci_deployer(&base, join_token("ci-deployer")?).await?;
+    scenario_data_analyst(&base, &admin, join_token("data-analyst")?).await?;
+
     step("Lifecycle: suspend, resume, decommission; names are never reused");
     let reason = |r: &str| LifecycleRequest {
         reason: Some(r.to_owned()),
@@ -459,15 +746,6 @@ pub async fn run() -> anyhow::Result<()> {
         )?)
         .await;
     println!("register a new support-agent: {}", refused(reuse)?);
-
-    let join_token = |agent: &str| {
-        join_tokens
-            .get(agent)
-            .cloned()
-            .ok_or_else(|| anyhow!("no join token for {agent}"))
-    };
-    scenario_ci_deployer(&base, join_token("ci-deployer")?).await?;
-    scenario_data_analyst(&base, &admin, join_token("data-analyst")?).await?;
 
     step("Key rotation with overlap: next, current and previous are published");
     let before = admin.keys().await?;

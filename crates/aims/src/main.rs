@@ -59,6 +59,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::KeyCommand,
     },
+    /// Test, push and show policy sets.
+    Policy {
+        #[command(flatten)]
+        opts: cli::ClientOpts,
+        #[command(subcommand)]
+        command: cli::PolicyCommand,
+    },
     /// Show the SPIFFE trust bundle.
     Bundle {
         #[command(flatten)]
@@ -133,6 +140,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::User { opts, command } => cli::run_user(&opts, command).await,
         Command::Key { opts, command } => cli::run_key(&opts, command).await,
         Command::Bundle { opts, command } => cli::run_bundle(&opts, command).await,
+        Command::Policy { opts, command } => cli::run_policy(&opts, command).await,
         Command::Audit { opts, command } => cli::run_audit(&opts, command).await,
         Command::Attest { opts, args } => cli::run_attest(&opts, args).await,
     }

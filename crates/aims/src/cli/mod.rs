@@ -18,6 +18,7 @@ mod audit;
 mod bundle;
 mod key;
 mod output;
+mod policy;
 mod user;
 
 pub use agent::{AgentCommand, run_agent};
@@ -25,6 +26,7 @@ pub use attest::{AttestArgs, run_attest};
 pub use audit::{AuditCommand, run_audit};
 pub use bundle::{BundleCommand, run_bundle};
 pub use key::{KeyCommand, run_key};
+pub use policy::{PolicyCommand, run_policy};
 pub use user::{UserCommand, run_user};
 
 /// The environment variable holding the server address.

@@ -306,3 +306,37 @@ fn attest_creates_the_key_renews_and_drift_quarantines() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("typo.json"));
 }
+
+#[test]
+fn policies_are_tested_pushed_and_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), true);
+    let starter = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    let starter = starter.to_str().unwrap();
+    let tested = server.run(None, &["policy", "test", starter]);
+    assert!(
+        tested.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tested.stderr)
+    );
+    assert!(String::from_utf8_lossy(&tested.stdout).contains(" passed, 0 failed"));
+    let pushed = server.json(&["policy", "push", starter]);
+    assert_eq!(pushed["version"], 1);
+    assert_eq!(server.json(&["policy", "show"])["version"], 1);
+
+    // A set whose tests fail is not pushed.
+    let broken = dir.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    for entry in std::fs::read_dir(starter).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, broken.join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::remove_file(broken.join("coding.cedar")).unwrap();
+    let out = server.run(
+        Some(ADMIN_TOKEN),
+        &["policy", "push", broken.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was pushed"));
+    assert_eq!(server.json(&["policy", "show"])["version"], 1);
+}
