@@ -58,7 +58,8 @@ const ROUNDS: u64 = 4;
 const BASELINE_EVENTS: u64 = 2_000;
 /// Events in each group-commit configuration over all rounds, whatever the number of tasks.
 const GROUP_EVENTS: u64 = 5_000;
-const _: () = assert!(BASELINE_EVENTS % ROUNDS == 0 && GROUP_EVENTS % ROUNDS == 0);
+const _: () =
+    assert!(BASELINE_EVENTS.is_multiple_of(ROUNDS) && GROUP_EVENTS.is_multiple_of(ROUNDS));
 
 /// What one measurement does.
 #[derive(Clone, Copy)]
