@@ -341,3 +341,14 @@ pub struct DecisionView {
     /// The policy version that decided.
     pub policy_version: u64,
 }
+
+/// `POST /v1/policies/explain` (operators): how the active policies answer `request` made by the
+/// registered agent `agent`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainRequest {
+    /// The agent whose request to explain.
+    pub agent: AgentName,
+    /// The request, as the agent would send it to `/v1/decisions`.
+    pub request: DecideRequest,
+}

@@ -157,6 +157,8 @@ pub mod action {
     pub const POSTURE_DRIFT: &str = "posture.drift";
     /// A policy set was pushed and activated as a new version.
     pub const POLICY_ACTIVATE: &str = "policy.activate";
+    /// An operator asked how the active policies answer a request.
+    pub const POLICY_EXPLAIN: &str = "policy.explain";
     /// An authorization decision was made (allow, deny or approval_required).
     pub const DECISION: &str = "decision";
     /// A request was authenticated and read data (credential use).

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use aims_api::{
     AddUserRequest, AgentList, AgentQuery, AgentView, AttestRequest, AttestResponse, AuditPage,
-    AuditQuery, AuditVerification, DecideRequest, DecisionView, JoinTokenIssued, KeyList,
-    LifecycleRequest, NonceResponse, PolicySetView, PushPolicyRequest, RegisterAgentRequest,
-    UpdateAgentRequest, UserCredential, UserList,
+    AuditQuery, AuditVerification, DecideRequest, DecisionView, ExplainRequest, JoinTokenIssued,
+    KeyList, LifecycleRequest, NonceResponse, PolicySetView, PushPolicyRequest,
+    RegisterAgentRequest, UpdateAgentRequest, UserCredential, UserList,
 };
 use aims_core::id::{AgentName, UserName};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -291,6 +291,16 @@ impl AdminClient {
     /// `GET /v1/policies/active`: the policy version in force.
     pub async fn active_policies(&self) -> Result<PolicySetView, SdkError> {
         receive(self.authed(Method::GET, "/v1/policies/active")?).await
+    }
+
+    /// `POST /v1/policies/explain`: how the active policies answer a registered agent's
+    /// request (operators only; the answer is the policy engine's explanation as JSON).
+    pub async fn explain(&self, request: &ExplainRequest) -> Result<serde_json::Value, SdkError> {
+        receive(
+            self.authed(Method::POST, "/v1/policies/explain")?
+                .json(request),
+        )
+        .await
     }
 
     /// `POST /v1/decisions` as an agent: `svid` is the agent's JWT-SVID (the operator token,

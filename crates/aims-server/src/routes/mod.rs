@@ -49,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/verify", get(audit::verify))
         .route("/policies", post(policies::push))
         .route("/policies/active", get(policies::active))
+        .route("/policies/explain", post(policies::explain))
         .layer(middleware::from_fn_with_state(state.clone(), admin_layer));
     let agent = Router::new()
         .route("/attest/nonce", post(attest::nonce))

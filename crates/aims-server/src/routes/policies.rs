@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use aims_api::{DecideRequest, DecisionView, PolicySetView, PushPolicyRequest};
+use aims_api::{DecideRequest, DecisionView, ExplainRequest, PolicySetView, PushPolicyRequest};
 use aims_core::audit::{Actor, Outcome, action};
 use aims_core::user::Access;
 use aims_policy::{
@@ -123,6 +123,125 @@ pub async fn active(
     Ok(Json(view(&loaded, files)))
 }
 
+/// `type::id` of a request's resource, for the audit log.
+fn resource_name(resource: &serde_json::Value) -> String {
+    let field = |name: &str| resource.get(name).and_then(|v| v.as_str()).unwrap_or("?");
+    format!("{}::{}", field("type"), field("id"))
+}
+
+/// The decision request for `agent`: the principal from its registry record and last accepted
+/// posture (never from the caller), the resource and task facts from `req`.
+fn decision_request(
+    state: &AppState,
+    agent: &aims_core::agent::Agent,
+    snapshot: Option<&aims_store::PostureSnapshot>,
+    req: &DecideRequest,
+    now: OffsetDateTime,
+    source_ip: std::net::IpAddr,
+    decision_id: String,
+) -> Result<DecisionRequest, ApiError> {
+    let evidence = snapshot.map(|s| &s.evidence);
+    let text = |value: Option<&String>| value.cloned().unwrap_or_default();
+    let label = |key: &'static str| {
+        agent
+            .labels
+            .iter()
+            .filter(move |(k, _)| k.as_str() == key)
+            .map(|(_, v)| v.clone())
+    };
+    let principal = Agent {
+        name: agent.name.to_string(),
+        spiffe_id: agent.spiffe_id(&state.trust_domain).to_string(),
+        owner: agent.owner.to_string(),
+        teams: label("team").collect(),
+        environment: agent.environment.to_string(),
+        state: agent.state.to_string(),
+        trust_level: label("trust_level")
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        model: text(evidence.and_then(|e| e.model.id.as_ref())),
+        toolchain: Toolchain {
+            framework: text(evidence.and_then(|e| e.toolchain.name.as_ref())),
+            version: text(evidence.and_then(|e| e.toolchain.version.as_ref())),
+            manifest_digest: evidence.and_then(|e| e.toolchain.manifest_digest.clone()),
+        },
+        posture: Posture {
+            identity_verified: snapshot.is_some(),
+            runtime_checks_passed: snapshot.is_some() && agent.state.may_hold_credentials(),
+            model_digest: evidence.and_then(|e| e.model.digest.clone()),
+            image_digest: evidence.and_then(|e| e.deployment.image_digest.clone()),
+        },
+        labels: agent
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    };
+    let resource: ResourceObject = serde_json::from_value(req.resource.clone())
+        .map_err(|e| ApiError::bad_request("invalid_request", format!("resource: {e}")))?;
+    let posture_age_s = snapshot.map_or(i64::MAX, |s| (now - s.accepted_at).whole_seconds().max(0));
+    Ok(DecisionRequest {
+        decision_id: Some(decision_id),
+        principal,
+        action: req.action.clone(),
+        resource: Resource::Object(resource),
+        context: RequestContext {
+            time: now,
+            posture_age_s,
+            task_id: req.task_id.clone(),
+            intent: req.intent.clone(),
+            delegation_depth: 0,
+            delegation_chain: Vec::new(),
+            approved: false,
+            environment: agent.environment.to_string(),
+            source_ip,
+            arguments: req.arguments.clone(),
+        },
+    })
+}
+
+/// `POST /v1/policies/explain`: for operators, how the active policies answer a request by a
+/// registered agent — which policies the index selected or skipped, which matched, which
+/// conditions were false, which errored. Nothing is decided or granted.
+pub async fn explain(
+    State(state): State<AppState>,
+    caller: Caller,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Body(req): Body<ExplainRequest>,
+) -> Result<Json<aims_policy::Explanation>, ApiError> {
+    caller.require(Access::Read)?;
+    let agent = state.store.agent(&req.agent).await?.ok_or_else(|| {
+        ApiError::not_found("agent_not_found", format!("no agent named {}", req.agent))
+    })?;
+    let snapshot = state.store.posture_snapshot(&agent.name).await?;
+    let request = decision_request(
+        &state,
+        &agent,
+        snapshot.as_ref(),
+        &req.request,
+        OffsetDateTime::now_utc(),
+        peer.ip(),
+        "explain".to_owned(),
+    )?;
+    let explanation = state
+        .policy
+        .current()
+        .engine
+        .explain(&request)
+        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    let mut event = state.event(caller.actor(), action::POLICY_EXPLAIN, Outcome::Success);
+    event.request_id = caller.request_id.clone();
+    event.agent = Some(agent.spiffe_id(&state.trust_domain).to_string());
+    event.resource = Some(format!(
+        "{} {}",
+        req.request.action,
+        resource_name(&req.request.resource)
+    ));
+    state.audit.record(event).await?;
+    Ok(Json(explanation))
+}
+
 /// `POST /v1/decisions`.
 pub async fn decide(
     State(state): State<AppState>,
@@ -177,70 +296,18 @@ pub async fn decide(
         .await?
         .ok_or_else(|| unauthorized("no such agent"))?;
     let snapshot = state.store.posture_snapshot(&agent.name).await?;
-
-    let evidence = snapshot.as_ref().map(|s| &s.evidence);
-    let text = |value: Option<&String>| value.cloned().unwrap_or_default();
-    let principal = Agent {
-        name: agent.name.to_string(),
-        spiffe_id: spiffe_id.to_string(),
-        owner: agent.owner.to_string(),
-        teams: agent
-            .labels
-            .iter()
-            .filter(|(k, _)| k.as_str() == "team")
-            .map(|(_, v)| v.clone())
-            .collect(),
-        environment: agent.environment.to_string(),
-        state: agent.state.to_string(),
-        trust_level: agent
-            .labels
-            .iter()
-            .find(|(k, _)| k.as_str() == "trust_level")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0),
-        model: text(evidence.and_then(|e| e.model.id.as_ref())),
-        toolchain: Toolchain {
-            framework: text(evidence.and_then(|e| e.toolchain.name.as_ref())),
-            version: text(evidence.and_then(|e| e.toolchain.version.as_ref())),
-            manifest_digest: evidence.and_then(|e| e.toolchain.manifest_digest.clone()),
-        },
-        posture: Posture {
-            identity_verified: true,
-            runtime_checks_passed: snapshot.is_some() && agent.state.may_hold_credentials(),
-            model_digest: evidence.and_then(|e| e.model.digest.clone()),
-            image_digest: evidence.and_then(|e| e.deployment.image_digest.clone()),
-        },
-        labels: agent
-            .labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
-    };
-    let resource: ResourceObject = serde_json::from_value(req.resource)
-        .map_err(|e| ApiError::bad_request("invalid_request", format!("resource: {e}")))?;
-    let resource_name = format!("{}::{}", resource.entity_type, resource.id);
-    let posture_age_s = snapshot
-        .as_ref()
-        .map_or(i64::MAX, |s| (now - s.accepted_at).whole_seconds().max(0));
     let decision_id = svid::new_jti(&state).map_err(|_| ApiError::internal())?;
-    let request = DecisionRequest {
-        decision_id: Some(decision_id.clone()),
-        principal,
-        action: req.action.clone(),
-        resource: Resource::Object(resource),
-        context: RequestContext {
-            time: now,
-            posture_age_s,
-            task_id: req.task_id.clone(),
-            intent: req.intent.clone(),
-            delegation_depth: 0,
-            delegation_chain: Vec::new(),
-            approved: false,
-            environment: agent.environment.to_string(),
-            source_ip: peer.ip(),
-            arguments: req.arguments,
-        },
-    };
+    let resource_name = resource_name(&req.resource);
+    let request = decision_request(
+        &state,
+        &agent,
+        snapshot.as_ref(),
+        &req,
+        now,
+        peer.ip(),
+        decision_id.clone(),
+    )?;
+    let posture_age_s = request.context.posture_age_s;
     let loaded = state.policy.current();
     let decision = loaded
         .engine

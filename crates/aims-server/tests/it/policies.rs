@@ -172,6 +172,46 @@ async fn pushed_policies_decide_agent_calls(backend: Backend) {
         .await;
     assert_eq!(operator.code(), "invalid_svid", "operators are not agents");
 
+    // Operators see why: the index skipped most policies, one matched.
+    let explained = server
+        .admin(Method::POST, "/v1/policies/explain", Some(json!({"agent": "coder", "request": {"action": "write", "resource": branch("prod")}})))
+        .await;
+    assert_eq!(explained.status, StatusCode::OK, "{}", explained.body);
+    assert_eq!(explained.body["decision"]["effect"], "allow");
+    let traces = explained.body["candidates"].as_array().unwrap();
+    assert!(
+        traces
+            .iter()
+            .any(|t| t["policy_id"] == "coding-write-branch" && t["status"] == "matched"),
+        "{traces:?}"
+    );
+    assert!(
+        traces.iter().any(
+            |t| t["policy_id"] == "prod-branch-write-needs-fresh-posture"
+                && t["status"] == "condition_false"
+        ),
+        "{traces:?}"
+    );
+    assert!(
+        !explained.body["skipped_by_index"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let as_agent = server.call(Method::POST, "/v1/policies/explain", Some(&svid), Some(json!({"agent": "coder", "request": {"action": "write", "resource": branch("prod")}}))).await;
+    assert_eq!(
+        as_agent.status,
+        StatusCode::UNAUTHORIZED,
+        "agents cannot ask for explanations"
+    );
+    assert!(
+        server
+            .events()
+            .await
+            .iter()
+            .any(|e| e.action == "policy.explain")
+    );
+
     // Suspension revokes the SVID: no more decisions for it.
     server
         .admin(Method::POST, "/v1/agents/coder/suspend", Some(json!({})))

@@ -1,5 +1,5 @@
-//! `aims policy …`: test a policy directory locally, push it as the next active version, and
-//! show the version in force.
+//! `aims policy …`: test or validate a policy directory locally, push it as the next active
+//! version, show the version in force, and explain how it answers an agent's request.
 //!
 //! A directory holds `*.cedar` policies, at most one `*.cedarschema` (default: the AIMS schema)
 //! and `*.test.json` policy tests (format in `aims-policy`'s `testcases` module). `push` runs
@@ -9,13 +9,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use aims_api::PushPolicyRequest;
+use aims_api::{DecideRequest, ExplainRequest, PushPolicyRequest};
+use aims_core::id::AgentName;
 use anyhow::{Context as _, bail};
 
 use super::output::{self, fields};
 use super::{ClientOpts, Output};
 
-/// Policy sets: test, push, show.
+/// Policy sets: test, validate, push, show, explain.
 #[derive(clap::Subcommand, Debug)]
 pub enum PolicyCommand {
     /// Compile the directory (strict validation) and run its *.test.json cases, locally.
@@ -28,8 +29,27 @@ pub enum PolicyCommand {
         /// The policy directory.
         dir: PathBuf,
     },
+    /// Compile the directory in strict mode, locally, without running its tests.
+    Validate {
+        /// The policy directory.
+        dir: PathBuf,
+    },
     /// Show the policy version in force on the server.
     Show,
+    /// Explain how the active policies answer a registered agent's request: which policies
+    /// the index selected or skipped, which matched, which conditions were false or errored.
+    Explain {
+        /// The agent making the request.
+        #[arg(long)]
+        agent: AgentName,
+        /// The action, e.g. read, write, call_tool, export_secret.
+        #[arg(long)]
+        action: String,
+        /// The resource as JSON (`{"type":"Resource","id":…,"system":…,"environment":…,
+        /// "sensitivity":…,"kind":…}`).
+        #[arg(long)]
+        resource: String,
+    },
 }
 
 /// Runs `aims policy …`.
@@ -67,6 +87,35 @@ pub async fn run_policy(opts: &ClientOpts, command: PolicyCommand) -> anyhow::Re
                 )
             })
         }
+        PolicyCommand::Validate { dir } => {
+            let engine = aims_policy::Engine::from_dir(&dir)
+                .with_context(|| format!("{}", dir.display()))?;
+            let json = serde_json::json!({ "policies": engine.len() });
+            output::print(opts.output, &json, || {
+                format!("{}: {} policies compile.\n", dir.display(), engine.len())
+            })
+        }
+        PolicyCommand::Explain {
+            agent,
+            action,
+            resource,
+        } => {
+            let resource = serde_json::from_str(&resource).context("--resource is not JSON")?;
+            let request = ExplainRequest {
+                agent,
+                request: DecideRequest {
+                    action,
+                    resource,
+                    task_id: String::new(),
+                    intent: String::new(),
+                    arguments: serde_json::Map::new(),
+                },
+            };
+            let explanation = opts.client()?.explain(&request).await?;
+            output::print(opts.output, &explanation, || {
+                render_explanation(&explanation)
+            })
+        }
         PolicyCommand::Show => {
             let active = opts.client()?.active_policies().await?;
             output::print(opts.output, &serde_json::to_value(&active)?, || {
@@ -78,6 +127,37 @@ pub async fn run_policy(opts: &ClientOpts, command: PolicyCommand) -> anyhow::Re
             })
         }
     }
+}
+
+/// One line per candidate policy, then the decision.
+fn render_explanation(explanation: &serde_json::Value) -> String {
+    let field = |v: &serde_json::Value, k: &str| output::str_field(v, k);
+    let mut out = String::new();
+    for trace in explanation["candidates"].as_array().into_iter().flatten() {
+        let detail = ["part", "message"]
+            .iter()
+            .map(|k| field(trace, k))
+            .find(|d| !d.is_empty())
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{:<8} {:<40} {}{detail}\n",
+            field(trace, "effect"),
+            field(trace, "policy_id"),
+            field(trace, "status")
+        ));
+    }
+    let skipped = explanation["skipped_by_index"]
+        .as_array()
+        .map_or(0, Vec::len);
+    out.push_str(&format!("{skipped} policies skipped by the index\n"));
+    let decision = &explanation["decision"];
+    out.push_str(&format!(
+        "decision: {} ({})\n",
+        field(decision, "effect"),
+        field(decision, "reason")
+    ));
+    out
 }
 
 fn test_dir(dir: &Path) -> anyhow::Result<aims_policy::TestReport> {

@@ -320,8 +320,34 @@ fn policies_are_tested_pushed_and_shown() {
         String::from_utf8_lossy(&tested.stderr)
     );
     assert!(String::from_utf8_lossy(&tested.stdout).contains(" passed, 0 failed"));
+    let validated = server.run(None, &["policy", "validate", starter]);
+    assert!(String::from_utf8_lossy(&validated.stdout).contains("policies compile"));
     let pushed = server.json(&["policy", "push", starter]);
     assert_eq!(pushed["version"], 1);
+    server.json(&[
+        "agent",
+        "register",
+        "coder",
+        "--owner",
+        "alice@acme.example",
+        "--label",
+        "team=coding-agents",
+    ]);
+    let explained = server.run(
+        Some(ADMIN_TOKEN),
+        &["policy", "explain", "--agent", "coder", "--action", "read", "--resource",
+          r#"{"type":"Resource","id":"github/acme/app","system":"github","environment":"prod","sensitivity":"internal","kind":"repository"}"#],
+    );
+    assert!(
+        explained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&explained.stderr)
+    );
+    let text = String::from_utf8_lossy(&explained.stdout);
+    assert!(
+        text.contains("coding-read-repository") && text.contains("decision: "),
+        "{text}"
+    );
     assert_eq!(server.json(&["policy", "show"])["version"], 1);
 
     // A set whose tests fail is not pushed.
