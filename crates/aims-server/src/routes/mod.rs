@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod attest;
 pub mod audit;
+pub mod authzen;
 pub mod discovery;
 pub mod health;
 pub mod keys;
@@ -61,16 +62,26 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), audit_layer));
 
+    let authzen = Router::new()
+        .route("/evaluation", post(authzen::evaluation))
+        .route("/evaluations", post(authzen::evaluations))
+        .layer(middleware::from_fn_with_state(state.clone(), audit_layer));
+
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     Router::new()
         .route(discovery::METADATA_PATH, get(discovery::metadata))
         .route(discovery::JWKS_PATH, get(discovery::jwks))
         .route(discovery::BUNDLE_PATH, get(discovery::bundle))
         .route(discovery::OPENAPI_PATH, get(discovery::openapi))
+        .route(
+            "/.well-known/authzen-configuration",
+            get(authzen::configuration),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .nest("/v1", v1)
+        .nest("/access/v1", authzen)
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(

@@ -242,18 +242,34 @@ pub async fn explain(
     Ok(Json(explanation))
 }
 
-/// `POST /v1/decisions`.
-pub async fn decide(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    Body(req): Body<DecideRequest>,
-) -> Result<Json<DecisionView>, ApiError> {
-    let now = OffsetDateTime::now_utc();
+/// The agent behind a request: its SVID (bearer, for this issuer, not revoked) verified.
+pub(crate) struct AuthenticatedAgent {
+    agent: aims_core::agent::Agent,
+    spiffe_id: aims_core::id::SpiffeId,
+    jti: String,
+}
+
+impl AuthenticatedAgent {
+    /// The agent's name.
+    pub(crate) fn agent_name(&self) -> &str {
+        self.agent.name.as_str()
+    }
+
+    /// The agent's SPIFFE ID.
+    pub(crate) fn spiffe_id(&self) -> String {
+        self.spiffe_id.to_string()
+    }
+}
+
+/// Verifies the bearer JWT-SVID of an agent calling a decision endpoint.
+pub(crate) async fn authenticate_agent(
+    state: &AppState,
+    headers: &HeaderMap,
+    now: OffsetDateTime,
+) -> Result<AuthenticatedAgent, ApiError> {
     let unauthorized =
         |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_svid", message);
-    // The caller is an agent proving itself with its SVID for this issuer.
-    let token = bearer(&headers, jws::MAX_TOKEN_LEN)
+    let token = bearer(headers, jws::MAX_TOKEN_LEN)
         .ok_or_else(|| unauthorized("send the agent's JWT-SVID as a bearer token"))?;
     let keys = state.keys();
     let verified = jws::verify(token, svid::SVID_TYP, &[Alg::Es256], |header| {
@@ -283,10 +299,12 @@ pub async fn decide(
             .get(name)
             .and_then(|v| v.as_str())
             .unwrap_or_default()
+            .to_owned()
     };
     let spiffe_id =
-        aims_core::id::SpiffeId::parse(claim("sub")).map_err(|_| unauthorized("bad subject"))?;
-    let live = state.store.issued_credential(claim("jti")).await?;
+        aims_core::id::SpiffeId::parse(&claim("sub")).map_err(|_| unauthorized("bad subject"))?;
+    let jti = claim("jti");
+    let live = state.store.issued_credential(&jti).await?;
     if live.is_none_or(|c| c.revoked_at.is_some()) {
         return Err(unauthorized("the SVID is revoked or unknown"));
     }
@@ -295,16 +313,34 @@ pub async fn decide(
         .agent(spiffe_id.agent())
         .await?
         .ok_or_else(|| unauthorized("no such agent"))?;
+    Ok(AuthenticatedAgent {
+        agent,
+        spiffe_id,
+        jti,
+    })
+}
+
+/// Decides one request of an authenticated agent with the policy version in force, and
+/// commits its audit event before returning.
+pub(crate) async fn decide_for(
+    state: &AppState,
+    caller: &AuthenticatedAgent,
+    req: DecideRequest,
+    source_ip: std::net::IpAddr,
+    request_id: Option<String>,
+    now: OffsetDateTime,
+) -> Result<DecisionView, ApiError> {
+    let agent = &caller.agent;
     let snapshot = state.store.posture_snapshot(&agent.name).await?;
-    let decision_id = svid::new_jti(&state).map_err(|_| ApiError::internal())?;
+    let decision_id = svid::new_jti(state).map_err(|_| ApiError::internal())?;
     let resource_name = resource_name(&req.resource);
     let request = decision_request(
-        &state,
-        &agent,
+        state,
+        agent,
         snapshot.as_ref(),
         &req,
         now,
-        peer.ip(),
+        source_ip,
         decision_id.clone(),
     )?;
     let posture_age_s = request.context.posture_age_s;
@@ -314,9 +350,10 @@ pub async fn decide(
         .decide(&request)
         .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
 
+    let spiffe_id = caller.spiffe_id.to_string();
     let mut event = state.event(
         Actor::Agent {
-            spiffe_id: spiffe_id.to_string(),
+            spiffe_id: spiffe_id.clone(),
         },
         action::DECISION,
         if decision.effect == Effect::Allow {
@@ -325,11 +362,11 @@ pub async fn decide(
             Outcome::Denied
         },
     );
-    event.request_id = crate::auth::request_id(&headers);
-    event.agent = Some(spiffe_id.to_string());
+    event.request_id = request_id;
+    event.agent = Some(spiffe_id);
     event.owner = Some(agent.owner.to_string());
     event.resource = Some(format!("{} {resource_name}", req.action));
-    event.token_id = Some(claim("jti").to_owned());
+    event.token_id = Some(caller.jti.clone());
     event.task_id = (!req.task_id.is_empty()).then(|| req.task_id.clone());
     event.intent = (!req.intent.is_empty()).then(|| req.intent.clone());
     event.decision = Some(decision.effect.as_str().to_owned());
@@ -344,10 +381,25 @@ pub async fn decide(
     });
     // Audit first: no answer leaves unless its record is durable.
     state.audit.record(event).await?;
-    Ok(Json(DecisionView {
+    Ok(DecisionView {
         decision_id,
         decision: decision.effect.as_str().to_owned(),
         policies: decision.determining_policies,
         policy_version: loaded.version,
-    }))
+    })
+}
+
+/// `POST /v1/decisions`: one decision for the agent presenting its SVID.
+pub async fn decide(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Body(req): Body<DecideRequest>,
+) -> Result<Json<DecisionView>, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let caller = authenticate_agent(&state, &headers, now).await?;
+    let request_id = crate::auth::request_id(&headers);
+    Ok(Json(
+        decide_for(&state, &caller, req, peer.ip(), request_id, now).await?,
+    ))
 }

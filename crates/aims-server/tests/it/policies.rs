@@ -291,3 +291,136 @@ async fn a_second_server_picks_up_a_new_version(backend: Backend) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn authzen_evaluations_use_the_same_engine() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let svid = coding_agent(&server).await;
+    push(&server, &starter_files(), ADMIN_TOKEN).await;
+
+    let config = server
+        .call(
+            Method::GET,
+            "/.well-known/authzen-configuration",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        config.body["access_evaluation_endpoint"],
+        format!("{}/access/v1/evaluation", server.base)
+    );
+
+    let resource = |environment: &str| {
+        json!({"type": "Resource", "id": format!("github/acme/app@{environment}"),
+               "properties": {"system": "github", "environment": environment, "sensitivity": "internal", "kind": "branch"}})
+    };
+    let one = |action: &str, subject: &str| {
+        json!({"subject": {"type": "agent", "id": subject}, "action": {"name": action},
+               "resource": resource("dev"), "context": {"task_id": "t-9", "intent": "review"}})
+    };
+    let resp = server
+        .http
+        .post(format!("{}/access/v1/evaluation", server.base))
+        .bearer_auth(&svid)
+        .header("x-request-id", "authzen-1")
+        .json(&one("read", "coder"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "authzen-1");
+    let allowed = TestServer::reply(resp).await;
+    assert_eq!(allowed.status, StatusCode::OK);
+    assert_eq!(allowed.body["decision"], true, "{}", allowed.body);
+    assert_eq!(
+        allowed.body["context"]["policies"],
+        json!(["coding-read-repository"])
+    );
+
+    // A deny is HTTP 200 with decision false; the SPIFFE ID names the subject too.
+    let denied = server
+        .call(
+            Method::POST,
+            "/access/v1/evaluation",
+            Some(&svid),
+            Some(one("delete", "spiffe://test.example/agent/coder")),
+        )
+        .await;
+    assert_eq!(
+        (denied.status, denied.body["decision"].clone()),
+        (StatusCode::OK, json!(false))
+    );
+    // Asking about another agent is refused.
+    let other = server
+        .call(
+            Method::POST,
+            "/access/v1/evaluation",
+            Some(&svid),
+            Some(one("read", "someone-else")),
+        )
+        .await;
+    assert_eq!(
+        (other.status, other.code()),
+        (StatusCode::FORBIDDEN, "subject_mismatch")
+    );
+    let anonymous = server
+        .call(
+            Method::POST,
+            "/access/v1/evaluation",
+            None,
+            Some(one("read", "coder")),
+        )
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+
+    // Batches take defaults and stop as their semantic says.
+    let batch = json!({
+        "subject": {"type": "agent", "id": "coder"},
+        "resource": resource("dev"),
+        "evaluations": [{"action": {"name": "read"}}, {"action": {"name": "delete"}}, {"action": {"name": "write"}}],
+        "options": {"evaluations_semantic": "deny_on_first_deny"}
+    });
+    let answers = server
+        .call(
+            Method::POST,
+            "/access/v1/evaluations",
+            Some(&svid),
+            Some(batch.clone()),
+        )
+        .await;
+    let decisions: Vec<_> = answers.body["evaluations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["decision"].clone())
+        .collect();
+    assert_eq!(decisions, [json!(true), json!(false)], "{}", answers.body);
+    let mut all = batch;
+    all["options"]["evaluations_semantic"] = json!("execute_all");
+    let answers = server
+        .call(
+            Method::POST,
+            "/access/v1/evaluations",
+            Some(&svid),
+            Some(all),
+        )
+        .await;
+    assert_eq!(answers.body["evaluations"].as_array().unwrap().len(), 3);
+    let unknown = server
+        .call(
+            Method::POST,
+            "/access/v1/evaluations",
+            Some(&svid),
+            Some(json!({"evaluations": [one("read", "coder")], "bogus": 1})),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    // Every evaluation is an audited decision.
+    let decisions = server
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.action == "decision")
+        .count();
+    assert_eq!(decisions, 2 + 2 + 3);
+}

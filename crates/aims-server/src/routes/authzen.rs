@@ -1,0 +1,221 @@
+//! The OpenID AuthZEN 1.0 Access Evaluation API over the same engine as `/v1/decisions`, so
+//! existing policy enforcement points can ask AIMS.
+//!
+//! `POST /access/v1/evaluation` answers one subject–action–resource–context tuple;
+//! `POST /access/v1/evaluations` answers several, with top-level defaults and the
+//! `evaluations_semantic` option (`execute_all`, `deny_on_first_deny`,
+//! `permit_on_first_permit`). The caller authenticates as the agent with its JWT-SVID and the
+//! subject must be that agent (`type: "agent"`, `id`: its name or SPIFFE ID). A deny is HTTP
+//! 200 with `"decision": false`; `approval_required` is a `false` whose `context.reason` says
+//! so. The discovery document is `/.well-known/authzen-configuration`.
+
+use aims_api::DecideRequest;
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+
+use crate::error::ApiError;
+use crate::extract::Body;
+use crate::routes::policies::{AuthenticatedAgent, authenticate_agent, decide_for};
+use crate::state::AppState;
+
+/// Most evaluations in one batch.
+const MAX_EVALUATIONS: usize = 64;
+
+/// An AuthZEN subject or resource.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entity {
+    /// Its type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its id.
+    pub id: String,
+    /// Further attributes.
+    #[serde(default)]
+    pub properties: Map<String, Value>,
+}
+
+/// An AuthZEN action.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Action {
+    /// The action's name.
+    pub name: String,
+    /// Further attributes (unused).
+    #[serde(default)]
+    pub properties: Map<String, Value>,
+}
+
+/// One evaluation; in a batch every member may be omitted and taken from the defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evaluation {
+    /// Who asks.
+    #[serde(default)]
+    pub subject: Option<Entity>,
+    /// What it wants to do.
+    #[serde(default)]
+    pub action: Option<Action>,
+    /// On what.
+    #[serde(default)]
+    pub resource: Option<Entity>,
+    /// Request facts: `task_id`, `intent`, `arguments`.
+    #[serde(default)]
+    pub context: Option<Map<String, Value>>,
+}
+
+/// Options of a batch.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// `execute_all` (default), `deny_on_first_deny` or `permit_on_first_permit`.
+    #[serde(default)]
+    pub evaluations_semantic: Option<String>,
+}
+
+/// `POST /access/v1/evaluations`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// Defaults for every evaluation.
+    #[serde(flatten)]
+    pub defaults: Evaluation,
+    /// The evaluations.
+    pub evaluations: Vec<Evaluation>,
+    /// Options.
+    #[serde(default)]
+    pub options: Options,
+}
+
+/// `GET /.well-known/authzen-configuration`.
+pub async fn configuration(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "policy_decision_point": state.issuer,
+        "access_evaluation_endpoint": format!("{}/access/v1/evaluation", state.issuer),
+        "access_evaluations_endpoint": format!("{}/access/v1/evaluations", state.issuer),
+    }))
+}
+
+fn bad(message: &str) -> ApiError {
+    ApiError::bad_request("invalid_request", message)
+}
+
+/// The `/v1/decisions` request an evaluation stands for, after checking its subject is the
+/// authenticated agent.
+fn to_decide_request(
+    caller: &AuthenticatedAgent,
+    eval: Evaluation,
+) -> Result<DecideRequest, ApiError> {
+    let subject = eval.subject.ok_or_else(|| bad("subject is required"))?;
+    let action = eval.action.ok_or_else(|| bad("action is required"))?;
+    let resource = eval.resource.ok_or_else(|| bad("resource is required"))?;
+    let is_caller = subject.kind == "agent"
+        && (subject.id == caller.agent_name() || subject.id == caller.spiffe_id());
+    if !is_caller {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "subject_mismatch",
+            "the subject must be the authenticated agent (type \"agent\", its name or SPIFFE ID)",
+        ));
+    }
+    let mut object = resource.properties;
+    object.insert("type".into(), Value::String(resource.kind));
+    object.insert("id".into(), Value::String(resource.id));
+    let mut context = eval.context.unwrap_or_default();
+    let mut text = |name: &str| match context.remove(name) {
+        Some(Value::String(s)) => Ok(s),
+        None => Ok(String::new()),
+        Some(_) => Err(bad("context.task_id and context.intent must be strings")),
+    };
+    let task_id = text("task_id")?;
+    let intent = text("intent")?;
+    let arguments = match context.remove("arguments") {
+        Some(Value::Object(map)) => map,
+        None => Map::new(),
+        Some(_) => return Err(bad("context.arguments must be an object")),
+    };
+    Ok(DecideRequest {
+        action: action.name,
+        resource: Value::Object(object),
+        task_id,
+        intent,
+        arguments,
+    })
+}
+
+async fn evaluate(
+    state: &AppState,
+    caller: &AuthenticatedAgent,
+    eval: Evaluation,
+    peer: std::net::IpAddr,
+    request_id: Option<String>,
+    now: OffsetDateTime,
+) -> Result<Value, ApiError> {
+    let request = to_decide_request(caller, eval)?;
+    let view = decide_for(state, caller, request, peer, request_id, now).await?;
+    Ok(json!({
+        "decision": view.decision == "allow",
+        "context": {
+            "decision_id": view.decision_id,
+            "reason": view.decision,
+            "policies": view.policies,
+            "policy_version": view.policy_version,
+        }
+    }))
+}
+
+/// `POST /access/v1/evaluation`.
+pub async fn evaluation(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Body(eval): Body<Evaluation>,
+) -> Result<Json<Value>, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let caller = authenticate_agent(&state, &headers, now).await?;
+    let request_id = crate::auth::request_id(&headers);
+    Ok(Json(
+        evaluate(&state, &caller, eval, peer.ip(), request_id, now).await?,
+    ))
+}
+
+/// `POST /access/v1/evaluations`.
+pub async fn evaluations(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Body(batch): Body<Batch>,
+) -> Result<Json<Value>, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    if batch.evaluations.is_empty() || batch.evaluations.len() > MAX_EVALUATIONS {
+        return Err(bad("send 1 to 64 evaluations"));
+    }
+    let stop_on = match batch.options.evaluations_semantic.as_deref() {
+        None | Some("execute_all") => None,
+        Some("deny_on_first_deny") => Some(false),
+        Some("permit_on_first_permit") => Some(true),
+        Some(_) => return Err(bad("unknown evaluations_semantic")),
+    };
+    let caller = authenticate_agent(&state, &headers, now).await?;
+    let request_id = crate::auth::request_id(&headers);
+    let mut results = Vec::with_capacity(batch.evaluations.len());
+    for eval in batch.evaluations {
+        let merged = Evaluation {
+            subject: eval.subject.or_else(|| batch.defaults.subject.clone()),
+            action: eval.action.or_else(|| batch.defaults.action.clone()),
+            resource: eval.resource.or_else(|| batch.defaults.resource.clone()),
+            context: eval.context.or_else(|| batch.defaults.context.clone()),
+        };
+        let result = evaluate(&state, &caller, merged, peer.ip(), request_id.clone(), now).await?;
+        let decided = result.get("decision").and_then(Value::as_bool);
+        results.push(result);
+        if stop_on.is_some() && decided == stop_on {
+            break;
+        }
+    }
+    Ok(Json(json!({ "evaluations": results })))
+}
