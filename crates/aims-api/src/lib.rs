@@ -352,3 +352,40 @@ pub struct ExplainRequest {
     /// The request, as the agent would send it to `/v1/decisions`.
     pub request: DecideRequest,
 }
+
+/// One stored policy version (`GET /v1/policies/{version}`), with its files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyVersion {
+    /// Version number.
+    pub version: u64,
+    /// Who pushed it.
+    pub created_by: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// File name → content.
+    pub files: BTreeMap<String, String>,
+}
+
+/// One line of `GET /v1/policies`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyVersionSummary {
+    /// Version number.
+    pub version: u64,
+    /// Who pushed it.
+    pub created_by: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Its file names.
+    pub files: Vec<String>,
+}
+
+/// Response of `GET /v1/policies`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyVersionList {
+    /// The version in force on the server that answered.
+    pub active_version: u64,
+    /// Stored versions, newest first (at most 100).
+    pub versions: Vec<PolicyVersionSummary>,
+}

@@ -12,8 +12,8 @@ use std::time::Duration;
 use aims_api::{
     AddUserRequest, AgentList, AgentQuery, AgentView, AttestRequest, AttestResponse, AuditPage,
     AuditQuery, AuditVerification, DecideRequest, DecisionView, ExplainRequest, JoinTokenIssued,
-    KeyList, LifecycleRequest, NonceResponse, PolicySetView, PushPolicyRequest,
-    RegisterAgentRequest, UpdateAgentRequest, UserCredential, UserList,
+    KeyList, LifecycleRequest, NonceResponse, PolicySetView, PolicyVersion, PolicyVersionList,
+    PushPolicyRequest, RegisterAgentRequest, UpdateAgentRequest, UserCredential, UserList,
 };
 use aims_core::id::{AgentName, UserName};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -286,6 +286,21 @@ impl AdminClient {
         request: &PushPolicyRequest,
     ) -> Result<PolicySetView, SdkError> {
         receive(self.authed(Method::POST, "/v1/policies")?.json(request)).await
+    }
+
+    /// `GET /v1/policies`: the newest stored policy versions.
+    pub async fn policy_versions(&self) -> Result<PolicyVersionList, SdkError> {
+        receive(self.authed(Method::GET, "/v1/policies")?).await
+    }
+
+    /// `GET /v1/policies/{version}`: one stored version with its files.
+    pub async fn policy_version(&self, version: u64) -> Result<PolicyVersion, SdkError> {
+        receive(self.authed(Method::GET, &format!("/v1/policies/{version}"))?).await
+    }
+
+    /// `POST /v1/policies/{version}/rollback`: activates an older version's files again.
+    pub async fn rollback_policies(&self, version: u64) -> Result<PolicySetView, SdkError> {
+        receive(self.authed(Method::POST, &format!("/v1/policies/{version}/rollback"))?).await
     }
 
     /// `GET /v1/policies/active`: the policy version in force.

@@ -654,6 +654,17 @@ where
             .transpose()
     }
 
+    async fn policy_versions(&self, limit: u32) -> Result<Vec<PolicySetVersion>, StoreError> {
+        sqlx::query_as::<B::Db, PolicySetRow>(sql::SELECT_POLICY_VERSIONS)
+            .bind(i64::from(limit.min(MAX_PAGE)))
+            .fetch_all(self.reads())
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(PolicySetRow::into_policy_set)
+            .collect()
+    }
+
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<ChainHead, StoreError> {
         if events.is_empty() {
             return self.audit_head().await;

@@ -394,6 +394,9 @@ pub trait Store: Send + Sync + 'static {
     /// One stored policy version.
     async fn policy_set(&self, version: u64) -> Result<Option<PolicySetVersion>, StoreError>;
 
+    /// The newest `limit` policy versions (capped at [`MAX_PAGE`]), newest first.
+    async fn policy_versions(&self, limit: u32) -> Result<Vec<PolicySetVersion>, StoreError>;
+
     /// Appends events in one transaction (group commit) and returns the new head.
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<ChainHead, StoreError>;
 

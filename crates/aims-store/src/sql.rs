@@ -92,3 +92,5 @@ pub(crate) const INSERT_POLICY_SET: &str = "INSERT INTO policy_sets \
      (version, files, created_by, created_at_ms) VALUES ($1, $2, $3, $4)";
 pub(crate) const SELECT_POLICY_SET: &str = "SELECT version, files, created_by, created_at_ms \
      FROM policy_sets WHERE version = $1";
+pub(crate) const SELECT_POLICY_VERSIONS: &str = "SELECT version, files, created_by, \
+     created_at_ms FROM policy_sets ORDER BY version DESC LIMIT $1";

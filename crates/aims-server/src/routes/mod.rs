@@ -48,7 +48,9 @@ pub fn router(state: AppState) -> Router {
         .route("/keys/rotate", post(keys::rotate))
         .route("/audit", get(audit::page))
         .route("/audit/verify", get(audit::verify))
-        .route("/policies", post(policies::push))
+        .route("/policies", post(policies::push).get(policies::list))
+        .route("/policies/{version}", get(policies::show))
+        .route("/policies/{version}/rollback", post(policies::rollback))
         .route("/policies/active", get(policies::active))
         .route("/policies/explain", post(policies::explain))
         .layer(middleware::from_fn_with_state(state.clone(), admin_layer));

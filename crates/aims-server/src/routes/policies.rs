@@ -7,7 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use aims_api::{DecideRequest, DecisionView, ExplainRequest, PolicySetView, PushPolicyRequest};
+use aims_api::{
+    DecideRequest, DecisionView, ExplainRequest, PolicySetView, PolicyVersion, PolicyVersionList,
+    PolicyVersionSummary, PushPolicyRequest,
+};
 use aims_core::audit::{Actor, Outcome, action};
 use aims_core::user::Access;
 use aims_policy::{
@@ -16,7 +19,7 @@ use aims_policy::{
 use aims_store::{PolicySetVersion, StoreError};
 use aims_token::jws::{self, Alg, ClaimChecks};
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -68,20 +71,21 @@ fn check_file_names(files: &BTreeMap<String, String>) -> Result<(), ApiError> {
     }
 }
 
-/// `POST /v1/policies`.
-pub async fn push(
-    State(state): State<AppState>,
-    caller: Caller,
-    Body(req): Body<PushPolicyRequest>,
-) -> Result<(StatusCode, Json<PolicySetView>), ApiError> {
-    caller.require(Access::Administer)?;
-    check_file_names(&req.files)?;
-    let engine = policy::compile(&req.files)
+/// Compiles `files`, stores them as the next version and puts it in force; `rollback_of` names
+/// the version whose files these are, for a rollback.
+async fn activate(
+    state: &AppState,
+    caller: &Caller,
+    files: BTreeMap<String, String>,
+    rollback_of: Option<u64>,
+) -> Result<PolicySetView, ApiError> {
+    check_file_names(&files)?;
+    let engine = policy::compile(&files)
         .map_err(|e| ApiError::bad_request("invalid_policy", e.to_string()))?;
     let previous = state.store.active_policy_version().await?;
     let set = PolicySetVersion {
         version: previous.saturating_add(1),
-        files: req.files,
+        files,
         created_by: caller.user.name.to_string(),
         created_at: OffsetDateTime::now_utc(),
     };
@@ -90,6 +94,7 @@ pub async fn push(
     event.details = json!({
         "version": set.version,
         "previous_version": previous,
+        "rollback_of": rollback_of,
         "files": set.files.keys().collect::<Vec<_>>(),
         "policy_ids": engine.policy_ids().collect::<Vec<_>>(),
     });
@@ -106,6 +111,87 @@ pub async fn push(
     };
     let answer = view(&loaded, set.files.into_keys().collect());
     state.policy.install(loaded);
+    Ok(answer)
+}
+
+/// `POST /v1/policies`.
+pub async fn push(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(req): Body<PushPolicyRequest>,
+) -> Result<(StatusCode, Json<PolicySetView>), ApiError> {
+    caller.require(Access::Administer)?;
+    let answer = activate(&state, &caller, req.files, None).await?;
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+/// The `{version}` path segment.
+fn version_path(raw: &str) -> Result<u64, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::bad_request("invalid_version", "a policy version is a positive integer")
+    })
+}
+
+async fn stored(state: &AppState, version: u64) -> Result<PolicySetVersion, ApiError> {
+    state.store.policy_set(version).await?.ok_or_else(|| {
+        ApiError::not_found(
+            "policy_version_not_found",
+            format!("no policy version {version}"),
+        )
+    })
+}
+
+/// `GET /v1/policies`: the newest stored versions.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<PolicyVersionList>, ApiError> {
+    caller.require(Access::Read)?;
+    let versions = state
+        .store
+        .policy_versions(100)
+        .await?
+        .into_iter()
+        .map(|v| PolicyVersionSummary {
+            version: v.version,
+            created_by: v.created_by,
+            created_at: v.created_at,
+            files: v.files.into_keys().collect(),
+        })
+        .collect();
+    Ok(Json(PolicyVersionList {
+        active_version: state.policy.current().version,
+        versions,
+    }))
+}
+
+/// `GET /v1/policies/{version}`: one version with its files.
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<Json<PolicyVersion>, ApiError> {
+    caller.require(Access::Read)?;
+    let set = stored(&state, version_path(&raw)?).await?;
+    Ok(Json(PolicyVersion {
+        version: set.version,
+        created_by: set.created_by,
+        created_at: set.created_at,
+        files: set.files,
+    }))
+}
+
+/// `POST /v1/policies/{version}/rollback`: activates the files of an older version again, as a
+/// new version (history stays linear and audited).
+pub async fn rollback(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<(StatusCode, Json<PolicySetView>), ApiError> {
+    caller.require(Access::Administer)?;
+    let version = version_path(&raw)?;
+    let set = stored(&state, version).await?;
+    let answer = activate(&state, &caller, set.files, Some(version)).await?;
     Ok((StatusCode::CREATED, Json(answer)))
 }
 

@@ -182,6 +182,9 @@ impl Store for FailingAudit {
     async fn policy_set(&self, version: u64) -> Result<Option<PolicySetVersion>, StoreError> {
         self.inner.policy_set(version).await
     }
+    async fn policy_versions(&self, limit: u32) -> Result<Vec<PolicySetVersion>, StoreError> {
+        self.inner.policy_versions(limit).await
+    }
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<ChainHead, StoreError> {
         self.check()?;
         self.inner.append_audit(events).await

@@ -424,3 +424,76 @@ async fn authzen_evaluations_use_the_same_engine() {
         .count();
     assert_eq!(decisions, 2 + 2 + 3);
 }
+
+#[tokio::test]
+async fn versions_are_listed_shown_and_rolled_back() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let v1 = starter_files();
+    push(&server, &v1, ADMIN_TOKEN).await;
+    let mut v2 = starter_files();
+    v2.remove("support.cedar");
+    assert_eq!(push(&server, &v2, ADMIN_TOKEN).await.body["version"], 2);
+
+    let list = server.admin(Method::GET, "/v1/policies", None).await;
+    assert_eq!(list.body["active_version"], 2);
+    let versions: Vec<_> = list.body["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].clone())
+        .collect();
+    assert_eq!(versions, [json!(2), json!(1)]);
+    let shown = server.admin(Method::GET, "/v1/policies/1", None).await;
+    assert_eq!(shown.body["files"]["support.cedar"], v1["support.cedar"]);
+    assert_eq!(
+        server
+            .admin(Method::GET, "/v1/policies/9", None)
+            .await
+            .code(),
+        "policy_version_not_found"
+    );
+    assert_eq!(
+        server
+            .admin(Method::GET, "/v1/policies/x", None)
+            .await
+            .code(),
+        "invalid_version"
+    );
+
+    let auditor = server.add_user("carol", "auditor").await;
+    let denied = server
+        .call(
+            Method::POST,
+            "/v1/policies/1/rollback",
+            Some(&auditor),
+            None,
+        )
+        .await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    let rolled = server
+        .admin(Method::POST, "/v1/policies/1/rollback", None)
+        .await;
+    assert_eq!(rolled.status, StatusCode::CREATED, "{}", rolled.body);
+    assert_eq!(rolled.body["version"], 3);
+    assert!(
+        rolled.body["files"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("support.cedar"))
+    );
+    let event = server
+        .events()
+        .await
+        .into_iter()
+        .rev()
+        .find(|e| e.action == "policy.activate")
+        .unwrap();
+    assert_eq!(event.details["rollback_of"], 1);
+    assert_eq!(
+        server
+            .admin(Method::GET, "/v1/policies/active", None)
+            .await
+            .body["version"],
+        3
+    );
+}

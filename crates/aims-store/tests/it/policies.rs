@@ -41,6 +41,15 @@ pub async fn policy_versions_follow_each_other(h: &Harness) {
         Some(set(1, "permit(principal, action, resource);"))
     );
     assert_eq!(store.policy_set(9).await.unwrap(), None);
+    let listed: Vec<u64> = store
+        .policy_versions(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(listed, [2, 1], "newest first");
+    assert_eq!(store.policy_versions(1).await.unwrap().len(), 1);
 
     // Skipping or repeating a number is a conflict, and changes nothing.
     for version in [2, 4] {

@@ -1,5 +1,6 @@
 //! `aims policy …`: test or validate a policy directory locally, push it as the next active
-//! version, show the version in force, and explain how it answers an agent's request.
+//! version, list, diff and roll back stored versions, show the version in force, and explain
+//! how it answers an agent's request.
 //!
 //! A directory holds `*.cedar` policies, at most one `*.cedarschema` (default: the AIMS schema)
 //! and `*.test.json` policy tests (format in `aims-policy`'s `testcases` module). `push` runs
@@ -16,7 +17,7 @@ use anyhow::{Context as _, bail};
 use super::output::{self, fields};
 use super::{ClientOpts, Output};
 
-/// Policy sets: test, validate, push, show, explain.
+/// Policy sets: test, validate, push, show, list, diff, rollback, explain.
 #[derive(clap::Subcommand, Debug)]
 pub enum PolicyCommand {
     /// Compile the directory (strict validation) and run its *.test.json cases, locally.
@@ -36,6 +37,20 @@ pub enum PolicyCommand {
     },
     /// Show the policy version in force on the server.
     Show,
+    /// List the stored policy versions, newest first.
+    List,
+    /// Activate an older version's files again, as a new version.
+    Rollback {
+        /// The version to bring back.
+        version: u64,
+    },
+    /// Show what changed between two stored versions, file by file.
+    Diff {
+        /// The older version.
+        from: u64,
+        /// The newer version.
+        to: u64,
+    },
     /// Explain how the active policies answer a registered agent's request: which policies
     /// the index selected or skipped, which matched, which conditions were false or errored.
     Explain {
@@ -116,6 +131,53 @@ pub async fn run_policy(opts: &ClientOpts, command: PolicyCommand) -> anyhow::Re
                 render_explanation(&explanation)
             })
         }
+        PolicyCommand::List => {
+            let list = opts.client()?.policy_versions().await?;
+            output::print(opts.output, &serde_json::to_value(&list)?, || {
+                let rows: Vec<Vec<String>> = list
+                    .versions
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            if v.version == list.active_version {
+                                format!("{} *", v.version)
+                            } else {
+                                v.version.to_string()
+                            },
+                            output::clean(&v.created_by),
+                            output::timestamp(v.created_at),
+                            v.files.join(", "),
+                        ]
+                    })
+                    .collect();
+                output::table(&["VERSION", "BY", "CREATED", "FILES"], &rows)
+            })
+        }
+        PolicyCommand::Rollback { version } => {
+            let pushed = opts.client()?.rollback_policies(version).await?;
+            output::print(opts.output, &serde_json::to_value(&pushed)?, || {
+                format!(
+                    "Activated the files of version {version} as version {} ({} policies).\n",
+                    pushed.version, pushed.policies
+                )
+            })
+        }
+        PolicyCommand::Diff { from, to } => {
+            let client = opts.client()?;
+            let (old, new) = (
+                client.policy_version(from).await?,
+                client.policy_version(to).await?,
+            );
+            let changes = diff_files(&old.files, &new.files);
+            let json = serde_json::json!({ "from": from, "to": to, "diff": changes });
+            output::print(opts.output, &json, || {
+                if changes.is_empty() {
+                    format!("versions {from} and {to} are identical\n")
+                } else {
+                    changes.clone()
+                }
+            })
+        }
         PolicyCommand::Show => {
             let active = opts.client()?.active_policies().await?;
             output::print(opts.output, &serde_json::to_value(&active)?, || {
@@ -160,6 +222,29 @@ fn render_explanation(explanation: &serde_json::Value) -> String {
     out
 }
 
+/// A line-level difference per file: `--- file` / `+++ file` headers, then lines only in the
+/// old version (`-`) and lines only in the new one (`+`), in file order.
+fn diff_files(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let names: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    for name in names {
+        let (a, b) = (old.get(name), new.get(name));
+        if a == b {
+            continue;
+        }
+        out.push_str(&format!("--- {name}\n+++ {name}\n"));
+        let a_lines: Vec<&str> = a.map(|t| t.lines().collect()).unwrap_or_default();
+        let b_lines: Vec<&str> = b.map(|t| t.lines().collect()).unwrap_or_default();
+        for line in a_lines.iter().filter(|l| !b_lines.contains(l)) {
+            out.push_str(&format!("-{line}\n"));
+        }
+        for line in b_lines.iter().filter(|l| !a_lines.contains(l)) {
+            out.push_str(&format!("+{line}\n"));
+        }
+    }
+    out
+}
+
 fn test_dir(dir: &Path) -> anyhow::Result<aims_policy::TestReport> {
     aims_policy::run_tests(dir).with_context(|| format!("{}", dir.display()))
 }
@@ -185,4 +270,31 @@ fn read_files(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
         bail!("{}: no *.cedar files", dir.display());
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diffs_name_changed_added_and_removed_files() {
+        let old: BTreeMap<String, String> = [
+            ("a.cedar".to_owned(), "one\ntwo\n".to_owned()),
+            ("gone.cedar".to_owned(), "x\n".to_owned()),
+            ("same.cedar".to_owned(), "s\n".to_owned()),
+        ]
+        .into();
+        let new: BTreeMap<String, String> = [
+            ("a.cedar".to_owned(), "one\nthree\n".to_owned()),
+            ("new.cedar".to_owned(), "y\n".to_owned()),
+            ("same.cedar".to_owned(), "s\n".to_owned()),
+        ]
+        .into();
+        let diff = diff_files(&old, &new);
+        assert_eq!(
+            diff,
+            "--- a.cedar\n+++ a.cedar\n-two\n+three\n--- gone.cedar\n+++ gone.cedar\n-x\n--- new.cedar\n+++ new.cedar\n+y\n"
+        );
+        assert!(diff_files(&old, &old).is_empty());
+    }
 }
