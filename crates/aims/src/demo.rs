@@ -184,6 +184,29 @@ async fn attested(base: &str, agent: &str, join: String) -> anyhow::Result<Strin
     Ok(issued.svid)
 }
 
+/// A decision request for the demo task.
+fn decide_request(action: &str, resource: serde_json::Value) -> DecideRequest {
+    DecideRequest {
+        action: action.to_owned(),
+        resource,
+        task_id: "demo-task".to_owned(),
+        intent: "demo".to_owned(),
+        arguments: serde_json::Map::new(),
+    }
+}
+
+/// The CI/CD agent's deploy key in the vault.
+fn deploy_key() -> serde_json::Value {
+    resource(
+        "Secret",
+        "vault/prod/deploy-key",
+        "vault",
+        "prod",
+        "secret",
+        "api-key",
+    )
+}
+
 /// One decision, printed as `action resource: decision (policies)`.
 async fn show_decision(
     base: &str,
@@ -196,16 +219,7 @@ async fn show_decision(
         at(&resource, "id").as_str().unwrap_or_default()
     );
     let answer = AdminClient::new(base, None)?
-        .decide(
-            svid,
-            &DecideRequest {
-                action: action.to_owned(),
-                resource,
-                task_id: "demo-task".to_owned(),
-                intent: "demo".to_owned(),
-                arguments: serde_json::Map::new(),
-            },
-        )
+        .decide(svid, &decide_request(action, resource))
         .await?;
     let line = format!(
         "{label}: {} ({})",
@@ -412,20 +426,7 @@ async fn scenario_ci_deployer(base: &str, join: String) -> anyhow::Result<()> {
     let no_identity = AdminClient::new(base, None)?
         .decide(
             "not-an-svid",
-            &DecideRequest {
-                action: "retrieve_secret".to_owned(),
-                resource: resource(
-                    "Secret",
-                    "vault/prod/deploy-key",
-                    "vault",
-                    "prod",
-                    "secret",
-                    "api-key",
-                ),
-                task_id: String::new(),
-                intent: String::new(),
-                arguments: serde_json::Map::new(),
-            },
+            &decide_request("retrieve_secret", deploy_key()),
         )
         .await;
     println!(
@@ -452,15 +453,7 @@ async fn scenario_ci_deployer(base: &str, join: String) -> anyhow::Result<()> {
         "another machine replays the same join token with its own key: {}",
         refused(copy)?
     );
-    let secret = resource(
-        "Secret",
-        "vault/prod/deploy-key",
-        "vault",
-        "prod",
-        "secret",
-        "api-key",
-    );
-    show_decision(base, &issued.svid, "retrieve_secret", secret).await?;
+    show_decision(base, &issued.svid, "retrieve_secret", deploy_key()).await?;
     println!(
         "  (brokered delivery of the secret itself lands with the gateway and secrets issues)"
     );

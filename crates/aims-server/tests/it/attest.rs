@@ -145,13 +145,7 @@ async fn first_attest_issues_an_svid_bound_to_the_agent_key(backend: Backend) {
         "https://tools.acme.example"
     );
 
-    let issue = server
-        .events()
-        .await
-        .into_iter()
-        .rev()
-        .find(|e| e.action == "identity.issue")
-        .unwrap();
+    let issue = server.last_event("identity.issue").await;
     assert_eq!(
         issue.agent.as_deref(),
         Some("spiffe://test.example/agent/coder")
@@ -206,13 +200,7 @@ async fn renewal_needs_the_bound_key_and_a_live_svid(backend: Backend) {
         )
         .await
         .unwrap();
-    let parent = server
-        .events()
-        .await
-        .into_iter()
-        .rev()
-        .find(|e| e.action == "identity.issue")
-        .unwrap();
+    let parent = server.last_event("identity.issue").await;
     assert_eq!(parent.details["proof"], "renewal");
     assert_eq!(
         parent.parent_token_id,
@@ -506,13 +494,7 @@ async fn each_drift_kind_quarantines_and_revokes(backend: Backend) {
             other => panic!("{name}: expected a refusal, got {other:?}"),
         }
         assert_eq!(state_of(&server, name).await, "quarantined", "{name}");
-        let drift = server
-            .events()
-            .await
-            .into_iter()
-            .rev()
-            .find(|e| e.action == "posture.drift")
-            .unwrap();
+        let drift = server.last_event("posture.drift").await;
         assert_eq!(
             drift.agent.as_deref(),
             Some(format!("spiffe://test.example/agent/{name}").as_str())

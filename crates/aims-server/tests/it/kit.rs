@@ -229,6 +229,16 @@ impl TestServer {
             .collect()
     }
 
+    /// The newest audit event with `action`.
+    pub async fn last_event(&self, action: &str) -> AuditEvent {
+        self.events()
+            .await
+            .into_iter()
+            .rev()
+            .find(|e| e.action == action)
+            .unwrap_or_else(|| panic!("no {action} event"))
+    }
+
     /// How many agents are registered.
     pub async fn agent_count(&self) -> usize {
         self.store

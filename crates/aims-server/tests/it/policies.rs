@@ -481,13 +481,7 @@ async fn versions_are_listed_shown_and_rolled_back() {
             .unwrap()
             .contains(&json!("support.cedar"))
     );
-    let event = server
-        .events()
-        .await
-        .into_iter()
-        .rev()
-        .find(|e| e.action == "policy.activate")
-        .unwrap();
+    let event = server.last_event("policy.activate").await;
     assert_eq!(event.details["rollback_of"], 1);
     assert_eq!(
         server

@@ -297,13 +297,7 @@ async fn update_checks_revision_and_validates(backend: Backend) {
     assert_eq!(unchanged.body["revision"], 2);
     assert_eq!(unchanged.body["limits"]["max_delegation_depth"], 2);
 
-    let update_event = server
-        .events()
-        .await
-        .into_iter()
-        .rev()
-        .find(|e| e.action == "agent.update")
-        .unwrap();
+    let update_event = server.last_event("agent.update").await;
     assert_eq!(update_event.details["previous_owner"], "alice@acme.example");
 }
 

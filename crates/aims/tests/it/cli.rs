@@ -351,12 +351,7 @@ fn policies_are_tested_pushed_and_shown() {
     assert_eq!(server.json(&["policy", "show"])["version"], 1);
 
     // A set whose tests fail is not pushed.
-    let broken = dir.path().join("broken");
-    std::fs::create_dir(&broken).unwrap();
-    for entry in std::fs::read_dir(starter).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, broken.join(path.file_name().unwrap())).unwrap();
-    }
+    let broken = copy_dir(std::path::Path::new(starter), &dir.path().join("broken"));
     std::fs::remove_file(broken.join("coding.cedar")).unwrap();
     let out = server.run(
         Some(ADMIN_TOKEN),
@@ -365,4 +360,37 @@ fn policies_are_tested_pushed_and_shown() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was pushed"));
     assert_eq!(server.json(&["policy", "show"])["version"], 1);
+
+    // A second version, its diff against the first, the list, and a rollback.
+    let second = copy_dir(std::path::Path::new(starter), &dir.path().join("second"));
+    let baseline = second.join("baseline.cedar");
+    let mut text = std::fs::read_to_string(&baseline).unwrap();
+    text.push_str("// reviewed\n");
+    std::fs::write(&baseline, text).unwrap();
+    assert_eq!(
+        server.json(&["policy", "push", second.to_str().unwrap()])["version"],
+        2
+    );
+    let diff = server.run(Some(ADMIN_TOKEN), &["policy", "diff", "1", "2"]);
+    let diff = String::from_utf8_lossy(&diff.stdout);
+    assert!(
+        diff.contains("+++ baseline.cedar") && diff.contains("+// reviewed"),
+        "{diff}"
+    );
+    let list = server.run(Some(ADMIN_TOKEN), &["policy", "list"]);
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("2 *"),
+        "the active version is marked"
+    );
+    assert_eq!(server.json(&["policy", "rollback", "1"])["version"], 3);
+}
+
+/// A copy of the files of `from` in a new directory `to`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::path::PathBuf {
+    std::fs::create_dir(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+    }
+    to.to_owned()
 }
