@@ -392,12 +392,7 @@ async fn replayed_and_forged_proofs_are_refused(backend: Backend) {
         (stolen.status, stolen.code()),
         (StatusCode::UNAUTHORIZED, "join_token_used")
     );
-    let issued = server
-        .events()
-        .await
-        .iter()
-        .filter(|e| e.action == "identity.issue")
-        .count();
+    let issued = server.count_events("identity.issue").await;
     assert_eq!(issued, 1, "no identity issued by any refused request");
 }
 
@@ -589,15 +584,7 @@ async fn agents_that_are_not_active_cannot_attest(backend: Backend) {
         .attest(&good(), &Credential::JoinToken(join), None)
         .await;
     assert_eq!(refused_code(refused), "recertification_due");
-    assert_eq!(
-        server
-            .events()
-            .await
-            .iter()
-            .filter(|e| e.action == "identity.issue")
-            .count(),
-        0
-    );
+    assert_eq!(server.count_events("identity.issue").await, 0);
 }
 
 async fn release_clears_the_baseline(backend: Backend) {

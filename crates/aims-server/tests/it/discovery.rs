@@ -133,15 +133,7 @@ async fn rotation_publishes_next_current_previous_and_never_reuses_kids(backend:
         .call(Method::GET, "/.well-known/spiffe-bundle", None, None)
         .await;
     assert_eq!(bundle.body["spiffe_sequence"], 3);
-    assert_eq!(
-        server
-            .events()
-            .await
-            .iter()
-            .filter(|e| e.action == "key.rotate")
-            .count(),
-        2
-    );
+    assert_eq!(server.count_events("key.rotate").await, 2);
 }
 
 async fn every_documented_route_exists(backend: Backend) {

@@ -243,15 +243,7 @@ async fn bad_federated_tokens_are_refused_and_issue_nothing() {
     for (token, code) in cases {
         assert_eq!(attest(&server, token).await.err().as_deref(), Some(code));
     }
-    assert_eq!(
-        server
-            .events()
-            .await
-            .iter()
-            .filter(|e| e.action == "identity.issue")
-            .count(),
-        0
-    );
+    assert_eq!(server.count_events("identity.issue").await, 0);
     let reply = server.admin(Method::GET, "/v1/agents/coder", None).await;
     assert_eq!(reply.body["state"], "active", "refusals do not quarantine");
 }

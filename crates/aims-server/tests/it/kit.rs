@@ -239,6 +239,15 @@ impl TestServer {
             .unwrap_or_else(|| panic!("no {action} event"))
     }
 
+    /// How many audit events have `action`.
+    pub async fn count_events(&self, action: &str) -> usize {
+        self.events()
+            .await
+            .iter()
+            .filter(|e| e.action == action)
+            .count()
+    }
+
     /// How many agents are registered.
     pub async fn agent_count(&self) -> usize {
         self.store

@@ -48,15 +48,7 @@ async fn restart_keeps_agents_keys_users_and_the_audit_chain(backend: Backend) {
     let verify = server.admin(Method::GET, "/v1/audit/verify", None).await;
     assert_eq!(verify.body["intact"], true);
     assert!(verify.body["records"].as_u64().unwrap() as usize > records_before);
-    assert_eq!(
-        server
-            .events()
-            .await
-            .iter()
-            .filter(|e| e.action == "trust_domain.create")
-            .count(),
-        1
-    );
+    assert_eq!(server.count_events("trust_domain.create").await, 1);
 }
 
 async fn stopped_sqlite_server() -> (Arc<tempfile::TempDir>, Arc<dyn aims_store::Store>) {
