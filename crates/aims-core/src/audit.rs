@@ -161,6 +161,20 @@ pub mod action {
     pub const POLICY_EXPLAIN: &str = "policy.explain";
     /// An authorization decision was made (allow, deny or approval_required).
     pub const DECISION: &str = "decision";
+    /// An access token was issued by token exchange or JWT bearer grant, or refused.
+    pub const TOKEN_EXCHANGE: &str = "token.exchange";
+    /// A token was delegated to another agent, or the delegation refused.
+    pub const TOKEN_DELEGATE: &str = "token.delegate";
+    /// Credentials were revoked (token, task, agent, owner or delegation subtree).
+    pub const REVOKE: &str = "revoke";
+    /// A task was created explicitly.
+    pub const TASK_CREATE: &str = "task.create";
+    /// A task was ended; everything issued for it is revoked.
+    pub const TASK_END: &str = "task.end";
+    /// A resource server was registered.
+    pub const RESOURCE_SERVER_ADD: &str = "resource_server.add";
+    /// A resource server was removed.
+    pub const RESOURCE_SERVER_REMOVE: &str = "resource_server.remove";
     /// A request was authenticated and read data (credential use).
     pub const READ: &str = "api.read";
     /// A request was refused before it changed anything.

@@ -1,4 +1,4 @@
-//! Opaque secret credentials (human API tokens, join tokens): their format and how they are
+//! Opaque secret credentials (human API tokens, join tokens, resource-server secrets): their format and how they are
 //! hashed for storage.
 //!
 //! Only the SHA-256 hash of a credential is ever stored; the credential itself is shown once.
@@ -20,6 +20,8 @@ pub enum CredentialKind {
     Human,
     /// An agent's one-time join token.
     Join,
+    /// A resource server's client secret (introspection, revocation feed).
+    ResourceServer,
 }
 
 impl CredentialKind {
@@ -27,6 +29,7 @@ impl CredentialKind {
         match self {
             Self::Human => "aims_h_",
             Self::Join => "aims_j_",
+            Self::ResourceServer => "aims_r_",
         }
     }
 }

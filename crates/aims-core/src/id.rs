@@ -184,6 +184,13 @@ fn check_owner(value: &str) -> Result<(), IdError> {
 }
 
 validated_string!(
+    /// The unique name of a registered resource server (a tool server or enforcement point
+    /// that task tokens are issued for). Same rules as agent names.
+    ResourceServerName,
+    check_agent_name
+);
+
+validated_string!(
     /// The one accountable owner of an agent: a person or team, e.g. `alice@acme.example`.
     Owner,
     check_owner

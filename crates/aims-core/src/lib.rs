@@ -1,5 +1,5 @@
-//! AIMS domain core: identifiers, agents, posture profiles, human roles, credentials and the
-//! audit hash chain.
+//! AIMS domain core: identifiers, agents, posture profiles, human roles, credentials, scopes,
+//! tasks, delegation rules and the audit hash chain.
 //!
 //! This crate sits at the bottom of the workspace. It holds pure rules only: no IO, no async,
 //! no clock (time is always passed in) and no knowledge of storage or the network. Every crate
@@ -8,8 +8,11 @@
 pub mod agent;
 pub mod audit;
 pub mod credential;
+pub mod delegation;
 pub mod id;
 pub mod posture;
+pub mod scope;
+pub mod task;
 pub mod user;
 
 /// Decodes exactly 32 bytes of hex (the stored form of every SHA-256 digest).

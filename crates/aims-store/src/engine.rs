@@ -16,7 +16,8 @@ use std::future::Future;
 use aims_core::agent::{Agent, LifecycleState};
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
 use aims_core::credential::CredentialHash;
-use aims_core::id::{AgentName, TrustDomain, UserName};
+use aims_core::id::{AgentName, ResourceServerName, TrustDomain, UserName};
+use aims_core::task::{Task, TaskState};
 use aims_core::user::{Role, User};
 use async_trait::async_trait;
 use sqlx::{
@@ -26,11 +27,13 @@ use time::OffsetDateTime;
 
 use crate::errors::{classify, is_foreign_key_violation, on_unique};
 use crate::rows::{
-    self, AgentColumns, AgentListing, AgentRow, AuditRow, CredentialRow, HeadRow, JoinTokenRow,
-    KeyRow, NewAuditRow, PolicySetRow, SnapshotRow, UserRow,
+    self, AgentColumns, AgentRow, AuditRow, CredentialRow, HeadRow, JoinTokenRow, KeyRow,
+    Listing, NewAuditRow, PolicySetRow, ResourceServerRow, RevocationRow, SnapshotRow, TaskRow,
+    UserRow,
 };
 use crate::{
-    AgentFilter, AttestationRecord, Initialization, IssuedCredential, JoinTokenRecord,
+    AccessTokenIssue, AgentFilter, AttestationRecord, ResourceServer, Revocation,
+    RevocationTarget, TaskFilter, Initialization, IssuedCredential, JoinTokenRecord,
     JoinTokenUse, KeySet, KeyState, MAX_PAGE, PolicySetVersion, PostureSnapshot, Store, StoreError,
     StoredKey, sql,
 };
@@ -267,7 +270,7 @@ where
     }
 
     async fn list_agents(&self, filter: &AgentFilter) -> Result<Vec<Agent>, StoreError> {
-        let listing = AgentListing::of(filter);
+        let listing = Listing::of(filter);
         let mut query = sqlx::query_as::<B::Db, AgentRow>(&listing.sql);
         for value in listing.binds {
             query = query.bind(value);
@@ -320,13 +323,13 @@ where
                 .map_err(classify)?;
         }
         if !agent.state.may_hold_credentials() {
-            sqlx::query(sql::REVOKE_AGENT_CREDENTIALS)
-                .bind(agent.name.as_str().to_owned())
-                .bind(rows::to_ms(agent.updated_at))
-                .bind(rows::revocation_reason(agent.state))
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
+            revoke_in::<B>(
+                &mut tx,
+                &RevocationTarget::Agent(agent.name.clone()),
+                &rows::revocation_reason(agent.state),
+                agent.updated_at,
+            )
+            .await?;
         }
         finish::<B>(tx, head, std::slice::from_ref(event)).await?;
         Ok(())
@@ -692,6 +695,374 @@ where
             .map_err(classify)?
             .into_head()
     }
+
+    async fn issue_access_token(
+        &self,
+        issue: &AccessTokenIssue,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let credential = &issue.credential;
+        let now = credential.issued_at;
+        let (mut tx, head) = self.begin_write().await?;
+        let state = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
+            .bind(credential.agent.as_str().to_owned())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?
+            .ok_or(StoreError::NotFound { what: "agent" })?;
+        if !LifecycleState::parse(&state).is_some_and(LifecycleState::may_hold_credentials) {
+            return Err(StoreError::Conflict {
+                reason: "the agent may not hold credentials",
+            });
+        }
+        let parent_id = credential.parent.clone().ok_or(StoreError::Conflict {
+            reason: "an access token needs the credential it was exchanged for",
+        })?;
+        let parent = sqlx::query_as::<B::Db, CredentialRow>(sql::SELECT_CREDENTIAL)
+            .bind(parent_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?
+            .map(CredentialRow::into_credential)
+            .transpose()?;
+        if !parent.is_some_and(|p| p.revoked_at.is_none() && p.expires_at > now) {
+            return Err(StoreError::Conflict {
+                reason: "the presented credential is revoked, expired or unknown",
+            });
+        }
+        let task_id = credential.task_id.clone().ok_or(StoreError::Conflict {
+            reason: "an access token needs a task",
+        })?;
+        match &issue.new_task {
+            Some(task) => insert_task(&mut *tx, task).await?,
+            None => {
+                let task = sqlx::query_as::<B::Db, TaskRow>(sql::SELECT_TASK)
+                    .bind(task_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(classify)?
+                    .map(TaskRow::into_task)
+                    .transpose()?;
+                if !task.is_some_and(|t| t.is_open(now)) {
+                    return Err(StoreError::Conflict {
+                        reason: "the task is not open",
+                    });
+                }
+            }
+        }
+        if let Some((hash, expires_at)) = &issue.dpop_proof {
+            sqlx::query(sql::PURGE_DPOP_PROOFS)
+                .bind(rows::to_ms(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            sqlx::query(sql::INSERT_DPOP_PROOF)
+                .bind(hash.clone())
+                .bind(rows::to_ms(*expires_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(on_unique("the DPoP proof was used before"))?;
+        }
+        insert_credential(&mut *tx, credential).await?;
+        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
+        Ok(())
+    }
+
+    async fn create_task(&self, task: &Task, event: &AuditEvent) -> Result<(), StoreError> {
+        let (mut tx, head) = self.begin_write().await?;
+        let state = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
+            .bind(task.agent.as_str().to_owned())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?
+            .ok_or(StoreError::NotFound { what: "agent" })?;
+        if !LifecycleState::parse(&state).is_some_and(LifecycleState::may_hold_credentials) {
+            return Err(StoreError::Conflict {
+                reason: "the agent may not hold credentials",
+            });
+        }
+        insert_task(&mut *tx, task).await?;
+        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
+        Ok(())
+    }
+
+    async fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
+        sqlx::query_as::<B::Db, TaskRow>(sql::SELECT_TASK)
+            .bind(id.to_owned())
+            .fetch_optional(self.reads())
+            .await
+            .map_err(classify)?
+            .map(TaskRow::into_task)
+            .transpose()
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        let listing = rows::task_listing(filter);
+        let mut query = sqlx::query_as::<B::Db, TaskRow>(&listing.sql);
+        for value in listing.binds {
+            query = query.bind(value);
+        }
+        query
+            .bind(listing.limit)
+            .fetch_all(self.reads())
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(TaskRow::into_task)
+            .collect()
+    }
+
+    async fn end_task(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<u64, StoreError> {
+        let (mut tx, head) = self.begin_write().await?;
+        let closed = sqlx::query_scalar::<B::Db, String>(sql::CLOSE_TASK)
+            .bind(id.to_owned())
+            .bind(TaskState::Ended.as_str().to_owned())
+            .bind(rows::to_ms(now))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if closed.is_none() {
+            return Err(if exists(&mut *tx, sql::TASK_EXISTS, id).await? {
+                StoreError::Conflict {
+                    reason: "the task is not active",
+                }
+            } else {
+                StoreError::NotFound { what: "task" }
+            });
+        }
+        let target = RevocationTarget::Task(id.to_owned());
+        let count = revoke_in::<B>(&mut tx, &target, "task ended", now).await?;
+        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
+        Ok(count)
+    }
+
+    async fn revoke(
+        &self,
+        target: &RevocationTarget,
+        reason: &str,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<u64, StoreError> {
+        let (mut tx, head) = self.begin_write().await?;
+        let close = match target {
+            RevocationTarget::Task(id) => Some((sql::CLOSE_TASK, id.clone())),
+            RevocationTarget::Agent(agent) => {
+                Some((sql::CLOSE_AGENT_TASKS, agent.as_str().to_owned()))
+            }
+            RevocationTarget::Owner(owner) => {
+                Some((sql::CLOSE_OWNER_TASKS, owner.as_str().to_owned()))
+            }
+            RevocationTarget::Credential(_) | RevocationTarget::Subtree(_) => None,
+        };
+        if let Some((statement, key)) = close {
+            sqlx::query(statement)
+                .bind(key)
+                .bind(TaskState::Revoked.as_str().to_owned())
+                .bind(rows::to_ms(now))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        let count = revoke_in::<B>(&mut tx, target, reason, now).await?;
+        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
+        Ok(count)
+    }
+
+    async fn revocations_since(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Revocation>, StoreError> {
+        sqlx::query_as::<B::Db, RevocationRow>(sql::SELECT_REVOCATIONS)
+            .bind(rows::audit_after(after))
+            .bind(i64::from(rows::page_limit(limit)))
+            .fetch_all(self.reads())
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(RevocationRow::into_revocation)
+            .collect()
+    }
+
+    async fn create_resource_server(
+        &self,
+        server: &ResourceServer,
+        credential: &CredentialHash,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let (mut tx, head) = self.begin_write().await?;
+        sqlx::query(sql::INSERT_RESOURCE_SERVER)
+            .bind(server.name.as_str().to_owned())
+            .bind(server.audience.clone())
+            .bind(server.system.clone())
+            .bind(server.environment.as_str().to_owned())
+            .bind(server.sensitivity.clone())
+            .bind(credential.to_hex())
+            .bind(server.created_by.clone())
+            .bind(rows::to_ms(server.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(on_unique("resource server name or audience already registered"))?;
+        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
+        Ok(())
+    }
+
+    async fn resource_server(
+        &self,
+        name: &ResourceServerName,
+    ) -> Result<Option<ResourceServer>, StoreError> {
+        resource_server_where::<B>(self.reads(), sql::SELECT_RESOURCE_SERVER, name.as_str()).await
+    }
+
+    async fn resource_server_by_audience(
+        &self,
+        audience: &str,
+    ) -> Result<Option<ResourceServer>, StoreError> {
+        resource_server_where::<B>(self.reads(), sql::SELECT_RESOURCE_SERVER_BY_AUDIENCE, audience)
+            .await
+    }
+
+    async fn resource_server_by_credential(
+        &self,
+        credential: &CredentialHash,
+    ) -> Result<Option<ResourceServer>, StoreError> {
+        resource_server_where::<B>(
+            self.reads(),
+            sql::SELECT_RESOURCE_SERVER_BY_CREDENTIAL,
+            &credential.to_hex(),
+        )
+        .await
+    }
+
+    async fn list_resource_servers(&self) -> Result<Vec<ResourceServer>, StoreError> {
+        sqlx::query_as::<B::Db, ResourceServerRow>(sql::LIST_RESOURCE_SERVERS)
+            .fetch_all(self.reads())
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(ResourceServerRow::into_resource_server)
+            .collect()
+    }
+
+    async fn remove_resource_server(
+        &self,
+        name: &ResourceServerName,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let (mut tx, head) = self.begin_write().await?;
+        let removed = sqlx::query_scalar::<B::Db, String>(sql::DELETE_RESOURCE_SERVER)
+            .bind(name.as_str().to_owned())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if removed.is_none() {
+            return Err(StoreError::NotFound {
+                what: "resource server",
+            });
+        }
+        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
+        Ok(())
+    }
+}
+
+/// Revokes `target` and its closure inside `tx`: appends every live member to the revocation
+/// log, then marks exactly the appended members revoked. Returns how many were revoked.
+async fn revoke_in<B>(
+    tx: &mut Transaction<'static, B::Db>,
+    target: &RevocationTarget,
+    reason: &str,
+    now: OffsetDateTime,
+) -> Result<u64, StoreError>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
+    usize: ColumnIndex<<B::Db as Database>::Row>,
+{
+    let (statement, key) = match target {
+        RevocationTarget::Credential(id) => (sql::REVOKE_CREDENTIAL, id.clone()),
+        RevocationTarget::Subtree(id) => (sql::REVOKE_SUBTREE, id.clone()),
+        RevocationTarget::Task(id) => (sql::REVOKE_TASK, id.clone()),
+        RevocationTarget::Agent(agent) => (sql::REVOKE_AGENT, agent.as_str().to_owned()),
+        RevocationTarget::Owner(owner) => (sql::REVOKE_OWNER, owner.as_str().to_owned()),
+    };
+    let before = sqlx::query_scalar::<B::Db, i64>(sql::MAX_REVOCATION_SEQ)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(classify)?;
+    sqlx::query(statement)
+        .bind(key)
+        .bind(rows::to_ms(now))
+        .bind(reason.to_owned())
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+    let after = sqlx::query_scalar::<B::Db, i64>(sql::MAX_REVOCATION_SEQ)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(classify)?;
+    sqlx::query(sql::MARK_REVOKED)
+        .bind(rows::to_ms(now))
+        .bind(reason.to_owned())
+        .bind(before)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+    rows::to_u64(after.saturating_sub(before), "revocation count")
+}
+
+/// Inserts a task; its id is unique.
+async fn insert_task<'c, DB, E>(conn: E, task: &Task) -> Result<(), StoreError>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query(sql::INSERT_TASK)
+        .bind(task.id.clone())
+        .bind(task.agent.as_str().to_owned())
+        .bind(task.intent.clone())
+        .bind(task.subject.clone())
+        .bind(task.state.as_str().to_owned())
+        .bind(rows::to_ms(task.created_at))
+        .bind(rows::to_ms(task.deadline))
+        .execute(conn)
+        .await
+        .map_err(on_unique("task id already exists"))?;
+    Ok(())
+}
+
+/// The one resource server a single-key query finds.
+async fn resource_server_where<B>(
+    reads: &Pool<B::Db>,
+    statement: &'static str,
+    key: &str,
+) -> Result<Option<ResourceServer>, StoreError>
+where
+    B: Backend,
+    for<'c> &'c Pool<B::Db>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
+    for<'q> i64: Decode<'q, B::Db> + Type<B::Db>,
+    for<'r> &'r str: ColumnIndex<<B::Db as Database>::Row>,
+    ResourceServerRow: for<'r> sqlx::FromRow<'r, <B::Db as Database>::Row>,
+{
+    sqlx::query_as::<B::Db, ResourceServerRow>(statement)
+        .bind(key.to_owned())
+        .fetch_optional(reads)
+        .await
+        .map_err(classify)?
+        .map(ResourceServerRow::into_resource_server)
+        .transpose()
 }
 
 /// Registers an issued credential; its id is unique.
@@ -715,6 +1086,7 @@ where
         .bind(credential.key_thumbprint.clone())
         .bind(rows::to_ms(credential.issued_at))
         .bind(rows::to_ms(credential.expires_at))
+        .bind(credential.task_id.clone())
         .execute(conn)
         .await
         .map_err(on_unique("credential id already issued"))?;

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use aims_core::agent::{Agent, LifecycleState};
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
 use aims_core::credential::CredentialHash;
-use aims_core::id::{AgentName, Environment, Owner, TrustDomain, UserName};
+use aims_core::id::{AgentName, Environment, Owner, ResourceServerName, TrustDomain, UserName};
+use aims_core::task::Task;
 use aims_core::posture::Evidence;
 use aims_core::user::User;
 use async_trait::async_trait;
@@ -26,9 +27,13 @@ mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
+mod tokens;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use tokens::{
+    AccessTokenIssue, ResourceServer, Revocation, RevocationTarget, TaskFilter,
+};
 
 /// Why a store operation failed. Callers match on the class, never on database text.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +164,8 @@ pub struct PostureSnapshot {
 pub enum IssuedKind {
     /// A JWT-SVID.
     Svid,
+    /// An access token (RFC 9068) issued by token exchange or delegation.
+    AccessToken,
 }
 
 impl IssuedKind {
@@ -166,12 +173,17 @@ impl IssuedKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Svid => "svid",
+            Self::AccessToken => "access_token",
         }
     }
 
     /// Parses a stored name.
     pub fn parse(value: &str) -> Option<Self> {
-        (value == "svid").then_some(Self::Svid)
+        match value {
+            "svid" => Some(Self::Svid),
+            "access_token" => Some(Self::AccessToken),
+            _ => None,
+        }
     }
 }
 
@@ -194,6 +206,8 @@ pub struct IssuedCredential {
     pub expires_at: OffsetDateTime,
     /// When it was revoked, if it was.
     pub revoked_at: Option<OffsetDateTime>,
+    /// The task it was issued for (access tokens).
+    pub task_id: Option<String>,
 }
 
 /// An accepted attestation: the snapshot and the identity issued for it.
@@ -405,6 +419,85 @@ pub trait Store: Send + Sync + 'static {
 
     /// The last record's position and hash.
     async fn audit_head(&self) -> Result<ChainHead, StoreError>;
+
+    /// Registers an access token (and creates its task, and burns its DPoP proof) with its
+    /// audit event. `Conflict` when the holder may not hold credentials, the parent credential
+    /// is unknown, revoked or expired, the task is not open, or the DPoP proof was used before.
+    async fn issue_access_token(
+        &self,
+        issue: &AccessTokenIssue,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// Creates a task explicitly. `Conflict` if the id exists or the agent may not act.
+    async fn create_task(&self, task: &Task, event: &AuditEvent) -> Result<(), StoreError>;
+
+    /// One task by id.
+    async fn task(&self, id: &str) -> Result<Option<Task>, StoreError>;
+
+    /// Tasks matching `filter`, newest first.
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError>;
+
+    /// Ends an active task and revokes everything issued for it; returns how many credentials
+    /// were revoked. `NotFound`, or `Conflict` when it is not active.
+    async fn end_task(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<u64, StoreError>;
+
+    /// Revokes `target` and everything derived from it, appending each newly revoked
+    /// credential to the revocation log, in one transaction with its audit event; returns how
+    /// many credentials were revoked (0 for an unknown or already revoked target).
+    async fn revoke(
+        &self,
+        target: &RevocationTarget,
+        reason: &str,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<u64, StoreError>;
+
+    /// Up to `limit` revocation-log entries with `seq > after`, in order.
+    async fn revocations_since(&self, after: u64, limit: u32)
+    -> Result<Vec<Revocation>, StoreError>;
+
+    /// Registers a resource server with the hash of its secret. `Conflict` if the name or
+    /// audience is taken.
+    async fn create_resource_server(
+        &self,
+        server: &ResourceServer,
+        credential: &CredentialHash,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// One resource server by name.
+    async fn resource_server(
+        &self,
+        name: &ResourceServerName,
+    ) -> Result<Option<ResourceServer>, StoreError>;
+
+    /// The resource server whose audience is `audience`.
+    async fn resource_server_by_audience(
+        &self,
+        audience: &str,
+    ) -> Result<Option<ResourceServer>, StoreError>;
+
+    /// The resource server holding this secret.
+    async fn resource_server_by_credential(
+        &self,
+        credential: &CredentialHash,
+    ) -> Result<Option<ResourceServer>, StoreError>;
+
+    /// Every resource server, by name.
+    async fn list_resource_servers(&self) -> Result<Vec<ResourceServer>, StoreError>;
+
+    /// Removes a resource server (tokens already issued for it simply expire). `NotFound`.
+    async fn remove_resource_server(
+        &self,
+        name: &ResourceServerName,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
 }
 
 /// Opens the store named by `url`: `sqlite://PATH` or `postgres://…`; runs migrations.

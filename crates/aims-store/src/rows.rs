@@ -7,12 +7,13 @@
 
 use aims_core::agent::{Agent, LifecycleState};
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHash, ChainHead};
-use aims_core::id::{AgentName, TrustDomain, UserName};
+use aims_core::id::{AgentName, Environment, ResourceServerName, TrustDomain, UserName};
+use aims_core::task::{Task, TaskState};
 use aims_core::user::{Role, User};
 use time::OffsetDateTime;
 
 use crate::{
-    AgentFilter, IssuedCredential, IssuedKind, JoinTokenRecord, JoinTokenUse, KeyState, MAX_PAGE,
+    AgentFilter, IssuedCredential, ResourceServer, Revocation, TaskFilter, IssuedKind, JoinTokenRecord, JoinTokenUse, KeyState, MAX_PAGE,
     PolicySetVersion, PostureSnapshot, StoreError, StoredKey,
 };
 
@@ -158,15 +159,15 @@ pub(crate) fn check_token_owner(agent: &Agent, token: &JoinTokenRecord) -> Resul
     Ok(())
 }
 
-/// The query listing agents that match `filter`, ordered by name: its SQL, its text binds in
+/// A listing query (agents by name, tasks newest first): its SQL, its text binds in
 /// placeholder order, and finally the page size bound as the last placeholder.
-pub(crate) struct AgentListing {
+pub(crate) struct Listing {
     pub sql: String,
     pub binds: Vec<String>,
     pub limit: i64,
 }
 
-impl AgentListing {
+impl Listing {
     /// Builds the query; only fixed column names enter the SQL, values are all bound.
     pub fn of(filter: &AgentFilter) -> Self {
         let conditions = [
@@ -432,6 +433,7 @@ pub(crate) struct CredentialRow {
     pub issued_at_ms: i64,
     pub expires_at_ms: i64,
     pub revoked_at_ms: Option<i64>,
+    pub task_id: Option<String>,
 }
 
 impl CredentialRow {
@@ -450,6 +452,7 @@ impl CredentialRow {
                 .map(|ms| from_ms(ms, "credential revocation"))
                 .transpose()?,
             id: self.id,
+            task_id: self.task_id,
         })
     }
 }
@@ -484,6 +487,123 @@ impl PolicySetRow {
     }
 }
 
+/// A stored task.
+#[derive(sqlx::FromRow)]
+pub(crate) struct TaskRow {
+    pub id: String,
+    pub agent: String,
+    pub intent: String,
+    pub subject: String,
+    pub state: String,
+    pub created_at_ms: i64,
+    pub deadline_ms: i64,
+    pub ended_at_ms: Option<i64>,
+}
+
+impl TaskRow {
+    /// Decodes the row.
+    pub fn into_task(self) -> Result<Task, StoreError> {
+        Ok(Task {
+            agent: parse_agent_name(&self.agent)?,
+            state: TaskState::parse(&self.state).ok_or_else(|| corrupt("task state", &self.state))?,
+            created_at: from_ms(self.created_at_ms, "task creation")?,
+            deadline: from_ms(self.deadline_ms, "task deadline")?,
+            ended_at: self
+                .ended_at_ms
+                .map(|ms| from_ms(ms, "task end"))
+                .transpose()?,
+            id: self.id,
+            intent: self.intent,
+            subject: self.subject,
+        })
+    }
+}
+
+/// The query listing tasks that match `filter`, newest first (same shape as
+/// [`Listing`]).
+pub(crate) fn task_listing(filter: &TaskFilter) -> Listing {
+    let conditions = [
+        ("agent =", filter.agent.as_ref().map(|a| a.as_str().to_owned())),
+        ("state =", filter.state.map(|s| s.as_str().to_owned())),
+    ];
+    let mut sql = String::from(
+        "SELECT id, agent, intent, subject, state, created_at_ms, deadline_ms, ended_at_ms \
+         FROM tasks WHERE TRUE",
+    );
+    let mut binds = Vec::new();
+    for (condition, value) in conditions {
+        if let Some(value) = value {
+            binds.push(value);
+            sql.push_str(&format!(" AND {condition} ${}", binds.len()));
+        }
+    }
+    sql.push_str(&format!(
+        " ORDER BY created_at_ms DESC, id LIMIT ${}",
+        binds.len() + 1
+    ));
+    Listing {
+        sql,
+        binds,
+        limit: i64::from(page_limit(filter.limit)),
+    }
+}
+
+/// A stored revocation-log entry.
+#[derive(sqlx::FromRow)]
+pub(crate) struct RevocationRow {
+    pub seq: i64,
+    pub credential: String,
+    pub agent: String,
+    pub task_id: Option<String>,
+    pub revoked_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub reason: String,
+}
+
+impl RevocationRow {
+    /// Decodes the row.
+    pub fn into_revocation(self) -> Result<Revocation, StoreError> {
+        Ok(Revocation {
+            seq: to_u64(self.seq, "revocation seq")?,
+            agent: parse_agent_name(&self.agent)?,
+            revoked_at: from_ms(self.revoked_at_ms, "revocation")?,
+            expires_at: from_ms(self.expires_at_ms, "revoked credential expiry")?,
+            credential: self.credential,
+            task_id: self.task_id,
+            reason: self.reason,
+        })
+    }
+}
+
+/// A stored resource server.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ResourceServerRow {
+    pub name: String,
+    pub audience: String,
+    pub system: String,
+    pub environment: String,
+    pub sensitivity: String,
+    pub created_by: String,
+    pub created_at_ms: i64,
+}
+
+impl ResourceServerRow {
+    /// Decodes the row.
+    pub fn into_resource_server(self) -> Result<ResourceServer, StoreError> {
+        Ok(ResourceServer {
+            name: ResourceServerName::new(self.name.clone())
+                .map_err(|_| corrupt("resource server name", &self.name))?,
+            environment: Environment::new(self.environment.clone())
+                .map_err(|_| corrupt("resource server environment", &self.environment))?,
+            created_at: from_ms(self.created_at_ms, "resource server")?,
+            audience: self.audience,
+            system: self.system,
+            sensitivity: self.sensitivity,
+            created_by: self.created_by,
+        })
+    }
+}
+
 /// Why an agent's credentials are revoked when it enters `state`.
 pub(crate) fn revocation_reason(state: LifecycleState) -> String {
     format!("agent {state}")
@@ -511,7 +631,7 @@ mod tests {
 
     #[test]
     fn agent_listing_binds_every_value() {
-        let all = AgentListing::of(&AgentFilter::default());
+        let all = Listing::of(&AgentFilter::default());
         assert_eq!(
             all.sql,
             "SELECT name, record FROM agents WHERE TRUE ORDER BY name LIMIT $1"
@@ -523,7 +643,7 @@ mod tests {
             limit: 2,
             ..AgentFilter::default()
         };
-        let some = AgentListing::of(&filter);
+        let some = Listing::of(&filter);
         assert_eq!(
             some.sql,
             "SELECT name, record FROM agents WHERE TRUE AND environment = $1 AND name > $2 \

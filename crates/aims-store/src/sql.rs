@@ -79,13 +79,71 @@ pub(crate) const UPSERT_SNAPSHOT: &str = "INSERT INTO posture_snapshots \
 pub(crate) const DELETE_SNAPSHOT: &str = "DELETE FROM posture_snapshots WHERE agent = $1";
 pub(crate) const AGENT_STATE: &str = "SELECT state FROM agents WHERE name = $1";
 pub(crate) const INSERT_CREDENTIAL: &str = "INSERT INTO credentials \
-     (id, kind, agent, parent, key_thumbprint, issued_at_ms, expires_at_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+     (id, kind, agent, parent, key_thumbprint, issued_at_ms, expires_at_ms, task_id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 pub(crate) const SELECT_CREDENTIAL: &str = "SELECT id, kind, agent, parent, key_thumbprint, \
-     issued_at_ms, expires_at_ms, revoked_at_ms FROM credentials WHERE id = $1";
-/// Revokes every live credential of one agent (the agent left the active state).
-pub(crate) const REVOKE_AGENT_CREDENTIALS: &str = "UPDATE credentials \
-     SET revoked_at_ms = $2, revoked_reason = $3 WHERE agent = $1 AND revoked_at_ms IS NULL";
+     issued_at_ms, expires_at_ms, revoked_at_ms, task_id FROM credentials WHERE id = $1";
+
+/// The revocation of a target and everything derived from it, in two statements sharing the
+/// closure: the first appends every live member to the log (`$1` the target, `$2` the time,
+/// `$3` the reason), the second marks the members appended after log position `$3`.
+macro_rules! revoke_closure {
+    ($root:literal) => {
+        concat!(
+            "WITH RECURSIVE closure(id) AS (SELECT id FROM credentials WHERE ",
+            $root,
+            " UNION SELECT c.id FROM credentials c JOIN closure ON c.parent = closure.id) \
+             INSERT INTO revocations \
+             (credential, agent, task_id, revoked_at_ms, expires_at_ms, reason) \
+             SELECT id, agent, task_id, $2, expires_at_ms, $3 FROM credentials \
+             WHERE revoked_at_ms IS NULL AND id IN (SELECT id FROM closure) ORDER BY id"
+        )
+    };
+}
+pub(crate) const REVOKE_CREDENTIAL: &str = revoke_closure!("id = $1");
+pub(crate) const REVOKE_SUBTREE: &str = revoke_closure!("parent = $1");
+pub(crate) const REVOKE_TASK: &str = revoke_closure!("task_id = $1");
+pub(crate) const REVOKE_AGENT: &str = revoke_closure!("agent = $1");
+pub(crate) const REVOKE_OWNER: &str =
+    revoke_closure!("agent IN (SELECT name FROM agents WHERE owner = $1)");
+pub(crate) const MAX_REVOCATION_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM revocations";
+pub(crate) const MARK_REVOKED: &str = "UPDATE credentials SET revoked_at_ms = $1, \
+     revoked_reason = $2 WHERE revoked_at_ms IS NULL \
+     AND id IN (SELECT credential FROM revocations WHERE seq > $3)";
+pub(crate) const SELECT_REVOCATIONS: &str = "SELECT seq, credential, agent, task_id, \
+     revoked_at_ms, expires_at_ms, reason FROM revocations WHERE seq > $1 ORDER BY seq LIMIT $2";
+pub(crate) const CLOSE_AGENT_TASKS: &str =
+    "UPDATE tasks SET state = $2, ended_at_ms = $3 WHERE agent = $1 AND state = 'active'";
+pub(crate) const CLOSE_OWNER_TASKS: &str = "UPDATE tasks SET state = $2, ended_at_ms = $3 \
+     WHERE state = 'active' AND agent IN (SELECT name FROM agents WHERE owner = $1)";
+pub(crate) const CLOSE_TASK: &str = "UPDATE tasks SET state = $2, ended_at_ms = $3 \
+     WHERE id = $1 AND state = 'active' RETURNING id";
+pub(crate) const TASK_EXISTS: &str = "SELECT id FROM tasks WHERE id = $1";
+
+pub(crate) const INSERT_TASK: &str = "INSERT INTO tasks \
+     (id, agent, intent, subject, state, created_at_ms, deadline_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+pub(crate) const SELECT_TASK: &str = "SELECT id, agent, intent, subject, state, created_at_ms, \
+     deadline_ms, ended_at_ms FROM tasks WHERE id = $1";
+pub(crate) const PURGE_DPOP_PROOFS: &str = "DELETE FROM dpop_proofs WHERE expires_at_ms < $1";
+pub(crate) const INSERT_DPOP_PROOF: &str =
+    "INSERT INTO dpop_proofs (hash, expires_at_ms) VALUES ($1, $2)";
+
+pub(crate) const INSERT_RESOURCE_SERVER: &str = "INSERT INTO resource_servers \
+     (name, audience, system, environment, sensitivity, credential_hash, created_by, \
+     created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+pub(crate) const SELECT_RESOURCE_SERVER: &str = "SELECT name, audience, system, environment, \
+     sensitivity, created_by, created_at_ms FROM resource_servers WHERE name = $1";
+pub(crate) const SELECT_RESOURCE_SERVER_BY_AUDIENCE: &str = "SELECT name, audience, system, \
+     environment, sensitivity, created_by, created_at_ms FROM resource_servers \
+     WHERE audience = $1";
+pub(crate) const SELECT_RESOURCE_SERVER_BY_CREDENTIAL: &str = "SELECT name, audience, system, \
+     environment, sensitivity, created_by, created_at_ms FROM resource_servers \
+     WHERE credential_hash = $1";
+pub(crate) const LIST_RESOURCE_SERVERS: &str = "SELECT name, audience, system, environment, \
+     sensitivity, created_by, created_at_ms FROM resource_servers ORDER BY name";
+pub(crate) const DELETE_RESOURCE_SERVER: &str =
+    "DELETE FROM resource_servers WHERE name = $1 RETURNING name";
 
 pub(crate) const MAX_POLICY_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM policy_sets";
 pub(crate) const INSERT_POLICY_SET: &str = "INSERT INTO policy_sets \

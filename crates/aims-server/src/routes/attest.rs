@@ -340,6 +340,7 @@ pub async fn attest(
             issued_at: now,
             expires_at,
             revoked_at: None,
+            task_id: None,
         },
     };
     match state.store.record_attestation(&record, &event).await {
