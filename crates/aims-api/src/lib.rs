@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+pub mod tokens;
+
 use aims_core::agent::{Agent, LifecycleState, Limits};
 use aims_core::id::{AgentName, Environment, LabelKey, Owner, UserName};
 use aims_core::posture::PostureProfile;

@@ -7,8 +7,10 @@
 //! proofs) and checks their registered claims; [`agent_key`] is the agent-side key pair that
 //! signs proof-of-possession messages. Time is always an argument, never read from a clock.
 
+pub mod access;
 pub mod agent_key;
 mod codec;
+pub mod dpop;
 mod json;
 pub mod jwk;
 pub mod jws;
