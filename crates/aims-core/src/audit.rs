@@ -28,6 +28,11 @@ pub enum Actor {
         /// The agent's SPIFFE ID.
         spiffe_id: String,
     },
+    /// A registered resource server (introspection, revocation, the revocation feed).
+    ResourceServer {
+        /// Its registered name.
+        name: String,
+    },
     /// An unauthenticated caller.
     Anonymous,
     /// AIMS itself (startup, key generation, background work).

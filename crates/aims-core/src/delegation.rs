@@ -206,7 +206,13 @@ mod tests {
         assert_eq!(root().expires_at, NOW + 600);
         let g = first_grant(scopes("read:x"), "a".into(), NOW, lifetimes(None), NOW + 60).unwrap();
         assert_eq!(g.expires_at, NOW + 60);
-        let zero = first_grant(scopes("read:x"), "a".into(), NOW, lifetimes(Some(0)), i64::MAX);
+        let zero = first_grant(
+            scopes("read:x"),
+            "a".into(),
+            NOW,
+            lifetimes(Some(0)),
+            i64::MAX,
+        );
         assert_eq!(zero, Err(GrantError::NoLifetime));
         let past = first_grant(scopes("read:x"), "a".into(), NOW, lifetimes(None), NOW);
         assert_eq!(past, Err(GrantError::Expired));
@@ -219,8 +225,8 @@ mod tests {
             scopes: Some(scopes(s)),
             audience: None,
         };
-        let child = delegated_grant(&parent, &ask("read:repo/app"), NOW, lifetimes(None), LIMITS)
-            .unwrap();
+        let child =
+            delegated_grant(&parent, &ask("read:repo/app"), NOW, lifetimes(None), LIMITS).unwrap();
         assert_eq!(child.depth, 1);
         assert_eq!(child.expires_at, parent.expires_at, "capped at the parent");
         assert_eq!(
@@ -238,12 +244,24 @@ mod tests {
         let grandchild =
             delegated_grant(&child, &ask("read:repo/app"), NOW, lifetimes(None), LIMITS).unwrap();
         assert_eq!(
-            delegated_grant(&grandchild, &ask("read:repo/app"), NOW, lifetimes(None), LIMITS),
+            delegated_grant(
+                &grandchild,
+                &ask("read:repo/app"),
+                NOW,
+                lifetimes(None),
+                LIMITS
+            ),
             Err(GrantError::TooDeep { depth: 3, limit: 2 })
         );
         let later = parent.expires_at;
         assert_eq!(
-            delegated_grant(&parent, &ask("read:repo/app"), later, lifetimes(None), LIMITS),
+            delegated_grant(
+                &parent,
+                &ask("read:repo/app"),
+                later,
+                lifetimes(None),
+                LIMITS
+            ),
             Err(GrantError::Expired)
         );
     }
@@ -261,8 +279,8 @@ mod tests {
         prop::collection::vec(any_scope(), 1..5).prop_map(ScopeSet::from_scopes)
     }
 
-    fn any_hop() -> impl Strategy<Value = (Option<ScopeSet>, Option<bool>, Option<u64>, u32, u32, i64)>
-    {
+    fn any_hop()
+    -> impl Strategy<Value = (Option<ScopeSet>, Option<bool>, Option<u64>, u32, u32, i64)> {
         (
             prop::option::of(any_scopes()),
             prop::option::of(any::<bool>()),

@@ -52,9 +52,7 @@ impl Scope {
         if value.len() > MAX_SCOPE_LEN {
             return Err("longer than 256 characters");
         }
-        let (action, resource) = value
-            .split_once(':')
-            .ok_or("not <action>:<resource>")?;
+        let (action, resource) = value.split_once(':').ok_or("not <action>:<resource>")?;
         if action.is_empty() || action.len() > MAX_ACTION_LEN {
             return Err("the action must be 1-64 characters");
         }
@@ -254,7 +252,11 @@ mod tests {
 
     #[test]
     fn permitting_matches_covering_an_exact_scope() {
-        let cases = [("read:repo/*", "repo/x"), ("read:repo/x", "repo/x"), ("read:repo/x", "repo/xy")];
+        let cases = [
+            ("read:repo/*", "repo/x"),
+            ("read:repo/x", "repo/x"),
+            ("read:repo/x", "repo/xy"),
+        ];
         for (scope, id) in cases {
             let exact = s(&format!("read:{id}"));
             assert_eq!(s(scope).permits("read", id), s(scope).covers(&exact));

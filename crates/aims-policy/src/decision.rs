@@ -51,6 +51,9 @@ pub enum Reason {
     EvaluationError,
     /// Denied as asked; allowed with `context.approved = true`.
     NeedsApproval,
+    /// Denied before any policy ran: the caller's task token does not cover the action on
+    /// this resource (set by the enforcement point, never by the engine).
+    OutsideTokenScope,
 }
 
 /// A policy that failed to evaluate for this request.
@@ -83,6 +86,20 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The deny an enforcement point answers, without asking Cedar, when the caller's task
+    /// token does not cover the request.
+    #[must_use]
+    pub fn outside_scope(decision_id: String) -> Self {
+        Self {
+            decision_id: Some(decision_id),
+            effect: Effect::Deny,
+            reason: Reason::OutsideTokenScope,
+            determining_policies: Vec::new(),
+            errors: Vec::new(),
+            evaluated_policies: 0,
+        }
+    }
+
     /// Is the effect `Allow`?
     #[must_use]
     pub fn is_allowed(&self) -> bool {

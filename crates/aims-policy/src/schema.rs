@@ -26,7 +26,7 @@
 //! - `read`, `query`, `read_metadata` in group `read_only`; `write`, `delete` in group
 //!   `mutate` (resource `Resource`).
 //! - `retrieve_secret`, `export_secret` in group `secret_access` (resource `Secret`).
-//! - `request_scope` (resource `Scope`): may this scope be granted in a task token.
+//! - `obtain` (resource `Scope`): may this scope be granted in a task token.
 //! - `delegate` (resource `Agent`): may the principal hand part of its task to that agent.
 //!
 //! **Context** (`Aims::RequestContext`, the same record for every action): `time`

@@ -7,7 +7,6 @@
 //! makes no decisions of its own: validation and authorization happen on the server.
 
 use std::fmt;
-use std::time::Duration;
 
 use aims_api::{
     AddUserRequest, AgentList, AgentQuery, AgentView, AttestRequest, AttestResponse, AuditPage,
@@ -17,15 +16,13 @@ use aims_api::{
 };
 use aims_core::id::{AgentName, UserName};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
-use reqwest::{Method, RequestBuilder, Url};
-use serde::de::DeserializeOwned;
+use reqwest::{Method, RequestBuilder};
 
 use crate::SdkError;
+use crate::http::{http_client, parse_base_url, receive, receive_empty};
 
-/// How long to wait for a TCP (and TLS) connection.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a whole request, body included, may take.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub use crate::http::{CONNECT_TIMEOUT, REQUEST_TIMEOUT};
+
 /// Largest page the server hands out for `GET /v1/agents` and `GET /v1/audit`.
 pub const MAX_PAGE: u32 = 1000;
 
@@ -65,15 +62,7 @@ impl AdminClient {
                 Some(value)
             }
         };
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            // An API answers, it does not redirect; following one could carry the request
-            // (and its token) somewhere unexpected.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("aims-sdk/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| SdkError::transport(&e))?;
+        let http = http_client()?;
         Ok(Self { http, base, auth })
     }
 
@@ -395,63 +384,6 @@ fn agent_path(name: &AgentName, suffix: &str) -> String {
 /// `/v1/users/{name}{suffix}`. User names are lowercase slugs, safe in a path segment.
 fn user_path(name: &UserName, suffix: &str) -> String {
     format!("/v1/users/{}{suffix}", name.as_str())
-}
-
-/// Checks that `raw` is an absolute `http(s)` URL that can serve as a base, and returns it
-/// without trailing slashes so paths can be appended.
-pub(crate) fn parse_base_url(raw: &str) -> Result<String, SdkError> {
-    let raw = raw.trim();
-    let url = Url::parse(raw).map_err(|e| {
-        SdkError::InvalidUrl(format!(
-            "{e}; give a full URL such as http://127.0.0.1:8700"
-        ))
-    })?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(SdkError::InvalidUrl(format!(
-            "the scheme must be http or https, not {}; give a full URL such as http://127.0.0.1:8700",
-            url.scheme()
-        )));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(SdkError::InvalidUrl("the URL has no host".into()));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(SdkError::InvalidUrl(
-            "credentials in the URL are not supported; use the API token".into(),
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(SdkError::InvalidUrl(
-            "a base URL cannot have a query or fragment".into(),
-        ));
-    }
-    Ok(url.as_str().trim_end_matches('/').to_owned())
-}
-
-/// Sends the request and decodes a successful JSON body as `T`.
-async fn receive<T: DeserializeOwned>(builder: RequestBuilder) -> Result<T, SdkError> {
-    let body = send(builder).await?;
-    serde_json::from_slice(&body).map_err(|e| SdkError::Decode(e.to_string()))
-}
-
-/// Sends the request and ignores a successful body.
-async fn receive_empty(builder: RequestBuilder) -> Result<(), SdkError> {
-    send(builder).await.map(drop)
-}
-
-/// Sends the request; a non-success status becomes an error built from the body.
-async fn send(builder: RequestBuilder) -> Result<Vec<u8>, SdkError> {
-    let response = builder.send().await.map_err(|e| SdkError::transport(&e))?;
-    let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| SdkError::transport(&e))?;
-    if status.is_success() {
-        Ok(body.to_vec())
-    } else {
-        Err(SdkError::from_response(status.as_u16(), &body))
-    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! the way; they never carry the caller's credential.
 
 use aims_api::ErrorBody;
+use aims_api::tokens::OAuthError;
 
 /// Longest excerpt of a non-JSON error body kept in [`SdkError::Http`].
 const BODY_EXCERPT_MAX: usize = 200;
@@ -21,6 +22,19 @@ pub enum SdkError {
         code: String,
         /// The server's explanation.
         message: String,
+    },
+    /// An OAuth endpoint (token, introspection, revocation) refused the request with an
+    /// RFC 6749 §5.2 error.
+    #[error("{error}{}", excerpt_suffix(.description.as_deref().unwrap_or_default()))]
+    OAuth {
+        /// HTTP status code (400, or 401 for `invalid_client`).
+        status: u16,
+        /// The RFC error code: `invalid_request`, `invalid_client`, `invalid_grant`,
+        /// `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`,
+        /// `invalid_target`, `invalid_dpop_proof`, ...
+        error: String,
+        /// The server's explanation, if it gave one.
+        description: Option<String>,
     },
     /// The server (or something in front of it) answered with an error status and a body that
     /// is not an AIMS error body.
@@ -47,22 +61,57 @@ pub enum SdkError {
     /// The call needs an API token and the client has none.
     #[error("this call needs an API token, and none was configured")]
     MissingToken,
+    /// A credential handed to the SDK (an SVID, an access token, a client name or secret)
+    /// cannot be sent: it is empty or holds characters an HTTP header or form cannot carry.
+    /// `what` names which one; the value itself is never shown.
+    #[error("the {what} is empty or contains characters that cannot be sent")]
+    InvalidCredential {
+        /// Which credential, e.g. `access token`.
+        what: &'static str,
+    },
+    /// A request the SDK was asked to send is not well-formed, so it was not sent.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// Signing a proof with the agent's key failed (the random number generator failed).
+    #[error("cannot sign the proof: {0}")]
+    Signing(String),
 }
 
 impl SdkError {
     /// The HTTP status of a refused call, if the server answered at all.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Self::Api { status, .. } | Self::Http { status, .. } => Some(*status),
+            Self::Api { status, .. } | Self::OAuth { status, .. } | Self::Http { status, .. } => {
+                Some(*status)
+            }
             _ => None,
         }
     }
 
-    /// The server's stable error code, if it sent one.
+    /// The server's stable error code (for OAuth errors, the RFC 6749 code), if it sent one.
     pub fn code(&self) -> Option<&str> {
         match self {
             Self::Api { code, .. } => Some(code),
+            Self::OAuth { error, .. } => Some(error),
             _ => None,
+        }
+    }
+
+    /// The error for a non-success answer of an OAuth endpoint: an RFC 6749 error body
+    /// (`error`, optional `error_description`) if the body is one, else as
+    /// [`SdkError::from_response`] reads it. An AIMS error body (which has a `message`) stays
+    /// an [`SdkError::Api`], so nothing the server said is dropped.
+    pub(crate) fn from_oauth_response(status: u16, body: &[u8]) -> Self {
+        if serde_json::from_slice::<ErrorBody>(body).is_ok() {
+            return Self::from_response(status, body);
+        }
+        match serde_json::from_slice::<OAuthError>(body) {
+            Ok(err) => Self::OAuth {
+                status,
+                error: excerpt(err.error.as_bytes()),
+                description: err.error_description.map(|d| excerpt(d.as_bytes())),
+            },
+            Err(_) => Self::from_response(status, body),
         }
     }
 
@@ -163,6 +212,41 @@ mod tests {
             SdkError::from_response(404, b"").to_string(),
             "unexpected HTTP 404 response"
         );
+    }
+
+    #[test]
+    fn oauth_error_bodies_carry_the_rfc_code() {
+        let err = SdkError::from_oauth_response(
+            400,
+            br#"{"error":"invalid_scope","error_description":"write:repo/* is not allowed"}"#,
+        );
+        assert_eq!(
+            err,
+            SdkError::OAuth {
+                status: 400,
+                error: "invalid_scope".into(),
+                description: Some("write:repo/* is not allowed".into()),
+            }
+        );
+        assert_eq!(err.code(), Some("invalid_scope"));
+        assert_eq!(err.status(), Some(400));
+        assert_eq!(
+            err.to_string(),
+            "invalid_scope: write:repo/* is not allowed"
+        );
+        let bare = SdkError::from_oauth_response(401, br#"{"error":"invalid_client"}"#);
+        assert_eq!(bare.to_string(), "invalid_client");
+        assert_eq!(bare.status(), Some(401));
+        // An AIMS error body or a proxy's page still decodes as before.
+        let api = SdkError::from_oauth_response(
+            503,
+            br#"{"error":"unavailable","message":"store down"}"#,
+        );
+        assert!(matches!(api, SdkError::Api { .. }), "{api:?}");
+        assert!(matches!(
+            SdkError::from_oauth_response(502, b"<html>"),
+            SdkError::Http { .. }
+        ));
     }
 
     #[test]

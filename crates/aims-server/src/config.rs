@@ -69,6 +69,17 @@ pub struct RawConfig {
     pub key_reload_s: Option<u64>,
     /// Default and longest lifetime of a JWT-SVID, seconds (an agent's own limit may be lower).
     pub svid_ttl_s: Option<u64>,
+    /// Global ceiling on access-token lifetime, seconds.
+    pub max_token_ttl_s: Option<u64>,
+    /// Global ceiling on delegation depth.
+    pub max_delegation_depth: Option<u64>,
+    /// Default and longest task lifetime, seconds.
+    pub task_ttl_s: Option<u64>,
+    /// How often each replica reads new revocations from the store, milliseconds.
+    pub revocation_poll_ms: Option<u64>,
+    /// How long a replica may go without reading the revocation log before it refuses every
+    /// token, seconds.
+    pub revocation_max_staleness_s: Option<u64>,
     /// Where drift notifications are POSTed (signed JWS bodies), if anywhere.
     pub drift_webhook_url: Option<String>,
     /// Third-party issuers whose tokens prove an agent's identity at attestation.
@@ -92,6 +103,13 @@ impl RawConfig {
             bundle_refresh_hint_s: other.bundle_refresh_hint_s.or(self.bundle_refresh_hint_s),
             key_reload_s: other.key_reload_s.or(self.key_reload_s),
             svid_ttl_s: other.svid_ttl_s.or(self.svid_ttl_s),
+            max_token_ttl_s: other.max_token_ttl_s.or(self.max_token_ttl_s),
+            max_delegation_depth: other.max_delegation_depth.or(self.max_delegation_depth),
+            task_ttl_s: other.task_ttl_s.or(self.task_ttl_s),
+            revocation_poll_ms: other.revocation_poll_ms.or(self.revocation_poll_ms),
+            revocation_max_staleness_s: other
+                .revocation_max_staleness_s
+                .or(self.revocation_max_staleness_s),
             drift_webhook_url: other.drift_webhook_url.or(self.drift_webhook_url),
             trusted_issuers: other.trusted_issuers.or(self.trusted_issuers),
         }
@@ -155,6 +173,16 @@ pub struct Config {
     pub key_reload: Duration,
     /// Default and longest lifetime of a JWT-SVID.
     pub svid_ttl: Duration,
+    /// Global ceiling on access-token lifetime (default 15 minutes).
+    pub max_token_ttl: Duration,
+    /// Global ceiling on delegation depth.
+    pub max_delegation_depth: u32,
+    /// Default and longest task lifetime.
+    pub task_ttl: Duration,
+    /// How often the revocation log is read.
+    pub revocation_poll: Duration,
+    /// How stale the revocation view may get before tokens are refused.
+    pub revocation_max_staleness: Duration,
     /// Where drift notifications are POSTed.
     pub drift_webhook_url: Option<String>,
     /// Third-party issuers trusted for federated attestation.
@@ -273,6 +301,24 @@ impl Config {
         );
         let key_reload_s = bounded("key_reload_s", raw.key_reload_s, 10, 1, 3600);
         let svid_ttl_s = bounded("svid_ttl_s", raw.svid_ttl_s, 600, 30, 3600);
+        let max_token_ttl_s = bounded("max_token_ttl_s", raw.max_token_ttl_s, 900, 10, 86_400);
+        let max_delegation_depth =
+            bounded("max_delegation_depth", raw.max_delegation_depth, 4, 0, 16);
+        let task_ttl_s = bounded("task_ttl_s", raw.task_ttl_s, 3600, 60, 7 * 86_400);
+        let revocation_poll_ms =
+            bounded("revocation_poll_ms", raw.revocation_poll_ms, 20, 5, 10_000);
+        let staleness_s = bounded(
+            "revocation_max_staleness_s",
+            raw.revocation_max_staleness_s,
+            5,
+            1,
+            300,
+        );
+        if revocation_poll_ms >= staleness_s.saturating_mul(1000) {
+            errors.push(
+                "revocation_poll_ms: must be shorter than revocation_max_staleness_s".to_owned(),
+            );
+        }
         let mut trusted_issuers = Vec::new();
         for issuer in raw.trusted_issuers.unwrap_or_default() {
             match TrustedIssuer::try_from_raw(issuer) {
@@ -301,6 +347,11 @@ impl Config {
                 bundle_refresh_hint: Duration::from_secs(refresh_s),
                 key_reload: Duration::from_secs(key_reload_s),
                 svid_ttl: Duration::from_secs(svid_ttl_s),
+                max_token_ttl: Duration::from_secs(max_token_ttl_s),
+                max_delegation_depth: u32::try_from(max_delegation_depth).unwrap_or(4),
+                task_ttl: Duration::from_secs(task_ttl_s),
+                revocation_poll: Duration::from_millis(revocation_poll_ms),
+                revocation_max_staleness: Duration::from_secs(staleness_s),
                 drift_webhook_url,
                 trusted_issuers,
             }),

@@ -19,6 +19,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Message for the caller (no secrets, no internals).
     pub message: String,
+    /// A `WWW-Authenticate` challenge to send with a 401.
+    pub challenge: Option<String>,
 }
 
 /// Marks a response as a refusal, for the audit middleware.
@@ -35,7 +37,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            challenge: None,
         }
+    }
+
+    /// The same error with a `WWW-Authenticate` challenge.
+    pub fn with_challenge(mut self, challenge: String) -> Self {
+        self.challenge = Some(challenge);
+        self
     }
 
     /// 400 with a specific code.
@@ -124,6 +133,14 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if let Some(value) = self
+            .challenge
+            .and_then(|c| axum::http::HeaderValue::from_str(&c).ok())
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, value);
+        }
         response
             .extensions_mut()
             .insert(Rejected { code: self.code });

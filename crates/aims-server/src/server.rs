@@ -23,6 +23,7 @@ use crate::bootstrap::{self, StartupError};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyHolder, RELOAD_EVERY};
+use crate::revocation;
 use crate::routes::router;
 use crate::state::{AppState, Parts};
 
@@ -123,6 +124,16 @@ pub async fn start_with_store(
     let _ = state.reload_policy().await;
     tokio::spawn(reload_keys_periodically(state.clone(), stop.clone()));
     tokio::spawn(reload_policy_periodically(state.clone(), stop.clone()));
+    // Tokens are refused until the revocation log has been read once.
+    if let Err(error) = state.revocations.catch_up(state.store.as_ref()).await {
+        tracing::error!(%error, "cannot read the revocation log at start; tokens are refused until it can");
+    }
+    tokio::spawn(revocation::follow(
+        state.revocations.clone(),
+        state.store.clone(),
+        state.config.revocation_poll,
+        stop.clone(),
+    ));
     let app = router(state);
     let task = tokio::spawn(serve(listener, app, stop));
     Ok(RunningServer {

@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use aims_core::audit::{Actor, AuditEvent, Outcome};
 use aims_core::id::TrustDomain;
 use aims_store::Store;
+use aims_token::dpop::ReplayCache;
 use aims_token::master::MasterKey;
 use ring::rand::SystemRandom;
 use time::OffsetDateTime;
@@ -17,6 +18,10 @@ use crate::federation::Federation;
 use crate::keyring::{KeyRing, KeyRingError};
 use crate::metrics::Metrics;
 use crate::policy::{self, LoadedPolicy, PolicyHolder};
+use crate::revocation::RevocationSet;
+
+/// Most DPoP proofs one replica remembers at once (each for a minute).
+const DPOP_REPLAY_CAPACITY: usize = 1_000_000;
 
 /// Cheap-to-clone handle on the server's state.
 #[derive(Clone)]
@@ -44,6 +49,10 @@ pub struct Inner {
     pub federation: Federation,
     /// The policy version in force.
     pub policy: PolicyHolder,
+    /// What this replica knows is revoked.
+    pub revocations: Arc<RevocationSet>,
+    /// DPoP proofs seen by this replica.
+    pub dpop_replay: ReplayCache,
     master: MasterKey,
     keys: RwLock<Arc<KeyRing>>,
 }
@@ -81,8 +90,11 @@ impl AppState {
     /// Assembles the state.
     pub fn new(parts: Parts) -> Self {
         let federation = Federation::new(parts.config.trusted_issuers.clone());
+        let revocations = Arc::new(RevocationSet::new(parts.config.revocation_max_staleness));
         Self(Arc::new(Inner {
             federation,
+            revocations,
+            dpop_replay: ReplayCache::new(DPOP_REPLAY_CAPACITY),
             policy: parts.policy,
             trust_domain: parts.config.trust_domain.clone(),
             config: parts.config,

@@ -80,11 +80,16 @@ pub struct PresentedSvid {
     pub jti: String,
     /// The key it is bound to.
     pub key_thumbprint: String,
+    /// Its one audience.
+    pub audience: String,
+    /// Its expiry, Unix seconds.
+    pub expires_at: i64,
 }
 
 /// Verifies an SVID this server issued: signature by a published key, `typ`, issuer, expiry.
-/// Any audience is accepted, because the caller must also prove possession of the bound key.
-pub fn verify_for_renewal(
+/// Any audience is accepted (renewal also proves possession of the bound key); callers that
+/// need the SVID to be meant for AIMS itself compare [`PresentedSvid::audience`].
+pub fn verify_presented(
     keys: &KeyRing,
     issuer: &str,
     token: &str,
@@ -100,12 +105,13 @@ pub fn verify_for_renewal(
     let audience = claims
         .get("aud")
         .and_then(|a| a.as_str())
-        .ok_or(TokenError::Audience)?;
+        .ok_or(TokenError::Audience)?
+        .to_owned();
     jws::check_claims(
         &claims,
         &ClaimChecks {
             issuer: Some(issuer),
-            audience,
+            audience: &audience,
             now: now.unix_timestamp(),
             leeway_s: LEEWAY_S,
             max_lifetime_s: None,
@@ -125,9 +131,15 @@ pub fn verify_for_renewal(
         .and_then(|j| j.as_str())
         .map(str::to_owned)
         .ok_or(TokenError::Claims("cnf.jkt"))?;
+    let expires_at = claims
+        .get("exp")
+        .and_then(serde_json::Value::as_i64)
+        .ok_or(TokenError::Claims("exp"))?;
     Ok(PresentedSvid {
         spiffe_id,
         jti: text("jti")?,
         key_thumbprint,
+        audience,
+        expires_at,
     })
 }

@@ -27,15 +27,13 @@ use time::OffsetDateTime;
 
 use crate::errors::{classify, is_foreign_key_violation, on_unique};
 use crate::rows::{
-    self, AgentColumns, AgentRow, AuditRow, CredentialRow, HeadRow, JoinTokenRow, KeyRow,
-    Listing, NewAuditRow, PolicySetRow, ResourceServerRow, RevocationRow, SnapshotRow, TaskRow,
-    UserRow,
+    self, AgentColumns, AgentRow, AuditRow, CredentialRow, HeadRow, JoinTokenRow, KeyRow, Listing,
+    NewAuditRow, PolicySetRow, ResourceServerRow, RevocationRow, SnapshotRow, TaskRow, UserRow,
 };
 use crate::{
-    AccessTokenIssue, AgentFilter, AttestationRecord, ResourceServer, Revocation,
-    RevocationTarget, TaskFilter, Initialization, IssuedCredential, JoinTokenRecord,
-    JoinTokenUse, KeySet, KeyState, MAX_PAGE, PolicySetVersion, PostureSnapshot, Store, StoreError,
-    StoredKey, sql,
+    AccessTokenIssue, AgentFilter, AttestationRecord, Initialization, IssuedCredential,
+    JoinTokenRecord, JoinTokenUse, KeySet, KeyState, MAX_PAGE, PolicySetVersion, PostureSnapshot,
+    ResourceServer, Revocation, RevocationTarget, Store, StoreError, StoredKey, TaskFilter, sql,
 };
 
 /// A backend's connection type.
@@ -907,7 +905,9 @@ where
             .bind(rows::to_ms(server.created_at))
             .execute(&mut *tx)
             .await
-            .map_err(on_unique("resource server name or audience already registered"))?;
+            .map_err(on_unique(
+                "resource server name or audience already registered",
+            ))?;
         finish::<B>(tx, head, std::slice::from_ref(event)).await?;
         Ok(())
     }
@@ -923,8 +923,12 @@ where
         &self,
         audience: &str,
     ) -> Result<Option<ResourceServer>, StoreError> {
-        resource_server_where::<B>(self.reads(), sql::SELECT_RESOURCE_SERVER_BY_AUDIENCE, audience)
-            .await
+        resource_server_where::<B>(
+            self.reads(),
+            sql::SELECT_RESOURCE_SERVER_BY_AUDIENCE,
+            audience,
+        )
+        .await
     }
 
     async fn resource_server_by_credential(
@@ -1004,7 +1008,8 @@ where
         .execute(&mut **tx)
         .await
         .map_err(classify)?;
-    let after = sqlx::query_scalar::<B::Db, i64>(sql::MAX_REVOCATION_SEQ)
+    let appended = sqlx::query_scalar::<B::Db, i64>(sql::COUNT_REVOCATIONS_AFTER)
+        .bind(before)
         .fetch_one(&mut **tx)
         .await
         .map_err(classify)?;
@@ -1015,7 +1020,7 @@ where
         .execute(&mut **tx)
         .await
         .map_err(classify)?;
-    rows::to_u64(after.saturating_sub(before), "revocation count")
+    rows::to_u64(appended, "revocation count")
 }
 
 /// Inserts a task; its id is unique.

@@ -15,8 +15,8 @@ use aims_core::agent::{Agent, LifecycleState};
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
 use aims_core::credential::CredentialHash;
 use aims_core::id::{AgentName, Environment, Owner, ResourceServerName, TrustDomain, UserName};
-use aims_core::task::Task;
 use aims_core::posture::Evidence;
+use aims_core::task::Task;
 use aims_core::user::User;
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -31,9 +31,7 @@ mod tokens;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
-pub use tokens::{
-    AccessTokenIssue, ResourceServer, Revocation, RevocationTarget, TaskFilter,
-};
+pub use tokens::{AccessTokenIssue, ResourceServer, Revocation, RevocationTarget, TaskFilter};
 
 /// Why a store operation failed. Callers match on the class, never on database text.
 #[derive(Debug, thiserror::Error)]
@@ -459,8 +457,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<u64, StoreError>;
 
     /// Up to `limit` revocation-log entries with `seq > after`, in order.
-    async fn revocations_since(&self, after: u64, limit: u32)
-    -> Result<Vec<Revocation>, StoreError>;
+    async fn revocations_since(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Revocation>, StoreError>;
 
     /// Registers a resource server with the hash of its secret. `Conflict` if the name or
     /// audience is taken.

@@ -13,8 +13,9 @@ use aims_core::user::{Role, User};
 use time::OffsetDateTime;
 
 use crate::{
-    AgentFilter, IssuedCredential, ResourceServer, Revocation, TaskFilter, IssuedKind, JoinTokenRecord, JoinTokenUse, KeyState, MAX_PAGE,
-    PolicySetVersion, PostureSnapshot, StoreError, StoredKey,
+    AgentFilter, IssuedCredential, IssuedKind, JoinTokenRecord, JoinTokenUse, KeyState, MAX_PAGE,
+    PolicySetVersion, PostureSnapshot, ResourceServer, Revocation, StoreError, StoredKey,
+    TaskFilter,
 };
 
 /// `meta` key of the trust domain.
@@ -505,7 +506,8 @@ impl TaskRow {
     pub fn into_task(self) -> Result<Task, StoreError> {
         Ok(Task {
             agent: parse_agent_name(&self.agent)?,
-            state: TaskState::parse(&self.state).ok_or_else(|| corrupt("task state", &self.state))?,
+            state: TaskState::parse(&self.state)
+                .ok_or_else(|| corrupt("task state", &self.state))?,
             created_at: from_ms(self.created_at_ms, "task creation")?,
             deadline: from_ms(self.deadline_ms, "task deadline")?,
             ended_at: self
@@ -523,7 +525,10 @@ impl TaskRow {
 /// [`Listing`]).
 pub(crate) fn task_listing(filter: &TaskFilter) -> Listing {
     let conditions = [
-        ("agent =", filter.agent.as_ref().map(|a| a.as_str().to_owned())),
+        (
+            "agent =",
+            filter.agent.as_ref().map(|a| a.as_str().to_owned()),
+        ),
         ("state =", filter.state.map(|s| s.as_str().to_owned())),
     ];
     let mut sql = String::from(

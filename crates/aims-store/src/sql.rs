@@ -107,6 +107,9 @@ pub(crate) const REVOKE_AGENT: &str = revoke_closure!("agent = $1");
 pub(crate) const REVOKE_OWNER: &str =
     revoke_closure!("agent IN (SELECT name FROM agents WHERE owner = $1)");
 pub(crate) const MAX_REVOCATION_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM revocations";
+/// How many entries lie after log position `$1`: under the head lock, exactly the ones the
+/// current transaction appended (PostgreSQL sequences leave gaps, so positions are not counts).
+pub(crate) const COUNT_REVOCATIONS_AFTER: &str = "SELECT COUNT(*) FROM revocations WHERE seq > $1";
 pub(crate) const MARK_REVOKED: &str = "UPDATE credentials SET revoked_at_ms = $1, \
      revoked_reason = $2 WHERE revoked_at_ms IS NULL \
      AND id IN (SELECT credential FROM revocations WHERE seq > $3)";

@@ -84,9 +84,9 @@ pub struct AccessClaims {
 impl AccessClaims {
     /// Delegation depth: 0 for an agent's own token, n after n delegations.
     pub fn depth(&self) -> u32 {
-        self.act
-            .as_ref()
-            .map_or(0, |a| u32::try_from(a.chain().len().saturating_sub(1)).unwrap_or(u32::MAX))
+        self.act.as_ref().map_or(0, |a| {
+            u32::try_from(a.chain().len().saturating_sub(1)).unwrap_or(u32::MAX)
+        })
     }
 
     /// The SPIFFE IDs of every agent in the delegation chain, current holder first.
@@ -99,7 +99,11 @@ impl AccessClaims {
 }
 
 /// Mints an access token with the current signing key.
-pub fn mint(key: &SigningKey, rng: &SystemRandom, claims: &AccessClaims) -> Result<String, TokenError> {
+pub fn mint(
+    key: &SigningKey,
+    rng: &SystemRandom,
+    claims: &AccessClaims,
+) -> Result<String, TokenError> {
     let body = serde_json::to_value(claims).map_err(|_| TokenError::Claims("cannot encode"))?;
     jws::sign(key, rng, jws::TYP_ACCESS_TOKEN, &body)
 }
@@ -180,7 +184,9 @@ mod tests {
             exp: NOW + 300,
             task_id: "t1".into(),
             intent: "fix the build".into(),
-            cnf: Some(Confirmation { jkt: "thumb".into() }),
+            cnf: Some(Confirmation {
+                jkt: "thumb".into(),
+            }),
             act: Some(Actor {
                 sub: "spiffe://acme.example/agent/executor".into(),
                 act: Some(Box::new(Actor {
@@ -206,7 +212,10 @@ mod tests {
         let key = SigningKey::generate(&rng).unwrap().key;
         let token = mint(&key, &rng, &claims()).unwrap();
         let public = VerifyingKey::try_from(key.public_jwk()).unwrap();
-        let back = verify(&token, &check(Some("https://tools.example")), |_| Ok(&public)).unwrap();
+        let back = verify(&token, &check(Some("https://tools.example")), |_| {
+            Ok(&public)
+        })
+        .unwrap();
         assert_eq!(back, claims());
         assert_eq!(back.depth(), 1);
         assert_eq!(
@@ -218,7 +227,9 @@ mod tests {
         );
         assert!(verify(&token, &check(None), |_| Ok(&public)).is_ok());
         assert!(matches!(
-            verify(&token, &check(Some("https://other.example")), |_| Ok(&public)),
+            verify(&token, &check(Some("https://other.example")), |_| Ok(
+                &public
+            )),
             Err(TokenError::Audience)
         ));
     }
@@ -230,6 +241,9 @@ mod tests {
         let body = serde_json::to_value(claims()).unwrap();
         let svid = jws::sign(&key, &rng, jws::TYP_SVID, &body).unwrap();
         let public = VerifyingKey::try_from(key.public_jwk()).unwrap();
-        assert!(matches!(verify(&svid, &check(None), |_| Ok(&public)), Err(TokenError::Type)));
+        assert!(matches!(
+            verify(&svid, &check(None), |_| Ok(&public)),
+            Err(TokenError::Type)
+        ));
     }
 }

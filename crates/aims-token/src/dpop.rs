@@ -225,20 +225,47 @@ mod tests {
         let key = key(AgentKeyKind::P256);
         let rng = SystemRandom::new();
         let proof = sign_proof(&key, &rng, "POST", URL, Some("tok"), NOW).unwrap();
-        let get = ProofCheck { method: "GET", ..check(Some("tok")) };
+        let get = ProofCheck {
+            method: "GET",
+            ..check(Some("tok"))
+        };
         assert!(verify_proof(&proof, &get).is_err(), "method");
-        let other = ProofCheck { url: "https://aims.example/oauth2/token", ..check(Some("tok")) };
+        let other = ProofCheck {
+            url: "https://aims.example/oauth2/token",
+            ..check(Some("tok"))
+        };
         assert!(verify_proof(&proof, &other).is_err(), "uri");
-        let query = ProofCheck { url: "https://aims.example/v1/decisions?x=1", ..check(Some("tok")) };
+        let query = ProofCheck {
+            url: "https://aims.example/v1/decisions?x=1",
+            ..check(Some("tok"))
+        };
         assert!(verify_proof(&proof, &query).is_ok(), "query is ignored");
         assert!(verify_proof(&proof, &check(Some("other"))).is_err(), "ath");
-        assert!(verify_proof(&proof, &check(None)).is_err(), "ath without token");
+        assert!(
+            verify_proof(&proof, &check(None)).is_err(),
+            "ath without token"
+        );
         let bare = sign_proof(&key, &rng, "POST", URL, None, NOW).unwrap();
-        assert!(verify_proof(&bare, &check(Some("tok"))).is_err(), "missing ath");
-        let old = ProofCheck { now: NOW + MAX_AGE_S + 1, ..check(Some("tok")) };
-        assert!(matches!(verify_proof(&proof, &old), Err(TokenError::Expired)));
-        let early = ProofCheck { now: NOW - FUTURE_SKEW_S - 1, ..check(Some("tok")) };
-        assert!(matches!(verify_proof(&proof, &early), Err(TokenError::NotYetValid)));
+        assert!(
+            verify_proof(&bare, &check(Some("tok"))).is_err(),
+            "missing ath"
+        );
+        let old = ProofCheck {
+            now: NOW + MAX_AGE_S + 1,
+            ..check(Some("tok"))
+        };
+        assert!(matches!(
+            verify_proof(&proof, &old),
+            Err(TokenError::Expired)
+        ));
+        let early = ProofCheck {
+            now: NOW - FUTURE_SKEW_S - 1,
+            ..check(Some("tok"))
+        };
+        assert!(matches!(
+            verify_proof(&proof, &early),
+            Err(TokenError::NotYetValid)
+        ));
     }
 
     #[test]
@@ -246,8 +273,13 @@ mod tests {
         let key = key(AgentKeyKind::P256);
         let rng = SystemRandom::new();
         let claims = json!({"jti": "x", "htm": "POST", "htu": URL, "iat": NOW});
-        let attestation = key.sign_self_signed(&rng, jws::TYP_ATTESTATION, &claims).unwrap();
-        assert!(matches!(verify_proof(&attestation, &check(None)), Err(TokenError::Type)));
+        let attestation = key
+            .sign_self_signed(&rng, jws::TYP_ATTESTATION, &claims)
+            .unwrap();
+        assert!(matches!(
+            verify_proof(&attestation, &check(None)),
+            Err(TokenError::Type)
+        ));
     }
 
     #[test]
@@ -259,11 +291,25 @@ mod tests {
         let cache = ReplayCache::new(2);
         assert!(cache.first_use(&verified, NOW));
         assert!(!cache.first_use(&verified, NOW));
-        let second = verify_proof(&sign_proof(&key, &rng, "POST", URL, None, NOW).unwrap(), &check(None)).unwrap();
+        let second = verify_proof(
+            &sign_proof(&key, &rng, "POST", URL, None, NOW).unwrap(),
+            &check(None),
+        )
+        .unwrap();
         assert!(cache.first_use(&second, NOW));
-        let third = verify_proof(&sign_proof(&key, &rng, "POST", URL, None, NOW).unwrap(), &check(None)).unwrap();
-        assert!(!cache.first_use(&third, NOW), "full of fresh proofs: refused");
-        assert!(cache.first_use(&third, NOW + MAX_AGE_S + 1), "old proofs age out");
+        let third = verify_proof(
+            &sign_proof(&key, &rng, "POST", URL, None, NOW).unwrap(),
+            &check(None),
+        )
+        .unwrap();
+        assert!(
+            !cache.first_use(&third, NOW),
+            "full of fresh proofs: refused"
+        );
+        assert!(
+            cache.first_use(&third, NOW + MAX_AGE_S + 1),
+            "old proofs age out"
+        );
     }
 
     #[test]

@@ -33,7 +33,7 @@ const ACTIONS: &[(&str, &str)] = &[
     ("call_tool", "Tool"),
     ("retrieve_secret", "Secret"),
     ("export_secret", "Secret"),
-    ("request_scope", "Scope"),
+    ("obtain", "Scope"),
     ("delegate", "Agent"),
 ];
 const GROUPS: &[&str] = &["read_only", "mutate", "secret_access"];

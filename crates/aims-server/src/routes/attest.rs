@@ -175,7 +175,7 @@ pub async fn attest(
             }
         }
         (None, Some(current), None) => {
-            let presented = svid::verify_for_renewal(&state.keys(), &state.issuer, current, now)
+            let presented = svid::verify_presented(&state.keys(), &state.issuer, current, now)
                 .map_err(|e| unauthorized("invalid_svid", &format!("the SVID was refused: {e}")))?;
             if presented.spiffe_id.trust_domain() != &state.trust_domain {
                 return Err(unauthorized(

@@ -114,7 +114,7 @@ fn to_decide_request(
     let action = eval.action.ok_or_else(|| bad("action is required"))?;
     let resource = eval.resource.ok_or_else(|| bad("resource is required"))?;
     let is_caller = subject.kind == "agent"
-        && (subject.id == caller.agent_name() || subject.id == caller.spiffe_id());
+        && (subject.id == caller.agent_name().as_str() || subject.id == caller.spiffe_id());
     if !is_caller {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -176,7 +176,7 @@ pub async fn evaluation(
     Body(eval): Body<Evaluation>,
 ) -> Result<Json<Value>, ApiError> {
     let now = OffsetDateTime::now_utc();
-    let caller = authenticate_agent(&state, &headers, now).await?;
+    let caller = authenticate_agent(&state, &headers, "POST", "/access/v1/evaluation", now).await?;
     let request_id = crate::auth::request_id(&headers);
     Ok(Json(
         evaluate(&state, &caller, eval, peer.ip(), request_id, now).await?,
@@ -200,7 +200,8 @@ pub async fn evaluations(
         Some("permit_on_first_permit") => Some(true),
         Some(_) => return Err(bad("unknown evaluations_semantic")),
     };
-    let caller = authenticate_agent(&state, &headers, now).await?;
+    let caller =
+        authenticate_agent(&state, &headers, "POST", "/access/v1/evaluations", now).await?;
     let request_id = crate::auth::request_id(&headers);
     let mut results = Vec::with_capacity(batch.evaluations.len());
     for eval in batch.evaluations {

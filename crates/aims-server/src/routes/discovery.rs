@@ -1,8 +1,12 @@
 //! Public discovery documents: RFC 8414 authorization-server metadata, the JWKS (`use: "sig"`),
 //! the SPIFFE trust bundle (`use: "jwt-svid"`) and the OpenAPI description of the API.
 //!
-//! Metadata lists only endpoints that exist; it grows as the token endpoint and others land.
+//! Metadata lists only endpoints that exist (no authorization endpoint: agents use token
+//! exchange and the JWT-bearer grant, never a browser redirect).
 
+use aims_api::tokens::{
+    GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE, INTROSPECTION_PATH, REVOCATION_PATH, TOKEN_PATH,
+};
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;
@@ -30,6 +34,18 @@ pub async fn metadata(State(state): State<AppState>) -> Json<Value> {
         "jwks_uri": format!("{}{JWKS_PATH}", state.issuer),
         "spiffe_bundle_endpoint": format!("{}{BUNDLE_PATH}", state.issuer),
         "service_documentation": format!("{}{OPENAPI_PATH}", state.issuer),
+        "token_endpoint": format!("{}{TOKEN_PATH}", state.issuer),
+        "grant_types_supported": [GRANT_TOKEN_EXCHANGE, GRANT_JWT_BEARER],
+        // The agent authenticates with the subject token and the DPoP proof of its key.
+        "token_endpoint_auth_methods_supported": ["none"],
+        "dpop_signing_alg_values_supported": aims_token::dpop::PROOF_ALGS
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>(),
+        "introspection_endpoint": format!("{}{INTROSPECTION_PATH}", state.issuer),
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "revocation_endpoint": format!("{}{REVOCATION_PATH}", state.issuer),
+        "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic"],
     }))
 }
 

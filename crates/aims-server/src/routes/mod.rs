@@ -11,7 +11,11 @@ pub mod authzen;
 pub mod discovery;
 pub mod health;
 pub mod keys;
+pub mod oauth;
 pub mod policies;
+pub mod resource_servers;
+pub mod revocations;
+pub mod tasks;
 pub mod users;
 
 use axum::Router;
@@ -53,11 +57,26 @@ pub fn router(state: AppState) -> Router {
         .route("/policies/{version}/rollback", post(policies::rollback))
         .route("/policies/active", get(policies::active))
         .route("/policies/explain", post(policies::explain))
+        .route("/tasks", get(tasks::list))
+        .route("/tasks/{id}", get(tasks::show))
+        .route("/tasks/{id}/end", post(tasks::end))
+        .route("/revocations", post(revocations::revoke))
+        .route(
+            "/resource-servers",
+            post(resource_servers::register).get(resource_servers::list),
+        )
+        .route(
+            "/resource-servers/{name}",
+            get(resource_servers::show).delete(resource_servers::remove),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), admin_layer));
     let agent = Router::new()
         .route("/attest/nonce", post(attest::nonce))
         .route("/attest", post(attest::attest))
-        .route("/decisions", post(policies::decide));
+        .route("/decisions", post(policies::decide))
+        .route("/tasks", post(tasks::create))
+        .route("/revocations", get(revocations::page))
+        .route("/revocations/stream", get(revocations::stream));
     let v1 = admin
         .merge(agent)
         .fallback(no_route)
@@ -75,6 +94,12 @@ pub fn router(state: AppState) -> Router {
         .route(discovery::JWKS_PATH, get(discovery::jwks))
         .route(discovery::BUNDLE_PATH, get(discovery::bundle))
         .route(discovery::OPENAPI_PATH, get(discovery::openapi))
+        .route(aims_api::tokens::TOKEN_PATH, post(oauth::token))
+        .route(
+            aims_api::tokens::INTROSPECTION_PATH,
+            post(oauth::introspect),
+        )
+        .route(aims_api::tokens::REVOCATION_PATH, post(oauth::revoke))
         .route(
             "/.well-known/authzen-configuration",
             get(authzen::configuration),

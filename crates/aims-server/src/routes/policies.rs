@@ -17,19 +17,20 @@ use aims_policy::{
     Agent, DecisionRequest, Effect, Posture, RequestContext, Resource, ResourceObject, Toolchain,
 };
 use aims_store::{PolicySetVersion, StoreError};
-use aims_token::jws::{self, Alg, ClaimChecks};
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::auth::{Caller, bearer};
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::Body;
 use crate::policy::{self, LoadedPolicy};
+use crate::revocation::RevocationCheck;
 use crate::state::AppState;
-use crate::svid::{self, LEEWAY_S};
+use crate::svid;
+use crate::tokens::{self, AccessRefusal, Scheme};
 
 /// Most files in one policy set.
 const MAX_FILES: usize = 256;
@@ -217,7 +218,7 @@ fn resource_name(resource: &serde_json::Value) -> String {
 
 /// The decision request for `agent`: the principal from its registry record and last accepted
 /// posture (never from the caller), the resource and task facts from `req`.
-fn decision_request(
+pub(crate) fn decision_request(
     state: &AppState,
     agent: &aims_core::agent::Agent,
     snapshot: Option<&aims_store::PostureSnapshot>,
@@ -226,6 +227,36 @@ fn decision_request(
     source_ip: std::net::IpAddr,
     decision_id: String,
 ) -> Result<DecisionRequest, ApiError> {
+    let principal = principal_of(state, agent, snapshot);
+    let resource: ResourceObject = serde_json::from_value(req.resource.clone())
+        .map_err(|e| ApiError::bad_request("invalid_request", format!("resource: {e}")))?;
+    let posture_age_s = snapshot.map_or(i64::MAX, |s| (now - s.accepted_at).whole_seconds().max(0));
+    Ok(DecisionRequest {
+        decision_id: Some(decision_id),
+        principal,
+        action: req.action.clone(),
+        resource: Resource::Object(resource),
+        context: RequestContext {
+            time: now,
+            posture_age_s,
+            task_id: req.task_id.clone(),
+            intent: req.intent.clone(),
+            delegation_depth: 0,
+            delegation_chain: Vec::new(),
+            approved: false,
+            environment: agent.environment.to_string(),
+            source_ip,
+            arguments: req.arguments.clone(),
+        },
+    })
+}
+
+/// An agent as Cedar sees it: its registry record and last accepted posture.
+pub(crate) fn principal_of(
+    state: &AppState,
+    agent: &aims_core::agent::Agent,
+    snapshot: Option<&aims_store::PostureSnapshot>,
+) -> Agent {
     let evidence = snapshot.map(|s| &s.evidence);
     let text = |value: Option<&String>| value.cloned().unwrap_or_default();
     let label = |key: &'static str| {
@@ -235,7 +266,7 @@ fn decision_request(
             .filter(move |(k, _)| k.as_str() == key)
             .map(|(_, v)| v.clone())
     };
-    let principal = Agent {
+    Agent {
         name: agent.name.to_string(),
         spiffe_id: agent.spiffe_id(&state.trust_domain).to_string(),
         owner: agent.owner.to_string(),
@@ -263,28 +294,7 @@ fn decision_request(
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect(),
-    };
-    let resource: ResourceObject = serde_json::from_value(req.resource.clone())
-        .map_err(|e| ApiError::bad_request("invalid_request", format!("resource: {e}")))?;
-    let posture_age_s = snapshot.map_or(i64::MAX, |s| (now - s.accepted_at).whole_seconds().max(0));
-    Ok(DecisionRequest {
-        decision_id: Some(decision_id),
-        principal,
-        action: req.action.clone(),
-        resource: Resource::Object(resource),
-        context: RequestContext {
-            time: now,
-            posture_age_s,
-            task_id: req.task_id.clone(),
-            intent: req.intent.clone(),
-            delegation_depth: 0,
-            delegation_chain: Vec::new(),
-            approved: false,
-            environment: agent.environment.to_string(),
-            source_ip,
-            arguments: req.arguments.clone(),
-        },
-    })
+    }
 }
 
 /// `POST /v1/policies/explain`: for operators, how the active policies answer a request by a
@@ -328,17 +338,25 @@ pub async fn explain(
     Ok(Json(explanation))
 }
 
-/// The agent behind a request: its SVID (bearer, for this issuer, not revoked) verified.
+/// The agent behind a request: its JWT-SVID (bearer, for this issuer, not revoked) or a task
+/// token (DPoP-bound unless the agent is allowed bearer, not revoked) verified.
 pub(crate) struct AuthenticatedAgent {
     agent: aims_core::agent::Agent,
     spiffe_id: aims_core::id::SpiffeId,
     jti: String,
+    token: Option<TaskToken>,
+}
+
+/// What a task token presented at an enforcement point bounds.
+struct TaskToken {
+    claims: aims_token::access::AccessClaims,
+    scopes: aims_core::scope::ScopeSet,
 }
 
 impl AuthenticatedAgent {
     /// The agent's name.
-    pub(crate) fn agent_name(&self) -> &str {
-        self.agent.name.as_str()
+    pub(crate) fn agent_name(&self) -> &aims_core::id::AgentName {
+        &self.agent.name
     }
 
     /// The agent's SPIFFE ID.
@@ -347,62 +365,147 @@ impl AuthenticatedAgent {
     }
 }
 
-/// Verifies the bearer JWT-SVID of an agent calling a decision endpoint.
+/// A 401 with an RFC 6750 / RFC 9449 challenge for `scheme`.
+fn unauthorized(scheme: &str, code: &'static str, message: String) -> ApiError {
+    let challenge = match scheme {
+        "DPoP" => format!("DPoP error=\"{code}\", algs=\"ES256 EdDSA\""),
+        _ => format!("Bearer error=\"{code}\""),
+    };
+    ApiError::new(StatusCode::UNAUTHORIZED, code, message).with_challenge(challenge)
+}
+
+/// Authenticates the agent calling an enforcement point of this server (`method` on `path`):
+/// a task token (RFC 9068, with its DPoP proof when bound) or its JWT-SVID as a bearer token.
 pub(crate) async fn authenticate_agent(
     state: &AppState,
     headers: &HeaderMap,
+    method: &str,
+    path: &str,
     now: OffsetDateTime,
 ) -> Result<AuthenticatedAgent, ApiError> {
-    let unauthorized =
-        |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_svid", message);
-    let token = bearer(headers, jws::MAX_TOKEN_LEN)
-        .ok_or_else(|| unauthorized("send the agent's JWT-SVID as a bearer token"))?;
-    let keys = state.keys();
-    let verified = jws::verify(token, svid::SVID_TYP, &[Alg::Es256], |header| {
-        header
-            .kid
-            .as_deref()
-            .and_then(|kid| keys.verifying.get(kid))
-            .ok_or(aims_token::TokenError::UnknownKey)
-    })
-    .and_then(|v| {
-        jws::check_claims(
-            &v.claims,
-            &ClaimChecks {
-                issuer: Some(&state.issuer),
-                audience: &state.issuer,
-                now: now.unix_timestamp(),
-                leeway_s: LEEWAY_S,
-                max_lifetime_s: None,
-            },
+    let (scheme, token) = tokens::authorization(headers).ok_or_else(|| {
+        unauthorized(
+            "Bearer",
+            "invalid_token",
+            "send a task token (Authorization: DPoP or Bearer) or the agent's JWT-SVID".to_owned(),
         )
-        .map(|()| v)
-    })
-    .map_err(|e| unauthorized(&format!("the SVID was refused: {e}")))?;
-    let claim = |name: &str| {
-        verified
-            .claims
-            .get(name)
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let spiffe_id =
-        aims_core::id::SpiffeId::parse(&claim("sub")).map_err(|_| unauthorized("bad subject"))?;
-    let jti = claim("jti");
-    let live = state.store.issued_credential(&jti).await?;
+    })?;
+    match tokens::verify_access(state, token, now) {
+        Ok(claims) => {
+            return token_caller(state, headers, scheme, token, claims, method, path, now).await;
+        }
+        // Not an access token: it may be an SVID.
+        Err(AccessRefusal::Token(aims_token::TokenError::Type)) => {}
+        Err(AccessRefusal::Revocation(RevocationCheck::Stale)) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "revocation_state_stale",
+                "this replica cannot tell whether the token is revoked; refused",
+            ));
+        }
+        Err(e) => {
+            return Err(unauthorized(
+                scheme_name(scheme),
+                "invalid_token",
+                format!("the token was refused: {e}"),
+            ));
+        }
+    }
+    if scheme != Scheme::Bearer {
+        return Err(unauthorized(
+            "DPoP",
+            "invalid_token",
+            "a JWT-SVID is presented as a bearer token".to_owned(),
+        ));
+    }
+    let svid = tokens::verify_svid(state, token, now).map_err(|e| {
+        unauthorized(
+            "Bearer",
+            "invalid_token",
+            format!("the SVID was refused: {e}"),
+        )
+    })?;
+    let live = state.store.issued_credential(&svid.jti).await?;
     if live.is_none_or(|c| c.revoked_at.is_some()) {
-        return Err(unauthorized("the SVID is revoked or unknown"));
+        return Err(unauthorized(
+            "Bearer",
+            "invalid_token",
+            "the SVID is revoked or unknown".to_owned(),
+        ));
     }
     let agent = state
         .store
-        .agent(spiffe_id.agent())
+        .agent(svid.spiffe_id.agent())
         .await?
-        .ok_or_else(|| unauthorized("no such agent"))?;
+        .ok_or_else(|| unauthorized("Bearer", "invalid_token", "no such agent".to_owned()))?;
+    Ok(AuthenticatedAgent {
+        agent,
+        spiffe_id: svid.spiffe_id,
+        jti: svid.jti,
+        token: None,
+    })
+}
+
+fn scheme_name(scheme: Scheme) -> &'static str {
+    match scheme {
+        Scheme::Bearer => "Bearer",
+        Scheme::Dpop => "DPoP",
+    }
+}
+
+/// The holder of a verified task token: its proof of possession checked.
+#[allow(clippy::too_many_arguments)]
+async fn token_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    scheme: Scheme,
+    token: &str,
+    claims: aims_token::access::AccessClaims,
+    method: &str,
+    path: &str,
+    now: OffsetDateTime,
+) -> Result<AuthenticatedAgent, ApiError> {
+    match (&claims.cnf, scheme) {
+        (Some(cnf), Scheme::Dpop) => {
+            let proof = tokens::dpop_header(headers).ok().flatten().ok_or_else(|| {
+                unauthorized(
+                    "DPoP",
+                    "invalid_dpop_proof",
+                    "a DPoP proof is required".to_owned(),
+                )
+            })?;
+            tokens::check_proof(state, proof, method, path, Some(token), &cnf.jkt, now)
+                .map_err(|e| unauthorized("DPoP", "invalid_dpop_proof", e))?;
+        }
+        (Some(_), Scheme::Bearer) => {
+            return Err(unauthorized(
+                "DPoP",
+                "invalid_token",
+                "a DPoP-bound token is presented as a bearer token".to_owned(),
+            ));
+        }
+        (None, Scheme::Bearer) => {}
+        (None, Scheme::Dpop) => {
+            return Err(unauthorized(
+                "Bearer",
+                "invalid_token",
+                "a bearer token is presented with the DPoP scheme".to_owned(),
+            ));
+        }
+    }
+    let refused = |why: &str| unauthorized(scheme_name(scheme), "invalid_token", why.to_owned());
+    let spiffe_id = aims_core::id::SpiffeId::parse(&claims.client_id)
+        .map_err(|_| refused("the token's client_id is not a SPIFFE ID"))?;
+    let agent = tokens::agent_of(state, &claims.client_id)
+        .await?
+        .ok_or_else(|| refused("no such agent"))?;
+    let scopes =
+        tokens::scopes_of(&claims).map_err(|_| refused("the token's scope is malformed"))?;
     Ok(AuthenticatedAgent {
         agent,
         spiffe_id,
-        jti,
+        jti: claims.jti.clone(),
+        token: Some(TaskToken { claims, scopes }),
     })
 }
 
@@ -417,10 +520,22 @@ pub(crate) async fn decide_for(
     now: OffsetDateTime,
 ) -> Result<DecisionView, ApiError> {
     let agent = &caller.agent;
+    let mut req = req;
+    if let Some(token) = &caller.token {
+        // The task and intent are the token's; a request may not claim another.
+        if !req.task_id.is_empty() && req.task_id != token.claims.task_id {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "task_id differs from the token's task",
+            ));
+        }
+        req.task_id = token.claims.task_id.clone();
+        req.intent = token.claims.intent.clone();
+    }
     let snapshot = state.store.posture_snapshot(&agent.name).await?;
     let decision_id = svid::new_jti(state).map_err(|_| ApiError::internal())?;
     let resource_name = resource_name(&req.resource);
-    let request = decision_request(
+    let mut request = decision_request(
         state,
         agent,
         snapshot.as_ref(),
@@ -429,12 +544,29 @@ pub(crate) async fn decide_for(
         source_ip,
         decision_id.clone(),
     )?;
+    if let Some(token) = &caller.token {
+        request.context.delegation_depth = i64::from(token.claims.depth());
+        request.context.delegation_chain = token.claims.delegation_chain();
+    }
     let posture_age_s = request.context.posture_age_s;
     let loaded = state.policy.current();
-    let decision = loaded
-        .engine
-        .decide(&request)
-        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    let resource_id = req
+        .resource
+        .get("id")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let in_scope = caller
+        .token
+        .as_ref()
+        .is_none_or(|t| t.scopes.permits(&req.action, resource_id));
+    let decision = if in_scope {
+        loaded
+            .engine
+            .decide(&request)
+            .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?
+    } else {
+        aims_policy::Decision::outside_scope(decision_id.clone())
+    };
 
     let spiffe_id = caller.spiffe_id.to_string();
     let mut event = state.event(
@@ -453,6 +585,9 @@ pub(crate) async fn decide_for(
     event.owner = Some(agent.owner.to_string());
     event.resource = Some(format!("{} {resource_name}", req.action));
     event.token_id = Some(caller.jti.clone());
+    if let Some(token) = &caller.token {
+        event.delegation_chain = token.claims.delegation_chain();
+    }
     event.task_id = (!req.task_id.is_empty()).then(|| req.task_id.clone());
     event.intent = (!req.intent.is_empty()).then(|| req.intent.clone());
     event.decision = Some(decision.effect.as_str().to_owned());
@@ -483,7 +618,7 @@ pub async fn decide(
     Body(req): Body<DecideRequest>,
 ) -> Result<Json<DecisionView>, ApiError> {
     let now = OffsetDateTime::now_utc();
-    let caller = authenticate_agent(&state, &headers, now).await?;
+    let caller = authenticate_agent(&state, &headers, "POST", "/v1/decisions", now).await?;
     let request_id = crate::auth::request_id(&headers);
     Ok(Json(
         decide_for(&state, &caller, req, peer.ip(), request_id, now).await?,

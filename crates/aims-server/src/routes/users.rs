@@ -19,13 +19,17 @@ use crate::error::ApiError;
 use crate::extract::{Body, UserPath};
 use crate::state::AppState;
 
-fn new_credential(state: &AppState) -> Result<(String, CredentialHash), ApiError> {
+/// A fresh random credential of `kind` and its hash (the only part stored).
+pub(crate) fn new_credential(
+    state: &AppState,
+    kind: CredentialKind,
+) -> Result<(String, CredentialHash), ApiError> {
     let mut random = [0u8; 32];
     state
         .rng
         .fill(&mut random)
         .map_err(|_| ApiError::internal())?;
-    let token = format_credential(CredentialKind::Human, &random);
+    let token = format_credential(kind, &random);
     let hash = CredentialHash::of(&token);
     Ok((token, hash))
 }
@@ -55,7 +59,7 @@ pub async fn add(
         created_at: now,
         credential_rotated_at: now,
     };
-    let (token, hash) = new_credential(&state)?;
+    let (token, hash) = new_credential(&state, CredentialKind::Human)?;
     let mut event = user_event(&state, &caller, action::USER_ADD, &user.name);
     event.details = json!({ "role": user.role });
     match state.store.create_user(&user, &hash, &event).await {
@@ -105,7 +109,7 @@ pub async fn rotate(
         caller.require(Access::Administer)?;
     }
     let now = OffsetDateTime::now_utc();
-    let (token, hash) = new_credential(&state)?;
+    let (token, hash) = new_credential(&state, CredentialKind::Human)?;
     let event = user_event(&state, &caller, action::USER_ROTATE, &name);
     match state
         .store

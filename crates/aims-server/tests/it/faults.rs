@@ -7,11 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use aims_core::agent::Agent;
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
 use aims_core::credential::CredentialHash;
-use aims_core::id::{AgentName, TrustDomain, UserName};
+use aims_core::id::{AgentName, ResourceServerName, TrustDomain, UserName};
+use aims_core::task::Task;
 use aims_core::user::User;
 use aims_store::{
-    AgentFilter, AttestationRecord, Initialization, IssuedCredential, JoinTokenRecord,
-    JoinTokenUse, KeySet, PolicySetVersion, PostureSnapshot, Store, StoreError, StoredKey,
+    AccessTokenIssue, AgentFilter, AttestationRecord, Initialization, IssuedCredential,
+    JoinTokenRecord, JoinTokenUse, KeySet, PolicySetVersion, PostureSnapshot, ResourceServer,
+    Revocation, RevocationTarget, Store, StoreError, StoredKey, TaskFilter,
 };
 use reqwest::{Method, StatusCode};
 use time::OffsetDateTime;
@@ -194,6 +196,84 @@ impl Store for FailingAudit {
     }
     async fn audit_head(&self) -> Result<ChainHead, StoreError> {
         self.inner.audit_head().await
+    }
+    async fn issue_access_token(
+        &self,
+        issue: &AccessTokenIssue,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.inner.issue_access_token(issue, event).await
+    }
+    async fn create_task(&self, task: &Task, event: &AuditEvent) -> Result<(), StoreError> {
+        self.inner.create_task(task, event).await
+    }
+    async fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
+        self.inner.task(id).await
+    }
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        self.inner.list_tasks(filter).await
+    }
+    async fn end_task(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<u64, StoreError> {
+        self.inner.end_task(id, now, event).await
+    }
+    async fn revoke(
+        &self,
+        target: &RevocationTarget,
+        reason: &str,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<u64, StoreError> {
+        self.inner.revoke(target, reason, now, event).await
+    }
+    async fn revocations_since(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Revocation>, StoreError> {
+        self.inner.revocations_since(after, limit).await
+    }
+    async fn create_resource_server(
+        &self,
+        server: &ResourceServer,
+        credential: &CredentialHash,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .create_resource_server(server, credential, event)
+            .await
+    }
+    async fn resource_server(
+        &self,
+        name: &ResourceServerName,
+    ) -> Result<Option<ResourceServer>, StoreError> {
+        self.inner.resource_server(name).await
+    }
+    async fn resource_server_by_audience(
+        &self,
+        audience: &str,
+    ) -> Result<Option<ResourceServer>, StoreError> {
+        self.inner.resource_server_by_audience(audience).await
+    }
+    async fn resource_server_by_credential(
+        &self,
+        credential: &CredentialHash,
+    ) -> Result<Option<ResourceServer>, StoreError> {
+        self.inner.resource_server_by_credential(credential).await
+    }
+    async fn list_resource_servers(&self) -> Result<Vec<ResourceServer>, StoreError> {
+        self.inner.list_resource_servers().await
+    }
+    async fn remove_resource_server(
+        &self,
+        name: &ResourceServerName,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.inner.remove_resource_server(name, event).await
     }
 }
 

@@ -20,3 +20,4 @@ mod limits;
 mod policies;
 mod registry;
 mod startup;
+mod tokens;

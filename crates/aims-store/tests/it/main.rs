@@ -22,6 +22,7 @@ mod init;
 mod join_tokens;
 mod keys;
 mod policies;
+mod tokens;
 mod users;
 
 /// Generates, for each `module::check`, one `#[tokio::test]` per backend:
@@ -75,4 +76,17 @@ conformance! {
     audit::audit_batches_chain,
     audit::concurrent_appends_form_one_chain,
     audit::tampering_is_detected,
+    tokens::access_tokens_register_with_their_task,
+    tokens::refused_issuance_writes_nothing,
+    tokens::expired_dpop_proofs_are_forgotten,
+    tokens::one_dpop_proof_under_concurrency,
+    tokens::revoking_a_credential_cascades,
+    tokens::revoking_a_subtree_keeps_its_root,
+    tokens::revocation_counts_survive_sequence_gaps,
+    tokens::revoking_a_task_closes_it,
+    tokens::revoking_an_agent_closes_its_tasks,
+    tokens::revoking_an_owner_spares_other_owners,
+    tokens::suspension_revokes_into_the_log,
+    tokens::task_listing_filters_and_orders,
+    tokens::resource_servers_round_trip,
 }

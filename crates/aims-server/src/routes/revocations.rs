@@ -1,0 +1,216 @@
+//! `/v1/revocations`: operators revoke by token, delegation subtree, task, agent or owner;
+//! resource servers, replicas and the SDK's verifier follow the revocation feed, by polling
+//! (`GET /v1/revocations?since=N`) or as server-sent events (`GET /v1/revocations/stream`).
+//!
+//! A revocation is committed (with its audit event and one log entry per revoked credential)
+//! before it is acknowledged; the feed is read from that log, so a follower that resumes with
+//! `since` never misses an entry.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use aims_api::tokens::{
+    RevocationEntry, RevocationPage, RevokeRequest, RevokeResponse, RevokeTarget,
+};
+use aims_core::audit::{Outcome, action};
+use aims_core::id::{AgentName, Owner};
+use aims_core::task::is_valid_task_id;
+use aims_core::user::Access;
+use aims_store::{Revocation, RevocationTarget};
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::json;
+use time::OffsetDateTime;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::Body;
+use crate::routes::oauth::service_caller;
+use crate::state::AppState;
+
+/// Longest revocation reason.
+const MAX_REASON: usize = 256;
+/// Entries per feed page.
+const FEED_PAGE: u32 = 1000;
+
+fn entry(revocation: Revocation) -> RevocationEntry {
+    RevocationEntry {
+        seq: revocation.seq,
+        jti: revocation.credential,
+        agent: revocation.agent,
+        task_id: revocation.task_id,
+        revoked_at: revocation.revoked_at,
+        expires_at: revocation.expires_at,
+        reason: revocation.reason,
+    }
+}
+
+/// `POST /v1/revocations`.
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(req): Body<RevokeRequest>,
+) -> Result<Json<RevokeResponse>, ApiError> {
+    caller.require(Access::Administer)?;
+    let bad = |what: &str| ApiError::bad_request("invalid_target", format!("{what} is malformed"));
+    let target = match req.target {
+        RevokeTarget::Token if aims_token::jws::kid_is_valid(&req.id) => {
+            RevocationTarget::Credential(req.id.clone())
+        }
+        RevokeTarget::Subtree if aims_token::jws::kid_is_valid(&req.id) => {
+            RevocationTarget::Subtree(req.id.clone())
+        }
+        RevokeTarget::Token | RevokeTarget::Subtree => return Err(bad("the token id")),
+        RevokeTarget::Task if is_valid_task_id(&req.id) => RevocationTarget::Task(req.id.clone()),
+        RevokeTarget::Task => return Err(bad("the task id")),
+        RevokeTarget::Agent => RevocationTarget::Agent(
+            AgentName::new(req.id.clone()).map_err(|_| bad("the agent name"))?,
+        ),
+        RevokeTarget::Owner => {
+            RevocationTarget::Owner(Owner::new(req.id.clone()).map_err(|_| bad("the owner"))?)
+        }
+    };
+    let reason = req
+        .reason
+        .unwrap_or_else(|| "revoked by an operator".to_owned());
+    if reason.is_empty() || reason.len() > MAX_REASON || reason.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_reason",
+            "reason must be 1 to 256 characters without control characters",
+        ));
+    }
+    let mut event = state.event(caller.actor(), action::REVOKE, Outcome::Success);
+    event.request_id = caller.request_id.clone();
+    event.details = json!({ "target": req.target, "id": req.id, "reason": reason });
+    match &target {
+        RevocationTarget::Credential(id) | RevocationTarget::Subtree(id) => {
+            event.token_id = Some(id.clone());
+        }
+        RevocationTarget::Task(id) => event.task_id = Some(id.clone()),
+        RevocationTarget::Agent(name) => {
+            event.agent = Some(
+                aims_core::id::SpiffeId::for_agent(state.trust_domain.clone(), name.clone())
+                    .to_string(),
+            );
+        }
+        RevocationTarget::Owner(owner) => event.owner = Some(owner.to_string()),
+    }
+    let revoked = state
+        .store
+        .revoke(&target, &reason, OffsetDateTime::now_utc(), &event)
+        .await?;
+    // This replica refuses at once; the others within their poll interval.
+    let _ = state.revocations.catch_up(state.store.as_ref()).await;
+    Ok(Json(RevokeResponse { revoked }))
+}
+
+/// `since` and `limit` of the feed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedQuery {
+    #[serde(default)]
+    since: u64,
+    limit: Option<u32>,
+}
+
+/// Refuses feed callers that are neither a resource server nor an operator who may read.
+async fn feed_caller(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    match service_caller(state, headers).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(ApiError::unauthenticated()
+            .with_challenge("Basic realm=\"aims\"".to_owned())
+            .into_response()),
+        Err(refusal) => Err(refusal.into_response()),
+    }
+}
+
+/// `GET /v1/revocations?since=N&limit=M`.
+pub async fn page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<FeedQuery>,
+) -> Response {
+    if let Err(refused) = feed_caller(&state, &headers).await {
+        return refused;
+    }
+    let limit = query.limit.unwrap_or(FEED_PAGE).clamp(1, FEED_PAGE);
+    match state.store.revocations_since(query.since, limit).await {
+        Ok(entries) => {
+            let next = entries.last().map_or(query.since, |e| e.seq);
+            Json(RevocationPage {
+                revocations: entries.into_iter().map(entry).collect(),
+                next,
+            })
+            .into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// `GET /v1/revocations/stream?since=N`: the log after `since` (or `Last-Event-ID`), then
+/// every new entry as it is applied on this replica. Each event's id is its `seq`.
+pub async fn stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<FeedQuery>,
+) -> Response {
+    if let Err(refused) = feed_caller(&state, &headers).await {
+        return refused;
+    }
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(query.since);
+    Sse::new(follow(state, resume))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+/// The entries after `since`: the backlog from the store, then live ones, never a duplicate
+/// or a gap (a lagging subscriber re-reads the store).
+fn follow(state: AppState, since: u64) -> impl Stream<Item = Result<Event, Infallible>> {
+    let live = state.revocations.subscribe();
+    futures_util::stream::unfold(
+        (state, live, since, Vec::<Revocation>::new()),
+        |(state, mut live, mut sent, mut pending)| async move {
+            loop {
+                if let Some(next) = pending.pop() {
+                    if next.seq <= sent {
+                        continue;
+                    }
+                    sent = next.seq;
+                    let event = Event::default()
+                        .id(next.seq.to_string())
+                        .event("revocation")
+                        .json_data(entry(next))
+                        .unwrap_or_else(|_| Event::default().comment("unencodable entry"));
+                    return Some((Ok(event), (state, live, sent, pending)));
+                }
+                // Catch up from the store whenever live delivery might have missed something.
+                if sent < state.revocations.cursor() {
+                    match state.store.revocations_since(sent, FEED_PAGE).await {
+                        Ok(mut page) if !page.is_empty() => {
+                            page.reverse();
+                            pending = page;
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(_) => return None,
+                    }
+                }
+                match live.recv().await {
+                    Ok(revocation) => pending = vec![revocation],
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        },
+    )
+}

@@ -1,0 +1,604 @@
+//! Task tokens over HTTP: token exchange with DPoP, scopes granted by `obtain` decisions,
+//! delegation that only narrows, decisions with task tokens, introspection and revocation
+//! (RFC 7662 / 7009), and cascading revocation that every enforcement point sees.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aims_sdk::AdminClient;
+use aims_sdk::attest::{Attestor, Credential};
+use aims_token::agent_key::{AgentKey, AgentKeyKind};
+use aims_token::dpop;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::{Method, StatusCode};
+use ring::rand::SystemRandom;
+use serde_json::{Value, json};
+
+use crate::kit::{ADMIN_TOKEN, Backend, Reply, TestServer};
+use crate::on_both_stores;
+
+on_both_stores!(
+    exchange_grants_what_policy_allows,
+    delegation_narrows_and_revocation_cascades,
+    refused_exchanges_issue_nothing,
+    a_dpop_proof_is_used_once,
+    introspection_and_revocation_follow_the_rfcs,
+);
+
+pub const AUDIENCE: &str = "https://tools.acme.example/repo";
+pub const GRANT_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+pub const TYPE_ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// An attested agent: its key and SVID.
+pub struct Held {
+    pub key: Arc<AgentKey>,
+    pub svid: String,
+}
+
+/// A server with the starter policies, a resource server, a planner and an executor.
+pub struct Scene {
+    pub server: TestServer,
+    pub planner: Held,
+    pub executor: Held,
+    pub rs_secret: String,
+}
+
+/// The starter policy set shipped in the repository's `policies/`.
+pub fn starter_files() -> BTreeMap<String, String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.ends_with(".cedar")
+                || name.ends_with(".cedarschema")
+                || name.ends_with(".test.json")
+        })
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Registers (with `extra` registry fields) and attests an agent.
+pub async fn attested(server: &TestServer, name: &str, role: &str, extra: Value) -> Held {
+    let mut body = json!({"name": name, "owner": "alice@acme.example",
+                          "labels": {"role": role}});
+    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+        body.extend(extra);
+    }
+    let reply = server.admin(Method::POST, "/v1/agents", Some(body)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    let join = reply.body["join_token"].as_str().unwrap().to_owned();
+    let key = Arc::new(AgentKey::generate(AgentKeyKind::P256, &SystemRandom::new()).unwrap());
+    let svid = Attestor::new(AdminClient::new(&server.base, None).unwrap(), key.clone())
+        .attest(&Default::default(), &Credential::JoinToken(join), None)
+        .await
+        .unwrap()
+        .svid;
+    Held { key, svid }
+}
+
+impl Scene {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, json!({}), json!({})).await
+    }
+
+    /// With extra registry fields for the planner and the executor.
+    pub async fn start_with(backend: Backend, planner: Value, executor: Value) -> Self {
+        let server = TestServer::start(backend).await;
+        let pushed = server
+            .admin(Method::POST, "/v1/policies", Some(json!({"files": starter_files()})))
+            .await;
+        assert_eq!(pushed.status, StatusCode::CREATED, "{}", pushed.body);
+        let rs = server
+            .admin(
+                Method::POST,
+                "/v1/resource-servers",
+                Some(json!({"name": "repo-tools", "audience": AUDIENCE, "system": "github"})),
+            )
+            .await;
+        assert_eq!(rs.status, StatusCode::CREATED, "{}", rs.body);
+        let rs_secret = rs.body["client_secret"].as_str().unwrap().to_owned();
+        let planner = attested(&server, "planner", "planner", planner).await;
+        let executor = attested(&server, "executor", "executor", executor).await;
+        Self {
+            server,
+            planner,
+            executor,
+            rs_secret,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.base)
+    }
+
+    /// A DPoP proof by `key` for `method` on `path` of the server.
+    pub fn proof(&self, key: &AgentKey, method: &str, path: &str, token: Option<&str>) -> String {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        dpop::sign_proof(key, &SystemRandom::new(), method, &self.url(path), token, now).unwrap()
+    }
+
+    /// POSTs a form to the token endpoint with an optional DPoP proof.
+    pub async fn token(&self, form: &[(&str, &str)], proof: Option<&str>) -> Reply {
+        let mut req = self.server.http.post(self.url("/oauth2/token")).form(form);
+        if let Some(proof) = proof {
+            req = req.header("DPoP", proof);
+        }
+        TestServer::reply(req.send().await.unwrap()).await
+    }
+
+    /// The planner's token exchange for `scope`, proved with its key.
+    pub async fn exchange(&self, scope: &str) -> Reply {
+        let proof = self.proof(&self.planner.key, "POST", "/oauth2/token", None);
+        self.token(
+            &[
+                ("grant_type", GRANT_EXCHANGE),
+                ("subject_token", &self.planner.svid),
+                ("subject_token_type", TYPE_JWT),
+                ("scope", scope),
+                ("audience", AUDIENCE),
+                ("intent", "fix the failing build"),
+            ],
+            Some(&proof),
+        )
+        .await
+    }
+
+    /// The planner delegates `parent` (its token) to the executor.
+    pub async fn delegate(&self, parent: &str, extra: &[(&str, &str)]) -> Reply {
+        let proof = self.proof(&self.planner.key, "POST", "/oauth2/token", None);
+        let mut form = vec![
+            ("grant_type", GRANT_EXCHANGE),
+            ("subject_token", parent),
+            ("subject_token_type", TYPE_ACCESS),
+            ("actor_token", self.executor.svid.as_str()),
+            ("actor_token_type", TYPE_JWT),
+        ];
+        form.extend_from_slice(extra);
+        self.token(&form, Some(&proof)).await
+    }
+
+    /// A decision with a DPoP-bound task token held by `key`.
+    pub async fn decide(&self, key: &AgentKey, token: &str, action: &str, id: &str) -> Reply {
+        let proof = self.proof(key, "POST", "/v1/decisions", Some(token));
+        let resp = self
+            .server
+            .http
+            .post(self.url("/v1/decisions"))
+            .header("Authorization", format!("DPoP {token}"))
+            .header("DPoP", proof)
+            .json(&json!({"action": action, "resource": repository(id)}))
+            .send()
+            .await
+            .unwrap();
+        TestServer::reply(resp).await
+    }
+
+    /// Introspects `token` as the resource server.
+    pub async fn introspect(&self, token: &str) -> Reply {
+        let resp = self
+            .server
+            .http
+            .post(self.url("/oauth2/introspect"))
+            .basic_auth("repo-tools", Some(&self.rs_secret))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        TestServer::reply(resp).await
+    }
+}
+
+pub fn repository(id: &str) -> Value {
+    json!({"type": "Resource", "id": id, "system": "github", "environment": "dev",
+           "sensitivity": "internal", "kind": "repository"})
+}
+
+/// The claims of a JWT, unverified (the server's own tests check what it minted).
+pub fn claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+fn header(token: &str) -> Value {
+    let head = token.split('.').next().unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(head).unwrap()).unwrap()
+}
+
+pub fn access_token(reply: &Reply) -> String {
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    reply.body["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn exchange_grants_what_policy_allows(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    // `delete` is asked for but no policy grants it: the response says what was granted.
+    let reply = scene
+        .exchange("read:repo/acme/* write:repo/acme/app delete:repo/acme/app")
+        .await;
+    let token = access_token(&reply);
+    assert_eq!(reply.body["scope"], "read:repo/acme/* write:repo/acme/app");
+    assert_eq!(reply.body["token_type"], "DPoP");
+    assert_eq!(reply.body["issued_token_type"], TYPE_ACCESS);
+    assert!(reply.body["expires_in"].as_u64().unwrap() <= 600, "capped by the SVID");
+    assert_eq!(reply.headers["cache-control"], "no-store");
+
+    let head = header(&token);
+    assert_eq!(head["typ"], "at+jwt");
+    assert_eq!(head["alg"], "ES256");
+    assert!(head["kid"].is_string());
+    let c = claims(&token);
+    assert_eq!(c["client_id"], "spiffe://test.example/agent/planner");
+    assert_eq!(c["sub"], "spiffe://test.example/agent/planner");
+    assert_eq!(c["aud"], AUDIENCE);
+    assert_eq!(c["intent"], "fix the failing build");
+    assert_eq!(c["cnf"]["jkt"], scene.planner.key.thumbprint());
+    assert!(c.get("act").is_none());
+    let task_id = c["task_id"].as_str().unwrap().to_owned();
+
+    // The task exists; a second exchange for it reuses it.
+    let task = scene
+        .server
+        .admin(Method::GET, &format!("/v1/tasks/{task_id}"), None)
+        .await;
+    assert_eq!(task.body["state"], "active", "{}", task.body);
+    assert_eq!(task.body["agent"], "planner");
+    let proof = scene.proof(&scene.planner.key, "POST", "/oauth2/token", None);
+    let again = scene
+        .token(
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", &scene.planner.svid),
+                ("scope", "read:repo/acme/app"),
+                ("resource", AUDIENCE),
+                ("task_id", &task_id),
+            ],
+            Some(&proof),
+        )
+        .await;
+    assert_eq!(claims(&access_token(&again))["task_id"], task_id.as_str());
+
+    // Calls are bounded by the token's scope before any policy runs.
+    let out = scene
+        .decide(&scene.planner.key, &token, "delete", "repo/acme/app")
+        .await;
+    assert_eq!(out.status, StatusCode::OK, "{}", out.body);
+    assert_eq!(out.body["decision"], "deny");
+    let event = scene.server.last_event("decision").await;
+    assert_eq!(event.task_id.as_deref(), Some(task_id.as_str()));
+    assert_eq!(event.details["reason"], "outside_token_scope");
+
+    // A DPoP-bound token presented as a bearer token is refused.
+    let bearer = scene
+        .server
+        .call(
+            Method::POST,
+            "/v1/decisions",
+            Some(&token),
+            Some(json!({"action": "read", "resource": repository("repo/acme/app")})),
+        )
+        .await;
+    assert_eq!(bearer.status, StatusCode::UNAUTHORIZED, "{}", bearer.body);
+    assert!(
+        bearer.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("DPoP")
+    );
+
+    let exchanged = scene.server.last_event("token.exchange").await;
+    assert_eq!(exchanged.task_id.as_deref(), Some(task_id.as_str()));
+    assert_eq!(exchanged.agent.as_deref(), Some("spiffe://test.example/agent/planner"));
+}
+
+async fn delegation_narrows_and_revocation_cascades(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    let parent = access_token(&scene.exchange("read:repo/acme/* write:repo/acme/app").await);
+    let parent_claims = claims(&parent);
+
+    // Asking for more than the parent holds is refused; asking for longer is capped.
+    let wider = scene.delegate(&parent, &[("scope", "write:repo/acme/*")]).await;
+    assert_eq!(wider.status, StatusCode::BAD_REQUEST);
+    assert_eq!(wider.body["error"], "invalid_scope", "{}", wider.body);
+    let reply = scene
+        .delegate(&parent, &[("scope", "read:repo/acme/app"), ("expires_in", "86400")])
+        .await;
+    let child = access_token(&reply);
+    let c = claims(&child);
+    assert_eq!(c["scope"], "read:repo/acme/app");
+    assert_eq!(c["client_id"], "spiffe://test.example/agent/executor");
+    assert_eq!(c["sub"], parent_claims["sub"]);
+    assert_eq!(c["task_id"], parent_claims["task_id"]);
+    assert!(c["exp"].as_i64() <= parent_claims["exp"].as_i64());
+    assert_eq!(c["cnf"]["jkt"], scene.executor.key.thumbprint());
+    assert_eq!(
+        c["act"],
+        json!({"sub": "spiffe://test.example/agent/executor",
+               "act": {"sub": "spiffe://test.example/agent/planner"}})
+    );
+
+    // The executor acts within its token; the planner's key cannot use it.
+    let read = scene
+        .decide(&scene.executor.key, &child, "read", "repo/acme/app")
+        .await;
+    assert_eq!(read.body["decision"], "allow", "{}", read.body);
+    let other = scene
+        .decide(&scene.executor.key, &child, "read", "repo/acme/other")
+        .await;
+    assert_eq!(other.body["decision"], "deny");
+    let stolen = scene
+        .decide(&scene.planner.key, &child, "read", "repo/acme/app")
+        .await;
+    assert_eq!(stolen.status, StatusCode::UNAUTHORIZED, "{}", stolen.body);
+    let event = scene.server.last_event("token.delegate").await;
+    assert_eq!(
+        event.delegation_chain,
+        vec![
+            "spiffe://test.example/agent/executor".to_owned(),
+            "spiffe://test.example/agent/planner".to_owned()
+        ]
+    );
+
+    // Ending the planner's task refuses the executor at once, on this replica.
+    let task_id = parent_claims["task_id"].as_str().unwrap();
+    let ended = scene
+        .server
+        .admin(Method::POST, &format!("/v1/tasks/{task_id}/end"), None)
+        .await;
+    assert_eq!(ended.status, StatusCode::OK, "{}", ended.body);
+    assert_eq!(ended.body["revoked"], 2);
+    assert_eq!(ended.body["task"]["state"], "ended");
+    let after = scene
+        .decide(&scene.executor.key, &child, "read", "repo/acme/app")
+        .await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED, "{}", after.body);
+    assert_eq!(scene.introspect(&child).await.body, json!({"active": false}));
+    // Nothing more can be issued for the ended task.
+    let late = scene.delegate(&parent, &[]).await;
+    assert_eq!(late.body["error"], "invalid_grant", "{}", late.body);
+}
+
+async fn refused_exchanges_issue_nothing(backend: Backend) {
+    let scene = Scene::start_with(
+        backend,
+        json!({"limits": {"max_delegation_depth": 0}}),
+        json!({}),
+    )
+    .await;
+    let tokens_before = scene.server.count_events("token.exchange").await;
+    let proof = || scene.proof(&scene.planner.key, "POST", "/oauth2/token", None);
+    let base = |scope: &'static str, audience: &'static str| {
+        vec![
+            ("grant_type", GRANT_EXCHANGE),
+            ("subject_token_type", TYPE_JWT),
+            ("scope", scope),
+            ("audience", audience),
+            ("intent", "x"),
+        ]
+    };
+    let cases: Vec<(&str, Vec<(&str, &str)>, Option<String>, &str)> = vec![
+        ("unknown target", base("read:a", "https://nowhere.example"), Some(proof()), "invalid_target"),
+        ("no scope granted", base("delete:a", AUDIENCE), Some(proof()), "invalid_scope"),
+        ("malformed scope", base("read", AUDIENCE), Some(proof()), "invalid_scope"),
+        ("no DPoP proof", base("read:a", AUDIENCE), None, "invalid_request"),
+        (
+            "proof by another key",
+            base("read:a", AUDIENCE),
+            Some(scene.proof(&scene.executor.key, "POST", "/oauth2/token", None)),
+            "invalid_dpop_proof",
+        ),
+        (
+            "proof for another URI",
+            base("read:a", AUDIENCE),
+            Some(scene.proof(&scene.planner.key, "POST", "/v1/decisions", None)),
+            "invalid_dpop_proof",
+        ),
+    ];
+    for (name, mut form, proof, code) in cases {
+        form.push(("subject_token", &scene.planner.svid));
+        let reply = scene.token(&form, proof.as_deref()).await;
+        assert_eq!(reply.body["error"], code, "{name}: {}", reply.body);
+        assert!(reply.status.is_client_error(), "{name}");
+        let event = scene.server.last_event("token.exchange").await;
+        assert_eq!(event.code.as_deref(), Some(code), "{name}: audited");
+    }
+    let other = scene
+        .token(&[("grant_type", "password"), ("username", "x")], None)
+        .await;
+    assert_eq!(other.body["error"], "unsupported_grant_type");
+    let duplicated = scene
+        .server
+        .http
+        .post(scene.url("/oauth2/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=a&grant_type=b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(TestServer::reply(duplicated).await.body["error"], "invalid_request");
+
+    // Depth: the planner may not delegate at all (its limit is 0).
+    let parent = access_token(&scene.exchange("read:repo/acme/*").await);
+    let deep = scene.delegate(&parent, &[]).await;
+    assert_eq!(deep.body["error"], "invalid_grant", "{}", deep.body);
+    // The executor is not allowed to delegate by policy.
+    let executor_token = {
+        let proof = scene.proof(&scene.executor.key, "POST", "/oauth2/token", None);
+        scene
+            .token(
+                &[
+                    ("grant_type", GRANT_EXCHANGE),
+                    ("subject_token", &scene.executor.svid),
+                    ("subject_token_type", TYPE_JWT),
+                    ("scope", "read:repo/acme/app"),
+                    ("audience", AUDIENCE),
+                    ("intent", "x"),
+                ],
+                Some(&proof),
+            )
+            .await
+    };
+    assert_eq!(executor_token.body["error"], "invalid_scope", "executors obtain nothing");
+
+    // A revoked identity gets nothing.
+    let jti = claims(&scene.planner.svid)["jti"].as_str().unwrap().to_owned();
+    let revoked = scene
+        .server
+        .admin(
+            Method::POST,
+            "/v1/revocations",
+            Some(json!({"target": "token", "id": jti, "reason": "test"})),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+    assert_eq!(revoked.body["revoked"], 2, "the identity and the token exchanged for it");
+    let refused = scene.exchange("read:repo/acme/*").await;
+    assert_eq!(refused.body["error"], "invalid_grant", "{}", refused.body);
+
+    // Only the one successful exchange issued anything.
+    let issued: Vec<_> = scene
+        .server
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.action == "token.exchange" && e.token_id.is_some())
+        .collect();
+    assert_eq!(issued.len(), 1);
+    assert!(scene.server.count_events("token.exchange").await > tokens_before + 8);
+}
+
+async fn a_dpop_proof_is_used_once(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    let proof = scene.proof(&scene.planner.key, "POST", "/oauth2/token", None);
+    let form = [
+        ("grant_type", GRANT_EXCHANGE),
+        ("subject_token", scene.planner.svid.as_str()),
+        ("subject_token_type", TYPE_JWT),
+        ("scope", "read:repo/acme/*"),
+        ("audience", AUDIENCE),
+        ("intent", "x"),
+    ];
+    let (a, b) = tokio::join!(scene.token(&form, Some(&proof)), scene.token(&form, Some(&proof)));
+    let ok = [&a, &b].iter().filter(|r| r.status == StatusCode::OK).count();
+    assert_eq!(ok, 1, "{} / {}", a.body, b.body);
+    let refused = if a.status == StatusCode::OK { &b } else { &a };
+    assert_eq!(refused.body["error"], "invalid_dpop_proof");
+
+    // At an enforcement point too.
+    let token = access_token(if a.status == StatusCode::OK { &a } else { &b });
+    let decision_proof = scene.proof(&scene.planner.key, "POST", "/v1/decisions", Some(&token));
+    let call = || {
+        scene
+            .server
+            .http
+            .post(scene.url("/v1/decisions"))
+            .header("Authorization", format!("DPoP {token}"))
+            .header("DPoP", decision_proof.clone())
+            .json(&json!({"action": "read", "resource": repository("repo/acme/app")}))
+            .send()
+    };
+    let (x, y) = tokio::join!(call(), call());
+    let statuses = [x.unwrap().status(), y.unwrap().status()];
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&StatusCode::UNAUTHORIZED));
+}
+
+async fn introspection_and_revocation_follow_the_rfcs(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    let token = access_token(&scene.exchange("read:repo/acme/*").await);
+
+    // Introspection needs a registered resource server (or an operator).
+    let anonymous = scene
+        .server
+        .http
+        .post(scene.url("/oauth2/introspect"))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let anonymous = TestServer::reply(anonymous).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(anonymous.body["error"], "invalid_client");
+    let active = scene.introspect(&token).await;
+    assert_eq!(active.body["active"], true, "{}", active.body);
+    assert_eq!(active.body["scope"], "read:repo/acme/*");
+    assert_eq!(active.body["token_type"], "DPoP");
+    assert_eq!(active.body["client_id"], "spiffe://test.example/agent/planner");
+    assert_eq!(scene.introspect("not-a-token").await.body, json!({"active": false}));
+    assert_eq!(scene.introspect(&scene.planner.svid).await.body, json!({"active": false}));
+
+    // Revocation: 200 for unknown tokens; the holder may revoke its own.
+    let revoke = |token: String| {
+        let http = scene.server.http.clone();
+        let url = scene.url("/oauth2/revoke");
+        async move {
+            http.post(url)
+                .form(&[("token", token.as_str())])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(revoke("garbage".into()).await, StatusCode::OK);
+    assert_eq!(revoke(token.clone()).await, StatusCode::OK);
+    assert_eq!(scene.introspect(&token).await.body, json!({"active": false}));
+    let event = scene.server.last_event("revoke").await;
+    assert_eq!(event.token_id.as_deref(), claims(&token)["jti"].as_str());
+
+    // The feed lists it, for resource servers and operators only.
+    let feed = scene
+        .server
+        .http
+        .get(scene.url("/v1/revocations?since=0"))
+        .basic_auth("repo-tools", Some(&scene.rs_secret))
+        .send()
+        .await
+        .unwrap();
+    let feed = TestServer::reply(feed).await;
+    assert_eq!(feed.status, StatusCode::OK, "{}", feed.body);
+    let jtis: Vec<_> = feed.body["revocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["jti"].clone())
+        .collect();
+    assert!(jtis.contains(&claims(&token)["jti"]));
+    let as_admin = scene
+        .server
+        .call(Method::GET, "/v1/revocations?since=0", Some(ADMIN_TOKEN), None)
+        .await;
+    assert_eq!(as_admin.status, StatusCode::OK);
+    let anonymous = scene
+        .server
+        .call(Method::GET, "/v1/revocations?since=0", None, None)
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+
+    let metadata = scene
+        .server
+        .call(Method::GET, "/.well-known/oauth-authorization-server", None, None)
+        .await;
+    assert_eq!(
+        metadata.body["token_endpoint"],
+        scene.url("/oauth2/token").as_str()
+    );
+    assert!(
+        metadata.body["grant_types_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(GRANT_EXCHANGE))
+    );
+}

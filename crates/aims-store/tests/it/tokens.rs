@@ -1,0 +1,1262 @@
+//! Task tokens: access-token issuance with its task and DPoP proof, tasks, the revocation log
+//! and its cascading targets, and registered resource servers.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use aims_core::agent::LifecycleState;
+use aims_core::audit::action;
+use aims_core::credential::CredentialHash;
+use aims_core::id::ResourceServerName;
+use aims_core::posture::Evidence;
+use aims_core::task::{Task, TaskState};
+use aims_store::{
+    AccessTokenIssue, AttestationRecord, IssuedCredential, IssuedKind, PostureSnapshot,
+    ResourceServer, RevocationTarget, Store, StoreError, TaskFilter,
+};
+
+use crate::fixtures::{
+    AuditCursor, agent, assert_chain_verifies, at, changed, event, join_token, name,
+};
+use crate::harness::Harness;
+
+const ALICE: &str = "alice@acme.example";
+const BOB: &str = "bob@acme.example";
+
+async fn register(store: &dyn Store, agent_name: &str, owner: &str) {
+    store
+        .create_agent(
+            &agent(agent_name, owner, "prod"),
+            &join_token(agent_name, agent_name, at(3600)),
+            &event(action::AGENT_REGISTER),
+        )
+        .await
+        .unwrap();
+}
+
+/// Issues the identity `jti` to `agent_name` at `when`, valid for an hour.
+async fn svid(store: &dyn Store, agent_name: &str, jti: &str, when: i64) -> IssuedCredential {
+    let evidence = Evidence::default();
+    let record = AttestationRecord {
+        snapshot: PostureSnapshot {
+            agent: name(agent_name),
+            digest: evidence.digest(),
+            evidence,
+            key_thumbprint: format!("jkt-{agent_name}"),
+            accepted_at: at(when),
+        },
+        credential: IssuedCredential {
+            id: jti.to_owned(),
+            kind: IssuedKind::Svid,
+            agent: name(agent_name),
+            parent: None,
+            key_thumbprint: Some(format!("jkt-{agent_name}")),
+            issued_at: at(when),
+            expires_at: at(when + 3600),
+            revoked_at: None,
+            task_id: None,
+        },
+    };
+    store
+        .record_attestation(&record, &event(action::IDENTITY_ISSUE))
+        .await
+        .unwrap();
+    record.credential
+}
+
+/// An active task of `agent_name` created at `created`, open for an hour.
+fn task(id: &str, agent_name: &str, created: i64) -> Task {
+    Task {
+        id: id.to_owned(),
+        agent: name(agent_name),
+        intent: format!("work on {id}"),
+        subject: "user:alice".to_owned(),
+        state: TaskState::Active,
+        created_at: at(created),
+        deadline: at(created + 3600),
+        ended_at: None,
+    }
+}
+
+/// An access token `jti` of `agent_name` for `task_id`, derived from `parent`, issued at
+/// `when` and valid for five minutes.
+fn token(
+    jti: &str,
+    agent_name: &str,
+    parent: Option<&str>,
+    task_id: &str,
+    when: i64,
+) -> IssuedCredential {
+    IssuedCredential {
+        id: jti.to_owned(),
+        kind: IssuedKind::AccessToken,
+        agent: name(agent_name),
+        parent: parent.map(str::to_owned),
+        key_thumbprint: Some(format!("jkt-{agent_name}")),
+        issued_at: at(when),
+        expires_at: at(when + 300),
+        revoked_at: None,
+        task_id: Some(task_id.to_owned()),
+    }
+}
+
+/// The issuance of `credential`, creating `new_task`, with DPoP proof `proof` (remembered
+/// for a minute after issuance).
+fn issuance(
+    credential: IssuedCredential,
+    new_task: Option<Task>,
+    proof: Option<&str>,
+) -> AccessTokenIssue {
+    let forget_at = credential.issued_at + time::Duration::seconds(60);
+    AccessTokenIssue {
+        credential,
+        new_task,
+        dpop_proof: proof.map(|p| (p.to_owned(), forget_at)),
+    }
+}
+
+/// Issues `issue` as a token exchange and asserts it appended exactly one record.
+async fn exchange(store: &dyn Store, audit: &mut AuditCursor, issue: &AccessTokenIssue) {
+    store
+        .issue_access_token(issue, &event(action::TOKEN_EXCHANGE))
+        .await
+        .unwrap();
+    audit.one(store, action::TOKEN_EXCHANGE).await;
+}
+
+/// Issues `issue` as a delegation and asserts it appended exactly one record.
+async fn delegate(store: &dyn Store, audit: &mut AuditCursor, issue: &AccessTokenIssue) {
+    store
+        .issue_access_token(issue, &event(action::TOKEN_DELEGATE))
+        .await
+        .unwrap();
+    audit.one(store, action::TOKEN_DELEGATE).await;
+}
+
+/// Revokes `target` and asserts it appended exactly one record; returns the count.
+async fn revoke(
+    store: &dyn Store,
+    audit: &mut AuditCursor,
+    target: RevocationTarget,
+    reason: &str,
+    when: i64,
+) -> u64 {
+    let count = store
+        .revoke(&target, reason, at(when), &event(action::REVOKE))
+        .await
+        .unwrap();
+    audit.one(store, action::REVOKE).await;
+    count
+}
+
+/// Asserts `issue` is refused as a conflict and leaves no trace: no credential, no new task,
+/// no audit record, the same audit head.
+async fn assert_refused(
+    store: &dyn Store,
+    audit: &AuditCursor,
+    issue: &AccessTokenIssue,
+    why: &str,
+) {
+    let head = store.audit_head().await.unwrap();
+    let result = store
+        .issue_access_token(issue, &event(action::TOKEN_EXCHANGE))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Conflict { .. })),
+        "{why}: {result:?}"
+    );
+    assert_eq!(
+        store.issued_credential(&issue.credential.id).await.unwrap(),
+        None,
+        "{why}: credential registered"
+    );
+    if let Some(new_task) = &issue.new_task {
+        assert_eq!(
+            store.task(&new_task.id).await.unwrap(),
+            None,
+            "{why}: task created"
+        );
+    }
+    assert_eq!(store.audit_head().await.unwrap(), head, "{why}");
+    audit.none(store).await;
+}
+
+/// Whether the credential `jti` is revoked, and when.
+async fn revoked_at(store: &dyn Store, jti: &str) -> Option<time::OffsetDateTime> {
+    store
+        .issued_credential(jti)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{jti} is not registered"))
+        .revoked_at
+}
+
+async fn task_state(store: &dyn Store, id: &str) -> TaskState {
+    store.task(id).await.unwrap().unwrap().state
+}
+
+/// The ids in the revocation log after `after`, in log order.
+async fn logged(store: &dyn Store, after: u64) -> Vec<String> {
+    store
+        .revocations_since(after, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.credential)
+        .collect()
+}
+
+/// A delegation chain across three agents and two owners, all for task `t1`:
+/// `svid-a` (a) → `tok-a` (a) → `tok-b` (b) → `tok-c` (c). Bystanders: `svid-b`, `svid-c`.
+async fn chain(store: &dyn Store, audit: &mut AuditCursor) {
+    register(store, "a", ALICE).await;
+    register(store, "b", ALICE).await;
+    register(store, "c", BOB).await;
+    svid(store, "a", "svid-a", 10).await;
+    svid(store, "b", "svid-b", 10).await;
+    svid(store, "c", "svid-c", 10).await;
+    *audit = AuditCursor::new(store).await;
+    let tok_a = token("tok-a", "a", Some("svid-a"), "t1", 20);
+    exchange(
+        store,
+        audit,
+        &issuance(tok_a, Some(task("t1", "a", 20)), Some("p1")),
+    )
+    .await;
+    let tok_b = token("tok-b", "b", Some("tok-a"), "t1", 30);
+    delegate(store, audit, &issuance(tok_b, None, Some("p2"))).await;
+    let tok_c = token("tok-c", "c", Some("tok-b"), "t1", 40);
+    delegate(store, audit, &issuance(tok_c, None, Some("p3"))).await;
+}
+
+pub async fn access_tokens_register_with_their_task(h: &Harness) {
+    let store = &*h.store;
+    register(store, "a", ALICE).await;
+    register(store, "b", BOB).await;
+    svid(store, "a", "svid-a", 10).await;
+    let mut audit = AuditCursor::new(store).await;
+
+    // The first exchange creates the task in the same transaction.
+    let t1 = task("t1", "a", 20);
+    let first = token("tok-1", "a", Some("svid-a"), "t1", 20);
+    exchange(
+        store,
+        &mut audit,
+        &issuance(first.clone(), Some(t1.clone()), Some("p1")),
+    )
+    .await;
+    let stored = store.issued_credential("tok-1").await.unwrap().unwrap();
+    assert_eq!(stored, first);
+    assert_eq!(stored.kind, IssuedKind::AccessToken);
+    assert_eq!(stored.task_id.as_deref(), Some("t1"));
+    assert_eq!(stored.parent.as_deref(), Some("svid-a"));
+    assert_eq!(store.task("t1").await.unwrap(), Some(t1.clone()));
+
+    // A second token for the open task does not create it again.
+    let second = token("tok-2", "a", Some("svid-a"), "t1", 30);
+    exchange(
+        store,
+        &mut audit,
+        &issuance(second.clone(), None, Some("p2")),
+    )
+    .await;
+    assert_eq!(
+        store.issued_credential("tok-2").await.unwrap(),
+        Some(second)
+    );
+
+    // Delegation to another agent, derived from a token; no DPoP proof needed by the store.
+    let delegated = token("tok-b", "b", Some("tok-1"), "t1", 40);
+    delegate(store, &mut audit, &issuance(delegated.clone(), None, None)).await;
+    assert_eq!(
+        store.issued_credential("tok-b").await.unwrap(),
+        Some(delegated)
+    );
+
+    // A token may be derived from its parent until the parent's last instant.
+    let late = token("tok-late", "a", Some("tok-1"), "t1", 20 + 299);
+    exchange(store, &mut audit, &issuance(late, None, None)).await;
+
+    assert_eq!(store.task("t1").await.unwrap(), Some(t1));
+    assert_eq!(store.task("nope").await.unwrap(), None);
+    assert_eq!(logged(store, 0).await, Vec::<String>::new());
+    assert_chain_verifies(store).await;
+}
+
+pub async fn refused_issuance_writes_nothing(h: &Harness) {
+    let store = &*h.store;
+    register(store, "a", ALICE).await;
+    register(store, "s", ALICE).await;
+    svid(store, "a", "svid-a", 10).await;
+    svid(store, "a", "svid-r", 10).await;
+    let mut audit = AuditCursor::new(store).await;
+    revoke(
+        store,
+        &mut audit,
+        RevocationTarget::Credential("svid-r".to_owned()),
+        "test",
+        15,
+    )
+    .await;
+    for (id, created) in [("t-open", 20), ("t-ended", 20), ("t-revoked", 20)] {
+        store
+            .create_task(&task(id, "a", created), &event(action::TASK_CREATE))
+            .await
+            .unwrap();
+        audit.one(store, action::TASK_CREATE).await;
+    }
+    let late = Task {
+        deadline: at(50),
+        ..task("t-late", "a", 20)
+    };
+    store
+        .create_task(&late, &event(action::TASK_CREATE))
+        .await
+        .unwrap();
+    audit.one(store, action::TASK_CREATE).await;
+    store
+        .end_task("t-ended", at(30), &event(action::TASK_END))
+        .await
+        .unwrap();
+    audit.one(store, action::TASK_END).await;
+    revoke(
+        store,
+        &mut audit,
+        RevocationTarget::Task("t-revoked".to_owned()),
+        "test",
+        30,
+    )
+    .await;
+    let s = store.agent(&name("s")).await.unwrap().unwrap();
+    store
+        .update_agent(
+            &changed(&s, LifecycleState::Suspended),
+            s.revision,
+            &event(action::AGENT_LIFECYCLE),
+        )
+        .await
+        .unwrap();
+    audit.one(store, action::AGENT_LIFECYCLE).await;
+
+    let fresh = |jti: &str, parent: Option<&str>, when: i64| {
+        issuance(
+            token(jti, "a", parent, &format!("new-{jti}"), when),
+            Some(task(&format!("new-{jti}"), "a", when)),
+            Some(jti),
+        )
+    };
+    let existing = |jti: &str, task_id: &str| {
+        issuance(
+            token(jti, "a", Some("svid-a"), task_id, 100),
+            None,
+            Some(jti),
+        )
+    };
+    let cases = [
+        ("parent revoked", fresh("x1", Some("svid-r"), 100)),
+        // svid-a expires at 3610.
+        ("parent expired", fresh("x2", Some("svid-a"), 3610)),
+        ("parent long expired", fresh("x3", Some("svid-a"), 9000)),
+        ("parent unknown", fresh("x4", Some("nope"), 100)),
+        ("no parent", fresh("x5", None, 100)),
+        ("task ended", existing("x6", "t-ended")),
+        ("task revoked", existing("x7", "t-revoked")),
+        ("task past its deadline", existing("x8", "t-late")),
+        ("task unknown", existing("x9", "t-unknown")),
+        (
+            "agent suspended",
+            issuance(
+                token("x10", "s", Some("svid-a"), "new-x10", 100),
+                Some(task("new-x10", "s", 100)),
+                Some("x10"),
+            ),
+        ),
+    ];
+    for (why, issue) in &cases {
+        assert_refused(store, &audit, issue, why).await;
+    }
+    assert_eq!(store.task("t-unknown").await.unwrap(), None);
+    let at_deadline = Task {
+        deadline: at(100),
+        ..task("t-edge", "a", 20)
+    };
+    store
+        .create_task(&at_deadline, &event(action::TASK_CREATE))
+        .await
+        .unwrap();
+    audit.one(store, action::TASK_CREATE).await;
+    assert_refused(
+        store,
+        &audit,
+        &existing("x11", "t-edge"),
+        "deadline reached",
+    )
+    .await;
+
+    // A new task whose id is taken: refused, and the existing task is untouched.
+    let taken = issuance(
+        token("x12", "a", Some("svid-a"), "t-open", 100),
+        Some(task("t-open", "a", 90)),
+        Some("x12"),
+    );
+    let err = store
+        .issue_access_token(&taken, &event(action::TOKEN_EXCHANGE))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    assert_eq!(store.issued_credential("x12").await.unwrap(), None);
+    audit.none(store).await;
+    assert_eq!(
+        store.task("t-open").await.unwrap(),
+        Some(task("t-open", "a", 20))
+    );
+
+    // An unknown holder is not found; nothing is written either.
+    let stranger = issuance(
+        token("x13", "ghost", Some("svid-a"), "t-open", 100),
+        None,
+        Some("x13"),
+    );
+    let err = store
+        .issue_access_token(&stranger, &event(action::TOKEN_EXCHANGE))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+    assert_eq!(store.issued_credential("x13").await.unwrap(), None);
+    audit.none(store).await;
+
+    // A DPoP proof is used once, whatever the token and task.
+    exchange(store, &mut audit, &existing("ok-1", "t-open")).await;
+    let replay = issuance(
+        token("ok-2", "a", Some("svid-a"), "new-ok-2", 110),
+        Some(task("new-ok-2", "a", 110)),
+        Some("ok-1"),
+    );
+    assert_refused(store, &audit, &replay, "DPoP proof replayed").await;
+    // The refused attempts burned none of their proofs.
+    exchange(store, &mut audit, &existing("x4", "t-open")).await;
+    let reused_id = issuance(
+        token("ok-1", "a", Some("svid-a"), "t-open", 120),
+        None,
+        Some("fresh"),
+    );
+    let err = store
+        .issue_access_token(&reused_id, &event(action::TOKEN_EXCHANGE))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    audit.none(store).await;
+    assert_chain_verifies(store).await;
+}
+
+pub async fn expired_dpop_proofs_are_forgotten(h: &Harness) {
+    let store = &*h.store;
+    register(store, "a", ALICE).await;
+    svid(store, "a", "svid-a", 10).await;
+    store
+        .create_task(&task("t1", "a", 20), &event(action::TASK_CREATE))
+        .await
+        .unwrap();
+    let mut audit = AuditCursor::new(store).await;
+    let with_proof = |jti: &str, when: i64| {
+        issuance(
+            token(jti, "a", Some("svid-a"), "t1", when),
+            None,
+            Some("proof"),
+        )
+    };
+    // Issued at 100: the proof is remembered until 160.
+    exchange(store, &mut audit, &with_proof("tok-1", 100)).await;
+    assert_refused(
+        store,
+        &audit,
+        &with_proof("tok-2", 130),
+        "proof still remembered",
+    )
+    .await;
+    // After its expiry the row is purged and the same proof hash is accepted again.
+    exchange(store, &mut audit, &with_proof("tok-3", 161)).await;
+    assert_refused(
+        store,
+        &audit,
+        &with_proof("tok-4", 170),
+        "proof remembered again",
+    )
+    .await;
+    exchange(store, &mut audit, &with_proof("tok-5", 500)).await;
+}
+
+pub async fn one_dpop_proof_under_concurrency(h: &Harness) {
+    register(&*h.store, "a", ALICE).await;
+    svid(&*h.store, "a", "svid-a", 10).await;
+    let head = h.store.audit_head().await.unwrap();
+    // On PostgreSQL the racers also come from a second server on the same database.
+    let other = if h.shares_writers() {
+        h.reopen().await
+    } else {
+        Arc::clone(&h.store)
+    };
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let store = if i % 2 == 0 {
+                Arc::clone(&h.store)
+            } else {
+                Arc::clone(&other)
+            };
+            tokio::spawn(async move {
+                let issue = issuance(
+                    token(
+                        &format!("tok-{i}"),
+                        "a",
+                        Some("svid-a"),
+                        &format!("t{i}"),
+                        100,
+                    ),
+                    Some(task(&format!("t{i}"), "a", 100)),
+                    Some("the-proof"),
+                );
+                store
+                    .issue_access_token(&issue, &event(action::TOKEN_EXCHANGE))
+                    .await
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(()) => wins += 1,
+            Err(StoreError::Conflict { .. }) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    let store = &*h.store;
+    assert_eq!(store.audit_head().await.unwrap().seq, head.seq + 1);
+    let tasks = store.list_tasks(&TaskFilter::default()).await.unwrap();
+    assert_eq!(tasks.len(), 1, "only the winner's task exists");
+    let winner = &tasks[0].id;
+    for i in 0..8 {
+        let issued = store.issued_credential(&format!("tok-{i}")).await.unwrap();
+        assert_eq!(issued.is_some(), format!("t{i}") == *winner, "tok-{i}");
+    }
+
+    // Two at once with tokio::join!, from the same store, for an existing task.
+    let a = issuance(
+        token("j-1", "a", Some("svid-a"), winner, 110),
+        None,
+        Some("joined"),
+    );
+    let b = issuance(
+        token("j-2", "a", Some("svid-a"), winner, 110),
+        None,
+        Some("joined"),
+    );
+    let ev = event(action::TOKEN_EXCHANGE);
+    let (ra, rb) = tokio::join!(
+        store.issue_access_token(&a, &ev),
+        other.issue_access_token(&b, &ev)
+    );
+    assert!(ra.is_ok() != rb.is_ok(), "{ra:?} {rb:?}");
+    for r in [ra, rb] {
+        assert!(
+            matches!(r, Ok(()) | Err(StoreError::Conflict { .. })),
+            "{r:?}"
+        );
+    }
+    assert_eq!(store.audit_head().await.unwrap().seq, head.seq + 2);
+    assert_chain_verifies(store).await;
+}
+
+pub async fn revoking_a_credential_cascades(h: &Harness) {
+    let store = &*h.store;
+    let mut audit = AuditCursor::new(store).await;
+    chain(store, &mut audit).await;
+    // A second chain of b's own that must stay live.
+    let own = token("tok-b2", "b", Some("svid-b"), "t2", 50);
+    exchange(
+        store,
+        &mut audit,
+        &issuance(own, Some(task("t2", "b", 50)), None),
+    )
+    .await;
+
+    let count = revoke(
+        store,
+        &mut audit,
+        RevocationTarget::Credential("svid-a".to_owned()),
+        "key compromised",
+        100,
+    )
+    .await;
+    assert_eq!(count, 4);
+    for jti in ["svid-a", "tok-a", "tok-b", "tok-c"] {
+        assert_eq!(revoked_at(store, jti).await, Some(at(100)), "{jti}");
+    }
+    for jti in ["svid-b", "svid-c", "tok-b2"] {
+        assert_eq!(revoked_at(store, jti).await, None, "{jti}");
+    }
+    // Revoking a credential does not close its task.
+    assert_eq!(task_state(store, "t1").await, TaskState::Active);
+
+    // Again, or anything inside the revoked closure, or nothing known: nothing new.
+    for target in ["svid-a", "tok-b", "nope"] {
+        let again = revoke(
+            store,
+            &mut audit,
+            RevocationTarget::Credential(target.to_owned()),
+            "again",
+            200,
+        )
+        .await;
+        assert_eq!(again, 0, "{target}");
+    }
+    assert_eq!(revoked_at(store, "tok-c").await, Some(at(100)));
+
+    let log = store.revocations_since(0, 0).await.unwrap();
+    let ids: Vec<&str> = log.iter().map(|r| r.credential.as_str()).collect();
+    let unique: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    assert_eq!(
+        unique,
+        BTreeSet::from(["svid-a", "tok-a", "tok-b", "tok-c"])
+    );
+    assert!(log.windows(2).all(|w| w[0].seq < w[1].seq), "{log:?}");
+    for entry in &log {
+        let credential = store
+            .issued_credential(&entry.credential)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(entry.agent, credential.agent, "{entry:?}");
+        assert_eq!(entry.task_id, credential.task_id, "{entry:?}");
+        assert_eq!(entry.expires_at, credential.expires_at, "{entry:?}");
+        assert_eq!(entry.revoked_at, at(100));
+        assert_eq!(entry.reason, "key compromised");
+    }
+    let by_id = |id: &str| log.iter().find(|r| r.credential == id).unwrap().clone();
+    assert_eq!(by_id("tok-c").agent, name("c"));
+    assert_eq!(by_id("tok-c").task_id.as_deref(), Some("t1"));
+    assert_eq!(by_id("svid-a").task_id, None);
+
+    // Following the log: after the first entry, the other three; pages respect the limit.
+    let rest = store.revocations_since(log[0].seq, 0).await.unwrap();
+    assert_eq!(rest, log[1..]);
+    assert_eq!(store.revocations_since(0, 2).await.unwrap(), log[..2]);
+    assert!(
+        store
+            .revocations_since(log[3].seq, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The revoked chain can no longer be extended.
+    let extend = issuance(token("tok-d", "c", Some("tok-c"), "t1", 110), None, None);
+    assert_refused(store, &audit, &extend, "revoked parent").await;
+    assert_chain_verifies(store).await;
+}
+
+pub async fn revoking_a_subtree_keeps_its_root(h: &Harness) {
+    let store = &*h.store;
+    let mut audit = AuditCursor::new(store).await;
+    chain(store, &mut audit).await;
+    let count = revoke(
+        store,
+        &mut audit,
+        RevocationTarget::Subtree("tok-a".to_owned()),
+        "delegation withdrawn",
+        100,
+    )
+    .await;
+    assert_eq!(count, 2);
+    for jti in ["svid-a", "tok-a"] {
+        assert_eq!(revoked_at(store, jti).await, None, "{jti}");
+    }
+    for jti in ["tok-b", "tok-c"] {
+        assert_eq!(revoked_at(store, jti).await, Some(at(100)), "{jti}");
+    }
+    assert_eq!(logged(store, 0).await, ["tok-b", "tok-c"]);
+    let again = RevocationTarget::Subtree("tok-a".to_owned());
+    assert_eq!(revoke(store, &mut audit, again, "again", 110).await, 0);
+    // The root still works: it may be delegated again.
+    let redelegated = token("tok-b-2", "b", Some("tok-a"), "t1", 120);
+    delegate(store, &mut audit, &issuance(redelegated, None, None)).await;
+    // A leaf's subtree is empty.
+    let leaf = RevocationTarget::Subtree("tok-b-2".to_owned());
+    assert_eq!(revoke(store, &mut audit, leaf, "leaf", 130).await, 0);
+    assert_eq!(revoked_at(store, "tok-b-2").await, None);
+
+    // Revoking the root now counts only what was still live, and logs nothing twice.
+    let root = RevocationTarget::Credential("svid-a".to_owned());
+    assert_eq!(revoke(store, &mut audit, root, "root", 140).await, 3);
+    assert_eq!(
+        revoked_at(store, "tok-b").await,
+        Some(at(100)),
+        "first revocation kept"
+    );
+    assert_eq!(
+        logged(store, 0).await,
+        ["tok-b", "tok-c", "svid-a", "tok-a", "tok-b-2"]
+    );
+}
+
+/// A revocation that was interrupted before it committed (a cancelled request, a lost
+/// connection) leaves nothing behind but, on PostgreSQL, a gap in the log's sequence: sequence
+/// values are not transactional. Later revocations must still count what they revoked.
+pub async fn revocation_counts_survive_sequence_gaps(h: &Harness) {
+    let store = &*h.store;
+    let mut audit = AuditCursor::new(store).await;
+    chain(store, &mut audit).await;
+    h.execute_raw(
+        "BEGIN; \
+         INSERT INTO revocations (credential, agent, task_id, revoked_at_ms, expires_at_ms, \
+         reason) VALUES ('svid-b', 'b', NULL, 0, 0, 'interrupted'), \
+         ('svid-c', 'c', NULL, 0, 0, 'interrupted'); \
+         ROLLBACK;",
+    )
+    .await;
+    assert_eq!(logged(store, 0).await, Vec::<String>::new());
+    let subtree = RevocationTarget::Subtree("tok-a".to_owned());
+    assert_eq!(revoke(store, &mut audit, subtree, "gap", 100).await, 2);
+    h.execute_raw(
+        "BEGIN; \
+         INSERT INTO revocations (credential, agent, task_id, revoked_at_ms, expires_at_ms, \
+         reason) VALUES ('svid-b', 'b', NULL, 0, 0, 'interrupted'); \
+         ROLLBACK;",
+    )
+    .await;
+    let root = RevocationTarget::Credential("svid-a".to_owned());
+    assert_eq!(revoke(store, &mut audit, root, "gap", 110).await, 2);
+    assert_eq!(revoked_at(store, "svid-a").await, Some(at(110)));
+    assert_eq!(revoked_at(store, "svid-b").await, None);
+    assert_eq!(
+        logged(store, 0).await,
+        ["tok-b", "tok-c", "svid-a", "tok-a"]
+    );
+}
+
+pub async fn revoking_a_task_closes_it(h: &Harness) {
+    let store = &*h.store;
+    let mut audit = AuditCursor::new(store).await;
+    chain(store, &mut audit).await;
+    // A second token for t1, and a token of b's own task t-b derived from t1's tok-b.
+    let second = token("tok-a2", "a", Some("svid-a"), "t1", 50);
+    exchange(store, &mut audit, &issuance(second, None, None)).await;
+    let sub = token("tok-sub", "b", Some("tok-b"), "t-b", 50);
+    delegate(
+        store,
+        &mut audit,
+        &issuance(sub, Some(task("t-b", "b", 50)), None),
+    )
+    .await;
+    // An unrelated task t2 of a.
+    let other = token("tok-t2", "a", Some("svid-a"), "t2", 60);
+    exchange(
+        store,
+        &mut audit,
+        &issuance(other, Some(task("t2", "a", 60)), None),
+    )
+    .await;
+
+    let count = revoke(
+        store,
+        &mut audit,
+        RevocationTarget::Task("t1".to_owned()),
+        "task revoked",
+        100,
+    )
+    .await;
+    assert_eq!(
+        count, 5,
+        "tok-a, tok-a2, tok-b, tok-c and the derived tok-sub"
+    );
+    for jti in ["tok-a", "tok-a2", "tok-b", "tok-c", "tok-sub"] {
+        assert_eq!(revoked_at(store, jti).await, Some(at(100)), "{jti}");
+    }
+    for jti in ["svid-a", "svid-b", "tok-t2"] {
+        assert_eq!(revoked_at(store, jti).await, None, "{jti}");
+    }
+    let t1 = store.task("t1").await.unwrap().unwrap();
+    assert_eq!(t1.state, TaskState::Revoked);
+    assert_eq!(t1.ended_at, Some(at(100)));
+    assert_eq!(task_state(store, "t2").await, TaskState::Active);
+    assert_eq!(
+        task_state(store, "t-b").await,
+        TaskState::Active,
+        "only the revoked task is closed"
+    );
+    let again = RevocationTarget::Task("t1".to_owned());
+    assert_eq!(revoke(store, &mut audit, again, "again", 110).await, 0);
+    let unknown = RevocationTarget::Task("nope".to_owned());
+    assert_eq!(revoke(store, &mut audit, unknown, "none", 110).await, 0);
+    assert_eq!(store.task("nope").await.unwrap(), None);
+
+    // Ending t2: its one token is revoked with the reason "task ended".
+    let ended = store
+        .end_task("t2", at(200), &event(action::TASK_END))
+        .await
+        .unwrap();
+    audit.one(store, action::TASK_END).await;
+    assert_eq!(ended, 1);
+    let t2 = store.task("t2").await.unwrap().unwrap();
+    assert_eq!((t2.state, t2.ended_at), (TaskState::Ended, Some(at(200))));
+    assert_eq!(revoked_at(store, "tok-t2").await, Some(at(200)));
+    let last = store.revocations_since(0, 0).await.unwrap();
+    let last = last.last().unwrap();
+    assert_eq!(
+        (last.credential.as_str(), last.reason.as_str()),
+        ("tok-t2", "task ended")
+    );
+
+    // Ending a task that is not active is a conflict; an unknown one is not found.
+    for id in ["t2", "t1"] {
+        let err = store
+            .end_task(id, at(300), &event(action::TASK_END))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{id}: {err}");
+    }
+    let err = store
+        .end_task("nope", at(300), &event(action::TASK_END))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+    audit.none(store).await;
+    let t2_after = store.task("t2").await.unwrap().unwrap();
+    assert_eq!(t2_after, t2, "a refused end changes nothing");
+
+    // Ending a task without tokens revokes nothing.
+    store
+        .create_task(&task("t3", "a", 300), &event(action::TASK_CREATE))
+        .await
+        .unwrap();
+    audit.one(store, action::TASK_CREATE).await;
+    let none = store
+        .end_task("t3", at(310), &event(action::TASK_END))
+        .await
+        .unwrap();
+    audit.one(store, action::TASK_END).await;
+    assert_eq!(none, 0);
+    assert_chain_verifies(store).await;
+}
+
+/// Agents `a1`, `a2` of alice and `b1` of bob, each with an identity and a task token;
+/// `a1`'s token is delegated to `b1`. `a1` also has a task that already ended.
+async fn two_owners(store: &dyn Store, audit: &mut AuditCursor) {
+    for (agent_name, owner) in [("a1", ALICE), ("a2", ALICE), ("b1", BOB)] {
+        register(store, agent_name, owner).await;
+        svid(store, agent_name, &format!("svid-{agent_name}"), 10).await;
+    }
+    *audit = AuditCursor::new(store).await;
+    for agent_name in ["a1", "a2", "b1"] {
+        let tok = token(
+            &format!("tok-{agent_name}"),
+            agent_name,
+            Some(&format!("svid-{agent_name}")),
+            &format!("t-{agent_name}"),
+            20,
+        );
+        let new_task = task(&format!("t-{agent_name}"), agent_name, 20);
+        exchange(store, audit, &issuance(tok, Some(new_task), None)).await;
+    }
+    let delegated = token("del-b1", "b1", Some("tok-a1"), "t-a1", 30);
+    delegate(store, audit, &issuance(delegated, None, None)).await;
+    store
+        .create_task(&task("t-a1-old", "a1", 5), &event(action::TASK_CREATE))
+        .await
+        .unwrap();
+    audit.one(store, action::TASK_CREATE).await;
+    store
+        .end_task("t-a1-old", at(6), &event(action::TASK_END))
+        .await
+        .unwrap();
+    audit.one(store, action::TASK_END).await;
+}
+
+pub async fn revoking_an_agent_closes_its_tasks(h: &Harness) {
+    let store = &*h.store;
+    let mut audit = AuditCursor::new(store).await;
+    two_owners(store, &mut audit).await;
+    let count = revoke(
+        store,
+        &mut audit,
+        RevocationTarget::Agent(name("a1")),
+        "agent revoked",
+        100,
+    )
+    .await;
+    assert_eq!(count, 3, "svid-a1, tok-a1 and the delegated del-b1");
+    for jti in ["svid-a1", "tok-a1", "del-b1"] {
+        assert_eq!(revoked_at(store, jti).await, Some(at(100)), "{jti}");
+    }
+    for jti in ["svid-a2", "tok-a2", "svid-b1", "tok-b1"] {
+        assert_eq!(revoked_at(store, jti).await, None, "{jti}");
+    }
+    let t = store.task("t-a1").await.unwrap().unwrap();
+    assert_eq!((t.state, t.ended_at), (TaskState::Revoked, Some(at(100))));
+    assert_eq!(task_state(store, "t-a1-old").await, TaskState::Ended);
+    assert_eq!(task_state(store, "t-a2").await, TaskState::Active);
+    assert_eq!(task_state(store, "t-b1").await, TaskState::Active);
+    let log = store.revocations_since(0, 0).await.unwrap();
+    let del = log.iter().find(|r| r.credential == "del-b1").unwrap();
+    assert_eq!(del.agent, name("b1"));
+    assert_eq!(del.reason, "agent revoked");
+    let again = RevocationTarget::Agent(name("a1"));
+    assert_eq!(revoke(store, &mut audit, again, "again", 110).await, 0);
+    // The agent is still active (revoking is not suspending): it may get a new identity,
+    // but not a token for its revoked task.
+    svid(store, "a1", "svid-a1-new", 120).await;
+    audit = AuditCursor::new(store).await;
+    let for_revoked = token("tok-a1-new", "a1", Some("svid-a1-new"), "t-a1", 130);
+    assert_refused(
+        store,
+        &audit,
+        &issuance(for_revoked, None, None),
+        "task revoked",
+    )
+    .await;
+}
+
+pub async fn revoking_an_owner_spares_other_owners(h: &Harness) {
+    let store = &*h.store;
+    let mut audit = AuditCursor::new(store).await;
+    two_owners(store, &mut audit).await;
+    let count = revoke(
+        store,
+        &mut audit,
+        RevocationTarget::Owner(ALICE.parse().unwrap()),
+        "owner left",
+        100,
+    )
+    .await;
+    assert_eq!(count, 5, "a1's and a2's identities and tokens, and del-b1");
+    for jti in ["svid-a1", "tok-a1", "del-b1", "svid-a2", "tok-a2"] {
+        assert_eq!(revoked_at(store, jti).await, Some(at(100)), "{jti}");
+    }
+    for jti in ["svid-b1", "tok-b1"] {
+        assert_eq!(revoked_at(store, jti).await, None, "{jti}");
+    }
+    for id in ["t-a1", "t-a2"] {
+        assert_eq!(task_state(store, id).await, TaskState::Revoked, "{id}");
+    }
+    assert_eq!(task_state(store, "t-a1-old").await, TaskState::Ended);
+    assert_eq!(task_state(store, "t-b1").await, TaskState::Active);
+    let mut ids = logged(store, 0).await;
+    ids.sort();
+    assert_eq!(ids, ["del-b1", "svid-a1", "svid-a2", "tok-a1", "tok-a2"]);
+    let again = RevocationTarget::Owner(ALICE.parse().unwrap());
+    assert_eq!(revoke(store, &mut audit, again, "again", 110).await, 0);
+    let nobody = RevocationTarget::Owner("nobody@acme.example".parse().unwrap());
+    assert_eq!(revoke(store, &mut audit, nobody, "none", 110).await, 0);
+    assert_chain_verifies(store).await;
+}
+
+pub async fn suspension_revokes_into_the_log(h: &Harness) {
+    let store = &*h.store;
+    let mut audit = AuditCursor::new(store).await;
+    two_owners(store, &mut audit).await;
+    let a1 = store.agent(&name("a1")).await.unwrap().unwrap();
+    let suspended = aims_core::agent::Agent {
+        updated_at: at(100),
+        ..changed(&a1, LifecycleState::Suspended)
+    };
+    store
+        .update_agent(&suspended, a1.revision, &event(action::AGENT_LIFECYCLE))
+        .await
+        .unwrap();
+    audit.one(store, action::AGENT_LIFECYCLE).await;
+    for jti in ["svid-a1", "tok-a1", "del-b1"] {
+        assert_eq!(revoked_at(store, jti).await, Some(at(100)), "{jti}");
+    }
+    for jti in ["svid-a2", "tok-a2", "svid-b1", "tok-b1"] {
+        assert_eq!(revoked_at(store, jti).await, None, "{jti}");
+    }
+    let log = store.revocations_since(0, 0).await.unwrap();
+    let mut ids: Vec<&str> = log.iter().map(|r| r.credential.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["del-b1", "svid-a1", "tok-a1"]);
+    for entry in &log {
+        assert_eq!(entry.reason, "agent suspended", "{entry:?}");
+        assert_eq!(entry.revoked_at, at(100));
+    }
+    let del = log.iter().find(|r| r.credential == "del-b1").unwrap();
+    assert_eq!(
+        (del.agent.clone(), del.task_id.as_deref()),
+        (name("b1"), Some("t-a1"))
+    );
+
+    // A suspended agent gets no token, even from a live credential of another agent.
+    let to_suspended = token("tok-x", "a1", Some("svid-a2"), "t-a2", 110);
+    assert_refused(
+        store,
+        &audit,
+        &issuance(to_suspended, None, None),
+        "suspended",
+    )
+    .await;
+
+    // Resuming does not bring anything back, nor add to the log.
+    let resumed = aims_core::agent::Agent {
+        updated_at: at(200),
+        ..changed(&suspended, LifecycleState::Active)
+    };
+    store
+        .update_agent(
+            &resumed,
+            suspended.revision,
+            &event(action::AGENT_LIFECYCLE),
+        )
+        .await
+        .unwrap();
+    audit.one(store, action::AGENT_LIFECYCLE).await;
+    assert_eq!(revoked_at(store, "tok-a1").await, Some(at(100)));
+    assert_eq!(store.revocations_since(0, 0).await.unwrap(), log);
+    assert_chain_verifies(store).await;
+}
+
+pub async fn task_listing_filters_and_orders(h: &Harness) {
+    let store = &*h.store;
+    register(store, "a", ALICE).await;
+    register(store, "b", ALICE).await;
+    let mut audit = AuditCursor::new(store).await;
+    for (id, agent_name, created) in [
+        ("a1", "a", 10),
+        ("a2", "a", 20),
+        ("b1", "b", 30),
+        ("a3", "a", 40),
+    ] {
+        store
+            .create_task(&task(id, agent_name, created), &event(action::TASK_CREATE))
+            .await
+            .unwrap();
+        audit.one(store, action::TASK_CREATE).await;
+    }
+    store
+        .end_task("a2", at(50), &event(action::TASK_END))
+        .await
+        .unwrap();
+    audit.one(store, action::TASK_END).await;
+
+    let list = |agent_name: Option<&str>, state: Option<TaskState>, limit: u32| {
+        let filter = TaskFilter {
+            agent: agent_name.map(name),
+            state,
+            limit,
+        };
+        async move {
+            store
+                .list_tasks(&filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| t.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(None, None, 0).await, ["a3", "b1", "a2", "a1"]);
+    assert_eq!(list(Some("a"), None, 0).await, ["a3", "a2", "a1"]);
+    assert_eq!(list(None, Some(TaskState::Ended), 0).await, ["a2"]);
+    assert_eq!(
+        list(Some("a"), Some(TaskState::Active), 0).await,
+        ["a3", "a1"]
+    );
+    assert_eq!(
+        list(Some("b"), Some(TaskState::Ended), 0).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(list(None, None, 2).await, ["a3", "b1"]);
+    assert_eq!(list(Some("a"), None, 1).await, ["a3"]);
+    assert_eq!(
+        list(None, Some(TaskState::Revoked), 0).await,
+        Vec::<String>::new()
+    );
+    let full = store
+        .list_tasks(&TaskFilter {
+            agent: Some(name("a")),
+            state: Some(TaskState::Ended),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        full,
+        [Task {
+            state: TaskState::Ended,
+            ended_at: Some(at(50)),
+            ..task("a2", "a", 20)
+        }]
+    );
+
+    // Creating a task: the id is unique, the agent must exist and be active.
+    let err = store
+        .create_task(&task("a1", "b", 60), &event(action::TASK_CREATE))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    let err = store
+        .create_task(&task("g1", "ghost", 60), &event(action::TASK_CREATE))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+    let b = store.agent(&name("b")).await.unwrap().unwrap();
+    store
+        .update_agent(
+            &changed(&b, LifecycleState::Suspended),
+            b.revision,
+            &event(action::AGENT_LIFECYCLE),
+        )
+        .await
+        .unwrap();
+    audit.one(store, action::AGENT_LIFECYCLE).await;
+    let err = store
+        .create_task(&task("b2", "b", 60), &event(action::TASK_CREATE))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    audit.none(store).await;
+    assert_eq!(store.task("b2").await.unwrap(), None);
+    assert_eq!(list(None, None, 0).await.len(), 4);
+}
+
+fn server(rs_name: &str, audience: &str, created: i64) -> ResourceServer {
+    ResourceServer {
+        name: ResourceServerName::new(rs_name).unwrap(),
+        audience: audience.to_owned(),
+        system: "github".to_owned(),
+        environment: "prod".parse().unwrap(),
+        sensitivity: "internal".to_owned(),
+        created_by: "root".to_owned(),
+        created_at: at(created),
+    }
+}
+
+pub async fn resource_servers_round_trip(h: &Harness) {
+    let store = &*h.store;
+    let mut audit = AuditCursor::new(store).await;
+    let github = server("github-mcp", "https://github-mcp.acme.example", 10);
+    let jira = server("jira", "https://jira.acme.example", 20);
+    for (rs, secret) in [(&jira, "s-jira"), (&github, "s-github")] {
+        store
+            .create_resource_server(
+                rs,
+                &CredentialHash::of(secret),
+                &event(action::RESOURCE_SERVER_ADD),
+            )
+            .await
+            .unwrap();
+        audit.one(store, action::RESOURCE_SERVER_ADD).await;
+    }
+    assert_eq!(
+        store.resource_server(&github.name).await.unwrap(),
+        Some(github.clone())
+    );
+    assert_eq!(
+        store
+            .resource_server_by_audience("https://jira.acme.example")
+            .await
+            .unwrap(),
+        Some(jira.clone())
+    );
+    assert_eq!(
+        store
+            .resource_server_by_credential(&CredentialHash::of("s-github"))
+            .await
+            .unwrap(),
+        Some(github.clone())
+    );
+    let unknown = ResourceServerName::new("nope").unwrap();
+    assert_eq!(store.resource_server(&unknown).await.unwrap(), None);
+    assert_eq!(
+        store
+            .resource_server_by_audience("https://nope")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .resource_server_by_credential(&CredentialHash::of("s-nope"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.list_resource_servers().await.unwrap(),
+        [github.clone(), jira.clone()],
+        "by name"
+    );
+
+    // A taken name, audience or secret is a conflict and writes nothing.
+    let duplicates = [
+        (
+            server("github-mcp", "https://other.acme.example", 30),
+            "s-other",
+        ),
+        (server("other", "https://jira.acme.example", 30), "s-other"),
+        (server("other", "https://other.acme.example", 30), "s-jira"),
+    ];
+    for (rs, secret) in &duplicates {
+        let err = store
+            .create_resource_server(
+                rs,
+                &CredentialHash::of(secret),
+                &event(action::RESOURCE_SERVER_ADD),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{rs:?}: {err}");
+    }
+    audit.none(store).await;
+    assert_eq!(
+        store.resource_server(&github.name).await.unwrap(),
+        Some(github.clone())
+    );
+    assert_eq!(store.list_resource_servers().await.unwrap().len(), 2);
+
+    store
+        .remove_resource_server(&github.name, &event(action::RESOURCE_SERVER_REMOVE))
+        .await
+        .unwrap();
+    audit.one(store, action::RESOURCE_SERVER_REMOVE).await;
+    assert_eq!(store.resource_server(&github.name).await.unwrap(), None);
+    assert_eq!(
+        store
+            .resource_server_by_audience(&github.audience)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .resource_server_by_credential(&CredentialHash::of("s-github"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.list_resource_servers().await.unwrap(), [jira]);
+    let err = store
+        .remove_resource_server(&github.name, &event(action::RESOURCE_SERVER_REMOVE))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+    audit.none(store).await;
+
+    // The name and audience are free again.
+    store
+        .create_resource_server(
+            &github,
+            &CredentialHash::of("s-github-2"),
+            &event(action::RESOURCE_SERVER_ADD),
+        )
+        .await
+        .unwrap();
+    audit.one(store, action::RESOURCE_SERVER_ADD).await;
+    assert_eq!(
+        store
+            .resource_server_by_credential(&CredentialHash::of("s-github-2"))
+            .await
+            .unwrap(),
+        Some(github)
+    );
+    assert_chain_verifies(store).await;
+}
