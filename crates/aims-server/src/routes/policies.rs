@@ -386,16 +386,14 @@ pub(crate) async fn authenticate_agent(
     let (scheme, token) = tokens::authorization(headers).ok_or_else(|| {
         unauthorized(
             "Bearer",
-            "invalid_token",
+            "invalid_svid",
             "send a task token (Authorization: DPoP or Bearer) or the agent's JWT-SVID".to_owned(),
         )
     })?;
-    match tokens::verify_access(state, token, now) {
+    let access_error = match tokens::verify_access(state, token, now) {
         Ok(claims) => {
             return token_caller(state, headers, scheme, token, claims, method, path, now).await;
         }
-        // Not an access token: it may be an SVID.
-        Err(AccessRefusal::Token(aims_token::TokenError::Type)) => {}
         Err(AccessRefusal::Revocation(RevocationCheck::Stale)) => {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -403,33 +401,39 @@ pub(crate) async fn authenticate_agent(
                 "this replica cannot tell whether the token is revoked; refused",
             ));
         }
-        Err(e) => {
+        Err(e @ AccessRefusal::Revocation(RevocationCheck::Revoked)) => {
             return Err(unauthorized(
                 scheme_name(scheme),
                 "invalid_token",
                 format!("the token was refused: {e}"),
             ));
         }
-    }
-    if scheme != Scheme::Bearer {
-        return Err(unauthorized(
-            "DPoP",
-            "invalid_token",
-            "a JWT-SVID is presented as a bearer token".to_owned(),
-        ));
-    }
-    let svid = tokens::verify_svid(state, token, now).map_err(|e| {
-        unauthorized(
-            "Bearer",
-            "invalid_token",
-            format!("the SVID was refused: {e}"),
-        )
-    })?;
+        Err(AccessRefusal::Token(e)) => e,
+    };
+    // Not a valid task token: an agent's JWT-SVID, sent as a bearer token?
+    let svid = match tokens::verify_svid(state, token, now) {
+        Ok(svid) if scheme == Scheme::Bearer => svid,
+        // It is a task token (`typ: at+jwt`) that failed, or the wrong scheme.
+        Err(aims_token::TokenError::Type) | Ok(_) => {
+            return Err(unauthorized(
+                scheme_name(scheme),
+                "invalid_token",
+                format!("the token was refused: {access_error}"),
+            ));
+        }
+        Err(e) => {
+            return Err(unauthorized(
+                "Bearer",
+                "invalid_svid",
+                format!("the SVID was refused: {e}"),
+            ));
+        }
+    };
     let live = state.store.issued_credential(&svid.jti).await?;
     if live.is_none_or(|c| c.revoked_at.is_some()) {
         return Err(unauthorized(
             "Bearer",
-            "invalid_token",
+            "invalid_svid",
             "the SVID is revoked or unknown".to_owned(),
         ));
     }
@@ -437,7 +441,7 @@ pub(crate) async fn authenticate_agent(
         .store
         .agent(svid.spiffe_id.agent())
         .await?
-        .ok_or_else(|| unauthorized("Bearer", "invalid_token", "no such agent".to_owned()))?;
+        .ok_or_else(|| unauthorized("Bearer", "invalid_svid", "no such agent".to_owned()))?;
     Ok(AuthenticatedAgent {
         agent,
         spiffe_id: svid.spiffe_id,

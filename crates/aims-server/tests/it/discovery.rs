@@ -31,8 +31,11 @@ async fn metadata_jwks_and_bundle_are_served_without_credentials(backend: Backen
         meta.body["jwks_uri"],
         format!("{}/.well-known/jwks.json", server.base)
     );
-    // Only endpoints that exist are advertised.
-    assert!(meta.body.get("token_endpoint").is_none());
+    // Only endpoints that exist are advertised (no browser flow: no authorization endpoint).
+    assert_eq!(
+        meta.body["token_endpoint"],
+        format!("{}/oauth2/token", server.base)
+    );
     assert!(meta.body.get("authorization_endpoint").is_none());
 
     let jwks = server

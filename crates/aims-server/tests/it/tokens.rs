@@ -94,7 +94,11 @@ impl Scene {
     pub async fn start_with(backend: Backend, planner: Value, executor: Value) -> Self {
         let server = TestServer::start(backend).await;
         let pushed = server
-            .admin(Method::POST, "/v1/policies", Some(json!({"files": starter_files()})))
+            .admin(
+                Method::POST,
+                "/v1/policies",
+                Some(json!({"files": starter_files()})),
+            )
             .await;
         assert_eq!(pushed.status, StatusCode::CREATED, "{}", pushed.body);
         let rs = server
@@ -123,7 +127,15 @@ impl Scene {
     /// A DPoP proof by `key` for `method` on `path` of the server.
     pub fn proof(&self, key: &AgentKey, method: &str, path: &str, token: Option<&str>) -> String {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        dpop::sign_proof(key, &SystemRandom::new(), method, &self.url(path), token, now).unwrap()
+        dpop::sign_proof(
+            key,
+            &SystemRandom::new(),
+            method,
+            &self.url(path),
+            token,
+            now,
+        )
+        .unwrap()
     }
 
     /// POSTs a form to the token endpoint with an optional DPoP proof.
@@ -228,7 +240,10 @@ async fn exchange_grants_what_policy_allows(backend: Backend) {
     assert_eq!(reply.body["scope"], "read:repo/acme/* write:repo/acme/app");
     assert_eq!(reply.body["token_type"], "DPoP");
     assert_eq!(reply.body["issued_token_type"], TYPE_ACCESS);
-    assert!(reply.body["expires_in"].as_u64().unwrap() <= 600, "capped by the SVID");
+    assert!(
+        reply.body["expires_in"].as_u64().unwrap() <= 600,
+        "capped by the SVID"
+    );
     assert_eq!(reply.headers["cache-control"], "no-store");
 
     let head = header(&token);
@@ -296,7 +311,10 @@ async fn exchange_grants_what_policy_allows(backend: Backend) {
 
     let exchanged = scene.server.last_event("token.exchange").await;
     assert_eq!(exchanged.task_id.as_deref(), Some(task_id.as_str()));
-    assert_eq!(exchanged.agent.as_deref(), Some("spiffe://test.example/agent/planner"));
+    assert_eq!(
+        exchanged.agent.as_deref(),
+        Some("spiffe://test.example/agent/planner")
+    );
 }
 
 async fn delegation_narrows_and_revocation_cascades(backend: Backend) {
@@ -305,11 +323,16 @@ async fn delegation_narrows_and_revocation_cascades(backend: Backend) {
     let parent_claims = claims(&parent);
 
     // Asking for more than the parent holds is refused; asking for longer is capped.
-    let wider = scene.delegate(&parent, &[("scope", "write:repo/acme/*")]).await;
+    let wider = scene
+        .delegate(&parent, &[("scope", "write:repo/acme/*")])
+        .await;
     assert_eq!(wider.status, StatusCode::BAD_REQUEST);
     assert_eq!(wider.body["error"], "invalid_scope", "{}", wider.body);
     let reply = scene
-        .delegate(&parent, &[("scope", "read:repo/acme/app"), ("expires_in", "86400")])
+        .delegate(
+            &parent,
+            &[("scope", "read:repo/acme/app"), ("expires_in", "86400")],
+        )
         .await;
     let child = access_token(&reply);
     let c = claims(&child);
@@ -360,11 +383,17 @@ async fn delegation_narrows_and_revocation_cascades(backend: Backend) {
         .decide(&scene.executor.key, &child, "read", "repo/acme/app")
         .await;
     assert_eq!(after.status, StatusCode::UNAUTHORIZED, "{}", after.body);
-    assert_eq!(scene.introspect(&child).await.body, json!({"active": false}));
+    assert_eq!(
+        scene.introspect(&child).await.body,
+        json!({"active": false})
+    );
     // Nothing more can be issued for the ended task.
     let late = scene.delegate(&parent, &[]).await;
     assert_eq!(late.body["error"], "invalid_grant", "{}", late.body);
 }
+
+/// A refused exchange: its name, form, DPoP proof and the expected RFC error code.
+type RefusalCase<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<String>, &'a str);
 
 async fn refused_exchanges_issue_nothing(backend: Backend) {
     let scene = Scene::start_with(
@@ -384,11 +413,31 @@ async fn refused_exchanges_issue_nothing(backend: Backend) {
             ("intent", "x"),
         ]
     };
-    let cases: Vec<(&str, Vec<(&str, &str)>, Option<String>, &str)> = vec![
-        ("unknown target", base("read:a", "https://nowhere.example"), Some(proof()), "invalid_target"),
-        ("no scope granted", base("delete:a", AUDIENCE), Some(proof()), "invalid_scope"),
-        ("malformed scope", base("read", AUDIENCE), Some(proof()), "invalid_scope"),
-        ("no DPoP proof", base("read:a", AUDIENCE), None, "invalid_request"),
+    let cases: Vec<RefusalCase> = vec![
+        (
+            "unknown target",
+            base("read:a", "https://nowhere.example"),
+            Some(proof()),
+            "invalid_target",
+        ),
+        (
+            "no scope granted",
+            base("delete:a", AUDIENCE),
+            Some(proof()),
+            "invalid_scope",
+        ),
+        (
+            "malformed scope",
+            base("read", AUDIENCE),
+            Some(proof()),
+            "invalid_scope",
+        ),
+        (
+            "no DPoP proof",
+            base("read:a", AUDIENCE),
+            None,
+            "invalid_request",
+        ),
         (
             "proof by another key",
             base("read:a", AUDIENCE),
@@ -423,7 +472,10 @@ async fn refused_exchanges_issue_nothing(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(TestServer::reply(duplicated).await.body["error"], "invalid_request");
+    assert_eq!(
+        TestServer::reply(duplicated).await.body["error"],
+        "invalid_request"
+    );
 
     // Depth: the planner may not delegate at all (its limit is 0).
     let parent = access_token(&scene.exchange("read:repo/acme/*").await);
@@ -446,10 +498,16 @@ async fn refused_exchanges_issue_nothing(backend: Backend) {
             )
             .await
     };
-    assert_eq!(executor_token.body["error"], "invalid_scope", "executors obtain nothing");
+    assert_eq!(
+        executor_token.body["error"], "invalid_scope",
+        "executors obtain nothing"
+    );
 
     // A revoked identity gets nothing.
-    let jti = claims(&scene.planner.svid)["jti"].as_str().unwrap().to_owned();
+    let jti = claims(&scene.planner.svid)["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let revoked = scene
         .server
         .admin(
@@ -459,7 +517,10 @@ async fn refused_exchanges_issue_nothing(backend: Backend) {
         )
         .await;
     assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
-    assert_eq!(revoked.body["revoked"], 2, "the identity and the token exchanged for it");
+    assert_eq!(
+        revoked.body["revoked"], 2,
+        "the identity and the token exchanged for it"
+    );
     let refused = scene.exchange("read:repo/acme/*").await;
     assert_eq!(refused.body["error"], "invalid_grant", "{}", refused.body);
 
@@ -486,8 +547,14 @@ async fn a_dpop_proof_is_used_once(backend: Backend) {
         ("audience", AUDIENCE),
         ("intent", "x"),
     ];
-    let (a, b) = tokio::join!(scene.token(&form, Some(&proof)), scene.token(&form, Some(&proof)));
-    let ok = [&a, &b].iter().filter(|r| r.status == StatusCode::OK).count();
+    let (a, b) = tokio::join!(
+        scene.token(&form, Some(&proof)),
+        scene.token(&form, Some(&proof))
+    );
+    let ok = [&a, &b]
+        .iter()
+        .filter(|r| r.status == StatusCode::OK)
+        .count();
     assert_eq!(ok, 1, "{} / {}", a.body, b.body);
     let refused = if a.status == StatusCode::OK { &b } else { &a };
     assert_eq!(refused.body["error"], "invalid_dpop_proof");
@@ -535,9 +602,18 @@ async fn introspection_and_revocation_follow_the_rfcs(backend: Backend) {
     assert_eq!(active.body["active"], true, "{}", active.body);
     assert_eq!(active.body["scope"], "read:repo/acme/*");
     assert_eq!(active.body["token_type"], "DPoP");
-    assert_eq!(active.body["client_id"], "spiffe://test.example/agent/planner");
-    assert_eq!(scene.introspect("not-a-token").await.body, json!({"active": false}));
-    assert_eq!(scene.introspect(&scene.planner.svid).await.body, json!({"active": false}));
+    assert_eq!(
+        active.body["client_id"],
+        "spiffe://test.example/agent/planner"
+    );
+    assert_eq!(
+        scene.introspect("not-a-token").await.body,
+        json!({"active": false})
+    );
+    assert_eq!(
+        scene.introspect(&scene.planner.svid).await.body,
+        json!({"active": false})
+    );
 
     // Revocation: 200 for unknown tokens; the holder may revoke its own.
     let revoke = |token: String| {
@@ -554,7 +630,10 @@ async fn introspection_and_revocation_follow_the_rfcs(backend: Backend) {
     };
     assert_eq!(revoke("garbage".into()).await, StatusCode::OK);
     assert_eq!(revoke(token.clone()).await, StatusCode::OK);
-    assert_eq!(scene.introspect(&token).await.body, json!({"active": false}));
+    assert_eq!(
+        scene.introspect(&token).await.body,
+        json!({"active": false})
+    );
     let event = scene.server.last_event("revoke").await;
     assert_eq!(event.token_id.as_deref(), claims(&token)["jti"].as_str());
 
@@ -578,7 +657,12 @@ async fn introspection_and_revocation_follow_the_rfcs(backend: Backend) {
     assert!(jtis.contains(&claims(&token)["jti"]));
     let as_admin = scene
         .server
-        .call(Method::GET, "/v1/revocations?since=0", Some(ADMIN_TOKEN), None)
+        .call(
+            Method::GET,
+            "/v1/revocations?since=0",
+            Some(ADMIN_TOKEN),
+            None,
+        )
         .await;
     assert_eq!(as_admin.status, StatusCode::OK);
     let anonymous = scene
@@ -589,7 +673,12 @@ async fn introspection_and_revocation_follow_the_rfcs(backend: Backend) {
 
     let metadata = scene
         .server
-        .call(Method::GET, "/.well-known/oauth-authorization-server", None, None)
+        .call(
+            Method::GET,
+            "/.well-known/oauth-authorization-server",
+            None,
+            None,
+        )
         .await;
     assert_eq!(
         metadata.body["token_endpoint"],
