@@ -8,6 +8,8 @@
 )]
 
 mod process;
+mod replica_kit;
+mod replicas;
 
 mod cli;
 mod interop;

@@ -41,8 +41,19 @@ impl Server {
     /// Starts `aims server` on `data_dir`, with the test bootstrap credential when `bootstrap`.
     // The child is owned by the returned `Server`, whose `Drop` kills and waits for it; a
     // panic before that leaves the process to the test harness's exit.
-    #[allow(clippy::zombie_processes)]
     pub fn start(data_dir: &Path, bootstrap: bool) -> Self {
+        let env: &[(&str, &str)] = if bootstrap {
+            &[("AIMS_BOOTSTRAP_TOKEN", ADMIN_TOKEN)]
+        } else {
+            &[]
+        };
+        Self::start_with(data_dir, env, &[])
+    }
+
+    /// Starts `aims server` on `data_dir` with extra environment variables and flags (a shared
+    /// `--database-url` and `--public-url` make it one replica of several).
+    #[allow(clippy::zombie_processes)]
+    pub fn start_with(data_dir: &Path, env: &[(&str, &str)], flags: &[&str]) -> Self {
         let stderr_file = data_dir.with_extension("stderr.log");
         let mut command = aims();
         command
@@ -55,11 +66,10 @@ impl Server {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(flags)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_file).unwrap());
-        if bootstrap {
-            command.env("AIMS_BOOTSTRAP_TOKEN", ADMIN_TOKEN);
-        }
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (lines_tx, lines_rx) = mpsc::channel();

@@ -1,0 +1,263 @@
+//! Two `aims server` processes over one fresh PostgreSQL database, as replicas behind a load
+//! balancer: both are configured with the same public URL (so tokens and DPoP proofs name it)
+//! and the same master key, while requests go to each process's own loopback address.
+//! Shared by the replica test and the `revocation_propagation` benchmark.
+
+use std::sync::Arc;
+
+use aims_sdk::AdminClient;
+use aims_sdk::attest::{Attestor, Credential};
+use aims_token::agent_key::{AgentKey, AgentKeyKind};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::rand::{SecureRandom as _, SystemRandom};
+use serde_json::{Value, json};
+
+use crate::process::{ADMIN_TOKEN, Server};
+
+/// The public URL both replicas answer for.
+pub const PUBLIC_URL: &str = "http://aims.replicas.test";
+/// The resource server task tokens are issued for.
+pub const AUDIENCE: &str = "https://tools.acme.example/repo";
+
+/// A fresh database on the server named by `AIMS_TEST_DATABASE_URL`.
+pub async fn database_url() -> String {
+    let base = std::env::var("AIMS_TEST_DATABASE_URL")
+        .expect("AIMS_TEST_DATABASE_URL must name a PostgreSQL database");
+    let mut suffix = [0u8; 6];
+    SystemRandom::new().fill(&mut suffix).unwrap();
+    let name = format!(
+        "aims_replicas_{}",
+        suffix
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let pool = sqlx::PgPool::connect(&base).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let without_query = base.split('?').next().unwrap();
+    let (server, _) = without_query.rsplit_once('/').unwrap();
+    format!("{server}/{name}")
+}
+
+/// An attested agent.
+pub struct Agent {
+    pub key: Arc<AgentKey>,
+    pub svid: String,
+}
+
+/// Two replicas and an HTTP client.
+pub struct Deployment {
+    pub replicas: Vec<Server>,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+fn policy_files() -> serde_json::Map<String, Value> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.ends_with(".cedar") || name.ends_with(".cedarschema")
+        })
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                Value::String(std::fs::read_to_string(&p).unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// The claims of a token (unverified: the servers verified it).
+pub fn claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+/// A token's `jti`.
+pub fn jti(token: &str) -> String {
+    claims(token)["jti"].as_str().unwrap().to_owned()
+}
+
+/// A task token's task.
+pub fn task_id(token: &str) -> String {
+    claims(token)["task_id"].as_str().unwrap().to_owned()
+}
+
+fn proof(agent: &Agent, method: &str, path: &str, token: Option<&str>) -> String {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let url = format!("{PUBLIC_URL}{path}");
+    aims_token::dpop::sign_proof(&agent.key, &SystemRandom::new(), method, &url, token, now)
+        .unwrap()
+}
+
+impl Deployment {
+    /// Starts two replicas on `database_url` and sets up policies and a resource server.
+    pub async fn start(database_url: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let flags = ["--database-url", database_url, "--public-url", PUBLIC_URL];
+        let first = Server::start_with(
+            &dir.path().join("a"),
+            &[("AIMS_BOOTSTRAP_TOKEN", ADMIN_TOKEN)],
+            &flags,
+        );
+        let master = std::fs::read_to_string(dir.path().join("a/master.key")).unwrap();
+        let second = Server::start_with(
+            &dir.path().join("b"),
+            &[("AIMS_MASTER_KEY", master.trim())],
+            &flags,
+        );
+        let deployment = Self {
+            replicas: vec![first, second],
+            http: reqwest::Client::new(),
+            _dir: dir,
+        };
+        let pushed = deployment
+            .admin(0, "/v1/policies", json!({"files": policy_files()}))
+            .await;
+        assert_eq!(pushed.0, 201, "{}", pushed.1);
+        let rs = deployment
+            .admin(
+                0,
+                "/v1/resource-servers",
+                json!({"name": "repo-tools", "audience": AUDIENCE, "system": "github"}),
+            )
+            .await;
+        assert_eq!(rs.0, 201, "{}", rs.1);
+        // Replicas pick up a new policy version within a second.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        for replica in &deployment.replicas {
+            loop {
+                let active: Value = deployment
+                    .http
+                    .get(format!("{}/v1/policies/active", replica.url))
+                    .bearer_auth(ADMIN_TOKEN)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if active["version"] == 1 {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "policy not loaded: {active}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+        deployment
+    }
+
+    /// POSTs `body` as the bootstrap admin to replica `replica`.
+    pub async fn admin(&self, replica: usize, path: &str, body: Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.replicas[replica].url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Registers and attests a planner agent on the first replica.
+    pub async fn planner(&self) -> Agent {
+        let (status, body) = self
+            .admin(
+                0,
+                "/v1/agents",
+                json!({"name": "planner", "owner": "alice@acme.example",
+                       "labels": {"role": "planner"}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let join = body["join_token"].as_str().unwrap().to_owned();
+        let key = Arc::new(AgentKey::generate(AgentKeyKind::P256, &SystemRandom::new()).unwrap());
+        let svid = Attestor::new(
+            AdminClient::new(&self.replicas[0].url, None).unwrap(),
+            key.clone(),
+        )
+        .attest(&Default::default(), &Credential::JoinToken(join), None)
+        .await
+        .unwrap()
+        .svid;
+        Agent { key, svid }
+    }
+
+    /// A task token for `agent` from replica `replica` (a new task each time).
+    pub async fn exchange(&self, agent: &Agent, replica: usize) -> String {
+        let proof = proof(agent, "POST", "/oauth2/token", None);
+        let resp = self
+            .http
+            .post(format!("{}/oauth2/token", self.replicas[replica].url))
+            .header("DPoP", proof)
+            .form(&[
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                ("subject_token", agent.svid.as_str()),
+                ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+                ("scope", "read:repo/acme/*"),
+                ("audience", AUDIENCE),
+                ("intent", "replica test"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let body: Value = resp.json().await.unwrap();
+        body["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("exchange refused: {body}"))
+            .to_owned()
+    }
+
+    /// Asks replica `replica` for a decision with the task token; returns the HTTP status.
+    pub async fn decide(&self, agent: &Agent, token: &str, replica: usize) -> u16 {
+        let proof = proof(agent, "POST", "/v1/decisions", Some(token));
+        self.http
+            .post(format!("{}/v1/decisions", self.replicas[replica].url))
+            .header("Authorization", format!("DPoP {token}"))
+            .header("DPoP", proof)
+            .json(&json!({"action": "read", "resource": {
+                "type": "Resource", "id": "repo/acme/app", "system": "github",
+                "environment": "dev", "sensitivity": "internal", "kind": "repository"}}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Revokes a token (and what derives from it) on replica `replica`.
+    pub async fn revoke_token(&self, replica: usize, jti: &str) {
+        let (status, body) = self
+            .admin(
+                replica,
+                "/v1/revocations",
+                json!({"target": "token", "id": jti, "reason": "replica test"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// Ends a task on replica `replica`.
+    pub async fn end_task(&self, replica: usize, task_id: &str) {
+        let (status, body) = self
+            .admin(replica, &format!("/v1/tasks/{task_id}/end"), json!({}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
