@@ -480,6 +480,27 @@ async fn delegate(
         audience,
     };
 
+    // The structural rules first (scope, audience, depth, lifetime), then policy.
+    let lifetimes = Lifetimes {
+        requested_s: requested_lifetime(params)?,
+        agent_limit_s: u64::from(delegate_agent.limits.max_token_ttl_s),
+        global_ceiling_s: state.config.max_token_ttl.as_secs(),
+    };
+    let depth_limits = DepthLimits {
+        delegator: u32::from(delegator.limits.max_delegation_depth),
+        delegate: u32::from(delegate_agent.limits.max_delegation_depth),
+        global: state.config.max_delegation_depth,
+    };
+    let mut grant = delegated_grant(
+        &parent_grant,
+        &request,
+        now.unix_timestamp(),
+        lifetimes,
+        depth_limits,
+    )
+    .map_err(grant_refusal)?;
+    grant.expires_at = grant.expires_at.min(actor_svid.expires_at);
+
     // Policy: may the delegator hand part of this task to this agent?
     let loaded = state.policy.current();
     let snapshot = state
@@ -520,26 +541,6 @@ async fn delegate(
             ),
         ));
     };
-
-    let lifetimes = Lifetimes {
-        requested_s: requested_lifetime(params)?,
-        agent_limit_s: u64::from(delegate_agent.limits.max_token_ttl_s),
-        global_ceiling_s: state.config.max_token_ttl.as_secs(),
-    };
-    let depth_limits = DepthLimits {
-        delegator: u32::from(delegator.limits.max_delegation_depth),
-        delegate: u32::from(delegate_agent.limits.max_delegation_depth),
-        global: state.config.max_delegation_depth,
-    };
-    let mut grant = delegated_grant(
-        &parent_grant,
-        &request,
-        now.unix_timestamp(),
-        lifetimes,
-        depth_limits,
-    )
-    .map_err(grant_refusal)?;
-    grant.expires_at = grant.expires_at.min(actor_svid.expires_at);
 
     let previous = parent.act.clone().unwrap_or(ActClaim {
         sub: parent.client_id.clone(),

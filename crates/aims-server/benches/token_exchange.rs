@@ -1,0 +1,240 @@
+//! Token-exchange throughput: `POST /oauth2/token` (RFC 8693, DPoP-bound) on a real server on
+//! loopback, beside the baseline measured in the same run: how many ES256 signatures one core
+//! of this machine makes per second (`ring`, the key the server signs with).
+//!
+//! Each exchange verifies the SVID and the DPoP proof, reads the agent, the resource server and
+//! its posture, decides one `obtain` per requested scope, signs the token and commits it (with
+//! its new task, the burned proof and its audit event) in one transaction — one fsync per
+//! exchange, which bounds the rate. The client signs a fresh proof per request inside the
+//! measured loop. Runs on SQLite, and on PostgreSQL when `AIMS_TEST_DATABASE_URL` is set.
+//!
+//! ```text
+//! AIMS_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
+//!     cargo bench -p aims-server --bench token_exchange
+//! ```
+
+// A bench target is test code: a broken invariant must stop it loudly.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use aims_sdk::AdminClient;
+use aims_sdk::attest::{Attestor, Credential};
+use aims_server::config::{Config, Overrides};
+use aims_store::{PostgresStore, SqliteStore, Store};
+use aims_token::agent_key::{AgentKey, AgentKeyKind};
+use aims_token::signing::SigningKey;
+use ring::rand::SystemRandom;
+use serde_json::{Value, json};
+
+const ADMIN: &str = "aims-bench-bootstrap-credential-0123456789abcdef";
+const AUDIENCE: &str = "https://tools.bench.example";
+const WARMUP: usize = 50;
+const SEQUENTIAL: usize = 300;
+const TASKS: usize = 16;
+const EACH: usize = 60;
+const SIGNATURES: usize = 5_000;
+
+fn policies() -> BTreeMap<String, String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "cedar" || e == "cedarschema")
+        })
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// ES256 signatures per second on one core, by the server's signing key type.
+fn signing_rate() -> f64 {
+    let rng = SystemRandom::new();
+    let key = SigningKey::generate(&rng).unwrap().key;
+    let message = [7u8; 200];
+    for _ in 0..200 {
+        key.sign(&rng, &message).unwrap();
+    }
+    let started = Instant::now();
+    for _ in 0..SIGNATURES {
+        key.sign(&rng, &message).unwrap();
+    }
+    SIGNATURES as f64 / started.elapsed().as_secs_f64()
+}
+
+struct Agent {
+    base: String,
+    http: reqwest::Client,
+    key: Arc<AgentKey>,
+    svid: String,
+}
+
+impl Agent {
+    async fn exchange(&self) {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let url = format!("{}/oauth2/token", self.base);
+        let proof =
+            aims_token::dpop::sign_proof(&self.key, &SystemRandom::new(), "POST", &url, None, now)
+                .unwrap();
+        let resp = self
+            .http
+            .post(&url)
+            .header("DPoP", proof)
+            .form(&[
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                ("subject_token", self.svid.as_str()),
+                ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+                ("scope", "read:repo/acme/* write:repo/acme/app"),
+                ("audience", AUDIENCE),
+                ("intent", "benchmark"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
+}
+
+async fn setup(store: Arc<dyn Store>, dir: &tempfile::TempDir) -> Agent {
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().to_owned()),
+        ..Overrides::default()
+    };
+    let env: HashMap<String, String> =
+        [("AIMS_BOOTSTRAP_TOKEN".to_owned(), ADMIN.to_owned())].into();
+    let config = Config::load_with(&overrides, &|k| env.get(k).cloned()).unwrap();
+    let server = aims_server::server::start_with_store(config, store, &|k| env.get(k).cloned())
+        .await
+        .unwrap();
+    let base = format!("http://{}", server.addr);
+    std::mem::forget(server); // serve until the process exits
+    let admin = AdminClient::new(&base, Some(ADMIN.to_owned())).unwrap();
+    admin
+        .push_policies(&aims_api::PushPolicyRequest { files: policies() })
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+    };
+    let rs = post(
+        "/v1/resource-servers",
+        json!({"name": "bench-tools", "audience": AUDIENCE, "system": "github"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rs.status(), 201);
+    let registered: Value = post(
+        "/v1/agents",
+        json!({"name": "planner", "owner": "bench", "labels": {"role": "planner"},
+               "limits": {"max_token_ttl_s": 900}}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let key = Arc::new(AgentKey::generate(AgentKeyKind::P256, &SystemRandom::new()).unwrap());
+    let svid = Attestor::new(AdminClient::new(&base, None).unwrap(), key.clone())
+        .attest(
+            &Default::default(),
+            &Credential::JoinToken(registered["join_token"].as_str().unwrap().to_owned()),
+            None,
+        )
+        .await
+        .unwrap()
+        .svid;
+    Agent {
+        base,
+        http,
+        key,
+        svid,
+    }
+}
+
+async fn measure(
+    name: &str,
+    store: Arc<dyn Store>,
+    dir: &tempfile::TempDir,
+    signatures_per_s: f64,
+) {
+    let agent = Arc::new(setup(store, dir).await);
+    for _ in 0..WARMUP {
+        agent.exchange().await;
+    }
+    let started = Instant::now();
+    for _ in 0..SEQUENTIAL {
+        agent.exchange().await;
+    }
+    let sequential = SEQUENTIAL as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let agent = agent.clone();
+            tokio::spawn(async move {
+                for _ in 0..EACH {
+                    agent.exchange().await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let concurrent = (TASKS * EACH) as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "| {name} | 1 client, sequential | {SEQUENTIAL} | {sequential:.0} | {:.3} |",
+        sequential / signatures_per_s
+    );
+    println!(
+        "| {name} | {TASKS} concurrent clients | {} | {concurrent:.0} | {:.3} |",
+        TASKS * EACH,
+        concurrent / signatures_per_s
+    );
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let signatures_per_s = signing_rate();
+    println!("baseline: ES256 signatures/s on one core (ring): {signatures_per_s:.0}");
+    println!();
+    println!("| store | clients | exchanges | exchanges/s | × ES256 signing rate |");
+    println!("|---|---|---:|---:|---:|");
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.path().join("aims.db"))
+            .await
+            .unwrap(),
+    );
+    measure("SQLite", sqlite, &dir, signatures_per_s).await;
+    if let Ok(url) = std::env::var("AIMS_TEST_DATABASE_URL") {
+        let pg_dir = tempfile::tempdir().unwrap();
+        let schema = format!("bench_exchange_{}", std::process::id());
+        let pg: Arc<dyn Store> = Arc::new(
+            PostgresStore::connect_with_schema(&url, &schema)
+                .await
+                .unwrap(),
+        );
+        measure("PostgreSQL", pg, &pg_dir, signatures_per_s).await;
+    }
+}
