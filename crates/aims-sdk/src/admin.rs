@@ -8,18 +8,25 @@
 
 use std::fmt;
 
+use aims_api::tokens::{
+    INTROSPECTION_PATH, RegisterResourceServerRequest, ResourceServerList,
+    ResourceServerRegistered, ResourceServerView, RevokeRequest, RevokeResponse, TaskEnded,
+    TaskList, TaskView,
+};
 use aims_api::{
     AddUserRequest, AgentList, AgentQuery, AgentView, AttestRequest, AttestResponse, AuditPage,
     AuditQuery, AuditVerification, DecideRequest, DecisionView, ExplainRequest, JoinTokenIssued,
     KeyList, LifecycleRequest, NonceResponse, PolicySetView, PolicyVersion, PolicyVersionList,
     PushPolicyRequest, RegisterAgentRequest, UpdateAgentRequest, UserCredential, UserList,
 };
-use aims_core::id::{AgentName, UserName};
+use aims_core::id::{AgentName, ResourceServerName, UserName};
+use aims_core::task::{TaskState, is_valid_task_id};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use reqwest::{Method, RequestBuilder};
 
 use crate::SdkError;
-use crate::http::{http_client, parse_base_url, receive, receive_empty};
+use crate::http::{http_client, parse_base_url, receive, receive_empty, receive_oauth};
+use crate::token::credential;
 
 pub use crate::http::{CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 
@@ -261,6 +268,89 @@ impl AdminClient {
         receive(self.authed(Method::GET, "/v1/audit/verify")?).await
     }
 
+    // --- tasks and revocation -------------------------------------------------------------
+
+    /// `GET /v1/tasks`: the newest tasks, only `agent`'s and only those in `state` when given,
+    /// at most `limit` (the server's default when `None`).
+    pub async fn tasks(
+        &self,
+        agent: Option<&AgentName>,
+        state: Option<TaskState>,
+        limit: Option<u32>,
+    ) -> Result<TaskList, SdkError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(agent) = agent {
+            query.push(("agent", agent.to_string()));
+        }
+        if let Some(state) = state {
+            query.push(("state", state.as_str().to_owned()));
+        }
+        if let Some(limit) = limit {
+            query.push(("limit", limit.to_string()));
+        }
+        receive(self.authed(Method::GET, "/v1/tasks")?.query(&query)).await
+    }
+
+    /// `GET /v1/tasks/{id}`.
+    pub async fn task(&self, id: &str) -> Result<TaskView, SdkError> {
+        receive(self.authed(Method::GET, &task_path(id, "")?)?).await
+    }
+
+    /// `POST /v1/tasks/{id}/end`: ends the task and revokes every token issued for it,
+    /// delegated ones included.
+    pub async fn end_task(&self, id: &str) -> Result<TaskEnded, SdkError> {
+        receive(self.authed(Method::POST, &task_path(id, "/end")?)?).await
+    }
+
+    /// `POST /v1/revocations`: revokes a token, a delegation subtree, a task, an agent's or an
+    /// owner's credentials, and answers how many were newly revoked.
+    pub async fn revoke(&self, request: &RevokeRequest) -> Result<RevokeResponse, SdkError> {
+        receive(self.authed(Method::POST, "/v1/revocations")?.json(request)).await
+    }
+
+    /// `POST /oauth2/introspect` (RFC 7662) as the operator: the token's claims with
+    /// `"active": true`, or exactly `{"active": false}`. Resource servers introspect with their
+    /// own credentials through [`crate::TokenClient::introspect`].
+    pub async fn introspect(&self, token: &str) -> Result<serde_json::Value, SdkError> {
+        let builder = self
+            .authed(Method::POST, INTROSPECTION_PATH)?
+            .form(&[("token", credential("token", token)?)]);
+        receive_oauth(builder).await
+    }
+
+    // --- resource servers ---------------------------------------------------------------
+
+    /// `POST /v1/resource-servers`: registers a resource server and returns its one-time
+    /// client secret.
+    pub async fn register_resource_server(
+        &self,
+        request: &RegisterResourceServerRequest,
+    ) -> Result<ResourceServerRegistered, SdkError> {
+        receive(
+            self.authed(Method::POST, "/v1/resource-servers")?
+                .json(request),
+        )
+        .await
+    }
+
+    /// `GET /v1/resource-servers`.
+    pub async fn resource_servers(&self) -> Result<ResourceServerList, SdkError> {
+        receive(self.authed(Method::GET, "/v1/resource-servers")?).await
+    }
+
+    /// `GET /v1/resource-servers/{name}`.
+    pub async fn resource_server(
+        &self,
+        name: &ResourceServerName,
+    ) -> Result<ResourceServerView, SdkError> {
+        receive(self.authed(Method::GET, &resource_server_path(name))?).await
+    }
+
+    /// `DELETE /v1/resource-servers/{name}`: tokens already issued for it simply expire.
+    pub async fn remove_resource_server(&self, name: &ResourceServerName) -> Result<(), SdkError> {
+        receive_empty(self.authed(Method::DELETE, &resource_server_path(name))?).await
+    }
+
     // --- public documents ---------------------------------------------------------------
 
     /// `GET /.well-known/oauth-authorization-server` (RFC 8414 metadata).
@@ -384,6 +474,23 @@ fn agent_path(name: &AgentName, suffix: &str) -> String {
 /// `/v1/users/{name}{suffix}`. User names are lowercase slugs, safe in a path segment.
 fn user_path(name: &UserName, suffix: &str) -> String {
     format!("/v1/users/{}{suffix}", name.as_str())
+}
+
+/// `/v1/tasks/{id}{suffix}`. A well-formed task id is `[A-Za-z0-9_-]`, safe in a path
+/// segment; anything else is refused before it is sent.
+fn task_path(id: &str, suffix: &str) -> Result<String, SdkError> {
+    if !is_valid_task_id(id) {
+        return Err(SdkError::InvalidRequest(
+            "a task id is 1 to 64 characters of A-Z a-z 0-9 _ -".into(),
+        ));
+    }
+    Ok(format!("/v1/tasks/{id}{suffix}"))
+}
+
+/// `/v1/resource-servers/{name}`. Resource-server names follow the agent-name rules: unreserved
+/// URL characters, never `.` or `..`.
+fn resource_server_path(name: &ResourceServerName) -> String {
+    format!("/v1/resource-servers/{}", name.as_str())
 }
 
 #[cfg(test)]

@@ -10,13 +10,15 @@
 
 use std::net::TcpListener;
 
+use aims_api::tokens::{RegisterResourceServerRequest, RevokeRequest, RevokeTarget};
 use aims_api::{
     AddUserRequest, AgentList, AgentQuery, AgentView, JoinTokenIssued, LifecycleRequest,
     RegisterAgentRequest,
 };
 use aims_core::agent::{Agent, LifecycleState, Limits};
-use aims_core::id::{AgentName, Environment, Owner, UserName};
+use aims_core::id::{AgentName, Environment, Owner, ResourceServerName, UserName};
 use aims_core::posture::PostureProfile;
+use aims_core::task::TaskState;
 use aims_core::user::Role;
 use time::macros::datetime;
 
@@ -267,6 +269,117 @@ async fn each_endpoint_uses_its_method_and_path() {
     assert_eq!(calls.len(), expected.len());
     for ((method, target, body), (m, t, b)) in calls.iter().zip(expected) {
         assert_eq!((method.as_str(), target.as_str(), body.as_str()), (m, t, b));
+    }
+}
+
+#[tokio::test]
+async fn tasks_revocations_and_resource_servers_use_their_methods_and_paths() {
+    let task = r#"{"id":"t-1","agent":"coder","intent":"fix","subject":"s","state":"active","created_at":"2025-01-01T00:00:00Z","deadline":"2025-01-01T01:00:00Z"}"#;
+    let server = r#"{"name":"repo-tools","audience":"https://tools.example","system":"github","environment":"dev","sensitivity":"internal","created_by":"admin","created_at":"2025-01-01T00:00:00Z"}"#;
+    let (base, seen) = serve(vec![
+        json(200, format!(r#"{{"tasks":[{task}]}}"#)),
+        json(200, task),
+        json(200, format!(r#"{{"task":{task},"revoked":2}}"#)),
+        json(200, r#"{"revoked":3}"#),
+        json(200, r#"{"active":false}"#),
+        json(
+            201,
+            format!(r#"{{"resource_server":{server},"client_secret":"aims_r_x"}}"#),
+        ),
+        json(200, format!(r#"{{"resource_servers":[{server}]}}"#)),
+        json(200, server),
+        Reply {
+            status: 204,
+            headers: vec![],
+            body: String::new(),
+        },
+    ]);
+    let c = client(&base);
+    let listed = c
+        .tasks(Some(&name("coder")), Some(TaskState::Active), Some(5))
+        .await
+        .unwrap();
+    assert_eq!(listed.tasks[0].id, "t-1");
+    c.task("t-1").await.unwrap();
+    assert_eq!(c.end_task("t-1").await.unwrap().revoked, 2);
+    let revoked = c
+        .revoke(&RevokeRequest {
+            target: RevokeTarget::Agent,
+            id: "coder".into(),
+            reason: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(revoked.revoked, 3);
+    assert_eq!(
+        c.introspect(" tok.en.x ").await.unwrap(),
+        serde_json::json!({"active": false})
+    );
+    let rs = ResourceServerName::new("repo-tools").unwrap();
+    let registered = c
+        .register_resource_server(&RegisterResourceServerRequest {
+            name: rs.clone(),
+            audience: "https://tools.example".into(),
+            system: "github".into(),
+            environment: None,
+            sensitivity: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(registered.client_secret, "aims_r_x");
+    assert_eq!(
+        c.resource_servers().await.unwrap().resource_servers.len(),
+        1
+    );
+    c.resource_server(&rs).await.unwrap();
+    c.remove_resource_server(&rs).await.unwrap();
+
+    let seen: Vec<Seen> = seen.try_iter().collect();
+    assert!(
+        seen.iter()
+            .all(|s| s.header("authorization") == Some(format!("Bearer {TOKEN}").as_str()))
+    );
+    let calls: Vec<(&str, &str, &str)> = seen
+        .iter()
+        .map(|s| (s.method.as_str(), s.target.as_str(), s.body.as_str()))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            ("GET", "/v1/tasks?agent=coder&state=active&limit=5", ""),
+            ("GET", "/v1/tasks/t-1", ""),
+            ("POST", "/v1/tasks/t-1/end", ""),
+            (
+                "POST",
+                "/v1/revocations",
+                r#"{"target":"agent","id":"coder","reason":null}"#
+            ),
+            ("POST", "/oauth2/introspect", "token=tok.en.x"),
+            (
+                "POST",
+                "/v1/resource-servers",
+                r#"{"name":"repo-tools","audience":"https://tools.example","system":"github","environment":null,"sensitivity":null}"#
+            ),
+            ("GET", "/v1/resource-servers", ""),
+            ("GET", "/v1/resource-servers/repo-tools", ""),
+            ("DELETE", "/v1/resource-servers/repo-tools", ""),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn malformed_task_ids_are_not_sent() {
+    // Nothing listens here; the error must come before a connection is attempted.
+    let c = client("http://127.0.0.1:9");
+    for id in ["", "../agents", "a/b", "t?x=1"] {
+        assert!(
+            matches!(c.task(id).await, Err(SdkError::InvalidRequest(_))),
+            "{id}"
+        );
+        assert!(matches!(
+            c.end_task(id).await,
+            Err(SdkError::InvalidRequest(_))
+        ));
     }
 }
 

@@ -7,8 +7,9 @@
 //! decides, and every token or proof rule is `aims-token`'s, called rather than copied.
 //!
 //! - [`AdminClient`] covers the `/v1` administration API (agents, users, keys, policies,
-//!   audit; the public attestation endpoints) and the discovery documents (OAuth metadata,
-//!   JWKS, SPIFFE bundle).
+//!   audit, tasks, revocations, resource servers, introspection as an operator; the public
+//!   attestation endpoints) and the discovery documents (OAuth metadata, JWKS, SPIFFE
+//!   bundle).
 //! - [`attest`] is the agent side of attestation: proofs signed with the agent's own key,
 //!   SVIDs, renewal ([`attest::SvidSource`]).
 //! - [`token`] is the agent side of task tokens: [`TokenClient`] speaks the OAuth endpoints

@@ -439,7 +439,7 @@ impl TokenClient {
 
 /// Checks that a credential can travel in a header or form field (non-empty, visible ASCII)
 /// and returns it trimmed of surrounding whitespace.
-fn credential<'a>(what: &'static str, value: &'a str) -> Result<&'a str, SdkError> {
+pub(crate) fn credential<'a>(what: &'static str, value: &'a str) -> Result<&'a str, SdkError> {
     let value = value.trim();
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(SdkError::InvalidCredential { what });

@@ -17,6 +17,7 @@ pub mod policy;
 pub mod revocation;
 pub mod routes;
 pub mod server;
+pub mod ssf;
 pub mod state;
 pub mod svid;
 pub mod tokens;

@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::policy::{PolicyHolder, RELOAD_EVERY};
 use crate::revocation;
 use crate::routes::router;
+use crate::ssf;
 use crate::state::{AppState, Parts};
 
 /// How long a client may take to send a request's headers.
@@ -134,6 +135,8 @@ pub async fn start_with_store(
         state.config.revocation_poll,
         stop.clone(),
     ));
+    // Pushes SSF events to the push streams whose delivery this replica claims.
+    tokio::spawn(ssf::push(state.clone(), stop.clone()));
     let app = router(state);
     let task = tokio::spawn(serve(listener, app, stop));
     Ok(RunningServer {

@@ -28,12 +28,14 @@ use time::OffsetDateTime;
 use crate::errors::{classify, is_foreign_key_violation, on_unique};
 use crate::rows::{
     self, AgentColumns, AgentRow, AuditRow, CredentialRow, HeadRow, JoinTokenRow, KeyRow, Listing,
-    NewAuditRow, PolicySetRow, ResourceServerRow, RevocationRow, SnapshotRow, TaskRow, UserRow,
+    NewAuditRow, PolicySetRow, ResourceServerRow, RevocationRow, SnapshotRow, SsfPendingRow,
+    SsfStreamColumns, SsfStreamRow, TaskRow, UserRow,
 };
 use crate::{
     AccessTokenIssue, AgentFilter, AttestationRecord, Initialization, IssuedCredential,
-    JoinTokenRecord, JoinTokenUse, KeySet, KeyState, MAX_PAGE, PolicySetVersion, PostureSnapshot,
-    ResourceServer, Revocation, RevocationTarget, Store, StoreError, StoredKey, TaskFilter, sql,
+    JoinTokenRecord, JoinTokenUse, KeySet, KeyState, MAX_PAGE, MAX_SSF_STREAMS_PER_RECEIVER,
+    PolicySetVersion, PostureSnapshot, ResourceServer, Revocation, RevocationTarget, SsfPending,
+    SsfReceiver, SsfStream, Store, StoreError, StoredKey, TaskFilter, sql,
 };
 
 /// A backend's connection type.
@@ -971,6 +973,187 @@ where
         }
         finish::<B>(tx, head, std::slice::from_ref(event)).await?;
         Ok(())
+    }
+
+    async fn create_ssf_stream(
+        &self,
+        stream: &SsfStream,
+        event: &AuditEvent,
+    ) -> Result<SsfStream, StoreError> {
+        let mut cols = SsfStreamColumns::of(stream)?;
+        let (mut tx, head) = self.begin_write().await?;
+        let held = sqlx::query_scalar::<B::Db, i64>(sql::COUNT_SSF_STREAMS_OF)
+            .bind(cols.receiver.clone())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if held >= i64::from(MAX_SSF_STREAMS_PER_RECEIVER) {
+            return Err(StoreError::Conflict {
+                reason: "the receiver holds the most streams allowed",
+            });
+        }
+        // Under the head lock no revocation commits meanwhile, so the stream starts exactly
+        // at the log's head.
+        cols.acked_through = sqlx::query_scalar::<B::Db, i64>(sql::MAX_REVOCATION_SEQ)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let acked_through = rows::to_u64(cols.acked_through, "revocation log head")?;
+        sqlx::query(sql::INSERT_SSF_STREAM)
+            .bind(cols.id)
+            .bind(cols.receiver)
+            .bind(cols.audience)
+            .bind(cols.delivery_method.to_owned())
+            .bind(cols.endpoint_url)
+            .bind(cols.sealed_authorization)
+            .bind(cols.events_requested)
+            .bind(cols.events_delivered)
+            .bind(cols.description)
+            .bind(cols.created_at_ms)
+            .bind(cols.acked_through)
+            .execute(&mut *tx)
+            .await
+            .map_err(on_unique("stream id already exists"))?;
+        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
+        Ok(SsfStream {
+            acked_through,
+            ..stream.clone()
+        })
+    }
+
+    async fn ssf_stream(&self, id: &str) -> Result<Option<SsfStream>, StoreError> {
+        sqlx::query_as::<B::Db, SsfStreamRow>(sql::SELECT_SSF_STREAM)
+            .bind(id.to_owned())
+            .fetch_optional(self.reads())
+            .await
+            .map_err(classify)?
+            .map(SsfStreamRow::into_stream)
+            .transpose()
+    }
+
+    async fn list_ssf_streams(
+        &self,
+        receiver: Option<&SsfReceiver>,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<SsfStream>, StoreError> {
+        let limit = i64::from(rows::page_limit(limit));
+        let query = match receiver {
+            Some(receiver) => sqlx::query_as::<B::Db, SsfStreamRow>(sql::LIST_SSF_STREAMS_OF)
+                .bind(rows::receiver_key(receiver)),
+            None => sqlx::query_as::<B::Db, SsfStreamRow>(sql::LIST_SSF_STREAMS),
+        };
+        query
+            .bind(after.to_owned())
+            .bind(limit)
+            .fetch_all(self.reads())
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(SsfStreamRow::into_stream)
+            .collect()
+    }
+
+    async fn delete_ssf_stream(&self, id: &str, event: &AuditEvent) -> Result<(), StoreError> {
+        let (mut tx, head) = self.begin_write().await?;
+        sqlx::query(sql::DELETE_SSF_ACKS)
+            .bind(id.to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let deleted = sqlx::query_scalar::<B::Db, String>(sql::DELETE_SSF_STREAM)
+            .bind(id.to_owned())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if deleted.is_none() {
+            return Err(StoreError::NotFound { what: "SSF stream" });
+        }
+        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
+        Ok(())
+    }
+
+    async fn ssf_pending(&self, id: &str, limit: u32) -> Result<Vec<SsfPending>, StoreError> {
+        sqlx::query_as::<B::Db, SsfPendingRow>(sql::SELECT_SSF_PENDING)
+            .bind(id.to_owned())
+            .bind(i64::from(rows::page_limit(limit)))
+            .fetch_all(self.reads())
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(SsfPendingRow::into_pending)
+            .collect()
+    }
+
+    async fn acknowledge_ssf(&self, id: &str, seqs: &[u64]) -> Result<(), StoreError> {
+        // The head lock keeps revocations from committing meanwhile and serializes
+        // acknowledgements of the same stream, so the position moves consistently.
+        let (mut tx, _head) = self.begin_write().await?;
+        let current = sqlx::query_scalar::<B::Db, i64>(sql::SSF_ACKED_THROUGH)
+            .bind(id.to_owned())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?
+            .ok_or(StoreError::NotFound { what: "SSF stream" })?;
+        for &seq in seqs {
+            // A position beyond `i64::MAX` names no entry.
+            let Ok(seq) = i64::try_from(seq) else {
+                continue;
+            };
+            sqlx::query(sql::INSERT_SSF_ACK)
+                .bind(id.to_owned())
+                .bind(seq)
+                .bind(current)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        let first_unacked = sqlx::query_scalar::<B::Db, i64>(sql::FIRST_SSF_UNACKED)
+            .bind(id.to_owned())
+            .bind(current)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let last_ack = sqlx::query_scalar::<B::Db, i64>(sql::LAST_SSF_ACK)
+            .bind(id.to_owned())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let next = rows::next_acked_through(current, first_unacked, last_ack);
+        if next != current {
+            sqlx::query(sql::ADVANCE_SSF_STREAM)
+                .bind(id.to_owned())
+                .bind(next)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            sqlx::query(sql::PRUNE_SSF_ACKS)
+                .bind(id.to_owned())
+                .bind(next)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        // Delivery bookkeeping, not a state change of the deployment: no audit event.
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn claim_ssf_stream(
+        &self,
+        id: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let claimed = sqlx::query_scalar::<B::Db, String>(sql::CLAIM_SSF_STREAM)
+            .bind(id.to_owned())
+            .bind(holder.to_owned())
+            .bind(rows::to_ms(now))
+            .bind(rows::to_ms(until))
+            .fetch_optional(self.writes())
+            .await
+            .map_err(classify)?;
+        Ok(claimed.is_some())
     }
 }
 

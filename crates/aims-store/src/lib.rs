@@ -27,10 +27,12 @@ mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
+mod ssf;
 mod tokens;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use ssf::{MAX_SSF_STREAMS_PER_RECEIVER, SsfDelivery, SsfPending, SsfReceiver, SsfStream};
 pub use tokens::{AccessTokenIssue, ResourceServer, Revocation, RevocationTarget, TaskFilter};
 
 /// Why a store operation failed. Callers match on the class, never on database text.
@@ -499,6 +501,53 @@ pub trait Store: Send + Sync + 'static {
         name: &ResourceServerName,
         event: &AuditEvent,
     ) -> Result<(), StoreError>;
+
+    /// Creates an SSF event stream with its audit event and returns it as stored: its
+    /// `acked_through` is the revocation log's head at that moment, whatever the caller set,
+    /// so it carries only what is revoked afterwards. `Conflict` if the id exists or the
+    /// receiver already holds [`MAX_SSF_STREAMS_PER_RECEIVER`] streams.
+    async fn create_ssf_stream(
+        &self,
+        stream: &SsfStream,
+        event: &AuditEvent,
+    ) -> Result<SsfStream, StoreError>;
+
+    /// One SSF stream by id.
+    async fn ssf_stream(&self, id: &str) -> Result<Option<SsfStream>, StoreError>;
+
+    /// Up to `limit` streams (capped at [`MAX_PAGE`]) with ids after `after` (`""` for the
+    /// first page), ordered by id; only `receiver`'s when given.
+    async fn list_ssf_streams(
+        &self,
+        receiver: Option<&SsfReceiver>,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<SsfStream>, StoreError>;
+
+    /// Deletes a stream and its acknowledgements, with its audit event. `NotFound`.
+    async fn delete_ssf_stream(&self, id: &str, event: &AuditEvent) -> Result<(), StoreError>;
+
+    /// Up to `limit` (capped at [`MAX_PAGE`]) revocation-log entries the stream has not
+    /// delivered, oldest first. Empty for an unknown stream.
+    async fn ssf_pending(&self, id: &str, limit: u32) -> Result<Vec<SsfPending>, StoreError>;
+
+    /// Records that the stream's receiver has the log entries at positions `seqs` (in any
+    /// order, repeats allowed): they are not pending any more. Positions the log does not
+    /// hold, or already delivered, are ignored, so an acknowledgement never hides an entry
+    /// written later. `NotFound` for an unknown stream.
+    async fn acknowledge_ssf(&self, id: &str, seqs: &[u64]) -> Result<(), StoreError>;
+
+    /// Claims the delivery of push stream `id` for `holder` until `until`: succeeds when the
+    /// stream is unclaimed, already `holder`'s, or its claim ran out before `now`. Of
+    /// concurrent claimants exactly one succeeds. `false` otherwise, and for an unknown or
+    /// poll stream.
+    async fn claim_ssf_stream(
+        &self,
+        id: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Opens the store named by `url`: `sqlite://PATH` or `postgres://…`; runs migrations.

@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 
 use crate::{
     AgentFilter, IssuedCredential, IssuedKind, JoinTokenRecord, JoinTokenUse, KeyState, MAX_PAGE,
-    PolicySetVersion, PostureSnapshot, ResourceServer, Revocation, StoreError, StoredKey,
-    TaskFilter,
+    PolicySetVersion, PostureSnapshot, ResourceServer, Revocation, SsfDelivery, SsfPending,
+    SsfReceiver, SsfStream, StoreError, StoredKey, TaskFilter,
 };
 
 /// `meta` key of the trust domain.
@@ -609,6 +609,169 @@ impl ResourceServerRow {
     }
 }
 
+/// The stored key of a stream's receiver: `resource_server:<name>` or `user:<name>` (names
+/// never contain `:`).
+pub(crate) fn receiver_key(receiver: &SsfReceiver) -> String {
+    match receiver {
+        SsfReceiver::ResourceServer(name) => format!("resource_server:{name}"),
+        SsfReceiver::User(name) => format!("user:{name}"),
+    }
+}
+
+/// A stored receiver key.
+pub(crate) fn parse_receiver(value: &str) -> Result<SsfReceiver, StoreError> {
+    let bad = || corrupt("SSF receiver", value);
+    match value.split_once(':') {
+        Some(("resource_server", name)) => ResourceServerName::new(name)
+            .map(SsfReceiver::ResourceServer)
+            .map_err(|_| bad()),
+        Some(("user", name)) => UserName::new(name)
+            .map(SsfReceiver::User)
+            .map_err(|_| bad()),
+        _ => Err(bad()),
+    }
+}
+
+/// The columns of an `ssf_streams` row.
+pub(crate) struct SsfStreamColumns {
+    pub id: String,
+    pub receiver: String,
+    pub audience: String,
+    pub delivery_method: &'static str,
+    pub endpoint_url: Option<String>,
+    /// Empty when there is none (a sealed value never is).
+    pub sealed_authorization: Vec<u8>,
+    pub events_requested: String,
+    pub events_delivered: String,
+    pub description: Option<String>,
+    pub created_at_ms: i64,
+    pub acked_through: i64,
+}
+
+impl SsfStreamColumns {
+    /// Encodes `stream`; event-type lists are stored as JSON arrays.
+    pub fn of(stream: &SsfStream) -> Result<Self, StoreError> {
+        let list = |events: &[String]| {
+            serde_json::to_string(events)
+                .map_err(|e| StoreError::Corrupt(format!("cannot encode event types: {e}")))
+        };
+        let (delivery_method, endpoint_url, sealed_authorization) = match &stream.delivery {
+            SsfDelivery::Poll => ("poll", None, Vec::new()),
+            SsfDelivery::Push {
+                endpoint_url,
+                sealed_authorization,
+            } => (
+                "push",
+                Some(endpoint_url.clone()),
+                sealed_authorization.clone().unwrap_or_default(),
+            ),
+        };
+        Ok(Self {
+            id: stream.id.clone(),
+            receiver: receiver_key(&stream.receiver),
+            audience: stream.audience.clone(),
+            delivery_method,
+            endpoint_url,
+            sealed_authorization,
+            events_requested: list(&stream.events_requested)?,
+            events_delivered: list(&stream.events_delivered)?,
+            description: stream.description.clone(),
+            created_at_ms: to_ms(stream.created_at),
+            acked_through: to_i64(stream.acked_through)?,
+        })
+    }
+}
+
+/// A stored SSF stream.
+#[derive(sqlx::FromRow)]
+pub(crate) struct SsfStreamRow {
+    pub id: String,
+    pub receiver: String,
+    pub audience: String,
+    pub delivery_method: String,
+    pub endpoint_url: Option<String>,
+    pub sealed_authorization: Vec<u8>,
+    pub events_requested: String,
+    pub events_delivered: String,
+    pub description: Option<String>,
+    pub created_at_ms: i64,
+    pub acked_through: i64,
+}
+
+impl SsfStreamRow {
+    /// Decodes the row.
+    pub fn into_stream(self) -> Result<SsfStream, StoreError> {
+        let list = |value: &str| -> Result<Vec<String>, StoreError> {
+            serde_json::from_str(value).map_err(|_| corrupt("SSF event types of", &self.id))
+        };
+        let delivery = match (self.delivery_method.as_str(), &self.endpoint_url) {
+            ("poll", None) => SsfDelivery::Poll,
+            ("push", Some(url)) => SsfDelivery::Push {
+                endpoint_url: url.clone(),
+                sealed_authorization: Some(self.sealed_authorization.clone())
+                    .filter(|sealed| !sealed.is_empty()),
+            },
+            _ => return Err(corrupt("SSF delivery of", &self.id)),
+        };
+        Ok(SsfStream {
+            receiver: parse_receiver(&self.receiver)?,
+            events_requested: list(&self.events_requested)?,
+            events_delivered: list(&self.events_delivered)?,
+            created_at: from_ms(self.created_at_ms, "SSF stream creation")?,
+            acked_through: to_u64(self.acked_through, "SSF stream position")?,
+            delivery,
+            id: self.id,
+            audience: self.audience,
+            description: self.description,
+        })
+    }
+}
+
+/// A revocation-log entry a stream has not delivered, with its credential's kind.
+#[derive(sqlx::FromRow)]
+pub(crate) struct SsfPendingRow {
+    pub seq: i64,
+    pub credential: String,
+    pub agent: String,
+    pub task_id: Option<String>,
+    pub revoked_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub reason: String,
+    pub kind: String,
+}
+
+impl SsfPendingRow {
+    /// Decodes the row.
+    pub fn into_pending(self) -> Result<SsfPending, StoreError> {
+        let kind =
+            IssuedKind::parse(&self.kind).ok_or_else(|| corrupt("credential kind", &self.kind))?;
+        let revocation = RevocationRow {
+            seq: self.seq,
+            credential: self.credential,
+            agent: self.agent,
+            task_id: self.task_id,
+            revoked_at_ms: self.revoked_at_ms,
+            expires_at_ms: self.expires_at_ms,
+            reason: self.reason,
+        }
+        .into_revocation()?;
+        Ok(SsfPending { revocation, kind })
+    }
+}
+
+/// A stream's new position after acknowledgements: just before the first entry after
+/// `current` it has not acknowledged (`first_unacked`, 0 for none), or, when every entry
+/// after `current` is acknowledged, the last acknowledged one (`last_ack`, 0 for none). Never
+/// moves back. Positions only grow, so nothing can appear below the first unacknowledged one.
+pub(crate) fn next_acked_through(current: i64, first_unacked: i64, last_ack: i64) -> i64 {
+    let next = if first_unacked > 0 {
+        first_unacked.saturating_sub(1)
+    } else {
+        last_ack
+    };
+    next.max(current)
+}
+
 /// Why an agent's credentials are revoked when it enters `state`.
 pub(crate) fn revocation_reason(state: LifecycleState) -> String {
     format!("agent {state}")
@@ -717,6 +880,34 @@ mod tests {
             })
             .collect();
         assert_eq!(verify_chain(ChainHead::EMPTY, &records).unwrap(), head);
+    }
+
+    #[test]
+    fn ssf_positions_advance_only_over_acknowledged_entries() {
+        // Entry 5 unacknowledged: the position stays just before it.
+        assert_eq!(next_acked_through(4, 5, 7), 4);
+        assert_eq!(next_acked_through(4, 7, 6), 6);
+        // Everything after the position acknowledged: up to the last acknowledgement.
+        assert_eq!(next_acked_through(4, 0, 9), 9);
+        // Nothing acknowledged and nothing pending: unchanged, never backwards.
+        assert_eq!(next_acked_through(4, 0, 0), 4);
+        assert_eq!(next_acked_through(10, 3, 0), 10);
+    }
+
+    #[test]
+    fn ssf_receivers_round_trip() {
+        for receiver in [
+            SsfReceiver::ResourceServer(ResourceServerName::new("repo-tools").unwrap()),
+            SsfReceiver::User(UserName::new("root").unwrap()),
+        ] {
+            assert_eq!(parse_receiver(&receiver_key(&receiver)).unwrap(), receiver);
+        }
+        for bad in ["", "root", "group:x", "user:", "resource_server:a b"] {
+            assert!(
+                matches!(parse_receiver(bad), Err(StoreError::Corrupt(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

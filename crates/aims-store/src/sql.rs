@@ -155,3 +155,65 @@ pub(crate) const SELECT_POLICY_SET: &str = "SELECT version, files, created_by, c
      FROM policy_sets WHERE version = $1";
 pub(crate) const SELECT_POLICY_VERSIONS: &str = "SELECT version, files, created_by, \
      created_at_ms FROM policy_sets ORDER BY version DESC LIMIT $1";
+
+/// The columns of an `ssf_streams` row, as `rows::SsfStreamRow` reads them.
+macro_rules! ssf_stream_columns {
+    () => {
+        "id, receiver, audience, delivery_method, endpoint_url, sealed_authorization, \
+         events_requested, events_delivered, description, created_at_ms, acked_through"
+    };
+}
+pub(crate) const INSERT_SSF_STREAM: &str = concat!(
+    "INSERT INTO ssf_streams (",
+    ssf_stream_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+);
+pub(crate) const SELECT_SSF_STREAM: &str = concat!(
+    "SELECT ",
+    ssf_stream_columns!(),
+    " FROM ssf_streams WHERE id = $1"
+);
+pub(crate) const LIST_SSF_STREAMS: &str = concat!(
+    "SELECT ",
+    ssf_stream_columns!(),
+    " FROM ssf_streams WHERE id > $1 ORDER BY id LIMIT $2"
+);
+pub(crate) const LIST_SSF_STREAMS_OF: &str = concat!(
+    "SELECT ",
+    ssf_stream_columns!(),
+    " FROM ssf_streams WHERE receiver = $1 AND id > $2 ORDER BY id LIMIT $3"
+);
+pub(crate) const COUNT_SSF_STREAMS_OF: &str =
+    "SELECT COUNT(*) FROM ssf_streams WHERE receiver = $1";
+pub(crate) const DELETE_SSF_ACKS: &str = "DELETE FROM ssf_acks WHERE stream_id = $1";
+pub(crate) const DELETE_SSF_STREAM: &str = "DELETE FROM ssf_streams WHERE id = $1 RETURNING id";
+pub(crate) const SSF_ACKED_THROUGH: &str = "SELECT acked_through FROM ssf_streams WHERE id = $1";
+/// The log entries after stream `$1`'s position that it has not acknowledged, with the kind
+/// of credential each revoked, oldest first, at most `$2`.
+pub(crate) const SELECT_SSF_PENDING: &str = "SELECT r.seq, r.credential, r.agent, r.task_id, \
+     r.revoked_at_ms, r.expires_at_ms, r.reason, c.kind FROM revocations r \
+     JOIN credentials c ON c.id = r.credential \
+     WHERE r.seq > (SELECT acked_through FROM ssf_streams WHERE id = $1) \
+     AND NOT EXISTS (SELECT 1 FROM ssf_acks a WHERE a.stream_id = $1 AND a.seq = r.seq) \
+     ORDER BY r.seq LIMIT $2";
+/// Acknowledges log position `$2` for stream `$1` if the log holds it and it lies after the
+/// stream's position `$3`.
+pub(crate) const INSERT_SSF_ACK: &str = "INSERT INTO ssf_acks (stream_id, seq) \
+     SELECT $1, seq FROM revocations WHERE seq = $2 AND seq > $3 ON CONFLICT DO NOTHING";
+/// The first log position after `$2` that stream `$1` has not acknowledged; 0 when there is
+/// none (positions start at 1).
+pub(crate) const FIRST_SSF_UNACKED: &str = "SELECT COALESCE(MIN(r.seq), 0) FROM revocations r \
+     WHERE r.seq > $2 \
+     AND NOT EXISTS (SELECT 1 FROM ssf_acks a WHERE a.stream_id = $1 AND a.seq = r.seq)";
+/// The last position stream `$1` acknowledged out of order; 0 when there is none.
+pub(crate) const LAST_SSF_ACK: &str =
+    "SELECT COALESCE(MAX(seq), 0) FROM ssf_acks WHERE stream_id = $1";
+pub(crate) const ADVANCE_SSF_STREAM: &str =
+    "UPDATE ssf_streams SET acked_through = $2 WHERE id = $1";
+pub(crate) const PRUNE_SSF_ACKS: &str = "DELETE FROM ssf_acks WHERE stream_id = $1 AND seq <= $2";
+/// One statement, so of concurrent claimants exactly one takes an unclaimed or lapsed push
+/// stream (`$2` the holder, `$3` now, `$4` the claim's end). Returns the id if claimed.
+pub(crate) const CLAIM_SSF_STREAM: &str = "UPDATE ssf_streams \
+     SET claimed_by = $2, claimed_until_ms = $4 \
+     WHERE id = $1 AND delivery_method = 'push' \
+     AND (claimed_by IS NULL OR claimed_by = $2 OR claimed_until_ms <= $3) RETURNING id";

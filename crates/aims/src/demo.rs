@@ -14,16 +14,19 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
+use aims_api::tokens::RegisterResourceServerRequest;
 use aims_api::{
     AddUserRequest, AgentQuery, AuditQuery, DecideRequest, LifecycleRequest, PushPolicyRequest,
     RegisterAgentRequest,
 };
 use aims_core::agent::Limits;
-use aims_core::id::{AgentName, Environment, LabelKey, Owner, UserName};
+use aims_core::id::{AgentName, Environment, LabelKey, Owner, ResourceServerName, UserName};
 use aims_core::posture::{Evidence, PostureProfile};
+use aims_core::scope::ScopeSet;
 use aims_core::user::Role;
 use aims_sdk::attest::{Attestor, Credential};
-use aims_sdk::{AdminClient, SdkError};
+use aims_sdk::token::{DelegationRequest, ExchangeRequest};
+use aims_sdk::{AdminClient, SdkError, TokenClient};
 use aims_token::agent_key::{AgentKey, AgentKeyKind};
 use anyhow::{Context as _, anyhow, bail};
 use ring::rand::SystemRandom;
@@ -32,6 +35,10 @@ use tokio::process::{Child, Command};
 
 /// How long the demo waits for the server to say it is listening.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// The audience of the repository tools (scenario 6).
+const REPO_TOOLS: &str = "https://tools.acme.example/repo";
+/// The audience of the warehouse (scenario 4).
+const WAREHOUSE: &str = "https://warehouse.acme.example";
 
 /// A server child process and what it printed at start.
 struct ServerProcess {
@@ -123,7 +130,7 @@ fn at<'a>(value: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
 }
 
 /// The starter policy set, as shipped in the repository's `policies/` directory.
-const STARTER_POLICIES: [(&str, &str); 7] = [
+const STARTER_POLICIES: [(&str, &str); 9] = [
     (
         "aims.cedarschema",
         include_str!("../../../policies/aims.cedarschema"),
@@ -133,6 +140,14 @@ const STARTER_POLICIES: [(&str, &str); 7] = [
         include_str!("../../../policies/baseline.cedar"),
     ),
     ("cicd.cedar", include_str!("../../../policies/cicd.cedar")),
+    (
+        "delegation.cedar",
+        include_str!("../../../policies/delegation.cedar"),
+    ),
+    (
+        "warehouse.cedar",
+        include_str!("../../../policies/warehouse.cedar"),
+    ),
     (
         "coding.cedar",
         include_str!("../../../policies/coding.cedar"),
@@ -158,6 +173,9 @@ fn labels_for(agent: &str) -> anyhow::Result<BTreeMap<LabelKey, String>> {
         "incident-responder" => ("team", "incident-response"),
         "support-agent" => ("role", "support"),
         "ci-deployer" => ("team", "ci"),
+        "data-analyst" => ("team", "data"),
+        "planner" => ("role", "planner"),
+        "executor" => ("role", "executor"),
         _ => return Ok(BTreeMap::new()),
     };
     Ok([(LabelKey::new(key)?, value.to_owned())].into())
@@ -192,6 +210,15 @@ fn decide_request(action: &str, resource: serde_json::Value) -> DecideRequest {
         task_id: "demo-task".to_owned(),
         intent: "demo".to_owned(),
         arguments: serde_json::Map::new(),
+    }
+}
+
+/// A decision request made with a task token: the token names the task and its intent.
+fn token_request(action: &str, resource: serde_json::Value) -> DecideRequest {
+    DecideRequest {
+        task_id: String::new(),
+        intent: String::new(),
+        ..decide_request(action, resource)
     }
 }
 
@@ -473,7 +500,8 @@ async fn scenario_data_analyst(
             "deployment": {"region": "eu-west-1"}
         }))
     };
-    let agent = Attestor::new(AdminClient::new(base, None)?, new_key()?);
+    let key = new_key()?;
+    let agent = Attestor::new(AdminClient::new(base, None)?, key.clone());
     let issued = agent
         .attest(
             &measured("warehouse-llm-1")?,
@@ -482,6 +510,40 @@ async fn scenario_data_analyst(
         )
         .await?;
     println!("attest with model warehouse-llm-1: JWT-SVID issued");
+    let tokens = TokenClient::new(base)?;
+    let token = tokens
+        .exchange(
+            &issued.svid,
+            &key,
+            &ExchangeRequest {
+                scope: ScopeSet::parse("query:warehouse/*")?,
+                audience: WAREHOUSE.to_owned(),
+                intent: "weekly revenue report".to_owned(),
+                task_id: None,
+                expires_in: None,
+            },
+        )
+        .await?;
+    println!(
+        "task token ({}, {} s) for scope {}",
+        token.token_type, token.expires_in, token.scope
+    );
+    let query = token_request(
+        "query",
+        resource(
+            "Resource",
+            "warehouse/sales",
+            "warehouse",
+            "prod",
+            "confidential",
+            "table",
+        ),
+    );
+    let answer = tokens.authorize(&token.access_token, &key, &query).await?;
+    println!(
+        "  query warehouse/sales with the token: {}",
+        answer.decision
+    );
     let drift = agent
         .attest(
             &measured("gpt-unvetted")?,
@@ -500,6 +562,10 @@ async fn scenario_data_analyst(
         )
         .await;
     println!("its old SVID presented again: {}", refused(reuse)?);
+    println!(
+        "its task token presented again: {}",
+        refused(tokens.authorize(&token.access_token, &key, &query).await)?
+    );
     let page = admin.audit(&AuditQuery::default()).await?;
     if let Some(drift) = page
         .records
@@ -529,6 +595,136 @@ fn bare_registration(agent: &str, owner: &str) -> anyhow::Result<RegisterAgentRe
     })
 }
 
+/// SPEC §7 scenario 6: a planner hands a narrower part of its task to an executor, which can
+/// neither widen it, nor delegate deeper, nor outlive it; ending the task refuses both at once.
+async fn scenario_delegation(
+    base: &str,
+    admin: &AdminClient,
+    join: &impl Fn(&str) -> anyhow::Result<String>,
+) -> anyhow::Result<()> {
+    step("Scenario 6, delegation: a planner hands a narrower task to an executor");
+    let (planner_key, executor_key) = (new_key()?, new_key()?);
+    let planner = Attestor::new(AdminClient::new(base, None)?, planner_key.clone())
+        .attest(
+            &Evidence::default(),
+            &Credential::JoinToken(join("planner")?),
+            None,
+        )
+        .await?
+        .svid;
+    let executor = Attestor::new(AdminClient::new(base, None)?, executor_key.clone())
+        .attest(
+            &Evidence::default(),
+            &Credential::JoinToken(join("executor")?),
+            None,
+        )
+        .await?
+        .svid;
+    println!("planner and executor attested: each holds its own key and JWT-SVID");
+    let tokens = TokenClient::new(base)?;
+    let parent = tokens
+        .exchange(
+            &planner,
+            &planner_key,
+            &ExchangeRequest {
+                scope: ScopeSet::parse(
+                    "read:repo/acme/* write:repo/acme/app delete:repo/acme/app",
+                )?,
+                audience: REPO_TOOLS.to_owned(),
+                intent: "fix the failing build of repo/acme/app".to_owned(),
+                task_id: None,
+                expires_in: None,
+            },
+        )
+        .await?;
+    println!(
+        "planner asks read:repo/acme/* write:repo/acme/app delete:repo/acme/app; policy grants \"{}\" ({} token, {} s, task {})",
+        parent.scope, parent.token_type, parent.expires_in, parent.task_id
+    );
+    let delegated = |scope: &str, expires_in: Option<u64>| -> anyhow::Result<DelegationRequest> {
+        Ok(DelegationRequest {
+            scope: Some(ScopeSet::parse(scope)?),
+            audience: None,
+            expires_in,
+        })
+    };
+    let child = tokens
+        .delegate(
+            &parent.access_token,
+            &planner_key,
+            &executor,
+            &delegated("read:repo/acme/app", Some(86_400))?,
+        )
+        .await?;
+    println!(
+        "delegate read:repo/acme/app to executor, asking for a day: granted \"{}\" for {} s (the parent has {} s)",
+        child.scope, child.expires_in, parent.expires_in
+    );
+    let wider = tokens
+        .delegate(
+            &parent.access_token,
+            &planner_key,
+            &executor,
+            &delegated("write:repo/acme/*", None)?,
+        )
+        .await;
+    println!(
+        "delegate write:repo/acme/* (wider than the planner's): {}",
+        refused(wider)?
+    );
+    let deeper = tokens
+        .delegate(
+            &child.access_token,
+            &executor_key,
+            &planner,
+            &DelegationRequest::default(),
+        )
+        .await;
+    println!(
+        "executor delegates onward (depth 2 > its limit 1): {}",
+        refused(deeper)?
+    );
+
+    let read = |id: &str| {
+        token_request(
+            "read",
+            resource("Resource", id, "github", "prod", "internal", "repository"),
+        )
+    };
+    for id in ["repo/acme/app", "repo/acme/other"] {
+        let answer = tokens
+            .authorize(&child.access_token, &executor_key, &read(id))
+            .await?;
+        println!(
+            "  executor reads {id}: {} ({})",
+            answer.decision,
+            if answer.policies.is_empty() {
+                "outside its token's scope".to_owned()
+            } else {
+                answer.policies.join(", ")
+            }
+        );
+    }
+    let stolen = tokens
+        .authorize(&child.access_token, &planner_key, &read("repo/acme/app"))
+        .await;
+    println!(
+        "the executor's token used with the planner's key: {}",
+        refused(stolen)?
+    );
+
+    let ended = admin.end_task(&parent.task_id).await?;
+    println!(
+        "operator ends the planner's task: {} credentials revoked",
+        ended.revoked
+    );
+    let after = tokens
+        .authorize(&child.access_token, &executor_key, &read("repo/acme/app"))
+        .await;
+    println!("executor reads repo/acme/app again: {}", refused(after)?);
+    Ok(())
+}
+
 fn step(title: &str) {
     println!("\n== {title}");
 }
@@ -536,6 +732,7 @@ fn step(title: &str) {
 fn refused(result: Result<impl std::fmt::Debug, SdkError>) -> anyhow::Result<String> {
     match result {
         Err(SdkError::Api { status, code, .. }) => Ok(format!("refused: HTTP {status} {code}")),
+        Err(SdkError::OAuth { status, error, .. }) => Ok(format!("refused: HTTP {status} {error}")),
         Err(other) => Err(other.into()),
         Ok(value) => bail!("expected a refusal, got {value:?}"),
     }
@@ -635,7 +832,15 @@ pub async fn run() -> anyhow::Result<()> {
                 environment: Some(Environment::new(env)?),
                 description: Some(purpose.to_owned()),
                 posture_profile: Some(profile_for(agent)?),
-                limits: Some(Limits::default()),
+                // The executor may not hand its part on (scenario 6).
+                limits: Some(if agent == "executor" {
+                    Limits {
+                        max_delegation_depth: 1,
+                        ..Limits::default()
+                    }
+                } else {
+                    Limits::default()
+                }),
                 labels: Some(labels_for(agent)?),
                 recertify_days: None,
             })
@@ -691,6 +896,21 @@ pub async fn run() -> anyhow::Result<()> {
         .map(|(name, text)| ((*name).to_owned(), (*text).to_owned()))
         .collect();
     let pushed = admin.push_policies(&PushPolicyRequest { files }).await?;
+    for (name, audience, system) in [
+        ("repo-tools", REPO_TOOLS, "github"),
+        ("warehouse", WAREHOUSE, "warehouse"),
+    ] {
+        admin
+            .register_resource_server(&RegisterResourceServerRequest {
+                name: ResourceServerName::new(name)?,
+                audience: audience.to_owned(),
+                system: system.to_owned(),
+                environment: Some(Environment::new("prod")?),
+                sensitivity: None,
+            })
+            .await?;
+        println!("resource server {name}: tokens for {audience} (system {system})");
+    }
     println!(
         "policy version {} active: {} policies ({})",
         pushed.version,
@@ -707,6 +927,7 @@ pub async fn run() -> anyhow::Result<()> {
     scenario_decisions(&base, &join_token).await?;
     scenario_ci_deployer(&base, join_token("ci-deployer")?).await?;
     scenario_data_analyst(&base, &admin, join_token("data-analyst")?).await?;
+    scenario_delegation(&base, &admin, &join_token).await?;
 
     step("Lifecycle: suspend, resume, decommission; names are never reused");
     let reason = |r: &str| LifecycleRequest {

@@ -1,6 +1,7 @@
 //! `aims`: the one binary. `aims server` runs the server, `aims demo` runs the acceptance
 //! scenarios against a real server on loopback, and the client subcommands (`agent`, `user`,
-//! `key`, `bundle`, `audit`) drive a running server through the SDK.
+//! `key`, `policy`, `bundle`, `audit`, `attest`, `token`, `task`, `resource-server`) drive a
+//! running server through the SDK.
 //!
 //! This file only parses flags and wires crates together; behaviour lives in the libraries.
 
@@ -87,6 +88,27 @@ enum Command {
         #[command(subcommand)]
         command: cli::AuditCommand,
     },
+    /// Obtain, delegate, introspect and revoke task tokens.
+    Token {
+        #[command(flatten)]
+        opts: cli::ClientOpts,
+        #[command(subcommand)]
+        command: cli::TokenCommand,
+    },
+    /// List, show and end tasks.
+    Task {
+        #[command(flatten)]
+        opts: cli::ClientOpts,
+        #[command(subcommand)]
+        command: cli::TaskCommand,
+    },
+    /// Register and manage resource servers (the tool servers task tokens are issued for).
+    ResourceServer {
+        #[command(flatten)]
+        opts: cli::ClientOpts,
+        #[command(subcommand)]
+        command: cli::ResourceServerCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -143,6 +165,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Policy { opts, command } => cli::run_policy(&opts, command).await,
         Command::Audit { opts, command } => cli::run_audit(&opts, command).await,
         Command::Attest { opts, args } => cli::run_attest(&opts, args).await,
+        Command::Token { opts, command } => cli::run_token(&opts, command).await,
+        Command::Task { opts, command } => cli::run_task(&opts, command).await,
+        Command::ResourceServer { opts, command } => cli::run_resource_server(&opts, command).await,
     }
 }
 

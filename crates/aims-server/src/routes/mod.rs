@@ -15,6 +15,7 @@ pub mod oauth;
 pub mod policies;
 pub mod resource_servers;
 pub mod revocations;
+pub mod ssf;
 pub mod tasks;
 pub mod users;
 
@@ -88,6 +89,17 @@ pub fn router(state: AppState) -> Router {
         .route("/evaluations", post(authzen::evaluations))
         .layer(middleware::from_fn_with_state(state.clone(), audit_layer));
 
+    // Shared Signals receivers authenticate in the handlers (HTTP Basic or Bearer); the
+    // audit layer records their refusals and reads.
+    let shared_signals = Router::new()
+        .route(
+            crate::ssf::STREAMS_PATH,
+            get(ssf::read).post(ssf::create).delete(ssf::delete),
+        )
+        .route(crate::ssf::STATUS_PATH, get(ssf::status))
+        .route("/ssf/poll/{stream_id}", post(ssf::poll))
+        .layer(middleware::from_fn_with_state(state.clone(), audit_layer));
+
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     Router::new()
         .route(discovery::METADATA_PATH, get(discovery::metadata))
@@ -104,11 +116,13 @@ pub fn router(state: AppState) -> Router {
             "/.well-known/authzen-configuration",
             get(authzen::configuration),
         )
+        .route(crate::ssf::CONFIGURATION_PATH, get(ssf::configuration))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .nest("/v1", v1)
         .nest("/access/v1", authzen)
+        .merge(shared_signals)
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(

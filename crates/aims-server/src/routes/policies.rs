@@ -410,6 +410,15 @@ pub(crate) async fn authenticate_agent(
         }
         Err(AccessRefusal::Token(e)) => e,
     };
+    // An identity is only ever a bearer token, so a token sent with the DPoP scheme that is
+    // not a valid task token is answered with a DPoP challenge (RFC 9449 §7.1).
+    if scheme == Scheme::Dpop {
+        return Err(unauthorized(
+            "DPoP",
+            "invalid_token",
+            format!("the token was refused: {access_error}"),
+        ));
+    }
     // Not a valid task token: an agent's JWT-SVID, sent as a bearer token?
     let svid = match tokens::verify_svid(state, token, now) {
         Ok(svid) if scheme == Scheme::Bearer => svid,

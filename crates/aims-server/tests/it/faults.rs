@@ -13,7 +13,8 @@ use aims_core::user::User;
 use aims_store::{
     AccessTokenIssue, AgentFilter, AttestationRecord, Initialization, IssuedCredential,
     JoinTokenRecord, JoinTokenUse, KeySet, PolicySetVersion, PostureSnapshot, ResourceServer,
-    Revocation, RevocationTarget, Store, StoreError, StoredKey, TaskFilter,
+    Revocation, RevocationTarget, SsfPending, SsfReceiver, SsfStream, Store, StoreError, StoredKey,
+    TaskFilter,
 };
 use reqwest::{Method, StatusCode};
 use time::OffsetDateTime;
@@ -274,6 +275,44 @@ impl Store for FailingAudit {
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
         self.inner.remove_resource_server(name, event).await
+    }
+    async fn create_ssf_stream(
+        &self,
+        stream: &SsfStream,
+        event: &AuditEvent,
+    ) -> Result<SsfStream, StoreError> {
+        self.check()?;
+        self.inner.create_ssf_stream(stream, event).await
+    }
+    async fn ssf_stream(&self, id: &str) -> Result<Option<SsfStream>, StoreError> {
+        self.inner.ssf_stream(id).await
+    }
+    async fn list_ssf_streams(
+        &self,
+        receiver: Option<&SsfReceiver>,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<SsfStream>, StoreError> {
+        self.inner.list_ssf_streams(receiver, after, limit).await
+    }
+    async fn delete_ssf_stream(&self, id: &str, event: &AuditEvent) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.delete_ssf_stream(id, event).await
+    }
+    async fn ssf_pending(&self, id: &str, limit: u32) -> Result<Vec<SsfPending>, StoreError> {
+        self.inner.ssf_pending(id, limit).await
+    }
+    async fn acknowledge_ssf(&self, id: &str, seqs: &[u64]) -> Result<(), StoreError> {
+        self.inner.acknowledge_ssf(id, seqs).await
+    }
+    async fn claim_ssf_stream(
+        &self,
+        id: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.claim_ssf_stream(id, holder, now, until).await
     }
 }
 

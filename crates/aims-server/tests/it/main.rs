@@ -19,5 +19,6 @@ mod federation;
 mod limits;
 mod policies;
 mod registry;
+mod ssf;
 mod startup;
 mod tokens;

@@ -22,6 +22,7 @@ mod init;
 mod join_tokens;
 mod keys;
 mod policies;
+mod ssf;
 mod tokens;
 mod users;
 
@@ -89,4 +90,8 @@ conformance! {
     tokens::suspension_revokes_into_the_log,
     tokens::task_listing_filters_and_orders,
     tokens::resource_servers_round_trip,
+    ssf::ssf_streams_round_trip_from_the_log_head,
+    ssf::ssf_streams_per_receiver_are_bounded,
+    ssf::ssf_acknowledgements_hide_only_what_was_delivered,
+    ssf::ssf_delivery_claims_are_exclusive,
 }

@@ -1,5 +1,6 @@
 //! The client subcommands of the `aims` binary — `agent`, `user`, `key`, `bundle`, `audit`,
-//! and the agent-side `attest` — which drive a running AIMS server through the SDK.
+//! `policy`, `task`, `resource-server`, the agent-side `attest` and the task-token commands of
+//! `token` — which drive a running AIMS server through the SDK.
 //!
 //! This module owns the command-line shape (clap definitions), turning flags into API
 //! requests, and printing answers as text or JSON. It must not decide anything the server
@@ -10,7 +11,7 @@
 
 use std::fmt;
 
-use aims_sdk::{AdminClient, SdkError};
+use aims_sdk::{AdminClient, SdkError, TokenClient};
 
 mod agent;
 mod attest;
@@ -19,6 +20,9 @@ mod bundle;
 mod key;
 mod output;
 mod policy;
+mod resource_server;
+mod task;
+mod token;
 mod user;
 
 pub use agent::{AgentCommand, run_agent};
@@ -27,6 +31,9 @@ pub use audit::{AuditCommand, run_audit};
 pub use bundle::{BundleCommand, run_bundle};
 pub use key::{KeyCommand, run_key};
 pub use policy::{PolicyCommand, run_policy};
+pub use resource_server::{ResourceServerCommand, run_resource_server};
+pub use task::{TaskCommand, run_task};
+pub use token::{TokenCommand, run_token};
 pub use user::{UserCommand, run_user};
 
 /// The environment variable holding the server address.
@@ -90,17 +97,28 @@ impl ClientOpts {
         self.build(None)
     }
 
+    /// A client of the OAuth endpoints (token, introspection, revocation); the operator's
+    /// token is not sent.
+    fn token_client(&self) -> anyhow::Result<TokenClient> {
+        TokenClient::new(&self.addr).map_err(address_error)
+    }
+
     fn build(&self, token: Option<String>) -> anyhow::Result<AdminClient> {
-        AdminClient::new(&self.addr, token).map_err(|e| match e {
-            SdkError::InvalidUrl(why) => {
-                anyhow::anyhow!("invalid server address (--addr or {ENV_ADDR}): {why}")
-            }
-            SdkError::InvalidToken => anyhow::anyhow!(
-                "invalid API token in {ENV_TOKEN} (or --token): it contains characters that \
-                 cannot be sent in an HTTP header"
-            ),
-            other => other.into(),
-        })
+        AdminClient::new(&self.addr, token).map_err(address_error)
+    }
+}
+
+/// A client-construction error, naming the variable to fix.
+fn address_error(e: SdkError) -> anyhow::Error {
+    match e {
+        SdkError::InvalidUrl(why) => {
+            anyhow::anyhow!("invalid server address (--addr or {ENV_ADDR}): {why}")
+        }
+        SdkError::InvalidToken => anyhow::anyhow!(
+            "invalid API token in {ENV_TOKEN} (or --token): it contains characters that \
+             cannot be sent in an HTTP header"
+        ),
+        other => other.into(),
     }
 }
 

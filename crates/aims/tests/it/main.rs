@@ -12,5 +12,6 @@ mod replica_kit;
 mod replicas;
 
 mod cli;
+mod cli_tokens;
 mod interop;
 mod server;

@@ -1,0 +1,671 @@
+//! The Shared Signals endpoints: the transmitter metadata (`/.well-known/ssf-configuration`),
+//! stream management (`/ssf/streams`, SSF 1.0 §8.1.1: create, read, delete), stream status
+//! (`/ssf/status`) and poll delivery (`POST /ssf/poll/{stream_id}`, RFC 8936).
+//!
+//! Receivers authenticate like at introspection: a registered resource server with HTTP
+//! Basic (its stream's `aud` is its audience), or an operator with its bearer credential
+//! (`aud` is `urn:aims:user:<name>`; creating and deleting need the admin role). A receiver
+//! sees, polls and deletes only its own streams; anyone else's answer 404 like a stream that
+//! does not exist. Creating or deleting a stream is a state change committed with its audit
+//! event; every poll is audited as a read; refusals are audited by the audit layer.
+//!
+//! Inputs follow the standards loosely where they say so (unknown members and unknown event
+//! types are ignored) and are otherwise bounded and checked before anything is written.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aims_core::audit::{Actor, Outcome, action};
+use aims_core::user::Access;
+use aims_store::{SsfDelivery, SsfReceiver, SsfStream, StoreError};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::error::ApiError;
+use crate::routes::oauth::{ServiceCaller, service_caller};
+use crate::ssf as signals;
+use crate::state::AppState;
+use crate::svid::new_jti;
+
+/// Most event types a receiver may name.
+const MAX_EVENTS_REQUESTED: usize = 32;
+/// Longest event type URI.
+const MAX_EVENT_URI: usize = 256;
+/// Longest stream description.
+const MAX_DESCRIPTION: usize = 256;
+/// Longest push endpoint URL.
+const MAX_ENDPOINT_URL: usize = 512;
+/// Longest `Authorization` header a push stream sends.
+const MAX_AUTHORIZATION: usize = 1024;
+/// Longest stream id this server issues (22) with room to spare; longer ones do not exist.
+const MAX_STREAM_ID: usize = 64;
+/// SETs per poll when the receiver does not say.
+const DEFAULT_POLL_EVENTS: u32 = 100;
+/// Most SETs per poll, whatever the receiver asks.
+const MAX_POLL_EVENTS: u32 = 500;
+/// Most acknowledgements plus errors in one poll.
+const MAX_ACKS: usize = 1000;
+/// Longest error code and description a receiver reports for a SET.
+const MAX_ERR: usize = 64;
+const MAX_ERR_DESCRIPTION: usize = 256;
+/// Longest a long poll waits for an event.
+const LONG_POLL: Duration = Duration::from_secs(25);
+/// How much of the request timeout a long poll leaves for answering.
+const LONG_POLL_MARGIN: Duration = Duration::from_secs(5);
+
+/// `GET /.well-known/ssf-configuration`.
+pub async fn configuration(State(state): State<AppState>) -> Json<Value> {
+    Json(signals::configuration(&state.issuer))
+}
+
+/// 401 asking for receiver credentials.
+fn unauthenticated() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        "authenticate as a resource server (HTTP Basic) or an operator (Bearer)",
+    )
+    .with_challenge("Basic realm=\"aims\"".to_owned())
+}
+
+fn stream_not_found() -> ApiError {
+    ApiError::not_found("stream_not_found", "no such stream for this receiver")
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_request", message)
+}
+
+/// The authenticated receiver: a resource server (Basic) or an operator who may read
+/// (Bearer).
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<ServiceCaller, ApiError> {
+    match service_caller(state, headers).await {
+        Ok(Some(caller)) => Ok(caller),
+        Ok(None) => Err(unauthenticated()),
+        Err(refusal) => Err(match refusal.into_response().status() {
+            StatusCode::UNAUTHORIZED => unauthenticated(),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                ApiError::from_store(StoreError::Unavailable("while authenticating".into()))
+            }
+            _ => ApiError::internal(),
+        }),
+    }
+}
+
+/// The stream owner a caller is.
+fn receiver_of(caller: &ServiceCaller) -> SsfReceiver {
+    match caller {
+        ServiceCaller::ResourceServer(rs) => SsfReceiver::ResourceServer(rs.name.clone()),
+        ServiceCaller::Operator(user) => SsfReceiver::User(user.name.clone()),
+    }
+}
+
+/// The `aud` of the caller's streams.
+fn audience_of(caller: &ServiceCaller) -> String {
+    match caller {
+        ServiceCaller::ResourceServer(rs) => rs.audience.clone(),
+        ServiceCaller::Operator(user) => format!("urn:aims:user:{}", user.name),
+    }
+}
+
+/// Refuses operators whose role may not change state (resource servers manage their own
+/// streams).
+fn require_change(caller: &ServiceCaller) -> Result<(), ApiError> {
+    match caller {
+        ServiceCaller::Operator(user) if !user.role.allows(Access::Administer) => Err(
+            ApiError::forbidden(format!("role {} may not manage streams", user.role)),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Runs `handler` for an authenticated receiver and names the caller on the response, so
+/// the audit layer attributes its reads and refusals.
+async fn as_receiver<F, Fut>(state: AppState, headers: HeaderMap, handler: F) -> Response
+where
+    F: FnOnce(AppState, HeaderMap, ServiceCaller) -> Fut,
+    Fut: Future<Output = Result<Response, ApiError>>,
+{
+    let caller = match authenticate(&state, &headers).await {
+        Ok(caller) => caller,
+        Err(refused) => return no_store(refused.into_response()),
+    };
+    let actor: Actor = caller.actor();
+    let mut response = match handler(state, headers, caller).await {
+        Ok(response) => response,
+        Err(refused) => refused.into_response(),
+    };
+    response.extensions_mut().insert(actor);
+    no_store(response)
+}
+
+/// SSF management and poll responses must not be cached.
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A stream id this server could have issued: base64url, bounded.
+fn stream_id_is_valid(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_STREAM_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+}
+
+/// The caller's stream `id`; anyone else's is not found.
+async fn owned_stream(
+    state: &AppState,
+    caller: &ServiceCaller,
+    id: &str,
+) -> Result<SsfStream, ApiError> {
+    if !stream_id_is_valid(id) {
+        return Err(stream_not_found());
+    }
+    match state.store.ssf_stream(id).await? {
+        Some(stream) if stream.receiver == receiver_of(caller) => Ok(stream),
+        _ => Err(stream_not_found()),
+    }
+}
+
+/// The `stream_id` query parameter; no other parameter is accepted.
+fn stream_id_param(query: Option<&str>) -> Result<Option<String>, ApiError> {
+    let mut stream_id = None;
+    for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if name != "stream_id" {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "the only query parameter is stream_id",
+            ));
+        }
+        if stream_id.replace(value.into_owned()).is_some() {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "stream_id is given twice",
+            ));
+        }
+    }
+    Ok(stream_id)
+}
+
+/// The required `stream_id` query parameter.
+fn required_stream_id(query: Option<&str>) -> Result<String, ApiError> {
+    stream_id_param(query)?.ok_or_else(|| invalid("stream_id is required"))
+}
+
+/// A JSON object body; unknown members are ignored, as SSF and RFC 8936 receivers expect.
+fn json_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::bad_request("invalid_body", e.to_string()),
+        _ => ApiError::bad_request("invalid_json", "the body is not valid JSON"),
+    })
+}
+
+/// Printable text of 1 to `max` bytes.
+fn printable(value: &str, max: usize) -> bool {
+    !value.is_empty() && value.len() <= max && !value.chars().any(char::is_control)
+}
+
+/// The body of a create-stream request (SSF §8.1.1.1).
+#[derive(Debug, Default, Deserialize)]
+struct CreateStream {
+    #[serde(default)]
+    delivery: Option<DeliveryRequest>,
+    #[serde(default)]
+    events_requested: Option<Vec<String>>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+/// The receiver-supplied delivery configuration.
+#[derive(Debug, Deserialize)]
+struct DeliveryRequest {
+    method: String,
+    #[serde(default)]
+    endpoint_url: Option<String>,
+    #[serde(default)]
+    authorization_header: Option<String>,
+}
+
+/// A push endpoint: an absolute http(s) URL with a host, no credentials, no fragment.
+fn check_endpoint_url(url: &str) -> Result<(), ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_endpoint_url",
+            "endpoint_url must be an http or https URL of at most 512 characters with a host, \
+             without credentials or fragment",
+        )
+    };
+    if url.len() > MAX_ENDPOINT_URL {
+        return Err(bad());
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|_| bad())?;
+    let ok = matches!(parsed.scheme(), "http" | "https")
+        && parsed.host_str().is_some_and(|h| !h.is_empty())
+        && parsed.username().is_empty()
+        && parsed.password().is_none()
+        && parsed.fragment().is_none();
+    if ok { Ok(()) } else { Err(bad()) }
+}
+
+/// The event types to deliver for `requested`: every supported one when the receiver names
+/// none; otherwise the supported ones it names (others are ignored, SSF §8.1.1), at least one.
+fn events_delivered(requested: Option<&[String]>) -> Result<Vec<String>, ApiError> {
+    let Some(requested) = requested else {
+        return Ok(signals::EVENTS_SUPPORTED.map(str::to_owned).to_vec());
+    };
+    if requested.is_empty() || requested.len() > MAX_EVENTS_REQUESTED {
+        return Err(ApiError::bad_request(
+            "invalid_events",
+            "events_requested lists 1 to 32 event type URIs",
+        ));
+    }
+    if requested.iter().any(|e| {
+        e.len() > MAX_EVENT_URI
+            || e.is_empty()
+            || !e.contains(':')
+            || e.chars().any(|c| c.is_control() || c.is_whitespace())
+    }) {
+        return Err(ApiError::bad_request(
+            "invalid_events",
+            "each requested event type is a URI of at most 256 characters",
+        ));
+    }
+    let delivered: Vec<String> = signals::EVENTS_SUPPORTED
+        .iter()
+        .filter(|supported| requested.iter().any(|r| r == *supported))
+        .map(|e| (*e).to_owned())
+        .collect();
+    if delivered.is_empty() {
+        return Err(ApiError::bad_request(
+            "unsupported_events",
+            format!(
+                "none of the requested event types is supported; supported: {}",
+                signals::EVENTS_SUPPORTED.join(", ")
+            ),
+        ));
+    }
+    Ok(delivered)
+}
+
+/// `POST /ssf/streams`: creates a stream for the caller (201 with its configuration).
+pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    as_receiver(state, headers, |state, headers, caller| async move {
+        require_change(&caller)?;
+        let req: CreateStream = json_body(&body)?;
+        let events_delivered = events_delivered(req.events_requested.as_deref())?;
+        if let Some(description) = &req.description
+            && !printable(description, MAX_DESCRIPTION)
+        {
+            return Err(invalid(
+                "description is 1 to 256 characters without control characters",
+            ));
+        }
+        let id = new_jti(&state).map_err(|_| ApiError::internal())?;
+        let delivery = match req.delivery {
+            // No delivery means poll (SSF §8.1.1.1).
+            None => SsfDelivery::Poll,
+            Some(d) if d.method == signals::DELIVERY_POLL => {
+                if d.endpoint_url.is_some() || d.authorization_header.is_some() {
+                    return Err(invalid(
+                        "a poll stream's endpoint_url is chosen by the transmitter",
+                    ));
+                }
+                SsfDelivery::Poll
+            }
+            Some(d) if d.method == signals::DELIVERY_PUSH => {
+                let endpoint_url = d
+                    .endpoint_url
+                    .ok_or_else(|| invalid("a push stream needs delivery.endpoint_url"))?;
+                check_endpoint_url(&endpoint_url)?;
+                let sealed_authorization = match d.authorization_header {
+                    None => None,
+                    Some(value) => {
+                        let usable = value.len() <= MAX_AUTHORIZATION
+                            && !value.trim().is_empty()
+                            && value.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+                        if !usable {
+                            return Err(invalid(
+                                "authorization_header is 1 to 1024 printable ASCII characters",
+                            ));
+                        }
+                        Some(
+                            state
+                                .master()
+                                .seal(
+                                    &state.rng,
+                                    signals::SEAL_PURPOSE_PUSH_AUTHORIZATION,
+                                    &id,
+                                    value.as_bytes(),
+                                )
+                                .map_err(|_| ApiError::internal())?,
+                        )
+                    }
+                };
+                SsfDelivery::Push {
+                    endpoint_url,
+                    sealed_authorization,
+                }
+            }
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "unsupported_delivery_method",
+                    format!(
+                        "delivery.method is {} (poll) or {} (push)",
+                        signals::DELIVERY_POLL,
+                        signals::DELIVERY_PUSH
+                    ),
+                ));
+            }
+        };
+        let stream = SsfStream {
+            id: id.clone(),
+            receiver: receiver_of(&caller),
+            audience: audience_of(&caller),
+            delivery,
+            events_requested: req.events_requested.unwrap_or_default(),
+            events_delivered,
+            description: req.description,
+            created_at: OffsetDateTime::now_utc(),
+            acked_through: 0,
+        };
+        let mut event = state.event(
+            caller.actor(),
+            signals::ACTION_STREAM_CREATE,
+            Outcome::Success,
+        );
+        event.request_id = crate::auth::request_id(&headers);
+        event.resource = Some(format!("ssf_stream:{id}"));
+        let endpoint = match &stream.delivery {
+            SsfDelivery::Poll => None,
+            SsfDelivery::Push { endpoint_url, .. } => Some(endpoint_url.clone()),
+        };
+        event.details = json!({
+            "aud": stream.audience,
+            "method": if endpoint.is_some() { signals::DELIVERY_PUSH } else { signals::DELIVERY_POLL },
+            "endpoint_url": endpoint,
+            "events_delivered": stream.events_delivered,
+        });
+        let stored = match state.store.create_ssf_stream(&stream, &event).await {
+            Ok(stored) => stored,
+            Err(StoreError::Conflict { .. }) => {
+                return Err(ApiError::conflict(
+                    "too_many_streams",
+                    format!(
+                        "a receiver holds at most {} streams; delete one first",
+                        aims_store::MAX_SSF_STREAMS_PER_RECEIVER
+                    ),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok((
+            StatusCode::CREATED,
+            Json(signals::stream_view(&state.issuer, &stored)),
+        )
+            .into_response())
+    })
+    .await
+}
+
+/// `GET /ssf/streams[?stream_id=]`: one of the caller's streams, or all of them (a list,
+/// empty when there is none).
+pub async fn read(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    as_receiver(state, headers, |state, _, caller| async move {
+        match stream_id_param(query.as_deref())? {
+            Some(id) => {
+                let stream = owned_stream(&state, &caller, &id).await?;
+                Ok(Json(signals::stream_view(&state.issuer, &stream)).into_response())
+            }
+            None => {
+                let streams = state
+                    .store
+                    .list_ssf_streams(Some(&receiver_of(&caller)), "", aims_store::MAX_PAGE)
+                    .await?;
+                let views: Vec<Value> = streams
+                    .iter()
+                    .map(|s| signals::stream_view(&state.issuer, s))
+                    .collect();
+                Ok(Json(views).into_response())
+            }
+        }
+    })
+    .await
+}
+
+/// `DELETE /ssf/streams?stream_id=`: 204.
+pub async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    as_receiver(state, headers, |state, headers, caller| async move {
+        require_change(&caller)?;
+        let id = required_stream_id(query.as_deref())?;
+        let stream = owned_stream(&state, &caller, &id).await?;
+        let mut event = state.event(
+            caller.actor(),
+            signals::ACTION_STREAM_DELETE,
+            Outcome::Success,
+        );
+        event.request_id = crate::auth::request_id(&headers);
+        event.resource = Some(format!("ssf_stream:{}", stream.id));
+        match state.store.delete_ssf_stream(&stream.id, &event).await {
+            Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+            Err(StoreError::NotFound { .. }) => Err(stream_not_found()),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await
+}
+
+/// `GET /ssf/status?stream_id=`: streams are always enabled (pausing is not offered).
+pub async fn status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    as_receiver(state, headers, |state, _, caller| async move {
+        let id = required_stream_id(query.as_deref())?;
+        let stream = owned_stream(&state, &caller, &id).await?;
+        Ok(Json(json!({ "stream_id": stream.id, "status": "enabled" })).into_response())
+    })
+    .await
+}
+
+/// The body of a poll request (RFC 8936 §2.2).
+#[derive(Debug, Default, Deserialize)]
+struct PollRequest {
+    #[serde(rename = "maxEvents", default)]
+    max_events: Option<u64>,
+    #[serde(rename = "returnImmediately", default)]
+    return_immediately: bool,
+    #[serde(default)]
+    ack: Vec<String>,
+    #[serde(rename = "setErrs", default)]
+    set_errs: BTreeMap<String, SetError>,
+}
+
+/// A receiver's report that it could not process a SET (RFC 8935 §2.3).
+#[derive(Debug, Deserialize)]
+struct SetError {
+    err: String,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+/// `POST /ssf/poll/{stream_id}`: acknowledges what the receiver has, then answers the SETs
+/// it has not acknowledged (long-polling up to 25 s for one unless `returnImmediately`).
+pub async fn poll(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(stream_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    as_receiver(state, headers, |state, headers, caller| async move {
+        let stream = owned_stream(&state, &caller, &stream_id).await?;
+        if !matches!(stream.delivery, SsfDelivery::Poll) {
+            return Err(invalid("this stream is delivered by push, not polled"));
+        }
+        let req: PollRequest = json_body(&body)?;
+        if req.ack.len().saturating_add(req.set_errs.len()) > MAX_ACKS {
+            return Err(invalid("at most 1000 acknowledgements and errors per poll"));
+        }
+        let position = |jti: &str| {
+            signals::parse_set_jti(&stream.id, jti)
+                .ok_or_else(|| invalid(format!("{jti:.80} is not a SET of this stream")))
+        };
+        let mut seqs = req
+            .ack
+            .iter()
+            .map(|jti| position(jti))
+            .collect::<Result<Vec<u64>, ApiError>>()?;
+        let mut errors = Map::new();
+        for (jti, error) in &req.set_errs {
+            seqs.push(position(jti)?);
+            let description_ok = error
+                .description
+                .as_deref()
+                .is_none_or(|d| d.is_empty() || printable(d, MAX_ERR_DESCRIPTION));
+            if !printable(&error.err, MAX_ERR) || !description_ok {
+                return Err(invalid(
+                    "each setErrs entry has an err of at most 64 and a description of at most \
+                     256 printable characters",
+                ));
+            }
+            // A SET the receiver could not process is not sent again: it would fail the
+            // same way. The error is logged and audited.
+            tracing::warn!(stream = %stream.id, %jti, err = %error.err, "an SSF receiver reported a SET error");
+            errors.insert(jti.clone(), json!(error.err));
+        }
+        if !seqs.is_empty() {
+            state.store.acknowledge_ssf(&stream.id, &seqs).await?;
+        }
+        let max = req
+            .max_events
+            .map_or(DEFAULT_POLL_EVENTS, |n| {
+                u32::try_from(n).unwrap_or(u32::MAX).min(MAX_POLL_EVENTS)
+            });
+        let wait = LONG_POLL.min(
+            state
+                .config
+                .request_timeout
+                .saturating_sub(LONG_POLL_MARGIN),
+        );
+        let deadline = tokio::time::Instant::now() + wait;
+        // Subscribed before looking, so a revocation applied in between still wakes us.
+        let mut live = state.revocations.subscribe();
+        let (batch, more) = loop {
+            let (batch, more) = signals::due(state.store.as_ref(), &stream, max).await?;
+            if !batch.is_empty() || req.return_immediately || max == 0 {
+                break (batch, more);
+            }
+            match tokio::time::timeout_at(deadline, live.recv()).await {
+                Ok(Ok(_) | Err(RecvError::Lagged(_))) => {}
+                Ok(Err(RecvError::Closed)) | Err(_) => break (batch, more),
+            }
+        };
+        let mut sets = Map::new();
+        for entry in &batch {
+            let (jti, set) = signals::sign_set(&state, &stream, entry).map_err(|error| {
+                tracing::error!(%error, "cannot sign a SET");
+                ApiError::internal()
+            })?;
+            sets.insert(jti, Value::String(set));
+        }
+        let mut event = state.event(caller.actor(), action::READ, Outcome::Success);
+        event.request_id = crate::auth::request_id(&headers);
+        event.resource = Some(format!("POST {}/{}", signals::POLL_PATH, stream.id));
+        event.details = json!({
+            "sets": sets.len(),
+            "acknowledged": req.ack.len(),
+            "set_errors": errors,
+        });
+        state.audit.record(event).await?;
+        Ok(Json(json!({ "sets": sets, "moreAvailable": more })).into_response())
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn endpoint_urls_are_absolute_http_without_credentials() {
+        for good in [
+            "https://receiver.example/events",
+            "http://127.0.0.1:8080/ssf",
+        ] {
+            assert!(check_endpoint_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "ftp://receiver.example/events",
+            "https://user:pw@receiver.example/",
+            "https://receiver.example/#frag",
+            "/relative",
+            "file:///etc/passwd",
+            "",
+            &format!("https://receiver.example/{}", "a".repeat(600)),
+        ] {
+            assert!(check_endpoint_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn requested_events_narrow_to_supported_ones() {
+        assert_eq!(
+            events_delivered(None).unwrap(),
+            signals::EVENTS_SUPPORTED.map(str::to_owned)
+        );
+        let requested = vec![
+            signals::SESSION_REVOKED.to_owned(),
+            "urn:example:secevent:unknown".to_owned(),
+        ];
+        assert_eq!(
+            events_delivered(Some(&requested)).unwrap(),
+            [signals::SESSION_REVOKED]
+        );
+        for bad in [
+            vec![],
+            vec!["urn:example:only-unknown".to_owned()],
+            vec!["not a uri".to_owned()],
+            vec!["x".repeat(300)],
+            vec![signals::SESSION_REVOKED.to_owned(); 33],
+        ] {
+            assert!(events_delivered(Some(&bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_stream_id_is_a_query_parameter() {
+        assert_eq!(stream_id_param(None).unwrap(), None);
+        assert_eq!(
+            stream_id_param(Some("stream_id=abc")).unwrap().as_deref(),
+            Some("abc")
+        );
+        assert!(stream_id_param(Some("stream_id=a&stream_id=b")).is_err());
+        assert!(stream_id_param(Some("other=1")).is_err());
+        assert!(required_stream_id(Some("")).is_err());
+    }
+}

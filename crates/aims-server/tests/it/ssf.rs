@@ -1,0 +1,765 @@
+//! Shared Signals over HTTP: the transmitter metadata, streams created by resource servers
+//! and operators, CAEP SETs for revoked tokens and identities that verify against the JWKS,
+//! acknowledgements, long polls that wake on a revocation, receivers kept apart, bad input
+//! refused, and push delivery to a loopback receiver.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use aims_token::jws::{self, Alg, VerifyingKey};
+use axum::http::{HeaderMap, StatusCode as AxumStatus};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::kit::{ADMIN_TOKEN, Backend, Reply, TestServer, serve_on_loopback};
+use crate::on_both_stores;
+use crate::tokens::{AUDIENCE, Scene, access_token, claims};
+
+on_both_stores!(
+    a_poll_stream_carries_signed_caep_events,
+    a_long_poll_wakes_on_a_new_revocation,
+    receivers_see_only_their_own_streams,
+    bad_stream_requests_change_nothing,
+    push_delivers_to_a_loopback_receiver,
+);
+
+const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
+const CREDENTIAL_CHANGE: &str =
+    "https://schemas.openid.net/secevent/caep/event-type/credential-change";
+const POLL: &str = "urn:ietf:rfc:8936";
+const PUSH: &str = "urn:ietf:rfc:8935";
+
+/// How a test authenticates to the SSF endpoints.
+#[derive(Clone, Copy)]
+enum As<'a> {
+    /// A resource server, HTTP Basic.
+    Rs(&'a str, &'a str),
+    /// An operator, Bearer.
+    User(&'a str),
+    Nobody,
+}
+
+async fn ssf(
+    server: &TestServer,
+    who: As<'_>,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Reply {
+    let mut req = server
+        .http
+        .request(method, format!("{}{path}", server.base));
+    req = match who {
+        As::Rs(name, secret) => req.basic_auth(name, Some(secret)),
+        As::User(token) => req.bearer_auth(token),
+        As::Nobody => req,
+    };
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    TestServer::reply(req.send().await.unwrap()).await
+}
+
+impl Scene {
+    fn rs(&self) -> As<'_> {
+        As::Rs("repo-tools", &self.rs_secret)
+    }
+
+    /// Creates a stream as the resource server and returns its configuration.
+    async fn stream(&self, body: Value) -> Value {
+        let reply = ssf(
+            &self.server,
+            self.rs(),
+            Method::POST,
+            "/ssf/streams",
+            Some(body),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        assert_eq!(reply.headers["cache-control"], "no-store");
+        reply.body
+    }
+
+    /// Polls `stream` as the resource server.
+    async fn poll(&self, stream: &Value, body: Value) -> Reply {
+        let path = format!("/ssf/poll/{}", stream["stream_id"].as_str().unwrap());
+        ssf(&self.server, self.rs(), Method::POST, &path, Some(body)).await
+    }
+
+    /// Polls without waiting and returns the SETs.
+    async fn sets(&self, stream: &Value) -> serde_json::Map<String, Value> {
+        let reply = self.poll(stream, json!({"returnImmediately": true})).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body["sets"].as_object().unwrap().clone()
+    }
+
+    /// Revokes through the operator API.
+    async fn revoke(&self, target: &str, id: &str) -> u64 {
+        let reply = self
+            .server
+            .admin(
+                Method::POST,
+                "/v1/revocations",
+                Some(json!({"target": target, "id": id, "reason": "incident 42"})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body["revoked"].as_u64().unwrap()
+    }
+}
+
+/// Verifies `set` against the server's JWKS as a third party would: ES256, `typ`
+/// `secevent+jwt`, a published `kid`. Returns the claims.
+async fn verify_set(server: &TestServer, set: &str) -> Value {
+    let jwks = server
+        .call(Method::GET, "/.well-known/jwks.json", None, None)
+        .await
+        .body;
+    let verified = jws::verify(set, "secevent+jwt", &[Alg::Es256], |header| {
+        let kid = header.kid.clone().unwrap();
+        let jwk = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid.as_str())
+            .ok_or(aims_token::TokenError::UnknownKey)?;
+        VerifyingKey::from_jwk(jwk).map(|(key, _)| key)
+    })
+    .unwrap();
+    assert_eq!(verified.typ, "secevent+jwt");
+    let claims = Value::Object(verified.claims);
+    assert!(claims.get("sub").is_none(), "no sub in a SET: {claims}");
+    assert!(claims.get("exp").is_none(), "no exp in a SET: {claims}");
+    assert_eq!(claims["iss"], server.base);
+    assert!(claims["iat"].is_i64());
+    claims
+}
+
+/// The one event of a SET: its type and body.
+fn event(claims: &Value) -> (String, Value) {
+    let events = claims["events"].as_object().unwrap();
+    assert_eq!(events.len(), 1, "{claims}");
+    let (kind, body) = events.iter().next().unwrap();
+    (kind.clone(), body.clone())
+}
+
+async fn a_poll_stream_carries_signed_caep_events(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    let base = scene.server.base.clone();
+
+    // Discovery.
+    let meta = scene
+        .server
+        .call(Method::GET, "/.well-known/ssf-configuration", None, None)
+        .await;
+    assert_eq!(meta.status, StatusCode::OK);
+    assert_eq!(meta.body["issuer"], base);
+    assert_eq!(meta.body["spec_version"], "1_0");
+    assert_eq!(
+        meta.body["jwks_uri"],
+        format!("{base}/.well-known/jwks.json")
+    );
+    assert_eq!(meta.body["delivery_methods_supported"], json!([PUSH, POLL]));
+    assert_eq!(
+        meta.body["configuration_endpoint"],
+        format!("{base}/ssf/streams")
+    );
+    assert_eq!(meta.body["status_endpoint"], format!("{base}/ssf/status"));
+    assert_eq!(
+        meta.body["authorization_schemes"],
+        json!([{"spec_urn": "urn:ietf:rfc:6749"}])
+    );
+    assert_eq!(meta.body["default_subjects"], "ALL");
+
+    // A poll stream for the resource server; unknown event types are ignored.
+    let stream = scene
+        .stream(json!({
+            "delivery": {"method": POLL},
+            "events_requested": [SESSION_REVOKED, CREDENTIAL_CHANGE, "urn:example:unknown"],
+            "description": "revocations for the repo tools",
+            "format": "jwt_id",
+        }))
+        .await;
+    let id = stream["stream_id"].as_str().unwrap().to_owned();
+    assert_eq!(stream["iss"], base);
+    assert_eq!(stream["aud"], AUDIENCE);
+    assert_eq!(
+        stream["delivery"],
+        json!({"method": POLL, "endpoint_url": format!("{base}/ssf/poll/{id}")})
+    );
+    assert_eq!(
+        stream["events_supported"],
+        json!([SESSION_REVOKED, CREDENTIAL_CHANGE])
+    );
+    assert_eq!(
+        stream["events_delivered"],
+        json!([SESSION_REVOKED, CREDENTIAL_CHANGE])
+    );
+    assert_eq!(stream["events_requested"][2], "urn:example:unknown");
+    assert_eq!(stream["description"], "revocations for the repo tools");
+    let created = scene.server.last_event("ssf.stream.create").await;
+    assert_eq!(
+        created.resource.as_deref(),
+        Some(format!("ssf_stream:{id}").as_str())
+    );
+    assert_eq!(
+        scene
+            .server
+            .call(
+                Method::GET,
+                &format!("/ssf/status?stream_id={id}"),
+                None,
+                None
+            )
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let status = ssf(
+        &scene.server,
+        scene.rs(),
+        Method::GET,
+        &format!("/ssf/status?stream_id={id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status.body, json!({"stream_id": id, "status": "enabled"}));
+
+    // Nothing yet; a stream carries only what is revoked after it exists.
+    let empty = scene
+        .poll(&stream, json!({"returnImmediately": true}))
+        .await;
+    assert_eq!(empty.status, StatusCode::OK, "{}", empty.body);
+    assert_eq!(empty.body, json!({"sets": {}, "moreAvailable": false}));
+
+    // A revoked access token: one session-revoked SET.
+    let token = access_token(&scene.exchange("read:repo/acme/app").await);
+    let token_jti = claims(&token)["jti"].as_str().unwrap().to_owned();
+    assert_eq!(scene.revoke("token", &token_jti).await, 1);
+    let sets = scene.sets(&stream).await;
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    let (set_jti, set) = sets.iter().next().unwrap();
+    let c = verify_set(&scene.server, set.as_str().unwrap()).await;
+    assert_eq!(&c["jti"], set_jti);
+    assert!(set_jti.starts_with(&format!("{id}.")));
+    assert_eq!(c["aud"], AUDIENCE);
+    assert_eq!(
+        c["sub_id"],
+        json!({"format": "jwt_id", "iss": base, "jti": token_jti})
+    );
+    let (kind, body) = event(&c);
+    assert_eq!(kind, SESSION_REVOKED);
+    assert_eq!(body["initiating_entity"], "admin");
+    assert_eq!(body["reason_admin"], json!({"en": "incident 42"}));
+    assert!(body["event_timestamp"].as_i64().unwrap() >= c["iat"].as_i64().unwrap() - 60);
+
+    // Not acknowledged: delivered again, with the same jti; acknowledged: gone.
+    let again = scene.sets(&stream).await;
+    assert_eq!(again.keys().collect::<Vec<_>>(), [set_jti]);
+    let acked = scene
+        .poll(
+            &stream,
+            json!({"ack": [set_jti], "maxEvents": 0, "returnImmediately": true}),
+        )
+        .await;
+    assert_eq!(acked.body, json!({"sets": {}, "moreAvailable": false}));
+    assert!(scene.sets(&stream).await.is_empty());
+    // A repeated acknowledgement (a lost answer) is harmless.
+    let repeated = scene
+        .poll(
+            &stream,
+            json!({"ack": [set_jti], "returnImmediately": true}),
+        )
+        .await;
+    assert_eq!(repeated.status, StatusCode::OK, "{}", repeated.body);
+
+    // Ending a task revokes its tokens: one SET per revoked credential.
+    let first = access_token(&scene.exchange("read:repo/acme/app").await);
+    let task_id = claims(&first)["task_id"].as_str().unwrap().to_owned();
+    let delegated = access_token(&scene.delegate(&first, &[]).await);
+    let ended = scene
+        .server
+        .admin(Method::POST, &format!("/v1/tasks/{task_id}/end"), None)
+        .await;
+    assert_eq!(ended.status, StatusCode::OK, "{}", ended.body);
+    let sets = scene.sets(&stream).await;
+    let mut revoked = Vec::new();
+    for set in sets.values() {
+        let c = verify_set(&scene.server, set.as_str().unwrap()).await;
+        let (kind, body) = event(&c);
+        assert_eq!(kind, SESSION_REVOKED);
+        assert_eq!(body["reason_admin"], json!({"en": "task ended"}));
+        revoked.push(c["sub_id"]["jti"].as_str().unwrap().to_owned());
+    }
+    revoked.sort();
+    let mut expected = vec![
+        claims(&first)["jti"].as_str().unwrap().to_owned(),
+        claims(&delegated)["jti"].as_str().unwrap().to_owned(),
+    ];
+    expected.sort();
+    assert_eq!(revoked, expected);
+
+    // A small page says more is available; a SET the receiver reports as an error is not
+    // sent again.
+    let page = scene
+        .poll(&stream, json!({"maxEvents": 1, "returnImmediately": true}))
+        .await;
+    assert_eq!(page.body["sets"].as_object().unwrap().len(), 1);
+    assert_eq!(page.body["moreAvailable"], true);
+    let jtis: Vec<String> = sets.keys().cloned().collect();
+    let mut errs = serde_json::Map::new();
+    errs.insert(
+        jtis[1].clone(),
+        json!({"err": "invalid_key", "description": "stale JWKS"}),
+    );
+    let reported = scene
+        .poll(
+            &stream,
+            json!({"ack": [jtis[0]], "setErrs": errs, "returnImmediately": true}),
+        )
+        .await;
+    assert_eq!(reported.body, json!({"sets": {}, "moreAvailable": false}));
+    let read = scene.server.last_event("api.read").await;
+    assert_eq!(read.details["set_errors"][&jtis[1]], "invalid_key");
+
+    // The executor's kill switch revokes its identity: a credential-change SET.
+    let svid_jti = claims(&scene.executor.svid)["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    scene.revoke("agent", "executor").await;
+    let sets = scene.sets(&stream).await;
+    let svid_set = sets
+        .values()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .find(|s| claims(s)["sub_id"]["jti"] == svid_jti.as_str())
+        .expect("a SET for the executor's identity");
+    let c = verify_set(&scene.server, &svid_set).await;
+    let (kind, body) = event(&c);
+    assert_eq!(kind, CREDENTIAL_CHANGE);
+    assert_eq!(body["change_type"], "revoke");
+    assert_eq!(body["credential_type"], "verifiable-credential");
+    assert_eq!(body["initiating_entity"], "admin");
+
+    // A stream that asked only for session events never sees identity revocations.
+    let sessions = scene
+        .stream(json!({"events_requested": [SESSION_REVOKED]}))
+        .await;
+    assert_eq!(sessions["delivery"]["method"], POLL, "poll is the default");
+    assert_eq!(sessions["events_delivered"], json!([SESSION_REVOKED]));
+    let live = access_token(&scene.exchange("read:repo/acme/app").await);
+    // The planner's identity and its live token.
+    assert_eq!(scene.revoke("agent", "planner").await, 2);
+    let sets = scene.sets(&sessions).await;
+    assert_eq!(sets.len(), 1, "only the token: {sets:?}");
+    let set = sets.values().next().unwrap().as_str().unwrap();
+    assert_eq!(event(&claims(set)).0, SESSION_REVOKED);
+    assert_eq!(claims(set)["sub_id"]["jti"], claims(&live)["jti"]);
+    // The skipped identity does not hold the stream back.
+    assert!(scene.sets(&sessions).await.len() == 1);
+    let acked = scene
+        .poll(
+            &sessions,
+            json!({"ack": sets.keys().collect::<Vec<_>>(), "returnImmediately": true}),
+        )
+        .await;
+    assert_eq!(acked.body, json!({"sets": {}, "moreAvailable": false}));
+}
+
+async fn a_long_poll_wakes_on_a_new_revocation(backend: Backend) {
+    let scene = Arc::new(Scene::start(backend).await);
+    let stream = scene.stream(json!({})).await;
+    let token = access_token(&scene.exchange("read:repo/acme/app").await);
+    let jti = claims(&token)["jti"].as_str().unwrap().to_owned();
+
+    let started = Instant::now();
+    let waiting = {
+        let scene = scene.clone();
+        let stream = stream.clone();
+        tokio::spawn(async move { scene.poll(&stream, json!({})).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "a long poll waits for an event");
+    scene.revoke("token", &jti).await;
+    let reply = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the long poll woke")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let sets = reply.body["sets"].as_object().unwrap();
+    assert_eq!(sets.len(), 1);
+    let set = sets.values().next().unwrap().as_str().unwrap();
+    assert_eq!(claims(set)["sub_id"]["jti"], jti.as_str());
+}
+
+async fn receivers_see_only_their_own_streams(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    let server = &scene.server;
+    let other = server
+        .admin(
+            Method::POST,
+            "/v1/resource-servers",
+            Some(json!({"name": "other-tools", "audience": "https://other.example", "system": "jira"})),
+        )
+        .await;
+    let other_secret = other.body["client_secret"].as_str().unwrap().to_owned();
+    let other = As::Rs("other-tools", &other_secret);
+
+    let mine = scene.stream(json!({})).await;
+    let id = mine["stream_id"].as_str().unwrap().to_owned();
+    let theirs = ssf(server, other, Method::POST, "/ssf/streams", Some(json!({}))).await;
+    assert_eq!(theirs.status, StatusCode::CREATED);
+    assert_eq!(theirs.body["aud"], "https://other.example");
+
+    // Each lists only its own.
+    let listed = ssf(server, scene.rs(), Method::GET, "/ssf/streams", None).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(listed.body, json!([mine]));
+    let one = ssf(
+        server,
+        scene.rs(),
+        Method::GET,
+        &format!("/ssf/streams?stream_id={id}"),
+        None,
+    )
+    .await;
+    assert_eq!(one.body, mine);
+    assert_eq!(
+        server.last_event("api.read").await.resource.as_deref(),
+        Some("GET /ssf/streams")
+    );
+
+    // Another receiver cannot see, poll, query or delete it: it does not exist for them.
+    for (method, path) in [
+        (Method::GET, format!("/ssf/streams?stream_id={id}")),
+        (Method::GET, format!("/ssf/status?stream_id={id}")),
+        (Method::POST, format!("/ssf/poll/{id}")),
+        (Method::DELETE, format!("/ssf/streams?stream_id={id}")),
+    ] {
+        let reply = ssf(
+            server,
+            other,
+            method.clone(),
+            &path,
+            Some(json!({"returnImmediately": true})),
+        )
+        .await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (StatusCode::NOT_FOUND, "stream_not_found"),
+            "{method} {path}"
+        );
+    }
+    // Nor can the anonymous or a wrong secret.
+    let anonymous = ssf(server, As::Nobody, Method::GET, "/ssf/streams", None).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        anonymous.headers["www-authenticate"],
+        "Basic realm=\"aims\""
+    );
+    let wrong = ssf(
+        server,
+        As::Rs("repo-tools", "nope"),
+        Method::POST,
+        &format!("/ssf/poll/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (wrong.status, wrong.code()),
+        (StatusCode::UNAUTHORIZED, "invalid_client")
+    );
+    assert_eq!(
+        server.last_event("api.reject").await.code.as_deref(),
+        Some("invalid_client")
+    );
+
+    // Operators have streams of their own; an auditor reads but may not create.
+    let admin = ssf(
+        server,
+        As::User(ADMIN_TOKEN),
+        Method::POST,
+        "/ssf/streams",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(admin.status, StatusCode::CREATED, "{}", admin.body);
+    assert_eq!(admin.body["aud"], "urn:aims:user:admin");
+    let auditor = server.add_user("carol", "auditor").await;
+    let listed = ssf(
+        server,
+        As::User(&auditor),
+        Method::GET,
+        "/ssf/streams",
+        None,
+    )
+    .await;
+    assert_eq!(listed.body, json!([]));
+    let refused = ssf(
+        server,
+        As::User(&auditor),
+        Method::POST,
+        "/ssf/streams",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    // The owner deletes it; then it is gone for the owner too.
+    let before = server.count_events("ssf.stream.delete").await;
+    let deleted = ssf(
+        server,
+        scene.rs(),
+        Method::DELETE,
+        &format!("/ssf/streams?stream_id={id}"),
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(server.count_events("ssf.stream.delete").await, before + 1);
+    let gone = ssf(
+        server,
+        scene.rs(),
+        Method::POST,
+        &format!("/ssf/poll/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    let listed = ssf(server, other, Method::GET, "/ssf/streams", None).await;
+    assert_eq!(listed.body.as_array().unwrap().len(), 1);
+}
+
+async fn bad_stream_requests_change_nothing(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    let server = &scene.server;
+    let before = server.count_events("ssf.stream.create").await;
+    for (body, code) in [
+        (
+            json!({"delivery": {"method": "urn:example:carrier-pigeon"}}),
+            "unsupported_delivery_method",
+        ),
+        (json!({"delivery": {"method": PUSH}}), "invalid_request"),
+        (
+            json!({"delivery": {"method": PUSH, "endpoint_url": "ftp://rx.example/x"}}),
+            "invalid_endpoint_url",
+        ),
+        (
+            json!({"delivery": {"method": PUSH, "endpoint_url": "https://u:p@rx.example/x"}}),
+            "invalid_endpoint_url",
+        ),
+        (
+            json!({"delivery": {"method": PUSH, "endpoint_url": "https://rx.example/x",
+                             "authorization_header": "Bearer a\u{7}b"}}),
+            "invalid_request",
+        ),
+        (
+            json!({"delivery": {"method": POLL, "endpoint_url": "https://rx.example/x"}}),
+            "invalid_request",
+        ),
+        (
+            json!({"events_requested": ["urn:example:only-unknown"]}),
+            "unsupported_events",
+        ),
+        (json!({"events_requested": []}), "invalid_events"),
+        (json!({"events_requested": "not a list"}), "invalid_body"),
+        (json!({"description": "x".repeat(300)}), "invalid_request"),
+        (json!([1, 2]), "invalid_body"),
+    ] {
+        let reply = ssf(
+            server,
+            scene.rs(),
+            Method::POST,
+            "/ssf/streams",
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (StatusCode::BAD_REQUEST, code),
+            "{body}"
+        );
+    }
+    let not_json = server
+        .http
+        .post(format!("{}/ssf/streams", server.base))
+        .basic_auth("repo-tools", Some(&scene.rs_secret))
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_json.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(server.count_events("ssf.stream.create").await, before);
+
+    // Bad polls and queries.
+    let stream = scene.stream(json!({})).await;
+    let other = scene.stream(json!({})).await;
+    let foreign_jti = format!("{}.1", other["stream_id"].as_str().unwrap());
+    for body in [
+        json!({"ack": [foreign_jti]}),
+        json!({"ack": ["not-a-jti"]}),
+        json!({"maxEvents": -1}),
+        json!({"returnImmediately": "yes"}),
+        json!({"setErrs": {"x": {"description": "no err"}}}),
+        json!({"ack": vec!["x"; 1001]}),
+    ] {
+        let reply = scene.poll(&stream, body.clone()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            reply.body
+        );
+    }
+    let id = stream["stream_id"].as_str().unwrap();
+    for path in [
+        "/ssf/streams?stream_id=a&stream_id=b".to_owned(),
+        format!("/ssf/streams?stream_id={id}&extra=1"),
+        "/ssf/status".to_owned(),
+    ] {
+        let reply = ssf(server, scene.rs(), Method::GET, &path, None).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}");
+    }
+    let no_id = ssf(server, scene.rs(), Method::DELETE, "/ssf/streams", None).await;
+    assert_eq!(no_id.status, StatusCode::BAD_REQUEST);
+
+    // A receiver holds a bounded number of streams.
+    let mut created = 2;
+    loop {
+        let reply = ssf(
+            server,
+            scene.rs(),
+            Method::POST,
+            "/ssf/streams",
+            Some(json!({})),
+        )
+        .await;
+        if reply.status == StatusCode::CONFLICT {
+            assert_eq!(reply.code(), "too_many_streams");
+            break;
+        }
+        assert_eq!(reply.status, StatusCode::CREATED);
+        created += 1;
+        assert!(created <= 16, "no bound");
+    }
+    assert_eq!(created, 16);
+}
+
+/// What the loopback receiver saw of one push.
+#[derive(Debug)]
+struct Pushed {
+    content_type: String,
+    authorization: String,
+    body: String,
+}
+
+async fn push_delivers_to_a_loopback_receiver(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    // The receiver refuses the first attempt (unavailable), then accepts.
+    let (tx, mut rx) = mpsc::unbounded_channel::<Pushed>();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let app = {
+        let attempts = attempts.clone();
+        axum::Router::new().route(
+            "/events",
+            axum::routing::post(move |headers: HeaderMap, body: String| {
+                let tx = tx.clone();
+                let attempts = attempts.clone();
+                async move {
+                    if attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+                        return AxumStatus::SERVICE_UNAVAILABLE;
+                    }
+                    let header = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned()
+                    };
+                    let _ = tx.send(Pushed {
+                        content_type: header("content-type"),
+                        authorization: header("authorization"),
+                        body,
+                    });
+                    AxumStatus::ACCEPTED
+                }
+            }),
+        )
+    };
+    let receiver = serve_on_loopback(app).await;
+    let endpoint = format!("{receiver}/events");
+    let stream = scene
+        .stream(json!({
+            "delivery": {"method": PUSH, "endpoint_url": endpoint,
+                         "authorization_header": "Bearer receiver-secret"},
+        }))
+        .await;
+    let id = stream["stream_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        stream["delivery"],
+        json!({"method": PUSH, "endpoint_url": endpoint}),
+        "the authorization header is never shown"
+    );
+    let created = scene.server.last_event("ssf.stream.create").await;
+    assert!(!created.details.to_string().contains("receiver-secret"));
+    // A push stream is not polled.
+    let polled = scene
+        .poll(&stream, json!({"returnImmediately": true}))
+        .await;
+    assert_eq!(polled.status, StatusCode::BAD_REQUEST);
+
+    let token = access_token(&scene.exchange("read:repo/acme/app").await);
+    let jti = claims(&token)["jti"].as_str().unwrap().to_owned();
+    scene.revoke("token", &jti).await;
+    let pushed = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("the SET was pushed")
+        .unwrap();
+    assert_eq!(pushed.content_type, "application/secevent+jwt");
+    assert_eq!(pushed.authorization, "Bearer receiver-secret");
+    let c = verify_set(&scene.server, &pushed.body).await;
+    assert_eq!(c["sub_id"]["jti"], jti.as_str());
+    assert_eq!(c["aud"], AUDIENCE);
+    assert!(c["jti"].as_str().unwrap().starts_with(&format!("{id}.")));
+    assert_eq!(event(&c).0, SESSION_REVOKED);
+    assert!(
+        attempts.load(Ordering::SeqCst) >= 2,
+        "retried after a failure"
+    );
+
+    // Accepted deliveries are recorded: nothing stays pending, nothing is sent twice.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !scene
+        .server
+        .store
+        .ssf_pending(&id, 0)
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the delivery was not recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(rx.try_recv().is_err(), "delivered once");
+
+    // A deleted stream receives nothing more.
+    let deleted = ssf(
+        &scene.server,
+        scene.rs(),
+        Method::DELETE,
+        &format!("/ssf/streams?stream_id={id}"),
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let other = access_token(&scene.exchange("read:repo/acme/app").await);
+    scene
+        .revoke("token", claims(&other)["jti"].as_str().unwrap())
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(rx.try_recv().is_err(), "nothing pushed after deletion");
+}

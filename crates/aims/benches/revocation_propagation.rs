@@ -1,0 +1,143 @@
+//! Revocation propagation between replicas: two `aims server` processes share one PostgreSQL
+//! database; a token is revoked on the first (`POST /v1/revocations`) and the second is asked
+//! for decisions with it, back to back, until it refuses (401). The delay is measured from
+//! the start of the revocation request, and also from its acknowledgement (when it is durable).
+//!
+//! Baselines in the same run: a loopback round trip to the second replica (`GET /healthz`) and
+//! one decision round trip with a live token (the polling granularity of this measurement).
+//! Each replica reads the revocation log every `revocation_poll_ms` (default 20 ms), so the
+//! expected delay is up to one poll interval plus a query and a decision round trip.
+//!
+//! ```text
+//! AIMS_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
+//!     cargo bench -p aims --bench revocation_propagation
+//! ```
+
+// A bench target is test code: a broken invariant must stop it loudly.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[allow(dead_code)]
+#[path = "../tests/it/process.rs"]
+mod process;
+#[allow(dead_code)]
+#[path = "../tests/it/replica_kit.rs"]
+mod replica_kit;
+
+use std::time::{Duration, Instant};
+
+use replica_kit::{Deployment, database_url, jti};
+
+const SAMPLES: usize = 100;
+const ROUND_TRIPS: usize = 300;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn summary(name: &str, mut values: Vec<Duration>, baseline: Duration) {
+    values.sort();
+    let (p50, p95, p99) = (
+        percentile(&values, 0.5),
+        percentile(&values, 0.95),
+        percentile(&values, 0.99),
+    );
+    let max = *values.last().unwrap();
+    println!(
+        "| {name} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0}× |",
+        values.len(),
+        ms(p50),
+        ms(p95),
+        ms(p99),
+        ms(max),
+        p99.as_secs_f64() / baseline.as_secs_f64()
+    );
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    if std::env::var("AIMS_TEST_DATABASE_URL").is_err() {
+        println!("skipped: set AIMS_TEST_DATABASE_URL to a PostgreSQL database");
+        return;
+    }
+    let deployment = Deployment::start(&database_url().await).await;
+    let planner = deployment.planner().await;
+    let second = deployment.replicas[1].url.clone();
+
+    // Baseline: loopback round trips to the second replica.
+    let mut round_trips = Vec::with_capacity(ROUND_TRIPS);
+    for _ in 0..ROUND_TRIPS {
+        let started = Instant::now();
+        let status = deployment
+            .http
+            .get(format!("{second}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success());
+        round_trips.push(started.elapsed());
+    }
+    // Baseline: decision round trips with a live token.
+    let live = deployment.exchange(&planner, 0).await;
+    let mut decisions = Vec::with_capacity(ROUND_TRIPS);
+    for _ in 0..ROUND_TRIPS {
+        let started = Instant::now();
+        assert_eq!(deployment.decide(&planner, &live, 1).await, 200);
+        decisions.push(started.elapsed());
+    }
+
+    let mut from_request = Vec::with_capacity(SAMPLES);
+    let mut from_ack = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let token = deployment.exchange(&planner, 0).await;
+        assert_eq!(deployment.decide(&planner, &token, 1).await, 200);
+        let started = Instant::now();
+        deployment.revoke_token(0, &jti(&token)).await;
+        let acknowledged = Instant::now();
+        loop {
+            match deployment.decide(&planner, &token, 1).await {
+                401 => break,
+                200 => {}
+                other => panic!("unexpected status {other}"),
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "not propagated in 5 s"
+            );
+        }
+        from_request.push(started.elapsed());
+        from_ack.push(acknowledged.elapsed());
+    }
+
+    let mut sorted = round_trips.clone();
+    sorted.sort();
+    let rtt = percentile(&sorted, 0.5);
+    let mut sorted_decisions = decisions.clone();
+    sorted_decisions.sort();
+    println!(
+        "baselines (p50): loopback round trip {:.3} ms; decision round trip {:.3} ms",
+        ms(rtt),
+        ms(percentile(&sorted_decisions, 0.5))
+    );
+    println!();
+    println!("| measure | samples | p50 ms | p95 ms | p99 ms | max ms | p99 / loopback RTT |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    summary("loopback round trip (baseline)", round_trips, rtt);
+    summary("decision round trip (baseline)", decisions, rtt);
+    summary(
+        "revoked on replica 1 → refused on replica 2, from the request",
+        from_request,
+        rtt,
+    );
+    summary("… from the acknowledgement", from_ack, rtt);
+}
