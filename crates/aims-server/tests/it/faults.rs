@@ -1,5 +1,6 @@
 //! Injected storage faults: when the audit log cannot be written, nothing is answered with
-//! success, readiness reports it, and the server recovers once the log is writable again.
+//! success, readiness reports it, and the server recovers once the log is writable again; when
+//! the revocation log cannot be read, task tokens are refused once the replica's view is stale.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,10 +22,12 @@ use time::OffsetDateTime;
 
 use crate::kit::{ADMIN_TOKEN, Backend, TestServer, open_store};
 
-/// A real store whose audit appends can be made to fail, like a full or unwritable disk.
+/// A real store whose audit appends can be made to fail, like a full or unwritable disk, and
+/// whose revocation log can be made unreadable, like a replica cut off from the database.
 struct FailingAudit {
     inner: Arc<dyn Store>,
     broken: Arc<AtomicBool>,
+    revocations_unreadable: Arc<AtomicBool>,
 }
 
 impl FailingAudit {
@@ -236,6 +239,11 @@ impl Store for FailingAudit {
         after: u64,
         limit: u32,
     ) -> Result<Vec<Revocation>, StoreError> {
+        if self.revocations_unreadable.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(
+                "injected: revocation log unreachable".into(),
+            ));
+        }
         self.inner.revocations_since(after, limit).await
     }
     async fn create_resource_server(
@@ -323,6 +331,7 @@ async fn an_unwritable_audit_log_refuses_every_answer_until_it_recovers() {
     let store: Arc<dyn Store> = Arc::new(FailingAudit {
         inner: open_store(Backend::Sqlite, &dir).await,
         broken: broken.clone(),
+        revocations_unreadable: Arc::new(AtomicBool::new(false)),
     });
     let env = std::collections::HashMap::from([(
         aims_server::config::ENV_BOOTSTRAP_TOKEN.to_owned(),
@@ -375,4 +384,48 @@ async fn an_unwritable_audit_log_refuses_every_answer_until_it_recovers() {
         server.admin(Method::GET, "/v1/agents", None).await.status,
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn a_replica_cut_off_from_the_revocation_log_refuses_task_tokens() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let cut_off = Arc::new(AtomicBool::new(false));
+    let store: Arc<dyn Store> = Arc::new(FailingAudit {
+        inner: open_store(Backend::Sqlite, &dir).await,
+        broken: Arc::new(AtomicBool::new(false)),
+        revocations_unreadable: cut_off.clone(),
+    });
+    let config = dir.path().join("aims.toml");
+    std::fs::write(&config, "version = 1\nrevocation_max_staleness_s = 1\n").unwrap();
+    let env = std::collections::HashMap::from([
+        (
+            aims_server::config::ENV_BOOTSTRAP_TOKEN.to_owned(),
+            ADMIN_TOKEN.to_owned(),
+        ),
+        (
+            "AIMS_CONFIG".to_owned(),
+            config.to_string_lossy().into_owned(),
+        ),
+    ]);
+    let server = TestServer::start_on(Backend::Sqlite, dir, store, env)
+        .await
+        .unwrap();
+    let scene = crate::tokens::Scene::on(server).await;
+    let token = crate::tokens::access_token(&scene.exchange("read:repo/acme/*").await);
+    let call = || scene.decide(&scene.planner.key, &token, "read", "repo/acme/app");
+    assert_eq!(call().await.status, StatusCode::OK);
+
+    cut_off.store(true, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let refused = call().await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "revocation_state_stale"),
+        "{}",
+        refused.body
+    );
+
+    cut_off.store(false, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(call().await.status, StatusCode::OK);
 }

@@ -90,9 +90,17 @@ impl Scene {
         Self::start_with(backend, json!({}), json!({})).await
     }
 
+    /// The scene on an already started server.
+    pub async fn on(server: TestServer) -> Self {
+        Self::setup(server, json!({}), json!({})).await
+    }
+
     /// With extra registry fields for the planner and the executor.
     pub async fn start_with(backend: Backend, planner: Value, executor: Value) -> Self {
-        let server = TestServer::start(backend).await;
+        Self::setup(TestServer::start(backend).await, planner, executor).await
+    }
+
+    async fn setup(server: TestServer, planner: Value, executor: Value) -> Self {
         let pushed = server
             .admin(
                 Method::POST,
