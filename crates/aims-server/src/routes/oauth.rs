@@ -534,7 +534,7 @@ async fn delegate(
     .and_then(|r| loaded.engine.decide(&r).ok());
     let Some(decision) = decision.filter(|d| d.effect == Effect::Allow) else {
         return Err(Refusal::new(
-            "unauthorized_client",
+            "invalid_grant",
             format!(
                 "policy does not allow {} to delegate to {actor_id}",
                 parent.client_id

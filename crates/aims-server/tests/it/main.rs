@@ -21,4 +21,5 @@ mod policies;
 mod registry;
 mod ssf;
 mod startup;
+mod token_attacks;
 mod tokens;
