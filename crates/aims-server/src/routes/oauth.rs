@@ -969,30 +969,15 @@ pub async fn introspect(
     body: Bytes,
 ) -> Response {
     let now = OffsetDateTime::now_utc();
-    let caller = match service_caller(&state, &headers).await {
-        Ok(Some(caller)) => caller,
-        Ok(None) => {
-            return refuse_service(
-                &state,
-                &headers,
-                Refusal::new("invalid_client", "authenticate as a resource server"),
-            )
-            .await;
+    let (caller, token) = match token_request(&state, &headers, &body).await {
+        Ok((Some(caller), token)) => (caller, token),
+        Ok((None, _)) => {
+            let refusal = Refusal::new("invalid_client", "authenticate as a resource server");
+            return refuse_service(&state, &headers, refusal).await;
         }
         Err(refusal) => return refuse_service(&state, &headers, refusal).await,
     };
-    let params = match Params::parse(&headers, &body) {
-        Ok(params) => params,
-        Err(refusal) => return refuse_service(&state, &headers, refusal).await,
-    };
-    let Some(token) = params.get("token") else {
-        return refuse_service(
-            &state,
-            &headers,
-            Refusal::new("invalid_request", "token is required"),
-        )
-        .await;
-    };
+    let token = token.as_str();
     let inactive = || no_store(Json(json!({ "active": false })).into_response());
     let Ok(claims) = tokens::verify_access(&state, token, now) else {
         return inactive();
@@ -1029,6 +1014,19 @@ pub async fn introspect(
     no_store(Json(body).into_response())
 }
 
+/// The caller (if it authenticated) and the `token` parameter of an introspection or
+/// revocation request.
+async fn token_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Option<ServiceCaller>, String), Refusal> {
+    let caller = service_caller(state, headers).await?;
+    let params = Params::parse(headers, body)?;
+    let token = params.require("token")?.to_owned();
+    Ok((caller, token))
+}
+
 /// Audits a refused introspection or revocation request and answers it.
 async fn refuse_service(state: &AppState, headers: &HeaderMap, refusal: Refusal) -> Response {
     let mut event = state.event(Actor::Anonymous, action::REJECT, Outcome::Denied);
@@ -1045,44 +1043,18 @@ async fn refuse_service(state: &AppState, headers: &HeaderMap, refusal: Refusal)
 /// revoke only tokens for its audience. Unknown or invalid tokens get 200 and change nothing.
 pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let now = OffsetDateTime::now_utc();
-    let caller = match service_caller(&state, &headers).await {
-        Ok(caller) => caller,
+    let (caller, token) = match token_request(&state, &headers, &body).await {
+        Ok(request) => request,
         Err(refusal) => return refuse_service(&state, &headers, refusal).await,
     };
-    let params = match Params::parse(&headers, &body) {
-        Ok(params) => params,
-        Err(refusal) => return refuse_service(&state, &headers, refusal).await,
-    };
-    let Some(token) = params.get("token") else {
-        return refuse_service(
-            &state,
-            &headers,
-            Refusal::new("invalid_request", "token is required"),
-        )
-        .await;
-    };
-    let keys = state.keys();
-    let access = aims_token::access::verify(
-        token,
-        &aims_token::access::AccessCheck {
-            issuer: &state.issuer,
-            audience: None,
-            now: now.unix_timestamp(),
-            leeway_s: svid::LEEWAY_S,
-        },
-        |h| {
-            h.kid
-                .as_deref()
-                .and_then(|kid| keys.verifying.get(kid))
-                .ok_or(aims_token::TokenError::UnknownKey)
-        },
-    );
+    let token = token.as_str();
+    let access = tokens::verify_access_offline(&state, token, now);
     let target = match access {
         Ok(claims) if caller.as_ref().is_none_or(|c| c.may_see(&claims.aud)) => {
             Some((claims.jti, claims.client_id, Some(claims.task_id)))
         }
         Ok(_) => None,
-        Err(_) => svid::verify_presented(&keys, &state.issuer, token, now)
+        Err(_) => svid::verify_presented(&state.keys(), &state.issuer, token, now)
             .ok()
             .filter(|_| !matches!(caller, Some(ServiceCaller::ResourceServer(_))))
             .map(|s| (s.jti, s.spiffe_id.to_string(), None)),

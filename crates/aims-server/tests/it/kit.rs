@@ -1,7 +1,7 @@
 //! The testkit: boots the real server on `127.0.0.1:0` over a fresh store (SQLite in a
 //! temporary directory, or a fresh PostgreSQL schema) and talks to it over HTTP.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use aims_core::audit::{AuditEvent, AuditRecord};
@@ -317,4 +317,25 @@ pub async fn serve_on_loopback(app: axum::Router) -> String {
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     base
+}
+
+/// The starter policy set shipped in the repository's `policies/`.
+pub fn starter_files() -> BTreeMap<String, String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.ends_with(".cedar")
+                || name.ends_with(".cedarschema")
+                || name.ends_with(".test.json")
+        })
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect()
 }

@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use ring::rand::SystemRandom;
 use serde_json::{Value, json};
 
-use crate::kit::{ADMIN_TOKEN, Backend, Reply, TestServer};
+use crate::kit::{ADMIN_TOKEN, Backend, Reply, TestServer, starter_files};
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -20,27 +20,6 @@ on_both_stores!(
     a_set_that_does_not_compile_changes_nothing,
     a_second_server_picks_up_a_new_version,
 );
-
-/// The starter policy set shipped in the repository's `policies/`.
-fn starter_files() -> BTreeMap<String, String> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
-    std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy();
-            name.ends_with(".cedar")
-                || name.ends_with(".cedarschema")
-                || name.ends_with(".test.json")
-        })
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read_to_string(&p).unwrap(),
-            )
-        })
-        .collect()
-}
 
 async fn push(server: &TestServer, files: &BTreeMap<String, String>, token: &str) -> Reply {
     server

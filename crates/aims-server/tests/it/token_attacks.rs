@@ -33,11 +33,11 @@ use ring::hmac;
 use ring::rand::SystemRandom;
 use serde_json::{Map, Value, json};
 
-use crate::kit::{Backend, Reply, TestServer};
+use crate::kit::{Backend, Reply, TestServer, starter_files};
 use crate::on_both_stores;
 use crate::tokens::{
     AUDIENCE, GRANT_EXCHANGE, Held, Scene, TYPE_ACCESS, TYPE_JWT, access_token, attested, claims,
-    repository, starter_files,
+    repository,
 };
 
 on_both_stores!(

@@ -2,7 +2,6 @@
 //! delegation that only narrows, decisions with task tokens, introspection and revocation
 //! (RFC 7662 / 7009), and cascading revocation that every enforcement point sees.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aims_sdk::AdminClient;
@@ -15,7 +14,7 @@ use reqwest::{Method, StatusCode};
 use ring::rand::SystemRandom;
 use serde_json::{Value, json};
 
-use crate::kit::{ADMIN_TOKEN, Backend, Reply, TestServer};
+use crate::kit::{ADMIN_TOKEN, Backend, Reply, TestServer, starter_files};
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -43,27 +42,6 @@ pub struct Scene {
     pub planner: Held,
     pub executor: Held,
     pub rs_secret: String,
-}
-
-/// The starter policy set shipped in the repository's `policies/`.
-pub fn starter_files() -> BTreeMap<String, String> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
-    std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy();
-            name.ends_with(".cedar")
-                || name.ends_with(".cedarschema")
-                || name.ends_with(".test.json")
-        })
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read_to_string(&p).unwrap(),
-            )
-        })
-        .collect()
 }
 
 /// Registers (with `extra` registry fields) and attests an agent.
