@@ -20,7 +20,8 @@ pub const PUBLIC_URL: &str = "http://aims.replicas.test";
 /// The resource server task tokens are issued for.
 pub const AUDIENCE: &str = "https://tools.acme.example/repo";
 
-/// A fresh database on the server named by `AIMS_TEST_DATABASE_URL`.
+/// A fresh database on the server named by `AIMS_TEST_DATABASE_URL` (dropping what earlier
+/// runs left behind).
 pub async fn database_url() -> String {
     let base = std::env::var("AIMS_TEST_DATABASE_URL")
         .expect("AIMS_TEST_DATABASE_URL must name a PostgreSQL database");
@@ -34,6 +35,19 @@ pub async fn database_url() -> String {
             .collect::<String>()
     );
     let pool = sqlx::PgPool::connect(&base).await.unwrap();
+    // Earlier runs' databases: a database still in use refuses to be dropped, so only
+    // leftovers go.
+    let leftovers: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'aims\\_replicas\\_%'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for leftover in leftovers {
+        let _ = sqlx::query(&format!("DROP DATABASE {leftover}"))
+            .execute(&pool)
+            .await;
+    }
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&pool)
         .await
