@@ -323,6 +323,14 @@ where
                 .map_err(classify)?;
         }
         if !agent.state.may_hold_credentials() {
+            // Its open tasks end with it: a resumed agent starts new ones.
+            sqlx::query(sql::CLOSE_AGENT_TASKS)
+                .bind(agent.name.as_str().to_owned())
+                .bind(TaskState::Revoked.as_str().to_owned())
+                .bind(rows::to_ms(agent.updated_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
             revoke_in::<B>(
                 &mut tx,
                 &RevocationTarget::Agent(agent.name.clone()),

@@ -295,7 +295,8 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces an agent's record if its stored revision is `expected_revision`; the new
     /// record's revision must be `expected_revision + 1`. `NotFound` or `Conflict` otherwise.
     /// When the new state may not hold credentials (suspended, quarantined, decommissioned),
-    /// every live credential of the agent is revoked in the same transaction. Releasing a
+    /// every live credential of the agent (and everything derived from it) is revoked and its
+    /// active tasks are closed (`revoked`) in the same transaction. Releasing a
     /// quarantined agent (quarantined → active) clears its posture snapshot: the operator
     /// approved the change, and the next accepted attestation sets a new baseline.
     async fn update_agent(

@@ -984,6 +984,9 @@ pub async fn suspension_revokes_into_the_log(h: &Harness) {
         (del.agent.clone(), del.task_id.as_deref()),
         (name("b1"), Some("t-a1"))
     );
+    // Its open tasks are closed with it; other agents' tasks are untouched.
+    assert_eq!(task_state(store, "t-a1").await, TaskState::Revoked);
+    assert_eq!(task_state(store, "t-b1").await, TaskState::Active);
 
     // A suspended agent gets no token, even from a live credential of another agent.
     let to_suspended = token("tok-x", "a1", Some("svid-a2"), "t-a2", 110);
