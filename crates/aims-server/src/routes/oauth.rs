@@ -934,14 +934,12 @@ pub(crate) async fn service_caller(
     if scheme.eq_ignore_ascii_case("basic") {
         let decoded = STANDARD.decode(credential).map_err(|_| invalid())?;
         let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
+        // RFC 6749 §2.3.1: both halves are form-urlencoded before they are joined.
         let (name, secret) = decoded.split_once(':').ok_or_else(invalid)?;
-        let name: String = form_urlencoded::parse(format!("n={name}").as_bytes())
-            .map(|(_, v)| v.into_owned())
-            .next()
-            .unwrap_or_default();
+        let (name, secret) = (form_decode(name), form_decode(secret));
         let server = state
             .store
-            .resource_server_by_credential(&CredentialHash::of(secret))
+            .resource_server_by_credential(&CredentialHash::of(&secret))
             .await
             .map_err(Refusal::store)?
             .filter(|rs| rs.name.as_str() == name)
@@ -959,6 +957,15 @@ pub(crate) async fn service_caller(
     } else {
         Err(invalid())
     }
+}
+
+/// One `application/x-www-form-urlencoded` value, decoded (`+` is a space, `%XX` a byte).
+/// A value holding `&` decodes to its first part only, which then matches no credential.
+fn form_decode(value: &str) -> String {
+    form_urlencoded::parse(format!("v={value}").as_bytes())
+        .map(|(_, v)| v.into_owned())
+        .next()
+        .unwrap_or_default()
 }
 
 /// `POST /oauth2/introspect` (RFC 7662): for resource servers (their own audience only) and

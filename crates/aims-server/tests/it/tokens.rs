@@ -586,6 +586,18 @@ async fn introspection_and_revocation_follow_the_rfcs(backend: Backend) {
     assert_eq!(anonymous.body["error"], "invalid_client");
     let active = scene.introspect(&token).await;
     assert_eq!(active.body["active"], true, "{}", active.body);
+    // Client credentials are form-urlencoded before Basic encoding (RFC 6749 §2.3.1).
+    let encoded = scene
+        .server
+        .http
+        .post(scene.url("/oauth2/introspect"))
+        .basic_auth("repo%2Dtools", Some(scene.rs_secret.replace('_', "%5F")))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let encoded = TestServer::reply(encoded).await;
+    assert_eq!(encoded.body["active"], true, "{}", encoded.body);
     assert_eq!(active.body["scope"], "read:repo/acme/*");
     assert_eq!(active.body["token_type"], "DPoP");
     assert_eq!(
