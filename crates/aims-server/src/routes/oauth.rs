@@ -43,7 +43,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::routes::policies::{decision_request, principal_of};
+use crate::routes::policies::{decision_request, principal_of, request_on};
 use crate::state::AppState;
 use crate::svid::{self, PresentedSvid};
 use crate::tokens;
@@ -520,7 +520,7 @@ async fn delegate(
         intent: parent.intent.clone(),
         arguments: serde_json::Map::new(),
     };
-    let decision = decision_request_for_agent(
+    let request = decision_request_for_agent(
         state,
         &delegator,
         snapshot.as_ref(),
@@ -530,8 +530,8 @@ async fn delegate(
         &parent,
         now,
         source_ip,
-    )
-    .and_then(|r| loaded.engine.decide(&r).ok());
+    );
+    let decision = loaded.engine.decide(&request).ok();
     let Some(decision) = decision.filter(|d| d.effect == Effect::Allow) else {
         return Err(Refusal::new(
             "invalid_grant",
@@ -592,29 +592,21 @@ fn decision_request_for_agent(
     parent: &AccessClaims,
     now: OffsetDateTime,
     source_ip: std::net::IpAddr,
-) -> Option<aims_policy::DecisionRequest> {
-    // Build the common parts with a placeholder object, then put the agent in its place.
-    let placeholder = DecideRequest {
-        resource: json!({
-            "type": "Resource", "id": "-", "system": "-", "environment": "-",
-            "sensitivity": "-", "kind": "-",
-        }),
-        ..question.clone()
-    };
-    let mut request = decision_request(
+) -> aims_policy::DecisionRequest {
+    let delegate = Resource::Agent(principal_of(state, delegate, delegate_snapshot));
+    let mut request = request_on(
         state,
         delegator,
         delegator_snapshot,
-        &placeholder,
+        question,
+        delegate,
         now,
         source_ip,
         String::new(),
-    )
-    .ok()?;
-    request.resource = Resource::Agent(principal_of(state, delegate, delegate_snapshot));
+    );
     request.context.delegation_depth = i64::from(parent.depth());
     request.context.delegation_chain = parent.delegation_chain();
-    Some(request)
+    request
 }
 
 /// Mints a token, registers it (with its new task and DPoP proof) together with its audit

@@ -227,15 +227,39 @@ pub(crate) fn decision_request(
     source_ip: std::net::IpAddr,
     decision_id: String,
 ) -> Result<DecisionRequest, ApiError> {
-    let principal = principal_of(state, agent, snapshot);
     let resource: ResourceObject = serde_json::from_value(req.resource.clone())
         .map_err(|e| ApiError::bad_request("invalid_request", format!("resource: {e}")))?;
+    Ok(request_on(
+        state,
+        agent,
+        snapshot,
+        req,
+        Resource::Object(resource),
+        now,
+        source_ip,
+        decision_id,
+    ))
+}
+
+/// The decision request for `agent` on an already built `resource` (an object, or another
+/// agent for `delegate`); `req` supplies the action, task, intent and arguments.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn request_on(
+    state: &AppState,
+    agent: &aims_core::agent::Agent,
+    snapshot: Option<&aims_store::PostureSnapshot>,
+    req: &DecideRequest,
+    resource: Resource,
+    now: OffsetDateTime,
+    source_ip: std::net::IpAddr,
+    decision_id: String,
+) -> DecisionRequest {
     let posture_age_s = snapshot.map_or(i64::MAX, |s| (now - s.accepted_at).whole_seconds().max(0));
-    Ok(DecisionRequest {
+    DecisionRequest {
         decision_id: Some(decision_id),
-        principal,
+        principal: principal_of(state, agent, snapshot),
         action: req.action.clone(),
-        resource: Resource::Object(resource),
+        resource,
         context: RequestContext {
             time: now,
             posture_age_s,
@@ -248,7 +272,7 @@ pub(crate) fn decision_request(
             source_ip,
             arguments: req.arguments.clone(),
         },
-    })
+    }
 }
 
 /// An agent as Cedar sees it: its registry record and last accepted posture.
