@@ -18,6 +18,8 @@ use aims_store::{Revocation, Store, StoreError};
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, broadcast, watch};
 
+use crate::svid::LEEWAY_S;
+
 /// Entries read from the log per query.
 const PAGE: u32 = 1000;
 /// How many feed entries a slow subscriber may fall behind before it must resume by `since`.
@@ -36,12 +38,31 @@ pub enum RevocationCheck {
 
 #[derive(Default)]
 struct Known {
-    /// Revoked `jti` → its expiry (Unix seconds), after which it is forgotten.
+    /// Revoked `jti` → when it may be forgotten (Unix seconds): its expiry plus the clock
+    /// leeway tokens are verified with, so it is never accepted again in that window.
     revoked: HashMap<String, i64>,
     /// The last log position applied.
     cursor: u64,
     /// When the log was last read successfully.
     synced_at: Option<Instant>,
+}
+
+impl Known {
+    /// Applies log entries: remembers each revoked credential a verifier could still accept.
+    fn apply(&mut self, entries: &[Revocation], now: i64) {
+        for entry in entries {
+            self.cursor = self.cursor.max(entry.seq);
+            let forget_after = entry.expires_at.unix_timestamp().saturating_add(LEEWAY_S);
+            if forget_after >= now {
+                self.revoked.insert(entry.credential.clone(), forget_after);
+            }
+        }
+    }
+
+    /// Forgets revoked credentials no verifier accepts any more.
+    fn forget_expired(&mut self, now: i64) {
+        self.revoked.retain(|_, forget_after| *forget_after >= now);
+    }
 }
 
 /// The revoked-token set of this replica, and the feed it publishes.
@@ -108,15 +129,9 @@ impl RevocationSet {
             let now = OffsetDateTime::now_utc().unix_timestamp();
             {
                 let mut known = self.write();
-                for entry in &page {
-                    known.cursor = known.cursor.max(entry.seq);
-                    let expires = entry.expires_at.unix_timestamp();
-                    if expires > now {
-                        known.revoked.insert(entry.credential.clone(), expires);
-                    }
-                }
+                known.apply(&page, now);
                 if !full {
-                    known.revoked.retain(|_, expires| *expires > now);
+                    known.forget_expired(now);
                     known.synced_at = Some(Instant::now());
                 }
             }
@@ -160,6 +175,40 @@ pub async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(seq: u64, jti: &str, expires_at: i64) -> Revocation {
+        let at = |t| OffsetDateTime::from_unix_timestamp(t).unwrap();
+        Revocation {
+            seq,
+            credential: jti.to_owned(),
+            agent: aims_core::id::AgentName::new("a").unwrap(),
+            task_id: None,
+            revoked_at: at(0),
+            expires_at: at(expires_at),
+            reason: "test".to_owned(),
+        }
+    }
+
+    /// A token is verified with a clock leeway after its `exp`: its revocation must be
+    /// remembered at least that long, or it would be accepted again.
+    #[test]
+    fn revocations_outlive_expiry_by_the_leeway() {
+        let mut known = Known::default();
+        known.apply(
+            &[entry(1, "t1", 1_000), entry(2, "old", 100)],
+            1_000 + LEEWAY_S,
+        );
+        assert!(known.revoked.contains_key("t1"), "still inside the leeway");
+        assert!(
+            !known.revoked.contains_key("old"),
+            "no verifier accepts it any more"
+        );
+        assert_eq!(known.cursor, 2);
+        known.forget_expired(1_000 + LEEWAY_S);
+        assert!(known.revoked.contains_key("t1"));
+        known.forget_expired(1_001 + LEEWAY_S);
+        assert!(known.revoked.is_empty());
+    }
 
     #[test]
     fn refuses_everything_before_the_first_catch_up() {
