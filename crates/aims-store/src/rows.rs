@@ -169,24 +169,39 @@ pub(crate) struct Listing {
 }
 
 impl Listing {
-    /// Builds the query; only fixed column names enter the SQL, values are all bound.
+    /// The agents matching `filter`, ordered by name.
     pub fn of(filter: &AgentFilter) -> Self {
-        let conditions = [
-            (
-                "owner =",
-                filter.owner.as_ref().map(|o| o.as_str().to_owned()),
-            ),
-            ("state =", filter.state.map(|s| s.as_str().to_owned())),
-            (
-                "environment =",
-                filter.environment.as_ref().map(|e| e.as_str().to_owned()),
-            ),
-            (
-                "name >",
-                filter.after.as_ref().map(|a| a.as_str().to_owned()),
-            ),
-        ];
-        let mut sql = String::from("SELECT name, record FROM agents WHERE TRUE");
+        Self::build(
+            "SELECT name, record FROM agents",
+            [
+                (
+                    "owner =",
+                    filter.owner.as_ref().map(|o| o.as_str().to_owned()),
+                ),
+                ("state =", filter.state.map(|s| s.as_str().to_owned())),
+                (
+                    "environment =",
+                    filter.environment.as_ref().map(|e| e.as_str().to_owned()),
+                ),
+                (
+                    "name >",
+                    filter.after.as_ref().map(|a| a.as_str().to_owned()),
+                ),
+            ],
+            "name",
+            filter.limit,
+        )
+    }
+
+    /// `select` with one bound `AND` per present condition, `order`, and the page size. Only
+    /// fixed column names enter the SQL; values are all bound.
+    fn build<const N: usize>(
+        select: &str,
+        conditions: [(&str, Option<String>); N],
+        order: &str,
+        limit: u32,
+    ) -> Self {
+        let mut sql = format!("{select} WHERE TRUE");
         let mut binds = Vec::new();
         for (condition, value) in conditions {
             if let Some(value) = value {
@@ -194,11 +209,11 @@ impl Listing {
                 sql.push_str(&format!(" AND {condition} ${}", binds.len()));
             }
         }
-        sql.push_str(&format!(" ORDER BY name LIMIT ${}", binds.len() + 1));
+        sql.push_str(&format!(" ORDER BY {order} LIMIT ${}", binds.len() + 1));
         Self {
             sql,
             binds,
-            limit: i64::from(page_limit(filter.limit)),
+            limit: i64::from(page_limit(limit)),
         }
     }
 }
@@ -521,36 +536,21 @@ impl TaskRow {
     }
 }
 
-/// The query listing tasks that match `filter`, newest first (same shape as
-/// [`Listing`]).
+/// The query listing tasks that match `filter`, newest first.
 pub(crate) fn task_listing(filter: &TaskFilter) -> Listing {
-    let conditions = [
-        (
-            "agent =",
-            filter.agent.as_ref().map(|a| a.as_str().to_owned()),
-        ),
-        ("state =", filter.state.map(|s| s.as_str().to_owned())),
-    ];
-    let mut sql = String::from(
+    Listing::build(
         "SELECT id, agent, intent, subject, state, created_at_ms, deadline_ms, ended_at_ms \
-         FROM tasks WHERE TRUE",
-    );
-    let mut binds = Vec::new();
-    for (condition, value) in conditions {
-        if let Some(value) = value {
-            binds.push(value);
-            sql.push_str(&format!(" AND {condition} ${}", binds.len()));
-        }
-    }
-    sql.push_str(&format!(
-        " ORDER BY created_at_ms DESC, id LIMIT ${}",
-        binds.len() + 1
-    ));
-    Listing {
-        sql,
-        binds,
-        limit: i64::from(page_limit(filter.limit)),
-    }
+         FROM tasks",
+        [
+            (
+                "agent =",
+                filter.agent.as_ref().map(|a| a.as_str().to_owned()),
+            ),
+            ("state =", filter.state.map(|s| s.as_str().to_owned())),
+        ],
+        "created_at_ms DESC, id",
+        filter.limit,
+    )
 }
 
 /// A stored revocation-log entry.
