@@ -31,11 +31,13 @@ pub enum TaskCommand {
     /// Show one task.
     Show {
         /// Task id.
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
     /// End a task: every token issued for it, delegated ones included, is revoked.
     End {
         /// Task id.
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
 }
@@ -184,6 +186,10 @@ mod tests {
         assert_eq!(agent.unwrap().as_str(), "planner");
         assert!(Cli::try_parse_from(["task", "list", "--state", "done"]).is_err());
         assert!(Cli::try_parse_from(["task", "list", "--limit", "0"]).is_err());
+        let cmd = Cli::try_parse_from(["task", "end", "-x9"]).unwrap().cmd;
+        assert!(matches!(cmd, TaskCommand::End { id } if id == "-x9"));
+        let cmd = Cli::try_parse_from(["task", "show", "-x9"]).unwrap().cmd;
+        assert!(matches!(cmd, TaskCommand::Show { id } if id == "-x9"));
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub struct ExchangeArgs {
     #[arg(long, required_unless_present = "task")]
     pub intent: Option<String>,
     /// Continue this existing task instead of starting a new one.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", allow_hyphen_values = true)]
     pub task: Option<String>,
     /// Requested lifetime in seconds (the server grants at most its own limits).
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=MAX_EXPIRES_IN))]
@@ -138,13 +138,13 @@ pub struct RevokeArgs {
     #[arg(value_name = "TOKEN_FILE|-")]
     pub token_file: Option<PathBuf>,
     /// Operator: the token with this id (`jti`) and everything delegated from it.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", allow_hyphen_values = true)]
     pub jti: Option<String>,
     /// Operator: only what was delegated from the token with this id (`jti`).
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", allow_hyphen_values = true)]
     pub subtree: Option<String>,
     /// Operator: everything issued for this task.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", allow_hyphen_values = true)]
     pub task: Option<String>,
     /// Operator: every credential this agent holds (the kill switch).
     #[arg(long, value_name = "NAME")]
@@ -539,6 +539,37 @@ mod tests {
             panic!("not delegate");
         };
         assert_eq!(args.token_file, PathBuf::from("-"));
+    }
+
+    /// Token and task ids are random base64url, so one in 64 starts with `-`.
+    #[test]
+    fn ids_may_start_with_a_hyphen() {
+        for flag in ["--jti", "--subtree", "--task"] {
+            let TokenCommand::Revoke(args) = parse(&["revoke", flag, "-nkU_a", "--reason", "r"])
+                .unwrap_or_else(|e| panic!("{flag}: {e}"))
+            else {
+                panic!("not revoke");
+            };
+            let id = args.jti.or(args.subtree).or(args.task);
+            assert_eq!(id.as_deref(), Some("-nkU_a"), "{flag}");
+        }
+        let TokenCommand::Exchange(args) = parse(&[
+            "exchange",
+            "--svid",
+            "s",
+            "--key",
+            "k",
+            "--scope",
+            "read:a",
+            "--audience",
+            "a",
+            "--task",
+            "-t1",
+        ])
+        .unwrap() else {
+            panic!("not exchange");
+        };
+        assert_eq!(args.task.as_deref(), Some("-t1"));
     }
 
     #[test]
