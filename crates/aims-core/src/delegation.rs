@@ -33,6 +33,8 @@ pub struct Grant {
 pub struct Lifetimes {
     /// What the client asked for, if it asked.
     pub requested_s: Option<u64>,
+    /// What the deciding policies allow (`@max_token_ttl_s`), if they say.
+    pub policy_limit_s: Option<u64>,
     /// The receiving agent's registered limit.
     pub agent_limit_s: u64,
     /// The deployment's ceiling.
@@ -44,6 +46,7 @@ impl Lifetimes {
     pub fn least_s(&self) -> u64 {
         self.requested_s
             .unwrap_or(u64::MAX)
+            .min(self.policy_limit_s.unwrap_or(u64::MAX))
             .min(self.agent_limit_s)
             .min(self.global_ceiling_s)
     }
@@ -179,6 +182,7 @@ mod tests {
     fn lifetimes(requested_s: Option<u64>) -> Lifetimes {
         Lifetimes {
             requested_s,
+            policy_limit_s: None,
             agent_limit_s: 900,
             global_ceiling_s: 900,
         }
@@ -216,6 +220,12 @@ mod tests {
         assert_eq!(zero, Err(GrantError::NoLifetime));
         let past = first_grant(scopes("read:x"), "a".into(), NOW, lifetimes(None), NOW);
         assert_eq!(past, Err(GrantError::Expired));
+        let policy = Lifetimes {
+            policy_limit_s: Some(120),
+            ..lifetimes(Some(600))
+        };
+        let capped = first_grant(scopes("read:x"), "a".into(), NOW, policy, i64::MAX).unwrap();
+        assert_eq!(capped.expires_at, NOW + 120);
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //!
 //! Policy ids: the `@id("...")` annotation when present (recommended: it is what decisions
 //! and the audit log name), otherwise `<file>#<n>` with `n` the 0-based position in the file.
+//!
+//! Token lifetimes: a `permit` may carry `@max_token_ttl_s("<seconds>")`, 1 to
+//! [`MAX_TOKEN_TTL_ANNOTATION_S`]. A task token whose scopes (or whose delegation) that
+//! policy allows lives at most that long; see [`crate::Engine::token_lifetime_limit_s`]. A
+//! malformed value, or the annotation on a `forbid`, fails compilation.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -53,6 +58,12 @@ pub enum Validation {
     Skip,
 }
 
+/// The annotation that caps the lifetime of tokens a permit allows.
+pub const MAX_TOKEN_TTL_ANNOTATION: &str = "max_token_ttl_s";
+
+/// The largest value `@max_token_ttl_s` accepts (one day; the deployment's ceiling is lower).
+pub const MAX_TOKEN_TTL_ANNOTATION_S: u64 = 86_400;
+
 /// A compiled policy with where it came from.
 #[derive(Debug, Clone)]
 pub(crate) struct CompiledPolicy {
@@ -62,6 +73,8 @@ pub(crate) struct CompiledPolicy {
     /// Whether the conditions may observe `context.approved` (conservative: true when
     /// unsure). A policy that cannot observe it decides the same with either value.
     pub(crate) reads_approval: bool,
+    /// `@max_token_ttl_s`: the longest lifetime of a token this permit allows.
+    pub(crate) max_token_ttl_s: Option<u64>,
 }
 
 impl CompiledPolicy {
@@ -120,6 +133,29 @@ fn observes_approval(v: &serde_json::Value) -> bool {
         }
         Value::Array(items) => items.iter().any(observes_approval),
         _ => false,
+    }
+}
+
+/// The `@max_token_ttl_s` of `p`, checked: a whole number of seconds in range, on a permit.
+fn token_ttl_annotation(p: &Policy) -> Result<Option<u64>, String> {
+    let Some(raw) = p.annotation(MAX_TOKEN_TTL_ANNOTATION) else {
+        return Ok(None);
+    };
+    if p.effect() == Effect::Forbid {
+        return Err(format!(
+            "@{MAX_TOKEN_TTL_ANNOTATION} belongs on a permit; a forbid grants no token"
+        ));
+    }
+    let in_range = raw
+        .parse::<u64>()
+        .ok()
+        .filter(|s| (1..=MAX_TOKEN_TTL_ANNOTATION_S).contains(s))
+        .filter(|_| raw.bytes().all(|b| b.is_ascii_digit()));
+    match in_range {
+        Some(seconds) => Ok(Some(seconds)),
+        None => Err(format!(
+            "@{MAX_TOKEN_TTL_ANNOTATION} must be whole seconds from 1 to {MAX_TOKEN_TTL_ANNOTATION_S}"
+        )),
     }
 }
 
@@ -183,8 +219,20 @@ pub(crate) fn compile(
                 });
             }
             file_of.insert(id.clone(), file_idx);
+            let max_token_ttl_s = match token_ttl_annotation(p) {
+                Ok(ttl) => ttl,
+                Err(message) => {
+                    parse_errors.push(CompileDiagnostic {
+                        location: None,
+                        policy_id: Some(id),
+                        message: format!("{} ({here})", message),
+                    });
+                    continue;
+                }
+            };
             policies.push(CompiledPolicy {
                 reads_approval: reads_approval(p),
+                max_token_ttl_s,
                 policy: p.new_id(PolicyId::new(&id)),
                 id,
                 file: source.name.clone(),
@@ -258,6 +306,38 @@ mod tests {
         let ids: Vec<_> = c.policies.iter().map(|p| p.id.as_str()).collect();
         assert_eq!(ids, ["named", "a.cedar#1"]);
         assert!(c.set.policy(&PolicyId::new("named")).is_some());
+    }
+
+    #[test]
+    fn token_lifetime_annotations_are_checked() {
+        let ok = PolicySource::new(
+            "t.cedar",
+            r#"@id("short") @max_token_ttl_s("300") permit(principal, action, resource);
+               permit(principal, action, resource);"#,
+        );
+        let c = compile(&[ok], &schema(), Validation::Strict).unwrap();
+        let ttls: Vec<_> = c.policies.iter().map(|p| p.max_token_ttl_s).collect();
+        assert_eq!(ttls, [Some(300), None]);
+        for bad in [
+            r#"@max_token_ttl_s("0") permit(principal, action, resource);"#,
+            r#"@max_token_ttl_s("+5") permit(principal, action, resource);"#,
+            r#"@max_token_ttl_s("86401") permit(principal, action, resource);"#,
+            r#"@max_token_ttl_s("5m") permit(principal, action, resource);"#,
+            r#"@max_token_ttl_s permit(principal, action, resource);"#,
+            r#"@max_token_ttl_s("60") forbid(principal, action, resource);"#,
+        ] {
+            let err = compile(
+                &[PolicySource::new("b.cedar", bad)],
+                &schema(),
+                Validation::Strict,
+            )
+            .unwrap_err();
+            let PolicyError::Parse { diagnostics } = &err else {
+                panic!("{bad}: {err}")
+            };
+            assert!(err_text(diagnostics).contains("max_token_ttl_s"), "{err}");
+            assert!(err_text(diagnostics).contains("b.cedar#0"), "{err}");
+        }
     }
 
     #[test]

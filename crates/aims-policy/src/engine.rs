@@ -61,6 +61,8 @@ pub struct Engine {
     policies: Vec<CompiledPolicy>,
     /// Policy id → whether it may observe `context.approved`.
     reads_approval: HashMap<String, bool>,
+    /// Policy id → its `@max_token_ttl_s`, for the permits that carry one.
+    token_ttl_s: HashMap<String, u64>,
     full: PolicySet,
     index: Index,
     authorizer: Authorizer,
@@ -100,8 +102,14 @@ impl Engine {
             .iter()
             .map(|p| (p.id.clone(), p.reads_approval))
             .collect();
+        let token_ttl_s = compiled
+            .policies
+            .iter()
+            .filter_map(|p| Some((p.id.clone(), p.max_token_ttl_s?)))
+            .collect();
         Ok(Self {
             reads_approval,
+            token_ttl_s,
             schema,
             policies: compiled.policies,
             full: compiled.set,
@@ -154,6 +162,18 @@ impl Engine {
     #[must_use]
     pub fn cedar_policy_set(&self) -> &PolicySet {
         &self.full
+    }
+
+    /// The longest lifetime, in seconds, of a token granted on the strength of `decision`:
+    /// the least `@max_token_ttl_s` among its determining policies, `None` when none of them
+    /// carries one. Every determining permit matched, so the strictest of them applies.
+    #[must_use]
+    pub fn token_lifetime_limit_s(&self, decision: &Decision) -> Option<u64> {
+        decision
+            .determining_policies
+            .iter()
+            .filter_map(|id| self.token_ttl_s.get(id).copied())
+            .min()
     }
 
     /// How many index buckets the policies fall into.

@@ -228,6 +228,7 @@ mod tests {
                 file: "t.cedar".to_owned(),
                 policy: Policy::parse(Some(PolicyId::new(format!("p{i}"))), *t).unwrap(),
                 reads_approval: true,
+                max_token_ttl_s: None,
             })
             .collect()
     }

@@ -142,3 +142,33 @@ fn decisions_serialize_with_snake_case_effects() {
     assert_eq!(json["reason"], "needs_approval");
     assert_eq!(json["decision_id"], "d-1");
 }
+
+#[test]
+fn the_strictest_determining_permit_caps_token_lifetimes() {
+    let e = engine(
+        r#"
+@id("read-any") @max_token_ttl_s("600") permit(principal, action == Aims::Action::"read", resource);
+@id("coder-read") @max_token_ttl_s("120") permit(principal == Aims::Agent::"coder", action == Aims::Action::"read", resource);
+@id("write-any") permit(principal, action == Aims::Action::"write", resource);
+"#,
+    );
+    let read = |who: &str| {
+        e.decide(&request(
+            agent(who, &[]),
+            "read",
+            object("Resource", "repo"),
+        ))
+        .unwrap()
+    };
+    assert_eq!(e.token_lifetime_limit_s(&read("coder")), Some(120));
+    assert_eq!(e.token_lifetime_limit_s(&read("tester")), Some(600));
+    let write = e
+        .decide(&request(
+            agent("coder", &[]),
+            "write",
+            object("Resource", "repo"),
+        ))
+        .unwrap();
+    assert!(write.is_allowed());
+    assert_eq!(e.token_lifetime_limit_s(&write), None);
+}

@@ -2,7 +2,7 @@
 //!
 //! - `scenarios`: the starter policies in `policies/` pass their test cases.
 //! - `bad_input`: bad requests are refused or denied, never allowed.
-//! - `errors`: error is deny; the approval rule; batch; serialization.
+//! - `errors`: error is deny; the approval rule; batch; serialization; lifetime caps.
 //! - `explain`: per-policy outcomes and index skips.
 //! - `differential`: the indexed engine against plain Cedar on generated policies.
 

@@ -2,8 +2,9 @@
 //! JWT bearer), introspection (RFC 7662) and revocation (RFC 7009).
 //!
 //! The token endpoint turns an agent's JWT-SVID into a task token: every requested scope is an
-//! `obtain` decision of the active policies, the lifetime is the least of what was asked, the
-//! agent's limit, the global ceiling, the task's deadline and the identity's expiry, and the
+//! `obtain` decision of the active policies, the lifetime is the least of what was asked, what
+//! the deciding policies allow (`@max_token_ttl_s`), the agent's limit, the global ceiling,
+//! the task's deadline and the identity's expiry, and the
 //! token is bound to the agent's key by DPoP unless the agent is registered for bearer
 //! tokens. Delegation exchanges a task token plus another agent's SVID (`actor_token`) for a
 //! token of that agent, after a `delegate` decision, within the rules of
@@ -325,6 +326,7 @@ async fn exchange_identity(
         .map_err(Refusal::store)?;
     let loaded = state.policy.current();
     let mut granted = Vec::new();
+    let mut policy_limit_s: Option<u64> = None;
     let mut decisions = serde_json::Map::new();
     for scope in requested.iter() {
         let request = DecideRequest {
@@ -361,7 +363,9 @@ async fn exchange_identity(
                 "policies": decision.as_ref().map(|d| d.determining_policies.clone()),
             }),
         );
-        if decision.is_some_and(|d| d.effect == Effect::Allow) {
+        if let Some(allowed) = decision.filter(|d| d.effect == Effect::Allow) {
+            let limit = loaded.engine.token_lifetime_limit_s(&allowed);
+            policy_limit_s = policy_limit_s.into_iter().chain(limit).min();
             granted.push(scope.clone());
         }
     }
@@ -373,6 +377,7 @@ async fn exchange_identity(
     }
     let lifetimes = Lifetimes {
         requested_s: expires_in,
+        policy_limit_s,
         agent_limit_s: u64::from(agent.limits.max_token_ttl_s),
         global_ceiling_s: state.config.max_token_ttl.as_secs(),
     };
@@ -407,6 +412,7 @@ async fn exchange_identity(
         "grant_type": params.get("grant_type"),
         "requested_scope": requested.to_string(),
         "obtain": decisions,
+        "policy_max_token_ttl_s": policy_limit_s,
         "policy_version": loaded.version,
         "new_task": new_task.is_some(),
     });
@@ -481,8 +487,10 @@ async fn delegate(
     };
 
     // The structural rules first (scope, audience, depth, lifetime), then policy.
+    // The policy's lifetime cap is known only after the decision below.
     let lifetimes = Lifetimes {
         requested_s: requested_lifetime(params)?,
+        policy_limit_s: None,
         agent_limit_s: u64::from(delegate_agent.limits.max_token_ttl_s),
         global_ceiling_s: state.config.max_token_ttl.as_secs(),
     };
@@ -541,6 +549,13 @@ async fn delegate(
             ),
         ));
     };
+    let policy_limit_s = loaded.engine.token_lifetime_limit_s(&decision);
+    if let Some(limit) = policy_limit_s {
+        let policy_expiry = now
+            .unix_timestamp()
+            .saturating_add(i64::try_from(limit).unwrap_or(i64::MAX));
+        grant.expires_at = grant.expires_at.min(policy_expiry);
+    }
 
     let previous = parent.act.clone().unwrap_or(ActClaim {
         sub: parent.client_id.clone(),
@@ -574,6 +589,7 @@ async fn delegate(
     event.details = json!({
         "delegate": claims.client_id,
         "depth": grant.depth,
+        "policy_max_token_ttl_s": policy_limit_s,
         "policy_version": loaded.version,
     });
     let parent_jti = parent.jti.clone();

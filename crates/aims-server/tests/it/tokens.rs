@@ -23,6 +23,7 @@ on_both_stores!(
     refused_exchanges_issue_nothing,
     a_dpop_proof_is_used_once,
     introspection_and_revocation_follow_the_rfcs,
+    policies_cap_token_lifetimes,
 );
 
 pub const AUDIENCE: &str = "https://tools.acme.example/repo";
@@ -79,14 +80,7 @@ impl Scene {
     }
 
     async fn setup(server: TestServer, planner: Value, executor: Value) -> Self {
-        let pushed = server
-            .admin(
-                Method::POST,
-                "/v1/policies",
-                Some(json!({"files": starter_files()})),
-            )
-            .await;
-        assert_eq!(pushed.status, StatusCode::CREATED, "{}", pushed.body);
+        Self::push_policies(&server, &[]).await;
         let rs = server
             .admin(
                 Method::POST,
@@ -104,6 +98,20 @@ impl Scene {
             executor,
             rs_secret,
         }
+    }
+
+    /// Pushes the starter policies plus `extra` files (name, Cedar text).
+    pub async fn push_policies(server: &TestServer, extra: &[(&str, &str)]) {
+        let mut files = starter_files();
+        files.extend(
+            extra
+                .iter()
+                .map(|(n, t)| ((*n).to_owned(), (*t).to_owned())),
+        );
+        let pushed = server
+            .admin(Method::POST, "/v1/policies", Some(json!({"files": files})))
+            .await;
+        assert_eq!(pushed.status, StatusCode::CREATED, "{}", pushed.body);
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -688,4 +696,52 @@ async fn introspection_and_revocation_follow_the_rfcs(backend: Backend) {
             .unwrap()
             .contains(&json!(GRANT_EXCHANGE))
     );
+}
+
+/// `@max_token_ttl_s` on a deciding permit caps the token: for an exchange, the strictest cap
+/// among the granted scopes' permits; for a delegation, the `delegate` permit's.
+async fn policies_cap_token_lifetimes(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    let lifetime = |token: &str| {
+        let c = claims(token);
+        c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap()
+    };
+    let read_only = access_token(&scene.exchange("read:repo/acme/*").await);
+    assert!(lifetime(&read_only) > 90, "no cap on reads");
+    let event = scene.server.last_event("token.exchange").await;
+    assert_eq!(event.details["policy_max_token_ttl_s"], Value::Null);
+
+    Scene::push_policies(
+        &scene.server,
+        &[(
+            "short.cedar",
+            r#"@id("writes-are-short") @max_token_ttl_s("90")
+               permit(principal, action == Aims::Action::"obtain", resource is Aims::Scope)
+               when { resource.kind == "write" };"#,
+        )],
+    )
+    .await;
+    let reply = scene.exchange("read:repo/acme/* write:repo/acme/app").await;
+    assert!(
+        reply.body["expires_in"].as_u64().unwrap() <= 90,
+        "{}",
+        reply.body
+    );
+    let mixed = access_token(&reply);
+    assert!(lifetime(&mixed) <= 90);
+    let event = scene.server.last_event("token.exchange").await;
+    assert_eq!(event.details["policy_max_token_ttl_s"], 90);
+    assert!(lifetime(&access_token(&scene.exchange("read:repo/acme/*").await)) > 90);
+
+    // The starter `delegate` permit says 300 s, below the parent's lifetime.
+    assert!(
+        lifetime(&read_only) > 300,
+        "parent {}",
+        lifetime(&read_only)
+    );
+    let child = scene.delegate(&read_only, &[("expires_in", "86400")]).await;
+    let child = access_token(&child);
+    assert!(lifetime(&child) <= 300, "child {}", lifetime(&child));
+    let event = scene.server.last_event("token.delegate").await;
+    assert_eq!(event.details["policy_max_token_ttl_s"], 300);
 }
