@@ -1,11 +1,15 @@
-//! Prometheus metrics: request counts by route and status, audit throughput and failures.
+//! Prometheus metrics: request counts by route and status, audit throughput and failures, and
+//! how far this replica has followed the revocation log (to watch replica lag).
 //!
 //! Labels never carry caller-supplied values other than the matched route template, so the
 //! series count stays bounded.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -31,6 +35,10 @@ pub struct Metrics {
     pub audit_batch_size: Histogram,
     /// Group commits that failed (every request in them was refused).
     pub audit_failures: Counter,
+    /// The last revocation-log position this replica applied; set when scraped.
+    pub revocation_log_position: Gauge<u64, AtomicU64>,
+    /// Revoked token ids this replica remembers (until they expire); set when scraped.
+    pub revoked_tokens_tracked: Gauge<u64, AtomicU64>,
 }
 
 impl Metrics {
@@ -57,12 +65,26 @@ impl Metrics {
             "Group commits that failed; their requests were refused",
             audit_failures.clone(),
         );
+        let revocation_log_position = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "revocation_log_position",
+            "Last revocation-log position this replica has applied",
+            revocation_log_position.clone(),
+        );
+        let revoked_tokens_tracked = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "revoked_tokens_tracked",
+            "Revoked token ids this replica remembers until they expire",
+            revoked_tokens_tracked.clone(),
+        );
         Self {
             registry,
             requests,
             audit_events,
             audit_batch_size,
             audit_failures,
+            revocation_log_position,
+            revoked_tokens_tracked,
         }
     }
 

@@ -114,6 +114,11 @@ impl RevocationSet {
         self.read().cursor
     }
 
+    /// How many revoked token ids this replica remembers (each until it expires).
+    pub fn tracked(&self) -> usize {
+        self.read().revoked.len()
+    }
+
     /// Subscribes to entries applied from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Revocation> {
         self.feed.subscribe()

@@ -70,7 +70,7 @@ async fn main() {
         return;
     }
     let deployment = Deployment::start(&database_url().await).await;
-    let planner = deployment.planner().await;
+    let planner = deployment.at(0).planner().await;
     let second = deployment.replicas[1].url.clone();
 
     // Baseline: loopback round trips to the second replica.
@@ -88,24 +88,24 @@ async fn main() {
         round_trips.push(started.elapsed());
     }
     // Baseline: decision round trips with a live token.
-    let live = deployment.exchange(&planner, 0).await;
+    let live = deployment.at(0).exchange(&planner).await;
     let mut decisions = Vec::with_capacity(ROUND_TRIPS);
     for _ in 0..ROUND_TRIPS {
         let started = Instant::now();
-        assert_eq!(deployment.decide(&planner, &live, 1).await, 200);
+        assert_eq!(deployment.at(1).decide(&planner, &live).await, 200);
         decisions.push(started.elapsed());
     }
 
     let mut from_request = Vec::with_capacity(SAMPLES);
     let mut from_ack = Vec::with_capacity(SAMPLES);
     for _ in 0..SAMPLES {
-        let token = deployment.exchange(&planner, 0).await;
-        assert_eq!(deployment.decide(&planner, &token, 1).await, 200);
+        let token = deployment.at(0).exchange(&planner).await;
+        assert_eq!(deployment.at(1).decide(&planner, &token).await, 200);
         let started = Instant::now();
-        deployment.revoke_token(0, &jti(&token)).await;
+        deployment.at(0).revoke_token(&jti(&token)).await;
         let acknowledged = Instant::now();
         loop {
-            match deployment.decide(&planner, &token, 1).await {
+            match deployment.at(1).decide(&planner, &token).await {
                 401 => break,
                 200 => {}
                 other => panic!("unexpected status {other}"),

@@ -3,6 +3,7 @@
 //! `/healthz` answers while the process serves HTTP. `/readyz` answers 200 only when the store
 //! accepts writes, the audit log can be written (after a failed audit commit it stays unready
 //! until a recovery probe event commits) and the active policy version is the one in force.
+//! `/metrics` reads this replica's revocation view as it is scraped.
 
 use aims_core::audit::{Actor, Outcome};
 use axum::Json;
@@ -58,7 +59,14 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    match state.metrics.encode() {
+    let metrics = &state.metrics;
+    metrics
+        .revocation_log_position
+        .set(state.revocations.cursor());
+    metrics
+        .revoked_tokens_tracked
+        .set(u64::try_from(state.revocations.tracked()).unwrap_or(u64::MAX));
+    match metrics.encode() {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

@@ -1,6 +1,7 @@
 //! Task tokens over HTTP: token exchange with DPoP, scopes granted by `obtain` decisions,
 //! delegation that only narrows, decisions with task tokens, introspection and revocation
-//! (RFC 7662 / 7009), and cascading revocation that every enforcement point sees.
+//! (RFC 7662 / 7009), cascading revocation that every enforcement point sees, and the
+//! revocation gauges operators watch replica lag with.
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ on_both_stores!(
     a_dpop_proof_is_used_once,
     introspection_and_revocation_follow_the_rfcs,
     policies_cap_token_lifetimes,
+    revocation_gauges_follow_the_log,
 );
 
 pub const AUDIENCE: &str = "https://tools.acme.example/repo";
@@ -744,4 +746,62 @@ async fn policies_cap_token_lifetimes(backend: Backend) {
     assert!(lifetime(&child) <= 300, "child {}", lifetime(&child));
     let event = scene.server.last_event("token.delegate").await;
     assert_eq!(event.details["policy_max_token_ttl_s"], 300);
+}
+
+/// The value of the unlabelled gauge `name` in an OpenMetrics text exposition.
+fn gauge(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+        .parse()
+        .unwrap()
+}
+
+/// `/metrics` shows the revocation-log position this replica applied and how many revoked
+/// token ids it remembers; the replica that revoked has applied its revocation when it answers.
+async fn revocation_gauges_follow_the_log(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    let scrape = || async {
+        let resp = scene
+            .server
+            .http
+            .get(scene.url("/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "no credential needed");
+        resp.text().await.unwrap()
+    };
+    let before = scrape().await;
+    assert_eq!(gauge(&before, "aims_revocation_log_position"), 0);
+    assert_eq!(gauge(&before, "aims_revoked_tokens_tracked"), 0);
+
+    let parent = access_token(&scene.exchange("read:repo/acme/*").await);
+    access_token(&scene.delegate(&parent, &[]).await);
+    let revoked = scene
+        .server
+        .admin(
+            Method::POST,
+            "/v1/revocations",
+            Some(json!({"target": "token", "id": claims(&parent)["jti"], "reason": "test"})),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+    assert_eq!(
+        revoked.body["revoked"], 2,
+        "the token and its delegated child"
+    );
+
+    let after = scrape().await;
+    // Two entries; PostgreSQL's positions may leave gaps, so they are not a count.
+    assert!(
+        gauge(&after, "aims_revocation_log_position") >= 2,
+        "{after}"
+    );
+    assert_eq!(
+        gauge(&after, "aims_revoked_tokens_tracked"),
+        2,
+        "both are remembered until they expire"
+    );
 }

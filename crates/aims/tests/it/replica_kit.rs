@@ -1,7 +1,10 @@
 //! Two `aims server` processes over one fresh PostgreSQL database, as replicas behind a load
 //! balancer: both are configured with the same public URL (so tokens and DPoP proofs name it)
 //! and the same master key, while requests go to each process's own loopback address.
-//! Shared by the replica test and the `revocation_propagation` benchmark.
+//! [`Replica`] drives one such process (agents, exchange, delegation, decisions, revocation);
+//! it also serves a lone server started with `--public-url` [`PUBLIC_URL`].
+//! Shared by the replica and crash tests and the `revocation_propagation` and
+//! `revocation_fanout` benchmarks.
 
 use std::sync::Arc;
 
@@ -15,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::process::{ADMIN_TOKEN, Server};
 
-/// The public URL both replicas answer for.
+/// The public URL the servers answer for.
 pub const PUBLIC_URL: &str = "http://aims.replicas.test";
 /// The resource server task tokens are issued for.
 pub const AUDIENCE: &str = "https://tools.acme.example/repo";
@@ -59,9 +62,17 @@ pub async fn database_url() -> String {
 }
 
 /// An attested agent.
+#[derive(Clone)]
 pub struct Agent {
     pub key: Arc<AgentKey>,
     pub svid: String,
+}
+
+/// Requests to one server process at `url`, which answers for [`PUBLIC_URL`].
+#[derive(Clone, Copy)]
+pub struct Replica<'a> {
+    pub http: &'a reqwest::Client,
+    pub url: &'a str,
 }
 
 /// Two replicas and an HTTP client.
@@ -133,18 +144,7 @@ impl Deployment {
             http: reqwest::Client::new(),
             _dir: dir,
         };
-        let pushed = deployment
-            .admin(0, "/v1/policies", json!({"files": policy_files()}))
-            .await;
-        assert_eq!(pushed.0, 201, "{}", pushed.1);
-        let rs = deployment
-            .admin(
-                0,
-                "/v1/resource-servers",
-                json!({"name": "repo-tools", "audience": AUDIENCE, "system": "github"}),
-            )
-            .await;
-        assert_eq!(rs.0, 201, "{}", rs.1);
+        deployment.at(0).set_up().await;
         // Replicas pick up a new policy version within a second.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         for replica in &deployment.replicas {
@@ -172,11 +172,38 @@ impl Deployment {
         deployment
     }
 
-    /// POSTs `body` as the bootstrap admin to replica `replica`.
-    pub async fn admin(&self, replica: usize, path: &str, body: Value) -> (u16, Value) {
+    /// Requests to replica `replica`.
+    pub fn at(&self, replica: usize) -> Replica<'_> {
+        Replica {
+            http: &self.http,
+            url: &self.replicas[replica].url,
+        }
+    }
+}
+
+impl Replica<'_> {
+    /// Pushes the starter policies and registers the `repo-tools` resource server for
+    /// [`AUDIENCE`]; returns its client secret.
+    pub async fn set_up(&self) -> String {
+        let pushed = self
+            .admin("/v1/policies", json!({"files": policy_files()}))
+            .await;
+        assert_eq!(pushed.0, 201, "{}", pushed.1);
+        let rs = self
+            .admin(
+                "/v1/resource-servers",
+                json!({"name": "repo-tools", "audience": AUDIENCE, "system": "github"}),
+            )
+            .await;
+        assert_eq!(rs.0, 201, "{}", rs.1);
+        rs.1["client_secret"].as_str().unwrap().to_owned()
+    }
+
+    /// POSTs `body` as the bootstrap admin.
+    pub async fn admin(&self, path: &str, body: Value) -> (u16, Value) {
         let resp = self
             .http
-            .post(format!("{}{path}", self.replicas[replica].url))
+            .post(format!("{}{path}", self.url))
             .bearer_auth(ADMIN_TOKEN)
             .json(&body)
             .send()
@@ -186,36 +213,37 @@ impl Deployment {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
-    /// Registers and attests a planner agent on the first replica.
+    /// Registers and attests a planner agent.
     pub async fn planner(&self) -> Agent {
+        self.agent("planner", "planner").await
+    }
+
+    /// Registers and attests agent `name` with label `role` (the starter policies let a `planner` obtain repository scopes and delegate to an `executor`).
+    pub async fn agent(&self, name: &str, role: &str) -> Agent {
         let (status, body) = self
             .admin(
-                0,
                 "/v1/agents",
-                json!({"name": "planner", "owner": "alice@acme.example",
-                       "labels": {"role": "planner"}}),
+                json!({"name": name, "owner": "alice@acme.example",
+                       "labels": {"role": role}}),
             )
             .await;
         assert_eq!(status, 201, "{body}");
         let join = body["join_token"].as_str().unwrap().to_owned();
         let key = Arc::new(AgentKey::generate(AgentKeyKind::P256, &SystemRandom::new()).unwrap());
-        let svid = Attestor::new(
-            AdminClient::new(&self.replicas[0].url, None).unwrap(),
-            key.clone(),
-        )
-        .attest(&Default::default(), &Credential::JoinToken(join), None)
-        .await
-        .unwrap()
-        .svid;
+        let svid = Attestor::new(AdminClient::new(self.url, None).unwrap(), key.clone())
+            .attest(&Default::default(), &Credential::JoinToken(join), None)
+            .await
+            .unwrap()
+            .svid;
         Agent { key, svid }
     }
 
-    /// A task token for `agent` from replica `replica` (a new task each time).
-    pub async fn exchange(&self, agent: &Agent, replica: usize) -> String {
+    /// A task token for `agent` (a new task each time).
+    pub async fn exchange(&self, agent: &Agent) -> String {
         let proof = proof(agent, "POST", "/oauth2/token", None);
         let resp = self
             .http
-            .post(format!("{}/oauth2/token", self.replicas[replica].url))
+            .post(format!("{}/oauth2/token", self.url))
             .header("DPoP", proof)
             .form(&[
                 (
@@ -238,16 +266,52 @@ impl Deployment {
             .to_owned()
     }
 
-    /// Asks replica `replica` for a decision with the task token; returns the HTTP status.
-    pub async fn decide(&self, agent: &Agent, token: &str, replica: usize) -> u16 {
+    /// `delegator` (holding `parent`, a task token bound to its key) delegates it to `actor`;
+    /// returns the delegated token, bound to `actor`'s key.
+    pub async fn delegate(&self, parent: &str, delegator: &Agent, actor: &Agent) -> String {
+        let proof = proof(delegator, "POST", "/oauth2/token", None);
+        let resp = self
+            .http
+            .post(format!("{}/oauth2/token", self.url))
+            .header("DPoP", proof)
+            .form(&[
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                ("subject_token", parent),
+                (
+                    "subject_token_type",
+                    "urn:ietf:params:oauth:token-type:access_token",
+                ),
+                ("actor_token", actor.svid.as_str()),
+                ("actor_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let body: Value = resp.json().await.unwrap();
+        body["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("delegation refused: {body}"))
+            .to_owned()
+    }
+
+    /// A decision request: `agent` reads a repository with the task token.
+    fn decision_request(&self, agent: &Agent, token: &str) -> reqwest::RequestBuilder {
         let proof = proof(agent, "POST", "/v1/decisions", Some(token));
         self.http
-            .post(format!("{}/v1/decisions", self.replicas[replica].url))
+            .post(format!("{}/v1/decisions", self.url))
             .header("Authorization", format!("DPoP {token}"))
             .header("DPoP", proof)
             .json(&json!({"action": "read", "resource": {
                 "type": "Resource", "id": "repo/acme/app", "system": "github",
                 "environment": "dev", "sensitivity": "internal", "kind": "repository"}}))
+    }
+
+    /// Asks for a decision with the task token; returns the HTTP status.
+    pub async fn decide(&self, agent: &Agent, token: &str) -> u16 {
+        self.decision_request(agent, token)
             .send()
             .await
             .unwrap()
@@ -255,22 +319,49 @@ impl Deployment {
             .as_u16()
     }
 
-    /// Revokes a token (and what derives from it) on replica `replica`.
-    pub async fn revoke_token(&self, replica: usize, jti: &str) {
+    /// [`Self::decide`], also returning the body (a refusal says why).
+    pub async fn decision(&self, agent: &Agent, token: &str) -> (u16, Value) {
+        let resp = self.decision_request(agent, token).send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Revokes a token (and what derives from it); returns how many credentials were revoked.
+    pub async fn revoke_token(&self, jti: &str) -> u64 {
         let (status, body) = self
             .admin(
-                replica,
                 "/v1/revocations",
                 json!({"target": "token", "id": jti, "reason": "replica test"}),
             )
             .await;
         assert_eq!(status, 200, "{body}");
+        body["revoked"].as_u64().unwrap()
     }
 
-    /// Ends a task on replica `replica`.
-    pub async fn end_task(&self, replica: usize, task_id: &str) {
+    /// The last revocation-log position this replica has applied (its
+    /// `aims_revocation_log_position` gauge; `/metrics` needs no credential).
+    pub async fn log_position(&self) -> u64 {
+        let metrics = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("aims_revocation_log_position "))
+            .unwrap_or_else(|| panic!("no revocation log position in {metrics}"))
+            .parse()
+            .unwrap()
+    }
+
+    /// Ends a task.
+    pub async fn end_task(&self, task_id: &str) {
         let (status, body) = self
-            .admin(replica, &format!("/v1/tasks/{task_id}/end"), json!({}))
+            .admin(&format!("/v1/tasks/{task_id}/end"), json!({}))
             .await;
         assert_eq!(status, 200, "{body}");
     }

@@ -1,9 +1,11 @@
 //! Several `aims server` processes sharing one PostgreSQL database behave as one deployment:
 //! a task token issued by one replica works at another, and a revocation made on one is
-//! refused by the other within a second (each replica follows the store's revocation log).
+//! refused by the other within a second, with what was delegated from it (each replica follows
+//! the store's revocation log, and its `/metrics` shows how far).
 //!
 //! Needs PostgreSQL: `AIMS_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test`, run
-//! with `--include-ignored`. The benchmark `revocation_propagation` measures the same path.
+//! with `--include-ignored`. The benchmark `revocation_propagation` measures the same path,
+//! `revocation_fanout` a root with many delegated descendants.
 
 use std::time::{Duration, Instant};
 
@@ -13,20 +15,28 @@ use crate::replica_kit::{Deployment, database_url};
 #[ignore = "needs PostgreSQL: set AIMS_TEST_DATABASE_URL and run with --include-ignored"]
 async fn a_token_revoked_on_one_replica_is_refused_by_the_other() {
     let deployment = Deployment::start(&database_url().await).await;
-    let planner = deployment.planner().await;
-    let token = deployment.exchange(&planner, 0).await;
+    let planner = deployment.at(0).planner().await;
+    let executor = deployment.at(0).agent("executor", "executor").await;
+    let token = deployment.at(0).exchange(&planner).await;
 
-    // Issued by the first replica, accepted by the second.
-    assert_eq!(deployment.decide(&planner, &token, 1).await, 200);
+    // Issued by the first replica, accepted by the second; delegated on the second, accepted
+    // by the first.
+    assert_eq!(deployment.at(1).decide(&planner, &token).await, 200);
+    let child = deployment.at(1).delegate(&token, &planner, &executor).await;
+    assert_eq!(deployment.at(0).decide(&executor, &child).await, 200);
 
     let jti = crate::replica_kit::jti(&token);
     let revoked_at = Instant::now();
-    deployment.revoke_token(0, &jti).await;
+    assert_eq!(
+        deployment.at(0).revoke_token(&jti).await,
+        2,
+        "the token and its child"
+    );
     // The replica that revoked refuses at once.
-    assert_eq!(deployment.decide(&planner, &token, 0).await, 401);
+    assert_eq!(deployment.at(0).decide(&planner, &token).await, 401);
     // The other within a second.
     let delay = loop {
-        let status = deployment.decide(&planner, &token, 1).await;
+        let status = deployment.at(1).decide(&planner, &token).await;
         if status == 401 {
             break revoked_at.elapsed();
         }
@@ -38,15 +48,26 @@ async fn a_token_revoked_on_one_replica_is_refused_by_the_other() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     eprintln!("revocation reached the second replica after {delay:?}");
+    // With the child, revoked in the same log read; both replicas report the same position.
+    let (status, refusal) = deployment.at(1).decision(&executor, &child).await;
+    assert_eq!(status, 401, "{refusal}");
+    assert!(
+        refusal["message"].as_str().unwrap().contains("revoked"),
+        "{refusal}"
+    );
+    let position = deployment.at(0).log_position().await;
+    assert!(position >= 2, "two log entries");
+    assert_eq!(deployment.at(1).log_position().await, position);
 
     // Ending a task on the second replica refuses its tokens on the first.
-    let other = deployment.exchange(&planner, 1).await;
-    assert_eq!(deployment.decide(&planner, &other, 0).await, 200);
+    let other = deployment.at(1).exchange(&planner).await;
+    assert_eq!(deployment.at(0).decide(&planner, &other).await, 200);
     deployment
-        .end_task(1, &crate::replica_kit::task_id(&other))
+        .at(1)
+        .end_task(&crate::replica_kit::task_id(&other))
         .await;
     let ended = Instant::now();
-    while deployment.decide(&planner, &other, 0).await != 401 {
+    while deployment.at(0).decide(&planner, &other).await != 401 {
         assert!(
             ended.elapsed() < Duration::from_secs(1),
             "task end not seen within 1 s"
