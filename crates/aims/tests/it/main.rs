@@ -13,5 +13,6 @@ mod replicas;
 
 mod cli;
 mod cli_tokens;
+mod crash;
 mod interop;
 mod server;

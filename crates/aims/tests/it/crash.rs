@@ -1,0 +1,204 @@
+//! Revocation survives `kill -9`: the server process is killed with SIGKILL right after a
+//! cascading revocation was acknowledged, and while one is in flight, then restarted on the same
+//! SQLite store. An acknowledged revocation is never lost — the store (introspection) and the
+//! enforcement point (decisions, from the revocation set rebuilt at startup) both refuse the
+//! whole subtree, and the revocation is in the audit log, whose chain still verifies. A
+//! revocation cut off in flight is all or nothing, and retrying it completes it. A token that
+//! was never revoked keeps working across every restart, so the refusals are the revocation's
+//! doing, not the restart's.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::process::{ADMIN_TOKEN, Server};
+use crate::replica_kit::{Agent, PUBLIC_URL, Replica, jti};
+
+/// Tokens delegated from each revoked root.
+const CHILDREN: usize = 120;
+
+/// One server process over a data directory that outlives it. Its public URL is fixed, so
+/// tokens stay valid across restarts (each start listens on a new ephemeral port).
+struct Node {
+    data: PathBuf,
+    server: Server,
+    http: reqwest::Client,
+    rs_secret: String,
+}
+
+impl Node {
+    fn start(data: &Path, first: bool) -> Server {
+        let env: &[(&str, &str)] = if first {
+            &[("AIMS_BOOTSTRAP_TOKEN", ADMIN_TOKEN)]
+        } else {
+            &[]
+        };
+        Server::start_with(data, env, &["--public-url", PUBLIC_URL])
+    }
+
+    /// SIGKILL, then a new process on the same store.
+    fn kill_and_restart(&mut self) {
+        self.server.child.kill().unwrap();
+        self.server.child.wait().unwrap();
+        self.server = Self::start(&self.data, false);
+    }
+
+    fn at(&self) -> Replica<'_> {
+        Replica {
+            http: &self.http,
+            url: &self.server.url,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.server.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        resp.json().await.unwrap()
+    }
+
+    /// A new task token of the planner and `CHILDREN` tokens delegated from it.
+    async fn subtree(&self, planner: &Agent, executor: &Agent) -> Vec<String> {
+        let mut tokens = vec![self.at().exchange(planner).await];
+        for _ in 0..CHILDREN {
+            tokens.push(self.at().delegate(&tokens[0], planner, executor).await);
+        }
+        tokens
+    }
+
+    /// Is `token` active, as the store tells the resource server (RFC 7662)?
+    async fn active(&self, token: &str) -> bool {
+        let resp = self
+            .http
+            .post(format!("{}/oauth2/introspect", self.server.url))
+            .basic_auth("repo-tools", Some(&self.rs_secret))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body: Value = resp.json().await.unwrap();
+        body["active"].as_bool().unwrap()
+    }
+
+    /// How many of `tokens` introspect as active.
+    async fn count_active(&self, tokens: &[String]) -> usize {
+        let mut active = 0;
+        for token in tokens {
+            active += usize::from(self.active(token).await);
+        }
+        active
+    }
+
+    /// The never-revoked control token is active and decides.
+    async fn still_works(&self, holder: &Agent, token: &str) {
+        assert!(self.active(token).await, "the control token was lost");
+        assert_eq!(self.at().decide(holder, token).await, 200);
+    }
+
+    /// Verifies the audit chain and returns how many records it holds.
+    async fn verified_audit_head(&self) -> u64 {
+        let verified = self.get("/v1/audit/verify").await;
+        assert_eq!(verified["intact"], true, "{verified}");
+        verified["records"].as_u64().unwrap()
+    }
+
+    /// `revoke` audit events naming `jti`, read up to the head the chain verification saw
+    /// (reading the log is itself audited, so the log grows while it is read).
+    async fn revoke_events(&self, jti: &str) -> usize {
+        let head = self.verified_audit_head().await;
+        let mut after = 0u64;
+        let mut found = 0;
+        while after < head {
+            let page = self
+                .get(&format!("/v1/audit?after={after}&limit=500"))
+                .await;
+            let records = page["records"].as_array().unwrap();
+            let Some(last) = records.last() else { break };
+            after = last["seq"].as_u64().unwrap();
+            found += records
+                .iter()
+                .filter(|r| r["event"]["action"] == "revoke" && r["event"]["token_id"] == jti)
+                .count();
+        }
+        found
+    }
+}
+
+fn revocation(root: &str) -> Value {
+    json!({"target": "token", "id": jti(root), "reason": "crash test"})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revocations_survive_kill_9_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Node::start(&data, true);
+    let mut node = Node {
+        data,
+        server,
+        http: reqwest::Client::new(),
+        rs_secret: String::new(),
+    };
+    node.rs_secret = node.at().set_up().await;
+    let planner = node.at().planner().await;
+    let executor = node.at().agent("executor", "executor").await;
+
+    // The control: a task token and a delegated one that are never revoked.
+    let control_root = node.at().exchange(&planner).await;
+    let control = node.at().delegate(&control_root, &planner, &executor).await;
+
+    // 1. Acknowledged, then SIGKILL at once: nothing of it is lost.
+    let subtree = node.subtree(&planner, &executor).await;
+    assert_eq!(node.at().decide(&executor, &subtree[1]).await, 200);
+    assert_eq!(
+        node.at().revoke_token(&jti(&subtree[0])).await,
+        1 + CHILDREN as u64
+    );
+    node.kill_and_restart();
+    node.still_works(&executor, &control).await;
+    assert_eq!(node.count_active(&subtree).await, 0);
+    for child in subtree.iter().skip(1).step_by(10) {
+        assert_eq!(node.at().decide(&executor, child).await, 401);
+    }
+    assert_eq!(node.revoke_events(&jti(&subtree[0])).await, 1);
+
+    // 2. SIGKILL while a revocation is in flight, at several points: after restart the subtree
+    //    is revoked whole or not at all (whole if it was acknowledged), and a retry completes it.
+    for delay_ms in [0u64, 2, 5, 15] {
+        let subtree = node.subtree(&planner, &executor).await;
+        let request = node
+            .http
+            .post(format!("{}/v1/revocations", node.server.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&revocation(&subtree[0]))
+            .send();
+        let in_flight = tokio::spawn(request);
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        node.kill_and_restart();
+        let acknowledged = matches!(in_flight.await.unwrap(), Ok(r) if r.status() == 200);
+
+        node.still_works(&executor, &control).await;
+        let active = node.count_active(&subtree).await;
+        println!("killed after {delay_ms} ms: acknowledged {acknowledged}, {active} active");
+        assert!(
+            active == 0 || (active == subtree.len() && !acknowledged),
+            "killed after {delay_ms} ms: {active} of {} active, acknowledged: {acknowledged}",
+            subtree.len()
+        );
+        let events = node.revoke_events(&jti(&subtree[0])).await;
+        assert_eq!(events, usize::from(active == 0), "audited iff it happened");
+
+        node.at().revoke_token(&jti(&subtree[0])).await;
+        assert_eq!(node.count_active(&subtree).await, 0);
+        assert_eq!(node.at().decide(&executor, &subtree[CHILDREN]).await, 401);
+    }
+    node.verified_audit_head().await;
+    node.still_works(&executor, &control).await;
+}
