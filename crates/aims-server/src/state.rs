@@ -87,6 +87,14 @@ pub struct Parts {
 }
 
 impl AppState {
+    /// Applies the revocations this replica just committed, so it refuses those credentials
+    /// before it answers; the other replicas follow within their poll interval. If the log
+    /// cannot be read now, the set goes stale and refuses every token, so failing here is
+    /// safe to ignore.
+    pub async fn apply_own_revocations(&self) {
+        let _ = self.revocations.catch_up(self.store.as_ref()).await;
+    }
+
     /// Assembles the state.
     pub fn new(parts: Parts) -> Self {
         let federation = Federation::new(parts.config.trusted_issuers.clone());

@@ -197,7 +197,11 @@ async fn save(
         .update_agent(next, current.revision, event)
         .await
     {
-        Ok(()) => Ok(()),
+        // Leaving the active state revoked the agent's credentials.
+        Ok(()) => {
+            state.apply_own_revocations().await;
+            Ok(())
+        }
         Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(
             "revision_conflict",
             "the agent was changed concurrently; read it again and retry",

@@ -397,7 +397,8 @@ async fn quarantine(
         .update_agent(&next, agent.revision, &event)
         .await
     {
-        Ok(()) => {}
+        // The agent's credentials were revoked with it.
+        Ok(()) => state.apply_own_revocations().await,
         // Changed concurrently (e.g. already quarantined by a parallel attestation): the
         // attestation is refused either way.
         Err(StoreError::Conflict { .. }) => return Ok(()),

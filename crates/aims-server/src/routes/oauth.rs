@@ -1098,8 +1098,7 @@ pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Byt
         .await
     {
         Ok(_) => {
-            // This replica learns at once; the others within their poll interval.
-            let _ = state.revocations.catch_up(state.store.as_ref()).await;
+            state.apply_own_revocations().await;
             ok()
         }
         Err(e) => Refusal::store(e).into_response(),

@@ -105,8 +105,7 @@ pub async fn revoke(
         .store
         .revoke(&target, &reason, OffsetDateTime::now_utc(), &event)
         .await?;
-    // This replica refuses at once; the others within their poll interval.
-    let _ = state.revocations.catch_up(state.store.as_ref()).await;
+    state.apply_own_revocations().await;
     Ok(Json(RevokeResponse { revoked }))
 }
 

@@ -167,8 +167,7 @@ pub async fn end(
         }
         Err(e) => return Err(e.into()),
     };
-    // This replica refuses the task's tokens at once; the others within their poll interval.
-    let _ = state.revocations.catch_up(state.store.as_ref()).await;
+    state.apply_own_revocations().await;
     let task = state.store.task(&id).await?.ok_or_else(|| not_found(&id))?;
     Ok(Json(TaskEnded {
         task: task.into(),

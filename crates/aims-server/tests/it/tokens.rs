@@ -25,6 +25,7 @@ on_both_stores!(
     a_dpop_proof_is_used_once,
     introspection_and_revocation_follow_the_rfcs,
     policies_cap_token_lifetimes,
+    a_suspended_agents_tokens_are_refused_at_once,
     revocation_gauges_follow_the_log,
 );
 
@@ -804,4 +805,24 @@ async fn revocation_gauges_follow_the_log(backend: Backend) {
         2,
         "both are remembered until they expire"
     );
+}
+
+/// The replica that revokes (here by suspending the agent) refuses at once, without waiting
+/// for its next read of the revocation log.
+async fn a_suspended_agents_tokens_are_refused_at_once(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    let token = access_token(&scene.exchange("read:repo/acme/*").await);
+    let decided = scene
+        .decide(&scene.planner.key, &token, "read", "repo/acme/app")
+        .await;
+    assert_eq!(decided.status, StatusCode::OK, "{}", decided.body);
+    let suspended = scene
+        .server
+        .admin(Method::POST, "/v1/agents/planner/suspend", Some(json!({})))
+        .await;
+    assert_eq!(suspended.status, StatusCode::OK, "{}", suspended.body);
+    let refused = scene
+        .decide(&scene.planner.key, &token, "read", "repo/acme/app")
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
 }
