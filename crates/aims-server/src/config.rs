@@ -38,6 +38,8 @@ pub const ENV_MASTER_KEY: &str = "AIMS_MASTER_KEY";
 pub const ENV_BOOTSTRAP_TOKEN: &str = "AIMS_BOOTSTRAP_TOKEN";
 /// Where drift notifications are POSTed.
 pub const ENV_DRIFT_WEBHOOK_URL: &str = "AIMS_DRIFT_WEBHOOK_URL";
+/// `true` lets SSF push streams deliver to loopback and private addresses (default `false`).
+pub const ENV_SSF_PUSH_PRIVATE_NETWORKS: &str = "AIMS_SSF_PUSH_PRIVATE_NETWORKS";
 
 /// The config file as written, before validation.
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +86,8 @@ pub struct RawConfig {
     pub drift_webhook_url: Option<String>,
     /// Third-party issuers whose tokens prove an agent's identity at attestation.
     pub trusted_issuers: Option<Vec<RawTrustedIssuer>>,
+    /// Whether SSF push streams may deliver to loopback and private addresses.
+    pub ssf_push_private_networks: Option<bool>,
 }
 
 impl RawConfig {
@@ -112,6 +116,9 @@ impl RawConfig {
                 .or(self.revocation_max_staleness_s),
             drift_webhook_url: other.drift_webhook_url.or(self.drift_webhook_url),
             trusted_issuers: other.trusted_issuers.or(self.trusted_issuers),
+            ssf_push_private_networks: other
+                .ssf_push_private_networks
+                .or(self.ssf_push_private_networks),
         }
     }
 
@@ -187,6 +194,9 @@ pub struct Config {
     pub drift_webhook_url: Option<String>,
     /// Third-party issuers trusted for federated attestation.
     pub trusted_issuers: Vec<TrustedIssuer>,
+    /// Whether SSF push streams may deliver to loopback and private addresses (default: only
+    /// public ones, so a receiver cannot aim the server at its own network).
+    pub ssf_push_private_networks: bool,
 }
 
 /// Every problem found in the configuration, reported together.
@@ -326,6 +336,17 @@ impl Config {
                 Err(why) => errors.push(format!("trusted_issuers: {why}")),
             }
         }
+        let ssf_push_private_networks = match var(ENV_SSF_PUSH_PRIVATE_NETWORKS).as_deref() {
+            None => raw.ssf_push_private_networks.unwrap_or(false),
+            Some("true") => true,
+            Some("false") => false,
+            Some(_) => {
+                errors.push(format!(
+                    "{ENV_SSF_PUSH_PRIVATE_NETWORKS}: must be true or false"
+                ));
+                false
+            }
+        };
         let drift_webhook_url = raw.drift_webhook_url.filter(|u| !u.is_empty());
         if let Some(url) = &drift_webhook_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -354,6 +375,7 @@ impl Config {
                 revocation_max_staleness: Duration::from_secs(staleness_s),
                 drift_webhook_url,
                 trusted_issuers,
+                ssf_push_private_networks,
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -436,6 +458,38 @@ mod tests {
         assert_eq!(config.listen.port(), 3000);
         assert_eq!(config.trust_domain.as_str(), "env.example");
         assert_eq!(config.join_token_ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn private_push_networks_are_off_unless_said_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("aims.toml");
+        std::fs::write(&file, "version = 1\nssf_push_private_networks = true\n").unwrap();
+        let with_file = Overrides {
+            config_file: Some(file),
+            ..Overrides::default()
+        };
+        let load = |overrides: &Overrides, value: Option<&str>| {
+            let vars: Vec<(&str, &str)> = value
+                .map(|v| vec![(ENV_SSF_PUSH_PRIVATE_NETWORKS, v)])
+                .unwrap_or_default();
+            Config::load_with(overrides, &env(&vars))
+        };
+        let default = Overrides::default();
+        assert!(!load(&default, None).unwrap().ssf_push_private_networks);
+        assert!(load(&with_file, None).unwrap().ssf_push_private_networks);
+        assert!(
+            !load(&with_file, Some("false"))
+                .unwrap()
+                .ssf_push_private_networks
+        );
+        assert!(
+            load(&default, Some("true"))
+                .unwrap()
+                .ssf_push_private_networks
+        );
+        let err = load(&default, Some("yes")).unwrap_err().to_string();
+        assert!(err.contains(ENV_SSF_PUSH_PRIVATE_NETWORKS), "{err}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod extract;
 pub mod federation;
 pub mod keyring;
 pub mod metrics;
+pub mod outbound;
 pub mod policy;
 pub mod revocation;
 pub mod routes;

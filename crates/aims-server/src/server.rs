@@ -101,11 +101,7 @@ pub async fn start_with_store(
         .unwrap_or_else(|| format!("http://{addr}"));
     let metrics = Arc::new(Metrics::new());
     let (audit, _writer) = AuditWriter::spawn(started.store.clone(), metrics.clone());
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
+    let http = crate::outbound::clients(&config)
         .map_err(|e| StartupError::Keys(format!("HTTP client: {e}")))?;
     let policy =
         PolicyHolder::empty().map_err(|e| StartupError::Keys(format!("policy engine: {e}")))?;

@@ -480,8 +480,15 @@ async fn send(
     authorization: Option<&[u8]>,
     set: String,
 ) -> Outcome {
+    // Addresses in the URL are checked here; names when the push client resolves them.
+    let allowed = reqwest::Url::parse(endpoint_url).is_ok_and(|url| {
+        crate::outbound::push_target_allowed(&url, state.config.ssf_push_private_networks)
+    });
+    if !allowed {
+        return Outcome::Failed("the endpoint is not a public address".into());
+    }
     let mut request = state
-        .http
+        .push_http
         .post(endpoint_url)
         .header(reqwest::header::CONTENT_TYPE, SET_MEDIA_TYPE)
         .header(reqwest::header::ACCEPT, "application/json")

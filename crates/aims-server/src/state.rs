@@ -43,8 +43,12 @@ pub struct Inner {
     pub metrics: Arc<Metrics>,
     /// System randomness.
     pub rng: SystemRandom,
-    /// Client for outbound calls (webhooks, third-party JWKS): bounded timeouts, no redirects.
+    /// Client for outbound calls to operator-configured destinations (webhooks, third-party
+    /// JWKS): bounded timeouts, no redirects.
     pub http: reqwest::Client,
+    /// Client for SSF push deliveries: as `http`, and public addresses only unless configured
+    /// otherwise ([`crate::outbound`]).
+    pub push_http: reqwest::Client,
     /// Trusted third-party issuers for federated attestation.
     pub federation: Federation,
     /// The policy version in force.
@@ -80,8 +84,8 @@ pub struct Parts {
     pub master: MasterKey,
     /// Key ring loaded at start.
     pub keys: KeyRing,
-    /// Client for outbound calls.
-    pub http: reqwest::Client,
+    /// Outbound clients.
+    pub http: crate::outbound::Clients,
     /// The policy holder (empty until the active version is loaded).
     pub policy: PolicyHolder,
 }
@@ -111,7 +115,8 @@ impl AppState {
             audit: parts.audit,
             metrics: parts.metrics,
             rng: SystemRandom::new(),
-            http: parts.http,
+            http: parts.http.general,
+            push_http: parts.http.push,
             master: parts.master,
             keys: RwLock::new(Arc::new(parts.keys)),
         }))

@@ -241,8 +241,9 @@ struct DeliveryRequest {
     authorization_header: Option<String>,
 }
 
-/// A push endpoint: an absolute http(s) URL with a host, no credentials, no fragment.
-fn check_endpoint_url(url: &str) -> Result<(), ApiError> {
+/// A push endpoint: an absolute http(s) URL with a host, no credentials, no fragment, and
+/// (unless private networks are allowed) not an address or name of the server's own network.
+fn check_endpoint_url(url: &str, private_networks: bool) -> Result<(), ApiError> {
     let bad = || {
         ApiError::bad_request(
             "invalid_endpoint_url",
@@ -259,7 +260,17 @@ fn check_endpoint_url(url: &str) -> Result<(), ApiError> {
         && parsed.username().is_empty()
         && parsed.password().is_none()
         && parsed.fragment().is_none();
-    if ok { Ok(()) } else { Err(bad()) }
+    if !ok {
+        return Err(bad());
+    }
+    if !crate::outbound::push_target_allowed(&parsed, private_networks) {
+        return Err(ApiError::bad_request(
+            "invalid_endpoint_url",
+            "endpoint_url must reach a public address (loopback, private and link-local \
+             addresses are refused unless ssf_push_private_networks is set)",
+        ));
+    }
+    Ok(())
 }
 
 /// The event types to deliver for `requested`: every supported one when the receiver names
@@ -331,7 +342,7 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
                 let endpoint_url = d
                     .endpoint_url
                     .ok_or_else(|| invalid("a push stream needs delivery.endpoint_url"))?;
-                check_endpoint_url(&endpoint_url)?;
+                check_endpoint_url(&endpoint_url, state.config.ssf_push_private_networks)?;
                 let sealed_authorization = match d.authorization_header {
                     None => None,
                     Some(value) => {
@@ -615,10 +626,12 @@ mod tests {
     fn endpoint_urls_are_absolute_http_without_credentials() {
         for good in [
             "https://receiver.example/events",
-            "http://127.0.0.1:8080/ssf",
+            "http://203.0.114.1:8080/ssf",
         ] {
-            assert!(check_endpoint_url(good).is_ok(), "{good}");
+            assert!(check_endpoint_url(good, false).is_ok(), "{good}");
         }
+        assert!(check_endpoint_url("http://127.0.0.1:8080/ssf", false).is_err());
+        assert!(check_endpoint_url("http://127.0.0.1:8080/ssf", true).is_ok());
         for bad in [
             "ftp://receiver.example/events",
             "https://user:pw@receiver.example/",
@@ -628,7 +641,7 @@ mod tests {
             "",
             &format!("https://receiver.example/{}", "a".repeat(600)),
         ] {
-            assert!(check_endpoint_url(bad).is_err(), "{bad}");
+            assert!(check_endpoint_url(bad, true).is_err(), "{bad}");
         }
     }
 

@@ -1,8 +1,10 @@
 //! Shared Signals over HTTP: the transmitter metadata, streams created by resource servers
 //! and operators, CAEP SETs for revoked tokens and identities that verify against the JWKS,
 //! acknowledgements, long polls that wake on a revocation, receivers kept apart, bad input
-//! refused, and push delivery to a loopback receiver.
+//! refused, push delivery to a loopback receiver where private networks are allowed, and no
+//! push to the server's own network where they are not (the default).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -13,7 +15,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::kit::{ADMIN_TOKEN, Backend, Reply, TestServer, serve_on_loopback};
+use aims_server::config::{ENV_BOOTSTRAP_TOKEN, ENV_SSF_PUSH_PRIVATE_NETWORKS};
+
+use crate::kit::{ADMIN_TOKEN, Backend, Reply, TestServer, open_store, serve_on_loopback};
 use crate::on_both_stores;
 use crate::tokens::{AUDIENCE, Scene, access_token, claims};
 
@@ -23,6 +27,7 @@ on_both_stores!(
     receivers_see_only_their_own_streams,
     bad_stream_requests_change_nothing,
     push_delivers_to_a_loopback_receiver,
+    push_never_reaches_the_servers_own_network,
 );
 
 const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
@@ -656,8 +661,107 @@ struct Pushed {
     body: String,
 }
 
-async fn push_delivers_to_a_loopback_receiver(backend: Backend) {
+/// A server over `store` in `dir` that may (or may not) push to private networks.
+async fn server_pushing(
+    backend: Backend,
+    dir: Arc<tempfile::TempDir>,
+    store: Arc<dyn aims_store::Store>,
+    private_networks: bool,
+) -> TestServer {
+    let env = HashMap::from([
+        (ENV_BOOTSTRAP_TOKEN.to_owned(), ADMIN_TOKEN.to_owned()),
+        (
+            ENV_SSF_PUSH_PRIVATE_NETWORKS.to_owned(),
+            private_networks.to_string(),
+        ),
+    ]);
+    TestServer::start_on(backend, dir, store, env)
+        .await
+        .unwrap()
+}
+
+/// A scene whose server may push to loopback receivers.
+async fn scene_pushing_to_loopback(backend: Backend) -> Scene {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let store = open_store(backend, &dir).await;
+    Scene::on(server_pushing(backend, dir, store, true).await).await
+}
+
+/// A loopback receiver that accepts every SET and counts them.
+async fn counting_receiver() -> (String, Arc<AtomicUsize>) {
+    let received = Arc::new(AtomicUsize::new(0));
+    let app = {
+        let received = received.clone();
+        axum::Router::new().route(
+            "/events",
+            axum::routing::post(move || {
+                received.fetch_add(1, Ordering::SeqCst);
+                async { AxumStatus::ACCEPTED }
+            }),
+        )
+    };
+    (serve_on_loopback(app).await, received)
+}
+
+async fn push_never_reaches_the_servers_own_network(backend: Backend) {
+    // By default an endpoint on the server's own network is refused when the stream is made.
     let scene = Scene::start(backend).await;
+    for url in [
+        "http://127.0.0.1:9/events",
+        "http://[::1]:9/events",
+        "http://[::ffff:127.0.0.1]:9/events",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.1/events",
+        "http://localhost:9/events",
+    ] {
+        let body = json!({"delivery": {"method": PUSH, "endpoint_url": url}});
+        let reply = ssf(
+            &scene.server,
+            scene.rs(),
+            Method::POST,
+            "/ssf/streams",
+            Some(body),
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{url}: {}",
+            reply.body
+        );
+        assert_eq!(reply.code(), "invalid_endpoint_url", "{url}");
+    }
+    assert_eq!(scene.server.count_events("ssf.stream.create").await, 0);
+    drop(scene);
+
+    // A stream made while private networks were allowed gets nothing once they are not.
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let store = open_store(backend, &dir).await;
+    let scene = Scene::on(server_pushing(backend, dir, store, true).await).await;
+    let (receiver, received) = counting_receiver().await;
+    let stream = scene
+        .stream(json!({"delivery": {"method": PUSH, "endpoint_url": format!("{receiver}/events")}}))
+        .await;
+    let id = stream["stream_id"].as_str().unwrap().to_owned();
+    let token = access_token(&scene.exchange("read:repo/acme/app").await);
+    let (dir, store) = scene.server.stop().await;
+    let server = server_pushing(backend, dir, store, false).await;
+    let revoked = server
+        .admin(
+            Method::POST,
+            "/v1/revocations",
+            Some(json!({"target": "token", "id": claims(&token)["jti"], "reason": "test"})),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(received.load(Ordering::SeqCst), 0, "pushed to loopback");
+    let pending = server.store.ssf_pending(&id, 0).await.unwrap();
+    assert!(!pending.is_empty(), "the SET stays pending");
+}
+
+async fn push_delivers_to_a_loopback_receiver(backend: Backend) {
+    let scene = scene_pushing_to_loopback(backend).await;
     // The receiver refuses the first attempt (unavailable), then accepts.
     let (tx, mut rx) = mpsc::unbounded_channel::<Pushed>();
     let attempts = Arc::new(AtomicUsize::new(0));
