@@ -38,12 +38,15 @@ mod process;
 #[allow(dead_code)]
 #[path = "../tests/it/replica_kit.rs"]
 mod replica_kit;
+#[path = "common/stats.rs"]
+mod stats;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use replica_kit::{Agent, Deployment, database_url, jti};
+use stats::{ms, percentile};
 use tokio::task::JoinSet;
 
 /// Concurrent requests while delegating the children and while sweeping them.
@@ -69,17 +72,6 @@ fn count(name: &str, default: usize) -> usize {
             .unwrap_or_else(|| panic!("{name} must be a positive integer, not {value:?}")),
         Err(_) => default,
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// Nearest-rank percentile `p` (0..=1) of unsorted `values`.
-fn percentile(values: &[Duration], p: f64) -> Duration {
-    let mut sorted = values.to_vec();
-    sorted.sort();
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// One background decision: when it was sent and when its answer arrived.

@@ -27,22 +27,16 @@ mod process;
 #[allow(dead_code)]
 #[path = "../tests/it/replica_kit.rs"]
 mod replica_kit;
+#[path = "common/stats.rs"]
+mod stats;
 
 use std::time::{Duration, Instant};
 
 use replica_kit::{Deployment, database_url, jti};
+use stats::{ms, percentile};
 
 const SAMPLES: usize = 100;
 const ROUND_TRIPS: usize = 300;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[rank]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
 
 fn summary(name: &str, mut values: Vec<Duration>, baseline: Duration) {
     values.sort();

@@ -20,6 +20,9 @@ use crate::process::{ADMIN_TOKEN, Server};
 
 /// The public URL the servers answer for.
 pub const PUBLIC_URL: &str = "http://aims.replicas.test";
+const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+const TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// The resource server task tokens are issued for.
 pub const AUDIENCE: &str = "https://tools.acme.example/repo";
 
@@ -238,63 +241,48 @@ impl Replica<'_> {
         Agent { key, svid }
     }
 
-    /// A task token for `agent` (a new task each time).
-    pub async fn exchange(&self, agent: &Agent) -> String {
-        let proof = proof(agent, "POST", "/oauth2/token", None);
+    /// POSTs `form` to the token endpoint with a DPoP proof by `holder`; returns the token.
+    async fn token(&self, holder: &Agent, form: &[(&str, &str)]) -> String {
+        let proof = proof(holder, "POST", "/oauth2/token", None);
         let resp = self
             .http
             .post(format!("{}/oauth2/token", self.url))
             .header("DPoP", proof)
-            .form(&[
-                (
-                    "grant_type",
-                    "urn:ietf:params:oauth:grant-type:token-exchange",
-                ),
-                ("subject_token", agent.svid.as_str()),
-                ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
-                ("scope", "read:repo/acme/*"),
-                ("audience", AUDIENCE),
-                ("intent", "replica test"),
-            ])
+            .form(form)
             .send()
             .await
             .unwrap();
         let body: Value = resp.json().await.unwrap();
         body["access_token"]
             .as_str()
-            .unwrap_or_else(|| panic!("exchange refused: {body}"))
+            .unwrap_or_else(|| panic!("token request refused: {body}"))
             .to_owned()
+    }
+
+    /// A task token for `agent` (a new task each time).
+    pub async fn exchange(&self, agent: &Agent) -> String {
+        let form = [
+            ("grant_type", GRANT_TOKEN_EXCHANGE),
+            ("subject_token", agent.svid.as_str()),
+            ("subject_token_type", TYPE_JWT),
+            ("scope", "read:repo/acme/*"),
+            ("audience", AUDIENCE),
+            ("intent", "replica test"),
+        ];
+        self.token(agent, &form).await
     }
 
     /// `delegator` (holding `parent`, a task token bound to its key) delegates it to `actor`;
     /// returns the delegated token, bound to `actor`'s key.
     pub async fn delegate(&self, parent: &str, delegator: &Agent, actor: &Agent) -> String {
-        let proof = proof(delegator, "POST", "/oauth2/token", None);
-        let resp = self
-            .http
-            .post(format!("{}/oauth2/token", self.url))
-            .header("DPoP", proof)
-            .form(&[
-                (
-                    "grant_type",
-                    "urn:ietf:params:oauth:grant-type:token-exchange",
-                ),
-                ("subject_token", parent),
-                (
-                    "subject_token_type",
-                    "urn:ietf:params:oauth:token-type:access_token",
-                ),
-                ("actor_token", actor.svid.as_str()),
-                ("actor_token_type", "urn:ietf:params:oauth:token-type:jwt"),
-            ])
-            .send()
-            .await
-            .unwrap();
-        let body: Value = resp.json().await.unwrap();
-        body["access_token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("delegation refused: {body}"))
-            .to_owned()
+        let form = [
+            ("grant_type", GRANT_TOKEN_EXCHANGE),
+            ("subject_token", parent),
+            ("subject_token_type", TYPE_ACCESS_TOKEN),
+            ("actor_token", actor.svid.as_str()),
+            ("actor_token_type", TYPE_JWT),
+        ];
+        self.token(delegator, &form).await
     }
 
     /// A decision request: `agent` reads a repository with the task token.
