@@ -1,11 +1,13 @@
-//! Revocation survives `kill -9`: the server process is killed with SIGKILL right after a
-//! cascading revocation was acknowledged, and while one is in flight, then restarted on the same
-//! SQLite store. An acknowledged revocation is never lost — the store (introspection) and the
+//! Crash safety under `kill -9`. Revocation: the server process is killed with SIGKILL right
+//! after a cascading revocation was acknowledged, and while one is in flight, then restarted on
+//! the same SQLite store. An acknowledged revocation is never lost — the store (introspection) and the
 //! enforcement point (decisions, from the revocation set rebuilt at startup) both refuse the
 //! whole subtree, and the revocation is in the audit log, whose chain still verifies. A
 //! revocation cut off in flight is all or nothing, and retrying it completes it. A token that
 //! was never revoked keeps working across every restart, so the refusals are the revocation's
-//! doing, not the restart's.
+//! doing, not the restart's. Issuance: an exchange cut off by SIGKILL, before or after its
+//! commit, locks nothing out — the agent exchanges again after the restart — and every task the
+//! store holds was audited as issued.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,6 +30,19 @@ struct Node {
 }
 
 impl Node {
+    /// A first start on a fresh data directory, with the starter policies and `repo-tools`.
+    async fn first_start(data: PathBuf) -> Self {
+        let server = Self::start(&data, true);
+        let mut node = Node {
+            data,
+            server,
+            http: reqwest::Client::new(),
+            rs_secret: String::new(),
+        };
+        node.rs_secret = node.at().set_up().await;
+        node
+    }
+
     fn start(data: &Path, first: bool) -> Server {
         let env: &[(&str, &str)] = if first {
             &[("AIMS_BOOTSTRAP_TOKEN", ADMIN_TOKEN)]
@@ -109,9 +124,15 @@ impl Node {
         verified["records"].as_u64().unwrap()
     }
 
-    /// `revoke` audit events naming `jti`, read up to the head the chain verification saw
-    /// (reading the log is itself audited, so the log grows while it is read).
+    /// `revoke` audit events naming `jti`.
     async fn revoke_events(&self, jti: &str) -> usize {
+        self.count_events(|e| e["action"] == "revoke" && e["token_id"] == jti)
+            .await
+    }
+
+    /// Audit events that `keep`, read up to the head the chain verification saw (reading the
+    /// log is itself audited, so the log grows while it is read).
+    async fn count_events(&self, keep: impl Fn(&Value) -> bool) -> usize {
         let head = self.verified_audit_head().await;
         let mut after = 0u64;
         let mut found = 0;
@@ -124,7 +145,7 @@ impl Node {
             after = last["seq"].as_u64().unwrap();
             found += records
                 .iter()
-                .filter(|r| r["event"]["action"] == "revoke" && r["event"]["token_id"] == jti)
+                .filter(|r| r["seq"].as_u64() <= Some(head) && keep(&r["event"]))
                 .count();
         }
         found
@@ -138,15 +159,7 @@ fn revocation(root: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn revocations_survive_kill_9_whole_or_not_at_all() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let server = Node::start(&data, true);
-    let mut node = Node {
-        data,
-        server,
-        http: reqwest::Client::new(),
-        rs_secret: String::new(),
-    };
-    node.rs_secret = node.at().set_up().await;
+    let mut node = Node::first_start(dir.path().join("data")).await;
     let planner = node.at().planner().await;
     let executor = node.at().agent("executor", "executor").await;
 
@@ -201,4 +214,45 @@ async fn revocations_survive_kill_9_whole_or_not_at_all() {
     }
     node.verified_audit_head().await;
     node.still_works(&executor, &control).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exchange_cut_off_by_kill_9_locks_nothing_and_is_audited_if_issued() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::first_start(dir.path().join("data")).await;
+    let planner = node.at().planner().await;
+    for delay_ms in [0u64, 1, 2, 4, 8] {
+        let (http, url, holder) = (node.http.clone(), node.server.url.clone(), planner.clone());
+        // A cut-off request panics inside the task: that is "not acknowledged".
+        let in_flight = tokio::spawn(async move {
+            Replica {
+                http: &http,
+                url: &url,
+            }
+            .exchange(&holder)
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        node.kill_and_restart();
+        let acknowledged = in_flight.await;
+        println!(
+            "exchange killed after {delay_ms} ms: acknowledged {}",
+            acknowledged.is_ok()
+        );
+        if let Ok(token) = acknowledged {
+            assert!(node.active(&token).await, "an acknowledged token was lost");
+        }
+        // No lockout: the same identity exchanges again, and the token works.
+        let retried = node.at().exchange(&planner).await;
+        assert_eq!(node.at().decide(&planner, &retried).await, 200);
+    }
+    // Each exchange here starts a task: every task the store holds was audited as issued.
+    let tasks = node.get("/v1/tasks?agent=planner&limit=1000").await;
+    let tasks = tasks["tasks"].as_array().unwrap().len();
+    let issued = node
+        .count_events(|e| e["action"] == "token.exchange" && e["outcome"] == "success")
+        .await;
+    println!("{tasks} tasks, {issued} audited exchanges");
+    assert!(tasks >= 5, "{tasks}");
+    assert_eq!(tasks, issued);
 }
