@@ -197,9 +197,11 @@ async fn save(
         .update_agent(next, current.revision, event)
         .await
     {
-        // Leaving the active state revoked the agent's credentials.
         Ok(()) => {
-            state.apply_own_revocations().await;
+            // The store revoked the agent's credentials with it.
+            if !next.state.may_hold_credentials() {
+                state.apply_own_revocations().await;
+            }
             Ok(())
         }
         Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(

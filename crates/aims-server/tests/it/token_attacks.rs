@@ -508,6 +508,17 @@ impl Lab {
     }
 }
 
+/// An edit that sets claim `name` to `value`, or removes it when `value` is null.
+fn set_claim<'a>(name: &'a str, value: &'a Value) -> impl Fn(&mut Map<String, Value>) + Copy + 'a {
+    move |claims| {
+        if value.is_null() {
+            claims.remove(name);
+        } else {
+            claims.insert(name.to_owned(), value.clone());
+        }
+    }
+}
+
 fn description(reply: &Reply) -> String {
     reply.body["error_description"]
         .as_str()
@@ -877,13 +888,7 @@ async fn audience_must_be_the_one_expected_string(backend: Backend) {
         ),
     ];
     for (name, aud) in &audiences {
-        let set = |claims: &mut Map<String, Value>| {
-            if aud.is_null() {
-                claims.remove("aud");
-            } else {
-                claims.insert("aud".into(), aud.clone());
-            }
-        };
+        let set = set_claim("aud", aud);
         let case = format!("aud {name}");
         let reply = lab
             .identity_refused(&case, &lab.key.reclaim(lab.svid(), set))
@@ -947,13 +952,7 @@ async fn exp_must_be_present_and_an_integer(backend: Backend) {
         ("an array", json!([far])),
     ];
     for (name, exp) in &values {
-        let set = |claims: &mut Map<String, Value>| {
-            if exp.is_null() {
-                claims.remove("exp");
-            } else {
-                claims.insert("exp".into(), exp.clone());
-            }
-        };
+        let set = set_claim("exp", exp);
         let case = format!("exp {name}");
         let reply = lab
             .identity_refused(&case, &lab.key.reclaim(lab.svid(), set))
@@ -1797,17 +1796,10 @@ async fn a_dpop_proof_is_single_use_even_when_refused(backend: Backend) {
 
     // At the enforcement point, a proof that was accepted once is refused the second time.
     let proof = scene.proof(&planner.key, "POST", "/v1/decisions", Some(&token));
-    let call = || {
-        scene
-            .server
-            .http
-            .post(scene.url("/v1/decisions"))
-            .header("Authorization", format!("DPoP {token}"))
-            .header("DPoP", proof.clone())
-            .json(&json!({"action": "read", "resource": repository("repo/acme/app")}))
-            .send()
-    };
-    assert_eq!(call().await.unwrap().status(), StatusCode::OK);
+    let first = scene
+        .decide_with_proof(&token, &proof, "read", "repo/acme/app")
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
     let reply = refused_decision(
         &scene,
         "replayed proof",

@@ -178,6 +178,17 @@ impl Scene {
     /// A decision with a DPoP-bound task token held by `key`.
     pub async fn decide(&self, key: &AgentKey, token: &str, action: &str, id: &str) -> Reply {
         let proof = self.proof(key, "POST", "/v1/decisions", Some(token));
+        self.decide_with_proof(token, &proof, action, id).await
+    }
+
+    /// A decision with a DPoP-bound task token and a given proof (to replay one).
+    pub async fn decide_with_proof(
+        &self,
+        token: &str,
+        proof: &str,
+        action: &str,
+        id: &str,
+    ) -> Reply {
         let resp = self
             .server
             .http
@@ -559,18 +570,9 @@ async fn a_dpop_proof_is_used_once(backend: Backend) {
     // At an enforcement point too.
     let token = access_token(if a.status == StatusCode::OK { &a } else { &b });
     let decision_proof = scene.proof(&scene.planner.key, "POST", "/v1/decisions", Some(&token));
-    let call = || {
-        scene
-            .server
-            .http
-            .post(scene.url("/v1/decisions"))
-            .header("Authorization", format!("DPoP {token}"))
-            .header("DPoP", decision_proof.clone())
-            .json(&json!({"action": "read", "resource": repository("repo/acme/app")}))
-            .send()
-    };
+    let call = || scene.decide_with_proof(&token, &decision_proof, "read", "repo/acme/app");
     let (x, y) = tokio::join!(call(), call());
-    let statuses = [x.unwrap().status(), y.unwrap().status()];
+    let statuses = [x.status, y.status];
     assert_eq!(
         statuses.iter().filter(|s| **s == StatusCode::OK).count(),
         1,

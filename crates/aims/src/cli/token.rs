@@ -464,43 +464,36 @@ mod tests {
         Cli::try_parse_from(std::iter::once("token").chain(args.iter().copied())).map(|c| c.cmd)
     }
 
-    #[test]
-    fn exchange_needs_an_intent_for_a_new_task() {
-        Cli::command().debug_assert();
-        let base = [
+    /// `token exchange` with its required flags, `scope`, and `extra`.
+    fn exchange(scope: &str, extra: &[&str]) -> Result<TokenCommand, clap::Error> {
+        let mut args = vec![
             "exchange",
             "--svid",
             "s",
             "--key",
             "k",
             "--scope",
-            "read:repo/a write:repo/a",
+            scope,
             "--audience",
             "https://x",
         ];
-        assert!(parse(&base).is_err());
-        let with_task = [&base[..], &["--task", "t-1"]].concat();
-        let TokenCommand::Exchange(args) = parse(&with_task).unwrap() else {
+        args.extend_from_slice(extra);
+        parse(&args)
+    }
+
+    #[test]
+    fn exchange_needs_an_intent_for_a_new_task() {
+        Cli::command().debug_assert();
+        let scope = "read:repo/a write:repo/a";
+        assert!(exchange(scope, &[]).is_err());
+        let TokenCommand::Exchange(args) = exchange(scope, &["--task", "t-1"]).unwrap() else {
             panic!("not exchange");
         };
         assert_eq!(args.scope.len(), 2);
         assert_eq!(args.task.as_deref(), Some("t-1"));
-        assert!(parse(&[&base[..], &["--intent", "fix"]].concat()).is_ok());
-        assert!(parse(&[&base[..], &["--intent", "x", "--expires-in", "0"]].concat()).is_err());
-        let bad_scope = [
-            "exchange",
-            "--svid",
-            "s",
-            "--key",
-            "k",
-            "--scope",
-            "nocolon",
-            "--audience",
-            "a",
-            "--intent",
-            "x",
-        ];
-        assert!(parse(&bad_scope).is_err());
+        assert!(exchange(scope, &["--intent", "fix"]).is_ok());
+        assert!(exchange(scope, &["--intent", "x", "--expires-in", "0"]).is_err());
+        assert!(exchange("nocolon", &["--intent", "x"]).is_err());
     }
 
     #[test]
@@ -553,20 +546,7 @@ mod tests {
             let id = args.jti.or(args.subtree).or(args.task);
             assert_eq!(id.as_deref(), Some("-nkU_a"), "{flag}");
         }
-        let TokenCommand::Exchange(args) = parse(&[
-            "exchange",
-            "--svid",
-            "s",
-            "--key",
-            "k",
-            "--scope",
-            "read:a",
-            "--audience",
-            "a",
-            "--task",
-            "-t1",
-        ])
-        .unwrap() else {
+        let TokenCommand::Exchange(args) = exchange("read:a", &["--task", "-t1"]).unwrap() else {
             panic!("not exchange");
         };
         assert_eq!(args.task.as_deref(), Some("-t1"));

@@ -4,8 +4,7 @@
 //! joserfc, which also verifies the access tokens against `jwks_uri`
 //! (check_token_exchange.py).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -18,6 +17,7 @@ use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 
 use crate::process::{ADMIN_TOKEN, Server};
+use crate::replica_kit::starter_policies;
 
 fn script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -105,27 +105,6 @@ fn pyjwt_validates_svids_against_the_bundle_and_refuses_other_audiences() {
     );
     let result: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
     assert_eq!(result["sub"], "spiffe://e2e.example/agent/coder");
-}
-
-/// The starter policy set shipped in the repository's `policies/`.
-fn starter_policies() -> BTreeMap<String, String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
-    std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy();
-            name.ends_with(".cedar")
-                || name.ends_with(".cedarschema")
-                || name.ends_with(".test.json")
-        })
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read_to_string(&p).unwrap(),
-            )
-        })
-        .collect()
 }
 
 /// Registers an agent with `role` and attests it with a fresh P-256 key: its SPIFFE ID, key

@@ -6,6 +6,7 @@
 //! Shared by the replica and crash tests and the `revocation_propagation` and
 //! `revocation_fanout` benchmarks.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aims_sdk::AdminClient;
@@ -85,19 +86,23 @@ pub struct Deployment {
     _dir: tempfile::TempDir,
 }
 
-fn policy_files() -> serde_json::Map<String, Value> {
+/// The starter policy set shipped in the repository's `policies/`: schema, policies and
+/// their test cases (a push runs them first).
+pub fn starter_policies() -> BTreeMap<String, String> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
             let name = p.file_name().unwrap().to_string_lossy();
-            name.ends_with(".cedar") || name.ends_with(".cedarschema")
+            name.ends_with(".cedar")
+                || name.ends_with(".cedarschema")
+                || name.ends_with(".test.json")
         })
         .map(|p| {
             (
                 p.file_name().unwrap().to_string_lossy().into_owned(),
-                Value::String(std::fs::read_to_string(&p).unwrap()),
+                std::fs::read_to_string(&p).unwrap(),
             )
         })
         .collect()
@@ -189,7 +194,7 @@ impl Replica<'_> {
     /// [`AUDIENCE`]; returns its client secret.
     pub async fn set_up(&self) -> String {
         let pushed = self
-            .admin("/v1/policies", json!({"files": policy_files()}))
+            .admin("/v1/policies", json!({"files": starter_policies()}))
             .await;
         assert_eq!(pushed.0, 201, "{}", pushed.1);
         let rs = self
