@@ -477,6 +477,14 @@ impl Lab {
         reply
     }
 
+    /// `forge` applied to the genuine SVID and to the genuine task token: both forgeries are
+    /// refused everywhere, the identity's refusal saying `why`.
+    async fn forgery_refused(&self, case: &str, forge: impl Fn(&str) -> String, why: &str) {
+        let reply = self.identity_refused(case, &forge(self.svid())).await;
+        assert!(description(&reply).contains(why), "{case}: {}", reply.body);
+        self.access_refused(case, &forge(&self.access)).await;
+    }
+
     /// A forged task token is refused at `/v1/decisions` with a valid DPoP proof of the
     /// planner's key (401 `invalid_token` with a DPoP challenge, RFC 9449 §7.1), as a
     /// delegation subject (`invalid_grant`), and is inactive at introspection. Returns the
@@ -597,13 +605,7 @@ async fn hs256_signed_with_our_public_key_is_refused(backend: Backend) {
             )
         };
         let case = format!("HS256 keyed with {name}");
-        let reply = lab.identity_refused(&case, &hs256(lab.svid())).await;
-        assert!(
-            description(&reply).contains("algorithm"),
-            "{case}: {}",
-            reply.body
-        );
-        lab.access_refused(&case, &hs256(&lab.access)).await;
+        lab.forgery_refused(&case, &hs256, "algorithm").await;
     }
 }
 
@@ -669,13 +671,7 @@ async fn an_embedded_jwk_is_not_trusted(backend: Backend) {
             )
         };
         let case = format!("embedded attacker jwk (our kid: {with_kid})");
-        let reply = lab.identity_refused(&case, &forge(lab.svid())).await;
-        assert!(
-            description(&reply).contains("jwk"),
-            "{case}: {}",
-            reply.body
-        );
-        lab.access_refused(&case, &forge(&lab.access)).await;
+        lab.forgery_refused(&case, &forge, "jwk").await;
     }
 }
 
@@ -711,13 +707,7 @@ async fn jku_and_x5u_are_never_fetched(backend: Backend) {
                 )
             };
             let case = format!("{member} at a loopback listener, kid {kid}");
-            let reply = lab.identity_refused(&case, &forge(lab.svid())).await;
-            assert!(
-                description(&reply).contains(member),
-                "{case}: {}",
-                reply.body
-            );
-            lab.access_refused(&case, &forge(&lab.access)).await;
+            lab.forgery_refused(&case, &forge, member).await;
         }
     }
     // Even signed by our own key, the header is refused: keys never come from the token.
@@ -771,13 +761,8 @@ async fn hostile_kids_are_refused_without_leaking(backend: Backend) {
             h.remove("kid");
         })
     };
-    let reply = lab.identity_refused("no kid", &forge(lab.svid())).await;
-    assert!(
-        description(&reply).contains("no verification key"),
-        "{}",
-        reply.body
-    );
-    lab.access_refused("no kid", &forge(&lab.access)).await;
+    lab.forgery_refused("no kid", &forge, "no verification key")
+        .await;
 }
 
 async fn an_unknown_crit_is_refused(backend: Backend) {
@@ -791,13 +776,7 @@ async fn an_unknown_crit_is_refused(backend: Backend) {
             })
         };
         let case = format!("crit {crit}");
-        let reply = lab.identity_refused(&case, &forge(lab.svid())).await;
-        assert!(
-            description(&reply).contains("crit"),
-            "{case}: {}",
-            reply.body
-        );
-        lab.access_refused(&case, &forge(&lab.access)).await;
+        lab.forgery_refused(&case, &forge, "crit").await;
     }
 }
 
@@ -954,15 +933,7 @@ async fn exp_must_be_present_and_an_integer(backend: Backend) {
     for (name, exp) in &values {
         let set = set_claim("exp", exp);
         let case = format!("exp {name}");
-        let reply = lab
-            .identity_refused(&case, &lab.key.reclaim(lab.svid(), set))
-            .await;
-        assert!(
-            description(&reply).contains("exp"),
-            "{case}: {}",
-            reply.body
-        );
-        lab.access_refused(&case, &lab.key.reclaim(&lab.access, set))
+        lab.forgery_refused(&case, |token| lab.key.reclaim(token, set), "exp")
             .await;
     }
     // 1e400 is not a number JSON parsers agree on: refused as invalid JSON.
@@ -1254,15 +1225,7 @@ async fn deeply_nested_claims_are_refused(backend: Backend) {
     ] {
         let case = format!("claims nested {name}");
         let started = Instant::now();
-        let reply = lab
-            .identity_refused(&case, &nest(lab.svid(), depth, open, close))
-            .await;
-        assert!(
-            description(&reply).contains("deep"),
-            "{case}: {}",
-            reply.body
-        );
-        lab.access_refused(&case, &nest(&lab.access, depth, open, close))
+        lab.forgery_refused(&case, |token| nest(token, depth, open, close), "deep")
             .await;
         assert!(started.elapsed() < Duration::from_secs(10), "{case}: fast");
     }
