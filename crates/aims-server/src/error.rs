@@ -109,6 +109,15 @@ impl ApiError {
                     "the store is unavailable; nothing was changed",
                 )
             }
+            StoreError::OutcomeUnknown(detail) => {
+                tracing::error!(%detail, "store commit outcome unknown");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_outcome_unknown",
+                    "the store failed while committing; the change may have been made: \
+                     read it back before retrying",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "store failure");
                 Self::internal()

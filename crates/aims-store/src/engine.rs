@@ -7,9 +7,18 @@
 //! transaction) is written here once, so SQLite and PostgreSQL cannot drift apart.
 //!
 //! The shape of every mutation: [`Backend::begin_write`] opens a transaction holding the
-//! audit-head lock and returns the head; the change runs inside it; [`finish`] chains the
-//! event after the head, inserts it, moves the head and commits. Because the lock is taken
-//! first, the read-check-write sequences below are race-free on both backends.
+//! audit-head lock and returns the head; the checks and changes run inside it as one async
+//! block whose result goes to [`settle`]: a refusal rolls the transaction back, a success
+//! goes to [`finish`], which chains the events after the head, inserts them, moves the head
+//! and commits. Because the lock is taken first, the read-check-write sequences below are
+//! race-free on both backends.
+//!
+//! Nothing is reported committed that is not: transactions are [`Tx`]s, whose connection is
+//! closed whenever `COMMIT` or `ROLLBACK` fails, and when `COMMIT` fails [`finish`] learns on a
+//! fresh connection, under the head lock, whether the events it wrote are in the log. They
+//! are there only if the transaction committed (the driver lost the answer, not the change),
+//! and then the write succeeded; if they are not, it failed and changed nothing; if the
+//! store cannot be asked, the outcome is [`StoreError::OutcomeUnknown`].
 
 use std::future::Future;
 
@@ -20,9 +29,7 @@ use aims_core::id::{AgentName, ResourceServerName, TrustDomain, UserName};
 use aims_core::task::{Task, TaskState};
 use aims_core::user::{Role, User};
 use async_trait::async_trait;
-use sqlx::{
-    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type,
-};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
 use time::OffsetDateTime;
 
 use crate::errors::{classify, is_foreign_key_violation, on_unique};
@@ -31,6 +38,7 @@ use crate::rows::{
     NewAuditRow, PolicySetRow, ResourceServerRow, RevocationRow, SnapshotRow, SsfPendingRow,
     SsfStreamColumns, SsfStreamRow, TaskRow, UserRow,
 };
+use crate::tx::{Control, Tx};
 use crate::{
     AccessTokenIssue, AgentFilter, AttestationRecord, Initialization, IssuedCredential,
     JoinTokenRecord, JoinTokenUse, KeySet, KeyState, MAX_PAGE, MAX_SSF_STREAMS_PER_RECEIVER,
@@ -44,7 +52,7 @@ pub(crate) type Conn<B> = <<B as Backend>::Db as Database>::Connection;
 /// What a database backend supplies to the shared store logic.
 pub(crate) trait Backend: Send + Sync + 'static {
     /// The sqlx database.
-    type Db: Database;
+    type Db: Control;
 
     /// The pool plain reads run on.
     fn reads(&self) -> &Pool<Self::Db>;
@@ -55,12 +63,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Begins a write transaction that holds the audit-head lock, and reads the head.
     fn begin_write(
         &self,
-    ) -> impl Future<Output = Result<(Transaction<'static, Self::Db>, ChainHead), StoreError>> + Send;
+    ) -> impl Future<Output = Result<(Tx<Self::Db>, ChainHead), StoreError>> + Send;
 
     /// Begins a read-only transaction whose reads all see one snapshot.
-    fn begin_snapshot(
-        &self,
-    ) -> impl Future<Output = Result<Transaction<'static, Self::Db>, StoreError>> + Send;
+    fn begin_snapshot(&self) -> impl Future<Output = Result<Tx<Self::Db>, StoreError>> + Send;
 
     /// Inserts chained audit rows (the head is moved by the caller).
     fn insert_audit<'a>(
@@ -72,9 +78,41 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// Chains `events` after `head` inside `tx`, moves the head and commits.
+/// Ends a write transaction whose checks and changes came out as `outcome`: a success is
+/// committed with `events` ([`finish`]); a refusal is rolled back and returned as it is
+/// (should the rollback fail, its connection is closed, which rolls back too).
+async fn settle<B, T>(
+    backend: &B,
+    tx: Tx<B::Db>,
+    head: ChainHead,
+    outcome: Result<T, StoreError>,
+    events: &[AuditEvent],
+) -> Result<T, StoreError>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+    usize: ColumnIndex<<B::Db as Database>::Row>,
+{
+    match outcome {
+        Ok(value) => {
+            finish(backend, tx, head, events).await?;
+            Ok(value)
+        }
+        Err(refusal) => {
+            let _ = tx.rollback().await;
+            Err(refusal)
+        }
+    }
+}
+
+/// Chains `events` after `head` inside `tx`, moves the head and commits. When `COMMIT`
+/// fails, asks the store whether it committed anyway ([`committed_anyway`]).
 async fn finish<B>(
-    mut tx: Transaction<'static, B::Db>,
+    backend: &B,
+    mut tx: Tx<B::Db>,
     head: ChainHead,
     events: &[AuditEvent],
 ) -> Result<ChainHead, StoreError>
@@ -82,19 +120,70 @@ where
     B: Backend,
     for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
     for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
-    for<'q> String: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
     for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+    usize: ColumnIndex<<B::Db as Database>::Row>,
 {
     let (rows, new_head) = rows::chain_batch(head, events)?;
-    B::insert_audit(&mut tx, rows).await?;
-    sqlx::query(sql::UPDATE_HEAD)
+    let written: Result<(), StoreError> = async {
+        B::insert_audit(&mut tx, rows).await?;
+        sqlx::query(sql::UPDATE_HEAD)
+            .bind(rows::to_i64(new_head.seq)?)
+            .bind(new_head.hash.to_hex())
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+    .await;
+    if let Err(failure) = written {
+        let _ = tx.rollback().await;
+        return Err(failure);
+    }
+    match tx.commit().await {
+        Ok(()) => Ok(new_head),
+        Err(failure) => committed_anyway(backend, &new_head, failure).await,
+    }
+}
+
+/// After a failed `COMMIT`: whether the transaction that would have moved the head to
+/// `new_head` committed all the same. The question is asked under the head lock, which the
+/// failed transaction held, so it has ended (committed or rolled back) by the time it is
+/// answered. `Ok` if the head's record is in the log; `failure` if it is not; `OutcomeUnknown`
+/// if the store cannot be asked.
+async fn committed_anyway<B>(
+    backend: &B,
+    new_head: &ChainHead,
+    failure: StoreError,
+) -> Result<ChainHead, StoreError>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Decode<'q, B::Db> + Type<B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+    usize: ColumnIndex<<B::Db as Database>::Row>,
+{
+    let unknown = |why: StoreError| {
+        StoreError::OutcomeUnknown(format!(
+            "commit failed ({failure}) and its outcome cannot be read back ({why})"
+        ))
+    };
+    let (mut probe, _head) = backend.begin_write().await.map_err(unknown)?;
+    let found = sqlx::query_scalar::<B::Db, String>(sql::AUDIT_HASH_AT)
         .bind(rows::to_i64(new_head.seq)?)
-        .bind(new_head.hash.to_hex())
-        .execute(&mut *tx)
+        .fetch_optional(&mut *probe)
         .await
-        .map_err(classify)?;
-    tx.commit().await.map_err(classify)?;
-    Ok(new_head)
+        .map_err(classify);
+    let _ = probe.rollback().await;
+    match found {
+        Ok(Some(hash)) if hash == new_head.hash.to_hex() => {
+            tracing::warn!(%failure, seq = new_head.seq, "COMMIT reported a failure but the transaction committed");
+            Ok(*new_head)
+        }
+        Ok(_) => Err(failure),
+        Err(why) => Err(unknown(why)),
+    }
 }
 
 /// A `meta` value.
@@ -209,28 +298,31 @@ where
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
         let (mut tx, head) = self.begin_write().await?;
-        if meta(&mut *tx, rows::META_TRUST_DOMAIN).await?.is_some() {
-            return Err(StoreError::Conflict {
-                reason: "store already initialized",
-            });
+        let outcome: Result<_, StoreError> = async {
+            if meta(&mut *tx, rows::META_TRUST_DOMAIN).await?.is_some() {
+                return Err(StoreError::Conflict {
+                    reason: "store already initialized",
+                });
+            }
+            for (key, value) in [
+                (rows::META_TRUST_DOMAIN, init.trust_domain.as_str()),
+                (rows::META_KEY_SEQUENCE, "1"),
+            ] {
+                sqlx::query(sql::INSERT_META)
+                    .bind(key.to_owned())
+                    .bind(value.to_owned())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(on_unique("store already initialized"))?;
+            }
+            for key in &init.keys {
+                insert_key(&mut *tx, key, key.state).await?;
+            }
+            insert_user(&mut *tx, &init.admin, &init.admin_credential).await?;
+            Ok(())
         }
-        for (key, value) in [
-            (rows::META_TRUST_DOMAIN, init.trust_domain.as_str()),
-            (rows::META_KEY_SEQUENCE, "1"),
-        ] {
-            sqlx::query(sql::INSERT_META)
-                .bind(key.to_owned())
-                .bind(value.to_owned())
-                .execute(&mut *tx)
-                .await
-                .map_err(on_unique("store already initialized"))?;
-        }
-        for key in &init.keys {
-            insert_key(&mut *tx, key, key.state).await?;
-        }
-        insert_user(&mut *tx, &init.admin, &init.admin_credential).await?;
-        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
-        Ok(())
+        .await;
+        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
     }
 
     async fn create_agent(
@@ -242,21 +334,24 @@ where
         rows::check_token_owner(agent, join_token)?;
         let cols = AgentColumns::of(agent)?;
         let (mut tx, head) = self.begin_write().await?;
-        sqlx::query(sql::INSERT_AGENT)
-            .bind(cols.name)
-            .bind(cols.owner)
-            .bind(cols.environment)
-            .bind(cols.state.to_owned())
-            .bind(cols.revision)
-            .bind(cols.created_at_ms)
-            .bind(cols.updated_at_ms)
-            .bind(cols.record)
-            .execute(&mut *tx)
-            .await
-            .map_err(on_unique("agent name already registered"))?;
-        insert_join_token(&mut *tx, join_token).await?;
-        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
-        Ok(())
+        let outcome: Result<_, StoreError> = async {
+            sqlx::query(sql::INSERT_AGENT)
+                .bind(cols.name)
+                .bind(cols.owner)
+                .bind(cols.environment)
+                .bind(cols.state.to_owned())
+                .bind(cols.revision)
+                .bind(cols.created_at_ms)
+                .bind(cols.updated_at_ms)
+                .bind(cols.record)
+                .execute(&mut *tx)
+                .await
+                .map_err(on_unique("agent name already registered"))?;
+            insert_join_token(&mut *tx, join_token).await?;
+            Ok(())
+        }
+        .await;
+        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
     }
 
     async fn agent(&self, name: &AgentName) -> Result<Option<Agent>, StoreError> {
@@ -294,53 +389,56 @@ where
         let expected = rows::revision_step(agent, expected_revision)?;
         let cols = AgentColumns::of(agent)?;
         let (mut tx, head) = self.begin_write().await?;
-        let previous = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
-            .bind(agent.name.as_str().to_owned())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?;
-        let changed = sqlx::query_scalar::<B::Db, String>(sql::UPDATE_AGENT)
-            .bind(cols.name)
-            .bind(cols.owner)
-            .bind(cols.environment)
-            .bind(cols.state.to_owned())
-            .bind(cols.revision)
-            .bind(cols.updated_at_ms)
-            .bind(cols.record)
-            .bind(expected)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?;
-        if changed.is_none() {
-            let found = exists(&mut *tx, sql::AGENT_EXISTS, agent.name.as_str()).await?;
-            return Err(rows::stale_agent(found));
-        }
-        if rows::is_release(previous.as_deref(), agent.state) {
-            sqlx::query(sql::DELETE_SNAPSHOT)
+        let outcome: Result<_, StoreError> = async {
+            let previous = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
                 .bind(agent.name.as_str().to_owned())
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(classify)?;
-        }
-        if !agent.state.may_hold_credentials() {
-            // Its open tasks end with it: a resumed agent starts new ones.
-            sqlx::query(sql::CLOSE_AGENT_TASKS)
-                .bind(agent.name.as_str().to_owned())
-                .bind(TaskState::Revoked.as_str().to_owned())
-                .bind(rows::to_ms(agent.updated_at))
-                .execute(&mut *tx)
+            let changed = sqlx::query_scalar::<B::Db, String>(sql::UPDATE_AGENT)
+                .bind(cols.name)
+                .bind(cols.owner)
+                .bind(cols.environment)
+                .bind(cols.state.to_owned())
+                .bind(cols.revision)
+                .bind(cols.updated_at_ms)
+                .bind(cols.record)
+                .bind(expected)
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(classify)?;
-            revoke_in::<B>(
-                &mut tx,
-                &RevocationTarget::Agent(agent.name.clone()),
-                &rows::revocation_reason(agent.state),
-                agent.updated_at,
-            )
-            .await?;
+            if changed.is_none() {
+                let found = exists(&mut *tx, sql::AGENT_EXISTS, agent.name.as_str()).await?;
+                return Err(rows::stale_agent(found));
+            }
+            if rows::is_release(previous.as_deref(), agent.state) {
+                sqlx::query(sql::DELETE_SNAPSHOT)
+                    .bind(agent.name.as_str().to_owned())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            }
+            if !agent.state.may_hold_credentials() {
+                // Its open tasks end with it: a resumed agent starts new ones.
+                sqlx::query(sql::CLOSE_AGENT_TASKS)
+                    .bind(agent.name.as_str().to_owned())
+                    .bind(TaskState::Revoked.as_str().to_owned())
+                    .bind(rows::to_ms(agent.updated_at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                revoke_in::<B>(
+                    &mut tx,
+                    &RevocationTarget::Agent(agent.name.clone()),
+                    &rows::revocation_reason(agent.state),
+                    agent.updated_at,
+                )
+                .await?;
+            }
+            Ok(())
         }
-        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
-        Ok(())
+        .await;
+        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
     }
 
     async fn replace_join_token(
@@ -349,17 +447,20 @@ where
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
         let (mut tx, head) = self.begin_write().await?;
-        if !exists(&mut *tx, sql::AGENT_EXISTS, join_token.agent.as_str()).await? {
-            return Err(StoreError::NotFound { what: "agent" });
+        let outcome: Result<_, StoreError> = async {
+            if !exists(&mut *tx, sql::AGENT_EXISTS, join_token.agent.as_str()).await? {
+                return Err(StoreError::NotFound { what: "agent" });
+            }
+            sqlx::query(sql::DELETE_UNUSED_JOIN_TOKENS)
+                .bind(join_token.agent.as_str().to_owned())
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            insert_join_token(&mut *tx, join_token).await?;
+            Ok(())
         }
-        sqlx::query(sql::DELETE_UNUSED_JOIN_TOKENS)
-            .bind(join_token.agent.as_str().to_owned())
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        insert_join_token(&mut *tx, join_token).await?;
-        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
-        Ok(())
+        .await;
+        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
     }
 
     async fn consume_join_token(
@@ -446,30 +547,33 @@ where
         let evidence = serde_json::to_string(&snapshot.evidence)
             .map_err(|e| StoreError::Corrupt(format!("evidence does not serialize: {e}")))?;
         let (mut tx, head) = self.begin_write().await?;
-        // The agent may have been suspended or quarantined since the caller read it.
-        let state = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
-            .bind(snapshot.agent.as_str().to_owned())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?
-            .ok_or(StoreError::NotFound { what: "agent" })?;
-        if !LifecycleState::parse(&state).is_some_and(LifecycleState::may_hold_credentials) {
-            return Err(StoreError::Conflict {
-                reason: "the agent may not hold credentials",
-            });
+        let outcome: Result<_, StoreError> = async {
+            // The agent may have been suspended or quarantined since the caller read it.
+            let state = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
+                .bind(snapshot.agent.as_str().to_owned())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?
+                .ok_or(StoreError::NotFound { what: "agent" })?;
+            if !LifecycleState::parse(&state).is_some_and(LifecycleState::may_hold_credentials) {
+                return Err(StoreError::Conflict {
+                    reason: "the agent may not hold credentials",
+                });
+            }
+            sqlx::query(sql::UPSERT_SNAPSHOT)
+                .bind(snapshot.agent.as_str().to_owned())
+                .bind(evidence)
+                .bind(snapshot.digest.clone())
+                .bind(snapshot.key_thumbprint.clone())
+                .bind(rows::to_ms(snapshot.accepted_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            insert_credential(&mut *tx, credential).await?;
+            Ok(())
         }
-        sqlx::query(sql::UPSERT_SNAPSHOT)
-            .bind(snapshot.agent.as_str().to_owned())
-            .bind(evidence)
-            .bind(snapshot.digest.clone())
-            .bind(snapshot.key_thumbprint.clone())
-            .bind(rows::to_ms(snapshot.accepted_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        insert_credential(&mut *tx, credential).await?;
-        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
-        Ok(())
+        .await;
+        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
     }
 
     async fn issued_credential(&self, id: &str) -> Result<Option<IssuedCredential>, StoreError> {
@@ -489,9 +593,12 @@ where
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
         let (mut tx, head) = self.begin_write().await?;
-        insert_user(&mut *tx, user, credential).await?;
-        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
-        Ok(())
+        let outcome: Result<_, StoreError> = async {
+            insert_user(&mut *tx, user, credential).await?;
+            Ok(())
+        }
+        .await;
+        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
     }
 
     async fn user_by_credential(
@@ -519,26 +626,29 @@ where
 
     async fn remove_user(&self, name: &UserName, event: &AuditEvent) -> Result<(), StoreError> {
         let (mut tx, head) = self.begin_write().await?;
-        let role = sqlx::query_scalar::<B::Db, String>(sql::SELECT_USER_ROLE)
-            .bind(name.as_str().to_owned())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?
-            .ok_or(StoreError::NotFound { what: "user" })?;
-        if rows::parse_role(&role)? == Role::Admin {
-            let admins = sqlx::query_scalar::<B::Db, i64>(sql::COUNT_ADMINS)
-                .fetch_one(&mut *tx)
+        let outcome: Result<_, StoreError> = async {
+            let role = sqlx::query_scalar::<B::Db, String>(sql::SELECT_USER_ROLE)
+                .bind(name.as_str().to_owned())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?
+                .ok_or(StoreError::NotFound { what: "user" })?;
+            if rows::parse_role(&role)? == Role::Admin {
+                let admins = sqlx::query_scalar::<B::Db, i64>(sql::COUNT_ADMINS)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                rows::check_admin_remains(admins)?;
+            }
+            sqlx::query(sql::DELETE_USER)
+                .bind(name.as_str().to_owned())
+                .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
-            rows::check_admin_remains(admins)?;
+            Ok(())
         }
-        sqlx::query(sql::DELETE_USER)
-            .bind(name.as_str().to_owned())
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
-        Ok(())
+        .await;
+        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
     }
 
     async fn rotate_user_credential(
@@ -549,32 +659,42 @@ where
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
         let (mut tx, head) = self.begin_write().await?;
-        let changed = sqlx::query_scalar::<B::Db, String>(sql::ROTATE_USER_CREDENTIAL)
-            .bind(name.as_str().to_owned())
-            .bind(credential.to_hex())
-            .bind(rows::to_ms(at))
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(on_unique("credential already registered"))?;
-        if changed.is_none() {
-            return Err(StoreError::NotFound { what: "user" });
+        let outcome: Result<_, StoreError> = async {
+            let changed = sqlx::query_scalar::<B::Db, String>(sql::ROTATE_USER_CREDENTIAL)
+                .bind(name.as_str().to_owned())
+                .bind(credential.to_hex())
+                .bind(rows::to_ms(at))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(on_unique("credential already registered"))?;
+            if changed.is_none() {
+                return Err(StoreError::NotFound { what: "user" });
+            }
+            Ok(())
         }
-        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
-        Ok(())
+        .await;
+        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
     }
 
     async fn keys(&self) -> Result<KeySet, StoreError> {
         // One snapshot, so the keys and the sequence belong to the same rotation.
         let mut tx = self.begin_snapshot().await?;
-        let keys = sqlx::query_as::<B::Db, KeyRow>(sql::SELECT_KEYS)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(classify)?
-            .into_iter()
-            .map(KeyRow::into_key)
-            .collect::<Result<Vec<_>, _>>()?;
-        let sequence = meta(&mut *tx, rows::META_KEY_SEQUENCE).await?;
-        tx.rollback().await.map_err(classify)?;
+        let read: Result<_, StoreError> = async {
+            let keys = sqlx::query_as::<B::Db, KeyRow>(sql::SELECT_KEYS)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(classify)?
+                .into_iter()
+                .map(KeyRow::into_key)
+                .collect::<Result<Vec<_>, _>>()?;
+            let sequence = meta(&mut *tx, rows::META_KEY_SEQUENCE).await?;
+            Ok((keys, sequence))
+        }
+        .await;
+        // A read-only snapshot: ending it cannot lose anything, and a failed end closes its
+        // connection.
+        let _ = tx.rollback().await;
+        let (keys, sequence) = read?;
         Ok(KeySet {
             keys,
             sequence: rows::parse_sequence(sequence.as_deref())?,
@@ -587,34 +707,37 @@ where
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
         let (mut tx, head) = self.begin_write().await?;
-        if exists(&mut *tx, sql::KID_EXISTS, &new_next.kid).await? {
-            return Err(StoreError::Conflict {
-                reason: "signing key id already used",
-            });
-        }
-        if !exists(&mut *tx, sql::KEY_IN_STATE, KeyState::Next.as_str()).await? {
-            return Err(StoreError::NotFound {
-                what: "next signing key",
-            });
-        }
-        for (from, to) in rows::KEY_ROTATION {
-            sqlx::query(sql::MOVE_KEY_STATE)
-                .bind(from.as_str().to_owned())
-                .bind(to.as_str().to_owned())
+        let outcome: Result<_, StoreError> = async {
+            if exists(&mut *tx, sql::KID_EXISTS, &new_next.kid).await? {
+                return Err(StoreError::Conflict {
+                    reason: "signing key id already used",
+                });
+            }
+            if !exists(&mut *tx, sql::KEY_IN_STATE, KeyState::Next.as_str()).await? {
+                return Err(StoreError::NotFound {
+                    what: "next signing key",
+                });
+            }
+            for (from, to) in rows::KEY_ROTATION {
+                sqlx::query(sql::MOVE_KEY_STATE)
+                    .bind(from.as_str().to_owned())
+                    .bind(to.as_str().to_owned())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            }
+            insert_key(&mut *tx, new_next, KeyState::Next).await?;
+            let sequence = meta(&mut *tx, rows::META_KEY_SEQUENCE).await?;
+            sqlx::query(sql::UPDATE_META)
+                .bind(rows::META_KEY_SEQUENCE.to_owned())
+                .bind(rows::next_sequence(sequence.as_deref())?)
                 .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
+            Ok(())
         }
-        insert_key(&mut *tx, new_next, KeyState::Next).await?;
-        let sequence = meta(&mut *tx, rows::META_KEY_SEQUENCE).await?;
-        sqlx::query(sql::UPDATE_META)
-            .bind(rows::META_KEY_SEQUENCE.to_owned())
-            .bind(rows::next_sequence(sequence.as_deref())?)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
-        Ok(())
+        .await;
+        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
     }
 
     async fn activate_policy_set(
@@ -625,26 +748,29 @@ where
         let files = serde_json::to_string(&set.files)
             .map_err(|e| StoreError::Corrupt(format!("policy files do not serialize: {e}")))?;
         let (mut tx, head) = self.begin_write().await?;
-        // Under the head lock, so two pushes cannot both take the next number.
-        let active = sqlx::query_scalar::<B::Db, i64>(sql::MAX_POLICY_VERSION)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(classify)?;
-        if rows::to_i64(set.version)? != active.saturating_add(1) {
-            return Err(StoreError::Conflict {
-                reason: "another policy version was pushed meanwhile",
-            });
+        let outcome: Result<_, StoreError> = async {
+            // Under the head lock, so two pushes cannot both take the next number.
+            let active = sqlx::query_scalar::<B::Db, i64>(sql::MAX_POLICY_VERSION)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(classify)?;
+            if rows::to_i64(set.version)? != active.saturating_add(1) {
+                return Err(StoreError::Conflict {
+                    reason: "another policy version was pushed meanwhile",
+                });
+            }
+            sqlx::query(sql::INSERT_POLICY_SET)
+                .bind(rows::to_i64(set.version)?)
+                .bind(files)
+                .bind(set.created_by.clone())
+                .bind(rows::to_ms(set.created_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(on_unique("policy version already stored"))?;
+            Ok(())
         }
-        sqlx::query(sql::INSERT_POLICY_SET)
-            .bind(rows::to_i64(set.version)?)
-            .bind(files)
-            .bind(set.created_by.clone())
-            .bind(rows::to_ms(set.created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(on_unique("policy version already stored"))?;
-        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
-        Ok(())
+        .await;
+        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
     }
 
     async fn active_policy_version(&self) -> Result<u64, StoreError> {
@@ -681,7 +807,7 @@ where
             return self.audit_head().await;
         }
         let (tx, head) = self.begin_write().await?;
-        finish::<B>(tx, head, events).await
+        finish(self, tx, head, events).await
     }
 
     async fn audit_records(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
@@ -712,86 +838,92 @@ where
         let credential = &issue.credential;
         let now = credential.issued_at;
         let (mut tx, head) = self.begin_write().await?;
-        let state = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
-            .bind(credential.agent.as_str().to_owned())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?
-            .ok_or(StoreError::NotFound { what: "agent" })?;
-        if !LifecycleState::parse(&state).is_some_and(LifecycleState::may_hold_credentials) {
-            return Err(StoreError::Conflict {
-                reason: "the agent may not hold credentials",
-            });
-        }
-        let parent_id = credential.parent.clone().ok_or(StoreError::Conflict {
-            reason: "an access token needs the credential it was exchanged for",
-        })?;
-        let parent = sqlx::query_as::<B::Db, CredentialRow>(sql::SELECT_CREDENTIAL)
-            .bind(parent_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?
-            .map(CredentialRow::into_credential)
-            .transpose()?;
-        if !parent.is_some_and(|p| p.revoked_at.is_none() && p.expires_at > now) {
-            return Err(StoreError::Conflict {
-                reason: "the presented credential is revoked, expired or unknown",
-            });
-        }
-        let task_id = credential.task_id.clone().ok_or(StoreError::Conflict {
-            reason: "an access token needs a task",
-        })?;
-        match &issue.new_task {
-            Some(task) => insert_task(&mut *tx, task).await?,
-            None => {
-                let task = sqlx::query_as::<B::Db, TaskRow>(sql::SELECT_TASK)
-                    .bind(task_id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(classify)?
-                    .map(TaskRow::into_task)
-                    .transpose()?;
-                if !task.is_some_and(|t| t.is_open(now)) {
-                    return Err(StoreError::Conflict {
-                        reason: "the task is not open",
-                    });
+        let outcome: Result<_, StoreError> = async {
+            let state = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
+                .bind(credential.agent.as_str().to_owned())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?
+                .ok_or(StoreError::NotFound { what: "agent" })?;
+            if !LifecycleState::parse(&state).is_some_and(LifecycleState::may_hold_credentials) {
+                return Err(StoreError::Conflict {
+                    reason: "the agent may not hold credentials",
+                });
+            }
+            let parent_id = credential.parent.clone().ok_or(StoreError::Conflict {
+                reason: "an access token needs the credential it was exchanged for",
+            })?;
+            let parent = sqlx::query_as::<B::Db, CredentialRow>(sql::SELECT_CREDENTIAL)
+                .bind(parent_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?
+                .map(CredentialRow::into_credential)
+                .transpose()?;
+            if !parent.is_some_and(|p| p.revoked_at.is_none() && p.expires_at > now) {
+                return Err(StoreError::Conflict {
+                    reason: "the presented credential is revoked, expired or unknown",
+                });
+            }
+            let task_id = credential.task_id.clone().ok_or(StoreError::Conflict {
+                reason: "an access token needs a task",
+            })?;
+            match &issue.new_task {
+                Some(task) => insert_task(&mut *tx, task).await?,
+                None => {
+                    let task = sqlx::query_as::<B::Db, TaskRow>(sql::SELECT_TASK)
+                        .bind(task_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(classify)?
+                        .map(TaskRow::into_task)
+                        .transpose()?;
+                    if !task.is_some_and(|t| t.is_open(now)) {
+                        return Err(StoreError::Conflict {
+                            reason: "the task is not open",
+                        });
+                    }
                 }
             }
+            if let Some((hash, expires_at)) = &issue.dpop_proof {
+                sqlx::query(sql::PURGE_DPOP_PROOFS)
+                    .bind(rows::to_ms(now))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                sqlx::query(sql::INSERT_DPOP_PROOF)
+                    .bind(hash.clone())
+                    .bind(rows::to_ms(*expires_at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(on_unique("the DPoP proof was used before"))?;
+            }
+            insert_credential(&mut *tx, credential).await?;
+            Ok(())
         }
-        if let Some((hash, expires_at)) = &issue.dpop_proof {
-            sqlx::query(sql::PURGE_DPOP_PROOFS)
-                .bind(rows::to_ms(now))
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-            sqlx::query(sql::INSERT_DPOP_PROOF)
-                .bind(hash.clone())
-                .bind(rows::to_ms(*expires_at))
-                .execute(&mut *tx)
-                .await
-                .map_err(on_unique("the DPoP proof was used before"))?;
-        }
-        insert_credential(&mut *tx, credential).await?;
-        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
-        Ok(())
+        .await;
+        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
     }
 
     async fn create_task(&self, task: &Task, event: &AuditEvent) -> Result<(), StoreError> {
         let (mut tx, head) = self.begin_write().await?;
-        let state = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
-            .bind(task.agent.as_str().to_owned())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?
-            .ok_or(StoreError::NotFound { what: "agent" })?;
-        if !LifecycleState::parse(&state).is_some_and(LifecycleState::may_hold_credentials) {
-            return Err(StoreError::Conflict {
-                reason: "the agent may not hold credentials",
-            });
+        let outcome: Result<_, StoreError> = async {
+            let state = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
+                .bind(task.agent.as_str().to_owned())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?
+                .ok_or(StoreError::NotFound { what: "agent" })?;
+            if !LifecycleState::parse(&state).is_some_and(LifecycleState::may_hold_credentials) {
+                return Err(StoreError::Conflict {
+                    reason: "the agent may not hold credentials",
+                });
+            }
+            insert_task(&mut *tx, task).await?;
+            Ok(())
         }
-        insert_task(&mut *tx, task).await?;
-        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
-        Ok(())
+        .await;
+        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
     }
 
     async fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
@@ -827,26 +959,29 @@ where
         event: &AuditEvent,
     ) -> Result<u64, StoreError> {
         let (mut tx, head) = self.begin_write().await?;
-        let closed = sqlx::query_scalar::<B::Db, String>(sql::CLOSE_TASK)
-            .bind(id.to_owned())
-            .bind(TaskState::Ended.as_str().to_owned())
-            .bind(rows::to_ms(now))
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?;
-        if closed.is_none() {
-            return Err(if exists(&mut *tx, sql::TASK_EXISTS, id).await? {
-                StoreError::Conflict {
-                    reason: "the task is not active",
-                }
-            } else {
-                StoreError::NotFound { what: "task" }
-            });
+        let outcome: Result<_, StoreError> = async {
+            let closed = sqlx::query_scalar::<B::Db, String>(sql::CLOSE_TASK)
+                .bind(id.to_owned())
+                .bind(TaskState::Ended.as_str().to_owned())
+                .bind(rows::to_ms(now))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?;
+            if closed.is_none() {
+                return Err(if exists(&mut *tx, sql::TASK_EXISTS, id).await? {
+                    StoreError::Conflict {
+                        reason: "the task is not active",
+                    }
+                } else {
+                    StoreError::NotFound { what: "task" }
+                });
+            }
+            let target = RevocationTarget::Task(id.to_owned());
+            let count = revoke_in::<B>(&mut tx, &target, "task ended", now).await?;
+            Ok(count)
         }
-        let target = RevocationTarget::Task(id.to_owned());
-        let count = revoke_in::<B>(&mut tx, &target, "task ended", now).await?;
-        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
-        Ok(count)
+        .await;
+        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
     }
 
     async fn revoke(
@@ -857,28 +992,31 @@ where
         event: &AuditEvent,
     ) -> Result<u64, StoreError> {
         let (mut tx, head) = self.begin_write().await?;
-        let close = match target {
-            RevocationTarget::Task(id) => Some((sql::CLOSE_TASK, id.clone())),
-            RevocationTarget::Agent(agent) => {
-                Some((sql::CLOSE_AGENT_TASKS, agent.as_str().to_owned()))
+        let outcome: Result<_, StoreError> = async {
+            let close = match target {
+                RevocationTarget::Task(id) => Some((sql::CLOSE_TASK, id.clone())),
+                RevocationTarget::Agent(agent) => {
+                    Some((sql::CLOSE_AGENT_TASKS, agent.as_str().to_owned()))
+                }
+                RevocationTarget::Owner(owner) => {
+                    Some((sql::CLOSE_OWNER_TASKS, owner.as_str().to_owned()))
+                }
+                RevocationTarget::Credential(_) | RevocationTarget::Subtree(_) => None,
+            };
+            if let Some((statement, key)) = close {
+                sqlx::query(statement)
+                    .bind(key)
+                    .bind(TaskState::Revoked.as_str().to_owned())
+                    .bind(rows::to_ms(now))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(classify)?;
             }
-            RevocationTarget::Owner(owner) => {
-                Some((sql::CLOSE_OWNER_TASKS, owner.as_str().to_owned()))
-            }
-            RevocationTarget::Credential(_) | RevocationTarget::Subtree(_) => None,
-        };
-        if let Some((statement, key)) = close {
-            sqlx::query(statement)
-                .bind(key)
-                .bind(TaskState::Revoked.as_str().to_owned())
-                .bind(rows::to_ms(now))
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(classify)?;
+            let count = revoke_in::<B>(&mut tx, target, reason, now).await?;
+            Ok(count)
         }
-        let count = revoke_in::<B>(&mut tx, target, reason, now).await?;
-        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
-        Ok(count)
+        .await;
+        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
     }
 
     async fn revocations_since(
@@ -904,22 +1042,25 @@ where
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
         let (mut tx, head) = self.begin_write().await?;
-        sqlx::query(sql::INSERT_RESOURCE_SERVER)
-            .bind(server.name.as_str().to_owned())
-            .bind(server.audience.clone())
-            .bind(server.system.clone())
-            .bind(server.environment.as_str().to_owned())
-            .bind(server.sensitivity.clone())
-            .bind(credential.to_hex())
-            .bind(server.created_by.clone())
-            .bind(rows::to_ms(server.created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(on_unique(
-                "resource server name or audience already registered",
-            ))?;
-        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
-        Ok(())
+        let outcome: Result<_, StoreError> = async {
+            sqlx::query(sql::INSERT_RESOURCE_SERVER)
+                .bind(server.name.as_str().to_owned())
+                .bind(server.audience.clone())
+                .bind(server.system.clone())
+                .bind(server.environment.as_str().to_owned())
+                .bind(server.sensitivity.clone())
+                .bind(credential.to_hex())
+                .bind(server.created_by.clone())
+                .bind(rows::to_ms(server.created_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(on_unique(
+                    "resource server name or audience already registered",
+                ))?;
+            Ok(())
+        }
+        .await;
+        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
     }
 
     async fn resource_server(
@@ -969,18 +1110,21 @@ where
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
         let (mut tx, head) = self.begin_write().await?;
-        let removed = sqlx::query_scalar::<B::Db, String>(sql::DELETE_RESOURCE_SERVER)
-            .bind(name.as_str().to_owned())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?;
-        if removed.is_none() {
-            return Err(StoreError::NotFound {
-                what: "resource server",
-            });
+        let outcome: Result<_, StoreError> = async {
+            let removed = sqlx::query_scalar::<B::Db, String>(sql::DELETE_RESOURCE_SERVER)
+                .bind(name.as_str().to_owned())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?;
+            if removed.is_none() {
+                return Err(StoreError::NotFound {
+                    what: "resource server",
+                });
+            }
+            Ok(())
         }
-        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
-        Ok(())
+        .await;
+        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
     }
 
     async fn create_ssf_stream(
@@ -990,43 +1134,46 @@ where
     ) -> Result<SsfStream, StoreError> {
         let mut cols = SsfStreamColumns::of(stream)?;
         let (mut tx, head) = self.begin_write().await?;
-        let held = sqlx::query_scalar::<B::Db, i64>(sql::COUNT_SSF_STREAMS_OF)
-            .bind(cols.receiver.clone())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(classify)?;
-        if held >= i64::from(MAX_SSF_STREAMS_PER_RECEIVER) {
-            return Err(StoreError::Conflict {
-                reason: "the receiver holds the most streams allowed",
-            });
+        let outcome: Result<_, StoreError> = async {
+            let held = sqlx::query_scalar::<B::Db, i64>(sql::COUNT_SSF_STREAMS_OF)
+                .bind(cols.receiver.clone())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(classify)?;
+            if held >= i64::from(MAX_SSF_STREAMS_PER_RECEIVER) {
+                return Err(StoreError::Conflict {
+                    reason: "the receiver holds the most streams allowed",
+                });
+            }
+            // Under the head lock no revocation commits meanwhile, so the stream starts exactly
+            // at the log's head.
+            cols.acked_through = sqlx::query_scalar::<B::Db, i64>(sql::MAX_REVOCATION_SEQ)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(classify)?;
+            let acked_through = rows::to_u64(cols.acked_through, "revocation log head")?;
+            sqlx::query(sql::INSERT_SSF_STREAM)
+                .bind(cols.id)
+                .bind(cols.receiver)
+                .bind(cols.audience)
+                .bind(cols.delivery_method.to_owned())
+                .bind(cols.endpoint_url)
+                .bind(cols.sealed_authorization)
+                .bind(cols.events_requested)
+                .bind(cols.events_delivered)
+                .bind(cols.description)
+                .bind(cols.created_at_ms)
+                .bind(cols.acked_through)
+                .execute(&mut *tx)
+                .await
+                .map_err(on_unique("stream id already exists"))?;
+            Ok(SsfStream {
+                acked_through,
+                ..stream.clone()
+            })
         }
-        // Under the head lock no revocation commits meanwhile, so the stream starts exactly
-        // at the log's head.
-        cols.acked_through = sqlx::query_scalar::<B::Db, i64>(sql::MAX_REVOCATION_SEQ)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(classify)?;
-        let acked_through = rows::to_u64(cols.acked_through, "revocation log head")?;
-        sqlx::query(sql::INSERT_SSF_STREAM)
-            .bind(cols.id)
-            .bind(cols.receiver)
-            .bind(cols.audience)
-            .bind(cols.delivery_method.to_owned())
-            .bind(cols.endpoint_url)
-            .bind(cols.sealed_authorization)
-            .bind(cols.events_requested)
-            .bind(cols.events_delivered)
-            .bind(cols.description)
-            .bind(cols.created_at_ms)
-            .bind(cols.acked_through)
-            .execute(&mut *tx)
-            .await
-            .map_err(on_unique("stream id already exists"))?;
-        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
-        Ok(SsfStream {
-            acked_through,
-            ..stream.clone()
-        })
+        .await;
+        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
     }
 
     async fn ssf_stream(&self, id: &str) -> Result<Option<SsfStream>, StoreError> {
@@ -1064,21 +1211,24 @@ where
 
     async fn delete_ssf_stream(&self, id: &str, event: &AuditEvent) -> Result<(), StoreError> {
         let (mut tx, head) = self.begin_write().await?;
-        sqlx::query(sql::DELETE_SSF_ACKS)
-            .bind(id.to_owned())
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        let deleted = sqlx::query_scalar::<B::Db, String>(sql::DELETE_SSF_STREAM)
-            .bind(id.to_owned())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?;
-        if deleted.is_none() {
-            return Err(StoreError::NotFound { what: "SSF stream" });
+        let outcome: Result<_, StoreError> = async {
+            sqlx::query(sql::DELETE_SSF_ACKS)
+                .bind(id.to_owned())
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            let deleted = sqlx::query_scalar::<B::Db, String>(sql::DELETE_SSF_STREAM)
+                .bind(id.to_owned())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?;
+            if deleted.is_none() {
+                return Err(StoreError::NotFound { what: "SSF stream" });
+            }
+            Ok(())
         }
-        finish::<B>(tx, head, std::slice::from_ref(event)).await?;
-        Ok(())
+        .await;
+        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
     }
 
     async fn ssf_pending(&self, id: &str, limit: u32) -> Result<Vec<SsfPending>, StoreError> {
@@ -1097,53 +1247,63 @@ where
         // The head lock keeps revocations from committing meanwhile and serializes
         // acknowledgements of the same stream, so the position moves consistently.
         let (mut tx, _head) = self.begin_write().await?;
-        let current = sqlx::query_scalar::<B::Db, i64>(sql::SSF_ACKED_THROUGH)
-            .bind(id.to_owned())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?
-            .ok_or(StoreError::NotFound { what: "SSF stream" })?;
-        for &seq in seqs {
-            // A position beyond `i64::MAX` names no entry.
-            let Ok(seq) = i64::try_from(seq) else {
-                continue;
-            };
-            sqlx::query(sql::INSERT_SSF_ACK)
+        let outcome: Result<(), StoreError> = async {
+            let current = sqlx::query_scalar::<B::Db, i64>(sql::SSF_ACKED_THROUGH)
                 .bind(id.to_owned())
-                .bind(seq)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?
+                .ok_or(StoreError::NotFound { what: "SSF stream" })?;
+            for &seq in seqs {
+                // A position beyond `i64::MAX` names no entry.
+                let Ok(seq) = i64::try_from(seq) else {
+                    continue;
+                };
+                sqlx::query(sql::INSERT_SSF_ACK)
+                    .bind(id.to_owned())
+                    .bind(seq)
+                    .bind(current)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            }
+            let first_unacked = sqlx::query_scalar::<B::Db, i64>(sql::FIRST_SSF_UNACKED)
+                .bind(id.to_owned())
                 .bind(current)
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(classify)?;
-        }
-        let first_unacked = sqlx::query_scalar::<B::Db, i64>(sql::FIRST_SSF_UNACKED)
-            .bind(id.to_owned())
-            .bind(current)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(classify)?;
-        let last_ack = sqlx::query_scalar::<B::Db, i64>(sql::LAST_SSF_ACK)
-            .bind(id.to_owned())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(classify)?;
-        let next = rows::next_acked_through(current, first_unacked, last_ack);
-        if next != current {
-            sqlx::query(sql::ADVANCE_SSF_STREAM)
+            let last_ack = sqlx::query_scalar::<B::Db, i64>(sql::LAST_SSF_ACK)
                 .bind(id.to_owned())
-                .bind(next)
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(classify)?;
-            sqlx::query(sql::PRUNE_SSF_ACKS)
-                .bind(id.to_owned())
-                .bind(next)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
+            let next = rows::next_acked_through(current, first_unacked, last_ack);
+            if next != current {
+                sqlx::query(sql::ADVANCE_SSF_STREAM)
+                    .bind(id.to_owned())
+                    .bind(next)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                sqlx::query(sql::PRUNE_SSF_ACKS)
+                    .bind(id.to_owned())
+                    .bind(next)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            }
+            Ok(())
         }
+        .await;
         // Delivery bookkeeping, not a state change of the deployment: no audit event.
-        tx.commit().await.map_err(classify)
+        match outcome {
+            Ok(()) => tx.commit().await,
+            Err(refusal) => {
+                let _ = tx.rollback().await;
+                Err(refusal)
+            }
+        }
     }
 
     async fn claim_ssf_stream(
@@ -1168,7 +1328,7 @@ where
 /// Revokes `target` and its closure inside `tx`: appends every live member to the revocation
 /// log, then marks exactly the appended members revoked. Returns how many were revoked.
 async fn revoke_in<B>(
-    tx: &mut Transaction<'static, B::Db>,
+    tx: &mut Tx<B::Db>,
     target: &RevocationTarget,
     reason: &str,
     now: OffsetDateTime,

@@ -29,6 +29,7 @@ mod sql;
 mod sqlite;
 mod ssf;
 mod tokens;
+mod tx;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -57,6 +58,10 @@ pub enum StoreError {
     /// Stored data does not parse or breaks an invariant.
     #[error("store corrupt: {0}")]
     Corrupt(String),
+    /// A commit failed in a way that leaves its outcome unknown (the database went away while
+    /// committing and cannot be asked): the change may or may not have been made.
+    #[error("store commit outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 /// Lifecycle of a trust-domain signing key. JWKS and the SPIFFE bundle publish `Next`,

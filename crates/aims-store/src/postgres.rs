@@ -17,17 +17,28 @@ use std::time::Duration;
 
 use aims_core::audit::ChainHead;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{Connection, Postgres, Transaction};
+use sqlx::{Connection, Postgres};
 
 use crate::engine::Backend;
 use crate::errors::{classify, classify_migrate};
 use crate::rows::{HeadRow, NewAuditRow};
+use crate::tx::Tx;
 use crate::{StoreError, sql};
 
 /// Connections per process.
 const MAX_CONNECTIONS: u32 = 10;
 /// How long an operation waits for a pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Limits on every pooled session, so a statement, a wait for a lock (the audit head that every
+/// writer takes) or a transaction left idle by a stalled client ends with an error instead of
+/// holding the head, and every writer behind it, indefinitely. Migrations run on a connection
+/// of their own without them.
+const SESSION_LIMITS: [(&str, &str); 3] = [
+    ("statement_timeout", "30s"),
+    ("lock_timeout", "10s"),
+    ("idle_in_transaction_session_timeout", "60s"),
+];
 
 /// Locks the audit head until the transaction ends; taken first by every write.
 const LOCK_HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE";
@@ -82,16 +93,20 @@ impl PostgresStore {
         } else {
             options.application_name("aims")
         };
-        let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
+        let mut migrating = PgConnection::connect_with(&options)
             .await
             .map_err(classify)?;
         sqlx::migrate!("./migrations/postgres")
-            .run(&pool)
+            .run(&mut migrating)
             .await
             .map_err(classify_migrate)?;
+        migrating.close().await.map_err(classify)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.options(SESSION_LIMITS))
+            .await
+            .map_err(classify)?;
         Ok(Self { pool })
     }
 }
@@ -123,8 +138,8 @@ impl Backend for PostgresStore {
         &self.pool
     }
 
-    async fn begin_write(&self) -> Result<(Transaction<'static, Postgres>, ChainHead), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+    async fn begin_write(&self) -> Result<(Tx<Postgres>, ChainHead), StoreError> {
+        let mut tx = Tx::begin(&self.pool, "BEGIN").await?;
         let head = sqlx::query_as::<_, HeadRow>(LOCK_HEAD)
             .fetch_one(&mut *tx)
             .await
@@ -133,11 +148,12 @@ impl Backend for PostgresStore {
         Ok((tx, head))
     }
 
-    async fn begin_snapshot(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
-        self.pool
-            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(classify)
+    async fn begin_snapshot(&self) -> Result<Tx<Postgres>, StoreError> {
+        Tx::begin(
+            &self.pool,
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        )
+        .await
     }
 
     async fn insert_audit(

@@ -10,6 +10,8 @@ pub(crate) const UPDATE_META: &str = "UPDATE meta SET value = $2 WHERE key = $1"
 
 pub(crate) const SELECT_HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
 pub(crate) const UPDATE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
+/// The hash of the record at a position: how a failed commit learns whether it committed.
+pub(crate) const AUDIT_HASH_AT: &str = "SELECT hash FROM audit_log WHERE seq = $1";
 pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_log \
      (seq, time_ms, action, agent, prev_hash, hash, body) \
      VALUES ($1, $2, $3, $4, $5, $6, $7)";

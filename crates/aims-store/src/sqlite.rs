@@ -17,15 +17,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use aims_core::audit::ChainHead;
+use sqlx::Sqlite;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
 
 use crate::engine::Backend;
 use crate::errors::{classify, classify_migrate};
 use crate::rows::{HeadRow, NewAuditRow};
+use crate::tx::Tx;
 use crate::{StoreError, sql};
 
 /// How long a statement waits for a lock held by another connection.
@@ -47,6 +48,18 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if missing) the database file at `path` and runs migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, None).await
+    }
+
+    /// [`open`](Self::open), capping the database at `max_pages` pages (SQLite's
+    /// `max_page_count`, set on every writer connection): a write that needs more fails with
+    /// `SQLITE_FULL`, exactly as on a full disk. Fault tests use it where no small file system
+    /// can be mounted.
+    pub async fn open_capped(path: &Path, max_pages: u64) -> Result<Self, StoreError> {
+        Self::open_with(path, Some(max_pages)).await
+    }
+
+    async fn open_with(path: &Path, max_pages: Option<u64>) -> Result<Self, StoreError> {
         let opened = |e| match classify(e) {
             StoreError::Unavailable(why) => StoreError::Unavailable(format!(
                 "cannot open SQLite database {}: {why}",
@@ -58,18 +71,23 @@ impl SqliteStore {
             .filename(path)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
+        let mut writes = base
+            .clone()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full);
+        if let Some(pages) = max_pages {
+            writes = writes.pragma("max_page_count", pages.to_string());
+        }
+        // A closed writer (its transaction did not end cleanly) is replaced by a new
+        // connection with the same settings on the next write.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(
-                base.clone()
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Full),
-            )
+            .connect_with(writes)
             .await
             .map_err(opened)?;
         sqlx::migrate!("./migrations/sqlite")
@@ -97,9 +115,10 @@ impl Backend for SqliteStore {
         &self.writer
     }
 
-    async fn begin_write(&self) -> Result<(Transaction<'static, Sqlite>, ChainHead), StoreError> {
-        // Holding the only writer connection is the head lock.
-        let mut tx = self.writer.begin().await.map_err(classify)?;
+    async fn begin_write(&self) -> Result<(Tx<Sqlite>, ChainHead), StoreError> {
+        // Holding the only writer connection is the head lock within this process;
+        // `IMMEDIATE` takes the database's write lock at once, against any other process.
+        let mut tx = Tx::begin(&self.writer, "BEGIN IMMEDIATE").await?;
         let head = sqlx::query_as::<_, HeadRow>(sql::SELECT_HEAD)
             .fetch_one(&mut *tx)
             .await
@@ -108,9 +127,9 @@ impl Backend for SqliteStore {
         Ok((tx, head))
     }
 
-    async fn begin_snapshot(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+    async fn begin_snapshot(&self) -> Result<Tx<Sqlite>, StoreError> {
         // A deferred read transaction sees one snapshot from its first read on.
-        self.reader.begin().await.map_err(classify)
+        Tx::begin(&self.reader, "BEGIN").await
     }
 
     async fn insert_audit(
@@ -139,12 +158,10 @@ impl Backend for SqliteStore {
             .await
             .map_err(classify)?;
         // Proves the writer can take the database's write lock, not just read.
-        let tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
+        Tx::begin(&self.writer, "BEGIN IMMEDIATE")
+            .await?
+            .rollback()
             .await
-            .map_err(classify)?;
-        tx.rollback().await.map_err(classify)
     }
 }
 

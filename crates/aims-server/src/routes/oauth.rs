@@ -90,6 +90,15 @@ impl Refusal {
                     "the store is unavailable; nothing was issued",
                 )
             }
+            StoreError::OutcomeUnknown(detail) => {
+                // The token was never handed out, so whether its registration committed does
+                // not matter to the client: it has nothing to use.
+                tracing::error!(%detail, "store commit outcome unknown at the token endpoint");
+                Self::new(
+                    "temporarily_unavailable",
+                    "the store is unavailable; nothing was issued",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "store failure at the token endpoint");
                 Self::new("server_error", "internal error; nothing was issued")

@@ -45,12 +45,21 @@ impl Harness {
 
     /// A store in a new schema of the database named by `AIMS_TEST_DATABASE_URL`.
     pub async fn postgres() -> Self {
-        let url = std::env::var(DATABASE_URL_VAR).unwrap_or_else(|_| {
-            panic!(
-                "{DATABASE_URL_VAR} is not set: the PostgreSQL conformance tests need a \
-                 database, e.g. {DATABASE_URL_VAR}=postgres://postgres@127.0.0.1:5432/test"
-            )
-        });
+        Self::postgres_at(database_url()).await
+    }
+
+    /// [`postgres`](Self::postgres), with the store's sessions named `application_name` in
+    /// `pg_stat_activity`, so a test can find (and kill) them.
+    pub async fn postgres_named(application_name: &str) -> Self {
+        let url = database_url();
+        let separator = if url.contains('?') { '&' } else { '?' };
+        Self::postgres_at(format!(
+            "{url}{separator}application_name={application_name}"
+        ))
+        .await
+    }
+
+    async fn postgres_at(url: String) -> Self {
         let schema = fresh_schema_name();
         let store = PostgresStore::connect_with_schema(&url, &schema)
             .await
@@ -58,6 +67,20 @@ impl Harness {
         Self {
             store: Arc::new(store),
             backend: Backend::Postgres { url, schema },
+        }
+    }
+
+    /// A connection of its own to the database, bypassing the store and named apart from its
+    /// sessions (PostgreSQL only).
+    pub async fn postgres_connection(&self) -> PgConnection {
+        match &self.backend {
+            Backend::Postgres { url, .. } => {
+                let options = PgConnectOptions::from_str(url)
+                    .unwrap()
+                    .application_name("aims_test_harness");
+                PgConnection::connect_with(&options).await.unwrap()
+            }
+            Backend::Sqlite { .. } => panic!("not a PostgreSQL harness"),
         }
     }
 
@@ -131,6 +154,16 @@ async fn connect_postgres(url: &str, schema: Option<&str>) -> PgConnection {
         options = options.options([("search_path", schema)]);
     }
     PgConnection::connect_with(&options).await.unwrap()
+}
+
+/// The PostgreSQL database the tests use.
+fn database_url() -> String {
+    std::env::var(DATABASE_URL_VAR).unwrap_or_else(|_| {
+        panic!(
+            "{DATABASE_URL_VAR} is not set: the PostgreSQL conformance tests need a \
+             database, e.g. {DATABASE_URL_VAR}=postgres://postgres@127.0.0.1:5432/test"
+        )
+    })
 }
 
 /// A schema name no other test (in this or an earlier run) uses.

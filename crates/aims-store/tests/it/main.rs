@@ -15,6 +15,7 @@
 
 mod agents;
 mod audit;
+mod faults;
 mod fixtures;
 mod harness;
 mod identity;
