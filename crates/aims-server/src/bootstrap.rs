@@ -3,7 +3,12 @@
 //!
 //! Refuses to start rather than guess: a store created for another trust domain, a master key
 //! that does not open the stored keys, or a missing master key for an existing store all stop
-//! the server with a clear message. A new master key is generated only for a new store.
+//! the server with a clear message. A new master key is generated only for a new store. The
+//! data directory must be the server user's own and writable by nobody else (one that others
+//! may only read is closed to 0700, as a new one is created), the master key a regular file
+//! readable by that user alone, and a SQLite data
+//! directory serves one server process at a time: the first holds an exclusive lock on its
+//! `aims.lock` until it exits.
 
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -27,6 +32,8 @@ use crate::keyring::{KeyRing, generate_stored_key};
 
 /// File name of the master key inside the data directory.
 pub const MASTER_KEY_FILE: &str = "master.key";
+/// File name of the lock a server holds on a SQLite data directory.
+pub const LOCK_FILE: &str = "aims.lock";
 /// Name of the bootstrap admin user.
 pub const BOOTSTRAP_ADMIN: &str = "admin";
 
@@ -40,6 +47,24 @@ pub enum StartupError {
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// The data directory is open to other users, or belongs to another user.
+    #[error("data directory {path}: {reason}")]
+    DataDirUnsafe {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// Another server process holds the data directory.
+    #[error(
+        "data directory {path} is in use by another aims server (it holds {path}/{LOCK_FILE}); \
+         one SQLite data directory serves one server: stop the other one, or use PostgreSQL \
+         for several replicas"
+    )]
+    DataDirInUse {
+        /// The directory.
+        path: PathBuf,
     },
     /// The master key is missing, unreadable, malformed or too widely readable.
     #[error("master key: {0}")]
@@ -85,9 +110,22 @@ pub struct Started {
     pub bootstrap_credential: Option<SecretString>,
 }
 
-/// Prepares the data directory; the store is opened after this.
-pub fn prepare_data_dir(config: &Config) -> Result<(), StartupError> {
-    create_data_dir(&config.data_dir)
+/// The exclusive lock on a SQLite data directory; released when dropped (or when the process
+/// ends, however it ends).
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Prepares the data directory (creating it, or checking an existing one) and, when the store
+/// is SQLite, locks it; the store is opened after this.
+pub fn prepare_data_dir(config: &Config) -> Result<Option<DataDirLock>, StartupError> {
+    create_data_dir(&config.data_dir)?;
+    if config.database_url.starts_with("sqlite://") {
+        lock_data_dir(&config.data_dir).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 /// Loads (and on first start creates) everything the server needs from an open store.
@@ -121,13 +159,79 @@ pub async fn start(
     })
 }
 
+/// Creates the directory with mode 0700, or checks that an existing one is the server user's
+/// and writable by nobody else: anyone who could write into it may already have replaced the
+/// database or the master key, which no `chmod` now undoes, so that is refused; a directory
+/// others may only read (a plain `mkdir`) is closed to 0700 before anything is written, so
+/// nobody can copy what goes into it.
 fn create_data_dir(dir: &Path) -> Result<(), StartupError> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
     let wrap = |source| StartupError::DataDir {
         path: dir.to_owned(),
         source,
     };
-    std::fs::create_dir_all(dir).map_err(wrap)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(wrap)
+    let unsafe_dir = |reason: String| StartupError::DataDirUnsafe {
+        path: dir.to_owned(),
+        reason,
+    };
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(wrap),
+        Err(e) => Err(wrap(e)),
+        Ok(meta) if !meta.is_dir() => Err(unsafe_dir("is not a directory".to_owned())),
+        Ok(meta) => {
+            let me = rustix::process::geteuid().as_raw();
+            if meta.uid() != me {
+                return Err(unsafe_dir(format!(
+                    "belongs to uid {}, not to the server's user (uid {me})",
+                    meta.uid()
+                )));
+            }
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o022 != 0 {
+                return Err(unsafe_dir(format!(
+                    "is writable by group or others (mode {mode:04o}), so its contents cannot be \
+                     trusted; check them, then run: chmod 700 {}",
+                    dir.display()
+                )));
+            }
+            if mode & 0o077 != 0 {
+                tracing::warn!(path = %dir.display(), mode = format!("{mode:04o}"), "closing the data directory to group and others (mode 0700)");
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(wrap)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Takes the exclusive lock on `dir`'s lock file without waiting.
+fn lock_data_dir(dir: &Path) -> Result<DataDirLock, StartupError> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|source| StartupError::DataDir {
+            path: path.clone(),
+            source,
+        })?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(DataDirLock { _file: file }),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(StartupError::DataDirInUse {
+            path: dir.to_owned(),
+        }),
+        Err(e) => Err(StartupError::DataDir {
+            path,
+            source: e.into(),
+        }),
+    }
 }
 
 /// `AIMS_MASTER_KEY`, else the key file; generates the file only for a new store.
@@ -143,7 +247,16 @@ fn load_master_key(
         });
     }
     let path = config.data_dir.join(MASTER_KEY_FILE);
-    match std::fs::metadata(&path) {
+    // Not followed: a link could point the server at a key somebody else controls.
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(StartupError::MasterKey(format!(
+            "{} is a symbolic link; the master key must be a regular file in the data directory",
+            path.display()
+        ))),
+        Ok(meta) if !meta.is_file() => Err(StartupError::MasterKey(format!(
+            "{} is not a regular file; the master key must be a regular file in the data directory",
+            path.display()
+        ))),
         Ok(meta) => {
             if meta.permissions().mode() & 0o077 != 0 {
                 return Err(StartupError::MasterKey(format!(

@@ -38,6 +38,8 @@ pub const ENV_MASTER_KEY: &str = "AIMS_MASTER_KEY";
 pub const ENV_BOOTSTRAP_TOKEN: &str = "AIMS_BOOTSTRAP_TOKEN";
 /// Where drift notifications are POSTed.
 pub const ENV_DRIFT_WEBHOOK_URL: &str = "AIMS_DRIFT_WEBHOOK_URL";
+/// Free space, in MiB, the SQLite store keeps on its volume; writes are refused below it.
+pub const ENV_STORAGE_RESERVE_MB: &str = "AIMS_STORAGE_RESERVE_MB";
 /// `true` lets SSF push streams deliver to loopback and private addresses (default `false`).
 pub const ENV_SSF_PUSH_PRIVATE_NETWORKS: &str = "AIMS_SSF_PUSH_PRIVATE_NETWORKS";
 
@@ -88,6 +90,8 @@ pub struct RawConfig {
     pub trusted_issuers: Option<Vec<RawTrustedIssuer>>,
     /// Whether SSF push streams may deliver to loopback and private addresses.
     pub ssf_push_private_networks: Option<bool>,
+    /// Free space (MiB) the SQLite store keeps on its volume; 0 turns the guard off.
+    pub storage_reserve_mb: Option<u64>,
 }
 
 impl RawConfig {
@@ -119,6 +123,7 @@ impl RawConfig {
             ssf_push_private_networks: other
                 .ssf_push_private_networks
                 .or(self.ssf_push_private_networks),
+            storage_reserve_mb: other.storage_reserve_mb.or(self.storage_reserve_mb),
         }
     }
 
@@ -197,6 +202,9 @@ pub struct Config {
     /// Whether SSF push streams may deliver to loopback and private addresses (default: only
     /// public ones, so a receiver cannot aim the server at its own network).
     pub ssf_push_private_networks: bool,
+    /// Free bytes the SQLite store keeps on its volume (default 64 MiB); writes are refused
+    /// with 503 below it, and `/readyz` says so.
+    pub storage_reserve_bytes: u64,
 }
 
 /// Every problem found in the configuration, reported together.
@@ -279,6 +287,17 @@ impl Config {
         {
             errors.push("public_url: must start with http:// or https://".to_owned());
         }
+        let storage_reserve_mb = match var(ENV_STORAGE_RESERVE_MB) {
+            None => raw.storage_reserve_mb,
+            Some(text) => text
+                .parse::<u64>()
+                .map_err(|_| {
+                    errors.push(format!(
+                        "{ENV_STORAGE_RESERVE_MB}: must be a whole number of MiB"
+                    ))
+                })
+                .ok(),
+        };
         let mut bounded = |name: &str, value: Option<u64>, default: u64, min: u64, max: u64| {
             let v = value.unwrap_or(default);
             if !(min..=max).contains(&v) {
@@ -315,6 +334,7 @@ impl Config {
         let max_delegation_depth =
             bounded("max_delegation_depth", raw.max_delegation_depth, 4, 0, 16);
         let task_ttl_s = bounded("task_ttl_s", raw.task_ttl_s, 3600, 60, 7 * 86_400);
+        let storage_reserve_mb = bounded("storage_reserve_mb", storage_reserve_mb, 64, 0, 1 << 20);
         let revocation_poll_ms =
             bounded("revocation_poll_ms", raw.revocation_poll_ms, 20, 5, 10_000);
         let staleness_s = bounded(
@@ -376,6 +396,7 @@ impl Config {
                 drift_webhook_url,
                 trusted_issuers,
                 ssf_push_private_networks,
+                storage_reserve_bytes: storage_reserve_mb.saturating_mul(1 << 20),
             }),
             _ => Err(ConfigErrors(errors)),
         }

@@ -109,6 +109,14 @@ impl ApiError {
                     "the store is unavailable; nothing was changed",
                 )
             }
+            StoreError::LowSpace { .. } => {
+                tracing::error!(error = %err, "write refused: the store's volume is below its free-space reserve");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_reserve",
+                    "the server is low on storage and refuses writes; nothing was changed",
+                )
+            }
             StoreError::OutcomeUnknown(detail) => {
                 tracing::error!(%detail, "store commit outcome unknown");
                 Self::new(

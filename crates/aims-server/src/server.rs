@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::audit_writer::AuditWriter;
-use crate::bootstrap::{self, StartupError};
+use crate::bootstrap::{self, DataDirLock, StartupError};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyHolder, RELOAD_EVERY};
@@ -45,6 +45,8 @@ pub struct RunningServer {
     pub bootstrap_credential: Option<SecretString>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
+    /// Held while the server runs, when it serves a SQLite data directory.
+    data_dir_lock: Option<DataDirLock>,
 }
 
 impl RunningServer {
@@ -53,8 +55,9 @@ impl RunningServer {
         let _ = self.shutdown.send(true);
     }
 
-    /// Waits until the server has stopped.
+    /// Waits until the server has stopped (and then releases its data directory).
     pub async fn wait(self) -> std::io::Result<()> {
+        let _released_after = self.data_dir_lock;
         match self.task.await {
             Ok(result) => result,
             Err(join) => Err(std::io::Error::other(join.to_string())),
@@ -68,9 +71,15 @@ pub async fn start(
     config: Config,
     var: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RunningServer, StartupError> {
-    bootstrap::prepare_data_dir(&config)?;
-    let store = aims_store::open(&config.database_url).await?;
-    start_with_store(config, store, var).await
+    let data_dir_lock = bootstrap::prepare_data_dir(&config)?;
+    let options = aims_store::StoreOptions {
+        reserve_bytes: config.storage_reserve_bytes,
+        max_pages: None,
+    };
+    let store = aims_store::open(&config.database_url, &options).await?;
+    let mut running = start_with_store(config, store, var).await?;
+    running.data_dir_lock = data_dir_lock;
+    Ok(running)
 }
 
 /// Starts the server on an already opened store (used by tests to run the same suite on
@@ -140,6 +149,7 @@ pub async fn start_with_store(
         bootstrap_credential: started.bootstrap_credential,
         shutdown,
         task,
+        data_dir_lock: None,
     })
 }
 

@@ -19,6 +19,7 @@ use crate::keyring::{KeyRing, KeyRingError};
 use crate::metrics::Metrics;
 use crate::policy::{self, LoadedPolicy, PolicyHolder};
 use crate::revocation::RevocationSet;
+use crate::routes::health::Readiness;
 
 /// Most DPoP proofs one replica remembers at once (each for a minute).
 const DPOP_REPLAY_CAPACITY: usize = 1_000_000;
@@ -57,6 +58,8 @@ pub struct Inner {
     pub revocations: Arc<RevocationSet>,
     /// DPoP proofs seen by this replica.
     pub dpop_replay: ReplayCache,
+    /// The last readiness probe's answer.
+    pub readiness: Readiness,
     master: MasterKey,
     keys: RwLock<Arc<KeyRing>>,
 }
@@ -107,6 +110,7 @@ impl AppState {
             federation,
             revocations,
             dpop_replay: ReplayCache::new(DPOP_REPLAY_CAPACITY),
+            readiness: Readiness::default(),
             policy: parts.policy,
             trust_domain: parts.config.trust_domain.clone(),
             config: parts.config,

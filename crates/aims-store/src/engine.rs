@@ -6,7 +6,7 @@
 //! (which checks a write makes, in which order, and that its audit event commits in the same
 //! transaction) is written here once, so SQLite and PostgreSQL cannot drift apart.
 //!
-//! The shape of every mutation: [`Backend::begin_write`] opens a transaction holding the
+//! The shape of every mutation: [`begin_write`] opens a transaction holding the
 //! audit-head lock and returns the head; the checks and changes run inside it as one async
 //! block whose result goes to [`settle`]: a refusal rolls the transaction back, a success
 //! goes to [`finish`], which chains the events after the head, inserts them, moves the head
@@ -57,11 +57,15 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// The pool plain reads run on.
     fn reads(&self) -> &Pool<Self::Db>;
 
-    /// The pool single-statement writes outside a transaction run on.
+    /// The pool writes run on.
     fn writes(&self) -> &Pool<Self::Db>;
 
-    /// Begins a write transaction that holds the audit-head lock, and reads the head.
-    fn begin_write(
+    /// Whether the store takes a write now (a SQLite store's free-space reserve holds).
+    fn admit_write(&self) -> Result<(), StoreError>;
+
+    /// Begins a transaction that holds the audit-head lock, and reads the head. Writes begin
+    /// through [`begin_write`], which asks [`Backend::admit_write`] first.
+    fn begin_locked(
         &self,
     ) -> impl Future<Output = Result<(Tx<Self::Db>, ChainHead), StoreError>> + Send;
 
@@ -76,6 +80,18 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Proves the database answers and can write.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Begins a write transaction holding the audit-head lock, if the store admits writes now.
+async fn begin_write<B: Backend>(backend: &B) -> Result<(Tx<B::Db>, ChainHead), StoreError> {
+    backend.admit_write()?;
+    backend.begin_locked().await
+}
+
+/// The pool a single-statement write runs on, if the store admits writes now.
+fn write_pool<B: Backend>(backend: &B) -> Result<&Pool<B::Db>, StoreError> {
+    backend.admit_write()?;
+    Ok(backend.writes())
 }
 
 /// Ends a write transaction whose checks and changes came out as `outcome`: a success is
@@ -169,7 +185,7 @@ where
             "commit failed ({failure}) and its outcome cannot be read back ({why})"
         ))
     };
-    let (mut probe, _head) = backend.begin_write().await.map_err(unknown)?;
+    let (mut probe, _head) = backend.begin_locked().await.map_err(unknown)?;
     let found = sqlx::query_scalar::<B::Db, String>(sql::AUDIT_HASH_AT)
         .bind(rows::to_i64(new_head.seq)?)
         .fetch_optional(&mut *probe)
@@ -282,7 +298,12 @@ where
     usize: ColumnIndex<<B::Db as Database>::Row>,
 {
     async fn ping(&self) -> Result<(), StoreError> {
-        Backend::ping(self).await
+        Backend::ping(self).await?;
+        sqlx::query(sql::HEARTBEAT)
+            .execute(write_pool(self)?)
+            .await
+            .map_err(classify)?;
+        Ok(())
     }
 
     async fn trust_domain(&self) -> Result<Option<TrustDomain>, StoreError> {
@@ -297,7 +318,7 @@ where
         init: &Initialization,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (mut tx, head) = self.begin_write().await?;
+        let (mut tx, head) = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             if meta(&mut *tx, rows::META_TRUST_DOMAIN).await?.is_some() {
                 return Err(StoreError::Conflict {
@@ -333,7 +354,7 @@ where
     ) -> Result<(), StoreError> {
         rows::check_token_owner(agent, join_token)?;
         let cols = AgentColumns::of(agent)?;
-        let (mut tx, head) = self.begin_write().await?;
+        let (mut tx, head) = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             sqlx::query(sql::INSERT_AGENT)
                 .bind(cols.name)
@@ -388,7 +409,7 @@ where
     ) -> Result<(), StoreError> {
         let expected = rows::revision_step(agent, expected_revision)?;
         let cols = AgentColumns::of(agent)?;
-        let (mut tx, head) = self.begin_write().await?;
+        let (mut tx, head) = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             let previous = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
                 .bind(agent.name.as_str().to_owned())
@@ -446,7 +467,7 @@ where
         join_token: &JoinTokenRecord,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (mut tx, head) = self.begin_write().await?;
+        let (mut tx, head) = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             if !exists(&mut *tx, sql::AGENT_EXISTS, join_token.agent.as_str()).await? {
                 return Err(StoreError::NotFound { what: "agent" });
@@ -476,7 +497,7 @@ where
             .bind(hash.to_hex())
             .bind(now_ms)
             .bind(key_thumbprint.to_owned())
-            .fetch_optional(self.writes())
+            .fetch_optional(write_pool(self)?)
             .await
             .map_err(classify)?;
         if let Some(agent) = consumed {
@@ -498,7 +519,7 @@ where
         sqlx::query(sql::INSERT_NONCE)
             .bind(hash.to_hex())
             .bind(rows::to_ms(expires_at))
-            .execute(self.writes())
+            .execute(write_pool(self)?)
             .await
             .map_err(on_unique("attestation nonce already issued"))?;
         Ok(())
@@ -513,12 +534,12 @@ where
         let consumed = sqlx::query_scalar::<B::Db, String>(sql::CONSUME_NONCE)
             .bind(hash.to_hex())
             .bind(now_ms)
-            .fetch_optional(self.writes())
+            .fetch_optional(write_pool(self)?)
             .await
             .map_err(classify)?;
         sqlx::query(sql::PURGE_NONCES)
             .bind(now_ms)
-            .execute(self.writes())
+            .execute(write_pool(self)?)
             .await
             .map_err(classify)?;
         Ok(consumed.is_some())
@@ -546,7 +567,7 @@ where
         let credential = &record.credential;
         let evidence = serde_json::to_string(&snapshot.evidence)
             .map_err(|e| StoreError::Corrupt(format!("evidence does not serialize: {e}")))?;
-        let (mut tx, head) = self.begin_write().await?;
+        let (mut tx, head) = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             // The agent may have been suspended or quarantined since the caller read it.
             let state = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
@@ -592,7 +613,7 @@ where
         credential: &CredentialHash,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (mut tx, head) = self.begin_write().await?;
+        let (mut tx, head) = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             insert_user(&mut *tx, user, credential).await?;
             Ok(())
@@ -625,7 +646,7 @@ where
     }
 
     async fn remove_user(&self, name: &UserName, event: &AuditEvent) -> Result<(), StoreError> {
-        let (mut tx, head) = self.begin_write().await?;
+        let (mut tx, head) = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             let role = sqlx::query_scalar::<B::Db, String>(sql::SELECT_USER_ROLE)
                 .bind(name.as_str().to_owned())
@@ -658,7 +679,7 @@ where
         at: OffsetDateTime,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (mut tx, head) = self.begin_write().await?;
+        let (mut tx, head) = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             let changed = sqlx::query_scalar::<B::Db, String>(sql::ROTATE_USER_CREDENTIAL)
                 .bind(name.as_str().to_owned())
@@ -706,7 +727,7 @@ where
         new_next: &StoredKey,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (mut tx, head) = self.begin_write().await?;
+        let (mut tx, head) = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             if exists(&mut *tx, sql::KID_EXISTS, &new_next.kid).await? {
                 return Err(StoreError::Conflict {
@@ -747,7 +768,7 @@ where
     ) -> Result<(), StoreError> {
         let files = serde_json::to_string(&set.files)
             .map_err(|e| StoreError::Corrupt(format!("policy files do not serialize: {e}")))?;
-        let (mut tx, head) = self.begin_write().await?;
+        let (mut tx, head) = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             // Under the head lock, so two pushes cannot both take the next number.
             let active = sqlx::query_scalar::<B::Db, i64>(sql::MAX_POLICY_VERSION)
@@ -806,7 +827,7 @@ where
         if events.is_empty() {
             return self.audit_head().await;
         }
-        let (tx, head) = self.begin_write().await?;
+        let (tx, head) = begin_write(self).await?;
         finish(self, tx, head, events).await
     }
 
@@ -837,7 +858,7 @@ where
     ) -> Result<(), StoreError> {
         let credential = &issue.credential;
         let now = credential.issued_at;
-        let (mut tx, head) = self.begin_write().await?;
+        let (mut tx, head) = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             let state = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
                 .bind(credential.agent.as_str().to_owned())
@@ -906,7 +927,7 @@ where
     }
 
     async fn create_task(&self, task: &Task, event: &AuditEvent) -> Result<(), StoreError> {
-        let (mut tx, head) = self.begin_write().await?;
+        let (mut tx, head) = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             let state = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
                 .bind(task.agent.as_str().to_owned())
@@ -958,7 +979,7 @@ where
         now: OffsetDateTime,
         event: &AuditEvent,
     ) -> Result<u64, StoreError> {
-        let (mut tx, head) = self.begin_write().await?;
+        let (mut tx, head) = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             let closed = sqlx::query_scalar::<B::Db, String>(sql::CLOSE_TASK)
                 .bind(id.to_owned())
@@ -991,7 +1012,7 @@ where
         now: OffsetDateTime,
         event: &AuditEvent,
     ) -> Result<u64, StoreError> {
-        let (mut tx, head) = self.begin_write().await?;
+        let (mut tx, head) = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             let close = match target {
                 RevocationTarget::Task(id) => Some((sql::CLOSE_TASK, id.clone())),
@@ -1041,7 +1062,7 @@ where
         credential: &CredentialHash,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (mut tx, head) = self.begin_write().await?;
+        let (mut tx, head) = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             sqlx::query(sql::INSERT_RESOURCE_SERVER)
                 .bind(server.name.as_str().to_owned())
@@ -1109,7 +1130,7 @@ where
         name: &ResourceServerName,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (mut tx, head) = self.begin_write().await?;
+        let (mut tx, head) = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             let removed = sqlx::query_scalar::<B::Db, String>(sql::DELETE_RESOURCE_SERVER)
                 .bind(name.as_str().to_owned())
@@ -1133,7 +1154,7 @@ where
         event: &AuditEvent,
     ) -> Result<SsfStream, StoreError> {
         let mut cols = SsfStreamColumns::of(stream)?;
-        let (mut tx, head) = self.begin_write().await?;
+        let (mut tx, head) = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             let held = sqlx::query_scalar::<B::Db, i64>(sql::COUNT_SSF_STREAMS_OF)
                 .bind(cols.receiver.clone())
@@ -1210,7 +1231,7 @@ where
     }
 
     async fn delete_ssf_stream(&self, id: &str, event: &AuditEvent) -> Result<(), StoreError> {
-        let (mut tx, head) = self.begin_write().await?;
+        let (mut tx, head) = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             sqlx::query(sql::DELETE_SSF_ACKS)
                 .bind(id.to_owned())
@@ -1246,7 +1267,7 @@ where
     async fn acknowledge_ssf(&self, id: &str, seqs: &[u64]) -> Result<(), StoreError> {
         // The head lock keeps revocations from committing meanwhile and serializes
         // acknowledgements of the same stream, so the position moves consistently.
-        let (mut tx, _head) = self.begin_write().await?;
+        let (mut tx, _head) = begin_write(self).await?;
         let outcome: Result<(), StoreError> = async {
             let current = sqlx::query_scalar::<B::Db, i64>(sql::SSF_ACKED_THROUGH)
                 .bind(id.to_owned())
@@ -1318,7 +1339,7 @@ where
             .bind(holder.to_owned())
             .bind(rows::to_ms(now))
             .bind(rows::to_ms(until))
-            .fetch_optional(self.writes())
+            .fetch_optional(write_pool(self)?)
             .await
             .map_err(classify)?;
         Ok(claimed.is_some())

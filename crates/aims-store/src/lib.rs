@@ -25,6 +25,7 @@ mod engine;
 mod errors;
 mod postgres;
 mod rows;
+mod space;
 mod sql;
 mod sqlite;
 mod ssf;
@@ -58,6 +59,17 @@ pub enum StoreError {
     /// Stored data does not parse or breaks an invariant.
     #[error("store corrupt: {0}")]
     Corrupt(String),
+    /// The volume holding the database has less free space than the configured reserve: the
+    /// write was refused before the database could run out of room.
+    #[error(
+        "free space on the store's volume ({free_bytes} bytes) is below its reserve ({reserve_bytes} bytes)"
+    )]
+    LowSpace {
+        /// Bytes free for the server's user.
+        free_bytes: u64,
+        /// The reserve.
+        reserve_bytes: u64,
+    },
     /// A commit failed in a way that leaves its outcome unknown (the database went away while
     /// committing and cannot be asked): the change may or may not have been made.
     #[error("store commit outcome unknown: {0}")]
@@ -272,7 +284,8 @@ pub const MAX_PAGE: u32 = 1000;
 /// records the change and commit both atomically.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Checks that the database answers and accepts writes.
+    /// Checks that the database answers reads and commits a write now (a heartbeat row in
+    /// `meta`), and that the free-space reserve holds.
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// The trust domain, if the store was initialized.
@@ -556,11 +569,23 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 }
 
+/// How a store is opened beyond its URL.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreOptions {
+    /// Free bytes a SQLite store keeps on the volume of its database file: below this, every
+    /// write is refused with [`StoreError::LowSpace`] before the database (and its audit log)
+    /// can fill the disk. 0 turns the guard off. A PostgreSQL server watches its own disk.
+    pub reserve_bytes: u64,
+    /// SQLite's `max_page_count` on every writer connection: a hard cap on the database's
+    /// size, beyond which writes fail with `SQLITE_FULL` as on a full disk.
+    pub max_pages: Option<u64>,
+}
+
 /// Opens the store named by `url`: `sqlite://PATH` or `postgres://…`; runs migrations.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         Ok(Arc::new(
-            SqliteStore::open(std::path::Path::new(path)).await?,
+            SqliteStore::open_with(std::path::Path::new(path), options).await?,
         ))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(PostgresStore::connect(url).await?))

@@ -138,7 +138,12 @@ impl Backend for PostgresStore {
         &self.pool
     }
 
-    async fn begin_write(&self) -> Result<(Tx<Postgres>, ChainHead), StoreError> {
+    fn admit_write(&self) -> Result<(), StoreError> {
+        // The database server's disk is its own to watch.
+        Ok(())
+    }
+
+    async fn begin_locked(&self) -> Result<(Tx<Postgres>, ChainHead), StoreError> {
         let mut tx = Tx::begin(&self.pool, "BEGIN").await?;
         let head = sqlx::query_as::<_, HeadRow>(LOCK_HEAD)
             .fetch_one(&mut *tx)

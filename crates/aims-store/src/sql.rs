@@ -10,6 +10,9 @@ pub(crate) const UPDATE_META: &str = "UPDATE meta SET value = $2 WHERE key = $1"
 
 pub(crate) const SELECT_HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
 pub(crate) const UPDATE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
+/// The readiness probe's write: a counter in `meta`, committed on its own.
+pub(crate) const HEARTBEAT: &str = "INSERT INTO meta (key, value) VALUES ('heartbeat', '1') \
+     ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(meta.value AS BIGINT) + 1 AS TEXT)";
 /// The hash of the record at a position: how a failed commit learns whether it committed.
 pub(crate) const AUDIT_HASH_AT: &str = "SELECT hash FROM audit_log WHERE seq = $1";
 pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_log \

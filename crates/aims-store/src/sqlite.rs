@@ -26,8 +26,9 @@ use sqlx::sqlite::{
 use crate::engine::Backend;
 use crate::errors::{classify, classify_migrate};
 use crate::rows::{HeadRow, NewAuditRow};
+use crate::space::SpaceGuard;
 use crate::tx::Tx;
-use crate::{StoreError, sql};
+use crate::{StoreError, StoreOptions, sql};
 
 /// How long a statement waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -43,23 +44,20 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// `query_only` connections for reads.
     reader: SqlitePool,
+    /// Refuses writes while the database's volume is below its free-space reserve.
+    space: SpaceGuard,
 }
 
 impl SqliteStore {
     /// Opens (creating if missing) the database file at `path` and runs migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::open_with(path, None).await
+        Self::open_with(path, &StoreOptions::default()).await
     }
 
-    /// [`open`](Self::open), capping the database at `max_pages` pages (SQLite's
-    /// `max_page_count`, set on every writer connection): a write that needs more fails with
-    /// `SQLITE_FULL`, exactly as on a full disk. Fault tests use it where no small file system
-    /// can be mounted.
-    pub async fn open_capped(path: &Path, max_pages: u64) -> Result<Self, StoreError> {
-        Self::open_with(path, Some(max_pages)).await
-    }
-
-    async fn open_with(path: &Path, max_pages: Option<u64>) -> Result<Self, StoreError> {
+    /// [`open`](Self::open) with a free-space reserve and, optionally, a cap on the
+    /// database's size in pages (fault tests use the cap where no small file system can be
+    /// mounted: a write past it fails with `SQLITE_FULL`, exactly as on a full disk).
+    pub async fn open_with(path: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
         let opened = |e| match classify(e) {
             StoreError::Unavailable(why) => StoreError::Unavailable(format!(
                 "cannot open SQLite database {}: {why}",
@@ -76,7 +74,7 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full);
-        if let Some(pages) = max_pages {
+        if let Some(pages) = options.max_pages {
             writes = writes.pragma("max_page_count", pages.to_string());
         }
         // A closed writer (its transaction did not end cleanly) is replaced by a new
@@ -100,7 +98,11 @@ impl SqliteStore {
             .connect_with(base.pragma("query_only", "ON"))
             .await
             .map_err(opened)?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            space: SpaceGuard::new(path, options.reserve_bytes),
+        })
     }
 }
 
@@ -115,7 +117,11 @@ impl Backend for SqliteStore {
         &self.writer
     }
 
-    async fn begin_write(&self) -> Result<(Tx<Sqlite>, ChainHead), StoreError> {
+    fn admit_write(&self) -> Result<(), StoreError> {
+        self.space.check()
+    }
+
+    async fn begin_locked(&self) -> Result<(Tx<Sqlite>, ChainHead), StoreError> {
         // Holding the only writer connection is the head lock within this process;
         // `IMMEDIATE` takes the database's write lock at once, against any other process.
         let mut tx = Tx::begin(&self.writer, "BEGIN IMMEDIATE").await?;
@@ -153,15 +159,12 @@ impl Backend for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        // The engine's heartbeat then proves the writer commits.
         sqlx::query(sql::PING)
             .execute(&self.reader)
             .await
             .map_err(classify)?;
-        // Proves the writer can take the database's write lock, not just read.
-        Tx::begin(&self.writer, "BEGIN IMMEDIATE")
-            .await?
-            .rollback()
-            .await
+        Ok(())
     }
 }
 

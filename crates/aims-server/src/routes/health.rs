@@ -1,21 +1,48 @@
 //! Liveness, readiness and metrics.
 //!
 //! `/healthz` answers while the process serves HTTP. `/readyz` answers 200 only when the store
-//! accepts writes, the audit log can be written (after a failed audit commit it stays unready
-//! until a recovery probe event commits) and the active policy version is the one in force.
-//! `/metrics` reads this replica's revocation view as it is scraped.
+//! answers and commits a write now (a heartbeat row) with its free-space reserve intact, the
+//! audit log can be written (after a failed audit commit it stays unready until a recovery
+//! probe event commits) and the active policy version is the one in force; when it is not
+//! ready its `reasons` say why. The probe runs at most once per [`PROBE_EVERY`] however often
+//! `/readyz` is asked (callers in between get the last answer), so polling it cannot load the
+//! store. `/metrics` reads this replica's revocation view as it is scraped.
+
+use std::time::{Duration, Instant};
 
 use aims_core::audit::{Actor, Outcome};
+use aims_store::StoreError;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::json;
+use tokio::sync::Mutex;
 
 use crate::state::AppState;
 
 /// Audit action of the probe that proves the log writable again after a failure.
 const AUDIT_RECOVERED: &str = "audit.recovered";
+/// How long one readiness probe's answer is reused.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// This replica's last readiness answer, and the lock that lets one probe run at a time.
+#[derive(Default)]
+pub struct Readiness {
+    last: Mutex<Option<(Instant, Report)>>,
+}
+
+/// What `/readyz` answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    status: &'static str,
+    store: bool,
+    audit: bool,
+    policy: bool,
+    /// Why the replica is not ready (empty when it is).
+    reasons: Vec<&'static str>,
+}
 
 /// `GET /healthz`.
 pub async fn healthz() -> Json<serde_json::Value> {
@@ -24,7 +51,36 @@ pub async fn healthz() -> Json<serde_json::Value> {
 
 /// `GET /readyz`.
 pub async fn readyz(State(state): State<AppState>) -> Response {
+    let report = {
+        let mut last = state.readiness.last.lock().await;
+        match &*last {
+            Some((at, report)) if at.elapsed() < PROBE_EVERY => report.clone(),
+            _ => {
+                let report = probe(&state).await;
+                *last = Some((Instant::now(), report.clone()));
+                report
+            }
+        }
+    };
+    let status = if report.reasons.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(report)).into_response()
+}
+
+/// Checks the store (a committed heartbeat), the audit log and the policy in force.
+async fn probe(state: &AppState) -> Report {
+    let mut reasons = Vec::new();
     let store = state.store.ping().await;
+    if let Err(error) = &store {
+        tracing::warn!(%error, "readiness: store check failed");
+        reasons.push(match error {
+            StoreError::LowSpace { .. } => "storage_reserve",
+            _ => "store_unavailable",
+        });
+    }
     let audit = if state.audit.healthy() {
         true
     } else {
@@ -35,26 +91,24 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
                 .await
                 .is_ok()
     };
-    let policy = state.policy.healthy();
-    let ready = store.is_ok() && audit && policy;
-    if let Err(error) = &store {
-        tracing::warn!(%error, "readiness: store check failed");
+    if !audit {
+        reasons.push("audit_unavailable");
     }
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(json!({
-            "status": if ready { "ready" } else { "unavailable" },
-            "store": store.is_ok(),
-            "audit": audit,
-            "policy": policy,
-        })),
-    )
-        .into_response()
+    let policy = state.policy.healthy();
+    if !policy {
+        reasons.push("policy_not_loaded");
+    }
+    Report {
+        status: if reasons.is_empty() {
+            "ready"
+        } else {
+            "unavailable"
+        },
+        store: store.is_ok(),
+        audit,
+        policy,
+        reasons,
+    }
 }
 
 /// `GET /metrics`.

@@ -90,6 +90,13 @@ impl Refusal {
                     "the store is unavailable; nothing was issued",
                 )
             }
+            StoreError::LowSpace { .. } => {
+                tracing::error!(error = %err, "token endpoint: the store's volume is below its free-space reserve");
+                Self::new(
+                    "temporarily_unavailable",
+                    "the server is low on storage; nothing was issued",
+                )
+            }
             StoreError::OutcomeUnknown(detail) => {
                 // The token was never handed out, so whether its registration committed does
                 // not matter to the client: it has nothing to use.

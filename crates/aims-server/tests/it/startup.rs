@@ -162,3 +162,89 @@ async fn generated_bootstrap_credential_works_once_issued() {
         );
     }
 }
+
+/// Starts the server the way `aims server` does (data directory checks and lock included) on
+/// the data directory `dir`.
+async fn start_in(
+    dir: &std::path::Path,
+) -> Result<aims_server::server::RunningServer, StartupError> {
+    let overrides = aims_server::config::Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.to_owned()),
+        trust_domain: Some("test.example".into()),
+        ..Default::default()
+    };
+    let config = aims_server::config::Config::load_with(&overrides, &|_| None).unwrap();
+    aims_server::server::start(config, &|_| None).await
+}
+
+#[tokio::test]
+async fn one_sqlite_data_directory_serves_one_server() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let first = start_in(&dir).await.unwrap();
+    let second = start_in(&dir).await;
+    assert!(
+        matches!(second, Err(StartupError::DataDirInUse { .. })),
+        "{:?}",
+        second.err()
+    );
+    first.shutdown();
+    first.wait().await.unwrap();
+    let again = start_in(&dir).await.expect("the lock goes with the server");
+    again.shutdown();
+    again.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_data_directory_others_may_write_refuses_to_start_and_is_left_alone() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    for mode in [0o777, 0o770, 0o702, 0o1777] {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        let err = start_in(&dir).await.err().map(|e| e.to_string());
+        let err = err.unwrap_or_else(|| panic!("started in a {mode:o} directory"));
+        assert!(err.contains("writable by group or others"), "{err}");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "nothing is written into a directory that was refused"
+        );
+    }
+    // One others may only read (a plain `mkdir`) is closed before anything goes into it.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = start_in(&dir).await.unwrap();
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777,
+        0o700
+    );
+    server.shutdown();
+    server.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_master_key_that_is_not_a_regular_file_is_named_as_such() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let server = start_in(&dir).await.unwrap();
+    server.shutdown();
+    server.wait().await.unwrap();
+    let key = dir.join(MASTER_KEY_FILE);
+    std::fs::rename(&key, dir.join("kept.key")).unwrap();
+
+    std::os::unix::fs::symlink("/dev/null", &key).unwrap();
+    let err = start_in(&dir).await.err().unwrap().to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+    std::fs::remove_file(&key).unwrap();
+
+    std::fs::create_dir(&key).unwrap();
+    let err = start_in(&dir).await.err().unwrap().to_string();
+    assert!(err.contains("not a regular file"), "{err}");
+    std::fs::remove_dir(&key).unwrap();
+
+    std::fs::rename(dir.join("kept.key"), &key).unwrap();
+    let server = start_in(&dir).await.expect("the real key opens the store");
+    server.shutdown();
+    server.wait().await.unwrap();
+}

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aims_core::audit::action;
-use aims_store::{SqliteStore, Store, StoreError};
+use aims_store::{SqliteStore, Store, StoreError, StoreOptions};
 use sqlx::Connection as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
@@ -116,7 +116,11 @@ async fn a_full_database_loses_no_acknowledged_write() {
         conn.close().await.unwrap();
         u64::try_from(pages).unwrap()
     };
-    let store = SqliteStore::open_capped(&path, pages + 4).await.unwrap();
+    let capped = StoreOptions {
+        max_pages: Some(pages + 4),
+        ..StoreOptions::default()
+    };
+    let store = SqliteStore::open_with(&path, &capped).await.unwrap();
     let mut outcomes = Outcomes::default();
 
     // Fill: register until the database is full, then keep trying.
