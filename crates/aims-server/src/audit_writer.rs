@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use aims_core::audit::AuditEvent;
-use aims_store::Store;
+use aims_store::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -23,7 +23,7 @@ const QUEUE_DEPTH: usize = 4096;
 
 struct Job {
     event: AuditEvent,
-    done: oneshot::Sender<bool>,
+    done: oneshot::Sender<Result<(), ApiError>>,
 }
 
 /// Handle to the writer task; cheap to clone.
@@ -49,10 +49,9 @@ impl AuditWriter {
             .send(Job { event, done })
             .await
             .map_err(|_| ApiError::audit_unavailable())?;
-        match committed.await {
-            Ok(true) => Ok(()),
-            _ => Err(ApiError::audit_unavailable()),
-        }
+        committed
+            .await
+            .unwrap_or_else(|_| Err(ApiError::audit_unavailable()))
     }
 
     /// Whether the last group commit succeeded and the writer is running.
@@ -69,24 +68,28 @@ async fn run(
 ) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let (events, waiters): (Vec<AuditEvent>, Vec<oneshot::Sender<bool>>) =
+        let (events, waiters): (Vec<AuditEvent>, Vec<oneshot::Sender<Result<(), ApiError>>>) =
             jobs.drain(..).map(|job| (job.event, job.done)).unzip();
         let committed = match store.append_audit(&events).await {
             Ok(_) => {
                 metrics.audit_events.inc_by(events.len() as u64);
                 metrics.audit_batch_size.observe(events.len() as f64);
-                true
+                Ok(())
             }
             Err(error) => {
                 tracing::error!(%error, events = events.len(), "audit group commit failed; refusing the requests");
                 metrics.audit_failures.inc();
-                false
+                Err(match error {
+                    // The caller learns why: storage is low, not the log broken.
+                    StoreError::LowSpace { .. } => ApiError::from_store(error),
+                    _ => ApiError::audit_unavailable(),
+                })
             }
         };
-        healthy.store(committed, Ordering::Relaxed);
+        healthy.store(committed.is_ok(), Ordering::Relaxed);
         for waiter in waiters {
             // A waiter that went away (client disconnected) needs no answer.
-            let _ = waiter.send(committed);
+            let _ = waiter.send(committed.clone());
         }
     }
 }

@@ -7,6 +7,7 @@
     clippy::indexing_slicing
 )]
 
+mod node;
 mod process;
 mod replica_kit;
 mod replicas;
@@ -16,3 +17,4 @@ mod cli_tokens;
 mod crash;
 mod interop;
 mod server;
+mod storage_faults;

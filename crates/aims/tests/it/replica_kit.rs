@@ -124,6 +124,14 @@ pub fn task_id(token: &str) -> String {
     claims(token)["task_id"].as_str().unwrap().to_owned()
 }
 
+/// The access token of a token response; panics on a refusal.
+fn issued(body: &Value) -> String {
+    body["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("token request refused: {body}"))
+        .to_owned()
+}
+
 fn proof(agent: &Agent, method: &str, path: &str, token: Option<&str>) -> String {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let url = format!("{PUBLIC_URL}{path}");
@@ -246,8 +254,9 @@ impl Replica<'_> {
         Agent { key, svid }
     }
 
-    /// POSTs `form` to the token endpoint with a DPoP proof by `holder`; returns the token.
-    async fn token(&self, holder: &Agent, form: &[(&str, &str)]) -> String {
+    /// POSTs `form` to the token endpoint with a DPoP proof by `holder`; returns the status
+    /// and the body.
+    async fn token_response(&self, holder: &Agent, form: &[(&str, &str)]) -> (u16, Value) {
         let proof = proof(holder, "POST", "/oauth2/token", None);
         let resp = self
             .http
@@ -257,15 +266,17 @@ impl Replica<'_> {
             .send()
             .await
             .unwrap();
-        let body: Value = resp.json().await.unwrap();
-        body["access_token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("token request refused: {body}"))
-            .to_owned()
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
     }
 
-    /// A task token for `agent` (a new task each time).
-    pub async fn exchange(&self, agent: &Agent) -> String {
+    /// [`Self::token_response`], asserting it issued a token; returns the token.
+    async fn token(&self, holder: &Agent, form: &[(&str, &str)]) -> String {
+        issued(&self.token_response(holder, form).await.1)
+    }
+
+    /// The token endpoint's answer to a task-token request for `agent` (a new task each time).
+    pub async fn exchange_response(&self, agent: &Agent) -> (u16, Value) {
         let form = [
             ("grant_type", GRANT_TOKEN_EXCHANGE),
             ("subject_token", agent.svid.as_str()),
@@ -274,7 +285,12 @@ impl Replica<'_> {
             ("audience", AUDIENCE),
             ("intent", "replica test"),
         ];
-        self.token(agent, &form).await
+        self.token_response(agent, &form).await
+    }
+
+    /// A task token for `agent` (a new task each time).
+    pub async fn exchange(&self, agent: &Agent) -> String {
+        issued(&self.exchange_response(agent).await.1)
     }
 
     /// `delegator` (holding `parent`, a task token bound to its key) delegates it to `actor`;
