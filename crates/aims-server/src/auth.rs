@@ -148,8 +148,19 @@ pub async fn audit_layer(State(state): State<AppState>, request: Request, next: 
     event.resource = Some(format!("{method} {path}"));
     match state.audit.record(event).await {
         Ok(()) => response,
+        // The client must still learn that its change may have been made: "outcome unknown"
+        // is no less true for being unaudited, and any other answer would leave unaudited too.
+        Err(_) if refused_with(&response, "store_outcome_unknown") => response,
         Err(e) => e.into_response(),
     }
+}
+
+/// Whether `response` is a refusal with `code`.
+fn refused_with(response: &Response, code: &str) -> bool {
+    response
+        .extensions()
+        .get::<Rejected>()
+        .is_some_and(|rejected| rejected.code == code)
 }
 
 #[cfg(test)]

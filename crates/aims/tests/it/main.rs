@@ -16,5 +16,6 @@ mod cli;
 mod cli_tokens;
 mod crash;
 mod interop;
+mod pg_faults;
 mod server;
 mod storage_faults;

@@ -99,6 +99,21 @@ impl Ledger {
         ]
     }
 
+    /// One line on what the client was told.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} registered, {} refused, {} of unknown outcome; {} decisions ({} refused); \
+             {} tokens ({} refused)",
+            self.registered.len(),
+            self.refused.len(),
+            self.unknown.len(),
+            self.decisions.len(),
+            self.refused_decisions,
+            self.tokens.len(),
+            self.refused_exchanges
+        )
+    }
+
     /// How many answers were refusals.
     pub fn refusals(&self) -> usize {
         self.refused.len() + self.refused_decisions + self.refused_exchanges
@@ -321,13 +336,7 @@ async fn a_full_disk_loses_no_acknowledged_write() {
 
     node.kill_and_restart();
     ledger.assert_kept(&node).await;
-    println!(
-        "full disk: {} registered, {} refused, {} decisions, {} tokens",
-        ledger.registered.len(),
-        ledger.refusals(),
-        ledger.decisions.len(),
-        ledger.tokens.len()
-    );
+    println!("full disk: {}", ledger.summary());
 }
 
 /// The free-space reserve: below it the server refuses writes with 503 `storage_reserve` and
