@@ -184,6 +184,9 @@ pub mod action {
     pub const READ: &str = "api.read";
     /// A request was refused before it changed anything.
     pub const REJECT: &str = "api.reject";
+    /// Anonymous refusals from one source in one window, counted instead of written one by
+    /// one (the first of them is an `api.reject` of its own).
+    pub const REJECT_SUMMARY: &str = "api.reject.summary";
 }
 
 /// A SHA-256 chain hash.

@@ -120,8 +120,15 @@ async fn setup(store: Arc<dyn Store>, dir: &tempfile::TempDir) -> Agent {
         data_dir: Some(dir.path().to_owned()),
         ..Overrides::default()
     };
-    let env: HashMap<String, String> =
-        [("AIMS_BOOTSTRAP_TOKEN".to_owned(), ADMIN.to_owned())].into();
+    // One agent exchanging as fast as it can: the per-credential rate limit would measure
+    // itself, not the server, so it is raised out of the way.
+    let env: HashMap<String, String> = [
+        ("AIMS_BOOTSTRAP_TOKEN", ADMIN),
+        ("AIMS_RATE_LIMIT_PER_SOURCE", "1000000/1000000"),
+        ("AIMS_RATE_LIMIT_PER_CREDENTIAL", "1000000/1000000"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .into();
     let config = Config::load_with(&overrides, &|k| env.get(k).cloned()).unwrap();
     let server = aims_server::server::start_with_store(config, store, &|k| env.get(k).cloned())
         .await

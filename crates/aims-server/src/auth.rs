@@ -17,6 +17,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiError, Rejected};
+use crate::limits;
+use crate::refusals::{self, Origin};
 use crate::state::AppState;
 
 /// Header carrying the request's correlation id.
@@ -114,9 +116,10 @@ pub async fn admin_layer(
 }
 
 /// Audits what handlers do not record themselves, for every `/v1` route: refusals
-/// (`api.reject`, by the authenticated caller or `Anonymous`) and an operator's successful
-/// reads (`api.read`, a credential use). State changes are audited by their handlers together
-/// with the change. If the record cannot be written, the caller gets 503 instead.
+/// (`api.reject`, by the authenticated caller or `Anonymous`; an anonymous one bounded by
+/// [`refusals::record`]) and an operator's successful reads (`api.read`, a credential use).
+/// State changes are audited by their handlers together with the change. If the record cannot
+/// be written, the caller gets 503 instead.
 pub async fn audit_layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
     // Nested routers see the path without their prefix; audit the path the caller sent.
@@ -125,28 +128,31 @@ pub async fn audit_layer(State(state): State<AppState>, request: Request, next: 
         |uri| uri.path().to_owned(),
     );
     let request_id = request_id(request.headers());
+    let origin = Origin::of(limits::peer(&request), request.headers());
 
     let response = next.run(request).await;
     let actor = response.extensions().get::<Actor>().cloned();
-    let event = if let Some(rejected) = response.extensions().get::<Rejected>() {
+    let recorded = if let Some(rejected) = response.extensions().get::<Rejected>() {
         let mut event = state.event(
             actor.unwrap_or(Actor::Anonymous),
             action::REJECT,
             Outcome::Denied,
         );
         event.code = Some(rejected.code.to_owned());
-        Some(event)
+        event.request_id = request_id;
+        event.resource = Some(format!("{method} {path}"));
+        refusals::record(&state, event, &origin, rejected.code).await
+    } else if let Some(actor) =
+        actor.filter(|_| method == Method::GET && response.status().is_success())
+    {
+        let mut event = state.event(actor, action::READ, Outcome::Success);
+        event.request_id = request_id;
+        event.resource = Some(format!("{method} {path}"));
+        state.audit.record(event).await
     } else {
-        actor
-            .filter(|_| method == Method::GET && response.status().is_success())
-            .map(|actor| state.event(actor, action::READ, Outcome::Success))
-    };
-    let Some(mut event) = event else {
         return response;
     };
-    event.request_id = request_id;
-    event.resource = Some(format!("{method} {path}"));
-    match state.audit.record(event).await {
+    match recorded {
         Ok(()) => response,
         // The client must still learn that its change may have been made: "outcome unknown"
         // is no less true for being unaudited, and any other answer would leave unaudited too.

@@ -12,6 +12,7 @@ use aims_core::id::TrustDomain;
 use serde::Deserialize;
 
 use crate::federation::{RawTrustedIssuer, TrustedIssuer};
+use crate::limits::Rate;
 
 /// Default listen address (loopback only; expose deliberately).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
@@ -40,6 +41,14 @@ pub const ENV_BOOTSTRAP_TOKEN: &str = "AIMS_BOOTSTRAP_TOKEN";
 pub const ENV_DRIFT_WEBHOOK_URL: &str = "AIMS_DRIFT_WEBHOOK_URL";
 /// Free space, in MiB, the SQLite store keeps on its volume; writes are refused below it.
 pub const ENV_STORAGE_RESERVE_MB: &str = "AIMS_STORAGE_RESERVE_MB";
+/// Rate limit per source on the endpoints anyone may call, `RATE/BURST` (default `100/500`).
+pub const ENV_RATE_LIMIT_PER_SOURCE: &str = "AIMS_RATE_LIMIT_PER_SOURCE";
+/// Rate limit per credential on the token endpoints, `RATE/BURST` (default `50/200`).
+pub const ENV_RATE_LIMIT_PER_CREDENTIAL: &str = "AIMS_RATE_LIMIT_PER_CREDENTIAL";
+/// Default per-source rate limit.
+pub const DEFAULT_RATE_LIMIT_PER_SOURCE: &str = "100/500";
+/// Default per-credential rate limit.
+pub const DEFAULT_RATE_LIMIT_PER_CREDENTIAL: &str = "50/200";
 /// `true` lets SSF push streams deliver to loopback and private addresses (default `false`).
 pub const ENV_SSF_PUSH_PRIVATE_NETWORKS: &str = "AIMS_SSF_PUSH_PRIVATE_NETWORKS";
 
@@ -92,6 +101,15 @@ pub struct RawConfig {
     pub ssf_push_private_networks: Option<bool>,
     /// Free space (MiB) the SQLite store keeps on its volume; 0 turns the guard off.
     pub storage_reserve_mb: Option<u64>,
+    /// Window of anonymous refusals, seconds: per window each source's first refusals are
+    /// written one by one and the rest summarized.
+    pub refusal_window_s: Option<u64>,
+    /// Anonymous refusals written one by one per source per window.
+    pub refusals_written_per_source: Option<u64>,
+    /// Per-source rate limit, `RATE/BURST` (requests per second, and at once).
+    pub rate_limit_per_source: Option<String>,
+    /// Per-credential rate limit on the token endpoints, `RATE/BURST`.
+    pub rate_limit_per_credential: Option<String>,
 }
 
 impl RawConfig {
@@ -124,6 +142,14 @@ impl RawConfig {
                 .ssf_push_private_networks
                 .or(self.ssf_push_private_networks),
             storage_reserve_mb: other.storage_reserve_mb.or(self.storage_reserve_mb),
+            refusal_window_s: other.refusal_window_s.or(self.refusal_window_s),
+            refusals_written_per_source: other
+                .refusals_written_per_source
+                .or(self.refusals_written_per_source),
+            rate_limit_per_source: other.rate_limit_per_source.or(self.rate_limit_per_source),
+            rate_limit_per_credential: other
+                .rate_limit_per_credential
+                .or(self.rate_limit_per_credential),
         }
     }
 
@@ -136,6 +162,8 @@ impl RawConfig {
             trust_domain: var(ENV_TRUST_DOMAIN),
             public_url: var(ENV_PUBLIC_URL),
             drift_webhook_url: var(ENV_DRIFT_WEBHOOK_URL),
+            rate_limit_per_source: var(ENV_RATE_LIMIT_PER_SOURCE),
+            rate_limit_per_credential: var(ENV_RATE_LIMIT_PER_CREDENTIAL),
             ..RawConfig::default()
         }
     }
@@ -205,6 +233,14 @@ pub struct Config {
     /// Free bytes the SQLite store keeps on its volume (default 64 MiB); writes are refused
     /// with 503 below it, and `/readyz` says so.
     pub storage_reserve_bytes: u64,
+    /// Window of anonymous refusals ([`crate::refusals`]; default 60 s).
+    pub refusal_window: Duration,
+    /// Anonymous refusals written one by one per source per window (default 10).
+    pub refusals_written_per_source: u64,
+    /// Rate limit per source on the endpoints anyone may call ([`crate::limits`]).
+    pub rate_limit_per_source: Rate,
+    /// Rate limit per credential on the token endpoints.
+    pub rate_limit_per_credential: Rate,
 }
 
 /// Every problem found in the configuration, reported together.
@@ -335,6 +371,14 @@ impl Config {
             bounded("max_delegation_depth", raw.max_delegation_depth, 4, 0, 16);
         let task_ttl_s = bounded("task_ttl_s", raw.task_ttl_s, 3600, 60, 7 * 86_400);
         let storage_reserve_mb = bounded("storage_reserve_mb", storage_reserve_mb, 64, 0, 1 << 20);
+        let refusal_window_s = bounded("refusal_window_s", raw.refusal_window_s, 60, 1, 3600);
+        let refusals_written_per_source = bounded(
+            "refusals_written_per_source",
+            raw.refusals_written_per_source,
+            10,
+            0,
+            10_000,
+        );
         let revocation_poll_ms =
             bounded("revocation_poll_ms", raw.revocation_poll_ms, 20, 5, 10_000);
         let staleness_s = bounded(
@@ -349,6 +393,25 @@ impl Config {
                 "revocation_poll_ms: must be shorter than revocation_max_staleness_s".to_owned(),
             );
         }
+        let mut rate = |name: &str, value: Option<String>, default: &str| {
+            let text = value.unwrap_or_else(|| default.to_owned());
+            Rate::parse(&text).or_else(|| {
+                errors.push(format!(
+                    "{name}: expected RATE/BURST, two whole numbers above 0 (e.g. {default})"
+                ));
+                Rate::parse(default)
+            })
+        };
+        let rate_limit_per_source = rate(
+            "rate_limit_per_source",
+            raw.rate_limit_per_source,
+            DEFAULT_RATE_LIMIT_PER_SOURCE,
+        );
+        let rate_limit_per_credential = rate(
+            "rate_limit_per_credential",
+            raw.rate_limit_per_credential,
+            DEFAULT_RATE_LIMIT_PER_CREDENTIAL,
+        );
         let mut trusted_issuers = Vec::new();
         for issuer in raw.trusted_issuers.unwrap_or_default() {
             match TrustedIssuer::try_from_raw(issuer) {
@@ -374,8 +437,18 @@ impl Config {
             errors.push("drift_webhook_url: must start with http:// or https://".to_owned());
         }
 
-        match (listen, trust_domain) {
-            (Some(listen), Some(trust_domain)) if errors.is_empty() => Ok(Self {
+        match (
+            listen,
+            trust_domain,
+            rate_limit_per_source,
+            rate_limit_per_credential,
+        ) {
+            (
+                Some(listen),
+                Some(trust_domain),
+                Some(rate_limit_per_source),
+                Some(rate_limit_per_credential),
+            ) if errors.is_empty() => Ok(Self {
                 listen,
                 data_dir,
                 database_url,
@@ -397,6 +470,10 @@ impl Config {
                 trusted_issuers,
                 ssf_push_private_networks,
                 storage_reserve_bytes: storage_reserve_mb.saturating_mul(1 << 20),
+                refusal_window: Duration::from_secs(refusal_window_s),
+                refusals_written_per_source,
+                rate_limit_per_source,
+                rate_limit_per_credential,
             }),
             _ => Err(ConfigErrors(errors)),
         }

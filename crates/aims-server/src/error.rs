@@ -21,6 +21,8 @@ pub struct ApiError {
     pub message: String,
     /// A `WWW-Authenticate` challenge to send with a 401.
     pub challenge: Option<String>,
+    /// Seconds to send in `Retry-After` (with a 429).
+    pub retry_after: Option<u64>,
 }
 
 /// Marks a response as a refusal, for the audit middleware.
@@ -38,12 +40,19 @@ impl ApiError {
             code,
             message: message.into(),
             challenge: None,
+            retry_after: None,
         }
     }
 
     /// The same error with a `WWW-Authenticate` challenge.
     pub fn with_challenge(mut self, challenge: String) -> Self {
         self.challenge = Some(challenge);
+        self
+    }
+
+    /// The same error with `Retry-After: seconds`.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
         self
     }
 
@@ -157,6 +166,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(axum::http::header::WWW_AUTHENTICATE, value);
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
         response
             .extensions_mut()

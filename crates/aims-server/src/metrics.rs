@@ -1,5 +1,6 @@
-//! Prometheus metrics: request counts by route and status, audit throughput and failures, and
-//! how far this replica has followed the revocation log (to watch replica lag).
+//! Prometheus metrics: request counts by route and status, audit throughput and failures, how
+//! far this replica has followed the revocation log (to watch replica lag), and what anonymous
+//! refusals and rate limits are holding back.
 //!
 //! Labels never carry caller-supplied values other than the matched route template, so the
 //! series count stays bounded.
@@ -39,6 +40,16 @@ pub struct Metrics {
     pub revocation_log_position: Gauge<u64, AtomicU64>,
     /// Revoked token ids this replica remembers (until they expire); set when scraped.
     pub revoked_tokens_tracked: Gauge<u64, AtomicU64>,
+    /// Anonymous refusals written one by one (a source's first in its window).
+    pub anonymous_refusals_written: Counter,
+    /// Anonymous refusals counted into their source's summary instead.
+    pub anonymous_refusals_counted: Counter,
+    /// Requests refused with 429 for their rate.
+    pub rate_limited: Counter,
+    /// Sources the current refusal window tells apart; set when scraped.
+    pub refusal_sources_tracked: Gauge<u64, AtomicU64>,
+    /// Sources and credentials that have a rate-limit bucket; set when scraped.
+    pub rate_limit_buckets: Gauge<u64, AtomicU64>,
 }
 
 impl Metrics {
@@ -77,8 +88,43 @@ impl Metrics {
             "Revoked token ids this replica remembers until they expire",
             revoked_tokens_tracked.clone(),
         );
+        let anonymous_refusals_written = Counter::default();
+        registry.register(
+            "anonymous_refusals_written",
+            "Anonymous refusals written one by one (each source's first per window)",
+            anonymous_refusals_written.clone(),
+        );
+        let anonymous_refusals_counted = Counter::default();
+        registry.register(
+            "anonymous_refusals_counted",
+            "Anonymous refusals counted into their source's per-window summary",
+            anonymous_refusals_counted.clone(),
+        );
+        let rate_limited = Counter::default();
+        registry.register(
+            "rate_limited_requests",
+            "Requests refused with 429 for their rate",
+            rate_limited.clone(),
+        );
+        let refusal_sources_tracked = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "refusal_sources_tracked",
+            "Anonymous sources the current refusal window tells apart",
+            refusal_sources_tracked.clone(),
+        );
+        let rate_limit_buckets = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "rate_limit_buckets",
+            "Sources and credentials with a rate-limit bucket",
+            rate_limit_buckets.clone(),
+        );
         Self {
             registry,
+            anonymous_refusals_written,
+            anonymous_refusals_counted,
+            rate_limited,
+            refusal_sources_tracked,
+            rate_limit_buckets,
             requests,
             audit_events,
             audit_batch_size,

@@ -34,6 +34,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Most connections served at once; further ones are closed at accept.
 const MAX_CONNECTIONS: usize = 4096;
+/// How often expired nonces and proofs are deleted.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How long shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -140,6 +142,13 @@ pub async fn start_with_store(
         state.config.revocation_poll,
         stop.clone(),
     ));
+    tokio::spawn(sweep_periodically(state.clone(), stop.clone()));
+    tokio::spawn(crate::refusals::summarize(
+        state.clone(),
+        state.config.refusal_window,
+        stop.clone(),
+    ));
+    tokio::spawn(crate::limits::forget_idle(state.clone(), stop.clone()));
     // Pushes SSF events to the push streams whose delivery this replica claims.
     tokio::spawn(ssf::push(state.clone(), stop.clone()));
     let app = router(state);
@@ -216,6 +225,23 @@ async fn reload_policy_periodically(state: AppState, mut stop: watch::Receiver<b
             _ = tick.tick() => {
                 // Failures are logged inside; the last good version stays in force.
                 let _ = state.reload_policy().await;
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Deletes used attestation nonces and DPoP proofs once they have expired, every
+/// [`SWEEP_EVERY`], so what anonymous callers can make the store remember stays bounded.
+async fn sweep_periodically(state: AppState, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(error) = state.store.sweep_expired(time::OffsetDateTime::now_utc()).await {
+                    tracing::warn!(%error, "sweeping expired nonces and proofs failed; retrying later");
+                }
             }
             _ = stop.changed() => return,
         }

@@ -8,6 +8,7 @@ use aims_core::id::TrustDomain;
 use aims_store::Store;
 use aims_token::dpop::ReplayCache;
 use aims_token::master::MasterKey;
+use aims_token::nonce::NonceKey;
 use ring::rand::SystemRandom;
 use time::OffsetDateTime;
 
@@ -16,11 +17,15 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::federation::Federation;
 use crate::keyring::{KeyRing, KeyRingError};
+use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::policy::{self, LoadedPolicy, PolicyHolder};
+use crate::refusals::RefusalLog;
 use crate::revocation::RevocationSet;
 use crate::routes::health::Readiness;
 
+/// What attestation nonces are minted for (the MAC key's derivation label).
+const ATTESTATION_NONCE_PURPOSE: &str = "aims attestation nonce v1";
 /// Most DPoP proofs one replica remembers at once (each for a minute).
 const DPOP_REPLAY_CAPACITY: usize = 1_000_000;
 
@@ -60,6 +65,13 @@ pub struct Inner {
     pub dpop_replay: ReplayCache,
     /// The last readiness probe's answer.
     pub readiness: Readiness,
+    /// Anonymous refusals of the current window.
+    pub refusals: RefusalLog,
+    /// Rate limits per source and per credential.
+    pub limits: RateLimits,
+    /// Mints and checks attestation nonces (derived from the master key, so every replica
+    /// accepts every replica's nonces).
+    pub attestation_nonces: NonceKey,
     master: MasterKey,
     keys: RwLock<Arc<KeyRing>>,
 }
@@ -111,6 +123,12 @@ impl AppState {
             revocations,
             dpop_replay: ReplayCache::new(DPOP_REPLAY_CAPACITY),
             readiness: Readiness::default(),
+            refusals: RefusalLog::new(parts.config.refusals_written_per_source),
+            limits: RateLimits::new(
+                parts.config.rate_limit_per_source,
+                parts.config.rate_limit_per_credential,
+            ),
+            attestation_nonces: NonceKey::derived(&parts.master, ATTESTATION_NONCE_PURPOSE),
             policy: parts.policy,
             trust_domain: parts.config.trust_domain.clone(),
             config: parts.config,

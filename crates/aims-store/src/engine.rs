@@ -511,38 +511,33 @@ where
         rows::unconsumed_join_token(row, now_ms)
     }
 
-    async fn create_nonce(
-        &self,
-        hash: &CredentialHash,
-        expires_at: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        sqlx::query(sql::INSERT_NONCE)
-            .bind(hash.to_hex())
-            .bind(rows::to_ms(expires_at))
-            .execute(write_pool(self)?)
-            .await
-            .map_err(on_unique("attestation nonce already issued"))?;
-        Ok(())
-    }
-
     async fn consume_nonce(
         &self,
         hash: &CredentialHash,
+        expires_at: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let now_ms = rows::to_ms(now);
         let consumed = sqlx::query_scalar::<B::Db, String>(sql::CONSUME_NONCE)
             .bind(hash.to_hex())
-            .bind(now_ms)
+            .bind(rows::to_ms(expires_at))
+            .bind(rows::to_ms(now))
             .fetch_optional(write_pool(self)?)
             .await
             .map_err(classify)?;
-        sqlx::query(sql::PURGE_NONCES)
-            .bind(now_ms)
-            .execute(write_pool(self)?)
-            .await
-            .map_err(classify)?;
         Ok(consumed.is_some())
+    }
+
+    async fn sweep_expired(&self, now: OffsetDateTime) -> Result<(), StoreError> {
+        let now_ms = rows::to_ms(now);
+        // Deletes free room: they run below the free-space reserve too.
+        for statement in [sql::PURGE_NONCES, sql::PURGE_DPOP_PROOFS] {
+            sqlx::query(statement)
+                .bind(now_ms)
+                .execute(self.writes())
+                .await
+                .map_err(classify)?;
+        }
+        Ok(())
     }
 
     async fn posture_snapshot(

@@ -341,20 +341,19 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> Result<JoinTokenUse, StoreError>;
 
-    /// Records a fresh single-use attestation nonce.
-    async fn create_nonce(
-        &self,
-        hash: &CredentialHash,
-        expires_at: OffsetDateTime,
-    ) -> Result<(), StoreError>;
-
-    /// Uses a nonce at most once; `false` when it is unknown, used or expired. Expired nonces
-    /// are purged along the way.
+    /// Records the use of an attestation nonce (stateless nonces are checked by the server;
+    /// only used ones are stored, until `expires_at`): `true` the first time, `false` for a
+    /// nonce used before, under any concurrency.
     async fn consume_nonce(
         &self,
         hash: &CredentialHash,
+        expires_at: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError>;
+
+    /// Deletes what has expired by `now` and is kept only to be refused (used attestation
+    /// nonces, used DPoP proofs). Not audited: it changes nothing anyone could still use.
+    async fn sweep_expired(&self, now: OffsetDateTime) -> Result<(), StoreError>;
 
     /// The last accepted posture of `agent`.
     async fn posture_snapshot(

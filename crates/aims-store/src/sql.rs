@@ -68,10 +68,10 @@ pub(crate) const KID_EXISTS: &str = "SELECT kid FROM signing_keys WHERE kid = $1
 pub(crate) const KEY_IN_STATE: &str = "SELECT kid FROM signing_keys WHERE state = $1";
 pub(crate) const MOVE_KEY_STATE: &str = "UPDATE signing_keys SET state = $2 WHERE state = $1";
 
-pub(crate) const INSERT_NONCE: &str =
-    "INSERT INTO attestation_nonces (hash, expires_at_ms, used_at_ms) VALUES ($1, $2, NULL)";
-pub(crate) const CONSUME_NONCE: &str = "UPDATE attestation_nonces SET used_at_ms = $2 \
-     WHERE hash = $1 AND used_at_ms IS NULL AND expires_at_ms > $2 RETURNING hash";
+/// Remembers a used nonce; returns nothing when it was used before.
+pub(crate) const CONSUME_NONCE: &str = "INSERT INTO attestation_nonces \
+     (hash, expires_at_ms, used_at_ms) VALUES ($1, $2, $3) \
+     ON CONFLICT (hash) DO NOTHING RETURNING hash";
 pub(crate) const PURGE_NONCES: &str = "DELETE FROM attestation_nonces WHERE expires_at_ms <= $1";
 
 pub(crate) const SELECT_SNAPSHOT: &str = "SELECT agent, evidence, digest, key_thumbprint, \

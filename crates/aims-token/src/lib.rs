@@ -15,6 +15,7 @@ mod json;
 pub mod jwk;
 pub mod jws;
 pub mod master;
+pub mod nonce;
 pub mod signing;
 
 /// Why a key or token operation failed. Messages never contain key material or token content,

@@ -8,11 +8,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
+use ring::{hkdf, hmac};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 
 use crate::TokenError;
 
 const SEAL_VERSION: u8 = 1;
+/// HKDF salt of keys derived from the master key.
+const DERIVATION_SALT: &[u8] = b"aims master key derivation v1";
 
 /// The deployment's master key. Its bytes never appear in `Debug` output.
 pub struct MasterKey {
@@ -50,6 +53,20 @@ impl MasterKey {
     /// The base64 form, for writing the key file.
     pub fn to_base64(&self) -> SecretString {
         SecretString::from(STANDARD.encode(self.bytes.expose_secret()))
+    }
+
+    /// An HMAC-SHA256 key for `purpose`, derived with HKDF-SHA256: the same on every replica
+    /// holding this master key, and independent of every other purpose's key and of the
+    /// sealing key.
+    pub fn derive_mac_key(&self, purpose: &str) -> hmac::Key {
+        let prk =
+            hkdf::Salt::new(hkdf::HKDF_SHA256, DERIVATION_SALT).extract(self.bytes.expose_secret());
+        let info = [purpose.as_bytes()];
+        match prk.expand(&info, hmac::HMAC_SHA256) {
+            Ok(okm) => hmac::Key::from(okm),
+            // Only an output longer than 255 hashes fails; an HMAC key is one hash.
+            Err(_) => hmac::Key::new(hmac::HMAC_SHA256, self.bytes.expose_secret()),
+        }
     }
 
     fn aead_key(&self) -> Result<LessSafeKey, TokenError> {

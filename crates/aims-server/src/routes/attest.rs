@@ -20,9 +20,6 @@ use aims_token::jws::{self, Alg, ClaimChecks};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::rand::SecureRandom as _;
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
@@ -50,19 +47,14 @@ fn unauthorized(code: &'static str, message: &str) -> ApiError {
     refused(StatusCode::UNAUTHORIZED, code, message)
 }
 
-/// `POST /v1/attest/nonce`.
+/// `POST /v1/attest/nonce`: a stateless nonce (nothing is stored; see `aims_token::nonce`),
+/// valid for two minutes on every replica.
 pub async fn nonce(State(state): State<AppState>) -> Result<Json<NonceResponse>, ApiError> {
-    let mut bytes = [0u8; 32];
-    state
-        .rng
-        .fill(&mut bytes)
-        .map_err(|_| ApiError::internal())?;
-    let nonce = URL_SAFE_NO_PAD.encode(bytes);
     let expires_at = OffsetDateTime::now_utc() + NONCE_TTL;
-    state
-        .store
-        .create_nonce(&CredentialHash::of(&nonce), expires_at)
-        .await?;
+    let nonce = state
+        .attestation_nonces
+        .mint(&state.rng, expires_at.unix_timestamp())
+        .map_err(|_| ApiError::internal())?;
     Ok(Json(NonceResponse { nonce, expires_at }))
 }
 
@@ -106,23 +98,25 @@ pub async fn attest(
     .map_err(|e| unauthorized("invalid_proof", &format!("attestation proof refused: {e}")))?;
     let key_thumbprint = key.thumbprint();
 
-    // 2. The nonce, used once.
+    // 2. The nonce: issued here and fresh (checked without the store; it is burned once the
+    //    caller has proved an identity, so nobody without one can make the server store
+    //    anything).
     let nonce = proof
         .claims
         .get("nonce")
         .and_then(|n| n.as_str())
-        .filter(|n| n.len() <= 128)
         .ok_or_else(|| unauthorized("invalid_nonce", "the proof carries no nonce"))?;
-    if !state
-        .store
-        .consume_nonce(&CredentialHash::of(nonce), now)
-        .await?
-    {
-        return Err(unauthorized(
-            "invalid_nonce",
-            "the nonce is unknown, used or expired; fetch a new one",
-        ));
-    }
+    let nonce_expires_at = state
+        .attestation_nonces
+        .check(nonce, now.unix_timestamp())
+        .ok()
+        .and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok())
+        .ok_or_else(|| {
+            unauthorized(
+                "invalid_nonce",
+                "the nonce is unknown or expired; fetch a new one",
+            )
+        })?;
 
     // 3. The evidence.
     let evidence: Evidence = proof
@@ -232,7 +226,19 @@ pub async fn attest(
         }
     };
 
-    // 5. The agent may attest at all.
+    // 5. The nonce, used once.
+    if !state
+        .store
+        .consume_nonce(&CredentialHash::of(nonce), nonce_expires_at, now)
+        .await?
+    {
+        return Err(unauthorized(
+            "invalid_nonce",
+            "the nonce was used before; fetch a new one",
+        ));
+    }
+
+    // 6. The agent may attest at all.
     let agent = state
         .store
         .agent(&agent_name)
@@ -253,7 +259,7 @@ pub async fn attest(
         ));
     }
 
-    // 6. Posture: against the profile and the last accepted snapshot.
+    // 7. Posture: against the profile and the last accepted snapshot.
     let last = state.store.posture_snapshot(&agent.name).await?;
     let mismatches = agent
         .posture_profile
@@ -267,7 +273,7 @@ pub async fn attest(
         ));
     }
 
-    // 7. The identity.
+    // 8. The identity.
     let audience = match req.audience {
         Some(a) if a.is_empty() || a.len() > MAX_AUDIENCE || a.chars().any(char::is_control) => {
             return Err(ApiError::bad_request(

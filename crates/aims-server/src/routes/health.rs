@@ -120,6 +120,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     metrics
         .revoked_tokens_tracked
         .set(u64::try_from(state.revocations.tracked()).unwrap_or(u64::MAX));
+    metrics
+        .refusal_sources_tracked
+        .set(u64::try_from(state.refusals.sources()).unwrap_or(u64::MAX));
+    metrics
+        .rate_limit_buckets
+        .set(u64::try_from(state.limits.tracked()).unwrap_or(u64::MAX));
     match metrics.encode() {
         Ok(text) => (
             [(

@@ -33,6 +33,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::{REQUEST_ID_HEADER, admin_layer, audit_layer};
 use crate::error::ApiError;
+use crate::limits;
 use crate::metrics::RequestLabels;
 use crate::state::AppState;
 
@@ -71,23 +72,37 @@ pub fn router(state: AppState) -> Router {
             get(resource_servers::show).delete(resource_servers::remove),
         )
         .layer(middleware::from_fn_with_state(state.clone(), admin_layer));
-    let agent = Router::new()
+    // Anyone may call these: each request takes from its source's rate limit.
+    let open = Router::new()
         .route("/attest/nonce", post(attest::nonce))
         .route("/attest", post(attest::attest))
+        .layer(middleware::from_fn_with_state(state.clone(), audit_layer))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::per_source,
+        ));
+    let agent = Router::new()
         .route("/decisions", post(policies::decide))
         .route("/tasks", post(tasks::create))
         .route("/revocations", get(revocations::page))
         .route("/revocations/stream", get(revocations::stream));
+    // Rate limits wrap the audit layer: a request refused for its rate is counted, never
+    // written on its own (`crate::refusals`).
+    let unless_credentialed =
+        middleware::from_fn_with_state(state.clone(), limits::per_source_unless_credentialed);
     let v1 = admin
         .merge(agent)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), audit_layer));
+        .layer(middleware::from_fn_with_state(state.clone(), audit_layer))
+        .layer(unless_credentialed.clone())
+        .merge(open);
 
     let authzen = Router::new()
         .route("/evaluation", post(authzen::evaluation))
         .route("/evaluations", post(authzen::evaluations))
-        .layer(middleware::from_fn_with_state(state.clone(), audit_layer));
+        .layer(middleware::from_fn_with_state(state.clone(), audit_layer))
+        .layer(unless_credentialed.clone());
 
     // Shared Signals receivers authenticate in the handlers (HTTP Basic or Bearer); the
     // audit layer records their refusals and reads.
@@ -98,7 +113,22 @@ pub fn router(state: AppState) -> Router {
         )
         .route(crate::ssf::STATUS_PATH, get(ssf::status))
         .route("/ssf/poll/{stream_id}", post(ssf::poll))
-        .layer(middleware::from_fn_with_state(state.clone(), audit_layer));
+        .layer(middleware::from_fn_with_state(state.clone(), audit_layer))
+        .layer(unless_credentialed);
+
+    // The OAuth endpoints authenticate inside (a token in the form, or client credentials):
+    // every request takes from its source's rate limit.
+    let oauth = Router::new()
+        .route(aims_api::tokens::TOKEN_PATH, post(oauth::token))
+        .route(
+            aims_api::tokens::INTROSPECTION_PATH,
+            post(oauth::introspect),
+        )
+        .route(aims_api::tokens::REVOCATION_PATH, post(oauth::revoke))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::per_source,
+        ));
 
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     Router::new()
@@ -106,12 +136,6 @@ pub fn router(state: AppState) -> Router {
         .route(discovery::JWKS_PATH, get(discovery::jwks))
         .route(discovery::BUNDLE_PATH, get(discovery::bundle))
         .route(discovery::OPENAPI_PATH, get(discovery::openapi))
-        .route(aims_api::tokens::TOKEN_PATH, post(oauth::token))
-        .route(
-            aims_api::tokens::INTROSPECTION_PATH,
-            post(oauth::introspect),
-        )
-        .route(aims_api::tokens::REVOCATION_PATH, post(oauth::revoke))
         .route(
             "/.well-known/authzen-configuration",
             get(authzen::configuration),
@@ -123,6 +147,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1)
         .nest("/access/v1", authzen)
         .merge(shared_signals)
+        .merge(oauth)
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(

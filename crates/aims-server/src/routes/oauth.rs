@@ -44,6 +44,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use crate::refusals::{self, Origin};
 use crate::routes::policies::{decision_request, principal_of, request_on};
 use crate::state::AppState;
 use crate::svid::{self, PresentedSvid};
@@ -60,6 +61,8 @@ pub(crate) struct Refusal {
     status: StatusCode,
     code: &'static str,
     description: String,
+    /// Seconds for `Retry-After` (with a 429).
+    retry_after: Option<u64>,
 }
 
 impl Refusal {
@@ -74,7 +77,22 @@ impl Refusal {
             status,
             code,
             description: description.into(),
+            retry_after: None,
         }
+    }
+
+    /// Takes one request from `credential`'s rate limit; 429 when it is spent.
+    fn rate_limit(state: &AppState, credential: &str) -> Result<(), Self> {
+        state.limits.credential(credential).map_err(|wait| {
+            state.metrics.rate_limited.inc();
+            let limited = crate::limits::too_many(wait);
+            Self {
+                status: limited.status,
+                code: limited.code,
+                description: limited.message,
+                retry_after: limited.retry_after,
+            }
+        })
     }
 
     fn store(err: StoreError) -> Self {
@@ -129,6 +147,11 @@ impl IntoResponse for Refusal {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"aims\""),
             );
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, seconds.into());
         }
         no_store(response)
     }
@@ -250,7 +273,8 @@ pub async fn token(
             event.request_id = crate::auth::request_id(&headers);
             event.code = Some(refusal.code.to_owned());
             event.details = json!({ "reason": refusal.description });
-            match state.audit.record(event).await {
+            let origin = Origin::of(Some(peer.ip()), &headers);
+            match refusals::record(&state, event, &origin, refusal.code).await {
                 Ok(()) => refusal.into_response(),
                 Err(e) => e.into_response(),
             }
@@ -319,6 +343,7 @@ async fn exchange_identity(
 ) -> Result<TokenResponse, Refusal> {
     let svid = live_identity(state, identity, now, "the identity").await?;
     attempt.spiffe_id = Some(svid.spiffe_id.to_string());
+    Refusal::rate_limit(state, &svid.spiffe_id.to_string())?;
     attempt.parent = Some(svid.jti.clone());
     let agent = active_agent(state, &svid.spiffe_id.to_string()).await?;
     attempt.agent = Some(agent.clone());
@@ -452,6 +477,7 @@ async fn delegate(
         )
     })?;
     attempt.spiffe_id = Some(parent.client_id.clone());
+    Refusal::rate_limit(state, &parent.client_id)?;
     attempt.parent = Some(parent.jti.clone());
     attempt.task_id = Some(parent.task_id.clone());
     let delegator = active_agent(state, &parent.client_id).await?;
@@ -930,6 +956,14 @@ impl ServiceCaller {
         }
     }
 
+    /// The key of the caller's rate limit.
+    fn rate_limit_key(&self) -> String {
+        match self {
+            Self::ResourceServer(rs) => format!("resource-server:{}", rs.name),
+            Self::Operator(user) => format!("user:{}", user.name),
+        }
+    }
+
     /// Whether the caller may see a token for `audience`.
     fn may_see(&self, audience: &str) -> bool {
         match self {
@@ -996,6 +1030,7 @@ fn form_decode(value: &str) -> String {
 /// operators. Anything not active answers exactly `{"active": false}`.
 pub async fn introspect(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -1004,9 +1039,9 @@ pub async fn introspect(
         Ok((Some(caller), token)) => (caller, token),
         Ok((None, _)) => {
             let refusal = Refusal::new("invalid_client", "authenticate as a resource server");
-            return refuse_service(&state, &headers, refusal).await;
+            return refuse_service(&state, peer, &headers, refusal).await;
         }
-        Err(refusal) => return refuse_service(&state, &headers, refusal).await,
+        Err(refusal) => return refuse_service(&state, peer, &headers, refusal).await,
     };
     let token = token.as_str();
     let inactive = || no_store(Json(json!({ "active": false })).into_response());
@@ -1053,17 +1088,26 @@ async fn token_request(
     body: &[u8],
 ) -> Result<(Option<ServiceCaller>, String), Refusal> {
     let caller = service_caller(state, headers).await?;
+    if let Some(caller) = &caller {
+        Refusal::rate_limit(state, &caller.rate_limit_key())?;
+    }
     let params = Params::parse(headers, body)?;
     let token = params.require("token")?.to_owned();
     Ok((caller, token))
 }
 
 /// Audits a refused introspection or revocation request and answers it.
-async fn refuse_service(state: &AppState, headers: &HeaderMap, refusal: Refusal) -> Response {
+async fn refuse_service(
+    state: &AppState,
+    peer: std::net::SocketAddr,
+    headers: &HeaderMap,
+    refusal: Refusal,
+) -> Response {
     let mut event = state.event(Actor::Anonymous, action::REJECT, Outcome::Denied);
     event.request_id = crate::auth::request_id(headers);
     event.code = Some(refusal.code.to_owned());
-    match state.audit.record(event).await {
+    let origin = Origin::of(Some(peer.ip()), headers);
+    match refusals::record(state, event, &origin, refusal.code).await {
         Ok(()) => refusal.into_response(),
         Err(e) => e.into_response(),
     }
@@ -1072,11 +1116,16 @@ async fn refuse_service(state: &AppState, headers: &HeaderMap, refusal: Refusal)
 /// `POST /oauth2/revoke` (RFC 7009): revokes an access token or JWT-SVID and everything
 /// derived from it. Possession of the token is enough to revoke it; a resource server may
 /// revoke only tokens for its audience. Unknown or invalid tokens get 200 and change nothing.
-pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn revoke(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let now = OffsetDateTime::now_utc();
     let (caller, token) = match token_request(&state, &headers, &body).await {
         Ok(request) => request,
-        Err(refusal) => return refuse_service(&state, &headers, refusal).await,
+        Err(refusal) => return refuse_service(&state, peer, &headers, refusal).await,
     };
     let token = token.as_str();
     let access = tokens::verify_access_offline(&state, token, now);

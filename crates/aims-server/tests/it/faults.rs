@@ -98,19 +98,16 @@ impl Store for FailingAudit {
     ) -> Result<JoinTokenUse, StoreError> {
         self.inner.consume_join_token(hash, key, now).await
     }
-    async fn create_nonce(
-        &self,
-        hash: &CredentialHash,
-        expires_at: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        self.inner.create_nonce(hash, expires_at).await
-    }
     async fn consume_nonce(
         &self,
         hash: &CredentialHash,
+        expires_at: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        self.inner.consume_nonce(hash, now).await
+        self.inner.consume_nonce(hash, expires_at, now).await
+    }
+    async fn sweep_expired(&self, now: OffsetDateTime) -> Result<(), StoreError> {
+        self.inner.sweep_expired(now).await
     }
     async fn posture_snapshot(
         &self,

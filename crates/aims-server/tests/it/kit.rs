@@ -99,6 +99,10 @@ pub fn config(dir: &TempDir) -> Config {
 }
 
 /// [`config`] with `AIMS_*` variables from `env`.
+///
+/// The suite checks that every refusal is audited one by one, so its servers write every
+/// anonymous refusal (`refusals_written_per_source` at its maximum); the bound on what
+/// anonymous callers may write has tests of its own (`anonymous.rs`), on the default.
 pub fn config_with(dir: &TempDir, env: &HashMap<String, String>) -> Config {
     let overrides = Overrides {
         listen: Some("127.0.0.1:0".into()),
@@ -106,7 +110,9 @@ pub fn config_with(dir: &TempDir, env: &HashMap<String, String>) -> Config {
         trust_domain: Some("test.example".into()),
         ..Overrides::default()
     };
-    Config::load_with(&overrides, &|name| env.get(name).cloned()).unwrap()
+    let mut config = Config::load_with(&overrides, &|name| env.get(name).cloned()).unwrap();
+    config.refusals_written_per_source = 10_000;
+    config
 }
 
 impl TestServer {
@@ -118,6 +124,18 @@ impl TestServer {
         Self::start_on(backend, dir, store, env).await.unwrap()
     }
 
+    /// A fresh server whose configuration `tune` adjusts first.
+    pub async fn start_tuned(backend: Backend, tune: impl FnOnce(&mut Config)) -> Self {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let store = open_store(backend, &dir).await;
+        let env = HashMap::from([(ENV_BOOTSTRAP_TOKEN.to_owned(), ADMIN_TOKEN.to_owned())]);
+        let mut config = config_with(&dir, &env);
+        tune(&mut config);
+        Self::launch(backend, dir, store, env, config)
+            .await
+            .unwrap()
+    }
+
     /// A server over an existing store and data directory, with environment `env`.
     pub async fn start_on(
         backend: Backend,
@@ -125,8 +143,19 @@ impl TestServer {
         store: Arc<dyn Store>,
         env: HashMap<String, String>,
     ) -> Result<Self, aims_server::bootstrap::StartupError> {
+        let config = config_with(&dir, &env);
+        Self::launch(backend, dir, store, env, config).await
+    }
+
+    async fn launch(
+        backend: Backend,
+        dir: Arc<TempDir>,
+        store: Arc<dyn Store>,
+        env: HashMap<String, String>,
+        config: Config,
+    ) -> Result<Self, aims_server::bootstrap::StartupError> {
         let lookup = |name: &str| env.get(name).cloned();
-        let running = start_with_store(config_with(&dir, &env), store.clone(), &lookup).await?;
+        let running = start_with_store(config, store.clone(), &lookup).await?;
         Ok(Self {
             base: format!("http://{}", running.addr),
             http: reqwest::Client::new(),
@@ -259,6 +288,29 @@ impl TestServer {
 }
 
 impl TestServer {
+    /// How many rows `table` holds, read behind the server's back.
+    pub async fn count_rows(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        match self.backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", self.dir.path().join("aims.db").display());
+                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                let count = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
+                pool.close().await;
+                count
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&std::env::var(PG_ENV).unwrap())
+                    .await
+                    .unwrap();
+                let sql = format!("SELECT COUNT(*) FROM {}.{table}", pg_schema(&self.dir));
+                let count = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
+                pool.close().await;
+                count
+            }
+        }
+    }
+
     /// Rewrites the body of audit record `seq` behind the server's back, as an attacker with
     /// database access would.
     pub async fn tamper_with_record(&self, seq: u64, new_body: &str) {

@@ -11,6 +11,7 @@
 mod kit;
 
 mod access;
+mod anonymous;
 mod attest;
 mod audit;
 mod discovery;

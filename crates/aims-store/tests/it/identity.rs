@@ -56,34 +56,33 @@ async fn register(h: &Harness, agent_name: &str) {
 pub async fn nonces_are_single_use_and_expire(h: &Harness) {
     let store = &*h.store;
     let n1 = CredentialHash::of("n1");
-    store.create_nonce(&n1, at(60)).await.unwrap();
-    assert!(store.consume_nonce(&n1, at(1)).await.unwrap());
+    assert!(store.consume_nonce(&n1, at(60), at(1)).await.unwrap());
     assert!(
-        !store.consume_nonce(&n1, at(2)).await.unwrap(),
+        !store.consume_nonce(&n1, at(60), at(2)).await.unwrap(),
         "replayed nonce"
     );
-    let dup = store.create_nonce(&n1, at(60)).await;
-    assert!(matches!(dup, Err(StoreError::Conflict { .. })), "{dup:?}");
     let n2 = CredentialHash::of("n2");
-    store.create_nonce(&n2, at(60)).await.unwrap();
+    assert!(store.consume_nonce(&n2, at(120), at(1)).await.unwrap());
+
+    // Used nonces are remembered until they expire, then swept.
+    store.sweep_expired(at(59)).await.unwrap();
+    assert!(!store.consume_nonce(&n1, at(60), at(59)).await.unwrap());
+    store.sweep_expired(at(60)).await.unwrap();
     assert!(
-        !store.consume_nonce(&n2, at(60)).await.unwrap(),
-        "expired nonce"
+        store.consume_nonce(&n1, at(60), at(60)).await.unwrap(),
+        "n1 was swept"
     );
     assert!(
-        !store
-            .consume_nonce(&CredentialHash::of("never"), at(1))
-            .await
-            .unwrap()
+        !store.consume_nonce(&n2, at(120), at(61)).await.unwrap(),
+        "n2 is still remembered"
     );
 
     // Concurrent consumers of one nonce: exactly one wins.
     let race = CredentialHash::of("race");
-    store.create_nonce(&race, at(60)).await.unwrap();
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let store = Arc::clone(&h.store);
-            tokio::spawn(async move { store.consume_nonce(&race, at(1)).await.unwrap() })
+            tokio::spawn(async move { store.consume_nonce(&race, at(60), at(1)).await.unwrap() })
         })
         .collect();
     let mut wins = 0;

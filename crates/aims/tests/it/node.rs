@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::process::{ADMIN_TOKEN, Server};
+use crate::process::{ADMIN_TOKEN, Server, UNLIMITED};
 use crate::replica_kit::{Agent, PUBLIC_URL, Replica};
 
 /// Tokens delegated from each revoked root.
@@ -29,10 +29,14 @@ impl Node {
         Self::first_start_with(data, &[]).await
     }
 
-    /// [`Self::first_start`] with `env` given to this and every later start.
+    /// [`Self::first_start`] with `env` given to this and every later start. These tests make
+    /// hundreds of token and introspection requests a second from one address, so the rate
+    /// limits are raised unless `env` sets them (their own tests are in `aims-server`).
     pub async fn first_start_with(data: PathBuf, env: &[(&str, &str)]) -> Self {
-        let env: Vec<(String, String)> = env
+        let env: Vec<(String, String)> = UNLIMITED
             .iter()
+            .filter(|(name, _)| !env.iter().any(|(set, _)| set == name))
+            .chain(env)
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let server = Self::spawn(&data, &env, true);

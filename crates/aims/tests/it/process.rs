@@ -10,6 +10,14 @@ use std::time::Duration;
 /// The bootstrap credential the test servers start with.
 pub const ADMIN_TOKEN: &str = "aims-e2e-bootstrap-credential-0123456789abcdef";
 
+/// Rate limits high enough never to bind, for tests and benchmarks that make hundreds of
+/// token and introspection requests a second from one address (the limits have tests of
+/// their own in `aims-server`).
+pub const UNLIMITED: [(&str, &str); 2] = [
+    ("AIMS_RATE_LIMIT_PER_SOURCE", "1000000/1000000"),
+    ("AIMS_RATE_LIMIT_PER_CREDENTIAL", "1000000/1000000"),
+];
+
 /// The built binary.
 pub fn aims() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_aims"));

@@ -144,15 +144,16 @@ impl Deployment {
     pub async fn start(database_url: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let flags = ["--database-url", database_url, "--public-url", PUBLIC_URL];
+        let [source, credential] = crate::process::UNLIMITED;
         let first = Server::start_with(
             &dir.path().join("a"),
-            &[("AIMS_BOOTSTRAP_TOKEN", ADMIN_TOKEN)],
+            &[("AIMS_BOOTSTRAP_TOKEN", ADMIN_TOKEN), source, credential],
             &flags,
         );
         let master = std::fs::read_to_string(dir.path().join("a/master.key")).unwrap();
         let second = Server::start_with(
             &dir.path().join("b"),
-            &[("AIMS_MASTER_KEY", master.trim())],
+            &[("AIMS_MASTER_KEY", master.trim()), source, credential],
             &flags,
         );
         let deployment = Self {
