@@ -2,6 +2,7 @@
 //! revocation feed, tasks and resource servers.
 
 use aims_core::id::{AgentName, Environment, ResourceServerName};
+use aims_core::revocation::{Notice, Revoked};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -48,26 +49,64 @@ pub struct OAuthError {
     pub error_description: Option<String>,
 }
 
-/// One entry of the revocation feed.
+/// What a revocation-feed entry revokes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationKind {
+    /// One token, by its `jti`.
+    #[default]
+    Token,
+    /// An epoch: every token of `agent`, or delegated from one of its tokens, issued before
+    /// the second of `revoked_at`.
+    Agent,
+    /// An epoch: every token of `task_id` issued before the second of `revoked_at`.
+    Task,
+}
+
+/// One entry of the revocation feed. A resource server sees the entries that concern tokens
+/// for its audience, without the operator's reason; an operator sees every entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevocationEntry {
     /// Position in the feed; resume with `since=<seq>`.
     pub seq: u64,
-    /// The revoked token's `jti`.
-    pub jti: String,
-    /// The agent that held it.
+    /// What it revokes.
+    #[serde(default)]
+    pub kind: RevocationKind,
+    /// The revoked token's `jti` (kind `token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// The agent that held the token, or whose tokens the epoch revokes.
     pub agent: AgentName,
-    /// Its task, if any.
+    /// The token's task, or the task whose tokens the epoch revokes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
     /// When it was revoked.
     #[serde(with = "time::serde::rfc3339")]
     pub revoked_at: OffsetDateTime,
-    /// When it would have expired (forget it after this).
+    /// When it may be forgotten: the token's expiry, or the end of the epoch.
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
-    /// Why.
-    pub reason: String,
+    /// Why (operators only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl RevocationEntry {
+    /// The entry as an enforcement point applies it, remembered until `leeway_s` after it
+    /// expires; `None` for an entry that names nothing to refuse (a token entry without a
+    /// `jti`, a task entry without a task).
+    pub fn notice(&self, leeway_s: i64) -> Option<Notice> {
+        let revoked = match self.kind {
+            RevocationKind::Token => Revoked::Token(self.jti.clone()?),
+            RevocationKind::Agent => Revoked::Agent(self.agent.clone()),
+            RevocationKind::Task => Revoked::Task(self.task_id.clone()?),
+        };
+        Some(Notice {
+            revoked,
+            revoked_at: self.revoked_at.unix_timestamp(),
+            forget_after: self.expires_at.unix_timestamp().saturating_add(leeway_s),
+        })
+    }
 }
 
 /// `GET /v1/revocations?since=N`.

@@ -11,6 +11,7 @@ pub mod credential;
 pub mod delegation;
 pub mod id;
 pub mod posture;
+pub mod revocation;
 pub mod scope;
 pub mod task;
 pub mod user;

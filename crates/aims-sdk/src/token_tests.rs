@@ -10,7 +10,7 @@
     clippy::indexing_slicing
 )]
 
-use aims_api::tokens::RevocationEntry;
+use aims_api::tokens::{RevocationEntry, RevocationKind};
 use aims_core::id::AgentName;
 use aims_token::agent_key::AgentKeyKind;
 use aims_token::dpop::{ProofCheck, verify_proof};
@@ -318,12 +318,13 @@ async fn the_revocation_feed_is_paged_by_since() {
     let page = RevocationPage {
         revocations: vec![RevocationEntry {
             seq: 6,
-            jti: "j6".into(),
+            kind: RevocationKind::Token,
+            jti: Some("j6".into()),
             agent: AgentName::new("coder").unwrap(),
             task_id: Some("task-1".into()),
             revoked_at: datetime!(2030-01-01 00:00 UTC),
             expires_at: datetime!(2030-01-01 00:15 UTC),
-            reason: "task ended".into(),
+            reason: Some("task ended".into()),
         }],
         next: 6,
     };

@@ -2,7 +2,9 @@
 //! is not the AIMS gateway).
 //!
 //! [`VerifierState`] is the whole decision, without IO: the signing keys by `kid`, the revoked
-//! token ids, when the revocation feed last caught up, and a DPoP replay cache. Its
+//! set (token ids, and the epochs of revoked agents and tasks: `aims_core::revocation`, the
+//! same rules the server applies), when the revocation feed last caught up, and a DPoP
+//! replay cache. Its
 //! [`VerifierState::check`] takes the `Authorization` and `DPoP` headers of one request and
 //! either returns the token's claims or says which check failed ([`VerifyError`]; never the
 //! token). The signature, issuer, audience and time rules are `aims_token::access::verify`'s,
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use aims_api::tokens::{RevocationEntry, RevocationPage};
 use aims_core::id::ResourceServerName;
+use aims_core::revocation::RevokedSet;
 use aims_token::TokenError;
 use aims_token::access::{self, AccessCheck, AccessClaims};
 use aims_token::dpop::{self, ProofCheck, ReplayCache};
@@ -158,8 +161,8 @@ pub struct VerifierState {
     max_staleness_s: i64,
     /// Verification keys by `kid`.
     keys: HashMap<String, VerifyingKey>,
-    /// Revoked `jti` → the token's expiry (Unix seconds), to forget it after.
-    revoked: HashMap<String, i64>,
+    /// Revoked tokens and epochs, each until it may be forgotten.
+    revoked: RevokedSet,
     /// The feed position to ask from next.
     since: u64,
     /// When the feed last caught up (Unix seconds of the request that found nothing new).
@@ -184,7 +187,7 @@ impl VerifierState {
             audience: audience.into(),
             max_staleness_s,
             keys: HashMap::new(),
-            revoked: HashMap::new(),
+            revoked: RevokedSet::default(),
             since: 0,
             synced_at: None,
             replay: ReplayCache::new(REPLAY_CACHE_CAPACITY),
@@ -233,34 +236,31 @@ impl VerifierState {
         self.keys.len()
     }
 
-    /// Records revoked tokens; each is remembered until it would have expired.
+    /// Records revoked tokens and epochs; each is remembered until nothing it revokes would
+    /// verify any more (its expiry plus the leeway), as of `now`.
     pub fn insert_revocations<'e>(
         &mut self,
         entries: impl IntoIterator<Item = &'e RevocationEntry>,
+        now: i64,
     ) {
-        for entry in entries {
-            let expires_at = entry.expires_at.unix_timestamp();
-            self.revoked
-                .entry(entry.jti.clone())
-                .and_modify(|known| *known = (*known).max(expires_at))
-                .or_insert(expires_at);
+        for notice in entries.into_iter().filter_map(|e| e.notice(LEEWAY_S)) {
+            self.revoked.apply(&notice, now);
         }
     }
 
-    /// Whether the token `jti` is known to be revoked.
-    pub fn is_revoked(&self, jti: &str) -> bool {
-        self.revoked.contains_key(jti)
+    /// Whether the token with `claims` is known to be revoked, by its id or an epoch.
+    pub fn is_revoked(&self, claims: &AccessClaims) -> bool {
+        claims.is_refused_by(&self.revoked)
     }
 
-    /// How many revoked tokens are remembered.
+    /// How many revoked tokens and epochs are remembered.
     pub fn revoked_count(&self) -> usize {
         self.revoked.len()
     }
 
-    /// Forgets revoked tokens that no longer verify anyway (expired, beyond the leeway).
+    /// Forgets revocations nothing could be refused by any more (expired, beyond the leeway).
     pub fn prune(&mut self, now: i64) {
-        self.revoked
-            .retain(|_, expires_at| expires_at.saturating_add(LEEWAY_S) >= now);
+        self.revoked.forget_expired(now);
     }
 
     /// The feed position to ask from next.
@@ -290,7 +290,7 @@ impl VerifierState {
                 self.since, page.next
             )));
         }
-        self.insert_revocations(&page.revocations);
+        self.insert_revocations(&page.revocations, asked_at);
         self.since = page.next;
         if page.revocations.is_empty() {
             self.mark_synced(asked_at);
@@ -341,7 +341,7 @@ impl VerifierState {
             TokenError::UnknownKey => VerifyError::UnknownKey,
             other => VerifyError::Token(other),
         })?;
-        if self.is_revoked(&claims.jti) {
+        if self.is_revoked(&claims) {
             return Err(VerifyError::Revoked);
         }
         match (&claims.cnf, scheme) {

@@ -10,7 +10,7 @@
     clippy::indexing_slicing
 )]
 
-use aims_api::tokens::RevocationEntry;
+use aims_api::tokens::{RevocationEntry, RevocationKind};
 use aims_core::id::AgentName;
 use aims_token::access::{Actor, Confirmation, mint};
 use aims_token::agent_key::{AgentKey, AgentKeyKind};
@@ -54,21 +54,34 @@ fn fixture() -> Fixture {
 
 fn claims(f: &Fixture) -> AccessClaims {
     AccessClaims {
+        cnf: Some(Confirmation {
+            jkt: f.agent.thumbprint(),
+        }),
+        ..unbound_claims("jti-1")
+    }
+}
+
+/// The test's claims for token `jti`, bound to no key.
+fn unbound_claims(jti: &str) -> AccessClaims {
+    AccessClaims {
         iss: ISS.into(),
         sub: "spiffe://acme.example/agent/coder".into(),
         aud: AUD.into(),
         client_id: "spiffe://acme.example/agent/coder".into(),
         scope: "read:repo/acme/*".into(),
-        jti: "jti-1".into(),
+        jti: jti.into(),
         iat: NOW - 10,
         exp: NOW + 290,
         task_id: "task-1".into(),
         intent: "fix the build".into(),
-        cnf: Some(Confirmation {
-            jkt: f.agent.thumbprint(),
-        }),
+        cnf: None,
         act: None,
     }
+}
+
+/// Whether `state` refuses the test's token `jti`.
+fn refuses(state: &VerifierState, jti: &str) -> bool {
+    state.is_revoked(&unbound_claims(jti))
 }
 
 impl Fixture {
@@ -92,12 +105,13 @@ impl Fixture {
 fn entry(jti: &str, expires_at: i64) -> RevocationEntry {
     RevocationEntry {
         seq: 1,
-        jti: jti.into(),
+        kind: RevocationKind::Token,
+        jti: Some(jti.into()),
         agent: AgentName::new("coder").unwrap(),
         task_id: Some("task-1".into()),
         revoked_at: OffsetDateTime::from_unix_timestamp(NOW - 1).unwrap(),
         expires_at: OffsetDateTime::from_unix_timestamp(expires_at).unwrap(),
-        reason: "task ended".into(),
+        reason: None,
     }
 }
 
@@ -230,21 +244,50 @@ fn tokens_of_unknown_keys_and_other_kinds_are_refused() {
 }
 
 #[test]
+fn epochs_refuse_earlier_tokens_of_an_agent_or_task_the_feed_names() {
+    let mut state = VerifierState::new(ISS, AUD, Duration::from_secs(5));
+    let epoch = |kind, task: Option<&str>| RevocationEntry {
+        kind,
+        jti: None,
+        task_id: task.map(str::to_owned),
+        revoked_at: OffsetDateTime::from_unix_timestamp(NOW).unwrap(),
+        expires_at: OffsetDateTime::from_unix_timestamp(NOW + 86_400).unwrap(),
+        ..entry("unused", NOW)
+    };
+    state.insert_revocations(&[epoch(RevocationKind::Task, Some("task-1"))], NOW);
+    // Issued ten seconds before the task was revoked, never named by id.
+    assert!(refuses(&state, "never-logged"));
+    let later = AccessClaims {
+        iat: NOW + 1,
+        ..unbound_claims("later")
+    };
+    assert!(!state.is_revoked(&later), "issued after the epoch");
+    let other_task = AccessClaims {
+        task_id: "task-2".into(),
+        ..unbound_claims("other")
+    };
+    assert!(!state.is_revoked(&other_task));
+    state.insert_revocations(&[epoch(RevocationKind::Agent, None)], NOW);
+    assert!(state.is_revoked(&other_task), "the agent's epoch");
+}
+
+#[test]
 fn revoked_tokens_are_refused_until_they_expire() {
     let mut f = fixture();
     let token = f.token(&claims(&f));
-    f.state.insert_revocations(&[entry("jti-1", NOW + 290)]);
-    assert!(f.state.is_revoked("jti-1"));
+    f.state
+        .insert_revocations(&[entry("jti-1", NOW + 290)], NOW);
+    assert!(refuses(&f.state, "jti-1"));
     assert!(matches!(
         f.check(&format!("DPoP {token}"), Some(&f.proof(&token))),
         Err(VerifyError::Revoked)
     ));
     // Pruning keeps it while the token could still verify (expiry plus leeway)...
     f.state.prune(NOW + 290 + LEEWAY_S);
-    assert!(f.state.is_revoked("jti-1"));
+    assert!(refuses(&f.state, "jti-1"));
     // ...and forgets it afterwards.
     f.state.prune(NOW + 290 + LEEWAY_S + 1);
-    assert!(!f.state.is_revoked("jti-1"));
+    assert!(!refuses(&f.state, "jti-1"));
     assert_eq!(f.state.revoked_count(), 0);
 }
 
@@ -311,7 +354,8 @@ fn a_proof_is_accepted_once() {
     // is forgotten at the next prune, and the same proof then verifies.
     let mut f = f;
     let fresh = f.proof(&token);
-    f.state.insert_revocations(&[entry("jti-1", NOW - 100)]);
+    f.state
+        .insert_revocations(&[entry("jti-1", NOW - 100)], NOW - 200);
     assert!(matches!(
         f.check(&auth, Some(&fresh)),
         Err(VerifyError::Revoked)
@@ -451,11 +495,11 @@ fn feed_pages_advance_and_catch_up() {
     assert_eq!(state.synced_at(), None, "not caught up yet");
     assert!(state.apply_page(&page(2, &[]), NOW).unwrap());
     assert_eq!(state.synced_at(), Some(NOW));
-    assert!(state.is_revoked("a") && state.is_revoked("b"));
+    assert!(refuses(&state, "a") && refuses(&state, "b"));
     // Going back, or standing still with entries, is refused and changes nothing.
     assert!(state.apply_page(&page(1, &[]), NOW + 5).is_err());
     assert!(state.apply_page(&page(2, &["c"]), NOW + 5).is_err());
-    assert!(!state.is_revoked("c"));
+    assert!(!refuses(&state, "c"));
     assert_eq!((state.since(), state.synced_at()), (2, Some(NOW)));
     // Catching up prunes what has expired.
     assert!(

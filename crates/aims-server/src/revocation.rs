@@ -1,5 +1,6 @@
-//! What this replica knows is revoked: an in-memory set of revoked token ids kept in step with
-//! the store's revocation log, so enforcement checks cost a hash lookup instead of a query.
+//! What this replica knows is revoked: an in-memory [`RevokedSet`] (revoked token ids, and
+//! the epochs of revoked agents and tasks) kept in step with the store's revocation log, so
+//! enforcement checks cost hash lookups instead of a query.
 //!
 //! The store's log is ordered by commit; every replica follows it from the position it has
 //! seen (`since`), every [`Config::revocation_poll`](crate::config::Config) and at once after
@@ -10,11 +11,12 @@
 //! bound (the store is unreachable), [`RevocationSet::check`] refuses every token instead of
 //! trusting an old view.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use aims_store::{Revocation, Store, StoreError};
+use aims_core::revocation::{Notice, Revoked as Refused, RevokedSet};
+use aims_store::{Revocation, Revoked, Store, StoreError};
+use aims_token::access::AccessClaims;
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, broadcast, watch};
 
@@ -38,9 +40,9 @@ pub enum RevocationCheck {
 
 #[derive(Default)]
 struct Known {
-    /// Revoked `jti` → when it may be forgotten (Unix seconds): its expiry plus the clock
-    /// leeway tokens are verified with, so it is never accepted again in that window.
-    revoked: HashMap<String, i64>,
+    /// Revoked tokens and epochs, each until it may be forgotten: its expiry plus the clock
+    /// leeway tokens are verified with, so nothing is accepted again in that window.
+    revoked: RevokedSet,
     /// The last log position applied.
     cursor: u64,
     /// When the log was last read successfully.
@@ -48,20 +50,27 @@ struct Known {
 }
 
 impl Known {
-    /// Applies log entries: remembers each revoked credential a verifier could still accept.
+    /// Applies log entries: remembers each revocation a verifier could still need.
     fn apply(&mut self, entries: &[Revocation], now: i64) {
         for entry in entries {
             self.cursor = self.cursor.max(entry.seq);
-            let forget_after = entry.expires_at.unix_timestamp().saturating_add(LEEWAY_S);
-            if forget_after >= now {
-                self.revoked.insert(entry.credential.clone(), forget_after);
-            }
+            self.revoked.apply(&notice(entry), now);
         }
     }
+}
 
-    /// Forgets revoked credentials no verifier accepts any more.
-    fn forget_expired(&mut self, now: i64) {
-        self.revoked.retain(|_, forget_after| *forget_after >= now);
+/// A log entry as the revoked set applies it.
+fn notice(entry: &Revocation) -> Notice {
+    let revoked = match &entry.revoked {
+        Revoked::Credential(jti) => Refused::Token(jti.clone()),
+        Revoked::Agent => Refused::Agent(entry.agent.clone()),
+        // A task entry always names its task; an empty id matches no token.
+        Revoked::Task => Refused::Task(entry.task_id.clone().unwrap_or_default()),
+    };
+    Notice {
+        revoked,
+        revoked_at: entry.revoked_at.unix_timestamp(),
+        forget_after: entry.expires_at.unix_timestamp().saturating_add(LEEWAY_S),
     }
 }
 
@@ -94,8 +103,9 @@ impl RevocationSet {
         self.known.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether a token with id `jti` may be accepted now.
-    pub fn check(&self, jti: &str) -> Result<(), RevocationCheck> {
+    /// Whether the token with `claims` may be accepted now: not revoked by its id nor by an
+    /// epoch, and this replica's view is fresh.
+    pub fn check(&self, claims: &AccessClaims) -> Result<(), RevocationCheck> {
         let known = self.read();
         if known
             .synced_at
@@ -103,10 +113,25 @@ impl RevocationSet {
         {
             return Err(RevocationCheck::Stale);
         }
-        if known.revoked.contains_key(jti) {
+        if claims.is_refused_by(&known.revoked) {
             return Err(RevocationCheck::Revoked);
         }
         Ok(())
+    }
+
+    /// Refuses token `jti` on this replica until `forget_after` (Unix seconds) without a log
+    /// entry: for a token this replica signed but whose issuance did not commit, so it never
+    /// went out, and must never be accepted should it leak.
+    pub fn refuse_unissued(&self, jti: &str, forget_after: i64) {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        self.write().revoked.apply(
+            &Notice {
+                revoked: Refused::Token(jti.to_owned()),
+                revoked_at: now,
+                forget_after: forget_after.saturating_add(LEEWAY_S),
+            },
+            now,
+        );
     }
 
     /// The last log position this replica applied.
@@ -114,7 +139,7 @@ impl RevocationSet {
         self.read().cursor
     }
 
-    /// How many revoked token ids this replica remembers (each until it expires).
+    /// How many revoked token ids and epochs this replica remembers (each until it expires).
     pub fn tracked(&self) -> usize {
         self.read().revoked.len()
     }
@@ -129,14 +154,14 @@ impl RevocationSet {
         let _one_at_a_time = self.sync.lock().await;
         loop {
             let cursor = self.cursor();
-            let page = store.revocations_since(cursor, PAGE).await?;
+            let page = store.revocations_since(cursor, PAGE, None).await?;
             let full = page.len() >= PAGE as usize;
             let now = OffsetDateTime::now_utc().unix_timestamp();
             {
                 let mut known = self.write();
                 known.apply(&page, now);
                 if !full {
-                    known.forget_expired(now);
+                    known.revoked.forget_expired(now);
                     known.synced_at = Some(Instant::now());
                 }
             }
@@ -181,16 +206,29 @@ pub async fn follow(
 mod tests {
     use super::*;
 
-    fn entry(seq: u64, jti: &str, expires_at: i64) -> Revocation {
+    fn entry(seq: u64, revoked: Revoked, expires_at: i64) -> Revocation {
         let at = |t| OffsetDateTime::from_unix_timestamp(t).unwrap();
         Revocation {
             seq,
-            credential: jti.to_owned(),
+            revoked,
             agent: aims_core::id::AgentName::new("a").unwrap(),
-            task_id: None,
-            revoked_at: at(0),
+            task_id: Some("t".to_owned()),
+            audience: None,
+            revoked_at: at(500),
             expires_at: at(expires_at),
             reason: "test".to_owned(),
+        }
+    }
+
+    fn presented<'a>(
+        jti: &'a str,
+        agents: &'a [aims_core::id::AgentName],
+    ) -> aims_core::revocation::Presented<'a> {
+        aims_core::revocation::Presented {
+            jti,
+            agents,
+            task_id: None,
+            issued_at: 600,
         }
     }
 
@@ -199,25 +237,65 @@ mod tests {
     #[test]
     fn revocations_outlive_expiry_by_the_leeway() {
         let mut known = Known::default();
+        let token = |jti: &str| Revoked::Credential(jti.to_owned());
         known.apply(
-            &[entry(1, "t1", 1_000), entry(2, "old", 100)],
+            &[entry(1, token("t1"), 1_000), entry(2, token("old"), 100)],
             1_000 + LEEWAY_S,
         );
-        assert!(known.revoked.contains_key("t1"), "still inside the leeway");
+        let agents = [aims_core::id::AgentName::new("a").unwrap()];
         assert!(
-            !known.revoked.contains_key("old"),
+            known.revoked.refuses(&presented("t1", &agents)),
+            "still inside the leeway"
+        );
+        assert!(
+            !known.revoked.refuses(&presented("old", &agents)),
             "no verifier accepts it any more"
         );
         assert_eq!(known.cursor, 2);
-        known.forget_expired(1_000 + LEEWAY_S);
-        assert!(known.revoked.contains_key("t1"));
-        known.forget_expired(1_001 + LEEWAY_S);
+        known.revoked.forget_expired(1_000 + LEEWAY_S);
+        assert!(known.revoked.refuses(&presented("t1", &agents)));
+        known.revoked.forget_expired(1_001 + LEEWAY_S);
         assert!(known.revoked.is_empty());
+    }
+
+    #[test]
+    fn epoch_entries_refuse_earlier_tokens_of_their_agent() {
+        let mut known = Known::default();
+        known.apply(&[entry(7, Revoked::Agent, 90_000)], 500);
+        let agents = [aims_core::id::AgentName::new("a").unwrap()];
+        let earlier = aims_core::revocation::Presented {
+            issued_at: 499,
+            ..presented("never-logged", &agents)
+        };
+        assert!(known.revoked.refuses(&earlier));
+        assert!(!known.revoked.refuses(&presented("later", &agents)));
+    }
+
+    #[test]
+    fn a_token_whose_issuance_did_not_commit_is_refused_here() {
+        let set = RevocationSet::new(Duration::from_secs(5));
+        set.write().synced_at = Some(Instant::now());
+        let claims: AccessClaims = serde_json::from_value(serde_json::json!({
+            "iss": "https://aims.example", "sub": "s", "aud": "a",
+            "client_id": "spiffe://aims.example/agent/a", "scope": "read:x",
+            "jti": "signed-not-stored", "iat": 600, "exp": 4_000_000_000i64,
+            "task_id": "t", "intent": "i"
+        }))
+        .unwrap();
+        assert_eq!(set.check(&claims), Ok(()));
+        set.refuse_unissued("signed-not-stored", claims.exp);
+        assert_eq!(set.check(&claims), Err(RevocationCheck::Revoked));
     }
 
     #[test]
     fn refuses_everything_before_the_first_catch_up() {
         let set = RevocationSet::new(Duration::from_secs(5));
-        assert_eq!(set.check("anything"), Err(RevocationCheck::Stale));
+        let claims: AccessClaims = serde_json::from_value(serde_json::json!({
+            "iss": "https://aims.example", "sub": "s", "aud": "a",
+            "client_id": "spiffe://aims.example/agent/a", "scope": "read:x",
+            "jti": "anything", "iat": 600, "exp": 900, "task_id": "t", "intent": "i"
+        }))
+        .unwrap();
+        assert_eq!(set.check(&claims), Err(RevocationCheck::Stale));
     }
 }

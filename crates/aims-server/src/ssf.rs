@@ -133,8 +133,13 @@ pub fn set_claims(issuer: &str, stream: &SsfStream, entry: &SsfPending, iat: i64
     let mut event = json!({
         "event_timestamp": revocation.revoked_at.unix_timestamp(),
         "initiating_entity": initiating_entity(&revocation.reason),
-        "reason_admin": { "en": revocation.reason },
     });
+    // The free-text reason is an operator's: only operators' streams carry it.
+    if matches!(stream.receiver, SsfReceiver::User(_))
+        && let Value::Object(fields) = &mut event
+    {
+        fields.insert("reason_admin".into(), json!({ "en": revocation.reason }));
+    }
     let event_type = event_type(entry.kind);
     if event_type == CREDENTIAL_CHANGE
         && let Value::Object(fields) = &mut event
@@ -151,7 +156,7 @@ pub fn set_claims(issuer: &str, stream: &SsfStream, entry: &SsfPending, iat: i64
         "sub_id": {
             "format": "jwt_id",
             "iss": issuer,
-            "jti": revocation.credential,
+            "jti": revocation.credential(),
         },
         "events": { event_type: event },
     })
@@ -535,8 +540,9 @@ async fn send(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
+    use aims_core::id::UserName;
     use aims_core::id::{AgentName, ResourceServerName};
-    use aims_store::Revocation;
+    use aims_store::{Revocation, Revoked};
 
     use super::*;
 
@@ -544,9 +550,10 @@ mod tests {
         SsfPending {
             revocation: Revocation {
                 seq: 42,
-                credential: "tok-1".into(),
+                revoked: Revoked::Credential("tok-1".into()),
                 agent: AgentName::new("coder").unwrap(),
                 task_id: Some("t1".into()),
+                audience: Some("https://rs.example".into()),
                 revoked_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
                 expires_at: OffsetDateTime::from_unix_timestamp(1_700_000_300).unwrap(),
                 reason: reason.into(),
@@ -589,11 +596,35 @@ mod tests {
         assert_eq!(parse_set_jti("abc", "abc.0"), Some(0));
     }
 
+    /// An operator's stream: the one that carries the free-text reason.
+    fn operator_stream() -> SsfStream {
+        SsfStream {
+            receiver: SsfReceiver::User(UserName::new("root").unwrap()),
+            ..stream()
+        }
+    }
+
+    #[test]
+    fn reasons_reach_operators_only() {
+        let entry = entry(IssuedKind::AccessToken, "contractor left");
+        let to_rs = set_claims("https://aims.example", &stream(), &entry, 7);
+        assert!(!to_rs.to_string().contains("contractor left"), "{to_rs}");
+        assert_eq!(
+            to_rs["events"][SESSION_REVOKED]["initiating_entity"],
+            "admin"
+        );
+        let to_operator = set_claims("https://aims.example", &operator_stream(), &entry, 7);
+        assert_eq!(
+            to_operator["events"][SESSION_REVOKED]["reason_admin"],
+            json!({"en": "contractor left"})
+        );
+    }
+
     #[test]
     fn access_tokens_are_sessions_and_svids_credentials() {
         let token = set_claims(
             "https://aims.example",
-            &stream(),
+            &operator_stream(),
             &entry(IssuedKind::AccessToken, "task ended"),
             7,
         );
@@ -615,7 +646,7 @@ mod tests {
         );
         let svid = set_claims(
             "https://aims.example",
-            &stream(),
+            &operator_stream(),
             &entry(IssuedKind::Svid, "agent quarantined"),
             7,
         );

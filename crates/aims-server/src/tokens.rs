@@ -114,7 +114,7 @@ pub fn verify_access(
     let claims = verify_access_offline(state, token, now).map_err(AccessRefusal::Token)?;
     state
         .revocations
-        .check(&claims.jti)
+        .check(&claims)
         .map_err(AccessRefusal::Revocation)?;
     Ok(claims)
 }

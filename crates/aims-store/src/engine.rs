@@ -40,10 +40,11 @@ use crate::rows::{
 };
 use crate::tx::{Control, Tx};
 use crate::{
-    AccessTokenIssue, AgentFilter, AttestationRecord, Initialization, IssuedCredential,
-    JoinTokenRecord, JoinTokenUse, KeySet, KeyState, MAX_PAGE, MAX_SSF_STREAMS_PER_RECEIVER,
-    PolicySetVersion, PostureSnapshot, ResourceServer, Revocation, RevocationTarget, SsfPending,
-    SsfReceiver, SsfStream, Store, StoreError, StoredKey, TaskFilter, sql,
+    AccessTokenIssue, AgentFilter, AttestationRecord, EPOCH_LIFETIME, Initialization,
+    IssuedCredential, JoinTokenRecord, JoinTokenUse, KeySet, KeyState, MAX_PAGE,
+    MAX_SSF_STREAMS_PER_RECEIVER, PolicySetVersion, PostureSnapshot, ResourceServer, Revocation,
+    RevocationTarget, SsfPending, SsfReceiver, SsfStream, Store, StoreError, StoredKey, TaskFilter,
+    sql,
 };
 
 /// A backend's connection type.
@@ -1039,10 +1040,19 @@ where
         &self,
         after: u64,
         limit: u32,
+        audience: Option<&str>,
     ) -> Result<Vec<Revocation>, StoreError> {
-        sqlx::query_as::<B::Db, RevocationRow>(sql::SELECT_REVOCATIONS)
+        let statement = match audience {
+            None => sql::SELECT_REVOCATIONS,
+            Some(_) => sql::SELECT_REVOCATIONS_FOR,
+        };
+        let mut query = sqlx::query_as::<B::Db, RevocationRow>(statement)
             .bind(rows::audit_after(after))
-            .bind(i64::from(rows::page_limit(limit)))
+            .bind(i64::from(rows::page_limit(limit)));
+        if let Some(audience) = audience {
+            query = query.bind(audience.to_owned());
+        }
+        query
             .fetch_all(self.reads())
             .await
             .map_err(classify)?
@@ -1342,7 +1352,8 @@ where
 }
 
 /// Revokes `target` and its closure inside `tx`: appends every live member to the revocation
-/// log, then marks exactly the appended members revoked. Returns how many were revoked.
+/// log (and, for a task, agent or owner, its epoch entries), then marks exactly the appended
+/// members revoked. Returns how many credentials were revoked.
 async fn revoke_in<B>(
     tx: &mut Tx<B::Db>,
     target: &RevocationTarget,
@@ -1357,24 +1368,42 @@ where
     for<'q> i64: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
     usize: ColumnIndex<<B::Db as Database>::Row>,
 {
-    let (statement, key) = match target {
-        RevocationTarget::Credential(id) => (sql::REVOKE_CREDENTIAL, id.clone()),
-        RevocationTarget::Subtree(id) => (sql::REVOKE_SUBTREE, id.clone()),
-        RevocationTarget::Task(id) => (sql::REVOKE_TASK, id.clone()),
-        RevocationTarget::Agent(agent) => (sql::REVOKE_AGENT, agent.as_str().to_owned()),
-        RevocationTarget::Owner(owner) => (sql::REVOKE_OWNER, owner.as_str().to_owned()),
+    let (statement, epochs, key) = match target {
+        RevocationTarget::Credential(id) => (sql::REVOKE_CREDENTIAL, None, id.clone()),
+        RevocationTarget::Subtree(id) => (sql::REVOKE_SUBTREE, None, id.clone()),
+        RevocationTarget::Task(id) => (sql::REVOKE_TASK, Some(sql::TASK_EPOCHS), id.clone()),
+        RevocationTarget::Agent(agent) => (
+            sql::REVOKE_AGENT,
+            Some(sql::AGENT_EPOCHS),
+            agent.as_str().to_owned(),
+        ),
+        RevocationTarget::Owner(owner) => (
+            sql::REVOKE_OWNER,
+            Some(sql::OWNER_EPOCHS),
+            owner.as_str().to_owned(),
+        ),
     };
     let before = sqlx::query_scalar::<B::Db, i64>(sql::MAX_REVOCATION_SEQ)
         .fetch_one(&mut **tx)
         .await
         .map_err(classify)?;
     sqlx::query(statement)
-        .bind(key)
+        .bind(key.clone())
         .bind(rows::to_ms(now))
         .bind(reason.to_owned())
         .execute(&mut **tx)
         .await
         .map_err(classify)?;
+    if let Some(epochs) = epochs {
+        sqlx::query(epochs)
+            .bind(key)
+            .bind(rows::to_ms(now))
+            .bind(reason.to_owned())
+            .bind(rows::to_ms(now + EPOCH_LIFETIME))
+            .execute(&mut **tx)
+            .await
+            .map_err(classify)?;
+    }
     let appended = sqlx::query_scalar::<B::Db, i64>(sql::COUNT_REVOCATIONS_AFTER)
         .bind(before)
         .fetch_one(&mut **tx)
@@ -1459,6 +1488,7 @@ where
         .bind(rows::to_ms(credential.issued_at))
         .bind(rows::to_ms(credential.expires_at))
         .bind(credential.task_id.clone())
+        .bind(credential.audience.clone())
         .execute(conn)
         .await
         .map_err(on_unique("credential id already issued"))?;

@@ -35,7 +35,10 @@ mod tx;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use ssf::{MAX_SSF_STREAMS_PER_RECEIVER, SsfDelivery, SsfPending, SsfReceiver, SsfStream};
-pub use tokens::{AccessTokenIssue, ResourceServer, Revocation, RevocationTarget, TaskFilter};
+pub use tokens::{
+    AccessTokenIssue, EPOCH_LIFETIME, ResourceServer, Revocation, RevocationTarget, Revoked,
+    TaskFilter,
+};
 
 /// Why a store operation failed. Callers match on the class, never on database text.
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +228,9 @@ pub struct IssuedCredential {
     pub revoked_at: Option<OffsetDateTime>,
     /// The task it was issued for (access tokens).
     pub task_id: Option<String>,
+    /// The audience it was issued for (`aud`); `None` for credentials registered before the
+    /// register kept it.
+    pub audience: Option<String>,
 }
 
 /// An accepted attestation: the snapshot and the identity issued for it.
@@ -456,8 +462,9 @@ pub trait Store: Send + Sync + 'static {
     /// Tasks matching `filter`, newest first.
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError>;
 
-    /// Ends an active task and revokes everything issued for it; returns how many credentials
-    /// were revoked. `NotFound`, or `Conflict` when it is not active.
+    /// Ends an active task and revokes everything issued for it (with a task epoch, as
+    /// [`Store::revoke`]); returns how many credentials were revoked. `NotFound`, or `Conflict`
+    /// when it is not active.
     async fn end_task(
         &self,
         id: &str,
@@ -467,7 +474,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Revokes `target` and everything derived from it, appending each newly revoked
     /// credential to the revocation log, in one transaction with its audit event; returns how
-    /// many credentials were revoked (0 for an unknown or already revoked target).
+    /// many credentials were revoked (0 for an unknown or already revoked target). A task, an
+    /// agent or an owner also gets epoch entries ([`Revoked::Task`], [`Revoked::Agent`]) that
+    /// refuse every credential of it issued until now, registered or not.
     async fn revoke(
         &self,
         target: &RevocationTarget,
@@ -476,11 +485,13 @@ pub trait Store: Send + Sync + 'static {
         event: &AuditEvent,
     ) -> Result<u64, StoreError>;
 
-    /// Up to `limit` revocation-log entries with `seq > after`, in order.
+    /// Up to `limit` revocation-log entries with `seq > after`, in order: all of them, or with
+    /// `audience`, only those concerning credentials issued for it.
     async fn revocations_since(
         &self,
         after: u64,
         limit: u32,
+        audience: Option<&str>,
     ) -> Result<Vec<Revocation>, StoreError>;
 
     /// Registers a resource server with the hash of its secret. `Conflict` if the name or

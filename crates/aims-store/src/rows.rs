@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 
 use crate::{
     AgentFilter, IssuedCredential, IssuedKind, JoinTokenRecord, JoinTokenUse, KeyState, MAX_PAGE,
-    PolicySetVersion, PostureSnapshot, ResourceServer, Revocation, SsfDelivery, SsfPending,
-    SsfReceiver, SsfStream, StoreError, StoredKey, TaskFilter,
+    PolicySetVersion, PostureSnapshot, ResourceServer, Revocation, Revoked, SsfDelivery,
+    SsfPending, SsfReceiver, SsfStream, StoreError, StoredKey, TaskFilter,
 };
 
 /// `meta` key of the trust domain.
@@ -450,6 +450,7 @@ pub(crate) struct CredentialRow {
     pub expires_at_ms: i64,
     pub revoked_at_ms: Option<i64>,
     pub task_id: Option<String>,
+    pub audience: Option<String>,
 }
 
 impl CredentialRow {
@@ -469,6 +470,7 @@ impl CredentialRow {
                 .transpose()?,
             id: self.id,
             task_id: self.task_id,
+            audience: self.audience,
         })
     }
 }
@@ -557,9 +559,11 @@ pub(crate) fn task_listing(filter: &TaskFilter) -> Listing {
 #[derive(sqlx::FromRow)]
 pub(crate) struct RevocationRow {
     pub seq: i64,
-    pub credential: String,
+    pub kind: String,
+    pub credential: Option<String>,
     pub agent: String,
     pub task_id: Option<String>,
+    pub audience: Option<String>,
     pub revoked_at_ms: i64,
     pub expires_at_ms: i64,
     pub reason: String,
@@ -568,13 +572,20 @@ pub(crate) struct RevocationRow {
 impl RevocationRow {
     /// Decodes the row.
     pub fn into_revocation(self) -> Result<Revocation, StoreError> {
+        let revoked = match (self.kind.as_str(), self.credential) {
+            ("credential", Some(id)) => Revoked::Credential(id),
+            ("agent", None) => Revoked::Agent,
+            ("task", None) if self.task_id.is_some() => Revoked::Task,
+            _ => return Err(corrupt("revocation kind", &self.kind)),
+        };
         Ok(Revocation {
             seq: to_u64(self.seq, "revocation seq")?,
+            revoked,
             agent: parse_agent_name(&self.agent)?,
             revoked_at: from_ms(self.revoked_at_ms, "revocation")?,
             expires_at: from_ms(self.expires_at_ms, "revoked credential expiry")?,
-            credential: self.credential,
             task_id: self.task_id,
+            audience: self.audience,
             reason: self.reason,
         })
     }
@@ -730,32 +741,20 @@ impl SsfStreamRow {
 /// A revocation-log entry a stream has not delivered, with its credential's kind.
 #[derive(sqlx::FromRow)]
 pub(crate) struct SsfPendingRow {
-    pub seq: i64,
-    pub credential: String,
-    pub agent: String,
-    pub task_id: Option<String>,
-    pub revoked_at_ms: i64,
-    pub expires_at_ms: i64,
-    pub reason: String,
-    pub kind: String,
+    #[sqlx(flatten)]
+    pub entry: RevocationRow,
+    pub credential_kind: String,
 }
 
 impl SsfPendingRow {
     /// Decodes the row.
     pub fn into_pending(self) -> Result<SsfPending, StoreError> {
-        let kind =
-            IssuedKind::parse(&self.kind).ok_or_else(|| corrupt("credential kind", &self.kind))?;
-        let revocation = RevocationRow {
-            seq: self.seq,
-            credential: self.credential,
-            agent: self.agent,
-            task_id: self.task_id,
-            revoked_at_ms: self.revoked_at_ms,
-            expires_at_ms: self.expires_at_ms,
-            reason: self.reason,
-        }
-        .into_revocation()?;
-        Ok(SsfPending { revocation, kind })
+        let kind = IssuedKind::parse(&self.credential_kind)
+            .ok_or_else(|| corrupt("credential kind", &self.credential_kind))?;
+        Ok(SsfPending {
+            revocation: self.entry.into_revocation()?,
+            kind,
+        })
     }
 }
 

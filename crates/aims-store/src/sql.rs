@@ -84,10 +84,11 @@ pub(crate) const UPSERT_SNAPSHOT: &str = "INSERT INTO posture_snapshots \
 pub(crate) const DELETE_SNAPSHOT: &str = "DELETE FROM posture_snapshots WHERE agent = $1";
 pub(crate) const AGENT_STATE: &str = "SELECT state FROM agents WHERE name = $1";
 pub(crate) const INSERT_CREDENTIAL: &str = "INSERT INTO credentials \
-     (id, kind, agent, parent, key_thumbprint, issued_at_ms, expires_at_ms, task_id) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+     (id, kind, agent, parent, key_thumbprint, issued_at_ms, expires_at_ms, task_id, audience) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 pub(crate) const SELECT_CREDENTIAL: &str = "SELECT id, kind, agent, parent, key_thumbprint, \
-     issued_at_ms, expires_at_ms, revoked_at_ms, task_id FROM credentials WHERE id = $1";
+     issued_at_ms, expires_at_ms, revoked_at_ms, task_id, audience FROM credentials \
+     WHERE id = $1";
 
 /// The revocation of a target and everything derived from it, in two statements sharing the
 /// closure: the first appends every live member to the log (`$1` the target, `$2` the time,
@@ -99,8 +100,9 @@ macro_rules! revoke_closure {
             $root,
             " UNION SELECT c.id FROM credentials c JOIN closure ON c.parent = closure.id) \
              INSERT INTO revocations \
-             (credential, agent, task_id, revoked_at_ms, expires_at_ms, reason) \
-             SELECT id, agent, task_id, $2, expires_at_ms, $3 FROM credentials \
+             (kind, credential, agent, task_id, audience, revoked_at_ms, expires_at_ms, reason) \
+             SELECT 'credential', id, agent, task_id, audience, $2, expires_at_ms, $3 \
+             FROM credentials \
              WHERE revoked_at_ms IS NULL AND id IN (SELECT id FROM closure) ORDER BY id"
         )
     };
@@ -111,15 +113,48 @@ pub(crate) const REVOKE_TASK: &str = revoke_closure!("task_id = $1");
 pub(crate) const REVOKE_AGENT: &str = revoke_closure!("agent = $1");
 pub(crate) const REVOKE_OWNER: &str =
     revoke_closure!("agent IN (SELECT name FROM agents WHERE owner = $1)");
+/// Epoch entries for an agent, its owner's agents or a task (`$1` the target, `$2` the time,
+/// `$3` the reason, `$4` when the epoch may be forgotten): one with no audience, for the
+/// replicas and operators, and one for each audience the target's credentials were issued
+/// for, so each resource server concerned sees it in its feed.
+macro_rules! agent_epochs {
+    ($agents:literal) => {
+        concat!(
+            "INSERT INTO revocations \
+             (kind, credential, agent, task_id, audience, revoked_at_ms, expires_at_ms, reason) \
+             SELECT DISTINCT 'agent', NULL, s.agent, NULL, s.audience, $2, $4, $3 FROM \
+             (SELECT name AS agent, CAST(NULL AS TEXT) AS audience FROM agents WHERE name IN ",
+            $agents,
+            " UNION SELECT agent, audience FROM credentials WHERE agent IN ",
+            $agents,
+            " AND audience IS NOT NULL) s"
+        )
+    };
+}
+pub(crate) const AGENT_EPOCHS: &str = agent_epochs!("(SELECT $1)");
+pub(crate) const OWNER_EPOCHS: &str = agent_epochs!("(SELECT name FROM agents WHERE owner = $1)");
+pub(crate) const TASK_EPOCHS: &str = "INSERT INTO revocations \
+     (kind, credential, agent, task_id, audience, revoked_at_ms, expires_at_ms, reason) \
+     SELECT DISTINCT 'task', NULL, t.agent, t.id, s.audience, $2, $4, $3 FROM tasks t \
+     JOIN (SELECT CAST(NULL AS TEXT) AS audience \
+     UNION SELECT audience FROM credentials WHERE task_id = $1 AND audience IS NOT NULL) s \
+     ON TRUE WHERE t.id = $1";
 pub(crate) const MAX_REVOCATION_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM revocations";
-/// How many entries lie after log position `$1`: under the head lock, exactly the ones the
-/// current transaction appended (PostgreSQL sequences leave gaps, so positions are not counts).
-pub(crate) const COUNT_REVOCATIONS_AFTER: &str = "SELECT COUNT(*) FROM revocations WHERE seq > $1";
+/// How many credentials were appended after log position `$1`: under the head lock, exactly
+/// the ones the current transaction appended (PostgreSQL sequences leave gaps, so positions
+/// are not counts).
+pub(crate) const COUNT_REVOCATIONS_AFTER: &str =
+    "SELECT COUNT(*) FROM revocations WHERE seq > $1 AND kind = 'credential'";
 pub(crate) const MARK_REVOKED: &str = "UPDATE credentials SET revoked_at_ms = $1, \
      revoked_reason = $2 WHERE revoked_at_ms IS NULL \
-     AND id IN (SELECT credential FROM revocations WHERE seq > $3)";
-pub(crate) const SELECT_REVOCATIONS: &str = "SELECT seq, credential, agent, task_id, \
-     revoked_at_ms, expires_at_ms, reason FROM revocations WHERE seq > $1 ORDER BY seq LIMIT $2";
+     AND id IN (SELECT credential FROM revocations WHERE seq > $3 AND kind = 'credential')";
+pub(crate) const SELECT_REVOCATIONS: &str = "SELECT seq, kind, credential, agent, task_id, \
+     audience, revoked_at_ms, expires_at_ms, reason FROM revocations WHERE seq > $1 \
+     ORDER BY seq LIMIT $2";
+/// [`SELECT_REVOCATIONS`] for one audience (`$3`).
+pub(crate) const SELECT_REVOCATIONS_FOR: &str = "SELECT seq, kind, credential, agent, task_id, \
+     audience, revoked_at_ms, expires_at_ms, reason FROM revocations \
+     WHERE seq > $1 AND audience = $3 ORDER BY seq LIMIT $2";
 pub(crate) const CLOSE_AGENT_TASKS: &str =
     "UPDATE tasks SET state = $2, ended_at_ms = $3 WHERE agent = $1 AND state = 'active'";
 pub(crate) const CLOSE_OWNER_TASKS: &str = "UPDATE tasks SET state = $2, ended_at_ms = $3 \
@@ -193,23 +228,40 @@ pub(crate) const COUNT_SSF_STREAMS_OF: &str =
 pub(crate) const DELETE_SSF_ACKS: &str = "DELETE FROM ssf_acks WHERE stream_id = $1";
 pub(crate) const DELETE_SSF_STREAM: &str = "DELETE FROM ssf_streams WHERE id = $1 RETURNING id";
 pub(crate) const SSF_ACKED_THROUGH: &str = "SELECT acked_through FROM ssf_streams WHERE id = $1";
-/// The log entries after stream `$1`'s position that it has not acknowledged, with the kind
-/// of credential each revoked, oldest first, at most `$2`.
-pub(crate) const SELECT_SSF_PENDING: &str = "SELECT r.seq, r.credential, r.agent, r.task_id, \
-     r.revoked_at_ms, r.expires_at_ms, r.reason, c.kind FROM revocations r \
+/// Whether log entry `r` is one stream `$1` publishes: a revoked credential (epochs are not
+/// published as events) that its receiver may see — an operator sees every one, a resource
+/// server those of credentials for its audience. Entries it may not see count as delivered.
+macro_rules! ssf_visible {
+    () => {
+        "r.kind = 'credential' AND ( \
+         (SELECT receiver FROM ssf_streams WHERE id = $1) LIKE 'user:%' \
+         OR r.audience = (SELECT rs.audience FROM resource_servers rs \
+         JOIN ssf_streams s ON s.receiver = 'resource_server:' || rs.name WHERE s.id = $1))"
+    };
+}
+/// The log entries after stream `$1`'s position that it publishes and has not acknowledged,
+/// with the kind of credential each revoked, oldest first, at most `$2`.
+pub(crate) const SELECT_SSF_PENDING: &str = concat!(
+    "SELECT r.seq, r.kind, r.credential, r.agent, r.task_id, r.audience, r.revoked_at_ms, \
+     r.expires_at_ms, r.reason, c.kind AS credential_kind FROM revocations r \
      JOIN credentials c ON c.id = r.credential \
      WHERE r.seq > (SELECT acked_through FROM ssf_streams WHERE id = $1) \
-     AND NOT EXISTS (SELECT 1 FROM ssf_acks a WHERE a.stream_id = $1 AND a.seq = r.seq) \
-     ORDER BY r.seq LIMIT $2";
+     AND NOT EXISTS (SELECT 1 FROM ssf_acks a WHERE a.stream_id = $1 AND a.seq = r.seq) AND ",
+    ssf_visible!(),
+    " ORDER BY r.seq LIMIT $2"
+);
 /// Acknowledges log position `$2` for stream `$1` if the log holds it and it lies after the
 /// stream's position `$3`.
 pub(crate) const INSERT_SSF_ACK: &str = "INSERT INTO ssf_acks (stream_id, seq) \
      SELECT $1, seq FROM revocations WHERE seq = $2 AND seq > $3 ON CONFLICT DO NOTHING";
-/// The first log position after `$2` that stream `$1` has not acknowledged; 0 when there is
-/// none (positions start at 1).
-pub(crate) const FIRST_SSF_UNACKED: &str = "SELECT COALESCE(MIN(r.seq), 0) FROM revocations r \
+/// The first log position after `$2` that stream `$1` publishes and has not acknowledged; 0
+/// when there is none (positions start at 1).
+pub(crate) const FIRST_SSF_UNACKED: &str = concat!(
+    "SELECT COALESCE(MIN(r.seq), 0) FROM revocations r \
      WHERE r.seq > $2 \
-     AND NOT EXISTS (SELECT 1 FROM ssf_acks a WHERE a.stream_id = $1 AND a.seq = r.seq)";
+     AND NOT EXISTS (SELECT 1 FROM ssf_acks a WHERE a.stream_id = $1 AND a.seq = r.seq) AND ",
+    ssf_visible!()
+);
 /// The last position stream `$1` acknowledged out of order; 0 when there is none.
 pub(crate) const LAST_SSF_ACK: &str =
     "SELECT COALESCE(MAX(seq), 0) FROM ssf_acks WHERE stream_id = $1";

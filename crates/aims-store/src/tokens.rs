@@ -36,23 +36,65 @@ pub enum RevocationTarget {
     Owner(Owner),
 }
 
+/// How long an epoch entry must be remembered: longer than any credential issued before it
+/// may live (access tokens are capped at a day, identities at an hour), plus a minute of
+/// clock leeway.
+pub const EPOCH_LIFETIME: time::Duration = time::Duration::seconds(86_400 + 60);
+
+/// What one revocation-log entry revokes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    /// One credential, by id (`jti`).
+    Credential(String),
+    /// An epoch: every credential of the entry's agent issued at or before its `revoked_at`,
+    /// whether or not the register holds it.
+    Agent,
+    /// An epoch: every credential of the entry's task issued at or before its `revoked_at`.
+    Task,
+}
+
+impl Revoked {
+    /// The stored kind.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Credential(_) => "credential",
+            Self::Agent => "agent",
+            Self::Task => "task",
+        }
+    }
+}
+
 /// One entry of the revocation log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
     /// Position in the log, from 1, in commit order.
     pub seq: u64,
-    /// The revoked credential's id (`jti`).
-    pub credential: String,
-    /// The agent that held it.
+    /// What it revokes.
+    pub revoked: Revoked,
+    /// The agent that held the credential, or whose credentials the epoch ends.
     pub agent: AgentName,
-    /// Its task, if it had one.
+    /// The credential's task, or the task whose credentials the epoch ends.
     pub task_id: Option<String>,
-    /// When it was revoked.
+    /// The audience of the credentials it concerns: only that resource server's feed shows
+    /// it; `None` for operators only.
+    pub audience: Option<String>,
+    /// When it was revoked (for an epoch: credentials issued at or before this are revoked).
     pub revoked_at: OffsetDateTime,
-    /// When it would have expired: after this, nobody needs to remember it.
+    /// When nobody needs to remember it any more: the credential's expiry, or for an epoch
+    /// [`EPOCH_LIFETIME`] after it.
     pub expires_at: OffsetDateTime,
-    /// Why.
+    /// Why (for operators only).
     pub reason: String,
+}
+
+impl Revocation {
+    /// The revoked credential's id, for a credential entry.
+    pub fn credential(&self) -> Option<&str> {
+        match &self.revoked {
+            Revoked::Credential(id) => Some(id),
+            Revoked::Agent | Revoked::Task => None,
+        }
+    }
 }
 
 /// Which tasks to list. Empty fields match everything.

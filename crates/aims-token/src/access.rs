@@ -8,6 +8,7 @@
 
 use std::borrow::Borrow;
 
+use aims_core::revocation::{Presented, RevokedSet, agents_of};
 use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -95,6 +96,19 @@ impl AccessClaims {
             Some(actor) => actor.chain().into_iter().map(str::to_owned).collect(),
             None => vec![self.client_id.clone()],
         }
+    }
+
+    /// Whether `revoked` refuses this token: by its `jti`, or by an epoch of its task or of
+    /// any agent in its delegation chain that began after it was issued.
+    pub fn is_refused_by(&self, revoked: &RevokedSet) -> bool {
+        let chain = self.delegation_chain();
+        let agents = agents_of(chain.iter().map(String::as_str));
+        revoked.refuses(&Presented {
+            jti: &self.jti,
+            agents: &agents,
+            task_id: Some(&self.task_id),
+            issued_at: self.iat,
+        })
     }
 }
 

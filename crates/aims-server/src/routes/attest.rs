@@ -347,6 +347,7 @@ pub async fn attest(
             expires_at,
             revoked_at: None,
             task_id: None,
+            audience: Some(audience.clone()),
         },
     };
     match state.store.record_attestation(&record, &event).await {

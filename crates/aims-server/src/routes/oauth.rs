@@ -713,6 +713,7 @@ async fn issue(
             expires_at,
             revoked_at: None,
             task_id: Some(claims.task_id.clone()),
+            audience: Some(claims.aud.clone()),
         },
         new_task,
         dpop_proof: proof.as_ref().and_then(|p| {
@@ -721,11 +722,12 @@ async fn issue(
                 .map(|t| (p.replay_key(), t))
         }),
     };
-    state
-        .store
-        .issue_access_token(&issue, &event)
-        .await
-        .map_err(Refusal::store)?;
+    if let Err(failed) = state.store.issue_access_token(&issue, &event).await {
+        // Signed but not registered, so never handed out: should it leak anyway (a core dump,
+        // a log), this replica refuses it like a revoked one.
+        state.revocations.refuse_unissued(&claims.jti, claims.exp);
+        return Err(Refusal::store(failed));
+    }
     let expires_in = u64::try_from(claims.exp.saturating_sub(claims.iat)).unwrap_or(0);
     Ok(TokenResponse {
         access_token: token,

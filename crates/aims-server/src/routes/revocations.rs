@@ -2,21 +2,23 @@
 //! resource servers, replicas and the SDK's verifier follow the revocation feed, by polling
 //! (`GET /v1/revocations?since=N`) or as server-sent events (`GET /v1/revocations/stream`).
 //!
-//! A revocation is committed (with its audit event and one log entry per revoked credential)
-//! before it is acknowledged; the feed is read from that log, so a follower that resumes with
-//! `since` never misses an entry.
+//! A revocation is committed (with its audit event, one log entry per revoked credential and,
+//! for a task, agent or owner, its epoch entries) before it is acknowledged; the feed is read
+//! from that log, so a follower that resumes with `since` never misses an entry. Each reader
+//! sees what concerns it: a resource server the entries for tokens of its audience, without
+//! the operator's free-text reason; an operator every entry, with its reason.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use aims_api::tokens::{
-    RevocationEntry, RevocationPage, RevokeRequest, RevokeResponse, RevokeTarget,
+    RevocationEntry, RevocationKind, RevocationPage, RevokeRequest, RevokeResponse, RevokeTarget,
 };
 use aims_core::audit::{Outcome, action};
 use aims_core::id::{AgentName, Owner};
 use aims_core::task::is_valid_task_id;
 use aims_core::user::Access;
-use aims_store::{Revocation, RevocationTarget};
+use aims_store::{Revocation, RevocationTarget, Revoked};
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -31,7 +33,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::Body;
-use crate::routes::oauth::service_caller;
+use crate::routes::oauth::{ServiceCaller, service_caller};
 use crate::state::AppState;
 
 /// Longest revocation reason.
@@ -39,15 +41,57 @@ const MAX_REASON: usize = 256;
 /// Entries per feed page.
 const FEED_PAGE: u32 = 1000;
 
-fn entry(revocation: Revocation) -> RevocationEntry {
-    RevocationEntry {
-        seq: revocation.seq,
-        jti: revocation.credential,
-        agent: revocation.agent,
-        task_id: revocation.task_id,
-        revoked_at: revocation.revoked_at,
-        expires_at: revocation.expires_at,
-        reason: revocation.reason,
+/// Who reads the feed, which decides what it shows.
+enum Reader {
+    /// An operator: every entry, with its reason.
+    Operator,
+    /// A resource server: the entries for tokens of its audience, without reasons.
+    ResourceServer {
+        /// Its audience.
+        audience: String,
+    },
+}
+
+impl Reader {
+    fn of(caller: ServiceCaller) -> Self {
+        match caller {
+            ServiceCaller::Operator(_) => Self::Operator,
+            ServiceCaller::ResourceServer(rs) => Self::ResourceServer {
+                audience: rs.audience,
+            },
+        }
+    }
+
+    /// The audience whose entries the reader sees; `None` for all of them.
+    fn audience(&self) -> Option<&str> {
+        match self {
+            Self::Operator => None,
+            Self::ResourceServer { audience } => Some(audience),
+        }
+    }
+
+    fn shows(&self, revocation: &Revocation) -> bool {
+        self.audience()
+            .is_none_or(|audience| revocation.audience.as_deref() == Some(audience))
+    }
+
+    /// The entry as this reader sees it.
+    fn entry(&self, revocation: Revocation) -> RevocationEntry {
+        let (kind, jti) = match revocation.revoked {
+            Revoked::Credential(jti) => (RevocationKind::Token, Some(jti)),
+            Revoked::Agent => (RevocationKind::Agent, None),
+            Revoked::Task => (RevocationKind::Task, None),
+        };
+        RevocationEntry {
+            seq: revocation.seq,
+            kind,
+            jti,
+            agent: revocation.agent,
+            task_id: revocation.task_id,
+            revoked_at: revocation.revoked_at,
+            expires_at: revocation.expires_at,
+            reason: matches!(self, Self::Operator).then_some(revocation.reason),
+        }
     }
 }
 
@@ -118,10 +162,11 @@ pub struct FeedQuery {
     limit: Option<u32>,
 }
 
-/// Refuses feed callers that are neither a resource server nor an operator who may read.
-async fn feed_caller(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+/// The reader of the feed; refuses callers that are neither a resource server nor an operator
+/// who may read.
+async fn feed_reader(state: &AppState, headers: &HeaderMap) -> Result<Reader, Response> {
     match service_caller(state, headers).await {
-        Ok(Some(_)) => Ok(()),
+        Ok(Some(caller)) => Ok(Reader::of(caller)),
         Ok(None) => Err(ApiError::unauthenticated()
             .with_challenge("Basic realm=\"aims\"".to_owned())
             .into_response()),
@@ -135,15 +180,20 @@ pub async fn page(
     headers: HeaderMap,
     Query(query): Query<FeedQuery>,
 ) -> Response {
-    if let Err(refused) = feed_caller(&state, &headers).await {
-        return refused;
-    }
+    let reader = match feed_reader(&state, &headers).await {
+        Ok(reader) => reader,
+        Err(refused) => return refused,
+    };
     let limit = query.limit.unwrap_or(FEED_PAGE).clamp(1, FEED_PAGE);
-    match state.store.revocations_since(query.since, limit).await {
+    match state
+        .store
+        .revocations_since(query.since, limit, reader.audience())
+        .await
+    {
         Ok(entries) => {
             let next = entries.last().map_or(query.since, |e| e.seq);
             Json(RevocationPage {
-                revocations: entries.into_iter().map(entry).collect(),
+                revocations: entries.into_iter().map(|e| reader.entry(e)).collect(),
                 next,
             })
             .into_response()
@@ -159,26 +209,31 @@ pub async fn stream(
     headers: HeaderMap,
     Query(query): Query<FeedQuery>,
 ) -> Response {
-    if let Err(refused) = feed_caller(&state, &headers).await {
-        return refused;
-    }
+    let reader = match feed_reader(&state, &headers).await {
+        Ok(reader) => reader,
+        Err(refused) => return refused,
+    };
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(query.since);
-    Sse::new(follow(state, resume))
+    Sse::new(follow(state, reader, resume))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }
 
-/// The entries after `since`: the backlog from the store, then live ones, never a duplicate
-/// or a gap (a lagging subscriber re-reads the store).
-fn follow(state: AppState, since: u64) -> impl Stream<Item = Result<Event, Infallible>> {
+/// The entries after `since` that `reader` sees: the backlog from the store, then live ones,
+/// never a duplicate or a gap (a lagging subscriber re-reads the store).
+fn follow(
+    state: AppState,
+    reader: Reader,
+    since: u64,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     let live = state.revocations.subscribe();
     futures_util::stream::unfold(
-        (state, live, since, Vec::<Revocation>::new()),
-        |(state, mut live, mut sent, mut pending)| async move {
+        (state, reader, live, since, Vec::<Revocation>::new()),
+        |(state, reader, mut live, mut sent, mut pending)| async move {
             loop {
                 if let Some(next) = pending.pop() {
                     if next.seq <= sent {
@@ -188,13 +243,17 @@ fn follow(state: AppState, since: u64) -> impl Stream<Item = Result<Event, Infal
                     let event = Event::default()
                         .id(next.seq.to_string())
                         .event("revocation")
-                        .json_data(entry(next))
+                        .json_data(reader.entry(next))
                         .unwrap_or_else(|_| Event::default().comment("unencodable entry"));
-                    return Some((Ok(event), (state, live, sent, pending)));
+                    return Some((Ok(event), (state, reader, live, sent, pending)));
                 }
                 // Catch up from the store whenever live delivery might have missed something.
                 if sent < state.revocations.cursor() {
-                    match state.store.revocations_since(sent, FEED_PAGE).await {
+                    match state
+                        .store
+                        .revocations_since(sent, FEED_PAGE, reader.audience())
+                        .await
+                    {
                         Ok(mut page) if !page.is_empty() => {
                             page.reverse();
                             pending = page;
@@ -205,7 +264,8 @@ fn follow(state: AppState, since: u64) -> impl Stream<Item = Result<Event, Infal
                     }
                 }
                 match live.recv().await {
-                    Ok(revocation) => pending = vec![revocation],
+                    Ok(revocation) if reader.shows(&revocation) => pending = vec![revocation],
+                    Ok(_) => {}
                     Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return None,
                 }

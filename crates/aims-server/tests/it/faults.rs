@@ -235,13 +235,14 @@ impl Store for FailingAudit {
         &self,
         after: u64,
         limit: u32,
+        audience: Option<&str>,
     ) -> Result<Vec<Revocation>, StoreError> {
         if self.revocations_unreadable.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable(
                 "injected: revocation log unreachable".into(),
             ));
         }
-        self.inner.revocations_since(after, limit).await
+        self.inner.revocations_since(after, limit, audience).await
     }
     async fn create_resource_server(
         &self,

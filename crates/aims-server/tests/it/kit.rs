@@ -288,6 +288,27 @@ impl TestServer {
 }
 
 impl TestServer {
+    /// Runs `sql` (one statement, tables unqualified) on the server's database behind its
+    /// back, as an attacker or a fault with database access would.
+    pub async fn raw_sql(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", self.dir.path().join("aims.db").display());
+                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                sqlx::query(sql).execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+            Backend::Postgres => {
+                let options: sqlx::postgres::PgConnectOptions =
+                    std::env::var(PG_ENV).unwrap().parse().unwrap();
+                let options = options.options([("search_path", pg_schema(&self.dir))]);
+                let pool = sqlx::PgPool::connect_with(options).await.unwrap();
+                sqlx::query(sql).execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+        }
+    }
+
     /// How many rows `table` holds, read behind the server's back.
     pub async fn count_rows(&self, table: &str) -> i64 {
         let sql = format!("SELECT COUNT(*) FROM {table}");

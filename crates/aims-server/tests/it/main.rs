@@ -15,6 +15,7 @@ mod anonymous;
 mod attest;
 mod audit;
 mod discovery;
+mod epochs;
 mod faults;
 mod federation;
 mod limits;

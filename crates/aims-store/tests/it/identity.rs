@@ -38,6 +38,7 @@ fn attestation(agent_name: &str, jti: &str, model: &str, when: i64) -> Attestati
             expires_at: at(when + 600),
             revoked_at: None,
             task_id: None,
+            audience: None,
         },
     }
 }

@@ -25,6 +25,7 @@ mod keys;
 mod policies;
 mod ssf;
 mod tokens;
+mod upgrade;
 mod users;
 
 /// Generates, for each `module::check`, one `#[tokio::test]` per backend:
@@ -94,5 +95,6 @@ conformance! {
     ssf::ssf_streams_round_trip_from_the_log_head,
     ssf::ssf_streams_per_receiver_are_bounded,
     ssf::ssf_acknowledgements_hide_only_what_was_delivered,
+    ssf::ssf_streams_of_a_resource_server_carry_only_its_audience,
     ssf::ssf_delivery_claims_are_exclusive,
 }

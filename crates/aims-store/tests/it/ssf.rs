@@ -6,19 +6,22 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use aims_core::audit::action;
+use aims_core::credential::CredentialHash;
 use aims_core::id::{ResourceServerName, UserName};
 use aims_core::posture::Evidence;
 use aims_core::task::{Task, TaskState};
 use aims_store::{
     AccessTokenIssue, AttestationRecord, IssuedCredential, IssuedKind,
-    MAX_SSF_STREAMS_PER_RECEIVER, PostureSnapshot, RevocationTarget, SsfDelivery, SsfReceiver,
-    SsfStream, Store, StoreError,
+    MAX_SSF_STREAMS_PER_RECEIVER, PostureSnapshot, ResourceServer, RevocationTarget, Revoked,
+    SsfDelivery, SsfReceiver, SsfStream, Store, StoreError,
 };
 
 use crate::fixtures::{AuditCursor, agent, assert_chain_verifies, at, event, join_token, name};
 use crate::harness::Harness;
 
 const CREATE: &str = "ssf.stream.create";
+/// The audience of the task tokens, and of the `repo-tools` resource server.
+const AUDIENCE: &str = "https://tools.acme.example/repo";
 const DELETE: &str = "ssf.stream.delete";
 
 fn repo_tools() -> SsfReceiver {
@@ -90,6 +93,7 @@ async fn credentials(store: &dyn Store, tokens: usize) {
             expires_at: at(3610),
             revoked_at: None,
             task_id: None,
+            audience: None,
         },
     };
     store
@@ -118,6 +122,7 @@ async fn credentials(store: &dyn Store, tokens: usize) {
                 expires_at: at(320),
                 revoked_at: None,
                 task_id: Some("t1".to_owned()),
+                audience: Some(AUDIENCE.to_owned()),
             },
             new_task,
             dpop_proof: None,
@@ -143,7 +148,7 @@ async fn pending(store: &dyn Store, id: &str) -> Vec<(String, IssuedKind)> {
         .await
         .unwrap()
         .into_iter()
-        .map(|p| (p.revocation.credential, p.kind))
+        .map(|p| (p.revocation.credential().unwrap().to_owned(), p.kind))
         .collect()
 }
 
@@ -165,7 +170,7 @@ pub async fn ssf_streams_round_trip_from_the_log_head(h: &Harness) {
         revoke(store, RevocationTarget::Credential("tok-1".into())).await,
         1
     );
-    let head = store.revocations_since(0, 0).await.unwrap()[0].seq;
+    let head = store.revocations_since(0, 0, None).await.unwrap()[0].seq;
     let mut audit = AuditCursor::new(store).await;
 
     let poll = stream("s-poll", repo_tools(), SsfDelivery::Poll);
@@ -306,12 +311,8 @@ pub async fn ssf_acknowledgements_hide_only_what_was_delivered(h: &Harness) {
     let store = &*h.store;
     credentials(store, 3).await;
     let mut audit = AuditCursor::new(store).await;
-    create(
-        store,
-        &mut audit,
-        &stream("s", repo_tools(), SsfDelivery::Poll),
-    )
-    .await;
+    // An operator's stream: it carries every revoked credential.
+    create(store, &mut audit, &stream("s", root(), SsfDelivery::Poll)).await;
 
     // The identity and every token derived from it, in log order, with their kinds.
     assert_eq!(revoke(store, RevocationTarget::Agent(name("a"))).await, 4);
@@ -336,7 +337,14 @@ pub async fn ssf_acknowledgements_hide_only_what_was_delivered(h: &Harness) {
     assert_eq!(pending_seqs(store, "s").await, [seqs[0], seqs[2]]);
     // Repeats, positions the log does not hold yet, and positions beyond any are ignored:
     // an acknowledgement never hides an entry written later.
-    let future = seqs[3] + 1;
+    let future = store
+        .revocations_since(0, 0, None)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .seq
+        + 1;
     store
         .acknowledge_ssf("s", &[seqs[1], future, future + 1, u64::MAX])
         .await
@@ -367,8 +375,8 @@ pub async fn ssf_acknowledgements_hide_only_what_was_delivered(h: &Harness) {
         )
         .await
         .unwrap();
-    let later = store.revocations_since(0, 0).await.unwrap().len();
-    assert_eq!(later, 4);
+    let later = store.revocations_since(0, 0, None).await.unwrap();
+    assert_eq!(later.iter().filter(|r| r.credential().is_some()).count(), 4);
     credentials_for_b(store).await;
     assert_eq!(revoke(store, RevocationTarget::Agent(name("b"))).await, 1);
     assert_eq!(
@@ -420,12 +428,105 @@ async fn credentials_for_b(store: &dyn Store) {
             expires_at: at(3610),
             revoked_at: None,
             task_id: None,
+            audience: None,
         },
     };
     store
         .record_attestation(&record, &event(action::IDENTITY_ISSUE))
         .await
         .unwrap();
+}
+
+/// A resource server's stream carries the revocations of credentials for its audience only:
+/// not the agent's identity, not other resource servers' tokens, and no epoch entries; the
+/// entries it does not carry count as delivered, so its position moves past them.
+pub async fn ssf_streams_of_a_resource_server_carry_only_its_audience(h: &Harness) {
+    let store = &*h.store;
+    credentials(store, 2).await;
+    for (rs, audience) in [("repo-tools", AUDIENCE), ("other", "https://other.example")] {
+        store
+            .create_resource_server(
+                &ResourceServer {
+                    name: ResourceServerName::new(rs).unwrap(),
+                    audience: audience.to_owned(),
+                    system: "github".to_owned(),
+                    environment: "prod".parse().unwrap(),
+                    sensitivity: "internal".to_owned(),
+                    created_by: "root".to_owned(),
+                    created_at: at(1),
+                },
+                &CredentialHash::of(rs),
+                &event(action::RESOURCE_SERVER_ADD),
+            )
+            .await
+            .unwrap();
+    }
+    let mut audit = AuditCursor::new(store).await;
+    create(
+        store,
+        &mut audit,
+        &stream("mine", repo_tools(), SsfDelivery::Poll),
+    )
+    .await;
+    let other = SsfReceiver::ResourceServer(ResourceServerName::new("other").unwrap());
+    create(
+        store,
+        &mut audit,
+        &stream("theirs", other, SsfDelivery::Poll),
+    )
+    .await;
+
+    assert_eq!(revoke(store, RevocationTarget::Agent(name("a"))).await, 3);
+    assert_eq!(
+        pending(store, "mine").await,
+        [
+            ("tok-1".to_owned(), IssuedKind::AccessToken),
+            ("tok-2".to_owned(), IssuedKind::AccessToken),
+        ]
+    );
+    assert!(pending(store, "theirs").await.is_empty());
+    // The feed of the resource server's audience: its tokens and the agent's epoch for it.
+    let feed = store.revocations_since(0, 0, Some(AUDIENCE)).await.unwrap();
+    assert!(feed.iter().all(|r| r.audience.as_deref() == Some(AUDIENCE)));
+    assert_eq!(
+        feed.iter()
+            .filter_map(|r| r.credential())
+            .collect::<Vec<_>>(),
+        ["tok-1", "tok-2"]
+    );
+    assert_eq!(
+        feed.iter().filter(|r| r.revoked == Revoked::Agent).count(),
+        1
+    );
+    assert!(
+        store
+            .revocations_since(0, 0, Some("https://other.example"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let seqs = pending_seqs(store, "mine").await;
+    store.acknowledge_ssf("mine", &seqs).await.unwrap();
+    let head = store
+        .revocations_since(0, 0, None)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .seq;
+    assert!(pending(store, "mine").await.is_empty());
+    assert!(
+        store
+            .ssf_stream("mine")
+            .await
+            .unwrap()
+            .unwrap()
+            .acked_through
+            >= seqs[1],
+        "the position passes what the stream does not carry"
+    );
+    assert!(head > seqs[1], "epoch entries follow the credentials");
 }
 
 pub async fn ssf_delivery_claims_are_exclusive(h: &Harness) {

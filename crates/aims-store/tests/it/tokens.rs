@@ -11,14 +11,18 @@ use aims_core::id::ResourceServerName;
 use aims_core::posture::Evidence;
 use aims_core::task::{Task, TaskState};
 use aims_store::{
-    AccessTokenIssue, AttestationRecord, IssuedCredential, IssuedKind, PostureSnapshot,
-    ResourceServer, RevocationTarget, Store, StoreError, TaskFilter,
+    AccessTokenIssue, AttestationRecord, EPOCH_LIFETIME, IssuedCredential, IssuedKind,
+    PostureSnapshot, ResourceServer, Revocation, RevocationTarget, Revoked, Store, StoreError,
+    TaskFilter,
 };
 
 use crate::fixtures::{
     AuditCursor, agent, assert_chain_verifies, at, changed, event, join_token, name,
 };
 use crate::harness::Harness;
+
+/// The audience task tokens are issued for here.
+const TOOLS: &str = "https://tools.acme.example/repo";
 
 const ALICE: &str = "alice@acme.example";
 const BOB: &str = "bob@acme.example";
@@ -55,6 +59,7 @@ async fn svid(store: &dyn Store, agent_name: &str, jti: &str, when: i64) -> Issu
             expires_at: at(when + 3600),
             revoked_at: None,
             task_id: None,
+            audience: None,
         },
     };
     store
@@ -97,6 +102,7 @@ fn token(
         expires_at: at(when + 300),
         revoked_at: None,
         task_id: Some(task_id.to_owned()),
+        audience: Some(TOOLS.to_owned()),
     }
 }
 
@@ -197,12 +203,21 @@ async fn task_state(store: &dyn Store, id: &str) -> TaskState {
 
 /// The ids in the revocation log after `after`, in log order.
 async fn logged(store: &dyn Store, after: u64) -> Vec<String> {
+    credential_entries(store, after)
+        .await
+        .iter()
+        .filter_map(|r| r.credential().map(str::to_owned))
+        .collect()
+}
+
+/// The credential entries of the revocation log after `after` (epochs left out).
+async fn credential_entries(store: &dyn Store, after: u64) -> Vec<Revocation> {
     store
-        .revocations_since(after, 0)
+        .revocations_since(after, 0, None)
         .await
         .unwrap()
         .into_iter()
-        .map(|r| r.credential)
+        .filter(|r| r.credential().is_some())
         .collect()
 }
 
@@ -612,8 +627,8 @@ pub async fn revoking_a_credential_cascades(h: &Harness) {
     }
     assert_eq!(revoked_at(store, "tok-c").await, Some(at(100)));
 
-    let log = store.revocations_since(0, 0).await.unwrap();
-    let ids: Vec<&str> = log.iter().map(|r| r.credential.as_str()).collect();
+    let log = store.revocations_since(0, 0, None).await.unwrap();
+    let ids: Vec<&str> = log.iter().filter_map(Revocation::credential).collect();
     let unique: BTreeSet<&str> = ids.iter().copied().collect();
     assert_eq!(ids.len(), 4, "{ids:?}");
     assert_eq!(
@@ -623,7 +638,7 @@ pub async fn revoking_a_credential_cascades(h: &Harness) {
     assert!(log.windows(2).all(|w| w[0].seq < w[1].seq), "{log:?}");
     for entry in &log {
         let credential = store
-            .issued_credential(&entry.credential)
+            .issued_credential(entry.credential().unwrap())
             .await
             .unwrap()
             .unwrap();
@@ -633,18 +648,23 @@ pub async fn revoking_a_credential_cascades(h: &Harness) {
         assert_eq!(entry.revoked_at, at(100));
         assert_eq!(entry.reason, "key compromised");
     }
-    let by_id = |id: &str| log.iter().find(|r| r.credential == id).unwrap().clone();
+    let by_id = |id: &str| {
+        log.iter()
+            .find(|r| r.credential() == Some(id))
+            .unwrap()
+            .clone()
+    };
     assert_eq!(by_id("tok-c").agent, name("c"));
     assert_eq!(by_id("tok-c").task_id.as_deref(), Some("t1"));
     assert_eq!(by_id("svid-a").task_id, None);
 
     // Following the log: after the first entry, the other three; pages respect the limit.
-    let rest = store.revocations_since(log[0].seq, 0).await.unwrap();
+    let rest = store.revocations_since(log[0].seq, 0, None).await.unwrap();
     assert_eq!(rest, log[1..]);
-    assert_eq!(store.revocations_since(0, 2).await.unwrap(), log[..2]);
+    assert_eq!(store.revocations_since(0, 2, None).await.unwrap(), log[..2]);
     assert!(
         store
-            .revocations_since(log[3].seq, 10)
+            .revocations_since(log[3].seq, 10, None)
             .await
             .unwrap()
             .is_empty()
@@ -709,9 +729,9 @@ pub async fn revocation_counts_survive_sequence_gaps(h: &Harness) {
     chain(store, &mut audit).await;
     h.execute_raw(
         "BEGIN; \
-         INSERT INTO revocations (credential, agent, task_id, revoked_at_ms, expires_at_ms, \
-         reason) VALUES ('svid-b', 'b', NULL, 0, 0, 'interrupted'), \
-         ('svid-c', 'c', NULL, 0, 0, 'interrupted'); \
+         INSERT INTO revocations (kind, credential, agent, task_id, revoked_at_ms, \
+         expires_at_ms, reason) VALUES ('credential', 'svid-b', 'b', NULL, 0, 0, 'interrupted'), \
+         ('credential', 'svid-c', 'c', NULL, 0, 0, 'interrupted'); \
          ROLLBACK;",
     )
     .await;
@@ -720,8 +740,8 @@ pub async fn revocation_counts_survive_sequence_gaps(h: &Harness) {
     assert_eq!(revoke(store, &mut audit, subtree, "gap", 100).await, 2);
     h.execute_raw(
         "BEGIN; \
-         INSERT INTO revocations (credential, agent, task_id, revoked_at_ms, expires_at_ms, \
-         reason) VALUES ('svid-b', 'b', NULL, 0, 0, 'interrupted'); \
+         INSERT INTO revocations (kind, credential, agent, task_id, revoked_at_ms, \
+         expires_at_ms, reason) VALUES ('credential', 'svid-b', 'b', NULL, 0, 0, 'interrupted'); \
          ROLLBACK;",
     )
     .await;
@@ -801,12 +821,20 @@ pub async fn revoking_a_task_closes_it(h: &Harness) {
     let t2 = store.task("t2").await.unwrap().unwrap();
     assert_eq!((t2.state, t2.ended_at), (TaskState::Ended, Some(at(200))));
     assert_eq!(revoked_at(store, "tok-t2").await, Some(at(200)));
-    let last = store.revocations_since(0, 0).await.unwrap();
+    let log = store.revocations_since(0, 0, None).await.unwrap();
+    let last = credential_entries(store, 0).await;
     let last = last.last().unwrap();
     assert_eq!(
-        (last.credential.as_str(), last.reason.as_str()),
-        ("tok-t2", "task ended")
+        (last.credential(), last.reason.as_str()),
+        (Some("tok-t2"), "task ended")
     );
+    // And an epoch for the task: its credentials issued until now, registered or not.
+    let epoch = log.last().unwrap();
+    assert_eq!(
+        (&epoch.revoked, epoch.task_id.as_deref(), epoch.revoked_at),
+        (&Revoked::Task, Some("t2"), at(200))
+    );
+    assert_eq!(epoch.expires_at, at(200) + EPOCH_LIFETIME);
 
     // Ending a task that is not active is a conflict; an unknown one is not found.
     for id in ["t2", "t1"] {
@@ -897,10 +925,20 @@ pub async fn revoking_an_agent_closes_its_tasks(h: &Harness) {
     assert_eq!(task_state(store, "t-a1-old").await, TaskState::Ended);
     assert_eq!(task_state(store, "t-a2").await, TaskState::Active);
     assert_eq!(task_state(store, "t-b1").await, TaskState::Active);
-    let log = store.revocations_since(0, 0).await.unwrap();
-    let del = log.iter().find(|r| r.credential == "del-b1").unwrap();
+    let log = store.revocations_since(0, 0, None).await.unwrap();
+    let del = log
+        .iter()
+        .find(|r| r.credential() == Some("del-b1"))
+        .unwrap();
     assert_eq!(del.agent, name("b1"));
     assert_eq!(del.reason, "agent revoked");
+    let epochs: Vec<_> = log.iter().filter(|r| r.revoked == Revoked::Agent).collect();
+    assert!(!epochs.is_empty());
+    assert!(
+        epochs
+            .iter()
+            .all(|e| e.agent == name("a1") && e.revoked_at == at(100))
+    );
     let again = RevocationTarget::Agent(name("a1"));
     assert_eq!(revoke(store, &mut audit, again, "again", 110).await, 0);
     // The agent is still active (revoking is not suspending): it may get a new identity,
@@ -944,6 +982,23 @@ pub async fn revoking_an_owner_spares_other_owners(h: &Harness) {
     let mut ids = logged(store, 0).await;
     ids.sort();
     assert_eq!(ids, ["del-b1", "svid-a1", "svid-a2", "tok-a1", "tok-a2"]);
+    // An epoch for each of the owner's agents, none for the other owner's: for the replicas
+    // (no audience) and for the audience the agents' tokens were issued for.
+    let log = store.revocations_since(0, 0, None).await.unwrap();
+    let epochs: BTreeSet<(String, Option<String>)> = log
+        .iter()
+        .filter(|r| r.revoked == Revoked::Agent)
+        .map(|r| (r.agent.to_string(), r.audience.clone()))
+        .collect();
+    assert_eq!(
+        epochs,
+        BTreeSet::from([
+            ("a1".to_owned(), None),
+            ("a1".to_owned(), Some(TOOLS.to_owned())),
+            ("a2".to_owned(), None),
+            ("a2".to_owned(), Some(TOOLS.to_owned())),
+        ])
+    );
     let again = RevocationTarget::Owner(ALICE.parse().unwrap());
     assert_eq!(revoke(store, &mut audit, again, "again", 110).await, 0);
     let nobody = RevocationTarget::Owner("nobody@acme.example".parse().unwrap());
@@ -971,15 +1026,24 @@ pub async fn suspension_revokes_into_the_log(h: &Harness) {
     for jti in ["svid-a2", "tok-a2", "svid-b1", "tok-b1"] {
         assert_eq!(revoked_at(store, jti).await, None, "{jti}");
     }
-    let log = store.revocations_since(0, 0).await.unwrap();
-    let mut ids: Vec<&str> = log.iter().map(|r| r.credential.as_str()).collect();
+    let log = store.revocations_since(0, 0, None).await.unwrap();
+    let mut ids: Vec<&str> = log.iter().filter_map(Revocation::credential).collect();
     ids.sort_unstable();
     assert_eq!(ids, ["del-b1", "svid-a1", "tok-a1"]);
-    for entry in &log {
+    assert!(
+        log.iter()
+            .any(|r| r.revoked == Revoked::Agent && r.agent == name("a1")),
+        "suspension is an epoch for the agent"
+    );
+    // Everything but the epoch of the task ended while setting up is the suspension's.
+    for entry in log.iter().filter(|r| r.revoked != Revoked::Task) {
         assert_eq!(entry.reason, "agent suspended", "{entry:?}");
         assert_eq!(entry.revoked_at, at(100));
     }
-    let del = log.iter().find(|r| r.credential == "del-b1").unwrap();
+    let del = log
+        .iter()
+        .find(|r| r.credential() == Some("del-b1"))
+        .unwrap();
     assert_eq!(
         (del.agent.clone(), del.task_id.as_deref()),
         (name("b1"), Some("t-a1"))
@@ -1013,7 +1077,7 @@ pub async fn suspension_revokes_into_the_log(h: &Harness) {
         .unwrap();
     audit.one(store, action::AGENT_LIFECYCLE).await;
     assert_eq!(revoked_at(store, "tok-a1").await, Some(at(100)));
-    assert_eq!(store.revocations_since(0, 0).await.unwrap(), log);
+    assert_eq!(store.revocations_since(0, 0, None).await.unwrap(), log);
     assert_chain_verifies(store).await;
 }
 
