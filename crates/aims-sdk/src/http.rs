@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use reqwest::{RequestBuilder, Url};
+use reqwest::{RequestBuilder, Response, Url};
 use serde::de::DeserializeOwned;
 
 use crate::SdkError;
@@ -82,6 +82,20 @@ async fn send_with(
     refused: fn(u16, &[u8]) -> SdkError,
 ) -> Result<Vec<u8>, SdkError> {
     let response = builder.send().await.map_err(|e| SdkError::transport(&e))?;
+    read_with(response, refused).await
+}
+
+/// Decodes a successful JSON body of an answer already received as `T`.
+pub(crate) async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, SdkError> {
+    let body = read_with(response, SdkError::from_response).await?;
+    serde_json::from_slice(&body).map_err(|e| SdkError::Decode(e.to_string()))
+}
+
+/// Reads an answer's body; a non-success status becomes the error `refused` builds from it.
+async fn read_with(
+    response: Response,
+    refused: fn(u16, &[u8]) -> SdkError,
+) -> Result<Vec<u8>, SdkError> {
     let status = response.status();
     let body = response
         .bytes()

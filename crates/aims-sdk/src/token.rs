@@ -29,10 +29,14 @@ use tokio::sync::Mutex;
 
 use crate::SdkError;
 use crate::attest::SvidSource;
-use crate::http::{http_client, parse_base_url, receive, receive_oauth, receive_oauth_empty};
+use crate::http::{
+    decode, http_client, parse_base_url, receive, receive_oauth, receive_oauth_empty,
+};
 
 /// The header that carries a DPoP proof.
 pub const DPOP: HeaderName = HeaderName::from_static("dpop");
+/// The header a server hands out DPoP nonces in (RFC 9449 §8–9).
+pub const DPOP_NONCE: HeaderName = HeaderName::from_static("dpop-nonce");
 /// Path of the decision endpoint.
 pub const DECISIONS_PATH: &str = "/v1/decisions";
 /// Path of the revocation feed.
@@ -151,6 +155,9 @@ pub struct TokenClient {
     base: String,
     binding: Binding,
     rng: SystemRandom,
+    /// The last `DPoP-Nonce` the server handed out (RFC 9449 §9), put in every proof for it.
+    /// Shared by clones: they talk to the same server.
+    nonce: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl fmt::Debug for TokenClient {
@@ -171,6 +178,7 @@ impl TokenClient {
             base: parse_base_url(base_url)?,
             binding: Binding::default(),
             rng: SystemRandom::new(),
+            nonce: Arc::default(),
         })
     }
 
@@ -388,8 +396,39 @@ impl TokenClient {
         request: &DecideRequest,
     ) -> Result<DecisionView, SdkError> {
         let url = self.url(DECISIONS_PATH);
-        let headers = self.headers(binding, access_token, key, "POST", &url)?;
-        receive(headers.apply(self.http.post(&url)).json(request)).await
+        let send = || -> Result<_, SdkError> {
+            let headers = self.headers(binding, access_token, key, "POST", &url)?;
+            Ok(headers.apply(self.http.post(&url)).json(request).send())
+        };
+        let response = send()?.await.map_err(|e| SdkError::transport(&e))?;
+        // The server binds proofs to itself with a nonce: the first proof without its current
+        // one is answered `use_dpop_nonce` with the nonce, and sent again once with it.
+        let response = if self.take_nonce(&response) {
+            send()?.await.map_err(|e| SdkError::transport(&e))?
+        } else {
+            response
+        };
+        self.take_nonce(&response);
+        decode(response).await
+    }
+
+    /// Remembers the `DPoP-Nonce` of an answer of this server; returns whether the answer
+    /// asked for a proof with it (401 `use_dpop_nonce`).
+    fn take_nonce(&self, response: &reqwest::Response) -> bool {
+        let Some(nonce) = response
+            .headers()
+            .get(DPOP_NONCE)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        *self.nonce.lock().unwrap_or_else(|p| p.into_inner()) = Some(nonce.to_owned());
+        response.status() == reqwest::StatusCode::UNAUTHORIZED
+            && response
+                .headers()
+                .get(reqwest::header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|challenge| challenge.contains("use_dpop_nonce"))
     }
 
     /// The headers that present `access_token` on a request `method url` to any resource
@@ -419,7 +458,8 @@ impl TokenClient {
         })
     }
 
-    /// A DPoP proof for `method url` signed by `key`, as a sensitive header value.
+    /// A DPoP proof for `method url` signed by `key`, as a sensitive header value; it carries
+    /// this server's last nonce when `url` is on this server.
     fn proof(
         &self,
         key: &AgentKey,
@@ -428,8 +468,21 @@ impl TokenClient {
         access_token: Option<&str>,
     ) -> Result<HeaderValue, SdkError> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let proof = dpop::sign_proof(key, &self.rng, method, url, access_token, now)
-            .map_err(|e| SdkError::Signing(e.to_string()))?;
+        let nonce = url
+            .strip_prefix(self.base.as_str())
+            .is_some_and(|path| path.starts_with('/'))
+            .then(|| self.nonce.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .flatten();
+        let proof = dpop::sign_proof_with_nonce(
+            key,
+            &self.rng,
+            method,
+            url,
+            access_token,
+            nonce.as_deref(),
+            now,
+        )
+        .map_err(|e| SdkError::Signing(e.to_string()))?;
         let mut value = HeaderValue::from_str(&proof)
             .map_err(|_| SdkError::Signing("proof encoding".into()))?;
         value.set_sensitive(true);

@@ -34,6 +34,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Most connections served at once; further ones are closed at accept.
 const MAX_CONNECTIONS: usize = 4096;
+/// What this replica's DPoP nonces are minted for.
+const DPOP_NONCE_PURPOSE: &str = "aims dpop nonce v1";
 /// How often expired nonces and proofs are deleted.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How long shutdown waits for in-flight requests.
@@ -116,7 +118,10 @@ pub async fn start_with_store(
         .map_err(|e| StartupError::Keys(format!("HTTP client: {e}")))?;
     let policy =
         PolicyHolder::empty().map_err(|e| StartupError::Keys(format!("policy engine: {e}")))?;
+    let dpop_nonces = aims_token::nonce::NonceKey::random(&rng, DPOP_NONCE_PURPOSE)
+        .map_err(|e| StartupError::Keys(format!("DPoP nonce key: {e}")))?;
     let state = AppState::new(Parts {
+        dpop_nonces,
         policy,
         http,
         config,

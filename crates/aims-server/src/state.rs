@@ -63,6 +63,9 @@ pub struct Inner {
     pub revocations: Arc<RevocationSet>,
     /// DPoP proofs seen by this replica.
     pub dpop_replay: ReplayCache,
+    /// Mints and checks this replica's DPoP nonces (a random key of this process, so a
+    /// nonce, and a proof carrying it, is good at this replica only).
+    pub dpop_nonces: NonceKey,
     /// The last readiness probe's answer.
     pub readiness: Readiness,
     /// Anonymous refusals of the current window.
@@ -103,6 +106,8 @@ pub struct Parts {
     pub http: crate::outbound::Clients,
     /// The policy holder (empty until the active version is loaded).
     pub policy: PolicyHolder,
+    /// This replica's DPoP nonce key.
+    pub dpop_nonces: NonceKey,
 }
 
 impl AppState {
@@ -122,6 +127,7 @@ impl AppState {
             federation,
             revocations,
             dpop_replay: ReplayCache::new(DPOP_REPLAY_CAPACITY),
+            dpop_nonces: parts.dpop_nonces,
             readiness: Readiness::default(),
             refusals: RefusalLog::new(parts.config.refusals_written_per_source),
             limits: RateLimits::new(

@@ -11,7 +11,10 @@ use aims_core::scope::ScopeSet;
 use aims_token::TokenError;
 use aims_token::access::{self, AccessCheck, AccessClaims};
 use aims_token::dpop::{self, ProofCheck, VerifiedProof};
-use axum::http::{HeaderMap, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
 use time::OffsetDateTime;
 
 use crate::revocation::RevocationCheck;
@@ -130,8 +133,39 @@ pub enum AccessRefusal {
     Revocation(RevocationCheck),
 }
 
+/// The response header carrying this replica's current DPoP nonce (RFC 9449 §9).
+pub const DPOP_NONCE_HEADER: &str = "dpop-nonce";
+/// How long a DPoP nonce stays valid.
+pub const DPOP_NONCE_TTL_S: i64 = 300;
+
+/// Whether a proof must carry a nonce this replica handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceRule {
+    /// At the token endpoint: proofs are burned store-wide instead.
+    NotRequired,
+    /// At the enforcement points: the nonce binds the proof to this replica, whose replay
+    /// cache then sees every use of it.
+    Required,
+}
+
+/// Why a DPoP proof was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProofRefusal {
+    /// It does not verify, is for another request or key, or was used before.
+    Invalid(String),
+    /// It carries no nonce of this replica's (a fresh one goes with the answer).
+    UseNonce,
+}
+
 /// Checks a DPoP proof for a request to `path` of this server and burns it in this replica's
-/// replay cache. `expected_jkt` is the thumbprint the proof's key must have.
+/// replay cache. `expected_jkt` is the thumbprint the proof's key must have; `nonce` says
+/// whether the proof must carry a nonce this replica minted (and is still fresh). A replay
+/// cache is per replica, so without a nonce a proof could be used once at each replica: the
+/// nonce confines it to the one that issued it.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "each argument is one part of the check"
+)]
 pub fn check_proof(
     state: &AppState,
     proof: &str,
@@ -139,8 +173,9 @@ pub fn check_proof(
     path: &str,
     access_token: Option<&str>,
     expected_jkt: &str,
+    nonce: NonceRule,
     now: OffsetDateTime,
-) -> Result<VerifiedProof, String> {
+) -> Result<VerifiedProof, ProofRefusal> {
     let url = format!("{}{path}", state.issuer);
     let verified = dpop::verify_proof(
         proof,
@@ -151,14 +186,50 @@ pub fn check_proof(
             now: now.unix_timestamp(),
         },
     )
-    .map_err(|e| format!("the DPoP proof was refused: {e}"))?;
+    .map_err(|e| ProofRefusal::Invalid(format!("the DPoP proof was refused: {e}")))?;
     if verified.jkt != expected_jkt {
-        return Err("the DPoP proof is not signed by the key the token is bound to".to_owned());
+        return Err(ProofRefusal::Invalid(
+            "the DPoP proof is not signed by the key the token is bound to".to_owned(),
+        ));
+    }
+    if nonce == NonceRule::Required
+        && verified
+            .nonce
+            .as_deref()
+            .is_none_or(|n| state.dpop_nonces.check(n, now.unix_timestamp()).is_err())
+    {
+        return Err(ProofRefusal::UseNonce);
     }
     if !state.dpop_replay.first_use(&verified, now.unix_timestamp()) {
-        return Err("the DPoP proof was used before".to_owned());
+        return Err(ProofRefusal::Invalid(
+            "the DPoP proof was used before".to_owned(),
+        ));
     }
     Ok(verified)
+}
+
+/// Middleware for the enforcement points: every answer to a request that presents a token
+/// with DPoP — accepted or refused, `use_dpop_nonce` included — carries a fresh nonce of this
+/// replica in `DPoP-Nonce`, for the client's next proof.
+pub async fn offer_dpop_nonce(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let dpop = matches!(authorization(request.headers()), Some((Scheme::Dpop, _)));
+    let mut response = next.run(request).await;
+    if dpop {
+        let expires_at = OffsetDateTime::now_utc().unix_timestamp() + DPOP_NONCE_TTL_S;
+        if let Some(nonce) = state
+            .dpop_nonces
+            .mint(&state.rng, expires_at)
+            .ok()
+            .and_then(|n| HeaderValue::from_str(&n).ok())
+        {
+            response.headers_mut().insert(DPOP_NONCE_HEADER, nonce);
+        }
+    }
+    response
 }
 
 /// The agent named by a SPIFFE ID of this trust domain, if it is registered.

@@ -6,7 +6,8 @@
 //! fragment), `iat`, a unique `jti` and, when it accompanies an access token, `ath` (the
 //! token's SHA-256, base64url). [`verify_proof`] checks all of that and returns the key's
 //! thumbprint, which the caller compares with the token's `cnf.jkt`; [`ReplayCache`] then
-//! refuses a second use of the same proof.
+//! refuses a second use of the same proof. A proof may carry the `nonce` a server handed out
+//! (RFC 9449 §8–9); whether one is required, and which are valid, is the server's to decide.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -30,6 +31,8 @@ pub const MAX_AGE_S: i64 = 60;
 pub const FUTURE_SKEW_S: i64 = 5;
 /// Longest accepted `jti`.
 const MAX_JTI_LEN: usize = 128;
+/// Longest accepted `nonce`.
+const MAX_NONCE_LEN: usize = 256;
 
 /// `ath`: the base64url SHA-256 of an access token.
 pub fn access_token_hash(access_token: &str) -> String {
@@ -52,6 +55,19 @@ pub fn sign_proof(
     access_token: Option<&str>,
     now: i64,
 ) -> Result<String, TokenError> {
+    sign_proof_with_nonce(key, rng, method, url, access_token, None, now)
+}
+
+/// [`sign_proof`] carrying the `nonce` the server handed out (its `DPoP-Nonce`), if any.
+pub fn sign_proof_with_nonce(
+    key: &AgentKey,
+    rng: &SystemRandom,
+    method: &str,
+    url: &str,
+    access_token: Option<&str>,
+    nonce: Option<&str>,
+    now: i64,
+) -> Result<String, TokenError> {
     let mut jti = [0u8; 16];
     rng.fill(&mut jti).map_err(|_| TokenError::Random)?;
     let mut claims = json!({
@@ -60,8 +76,13 @@ pub fn sign_proof(
         "htu": htu(url),
         "iat": now,
     });
-    if let (Some(token), Value::Object(map)) = (access_token, &mut claims) {
-        map.insert("ath".to_owned(), Value::String(access_token_hash(token)));
+    if let Value::Object(map) = &mut claims {
+        if let Some(token) = access_token {
+            map.insert("ath".to_owned(), Value::String(access_token_hash(token)));
+        }
+        if let Some(nonce) = nonce {
+            map.insert("nonce".to_owned(), Value::String(nonce.to_owned()));
+        }
     }
     key.sign_self_signed(rng, jws::TYP_DPOP, &claims)
 }
@@ -89,6 +110,8 @@ pub struct VerifiedProof {
     pub jti: String,
     /// Its `iat`.
     pub iat: i64,
+    /// The server-provided `nonce` it carries, if any.
+    pub nonce: Option<String>,
 }
 
 impl VerifiedProof {
@@ -146,10 +169,22 @@ pub fn verify_proof(proof: &str, check: &ProofCheck<'_>) -> Result<VerifiedProof
         (None, None) => {}
         (None, Some(_)) => return Err(TokenError::Claims("ath without an access token")),
     }
+    let nonce = match claims.get("nonce") {
+        None => None,
+        Some(Value::String(nonce)) if !nonce.is_empty() && nonce.len() <= MAX_NONCE_LEN => {
+            Some(nonce.clone())
+        }
+        Some(_) => {
+            return Err(TokenError::Claims(
+                "nonce must be a string of 1-256 characters",
+            ));
+        }
+    };
     Ok(VerifiedProof {
         jkt: key.thumbprint(),
         jti: jti.to_owned(),
         iat,
+        nonce,
     })
 }
 
@@ -217,6 +252,24 @@ mod tests {
             let proof = sign_proof(&key, &rng, "POST", URL, Some("tok"), NOW).unwrap();
             let verified = verify_proof(&proof, &check(Some("tok"))).unwrap();
             assert_eq!(verified.jkt, key.thumbprint());
+        }
+    }
+
+    #[test]
+    fn a_server_nonce_is_carried_and_must_be_a_short_string() {
+        let key = key(AgentKeyKind::P256);
+        let rng = SystemRandom::new();
+        let bare = sign_proof(&key, &rng, "POST", URL, None, NOW).unwrap();
+        assert_eq!(verify_proof(&bare, &check(None)).unwrap().nonce, None);
+        let with = sign_proof_with_nonce(&key, &rng, "POST", URL, None, Some("n-1"), NOW).unwrap();
+        assert_eq!(
+            verify_proof(&with, &check(None)).unwrap().nonce.as_deref(),
+            Some("n-1")
+        );
+        for bad in [json!(""), json!(7), json!("x".repeat(257))] {
+            let claims = json!({"jti": "j", "htm": "POST", "htu": URL, "iat": NOW, "nonce": bad});
+            let proof = key.sign_self_signed(&rng, jws::TYP_DPOP, &claims).unwrap();
+            assert!(verify_proof(&proof, &check(None)).is_err(), "{claims}");
         }
     }
 

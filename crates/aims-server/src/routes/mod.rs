@@ -36,6 +36,7 @@ use crate::error::ApiError;
 use crate::limits;
 use crate::metrics::RequestLabels;
 use crate::state::AppState;
+use crate::tokens;
 
 /// Builds the full router over `state`.
 pub fn router(state: AppState) -> Router {
@@ -85,7 +86,11 @@ pub fn router(state: AppState) -> Router {
         .route("/decisions", post(policies::decide))
         .route("/tasks", post(tasks::create))
         .route("/revocations", get(revocations::page))
-        .route("/revocations/stream", get(revocations::stream));
+        .route("/revocations/stream", get(revocations::stream))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            tokens::offer_dpop_nonce,
+        ));
     // Rate limits wrap the audit layer: a request refused for its rate is counted, never
     // written on its own (`crate::refusals`).
     let unless_credentialed =
@@ -101,6 +106,10 @@ pub fn router(state: AppState) -> Router {
     let authzen = Router::new()
         .route("/evaluation", post(authzen::evaluation))
         .route("/evaluations", post(authzen::evaluations))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            tokens::offer_dpop_nonce,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), audit_layer))
         .layer(unless_credentialed.clone());
 

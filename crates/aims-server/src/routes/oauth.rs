@@ -49,6 +49,7 @@ use crate::routes::policies::{decision_request, principal_of, request_on};
 use crate::state::AppState;
 use crate::svid::{self, PresentedSvid};
 use crate::tokens;
+use crate::tokens::{NonceRule, ProofRefusal};
 
 /// Most form parameters in one request.
 const MAX_PARAMS: usize = 32;
@@ -793,11 +794,21 @@ fn possession(
 ) -> Result<Option<VerifiedProof>, Refusal> {
     let header = tokens::dpop_header(headers).map_err(|e| Refusal::new("invalid_dpop_proof", e))?;
     match (header, bound_to) {
-        (Some(proof), Some(jkt)) => {
-            tokens::check_proof(state, proof, "POST", TOKEN_PATH, None, jkt, now)
-                .map(Some)
-                .map_err(|e| Refusal::new("invalid_dpop_proof", e))
-        }
+        (Some(proof), Some(jkt)) => tokens::check_proof(
+            state,
+            proof,
+            "POST",
+            TOKEN_PATH,
+            None,
+            jkt,
+            NonceRule::NotRequired,
+            now,
+        )
+        .map(Some)
+        .map_err(|refusal| match refusal {
+            ProofRefusal::Invalid(why) => Refusal::new("invalid_dpop_proof", why),
+            ProofRefusal::UseNonce => Refusal::new("use_dpop_nonce", "a nonce is required"),
+        }),
         (Some(_), None) => Err(Refusal::new(
             "invalid_dpop_proof",
             "the subject token is not bound to a key",

@@ -30,7 +30,7 @@ use crate::policy::{self, LoadedPolicy};
 use crate::revocation::RevocationCheck;
 use crate::state::AppState;
 use crate::svid;
-use crate::tokens::{self, AccessRefusal, Scheme};
+use crate::tokens::{self, AccessRefusal, NonceRule, ProofRefusal, Scheme};
 
 /// Most files in one policy set.
 const MAX_FILES: usize = 256;
@@ -511,8 +511,26 @@ async fn token_caller(
                     "a DPoP proof is required".to_owned(),
                 )
             })?;
-            tokens::check_proof(state, proof, method, path, Some(token), &cnf.jkt, now)
-                .map_err(|e| unauthorized("DPoP", "invalid_dpop_proof", e))?;
+            tokens::check_proof(
+                state,
+                proof,
+                method,
+                path,
+                Some(token),
+                &cnf.jkt,
+                NonceRule::Required,
+                now,
+            )
+            .map_err(|refusal| match refusal {
+                ProofRefusal::Invalid(why) => unauthorized("DPoP", "invalid_dpop_proof", why),
+                // The fresh nonce goes with every answer to a DPoP request (`dpop_nonce_layer`).
+                ProofRefusal::UseNonce => unauthorized(
+                    "DPoP",
+                    "use_dpop_nonce",
+                    "the DPoP proof must carry this server's nonce (see the DPoP-Nonce header)"
+                        .to_owned(),
+                ),
+            })?;
         }
         (Some(_), Scheme::Bearer) => {
             return Err(unauthorized(

@@ -1903,6 +1903,7 @@ async fn stale_and_future_dpop_proofs_are_refused(backend: Backend) {
             "htm": "POST",
             "htu": scene.url(path),
             "iat": iat,
+            "nonce": scene.nonce(),
         });
         if let Some(access) = access {
             claims["ath"] = json!(dpop::access_token_hash(access));

@@ -23,6 +23,7 @@ on_both_stores!(
     delegation_narrows_and_revocation_cascades,
     refused_exchanges_issue_nothing,
     a_dpop_proof_is_used_once,
+    enforcement_points_require_this_servers_dpop_nonce,
     introspection_and_revocation_follow_the_rfcs,
     policies_cap_token_lifetimes,
     a_suspended_agents_tokens_are_refused_at_once,
@@ -46,6 +47,8 @@ pub struct Scene {
     pub planner: Held,
     pub executor: Held,
     pub rs_secret: String,
+    /// The server's last `DPoP-Nonce`, put in every proof (the enforcement points require it).
+    nonce: std::sync::Mutex<Option<String>>,
 }
 
 /// Registers (with `extra` registry fields) and attests an agent.
@@ -95,11 +98,35 @@ impl Scene {
         let rs_secret = rs.body["client_secret"].as_str().unwrap().to_owned();
         let planner = attested(&server, "planner", "planner", planner).await;
         let executor = attested(&server, "executor", "executor", executor).await;
-        Self {
+        let scene = Self {
             server,
             planner,
             executor,
             rs_secret,
+            nonce: std::sync::Mutex::new(None),
+        };
+        // Any answer to a DPoP request carries a nonce: learn the first one.
+        let probe = scene
+            .server
+            .http
+            .post(scene.url("/v1/decisions"))
+            .header("Authorization", "DPoP x")
+            .send()
+            .await
+            .unwrap();
+        scene.remember_nonce(&TestServer::reply(probe).await);
+        scene
+    }
+
+    /// The server's last DPoP nonce.
+    pub fn nonce(&self) -> Option<String> {
+        self.nonce.lock().unwrap().clone()
+    }
+
+    /// Keeps the `DPoP-Nonce` of `reply`, if it has one.
+    pub fn remember_nonce(&self, reply: &Reply) {
+        if let Some(nonce) = reply.headers.get("dpop-nonce") {
+            *self.nonce.lock().unwrap() = Some(nonce.to_str().unwrap().to_owned());
         }
     }
 
@@ -121,15 +148,17 @@ impl Scene {
         format!("{}{path}", self.server.base)
     }
 
-    /// A DPoP proof by `key` for `method` on `path` of the server.
+    /// A DPoP proof by `key` for `method` on `path` of the server, with its last nonce.
     pub fn proof(&self, key: &AgentKey, method: &str, path: &str, token: Option<&str>) -> String {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        dpop::sign_proof(
+        let nonce = self.nonce();
+        dpop::sign_proof_with_nonce(
             key,
             &SystemRandom::new(),
             method,
             &self.url(path),
             token,
+            nonce.as_deref(),
             now,
         )
         .unwrap()
@@ -199,7 +228,9 @@ impl Scene {
             .send()
             .await
             .unwrap();
-        TestServer::reply(resp).await
+        let reply = TestServer::reply(resp).await;
+        self.remember_nonce(&reply);
+        reply
     }
 
     /// Introspects `token` as the resource server.
@@ -579,6 +610,73 @@ async fn a_dpop_proof_is_used_once(backend: Backend) {
         "{statuses:?}"
     );
     assert!(statuses.contains(&StatusCode::UNAUTHORIZED));
+}
+
+/// RFC 9449 §9: the decision endpoint accepts a DPoP proof only with a nonce it handed out
+/// and that is still fresh; it answers every DPoP request with a new one, and a proof without
+/// one (or with a stranger's) with `use_dpop_nonce`. The token endpoint needs none.
+async fn enforcement_points_require_this_servers_dpop_nonce(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    let token = access_token(&scene.exchange("read:repo/acme/*").await);
+    let key = &scene.planner.key;
+    let sign = |nonce: Option<&str>| {
+        dpop::sign_proof_with_nonce(
+            key,
+            &SystemRandom::new(),
+            "POST",
+            &scene.url("/v1/decisions"),
+            Some(&token),
+            nonce,
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+        )
+        .unwrap()
+    };
+    let stranger = Scene::start(backend).await.nonce().unwrap();
+    let fresh = scene.nonce().unwrap();
+    let mut tampered = fresh.clone();
+    tampered.replace_range(..1, if fresh.starts_with('A') { "B" } else { "A" });
+    for (case, nonce) in [
+        ("no nonce", None),
+        ("another server's nonce", Some(stranger.as_str())),
+        ("a tampered nonce", Some(tampered.as_str())),
+        ("not a nonce", Some("x")),
+    ] {
+        let reply = scene
+            .decide_with_proof(&token, &sign(nonce), "read", "repo/acme/app")
+            .await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (StatusCode::UNAUTHORIZED, "use_dpop_nonce"),
+            "{case}: {}",
+            reply.body
+        );
+        let challenge = reply.headers["www-authenticate"].to_str().unwrap();
+        assert!(
+            challenge.starts_with("DPoP error=\"use_dpop_nonce\""),
+            "{case}: {challenge}"
+        );
+        assert!(reply.headers.contains_key("dpop-nonce"), "{case}");
+    }
+    // With the nonce it handed out last: allowed, and the answer carries the next one.
+    let nonce = scene.nonce().unwrap();
+    let reply = scene
+        .decide_with_proof(&token, &sign(Some(&nonce)), "read", "repo/acme/app")
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(reply.headers.contains_key("dpop-nonce"));
+    // An SVID is a bearer credential: no proof, no nonce.
+    let bearer = scene
+        .server
+        .http
+        .post(scene.url("/v1/decisions"))
+        .bearer_auth(&scene.planner.svid)
+        .json(&json!({"action": "read", "resource": repository("repo/acme/app")}))
+        .send()
+        .await
+        .unwrap();
+    let bearer = TestServer::reply(bearer).await;
+    assert_ne!(bearer.code(), "use_dpop_nonce", "{}", bearer.body);
+    assert!(!bearer.headers.contains_key("dpop-nonce"));
 }
 
 async fn introspection_and_revocation_follow_the_rfcs(backend: Backend) {

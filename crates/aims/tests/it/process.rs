@@ -90,9 +90,11 @@ impl Server {
         });
         let mut banner = Vec::new();
         loop {
-            let line = lines_rx
-                .recv_timeout(Duration::from_secs(30))
-                .expect("server did not start");
+            let Ok(line) = lines_rx.recv_timeout(Duration::from_secs(30)) else {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(&stderr_file).unwrap_or_default();
+                panic!("the server did not start; it logged:\n{log}");
+            };
             if let Some(url) = line.strip_prefix("listening on ") {
                 return Self {
                     child,

@@ -27,9 +27,10 @@ const TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// The resource server task tokens are issued for.
 pub const AUDIENCE: &str = "https://tools.acme.example/repo";
 
-/// A fresh database on the server named by `AIMS_TEST_DATABASE_URL` (dropping what earlier
-/// runs left behind).
+/// A fresh database on the server named by `AIMS_TEST_DATABASE_URL` (dropping, once per
+/// process, what earlier runs left behind: never another test's of this run).
 pub async fn database_url() -> String {
+    static LEFTOVERS_DROPPED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     let base = std::env::var("AIMS_TEST_DATABASE_URL")
         .expect("AIMS_TEST_DATABASE_URL must name a PostgreSQL database");
     let mut suffix = [0u8; 6];
@@ -42,19 +43,22 @@ pub async fn database_url() -> String {
             .collect::<String>()
     );
     let pool = sqlx::PgPool::connect(&base).await.unwrap();
-    // Earlier runs' databases: a database still in use refuses to be dropped, so only
-    // leftovers go.
-    let leftovers: Vec<String> = sqlx::query_scalar(
-        "SELECT datname FROM pg_database WHERE datname LIKE 'aims\\_replicas\\_%'",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    for leftover in leftovers {
-        let _ = sqlx::query(&format!("DROP DATABASE {leftover}"))
-            .execute(&pool)
-            .await;
-    }
+    LEFTOVERS_DROPPED
+        .get_or_init(|| async {
+            // A database still in use refuses to be dropped, so only leftovers go.
+            let leftovers: Vec<String> = sqlx::query_scalar(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'aims\\_replicas\\_%'",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            for leftover in leftovers {
+                let _ = sqlx::query(&format!("DROP DATABASE {leftover}"))
+                    .execute(&pool)
+                    .await;
+            }
+        })
+        .await;
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&pool)
         .await
@@ -132,11 +136,29 @@ fn issued(body: &Value) -> String {
         .to_owned()
 }
 
-fn proof(agent: &Agent, method: &str, path: &str, token: Option<&str>) -> String {
+/// The last `DPoP-Nonce` each server process (by its own URL) handed out: a proof for an
+/// enforcement point must carry the nonce of the replica it goes to.
+static NONCES: std::sync::Mutex<BTreeMap<String, String>> = std::sync::Mutex::new(BTreeMap::new());
+
+fn proof(
+    agent: &Agent,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    nonce: Option<&str>,
+) -> String {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let url = format!("{PUBLIC_URL}{path}");
-    aims_token::dpop::sign_proof(&agent.key, &SystemRandom::new(), method, &url, token, now)
-        .unwrap()
+    aims_token::dpop::sign_proof_with_nonce(
+        &agent.key,
+        &SystemRandom::new(),
+        method,
+        &url,
+        token,
+        nonce,
+        now,
+    )
+    .unwrap()
 }
 
 impl Deployment {
@@ -258,7 +280,7 @@ impl Replica<'_> {
     /// POSTs `form` to the token endpoint with a DPoP proof by `holder`; returns the status
     /// and the body.
     async fn token_response(&self, holder: &Agent, form: &[(&str, &str)]) -> (u16, Value) {
-        let proof = proof(holder, "POST", "/oauth2/token", None);
+        let proof = proof(holder, "POST", "/oauth2/token", None, None);
         let resp = self
             .http
             .post(format!("{}/oauth2/token", self.url))
@@ -307,9 +329,18 @@ impl Replica<'_> {
         self.token(delegator, &form).await
     }
 
-    /// A decision request: `agent` reads a repository with the task token.
-    fn decision_request(&self, agent: &Agent, token: &str) -> reqwest::RequestBuilder {
-        let proof = proof(agent, "POST", "/v1/decisions", Some(token));
+    /// This replica's last DPoP nonce.
+    pub fn nonce(&self) -> Option<String> {
+        NONCES.lock().unwrap().get(self.url).cloned()
+    }
+
+    /// A DPoP proof by `agent` for a decision with `token` at this replica, carrying `nonce`.
+    pub fn decision_proof(&self, agent: &Agent, token: &str, nonce: Option<&str>) -> String {
+        proof(agent, "POST", "/v1/decisions", Some(token), nonce)
+    }
+
+    /// A decision request with `proof`: `agent` reads a repository with the task token.
+    pub fn decision_request_with(&self, token: &str, proof: &str) -> reqwest::RequestBuilder {
         self.http
             .post(format!("{}/v1/decisions", self.url))
             .header("Authorization", format!("DPoP {token}"))
@@ -321,17 +352,34 @@ impl Replica<'_> {
 
     /// Asks for a decision with the task token; returns the HTTP status.
     pub async fn decide(&self, agent: &Agent, token: &str) -> u16 {
-        self.decision_request(agent, token)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+        self.decision(agent, token).await.0
     }
 
-    /// [`Self::decide`], also returning the body (a refusal says why).
+    /// [`Self::decide`], also returning the body (a refusal says why). A proof without this
+    /// replica's current nonce is answered `use_dpop_nonce`, and sent once more with it.
     pub async fn decision(&self, agent: &Agent, token: &str) -> (u16, Value) {
-        let resp = self.decision_request(agent, token).send().await.unwrap();
+        let (status, body) = self.decision_once(agent, token).await;
+        if status == 401 && body["error"] == "use_dpop_nonce" {
+            return self.decision_once(agent, token).await;
+        }
+        (status, body)
+    }
+
+    async fn decision_once(&self, agent: &Agent, token: &str) -> (u16, Value) {
+        let proof = self.decision_proof(agent, token, self.nonce().as_deref());
+        self.send_decision(self.decision_request_with(token, &proof))
+            .await
+    }
+
+    /// Sends a decision request; remembers the replica's nonce; returns status and body.
+    pub async fn send_decision(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = request.send().await.unwrap();
+        if let Some(nonce) = resp.headers().get("dpop-nonce") {
+            NONCES
+                .lock()
+                .unwrap()
+                .insert(self.url.to_owned(), nonce.to_str().unwrap().to_owned());
+        }
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }

@@ -75,3 +75,40 @@ async fn a_token_revoked_on_one_replica_is_refused_by_the_other() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
+
+/// RFC 9449 server nonces bind a DPoP proof to the replica that handed out its nonce: each
+/// replica's replay cache sees every use of the proofs it accepts, so a captured proof can be
+/// replayed at no replica (without nonces it could be used once at each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set AIMS_TEST_DATABASE_URL and run with --include-ignored"]
+async fn a_dpop_proof_is_good_once_at_one_replica_only() {
+    let deployment = Deployment::start(&database_url().await).await;
+    let (a, b) = (deployment.at(0), deployment.at(1));
+    let planner = a.planner().await;
+    let token = a.exchange(&planner).await;
+    // Each replica hands out its nonce with its answers.
+    assert_eq!(a.decide(&planner, &token).await, 200);
+    assert_eq!(b.decide(&planner, &token).await, 200);
+    assert_ne!(a.nonce(), b.nonce());
+
+    let proof = a.decision_proof(&planner, &token, a.nonce().as_deref());
+    let (status, body) = a
+        .send_decision(a.decision_request_with(&token, &proof))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = a
+        .send_decision(a.decision_request_with(&token, &proof))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_dpop_proof"))
+    );
+    let (status, body) = b
+        .send_decision(b.decision_request_with(&token, &proof))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("use_dpop_nonce")),
+        "replayed at the other replica: {body}"
+    );
+}
