@@ -207,21 +207,19 @@ fn validate_labels(labels: &Labels) -> Result<(), AgentError> {
     }
     if labels
         .values()
-        .any(|v| v.len() > 256 || v.chars().any(char::is_control))
+        .any(|v| v.len() > 256 || !crate::text::is_visible(v, false))
     {
         return Err(AgentError::Bounds(
-            "label values must be at most 256 printable characters",
+            "label values must be at most 256 printable characters, none of them invisible",
         ));
     }
     Ok(())
 }
 
 fn validate_description(description: &str) -> Result<(), AgentError> {
-    if description.len() > MAX_DESCRIPTION
-        || description.chars().any(|c| c.is_control() && c != '\n')
-    {
+    if description.len() > MAX_DESCRIPTION || !crate::text::is_visible(description, true) {
         return Err(AgentError::Bounds(
-            "description must be at most 1024 printable characters",
+            "description must be at most 1024 printable characters, none of them invisible",
         ));
     }
     Ok(())

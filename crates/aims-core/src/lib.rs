@@ -14,6 +14,7 @@ pub mod posture;
 pub mod revocation;
 pub mod scope;
 pub mod task;
+pub mod text;
 pub mod user;
 
 /// Decodes exactly 32 bytes of hex (the stored form of every SHA-256 digest).

@@ -154,7 +154,7 @@ fn check_list(
 }
 
 fn check_value(field: &'static str, value: &str) -> Result<(), PostureError> {
-    if value.is_empty() || value.len() > 256 || value.chars().any(char::is_control) {
+    if value.is_empty() || value.len() > 256 || !crate::text::is_visible(value, false) {
         return Err(PostureError::BadValue { field });
     }
     Ok(())

@@ -35,7 +35,7 @@ pub fn is_valid_subject(value: &str) -> bool {
 }
 
 fn is_bounded_text(value: &str, max: usize) -> bool {
-    !value.trim().is_empty() && value.len() <= max && !value.chars().any(char::is_control)
+    !value.trim().is_empty() && value.len() <= max && crate::text::is_visible(value, false)
 }
 
 /// Where a task is in its life.

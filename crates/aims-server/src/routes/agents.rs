@@ -299,7 +299,7 @@ async fn lifecycle(
 ) -> Result<Json<AgentView>, ApiError> {
     caller.require(Access::Administer)?;
     if let Some(reason) = &request.reason
-        && (reason.len() > MAX_REASON || reason.chars().any(char::is_control))
+        && (reason.len() > MAX_REASON || !aims_core::text::is_visible(reason, false))
     {
         return Err(ApiError::bad_request(
             "invalid_reason",

@@ -123,7 +123,10 @@ pub async fn revoke(
     let reason = req
         .reason
         .unwrap_or_else(|| "revoked by an operator".to_owned());
-    if reason.is_empty() || reason.len() > MAX_REASON || reason.chars().any(char::is_control) {
+    if reason.is_empty()
+        || reason.len() > MAX_REASON
+        || !aims_core::text::is_visible(&reason, false)
+    {
         return Err(ApiError::bad_request(
             "invalid_reason",
             "reason must be 1 to 256 characters without control characters",

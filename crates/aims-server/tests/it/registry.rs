@@ -99,6 +99,28 @@ async fn bad_registrations_are_refused_audited_and_change_nothing(backend: Backe
             StatusCode::BAD_REQUEST,
             "invalid_body",
         ),
+        // Owners that look like alice@acme.example but are not: `revoke --owner` would miss
+        // them. A Cyrillic а, a right-to-left override, a zero-width space.
+        (
+            json!({"name": "x", "owner": "\u{430}lice@acme.example"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            json!({"name": "x", "owner": "alice@acme.example\u{202E}"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            json!({"name": "x", "owner": "alice@acme\u{200B}.example"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            json!({"name": "x", "owner": "bob", "labels": {"team": "pay\u{200B}ments"}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_agent",
+        ),
         (
             json!({"name": "x", "owner": "bob", "limits": {"max_token_ttl_s": 0}}),
             StatusCode::BAD_REQUEST,

@@ -1,0 +1,57 @@
+//! What free text AIMS accepts from callers (descriptions, labels, intents, reasons): what a
+//! person reading it sees is what it is. Control characters are refused, and so are the
+//! invisible formatting characters that make two strings look alike or reorder how text is
+//! displayed ("Trojan Source"): bidirectional overrides, embeddings and isolates, zero-width
+//! characters, the byte-order mark, the soft hyphen.
+
+/// Whether `c` may not appear in caller-supplied text.
+pub fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{061C}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{17B4}'
+                | '\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{FFF0}'..='\u{FFFB}'
+        )
+}
+
+/// Whether `text` is free of hidden characters (a line break allowed where `multiline`).
+pub fn is_visible(text: &str, multiline: bool) -> bool {
+    !text
+        .chars()
+        .any(|c| is_hidden(c) && !(multiline && c == '\n'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn look_alike_and_reordering_characters_are_hidden() {
+        for c in [
+            '\n', '\u{7}', '\u{200B}', '\u{200D}', '\u{202E}', '\u{2066}', '\u{FEFF}',
+        ] {
+            assert!(is_hidden(c), "{c:?}");
+        }
+        for c in ['a', 'é', 'а', ' ', '€', '中'] {
+            assert!(!is_hidden(c), "{c:?}");
+        }
+        assert!(is_visible("fix the build", false));
+        assert!(is_visible("line one\nline two", true));
+        assert!(!is_visible("line one\nline two", false));
+        assert!(!is_visible("abc\u{202E}fed", true));
+    }
+}
