@@ -88,6 +88,9 @@ pub enum StartupError {
     /// `AIMS_BOOTSTRAP_TOKEN` is unusable.
     #[error("{ENV_BOOTSTRAP_TOKEN} must be 32 to 512 printable ASCII characters without spaces")]
     BootstrapToken,
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::federation::{RawTrustedIssuer, TrustedIssuer};
 use crate::limits::Rate;
+use crate::tls::TlsFiles;
 
 /// Default listen address (loopback only; expose deliberately).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
@@ -49,6 +50,10 @@ pub const ENV_RATE_LIMIT_PER_CREDENTIAL: &str = "AIMS_RATE_LIMIT_PER_CREDENTIAL"
 pub const DEFAULT_RATE_LIMIT_PER_SOURCE: &str = "100/500";
 /// Default per-credential rate limit.
 pub const DEFAULT_RATE_LIMIT_PER_CREDENTIAL: &str = "50/200";
+/// PEM certificate chain to serve HTTPS with (with [`ENV_TLS_KEY`]).
+pub const ENV_TLS_CERT: &str = "AIMS_TLS_CERT";
+/// PEM private key to serve HTTPS with (with [`ENV_TLS_CERT`]).
+pub const ENV_TLS_KEY: &str = "AIMS_TLS_KEY";
 /// `true` lets SSF push streams deliver to loopback and private addresses (default `false`).
 pub const ENV_SSF_PUSH_PRIVATE_NETWORKS: &str = "AIMS_SSF_PUSH_PRIVATE_NETWORKS";
 
@@ -106,6 +111,10 @@ pub struct RawConfig {
     pub refusal_window_s: Option<u64>,
     /// Anonymous refusals written one by one per source per window.
     pub refusals_written_per_source: Option<u64>,
+    /// PEM certificate chain (leaf first) to serve HTTPS with; reloaded when it changes.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    pub tls_key_file: Option<PathBuf>,
     /// Per-source rate limit, `RATE/BURST` (requests per second, and at once).
     pub rate_limit_per_source: Option<String>,
     /// Per-credential rate limit on the token endpoints, `RATE/BURST`.
@@ -142,6 +151,8 @@ impl RawConfig {
                 .ssf_push_private_networks
                 .or(self.ssf_push_private_networks),
             storage_reserve_mb: other.storage_reserve_mb.or(self.storage_reserve_mb),
+            tls_cert_file: other.tls_cert_file.or(self.tls_cert_file),
+            tls_key_file: other.tls_key_file.or(self.tls_key_file),
             refusal_window_s: other.refusal_window_s.or(self.refusal_window_s),
             refusals_written_per_source: other
                 .refusals_written_per_source
@@ -162,6 +173,8 @@ impl RawConfig {
             trust_domain: var(ENV_TRUST_DOMAIN),
             public_url: var(ENV_PUBLIC_URL),
             drift_webhook_url: var(ENV_DRIFT_WEBHOOK_URL),
+            tls_cert_file: var(ENV_TLS_CERT).map(PathBuf::from),
+            tls_key_file: var(ENV_TLS_KEY).map(PathBuf::from),
             rate_limit_per_source: var(ENV_RATE_LIMIT_PER_SOURCE),
             rate_limit_per_credential: var(ENV_RATE_LIMIT_PER_CREDENTIAL),
             ..RawConfig::default()
@@ -184,6 +197,10 @@ pub struct Overrides {
     pub trust_domain: Option<String>,
     /// `--public-url`.
     pub public_url: Option<String>,
+    /// `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The validated server configuration.
@@ -233,6 +250,8 @@ pub struct Config {
     /// Free bytes the SQLite store keeps on its volume (default 64 MiB); writes are refused
     /// with 503 below it, and `/readyz` says so.
     pub storage_reserve_bytes: u64,
+    /// The certificate and key to serve HTTPS with ([`crate::tls`]); plain HTTP without.
+    pub tls: Option<TlsFiles>,
     /// Window of anonymous refusals ([`crate::refusals`]; default 60 s).
     pub refusal_window: Duration,
     /// Anonymous refusals written one by one per source per window (default 10).
@@ -274,6 +293,8 @@ impl Config {
             database_url: overrides.database_url.clone(),
             trust_domain: overrides.trust_domain.clone(),
             public_url: overrides.public_url.clone(),
+            tls_cert_file: overrides.tls_cert.clone(),
+            tls_key_file: overrides.tls_key.clone(),
             ..RawConfig::default()
         };
         let raw = from_file
@@ -412,6 +433,17 @@ impl Config {
             raw.rate_limit_per_credential,
             DEFAULT_RATE_LIMIT_PER_CREDENTIAL,
         );
+        let tls = match (raw.tls_cert_file, raw.tls_key_file) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => {
+                errors.push(
+                    "tls_cert_file and tls_key_file: give both (HTTPS) or neither (HTTP)"
+                        .to_owned(),
+                );
+                None
+            }
+        };
         let mut trusted_issuers = Vec::new();
         for issuer in raw.trusted_issuers.unwrap_or_default() {
             match TrustedIssuer::try_from_raw(issuer) {
@@ -470,6 +502,7 @@ impl Config {
                 trusted_issuers,
                 ssf_push_private_networks,
                 storage_reserve_bytes: storage_reserve_mb.saturating_mul(1 << 20),
+                tls,
                 refusal_window: Duration::from_secs(refusal_window_s),
                 refusals_written_per_source,
                 rate_limit_per_source,
@@ -620,5 +653,45 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.0.len(), 3, "{err}");
+    }
+
+    #[test]
+    fn storage_tls_and_rate_limits_come_from_the_environment_and_are_checked() {
+        let config = Config::load_with(
+            &Overrides::default(),
+            &env(&[
+                (ENV_STORAGE_RESERVE_MB, "3"),
+                (ENV_TLS_CERT, "/etc/aims/tls.crt"),
+                (ENV_TLS_KEY, "/etc/aims/tls.key"),
+                (ENV_RATE_LIMIT_PER_SOURCE, "7/70"),
+                (ENV_RATE_LIMIT_PER_CREDENTIAL, "2/20"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.storage_reserve_bytes, 3 << 20);
+        assert_eq!(
+            config.tls,
+            Some(TlsFiles {
+                cert: "/etc/aims/tls.crt".into(),
+                key: "/etc/aims/tls.key".into(),
+            })
+        );
+        assert_eq!(config.rate_limit_per_source.to_string(), "7/70");
+        assert_eq!(config.rate_limit_per_credential.to_string(), "2/20");
+        let defaults = Config::load_with(&Overrides::default(), &env(&[])).unwrap();
+        assert_eq!(defaults.storage_reserve_bytes, 64 << 20);
+        assert_eq!(defaults.tls, None);
+        assert_eq!(defaults.rate_limit_per_source.to_string(), "100/500");
+        let err = Config::load_with(
+            &Overrides::default(),
+            &env(&[
+                (ENV_STORAGE_RESERVE_MB, "lots"),
+                (ENV_TLS_CERT, "/etc/aims/tls.crt"),
+                (ENV_RATE_LIMIT_PER_SOURCE, "0/5"),
+                (ENV_RATE_LIMIT_PER_CREDENTIAL, "5"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(err.0.len(), 4, "{err}");
     }
 }

@@ -17,6 +17,7 @@ use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use crate::audit_writer::AuditWriter;
 use crate::bootstrap::{self, DataDirLock, StartupError};
@@ -45,6 +46,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct RunningServer {
     /// The bound address.
     pub addr: SocketAddr,
+    /// Where it answers: `http://ADDR`, or `https://ADDR` when it serves TLS.
+    pub base_url: String,
     /// The bootstrap admin credential, when this start generated it (shown once).
     pub bootstrap_credential: Option<SecretString>,
     shutdown: watch::Sender<bool>,
@@ -108,10 +111,22 @@ pub async fn start_with_store(
             addr: config.listen,
             source,
         })?;
+    let tls = match &config.tls {
+        Some(files) => {
+            let certificates = crate::tls::Certificates::load(files.clone())
+                .map_err(|e| StartupError::Tls(e.to_string()))?;
+            let acceptor = certificates
+                .acceptor()
+                .map_err(|e| StartupError::Tls(e.to_string()))?;
+            Some((certificates, acceptor))
+        }
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let issuer = config
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
     let metrics = Arc::new(Metrics::new());
     let (audit, _writer) = AuditWriter::spawn(started.store.clone(), metrics.clone());
     let http = crate::outbound::clients(&config)
@@ -156,9 +171,14 @@ pub async fn start_with_store(
     tokio::spawn(crate::limits::forget_idle(state.clone(), stop.clone()));
     // Pushes SSF events to the push streams whose delivery this replica claims.
     tokio::spawn(ssf::push(state.clone(), stop.clone()));
+    let acceptor = tls.map(|(certificates, acceptor)| {
+        tokio::spawn(crate::tls::watch(certificates, stop.clone()));
+        acceptor
+    });
     let app = router(state);
-    let task = tokio::spawn(serve(listener, app, stop));
+    let task = tokio::spawn(serve(listener, acceptor, app, stop));
     Ok(RunningServer {
+        base_url: format!("{scheme}://{addr}"),
         addr,
         bootstrap_credential: started.bootstrap_credential,
         shutdown,
@@ -170,8 +190,11 @@ pub async fn start_with_store(
 /// Accepts connections until `stop`, then lets in-flight requests finish (bounded by
 /// [`DRAIN_TIMEOUT`]). Each connection has a header-read timeout and a header size cap, so slow
 /// or huge headers cannot hold a connection; at most [`MAX_CONNECTIONS`] are served at once.
+/// With `tls`, every connection is HTTPS (a handshake that does not finish within
+/// [`crate::tls::HANDSHAKE_TIMEOUT`] is dropped).
 async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     app: axum::Router,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -196,20 +219,41 @@ async fn serve(
             continue;
         };
         // Handlers see the caller's address as `ConnectInfo`.
-        let service = app
-            .clone()
-            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
-        let connection = http1::Builder::new()
+        let service = TowerToHyperService::new(
+            app.clone()
+                .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
+        );
+        let http = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(MAX_HEADER_BYTES)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            // A connection error (client went away, timeout) concerns that client only.
-            let _ = connection.await;
-            drop(slot);
-        });
+            .clone();
+        match &tls {
+            None => {
+                let connection =
+                    graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    // A connection error (client went away, timeout) concerns that client only.
+                    let _ = connection.await;
+                    drop(slot);
+                });
+            }
+            Some(acceptor) => {
+                let handshake = acceptor.accept(stream);
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, handshake).await
+                    else {
+                        return;
+                    };
+                    let connection =
+                        watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+                    let _ = connection.await;
+                    drop(slot);
+                });
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())

@@ -131,6 +131,12 @@ struct ServerArgs {
     /// Public base URL used as issuer (also AIMS_PUBLIC_URL).
     #[arg(long)]
     public_url: Option<String>,
+    /// PEM certificate chain to serve HTTPS with, reloaded when it changes (also AIMS_TLS_CERT).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of the certificate (also AIMS_TLS_KEY).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -192,6 +198,8 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         database_url: args.database_url,
         trust_domain: args.trust_domain,
         public_url: args.public_url,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
     };
     let config = Config::load(&overrides)?;
     let data_dir = config.data_dir.clone();
@@ -210,7 +218,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         data_dir = %data_dir.display(),
         "aims server started"
     );
-    println!("listening on http://{}", server.addr);
+    println!("listening on {}", server.base_url);
     shutdown_signal().await?;
     tracing::info!("shutting down: finishing in-flight requests");
     server.shutdown();

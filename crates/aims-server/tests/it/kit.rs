@@ -131,7 +131,7 @@ impl TestServer {
         let env = HashMap::from([(ENV_BOOTSTRAP_TOKEN.to_owned(), ADMIN_TOKEN.to_owned())]);
         let mut config = config_with(&dir, &env);
         tune(&mut config);
-        Self::launch(backend, dir, store, env, config)
+        Self::start_configured(backend, dir, store, env, config)
             .await
             .unwrap()
     }
@@ -144,10 +144,12 @@ impl TestServer {
         env: HashMap<String, String>,
     ) -> Result<Self, aims_server::bootstrap::StartupError> {
         let config = config_with(&dir, &env);
-        Self::launch(backend, dir, store, env, config).await
+        Self::start_configured(backend, dir, store, env, config).await
     }
 
-    async fn launch(
+    /// A server over an existing store and data directory, with `config` and environment
+    /// `env`.
+    pub async fn start_configured(
         backend: Backend,
         dir: Arc<TempDir>,
         store: Arc<dyn Store>,
@@ -157,7 +159,7 @@ impl TestServer {
         let lookup = |name: &str| env.get(name).cloned();
         let running = start_with_store(config, store.clone(), &lookup).await?;
         Ok(Self {
-            base: format!("http://{}", running.addr),
+            base: running.base_url.clone(),
             http: reqwest::Client::new(),
             store,
             dir,

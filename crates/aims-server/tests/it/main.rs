@@ -23,5 +23,6 @@ mod policies;
 mod registry;
 mod ssf;
 mod startup;
+mod tls;
 mod token_attacks;
 mod tokens;
