@@ -565,18 +565,7 @@ where
             .map_err(|e| StoreError::Corrupt(format!("evidence does not serialize: {e}")))?;
         let (mut tx, head) = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
-            // The agent may have been suspended or quarantined since the caller read it.
-            let state = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
-                .bind(snapshot.agent.as_str().to_owned())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(classify)?
-                .ok_or(StoreError::NotFound { what: "agent" })?;
-            if !LifecycleState::parse(&state).is_some_and(LifecycleState::may_hold_credentials) {
-                return Err(StoreError::Conflict {
-                    reason: "the agent may not hold credentials",
-                });
-            }
+            require_credentials_allowed::<B>(&mut tx, &snapshot.agent).await?;
             sqlx::query(sql::UPSERT_SNAPSHOT)
                 .bind(snapshot.agent.as_str().to_owned())
                 .bind(evidence)
@@ -856,17 +845,7 @@ where
         let now = credential.issued_at;
         let (mut tx, head) = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
-            let state = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
-                .bind(credential.agent.as_str().to_owned())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(classify)?
-                .ok_or(StoreError::NotFound { what: "agent" })?;
-            if !LifecycleState::parse(&state).is_some_and(LifecycleState::may_hold_credentials) {
-                return Err(StoreError::Conflict {
-                    reason: "the agent may not hold credentials",
-                });
-            }
+            require_credentials_allowed::<B>(&mut tx, &credential.agent).await?;
             let parent_id = credential.parent.clone().ok_or(StoreError::Conflict {
                 reason: "an access token needs the credential it was exchanged for",
             })?;
@@ -925,17 +904,7 @@ where
     async fn create_task(&self, task: &Task, event: &AuditEvent) -> Result<(), StoreError> {
         let (mut tx, head) = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
-            let state = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
-                .bind(task.agent.as_str().to_owned())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(classify)?
-                .ok_or(StoreError::NotFound { what: "agent" })?;
-            if !LifecycleState::parse(&state).is_some_and(LifecycleState::may_hold_credentials) {
-                return Err(StoreError::Conflict {
-                    reason: "the agent may not hold credentials",
-                });
-            }
+            require_credentials_allowed::<B>(&mut tx, &task.agent).await?;
             insert_task(&mut *tx, task).await?;
             Ok(())
         }
@@ -1417,6 +1386,33 @@ where
         .await
         .map_err(classify)?;
     rows::to_u64(appended, "revocation count")
+}
+
+/// Refuses unless `agent` exists and its lifecycle state lets it hold credentials (it may
+/// have been suspended or quarantined since the caller read it); read under the write lock.
+async fn require_credentials_allowed<B>(
+    tx: &mut Tx<B::Db>,
+    agent: &AgentName,
+) -> Result<(), StoreError>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
+    usize: ColumnIndex<<B::Db as Database>::Row>,
+{
+    let state = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
+        .bind(agent.as_str().to_owned())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(classify)?
+        .ok_or(StoreError::NotFound { what: "agent" })?;
+    if !LifecycleState::parse(&state).is_some_and(LifecycleState::may_hold_credentials) {
+        return Err(StoreError::Conflict {
+            reason: "the agent may not hold credentials",
+        });
+    }
+    Ok(())
 }
 
 /// Inserts a task; its id is unique.

@@ -264,3 +264,42 @@ async fn raw(path: &std::path::Path, sql: &str) {
     sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
     conn.close().await.unwrap();
 }
+
+/// Another session holds the audit head's row lock (every write takes it first) for longer
+/// than a session may wait for a lock: the writes that wait are refused after
+/// `lock_timeout` instead of hanging, change nothing, and writes succeed once it lets go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set AIMS_TEST_DATABASE_URL and run with --include-ignored"]
+async fn a_postgres_lock_held_too_long_refuses_writes_then_lets_them_through() {
+    let harness = Harness::postgres().await;
+    initialize(harness.store.as_ref()).await;
+    let mut holder = harness.postgres_connection().await;
+    sqlx::raw_sql(&format!(
+        "SET search_path = {}; BEGIN; SELECT * FROM audit_head FOR UPDATE;",
+        harness.postgres_schema()
+    ))
+    .execute(&mut holder)
+    .await
+    .unwrap();
+    let mut outcomes = Outcomes::default();
+    let started = std::time::Instant::now();
+    let refused = outcomes.register(harness.store.as_ref(), "blocked").await;
+    let waited = started.elapsed();
+    assert!(
+        matches!(refused, Err(StoreError::Unavailable(_))),
+        "{refused:?}"
+    );
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(20),
+        "refused after {waited:?}, not at the lock timeout"
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    outcomes
+        .register(harness.store.as_ref(), "after")
+        .await
+        .unwrap();
+    outcomes.assert_kept(harness.store.as_ref()).await;
+}

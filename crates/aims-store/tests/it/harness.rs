@@ -70,6 +70,14 @@ impl Harness {
         }
     }
 
+    /// The PostgreSQL schema the store lives in.
+    pub fn postgres_schema(&self) -> &str {
+        match &self.backend {
+            Backend::Postgres { schema, .. } => schema,
+            Backend::Sqlite { .. } => panic!("not a PostgreSQL harness"),
+        }
+    }
+
     /// A connection of its own to the database, bypassing the store and named apart from its
     /// sessions (PostgreSQL only).
     pub async fn postgres_connection(&self) -> PgConnection {
