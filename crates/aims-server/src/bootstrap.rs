@@ -41,12 +41,12 @@ pub const BOOTSTRAP_ADMIN: &str = "admin";
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     /// The data directory cannot be created or used.
-    #[error("data directory {path}: {source}")]
+    #[error("data directory {path}: {cause}")]
     DataDir {
         /// The directory.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The data directory is open to other users, or belongs to another user.
     #[error("data directory {path}: {reason}")]
@@ -71,7 +71,7 @@ pub enum StartupError {
     MasterKey(String),
     /// The store cannot be opened or initialized.
     #[error("store: {0}")]
-    Store(#[from] aims_store::StoreError),
+    Store(aims_store::StoreError),
     /// The store belongs to another trust domain.
     #[error(
         "the store belongs to trust domain {stored}, not {configured}; a trust domain cannot be renamed"
@@ -92,13 +92,21 @@ pub enum StartupError {
     #[error("TLS: {0}")]
     Tls(String),
     /// The listen address cannot be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {cause}")]
     Listen {
         /// The address.
         addr: std::net::SocketAddr,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
+}
+
+// Messages carry their causes and no variant has an error source, so `{:#}` prints each
+// cause once.
+impl From<aims_store::StoreError> for StartupError {
+    fn from(err: aims_store::StoreError) -> Self {
+        Self::Store(err)
+    }
 }
 
 /// What startup hands the server.
@@ -169,9 +177,9 @@ pub async fn start(
 /// nobody can copy what goes into it.
 fn create_data_dir(dir: &Path) -> Result<(), StartupError> {
     use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
-    let wrap = |source| StartupError::DataDir {
+    let wrap = |cause| StartupError::DataDir {
         path: dir.to_owned(),
-        source,
+        cause,
     };
     let unsafe_dir = |reason: String| StartupError::DataDirUnsafe {
         path: dir.to_owned(),
@@ -221,9 +229,9 @@ fn lock_data_dir(dir: &Path) -> Result<DataDirLock, StartupError> {
         .truncate(false)
         .mode(0o600)
         .open(&path)
-        .map_err(|source| StartupError::DataDir {
+        .map_err(|cause| StartupError::DataDir {
             path: path.clone(),
-            source,
+            cause,
         })?;
     match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(DataDirLock { _file: file }),
@@ -232,7 +240,7 @@ fn lock_data_dir(dir: &Path) -> Result<DataDirLock, StartupError> {
         }),
         Err(e) => Err(StartupError::DataDir {
             path,
-            source: e.into(),
+            cause: e.into(),
         }),
     }
 }

@@ -101,15 +101,15 @@ pub async fn start_with_store(
     let listener =
         TcpListener::bind(config.listen)
             .await
-            .map_err(|source| StartupError::Listen {
+            .map_err(|cause| StartupError::Listen {
                 addr: config.listen,
-                source,
+                cause,
             })?;
     let addr = listener
         .local_addr()
-        .map_err(|source| StartupError::Listen {
+        .map_err(|cause| StartupError::Listen {
             addr: config.listen,
-            source,
+            cause,
         })?;
     let tls = match &config.tls {
         Some(files) => {

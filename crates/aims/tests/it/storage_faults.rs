@@ -262,6 +262,16 @@ impl Tmpfs {
         }
     }
 
+    /// Remounts the file system with `mode` (`ro` or `rw`).
+    fn remount(&self, mode: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&self.mount)
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount {mode}");
+    }
+
     /// Fills the file system with a file until a write fails; returns the file.
     fn fill(&self) -> PathBuf {
         let path = self.mount.join("filler");
@@ -384,6 +394,45 @@ async fn below_the_reserve_writes_are_refused_before_the_disk_is_full() {
     std::fs::remove_file(filler).unwrap();
     assert_recovered(&mut ledger, &node, &planner, &token).await;
     ledger.assert_kept(&node).await;
+}
+
+/// A read-only file system under the data directory. Linux will not make a file system
+/// read-only while a process holds files on it open for writing, so the fault is met where it
+/// can be: the server is stopped, the tmpfs remounted read-only, and the server refuses to
+/// start (fail closed, with the reason) rather than run unable to write; made writable again,
+/// it starts with everything it had acknowledged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_data_directory_refuses_to_start_and_loses_nothing() {
+    let Some(disk) = Tmpfs::mount("16m") else {
+        return;
+    };
+    // The reserve is tested elsewhere; this tmpfs is smaller than the default one.
+    let mut node =
+        Node::first_start_with(disk.mount.clone(), &[("AIMS_STORAGE_RESERVE_MB", "0")]).await;
+    let (planner, token) = planner_with_token(&node).await;
+    let mut ledger = Ledger::default();
+    ledger.round(&node, &planner, &token).await;
+    assert!(node.server.child.kill().is_ok());
+    node.server.child.wait().unwrap();
+
+    disk.remount("ro");
+    let refused = crate::process::aims()
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&disk.mount)
+        .env("AIMS_STORAGE_RESERVE_MB", "0")
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "started on a read-only file system"
+    );
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("Read-only file system"), "{said}");
+
+    disk.remount("rw");
+    node.kill_and_restart();
+    ledger.assert_kept(&node).await;
+    assert_recovered(&mut ledger, &node, &planner, &token).await;
 }
 
 /// Another process holds the database's write lock longer than the server waits for it: the
