@@ -37,8 +37,8 @@ use tokio::task::JoinHandle;
 use crate::SdkError;
 use crate::token::{Binding, DPOP, TokenClient};
 
-/// Allowed clock skew when checking a token's times, seconds (as the AIMS server allows).
-pub const LEEWAY_S: i64 = 30;
+/// Clock skew allowed when verifying, seconds (the one value every AIMS verifier uses).
+pub use aims_token::LEEWAY_S;
 /// How many recent DPoP proofs the replay cache holds; when full of fresh proofs, new ones
 /// are refused until old ones age out.
 pub const REPLAY_CACHE_CAPACITY: usize = 100_000;

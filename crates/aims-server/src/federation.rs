@@ -29,8 +29,6 @@ const CACHE_FOR: Duration = Duration::from_secs(300);
 pub const REFETCH_AFTER: Duration = Duration::from_secs(30);
 /// Largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
-/// Allowed clock skew for third-party tokens, seconds.
-const LEEWAY_S: i64 = 30;
 /// The placeholder in a subject pattern.
 const AGENT_PLACEHOLDER: &str = "{agent}";
 
@@ -205,7 +203,7 @@ impl Federation {
                 issuer: Some(&config.issuer),
                 audience: &config.audience,
                 now: now.unix_timestamp(),
-                leeway_s: LEEWAY_S,
+                leeway_s: aims_token::LEEWAY_S,
                 max_lifetime_s: None,
             },
         )?;

@@ -22,7 +22,6 @@ pub mod routes;
 pub mod server;
 pub mod ssf;
 pub mod state;
-pub mod svid;
 pub mod tls;
 pub mod tokens;
 pub mod webhook;

@@ -20,7 +20,7 @@ use aims_token::access::AccessClaims;
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, broadcast, watch};
 
-use crate::svid::LEEWAY_S;
+use aims_token::LEEWAY_S;
 
 /// Entries read from the log per query.
 const PAGE: u32 = 1000;

@@ -34,7 +34,6 @@ use tokio::task::JoinHandle;
 
 use crate::routes::discovery::JWKS_PATH;
 use crate::state::AppState;
-use crate::svid::new_jti;
 
 /// `typ` of every SET (RFC 8417 §2.3, required by SSF).
 pub const SET_TYP: &str = "secevent+jwt";
@@ -281,7 +280,8 @@ const PUSH_MAX_ANSWER: usize = 4096;
 /// streams every [`PUSH_SCAN`] and runs one worker per stream.
 pub async fn push(state: AppState, mut stop: watch::Receiver<bool>) {
     // Names this replica's claims; random, so two replicas never share one.
-    let replica = new_jti(&state).unwrap_or_else(|_| format!("replica-{}", std::process::id()));
+    let replica = aims_token::random_id(&state.rng)
+        .unwrap_or_else(|_| format!("replica-{}", std::process::id()));
     let mut workers: HashMap<String, JoinHandle<()>> = HashMap::new();
     let mut tick = tokio::time::interval(PUSH_SCAN);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -19,7 +19,8 @@ use time::OffsetDateTime;
 
 use crate::revocation::RevocationCheck;
 use crate::state::AppState;
-use crate::svid::{self, LEEWAY_S, PresentedSvid};
+use aims_token::LEEWAY_S;
+use aims_token::svid::{self, SvidCheck, SvidClaims};
 
 /// The DPoP proof header.
 pub const DPOP_HEADER: &str = "dpop";
@@ -69,17 +70,32 @@ pub fn dpop_header(headers: &HeaderMap) -> Result<Option<&str>, &'static str> {
         .map_err(|_| "the DPoP header is not ASCII")
 }
 
-/// Verifies a JWT-SVID of this trust domain that is meant for AIMS itself (`aud` = issuer).
+/// Verifies a JWT-SVID this server issued, offline: signature by a published key, `typ`,
+/// issuer, time, and `aud` = `audience` (any audience with `None`: renewal, where possession of
+/// the bound key is proved besides). Whether it is still registered is the caller's to ask.
 pub fn verify_svid(
     state: &AppState,
     token: &str,
+    audience: Option<&str>,
     now: OffsetDateTime,
-) -> Result<PresentedSvid, TokenError> {
-    let svid = svid::verify_presented(&state.keys(), &state.issuer, token, now)?;
-    if svid.audience != state.issuer {
-        return Err(TokenError::Audience);
-    }
-    Ok(svid)
+) -> Result<SvidClaims, TokenError> {
+    let keys = state.keys();
+    svid::verify(
+        token,
+        &SvidCheck {
+            issuer: &state.issuer,
+            audience,
+            now: now.unix_timestamp(),
+            leeway_s: LEEWAY_S,
+        },
+        |header| {
+            header
+                .kid
+                .as_deref()
+                .and_then(|kid| keys.verifying.get(kid))
+                .ok_or(TokenError::UnknownKey)
+        },
+    )
 }
 
 /// Verifies an access token this server issued, for any audience (AIMS is the issuer),

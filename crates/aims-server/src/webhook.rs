@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::state::AppState;
-use crate::svid::new_jti;
 
 /// `typ` of signed event bodies.
 pub const EVENT_TYP: &str = "aims-event+jwt";
@@ -29,7 +28,7 @@ pub fn notify(state: &AppState, event: Value) {
         return;
     };
     let now = OffsetDateTime::now_utc().unix_timestamp();
-    let body = new_jti(state).and_then(|jti| {
+    let body = aims_token::random_id(&state.rng).and_then(|jti| {
         let claims = json!({
             "iss": state.issuer,
             "aud": url,

@@ -17,6 +17,19 @@ pub mod jws;
 pub mod master;
 pub mod nonce;
 pub mod signing;
+pub mod svid;
+
+/// Clock skew allowed when verifying any token (`exp`, `nbf`, `iat`), seconds, everywhere: a
+/// revoked token must also be remembered this long past its expiry.
+pub const LEEWAY_S: i64 = 30;
+
+/// A fresh random identifier (128 bits, base64url): token ids, task ids, decision ids.
+pub fn random_id(rng: &ring::rand::SystemRandom) -> Result<String, TokenError> {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 16];
+    rng.fill(&mut bytes).map_err(|_| TokenError::Random)?;
+    Ok(codec::b64url(&bytes))
+}
 
 /// Why a key or token operation failed. Messages never contain key material or token content,
 /// so they may be logged; the variants classify the failure for audit and HTTP mapping.

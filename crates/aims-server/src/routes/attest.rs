@@ -27,8 +27,10 @@ use crate::error::ApiError;
 use crate::extract::Body;
 use crate::federation::FederationError;
 use crate::state::AppState;
-use crate::svid::{self, LEEWAY_S, SvidClaims};
+use crate::tokens;
 use crate::webhook;
+use aims_token::LEEWAY_S;
+use aims_token::svid::{self, SvidClaims};
 
 /// `typ` of attestation proofs.
 pub const PROOF_TYP: &str = jws::TYP_ATTESTATION;
@@ -169,15 +171,15 @@ pub async fn attest(
             }
         }
         (None, Some(current), None) => {
-            let presented = svid::verify_presented(&state.keys(), &state.issuer, current, now)
+            let presented = tokens::verify_svid(&state, current, None, now)
                 .map_err(|e| unauthorized("invalid_svid", &format!("the SVID was refused: {e}")))?;
-            if presented.spiffe_id.trust_domain() != &state.trust_domain {
+            if presented.sub.trust_domain() != &state.trust_domain {
                 return Err(unauthorized(
                     "invalid_svid",
                     "the SVID is from another trust domain",
                 ));
             }
-            if presented.key_thumbprint != key_thumbprint {
+            if presented.cnf.jkt != key_thumbprint {
                 return Err(unauthorized(
                     "key_mismatch",
                     "the proof is not signed by the key the SVID is bound to",
@@ -191,7 +193,7 @@ pub async fn attest(
                 ));
             }
             (
-                presented.spiffe_id.agent().clone(),
+                presented.sub.agent().clone(),
                 IdentityProof::Renewal {
                     previous_jti: presented.jti,
                 },
@@ -293,21 +295,23 @@ pub async fn attest(
     let expires_at = now + Duration::try_from(ttl).map_err(|_| ApiError::internal())?;
     let spiffe_id = agent.spiffe_id(&state.trust_domain);
     let posture_digest = evidence.digest();
-    let minted = svid::mint(
-        &state,
-        &SvidClaims {
-            spiffe_id: &spiffe_id,
-            audience: &audience,
-            key_thumbprint: &key_thumbprint,
-            posture_digest: &posture_digest,
-            issued_at: now,
-            expires_at,
-        },
-    )
-    .map_err(|e| {
+    let signing_failed = |e: aims_token::TokenError| {
         tracing::error!(error = %e, "SVID signing failed");
         ApiError::internal()
-    })?;
+    };
+    let claims = SvidClaims {
+        iss: state.issuer.clone(),
+        sub: spiffe_id.clone(),
+        aud: audience.clone(),
+        iat: now.unix_timestamp(),
+        exp: expires_at.unix_timestamp(),
+        jti: aims_token::random_id(&state.rng).map_err(signing_failed)?,
+        cnf: aims_token::access::Confirmation {
+            jkt: key_thumbprint.clone(),
+        },
+        aims_posture: posture_digest.clone(),
+    };
+    let svid = svid::mint(&state.keys().current, &state.rng, &claims).map_err(signing_failed)?;
 
     let mut event = state.event(
         Actor::Agent {
@@ -318,7 +322,7 @@ pub async fn attest(
     );
     event.agent = Some(spiffe_id.to_string());
     event.owner = Some(agent.owner.to_string());
-    event.token_id = Some(minted.jti.clone());
+    event.token_id = Some(claims.jti.clone());
     if let IdentityProof::Renewal { previous_jti } = &identity {
         event.parent_token_id = Some(previous_jti.clone());
     }
@@ -338,7 +342,7 @@ pub async fn attest(
             accepted_at: now,
         },
         credential: IssuedCredential {
-            id: minted.jti,
+            id: claims.jti,
             kind: IssuedKind::Svid,
             agent: agent.name.clone(),
             parent: None,
@@ -362,7 +366,7 @@ pub async fn attest(
         Err(e) => return Err(e.into()),
     }
     Ok(Json(AttestResponse {
-        svid: minted.token,
+        svid,
         spiffe_id: spiffe_id.to_string(),
         expires_at,
         posture_digest,

@@ -47,9 +47,9 @@ use time::OffsetDateTime;
 use crate::refusals::{self, Origin};
 use crate::routes::policies::{decision_request, principal_of, request_on};
 use crate::state::AppState;
-use crate::svid::{self, PresentedSvid};
 use crate::tokens;
 use crate::tokens::{NonceRule, ProofRefusal};
+use aims_token::svid::SvidClaims;
 
 /// Most form parameters in one request.
 const MAX_PARAMS: usize = 32;
@@ -343,15 +343,15 @@ async fn exchange_identity(
     attempt: &mut Attempt,
 ) -> Result<TokenResponse, Refusal> {
     let svid = live_identity(state, identity, now, "the identity").await?;
-    attempt.spiffe_id = Some(svid.spiffe_id.to_string());
-    Refusal::rate_limit(state, &svid.spiffe_id.to_string())?;
+    attempt.spiffe_id = Some(svid.sub.to_string());
+    Refusal::rate_limit(state, &svid.sub.to_string())?;
     attempt.parent = Some(svid.jti.clone());
-    let agent = active_agent(state, &svid.spiffe_id.to_string()).await?;
+    let agent = active_agent(state, &svid.sub.to_string()).await?;
     attempt.agent = Some(agent.clone());
     let proof = possession(
         state,
         headers,
-        Some(&svid.key_thumbprint),
+        Some(&svid.cnf.jkt),
         agent.limits.allow_bearer,
         now,
     )?;
@@ -423,7 +423,7 @@ async fn exchange_identity(
         agent_limit_s: u64::from(agent.limits.max_token_ttl_s),
         global_ceiling_s: state.config.max_token_ttl.as_secs(),
     };
-    let not_after = task.deadline.unix_timestamp().min(svid.expires_at);
+    let not_after = task.deadline.unix_timestamp().min(svid.exp);
     let grant = first_grant(
         ScopeSet::from_scopes(granted),
         target.audience.clone(),
@@ -436,9 +436,10 @@ async fn exchange_identity(
         iss: state.issuer.clone(),
         sub: task.subject.clone(),
         aud: grant.audience.clone(),
-        client_id: svid.spiffe_id.to_string(),
+        client_id: svid.sub.to_string(),
         scope: grant.scopes.to_string(),
-        jti: svid::new_jti(state).map_err(|_| Refusal::new("server_error", "no randomness"))?,
+        jti: aims_token::random_id(&state.rng)
+            .map_err(|_| Refusal::new("server_error", "no randomness"))?,
         iat: now.unix_timestamp(),
         exp: grant.expires_at,
         task_id: task.id.clone(),
@@ -499,7 +500,7 @@ async fn delegate(
         "the actor's identity",
     )
     .await?;
-    let actor_id = actor_svid.spiffe_id.to_string();
+    let actor_id = actor_svid.sub.to_string();
     let delegate_agent = active_agent(state, &actor_id).await?;
     if delegate_agent.name == delegator.name {
         return Err(Refusal::new(
@@ -550,7 +551,7 @@ async fn delegate(
         depth_limits,
     )
     .map_err(grant_refusal)?;
-    grant.expires_at = grant.expires_at.min(actor_svid.expires_at);
+    grant.expires_at = grant.expires_at.min(actor_svid.exp);
 
     // Policy: may the delegator hand part of this task to this agent?
     let loaded = state.policy.current();
@@ -610,13 +611,14 @@ async fn delegate(
         aud: grant.audience.clone(),
         client_id: actor_id.clone(),
         scope: grant.scopes.to_string(),
-        jti: svid::new_jti(state).map_err(|_| Refusal::new("server_error", "no randomness"))?,
+        jti: aims_token::random_id(&state.rng)
+            .map_err(|_| Refusal::new("server_error", "no randomness"))?,
         iat: now.unix_timestamp(),
         exp: grant.expires_at,
         task_id: parent.task_id.clone(),
         intent: parent.intent.clone(),
         cnf: Some(Confirmation {
-            jkt: actor_svid.key_thumbprint.clone(),
+            jkt: actor_svid.cnf.jkt.clone(),
         }),
         act: Some(ActClaim {
             sub: actor_id,
@@ -751,8 +753,8 @@ async fn live_identity(
     token: &str,
     now: OffsetDateTime,
     what: &str,
-) -> Result<PresentedSvid, Refusal> {
-    let svid = tokens::verify_svid(state, token, now)
+) -> Result<SvidClaims, Refusal> {
+    let svid = tokens::verify_svid(state, token, Some(&state.issuer), now)
         .map_err(|e| Refusal::new("invalid_grant", format!("{what} was refused: {e}")))?;
     let registered = state
         .store
@@ -886,7 +888,7 @@ async fn task_for(
     state: &AppState,
     params: &Params,
     agent: &Agent,
-    svid: &PresentedSvid,
+    svid: &SvidClaims,
     now: OffsetDateTime,
 ) -> Result<(Task, Option<Task>), Refusal> {
     if let Some(id) = params.get("task_id") {
@@ -926,10 +928,11 @@ async fn task_for(
         ));
     }
     let task = Task {
-        id: svid::new_jti(state).map_err(|_| Refusal::new("server_error", "no randomness"))?,
+        id: aims_token::random_id(&state.rng)
+            .map_err(|_| Refusal::new("server_error", "no randomness"))?,
         agent: agent.name.clone(),
         intent: intent.to_owned(),
-        subject: svid.spiffe_id.to_string(),
+        subject: svid.sub.to_string(),
         state: TaskState::Active,
         created_at: now,
         deadline: now + state.config.task_ttl,
@@ -1147,10 +1150,10 @@ pub async fn revoke(
             Some((claims.jti, claims.client_id, Some(claims.task_id)))
         }
         Ok(_) => None,
-        Err(_) => svid::verify_presented(&state.keys(), &state.issuer, token, now)
+        Err(_) => tokens::verify_svid(&state, token, None, now)
             .ok()
             .filter(|_| !matches!(caller, Some(ServiceCaller::ResourceServer(_))))
-            .map(|s| (s.jti, s.spiffe_id.to_string(), None)),
+            .map(|s| (s.jti, s.sub.to_string(), None)),
     };
     let ok = || no_store(StatusCode::OK.into_response());
     let Some((jti, holder, task_id)) = target else {

@@ -29,7 +29,6 @@ use crate::extract::Body;
 use crate::policy::{self, LoadedPolicy};
 use crate::revocation::RevocationCheck;
 use crate::state::AppState;
-use crate::svid;
 use crate::tokens::{self, AccessRefusal, NonceRule, ProofRefusal, Scheme};
 
 /// Most files in one policy set.
@@ -444,7 +443,7 @@ pub(crate) async fn authenticate_agent(
         ));
     }
     // Not a valid task token: an agent's JWT-SVID, sent as a bearer token?
-    let svid = match tokens::verify_svid(state, token, now) {
+    let svid = match tokens::verify_svid(state, token, Some(&state.issuer), now) {
         Ok(svid) if scheme == Scheme::Bearer => svid,
         // It is a task token (`typ: at+jwt`) that failed, or the wrong scheme.
         Err(aims_token::TokenError::Type) | Ok(_) => {
@@ -472,12 +471,12 @@ pub(crate) async fn authenticate_agent(
     }
     let agent = state
         .store
-        .agent(svid.spiffe_id.agent())
+        .agent(svid.sub.agent())
         .await?
         .ok_or_else(|| unauthorized("Bearer", "invalid_svid", "no such agent".to_owned()))?;
     Ok(AuthenticatedAgent {
         agent,
-        spiffe_id: svid.spiffe_id,
+        spiffe_id: svid.sub,
         jti: svid.jti,
         token: None,
     })
@@ -588,7 +587,7 @@ pub(crate) async fn decide_for(
         req.intent = token.claims.intent.clone();
     }
     let snapshot = state.store.posture_snapshot(&agent.name).await?;
-    let decision_id = svid::new_jti(state).map_err(|_| ApiError::internal())?;
+    let decision_id = aims_token::random_id(&state.rng).map_err(|_| ApiError::internal())?;
     let resource_name = resource_name(&req.resource);
     let mut request = decision_request(
         state,

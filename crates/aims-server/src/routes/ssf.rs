@@ -33,7 +33,6 @@ use crate::error::ApiError;
 use crate::routes::oauth::{ServiceCaller, service_caller};
 use crate::ssf as signals;
 use crate::state::AppState;
-use crate::svid::new_jti;
 
 /// Most event types a receiver may name.
 const MAX_EVENTS_REQUESTED: usize = 32;
@@ -326,7 +325,7 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
                 "description is 1 to 256 characters without control characters",
             ));
         }
-        let id = new_jti(&state).map_err(|_| ApiError::internal())?;
+        let id = aims_token::random_id(&state.rng).map_err(|_| ApiError::internal())?;
         let delivery = match req.delivery {
             // No delivery means poll (SSF §8.1.1.1).
             None => SsfDelivery::Poll,

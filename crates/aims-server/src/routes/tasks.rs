@@ -20,7 +20,6 @@ use crate::error::ApiError;
 use crate::extract::Body;
 use crate::routes::policies::authenticate_agent;
 use crate::state::AppState;
-use crate::svid;
 
 /// `POST /v1/tasks`: an agent declares a task before its first exchange.
 pub async fn create(
@@ -51,7 +50,7 @@ pub async fn create(
         ));
     }
     let task = Task {
-        id: svid::new_jti(&state).map_err(|_| ApiError::internal())?,
+        id: aims_token::random_id(&state.rng).map_err(|_| ApiError::internal())?,
         agent: caller.agent_name().clone(),
         intent: req.intent,
         subject: req.subject.unwrap_or_else(|| caller.spiffe_id()),
