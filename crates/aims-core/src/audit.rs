@@ -127,6 +127,91 @@ impl AuditEvent {
         }
     }
 
+    /// The event with the request's correlation id.
+    #[must_use]
+    pub fn request(mut self, request_id: Option<String>) -> Self {
+        self.request_id = request_id;
+        self
+    }
+
+    /// The event with a refusal's stable code.
+    #[must_use]
+    pub fn code(mut self, code: &str) -> Self {
+        self.code = Some(code.to_owned());
+        self
+    }
+
+    /// The event naming the agent concerned (its SPIFFE ID).
+    #[must_use]
+    pub fn agent(mut self, spiffe_id: impl Into<String>) -> Self {
+        self.agent = Some(spiffe_id.into());
+        self
+    }
+
+    /// The event naming the agent's accountable owner.
+    #[must_use]
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
+    }
+
+    /// The event naming the resource or tool acted on.
+    #[must_use]
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.resource = Some(resource.into());
+        self
+    }
+
+    /// The event naming the task the action belongs to.
+    #[must_use]
+    pub fn task(mut self, task_id: impl Into<String>) -> Self {
+        self.task_id = Some(task_id.into());
+        self
+    }
+
+    /// The event naming the credential used or issued.
+    #[must_use]
+    pub fn token(mut self, token_id: impl Into<String>) -> Self {
+        self.token_id = Some(token_id.into());
+        self
+    }
+
+    /// The event naming the credential the one issued derives from.
+    #[must_use]
+    pub fn parent_token(mut self, token_id: impl Into<String>) -> Self {
+        self.parent_token_id = Some(token_id.into());
+        self
+    }
+
+    /// The event with the delegation chain, outermost actor first.
+    #[must_use]
+    pub fn chain(mut self, chain: Vec<String>) -> Self {
+        self.delegation_chain = chain;
+        self
+    }
+
+    /// The event naming the task's declared intent.
+    #[must_use]
+    pub fn intent(mut self, intent: impl Into<String>) -> Self {
+        self.intent = Some(intent.into());
+        self
+    }
+
+    /// The event with a policy decision and the policies that determined it.
+    #[must_use]
+    pub fn decision(mut self, decision: &str, policy_ids: Vec<String>) -> Self {
+        self.decision = Some(decision.to_owned());
+        self.policy_ids = policy_ids;
+        self
+    }
+
+    /// The event with action-specific details (never secrets).
+    #[must_use]
+    pub fn details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+
     /// The body stored and hashed for this event.
     pub fn to_body(&self) -> String {
         // Serializing plain data with string keys cannot fail; fall back to a marker that

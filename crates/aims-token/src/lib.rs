@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod agent_key;
+pub mod authn;
 mod codec;
 pub mod dpop;
 mod json;
@@ -33,7 +34,7 @@ pub fn random_id(rng: &ring::rand::SystemRandom) -> Result<String, TokenError> {
 
 /// Why a key or token operation failed. Messages never contain key material or token content,
 /// so they may be logged; the variants classify the failure for audit and HTTP mapping.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {
     /// The system random number generator failed.

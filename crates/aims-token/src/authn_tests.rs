@@ -1,0 +1,415 @@
+//! Tests of [`authenticate`]: every refusal in its place in the order, the codes and
+//! challenges, and that no refusal shows the token.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+use std::collections::HashMap;
+
+use aims_core::id::SpiffeId;
+use aims_core::revocation::{Notice, Revoked};
+use ring::rand::SystemRandom;
+
+use super::*;
+use crate::access::Confirmation;
+use crate::agent_key::{AgentKey, AgentKeyKind};
+use crate::signing::SigningKey;
+
+const NOW: i64 = 1_800_000_000;
+const ISS: &str = "https://aims.acme.example";
+const AUD: &str = "https://tools.acme.example";
+const URL: &str = "https://tools.acme.example/repos/app";
+
+struct Fixture {
+    rng: SystemRandom,
+    signer: SigningKey,
+    agent: AgentKey,
+    keys: HashMap<String, VerifyingKey>,
+    revoked: RevokedSet,
+    replay: ReplayCache,
+    nonces: NonceKey,
+}
+
+fn fixture() -> Fixture {
+    let rng = SystemRandom::new();
+    let signer = SigningKey::generate(&rng).unwrap().key;
+    let jwk = serde_json::to_value(signer.public_jwk()).unwrap();
+    let (key, _) = VerifyingKey::from_jwk(&jwk).unwrap();
+    let keys = HashMap::from([(signer.kid().to_owned(), key)]);
+    let agent = AgentKey::generate(AgentKeyKind::P256, &rng).unwrap();
+    let nonces = NonceKey::random(&rng, "authn-test").unwrap();
+    Fixture {
+        rng,
+        signer,
+        agent,
+        keys,
+        revoked: RevokedSet::default(),
+        replay: ReplayCache::new(100),
+        nonces,
+    }
+}
+
+fn task_claims(f: &Fixture, bound: bool) -> AccessClaims {
+    AccessClaims {
+        iss: ISS.into(),
+        sub: "spiffe://acme.example/agent/coder".into(),
+        aud: AUD.into(),
+        client_id: "spiffe://acme.example/agent/coder".into(),
+        scope: "read:repo/acme/*".into(),
+        jti: "jti-1".into(),
+        iat: NOW - 10,
+        exp: NOW + 290,
+        task_id: "task-1".into(),
+        intent: "fix the build".into(),
+        cnf: bound.then(|| Confirmation {
+            jkt: f.agent.thumbprint(),
+        }),
+        act: None,
+    }
+}
+
+fn svid(f: &Fixture) -> String {
+    let claims = SvidClaims {
+        iss: ISS.into(),
+        sub: SpiffeId::parse("spiffe://acme.example/agent/coder").unwrap(),
+        aud: ISS.into(),
+        iat: NOW - 10,
+        exp: NOW + 290,
+        jti: "svid-1".into(),
+        cnf: Confirmation {
+            jkt: f.agent.thumbprint(),
+        },
+        aims_posture: "sha256:00".into(),
+    };
+    svid::mint(&f.signer, &f.rng, &claims).unwrap()
+}
+
+fn token(f: &Fixture, claims: &AccessClaims) -> String {
+    access::mint(&f.signer, &f.rng, claims).unwrap()
+}
+
+fn proof(f: &Fixture, key: &AgentKey, token: &str, nonce: Option<&str>) -> String {
+    dpop::sign_proof_with_nonce(key, &f.rng, "POST", URL, Some(token), nonce, NOW).unwrap()
+}
+
+/// What the enforcement point under test accepts.
+#[derive(Clone, Copy)]
+struct Point {
+    task_audience: Option<&'static str>,
+    svid_audience: Option<&'static str>,
+    stale: bool,
+    nonces: bool,
+}
+
+/// A resource server: task tokens for its audience only, a fresh revoked set, no nonces.
+const RESOURCE_SERVER: Point = Point {
+    task_audience: Some(AUD),
+    svid_audience: None,
+    stale: false,
+    nonces: false,
+};
+
+/// The issuer's own enforcement point: task tokens for any audience, and identities.
+const ISSUER: Point = Point {
+    task_audience: None,
+    svid_audience: Some(ISS),
+    ..RESOURCE_SERVER
+};
+
+fn run(
+    f: &Fixture,
+    authorization: Option<&str>,
+    proof: Option<&str>,
+    point: Point,
+) -> Result<Authenticated, Refusal> {
+    let keys = |kid: &str| f.keys.get(kid);
+    let rules = Rules {
+        issuer: ISS,
+        keys: &keys,
+        task_audience: point.task_audience,
+        svid_audience: point.svid_audience,
+        revoked: (!point.stale).then_some(&f.revoked),
+        replay: &f.replay,
+        nonces: point.nonces.then_some(&f.nonces),
+        now: NOW,
+    };
+    authenticate(
+        &Presented {
+            authorization,
+            proof,
+            method: "POST",
+            url: URL,
+        },
+        &rules,
+    )
+}
+
+#[test]
+fn authorization_parsing_takes_bearer_and_dpop_only() {
+    assert_eq!(parse_authorization("DPoP abc"), Some((Scheme::Dpop, "abc")));
+    assert_eq!(
+        parse_authorization("bearer  abc "),
+        Some((Scheme::Bearer, "abc"))
+    );
+    // The credential's syntax is the token verification's to refuse.
+    assert_eq!(
+        parse_authorization("Bearer a b"),
+        Some((Scheme::Bearer, "a b"))
+    );
+    for refused in [
+        "",
+        "Bearer",
+        "Bearer ",
+        "Basic abc",
+        "Bearerabc",
+        "Token abc",
+    ] {
+        assert_eq!(parse_authorization(refused), None, "{refused:?}");
+    }
+    let long = format!("Bearer {}", "a".repeat(jws::MAX_TOKEN_LEN + 1));
+    assert_eq!(parse_authorization(&long), None);
+}
+
+#[test]
+fn a_bound_token_with_its_proof_is_accepted_once() {
+    let f = fixture();
+    let token = token(&f, &task_claims(&f, true));
+    let proof = proof(&f, &f.agent, &token, None);
+    let auth = format!("DPoP {token}");
+    let accepted = run(&f, Some(&auth), Some(&proof), RESOURCE_SERVER).unwrap();
+    assert!(matches!(
+        accepted,
+        Authenticated::Task {
+            scheme: Scheme::Dpop,
+            ..
+        }
+    ));
+    assert_eq!(
+        run(&f, Some(&auth), Some(&proof), RESOURCE_SERVER),
+        Err(Refusal::Replay)
+    );
+}
+
+#[test]
+fn the_binding_decides_the_scheme() {
+    let f = fixture();
+    let bound = token(&f, &task_claims(&f, true));
+    let unbound = token(&f, &task_claims(&f, false));
+    let as_bearer = format!("Bearer {bound}");
+    assert_eq!(
+        run(&f, Some(&as_bearer), None, RESOURCE_SERVER),
+        Err(Refusal::BoundTokenAsBearer)
+    );
+    let as_dpop = format!("DPoP {unbound}");
+    assert_eq!(
+        run(&f, Some(&as_dpop), None, RESOURCE_SERVER),
+        Err(Refusal::UnboundTokenAsDpop)
+    );
+    let bearer = format!("Bearer {unbound}");
+    assert!(run(&f, Some(&bearer), None, RESOURCE_SERVER).is_ok());
+    let dpop = format!("DPoP {bound}");
+    assert_eq!(
+        run(&f, Some(&dpop), None, RESOURCE_SERVER),
+        Err(Refusal::MissingProof)
+    );
+}
+
+#[test]
+fn the_proof_must_be_for_this_token_by_its_key() {
+    let f = fixture();
+    let token_a = token(&f, &task_claims(&f, true));
+    let token_b = token(
+        &f,
+        &AccessClaims {
+            jti: "jti-2".into(),
+            ..task_claims(&f, true)
+        },
+    );
+    let auth = format!("DPoP {token_a}");
+    let for_other_token = proof(&f, &f.agent, &token_b, None);
+    assert!(matches!(
+        run(&f, Some(&auth), Some(&for_other_token), RESOURCE_SERVER),
+        Err(Refusal::Proof(_))
+    ));
+    let thief = AgentKey::generate(AgentKeyKind::P256, &f.rng).unwrap();
+    let by_thief = proof(&f, &thief, &token_a, None);
+    assert_eq!(
+        run(&f, Some(&auth), Some(&by_thief), RESOURCE_SERVER),
+        Err(Refusal::KeyMismatch)
+    );
+    // Refused proofs are not remembered: the right one still works.
+    let good = proof(&f, &f.agent, &token_a, None);
+    assert!(run(&f, Some(&auth), Some(&good), RESOURCE_SERVER).is_ok());
+}
+
+#[test]
+fn a_nonce_is_required_where_the_rules_say() {
+    let f = fixture();
+    let token = token(&f, &task_claims(&f, true));
+    let auth = format!("DPoP {token}");
+    let without = proof(&f, &f.agent, &token, None);
+    let needs_nonce = Point {
+        nonces: true,
+        ..RESOURCE_SERVER
+    };
+    assert_eq!(
+        run(&f, Some(&auth), Some(&without), needs_nonce),
+        Err(Refusal::UseNonce)
+    );
+    let other = NonceKey::random(&f.rng, "authn-test").unwrap();
+    let foreign = other.mint(&f.rng, NOW + 300).unwrap();
+    let with_foreign = proof(&f, &f.agent, &token, Some(&foreign));
+    assert_eq!(
+        run(&f, Some(&auth), Some(&with_foreign), needs_nonce),
+        Err(Refusal::UseNonce)
+    );
+    let ours = f.nonces.mint(&f.rng, NOW + 300).unwrap();
+    let with_ours = proof(&f, &f.agent, &token, Some(&ours));
+    assert!(run(&f, Some(&auth), Some(&with_ours), needs_nonce).is_ok());
+}
+
+#[test]
+fn revoked_and_stale_refuse_only_valid_tokens() {
+    const STALE: Point = Point {
+        stale: true,
+        ..RESOURCE_SERVER
+    };
+    let mut f = fixture();
+    let claims = task_claims(&f, false);
+    let auth = format!("Bearer {}", token(&f, &claims));
+    assert_eq!(run(&f, Some(&auth), None, STALE), Err(Refusal::Stale));
+    // A token that does not verify is refused for that, stale or not.
+    let forged = format!("Bearer {}x", token(&f, &claims));
+    assert!(matches!(
+        run(&f, Some(&forged), None, STALE),
+        Err(Refusal::Token { .. })
+    ));
+    f.revoked.apply(
+        &Notice {
+            revoked: Revoked::Task("task-1".into()),
+            revoked_at: NOW,
+            forget_after: NOW + 600,
+        },
+        NOW,
+    );
+    assert_eq!(
+        run(&f, Some(&auth), None, RESOURCE_SERVER),
+        Err(Refusal::Revoked {
+            scheme: Scheme::Bearer
+        })
+    );
+}
+
+#[test]
+fn identities_are_bearer_only_and_only_where_accepted() {
+    let f = fixture();
+    let svid = svid(&f);
+    let bearer = format!("Bearer {svid}");
+    let accept_identities = ISSUER;
+    assert!(matches!(
+        run(&f, Some(&bearer), None, accept_identities),
+        Ok(Authenticated::Identity(claims)) if claims.jti == "svid-1"
+    ));
+    // A resource server takes task tokens only.
+    assert!(matches!(
+        run(&f, Some(&bearer), None, RESOURCE_SERVER),
+        Err(Refusal::Token {
+            error: TokenError::Type,
+            scheme: Scheme::Bearer
+        })
+    ));
+    let as_dpop = format!("DPoP {svid}");
+    assert!(matches!(
+        run(&f, Some(&as_dpop), None, accept_identities),
+        Err(Refusal::Token {
+            scheme: Scheme::Dpop,
+            ..
+        })
+    ));
+    // An SVID for another audience is refused as an identity.
+    assert_eq!(
+        run(
+            &f,
+            Some(&bearer),
+            None,
+            Point {
+                svid_audience: Some(AUD),
+                ..ISSUER
+            }
+        ),
+        Err(Refusal::Identity(TokenError::Audience))
+    );
+    // A task token that fails is refused as a task token, not as an identity.
+    let expired = AccessClaims {
+        exp: NOW - 100,
+        ..task_claims(&f, false)
+    };
+    let expired = format!("Bearer {}", token(&f, &expired));
+    assert_eq!(
+        run(&f, Some(&expired), None, accept_identities),
+        Err(Refusal::Token {
+            error: TokenError::Expired,
+            scheme: Scheme::Bearer
+        })
+    );
+}
+
+#[test]
+fn codes_and_challenges_follow_rfc_9449() {
+    let cases = [
+        (Refusal::NoCredential, "Bearer error=\"invalid_svid\""),
+        (
+            Refusal::BoundTokenAsBearer,
+            "DPoP error=\"invalid_token\", algs=\"ES256 EdDSA\"",
+        ),
+        (
+            Refusal::UnboundTokenAsDpop,
+            "Bearer error=\"invalid_token\"",
+        ),
+        (
+            Refusal::UseNonce,
+            "DPoP error=\"use_dpop_nonce\", algs=\"ES256 EdDSA\"",
+        ),
+        (
+            Refusal::Replay,
+            "DPoP error=\"invalid_dpop_proof\", algs=\"ES256 EdDSA\"",
+        ),
+        (
+            Refusal::Token {
+                error: TokenError::Expired,
+                scheme: Scheme::Dpop,
+            },
+            "DPoP error=\"invalid_token\", algs=\"ES256 EdDSA\"",
+        ),
+    ];
+    for (refusal, challenge) in cases {
+        assert_eq!(refusal.challenge(), challenge, "{refusal:?}");
+    }
+    assert_eq!(Refusal::Stale.code(), "revocation_state_stale");
+}
+
+#[test]
+fn no_refusal_shows_the_token() {
+    let f = fixture();
+    let token = token(&f, &task_claims(&f, true));
+    let signature = token.rsplit('.').next().unwrap().to_owned();
+    let mut tampered = token.clone();
+    tampered.push('A');
+    for auth in [
+        format!("Bearer {token}"),
+        format!("DPoP {tampered}"),
+        format!("DPoP {token}"),
+    ] {
+        let refusal = run(&f, Some(&auth), Some("not.a.proof"), RESOURCE_SERVER).unwrap_err();
+        let shown = format!("{refusal} {refusal:?}");
+        assert!(!shown.contains(&signature), "{shown}");
+    }
+    assert_eq!(
+        run(&f, None, None, RESOURCE_SERVER),
+        Err(Refusal::NoCredential)
+    );
+}
