@@ -1,25 +1,39 @@
-//! Operator authentication and request auditing for the `/v1` admin API.
+//! Who is calling: operators on the `/v1` admin API, agents at the enforcement points, and
+//! request auditing.
 //!
 //! [`admin_layer`] authenticates the human credential of admin routes (only its SHA-256 is
 //! looked up; agent credentials never match) and makes the [`Caller`] available to handlers.
+//! [`AuthenticatedAgent`] is the extractor of every enforcement point: the one agent
+//! authentication ([`crate::presented::authenticate`]), then the registry.
 //! [`audit_layer`], around every `/v1` route, records what handlers do not: refusals
 //! (`api.reject`) and operators' successful reads (`api.read`, a credential use). State
 //! changes are audited by the handler together with the change. If the audit record cannot be
 //! written the caller gets 503 instead of the answer.
 
+use aims_core::agent::Agent;
 use aims_core::audit::{Actor, Outcome, action};
 use aims_core::credential::{CredentialHash, MAX_CREDENTIAL_LEN};
+use aims_core::id::SpiffeId;
+use aims_core::scope::ScopeSet;
 use aims_core::user::{Access, User};
+use aims_store::ResourceServer;
+use aims_token::access::AccessClaims;
+use aims_token::authn::{self, Authenticated, Refusal, Scheme};
+use aims_token::svid::SvidClaims;
 use axum::extract::{FromRequestParts, OriginalUri, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 
-use crate::error::{ApiError, Rejected};
+use crate::error::{ApiError, ErrorCode, Rejected};
 use crate::limits;
+use crate::presented;
 use crate::refusals::{self, Origin};
 use crate::state::AppState;
+use time::OffsetDateTime;
 
 /// Header carrying the request's correlation id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -71,10 +85,205 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 /// The bearer credential in `Authorization`, if well-formed and at most `max_len` bytes.
 pub(crate) fn bearer(headers: &HeaderMap, max_len: usize) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, credential) = value.split_once(' ')?;
-    let credential = credential.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty() && credential.len() <= max_len)
-        .then_some(credential)
+    let (scheme, credential) = authn::split_authorization(value)?;
+    (scheme.eq_ignore_ascii_case("bearer") && credential.len() <= max_len).then_some(credential)
+}
+
+/// The agent behind a request at an enforcement point of this server: a task token (RFC
+/// 9068, DPoP-bound unless the agent is allowed bearer, its proof checked with this
+/// replica's nonce) or the agent's JWT-SVID as a bearer token, verified, not revoked, and
+/// naming a registered agent of this trust domain.
+#[derive(Debug, Clone)]
+pub struct AuthenticatedAgent {
+    /// The agent's registry record.
+    pub agent: Agent,
+    /// Its SPIFFE ID, as the credential names it.
+    pub spiffe_id: SpiffeId,
+    /// The id of the credential presented (the task token's or the SVID's `jti`).
+    pub credential_id: String,
+    /// The task token, when one was presented (not the SVID).
+    pub task: Option<TaskToken>,
+}
+
+/// A task token presented at an enforcement point, its claims parsed once.
+#[derive(Debug, Clone)]
+pub struct TaskToken {
+    /// The token's claims.
+    pub claims: AccessClaims,
+    /// Its scopes.
+    pub scopes: ScopeSet,
+}
+
+impl FromRequestParts<AppState> for AuthenticatedAgent {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Nested routers see the path without their prefix; a proof names the whole URL.
+        let path = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map_or_else(|| parts.uri.path(), |uri| uri.path());
+        let url = format!("{}{path}", state.issuer);
+        let now = OffsetDateTime::now_utc();
+        let presented = presented::presented(&parts.headers, parts.method.as_str(), &url);
+        match presented::authenticate(state, &presented, now).map_err(refused)? {
+            Authenticated::Identity(svid) => identity_holder(state, svid).await,
+            Authenticated::Task { claims, scheme } => task_holder(state, claims, scheme).await,
+        }
+    }
+}
+
+/// The answer to a request the one authentication core refused: 401 with the RFC 6750 /
+/// RFC 9449 challenge, or 503 when this replica cannot tell whether the token is revoked.
+fn refused(refusal: Refusal) -> ApiError {
+    let code = ErrorCode::of_refusal(&refusal);
+    match refusal {
+        Refusal::Stale => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, refusal.to_string()),
+        _ => ApiError::new(StatusCode::UNAUTHORIZED, code, refusal.to_string())
+            .with_challenge(refusal.challenge()),
+    }
+}
+
+/// A 401 for a credential that verified but names nothing this registry accepts.
+fn unregistered(scheme: Scheme, code: ErrorCode, message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+        .with_challenge(authn::challenge(scheme, code.as_str()))
+}
+
+/// The holder of a verified JWT-SVID: still registered, not revoked, its agent known.
+async fn identity_holder(
+    state: &AppState,
+    svid: SvidClaims,
+) -> Result<AuthenticatedAgent, ApiError> {
+    let refused = |message| unregistered(Scheme::Bearer, ErrorCode::InvalidSvid, message);
+    let live = state.store.issued_credential(&svid.jti).await?;
+    if live.is_none_or(|c| c.revoked_at.is_some()) {
+        return Err(refused("the SVID is revoked or unknown"));
+    }
+    let agent = state
+        .store
+        .agent(svid.sub.agent())
+        .await?
+        .ok_or_else(|| refused("no such agent"))?;
+    Ok(AuthenticatedAgent {
+        agent,
+        spiffe_id: svid.sub,
+        credential_id: svid.jti,
+        task: None,
+    })
+}
+
+/// The holder of a verified task token: a registered agent of this trust domain, with the
+/// token's scopes.
+async fn task_holder(
+    state: &AppState,
+    claims: AccessClaims,
+    scheme: Scheme,
+) -> Result<AuthenticatedAgent, ApiError> {
+    let refused = |message| unregistered(scheme, ErrorCode::InvalidToken, message);
+    let spiffe_id = SpiffeId::parse(&claims.client_id)
+        .map_err(|_| refused("the token's client_id is not a SPIFFE ID"))?;
+    let agent = presented::agent_of(state, &spiffe_id)
+        .await?
+        .ok_or_else(|| refused("no such agent"))?;
+    let scopes =
+        ScopeSet::parse(&claims.scope).map_err(|_| refused("the token's scope is malformed"))?;
+    Ok(AuthenticatedAgent {
+        agent,
+        spiffe_id,
+        credential_id: claims.jti.clone(),
+        task: Some(TaskToken { claims, scopes }),
+    })
+}
+
+/// Who is calling introspection, revocation or the revocation feed.
+pub(crate) enum ServiceCaller {
+    /// A registered resource server (HTTP Basic with its name and secret).
+    ResourceServer(ResourceServer),
+    /// An operator (Bearer with a human credential allowed to read).
+    Operator(User),
+}
+
+impl ServiceCaller {
+    pub(crate) fn actor(&self) -> Actor {
+        match self {
+            Self::ResourceServer(rs) => Actor::ResourceServer {
+                name: rs.name.to_string(),
+            },
+            Self::Operator(user) => Actor::User {
+                name: user.name.to_string(),
+                role: user.role.to_string(),
+            },
+        }
+    }
+
+    /// The key of the caller's rate limit.
+    pub(crate) fn rate_limit_key(&self) -> String {
+        match self {
+            Self::ResourceServer(rs) => format!("resource-server:{}", rs.name),
+            Self::Operator(user) => format!("user:{}", user.name),
+        }
+    }
+
+    /// Whether the caller may see a token for `audience`.
+    pub(crate) fn may_see(&self, audience: &str) -> bool {
+        match self {
+            Self::ResourceServer(rs) => rs.audience == audience,
+            Self::Operator(_) => true,
+        }
+    }
+}
+
+/// Authenticates a resource server (Basic) or an operator (Bearer); `None` without
+/// `Authorization`; `invalid_client` for a credential that does not match.
+pub(crate) async fn service_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<ServiceCaller>, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let invalid = || ApiError::oauth(ErrorCode::InvalidClient, "client authentication failed");
+    let value = value.to_str().map_err(|_| invalid())?;
+    let (scheme, credential) = authn::split_authorization(value).ok_or_else(invalid)?;
+    if credential.len() > 2 * MAX_CREDENTIAL_LEN {
+        return Err(invalid());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = STANDARD.decode(credential).map_err(|_| invalid())?;
+        let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
+        // RFC 6749 §2.3.1: both halves are form-urlencoded before they are joined.
+        let (name, secret) = decoded.split_once(':').ok_or_else(invalid)?;
+        let (name, secret) = (form_decode(name), form_decode(secret));
+        let server = state
+            .store
+            .resource_server_by_credential(&CredentialHash::of(&secret))
+            .await
+            .map_err(ApiError::oauth_from_store)?
+            .filter(|rs| rs.name.as_str() == name)
+            .ok_or_else(invalid)?;
+        Ok(Some(ServiceCaller::ResourceServer(server)))
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        let user = state
+            .store
+            .user_by_credential(&CredentialHash::of(credential))
+            .await
+            .map_err(ApiError::oauth_from_store)?
+            .filter(|u| u.role.allows(Access::Read))
+            .ok_or_else(invalid)?;
+        Ok(Some(ServiceCaller::Operator(user)))
+    } else {
+        Err(invalid())
+    }
+}
+
+/// One `application/x-www-form-urlencoded` value, decoded (`+` is a space, `%XX` a byte).
+/// A value holding `&` decodes to its first part only, which then matches no credential.
+pub(crate) fn form_decode(value: &str) -> String {
+    form_urlencoded::parse(format!("v={value}").as_bytes())
+        .map(|(_, v)| v.into_owned())
+        .next()
+        .unwrap_or_default()
 }
 
 pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
@@ -138,10 +347,10 @@ pub async fn audit_layer(State(state): State<AppState>, request: Request, next: 
             action::REJECT,
             Outcome::Denied,
         );
-        event.code = Some(rejected.code.to_owned());
+        event.code = Some(rejected.code.as_str().to_owned());
         event.request_id = request_id;
         event.resource = Some(format!("{method} {path}"));
-        refusals::record(&state, event, &origin, rejected.code).await
+        refusals::record(&state, event, &origin, rejected.code.as_str()).await
     } else if let Some(actor) =
         actor.filter(|_| method == Method::GET && response.status().is_success())
     {
@@ -156,13 +365,13 @@ pub async fn audit_layer(State(state): State<AppState>, request: Request, next: 
         Ok(()) => response,
         // The client must still learn that its change may have been made: "outcome unknown"
         // is no less true for being unaudited, and any other answer would leave unaudited too.
-        Err(_) if refused_with(&response, "store_outcome_unknown") => response,
+        Err(_) if refused_with(&response, ErrorCode::StoreOutcomeUnknown) => response,
         Err(e) => e.into_response(),
     }
 }
 
 /// Whether `response` is a refusal with `code`.
-fn refused_with(response: &Response, code: &str) -> bool {
+fn refused_with(response: &Response, code: ErrorCode) -> bool {
     response
         .extensions()
         .get::<Rejected>()

@@ -1,14 +1,227 @@
 //! The one place where failures become HTTP responses.
 //!
-//! Every refusal carries a stable, greppable code (`agent_exists`, `unauthenticated`, …) and a
-//! message safe to show the caller; internal details go to the server log only. A rejected
-//! response carries a [`Rejected`] extension so the audit middleware records it.
+//! Every refusal carries a stable code ([`ErrorCode`], serialized to the same greppable
+//! strings forever: `agent_exists`, `unauthenticated`, …) and a message safe to show the
+//! caller; internal details go to the server log only. An [`ApiError`] answers in one of two
+//! forms: the API's `{"error", "message"}` or, at the OAuth endpoints, RFC 6749 §5.2's
+//! `{"error", "error_description"}`, never cached. A rejected response carries a [`Rejected`]
+//! extension so the audit middleware records it.
 
 use aims_api::ErrorBody;
+use aims_api::tokens::OAuthError;
 use aims_store::StoreError;
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+
+/// Declares [`ErrorCode`] with the string each variant is serialized to.
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident = $text:literal,)*) => {
+        /// The stable code of a refusal, as the `error` member of the body.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code.
+            pub const ALL: &'static [Self] = &[$(Self::$variant,)*];
+
+            /// The code as it is sent.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The agent is decommissioned for good.
+    AgentDecommissioned = "agent_decommissioned",
+    /// An agent of that name is registered.
+    AgentExists = "agent_exists",
+    /// The agent may not hold credentials in its state.
+    AgentNotActive = "agent_not_active",
+    /// No agent of that name.
+    AgentNotFound = "agent_not_found",
+    /// The audit log cannot be written, so nothing was done.
+    AuditUnavailable = "audit_unavailable",
+    /// The body exceeds the size limit.
+    BodyTooLarge = "body_too_large",
+    /// The store refused a conflicting change.
+    Conflict = "conflict",
+    /// An update that changes nothing.
+    EmptyUpdate = "empty_update",
+    /// The caller's role does not allow this.
+    Forbidden = "forbidden",
+    /// A failure whose details are in the server log only.
+    Internal = "internal",
+    /// The agent named is not acceptable here.
+    InvalidAgent = "invalid_agent",
+    /// An audience URI that is not acceptable.
+    InvalidAudience = "invalid_audience",
+    /// A JSON body of the wrong shape.
+    InvalidBody = "invalid_body",
+    /// Client authentication failed (RFC 6749 §5.2).
+    InvalidClient = "invalid_client",
+    /// The DPoP proof is missing or refused (RFC 9449).
+    InvalidDpopProof = "invalid_dpop_proof",
+    /// A push endpoint URL that is not acceptable.
+    InvalidEndpointUrl = "invalid_endpoint_url",
+    /// SSF events that are not acceptable.
+    InvalidEvents = "invalid_events",
+    /// Attestation evidence that does not parse or verify.
+    InvalidEvidence = "invalid_evidence",
+    /// A token of a federated issuer that does not verify.
+    InvalidFederatedToken = "invalid_federated_token",
+    /// The grant or subject token is refused (RFC 6749 §5.2).
+    InvalidGrant = "invalid_grant",
+    /// A task intent that is not acceptable.
+    InvalidIntent = "invalid_intent",
+    /// A join token that is unknown or malformed.
+    InvalidJoinToken = "invalid_join_token",
+    /// A body that is not JSON.
+    InvalidJson = "invalid_json",
+    /// A name that is not acceptable.
+    InvalidName = "invalid_name",
+    /// An attestation nonce that is unknown, used or expired.
+    InvalidNonce = "invalid_nonce",
+    /// A policy set that does not compile or is malformed.
+    InvalidPolicy = "invalid_policy",
+    /// A proof of possession that does not verify.
+    InvalidProof = "invalid_proof",
+    /// Query parameters that are not acceptable.
+    InvalidQuery = "invalid_query",
+    /// A reason that is not acceptable.
+    InvalidReason = "invalid_reason",
+    /// A malformed request (RFC 6749 §5.2).
+    InvalidRequest = "invalid_request",
+    /// A scope that is malformed or not granted (RFC 6749 §5.2).
+    InvalidScope = "invalid_scope",
+    /// A state that is not acceptable.
+    InvalidState = "invalid_state",
+    /// A task subject that is not acceptable.
+    InvalidSubject = "invalid_subject",
+    /// No credential, or a JWT-SVID that is refused.
+    InvalidSvid = "invalid_svid",
+    /// A target that is unknown or not allowed (RFC 8707).
+    InvalidTarget = "invalid_target",
+    /// A task id that is malformed.
+    InvalidTaskId = "invalid_task_id",
+    /// A task token that is refused (RFC 6750).
+    InvalidToken = "invalid_token",
+    /// A lifecycle change the agent's state does not allow.
+    InvalidTransition = "invalid_transition",
+    /// A lifetime out of range.
+    InvalidTtl = "invalid_ttl",
+    /// A policy version that is not a positive integer.
+    InvalidVersion = "invalid_version",
+    /// A federated issuer's keys cannot be fetched.
+    IssuerUnavailable = "issuer_unavailable",
+    /// The join token has expired.
+    JoinTokenExpired = "join_token_expired",
+    /// The join token was used before.
+    JoinTokenUsed = "join_token_used",
+    /// A key other than the one bound.
+    KeyMismatch = "key_mismatch",
+    /// The change would leave no administrator.
+    LastAdmin = "last_admin",
+    /// The route does not take that method.
+    MethodNotAllowed = "method_not_allowed",
+    /// No such route.
+    NoRoute = "no_route",
+    /// Something the request names does not exist.
+    NotFound = "not_found",
+    /// Another policy version was activated meanwhile.
+    PolicyConflict = "policy_conflict",
+    /// No such policy version.
+    PolicyVersionNotFound = "policy_version_not_found",
+    /// The attested posture does not satisfy the profile.
+    PostureRejected = "posture_rejected",
+    /// The caller's rate limit is spent.
+    RateLimited = "rate_limited",
+    /// The agent's owner must recertify it before it gets new credentials.
+    RecertificationDue = "recertification_due",
+    /// A resource server of that name or audience is registered.
+    ResourceServerExists = "resource_server_exists",
+    /// No such resource server.
+    ResourceServerNotFound = "resource_server_not_found",
+    /// The record changed since the revision the caller read.
+    RevisionConflict = "revision_conflict",
+    /// The replica cannot tell whether a token is revoked.
+    RevocationStateStale = "revocation_state_stale",
+    /// An internal failure at an OAuth endpoint (RFC 6749 §5.2).
+    ServerError = "server_error",
+    /// The store's volume is below its free-space reserve.
+    StorageReserve = "storage_reserve",
+    /// The store failed while committing; the change may have been made.
+    StoreOutcomeUnknown = "store_outcome_unknown",
+    /// The store cannot be reached; nothing was changed.
+    StoreUnavailable = "store_unavailable",
+    /// No such SSF stream.
+    StreamNotFound = "stream_not_found",
+    /// A subject other than the one expected.
+    SubjectMismatch = "subject_mismatch",
+    /// The task has ended.
+    TaskNotActive = "task_not_active",
+    /// No such task.
+    TaskNotFound = "task_not_found",
+    /// The OAuth endpoint cannot serve now (RFC 6749 §5.2).
+    TemporarilyUnavailable = "temporarily_unavailable",
+    /// The receiver has as many SSF streams as it may.
+    TooManyStreams = "too_many_streams",
+    /// No valid operator credential.
+    Unauthenticated = "unauthenticated",
+    /// An agent this server does not know.
+    UnknownAgent = "unknown_agent",
+    /// An SSF delivery method not supported.
+    UnsupportedDeliveryMethod = "unsupported_delivery_method",
+    /// SSF events not supported.
+    UnsupportedEvents = "unsupported_events",
+    /// A grant type not supported (RFC 6749 §5.2).
+    UnsupportedGrantType = "unsupported_grant_type",
+    /// A body that is not JSON by its content type.
+    UnsupportedMediaType = "unsupported_media_type",
+    /// An issuer that is not federated.
+    UntrustedIssuer = "untrusted_issuer",
+    /// The DPoP proof must carry the server's nonce (RFC 9449 §8).
+    UseDpopNonce = "use_dpop_nonce",
+    /// A user of that name exists.
+    UserExists = "user_exists",
+    /// No such user.
+    UserNotFound = "user_not_found",
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ErrorCode {
+    /// The code of a refusal by the one agent-authentication core.
+    pub fn of_refusal(refusal: &aims_token::authn::Refusal) -> Self {
+        match refusal.code() {
+            "invalid_svid" => Self::InvalidSvid,
+            "revocation_state_stale" => Self::RevocationStateStale,
+            "invalid_dpop_proof" => Self::InvalidDpopProof,
+            "use_dpop_nonce" => Self::UseDpopNonce,
+            _ => Self::InvalidToken,
+        }
+    }
+}
+
+/// How a refusal is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// `{"error": code, "message": …}`.
+    Api,
+    /// RFC 6749 §5.2: `{"error": code, "error_description": …}`, with `Cache-Control:
+    /// no-store`.
+    OAuth,
+}
 
 /// A refused or failed API call.
 #[derive(Debug, Clone)]
@@ -16,32 +229,60 @@ pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// Stable code.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// Message for the caller (no secrets, no internals).
     pub message: String,
     /// A `WWW-Authenticate` challenge to send with a 401.
     pub challenge: Option<String>,
     /// Seconds to send in `Retry-After` (with a 429).
     pub retry_after: Option<u64>,
+    /// How the body is written.
+    pub form: Form,
 }
 
 /// Marks a response as a refusal, for the audit middleware.
 #[derive(Debug, Clone)]
 pub struct Rejected {
     /// The stable code of the refusal.
-    pub code: &'static str,
+    pub code: ErrorCode,
 }
 
 impl ApiError {
     /// An error with the given status, code and message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
             message: message.into(),
             challenge: None,
             retry_after: None,
+            form: Form::Api,
         }
+    }
+
+    /// A refusal at an OAuth endpoint (RFC 6749 §5.2): 400, except `invalid_client` (401,
+    /// with a Basic challenge), `temporarily_unavailable` (503), `server_error` (500) and
+    /// `rate_limited` (429).
+    pub fn oauth(code: ErrorCode, description: impl Into<String>) -> Self {
+        let status = match code {
+            ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+            ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let refusal = Self::new(status, code, description).in_form(Form::OAuth);
+        if code == ErrorCode::InvalidClient {
+            refusal.with_challenge("Basic realm=\"aims\"".to_owned())
+        } else {
+            refusal
+        }
+    }
+
+    /// The same error written in `form`.
+    pub fn in_form(mut self, form: Form) -> Self {
+        self.form = form;
+        self
     }
 
     /// The same error with a `WWW-Authenticate` challenge.
@@ -57,17 +298,17 @@ impl ApiError {
     }
 
     /// 400 with a specific code.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     /// 404 with a specific code.
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
 
     /// 409 with a specific code.
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
@@ -75,21 +316,21 @@ impl ApiError {
     pub fn unauthenticated() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
-            "unauthenticated",
+            ErrorCode::Unauthenticated,
             "a valid operator credential is required (Authorization: Bearer <token>)",
         )
     }
 
     /// 403: the credential's role does not allow this.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
     }
 
     /// 503: the audit log could not be written, so nothing was done or answered.
     pub fn audit_unavailable() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "audit_unavailable",
+            ErrorCode::AuditUnavailable,
             "the audit log cannot be written; the request was refused",
         )
     }
@@ -98,7 +339,7 @@ impl ApiError {
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "internal error; see the server log",
         )
     }
@@ -107,14 +348,14 @@ impl ApiError {
     pub fn from_store(err: StoreError) -> Self {
         match err {
             StoreError::NotFound { what } => {
-                Self::not_found("not_found", format!("{what} not found"))
+                Self::not_found(ErrorCode::NotFound, format!("{what} not found"))
             }
-            StoreError::Conflict { reason } => Self::conflict("conflict", reason),
+            StoreError::Conflict { reason } => Self::conflict(ErrorCode::Conflict, reason),
             StoreError::Unavailable(detail) => {
                 tracing::error!(%detail, "store unavailable");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
+                    ErrorCode::StoreUnavailable,
                     "the store is unavailable; nothing was changed",
                 )
             }
@@ -122,7 +363,7 @@ impl ApiError {
                 tracing::error!(error = %err, "write refused: the store's volume is below its free-space reserve");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "storage_reserve",
+                    ErrorCode::StorageReserve,
                     "the server is low on storage and refuses writes; nothing was changed",
                 )
             }
@@ -130,7 +371,7 @@ impl ApiError {
                 tracing::error!(%detail, "store commit outcome unknown");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "store_outcome_unknown",
+                    ErrorCode::StoreOutcomeUnknown,
                     "the store failed while committing; the change may have been made: \
                      read it back before retrying",
                 )
@@ -138,6 +379,43 @@ impl ApiError {
             other => {
                 tracing::error!(error = %other, "store failure");
                 Self::internal()
+            }
+        }
+    }
+
+    /// Maps a store failure at an OAuth endpoint, where nothing is ever half-issued: a token
+    /// whose registration failed was never handed out, so "outcome unknown" is "unavailable"
+    /// to the client.
+    pub fn oauth_from_store(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict { reason } => Self::oauth(ErrorCode::InvalidGrant, reason),
+            StoreError::NotFound { what } => {
+                Self::oauth(ErrorCode::InvalidGrant, format!("{what} not found"))
+            }
+            StoreError::Unavailable(detail) => {
+                tracing::error!(%detail, "store unavailable at an OAuth endpoint");
+                Self::oauth(
+                    ErrorCode::TemporarilyUnavailable,
+                    "the store is unavailable; nothing was issued",
+                )
+            }
+            StoreError::LowSpace { .. } => {
+                tracing::error!(error = %err, "OAuth endpoint: the store's volume is below its free-space reserve");
+                Self::oauth(
+                    ErrorCode::TemporarilyUnavailable,
+                    "the server is low on storage; nothing was issued",
+                )
+            }
+            StoreError::OutcomeUnknown(detail) => {
+                tracing::error!(%detail, "store commit outcome unknown at an OAuth endpoint");
+                Self::oauth(
+                    ErrorCode::TemporarilyUnavailable,
+                    "the store is unavailable; nothing was issued",
+                )
+            }
+            other => {
+                tracing::error!(error = %other, "store failure at an OAuth endpoint");
+                Self::oauth(ErrorCode::ServerError, "internal error; nothing was issued")
             }
         }
     }
@@ -151,30 +429,70 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(ErrorBody {
-                error: self.code.to_owned(),
-                message: self.message,
-            }),
-        )
-            .into_response();
-        if let Some(value) = self
-            .challenge
-            .and_then(|c| axum::http::HeaderValue::from_str(&c).ok())
-        {
+        let error = self.code.as_str().to_owned();
+        let mut response = match self.form {
+            Form::Api => (
+                self.status,
+                Json(ErrorBody {
+                    error,
+                    message: self.message,
+                }),
+            )
+                .into_response(),
+            Form::OAuth => no_store(
+                (
+                    self.status,
+                    Json(OAuthError {
+                        error,
+                        error_description: Some(self.message),
+                    }),
+                )
+                    .into_response(),
+            ),
+        };
+        if let Some(value) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             response
                 .headers_mut()
-                .insert(axum::http::header::WWW_AUTHENTICATE, value);
+                .insert(header::WWW_AUTHENTICATE, value);
         }
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+                .insert(header::RETRY_AFTER, seconds.into());
         }
         response
             .extensions_mut()
             .insert(Rejected { code: self.code });
         response
+    }
+}
+
+/// Marks a response as not to be cached (RFC 6749 §5.1): token responses and refusals, SSF
+/// management and polls.
+pub fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            let text = code.as_str();
+            assert!(seen.insert(text), "{text} twice");
+            assert!(
+                text.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{text}"
+            );
+        }
     }
 }

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// A JSON body, refused with a clear code when it is not acceptable.
 pub struct Body<T>(pub T);
@@ -28,19 +28,21 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "expected Content-Type: application/json",
         ),
         JsonRejection::JsonSyntaxError(_) => {
-            ApiError::bad_request("invalid_json", "the body is not valid JSON")
+            ApiError::bad_request(ErrorCode::InvalidJson, "the body is not valid JSON")
         }
-        JsonRejection::JsonDataError(e) => ApiError::bad_request("invalid_body", e.body_text()),
+        JsonRejection::JsonDataError(e) => {
+            ApiError::bad_request(ErrorCode::InvalidBody, e.body_text())
+        }
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             "the body is larger than the server accepts",
         ),
-        _ => ApiError::bad_request("invalid_body", "the body could not be read"),
+        _ => ApiError::bad_request(ErrorCode::InvalidBody, "the body could not be read"),
     }
 }
 
@@ -54,7 +56,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(v)| Self(v))
-            .map_err(|e: QueryRejection| ApiError::bad_request("invalid_query", e.body_text()))
+            .map_err(|e: QueryRejection| {
+                ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text())
+            })
     }
 }
 
@@ -68,7 +72,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AgentPath {
         let raw = path_segment(parts, state).await?;
         AgentName::new(raw)
             .map(Self)
-            .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidName, e.to_string()))
     }
 }
 
@@ -82,7 +86,7 @@ impl<S: Send + Sync> FromRequestParts<S> for UserPath {
         let raw = path_segment(parts, state).await?;
         UserName::new(raw)
             .map(Self)
-            .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidName, e.to_string()))
     }
 }
 
@@ -90,5 +94,7 @@ async fn path_segment<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<St
     axum::extract::Path::<String>::from_request_parts(parts, state)
         .await
         .map(|axum::extract::Path(v)| v)
-        .map_err(|_| ApiError::bad_request("invalid_name", "the name in the path is not valid"))
+        .map_err(|_| {
+            ApiError::bad_request(ErrorCode::InvalidName, "the name in the path is not valid")
+        })
 }

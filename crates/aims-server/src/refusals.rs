@@ -280,7 +280,10 @@ pub async fn summarize(state: AppState, window: Duration, mut stop: watch::Recei
         let stopping = *stop.borrow();
         for event in state.refusals.close(OffsetDateTime::now_utc()) {
             if let Err(error) = state.audit.record(event).await {
-                tracing::warn!(code = error.code, "a refusal summary could not be written");
+                tracing::warn!(
+                    code = error.code.as_str(),
+                    "a refusal summary could not be written"
+                );
             }
         }
         if stopping {

@@ -8,15 +8,14 @@
 //! server-sent-event subscribers. An entry is forgotten once the token it names has expired.
 //!
 //! Fail closed: if the replica has not caught up with the log within the configured staleness
-//! bound (the store is unreachable), [`RevocationSet::check`] refuses every token instead of
-//! trusting an old view.
+//! bound (the store is unreachable), [`RevocationSet::with_view`] shows no set at all, and the
+//! checks that use it refuse every token instead of trusting an old view.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use aims_core::revocation::{Notice, Revoked as Refused, RevokedSet};
 use aims_store::{Revocation, Revoked, Store, StoreError};
-use aims_token::access::AccessClaims;
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, broadcast, watch};
 
@@ -27,19 +26,9 @@ const PAGE: u32 = 1000;
 /// How many feed entries a slow subscriber may fall behind before it must resume by `since`.
 const FEED_BUFFER: usize = 4096;
 
-/// Why a token cannot be accepted by the revocation check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RevocationCheck {
-    /// The token (or one it derives from) was revoked.
-    #[error("the token has been revoked")]
-    Revoked,
-    /// This replica has not seen the revocation log recently enough to tell.
-    #[error("revocation state is stale; refusing")]
-    Stale,
-}
-
+/// What this replica has learnt from the revocation log.
 #[derive(Default)]
-struct Known {
+struct Learnt {
     /// Revoked tokens and epochs, each until it may be forgotten: its expiry plus the clock
     /// leeway tokens are verified with, so nothing is accepted again in that window.
     revoked: RevokedSet,
@@ -49,7 +38,7 @@ struct Known {
     synced_at: Option<Instant>,
 }
 
-impl Known {
+impl Learnt {
     /// Applies log entries: remembers each revocation a verifier could still need.
     fn apply(&mut self, entries: &[Revocation], now: i64) {
         for entry in entries {
@@ -76,7 +65,7 @@ fn notice(entry: &Revocation) -> Notice {
 
 /// The revoked-token set of this replica, and the feed it publishes.
 pub struct RevocationSet {
-    known: RwLock<Known>,
+    learnt: RwLock<Learnt>,
     /// Serializes catch-ups so two never apply the same page twice.
     sync: Mutex<()>,
     feed: broadcast::Sender<Revocation>,
@@ -88,35 +77,29 @@ impl RevocationSet {
     pub fn new(max_staleness: Duration) -> Self {
         let (feed, _) = broadcast::channel(FEED_BUFFER);
         Self {
-            known: RwLock::new(Known::default()),
+            learnt: RwLock::new(Learnt::default()),
             sync: Mutex::new(()),
             feed,
             max_staleness,
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Known> {
-        self.known.read().unwrap_or_else(|p| p.into_inner())
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Learnt> {
+        self.learnt.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Known> {
-        self.known.write().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Learnt> {
+        self.learnt.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether the token with `claims` may be accepted now: not revoked by its id nor by an
-    /// epoch, and this replica's view is fresh.
-    pub fn check(&self, claims: &AccessClaims) -> Result<(), RevocationCheck> {
-        let known = self.read();
-        if known
+    /// Runs `use_set` with the revoked set, or with `None` when this replica has not caught
+    /// up with the log within the staleness bound (the set is then too old to trust).
+    pub fn with_view<R>(&self, use_set: impl FnOnce(Option<&RevokedSet>) -> R) -> R {
+        let learnt = self.read();
+        let fresh = learnt
             .synced_at
-            .is_none_or(|at| at.elapsed() > self.max_staleness)
-        {
-            return Err(RevocationCheck::Stale);
-        }
-        if claims.is_refused_by(&known.revoked) {
-            return Err(RevocationCheck::Revoked);
-        }
-        Ok(())
+            .is_some_and(|at| at.elapsed() <= self.max_staleness);
+        use_set(fresh.then_some(&learnt.revoked))
     }
 
     /// Refuses token `jti` on this replica until `forget_after` (Unix seconds) without a log
@@ -158,11 +141,11 @@ impl RevocationSet {
             let full = page.len() >= PAGE as usize;
             let now = OffsetDateTime::now_utc().unix_timestamp();
             {
-                let mut known = self.write();
-                known.apply(&page, now);
+                let mut learnt = self.write();
+                learnt.apply(&page, now);
                 if !full {
-                    known.revoked.forget_expired(now);
-                    known.synced_at = Some(Instant::now());
+                    learnt.revoked.forget_expired(now);
+                    learnt.synced_at = Some(Instant::now());
                 }
             }
             for entry in page {
@@ -205,6 +188,7 @@ pub async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aims_token::access::AccessClaims;
 
     fn entry(seq: u64, revoked: Revoked, expires_at: i64) -> Revocation {
         let at = |t| OffsetDateTime::from_unix_timestamp(t).unwrap();
@@ -236,39 +220,44 @@ mod tests {
     /// remembered at least that long, or it would be accepted again.
     #[test]
     fn revocations_outlive_expiry_by_the_leeway() {
-        let mut known = Known::default();
+        let mut learnt = Learnt::default();
         let token = |jti: &str| Revoked::Credential(jti.to_owned());
-        known.apply(
+        learnt.apply(
             &[entry(1, token("t1"), 1_000), entry(2, token("old"), 100)],
             1_000 + LEEWAY_S,
         );
         let agents = [aims_core::id::AgentName::new("a").unwrap()];
         assert!(
-            known.revoked.refuses(&presented("t1", &agents)),
+            learnt.revoked.refuses(&presented("t1", &agents)),
             "still inside the leeway"
         );
         assert!(
-            !known.revoked.refuses(&presented("old", &agents)),
+            !learnt.revoked.refuses(&presented("old", &agents)),
             "no verifier accepts it any more"
         );
-        assert_eq!(known.cursor, 2);
-        known.revoked.forget_expired(1_000 + LEEWAY_S);
-        assert!(known.revoked.refuses(&presented("t1", &agents)));
-        known.revoked.forget_expired(1_001 + LEEWAY_S);
-        assert!(known.revoked.is_empty());
+        assert_eq!(learnt.cursor, 2);
+        learnt.revoked.forget_expired(1_000 + LEEWAY_S);
+        assert!(learnt.revoked.refuses(&presented("t1", &agents)));
+        learnt.revoked.forget_expired(1_001 + LEEWAY_S);
+        assert!(learnt.revoked.is_empty());
     }
 
     #[test]
     fn epoch_entries_refuse_earlier_tokens_of_their_agent() {
-        let mut known = Known::default();
-        known.apply(&[entry(7, Revoked::Agent, 90_000)], 500);
+        let mut learnt = Learnt::default();
+        learnt.apply(&[entry(7, Revoked::Agent, 90_000)], 500);
         let agents = [aims_core::id::AgentName::new("a").unwrap()];
         let earlier = aims_core::revocation::Presented {
             issued_at: 499,
             ..presented("never-logged", &agents)
         };
-        assert!(known.revoked.refuses(&earlier));
-        assert!(!known.revoked.refuses(&presented("later", &agents)));
+        assert!(learnt.revoked.refuses(&earlier));
+        assert!(!learnt.revoked.refuses(&presented("later", &agents)));
+    }
+
+    /// Whether the replica accepts a token with `claims` now.
+    fn accepts(set: &RevocationSet, claims: &AccessClaims) -> Option<bool> {
+        set.with_view(|revoked| revoked.map(|r| !claims.is_refused_by(r)))
     }
 
     #[test]
@@ -282,9 +271,9 @@ mod tests {
             "task_id": "t", "intent": "i"
         }))
         .unwrap();
-        assert_eq!(set.check(&claims), Ok(()));
+        assert_eq!(accepts(&set, &claims), Some(true));
         set.refuse_unissued("signed-not-stored", claims.exp);
-        assert_eq!(set.check(&claims), Err(RevocationCheck::Revoked));
+        assert_eq!(accepts(&set, &claims), Some(false));
     }
 
     #[test]
@@ -296,6 +285,6 @@ mod tests {
             "jti": "anything", "iat": 600, "exp": 900, "task_id": "t", "intent": "i"
         }))
         .unwrap();
-        assert_eq!(set.check(&claims), Err(RevocationCheck::Stale));
+        assert_eq!(accepts(&set, &claims), None, "no view to trust");
     }
 }

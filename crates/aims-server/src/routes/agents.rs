@@ -21,7 +21,7 @@ use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::{AgentPath, Body, Query};
 use crate::state::AppState;
 
@@ -30,8 +30,10 @@ const MAX_REASON: usize = 512;
 
 fn invalid(e: AgentError) -> ApiError {
     match e {
-        AgentError::Transition { .. } => ApiError::conflict("invalid_transition", e.to_string()),
-        other => ApiError::bad_request("invalid_agent", other.to_string()),
+        AgentError::Transition { .. } => {
+            ApiError::conflict(ErrorCode::InvalidTransition, e.to_string())
+        }
+        other => ApiError::bad_request(ErrorCode::InvalidAgent, other.to_string()),
     }
 }
 
@@ -45,7 +47,7 @@ fn view(state: &AppState, agent: Agent) -> AgentView {
 fn recertify_deadline(now: OffsetDateTime, days: u32) -> Result<OffsetDateTime, ApiError> {
     if !(1..=3650).contains(&days) {
         return Err(ApiError::bad_request(
-            "invalid_agent",
+            ErrorCode::InvalidAgent,
             "recertify_days must be between 1 and 3650",
         ));
     }
@@ -118,7 +120,7 @@ pub async fn register(
         Ok(()) => {}
         Err(StoreError::Conflict { .. }) => {
             return Err(ApiError::conflict(
-                "agent_exists",
+                ErrorCode::AgentExists,
                 format!(
                     "an agent named {} was already registered; names are never reused",
                     agent.name
@@ -167,11 +169,9 @@ pub async fn list(
 }
 
 async fn load(state: &AppState, name: &AgentName) -> Result<Agent, ApiError> {
-    state
-        .store
-        .agent(name)
-        .await?
-        .ok_or_else(|| ApiError::not_found("agent_not_found", format!("no agent named {name}")))
+    state.store.agent(name).await?.ok_or_else(|| {
+        ApiError::not_found(ErrorCode::AgentNotFound, format!("no agent named {name}"))
+    })
 }
 
 /// `GET /v1/agents/{name}`.
@@ -205,11 +205,11 @@ async fn save(
             Ok(())
         }
         Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(
-            "revision_conflict",
+            ErrorCode::RevisionConflict,
             "the agent was changed concurrently; read it again and retry",
         )),
         Err(StoreError::NotFound { .. }) => Err(ApiError::not_found(
-            "agent_not_found",
+            ErrorCode::AgentNotFound,
             format!("no agent named {}", next.name),
         )),
         Err(e) => Err(e.into()),
@@ -229,7 +229,7 @@ pub async fn update(
         && expected != current.revision
     {
         return Err(ApiError::conflict(
-            "revision_conflict",
+            ErrorCode::RevisionConflict,
             format!(
                 "the agent is at revision {}, not {expected}",
                 current.revision
@@ -238,7 +238,7 @@ pub async fn update(
     }
     if current.state == LifecycleState::Decommissioned {
         return Err(ApiError::conflict(
-            "agent_decommissioned",
+            ErrorCode::AgentDecommissioned,
             "a decommissioned agent cannot be changed",
         ));
     }
@@ -275,7 +275,7 @@ pub async fn update(
     }
     if changed.is_empty() {
         return Err(ApiError::bad_request(
-            "empty_update",
+            ErrorCode::EmptyUpdate,
             "the update changes nothing",
         ));
     }
@@ -302,7 +302,7 @@ async fn lifecycle(
         && (reason.len() > MAX_REASON || !aims_core::text::is_visible(reason, false))
     {
         return Err(ApiError::bad_request(
-            "invalid_reason",
+            ErrorCode::InvalidReason,
             "reason must be at most 512 printable characters",
         ));
     }
@@ -373,7 +373,7 @@ pub async fn join_token(
     let agent = load(&state, &name).await?;
     if !agent.state.may_hold_credentials() {
         return Err(ApiError::conflict(
-            "agent_not_active",
+            ErrorCode::AgentNotActive,
             format!(
                 "the agent is {}; only active agents get join tokens",
                 agent.state

@@ -23,11 +23,11 @@ use axum::http::StatusCode;
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::Body;
 use crate::federation::FederationError;
+use crate::presented;
 use crate::state::AppState;
-use crate::tokens;
 use crate::webhook;
 use aims_token::LEEWAY_S;
 use aims_token::svid::{self, SvidClaims};
@@ -41,11 +41,11 @@ const PROOF_MAX_LIFETIME_S: i64 = 300;
 /// Longest requested audience.
 const MAX_AUDIENCE: usize = 512;
 
-fn refused(status: StatusCode, code: &'static str, message: &str) -> ApiError {
+fn refused(status: StatusCode, code: ErrorCode, message: &str) -> ApiError {
     ApiError::new(status, code, message)
 }
 
-fn unauthorized(code: &'static str, message: &str) -> ApiError {
+fn unauthorized(code: ErrorCode, message: &str) -> ApiError {
     refused(StatusCode::UNAUTHORIZED, code, message)
 }
 
@@ -86,7 +86,12 @@ pub async fn attest(
 
     // 1. The proof: signed by the key it carries, for us, fresh.
     let (proof, key) = jws::verify_self_signed(&req.proof, PROOF_TYP, &[Alg::Es256, Alg::EdDsa])
-        .map_err(|e| unauthorized("invalid_proof", &format!("attestation proof refused: {e}")))?;
+        .map_err(|e| {
+            unauthorized(
+                ErrorCode::InvalidProof,
+                &format!("attestation proof refused: {e}"),
+            )
+        })?;
     jws::check_claims(
         &proof.claims,
         &ClaimChecks {
@@ -97,7 +102,12 @@ pub async fn attest(
             max_lifetime_s: Some(PROOF_MAX_LIFETIME_S),
         },
     )
-    .map_err(|e| unauthorized("invalid_proof", &format!("attestation proof refused: {e}")))?;
+    .map_err(|e| {
+        unauthorized(
+            ErrorCode::InvalidProof,
+            &format!("attestation proof refused: {e}"),
+        )
+    })?;
     let key_thumbprint = key.thumbprint();
 
     // 2. The nonce: issued here and fresh (checked without the store; it is burned once the
@@ -107,7 +117,7 @@ pub async fn attest(
         .claims
         .get("nonce")
         .and_then(|n| n.as_str())
-        .ok_or_else(|| unauthorized("invalid_nonce", "the proof carries no nonce"))?;
+        .ok_or_else(|| unauthorized(ErrorCode::InvalidNonce, "the proof carries no nonce"))?;
     let nonce_expires_at = state
         .attestation_nonces
         .check(nonce, now.unix_timestamp())
@@ -115,7 +125,7 @@ pub async fn attest(
         .and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok())
         .ok_or_else(|| {
             unauthorized(
-                "invalid_nonce",
+                ErrorCode::InvalidNonce,
                 "the nonce is unknown or expired; fetch a new one",
             )
         })?;
@@ -127,20 +137,20 @@ pub async fn attest(
         .cloned()
         .map(serde_json::from_value)
         .transpose()
-        .map_err(|e| ApiError::bad_request("invalid_evidence", format!("evidence: {e}")))?
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidEvidence, format!("evidence: {e}")))?
         .ok_or_else(|| {
-            ApiError::bad_request("invalid_evidence", "the proof carries no evidence")
+            ApiError::bad_request(ErrorCode::InvalidEvidence, "the proof carries no evidence")
         })?;
     evidence
         .validate()
-        .map_err(|e| ApiError::bad_request("invalid_evidence", format!("evidence: {e}")))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidEvidence, format!("evidence: {e}")))?;
 
     // 4. Who: exactly one identity proof, bound to this key.
     let (agent_name, identity) = match (&req.join_token, &req.svid, &req.federated_token) {
         (Some(token), None, None) => {
             if token.len() > MAX_CREDENTIAL_LEN {
                 return Err(unauthorized(
-                    "invalid_join_token",
+                    ErrorCode::InvalidJoinToken,
                     "the join token is not valid",
                 ));
             }
@@ -152,43 +162,47 @@ pub async fn attest(
                 JoinTokenUse::Consumed(agent) => (agent, IdentityProof::JoinToken),
                 JoinTokenUse::AlreadyUsed(_) => {
                     return Err(unauthorized(
-                        "join_token_used",
+                        ErrorCode::JoinTokenUsed,
                         "the join token was already used",
                     ));
                 }
                 JoinTokenUse::Expired(_) => {
                     return Err(unauthorized(
-                        "join_token_expired",
+                        ErrorCode::JoinTokenExpired,
                         "the join token has expired",
                     ));
                 }
                 JoinTokenUse::Unknown => {
                     return Err(unauthorized(
-                        "invalid_join_token",
+                        ErrorCode::InvalidJoinToken,
                         "the join token is not valid",
                     ));
                 }
             }
         }
         (None, Some(current), None) => {
-            let presented = tokens::verify_svid(&state, current, None, now)
-                .map_err(|e| unauthorized("invalid_svid", &format!("the SVID was refused: {e}")))?;
+            let presented = presented::verify_svid(&state, current, None, now).map_err(|e| {
+                unauthorized(
+                    ErrorCode::InvalidSvid,
+                    &format!("the SVID was refused: {e}"),
+                )
+            })?;
             if presented.sub.trust_domain() != &state.trust_domain {
                 return Err(unauthorized(
-                    "invalid_svid",
+                    ErrorCode::InvalidSvid,
                     "the SVID is from another trust domain",
                 ));
             }
             if presented.cnf.jkt != key_thumbprint {
                 return Err(unauthorized(
-                    "key_mismatch",
+                    ErrorCode::KeyMismatch,
                     "the proof is not signed by the key the SVID is bound to",
                 ));
             }
             let record = state.store.issued_credential(&presented.jti).await?;
             if record.is_none_or(|r| r.revoked_at.is_some()) {
                 return Err(unauthorized(
-                    "invalid_svid",
+                    ErrorCode::InvalidSvid,
                     "the SVID is revoked or unknown",
                 ));
             }
@@ -205,24 +219,25 @@ pub async fn attest(
                 .verify(&state.http, token, now)
                 .await
                 .map_err(|e| match e {
-                    FederationError::UntrustedIssuer => {
-                        unauthorized("untrusted_issuer", "the token's issuer is not trusted")
-                    }
+                    FederationError::UntrustedIssuer => unauthorized(
+                        ErrorCode::UntrustedIssuer,
+                        "the token's issuer is not trusted",
+                    ),
                     FederationError::KeysUnavailable(detail) => {
                         tracing::warn!(%detail, "trusted issuer keys unavailable");
                         refused(
                             StatusCode::SERVICE_UNAVAILABLE,
-                            "issuer_unavailable",
+                            ErrorCode::IssuerUnavailable,
                             "the issuer's keys cannot be fetched now",
                         )
                     }
-                    other => unauthorized("invalid_federated_token", &other.to_string()),
+                    other => unauthorized(ErrorCode::InvalidFederatedToken, &other.to_string()),
                 })?;
             (agent, IdentityProof::Federated)
         }
         _ => {
             return Err(ApiError::bad_request(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "send exactly one of join_token, svid or federated_token",
             ));
         }
@@ -235,7 +250,7 @@ pub async fn attest(
         .await?
     {
         return Err(unauthorized(
-            "invalid_nonce",
+            ErrorCode::InvalidNonce,
             "the nonce was used before; fetch a new one",
         ));
     }
@@ -245,18 +260,18 @@ pub async fn attest(
         .store
         .agent(&agent_name)
         .await?
-        .ok_or_else(|| unauthorized("unknown_agent", "no such agent"))?;
+        .ok_or_else(|| unauthorized(ErrorCode::UnknownAgent, "no such agent"))?;
     if agent.state != LifecycleState::Active {
         return Err(refused(
             StatusCode::FORBIDDEN,
-            "agent_not_active",
+            ErrorCode::AgentNotActive,
             &format!("the agent is {}", agent.state),
         ));
     }
     if agent.recertify_by <= now {
         return Err(refused(
             StatusCode::FORBIDDEN,
-            "recertification_due",
+            ErrorCode::RecertificationDue,
             "the agent's owner must recertify it before it may attest",
         ));
     }
@@ -270,7 +285,7 @@ pub async fn attest(
         quarantine(&state, &agent, &evidence, &mismatches, identity.name()).await?;
         return Err(refused(
             StatusCode::FORBIDDEN,
-            "posture_rejected",
+            ErrorCode::PostureRejected,
             "the runtime evidence does not match the agent's posture profile; the agent is quarantined",
         ));
     }
@@ -279,7 +294,7 @@ pub async fn attest(
     let audience = match req.audience {
         Some(a) if a.is_empty() || a.len() > MAX_AUDIENCE || a.chars().any(char::is_control) => {
             return Err(ApiError::bad_request(
-                "invalid_audience",
+                ErrorCode::InvalidAudience,
                 "audience must be 1 to 512 printable characters",
             ));
         }
@@ -359,7 +374,7 @@ pub async fn attest(
         Err(StoreError::Conflict { .. }) => {
             return Err(refused(
                 StatusCode::FORBIDDEN,
-                "agent_not_active",
+                ErrorCode::AgentNotActive,
                 "the agent left the active state during attestation",
             ));
         }

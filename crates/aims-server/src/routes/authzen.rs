@@ -9,7 +9,7 @@
 //! 200 with `"decision": false`; `approval_required` is a `false` whose `context.reason` says
 //! so. The discovery document is `/.well-known/authzen-configuration`.
 
-use aims_api::DecideRequest;
+use aims_policy::{Effect, Resource};
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -17,9 +17,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use crate::error::ApiError;
+use crate::auth::AuthenticatedAgent;
+use crate::decisions::{self, Asked, Question};
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::Body;
-use crate::routes::policies::{AuthenticatedAgent, authenticate_agent, decide_for};
 use crate::state::AppState;
 
 /// Most evaluations in one batch.
@@ -101,24 +102,21 @@ pub async fn configuration(State(state): State<AppState>) -> Json<Value> {
 }
 
 fn bad(message: &str) -> ApiError {
-    ApiError::bad_request("invalid_request", message)
+    ApiError::bad_request(ErrorCode::InvalidRequest, message)
 }
 
-/// The `/v1/decisions` request an evaluation stands for, after checking its subject is the
-/// authenticated agent.
-fn to_decide_request(
-    caller: &AuthenticatedAgent,
-    eval: Evaluation,
-) -> Result<DecideRequest, ApiError> {
+/// The question an evaluation stands for, after checking its subject is the authenticated
+/// agent.
+fn question_of(caller: &AuthenticatedAgent, eval: Evaluation) -> Result<Question, ApiError> {
     let subject = eval.subject.ok_or_else(|| bad("subject is required"))?;
     let action = eval.action.ok_or_else(|| bad("action is required"))?;
     let resource = eval.resource.ok_or_else(|| bad("resource is required"))?;
     let is_caller = subject.kind == "agent"
-        && (subject.id == caller.agent_name().as_str() || subject.id == caller.spiffe_id());
+        && (subject.id == caller.agent.name.as_str() || subject.id == caller.spiffe_id.to_string());
     if !is_caller {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "subject_mismatch",
+            ErrorCode::SubjectMismatch,
             "the subject must be the authenticated agent (type \"agent\", its name or SPIFFE ID)",
         ));
     }
@@ -138,32 +136,32 @@ fn to_decide_request(
         None => Map::new(),
         Some(_) => return Err(bad("context.arguments must be an object")),
     };
-    Ok(DecideRequest {
+    Ok(Question {
         action: action.name,
-        resource: Value::Object(object),
+        resource: Resource::Object(decisions::resource_object(Value::Object(object))?),
         task_id,
         intent,
         arguments,
     })
 }
 
+/// One evaluation's answer: `decision` is true only for allow.
 async fn evaluate(
     state: &AppState,
     caller: &AuthenticatedAgent,
     eval: Evaluation,
-    peer: std::net::IpAddr,
+    asked: Asked,
     request_id: Option<String>,
-    now: OffsetDateTime,
 ) -> Result<Value, ApiError> {
-    let request = to_decide_request(caller, eval)?;
-    let view = decide_for(state, caller, request, peer, request_id, now).await?;
+    let question = question_of(caller, eval)?;
+    let decided = decisions::decide_for(state, caller, question, asked, request_id).await?;
     Ok(json!({
-        "decision": view.decision == "allow",
+        "decision": decided.effect == Effect::Allow,
         "context": {
-            "decision_id": view.decision_id,
-            "reason": view.decision,
-            "policies": view.policies,
-            "policy_version": view.policy_version,
+            "decision_id": decided.id,
+            "reason": decided.effect.as_str(),
+            "policies": decided.policies,
+            "policy_version": decided.policy_version,
         }
     }))
 }
@@ -171,37 +169,47 @@ async fn evaluate(
 /// `POST /access/v1/evaluation`.
 pub async fn evaluation(
     State(state): State<AppState>,
+    caller: AuthenticatedAgent,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Body(eval): Body<Evaluation>,
 ) -> Result<Json<Value>, ApiError> {
-    let now = OffsetDateTime::now_utc();
-    let caller = authenticate_agent(&state, &headers, "POST", "/access/v1/evaluation", now).await?;
+    let asked = Asked {
+        at: OffsetDateTime::now_utc(),
+        source_ip: peer.ip(),
+    };
     let request_id = crate::auth::request_id(&headers);
     Ok(Json(
-        evaluate(&state, &caller, eval, peer.ip(), request_id, now).await?,
+        evaluate(&state, &caller, eval, asked, request_id).await?,
     ))
+}
+
+/// Whether a batch stops at the first deny (`Some(false)`) or permit (`Some(true)`).
+fn stop_on(options: &Options) -> Result<Option<bool>, ApiError> {
+    match options.evaluations_semantic.as_deref() {
+        None | Some("execute_all") => Ok(None),
+        Some("deny_on_first_deny") => Ok(Some(false)),
+        Some("permit_on_first_permit") => Ok(Some(true)),
+        Some(_) => Err(bad("unknown evaluations_semantic")),
+    }
 }
 
 /// `POST /access/v1/evaluations`.
 pub async fn evaluations(
     State(state): State<AppState>,
+    caller: AuthenticatedAgent,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Body(batch): Body<Batch>,
 ) -> Result<Json<Value>, ApiError> {
-    let now = OffsetDateTime::now_utc();
     if batch.evaluations.is_empty() || batch.evaluations.len() > MAX_EVALUATIONS {
         return Err(bad("send 1 to 64 evaluations"));
     }
-    let stop_on = match batch.options.evaluations_semantic.as_deref() {
-        None | Some("execute_all") => None,
-        Some("deny_on_first_deny") => Some(false),
-        Some("permit_on_first_permit") => Some(true),
-        Some(_) => return Err(bad("unknown evaluations_semantic")),
+    let stop_on = stop_on(&batch.options)?;
+    let asked = Asked {
+        at: OffsetDateTime::now_utc(),
+        source_ip: peer.ip(),
     };
-    let caller =
-        authenticate_agent(&state, &headers, "POST", "/access/v1/evaluations", now).await?;
     let request_id = crate::auth::request_id(&headers);
     let mut results = Vec::with_capacity(batch.evaluations.len());
     for eval in batch.evaluations {
@@ -211,7 +219,7 @@ pub async fn evaluations(
             resource: eval.resource.or_else(|| batch.defaults.resource.clone()),
             context: eval.context.or_else(|| batch.defaults.context.clone()),
         };
-        let result = evaluate(&state, &caller, merged, peer.ip(), request_id.clone(), now).await?;
+        let result = evaluate(&state, &caller, merged, asked, request_id.clone()).await?;
         let decided = result.get("decision").and_then(Value::as_bool);
         results.push(result);
         if stop_on.is_some() && decided == stop_on {

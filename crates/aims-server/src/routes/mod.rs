@@ -32,11 +32,11 @@ use tower_http::request_id::{
 use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::{REQUEST_ID_HEADER, admin_layer, audit_layer};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::limits;
 use crate::metrics::RequestLabels;
+use crate::presented;
 use crate::state::AppState;
-use crate::tokens;
 
 /// Builds the full router over `state`.
 pub fn router(state: AppState) -> Router {
@@ -89,7 +89,7 @@ pub fn router(state: AppState) -> Router {
         .route("/revocations/stream", get(revocations::stream))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            tokens::offer_dpop_nonce,
+            presented::offer_dpop_nonce,
         ));
     // Rate limits wrap the audit layer: a request refused for its rate is counted, never
     // written on its own (`crate::refusals`).
@@ -108,7 +108,7 @@ pub fn router(state: AppState) -> Router {
         .route("/evaluations", post(authzen::evaluations))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            tokens::offer_dpop_nonce,
+            presented::offer_dpop_nonce,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), audit_layer))
         .layer(unless_credentialed.clone());
@@ -173,13 +173,13 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn no_route() -> ApiError {
-    ApiError::not_found("no_route", "no such endpoint")
+    ApiError::not_found(ErrorCode::NoRoute, "no such endpoint")
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "this endpoint does not take that method",
     )
 }

@@ -17,7 +17,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::Body;
 use crate::routes::users::new_credential;
 use crate::state::AppState;
@@ -46,7 +46,8 @@ fn label_is_valid(value: &str) -> bool {
 }
 
 fn parse_name(name: &str) -> Result<ResourceServerName, ApiError> {
-    ResourceServerName::new(name).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
+    ResourceServerName::new(name)
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidName, e.to_string()))
 }
 
 /// `POST /v1/resource-servers`.
@@ -66,14 +67,14 @@ pub async fn register(
             .any(|c| c.is_control() || c.is_whitespace());
     if !audience_ok {
         return Err(ApiError::bad_request(
-            "invalid_audience",
+            ErrorCode::InvalidAudience,
             "audience must be an http(s) or spiffe URI of at most 512 characters",
         ));
     }
     let sensitivity = req.sensitivity.unwrap_or_else(|| "internal".to_owned());
     if !label_is_valid(&req.system) || !label_is_valid(&sensitivity) {
         return Err(ApiError::bad_request(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "system and sensitivity are 1-64 characters of A-Z a-z 0-9 . - _",
         ));
     }
@@ -107,7 +108,7 @@ pub async fn register(
         Ok(()) => {}
         Err(StoreError::Conflict { .. }) => {
             return Err(ApiError::conflict(
-                "resource_server_exists",
+                ErrorCode::ResourceServerExists,
                 "a resource server with this name or audience exists",
             ));
         }
@@ -144,7 +145,7 @@ pub async fn show(
     let name = parse_name(&name)?;
     let server = state.store.resource_server(&name).await?.ok_or_else(|| {
         ApiError::not_found(
-            "resource_server_not_found",
+            ErrorCode::ResourceServerNotFound,
             format!("no resource server {name}"),
         )
     })?;
@@ -169,7 +170,7 @@ pub async fn remove(
     match state.store.remove_resource_server(&name, &event).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(StoreError::NotFound { .. }) => Err(ApiError::not_found(
-            "resource_server_not_found",
+            ErrorCode::ResourceServerNotFound,
             format!("no resource server {name}"),
         )),
         Err(e) => Err(e.into()),

@@ -31,9 +31,9 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::auth::{ServiceCaller, service_caller};
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::Body;
-use crate::routes::oauth::{ServiceCaller, service_caller};
 use crate::state::AppState;
 
 /// Longest revocation reason.
@@ -102,7 +102,9 @@ pub async fn revoke(
     Body(req): Body<RevokeRequest>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
     caller.require(Access::Administer)?;
-    let bad = |what: &str| ApiError::bad_request("invalid_target", format!("{what} is malformed"));
+    let bad = |what: &str| {
+        ApiError::bad_request(ErrorCode::InvalidTarget, format!("{what} is malformed"))
+    };
     let target = match req.target {
         RevokeTarget::Token if aims_token::jws::kid_is_valid(&req.id) => {
             RevocationTarget::Credential(req.id.clone())
@@ -128,7 +130,7 @@ pub async fn revoke(
         || !aims_core::text::is_visible(&reason, false)
     {
         return Err(ApiError::bad_request(
-            "invalid_reason",
+            ErrorCode::InvalidReason,
             "reason must be 1 to 256 characters without control characters",
         ));
     }

@@ -21,7 +21,7 @@ use aims_store::{SsfDelivery, SsfReceiver, SsfStream, StoreError};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -29,8 +29,8 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::error::ApiError;
-use crate::routes::oauth::{ServiceCaller, service_caller};
+use crate::auth::{ServiceCaller, service_caller};
+use crate::error::{ApiError, ErrorCode, no_store};
 use crate::ssf as signals;
 use crate::state::AppState;
 
@@ -69,18 +69,21 @@ pub async fn configuration(State(state): State<AppState>) -> Json<Value> {
 fn unauthenticated() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
-        "invalid_client",
+        ErrorCode::InvalidClient,
         "authenticate as a resource server (HTTP Basic) or an operator (Bearer)",
     )
     .with_challenge("Basic realm=\"aims\"".to_owned())
 }
 
 fn stream_not_found() -> ApiError {
-    ApiError::not_found("stream_not_found", "no such stream for this receiver")
+    ApiError::not_found(
+        ErrorCode::StreamNotFound,
+        "no such stream for this receiver",
+    )
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::bad_request("invalid_request", message)
+    ApiError::bad_request(ErrorCode::InvalidRequest, message)
 }
 
 /// The authenticated receiver: a resource server (Basic) or an operator who may read
@@ -89,7 +92,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<ServiceCa
     match service_caller(state, headers).await {
         Ok(Some(caller)) => Ok(caller),
         Ok(None) => Err(unauthenticated()),
-        Err(refusal) => Err(match refusal.into_response().status() {
+        Err(refusal) => Err(match refusal.status {
             StatusCode::UNAUTHORIZED => unauthenticated(),
             StatusCode::SERVICE_UNAVAILABLE => {
                 ApiError::from_store(StoreError::Unavailable("while authenticating".into()))
@@ -146,14 +149,6 @@ where
     no_store(response)
 }
 
-/// SSF management and poll responses must not be cached.
-fn no_store(mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
 /// A stream id this server could have issued: base64url, bounded.
 fn stream_id_is_valid(id: &str) -> bool {
     !id.is_empty()
@@ -184,13 +179,13 @@ fn stream_id_param(query: Option<&str>) -> Result<Option<String>, ApiError> {
     for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         if name != "stream_id" {
             return Err(ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 "the only query parameter is stream_id",
             ));
         }
         if stream_id.replace(value.into_owned()).is_some() {
             return Err(ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 "stream_id is given twice",
             ));
         }
@@ -209,8 +204,10 @@ fn json_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError>
         return Ok(T::default());
     }
     serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::bad_request("invalid_body", e.to_string()),
-        _ => ApiError::bad_request("invalid_json", "the body is not valid JSON"),
+        serde_json::error::Category::Data => {
+            ApiError::bad_request(ErrorCode::InvalidBody, e.to_string())
+        }
+        _ => ApiError::bad_request(ErrorCode::InvalidJson, "the body is not valid JSON"),
     })
 }
 
@@ -245,7 +242,7 @@ struct DeliveryRequest {
 fn check_endpoint_url(url: &str, private_networks: bool) -> Result<(), ApiError> {
     let bad = || {
         ApiError::bad_request(
-            "invalid_endpoint_url",
+            ErrorCode::InvalidEndpointUrl,
             "endpoint_url must be an http or https URL of at most 512 characters with a host, \
              without credentials or fragment",
         )
@@ -264,7 +261,7 @@ fn check_endpoint_url(url: &str, private_networks: bool) -> Result<(), ApiError>
     }
     if !crate::outbound::push_target_allowed(&parsed, private_networks) {
         return Err(ApiError::bad_request(
-            "invalid_endpoint_url",
+            ErrorCode::InvalidEndpointUrl,
             "endpoint_url must reach a public address (loopback, private and link-local \
              addresses are refused unless ssf_push_private_networks is set)",
         ));
@@ -280,7 +277,7 @@ fn events_delivered(requested: Option<&[String]>) -> Result<Vec<String>, ApiErro
     };
     if requested.is_empty() || requested.len() > MAX_EVENTS_REQUESTED {
         return Err(ApiError::bad_request(
-            "invalid_events",
+            ErrorCode::InvalidEvents,
             "events_requested lists 1 to 32 event type URIs",
         ));
     }
@@ -291,7 +288,7 @@ fn events_delivered(requested: Option<&[String]>) -> Result<Vec<String>, ApiErro
             || e.chars().any(|c| c.is_control() || c.is_whitespace())
     }) {
         return Err(ApiError::bad_request(
-            "invalid_events",
+            ErrorCode::InvalidEvents,
             "each requested event type is a URI of at most 256 characters",
         ));
     }
@@ -302,7 +299,7 @@ fn events_delivered(requested: Option<&[String]>) -> Result<Vec<String>, ApiErro
         .collect();
     if delivered.is_empty() {
         return Err(ApiError::bad_request(
-            "unsupported_events",
+            ErrorCode::UnsupportedEvents,
             format!(
                 "none of the requested event types is supported; supported: {}",
                 signals::EVENTS_SUPPORTED.join(", ")
@@ -373,7 +370,7 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
             }
             Some(_) => {
                 return Err(ApiError::bad_request(
-                    "unsupported_delivery_method",
+                    ErrorCode::UnsupportedDeliveryMethod,
                     format!(
                         "delivery.method is {} (poll) or {} (push)",
                         signals::DELIVERY_POLL,
@@ -414,7 +411,7 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
             Ok(stored) => stored,
             Err(StoreError::Conflict { .. }) => {
                 return Err(ApiError::conflict(
-                    "too_many_streams",
+                    ErrorCode::TooManyStreams,
                     format!(
                         "a receiver holds at most {} streams; delete one first",
                         aims_store::MAX_SSF_STREAMS_PER_RECEIVER

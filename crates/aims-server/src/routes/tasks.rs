@@ -15,29 +15,28 @@ use serde::Deserialize;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::auth::{AuthenticatedAgent, Caller};
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::Body;
-use crate::routes::policies::authenticate_agent;
 use crate::state::AppState;
 
 /// `POST /v1/tasks`: an agent declares a task before its first exchange.
 pub async fn create(
     State(state): State<AppState>,
+    caller: AuthenticatedAgent,
     headers: HeaderMap,
     Body(req): Body<CreateTaskRequest>,
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {
     let now = OffsetDateTime::now_utc();
-    let caller = authenticate_agent(&state, &headers, "POST", "/v1/tasks", now).await?;
     if !is_valid_intent(&req.intent) {
         return Err(ApiError::bad_request(
-            "invalid_intent",
+            ErrorCode::InvalidIntent,
             "intent must be 1 to 1024 characters without control characters",
         ));
     }
     if req.subject.as_deref().is_some_and(|s| !is_valid_subject(s)) {
         return Err(ApiError::bad_request(
-            "invalid_subject",
+            ErrorCode::InvalidSubject,
             "subject must be 1 to 256 characters without control characters",
         ));
     }
@@ -45,31 +44,33 @@ pub async fn create(
     let ttl = req.ttl_s.unwrap_or(ceiling);
     if ttl == 0 || ttl > ceiling {
         return Err(ApiError::bad_request(
-            "invalid_ttl",
+            ErrorCode::InvalidTtl,
             format!("ttl_s must be 1 to {ceiling}"),
         ));
     }
     let task = Task {
         id: aims_token::random_id(&state.rng).map_err(|_| ApiError::internal())?,
-        agent: caller.agent_name().clone(),
+        agent: caller.agent.name.clone(),
         intent: req.intent,
-        subject: req.subject.unwrap_or_else(|| caller.spiffe_id()),
+        subject: req.subject.unwrap_or_else(|| caller.spiffe_id.to_string()),
         state: TaskState::Active,
         created_at: now,
         deadline: now + std::time::Duration::from_secs(ttl),
         ended_at: None,
     };
-    let mut event = state.event(
-        Actor::Agent {
-            spiffe_id: caller.spiffe_id(),
-        },
-        action::TASK_CREATE,
-        Outcome::Success,
-    );
-    event.request_id = crate::auth::request_id(&headers);
-    event.agent = Some(caller.spiffe_id());
-    event.task_id = Some(task.id.clone());
-    event.intent = Some(task.intent.clone());
+    let spiffe_id = caller.spiffe_id.to_string();
+    let event = state
+        .event(
+            Actor::Agent {
+                spiffe_id: spiffe_id.clone(),
+            },
+            action::TASK_CREATE,
+            Outcome::Success,
+        )
+        .request(crate::auth::request_id(&headers))
+        .agent(spiffe_id)
+        .task(task.id.clone())
+        .intent(task.intent.clone());
     state.store.create_task(&task, &event).await?;
     Ok((StatusCode::CREATED, Json(task.into())))
 }
@@ -95,7 +96,7 @@ pub async fn list(
         .as_deref()
         .map(|s| {
             TaskState::parse(s).ok_or_else(|| {
-                ApiError::bad_request("invalid_state", "state is active, ended or revoked")
+                ApiError::bad_request(ErrorCode::InvalidState, "state is active, ended or revoked")
             })
         })
         .transpose()?;
@@ -117,14 +118,14 @@ fn task_id(id: &str) -> Result<&str, ApiError> {
         Ok(id)
     } else {
         Err(ApiError::bad_request(
-            "invalid_task_id",
+            ErrorCode::InvalidTaskId,
             "task id is malformed",
         ))
     }
 }
 
 fn not_found(id: &str) -> ApiError {
-    ApiError::not_found("task_not_found", format!("no task {id}"))
+    ApiError::not_found(ErrorCode::TaskNotFound, format!("no task {id}"))
 }
 
 /// `GET /v1/tasks/{id}`.
@@ -160,7 +161,7 @@ pub async fn end(
         Err(StoreError::NotFound { .. }) => return Err(not_found(&id)),
         Err(StoreError::Conflict { .. }) => {
             return Err(ApiError::conflict(
-                "task_not_active",
+                ErrorCode::TaskNotActive,
                 "the task has already ended",
             ));
         }

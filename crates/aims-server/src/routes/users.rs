@@ -15,7 +15,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::{Body, UserPath};
 use crate::state::AppState;
 
@@ -42,7 +42,7 @@ fn user_event(state: &AppState, caller: &Caller, name: &str, user: &UserName) ->
 }
 
 fn user_not_found(name: &UserName) -> ApiError {
-    ApiError::not_found("user_not_found", format!("no user named {name}"))
+    ApiError::not_found(ErrorCode::UserNotFound, format!("no user named {name}"))
 }
 
 /// `POST /v1/users`.
@@ -65,7 +65,7 @@ pub async fn add(
     match state.store.create_user(&user, &hash, &event).await {
         Ok(()) => Ok((StatusCode::CREATED, Json(UserCredential { user, token }))),
         Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(
-            "user_exists",
+            ErrorCode::UserExists,
             format!("a user named {} exists", user.name),
         )),
         Err(e) => Err(e.into()),
@@ -94,7 +94,9 @@ pub async fn remove(
     match state.store.remove_user(&name, &event).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(StoreError::NotFound { .. }) => Err(user_not_found(&name)),
-        Err(StoreError::Conflict { reason }) => Err(ApiError::conflict("last_admin", reason)),
+        Err(StoreError::Conflict { reason }) => {
+            Err(ApiError::conflict(ErrorCode::LastAdmin, reason))
+        }
         Err(e) => Err(e.into()),
     }
 }

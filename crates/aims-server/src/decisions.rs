@@ -1,0 +1,285 @@
+//! Policy questions about an agent, built and answered in one place for every enforcement
+//! point: `/v1/decisions`, AuthZEN, the token endpoint's `obtain` and `delegate` questions,
+//! `explain`, and the gateway.
+//!
+//! A [`Question`] is typed (action, resource, task facts); the principal is always built from
+//! the registry record and the last accepted posture ([`principal_of`]), never from the
+//! caller. [`decide_for`] answers an authenticated agent's question with the policy version
+//! in force, within its task token's scopes, and commits the decision's audit event before
+//! the answer leaves.
+
+use std::net::IpAddr;
+
+use aims_api::{DecideRequest, DecisionView};
+use aims_core::agent::Agent as Registered;
+use aims_core::audit::{Actor, Outcome, action};
+use aims_policy::{
+    Agent, Decision, DecisionRequest, Effect, Posture, RequestContext, Resource, ResourceObject,
+    Toolchain,
+};
+use aims_store::PostureSnapshot;
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+
+use crate::auth::AuthenticatedAgent;
+use crate::error::{ApiError, ErrorCode};
+use crate::state::AppState;
+
+/// One question about an action of an agent.
+#[derive(Debug, Clone)]
+pub struct Question {
+    /// The action, e.g. `read`, `call_tool`, `obtain`, `delegate`.
+    pub action: String,
+    /// What it is on: an object, or another agent (for `delegate`).
+    pub resource: Resource,
+    /// The task the action belongs to.
+    pub task_id: String,
+    /// The task's declared intent.
+    pub intent: String,
+    /// Tool-call arguments.
+    pub arguments: Map<String, Value>,
+}
+
+impl Question {
+    /// The question of a `/v1/decisions` (or `explain`) request; its resource must be an
+    /// object of the schema's shape.
+    pub fn from_wire(request: DecideRequest) -> Result<Self, ApiError> {
+        Ok(Self {
+            action: request.action,
+            resource: Resource::Object(resource_object(request.resource)?),
+            task_id: request.task_id,
+            intent: request.intent,
+            arguments: request.arguments,
+        })
+    }
+
+    /// `type::id` of the resource, for the audit log.
+    pub fn resource_name(&self) -> String {
+        match &self.resource {
+            Resource::Object(object) => format!("{}::{}", object.entity_type, object.id),
+            Resource::Agent(agent) => format!("Agent::{}", agent.name),
+        }
+    }
+
+    /// The resource's id, as scopes name it.
+    fn resource_id(&self) -> &str {
+        match &self.resource {
+            Resource::Object(object) => &object.id,
+            Resource::Agent(agent) => &agent.name,
+        }
+    }
+}
+
+/// A resource object as a caller sent it (JSON), checked against its shape.
+pub fn resource_object(value: Value) -> Result<ResourceObject, ApiError> {
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, format!("resource: {e}")))
+}
+
+/// Where and when a question is asked.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked {
+    /// Now.
+    pub at: OffsetDateTime,
+    /// The caller's address.
+    pub source_ip: IpAddr,
+}
+
+/// The decision request for `agent` (with its last accepted posture `snapshot`) asking
+/// `question`, under `decision_id`.
+pub fn request_for(
+    state: &AppState,
+    agent: &Registered,
+    snapshot: Option<&PostureSnapshot>,
+    question: Question,
+    asked: Asked,
+    decision_id: String,
+) -> DecisionRequest {
+    let posture_age_s = snapshot.map_or(i64::MAX, |s| {
+        (asked.at - s.accepted_at).whole_seconds().max(0)
+    });
+    DecisionRequest {
+        decision_id: Some(decision_id),
+        principal: principal_of(state, agent, snapshot),
+        action: question.action,
+        resource: question.resource,
+        context: RequestContext {
+            time: asked.at,
+            posture_age_s,
+            task_id: question.task_id,
+            intent: question.intent,
+            delegation_depth: 0,
+            delegation_chain: Vec::new(),
+            approved: false,
+            environment: agent.environment.to_string(),
+            source_ip: asked.source_ip,
+            arguments: question.arguments,
+        },
+    }
+}
+
+/// An agent as Cedar sees it: its registry record and last accepted posture.
+pub fn principal_of(
+    state: &AppState,
+    agent: &Registered,
+    snapshot: Option<&PostureSnapshot>,
+) -> Agent {
+    let evidence = snapshot.map(|s| &s.evidence);
+    let text = |value: Option<&String>| value.cloned().unwrap_or_default();
+    let label = |key: &'static str| {
+        agent
+            .labels
+            .iter()
+            .filter(move |(k, _)| k.as_str() == key)
+            .map(|(_, v)| v.clone())
+    };
+    Agent {
+        name: agent.name.to_string(),
+        spiffe_id: agent.spiffe_id(&state.trust_domain).to_string(),
+        owner: agent.owner.to_string(),
+        teams: label("team").collect(),
+        environment: agent.environment.to_string(),
+        state: agent.state.to_string(),
+        trust_level: label("trust_level")
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        model: text(evidence.and_then(|e| e.model.id.as_ref())),
+        toolchain: Toolchain {
+            framework: text(evidence.and_then(|e| e.toolchain.name.as_ref())),
+            version: text(evidence.and_then(|e| e.toolchain.version.as_ref())),
+            manifest_digest: evidence.and_then(|e| e.toolchain.manifest_digest.clone()),
+        },
+        posture: Posture {
+            identity_verified: snapshot.is_some(),
+            runtime_checks_passed: snapshot.is_some() && agent.state.may_hold_credentials(),
+            model_digest: evidence.and_then(|e| e.model.digest.clone()),
+            image_digest: evidence.and_then(|e| e.deployment.image_digest.clone()),
+        },
+        labels: agent
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    }
+}
+
+/// An answered question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    /// The decision's id (also in its audit event).
+    pub id: String,
+    /// Allow, deny or approval required.
+    pub effect: Effect,
+    /// The policies that determined it.
+    pub policies: Vec<String>,
+    /// The policy version that decided.
+    pub policy_version: u64,
+}
+
+impl Decided {
+    /// The `/v1/decisions` answer.
+    pub fn view(self) -> DecisionView {
+        DecisionView {
+            decision_id: self.id,
+            decision: self.effect.as_str().to_owned(),
+            policies: self.policies,
+            policy_version: self.policy_version,
+        }
+    }
+}
+
+/// Answers `question` of an authenticated agent with the policy version in force and commits
+/// its audit event before returning. With a task token the task and intent are the token's
+/// (a question may not claim another task), and a question outside its scopes is denied
+/// without asking Cedar.
+pub async fn decide_for(
+    state: &AppState,
+    caller: &AuthenticatedAgent,
+    mut question: Question,
+    asked: Asked,
+    request_id: Option<String>,
+) -> Result<Decided, ApiError> {
+    if let Some(token) = &caller.task {
+        if !question.task_id.is_empty() && question.task_id != token.claims.task_id {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidRequest,
+                "task_id differs from the token's task",
+            ));
+        }
+        question.task_id.clone_from(&token.claims.task_id);
+        question.intent.clone_from(&token.claims.intent);
+    }
+    let agent = &caller.agent;
+    let snapshot = state.store.posture_snapshot(&agent.name).await?;
+    let id = aims_token::random_id(&state.rng).map_err(|_| ApiError::internal())?;
+    let in_scope = caller
+        .task
+        .as_ref()
+        .is_none_or(|t| t.scopes.permits(&question.action, question.resource_id()));
+    let chain = caller
+        .task
+        .as_ref()
+        .map(|t| t.claims.delegation_chain())
+        .unwrap_or_default();
+    let resource = format!("{} {}", question.action, question.resource_name());
+    let (task_id, intent) = (question.task_id.clone(), question.intent.clone());
+    let mut request = request_for(state, agent, snapshot.as_ref(), question, asked, id.clone());
+    if let Some(token) = &caller.task {
+        request.context.delegation_depth = i64::from(token.claims.depth());
+        request.context.delegation_chain.clone_from(&chain);
+    }
+    let posture_age_s = request.context.posture_age_s;
+    let loaded = state.policy.current();
+    let decision = if in_scope {
+        loaded
+            .engine
+            .decide(&request)
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, e.to_string()))?
+    } else {
+        Decision::outside_scope(id.clone())
+    };
+
+    let spiffe_id = caller.spiffe_id.to_string();
+    let outcome = if decision.effect == Effect::Allow {
+        Outcome::Success
+    } else {
+        Outcome::Denied
+    };
+    let mut event = state
+        .event(
+            Actor::Agent {
+                spiffe_id: spiffe_id.clone(),
+            },
+            action::DECISION,
+            outcome,
+        )
+        .request(request_id)
+        .agent(spiffe_id)
+        .owner(agent.owner.to_string())
+        .resource(resource)
+        .token(caller.credential_id.clone())
+        .chain(chain)
+        .decision(
+            decision.effect.as_str(),
+            decision.determining_policies.clone(),
+        )
+        .details(json!({
+            "decision_id": id,
+            "policy_version": loaded.version,
+            "reason": decision.reason,
+            "posture_age_s": posture_age_s,
+            "posture_digest": snapshot.as_ref().map(|s| s.digest.clone()),
+            "errors": decision.errors,
+        }));
+    event.task_id = (!task_id.is_empty()).then_some(task_id);
+    event.intent = (!intent.is_empty()).then_some(intent);
+    // Audit first: no answer leaves unless its record is durable.
+    state.audit.record(event).await?;
+    Ok(Decided {
+        id,
+        effect: decision.effect,
+        policies: decision.determining_policies,
+        policy_version: loaded.version,
+    })
+}

@@ -1,0 +1,65 @@
+//! Form parameters of the OAuth endpoints.
+
+use std::collections::BTreeMap;
+
+use axum::http::{HeaderMap, header};
+
+use super::invalid_request;
+use crate::error::ApiError;
+
+/// Most form parameters in one request.
+const MAX_PARAMS: usize = 32;
+
+/// Form parameters, each at most once (RFC 6749 §3.2), bounded in number and size.
+pub(super) struct Params(BTreeMap<String, String>);
+
+impl Params {
+    /// Parses an `application/x-www-form-urlencoded` body.
+    pub(super) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Self, ApiError> {
+        let form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';').next().is_some_and(|t| {
+                    t.trim()
+                        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                })
+            });
+        if !form {
+            return Err(invalid_request(
+                "send the parameters as application/x-www-form-urlencoded",
+            ));
+        }
+        let mut params = BTreeMap::new();
+        for (name, value) in form_urlencoded::parse(body) {
+            if params.len() >= MAX_PARAMS {
+                return Err(invalid_request("too many parameters"));
+            }
+            if value.len() > aims_token::jws::MAX_TOKEN_LEN || name.len() > 64 {
+                return Err(invalid_request("a parameter is too long"));
+            }
+            let name = name.into_owned();
+            if params.contains_key(&name) {
+                return Err(invalid_request(format!(
+                    "parameter {name} appears more than once"
+                )));
+            }
+            params.insert(name, value.into_owned());
+        }
+        Ok(Self(params))
+    }
+
+    /// A parameter; an empty value counts as absent (RFC 6749 §3.1).
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A parameter that must be there.
+    pub(super) fn require(&self, name: &str) -> Result<&str, ApiError> {
+        self.get(name)
+            .ok_or_else(|| invalid_request(format!("{name} is required")))
+    }
+}
