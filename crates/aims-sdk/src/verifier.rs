@@ -7,8 +7,8 @@
 //! replay cache. Its
 //! [`VerifierState::check`] takes the `Authorization` and `DPoP` headers of one request and
 //! either returns the token's claims or says which check failed ([`VerifyError`]; never the
-//! token). The signature, issuer, audience and time rules are `aims_token::access::verify`'s,
-//! the proof rules `aims_token::dpop::verify_proof`'s; this module only decides which apply.
+//! token). The checks are `aims_token::authn`'s, the one copy every AIMS enforcement point
+//! runs (the server, this verifier, the gateway); this module feeds it what it trusts.
 //!
 //! [`Verifier`] wraps a state with the network: it fetches the JWKS (again when a token names
 //! an unknown `kid`, at most once per [`JWKS_REFETCH_MIN_INTERVAL`]), polls the revocation feed
@@ -25,9 +25,10 @@ use aims_api::tokens::{RevocationEntry, RevocationPage};
 use aims_core::id::ResourceServerName;
 use aims_core::revocation::RevokedSet;
 use aims_token::TokenError;
-use aims_token::access::{self, AccessCheck, AccessClaims};
-use aims_token::dpop::{self, ProofCheck, ReplayCache};
-use aims_token::jws::{Alg, Header, VerifyingKey};
+use aims_token::access::AccessClaims;
+use aims_token::authn::{self, Authenticated, Presented, Refusal, Rules};
+use aims_token::dpop::ReplayCache;
+use aims_token::jws::{Alg, VerifyingKey};
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
@@ -35,7 +36,7 @@ use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
 use crate::SdkError;
-use crate::token::{Binding, DPOP, TokenClient};
+use crate::token::{DPOP, TokenClient};
 
 /// Clock skew allowed when verifying, seconds (the one value every AIMS verifier uses).
 pub use aims_token::LEEWAY_S;
@@ -136,12 +137,7 @@ impl VerifyError {
         if self.status() != 401 {
             return None;
         }
-        let algs = dpop::PROOF_ALGS
-            .iter()
-            .map(|alg| alg.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut challenge = format!("DPoP algs=\"{algs}\"");
+        let mut challenge = format!("DPoP algs=\"{}\"", authn::proof_algs());
         if let Some(code) = self.error_code() {
             let description = self.to_string().replace(['"', '\\'], "'");
             challenge.push_str(&format!(
@@ -308,10 +304,11 @@ impl VerifierState {
 
     /// Checks one request: `authorization` is its `Authorization` header, `dpop` its `DPoP`
     /// header, `method` and `url` the request as the client addressed it (scheme, host and
-    /// path; query and fragment are ignored). In order: feed freshness, scheme, the token
-    /// (`aims_token::access::verify` with this audience), revocation, then the binding — a
-    /// token with `cnf.jkt` needs `DPoP` and a proof for this request and token, signed by
-    /// that key and never seen before; a token without one needs `Bearer`.
+    /// path; query and fragment are ignored). Feed freshness first, then the one
+    /// authentication core every AIMS enforcement point runs (`aims_token::authn`): scheme,
+    /// the token for this audience, revocation, then the binding — a token with `cnf.jkt`
+    /// needs `DPoP` and a proof for this request and token, signed by that key and never seen
+    /// before; a token without one needs `Bearer`.
     pub fn check(
         &self,
         authorization: &str,
@@ -323,69 +320,56 @@ impl VerifierState {
         if !self.is_fresh(now) {
             return Err(VerifyError::Stale);
         }
-        let (scheme, token) = parse_authorization(authorization)?;
-        let check = AccessCheck {
+        if authorization.trim().is_empty() {
+            return Err(VerifyError::Missing);
+        }
+        let keys = |kid: &str| self.keys.get(kid);
+        let rules = Rules {
             issuer: &self.issuer,
-            audience: Some(&self.audience),
+            keys: &keys,
+            task_audience: Some(&self.audience),
+            svid_audience: None,
+            revoked: Some(&self.revoked),
+            replay: &self.replay,
+            nonces: None,
             now,
-            leeway_s: LEEWAY_S,
         };
-        let claims = access::verify(token, &check, |header: &Header| {
-            header
-                .kid
-                .as_deref()
-                .and_then(|kid| self.keys.get(kid))
-                .ok_or(TokenError::UnknownKey)
-        })
-        .map_err(|e| match e {
-            TokenError::UnknownKey => VerifyError::UnknownKey,
-            other => VerifyError::Token(other),
-        })?;
-        if self.is_revoked(&claims) {
-            return Err(VerifyError::Revoked);
+        let presented = Presented {
+            authorization: Some(authorization),
+            proof: dpop,
+            method,
+            url,
+        };
+        match authn::authenticate(&presented, &rules) {
+            Ok(Authenticated::Task { claims, .. }) => Ok(claims),
+            // Identities are not accepted here (`svid_audience` is `None`).
+            Ok(Authenticated::Identity(_)) => Err(VerifyError::Token(TokenError::Type)),
+            Err(refusal) => Err(VerifyError::from(refusal)),
         }
-        match (&claims.cnf, scheme) {
-            (None, Binding::Bearer) => {}
-            (None, Binding::Dpop) => return Err(VerifyError::UnboundTokenAsDpop),
-            (Some(_), Binding::Bearer) => return Err(VerifyError::BoundTokenAsBearer),
-            (Some(cnf), Binding::Dpop) => {
-                let proof = dpop.ok_or(VerifyError::MissingProof)?;
-                let verified = dpop::verify_proof(
-                    proof,
-                    &ProofCheck {
-                        method,
-                        url,
-                        access_token: Some(token),
-                        now,
-                    },
-                )
-                .map_err(VerifyError::Proof)?;
-                if verified.jkt != cnf.jkt {
-                    return Err(VerifyError::KeyMismatch);
-                }
-                // Last, so a proof refused for another reason is not remembered as used.
-                if !self.replay.first_use(&verified, now) {
-                    return Err(VerifyError::Replay);
-                }
-            }
-        }
-        Ok(claims)
     }
 }
 
-/// Splits `DPoP <token>` or `Bearer <token>` (scheme case-insensitive, RFC 9110 §11.1).
-fn parse_authorization(value: &str) -> Result<(Binding, &str), VerifyError> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(VerifyError::Missing);
+impl From<Refusal> for VerifyError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::NoCredential => Self::Scheme,
+            Refusal::Stale => Self::Stale,
+            Refusal::Token {
+                error: TokenError::UnknownKey,
+                ..
+            } => Self::UnknownKey,
+            Refusal::Token { error, .. } | Refusal::Identity(error) => Self::Token(error),
+            Refusal::Revoked { .. } => Self::Revoked,
+            Refusal::BoundTokenAsBearer => Self::BoundTokenAsBearer,
+            Refusal::UnboundTokenAsDpop => Self::UnboundTokenAsDpop,
+            Refusal::MissingProof => Self::MissingProof,
+            Refusal::Proof(error) => Self::Proof(error),
+            Refusal::KeyMismatch => Self::KeyMismatch,
+            Refusal::Replay => Self::Replay,
+            // A verifier asks for no nonce; a refusal it does not know stays a refusal.
+            _ => Self::Proof(TokenError::Claims("the proof was refused")),
+        }
     }
-    let (scheme, token) = value.split_once(' ').ok_or(VerifyError::Scheme)?;
-    let scheme = Binding::from_token_type(scheme).ok_or(VerifyError::Scheme)?;
-    let token = token.trim_start_matches(' ');
-    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
-        return Err(VerifyError::Scheme);
-    }
-    Ok((scheme, token))
 }
 
 /// Where and as whom a [`Verifier`] follows AIMS.

@@ -15,8 +15,8 @@ use aims_core::id::AgentName;
 use aims_token::access::{Actor, Confirmation, mint};
 use aims_token::agent_key::{AgentKey, AgentKeyKind};
 use aims_token::jwk::jwks;
-use aims_token::jws;
 use aims_token::signing::SigningKey;
+use aims_token::{dpop, jws};
 use ring::rand::SystemRandom;
 use serde_json::json;
 
@@ -400,8 +400,6 @@ fn only_dpop_and_bearer_authorization_parses() {
         "DPoP ",
         "Basic Z2l0aHViOnNlY3JldA==",
         "Token abc",
-        "DPoP a b",
-        "DPoP a,b",
         "DPoPabc",
     ] {
         assert!(
@@ -409,6 +407,15 @@ fn only_dpop_and_bearer_authorization_parses() {
             "{bad}: {:?}",
             f.check(bad, None)
         );
+    }
+    // A credential that is not one token is a malformed token.
+    for bad in ["DPoP a b", "DPoP a,b"] {
+        let refused = f.check(bad, None).unwrap_err();
+        assert!(
+            matches!(refused, VerifyError::Token(_)),
+            "{bad}: {refused:?}"
+        );
+        assert_eq!(refused.error_code(), Some("invalid_token"));
     }
 }
 
