@@ -21,6 +21,8 @@ pub const TOKEN_PATH: &str = "/oauth2/token";
 pub const INTROSPECTION_PATH: &str = "/oauth2/introspect";
 /// Path of the revocation endpoint.
 pub const REVOCATION_PATH: &str = "/oauth2/revoke";
+/// Path of the issuer's JWKS (the keys that verify its SVIDs and task tokens).
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// A successful token response (RFC 6749 §5.1, RFC 8693 §2.2.1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -42,7 +42,7 @@ pub const DECISIONS_PATH: &str = "/v1/decisions";
 /// Path of the revocation feed.
 pub const REVOCATIONS_PATH: &str = "/v1/revocations";
 /// Path of the JWKS document.
-pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+pub use aims_api::tokens::JWKS_PATH;
 /// A [`TaskToken`] is exchanged again once less than `1 / REFRESH_FRACTION` of its lifetime
 /// remains.
 pub const REFRESH_FRACTION: i64 = 5;

@@ -31,7 +31,7 @@ use base64::engine::general_purpose::STANDARD;
 use crate::error::{ApiError, ErrorCode, Rejected};
 use crate::limits;
 use crate::presented;
-use crate::refusals::{self, Origin};
+use crate::refusals::Origin;
 use crate::state::AppState;
 use time::OffsetDateTime;
 
@@ -326,7 +326,7 @@ pub async fn admin_layer(
 
 /// Audits what handlers do not record themselves, for every `/v1` route: refusals
 /// (`api.reject`, by the authenticated caller or `Anonymous`; an anonymous one bounded by
-/// [`refusals::record`]) and an operator's successful reads (`api.read`, a credential use).
+/// [`AppState::record_refusal`]) and an operator's successful reads (`api.read`, a credential use).
 /// State changes are audited by their handlers together with the change. If the record cannot
 /// be written, the caller gets 503 instead.
 pub async fn audit_layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -350,7 +350,9 @@ pub async fn audit_layer(State(state): State<AppState>, request: Request, next: 
         event.code = Some(rejected.code.as_str().to_owned());
         event.request_id = request_id;
         event.resource = Some(format!("{method} {path}"));
-        refusals::record(&state, event, &origin, rejected.code.as_str()).await
+        state
+            .record_refusal(event, &origin, rejected.code.as_str())
+            .await
     } else if let Some(actor) =
         actor.filter(|_| method == Method::GET && response.status().is_success())
     {

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod policy;
 pub mod presented;
+pub mod readiness;
 pub mod refusals;
 pub mod revocation;
 pub mod routes;

@@ -16,17 +16,13 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::Request;
+use axum::http::StatusCode;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tokio::sync::watch;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::refusals::Source;
-use crate::state::AppState;
 
 /// How often buckets back at full capacity are dropped.
 pub const FORGET_EVERY: Duration = Duration::from_secs(10);
@@ -97,7 +93,7 @@ impl RateLimits {
         self.per_source.len() + self.per_credential.len()
     }
 
-    fn forget_idle(&self) {
+    pub fn forget_idle(&self) {
         self.per_source.retain_recent();
         self.per_source.shrink_to_fit();
         self.per_credential.retain_recent();
@@ -114,52 +110,6 @@ pub fn too_many(wait: Duration) -> ApiError {
         "too many requests; retry later",
     )
     .with_retry_after(seconds.max(1))
-}
-
-/// Drops idle buckets every [`FORGET_EVERY`] until `stop`.
-pub async fn forget_idle(state: AppState, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(FORGET_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => state.limits.forget_idle(),
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-/// Middleware for routes anyone may call: every request takes from its source's bucket.
-pub async fn per_source(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    match over_rate(&state, &request) {
-        None => next.run(request).await,
-        Some(refused) => refused,
-    }
-}
-
-/// Middleware for the other API routes: a request without any `Authorization` header takes
-/// from its source's bucket (it can only be refused); one with credentials is left to them.
-pub async fn per_source_unless_credentialed(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if request.headers().contains_key(header::AUTHORIZATION) {
-        return next.run(request).await;
-    }
-    match over_rate(&state, &request) {
-        None => next.run(request).await,
-        Some(refused) => refused,
-    }
-}
-
-/// Takes one request from the bucket of `request`'s source; the 429 when it is empty.
-fn over_rate(state: &AppState, request: &Request) -> Option<Response> {
-    // Requests that came in on no socket (handler tests) have no source to limit.
-    let source = peer(request).map(Source::of)?;
-    let wait = state.limits.source(source).err()?;
-    state.metrics.rate_limited.inc();
-    state.refusals.count(Some(source), "rate_limited");
-    Some(too_many(wait).into_response())
 }
 
 /// The peer address a request came from.

@@ -23,15 +23,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use aims_core::audit::{Actor, AuditEvent, Outcome, action};
 use serde_json::json;
 use time::OffsetDateTime;
-use tokio::sync::watch;
-
-use crate::error::ApiError;
-use crate::state::AppState;
 
 /// Sources told apart per window.
 pub const MAX_SOURCES: usize = 1024;
@@ -194,7 +189,7 @@ impl RefusalLog {
     }
 
     /// Closes the window at `now`: the summary records of what was counted in it.
-    fn close(&self, now: OffsetDateTime) -> Vec<AuditEvent> {
+    pub fn close(&self, now: OffsetDateTime) -> Vec<AuditEvent> {
         let closed = std::mem::replace(&mut *self.lock(), Window::new(now));
         let mut summaries: Vec<(String, Tally)> = closed
             .sources
@@ -230,66 +225,22 @@ impl RefusalLog {
     }
 }
 
-/// Records the refusal `event` (its `code` set) of a request from `origin`, before the answer
-/// leaves: in full when the actor authenticated; bounded as this module says when it is
-/// [`Actor::Anonymous`]. Fails when a record that must be written cannot be.
-pub async fn record(
-    state: &AppState,
-    mut event: AuditEvent,
-    origin: &Origin,
-    code: &'static str,
-) -> Result<(), ApiError> {
-    if event.actor != Actor::Anonymous {
-        return state.audit.record(event).await;
+/// The record of an anonymous refusal that is written: the request's fields cut to their
+/// bounds, its source and user agent named.
+pub fn bounded(mut event: AuditEvent, origin: &Origin) -> AuditEvent {
+    event.resource = event.resource.map(|r| truncate(&r, MAX_PATH_BYTES));
+    let mut details = match std::mem::take(&mut event.details) {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    if let Some(source) = origin.source {
+        details.insert("source".to_owned(), json!(source.to_string()));
     }
-    match state.refusals.admit(origin.source, code) {
-        Disposition::Count => {
-            state.metrics.anonymous_refusals_counted.inc();
-            Ok(())
-        }
-        Disposition::Write => {
-            state.metrics.anonymous_refusals_written.inc();
-            event.resource = event.resource.map(|r| truncate(&r, MAX_PATH_BYTES));
-            let mut details = match std::mem::take(&mut event.details) {
-                serde_json::Value::Object(map) => map,
-                _ => serde_json::Map::new(),
-            };
-            if let Some(source) = origin.source {
-                details.insert("source".to_owned(), json!(source.to_string()));
-            }
-            if let Some(agent) = &origin.user_agent {
-                details.insert("user_agent".to_owned(), json!(agent));
-            }
-            event.details = serde_json::Value::Object(details);
-            state.audit.record(event).await
-        }
+    if let Some(agent) = &origin.user_agent {
+        details.insert("user_agent".to_owned(), json!(agent));
     }
-}
-
-/// Writes each window's summaries when it closes (every `window`), until `stop`.
-pub async fn summarize(state: AppState, window: Duration, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(window);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick is immediate; the first window closes one period later.
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => {}
-        }
-        let stopping = *stop.borrow();
-        for event in state.refusals.close(OffsetDateTime::now_utc()) {
-            if let Err(error) = state.audit.record(event).await {
-                tracing::warn!(
-                    code = error.code.as_str(),
-                    "a refusal summary could not be written"
-                );
-            }
-        }
-        if stopping {
-            return;
-        }
-    }
+    event.details = serde_json::Value::Object(details);
+    event
 }
 
 /// `text` cut to at most `max` bytes on a character boundary, marked with `…` when cut.

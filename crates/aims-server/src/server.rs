@@ -163,12 +163,12 @@ pub async fn start_with_store(
         stop.clone(),
     ));
     tokio::spawn(sweep_periodically(state.clone(), stop.clone()));
-    tokio::spawn(crate::refusals::summarize(
+    tokio::spawn(summarize_refusals(
         state.clone(),
         state.config.refusal_window,
         stop.clone(),
     ));
-    tokio::spawn(crate::limits::forget_idle(state.clone(), stop.clone()));
+    tokio::spawn(forget_idle_buckets(state.clone(), stop.clone()));
     // Pushes SSF events to the push streams whose delivery this replica claims.
     tokio::spawn(ssf::push(state.clone(), stop.clone()));
     let acceptor = tls.map(|(certificates, acceptor)| {
@@ -307,6 +307,44 @@ async fn reload_keys_periodically(state: AppState, mut stop: watch::Receiver<boo
                 // Failures are logged inside; the previous ring stays in force.
                 let _ = state.reload_keys().await;
             }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Writes each refusal window's summaries when it closes (every `window`), until `stop`.
+async fn summarize_refusals(state: AppState, window: Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(window);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate; the first window closes one period later.
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => {}
+        }
+        let stopping = *stop.borrow();
+        for event in state.refusals.close(time::OffsetDateTime::now_utc()) {
+            if let Err(error) = state.audit.record(event).await {
+                tracing::warn!(
+                    code = error.code.as_str(),
+                    "a refusal summary could not be written"
+                );
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Drops idle rate-limit buckets every [`crate::limits::FORGET_EVERY`] until `stop`.
+async fn forget_idle_buckets(state: AppState, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(crate::limits::FORGET_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => state.limits.forget_idle(),
             _ = stop.changed() => return,
         }
     }

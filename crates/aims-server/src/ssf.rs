@@ -32,8 +32,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::routes::discovery::JWKS_PATH;
 use crate::state::AppState;
+use aims_api::tokens::JWKS_PATH;
 
 /// `typ` of every SET (RFC 8417 §2.3, required by SSF).
 pub const SET_TYP: &str = "secevent+jwt";

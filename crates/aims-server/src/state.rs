@@ -4,12 +4,13 @@
 use std::sync::{Arc, RwLock};
 
 use aims_core::audit::{Actor, AuditEvent, Outcome};
+use aims_core::credential::{CredentialHash, CredentialKind, format_credential};
 use aims_core::id::TrustDomain;
 use aims_store::Store;
 use aims_token::dpop::ReplayCache;
 use aims_token::master::MasterKey;
 use aims_token::nonce::NonceKey;
-use ring::rand::SystemRandom;
+use ring::rand::{SecureRandom as _, SystemRandom};
 use time::OffsetDateTime;
 
 use crate::audit_writer::AuditWriter;
@@ -20,9 +21,9 @@ use crate::keyring::{KeyRing, KeyRingError};
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::policy::{self, LoadedPolicy, PolicyHolder};
-use crate::refusals::RefusalLog;
+use crate::readiness::Readiness;
+use crate::refusals::{self, Disposition, Origin, RefusalLog};
 use crate::revocation::RevocationSet;
-use crate::routes::health::Readiness;
 
 /// What attestation nonces are minted for (the MAC key's derivation label).
 const ATTESTATION_NONCE_PURPOSE: &str = "aims attestation nonce v1";
@@ -209,5 +210,44 @@ impl AppState {
     /// An audit event stamped now.
     pub fn event(&self, actor: Actor, action: &str, outcome: Outcome) -> AuditEvent {
         AuditEvent::new(OffsetDateTime::now_utc(), actor, action, outcome)
+    }
+
+    /// A fresh random credential of `kind` and its hash (the only part stored).
+    pub fn new_credential(
+        &self,
+        kind: CredentialKind,
+    ) -> Result<(String, CredentialHash), ApiError> {
+        let mut random = [0u8; 32];
+        self.rng
+            .fill(&mut random)
+            .map_err(|_| ApiError::internal())?;
+        let token = format_credential(kind, &random);
+        let hash = CredentialHash::of(&token);
+        Ok((token, hash))
+    }
+
+    /// Records the refusal `event` (its `code` set) of a request from `origin`, before the
+    /// answer leaves: in full when the actor authenticated; bounded as [`crate::refusals`]
+    /// says when it is [`Actor::Anonymous`]. Fails when a record that must be written cannot
+    /// be.
+    pub async fn record_refusal(
+        &self,
+        event: AuditEvent,
+        origin: &Origin,
+        code: &'static str,
+    ) -> Result<(), ApiError> {
+        if event.actor != Actor::Anonymous {
+            return self.audit.record(event).await;
+        }
+        match self.refusals.admit(origin.source, code) {
+            Disposition::Count => {
+                self.metrics.anonymous_refusals_counted.inc();
+                Ok(())
+            }
+            Disposition::Write => {
+                self.metrics.anonymous_refusals_written.inc();
+                self.audit.record(refusals::bounded(event, origin)).await
+            }
+        }
     }
 }

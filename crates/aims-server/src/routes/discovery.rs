@@ -5,7 +5,8 @@
 //! exchange and the JWT-bearer grant, never a browser redirect).
 
 use aims_api::tokens::{
-    GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE, INTROSPECTION_PATH, REVOCATION_PATH, TOKEN_PATH,
+    GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE, INTROSPECTION_PATH, JWKS_PATH, REVOCATION_PATH,
+    TOKEN_PATH,
 };
 use axum::Json;
 use axum::extract::State;
@@ -17,8 +18,6 @@ use crate::state::AppState;
 
 /// Path of the RFC 8414 metadata document.
 pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
-/// Path of the JWKS.
-pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 /// Path of the SPIFFE trust bundle.
 pub const BUNDLE_PATH: &str = "/.well-known/spiffe-bundle";
 /// Path of the OpenAPI document.

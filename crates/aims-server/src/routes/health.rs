@@ -4,11 +4,9 @@
 //! answers and commits a write now (a heartbeat row) with its free-space reserve intact, the
 //! audit log can be written (after a failed audit commit it stays unready until a recovery
 //! probe event commits) and the active policy version is the one in force; when it is not
-//! ready its `reasons` say why. The probe runs at most once per [`PROBE_EVERY`] however often
-//! `/readyz` is asked (callers in between get the last answer), so polling it cannot load the
-//! store. `/metrics` reads this replica's revocation view as it is scraped.
-
-use std::time::{Duration, Instant};
+//! ready its `reasons` say why. The probe runs at most once per
+//! [`crate::readiness::PROBE_EVERY`] however often `/readyz` is asked, so polling it cannot
+//! load the store. `/metrics` reads this replica's revocation view as it is scraped.
 
 use aims_core::audit::{Actor, Outcome};
 use aims_store::StoreError;
@@ -16,34 +14,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde_json::json;
-use tokio::sync::Mutex;
 
+use crate::readiness::Report;
 use crate::state::AppState;
 
 /// Audit action of the probe that proves the log writable again after a failure.
 const AUDIT_RECOVERED: &str = "audit.recovered";
-/// How long one readiness probe's answer is reused.
-pub const PROBE_EVERY: Duration = Duration::from_secs(1);
-
-/// This replica's last readiness answer, and the lock that lets one probe run at a time.
-#[derive(Default)]
-pub struct Readiness {
-    last: Mutex<Option<(Instant, Report)>>,
-}
-
-/// What `/readyz` answers.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    status: &'static str,
-    store: bool,
-    audit: bool,
-    policy: bool,
-    /// Why the replica is not ready (empty when it is).
-    reasons: Vec<&'static str>,
-}
-
 /// `GET /healthz`.
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
@@ -51,17 +28,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
 
 /// `GET /readyz`.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let report = {
-        let mut last = state.readiness.last.lock().await;
-        match &*last {
-            Some((at, report)) if at.elapsed() < PROBE_EVERY => report.clone(),
-            _ => {
-                let report = probe(&state).await;
-                *last = Some((Instant::now(), report.clone()));
-                report
-            }
-        }
-    };
+    let report = state.readiness.answer(|| probe(&state)).await;
     let status = if report.reasons.is_empty() {
         StatusCode::OK
     } else {

@@ -21,9 +21,9 @@ pub mod users;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ring::rand::SecureRandom as _;
 use tower_http::request_id::{
@@ -36,6 +36,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::limits;
 use crate::metrics::RequestLabels;
 use crate::presented;
+use crate::refusals::Source;
 use crate::state::AppState;
 
 /// Builds the full router over `state`.
@@ -78,10 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/attest/nonce", post(attest::nonce))
         .route("/attest", post(attest::attest))
         .layer(middleware::from_fn_with_state(state.clone(), audit_layer))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            limits::per_source,
-        ));
+        .layer(middleware::from_fn_with_state(state.clone(), per_source));
     let agent = Router::new()
         .route("/decisions", post(policies::decide))
         .route("/tasks", post(tasks::create))
@@ -94,7 +92,7 @@ pub fn router(state: AppState) -> Router {
     // Rate limits wrap the audit layer: a request refused for its rate is counted, never
     // written on its own (`crate::refusals`).
     let unless_credentialed =
-        middleware::from_fn_with_state(state.clone(), limits::per_source_unless_credentialed);
+        middleware::from_fn_with_state(state.clone(), per_source_unless_credentialed);
     let v1 = admin
         .merge(agent)
         .fallback(no_route)
@@ -134,15 +132,12 @@ pub fn router(state: AppState) -> Router {
             post(oauth::introspect),
         )
         .route(aims_api::tokens::REVOCATION_PATH, post(oauth::revoke))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            limits::per_source,
-        ));
+        .layer(middleware::from_fn_with_state(state.clone(), per_source));
 
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     Router::new()
         .route(discovery::METADATA_PATH, get(discovery::metadata))
-        .route(discovery::JWKS_PATH, get(discovery::jwks))
+        .route(aims_api::tokens::JWKS_PATH, get(discovery::jwks))
         .route(discovery::BUNDLE_PATH, get(discovery::bundle))
         .route(discovery::OPENAPI_PATH, get(discovery::openapi))
         .route(
@@ -215,4 +210,38 @@ impl MakeRequestId for RandomRequestId {
             .ok()
             .map(RequestId::new)
     }
+}
+
+/// Middleware for routes anyone may call: every request takes from its source's bucket.
+pub async fn per_source(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match over_rate(&state, &request) {
+        None => next.run(request).await,
+        Some(refused) => refused,
+    }
+}
+
+/// Middleware for the other API routes: a request without any `Authorization` header takes
+/// from its source's bucket (it can only be refused); one with credentials is left to them.
+pub async fn per_source_unless_credentialed(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.headers().contains_key(header::AUTHORIZATION) {
+        return next.run(request).await;
+    }
+    match over_rate(&state, &request) {
+        None => next.run(request).await,
+        Some(refused) => refused,
+    }
+}
+
+/// Takes one request from the bucket of `request`'s source; the 429 when it is empty.
+fn over_rate(state: &AppState, request: &Request) -> Option<Response> {
+    // Requests that came in on no socket (handler tests) have no source to limit.
+    let source = limits::peer(request).map(Source::of)?;
+    let wait = state.limits.source(source).err()?;
+    state.metrics.rate_limited.inc();
+    state.refusals.count(Some(source), "rate_limited");
+    Some(limits::too_many(wait).into_response())
 }

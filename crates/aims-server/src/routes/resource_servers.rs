@@ -19,7 +19,6 @@ use time::OffsetDateTime;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::Body;
-use crate::routes::users::new_credential;
 use crate::state::AppState;
 
 /// Longest audience URI.
@@ -91,7 +90,7 @@ pub async fn register(
         created_by: caller.user.name.to_string(),
         created_at: OffsetDateTime::now_utc(),
     };
-    let (secret, hash) = new_credential(&state, CredentialKind::ResourceServer)?;
+    let (secret, hash) = state.new_credential(CredentialKind::ResourceServer)?;
     let mut event = state.event(
         caller.actor(),
         action::RESOURCE_SERVER_ADD,

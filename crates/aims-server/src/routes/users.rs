@@ -3,14 +3,13 @@
 
 use aims_api::{AddUserRequest, UserCredential, UserList};
 use aims_core::audit::{AuditEvent, Outcome, action};
-use aims_core::credential::{CredentialHash, CredentialKind, format_credential};
+use aims_core::credential::CredentialKind;
 use aims_core::id::UserName;
 use aims_core::user::{Access, User};
 use aims_store::StoreError;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use ring::rand::SecureRandom as _;
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -18,21 +17,6 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{Body, UserPath};
 use crate::state::AppState;
-
-/// A fresh random credential of `kind` and its hash (the only part stored).
-pub(crate) fn new_credential(
-    state: &AppState,
-    kind: CredentialKind,
-) -> Result<(String, CredentialHash), ApiError> {
-    let mut random = [0u8; 32];
-    state
-        .rng
-        .fill(&mut random)
-        .map_err(|_| ApiError::internal())?;
-    let token = format_credential(kind, &random);
-    let hash = CredentialHash::of(&token);
-    Ok((token, hash))
-}
 
 fn user_event(state: &AppState, caller: &Caller, name: &str, user: &UserName) -> AuditEvent {
     let mut event = state.event(caller.actor(), name, Outcome::Success);
@@ -59,7 +43,7 @@ pub async fn add(
         created_at: now,
         credential_rotated_at: now,
     };
-    let (token, hash) = new_credential(&state, CredentialKind::Human)?;
+    let (token, hash) = state.new_credential(CredentialKind::Human)?;
     let mut event = user_event(&state, &caller, action::USER_ADD, &user.name);
     event.details = json!({ "role": user.role });
     match state.store.create_user(&user, &hash, &event).await {
@@ -111,7 +95,7 @@ pub async fn rotate(
         caller.require(Access::Administer)?;
     }
     let now = OffsetDateTime::now_utc();
-    let (token, hash) = new_credential(&state, CredentialKind::Human)?;
+    let (token, hash) = state.new_credential(CredentialKind::Human)?;
     let event = user_event(&state, &caller, action::USER_ROTATE, &name);
     match state
         .store

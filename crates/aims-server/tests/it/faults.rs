@@ -373,7 +373,7 @@ async fn an_unwritable_audit_log_refuses_every_answer_until_it_recovers() {
 
     broken.store(false, Ordering::SeqCst);
     // Readiness is probed at most once a second; the next answer is a new probe.
-    tokio::time::sleep(aims_server::routes::health::PROBE_EVERY).await;
+    tokio::time::sleep(aims_server::readiness::PROBE_EVERY).await;
     let ready = server.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
     assert_eq!(

@@ -45,7 +45,7 @@ use self::params::Params;
 use crate::decisions::Asked;
 use crate::error::{ApiError, ErrorCode, Form, no_store};
 use crate::presented;
-use crate::refusals::{self, Origin};
+use crate::refusals::Origin;
 use crate::state::AppState;
 
 /// Longest requested lifetime, seconds (the ceilings apply anyway).
@@ -122,7 +122,10 @@ pub async fn token(
                 .code(refusal.code.as_str())
                 .details(serde_json::json!({ "reason": refusal.message }));
             let origin = Origin::of(Some(peer.ip()), &headers);
-            match refusals::record(&state, event, &origin, refusal.code.as_str()).await {
+            match state
+                .record_refusal(event, &origin, refusal.code.as_str())
+                .await
+            {
                 Ok(()) => refusal.into_response(),
                 Err(e) => e.into_response(),
             }

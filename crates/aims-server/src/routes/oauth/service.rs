@@ -16,7 +16,7 @@ use super::rate_limit;
 use crate::auth::{ServiceCaller, service_caller};
 use crate::error::{ApiError, ErrorCode, no_store};
 use crate::presented;
-use crate::refusals::{self, Origin};
+use crate::refusals::Origin;
 use crate::state::AppState;
 
 /// `POST /oauth2/introspect` (RFC 7662): for resource servers (their own audience only) and
@@ -104,7 +104,10 @@ async fn refuse_service(
         .request(crate::auth::request_id(headers))
         .code(refusal.code.as_str());
     let origin = Origin::of(Some(peer.ip()), headers);
-    match refusals::record(state, event, &origin, refusal.code.as_str()).await {
+    match state
+        .record_refusal(event, &origin, refusal.code.as_str())
+        .await
+    {
         Ok(()) => refusal.into_response(),
         Err(e) => e.into_response(),
     }
