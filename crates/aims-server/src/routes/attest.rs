@@ -12,6 +12,7 @@ use aims_api::{AttestRequest, AttestResponse, NonceResponse};
 use aims_core::agent::{Agent, LifecycleState};
 use aims_core::audit::{Actor, Outcome, action};
 use aims_core::credential::{CredentialHash, MAX_CREDENTIAL_LEN};
+use aims_core::id::AgentName;
 use aims_core::posture::Evidence;
 use aims_store::{
     AttestationRecord, IssuedCredential, IssuedKind, JoinTokenUse, PostureSnapshot, StoreError,
@@ -77,21 +78,50 @@ impl IdentityProof {
     }
 }
 
-/// `POST /v1/attest`.
+/// What the proof of possession established (steps 1–3): the key it is signed by, the nonce
+/// it carries (not yet burned) and the runtime evidence.
+struct Proved {
+    key_thumbprint: String,
+    nonce: String,
+    nonce_expires_at: OffsetDateTime,
+    evidence: Evidence,
+}
+
+/// `POST /v1/attest`: each protocol step in order; a refusal at any step changes nothing but
+/// what that step says (a burned join token, a quarantine).
 pub async fn attest(
     State(state): State<AppState>,
     Body(req): Body<AttestRequest>,
 ) -> Result<Json<AttestResponse>, ApiError> {
     let now = OffsetDateTime::now_utc();
+    let proved = proof_of_possession(&state, &req.proof, now)?;
+    let (agent_name, identity) = identify(&state, &req, &proved.key_thumbprint, now).await?;
+    burn_nonce(&state, &proved, now).await?;
+    let agent = attesting_agent(&state, &agent_name, now).await?;
+    check_posture(&state, &agent, &proved.evidence, &identity).await?;
+    let audience = requested_audience(&state, req.audience)?;
+    issue_svid(&state, &agent, proved, &identity, audience, now)
+        .await
+        .map(Json)
+}
 
-    // 1. The proof: signed by the key it carries, for us, fresh.
-    let (proof, key) = jws::verify_self_signed(&req.proof, PROOF_TYP, &[Alg::Es256, Alg::EdDsa])
-        .map_err(|e| {
-            unauthorized(
-                ErrorCode::InvalidProof,
-                &format!("attestation proof refused: {e}"),
-            )
-        })?;
+/// Steps 1–3: the proof is signed by the key it carries, for us, fresh; it carries a nonce
+/// issued here and still valid (checked without the store: it is burned only once the caller
+/// has proved an identity, so nobody without one can make the server store anything); and
+/// valid evidence.
+fn proof_of_possession(
+    state: &AppState,
+    proof: &str,
+    now: OffsetDateTime,
+) -> Result<Proved, ApiError> {
+    let refused_proof = |e: aims_token::TokenError| {
+        unauthorized(
+            ErrorCode::InvalidProof,
+            &format!("attestation proof refused: {e}"),
+        )
+    };
+    let (proof, key) = jws::verify_self_signed(proof, PROOF_TYP, &[Alg::Es256, Alg::EdDsa])
+        .map_err(refused_proof)?;
     jws::check_claims(
         &proof.claims,
         &ClaimChecks {
@@ -102,17 +132,7 @@ pub async fn attest(
             max_lifetime_s: Some(PROOF_MAX_LIFETIME_S),
         },
     )
-    .map_err(|e| {
-        unauthorized(
-            ErrorCode::InvalidProof,
-            &format!("attestation proof refused: {e}"),
-        )
-    })?;
-    let key_thumbprint = key.thumbprint();
-
-    // 2. The nonce: issued here and fresh (checked without the store; it is burned once the
-    //    caller has proved an identity, so nobody without one can make the server store
-    //    anything).
+    .map_err(refused_proof)?;
     let nonce = proof
         .claims
         .get("nonce")
@@ -129,136 +149,173 @@ pub async fn attest(
                 "the nonce is unknown or expired; fetch a new one",
             )
         })?;
-
-    // 3. The evidence.
+    let invalid_evidence = |why: String| ApiError::bad_request(ErrorCode::InvalidEvidence, why);
     let evidence: Evidence = proof
         .claims
         .get("evidence")
         .cloned()
         .map(serde_json::from_value)
         .transpose()
-        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidEvidence, format!("evidence: {e}")))?
-        .ok_or_else(|| {
-            ApiError::bad_request(ErrorCode::InvalidEvidence, "the proof carries no evidence")
-        })?;
+        .map_err(|e| invalid_evidence(format!("evidence: {e}")))?
+        .ok_or_else(|| invalid_evidence("the proof carries no evidence".to_owned()))?;
     evidence
         .validate()
-        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidEvidence, format!("evidence: {e}")))?;
+        .map_err(|e| invalid_evidence(format!("evidence: {e}")))?;
+    Ok(Proved {
+        key_thumbprint: key.thumbprint(),
+        nonce: nonce.to_owned(),
+        nonce_expires_at,
+        evidence,
+    })
+}
 
-    // 4. Who: exactly one identity proof, bound to this key.
-    let (agent_name, identity) = match (&req.join_token, &req.svid, &req.federated_token) {
-        (Some(token), None, None) => {
-            if token.len() > MAX_CREDENTIAL_LEN {
-                return Err(unauthorized(
-                    ErrorCode::InvalidJoinToken,
-                    "the join token is not valid",
-                ));
-            }
-            let used = state
-                .store
-                .consume_join_token(&CredentialHash::of(token), &key_thumbprint, now)
-                .await?;
-            match used {
-                JoinTokenUse::Consumed(agent) => (agent, IdentityProof::JoinToken),
-                JoinTokenUse::AlreadyUsed(_) => {
-                    return Err(unauthorized(
-                        ErrorCode::JoinTokenUsed,
-                        "the join token was already used",
-                    ));
-                }
-                JoinTokenUse::Expired(_) => {
-                    return Err(unauthorized(
-                        ErrorCode::JoinTokenExpired,
-                        "the join token has expired",
-                    ));
-                }
-                JoinTokenUse::Unknown => {
-                    return Err(unauthorized(
-                        ErrorCode::InvalidJoinToken,
-                        "the join token is not valid",
-                    ));
-                }
-            }
-        }
-        (None, Some(current), None) => {
-            let presented = presented::verify_svid(&state, current, None, now).map_err(|e| {
-                unauthorized(
-                    ErrorCode::InvalidSvid,
-                    &format!("the SVID was refused: {e}"),
-                )
-            })?;
-            if presented.sub.trust_domain() != &state.trust_domain {
-                return Err(unauthorized(
-                    ErrorCode::InvalidSvid,
-                    "the SVID is from another trust domain",
-                ));
-            }
-            if presented.cnf.jkt != key_thumbprint {
-                return Err(unauthorized(
-                    ErrorCode::KeyMismatch,
-                    "the proof is not signed by the key the SVID is bound to",
-                ));
-            }
-            let record = state.store.issued_credential(&presented.jti).await?;
-            if record.is_none_or(|r| r.revoked_at.is_some()) {
-                return Err(unauthorized(
-                    ErrorCode::InvalidSvid,
-                    "the SVID is revoked or unknown",
-                ));
-            }
-            (
-                presented.sub.agent().clone(),
-                IdentityProof::Renewal {
-                    previous_jti: presented.jti,
-                },
-            )
-        }
-        (None, None, Some(token)) => {
-            let agent = state
-                .federation
-                .verify(&state.http, token, now)
-                .await
-                .map_err(|e| match e {
-                    FederationError::UntrustedIssuer => unauthorized(
-                        ErrorCode::UntrustedIssuer,
-                        "the token's issuer is not trusted",
-                    ),
-                    FederationError::KeysUnavailable(detail) => {
-                        tracing::warn!(%detail, "trusted issuer keys unavailable");
-                        refused(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            ErrorCode::IssuerUnavailable,
-                            "the issuer's keys cannot be fetched now",
-                        )
-                    }
-                    other => unauthorized(ErrorCode::InvalidFederatedToken, &other.to_string()),
-                })?;
-            (agent, IdentityProof::Federated)
-        }
-        _ => {
-            return Err(ApiError::bad_request(
-                ErrorCode::InvalidRequest,
-                "send exactly one of join_token, svid or federated_token",
-            ));
-        }
-    };
+/// Step 4, who: exactly one identity proof, bound to this key.
+async fn identify(
+    state: &AppState,
+    req: &AttestRequest,
+    key_thumbprint: &str,
+    now: OffsetDateTime,
+) -> Result<(AgentName, IdentityProof), ApiError> {
+    match (&req.join_token, &req.svid, &req.federated_token) {
+        (Some(token), None, None) => by_join_token(state, token, key_thumbprint, now).await,
+        (None, Some(current), None) => by_renewal(state, current, key_thumbprint, now).await,
+        (None, None, Some(token)) => by_federation(state, token, now).await,
+        _ => Err(ApiError::bad_request(
+            ErrorCode::InvalidRequest,
+            "send exactly one of join_token, svid or federated_token",
+        )),
+    }
+}
 
-    // 5. The nonce, used once.
-    if !state
+/// A join token, consumed (bound to this key) on first use.
+async fn by_join_token(
+    state: &AppState,
+    token: &str,
+    key_thumbprint: &str,
+    now: OffsetDateTime,
+) -> Result<(AgentName, IdentityProof), ApiError> {
+    let invalid = || unauthorized(ErrorCode::InvalidJoinToken, "the join token is not valid");
+    if token.len() > MAX_CREDENTIAL_LEN {
+        return Err(invalid());
+    }
+    let used = state
         .store
-        .consume_nonce(&CredentialHash::of(nonce), nonce_expires_at, now)
-        .await?
-    {
+        .consume_join_token(&CredentialHash::of(token), key_thumbprint, now)
+        .await?;
+    match used {
+        JoinTokenUse::Consumed(agent) => Ok((agent, IdentityProof::JoinToken)),
+        JoinTokenUse::AlreadyUsed(_) => Err(unauthorized(
+            ErrorCode::JoinTokenUsed,
+            "the join token was already used",
+        )),
+        JoinTokenUse::Expired(_) => Err(unauthorized(
+            ErrorCode::JoinTokenExpired,
+            "the join token has expired",
+        )),
+        JoinTokenUse::Unknown => Err(invalid()),
+    }
+}
+
+/// The agent's current SVID, of this trust domain, bound to this key, still registered.
+async fn by_renewal(
+    state: &AppState,
+    current: &str,
+    key_thumbprint: &str,
+    now: OffsetDateTime,
+) -> Result<(AgentName, IdentityProof), ApiError> {
+    let svid = presented::verify_svid(state, current, None, now).map_err(|e| {
+        unauthorized(
+            ErrorCode::InvalidSvid,
+            &format!("the SVID was refused: {e}"),
+        )
+    })?;
+    if svid.sub.trust_domain() != &state.trust_domain {
         return Err(unauthorized(
-            ErrorCode::InvalidNonce,
-            "the nonce was used before; fetch a new one",
+            ErrorCode::InvalidSvid,
+            "the SVID is from another trust domain",
         ));
     }
+    if svid.cnf.jkt != key_thumbprint {
+        return Err(unauthorized(
+            ErrorCode::KeyMismatch,
+            "the proof is not signed by the key the SVID is bound to",
+        ));
+    }
+    let record = state.store.issued_credential(&svid.jti).await?;
+    if record.is_none_or(|r| r.revoked_at.is_some()) {
+        return Err(unauthorized(
+            ErrorCode::InvalidSvid,
+            "the SVID is revoked or unknown",
+        ));
+    }
+    let previous_jti = svid.jti;
+    Ok((
+        svid.sub.agent().clone(),
+        IdentityProof::Renewal { previous_jti },
+    ))
+}
 
-    // 6. The agent may attest at all.
+/// A token of a trusted third-party issuer, mapped to an agent by the federation rules.
+async fn by_federation(
+    state: &AppState,
+    token: &str,
+    now: OffsetDateTime,
+) -> Result<(AgentName, IdentityProof), ApiError> {
+    let agent = state
+        .federation
+        .verify(&state.http, token, now)
+        .await
+        .map_err(|e| match e {
+            FederationError::UntrustedIssuer => unauthorized(
+                ErrorCode::UntrustedIssuer,
+                "the token's issuer is not trusted",
+            ),
+            FederationError::KeysUnavailable(detail) => {
+                tracing::warn!(%detail, "trusted issuer keys unavailable");
+                refused(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::IssuerUnavailable,
+                    "the issuer's keys cannot be fetched now",
+                )
+            }
+            other => unauthorized(ErrorCode::InvalidFederatedToken, &other.to_string()),
+        })?;
+    Ok((agent, IdentityProof::Federated))
+}
+
+/// Step 5: the nonce, used once.
+async fn burn_nonce(
+    state: &AppState,
+    proved: &Proved,
+    now: OffsetDateTime,
+) -> Result<(), ApiError> {
+    let fresh = state
+        .store
+        .consume_nonce(
+            &CredentialHash::of(&proved.nonce),
+            proved.nonce_expires_at,
+            now,
+        )
+        .await?;
+    if fresh {
+        Ok(())
+    } else {
+        Err(unauthorized(
+            ErrorCode::InvalidNonce,
+            "the nonce was used before; fetch a new one",
+        ))
+    }
+}
+
+/// Step 6: the agent may attest at all (registered, active, recertified).
+async fn attesting_agent(
+    state: &AppState,
+    name: &AgentName,
+    now: OffsetDateTime,
+) -> Result<Agent, ApiError> {
     let agent = state
         .store
-        .agent(&agent_name)
+        .agent(name)
         .await?
         .ok_or_else(|| unauthorized(ErrorCode::UnknownAgent, "no such agent"))?;
     if agent.state != LifecycleState::Active {
@@ -275,32 +332,60 @@ pub async fn attest(
             "the agent's owner must recertify it before it may attest",
         ));
     }
+    Ok(agent)
+}
 
-    // 7. Posture: against the profile and the last accepted snapshot.
+/// Step 7, posture: against the profile and the last accepted snapshot; drift quarantines.
+async fn check_posture(
+    state: &AppState,
+    agent: &Agent,
+    evidence: &Evidence,
+    identity: &IdentityProof,
+) -> Result<(), ApiError> {
     let last = state.store.posture_snapshot(&agent.name).await?;
     let mismatches = agent
         .posture_profile
-        .mismatches(&evidence, last.as_ref().map(|s| &s.evidence));
-    if !mismatches.is_empty() {
-        quarantine(&state, &agent, &evidence, &mismatches, identity.name()).await?;
-        return Err(refused(
-            StatusCode::FORBIDDEN,
-            ErrorCode::PostureRejected,
-            "the runtime evidence does not match the agent's posture profile; the agent is quarantined",
-        ));
+        .mismatches(evidence, last.as_ref().map(|s| &s.evidence));
+    if mismatches.is_empty() {
+        return Ok(());
     }
+    quarantine(state, agent, evidence, &mismatches, identity.name()).await?;
+    Err(refused(
+        StatusCode::FORBIDDEN,
+        ErrorCode::PostureRejected,
+        "the runtime evidence does not match the agent's posture profile; the agent is quarantined",
+    ))
+}
 
-    // 8. The identity.
-    let audience = match req.audience {
+/// The audience the SVID is for: the one asked for, or this issuer.
+fn requested_audience(state: &AppState, audience: Option<String>) -> Result<String, ApiError> {
+    match audience {
         Some(a) if a.is_empty() || a.len() > MAX_AUDIENCE || a.chars().any(char::is_control) => {
-            return Err(ApiError::bad_request(
+            Err(ApiError::bad_request(
                 ErrorCode::InvalidAudience,
                 "audience must be 1 to 512 printable characters",
-            ));
+            ))
         }
-        Some(a) => a,
-        None => state.issuer.clone(),
-    };
+        Some(a) => Ok(a),
+        None => Ok(state.issuer.clone()),
+    }
+}
+
+/// Step 8: the identity, registered with the accepted posture snapshot and its audit event
+/// in one transaction.
+async fn issue_svid(
+    state: &AppState,
+    agent: &Agent,
+    proved: Proved,
+    identity: &IdentityProof,
+    audience: String,
+    now: OffsetDateTime,
+) -> Result<AttestResponse, ApiError> {
+    let Proved {
+        key_thumbprint,
+        evidence,
+        ..
+    } = proved;
     let ttl = state
         .config
         .svid_ttl
@@ -327,27 +412,24 @@ pub async fn attest(
         aims_posture: posture_digest.clone(),
     };
     let svid = svid::mint(&state.keys().current, &state.rng, &claims).map_err(signing_failed)?;
-
-    let mut event = state.event(
-        Actor::Agent {
-            spiffe_id: spiffe_id.to_string(),
-        },
-        action::IDENTITY_ISSUE,
-        Outcome::Success,
-    );
-    event.agent = Some(spiffe_id.to_string());
-    event.owner = Some(agent.owner.to_string());
-    event.token_id = Some(claims.jti.clone());
-    if let IdentityProof::Renewal { previous_jti } = &identity {
-        event.parent_token_id = Some(previous_jti.clone());
+    let actor = Actor::Agent {
+        spiffe_id: spiffe_id.to_string(),
+    };
+    let mut event = state
+        .event(actor, action::IDENTITY_ISSUE, Outcome::Success)
+        .agent(spiffe_id.to_string())
+        .owner(agent.owner.to_string())
+        .token(claims.jti.clone())
+        .details(json!({
+            "proof": identity.name(),
+            "audience": audience,
+            "posture_digest": posture_digest,
+            "key_thumbprint": key_thumbprint,
+            "expires_at": expires_at.unix_timestamp(),
+        }));
+    if let IdentityProof::Renewal { previous_jti } = identity {
+        event = event.parent_token(previous_jti.clone());
     }
-    event.details = json!({
-        "proof": identity.name(),
-        "audience": audience,
-        "posture_digest": posture_digest,
-        "key_thumbprint": key_thumbprint,
-        "expires_at": expires_at.unix_timestamp(),
-    });
     let record = AttestationRecord {
         snapshot: PostureSnapshot {
             agent: agent.name.clone(),
@@ -366,26 +448,23 @@ pub async fn attest(
             expires_at,
             revoked_at: None,
             task_id: None,
-            audience: Some(audience.clone()),
+            audience: Some(audience),
         },
     };
     match state.store.record_attestation(&record, &event).await {
-        Ok(()) => {}
-        Err(StoreError::Conflict { .. }) => {
-            return Err(refused(
-                StatusCode::FORBIDDEN,
-                ErrorCode::AgentNotActive,
-                "the agent left the active state during attestation",
-            ));
-        }
-        Err(e) => return Err(e.into()),
+        Ok(()) => Ok(AttestResponse {
+            svid,
+            spiffe_id: spiffe_id.to_string(),
+            expires_at,
+            posture_digest,
+        }),
+        Err(StoreError::Conflict { .. }) => Err(refused(
+            StatusCode::FORBIDDEN,
+            ErrorCode::AgentNotActive,
+            "the agent left the active state during attestation",
+        )),
+        Err(e) => Err(e.into()),
     }
-    Ok(Json(AttestResponse {
-        svid,
-        spiffe_id: spiffe_id.to_string(),
-        expires_at,
-        posture_digest,
-    }))
 }
 
 /// Moves `agent` to quarantined (revoking everything it holds, in the same transaction as the
@@ -406,18 +485,19 @@ async fn quarantine(
     next.updated_at = now;
     next.revision = agent.revision.saturating_add(1);
     let spiffe_id = agent.spiffe_id(&state.trust_domain).to_string();
-    let mut event = state.event(Actor::System, action::POSTURE_DRIFT, Outcome::Denied);
-    event.agent = Some(spiffe_id.clone());
-    event.owner = Some(agent.owner.to_string());
-    event.code = Some("posture_rejected".to_owned());
-    event.details = json!({
+    let event = state
+        .event(Actor::System, action::POSTURE_DRIFT, Outcome::Denied)
+        .agent(spiffe_id.clone())
+        .owner(agent.owner.to_string())
+        .code(ErrorCode::PostureRejected.as_str())
+        .details(json!({
         "from": agent.state,
         "to": next.state,
         "mismatches": mismatches,
         "evidence_digest": evidence.digest(),
         "proof": proof,
         "remediation": "quarantined; every live credential of the agent revoked",
-    });
+        }));
     match state
         .store
         .update_agent(&next, agent.revision, &event)

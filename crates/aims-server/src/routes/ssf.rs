@@ -323,62 +323,7 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
             ));
         }
         let id = aims_token::random_id(&state.rng).map_err(|_| ApiError::internal())?;
-        let delivery = match req.delivery {
-            // No delivery means poll (SSF §8.1.1.1).
-            None => SsfDelivery::Poll,
-            Some(d) if d.method == signals::DELIVERY_POLL => {
-                if d.endpoint_url.is_some() || d.authorization_header.is_some() {
-                    return Err(invalid(
-                        "a poll stream's endpoint_url is chosen by the transmitter",
-                    ));
-                }
-                SsfDelivery::Poll
-            }
-            Some(d) if d.method == signals::DELIVERY_PUSH => {
-                let endpoint_url = d
-                    .endpoint_url
-                    .ok_or_else(|| invalid("a push stream needs delivery.endpoint_url"))?;
-                check_endpoint_url(&endpoint_url, state.config.ssf_push_private_networks)?;
-                let sealed_authorization = match d.authorization_header {
-                    None => None,
-                    Some(value) => {
-                        let usable = value.len() <= MAX_AUTHORIZATION
-                            && !value.trim().is_empty()
-                            && value.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
-                        if !usable {
-                            return Err(invalid(
-                                "authorization_header is 1 to 1024 printable ASCII characters",
-                            ));
-                        }
-                        Some(
-                            state
-                                .master()
-                                .seal(
-                                    &state.rng,
-                                    signals::SEAL_PURPOSE_PUSH_AUTHORIZATION,
-                                    &id,
-                                    value.as_bytes(),
-                                )
-                                .map_err(|_| ApiError::internal())?,
-                        )
-                    }
-                };
-                SsfDelivery::Push {
-                    endpoint_url,
-                    sealed_authorization,
-                }
-            }
-            Some(_) => {
-                return Err(ApiError::bad_request(
-                    ErrorCode::UnsupportedDeliveryMethod,
-                    format!(
-                        "delivery.method is {} (poll) or {} (push)",
-                        signals::DELIVERY_POLL,
-                        signals::DELIVERY_PUSH
-                    ),
-                ));
-            }
-        };
+        let delivery = delivery_of(&state, req.delivery, &id)?;
         let stream = SsfStream {
             id: id.clone(),
             receiver: receiver_of(&caller),
@@ -390,23 +335,15 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
             created_at: OffsetDateTime::now_utc(),
             acked_through: 0,
         };
-        let mut event = state.event(
-            caller.actor(),
-            signals::ACTION_STREAM_CREATE,
-            Outcome::Success,
-        );
-        event.request_id = crate::auth::request_id(&headers);
-        event.resource = Some(format!("ssf_stream:{id}"));
-        let endpoint = match &stream.delivery {
-            SsfDelivery::Poll => None,
-            SsfDelivery::Push { endpoint_url, .. } => Some(endpoint_url.clone()),
-        };
-        event.details = json!({
-            "aud": stream.audience,
-            "method": if endpoint.is_some() { signals::DELIVERY_PUSH } else { signals::DELIVERY_POLL },
-            "endpoint_url": endpoint,
-            "events_delivered": stream.events_delivered,
-        });
+        let event = state
+            .event(
+                caller.actor(),
+                signals::ACTION_STREAM_CREATE,
+                Outcome::Success,
+            )
+            .request(crate::auth::request_id(&headers))
+            .resource(format!("ssf_stream:{id}"))
+            .details(created_details(&stream));
         let stored = match state.store.create_ssf_stream(&stream, &event).await {
             Ok(stored) => stored,
             Err(StoreError::Conflict { .. }) => {
@@ -427,6 +364,84 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
             .into_response())
     })
     .await
+}
+
+/// The delivery a new stream asks for: poll (also when none is named) or push to a checked
+/// endpoint, its `Authorization` value sealed under the stream's id.
+fn delivery_of(
+    state: &AppState,
+    requested: Option<DeliveryRequest>,
+    id: &str,
+) -> Result<SsfDelivery, ApiError> {
+    match requested {
+        // No delivery means poll (SSF §8.1.1.1).
+        None => Ok(SsfDelivery::Poll),
+        Some(d) if d.method == signals::DELIVERY_POLL => {
+            if d.endpoint_url.is_some() || d.authorization_header.is_some() {
+                return Err(invalid(
+                    "a poll stream's endpoint_url is chosen by the transmitter",
+                ));
+            }
+            Ok(SsfDelivery::Poll)
+        }
+        Some(d) if d.method == signals::DELIVERY_PUSH => {
+            let endpoint_url = d
+                .endpoint_url
+                .ok_or_else(|| invalid("a push stream needs delivery.endpoint_url"))?;
+            check_endpoint_url(&endpoint_url, state.config.ssf_push_private_networks)?;
+            let sealed_authorization = d
+                .authorization_header
+                .map(|value| sealed_push_authorization(state, &value, id))
+                .transpose()?;
+            Ok(SsfDelivery::Push {
+                endpoint_url,
+                sealed_authorization,
+            })
+        }
+        Some(_) => Err(ApiError::bad_request(
+            ErrorCode::UnsupportedDeliveryMethod,
+            format!(
+                "delivery.method is {} (poll) or {} (push)",
+                signals::DELIVERY_POLL,
+                signals::DELIVERY_PUSH
+            ),
+        )),
+    }
+}
+
+/// The `Authorization` value a push stream sends, checked and sealed under the stream's id.
+fn sealed_push_authorization(state: &AppState, value: &str, id: &str) -> Result<Vec<u8>, ApiError> {
+    let usable = value.len() <= MAX_AUTHORIZATION
+        && !value.trim().is_empty()
+        && value.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+    if !usable {
+        return Err(invalid(
+            "authorization_header is 1 to 1024 printable ASCII characters",
+        ));
+    }
+    state
+        .master()
+        .seal(
+            &state.rng,
+            signals::SEAL_PURPOSE_PUSH_AUTHORIZATION,
+            id,
+            value.as_bytes(),
+        )
+        .map_err(|_| ApiError::internal())
+}
+
+/// What the audit record of a new stream says about it.
+fn created_details(stream: &SsfStream) -> serde_json::Value {
+    let endpoint = match &stream.delivery {
+        SsfDelivery::Poll => None,
+        SsfDelivery::Push { endpoint_url, .. } => Some(endpoint_url.clone()),
+    };
+    json!({
+        "aud": stream.audience,
+        "method": if endpoint.is_some() { signals::DELIVERY_PUSH } else { signals::DELIVERY_POLL },
+        "endpoint_url": endpoint,
+        "events_delivered": stream.events_delivered,
+    })
 }
 
 /// `GET /ssf/streams[?stream_id=]`: one of the caller's streams, or all of them (a list,
@@ -536,60 +551,11 @@ pub async fn poll(
         if req.ack.len().saturating_add(req.set_errs.len()) > MAX_ACKS {
             return Err(invalid("at most 1000 acknowledgements and errors per poll"));
         }
-        let position = |jti: &str| {
-            signals::parse_set_jti(&stream.id, jti)
-                .ok_or_else(|| invalid(format!("{jti:.80} is not a SET of this stream")))
-        };
-        let mut seqs = req
-            .ack
-            .iter()
-            .map(|jti| position(jti))
-            .collect::<Result<Vec<u64>, ApiError>>()?;
-        let mut errors = Map::new();
-        for (jti, error) in &req.set_errs {
-            seqs.push(position(jti)?);
-            let description_ok = error
-                .description
-                .as_deref()
-                .is_none_or(|d| d.is_empty() || printable(d, MAX_ERR_DESCRIPTION));
-            if !printable(&error.err, MAX_ERR) || !description_ok {
-                return Err(invalid(
-                    "each setErrs entry has an err of at most 64 and a description of at most \
-                     256 printable characters",
-                ));
-            }
-            // A SET the receiver could not process is not sent again: it would fail the
-            // same way. The error is logged and audited.
-            tracing::warn!(stream = %stream.id, %jti, err = %error.err, "an SSF receiver reported a SET error");
-            errors.insert(jti.clone(), json!(error.err));
-        }
-        if !seqs.is_empty() {
-            state.store.acknowledge_ssf(&stream.id, &seqs).await?;
-        }
-        let max = req
-            .max_events
-            .map_or(DEFAULT_POLL_EVENTS, |n| {
-                u32::try_from(n).unwrap_or(u32::MAX).min(MAX_POLL_EVENTS)
-            });
-        let wait = LONG_POLL.min(
-            state
-                .config
-                .request_timeout
-                .saturating_sub(LONG_POLL_MARGIN),
-        );
-        let deadline = tokio::time::Instant::now() + wait;
-        // Subscribed before looking, so a revocation applied in between still wakes us.
-        let mut live = state.revocations.subscribe();
-        let (batch, more) = loop {
-            let (batch, more) = signals::due(state.store.as_ref(), &stream, max).await?;
-            if !batch.is_empty() || req.return_immediately || max == 0 {
-                break (batch, more);
-            }
-            match tokio::time::timeout_at(deadline, live.recv()).await {
-                Ok(Ok(_) | Err(RecvError::Lagged(_))) => {}
-                Ok(Err(RecvError::Closed)) | Err(_) => break (batch, more),
-            }
-        };
+        let errors = acknowledge(&state, &stream, &req).await?;
+        let max = req.max_events.map_or(DEFAULT_POLL_EVENTS, |n| {
+            u32::try_from(n).unwrap_or(u32::MAX).min(MAX_POLL_EVENTS)
+        });
+        let (batch, more) = next_batch(&state, &stream, max, req.return_immediately).await?;
         let mut sets = Map::new();
         for entry in &batch {
             let (jti, set) = signals::sign_set(&state, &stream, entry).map_err(|error| {
@@ -598,18 +564,88 @@ pub async fn poll(
             })?;
             sets.insert(jti, Value::String(set));
         }
-        let mut event = state.event(caller.actor(), action::READ, Outcome::Success);
-        event.request_id = crate::auth::request_id(&headers);
-        event.resource = Some(format!("POST {}/{}", signals::POLL_PATH, stream.id));
-        event.details = json!({
-            "sets": sets.len(),
-            "acknowledged": req.ack.len(),
-            "set_errors": errors,
-        });
+        let event = state
+            .event(caller.actor(), action::READ, Outcome::Success)
+            .request(crate::auth::request_id(&headers))
+            .resource(format!("POST {}/{}", signals::POLL_PATH, stream.id))
+            .details(json!({
+                "sets": sets.len(),
+                "acknowledged": req.ack.len(),
+                "set_errors": errors,
+            }));
         state.audit.record(event).await?;
         Ok(Json(json!({ "sets": sets, "moreAvailable": more })).into_response())
     })
     .await
+}
+
+/// Applies a poll's acknowledgements and SET errors (both end a SET's delivery); the errors by
+/// SET id, for the audit log.
+async fn acknowledge(
+    state: &AppState,
+    stream: &SsfStream,
+    req: &PollRequest,
+) -> Result<Map<String, Value>, ApiError> {
+    let position = |jti: &str| {
+        signals::parse_set_jti(&stream.id, jti)
+            .ok_or_else(|| invalid(format!("{jti:.80} is not a SET of this stream")))
+    };
+    let mut seqs = req
+        .ack
+        .iter()
+        .map(|jti| position(jti))
+        .collect::<Result<Vec<u64>, ApiError>>()?;
+    let mut errors = Map::new();
+    for (jti, error) in &req.set_errs {
+        seqs.push(position(jti)?);
+        let description_ok = error
+            .description
+            .as_deref()
+            .is_none_or(|d| d.is_empty() || printable(d, MAX_ERR_DESCRIPTION));
+        if !printable(&error.err, MAX_ERR) || !description_ok {
+            return Err(invalid(
+                "each setErrs entry has an err of at most 64 and a description of at most \
+                 256 printable characters",
+            ));
+        }
+        // A SET the receiver could not process is not sent again: it would fail the same
+        // way. The error is logged and audited.
+        tracing::warn!(stream = %stream.id, %jti, err = %error.err, "an SSF receiver reported a SET error");
+        errors.insert(jti.clone(), json!(error.err));
+    }
+    if !seqs.is_empty() {
+        state.store.acknowledge_ssf(&stream.id, &seqs).await?;
+    }
+    Ok(errors)
+}
+
+/// The next SETs due on `stream` (at most `max`) and whether more wait; unless told to
+/// return at once, waits for one (long poll) until the request's time is nearly spent.
+async fn next_batch(
+    state: &AppState,
+    stream: &SsfStream,
+    max: u32,
+    return_immediately: bool,
+) -> Result<(Vec<aims_store::SsfPending>, bool), ApiError> {
+    let wait = LONG_POLL.min(
+        state
+            .config
+            .request_timeout
+            .saturating_sub(LONG_POLL_MARGIN),
+    );
+    let deadline = tokio::time::Instant::now() + wait;
+    // Subscribed before looking, so a revocation applied in between still wakes us.
+    let mut live = state.revocations.subscribe();
+    loop {
+        let (batch, more) = signals::due(state.store.as_ref(), stream, max).await?;
+        if !batch.is_empty() || return_immediately || max == 0 {
+            return Ok((batch, more));
+        }
+        match tokio::time::timeout_at(deadline, live.recv()).await {
+            Ok(Ok(_) | Err(RecvError::Lagged(_))) => {}
+            Ok(Err(RecvError::Closed)) | Err(_) => return Ok((batch, more)),
+        }
+    }
 }
 
 #[cfg(test)]
