@@ -96,8 +96,6 @@ pub async fn start_with_store(
     store: Arc<dyn Store>,
     var: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RunningServer, StartupError> {
-    let rng = SystemRandom::new();
-    let started = bootstrap::start(&config, store, var, &rng).await?;
     let listener =
         TcpListener::bind(config.listen)
             .await
@@ -127,35 +125,10 @@ pub async fn start_with_store(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{addr}"));
-    let metrics = Arc::new(Metrics::new());
-    let (audit, _writer) = AuditWriter::spawn(started.store.clone(), metrics.clone());
-    let http = crate::outbound::clients(&config)
-        .map_err(|e| StartupError::Keys(format!("HTTP client: {e}")))?;
-    let policy =
-        PolicyHolder::empty().map_err(|e| StartupError::Keys(format!("policy engine: {e}")))?;
-    let dpop_nonces = aims_token::nonce::NonceKey::random(&rng, DPOP_NONCE_PURPOSE)
-        .map_err(|e| StartupError::Keys(format!("DPoP nonce key: {e}")))?;
-    let state = AppState::new(Parts {
-        dpop_nonces,
-        policy,
-        http,
-        config,
-        issuer,
-        store: started.store,
-        audit,
-        metrics,
-        master: started.master,
-        keys: started.keys,
-    });
+    let (state, bootstrap_credential) = app_state(config, store, var, issuer).await?;
     let (shutdown, stop) = watch::channel(false);
-    // A version that does not load leaves the server unready; it keeps polling.
-    let _ = state.reload_policy().await;
     tokio::spawn(reload_keys_periodically(state.clone(), stop.clone()));
     tokio::spawn(reload_policy_periodically(state.clone(), stop.clone()));
-    // Tokens are refused until the revocation log has been read once.
-    if let Err(error) = state.revocations.catch_up(state.store.as_ref()).await {
-        tracing::error!(%error, "cannot read the revocation log at start; tokens are refused until it can");
-    }
     tokio::spawn(revocation::follow(
         state.revocations.clone(),
         state.store.clone(),
@@ -180,11 +153,52 @@ pub async fn start_with_store(
     Ok(RunningServer {
         base_url: format!("{scheme}://{addr}"),
         addr,
-        bootstrap_credential: started.bootstrap_credential,
+        bootstrap_credential,
         shutdown,
         task,
         data_dir_lock: None,
     })
+}
+
+/// The state of a replica serving `issuer` over `store`: bootstrapped (schema, keys, first
+/// admin, whose credential comes back when it was just made), its active policy loaded and
+/// the revocation log read once. Serving it is [`start_with_store`]'s job; tests drive
+/// [`crate::routes::router`] over it without sockets.
+pub async fn app_state(
+    config: Config,
+    store: Arc<dyn Store>,
+    var: &dyn Fn(&str) -> Option<String>,
+    issuer: String,
+) -> Result<(AppState, Option<SecretString>), StartupError> {
+    let rng = SystemRandom::new();
+    let started = bootstrap::start(&config, store, var, &rng).await?;
+    let metrics = Arc::new(Metrics::new());
+    let (audit, _writer) = AuditWriter::spawn(started.store.clone(), metrics.clone());
+    let http = crate::outbound::clients(&config)
+        .map_err(|e| StartupError::Keys(format!("HTTP client: {e}")))?;
+    let policy =
+        PolicyHolder::empty().map_err(|e| StartupError::Keys(format!("policy engine: {e}")))?;
+    let dpop_nonces = aims_token::nonce::NonceKey::random(&rng, DPOP_NONCE_PURPOSE)
+        .map_err(|e| StartupError::Keys(format!("DPoP nonce key: {e}")))?;
+    let state = AppState::new(Parts {
+        dpop_nonces,
+        policy,
+        http,
+        config,
+        issuer,
+        store: started.store,
+        audit,
+        metrics,
+        master: started.master,
+        keys: started.keys,
+    });
+    // A version that does not load leaves the server unready; it keeps polling.
+    let _ = state.reload_policy().await;
+    // Tokens are refused until the revocation log has been read once.
+    if let Err(error) = state.revocations.catch_up(state.store.as_ref()).await {
+        tracing::error!(%error, "cannot read the revocation log at start; tokens are refused until it can");
+    }
+    Ok((state, started.bootstrap_credential))
 }
 
 /// Accepts connections until `stop`, then lets in-flight requests finish (bounded by

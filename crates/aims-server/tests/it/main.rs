@@ -21,6 +21,7 @@ mod federation;
 mod limits;
 mod policies;
 mod registry;
+mod router;
 mod ssf;
 mod startup;
 mod tls;
