@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-pub mod tokens;
+pub mod oauth;
 
 use aims_core::agent::{Agent, LifecycleState, Limits};
 use aims_core::id::{AgentName, Environment, LabelKey, Owner, UserName};

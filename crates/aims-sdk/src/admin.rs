@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use aims_api::tokens::{
+use aims_api::oauth::{
     INTROSPECTION_PATH, RegisterResourceServerRequest, ResourceServerList,
     ResourceServerRegistered, ResourceServerView, RevokeRequest, RevokeResponse, TaskEnded,
     TaskList, TaskView,

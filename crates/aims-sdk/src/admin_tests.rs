@@ -10,7 +10,7 @@
 
 use std::net::TcpListener;
 
-use aims_api::tokens::{RegisterResourceServerRequest, RevokeRequest, RevokeTarget};
+use aims_api::oauth::{RegisterResourceServerRequest, RevokeRequest, RevokeTarget};
 use aims_api::{
     AddUserRequest, AgentList, AgentQuery, AgentView, JoinTokenIssued, LifecycleRequest,
     RegisterAgentRequest,

@@ -4,7 +4,7 @@
 //! the way; they never carry the caller's credential.
 
 use aims_api::ErrorBody;
-use aims_api::tokens::OAuthError;
+use aims_api::oauth::OAuthError;
 
 /// Longest excerpt of a non-JSON error body kept in [`SdkError::Http`].
 const BODY_EXCERPT_MAX: usize = 200;

@@ -12,7 +12,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use aims_api::tokens::{
+use aims_api::oauth::{
     GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE, INTROSPECTION_PATH, REVOCATION_PATH, RevocationPage,
     TOKEN_PATH, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, TokenResponse,
 };
@@ -42,7 +42,7 @@ pub const DECISIONS_PATH: &str = "/v1/decisions";
 /// Path of the revocation feed.
 pub const REVOCATIONS_PATH: &str = "/v1/revocations";
 /// Path of the JWKS document.
-pub use aims_api::tokens::JWKS_PATH;
+pub use aims_api::oauth::JWKS_PATH;
 /// A [`TaskToken`] is exchanged again once less than `1 / REFRESH_FRACTION` of its lifetime
 /// remains.
 pub const REFRESH_FRACTION: i64 = 5;

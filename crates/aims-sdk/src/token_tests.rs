@@ -10,7 +10,7 @@
     clippy::indexing_slicing
 )]
 
-use aims_api::tokens::{RevocationEntry, RevocationKind};
+use aims_api::oauth::{RevocationEntry, RevocationKind};
 use aims_core::id::AgentName;
 use aims_token::agent_key::AgentKeyKind;
 use aims_token::dpop::{ProofCheck, verify_proof};

@@ -21,7 +21,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
-use aims_api::tokens::{RevocationEntry, RevocationPage};
+use aims_api::oauth::{RevocationEntry, RevocationPage};
 use aims_core::id::ResourceServerName;
 use aims_core::revocation::RevokedSet;
 use aims_token::TokenError;

@@ -8,7 +8,7 @@
 //! extension so the audit middleware records it.
 
 use aims_api::ErrorBody;
-use aims_api::tokens::OAuthError;
+use aims_api::oauth::OAuthError;
 use aims_store::StoreError;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};

@@ -23,7 +23,7 @@ pub mod refusals;
 pub mod revocation;
 pub mod routes;
 pub mod server;
-pub mod ssf;
+pub mod signals;
 pub mod state;
 pub mod tls;
 pub mod webhook;

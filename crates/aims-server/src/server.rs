@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::policy::{PolicyHolder, RELOAD_EVERY};
 use crate::revocation;
 use crate::routes::router;
-use crate::ssf;
+use crate::signals;
 use crate::state::{AppState, Parts};
 
 /// How long a client may take to send a request's headers.
@@ -143,7 +143,7 @@ pub async fn start_with_store(
     ));
     tokio::spawn(forget_idle_buckets(state.clone(), stop.clone()));
     // Pushes SSF events to the push streams whose delivery this replica claims.
-    tokio::spawn(ssf::push(state.clone(), stop.clone()));
+    tokio::spawn(signals::push(state.clone(), stop.clone()));
     let acceptor = tls.map(|(certificates, acceptor)| {
         tokio::spawn(crate::tls::watch(certificates, stop.clone()));
         acceptor

@@ -23,22 +23,22 @@ use time::OffsetDateTime;
 
 mod engine;
 mod errors;
+mod oauth;
 mod postgres;
 mod rows;
 mod space;
 mod sql;
 mod sqlite;
 mod ssf;
-mod tokens;
 mod tx;
 
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
-pub use ssf::{MAX_SSF_STREAMS_PER_RECEIVER, SsfDelivery, SsfPending, SsfReceiver, SsfStream};
-pub use tokens::{
+pub use oauth::{
     AccessTokenIssue, EPOCH_LIFETIME, ResourceServer, Revocation, RevocationTarget, Revoked,
     TaskFilter,
 };
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+pub use ssf::{MAX_SSF_STREAMS_PER_RECEIVER, SsfDelivery, SsfPending, SsfReceiver, SsfStream};
 
 /// Why a store operation failed. Callers match on the class, never on database text.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
-use aims_api::tokens::RegisterResourceServerRequest;
+use aims_api::oauth::RegisterResourceServerRequest;
 use aims_api::{
     AddUserRequest, AgentQuery, AuditQuery, DecideRequest, LifecycleRequest, PushPolicyRequest,
     RegisterAgentRequest,

@@ -4,7 +4,7 @@
 //! Metadata lists only endpoints that exist (no authorization endpoint: agents use token
 //! exchange and the JWT-bearer grant, never a browser redirect).
 
-use aims_api::tokens::{
+use aims_api::oauth::{
     GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE, INTROSPECTION_PATH, JWKS_PATH, REVOCATION_PATH,
     TOKEN_PATH,
 };

@@ -115,10 +115,10 @@ pub fn router(state: AppState) -> Router {
     // audit layer records their refusals and reads.
     let shared_signals = Router::new()
         .route(
-            crate::ssf::STREAMS_PATH,
+            crate::signals::STREAMS_PATH,
             get(ssf::read).post(ssf::create).delete(ssf::delete),
         )
-        .route(crate::ssf::STATUS_PATH, get(ssf::status))
+        .route(crate::signals::STATUS_PATH, get(ssf::status))
         .route("/ssf/poll/{stream_id}", post(ssf::poll))
         .layer(middleware::from_fn_with_state(state.clone(), audit_layer))
         .layer(unless_credentialed);
@@ -126,25 +126,22 @@ pub fn router(state: AppState) -> Router {
     // The OAuth endpoints authenticate inside (a token in the form, or client credentials):
     // every request takes from its source's rate limit.
     let oauth = Router::new()
-        .route(aims_api::tokens::TOKEN_PATH, post(oauth::token))
-        .route(
-            aims_api::tokens::INTROSPECTION_PATH,
-            post(oauth::introspect),
-        )
-        .route(aims_api::tokens::REVOCATION_PATH, post(oauth::revoke))
+        .route(aims_api::oauth::TOKEN_PATH, post(oauth::token))
+        .route(aims_api::oauth::INTROSPECTION_PATH, post(oauth::introspect))
+        .route(aims_api::oauth::REVOCATION_PATH, post(oauth::revoke))
         .layer(middleware::from_fn_with_state(state.clone(), per_source));
 
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     Router::new()
         .route(discovery::METADATA_PATH, get(discovery::metadata))
-        .route(aims_api::tokens::JWKS_PATH, get(discovery::jwks))
+        .route(aims_api::oauth::JWKS_PATH, get(discovery::jwks))
         .route(discovery::BUNDLE_PATH, get(discovery::bundle))
         .route(discovery::OPENAPI_PATH, get(discovery::openapi))
         .route(
             "/.well-known/authzen-configuration",
             get(authzen::configuration),
         )
-        .route(crate::ssf::CONFIGURATION_PATH, get(ssf::configuration))
+        .route(crate::signals::CONFIGURATION_PATH, get(ssf::configuration))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -2,7 +2,7 @@
 //! Registering one returns its client secret once; it authenticates with it (HTTP Basic) to
 //! introspect tokens and follow the revocation feed.
 
-use aims_api::tokens::{
+use aims_api::oauth::{
     RegisterResourceServerRequest, ResourceServerList, ResourceServerRegistered, ResourceServerView,
 };
 use aims_core::audit::{Outcome, action};

@@ -11,7 +11,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use aims_api::tokens::{
+use aims_api::oauth::{
     RevocationEntry, RevocationKind, RevocationPage, RevokeRequest, RevokeResponse, RevokeTarget,
 };
 use aims_core::audit::{Outcome, action};

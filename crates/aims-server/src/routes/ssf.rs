@@ -31,7 +31,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::{ServiceCaller, service_caller};
 use crate::error::{ApiError, ErrorCode, no_store};
-use crate::ssf as signals;
+use crate::signals;
 use crate::state::AppState;
 
 /// Most event types a receiver may name.

@@ -2,7 +2,7 @@
 //! agent (with its SVID); operators list, show and end them. Ending a task revokes every token
 //! issued for it, delegated ones included.
 
-use aims_api::tokens::{CreateTaskRequest, TaskEnded, TaskList, TaskView};
+use aims_api::oauth::{CreateTaskRequest, TaskEnded, TaskList, TaskView};
 use aims_core::audit::{Actor, Outcome, action};
 use aims_core::id::AgentName;
 use aims_core::task::{Task, TaskState, is_valid_intent, is_valid_subject, is_valid_task_id};

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::kit::{ADMIN_TOKEN, Backend, TestServer};
 use crate::on_both_stores;
-use crate::tokens::Scene;
+use crate::task_tokens::Scene;
 
 on_both_stores!(
     a_flood_of_long_anonymous_paths_writes_a_bounded_amount,
@@ -184,7 +184,7 @@ async fn a_credential_over_its_rate_gets_429_with_retry_after() {
     })
     .await;
     let scene = Scene::on(server).await;
-    let token = crate::tokens::access_token(&scene.exchange("read:repo/acme/*").await);
+    let token = crate::task_tokens::access_token(&scene.exchange("read:repo/acme/*").await);
     for _ in 0..3 {
         assert_eq!(scene.introspect(&token).await.status, StatusCode::OK);
     }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::kit::{ADMIN_TOKEN, Backend, TestServer};
 use crate::on_both_stores;
-use crate::tokens::{Scene, access_token, claims};
+use crate::task_tokens::{Scene, access_token, claims};
 
 on_both_stores!(
     unregistered_tokens_are_refused_once_their_task_or_agent_is_revoked,

@@ -410,8 +410,8 @@ async fn a_replica_cut_off_from_the_revocation_log_refuses_task_tokens() {
     let server = TestServer::start_on(Backend::Sqlite, dir, store, env)
         .await
         .unwrap();
-    let scene = crate::tokens::Scene::on(server).await;
-    let token = crate::tokens::access_token(&scene.exchange("read:repo/acme/*").await);
+    let scene = crate::task_tokens::Scene::on(server).await;
+    let token = crate::task_tokens::access_token(&scene.exchange("read:repo/acme/*").await);
     let call = || scene.decide(&scene.planner.key, &token, "read", "repo/acme/app");
     assert_eq!(call().await.status, StatusCode::OK);
 

@@ -24,6 +24,6 @@ mod registry;
 mod router;
 mod ssf;
 mod startup;
+mod task_tokens;
 mod tls;
 mod token_attacks;
-mod tokens;

@@ -19,7 +19,7 @@ use aims_server::config::{ENV_BOOTSTRAP_TOKEN, ENV_SSF_PUSH_PRIVATE_NETWORKS};
 
 use crate::kit::{ADMIN_TOKEN, Backend, Reply, TestServer, open_store, serve_on_loopback};
 use crate::on_both_stores;
-use crate::tokens::{AUDIENCE, Scene, access_token, claims};
+use crate::task_tokens::{AUDIENCE, Scene, access_token, claims};
 
 on_both_stores!(
     a_poll_stream_carries_signed_caep_events,

@@ -5,7 +5,7 @@
 //! a new client secret exactly once, as the server returns it, and never stores it; whether a
 //! registration is valid is the server's to decide.
 
-use aims_api::tokens::{
+use aims_api::oauth::{
     RegisterResourceServerRequest, ResourceServerList, ResourceServerRegistered, ResourceServerView,
 };
 use aims_core::id::{Environment, ResourceServerName};

@@ -4,7 +4,7 @@
 //! by agents (their first token exchange); ending one revokes every token issued for it on the
 //! server, and this module only reports how many were revoked.
 
-use aims_api::tokens::{TaskEnded, TaskList, TaskView};
+use aims_api::oauth::{TaskEnded, TaskList, TaskView};
 use aims_core::id::AgentName;
 use aims_core::task::TaskState;
 use clap::builder::{PossibleValuesParser, TypedValueParser};

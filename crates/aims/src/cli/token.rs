@@ -17,7 +17,7 @@
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use aims_api::tokens::{RevokeRequest, RevokeTarget, TokenResponse};
+use aims_api::oauth::{RevokeRequest, RevokeTarget, TokenResponse};
 use aims_core::id::{AgentName, Owner, ResourceServerName};
 use aims_core::scope::ScopeSet;
 use aims_sdk::token::{Binding, DelegationRequest, ExchangeRequest, Grant};

@@ -2,7 +2,7 @@
 //! the actor): a narrower token of the same task for another agent, after the structural
 //! rules of [`aims_core::delegation`] and a `delegate` decision of the active policies.
 
-use aims_api::tokens::{TOKEN_TYPE_JWT, TokenResponse};
+use aims_api::oauth::{TOKEN_TYPE_JWT, TokenResponse};
 use aims_core::agent::Agent;
 use aims_core::audit::Outcome;
 use aims_core::delegation::{DelegationRequest, DepthLimits, Grant, Lifetimes, delegated_grant};

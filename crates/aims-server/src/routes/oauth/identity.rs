@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use aims_api::tokens::TokenResponse;
+use aims_api::oauth::TokenResponse;
 use aims_core::agent::Agent;
 use aims_core::audit::Outcome;
 use aims_core::delegation::{Lifetimes, first_grant};

@@ -1,7 +1,7 @@
 //! Minting a task token and registering it, with its new task, its DPoP proof and its audit
 //! event, in one store transaction.
 
-use aims_api::tokens::{TOKEN_TYPE_ACCESS_TOKEN, TokenResponse};
+use aims_api::oauth::{TOKEN_TYPE_ACCESS_TOKEN, TokenResponse};
 use aims_core::audit::AuditEvent;
 use aims_core::delegation::Grant;
 use aims_core::task::Task;

@@ -23,7 +23,7 @@ mod service;
 
 pub use service::{introspect, revoke};
 
-use aims_api::tokens::{
+use aims_api::oauth::{
     GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE, TOKEN_PATH, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT,
     TokenResponse,
 };

@@ -41,7 +41,7 @@ use ring::rand::SystemRandom;
 use serde_json::{Map, Value, json};
 
 use crate::kit::{Backend, Reply, TestServer, starter_files};
-use crate::tokens::{
+use crate::task_tokens::{
     AUDIENCE, GRANT_EXCHANGE, Held, Scene, TYPE_ACCESS, TYPE_JWT, access_token, attested, claims,
     repository,
 };

@@ -13,7 +13,7 @@ use aims_token::agent_key::{AgentKey, AgentKeyKind};
 
 use super::*;
 use crate::on_both_stores;
-use crate::tokens::repository;
+use crate::task_tokens::repository;
 
 on_both_stores!(the_server_and_the_sdk_verifier_refuse_the_same_attacks);
 

@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::state::AppState;
-use aims_api::tokens::JWKS_PATH;
+use aims_api::oauth::JWKS_PATH;
 
 /// `typ` of every SET (RFC 8417 §2.3, required by SSF).
 pub const SET_TYP: &str = "secevent+jwt";
