@@ -20,7 +20,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing
+    clippy::indexing_slicing,
+    reason = "a benchmark fails loudly on an unexpected error"
 )]
 
 use std::hint::black_box;

@@ -17,7 +17,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing
+    clippy::indexing_slicing,
+    reason = "a benchmark fails loudly on an unexpected error"
 )]
 
 use std::collections::{BTreeMap, HashMap};

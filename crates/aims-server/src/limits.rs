@@ -122,7 +122,10 @@ pub fn peer(request: &Request) -> Option<std::net::IpAddr> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(
+        clippy::unwrap_used,
+        reason = "a test fails loudly on an unexpected error"
+    )]
 
     use super::*;
 

@@ -170,7 +170,11 @@ impl Backend for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        reason = "a test fails loudly on an unexpected error"
+    )]
 
     use super::*;
 

@@ -94,7 +94,10 @@ pub fn verify<K: Borrow<VerifyingKey>>(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(
+        clippy::unwrap_used,
+        reason = "a test fails loudly on an unexpected error"
+    )]
 
     use super::*;
 

@@ -29,13 +29,20 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing
+    clippy::indexing_slicing,
+    reason = "a benchmark fails loudly on an unexpected error"
 )]
 
-#[allow(dead_code)]
+#[allow(
+    dead_code,
+    reason = "the benchmark uses part of the shared test harness"
+)]
 #[path = "../tests/it/process.rs"]
 mod process;
-#[allow(dead_code)]
+#[allow(
+    dead_code,
+    reason = "the benchmark uses part of the shared test harness"
+)]
 #[path = "../tests/it/replica_kit.rs"]
 mod replica_kit;
 #[path = "common/stats.rs"]

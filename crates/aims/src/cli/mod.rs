@@ -124,7 +124,10 @@ fn address_error(e: SdkError) -> anyhow::Error {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(
+        clippy::unwrap_used,
+        reason = "a test fails loudly on an unexpected error"
+    )]
 
     use super::*;
 

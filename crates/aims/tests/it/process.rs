@@ -60,7 +60,10 @@ impl Server {
 
     /// Starts `aims server` on `data_dir` with extra environment variables and flags (a shared
     /// `--database-url` and `--public-url` make it one replica of several).
-    #[allow(clippy::zombie_processes)]
+    #[allow(
+        clippy::zombie_processes,
+        reason = "the child is killed and reaped by the test harness below"
+    )]
     pub fn start_with(data_dir: &Path, env: &[(&str, &str)], flags: &[&str]) -> Self {
         let stderr_file = data_dir.with_extension("stderr.log");
         let mut command = aims();
