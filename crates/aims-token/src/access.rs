@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::TokenError;
-use crate::jws::{self, Alg, ClaimChecks, Header, VerifyingKey};
+use crate::issued::{self, IssuedCheck};
+use crate::jws::{self, Header, VerifyingKey};
 use crate::signing::SigningKey;
 
 /// Deepest `act` nesting accepted when reading a token.
@@ -118,23 +119,12 @@ pub fn mint(
     rng: &SystemRandom,
     claims: &AccessClaims,
 ) -> Result<String, TokenError> {
-    let body = serde_json::to_value(claims).map_err(|_| TokenError::Claims("cannot encode"))?;
-    jws::sign(key, rng, jws::TYP_ACCESS_TOKEN, &body)
+    issued::mint(key, rng, jws::TYP_ACCESS_TOKEN, claims)
 }
 
-/// What [`verify`] requires.
-#[derive(Debug, Clone, Copy)]
-pub struct AccessCheck<'a> {
-    /// The AIMS issuer URL.
-    pub issuer: &'a str,
-    /// The audience the verifier answers to; `None` only for the issuer itself
-    /// (introspection, delegation), which accepts any of its tokens.
-    pub audience: Option<&'a str>,
-    /// Now, Unix seconds.
-    pub now: i64,
-    /// Allowed clock skew, seconds.
-    pub leeway_s: i64,
-}
+/// What [`verify`] requires (`audience: None` only for the issuer itself: introspection,
+/// delegation, its enforcement points).
+pub type AccessCheck<'a> = IssuedCheck<'a>;
 
 /// Verifies an access token offline: `typ: at+jwt`, ES256 by a key `resolve` knows, issuer,
 /// audience, time, and the claim shapes. Revocation is the caller's to check (by `jti`).
@@ -143,29 +133,11 @@ pub fn verify<K: Borrow<VerifyingKey>>(
     check: &AccessCheck<'_>,
     resolve: impl FnOnce(&Header) -> Result<K, TokenError>,
 ) -> Result<AccessClaims, TokenError> {
-    let verified = jws::verify(token, jws::TYP_ACCESS_TOKEN, &[Alg::Es256], resolve)?;
-    let audience = match check.audience {
-        Some(audience) => audience,
-        None => verified
-            .claims
-            .get("aud")
-            .and_then(Value::as_str)
-            .ok_or(TokenError::Audience)?,
-    };
-    jws::check_claims(
-        &verified.claims,
-        &ClaimChecks {
-            issuer: Some(check.issuer),
-            audience,
-            now: check.now,
-            leeway_s: check.leeway_s,
-            max_lifetime_s: None,
-        },
-    )?;
-    if act_depth(verified.claims.get("act")) > MAX_ACT_DEPTH {
+    let claims = issued::verify(token, jws::TYP_ACCESS_TOKEN, check, resolve)?;
+    if act_depth(claims.get("act")) > MAX_ACT_DEPTH {
         return Err(TokenError::Claims("act is nested too deeply"));
     }
-    serde_json::from_value(Value::Object(verified.claims))
+    serde_json::from_value(Value::Object(claims))
         .map_err(|_| TokenError::Claims("access token claims are malformed"))
 }
 

@@ -12,6 +12,7 @@ pub mod agent_key;
 pub mod authn;
 mod codec;
 pub mod dpop;
+pub mod issued;
 mod json;
 pub mod jwk;
 pub mod jws;

@@ -14,7 +14,8 @@ use serde_json::Value;
 
 use crate::TokenError;
 use crate::access::Confirmation;
-use crate::jws::{self, Alg, ClaimChecks, Header, VerifyingKey};
+use crate::issued::{self, IssuedCheck};
+use crate::jws::{self, Header, VerifyingKey};
 use crate::signing::SigningKey;
 
 /// The claims of a JWT-SVID.
@@ -44,23 +45,12 @@ pub fn mint(
     rng: &SystemRandom,
     claims: &SvidClaims,
 ) -> Result<String, TokenError> {
-    let body = serde_json::to_value(claims).map_err(|_| TokenError::Claims("cannot encode"))?;
-    jws::sign(key, rng, jws::TYP_SVID, &body)
+    issued::mint(key, rng, jws::TYP_SVID, claims)
 }
 
-/// What [`verify`] requires.
-#[derive(Debug, Clone, Copy)]
-pub struct SvidCheck<'a> {
-    /// The AIMS issuer URL.
-    pub issuer: &'a str,
-    /// The audience the SVID must name; `None` accepts any (renewal, where possession of the
-    /// bound key is proved besides).
-    pub audience: Option<&'a str>,
-    /// Now, Unix seconds.
-    pub now: i64,
-    /// Allowed clock skew, seconds.
-    pub leeway_s: i64,
-}
+/// What [`verify`] requires (`audience: None` accepts any: renewal, where possession of the
+/// bound key is proved besides).
+pub type SvidCheck<'a> = IssuedCheck<'a>;
 
 /// Verifies a JWT-SVID of this issuer offline: `typ: JWT`, ES256 by a key `resolve` knows,
 /// issuer, audience, time, and the claim shapes.
@@ -69,26 +59,8 @@ pub fn verify<K: Borrow<VerifyingKey>>(
     check: &SvidCheck<'_>,
     resolve: impl FnOnce(&Header) -> Result<K, TokenError>,
 ) -> Result<SvidClaims, TokenError> {
-    let verified = jws::verify(token, jws::TYP_SVID, &[Alg::Es256], resolve)?;
-    let audience = match check.audience {
-        Some(audience) => audience,
-        None => verified
-            .claims
-            .get("aud")
-            .and_then(Value::as_str)
-            .ok_or(TokenError::Audience)?,
-    };
-    jws::check_claims(
-        &verified.claims,
-        &ClaimChecks {
-            issuer: Some(check.issuer),
-            audience,
-            now: check.now,
-            leeway_s: check.leeway_s,
-            max_lifetime_s: None,
-        },
-    )?;
-    serde_json::from_value(Value::Object(verified.claims))
+    let claims = issued::verify(token, jws::TYP_SVID, check, resolve)?;
+    serde_json::from_value(Value::Object(claims))
         .map_err(|_| TokenError::Claims("SVID claims are malformed"))
 }
 
