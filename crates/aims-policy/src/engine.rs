@@ -44,13 +44,14 @@ use cedar_policy::{
     PolicySet, PrincipalConstraint, Request, ResourceConstraint,
 };
 
+use crate::cedar_request::CedarRequest;
 use crate::compile::{CompiledPolicy, PolicySource, Validation, compile};
 use crate::decision::{
     Decision, Effect, EvaluationDiagnostic, Explanation, PolicyOutcome, PolicyTrace, Reason,
 };
 use crate::error::{CompileDiagnostic, PolicyError, RequestError, render};
 use crate::index::{Bucket, Index, RequestKeys};
-use crate::request::{CedarRequest, DecisionRequest};
+use crate::request::DecisionRequest;
 use crate::schema::Schema;
 
 /// A compiled, validated, indexed policy set with its schema. Cheap to share (`&Engine` is

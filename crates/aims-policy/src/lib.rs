@@ -22,15 +22,20 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cedar_request;
 pub mod compile;
 pub mod decision;
+mod declarations;
 pub mod engine;
+mod entities;
 pub mod error;
 pub mod index;
 pub mod request;
 pub mod schema;
+mod shapes;
 pub mod testcases;
 
+pub use cedar_request::CedarRequest;
 pub use compile::{PolicySource, Validation};
 pub use decision::{
     Decision, Effect, EvaluationDiagnostic, Explanation, PolicyOutcome, PolicyTrace, Reason,
@@ -38,8 +43,7 @@ pub use decision::{
 pub use engine::Engine;
 pub use error::{CompileDiagnostic, PolicyError, RequestError, SourceLocation};
 pub use request::{
-    Agent, CedarRequest, DecisionRequest, EntityRef, Posture, RequestContext, Resource,
-    ResourceObject, Toolchain,
+    Agent, DecisionRequest, EntityRef, Posture, RequestContext, Resource, ResourceObject, Toolchain,
 };
 pub use schema::{AIMS_SCHEMA, NAMESPACE, Schema};
 pub use testcases::{CaseResult, Expect, TestReport, run_tests};

@@ -1,8 +1,10 @@
 //! The Cedar schema AIMS policies are written and validated against.
 //!
-//! This module owns loading a schema (the embedded default or one from a policy directory)
-//! and the facts the engine precomputes from it (requestable actions, action ancestors,
-//! declared tool-call arguments). It does not evaluate anything.
+//! This module owns [`Schema`]: a loaded schema (the embedded default or one from a policy
+//! directory) as the engine uses it — what it declares and the facts precomputed from it
+//! (requestable actions, action ancestors, declared tool-call arguments; kept by
+//! `declarations`), together with the request shapes proven to conform to it when it was
+//! loaded (`shapes`). It does not evaluate anything.
 //!
 //! # The AIMS schema (`policies/aims.cedarschema`, namespace `Aims`)
 //!
@@ -39,35 +41,23 @@
 //! rest are dropped. A policy validated in strict mode cannot read an undeclared attribute,
 //! so dropping them changes no decision; declaring one makes it available to policies.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::str::FromStr;
+use cedar_policy::{Entity, EntityTypeName, EntityUid};
 
-use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid};
-
+use crate::declarations::Declarations;
 use crate::error::PolicyError;
-use crate::request::{Shapes, probe_shapes};
+use crate::shapes::{Shapes, probe_shapes};
 
 /// The AIMS schema text, as shipped in `policies/aims.cedarschema`.
 pub const AIMS_SCHEMA: &str = include_str!("../../../policies/aims.cedarschema");
 
-/// The namespace of every AIMS type and action.
-pub const NAMESPACE: &str = "Aims";
+pub use crate::declarations::NAMESPACE;
 
-/// A parsed Cedar schema plus what the engine precomputes from it.
+/// A parsed Cedar schema plus what the engine precomputes from it: the facts from its
+/// declarations and the request shapes proven to conform to it.
 #[derive(Debug, Clone)]
 pub struct Schema {
-    cedar: cedar_policy::Schema,
-    source: String,
-    action_type: EntityTypeName,
-    /// Every declared type by qualified name, and `Aims` types also by basename.
-    types: HashMap<String, EntityTypeName>,
-    /// Action entities (with their groups as parents) and the groups transitively.
-    actions: HashMap<EntityUid, Entity>,
-    action_ancestors: HashMap<EntityUid, Vec<EntityUid>>,
-    requestable: HashSet<EntityUid>,
-    /// (principal type, action, resource type) combinations the schema allows.
-    request_envs: HashSet<(EntityTypeName, EntityUid, EntityTypeName)>,
-    arguments: BTreeSet<String>,
+    /// What the schema declares, and the facts precomputed from it.
+    pub(crate) declarations: Declarations,
     /// What the typed request builder is known to produce conforming entities for.
     pub(crate) shapes: Shapes,
 }
@@ -86,123 +76,70 @@ impl Schema {
     /// # Errors
     /// [`PolicyError::Schema`] when it does not parse or is inconsistent.
     pub fn parse(source: &str, text: &str) -> Result<Self, PolicyError> {
-        let schema_err = |message: String| PolicyError::Schema {
-            file: source.to_owned(),
-            message,
-        };
-        let (cedar, _warnings) = cedar_policy::Schema::from_cedarschema_str(text)
-            .map_err(|e| schema_err(crate::error::render(&e)))?;
-        let actions = cedar
-            .action_entities()
-            .map_err(|e| schema_err(crate::error::render(&e)))?;
-        let mut action_ancestors = HashMap::new();
-        let mut action_map = HashMap::new();
-        for entity in actions.iter() {
-            let uid = entity.uid();
-            let ancestors = actions
-                .ancestors(&uid)
-                .map(|it| it.cloned().collect())
-                .unwrap_or_default();
-            action_ancestors.insert(uid.clone(), ancestors);
-            action_map.insert(uid, entity.clone());
-        }
-        let mut requestable = HashSet::new();
-        let mut request_envs = HashSet::new();
-        for env in cedar.request_envs() {
-            requestable.insert(env.action().clone());
-            request_envs.insert((
-                env.principal().clone(),
-                env.action().clone(),
-                env.resource().clone(),
-            ));
-        }
-        let mut types = HashMap::new();
-        for ty in cedar.entity_types() {
-            types.insert(ty.to_string(), ty.clone());
-            if ty.namespace() == NAMESPACE {
-                types.insert(ty.basename().to_owned(), ty.clone());
-            }
-        }
-        let action_type = EntityTypeName::from_str(&format!("{NAMESPACE}::Action"))
-            .map_err(|e| schema_err(crate::error::render(&e)))?;
-        let arguments = declared_arguments(text).map_err(schema_err)?;
-        let mut schema = Self {
-            cedar,
-            source: source.to_owned(),
-            action_type,
-            types,
-            actions: action_map,
-            action_ancestors,
-            requestable,
-            request_envs,
-            arguments,
-            shapes: Shapes::default(),
-        };
-        schema.shapes = probe_shapes(&schema);
-        Ok(schema)
+        let declarations = Declarations::parse(source, text)?;
+        let shapes = probe_shapes(&declarations);
+        Ok(Self {
+            declarations,
+            shapes,
+        })
     }
 
     /// The Cedar schema.
     #[must_use]
     pub fn cedar(&self) -> &cedar_policy::Schema {
-        &self.cedar
+        self.declarations.cedar()
     }
 
     /// The name this schema was loaded from.
     #[must_use]
     pub fn source(&self) -> &str {
-        &self.source
+        self.declarations.source()
     }
 
     /// Is `action` an action a request may name (declared, with `appliesTo`)?
     #[must_use]
     pub fn is_requestable(&self, action: &EntityUid) -> bool {
-        self.requestable.contains(action)
+        self.declarations.is_requestable(action)
     }
 
     /// The action groups `action` is in (transitively); empty for unknown actions.
     #[must_use]
     pub fn action_ancestors(&self, action: &EntityUid) -> &[EntityUid] {
-        self.action_ancestors
-            .get(action)
-            .map_or(&[], |v| v.as_slice())
+        self.declarations.action_ancestors(action)
     }
 
     /// The declared entity type called `name` (`Tool` or `Aims::Tool`); no parsing.
     #[must_use]
     pub fn entity_type(&self, name: &str) -> Option<&EntityTypeName> {
-        self.types.get(name)
+        self.declarations.entity_type(name)
     }
 
     /// Declared entity types.
     pub fn entity_types(&self) -> impl Iterator<Item = &EntityTypeName> {
-        self.cedar.entity_types()
+        self.declarations.entity_types()
     }
 
     /// `Aims::Action::"<id>"`, the id taken literally.
     #[must_use]
     pub fn action_uid(&self, id: &str) -> EntityUid {
-        EntityUid::from_type_name_and_id(self.action_type.clone(), EntityId::new(id))
+        self.declarations.action_uid(id)
     }
 
     /// Actions a request may name.
     pub fn requestable_actions(&self) -> impl Iterator<Item = &EntityUid> {
-        self.requestable.iter()
+        self.declarations.requestable_actions()
     }
 
     /// Some principal and resource type the schema allows for `action`.
     #[must_use]
     pub fn types_for(&self, action: &EntityUid) -> Option<(&EntityTypeName, &EntityTypeName)> {
-        self.request_envs
-            .iter()
-            .find(|(_, a, _)| a == action)
-            .map(|(p, _, r)| (p, r))
+        self.declarations.types_for(action)
     }
 
     /// The action's entity (with its groups as parents), for declared actions.
     #[must_use]
     pub fn action_entity(&self, action: &EntityUid) -> Option<&Entity> {
-        self.actions.get(action)
+        self.declarations.action_entity(action)
     }
 
     /// Does the schema allow this principal type, action and resource type together?
@@ -213,37 +150,23 @@ impl Schema {
         action: &EntityUid,
         resource: &EntityTypeName,
     ) -> bool {
-        self.request_envs
-            .contains(&(principal.clone(), action.clone(), resource.clone()))
+        self.declarations
+            .allows_request(principal, action, resource)
     }
 
     /// Whether `Aims::Arguments` declares this attribute.
     #[must_use]
     pub fn declares_argument(&self, name: &str) -> bool {
-        self.arguments.contains(name)
+        self.declarations.declares_argument(name)
     }
-}
-
-/// The attribute names of the common type `Aims::Arguments`, read from the schema's JSON form.
-fn declared_arguments(text: &str) -> Result<BTreeSet<String>, String> {
-    let (fragment, _warnings) = cedar_policy::SchemaFragment::from_cedarschema_str(text)
-        .map_err(|e| crate::error::render(&e))?;
-    let json = fragment
-        .to_json_value()
-        .map_err(|e| crate::error::render(&e))?;
-    let attrs = json
-        .get(NAMESPACE)
-        .and_then(|ns| ns.get("commonTypes"))
-        .and_then(|ct| ct.get("Arguments"))
-        .and_then(|a| a.get("attributes"))
-        .and_then(serde_json::Value::as_object);
-    Ok(attrs
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::str::FromStr;
+
+    use cedar_policy::EntityId;
+
     use super::*;
 
     fn action(id: &str) -> EntityUid {
