@@ -146,11 +146,6 @@ impl RevokedSet {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        reason = "a test fails loudly on an unexpected error"
-    )]
-
     use super::*;
 
     fn agent(name: &str) -> AgentName {

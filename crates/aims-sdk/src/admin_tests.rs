@@ -1,14 +1,6 @@
 //! Tests of [`AdminClient`] against a scripted HTTP/1.1 server on loopback: what goes on the
 //! wire (method, path, query, token, body) and how answers are decoded.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "a test fails loudly on an unexpected error"
-)]
-
 use std::net::TcpListener;
 
 use aims_api::oauth::{RegisterResourceServerRequest, RevokeRequest, RevokeTarget};

@@ -1,14 +1,6 @@
 //! A scripted HTTP/1.1 server on loopback for the client tests: it answers canned replies in
 //! order, one connection each, and reports every request it saw.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "a test fails loudly on an unexpected error"
-)]
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::mpsc;

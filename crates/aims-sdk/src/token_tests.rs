@@ -3,14 +3,6 @@
 //! authentication of resource servers, how OAuth errors decode, and when a task token is
 //! exchanged again.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "a test fails loudly on an unexpected error"
-)]
-
 use aims_api::oauth::{RevocationEntry, RevocationKind};
 use aims_core::id::AgentName;
 use aims_token::agent_key::AgentKeyKind;

@@ -3,14 +3,6 @@
 //! refusal, and that no error shows the token), the feed and JWKS bookkeeping, and
 //! [`Verifier`] against the scripted loopback server.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "a test fails loudly on an unexpected error"
-)]
-
 use aims_api::oauth::{RevocationEntry, RevocationKind};
 use aims_core::id::AgentName;
 use aims_token::access::{Actor, Confirmation, mint};

@@ -387,37 +387,26 @@ impl ApiError {
     /// whose registration failed was never handed out, so "outcome unknown" is "unavailable"
     /// to the client.
     pub fn oauth_from_store(err: StoreError) -> Self {
-        match err {
-            StoreError::Conflict { reason } => Self::oauth(ErrorCode::InvalidGrant, reason),
-            StoreError::NotFound { what } => {
-                Self::oauth(ErrorCode::InvalidGrant, format!("{what} not found"))
-            }
-            StoreError::Unavailable(detail) => {
-                tracing::error!(%detail, "store unavailable at an OAuth endpoint");
-                Self::oauth(
-                    ErrorCode::TemporarilyUnavailable,
-                    "the store is unavailable; nothing was issued",
-                )
-            }
-            StoreError::LowSpace { .. } => {
-                tracing::error!(error = %err, "OAuth endpoint: the store's volume is below its free-space reserve");
-                Self::oauth(
-                    ErrorCode::TemporarilyUnavailable,
-                    "the server is low on storage; nothing was issued",
-                )
-            }
-            StoreError::OutcomeUnknown(detail) => {
-                tracing::error!(%detail, "store commit outcome unknown at an OAuth endpoint");
-                Self::oauth(
-                    ErrorCode::TemporarilyUnavailable,
-                    "the store is unavailable; nothing was issued",
-                )
-            }
-            other => {
-                tracing::error!(error = %other, "store failure at an OAuth endpoint");
-                Self::oauth(ErrorCode::ServerError, "internal error; nothing was issued")
-            }
+        let (code, description) = match &err {
+            StoreError::Conflict { reason } => (ErrorCode::InvalidGrant, (*reason).to_owned()),
+            StoreError::NotFound { what } => (ErrorCode::InvalidGrant, format!("{what} not found")),
+            StoreError::Unavailable(_) | StoreError::OutcomeUnknown(_) => (
+                ErrorCode::TemporarilyUnavailable,
+                "the store is unavailable; nothing was issued".to_owned(),
+            ),
+            StoreError::LowSpace { .. } => (
+                ErrorCode::TemporarilyUnavailable,
+                "the server is low on storage; nothing was issued".to_owned(),
+            ),
+            _ => (
+                ErrorCode::ServerError,
+                "internal error; nothing was issued".to_owned(),
+            ),
+        };
+        if code != ErrorCode::InvalidGrant {
+            tracing::error!(error = %err, "store failure at an OAuth endpoint");
         }
+        Self::oauth(code, description)
     }
 }
 

@@ -122,11 +122,6 @@ pub fn peer(request: &Request) -> Option<std::net::IpAddr> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        reason = "a test fails loudly on an unexpected error"
-    )]
-
     use super::*;
 
     #[test]

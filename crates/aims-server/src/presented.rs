@@ -10,10 +10,11 @@
 
 use aims_core::agent::Agent;
 use aims_core::id::SpiffeId;
-use aims_token::access::{self, AccessCheck, AccessClaims};
+use aims_token::access::{self, AccessClaims};
 use aims_token::authn::{self, Authenticated, Presented, Refusal, Rules, Scheme};
 use aims_token::dpop::{ProofCheck, VerifiedProof};
-use aims_token::svid::{self, SvidCheck, SvidClaims};
+use aims_token::issued::IssuedCheck;
+use aims_token::svid::{self, SvidClaims};
 use aims_token::{LEEWAY_S, TokenError};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
@@ -132,13 +133,11 @@ pub fn verify_svid(
 ) -> Result<SvidClaims, TokenError> {
     let keys = state.keys();
     let lookup = |kid: &str| keys.verifying.get(kid);
-    let check = SvidCheck {
-        issuer: &state.issuer,
-        audience,
-        now: now.unix_timestamp(),
-        leeway_s: LEEWAY_S,
-    };
-    svid::verify(token, &check, authn::key_resolver(&lookup))
+    svid::verify(
+        token,
+        &issued_check(state, audience, now),
+        authn::key_resolver(&lookup),
+    )
 }
 
 /// Verifies an access token this server issued, for any audience (AIMS is the issuer),
@@ -150,13 +149,25 @@ pub fn verify_access_offline(
 ) -> Result<AccessClaims, TokenError> {
     let keys = state.keys();
     let lookup = |kid: &str| keys.verifying.get(kid);
-    let check = AccessCheck {
+    access::verify(
+        token,
+        &issued_check(state, None, now),
+        authn::key_resolver(&lookup),
+    )
+}
+
+/// What a token this server issued is checked against.
+fn issued_check<'a>(
+    state: &'a AppState,
+    audience: Option<&'a str>,
+    now: OffsetDateTime,
+) -> IssuedCheck<'a> {
+    IssuedCheck {
         issuer: &state.issuer,
-        audience: None,
+        audience,
         now: now.unix_timestamp(),
         leeway_s: LEEWAY_S,
-    };
-    access::verify(token, &check, authn::key_resolver(&lookup))
+    }
 }
 
 /// [`verify_access_offline`], then the replica's revocation view.

@@ -259,12 +259,6 @@ pub fn truncate(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::indexing_slicing,
-        reason = "a test fails loudly on an unexpected error"
-    )]
-
     use super::*;
 
     fn source(ip: &str) -> Option<Source> {

@@ -538,12 +538,6 @@ async fn send(
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::indexing_slicing,
-        reason = "a test fails loudly on an unexpected error"
-    )]
-
     use aims_core::id::UserName;
     use aims_core::id::{AgentName, ResourceServerName};
     use aims_store::{Revocation, Revoked};

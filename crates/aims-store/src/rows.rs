@@ -778,12 +778,6 @@ pub(crate) fn revocation_reason(state: LifecycleState) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::indexing_slicing,
-        reason = "a test fails loudly on an unexpected error"
-    )]
-
     use super::*;
     use aims_core::audit::{Actor, Outcome, verify_chain};
 

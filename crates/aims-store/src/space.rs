@@ -57,11 +57,6 @@ fn free_bytes(dir: &Path) -> Result<u64, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        reason = "a test fails loudly on an unexpected error"
-    )]
-
     use super::*;
 
     #[test]

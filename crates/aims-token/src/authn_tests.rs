@@ -1,13 +1,6 @@
 //! Tests of [`authenticate`]: every refusal in its place in the order, the codes and
 //! challenges, and that no refusal shows the token.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests fail loudly"
-)]
-
 use std::collections::HashMap;
 
 use aims_core::id::SpiffeId;

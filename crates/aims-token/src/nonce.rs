@@ -114,12 +114,6 @@ impl NonceKey {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::indexing_slicing,
-        reason = "a test fails loudly on an unexpected error"
-    )]
-
     use secrecy::ExposeSecret as _;
 
     use super::*;

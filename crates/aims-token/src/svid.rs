@@ -66,11 +66,6 @@ pub fn verify<K: Borrow<VerifyingKey>>(
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        reason = "a test fails loudly on an unexpected error"
-    )]
-
     use super::*;
 
     const NOW: i64 = 1_800_000_000;

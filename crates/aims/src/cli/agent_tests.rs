@@ -1,13 +1,5 @@
 //! Tests of `aims agent`: flag parsing, request building and text rendering.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "a test fails loudly on an unexpected error"
-)]
-
 use std::io::Write;
 
 use aims_core::posture::PostureSection;

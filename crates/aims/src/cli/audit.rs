@@ -135,11 +135,6 @@ fn target(event: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        reason = "a test fails loudly on an unexpected error"
-    )]
-
     use aims_api::AuditRecordView;
     use serde_json::json;
 

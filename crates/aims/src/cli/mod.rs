@@ -124,11 +124,6 @@ fn address_error(e: SdkError) -> anyhow::Error {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        reason = "a test fails loudly on an unexpected error"
-    )]
-
     use super::*;
 
     fn opts(addr: &str, token: Option<&str>) -> ClientOpts {

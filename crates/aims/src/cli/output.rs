@@ -148,11 +148,6 @@ pub(crate) fn str_field(value: &serde_json::Value, key: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        reason = "a test fails loudly on an unexpected error"
-    )]
-
     use time::macros::datetime;
 
     use super::*;

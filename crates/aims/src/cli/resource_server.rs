@@ -160,12 +160,6 @@ fn render_server(server: &ResourceServerView) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::panic,
-        reason = "a test fails loudly on an unexpected error"
-    )]
-
     use clap::{CommandFactory, Parser};
     use time::macros::datetime;
 

@@ -147,12 +147,6 @@ pub(crate) fn credentials(count: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::panic,
-        reason = "a test fails loudly on an unexpected error"
-    )]
-
     use clap::{CommandFactory, Parser};
     use time::macros::datetime;
 

@@ -442,12 +442,6 @@ fn delegation_chain(answer: &Value) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::panic,
-        reason = "a test fails loudly on an unexpected error"
-    )]
-
     use clap::{CommandFactory, Parser};
     use serde_json::json;
     use time::macros::datetime;

@@ -112,12 +112,6 @@ fn render_users(list: &UserList) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::panic,
-        reason = "a test fails loudly on an unexpected error"
-    )]
-
     use aims_core::user::User;
     use clap::{CommandFactory, Parser};
     use time::macros::datetime;

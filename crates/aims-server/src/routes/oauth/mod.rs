@@ -35,12 +35,12 @@ use aims_store::ResourceServer;
 use aims_token::dpop::VerifiedProof;
 use aims_token::svid::SvidClaims;
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use time::OffsetDateTime;
 
+pub use self::params::FormPost;
 use self::params::Params;
 use crate::decisions::Asked;
 use crate::error::{ApiError, ErrorCode, Form, no_store};
@@ -87,25 +87,20 @@ impl Attempt {
 }
 
 /// `POST /oauth2/token`.
-pub async fn token(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn token(State(state): State<AppState>, post: FormPost) -> Response {
     let asked = Asked {
         at: OffsetDateTime::now_utc(),
-        source_ip: peer.ip(),
+        source_ip: post.peer.ip(),
     };
     let mut attempt = Attempt {
         action: action::TOKEN_EXCHANGE,
         ..Attempt::default()
     };
-    let result = match Params::parse(&headers, &body) {
+    let result = match Params::parse(&post.headers, &post.body) {
         Ok(params) => {
             let exchange = Exchange {
                 state: &state,
-                headers: &headers,
+                headers: &post.headers,
                 params: &params,
                 asked,
             };
@@ -118,10 +113,10 @@ pub async fn token(
         Err(refusal) => {
             let event = attempt
                 .event(&state, Outcome::Denied)
-                .request(crate::auth::request_id(&headers))
+                .request(crate::auth::request_id(&post.headers))
                 .code(refusal.code.as_str())
                 .details(serde_json::json!({ "reason": refusal.message }));
-            let origin = Origin::of(Some(peer.ip()), &headers);
+            let origin = Origin::of(Some(post.peer.ip()), &post.headers);
             match state
                 .record_refusal(event, &origin, refusal.code.as_str())
                 .await

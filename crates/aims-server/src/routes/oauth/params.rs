@@ -1,8 +1,13 @@
-//! Form parameters of the OAuth endpoints.
+//! What a request to an OAuth endpoint carries: who sent it, its headers, and its form
+//! parameters.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 
 use super::invalid_request;
 use crate::error::ApiError;
@@ -61,5 +66,36 @@ impl Params {
     pub(super) fn require(&self, name: &str) -> Result<&str, ApiError> {
         self.get(name)
             .ok_or_else(|| invalid_request(format!("{name} is required")))
+    }
+}
+
+/// A POST to an OAuth endpoint: the peer it came from, its headers and its body, read as
+/// they are (the endpoint parses the body itself, after authenticating the caller).
+pub struct FormPost {
+    /// The peer address.
+    pub(super) peer: SocketAddr,
+    /// The request headers.
+    pub(super) headers: HeaderMap,
+    /// The raw body.
+    pub(super) body: Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for FormPost {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let headers = parts.headers.clone();
+        let body = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Self {
+            peer,
+            headers,
+            body,
+        })
     }
 }

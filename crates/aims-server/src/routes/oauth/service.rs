@@ -4,14 +4,13 @@
 use aims_core::audit::{Actor, Outcome, action};
 use aims_store::RevocationTarget;
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::params::Params;
+use super::params::{FormPost, Params};
 use super::rate_limit;
 use crate::auth::{ServiceCaller, service_caller};
 use crate::error::{ApiError, ErrorCode, no_store};
@@ -21,23 +20,18 @@ use crate::state::AppState;
 
 /// `POST /oauth2/introspect` (RFC 7662): for resource servers (their own audience only) and
 /// operators. Anything not active answers exactly `{"active": false}`.
-pub async fn introspect(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn introspect(State(state): State<AppState>, post: FormPost) -> Response {
     let now = OffsetDateTime::now_utc();
-    let (caller, token) = match token_request(&state, &headers, &body).await {
+    let (caller, token) = match token_request(&state, &post.headers, &post.body).await {
         Ok((Some(caller), token)) => (caller, token),
         Ok((None, _)) => {
             let refusal = ApiError::oauth(
                 ErrorCode::InvalidClient,
                 "authenticate as a resource server",
             );
-            return refuse_service(&state, peer, &headers, refusal).await;
+            return refuse_service(&state, post.peer, &post.headers, refusal).await;
         }
-        Err(refusal) => return refuse_service(&state, peer, &headers, refusal).await,
+        Err(refusal) => return refuse_service(&state, post.peer, &post.headers, refusal).await,
     };
     let inactive = || no_store(Json(json!({ "active": false })).into_response());
     let Ok(claims) = presented::verify_access(&state, &token, now) else {
@@ -53,7 +47,7 @@ pub async fn introspect(
     }
     let event = state
         .event(caller.actor(), action::READ, Outcome::Success)
-        .request(crate::auth::request_id(&headers))
+        .request(crate::auth::request_id(&post.headers))
         .resource("POST /oauth2/introspect")
         .token(claims.jti.clone())
         .task(claims.task_id.clone());
@@ -116,16 +110,11 @@ async fn refuse_service(
 /// `POST /oauth2/revoke` (RFC 7009): revokes an access token or JWT-SVID and everything
 /// derived from it. Possession of the token is enough to revoke it; a resource server may
 /// revoke only tokens for its audience. Unknown or invalid tokens get 200 and change nothing.
-pub async fn revoke(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn revoke(State(state): State<AppState>, post: FormPost) -> Response {
     let now = OffsetDateTime::now_utc();
-    let (caller, token) = match token_request(&state, &headers, &body).await {
+    let (caller, token) = match token_request(&state, &post.headers, &post.body).await {
         Ok(request) => request,
-        Err(refusal) => return refuse_service(&state, peer, &headers, refusal).await,
+        Err(refusal) => return refuse_service(&state, post.peer, &post.headers, refusal).await,
     };
     let target = match presented::verify_access_offline(&state, &token, now) {
         Ok(claims) if caller.as_ref().is_none_or(|c| c.may_see(&claims.aud)) => {
@@ -146,7 +135,7 @@ pub async fn revoke(
         .map_or(Actor::Anonymous, ServiceCaller::actor);
     let mut event = state
         .event(actor, action::REVOKE, Outcome::Success)
-        .request(crate::auth::request_id(&headers))
+        .request(crate::auth::request_id(&post.headers))
         .token(jti.clone())
         .agent(holder)
         .details(json!({ "target": "token", "via": "rfc7009" }));
