@@ -10,6 +10,8 @@
 //! changes are audited by the handler together with the change. If the audit record cannot be
 //! written the caller gets 503 instead of the answer.
 
+use std::marker::PhantomData;
+
 use aims_core::agent::Agent;
 use aims_core::audit::{Actor, Outcome, action};
 use aims_core::credential::{CredentialHash, MAX_CREDENTIAL_LEN};
@@ -79,6 +81,40 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .get::<Caller>()
             .cloned()
             .ok_or_else(ApiError::unauthenticated)
+    }
+}
+
+/// What an operator route requires of the caller's role.
+pub trait Requires {
+    /// The access the route needs.
+    const ACCESS: Access;
+}
+
+/// Reading the registry, keys and audit log.
+pub struct ToRead;
+
+/// Changing the registry, users, keys or policies.
+pub struct ToAdminister;
+
+impl Requires for ToRead {
+    const ACCESS: Access = Access::Read;
+}
+
+impl Requires for ToAdminister {
+    const ACCESS: Access = Access::Administer;
+}
+
+/// The operator behind a request whose role allows what `R` requires: the extractor of the
+/// admin routes, so a route states its access in its signature (403 otherwise).
+pub struct Allowed<R>(pub Caller, pub PhantomData<R>);
+
+impl<S: Send + Sync, R: Requires> FromRequestParts<S> for Allowed<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require(R::ACCESS)?;
+        Ok(Self(caller, PhantomData))
     }
 }
 

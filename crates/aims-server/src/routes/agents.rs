@@ -20,7 +20,7 @@ use ring::rand::SecureRandom as _;
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
-use crate::auth::Caller;
+use crate::auth::{Allowed, Caller, ToAdminister, ToRead};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{AgentPath, Body, Query};
 use crate::state::AppState;
@@ -86,10 +86,9 @@ fn agent_event(state: &AppState, caller: &Caller, name: &str, agent: &Agent) -> 
 /// `POST /v1/agents`.
 pub async fn register(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(caller, _): Allowed<ToAdminister>,
     Body(req): Body<RegisterAgentRequest>,
 ) -> Result<(StatusCode, Json<JoinTokenIssued>), ApiError> {
-    caller.require(Access::Administer)?;
     let now = OffsetDateTime::now_utc();
     let agent = Agent {
         name: req.name,
@@ -144,10 +143,9 @@ pub async fn register(
 /// `GET /v1/agents`.
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(_caller, _): Allowed<ToRead>,
     Query(query): Query<AgentQuery>,
 ) -> Result<Json<AgentList>, ApiError> {
-    caller.require(Access::Read)?;
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let agents = state
         .store
@@ -177,10 +175,9 @@ async fn load(state: &AppState, name: &AgentName) -> Result<Agent, ApiError> {
 /// `GET /v1/agents/{name}`.
 pub async fn show(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(_caller, _): Allowed<ToRead>,
     AgentPath(name): AgentPath,
 ) -> Result<Json<AgentView>, ApiError> {
-    caller.require(Access::Read)?;
     let agent = load(&state, &name).await?;
     Ok(Json(view(&state, agent)))
 }
@@ -219,11 +216,10 @@ async fn save(
 /// `PATCH /v1/agents/{name}`.
 pub async fn update(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(caller, _): Allowed<ToAdminister>,
     AgentPath(name): AgentPath,
     Body(req): Body<UpdateAgentRequest>,
 ) -> Result<Json<AgentView>, ApiError> {
-    caller.require(Access::Administer)?;
     let current = load(&state, &name).await?;
     if let Some(expected) = req.revision
         && expected != current.revision
@@ -366,10 +362,9 @@ pub async fn release(
 /// `POST /v1/agents/{name}/join-token`: replaces any unused join token with a new one.
 pub async fn join_token(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(caller, _): Allowed<ToAdminister>,
     AgentPath(name): AgentPath,
 ) -> Result<Json<JoinTokenIssued>, ApiError> {
-    caller.require(Access::Administer)?;
     let agent = load(&state, &name).await?;
     if !agent.state.may_hold_credentials() {
         return Err(ApiError::conflict(

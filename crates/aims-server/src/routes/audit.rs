@@ -2,12 +2,11 @@
 
 use aims_api::{AuditPage, AuditQuery, AuditRecordView, AuditVerification};
 use aims_core::audit::ChainHead;
-use aims_core::user::Access;
 use aims_store::MAX_PAGE;
 use axum::Json;
 use axum::extract::State;
 
-use crate::auth::Caller;
+use crate::auth::{Allowed, ToRead};
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::state::AppState;
@@ -15,10 +14,9 @@ use crate::state::AppState;
 /// `GET /v1/audit?after=&limit=`.
 pub async fn page(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(_caller, _): Allowed<ToRead>,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    caller.require(Access::Read)?;
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let records = state
         .store
@@ -40,9 +38,8 @@ pub async fn page(
 /// chain ends exactly at that head, which also catches a truncated tail.
 pub async fn verify(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(_caller, _): Allowed<ToRead>,
 ) -> Result<Json<AuditVerification>, ApiError> {
-    caller.require(Access::Read)?;
     let recorded = state.store.audit_head().await?;
     let mut head = ChainHead::EMPTY;
     let broken = |head: ChainHead, problem: String| {

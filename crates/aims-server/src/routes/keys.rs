@@ -2,14 +2,13 @@
 
 use aims_api::{KeyList, KeyView};
 use aims_core::audit::{Outcome, action};
-use aims_core::user::Access;
 use aims_store::KeyState;
 use axum::Json;
 use axum::extract::State;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::auth::Caller;
+use crate::auth::{Allowed, ToAdminister, ToRead};
 use crate::error::ApiError;
 use crate::keyring::generate_stored_key;
 use crate::state::AppState;
@@ -47,9 +46,8 @@ async fn key_list(state: &AppState) -> Result<KeyList, ApiError> {
 /// `GET /v1/keys`.
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(_caller, _): Allowed<ToRead>,
 ) -> Result<Json<KeyList>, ApiError> {
-    caller.require(Access::Read)?;
     Ok(Json(key_list(&state).await?))
 }
 
@@ -57,9 +55,8 @@ pub async fn list(
 /// and a new next key is generated. Tokens signed by the previous key keep verifying.
 pub async fn rotate(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(caller, _): Allowed<ToAdminister>,
 ) -> Result<Json<KeyList>, ApiError> {
-    caller.require(Access::Administer)?;
     let now = OffsetDateTime::now_utc();
     let new_next =
         generate_stored_key(state.master(), &state.rng, KeyState::Next, now).map_err(|e| {

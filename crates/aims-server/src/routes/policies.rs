@@ -12,7 +12,6 @@ use aims_api::{
     PolicyVersionSummary, PushPolicyRequest,
 };
 use aims_core::audit::{Outcome, action};
-use aims_core::user::Access;
 use aims_store::{PolicySetVersion, StoreError};
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
@@ -20,7 +19,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::auth::{AuthenticatedAgent, Caller};
+use crate::auth::{Allowed, AuthenticatedAgent, Caller, ToAdminister, ToRead};
 use crate::decisions::{self, Asked, Question};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::Body;
@@ -114,10 +113,9 @@ async fn activate(
 /// `POST /v1/policies`.
 pub async fn push(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(caller, _): Allowed<ToAdminister>,
     Body(req): Body<PushPolicyRequest>,
 ) -> Result<(StatusCode, Json<PolicySetView>), ApiError> {
-    caller.require(Access::Administer)?;
     let answer = activate(&state, &caller, req.files, None).await?;
     Ok((StatusCode::CREATED, Json(answer)))
 }
@@ -144,9 +142,8 @@ async fn stored(state: &AppState, version: u64) -> Result<PolicySetVersion, ApiE
 /// `GET /v1/policies`: the newest stored versions.
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(_caller, _): Allowed<ToRead>,
 ) -> Result<Json<PolicyVersionList>, ApiError> {
-    caller.require(Access::Read)?;
     let versions = state
         .store
         .policy_versions(100)
@@ -168,10 +165,9 @@ pub async fn list(
 /// `GET /v1/policies/{version}`: one version with its files.
 pub async fn show(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(_caller, _): Allowed<ToRead>,
     Path(raw): Path<String>,
 ) -> Result<Json<PolicyVersion>, ApiError> {
-    caller.require(Access::Read)?;
     let set = stored(&state, version_path(&raw)?).await?;
     Ok(Json(PolicyVersion {
         version: set.version,
@@ -185,10 +181,9 @@ pub async fn show(
 /// new version (history stays linear and audited).
 pub async fn rollback(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(caller, _): Allowed<ToAdminister>,
     Path(raw): Path<String>,
 ) -> Result<(StatusCode, Json<PolicySetView>), ApiError> {
-    caller.require(Access::Administer)?;
     let version = version_path(&raw)?;
     let set = stored(&state, version).await?;
     let answer = activate(&state, &caller, set.files, Some(version)).await?;
@@ -198,9 +193,8 @@ pub async fn rollback(
 /// `GET /v1/policies/active`.
 pub async fn active(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(_caller, _): Allowed<ToRead>,
 ) -> Result<Json<PolicySetView>, ApiError> {
-    caller.require(Access::Read)?;
     let loaded = state.policy.current();
     let files = match state.store.policy_set(loaded.version).await? {
         Some(set) => set.files.into_keys().collect(),
@@ -214,11 +208,10 @@ pub async fn active(
 /// conditions were false, which errored. Nothing is decided or granted.
 pub async fn explain(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(caller, _): Allowed<ToRead>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Body(req): Body<ExplainRequest>,
 ) -> Result<Json<aims_policy::Explanation>, ApiError> {
-    caller.require(Access::Read)?;
     let agent = state.store.agent(&req.agent).await?.ok_or_else(|| {
         ApiError::not_found(
             ErrorCode::AgentNotFound,

@@ -8,7 +8,6 @@ use aims_api::oauth::{
 use aims_core::audit::{Outcome, action};
 use aims_core::credential::CredentialKind;
 use aims_core::id::{Environment, ResourceServerName};
-use aims_core::user::Access;
 use aims_store::{ResourceServer, StoreError};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -16,7 +15,7 @@ use axum::http::StatusCode;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::auth::Caller;
+use crate::auth::{Allowed, ToAdminister, ToRead};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::Body;
 use crate::state::AppState;
@@ -52,10 +51,9 @@ fn parse_name(name: &str) -> Result<ResourceServerName, ApiError> {
 /// `POST /v1/resource-servers`.
 pub async fn register(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(caller, _): Allowed<ToAdminister>,
     Body(req): Body<RegisterResourceServerRequest>,
 ) -> Result<(StatusCode, Json<ResourceServerRegistered>), ApiError> {
-    caller.require(Access::Administer)?;
     let audience_ok = req.audience.len() <= MAX_AUDIENCE
         && (req.audience.starts_with("https://")
             || req.audience.starts_with("http://")
@@ -125,9 +123,8 @@ pub async fn register(
 /// `GET /v1/resource-servers`.
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(_caller, _): Allowed<ToRead>,
 ) -> Result<Json<ResourceServerList>, ApiError> {
-    caller.require(Access::Read)?;
     let servers = state.store.list_resource_servers().await?;
     Ok(Json(ResourceServerList {
         resource_servers: servers.into_iter().map(view).collect(),
@@ -137,10 +134,9 @@ pub async fn list(
 /// `GET /v1/resource-servers/{name}`.
 pub async fn show(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(_caller, _): Allowed<ToRead>,
     Path(name): Path<String>,
 ) -> Result<Json<ResourceServerView>, ApiError> {
-    caller.require(Access::Read)?;
     let name = parse_name(&name)?;
     let server = state.store.resource_server(&name).await?.ok_or_else(|| {
         ApiError::not_found(
@@ -154,10 +150,9 @@ pub async fn show(
 /// `DELETE /v1/resource-servers/{name}`: tokens already issued for it simply expire.
 pub async fn remove(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(caller, _): Allowed<ToAdminister>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(Access::Administer)?;
     let name = parse_name(&name)?;
     let mut event = state.event(
         caller.actor(),

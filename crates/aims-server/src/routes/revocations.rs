@@ -17,7 +17,6 @@ use aims_api::oauth::{
 use aims_core::audit::{Outcome, action};
 use aims_core::id::{AgentName, Owner};
 use aims_core::task::is_valid_task_id;
-use aims_core::user::Access;
 use aims_store::{Revocation, RevocationTarget, Revoked};
 use axum::Json;
 use axum::extract::{Query, State};
@@ -30,7 +29,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::auth::Caller;
+use crate::auth::{Allowed, ToAdminister};
 use crate::auth::{ServiceCaller, service_caller};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::Body;
@@ -98,10 +97,9 @@ impl Reader {
 /// `POST /v1/revocations`.
 pub async fn revoke(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(caller, _): Allowed<ToAdminister>,
     Body(req): Body<RevokeRequest>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
-    caller.require(Access::Administer)?;
     let bad = |what: &str| {
         ApiError::bad_request(ErrorCode::InvalidTarget, format!("{what} is malformed"))
     };

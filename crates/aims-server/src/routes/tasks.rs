@@ -6,7 +6,6 @@ use aims_api::oauth::{CreateTaskRequest, TaskEnded, TaskList, TaskView};
 use aims_core::audit::{Actor, Outcome, action};
 use aims_core::id::AgentName;
 use aims_core::task::{Task, TaskState, is_valid_intent, is_valid_subject, is_valid_task_id};
-use aims_core::user::Access;
 use aims_store::{StoreError, TaskFilter};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -15,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::auth::{AuthenticatedAgent, Caller};
+use crate::auth::{Allowed, AuthenticatedAgent, ToAdminister, ToRead};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::Body;
 use crate::state::AppState;
@@ -87,10 +86,9 @@ pub struct TaskQuery {
 /// `GET /v1/tasks`.
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(_caller, _): Allowed<ToRead>,
     Query(query): Query<TaskQuery>,
 ) -> Result<Json<TaskList>, ApiError> {
-    caller.require(Access::Read)?;
     let task_state = query
         .state
         .as_deref()
@@ -131,10 +129,9 @@ fn not_found(id: &str) -> ApiError {
 /// `GET /v1/tasks/{id}`.
 pub async fn show(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(_caller, _): Allowed<ToRead>,
     Path(id): Path<String>,
 ) -> Result<Json<TaskView>, ApiError> {
-    caller.require(Access::Read)?;
     let task = state
         .store
         .task(task_id(&id)?)
@@ -146,10 +143,9 @@ pub async fn show(
 /// `POST /v1/tasks/{id}/end`: ends the task and revokes everything issued for it.
 pub async fn end(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(caller, _): Allowed<ToAdminister>,
     Path(id): Path<String>,
 ) -> Result<Json<TaskEnded>, ApiError> {
-    caller.require(Access::Administer)?;
     let id = task_id(&id)?.to_owned();
     let now = OffsetDateTime::now_utc();
     let mut event = state.event(caller.actor(), action::TASK_END, Outcome::Success);

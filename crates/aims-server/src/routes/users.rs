@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::auth::Caller;
+use crate::auth::{Allowed, Caller, ToAdminister};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{Body, UserPath};
 use crate::state::AppState;
@@ -32,10 +32,9 @@ fn user_not_found(name: &UserName) -> ApiError {
 /// `POST /v1/users`.
 pub async fn add(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(caller, _): Allowed<ToAdminister>,
     Body(req): Body<AddUserRequest>,
 ) -> Result<(StatusCode, Json<UserCredential>), ApiError> {
-    caller.require(Access::Administer)?;
     let now = OffsetDateTime::now_utc();
     let user = User {
         name: req.name,
@@ -59,9 +58,8 @@ pub async fn add(
 /// `GET /v1/users`.
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(_caller, _): Allowed<ToAdminister>,
 ) -> Result<Json<UserList>, ApiError> {
-    caller.require(Access::Administer)?;
     Ok(Json(UserList {
         users: state.store.list_users().await?,
     }))
@@ -70,10 +68,9 @@ pub async fn list(
 /// `DELETE /v1/users/{name}`.
 pub async fn remove(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(caller, _): Allowed<ToAdminister>,
     UserPath(name): UserPath,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(Access::Administer)?;
     let event = user_event(&state, &caller, action::USER_REMOVE, &name);
     match state.store.remove_user(&name, &event).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
