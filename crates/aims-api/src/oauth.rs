@@ -1,7 +1,7 @@
 //! Wire types of the token side: the OAuth token, introspection and revocation endpoints, the
 //! revocation feed, tasks and resource servers.
 
-use aims_core::id::{AgentName, Environment, ResourceServerName};
+use aims_core::id::{AgentName, Environment, ResourceServerName, TaskId};
 use aims_core::revocation::{Notice, Revoked};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -38,7 +38,7 @@ pub struct TokenResponse {
     /// The scopes granted (may be fewer than requested).
     pub scope: String,
     /// The task the token is for.
-    pub task_id: String,
+    pub task_id: TaskId,
 }
 
 /// An OAuth error response (RFC 6749 §5.2).
@@ -174,7 +174,7 @@ pub struct CreateTaskRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskView {
     /// Its id.
-    pub id: String,
+    pub id: TaskId,
     /// The agent that owns it.
     pub agent: AgentName,
     /// The declared intent.

@@ -88,6 +88,18 @@ macro_rules! validated_string {
             }
         }
 
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+
         impl std::str::FromStr for $name {
             type Err = IdError;
             fn from_str(s: &str) -> Result<Self, IdError> {
@@ -165,6 +177,29 @@ validated_string!(
     /// Names are never reused, even after decommissioning.
     AgentName,
     check_agent_name
+);
+
+/// A task id: 1–64 characters of `[A-Za-z0-9_-]` (AIMS mints them as 128 random bits in
+/// base64url).
+fn check_task_id(value: &str) -> Result<(), IdError> {
+    const KIND: &str = "task id";
+    check_len(KIND, value, crate::task::MAX_TASK_ID_LEN)?;
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+    {
+        return Err(IdError::BadCharacter {
+            kind: KIND,
+            allowed: "A-Z a-z 0-9 - _",
+        });
+    }
+    Ok(())
+}
+
+validated_string!(
+    /// The id of a task, named by every token issued for it.
+    TaskId,
+    check_task_id
 );
 
 /// An owner has one spelling, so that `revoke --owner` and every report find all of its
@@ -395,6 +430,9 @@ mod tests {
     fn deserialization_validates() {
         assert!(serde_json::from_str::<AgentName>("\"../etc\"").is_err());
         assert!(serde_json::from_str::<AgentName>("\"ok\"").is_ok());
+        assert!(serde_json::from_str::<TaskId>("\"Zq3-_x\"").is_ok());
+        assert!(serde_json::from_str::<TaskId>("\"a/b\"").is_err());
+        assert!(TaskId::new("x".repeat(65)).is_err());
     }
 
     proptest! {

@@ -5,7 +5,7 @@ use std::fmt;
 
 use time::OffsetDateTime;
 
-use crate::id::AgentName;
+use crate::id::{AgentName, TaskId};
 
 /// Longest declared intent, in bytes.
 pub const MAX_INTENT_LEN: usize = 1024;
@@ -17,11 +17,7 @@ pub const MAX_TASK_ID_LEN: usize = 64;
 /// Whether `value` is a well-formed task id: 1–64 characters of `[A-Za-z0-9_-]` (AIMS mints
 /// them as 128 random bits in base64url).
 pub fn is_valid_task_id(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= MAX_TASK_ID_LEN
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    TaskId::new(value).is_ok()
 }
 
 /// Whether `value` is acceptable as an intent: 1–1024 bytes, no control characters.
@@ -80,7 +76,7 @@ impl fmt::Display for TaskState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Task {
     /// Its id.
-    pub id: String,
+    pub id: TaskId,
     /// The agent that owns it (the one whose first exchange created it).
     pub agent: AgentName,
     /// The declared intent.

@@ -652,13 +652,13 @@ impl TaskToken {
             .ok_or(SdkError::InvalidCredential { what: "SVID" })?;
         let response = client.obtain(grant, &current_svid, &key, &request).await?;
         if let Some(asked) = &request.task_id
-            && *asked != response.task_id
+            && asked.as_str() != response.task_id.as_str()
         {
             return Err(SdkError::Decode(
                 "the server issued a token for another task than asked".into(),
             ));
         }
-        let task_id = response.task_id.clone();
+        let task_id = response.task_id.to_string();
         let issued = Issued::new(response, unix_now())?;
         let request = ExchangeRequest {
             task_id: Some(task_id.clone()),
@@ -790,7 +790,7 @@ impl TaskToken {
             .client
             .obtain(inner.grant, &svid, &inner.key, &inner.request)
             .await?;
-        if response.task_id != inner.task_id {
+        if response.task_id.as_str() != inner.task_id {
             return Err(SdkError::Decode(
                 "the server issued a token for another task than asked".into(),
             ));

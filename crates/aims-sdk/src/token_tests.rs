@@ -4,7 +4,7 @@
 //! exchanged again.
 
 use aims_api::oauth::{RevocationEntry, RevocationKind};
-use aims_core::id::AgentName;
+use aims_core::id::{AgentName, TaskId};
 use aims_token::agent_key::AgentKeyKind;
 use aims_token::dpop::{ProofCheck, verify_proof};
 use serde_json::json;
@@ -39,7 +39,7 @@ fn issued(token_type: &str, task_id: &str, expires_in: u64, token: &str) -> Repl
             token_type: token_type.into(),
             expires_in,
             scope: "read:repo/acme/*".into(),
-            task_id: task_id.into(),
+            task_id: TaskId::new(task_id).unwrap(),
         })
         .unwrap(),
     )

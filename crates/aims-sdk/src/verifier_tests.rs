@@ -4,7 +4,7 @@
 //! [`Verifier`] against the scripted loopback server.
 
 use aims_api::oauth::{RevocationEntry, RevocationKind};
-use aims_core::id::AgentName;
+use aims_core::id::{AgentName, TaskId};
 use aims_token::access::{Actor, Confirmation, mint};
 use aims_token::agent_key::{AgentKey, AgentKeyKind};
 use aims_token::jwk::jwks;
@@ -65,7 +65,7 @@ fn unbound_claims(jti: &str) -> AccessClaims {
         jti: jti.into(),
         iat: NOW - 10,
         exp: NOW + 290,
-        task_id: "task-1".into(),
+        task_id: TaskId::new("task-1").unwrap(),
         intent: "fix the build".into(),
         cnf: None,
         act: None,
@@ -256,7 +256,7 @@ fn epochs_refuse_earlier_tokens_of_an_agent_or_task_the_feed_names() {
     };
     assert!(!state.is_revoked(&later), "issued after the epoch");
     let other_task = AccessClaims {
-        task_id: "task-2".into(),
+        task_id: TaskId::new("task-2").unwrap(),
         ..unbound_claims("other")
     };
     assert!(!state.is_revoked(&other_task));

@@ -201,13 +201,13 @@ pub async fn decide_for(
     request_id: Option<String>,
 ) -> Result<Decided, ApiError> {
     if let Some(token) = &caller.task {
-        if !question.task_id.is_empty() && question.task_id != token.claims.task_id {
+        if !question.task_id.is_empty() && question.task_id != token.claims.task_id.as_str() {
             return Err(ApiError::bad_request(
                 ErrorCode::InvalidRequest,
                 "task_id differs from the token's task",
             ));
         }
-        question.task_id.clone_from(&token.claims.task_id);
+        question.task_id = token.claims.task_id.to_string();
         question.intent.clone_from(&token.claims.intent);
     }
     let agent = &caller.agent;

@@ -1425,7 +1425,7 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
 {
     sqlx::query(sql::INSERT_TASK)
-        .bind(task.id.clone())
+        .bind(task.id.as_str().to_owned())
         .bind(task.agent.as_str().to_owned())
         .bind(task.intent.clone())
         .bind(task.subject.clone())

@@ -7,7 +7,7 @@
 
 use aims_core::agent::{Agent, LifecycleState};
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHash, ChainHead};
-use aims_core::id::{AgentName, Environment, ResourceServerName, TrustDomain, UserName};
+use aims_core::id::{AgentName, Environment, ResourceServerName, TaskId, TrustDomain, UserName};
 use aims_core::task::{Task, TaskState};
 use aims_core::user::{Role, User};
 use time::OffsetDateTime;
@@ -335,6 +335,11 @@ pub(crate) fn parse_agent_name(value: &str) -> Result<AgentName, StoreError> {
     AgentName::new(value).map_err(|_| corrupt("agent name", value))
 }
 
+/// A stored task id.
+pub(crate) fn parse_task_id(value: &str) -> Result<TaskId, StoreError> {
+    TaskId::new(value).map_err(|_| corrupt("task id", value))
+}
+
 /// The audit head row.
 #[derive(sqlx::FromRow)]
 pub(crate) struct HeadRow {
@@ -531,7 +536,7 @@ impl TaskRow {
                 .ended_at_ms
                 .map(|ms| from_ms(ms, "task end"))
                 .transpose()?,
-            id: self.id,
+            id: parse_task_id(&self.id)?,
             intent: self.intent,
             subject: self.subject,
         })

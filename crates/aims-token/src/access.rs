@@ -8,6 +8,7 @@
 
 use std::borrow::Borrow;
 
+use aims_core::id::TaskId;
 use aims_core::revocation::{Presented, RevokedSet, agents_of};
 use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
@@ -72,7 +73,7 @@ pub struct AccessClaims {
     /// Expiry, Unix seconds.
     pub exp: i64,
     /// The task.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The task's declared intent.
     pub intent: String,
     /// Key binding; absent only for bearer tokens of agents allowed them.
@@ -107,7 +108,7 @@ impl AccessClaims {
         revoked.refuses(&Presented {
             jti: &self.jti,
             agents: &agents,
-            task_id: Some(&self.task_id),
+            task_id: Some(self.task_id.as_str()),
             issued_at: self.iat,
         })
     }
@@ -168,7 +169,7 @@ mod tests {
             jti: "j1".into(),
             iat: NOW,
             exp: NOW + 300,
-            task_id: "t1".into(),
+            task_id: TaskId::new("t1").unwrap(),
             intent: "fix the build".into(),
             cnf: Some(Confirmation {
                 jkt: "thumb".into(),

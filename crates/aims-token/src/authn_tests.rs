@@ -56,7 +56,7 @@ fn task_claims(f: &Fixture, bound: bool) -> AccessClaims {
         jti: "jti-1".into(),
         iat: NOW - 10,
         exp: NOW + 290,
-        task_id: "task-1".into(),
+        task_id: aims_core::id::TaskId::new("task-1").unwrap(),
         intent: "fix the build".into(),
         cnf: bound.then(|| Confirmation {
             jkt: f.agent.thumbprint(),

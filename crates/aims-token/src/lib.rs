@@ -33,6 +33,11 @@ pub fn random_id(rng: &ring::rand::SystemRandom) -> Result<String, TokenError> {
     Ok(codec::b64url(&bytes))
 }
 
+/// A fresh task id ([`random_id`], always a well-formed one).
+pub fn new_task_id(rng: &ring::rand::SystemRandom) -> Result<aims_core::id::TaskId, TokenError> {
+    aims_core::id::TaskId::new(random_id(rng)?).map_err(|_| TokenError::Random)
+}
+
 /// Why a key or token operation failed. Messages never contain key material or token content,
 /// so they may be logged; the variants classify the failure for audit and HTTP mapping.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

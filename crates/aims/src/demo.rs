@@ -713,7 +713,7 @@ async fn scenario_delegation(
         refused(stolen)?
     );
 
-    let ended = admin.end_task(&parent.task_id).await?;
+    let ended = admin.end_task(parent.task_id.as_str()).await?;
     println!(
         "operator ends the planner's task: {} credentials revoked",
         ended.revoked

@@ -102,7 +102,7 @@ async fn credentials(store: &dyn Store, tokens: usize) {
         .unwrap();
     for n in 1..=tokens {
         let new_task = (n == 1).then(|| Task {
-            id: "t1".to_owned(),
+            id: aims_core::id::TaskId::new("t1").unwrap(),
             agent: name("a"),
             intent: "work".to_owned(),
             subject: "user:alice".to_owned(),

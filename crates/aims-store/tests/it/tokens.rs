@@ -72,7 +72,7 @@ async fn svid(store: &dyn Store, agent_name: &str, jti: &str, when: i64) -> Issu
 /// An active task of `agent_name` created at `created`, open for an hour.
 fn task(id: &str, agent_name: &str, created: i64) -> Task {
     Task {
-        id: id.to_owned(),
+        id: aims_core::id::TaskId::new(id).unwrap(),
         agent: name(agent_name),
         intent: format!("work on {id}"),
         subject: "user:alice".to_owned(),
@@ -178,7 +178,7 @@ async fn assert_refused(
     );
     if let Some(new_task) = &issue.new_task {
         assert_eq!(
-            store.task(&new_task.id).await.unwrap(),
+            store.task(new_task.id.as_str()).await.unwrap(),
             None,
             "{why}: task created"
         );
@@ -549,10 +549,10 @@ pub async fn one_dpop_proof_under_concurrency(h: &Harness) {
     assert_eq!(store.audit_head().await.unwrap().seq, head.seq + 1);
     let tasks = store.list_tasks(&TaskFilter::default()).await.unwrap();
     assert_eq!(tasks.len(), 1, "only the winner's task exists");
-    let winner = &tasks[0].id;
+    let winner = tasks[0].id.as_str();
     for i in 0..8 {
         let issued = store.issued_credential(&format!("tok-{i}")).await.unwrap();
-        assert_eq!(issued.is_some(), format!("t{i}") == *winner, "tok-{i}");
+        assert_eq!(issued.is_some(), format!("t{i}") == winner, "tok-{i}");
     }
 
     // Two at once with tokio::join!, from the same store, for an existing task.
@@ -1116,7 +1116,7 @@ pub async fn task_listing_filters_and_orders(h: &Harness) {
                 .await
                 .unwrap()
                 .into_iter()
-                .map(|t| t.id)
+                .map(|t| t.id.to_string())
                 .collect::<Vec<_>>()
         }
     };

@@ -87,7 +87,7 @@ fn render_tasks(list: &TaskList) -> String {
         .iter()
         .map(|t| {
             vec![
-                t.id.clone(),
+                t.id.to_string(),
                 t.agent.to_string(),
                 t.state.clone(),
                 timestamp(t.created_at),
@@ -105,7 +105,7 @@ fn render_tasks(list: &TaskList) -> String {
 /// `aims task show` as `label  value` lines.
 fn render_task(task: &TaskView, now: OffsetDateTime) -> String {
     fields(&[
-        ("Task", task.id.clone()),
+        ("Task", task.id.to_string()),
         ("Agent", task.agent.to_string()),
         ("Intent", task.intent.clone()),
         ("Subject", task.subject.clone()),
@@ -147,6 +147,7 @@ pub(crate) fn credentials(count: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use aims_core::id::TaskId;
     use clap::{CommandFactory, Parser};
     use time::macros::datetime;
 
@@ -160,7 +161,7 @@ mod tests {
 
     fn task(id: &str, state: &str) -> TaskView {
         TaskView {
-            id: id.into(),
+            id: TaskId::new(id).unwrap(),
             agent: AgentName::new("planner").unwrap(),
             intent: "fix the build".into(),
             subject: "spiffe://e2e.example/agent/planner".into(),

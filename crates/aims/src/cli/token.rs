@@ -323,7 +323,7 @@ fn summary(response: &TokenResponse) -> String {
     format!(
         "{} token for task {}, scope {:?}, expires in {}s",
         output::clean(&response.token_type),
-        output::clean(&response.task_id),
+        output::clean(response.task_id.as_str()),
         output::clean(&response.scope),
         response.expires_in
     )
@@ -442,6 +442,7 @@ fn delegation_chain(answer: &Value) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use aims_core::id::TaskId;
     use clap::{CommandFactory, Parser};
     use serde_json::json;
     use time::macros::datetime;
@@ -628,7 +629,7 @@ mod tests {
             token_type: "DPoP".into(),
             expires_in: 900,
             scope: "read:repo/a".into(),
-            task_id: "t-1".into(),
+            task_id: TaskId::new("t-1").unwrap(),
         };
         assert_eq!(
             summary(&response),

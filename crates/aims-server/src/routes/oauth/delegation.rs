@@ -198,7 +198,7 @@ async fn allowed(
             &parties.delegate,
             delegate_snapshot.as_ref(),
         )),
-        task_id: parent.task_id.clone(),
+        task_id: parent.task_id.to_string(),
         intent: parent.intent.clone(),
         arguments: Map::new(),
     };

@@ -7,8 +7,9 @@ use aims_api::oauth::TokenResponse;
 use aims_core::agent::Agent;
 use aims_core::audit::Outcome;
 use aims_core::delegation::{Lifetimes, first_grant};
+use aims_core::id::TaskId;
 use aims_core::scope::ScopeSet;
-use aims_core::task::{Task, TaskState, is_valid_intent, is_valid_task_id};
+use aims_core::task::{Task, TaskState, is_valid_intent};
 use aims_policy::{Effect, Resource, ResourceObject};
 use aims_store::ResourceServer;
 use aims_token::access::{AccessClaims, Confirmation};
@@ -113,12 +114,10 @@ async fn task_for(
 ) -> Result<(Task, Option<Task>), ApiError> {
     let (state, params, now) = (ex.state, ex.params, ex.asked.at);
     if let Some(id) = params.get("task_id") {
-        if !is_valid_task_id(id) {
-            return Err(invalid_request("task_id is malformed"));
-        }
+        let id = TaskId::new(id).map_err(|_| invalid_request("task_id is malformed"))?;
         let task = state
             .store
-            .task(id)
+            .task(id.as_str())
             .await
             .map_err(ApiError::oauth_from_store)?
             .ok_or_else(|| invalid_grant("unknown task"))?;
@@ -144,7 +143,7 @@ async fn task_for(
         ));
     }
     let task = Task {
-        id: aims_token::random_id(&state.rng).map_err(no_randomness)?,
+        id: aims_token::new_task_id(&state.rng).map_err(no_randomness)?,
         agent: agent.name.clone(),
         intent: intent.to_owned(),
         subject: svid.sub.to_string(),
@@ -200,7 +199,7 @@ async fn obtain(
                 labels: BTreeMap::from([("resource".to_owned(), scope.resource().to_owned())]),
                 parents: Vec::new(),
             }),
-            task_id: task.id.clone(),
+            task_id: task.id.to_string(),
             intent: task.intent.clone(),
             arguments: Map::new(),
         };

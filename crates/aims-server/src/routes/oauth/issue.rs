@@ -73,7 +73,7 @@ pub(super) async fn issue(
             issued_at,
             expires_at,
             revoked_at: None,
-            task_id: Some(claims.task_id.clone()),
+            task_id: Some(claims.task_id.to_string()),
             audience: Some(claims.aud.clone()),
         },
         new_task,

@@ -30,7 +30,7 @@ use aims_api::oauth::{
 use aims_core::agent::Agent;
 use aims_core::audit::{Actor, AuditEvent, Outcome, action};
 use aims_core::delegation::GrantError;
-use aims_core::id::SpiffeId;
+use aims_core::id::{SpiffeId, TaskId};
 use aims_store::ResourceServer;
 use aims_token::dpop::VerifiedProof;
 use aims_token::svid::SvidClaims;
@@ -65,7 +65,7 @@ struct Attempt {
     action: &'static str,
     agent: Option<Agent>,
     spiffe_id: Option<String>,
-    task_id: Option<String>,
+    task_id: Option<TaskId>,
     parent: Option<String>,
 }
 
@@ -80,7 +80,7 @@ impl Attempt {
         let mut event = state.event(actor, self.action, outcome);
         event.agent = self.spiffe_id.clone();
         event.owner = self.agent.as_ref().map(|a| a.owner.to_string());
-        event.task_id = self.task_id.clone();
+        event.task_id = self.task_id.clone().map(String::from);
         event.parent_token_id = self.parent.clone();
         event
     }

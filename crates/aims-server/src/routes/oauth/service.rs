@@ -139,7 +139,7 @@ pub async fn revoke(State(state): State<AppState>, post: FormPost) -> Response {
         .token(jti.clone())
         .agent(holder)
         .details(json!({ "target": "token", "via": "rfc7009" }));
-    event.task_id = task_id;
+    event.task_id = task_id.map(String::from);
     let reason = if caller.is_some() {
         "revoked through the revocation endpoint"
     } else {
