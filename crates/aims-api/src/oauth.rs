@@ -1,7 +1,7 @@
 //! Wire types of the token side: the OAuth token, introspection and revocation endpoints, the
 //! revocation feed, tasks and resource servers.
 
-use aims_core::id::{AgentName, Environment, ResourceServerName, TaskId};
+use aims_core::id::{AgentName, Environment, Intent, ResourceServerName, TaskId};
 use aims_core::revocation::{Notice, Revoked};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -178,7 +178,7 @@ pub struct TaskView {
     /// The agent that owns it.
     pub agent: AgentName,
     /// The declared intent.
-    pub intent: String,
+    pub intent: Intent,
     /// Who it acts for.
     pub subject: String,
     /// `active`, `ended` or `revoked`.

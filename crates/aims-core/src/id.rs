@@ -202,6 +202,26 @@ validated_string!(
     check_task_id
 );
 
+/// An intent: 1–1024 bytes of visible text (no control, invisible or direction-changing
+/// characters), not only spaces.
+fn check_intent(value: &str) -> Result<(), IdError> {
+    const KIND: &str = "intent";
+    check_len(KIND, value, crate::task::MAX_INTENT_LEN)?;
+    if value.trim().is_empty() || !crate::text::is_visible(value, false) {
+        return Err(IdError::Malformed {
+            kind: KIND,
+            why: "an intent is visible text without control characters",
+        });
+    }
+    Ok(())
+}
+
+validated_string!(
+    /// What a task declares it is for, carried by every token issued for it.
+    Intent,
+    check_intent
+);
+
 /// An owner has one spelling, so that `revoke --owner` and every report find all of its
 /// agents: printable ASCII (letters, digits, punctuation) with single spaces between words,
 /// at most 256 bytes — no letters of other scripts that look like Latin ones, no invisible

@@ -5,7 +5,7 @@ use std::fmt;
 
 use time::OffsetDateTime;
 
-use crate::id::{AgentName, TaskId};
+use crate::id::{AgentName, Intent, TaskId};
 
 /// Longest declared intent, in bytes.
 pub const MAX_INTENT_LEN: usize = 1024;
@@ -18,11 +18,6 @@ pub const MAX_TASK_ID_LEN: usize = 64;
 /// them as 128 random bits in base64url).
 pub fn is_valid_task_id(value: &str) -> bool {
     TaskId::new(value).is_ok()
-}
-
-/// Whether `value` is acceptable as an intent: 1–1024 bytes, no control characters.
-pub fn is_valid_intent(value: &str) -> bool {
-    is_bounded_text(value, MAX_INTENT_LEN)
 }
 
 /// Whether `value` is acceptable as a declared subject: 1–256 bytes, no control characters.
@@ -80,7 +75,7 @@ pub struct Task {
     /// The agent that owns it (the one whose first exchange created it).
     pub agent: AgentName,
     /// The declared intent.
-    pub intent: String,
+    pub intent: Intent,
     /// The user or system it acts for (the agent's SPIFFE ID when it acts for itself).
     pub subject: String,
     /// Its state.
@@ -110,10 +105,10 @@ mod tests {
         assert!(!is_valid_task_id(""));
         assert!(!is_valid_task_id("a/b"));
         assert!(!is_valid_task_id(&"a".repeat(65)));
-        assert!(is_valid_intent("summarize the incident"));
-        assert!(!is_valid_intent("   "));
-        assert!(!is_valid_intent("line\nbreak"));
-        assert!(!is_valid_intent(&"x".repeat(1025)));
+        assert!(Intent::new("summarize the incident").is_ok());
+        assert!(Intent::new("   ").is_err());
+        assert!(Intent::new("line\nbreak").is_err());
+        assert!(Intent::new("x".repeat(1025)).is_err());
         assert!(is_valid_subject("user:alice"));
     }
 

@@ -66,7 +66,7 @@ fn unbound_claims(jti: &str) -> AccessClaims {
         iat: NOW - 10,
         exp: NOW + 290,
         task_id: TaskId::new("task-1").unwrap(),
-        intent: "fix the build".into(),
+        intent: aims_core::id::Intent::new("fix the build").unwrap(),
         cnf: None,
         act: None,
     }

@@ -208,7 +208,7 @@ pub async fn decide_for(
             ));
         }
         question.task_id = token.claims.task_id.to_string();
-        question.intent.clone_from(&token.claims.intent);
+        question.intent = token.claims.intent.to_string();
     }
     let agent = &caller.agent;
     let snapshot = state.store.posture_snapshot(&agent.name).await?;

@@ -1427,7 +1427,7 @@ where
     sqlx::query(sql::INSERT_TASK)
         .bind(task.id.as_str().to_owned())
         .bind(task.agent.as_str().to_owned())
-        .bind(task.intent.clone())
+        .bind(task.intent.as_str().to_owned())
         .bind(task.subject.clone())
         .bind(task.state.as_str().to_owned())
         .bind(rows::to_ms(task.created_at))

@@ -7,7 +7,9 @@
 
 use aims_core::agent::{Agent, LifecycleState};
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHash, ChainHead};
-use aims_core::id::{AgentName, Environment, ResourceServerName, TaskId, TrustDomain, UserName};
+use aims_core::id::{
+    AgentName, Environment, Intent, ResourceServerName, TaskId, TrustDomain, UserName,
+};
 use aims_core::task::{Task, TaskState};
 use aims_core::user::{Role, User};
 use time::OffsetDateTime;
@@ -537,7 +539,8 @@ impl TaskRow {
                 .map(|ms| from_ms(ms, "task end"))
                 .transpose()?,
             id: parse_task_id(&self.id)?,
-            intent: self.intent,
+            intent: Intent::new(self.intent.clone())
+                .map_err(|_| corrupt("intent", &self.intent))?,
             subject: self.subject,
         })
     }

@@ -8,7 +8,7 @@
 
 use std::borrow::Borrow;
 
-use aims_core::id::TaskId;
+use aims_core::id::{Intent, TaskId};
 use aims_core::revocation::{Presented, RevokedSet, agents_of};
 use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
@@ -75,7 +75,7 @@ pub struct AccessClaims {
     /// The task.
     pub task_id: TaskId,
     /// The task's declared intent.
-    pub intent: String,
+    pub intent: Intent,
     /// Key binding; absent only for bearer tokens of agents allowed them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
@@ -170,7 +170,7 @@ mod tests {
             iat: NOW,
             exp: NOW + 300,
             task_id: TaskId::new("t1").unwrap(),
-            intent: "fix the build".into(),
+            intent: Intent::new("fix the build").unwrap(),
             cnf: Some(Confirmation {
                 jkt: "thumb".into(),
             }),

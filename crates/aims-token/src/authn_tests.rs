@@ -57,7 +57,7 @@ fn task_claims(f: &Fixture, bound: bool) -> AccessClaims {
         iat: NOW - 10,
         exp: NOW + 290,
         task_id: aims_core::id::TaskId::new("task-1").unwrap(),
-        intent: "fix the build".into(),
+        intent: aims_core::id::Intent::new("fix the build").unwrap(),
         cnf: bound.then(|| Confirmation {
             jkt: f.agent.thumbprint(),
         }),

@@ -4,8 +4,8 @@
 
 use aims_api::oauth::{CreateTaskRequest, TaskEnded, TaskList, TaskView};
 use aims_core::audit::{Actor, Outcome, action};
-use aims_core::id::AgentName;
-use aims_core::task::{Task, TaskState, is_valid_intent, is_valid_subject, is_valid_task_id};
+use aims_core::id::{AgentName, Intent};
+use aims_core::task::{Task, TaskState, is_valid_subject, is_valid_task_id};
 use aims_store::{StoreError, TaskFilter};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -27,12 +27,12 @@ pub async fn create(
     Body(req): Body<CreateTaskRequest>,
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {
     let now = OffsetDateTime::now_utc();
-    if !is_valid_intent(&req.intent) {
-        return Err(ApiError::bad_request(
+    let intent = Intent::new(req.intent).map_err(|_| {
+        ApiError::bad_request(
             ErrorCode::InvalidIntent,
             "intent must be 1 to 1024 characters without control characters",
-        ));
-    }
+        )
+    })?;
     if req.subject.as_deref().is_some_and(|s| !is_valid_subject(s)) {
         return Err(ApiError::bad_request(
             ErrorCode::InvalidSubject,
@@ -50,7 +50,7 @@ pub async fn create(
     let task = Task {
         id: aims_token::new_task_id(&state.rng).map_err(|_| ApiError::internal())?,
         agent: caller.agent.name.clone(),
-        intent: req.intent,
+        intent,
         subject: req.subject.unwrap_or_else(|| caller.spiffe_id.to_string()),
         state: TaskState::Active,
         created_at: now,

@@ -104,7 +104,7 @@ async fn credentials(store: &dyn Store, tokens: usize) {
         let new_task = (n == 1).then(|| Task {
             id: aims_core::id::TaskId::new("t1").unwrap(),
             agent: name("a"),
-            intent: "work".to_owned(),
+            intent: aims_core::id::Intent::new("work").unwrap(),
             subject: "user:alice".to_owned(),
             state: TaskState::Active,
             created_at: at(20),

@@ -74,7 +74,7 @@ fn task(id: &str, agent_name: &str, created: i64) -> Task {
     Task {
         id: aims_core::id::TaskId::new(id).unwrap(),
         agent: name(agent_name),
-        intent: format!("work on {id}"),
+        intent: aims_core::id::Intent::new(format!("work on {id}")).unwrap(),
         subject: "user:alice".to_owned(),
         state: TaskState::Active,
         created_at: at(created),

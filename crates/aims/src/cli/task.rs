@@ -92,7 +92,7 @@ fn render_tasks(list: &TaskList) -> String {
                 t.state.clone(),
                 timestamp(t.created_at),
                 timestamp(t.deadline),
-                t.intent.clone(),
+                t.intent.to_string(),
             ]
         })
         .collect();
@@ -107,7 +107,7 @@ fn render_task(task: &TaskView, now: OffsetDateTime) -> String {
     fields(&[
         ("Task", task.id.to_string()),
         ("Agent", task.agent.to_string()),
-        ("Intent", task.intent.clone()),
+        ("Intent", task.intent.to_string()),
         ("Subject", task.subject.clone()),
         ("State", task.state.clone()),
         ("Created", timestamp(task.created_at)),
@@ -163,7 +163,7 @@ mod tests {
         TaskView {
             id: TaskId::new(id).unwrap(),
             agent: AgentName::new("planner").unwrap(),
-            intent: "fix the build".into(),
+            intent: aims_core::id::Intent::new("fix the build").unwrap(),
             subject: "spiffe://e2e.example/agent/planner".into(),
             state: state.into(),
             created_at: datetime!(2025-01-01 00:00 UTC),

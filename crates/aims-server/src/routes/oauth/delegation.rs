@@ -199,7 +199,7 @@ async fn allowed(
             delegate_snapshot.as_ref(),
         )),
         task_id: parent.task_id.to_string(),
-        intent: parent.intent.clone(),
+        intent: parent.intent.to_string(),
         arguments: Map::new(),
     };
     let mut request = decisions::request_for(

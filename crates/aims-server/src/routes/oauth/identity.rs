@@ -7,9 +7,9 @@ use aims_api::oauth::TokenResponse;
 use aims_core::agent::Agent;
 use aims_core::audit::Outcome;
 use aims_core::delegation::{Lifetimes, first_grant};
-use aims_core::id::TaskId;
+use aims_core::id::{Intent, TaskId};
 use aims_core::scope::ScopeSet;
-use aims_core::task::{Task, TaskState, is_valid_intent};
+use aims_core::task::{Task, TaskState};
 use aims_policy::{Effect, Resource, ResourceObject};
 use aims_store::ResourceServer;
 use aims_token::access::{AccessClaims, Confirmation};
@@ -127,7 +127,10 @@ async fn task_for(
         if !task.is_open(now) {
             return Err(invalid_grant("the task has ended"));
         }
-        if params.get("intent").is_some_and(|i| i != task.intent) {
+        if params
+            .get("intent")
+            .is_some_and(|i| i != task.intent.as_str())
+        {
             return Err(invalid_request(
                 "intent differs from the task's declared intent",
             ));
@@ -137,15 +140,13 @@ async fn task_for(
     let intent = params
         .get("intent")
         .ok_or_else(|| invalid_request("intent is required for a new task"))?;
-    if !is_valid_intent(intent) {
-        return Err(invalid_request(
-            "intent must be 1 to 1024 characters without control characters",
-        ));
-    }
+    let intent = Intent::new(intent).map_err(|_| {
+        invalid_request("intent must be 1 to 1024 characters without control characters")
+    })?;
     let task = Task {
         id: aims_token::new_task_id(&state.rng).map_err(no_randomness)?,
         agent: agent.name.clone(),
-        intent: intent.to_owned(),
+        intent,
         subject: svid.sub.to_string(),
         state: TaskState::Active,
         created_at: now,
@@ -200,7 +201,7 @@ async fn obtain(
                 parents: Vec::new(),
             }),
             task_id: task.id.to_string(),
-            intent: task.intent.clone(),
+            intent: task.intent.to_string(),
             arguments: Map::new(),
         };
         let request = decisions::request_for(
