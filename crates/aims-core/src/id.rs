@@ -202,6 +202,32 @@ validated_string!(
     check_task_id
 );
 
+/// Longest token id (`jti`) AIMS accepts.
+pub const TOKEN_ID_MAX: usize = 128;
+
+/// A token id: 1–128 characters of `[A-Za-z0-9_-]` (AIMS mints them as 128 random bits in
+/// base64url).
+fn check_token_id(value: &str) -> Result<(), IdError> {
+    const KIND: &str = "token id";
+    check_len(KIND, value, TOKEN_ID_MAX)?;
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+    {
+        return Err(IdError::BadCharacter {
+            kind: KIND,
+            allowed: "A-Z a-z 0-9 - _",
+        });
+    }
+    Ok(())
+}
+
+validated_string!(
+    /// The id (`jti`) of a credential AIMS issued: an SVID or a task token.
+    TokenId,
+    check_token_id
+);
+
 /// An intent: 1–1024 bytes of visible text (no control, invisible or direction-changing
 /// characters), not only spaces.
 fn check_intent(value: &str) -> Result<(), IdError> {
@@ -453,6 +479,9 @@ mod tests {
         assert!(serde_json::from_str::<TaskId>("\"Zq3-_x\"").is_ok());
         assert!(serde_json::from_str::<TaskId>("\"a/b\"").is_err());
         assert!(TaskId::new("x".repeat(65)).is_err());
+        assert!(serde_json::from_str::<TokenId>("\"q1-_Zz\"").is_ok());
+        assert!(serde_json::from_str::<TokenId>("\"a b\"").is_err());
+        assert!(TokenId::new("x".repeat(TOKEN_ID_MAX + 1)).is_err());
     }
 
     proptest! {

@@ -62,7 +62,7 @@ fn unbound_claims(jti: &str) -> AccessClaims {
         aud: AUD.into(),
         client_id: "spiffe://acme.example/agent/coder".into(),
         scope: "read:repo/acme/*".into(),
-        jti: jti.into(),
+        jti: aims_core::id::TokenId::new(jti).unwrap(),
         iat: NOW - 10,
         exp: NOW + 290,
         task_id: TaskId::new("task-1").unwrap(),
@@ -538,7 +538,7 @@ fn page_reply(next: u64, entries: Vec<RevocationEntry>) -> crate::test_server::R
 fn live_claims(f: &Fixture, jti: &str) -> AccessClaims {
     let now = unix_now();
     AccessClaims {
-        jti: jti.into(),
+        jti: aims_core::id::TokenId::new(jti).unwrap(),
         iat: now - 5,
         exp: now + 300,
         ..claims(f)

@@ -15,7 +15,7 @@ use std::marker::PhantomData;
 use aims_core::agent::Agent;
 use aims_core::audit::{Actor, Outcome, action};
 use aims_core::credential::{CredentialHash, MAX_CREDENTIAL_LEN};
-use aims_core::id::SpiffeId;
+use aims_core::id::{SpiffeId, TokenId};
 use aims_core::scope::ScopeSet;
 use aims_core::user::{Access, User};
 use aims_store::ResourceServer;
@@ -136,7 +136,7 @@ pub struct AuthenticatedAgent {
     /// Its SPIFFE ID, as the credential names it.
     pub spiffe_id: SpiffeId,
     /// The id of the credential presented (the task token's or the SVID's `jti`).
-    pub credential_id: String,
+    pub credential_id: TokenId,
     /// The task token, when one was presented (not the SVID).
     pub task: Option<TaskToken>,
 }
@@ -192,7 +192,7 @@ async fn identity_holder(
     svid: SvidClaims,
 ) -> Result<AuthenticatedAgent, ApiError> {
     let refused = |message| unregistered(Scheme::Bearer, ErrorCode::InvalidSvid, message);
-    let live = state.store.issued_credential(&svid.jti).await?;
+    let live = state.store.issued_credential(svid.jti.as_str()).await?;
     if live.is_none_or(|c| c.revoked_at.is_some()) {
         return Err(refused("the SVID is revoked or unknown"));
     }

@@ -8,7 +8,7 @@
 
 use std::borrow::Borrow;
 
-use aims_core::id::{Intent, TaskId};
+use aims_core::id::{Intent, TaskId, TokenId};
 use aims_core::revocation::{Presented, RevokedSet, agents_of};
 use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
@@ -67,7 +67,7 @@ pub struct AccessClaims {
     /// Space-delimited scopes.
     pub scope: String,
     /// Token id.
-    pub jti: String,
+    pub jti: TokenId,
     /// Issued at, Unix seconds.
     pub iat: i64,
     /// Expiry, Unix seconds.
@@ -106,7 +106,7 @@ impl AccessClaims {
         let chain = self.delegation_chain();
         let agents = agents_of(chain.iter().map(String::as_str));
         revoked.refuses(&Presented {
-            jti: &self.jti,
+            jti: self.jti.as_str(),
             agents: &agents,
             task_id: Some(self.task_id.as_str()),
             issued_at: self.iat,
@@ -166,7 +166,7 @@ mod tests {
             aud: "https://tools.example".into(),
             client_id: "spiffe://acme.example/agent/executor".into(),
             scope: "read:repo/*".into(),
-            jti: "j1".into(),
+            jti: aims_core::id::TokenId::new("j1").unwrap(),
             iat: NOW,
             exp: NOW + 300,
             task_id: TaskId::new("t1").unwrap(),

@@ -53,7 +53,7 @@ fn task_claims(f: &Fixture, bound: bool) -> AccessClaims {
         aud: AUD.into(),
         client_id: "spiffe://acme.example/agent/coder".into(),
         scope: "read:repo/acme/*".into(),
-        jti: "jti-1".into(),
+        jti: aims_core::id::TokenId::new("jti-1").unwrap(),
         iat: NOW - 10,
         exp: NOW + 290,
         task_id: aims_core::id::TaskId::new("task-1").unwrap(),
@@ -72,7 +72,7 @@ fn svid(f: &Fixture) -> String {
         aud: ISS.into(),
         iat: NOW - 10,
         exp: NOW + 290,
-        jti: "svid-1".into(),
+        jti: aims_core::id::TokenId::new("svid-1").unwrap(),
         cnf: Confirmation {
             jkt: f.agent.thumbprint(),
         },
@@ -218,7 +218,7 @@ fn the_proof_must_be_for_this_token_by_its_key() {
     let token_b = token(
         &f,
         &AccessClaims {
-            jti: "jti-2".into(),
+            jti: aims_core::id::TokenId::new("jti-2").unwrap(),
             ..task_claims(&f, true)
         },
     );

@@ -33,6 +33,11 @@ pub fn random_id(rng: &ring::rand::SystemRandom) -> Result<String, TokenError> {
     Ok(codec::b64url(&bytes))
 }
 
+/// A fresh token id, a `jti` ([`random_id`], always a well-formed one).
+pub fn new_token_id(rng: &ring::rand::SystemRandom) -> Result<aims_core::id::TokenId, TokenError> {
+    aims_core::id::TokenId::new(random_id(rng)?).map_err(|_| TokenError::Random)
+}
+
 /// A fresh task id ([`random_id`], always a well-formed one).
 pub fn new_task_id(rng: &ring::rand::SystemRandom) -> Result<aims_core::id::TaskId, TokenError> {
     aims_core::id::TaskId::new(random_id(rng)?).map_err(|_| TokenError::Random)

@@ -7,7 +7,7 @@
 
 use std::borrow::Borrow;
 
-use aims_core::id::SpiffeId;
+use aims_core::id::{SpiffeId, TokenId};
 use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -32,7 +32,7 @@ pub struct SvidClaims {
     /// Expiry, Unix seconds.
     pub exp: i64,
     /// Token id.
-    pub jti: String,
+    pub jti: TokenId,
     /// The key the identity is bound to.
     pub cnf: Confirmation,
     /// Digest of the evidence accepted at attestation.
@@ -77,7 +77,7 @@ mod tests {
             aud: "https://aims.example".into(),
             iat: NOW,
             exp: NOW + 600,
-            jti: "j1".into(),
+            jti: aims_core::id::TokenId::new("j1").unwrap(),
             cnf: Confirmation {
                 jkt: "thumb".into(),
             },

@@ -12,7 +12,7 @@ use aims_api::{AttestRequest, AttestResponse, NonceResponse};
 use aims_core::agent::{Agent, LifecycleState};
 use aims_core::audit::{Actor, Outcome, action};
 use aims_core::credential::{CredentialHash, MAX_CREDENTIAL_LEN};
-use aims_core::id::AgentName;
+use aims_core::id::{AgentName, TokenId};
 use aims_core::posture::Evidence;
 use aims_store::{
     AttestationRecord, IssuedCredential, IssuedKind, JoinTokenUse, PostureSnapshot, StoreError,
@@ -64,7 +64,7 @@ pub async fn nonce(State(state): State<AppState>) -> Result<Json<NonceResponse>,
 /// How the agent proved its identity.
 enum IdentityProof {
     JoinToken,
-    Renewal { previous_jti: String },
+    Renewal { previous_jti: TokenId },
     Federated,
 }
 
@@ -241,7 +241,7 @@ async fn by_renewal(
             "the proof is not signed by the key the SVID is bound to",
         ));
     }
-    let record = state.store.issued_credential(&svid.jti).await?;
+    let record = state.store.issued_credential(svid.jti.as_str()).await?;
     if record.is_none_or(|r| r.revoked_at.is_some()) {
         return Err(unauthorized(
             ErrorCode::InvalidSvid,
@@ -405,7 +405,7 @@ async fn issue_svid(
         aud: audience.clone(),
         iat: now.unix_timestamp(),
         exp: expires_at.unix_timestamp(),
-        jti: aims_token::random_id(&state.rng).map_err(signing_failed)?,
+        jti: aims_token::new_token_id(&state.rng).map_err(signing_failed)?,
         cnf: aims_token::access::Confirmation {
             jkt: key_thumbprint.clone(),
         },
@@ -439,7 +439,7 @@ async fn issue_svid(
             accepted_at: now,
         },
         credential: IssuedCredential {
-            id: claims.jti,
+            id: String::from(claims.jti),
             kind: IssuedKind::Svid,
             agent: agent.name.clone(),
             parent: None,

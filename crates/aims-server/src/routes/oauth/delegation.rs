@@ -74,7 +74,7 @@ pub(super) async fn delegate(
     let minted = issue::Minted {
         claims,
         grant: &grant,
-        parent: parent.jti,
+        parent: String::from(parent.jti),
         new_task: None,
         proof,
     };
@@ -92,7 +92,7 @@ async fn delegator(
         .map_err(|e| invalid_grant(format!("the subject token was refused: {e}")))?;
     attempt.spiffe_id = Some(parent.client_id.clone());
     rate_limit(state, &parent.client_id)?;
-    attempt.parent = Some(parent.jti.clone());
+    attempt.parent = Some(parent.jti.to_string());
     attempt.task_id = Some(parent.task_id.clone());
     let holder = SpiffeId::parse(&parent.client_id).map_err(|_| invalid_grant("no such agent"))?;
     let delegator = active_agent(state, &holder).await?;
@@ -241,7 +241,7 @@ fn delegated_claims(
         aud: grant.audience.clone(),
         client_id: actor.sub.to_string(),
         scope: grant.scopes.to_string(),
-        jti: aims_token::random_id(&state.rng).map_err(no_randomness)?,
+        jti: aims_token::new_token_id(&state.rng).map_err(no_randomness)?,
         iat: ex.asked.at.unix_timestamp(),
         exp: grant.expires_at,
         task_id: parent.task_id.clone(),

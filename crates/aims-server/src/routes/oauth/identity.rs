@@ -33,7 +33,7 @@ pub(super) async fn exchange(
     let svid = live_identity(ex, identity, "the identity").await?;
     attempt.spiffe_id = Some(svid.sub.to_string());
     rate_limit(state, &svid.sub.to_string())?;
-    attempt.parent = Some(svid.jti.clone());
+    attempt.parent = Some(svid.jti.to_string());
     let agent = active_agent(state, &svid.sub).await?;
     attempt.agent = Some(agent.clone());
     let proof = possession(ex, Some(&svid.cnf.jkt), agent.limits.allow_bearer)?;
@@ -66,7 +66,7 @@ pub(super) async fn exchange(
         aud: grant.audience.clone(),
         client_id: svid.sub.to_string(),
         scope: grant.scopes.to_string(),
-        jti: aims_token::random_id(&state.rng).map_err(no_randomness)?,
+        jti: aims_token::new_token_id(&state.rng).map_err(no_randomness)?,
         iat: now,
         exp: grant.expires_at,
         task_id: task.id.clone(),
@@ -90,7 +90,7 @@ pub(super) async fn exchange(
     let minted = issue::Minted {
         claims,
         grant: &grant,
-        parent: svid.jti,
+        parent: String::from(svid.jti),
         new_task,
         proof,
     };

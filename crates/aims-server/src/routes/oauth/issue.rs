@@ -65,7 +65,7 @@ pub(super) async fn issue(
     }
     let issue = AccessTokenIssue {
         credential: IssuedCredential {
-            id: claims.jti.clone(),
+            id: claims.jti.to_string(),
             kind: IssuedKind::AccessToken,
             agent: holder,
             parent: Some(parent),
@@ -86,7 +86,9 @@ pub(super) async fn issue(
     if let Err(failed) = state.store.issue_access_token(&issue, &event).await {
         // Signed but not registered, so never handed out: should it leak anyway (a core dump,
         // a log), this replica refuses it like a revoked one.
-        state.revocations.refuse_unissued(&claims.jti, claims.exp);
+        state
+            .revocations
+            .refuse_unissued(claims.jti.as_str(), claims.exp);
         return Err(ApiError::oauth_from_store(failed));
     }
     let expires_in = u64::try_from(claims.exp.saturating_sub(claims.iat)).unwrap_or(0);

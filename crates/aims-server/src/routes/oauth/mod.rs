@@ -189,7 +189,7 @@ async fn live_identity(ex: &Exchange<'_>, token: &str, what: &str) -> Result<Svi
         .map_err(|e| invalid_grant(format!("{what} was refused: {e}")))?;
     let registered = state
         .store
-        .issued_credential(&svid.jti)
+        .issued_credential(svid.jti.as_str())
         .await
         .map_err(ApiError::oauth_from_store)?;
     if registered.is_none_or(|c| c.revoked_at.is_some()) {

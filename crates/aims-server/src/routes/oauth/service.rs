@@ -40,7 +40,7 @@ pub async fn introspect(State(state): State<AppState>, post: FormPost) -> Respon
     if !caller.may_see(&claims.aud) {
         return inactive();
     }
-    match state.store.issued_credential(&claims.jti).await {
+    match state.store.issued_credential(claims.jti.as_str()).await {
         Ok(Some(c)) if c.revoked_at.is_none() => {}
         Ok(_) => return inactive(),
         Err(e) => return ApiError::oauth_from_store(e).into_response(),
@@ -147,7 +147,12 @@ pub async fn revoke(State(state): State<AppState>, post: FormPost) -> Response {
     };
     match state
         .store
-        .revoke(&RevocationTarget::Credential(jti), reason, now, &event)
+        .revoke(
+            &RevocationTarget::Credential(String::from(jti)),
+            reason,
+            now,
+            &event,
+        )
         .await
     {
         Ok(_) => {
