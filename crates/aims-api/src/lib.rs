@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 pub mod oauth;
 
 use aims_core::agent::{Agent, LifecycleState, Limits};
-use aims_core::id::{AgentName, Environment, LabelKey, Owner, UserName};
+use aims_core::id::{AgentName, DecisionId, Environment, LabelKey, Owner, UserName};
 use aims_core::posture::PostureProfile;
 use aims_core::user::{Role, User};
 use serde::{Deserialize, Serialize};
@@ -335,7 +335,7 @@ pub struct DecideRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DecisionView {
     /// Id of this decision (also in its audit event).
-    pub decision_id: String,
+    pub decision_id: DecisionId,
     /// `allow`, `deny` or `approval_required`.
     pub decision: String,
     /// The policies that determined it.

@@ -179,21 +179,24 @@ validated_string!(
     check_agent_name
 );
 
-/// A task id: 1–64 characters of `[A-Za-z0-9_-]` (AIMS mints them as 128 random bits in
-/// base64url).
-fn check_task_id(value: &str) -> Result<(), IdError> {
-    const KIND: &str = "task id";
-    check_len(KIND, value, crate::task::MAX_TASK_ID_LEN)?;
+/// An id AIMS mints (128 random bits in base64url) and later reads back: 1 to `max`
+/// characters of `[A-Za-z0-9_-]`.
+fn check_minted_id(kind: &'static str, value: &str, max: usize) -> Result<(), IdError> {
+    check_len(kind, value, max)?;
     if !value
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
     {
         return Err(IdError::BadCharacter {
-            kind: KIND,
+            kind,
             allowed: "A-Z a-z 0-9 - _",
         });
     }
     Ok(())
+}
+
+fn check_task_id(value: &str) -> Result<(), IdError> {
+    check_minted_id("task id", value, crate::task::MAX_TASK_ID_LEN)
 }
 
 validated_string!(
@@ -202,30 +205,27 @@ validated_string!(
     check_task_id
 );
 
-/// Longest token id (`jti`) AIMS accepts.
+/// Longest token id (`jti`) or decision id AIMS accepts.
 pub const TOKEN_ID_MAX: usize = 128;
 
-/// A token id: 1–128 characters of `[A-Za-z0-9_-]` (AIMS mints them as 128 random bits in
-/// base64url).
 fn check_token_id(value: &str) -> Result<(), IdError> {
-    const KIND: &str = "token id";
-    check_len(KIND, value, TOKEN_ID_MAX)?;
-    if !value
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
-    {
-        return Err(IdError::BadCharacter {
-            kind: KIND,
-            allowed: "A-Z a-z 0-9 - _",
-        });
-    }
-    Ok(())
+    check_minted_id("token id", value, TOKEN_ID_MAX)
+}
+
+fn check_decision_id(value: &str) -> Result<(), IdError> {
+    check_minted_id("decision id", value, TOKEN_ID_MAX)
 }
 
 validated_string!(
     /// The id (`jti`) of a credential AIMS issued: an SVID or a task token.
     TokenId,
     check_token_id
+);
+
+validated_string!(
+    /// The id of one policy decision, in its answer and its audit event.
+    DecisionId,
+    check_decision_id
 );
 
 /// An intent: 1–1024 bytes of visible text (no control, invisible or direction-changing

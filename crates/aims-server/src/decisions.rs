@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use aims_api::{DecideRequest, DecisionView};
 use aims_core::agent::Agent as Registered;
 use aims_core::audit::{Actor, Outcome, action};
+use aims_core::id::DecisionId;
 use aims_policy::{
     Agent, Decision, DecisionRequest, Effect, Posture, RequestContext, Resource, ResourceObject,
     Toolchain,
@@ -86,20 +87,21 @@ pub struct Asked {
 }
 
 /// The decision request for `agent` (with its last accepted posture `snapshot`) asking
-/// `question`, under `decision_id`.
+/// `question`, under `decision_id` (a decision that is answered on its own has one; the token
+/// endpoint's `obtain` and `delegate` questions are part of an issuance and have none).
 pub fn request_for(
     state: &AppState,
     agent: &Registered,
     snapshot: Option<&PostureSnapshot>,
     question: Question,
     asked: Asked,
-    decision_id: String,
+    decision_id: Option<DecisionId>,
 ) -> DecisionRequest {
     let posture_age_s = snapshot.map_or(i64::MAX, |s| {
         (asked.at - s.accepted_at).whole_seconds().max(0)
     });
     DecisionRequest {
-        decision_id: Some(decision_id),
+        decision_id: decision_id.map(String::from),
         principal: principal_of(state, agent, snapshot),
         action: question.action,
         resource: question.resource,
@@ -168,7 +170,7 @@ pub fn principal_of(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decided {
     /// The decision's id (also in its audit event).
-    pub id: String,
+    pub id: DecisionId,
     /// Allow, deny or approval required.
     pub effect: Effect,
     /// The policies that determined it.
@@ -212,7 +214,7 @@ pub async fn decide_for(
     }
     let agent = &caller.agent;
     let snapshot = state.store.posture_snapshot(&agent.name).await?;
-    let id = aims_token::random_id(&state.rng).map_err(|_| ApiError::internal())?;
+    let id = aims_token::new_decision_id(&state.rng).map_err(|_| ApiError::internal())?;
     let in_scope = caller
         .task
         .as_ref()
@@ -224,7 +226,14 @@ pub async fn decide_for(
         .unwrap_or_default();
     let resource = format!("{} {}", question.action, question.resource_name());
     let (task_id, intent) = (question.task_id.clone(), question.intent.clone());
-    let mut request = request_for(state, agent, snapshot.as_ref(), question, asked, id.clone());
+    let mut request = request_for(
+        state,
+        agent,
+        snapshot.as_ref(),
+        question,
+        asked,
+        Some(id.clone()),
+    );
     if let Some(token) = &caller.task {
         request.context.delegation_depth = i64::from(token.claims.depth());
         request.context.delegation_chain.clone_from(&chain);
@@ -237,7 +246,7 @@ pub async fn decide_for(
             .decide(&request)
             .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, e.to_string()))?
     } else {
-        Decision::outside_scope(id.clone())
+        Decision::outside_scope(id.to_string())
     };
 
     let spiffe_id = caller.spiffe_id.to_string();

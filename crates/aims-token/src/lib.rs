@@ -38,6 +38,13 @@ pub fn new_token_id(rng: &ring::rand::SystemRandom) -> Result<aims_core::id::Tok
     aims_core::id::TokenId::new(random_id(rng)?).map_err(|_| TokenError::Random)
 }
 
+/// A fresh decision id ([`random_id`], always a well-formed one).
+pub fn new_decision_id(
+    rng: &ring::rand::SystemRandom,
+) -> Result<aims_core::id::DecisionId, TokenError> {
+    aims_core::id::DecisionId::new(random_id(rng)?).map_err(|_| TokenError::Random)
+}
+
 /// A fresh task id ([`random_id`], always a well-formed one).
 pub fn new_task_id(rng: &ring::rand::SystemRandom) -> Result<aims_core::id::TaskId, TokenError> {
     aims_core::id::TaskId::new(random_id(rng)?).map_err(|_| TokenError::Random)

@@ -12,6 +12,7 @@ use aims_api::{
     PolicyVersionSummary, PushPolicyRequest,
 };
 use aims_core::audit::{Outcome, action};
+use aims_core::id::DecisionId;
 use aims_store::{PolicySetVersion, StoreError};
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
@@ -26,6 +27,8 @@ use crate::extract::Body;
 use crate::policy::{self, LoadedPolicy};
 use crate::state::AppState;
 
+/// The decision id an explanation carries (it decides nothing).
+const EXPLAIN_DECISION_ID: &str = "explain";
 /// Most files in one policy set.
 const MAX_FILES: usize = 256;
 
@@ -231,7 +234,7 @@ pub async fn explain(
         snapshot.as_ref(),
         question,
         asked,
-        "explain".to_owned(),
+        Some(DecisionId::new(EXPLAIN_DECISION_ID).map_err(|_| ApiError::internal())?),
     );
     let explanation = state
         .policy

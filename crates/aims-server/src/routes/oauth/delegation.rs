@@ -208,7 +208,7 @@ async fn allowed(
         delegator_snapshot.as_ref(),
         question,
         ex.asked,
-        String::new(),
+        None,
     );
     request.context.delegation_depth = i64::from(parent.depth());
     request.context.delegation_chain = parent.delegation_chain();

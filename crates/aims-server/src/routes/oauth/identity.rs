@@ -204,14 +204,8 @@ async fn obtain(
             intent: task.intent.to_string(),
             arguments: Map::new(),
         };
-        let request = decisions::request_for(
-            state,
-            agent,
-            snapshot.as_ref(),
-            question,
-            ex.asked,
-            String::new(),
-        );
+        let request =
+            decisions::request_for(state, agent, snapshot.as_ref(), question, ex.asked, None);
         let decision = loaded.engine.decide(&request).ok();
         let effect = decision.as_ref().map_or("error", |d| d.effect.as_str());
         decisions.insert(
