@@ -26,7 +26,7 @@ use reqwest::{Method, RequestBuilder};
 
 use crate::SdkError;
 use crate::http::{http_client, parse_base_url, receive, receive_empty, receive_oauth};
-use crate::token::credential;
+use crate::oauth::credential;
 
 pub use crate::http::{CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 

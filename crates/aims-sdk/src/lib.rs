@@ -12,7 +12,7 @@
 //!   bundle).
 //! - [`attest`] is the agent side of attestation: proofs signed with the agent's own key,
 //!   SVIDs, renewal ([`attest::SvidSource`]).
-//! - [`token`] is the agent side of task tokens: [`TokenClient`] speaks the OAuth endpoints
+//! - [`oauth`] is the agent side of task tokens: [`TokenClient`] speaks the OAuth endpoints
 //!   (token exchange, JWT bearer, delegation, introspection, revocation), the revocation feed
 //!   and the decision endpoint, presenting tokens with DPoP proofs (or as bearer tokens where
 //!   an agent is allowed them); [`TaskToken`] keeps one task's token fresh by exchanging again
@@ -29,12 +29,12 @@ pub mod admin;
 pub mod attest;
 mod error;
 mod http;
+pub mod oauth;
 #[cfg(test)]
 mod test_server;
-pub mod token;
 pub mod verifier;
 
 pub use admin::AdminClient;
 pub use error::SdkError;
-pub use token::{TaskToken, TokenClient};
+pub use oauth::{TaskToken, TokenClient};
 pub use verifier::{Verifier, VerifierConfig, VerifyError};

@@ -36,7 +36,7 @@ use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
 use crate::SdkError;
-use crate::token::{DPOP, TokenClient};
+use crate::oauth::{DPOP, TokenClient};
 
 /// Clock skew allowed when verifying, seconds (the one value every AIMS verifier uses).
 pub use aims_token::LEEWAY_S;

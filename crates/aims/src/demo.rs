@@ -25,7 +25,7 @@ use aims_core::posture::{Evidence, PostureProfile};
 use aims_core::scope::ScopeSet;
 use aims_core::user::Role;
 use aims_sdk::attest::{Attestor, Credential};
-use aims_sdk::token::{DelegationRequest, ExchangeRequest};
+use aims_sdk::oauth::{DelegationRequest, ExchangeRequest};
 use aims_sdk::{AdminClient, SdkError, TokenClient};
 use aims_token::agent_key::{AgentKey, AgentKeyKind};
 use anyhow::{Context as _, anyhow, bail};

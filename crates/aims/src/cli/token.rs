@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use aims_api::oauth::{RevokeRequest, RevokeTarget, TokenResponse};
 use aims_core::id::{AgentName, Owner, ResourceServerName};
 use aims_core::scope::ScopeSet;
-use aims_sdk::token::{Binding, DelegationRequest, ExchangeRequest, Grant};
+use aims_sdk::oauth::{Binding, DelegationRequest, ExchangeRequest, Grant};
 use aims_token::agent_key::AgentKey;
 use anyhow::{Context as _, anyhow, bail};
 use serde_json::Value;

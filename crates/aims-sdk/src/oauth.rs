@@ -804,5 +804,5 @@ fn unix_now() -> i64 {
 }
 
 #[cfg(test)]
-#[path = "token_tests.rs"]
+#[path = "oauth_tests.rs"]
 mod tests;
