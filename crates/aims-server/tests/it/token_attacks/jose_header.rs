@@ -41,18 +41,7 @@ async fn alg_none_is_refused_in_every_casing(backend: Backend) {
 
 async fn hs256_signed_with_our_public_key_is_refused(backend: Backend) {
     let lab = Lab::start(backend).await;
-    let scene = &lab.scene;
-    let jwks_bytes = scene
-        .server
-        .http
-        .get(scene.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
+    let jwks_bytes = lab.jwks_document().await;
     let jwks: Value = serde_json::from_slice(&jwks_bytes).unwrap();
     let jwk = jwks["keys"]
         .as_array()

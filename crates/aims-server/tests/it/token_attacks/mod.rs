@@ -386,6 +386,20 @@ impl Lab {
         &self.scene.planner.svid
     }
 
+    /// The server's JWKS document, as served.
+    async fn jwks_document(&self) -> Vec<u8> {
+        let scene = &self.scene;
+        let response = scene.server.http.get(scene.url("/.well-known/jwks.json"));
+        response
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec()
+    }
+
     fn issuer(&self) -> String {
         claims(self.svid())["iss"].as_str().unwrap().to_owned()
     }

@@ -326,16 +326,7 @@ fn at_sdk(sdk: &VerifierState, presented: &Presented) -> Result<(), aims_sdk::Ve
 async fn the_server_and_the_sdk_verifier_refuse_the_same_attacks(backend: Backend) {
     let lab = Lab::start(backend).await;
     let scene = &lab.scene;
-    let jwks: Value = scene
-        .server
-        .http
-        .get(scene.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = serde_json::from_slice(&lab.jwks_document().await).unwrap();
     let mut sdk = VerifierState::new(lab.issuer(), AUDIENCE, Duration::from_secs(60));
     sdk.set_jwks(&jwks).unwrap();
     sdk.mark_synced(now());
