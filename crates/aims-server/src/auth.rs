@@ -13,7 +13,7 @@
 use std::marker::PhantomData;
 
 use aims_core::agent::Agent;
-use aims_core::audit::{Actor, Outcome, action};
+use aims_core::audit::{Actor, AuditEvent, Outcome, action};
 use aims_core::credential::{CredentialHash, MAX_CREDENTIAL_LEN};
 use aims_core::id::{SpiffeId, TokenId};
 use aims_core::scope::ScopeSet;
@@ -60,6 +60,13 @@ impl Caller {
                 self.user.role
             )))
         }
+    }
+
+    /// The audit event of a successful `action` by this operator, naming the request.
+    pub fn event(&self, state: &AppState, action: &str) -> AuditEvent {
+        state
+            .event(self.actor(), action, Outcome::Success)
+            .request(self.request_id.clone())
     }
 
     /// The caller as an audit actor.

@@ -8,7 +8,7 @@ use aims_api::{
     UpdateAgentRequest,
 };
 use aims_core::agent::{Agent, AgentError, LifecycleAction, LifecycleState};
-use aims_core::audit::{AuditEvent, Outcome, action};
+use aims_core::audit::{AuditEvent, action};
 use aims_core::credential::{CredentialHash, CredentialKind, format_credential};
 use aims_core::id::AgentName;
 use aims_core::user::Access;
@@ -76,11 +76,10 @@ fn new_join_token(
 }
 
 fn agent_event(state: &AppState, caller: &Caller, name: &str, agent: &Agent) -> AuditEvent {
-    let mut event = state.event(caller.actor(), name, Outcome::Success);
-    event.request_id = caller.request_id.clone();
-    event.agent = Some(agent.spiffe_id(&state.trust_domain).to_string());
-    event.owner = Some(agent.owner.to_string());
-    event
+    caller
+        .event(state, name)
+        .agent(agent.spiffe_id(&state.trust_domain).to_string())
+        .owner(agent.owner.to_string())
 }
 
 /// `POST /v1/agents`.

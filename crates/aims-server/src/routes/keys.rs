@@ -1,7 +1,7 @@
 //! `/v1/keys`: the trust domain's signing keys (public facts only) and their rotation.
 
 use aims_api::{KeyList, KeyView};
-use aims_core::audit::{Outcome, action};
+use aims_core::audit::action;
 use aims_store::KeyState;
 use axum::Json;
 use axum::extract::State;
@@ -63,10 +63,9 @@ pub async fn rotate(
             tracing::error!(error = %e, "key generation failed");
             ApiError::internal()
         })?;
-    let mut event = state.event(caller.actor(), action::KEY_ROTATE, Outcome::Success);
-    event.request_id = caller.request_id.clone();
-    event.details =
-        json!({ "new_next_kid": new_next.kid, "previous_current_kid": state.keys().current.kid() });
+    let event = caller.event(&state, action::KEY_ROTATE).details(
+        json!({ "new_next_kid": new_next.kid, "previous_current_kid": state.keys().current.kid() }),
+    );
     state.store.rotate_keys(&new_next, &event).await?;
     state.reload_keys().await?;
     Ok(Json(key_list(&state).await?))

@@ -5,7 +5,7 @@
 use aims_api::oauth::{
     RegisterResourceServerRequest, ResourceServerList, ResourceServerRegistered, ResourceServerView,
 };
-use aims_core::audit::{Outcome, action};
+use aims_core::audit::action;
 use aims_core::credential::CredentialKind;
 use aims_core::id::{Environment, ResourceServerName};
 use aims_store::{ResourceServer, StoreError};
@@ -89,14 +89,10 @@ pub async fn register(
         created_at: OffsetDateTime::now_utc(),
     };
     let (secret, hash) = state.new_credential(CredentialKind::ResourceServer)?;
-    let mut event = state.event(
-        caller.actor(),
-        action::RESOURCE_SERVER_ADD,
-        Outcome::Success,
-    );
-    event.request_id = caller.request_id.clone();
-    event.resource = Some(format!("resource_server:{}", server.name));
-    event.details = json!({ "audience": server.audience, "system": server.system });
+    let event = caller
+        .event(&state, action::RESOURCE_SERVER_ADD)
+        .resource(format!("resource_server:{}", server.name))
+        .details(json!({ "audience": server.audience, "system": server.system }));
     match state
         .store
         .create_resource_server(&server, &hash, &event)
@@ -154,13 +150,9 @@ pub async fn remove(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let name = parse_name(&name)?;
-    let mut event = state.event(
-        caller.actor(),
-        action::RESOURCE_SERVER_REMOVE,
-        Outcome::Success,
-    );
-    event.request_id = caller.request_id.clone();
-    event.resource = Some(format!("resource_server:{name}"));
+    let event = caller
+        .event(&state, action::RESOURCE_SERVER_REMOVE)
+        .resource(format!("resource_server:{name}"));
     match state.store.remove_resource_server(&name, &event).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(StoreError::NotFound { .. }) => Err(ApiError::not_found(

@@ -14,7 +14,7 @@ use std::time::Duration;
 use aims_api::oauth::{
     RevocationEntry, RevocationKind, RevocationPage, RevokeRequest, RevokeResponse, RevokeTarget,
 };
-use aims_core::audit::{Outcome, action};
+use aims_core::audit::action;
 use aims_core::id::{AgentName, Owner};
 use aims_core::task::is_valid_task_id;
 use aims_store::{Revocation, RevocationTarget, Revoked};
@@ -132,9 +132,9 @@ pub async fn revoke(
             "reason must be 1 to 256 characters without control characters",
         ));
     }
-    let mut event = state.event(caller.actor(), action::REVOKE, Outcome::Success);
-    event.request_id = caller.request_id.clone();
-    event.details = json!({ "target": req.target, "id": req.id, "reason": reason });
+    let mut event = caller
+        .event(&state, action::REVOKE)
+        .details(json!({ "target": req.target, "id": req.id, "reason": reason }));
     match &target {
         RevocationTarget::Credential(id) | RevocationTarget::Subtree(id) => {
             event.token_id = Some(id.clone());

@@ -483,13 +483,14 @@ pub async fn delete(
         require_change(&caller)?;
         let id = required_stream_id(query.as_deref())?;
         let stream = owned_stream(&state, &caller, &id).await?;
-        let mut event = state.event(
-            caller.actor(),
-            signals::ACTION_STREAM_DELETE,
-            Outcome::Success,
-        );
-        event.request_id = crate::auth::request_id(&headers);
-        event.resource = Some(format!("ssf_stream:{}", stream.id));
+        let event = state
+            .event(
+                caller.actor(),
+                signals::ACTION_STREAM_DELETE,
+                Outcome::Success,
+            )
+            .request(crate::auth::request_id(&headers))
+            .resource(format!("ssf_stream:{}", stream.id));
         match state.store.delete_ssf_stream(&stream.id, &event).await {
             Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
             Err(StoreError::NotFound { .. }) => Err(stream_not_found()),

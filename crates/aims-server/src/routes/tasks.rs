@@ -148,10 +148,10 @@ pub async fn end(
 ) -> Result<Json<TaskEnded>, ApiError> {
     let id = task_id(&id)?.to_owned();
     let now = OffsetDateTime::now_utc();
-    let mut event = state.event(caller.actor(), action::TASK_END, Outcome::Success);
-    event.request_id = caller.request_id.clone();
-    event.task_id = Some(id.clone());
-    event.details = json!({ "cause": "task ended by an operator" });
+    let event = caller
+        .event(&state, action::TASK_END)
+        .task(id.clone())
+        .details(json!({ "cause": "task ended by an operator" }));
     let revoked = match state.store.end_task(&id, now, &event).await {
         Ok(count) => count,
         Err(StoreError::NotFound { .. }) => return Err(not_found(&id)),

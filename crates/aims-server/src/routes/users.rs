@@ -2,7 +2,7 @@
 //! rotate their own credential).
 
 use aims_api::{AddUserRequest, UserCredential, UserList};
-use aims_core::audit::{AuditEvent, Outcome, action};
+use aims_core::audit::{AuditEvent, action};
 use aims_core::credential::CredentialKind;
 use aims_core::id::UserName;
 use aims_core::user::{Access, User};
@@ -19,10 +19,7 @@ use crate::extract::{Body, UserPath};
 use crate::state::AppState;
 
 fn user_event(state: &AppState, caller: &Caller, name: &str, user: &UserName) -> AuditEvent {
-    let mut event = state.event(caller.actor(), name, Outcome::Success);
-    event.request_id = caller.request_id.clone();
-    event.resource = Some(format!("user:{user}"));
-    event
+    caller.event(state, name).resource(format!("user:{user}"))
 }
 
 fn user_not_found(name: &UserName) -> ApiError {
@@ -43,8 +40,8 @@ pub async fn add(
         credential_rotated_at: now,
     };
     let (token, hash) = state.new_credential(CredentialKind::Human)?;
-    let mut event = user_event(&state, &caller, action::USER_ADD, &user.name);
-    event.details = json!({ "role": user.role });
+    let event = user_event(&state, &caller, action::USER_ADD, &user.name)
+        .details(json!({ "role": user.role }));
     match state.store.create_user(&user, &hash, &event).await {
         Ok(()) => Ok((StatusCode::CREATED, Json(UserCredential { user, token }))),
         Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(
