@@ -195,8 +195,11 @@ fn check_minted_id(kind: &'static str, value: &str, max: usize) -> Result<(), Id
     Ok(())
 }
 
+/// Longest task id a client may send, in bytes.
+pub const MAX_TASK_ID_LEN: usize = 64;
+
 fn check_task_id(value: &str) -> Result<(), IdError> {
-    check_minted_id("task id", value, crate::task::MAX_TASK_ID_LEN)
+    check_minted_id("task id", value, MAX_TASK_ID_LEN)
 }
 
 validated_string!(
@@ -228,11 +231,14 @@ validated_string!(
     check_decision_id
 );
 
+/// Longest declared intent, in bytes.
+pub const MAX_INTENT_LEN: usize = 1024;
+
 /// An intent: 1–1024 bytes of visible text (no control, invisible or direction-changing
 /// characters), not only spaces.
 fn check_intent(value: &str) -> Result<(), IdError> {
     const KIND: &str = "intent";
-    check_len(KIND, value, crate::task::MAX_INTENT_LEN)?;
+    check_len(KIND, value, MAX_INTENT_LEN)?;
     if value.trim().is_empty() || !crate::text::is_visible(value, false) {
         return Err(IdError::Malformed {
             kind: KIND,

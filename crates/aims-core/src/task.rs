@@ -7,12 +7,8 @@ use time::OffsetDateTime;
 
 use crate::id::{AgentName, Intent, TaskId};
 
-/// Longest declared intent, in bytes.
-pub const MAX_INTENT_LEN: usize = 1024;
 /// Longest declared subject (the user or system a task acts for), in bytes.
 pub const MAX_SUBJECT_LEN: usize = 256;
-/// Longest task id a client may send, in bytes.
-pub const MAX_TASK_ID_LEN: usize = 64;
 
 /// Whether `value` is a well-formed task id: 1–64 characters of `[A-Za-z0-9_-]` (AIMS mints
 /// them as 128 random bits in base64url).
