@@ -312,13 +312,14 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
-    /// 401: no or unknown credential.
+    /// 401: no or unknown credential, with the Bearer challenge RFC 7235 §3.1 asks for.
     pub fn unauthenticated() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
             ErrorCode::Unauthenticated,
             "a valid operator credential is required (Authorization: Bearer <token>)",
         )
+        .with_challenge("Bearer realm=\"aims\"".to_owned())
     }
 
     /// 403: the credential's role does not allow this.

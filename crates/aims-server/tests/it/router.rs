@@ -169,6 +169,8 @@ async fn api_refusals_use_the_api_form() {
     assert_eq!(body["error"], "unauthenticated");
     assert!(body["message"].is_string(), "{body}");
     assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    // RFC 7235 §3.1: a 401 names the scheme that would work.
+    assert_eq!(challenge(&headers), "Bearer realm=\"aims\"");
     let (status, _, body) = app
         .call(Request::get("/v1/nowhere").body(Body::empty()).unwrap())
         .await;
