@@ -11,7 +11,9 @@
 //! Token lifetimes: a `permit` may carry `@max_token_ttl_s("<seconds>")`, 1 to
 //! [`MAX_TOKEN_TTL_ANNOTATION_S`]. A task token whose scopes (or whose delegation) that
 //! policy allows lives at most that long; see [`crate::Engine::token_lifetime_limit_s`]. A
-//! malformed value, or the annotation on a `forbid`, fails compilation.
+//! malformed value, or the annotation on a `forbid`, fails compilation. The approval
+//! annotations (`@approvers`, `@approval_ttl_s`, ...) are read here too, by
+//! [`crate::approval`], with the same rules.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -20,6 +22,7 @@ use cedar_policy::{Effect, Policy, PolicyId, PolicySet, ValidationMode, Validato
 use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
 
+use crate::approval::ApprovalTerms;
 use crate::error::{CompileDiagnostic, PolicyError, SourceLocation, render};
 use crate::schema::Schema;
 
@@ -75,6 +78,8 @@ pub(crate) struct CompiledPolicy {
     pub(crate) reads_approval: bool,
     /// `@max_token_ttl_s`: the longest lifetime of a token this permit allows.
     pub(crate) max_token_ttl_s: Option<u64>,
+    /// How an approval this permit asks for is given ([`crate::approval`]).
+    pub(crate) approval: ApprovalTerms,
 }
 
 impl CompiledPolicy {
@@ -219,8 +224,10 @@ pub(crate) fn compile(
                 });
             }
             file_of.insert(id.clone(), file_idx);
-            let max_token_ttl_s = match token_ttl_annotation(p) {
-                Ok(ttl) => ttl,
+            let annotations =
+                token_ttl_annotation(p).and_then(|ttl| Ok((ttl, ApprovalTerms::of(p)?)));
+            let (max_token_ttl_s, approval) = match annotations {
+                Ok(read) => read,
                 Err(message) => {
                     parse_errors.push(CompileDiagnostic {
                         location: None,
@@ -233,6 +240,7 @@ pub(crate) fn compile(
             policies.push(CompiledPolicy {
                 reads_approval: reads_approval(p),
                 max_token_ttl_s,
+                approval,
                 policy: p.new_id(PolicyId::new(&id)),
                 id,
                 file: source.name.clone(),

@@ -44,6 +44,7 @@ use cedar_policy::{
     PolicySet, PrincipalConstraint, Request, ResourceConstraint,
 };
 
+use crate::approval::ApprovalTerms;
 use crate::cedar_request::CedarRequest;
 use crate::compile::{CompiledPolicy, PolicySource, Validation, compile};
 use crate::decision::{
@@ -64,6 +65,8 @@ pub struct Engine {
     reads_approval: HashMap<String, bool>,
     /// Policy id → its `@max_token_ttl_s`, for the permits that carry one.
     token_ttl_s: HashMap<String, u64>,
+    /// Policy id → the terms of the approval it asks for.
+    approval_terms: HashMap<String, ApprovalTerms>,
     full: PolicySet,
     index: Index,
     authorizer: Authorizer,
@@ -108,9 +111,15 @@ impl Engine {
             .iter()
             .filter_map(|p| Some((p.id.clone(), p.max_token_ttl_s?)))
             .collect();
+        let approval_terms = compiled
+            .policies
+            .iter()
+            .map(|p| (p.id.clone(), p.approval.clone()))
+            .collect();
         Ok(Self {
             reads_approval,
             token_ttl_s,
+            approval_terms,
             schema,
             policies: compiled.policies,
             full: compiled.set,
@@ -175,6 +184,21 @@ impl Engine {
             .iter()
             .filter_map(|id| self.token_ttl_s.get(id).copied())
             .min()
+    }
+
+    /// How the approval an `approval_required` decision asks for is given: the strictest
+    /// terms of its determining policies ([`ApprovalTerms::strictest`]); `None` for any
+    /// other decision.
+    #[must_use]
+    pub fn approval_terms(&self, decision: &Decision) -> Option<ApprovalTerms> {
+        (decision.effect == Effect::ApprovalRequired).then(|| {
+            ApprovalTerms::strictest(
+                decision
+                    .determining_policies
+                    .iter()
+                    .filter_map(|id| self.approval_terms.get(id)),
+            )
+        })
     }
 
     /// How many index buckets the policies fall into.

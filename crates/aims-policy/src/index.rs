@@ -229,6 +229,7 @@ mod tests {
                 policy: Policy::parse(Some(PolicyId::new(format!("p{i}"))), *t).unwrap(),
                 reads_approval: true,
                 max_token_ttl_s: None,
+                approval: crate::approval::ApprovalTerms::default(),
             })
             .collect()
     }

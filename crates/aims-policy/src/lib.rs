@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod approval;
 pub mod cedar_request;
 pub mod compile;
 pub mod decision;
@@ -35,6 +36,7 @@ pub mod schema;
 mod shapes;
 pub mod testcases;
 
+pub use approval::ApprovalTerms;
 pub use cedar_request::CedarRequest;
 pub use compile::{PolicySource, Validation};
 pub use decision::{

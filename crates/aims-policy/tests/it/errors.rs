@@ -117,6 +117,53 @@ fn approval_required_when_only_approval_is_missing() {
 }
 
 #[test]
+fn an_approval_required_decision_carries_its_policies_approval_terms() {
+    let e = engine(
+        r#"
+        @id("export") @approvers("security, sre") @approval_ttl_s("600") @four_eyes
+        permit(principal, action == Aims::Action::"delete", resource) when { context.approved };
+        @id("export-too") @approvers("sre") @approval_uses("3")
+        permit(principal, action == Aims::Action::"delete", resource) when { context.approved };
+        @id("read") permit(principal, action == Aims::Action::"read", resource);
+        "#,
+    );
+    let d = e
+        .decide(&request(agent("a", &[]), "delete", object("Resource", "r")))
+        .unwrap();
+    assert_eq!(d.effect, Effect::ApprovalRequired);
+    let terms = e.approval_terms(&d).unwrap();
+    assert_eq!(
+        terms.approvers,
+        Some(std::collections::BTreeSet::from(["sre".to_owned()]))
+    );
+    assert_eq!(
+        (terms.ttl_s, terms.uses, terms.four_eyes),
+        (Some(600), 1, true)
+    );
+    assert!(!terms.show_arguments);
+    // Only an approval_required decision has terms.
+    let allowed = e
+        .decide(&request(agent("a", &[]), "read", object("Resource", "r")))
+        .unwrap();
+    assert_eq!(e.approval_terms(&allowed), None);
+}
+
+#[test]
+fn malformed_approval_annotations_fail_compilation() {
+    let sources = [aims_policy::PolicySource::new(
+        "bad.cedar",
+        r#"@id("bad") @approval_ttl_s("forever") permit(principal, action, resource);"#,
+    )];
+    let err = aims_policy::Engine::compile(
+        aims_policy::Schema::aims().unwrap(),
+        &sources,
+        aims_policy::Validation::Strict,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("approval_ttl_s"), "{err}");
+}
+
+#[test]
 fn batch_answers_each_request_in_order() {
     let e = engine(r#"permit(principal, action == Aims::Action::"read", resource);"#);
     let reqs = vec![
