@@ -141,7 +141,8 @@ where
     for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
     usize: ColumnIndex<<B::Db as Database>::Row>,
 {
-    let (rows, new_head) = rows::chain_batch(head, events)?;
+    let txn = transaction_id()?;
+    let (rows, new_head) = rows::chain_batch(head, events, &txn)?;
     let written: Result<(), StoreError> = async {
         B::insert_audit(&mut tx, rows).await?;
         sqlx::query(sql::UPDATE_HEAD)
@@ -159,18 +160,31 @@ where
     }
     match tx.commit().await {
         Ok(()) => Ok(new_head),
-        Err(failure) => committed_anyway(backend, &new_head, failure).await,
+        Err(failure) => committed_anyway(backend, &new_head, &txn, failure).await,
     }
 }
 
-/// After a failed `COMMIT`: whether the transaction that would have moved the head to
+/// A fresh random id for one write transaction (128 bits, hex).
+fn transaction_id() -> Result<String, StoreError> {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| StoreError::Unavailable("no randomness for a transaction id".to_owned()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// After a failed `COMMIT`: whether the transaction `txn` that would have moved the head to
 /// `new_head` committed all the same. The question is asked under the head lock, which the
 /// failed transaction held, so it has ended (committed or rolled back) by the time it is
-/// answered. `Ok` if the head's record is in the log; `failure` if it is not; `OutcomeUnknown`
-/// if the store cannot be asked.
+/// answered. `Ok` if the record at the head's position was appended by `txn`; `failure` if
+/// not (nothing there, or another transaction's record, even one with the same hash: two
+/// transactions that append identical events after the same head produce identical hashes);
+/// `OutcomeUnknown` if the store cannot be asked.
 async fn committed_anyway<B>(
     backend: &B,
     new_head: &ChainHead,
+    txn: &str,
     failure: StoreError,
 ) -> Result<ChainHead, StoreError>
 where
@@ -187,14 +201,14 @@ where
         ))
     };
     let (mut probe, _head) = backend.begin_locked().await.map_err(unknown)?;
-    let found = sqlx::query_scalar::<B::Db, String>(sql::AUDIT_HASH_AT)
+    let found = sqlx::query_scalar::<B::Db, Option<String>>(sql::AUDIT_TXN_AT)
         .bind(rows::to_i64(new_head.seq)?)
         .fetch_optional(&mut *probe)
         .await
         .map_err(classify);
     let _ = probe.rollback().await;
     match found {
-        Ok(Some(hash)) if hash == new_head.hash.to_hex() => {
+        Ok(Some(Some(appended_by))) if appended_by == txn => {
             tracing::warn!(%failure, seq = new_head.seq, "COMMIT reported a failure but the transaction committed");
             Ok(*new_head)
         }

@@ -44,9 +44,9 @@ const SESSION_LIMITS: [(&str, &str); 3] = [
 const LOCK_HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE";
 /// Inserts a whole batch of audit rows in one round trip.
 const INSERT_AUDIT_BATCH: &str = "INSERT INTO audit_log \
-     (seq, time_ms, action, agent, prev_hash, hash, body) \
+     (seq, time_ms, action, agent, prev_hash, hash, body, txn) \
      SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
-     $6::TEXT[], $7::TEXT[])";
+     $6::TEXT[], $7::TEXT[], $8::TEXT[])";
 /// Whether this session may write (off on a standby or a read-only default).
 const READ_ONLY: &str = "SELECT current_setting('transaction_read_only')";
 
@@ -174,6 +174,7 @@ impl Backend for PostgresStore {
             columns.prev_hash.push(row.prev_hash);
             columns.hash.push(row.hash);
             columns.body.push(row.body);
+            columns.txn.push(row.txn);
         }
         sqlx::query(INSERT_AUDIT_BATCH)
             .bind(columns.seq)
@@ -183,6 +184,7 @@ impl Backend for PostgresStore {
             .bind(columns.prev_hash)
             .bind(columns.hash)
             .bind(columns.body)
+            .bind(columns.txn)
             .execute(conn)
             .await
             .map_err(classify)?;
@@ -218,6 +220,7 @@ struct AuditColumns {
     prev_hash: Vec<String>,
     hash: Vec<String>,
     body: Vec<String>,
+    txn: Vec<String>,
 }
 
 #[cfg(test)]

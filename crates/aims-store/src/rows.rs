@@ -393,12 +393,16 @@ pub(crate) struct NewAuditRow {
     pub prev_hash: String,
     pub hash: String,
     pub body: String,
+    /// The appending transaction's id.
+    pub txn: String,
 }
 
-/// Chains `events` after `head`; returns the rows to insert and the new head.
+/// Chains `events` after `head` for the transaction `txn`; returns the rows to insert and
+/// the new head.
 pub(crate) fn chain_batch(
     head: ChainHead,
     events: &[AuditEvent],
+    txn: &str,
 ) -> Result<(Vec<NewAuditRow>, ChainHead), StoreError> {
     let mut rows = Vec::with_capacity(events.len());
     let mut head = head;
@@ -412,6 +416,7 @@ pub(crate) fn chain_batch(
             prev_hash: record.prev_hash.to_hex(),
             hash: record.hash.to_hex(),
             body: record.body,
+            txn: txn.to_owned(),
         });
         head = ChainHead {
             seq: record.seq,
@@ -869,7 +874,7 @@ mod tests {
             "api.read",
             Outcome::Success,
         );
-        let (rows, head) = chain_batch(ChainHead::EMPTY, &[event.clone(), event]).unwrap();
+        let (rows, head) = chain_batch(ChainHead::EMPTY, &[event.clone(), event], "t").unwrap();
         assert_eq!(head.seq, 2);
         let records: Vec<_> = rows
             .into_iter()

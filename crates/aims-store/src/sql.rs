@@ -13,11 +13,12 @@ pub(crate) const UPDATE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 
 /// The readiness probe's write: a counter in `meta`, committed on its own.
 pub(crate) const HEARTBEAT: &str = "INSERT INTO meta (key, value) VALUES ('heartbeat', '1') \
      ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(meta.value AS BIGINT) + 1 AS TEXT)";
-/// The hash of the record at a position: how a failed commit learns whether it committed.
-pub(crate) const AUDIT_HASH_AT: &str = "SELECT hash FROM audit_log WHERE seq = $1";
+/// The transaction that appended the record at a position: how a failed commit learns
+/// whether it committed.
+pub(crate) const AUDIT_TXN_AT: &str = "SELECT txn FROM audit_log WHERE seq = $1";
 pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_log \
-     (seq, time_ms, action, agent, prev_hash, hash, body) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+     (seq, time_ms, action, agent, prev_hash, hash, body, txn) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 pub(crate) const SELECT_AUDIT: &str = "SELECT seq, prev_hash, hash, body FROM audit_log \
      WHERE seq > $1 ORDER BY seq LIMIT $2";
 

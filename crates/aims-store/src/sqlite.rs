@@ -151,6 +151,7 @@ impl Backend for SqliteStore {
                 .bind(row.prev_hash)
                 .bind(row.hash)
                 .bind(row.body)
+                .bind(row.txn)
                 .execute(&mut *conn)
                 .await
                 .map_err(classify)?;
