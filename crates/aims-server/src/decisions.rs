@@ -214,7 +214,7 @@ pub async fn decide_for(
     }
     let agent = &caller.agent;
     let snapshot = state.store.posture_snapshot(&agent.name).await?;
-    let id = aims_token::new_decision_id(&state.rng).map_err(|_| ApiError::internal())?;
+    let id: DecisionId = aims_token::new_id(&state.rng).map_err(|_| ApiError::internal())?;
     let in_scope = caller
         .task
         .as_ref()

@@ -203,13 +203,13 @@ impl std::fmt::Display for ErrorCode {
 impl ErrorCode {
     /// The code of a refusal by the one agent-authentication core.
     pub fn of_refusal(refusal: &aims_token::authn::Refusal) -> Self {
-        match refusal.code() {
-            "invalid_svid" => Self::InvalidSvid,
-            "revocation_state_stale" => Self::RevocationStateStale,
-            "invalid_dpop_proof" => Self::InvalidDpopProof,
-            "use_dpop_nonce" => Self::UseDpopNonce,
-            _ => Self::InvalidToken,
-        }
+        // Every code the core answers is one of ours (a unit test checks); a refusal stays a
+        // refusal whatever it is called.
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|code| code.as_str() == refusal.code())
+            .unwrap_or(Self::InvalidToken)
     }
 }
 
@@ -482,6 +482,36 @@ mod tests {
             assert!(
                 text.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
                 "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_authentication_refusal_has_its_own_code() {
+        use aims_token::TokenError;
+        use aims_token::authn::{Refusal, Scheme};
+        let scheme = Scheme::Dpop;
+        for refusal in [
+            Refusal::NoCredential,
+            Refusal::Stale,
+            Refusal::Token {
+                error: TokenError::Expired,
+                scheme,
+            },
+            Refusal::Revoked { scheme },
+            Refusal::Identity(TokenError::Expired),
+            Refusal::BoundTokenAsBearer,
+            Refusal::UnboundTokenAsDpop,
+            Refusal::MissingProof,
+            Refusal::Proof(TokenError::Expired),
+            Refusal::KeyMismatch,
+            Refusal::UseNonce,
+            Refusal::Replay,
+        ] {
+            assert_eq!(
+                ErrorCode::of_refusal(&refusal).as_str(),
+                refusal.code(),
+                "{refusal:?}"
             );
         }
     }

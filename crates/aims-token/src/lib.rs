@@ -33,21 +33,10 @@ pub fn random_id(rng: &ring::rand::SystemRandom) -> Result<String, TokenError> {
     Ok(codec::b64url(&bytes))
 }
 
-/// A fresh token id, a `jti` ([`random_id`], always a well-formed one).
-pub fn new_token_id(rng: &ring::rand::SystemRandom) -> Result<aims_core::id::TokenId, TokenError> {
-    aims_core::id::TokenId::new(random_id(rng)?).map_err(|_| TokenError::Random)
-}
-
-/// A fresh decision id ([`random_id`], always a well-formed one).
-pub fn new_decision_id(
-    rng: &ring::rand::SystemRandom,
-) -> Result<aims_core::id::DecisionId, TokenError> {
-    aims_core::id::DecisionId::new(random_id(rng)?).map_err(|_| TokenError::Random)
-}
-
-/// A fresh task id ([`random_id`], always a well-formed one).
-pub fn new_task_id(rng: &ring::rand::SystemRandom) -> Result<aims_core::id::TaskId, TokenError> {
-    aims_core::id::TaskId::new(random_id(rng)?).map_err(|_| TokenError::Random)
+/// A fresh id of an id type AIMS mints (`TaskId`, `TokenId`, `DecisionId`): a [`random_id`],
+/// which is always a well-formed one.
+pub fn new_id<T: std::str::FromStr>(rng: &ring::rand::SystemRandom) -> Result<T, TokenError> {
+    random_id(rng)?.parse().map_err(|_| TokenError::Random)
 }
 
 /// Why a key or token operation failed. Messages never contain key material or token content,

@@ -405,7 +405,7 @@ async fn issue_svid(
         aud: audience.clone(),
         iat: now.unix_timestamp(),
         exp: expires_at.unix_timestamp(),
-        jti: aims_token::new_token_id(&state.rng).map_err(signing_failed)?,
+        jti: aims_token::new_id(&state.rng).map_err(signing_failed)?,
         cnf: aims_token::access::Confirmation {
             jkt: key_thumbprint.clone(),
         },

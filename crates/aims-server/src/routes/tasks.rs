@@ -48,7 +48,7 @@ pub async fn create(
         ));
     }
     let task = Task {
-        id: aims_token::new_task_id(&state.rng).map_err(|_| ApiError::internal())?,
+        id: aims_token::new_id(&state.rng).map_err(|_| ApiError::internal())?,
         agent: caller.agent.name.clone(),
         intent,
         subject: req.subject.unwrap_or_else(|| caller.spiffe_id.to_string()),

@@ -241,7 +241,7 @@ fn delegated_claims(
         aud: grant.audience.clone(),
         client_id: actor.sub.to_string(),
         scope: grant.scopes.to_string(),
-        jti: aims_token::new_token_id(&state.rng).map_err(no_randomness)?,
+        jti: aims_token::new_id(&state.rng).map_err(no_randomness)?,
         iat: ex.asked.at.unix_timestamp(),
         exp: grant.expires_at,
         task_id: parent.task_id.clone(),

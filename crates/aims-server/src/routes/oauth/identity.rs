@@ -66,7 +66,7 @@ pub(super) async fn exchange(
         aud: grant.audience.clone(),
         client_id: svid.sub.to_string(),
         scope: grant.scopes.to_string(),
-        jti: aims_token::new_token_id(&state.rng).map_err(no_randomness)?,
+        jti: aims_token::new_id(&state.rng).map_err(no_randomness)?,
         iat: now,
         exp: grant.expires_at,
         task_id: task.id.clone(),
@@ -144,7 +144,7 @@ async fn task_for(
         invalid_request("intent must be 1 to 1024 characters without control characters")
     })?;
     let task = Task {
-        id: aims_token::new_task_id(&state.rng).map_err(no_randomness)?,
+        id: aims_token::new_id(&state.rng).map_err(no_randomness)?,
         agent: agent.name.clone(),
         intent,
         subject: svid.sub.to_string(),
