@@ -95,6 +95,10 @@ pub struct AuditEvent {
     /// A policy decision's result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<String>,
+    /// The approval request the event concerns (opened, decided, or whose grant a decision
+    /// used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
     /// The policies that determined the decision.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policy_ids: Vec<String>,
@@ -122,6 +126,7 @@ impl AuditEvent {
             delegation_chain: Vec::new(),
             intent: None,
             decision: None,
+            approval_id: None,
             policy_ids: Vec::new(),
             details: serde_json::Value::Null,
         }
@@ -205,6 +210,13 @@ impl AuditEvent {
         self
     }
 
+    /// The event naming the approval request it concerns.
+    #[must_use]
+    pub fn approval(mut self, id: impl Into<String>) -> Self {
+        self.approval_id = Some(id.into());
+        self
+    }
+
     /// The event with action-specific details (never secrets).
     #[must_use]
     pub fn details(mut self, details: serde_json::Value) -> Self {
@@ -251,6 +263,10 @@ pub mod action {
     pub const POLICY_EXPLAIN: &str = "policy.explain";
     /// An authorization decision was made (allow, deny or approval_required).
     pub const DECISION: &str = "decision";
+    /// An `approval_required` decision opened an approval request for its call.
+    pub const APPROVAL_REQUEST: &str = "approval.request";
+    /// A human approved or denied an approval request, or was refused.
+    pub const APPROVAL_DECIDE: &str = "approval.decide";
     /// An access token was issued by token exchange or JWT bearer grant, or refused.
     pub const TOKEN_EXCHANGE: &str = "token.exchange";
     /// A token was delegated to another agent, or the delegation refused.

@@ -208,7 +208,7 @@ validated_string!(
     check_task_id
 );
 
-/// Longest token id (`jti`) or decision id AIMS accepts.
+/// Longest token id (`jti`), decision id or approval id AIMS accepts.
 pub const TOKEN_ID_MAX: usize = 128;
 
 fn check_token_id(value: &str) -> Result<(), IdError> {
@@ -229,6 +229,16 @@ validated_string!(
     /// The id of one policy decision, in its answer and its audit event.
     DecisionId,
     check_decision_id
+);
+
+fn check_approval_id(value: &str) -> Result<(), IdError> {
+    check_minted_id("approval id", value, TOKEN_ID_MAX)
+}
+
+validated_string!(
+    /// The id of one approval request, in the decision that opened it and every event about it.
+    ApprovalId,
+    check_approval_id
 );
 
 /// Longest declared intent, in bytes.

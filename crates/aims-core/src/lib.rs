@@ -6,6 +6,7 @@
 //! above it shares these types.
 
 pub mod agent;
+pub mod approval;
 pub mod audit;
 pub mod credential;
 pub mod delegation;

@@ -23,20 +23,22 @@
 use std::future::Future;
 
 use aims_core::agent::{Agent, LifecycleState};
+use aims_core::approval::{ApprovalRequest, ApprovalVerdict, BoundCall};
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
 use aims_core::credential::CredentialHash;
-use aims_core::id::{AgentName, ResourceServerName, TrustDomain, UserName};
+use aims_core::id::{AgentName, ApprovalId, ResourceServerName, TrustDomain, UserName};
 use aims_core::task::{Task, TaskState};
 use aims_core::user::{Role, User};
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
 use time::OffsetDateTime;
 
+use crate::approvals;
 use crate::errors::{classify, is_foreign_key_violation, on_unique};
 use crate::rows::{
-    self, AgentColumns, AgentRow, AuditRow, CredentialRow, HeadRow, JoinTokenRow, KeyRow, Listing,
-    NewAuditRow, PolicySetRow, ResourceServerRow, RevocationRow, SnapshotRow, SsfPendingRow,
-    SsfStreamColumns, SsfStreamRow, TaskRow, UserRow,
+    self, AgentColumns, AgentRow, ApprovalRow, AuditRow, CredentialRow, HeadRow, JoinTokenRow,
+    KeyRow, Listing, NewAuditRow, PolicySetRow, ResourceServerRow, RevocationRow, SnapshotRow,
+    SsfPendingRow, SsfStreamColumns, SsfStreamRow, TaskRow, UserRow,
 };
 use crate::tx::{Control, Tx};
 use crate::{
@@ -84,7 +86,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
 }
 
 /// Begins a write transaction holding the audit-head lock, if the store admits writes now.
-async fn begin_write<B: Backend>(backend: &B) -> Result<(Tx<B::Db>, ChainHead), StoreError> {
+pub(crate) async fn begin_write<B: Backend>(
+    backend: &B,
+) -> Result<(Tx<B::Db>, ChainHead), StoreError> {
     backend.admit_write()?;
     backend.begin_locked().await
 }
@@ -98,7 +102,7 @@ fn write_pool<B: Backend>(backend: &B) -> Result<&Pool<B::Db>, StoreError> {
 /// Ends a write transaction whose checks and changes came out as `outcome`: a success is
 /// committed with `events` ([`finish`]); a refusal is rolled back and returned as it is
 /// (should the rollback fail, its connection is closed, which rolls back too).
-async fn settle<B, T>(
+pub(crate) async fn settle<B, T>(
     backend: &B,
     tx: Tx<B::Db>,
     head: ChainHead,
@@ -307,6 +311,7 @@ where
     for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
     for<'q> String: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
     for<'q> Option<String>: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> Option<i64>: Encode<'q, B::Db> + Type<B::Db>,
     for<'q> i64: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
     for<'q> Vec<u8>: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
     for<'r> &'r str: ColumnIndex<<B::Db as Database>::Row>,
@@ -1332,6 +1337,80 @@ where
             .map_err(classify)?;
         Ok(claimed.is_some())
     }
+
+    async fn open_approval(
+        &self,
+        request: &ApprovalRequest,
+        decision: &AuditEvent,
+        opened: &AuditEvent,
+    ) -> Result<ApprovalRequest, StoreError> {
+        approvals::open(self, request, decision, opened).await
+    }
+
+    async fn approval(&self, id: &ApprovalId) -> Result<Option<ApprovalRequest>, StoreError> {
+        sqlx::query_as::<B::Db, ApprovalRow>(sql::SELECT_APPROVAL)
+            .bind(id.as_str().to_owned())
+            .fetch_optional(self.reads())
+            .await
+            .map_err(classify)?
+            .map(ApprovalRow::into_request)
+            .transpose()
+    }
+
+    async fn list_approvals(
+        &self,
+        pending_at: Option<OffsetDateTime>,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRequest>, StoreError> {
+        let limit = i64::from(rows::page_limit(limit));
+        let query = match pending_at {
+            Some(now) => sqlx::query_as::<B::Db, ApprovalRow>(sql::LIST_PENDING_APPROVALS)
+                .bind(rows::to_ms(now))
+                .bind(limit),
+            None => sqlx::query_as::<B::Db, ApprovalRow>(sql::LIST_APPROVALS).bind(limit),
+        };
+        query
+            .fetch_all(self.reads())
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(ApprovalRow::into_request)
+            .collect()
+    }
+
+    async fn decide_approval(
+        &self,
+        id: &ApprovalId,
+        verdict: &ApprovalVerdict,
+        event: &AuditEvent,
+    ) -> Result<ApprovalRequest, StoreError> {
+        approvals::decide(self, id, verdict, event).await
+    }
+
+    async fn grant_for(
+        &self,
+        call: &BoundCall,
+        now: OffsetDateTime,
+    ) -> Result<Option<ApprovalId>, StoreError> {
+        approvals::grant_for(self, call, now).await
+    }
+
+    async fn use_grant(
+        &self,
+        id: &ApprovalId,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        approvals::use_grant(self, id, now, event).await
+    }
+
+    async fn approvals_version(&self) -> Result<u64, StoreError> {
+        let version = sqlx::query_scalar::<B::Db, i64>(sql::APPROVALS_VERSION)
+            .fetch_one(self.reads())
+            .await
+            .map_err(classify)?;
+        rows::to_u64(version, "approvals version")
+    }
 }
 
 /// Revokes `target` and its closure inside `tx`: appends every live member to the revocation
@@ -1392,6 +1471,7 @@ where
         .fetch_one(&mut **tx)
         .await
         .map_err(classify)?;
+    approvals::revoke_approvals_in::<B>(tx, target, before).await?;
     sqlx::query(sql::MARK_REVOKED)
         .bind(rows::to_ms(now))
         .bind(reason.to_owned())
@@ -1404,7 +1484,7 @@ where
 
 /// Refuses unless `agent` exists and its lifecycle state lets it hold credentials (it may
 /// have been suspended or quarantined since the caller read it); read under the write lock.
-async fn require_credentials_allowed<B>(
+pub(crate) async fn require_credentials_allowed<B>(
     tx: &mut Tx<B::Db>,
     agent: &AgentName,
 ) -> Result<(), StoreError>

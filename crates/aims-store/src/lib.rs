@@ -12,15 +12,19 @@
 use std::sync::Arc;
 
 use aims_core::agent::{Agent, LifecycleState};
+use aims_core::approval::{ApprovalRequest, ApprovalVerdict, BoundCall};
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
 use aims_core::credential::CredentialHash;
-use aims_core::id::{AgentName, Environment, Owner, ResourceServerName, TrustDomain, UserName};
+use aims_core::id::{
+    AgentName, ApprovalId, Environment, Owner, ResourceServerName, TrustDomain, UserName,
+};
 use aims_core::posture::Evidence;
 use aims_core::task::Task;
 use aims_core::user::User;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+mod approvals;
 mod engine;
 mod errors;
 mod oauth;
@@ -577,6 +581,62 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
         until: OffsetDateTime,
     ) -> Result<bool, StoreError>;
+
+    /// Opens an approval request for its call, with `decision` (the `approval_required`
+    /// decision that asked) and `opened` (its `approval.request` event); when a pending,
+    /// unexpired request for the same call exists, joins it instead and writes `decision`
+    /// only. Either way the events written name the request, and it is returned. `Conflict`
+    /// when the agent may not hold credentials or the task is not open.
+    async fn open_approval(
+        &self,
+        request: &ApprovalRequest,
+        decision: &AuditEvent,
+        opened: &AuditEvent,
+    ) -> Result<ApprovalRequest, StoreError>;
+
+    /// One approval request by id.
+    async fn approval(&self, id: &ApprovalId) -> Result<Option<ApprovalRequest>, StoreError>;
+
+    /// The newest `limit` approval requests (capped at [`MAX_PAGE`]); with `pending_at`, only
+    /// those pending and unexpired then.
+    async fn list_approvals(
+        &self,
+        pending_at: Option<OffsetDateTime>,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRequest>, StoreError>;
+
+    /// Records a human's answer to a pending request, with its audit event; an approval
+    /// becomes a grant of the request's uses for its window from `verdict.at`. `NotFound`;
+    /// `Conflict` when the request is no longer pending at `verdict.at` (answered, expired or
+    /// revoked), its agent may not hold credentials, or its task is not open.
+    async fn decide_approval(
+        &self,
+        id: &ApprovalId,
+        verdict: &ApprovalVerdict,
+        event: &AuditEvent,
+    ) -> Result<ApprovalRequest, StoreError>;
+
+    /// The id of a grant covering `call` with uses left at `now`, if any (a read: spending
+    /// it is [`Store::use_grant`]).
+    async fn grant_for(
+        &self,
+        call: &BoundCall,
+        now: OffsetDateTime,
+    ) -> Result<Option<ApprovalId>, StoreError>;
+
+    /// Spends one use of grant `id` in one transaction with the decision `event` that used
+    /// it. Of concurrent callers on a grant with one use left exactly one gets `true`; `false`,
+    /// with nothing written, when the grant is spent, expired, revoked or unknown.
+    async fn use_grant(
+        &self,
+        id: &ApprovalId,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError>;
+
+    /// The approvals' change counter: it grows with every change to any request, so a
+    /// replica polling it learns that a waiter's request may have been answered.
+    async fn approvals_version(&self) -> Result<u64, StoreError>;
 }
 
 /// How a store is opened beyond its URL.

@@ -6,9 +6,10 @@
 //! so a rule written here cannot drift between SQLite and PostgreSQL.
 
 use aims_core::agent::{Agent, LifecycleState};
+use aims_core::approval::{ApprovalRequest, ApprovalState};
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHash, ChainHead};
 use aims_core::id::{
-    AgentName, Environment, Intent, ResourceServerName, TaskId, TrustDomain, UserName,
+    AgentName, ApprovalId, Environment, Intent, ResourceServerName, TaskId, TrustDomain, UserName,
 };
 use aims_core::task::{Task, TaskState};
 use aims_core::user::{Role, User};
@@ -928,5 +929,35 @@ mod tests {
             parse_sequence(Some("x")),
             Err(StoreError::Corrupt(_))
         ));
+    }
+}
+
+/// A stored approval request: its mutable state beside the JSON of what was asked.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ApprovalRow {
+    pub id: String,
+    pub state: String,
+    pub uses_left: i64,
+    pub asked: String,
+    pub verdict: Option<String>,
+}
+
+impl ApprovalRow {
+    /// Decodes the row.
+    pub fn into_request(self) -> Result<ApprovalRequest, StoreError> {
+        Ok(ApprovalRequest {
+            id: ApprovalId::new(self.id.clone()).map_err(|_| corrupt("approval id", &self.id))?,
+            state: ApprovalState::parse(&self.state)
+                .ok_or_else(|| corrupt("approval state", &self.state))?,
+            uses_left: u32::try_from(self.uses_left)
+                .map_err(|_| corrupt("approval uses", &self.uses_left.to_string()))?,
+            asked: serde_json::from_str(&self.asked)
+                .map_err(|e| StoreError::Corrupt(format!("approval request: {e}")))?,
+            verdict: self
+                .verdict
+                .map(|v| serde_json::from_str(&v))
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("approval verdict: {e}")))?,
+        })
     }
 }

@@ -275,3 +275,73 @@ pub(crate) const CLAIM_SSF_STREAM: &str = "UPDATE ssf_streams \
      SET claimed_by = $2, claimed_until_ms = $4 \
      WHERE id = $1 AND delivery_method = 'push' \
      AND (claimed_by IS NULL OR claimed_by = $2 OR claimed_until_ms <= $3) RETURNING id";
+
+/// Columns of [`crate::rows::ApprovalRow`].
+macro_rules! approval_columns {
+    () => {
+        "id, state, uses_left, asked, verdict"
+    };
+}
+pub(crate) const INSERT_APPROVAL: &str = "INSERT INTO approvals (id, task_id, agent, owner, \
+     credential, action, resource, arguments_digest, state, created_at_ms, expires_at_ms, \
+     uses_left, version, asked) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, 0, \
+     (SELECT COALESCE(MAX(version), 0) + 1 FROM approvals), $11)";
+pub(crate) const SELECT_APPROVAL: &str = concat!(
+    "SELECT ",
+    approval_columns!(),
+    " FROM approvals WHERE id = $1"
+);
+/// The pending, unexpired request for a call (binds: task, agent, action, resource,
+/// arguments digest, now).
+pub(crate) const PENDING_APPROVAL_FOR_CALL: &str = concat!(
+    "SELECT ",
+    approval_columns!(),
+    " FROM approvals WHERE task_id = $1 AND agent = $2 AND action = $3 AND resource = $4 \
+     AND arguments_digest = $5 AND state = 'pending' AND expires_at_ms > $6 \
+     ORDER BY created_at_ms, id LIMIT 1"
+);
+/// The live grant for a call (same binds), oldest first.
+pub(crate) const GRANT_FOR_CALL: &str = "SELECT id FROM approvals WHERE task_id = $1 \
+     AND agent = $2 AND action = $3 AND resource = $4 AND arguments_digest = $5 \
+     AND state = 'approved' AND uses_left > 0 AND grant_expires_at_ms > $6 \
+     ORDER BY created_at_ms, id LIMIT 1";
+/// Spends one use of a grant; `used` when it was the last. Returns the id if it was live.
+pub(crate) const USE_GRANT: &str = "UPDATE approvals SET uses_left = uses_left - 1, \
+     state = CASE WHEN uses_left = 1 THEN 'used' ELSE 'approved' END, \
+     version = (SELECT COALESCE(MAX(version), 0) + 1 FROM approvals) \
+     WHERE id = $1 AND state = 'approved' AND uses_left > 0 AND grant_expires_at_ms > $2 \
+     RETURNING id";
+/// Records a human's answer to a pending request (binds: id, state, uses left, grant end,
+/// verdict JSON, now). Returns the id if it was pending and unexpired.
+pub(crate) const DECIDE_APPROVAL: &str = "UPDATE approvals SET state = $2, uses_left = $3, \
+     grant_expires_at_ms = $4, verdict = $5, \
+     version = (SELECT COALESCE(MAX(version), 0) + 1 FROM approvals) \
+     WHERE id = $1 AND state = 'pending' AND expires_at_ms > $6 RETURNING id";
+pub(crate) const APPROVALS_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM approvals";
+/// Revokes the pending requests and live grants of credentials revoked after log position
+/// `$1` (binds: position).
+pub(crate) const REVOKE_APPROVALS_OF_CREDENTIALS: &str = "UPDATE approvals \
+     SET state = 'revoked', version = (SELECT COALESCE(MAX(version), 0) + 1 FROM approvals) \
+     WHERE state IN ('pending', 'approved') \
+     AND credential IN (SELECT credential FROM revocations WHERE seq > $1)";
+pub(crate) const REVOKE_APPROVALS_OF_TASK: &str = "UPDATE approvals \
+     SET state = 'revoked', version = (SELECT COALESCE(MAX(version), 0) + 1 FROM approvals) \
+     WHERE state IN ('pending', 'approved') AND task_id = $1";
+pub(crate) const REVOKE_APPROVALS_OF_AGENT: &str = "UPDATE approvals \
+     SET state = 'revoked', version = (SELECT COALESCE(MAX(version), 0) + 1 FROM approvals) \
+     WHERE state IN ('pending', 'approved') AND agent = $1";
+pub(crate) const REVOKE_APPROVALS_OF_OWNER: &str = "UPDATE approvals \
+     SET state = 'revoked', version = (SELECT COALESCE(MAX(version), 0) + 1 FROM approvals) \
+     WHERE state IN ('pending', 'approved') AND owner = $1";
+pub(crate) const LIST_APPROVALS: &str = concat!(
+    "SELECT ",
+    approval_columns!(),
+    " FROM approvals ORDER BY created_at_ms DESC, id LIMIT $1"
+);
+/// Binds: now, limit.
+pub(crate) const LIST_PENDING_APPROVALS: &str = concat!(
+    "SELECT ",
+    approval_columns!(),
+    " FROM approvals WHERE state = 'pending' AND expires_at_ms > $1 \
+     ORDER BY created_at_ms DESC, id LIMIT $2"
+);

@@ -15,6 +15,7 @@
 )]
 
 mod agents;
+mod approvals;
 mod audit;
 mod faults;
 mod fixtures;
@@ -57,6 +58,13 @@ macro_rules! conformance {
 }
 
 conformance! {
+    approvals::identical_calls_share_one_pending_request,
+    approvals::a_request_is_answered_once,
+    approvals::a_grant_covers_its_call_and_uses_only,
+    approvals::a_single_use_grant_is_spent_once_under_concurrency,
+    approvals::a_grant_of_three_is_spent_three_times_under_concurrency,
+    approvals::revocation_revokes_requests_and_grants,
+    approvals::quarantine_revokes_the_agents_requests,
     init::initializes_once,
     init::ping_answers,
     init::data_survives_reopen,
