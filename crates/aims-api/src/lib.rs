@@ -7,10 +7,11 @@
 
 use std::collections::BTreeMap;
 
+pub mod approvals;
 pub mod oauth;
 
 use aims_core::agent::{Agent, LifecycleState, Limits};
-use aims_core::id::{AgentName, DecisionId, Environment, LabelKey, Owner, UserName};
+use aims_core::id::{AgentName, ApprovalId, DecisionId, Environment, LabelKey, Owner, UserName};
 use aims_core::posture::PostureProfile;
 use aims_core::user::{Role, User};
 use serde::{Deserialize, Serialize};
@@ -342,6 +343,12 @@ pub struct DecisionView {
     pub policies: Vec<String>,
     /// The policy version that decided.
     pub policy_version: u64,
+    /// With `approval_required`: the approval request opened (or joined) for this exact call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<ApprovalId>,
+    /// With `approval_id`: where to wait for the answer (`GET`, with `?wait=30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_url: Option<String>,
 }
 
 /// `POST /v1/policies/explain` (operators): how the active policies answer `request` made by the

@@ -31,13 +31,32 @@ pub fn is_valid_reason(reason: &str) -> bool {
 /// object members sorted by name and no insignificant whitespace. Two calls are the same
 /// call only if their digests are equal.
 pub fn arguments_digest(arguments: &Map<String, Value>) -> String {
-    // serde_json's map keeps members sorted by name (no `preserve_order` in this workspace),
-    // at every depth, so its compact text is canonical for a given value.
-    let canonical = serde_json::to_vec(arguments).unwrap_or_default();
+    let canonical =
+        serde_json::to_vec(&sorted(&Value::Object(arguments.clone()))).unwrap_or_default();
     format!(
         "sha256:{}",
         hex::encode(digest::digest(&digest::SHA256, &canonical))
     )
+}
+
+/// `value` with every object's members inserted in name order, so that its compact text is
+/// the same however the members arrived (serde_json may keep insertion order: another crate
+/// in the build can turn on its `preserve_order` feature).
+fn sorted(value: &Value) -> Value {
+    match value {
+        Value::Object(members) => {
+            let mut entries: Vec<(&String, &Value)> = members.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(name, member)| (name.clone(), sorted(member)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
 }
 
 /// The exact call an approval request is about, and a grant covers.
@@ -77,6 +96,7 @@ pub struct AskedApproval {
     pub resource_attributes: Value,
     /// The arguments, when the policy lets approvers see them; otherwise only their digest is
     /// kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Map<String, Value>>,
     /// The policies that asked for approval.
     pub policies: Vec<String>,

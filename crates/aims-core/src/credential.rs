@@ -25,6 +25,11 @@ pub enum CredentialKind {
 }
 
 impl CredentialKind {
+    /// Whether `credential` is formatted as one of this kind (it says nothing of validity).
+    pub fn marks(self, credential: &str) -> bool {
+        credential.starts_with(self.prefix())
+    }
+
     fn prefix(self) -> &'static str {
         match self {
             Self::Human => "aims_h_",

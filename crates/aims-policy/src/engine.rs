@@ -174,6 +174,14 @@ impl Engine {
         &self.full
     }
 
+    /// The Cedar text of policy `id`, as loaded.
+    #[must_use]
+    pub fn policy_text(&self, id: &str) -> Option<String> {
+        self.full
+            .policy(&cedar_policy::PolicyId::new(id))
+            .map(ToString::to_string)
+    }
+
     /// The longest lifetime, in seconds, of a token granted on the strength of `decision`:
     /// the least `@max_token_ttl_s` among its determining policies, `None` when none of them
     /// carries one. Every determining permit matched, so the strictest of them applies.

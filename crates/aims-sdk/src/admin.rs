@@ -7,7 +7,9 @@
 //! makes no decisions of its own: validation and authorization happen on the server.
 
 use std::fmt;
+use std::time::Duration;
 
+use aims_api::approvals::{AnswerApproval, ApprovalList, ApprovalView};
 use aims_api::oauth::{
     INTROSPECTION_PATH, RegisterResourceServerRequest, ResourceServerList,
     ResourceServerRegistered, ResourceServerView, RevokeRequest, RevokeResponse, TaskEnded,
@@ -19,12 +21,13 @@ use aims_api::{
     KeyList, LifecycleRequest, NonceResponse, PolicySetView, PolicyVersion, PolicyVersionList,
     PushPolicyRequest, RegisterAgentRequest, UpdateAgentRequest, UserCredential, UserList,
 };
-use aims_core::id::{AgentName, ResourceServerName, UserName};
+use aims_core::id::{AgentName, ApprovalId, ResourceServerName, UserName};
 use aims_core::task::{TaskState, is_valid_task_id};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use reqwest::{Method, RequestBuilder};
 
 use crate::SdkError;
+use crate::approval::{self, WaitedDecision};
 use crate::http::{http_client, parse_base_url, receive, receive_empty, receive_oauth};
 use crate::oauth::credential;
 
@@ -410,6 +413,75 @@ impl AdminClient {
             .bearer_auth(svid)
             .json(request);
         receive(builder).await
+    }
+
+    /// `GET /v1/approvals/{id}?wait=…` as the agent whose SVID is `svid`: the approval
+    /// request its call opened, after the server held the answer up to `wait_s` seconds.
+    pub async fn agent_approval(
+        &self,
+        svid: &str,
+        id: &ApprovalId,
+        wait_s: u64,
+    ) -> Result<ApprovalView, SdkError> {
+        let builder = self
+            .http
+            .get(self.url(&approval::approval_path(id)))
+            .query(&[("wait", wait_s)])
+            .bearer_auth(svid);
+        receive(builder).await
+    }
+
+    /// [`AdminClient::decide`] that, when the call needs a human's approval, waits up to
+    /// `max_wait` for the answer and asks again once approved (see [`crate::approval`]).
+    pub async fn decide_or_wait(
+        &self,
+        svid: &str,
+        request: &DecideRequest,
+        max_wait: Duration,
+    ) -> Result<WaitedDecision, SdkError> {
+        approval::decide_or_wait(
+            || self.decide(svid, request),
+            |id, wait_s| async move { self.agent_approval(svid, &id, wait_s).await },
+            max_wait,
+        )
+        .await
+    }
+
+    // --- approvals (humans) --------------------------------------------------------------
+
+    /// `GET /v1/approvals`: the newest approval requests, only those pending unless `all`.
+    pub async fn approvals(&self, all: bool, limit: u32) -> Result<ApprovalList, SdkError> {
+        let state = if all { "all" } else { "pending" };
+        let query = [("state", state.to_owned()), ("limit", limit.to_string())];
+        receive(self.authed(Method::GET, "/v1/approvals")?.query(&query)).await
+    }
+
+    /// `GET /v1/approvals/{id}` as an operator.
+    pub async fn approval(&self, id: &ApprovalId) -> Result<ApprovalView, SdkError> {
+        receive(self.authed(Method::GET, &approval::approval_path(id))?).await
+    }
+
+    /// `POST /v1/approvals/{id}/approve`, with the approver's `reason`.
+    pub async fn approve(&self, id: &ApprovalId, reason: &str) -> Result<ApprovalView, SdkError> {
+        self.answer(id, "approve", reason).await
+    }
+
+    /// `POST /v1/approvals/{id}/deny`, with the approver's `reason`.
+    pub async fn deny(&self, id: &ApprovalId, reason: &str) -> Result<ApprovalView, SdkError> {
+        self.answer(id, "deny", reason).await
+    }
+
+    async fn answer(
+        &self,
+        id: &ApprovalId,
+        verb: &str,
+        reason: &str,
+    ) -> Result<ApprovalView, SdkError> {
+        let path = format!("{}/{verb}", approval::approval_path(id));
+        let body = AnswerApproval {
+            reason: reason.to_owned(),
+        };
+        receive(self.authed(Method::POST, &path)?.json(&body)).await
     }
 
     /// `POST /v1/attest/nonce`: a single-use nonce for an attestation proof (no token sent).

@@ -17,6 +17,9 @@
 //!   and the decision endpoint, presenting tokens with DPoP proofs (or as bearer tokens where
 //!   an agent is allowed them); [`TaskToken`] keeps one task's token fresh by exchanging again
 //!   for the same task before it runs out.
+//! - [`approval`] waits for a human when a call needs approval
+//!   ([`TokenClient::decide_or_wait`], [`AdminClient::decide_or_wait`]), and
+//!   [`AdminClient`] lists, shows, approves and denies approval requests as a human.
 //! - [`verifier`] is the tool-server side: [`Verifier`] checks a request's token offline
 //!   (signature by a JWKS key, issuer, audience, time, revocation feed, DPoP binding and
 //!   replay) and fails closed when it has lost touch with AIMS. Its core,
@@ -26,6 +29,7 @@
 //! errors or `Debug` output, and every header carrying one is marked sensitive.
 
 pub mod admin;
+pub mod approval;
 pub mod attest;
 mod error;
 mod http;
@@ -35,6 +39,7 @@ mod test_server;
 pub mod verifier;
 
 pub use admin::AdminClient;
+pub use approval::WaitedDecision;
 pub use error::SdkError;
 pub use oauth::{TaskToken, TokenClient};
 pub use verifier::{Verifier, VerifierConfig, VerifyError};

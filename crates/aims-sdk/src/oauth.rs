@@ -11,23 +11,26 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
+use aims_api::approvals::ApprovalView;
 use aims_api::oauth::{
     GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE, INTROSPECTION_PATH, REVOCATION_PATH, RevocationPage,
     TOKEN_PATH, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, TokenResponse,
 };
 use aims_api::{DecideRequest, DecisionView};
-use aims_core::id::ResourceServerName;
+use aims_core::id::{ApprovalId, ResourceServerName};
 use aims_core::scope::ScopeSet;
 use aims_token::agent_key::AgentKey;
 use aims_token::dpop;
-use reqwest::RequestBuilder;
 use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use reqwest::{Method, RequestBuilder};
 use ring::rand::SystemRandom;
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
 use crate::SdkError;
+use crate::approval::{self, WaitedDecision};
 use crate::attest::SvidSource;
 use crate::http::{
     decode, http_client, parse_base_url, receive, receive_oauth, receive_oauth_empty,
@@ -396,9 +399,78 @@ impl TokenClient {
         request: &DecideRequest,
     ) -> Result<DecisionView, SdkError> {
         let url = self.url(DECISIONS_PATH);
+        self.present(
+            binding,
+            access_token,
+            key,
+            Method::POST,
+            &url,
+            &[],
+            Some(request),
+        )
+        .await
+    }
+
+    /// `GET /v1/approvals/{id}?wait=…` with a task token: the approval request this agent's
+    /// call opened, after the server held the answer up to `wait_s` seconds (at most 60)
+    /// for a human to answer it.
+    pub async fn approval(
+        &self,
+        binding: Binding,
+        access_token: &str,
+        key: &AgentKey,
+        id: &ApprovalId,
+        wait_s: u64,
+    ) -> Result<ApprovalView, SdkError> {
+        let url = self.url(&approval::approval_path(id));
+        let wait = [("wait", wait_s.to_string())];
+        self.present::<(), _>(binding, access_token, key, Method::GET, &url, &wait, None)
+            .await
+    }
+
+    /// Asks about the call in `request` and, when it needs a human's approval, waits up to
+    /// `max_wait` for the answer (long-polling, CIBA-style) and asks again once approved: the
+    /// approval covers that exact call, so the answer is then `allow`.
+    pub async fn decide_or_wait(
+        &self,
+        access_token: &str,
+        key: &AgentKey,
+        request: &DecideRequest,
+        max_wait: Duration,
+    ) -> Result<WaitedDecision, SdkError> {
+        approval::decide_or_wait(
+            || self.authorize(access_token, key, request),
+            |id, wait_s| async move {
+                self.approval(self.binding, access_token, key, &id, wait_s)
+                    .await
+            },
+            max_wait,
+        )
+        .await
+    }
+
+    /// Sends `method url` (with `query`, and `body` as JSON) presenting `access_token` as
+    /// `binding`, and decodes the answer.
+    #[allow(clippy::too_many_arguments, reason = "one request, spelled out")]
+    async fn present<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        binding: Binding,
+        access_token: &str,
+        key: &AgentKey,
+        method: Method,
+        url: &str,
+        query: &[(&str, String)],
+        body: Option<&B>,
+    ) -> Result<T, SdkError> {
         let send = || -> Result<_, SdkError> {
-            let headers = self.headers(binding, access_token, key, "POST", &url)?;
-            Ok(headers.apply(self.http.post(&url)).json(request).send())
+            let headers = self.headers(binding, access_token, key, method.as_str(), url)?;
+            let mut builder = headers
+                .apply(self.http.request(method.clone(), url))
+                .query(query);
+            if let Some(body) = body {
+                builder = builder.json(body);
+            }
+            Ok(builder.send())
         };
         let response = send()?.await.map_err(|e| SdkError::transport(&e))?;
         // The server binds proofs to itself with a nonce: the first proof without its current
@@ -737,6 +809,33 @@ impl TaskToken {
                 &request,
             )
             .await
+    }
+
+    /// [`TokenClient::decide_or_wait`] for one call of this task, its token kept fresh.
+    /// Empty `task_id` and `intent` in `request` are filled with this task's.
+    pub async fn decide_or_wait(
+        &self,
+        request: &DecideRequest,
+        max_wait: Duration,
+    ) -> Result<WaitedDecision, SdkError> {
+        approval::decide_or_wait(
+            || self.authorize(request),
+            |id, wait_s| async move {
+                let issued = self.fresh().await?;
+                self.inner
+                    .client
+                    .approval(
+                        issued.binding,
+                        &issued.response.access_token,
+                        &self.inner.key,
+                        &id,
+                        wait_s,
+                    )
+                    .await
+            },
+            max_wait,
+        )
+        .await
     }
 
     /// Hands part of this task to the agent whose SVID is `actor_svid`: returns B's token.

@@ -40,6 +40,8 @@ pub const ENV_MASTER_KEY: &str = "AIMS_MASTER_KEY";
 pub const ENV_BOOTSTRAP_TOKEN: &str = "AIMS_BOOTSTRAP_TOKEN";
 /// Where drift notifications are POSTed.
 pub const ENV_DRIFT_WEBHOOK_URL: &str = "AIMS_DRIFT_WEBHOOK_URL";
+/// Where a notification of every new approval request is POSTed.
+pub const ENV_APPROVAL_WEBHOOK_URL: &str = "AIMS_APPROVAL_WEBHOOK_URL";
 /// Free space, in MiB, the SQLite store keeps on its volume; writes are refused below it.
 pub const ENV_STORAGE_RESERVE_MB: &str = "AIMS_STORAGE_RESERVE_MB";
 /// Rate limit per source on the endpoints anyone may call, `RATE/BURST` (default `100/500`).
@@ -100,6 +102,8 @@ pub struct RawConfig {
     pub revocation_max_staleness_s: Option<u64>,
     /// Where drift notifications are POSTed (signed JWS bodies), if anywhere.
     pub drift_webhook_url: Option<String>,
+    /// Where new approval requests are announced (signed JWS bodies), if anywhere.
+    pub approval_webhook_url: Option<String>,
     /// Third-party issuers whose tokens prove an agent's identity at attestation.
     pub trusted_issuers: Option<Vec<RawTrustedIssuer>>,
     /// Whether SSF push streams may deliver to loopback and private addresses.
@@ -146,6 +150,7 @@ impl RawConfig {
                 .revocation_max_staleness_s
                 .or(self.revocation_max_staleness_s),
             drift_webhook_url: other.drift_webhook_url.or(self.drift_webhook_url),
+            approval_webhook_url: other.approval_webhook_url.or(self.approval_webhook_url),
             trusted_issuers: other.trusted_issuers.or(self.trusted_issuers),
             ssf_push_private_networks: other
                 .ssf_push_private_networks
@@ -173,6 +178,7 @@ impl RawConfig {
             trust_domain: var(ENV_TRUST_DOMAIN),
             public_url: var(ENV_PUBLIC_URL),
             drift_webhook_url: var(ENV_DRIFT_WEBHOOK_URL),
+            approval_webhook_url: var(ENV_APPROVAL_WEBHOOK_URL),
             tls_cert_file: var(ENV_TLS_CERT).map(PathBuf::from),
             tls_key_file: var(ENV_TLS_KEY).map(PathBuf::from),
             rate_limit_per_source: var(ENV_RATE_LIMIT_PER_SOURCE),
@@ -242,6 +248,8 @@ pub struct Config {
     pub revocation_max_staleness: Duration,
     /// Where drift notifications are POSTed.
     pub drift_webhook_url: Option<String>,
+    /// Where new approval requests are announced.
+    pub approval_webhook_url: Option<String>,
     /// Third-party issuers trusted for federated attestation.
     pub trusted_issuers: Vec<TrustedIssuer>,
     /// Whether SSF push streams may deliver to loopback and private addresses (default: only
@@ -462,12 +470,17 @@ impl Config {
                 false
             }
         };
-        let drift_webhook_url = raw.drift_webhook_url.filter(|u| !u.is_empty());
-        if let Some(url) = &drift_webhook_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            errors.push("drift_webhook_url: must start with http:// or https://".to_owned());
-        }
+        let mut webhook = |name: &str, url: Option<String>| {
+            let url = url.filter(|u| !u.is_empty());
+            if let Some(url) = &url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                errors.push(format!("{name}: must start with http:// or https://"));
+            }
+            url
+        };
+        let drift_webhook_url = webhook("drift_webhook_url", raw.drift_webhook_url);
+        let approval_webhook_url = webhook("approval_webhook_url", raw.approval_webhook_url);
 
         match (
             listen,
@@ -499,6 +512,7 @@ impl Config {
                 revocation_poll: Duration::from_millis(revocation_poll_ms),
                 revocation_max_staleness: Duration::from_secs(staleness_s),
                 drift_webhook_url,
+                approval_webhook_url,
                 trusted_issuers,
                 ssf_push_private_networks,
                 storage_reserve_bytes: storage_reserve_mb.saturating_mul(1 << 20),

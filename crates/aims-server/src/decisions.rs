@@ -6,14 +6,15 @@
 //! the registry record and the last accepted posture ([`principal_of`]), never from the
 //! caller. [`decide_for`] answers an authenticated agent's question with the policy version
 //! in force, within its task token's scopes, and commits the decision's audit event before
-//! the answer leaves.
+//! the answer leaves; an `approval_required` answer is resolved by [`crate::approvals`] (a
+//! grant for the exact call allows it once; otherwise it names an approval request).
 
 use std::net::IpAddr;
 
 use aims_api::{DecideRequest, DecisionView};
 use aims_core::agent::Agent as Registered;
 use aims_core::audit::{Actor, Outcome, action};
-use aims_core::id::DecisionId;
+use aims_core::id::{ApprovalId, DecisionId};
 use aims_policy::{
     Agent, Decision, DecisionRequest, Effect, Posture, RequestContext, Resource, ResourceObject,
     Toolchain,
@@ -22,6 +23,7 @@ use aims_store::PostureSnapshot;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
+use crate::approvals;
 use crate::auth::AuthenticatedAgent;
 use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
@@ -177,16 +179,24 @@ pub struct Decided {
     pub policies: Vec<String>,
     /// The policy version that decided.
     pub policy_version: u64,
+    /// The approval request an `approval_required` decision opened or joined, or the grant
+    /// an allow spent.
+    pub approval_id: Option<ApprovalId>,
 }
 
 impl Decided {
-    /// The `/v1/decisions` answer.
-    pub fn view(self) -> DecisionView {
+    /// The `/v1/decisions` answer; `issuer` is this server's public URL.
+    pub fn view(self, issuer: &str) -> DecisionView {
+        let pending = (self.effect == Effect::ApprovalRequired)
+            .then_some(self.approval_id.as_ref())
+            .flatten();
         DecisionView {
+            approval_url: pending.map(|id| approvals::wait_url(issuer, id)),
             decision_id: self.id,
             decision: self.effect.as_str().to_owned(),
             policies: self.policies,
             policy_version: self.policy_version,
+            approval_id: self.approval_id,
         }
     }
 }
@@ -224,7 +234,8 @@ pub async fn decide_for(
         .as_ref()
         .map(|t| t.claims.delegation_chain())
         .unwrap_or_default();
-    let resource = format!("{} {}", question.action, question.resource_name());
+    let resource_name = question.resource_name();
+    let resource = format!("{} {}", question.action, resource_name);
     let (task_id, intent) = (question.task_id.clone(), question.intent.clone());
     let mut request = request_for(
         state,
@@ -283,6 +294,16 @@ pub async fn decide_for(
         }));
     event.task_id = (!task_id.is_empty()).then_some(task_id);
     event.intent = (!intent.is_empty()).then_some(intent);
+    if decision.effect == Effect::ApprovalRequired {
+        let unresolved = approvals::Unresolved {
+            request: &request,
+            resource_name,
+            decision,
+            event,
+            id,
+        };
+        return approvals::resolve(state, caller, &loaded, unresolved).await;
+    }
     // Audit first: no answer leaves unless its record is durable.
     state.audit.record(event).await?;
     Ok(Decided {
@@ -290,5 +311,6 @@ pub async fn decide_for(
         effect: decision.effect,
         policies: decision.determining_policies,
         policy_version: loaded.version,
+        approval_id: None,
     })
 }

@@ -46,6 +46,14 @@ error_codes! {
     AgentNotActive = "agent_not_active",
     /// No agent of that name.
     AgentNotFound = "agent_not_found",
+    /// The approval request was answered before.
+    ApprovalAlreadyDecided = "approval_already_decided",
+    /// The approval request, or its grant, expired.
+    ApprovalExpired = "approval_expired",
+    /// No such approval request (or not one the caller may see).
+    ApprovalNotFound = "approval_not_found",
+    /// The approval request was revoked with its task, token, agent or owner.
+    ApprovalRevoked = "approval_revoked",
     /// The audit log cannot be written, so nothing was done.
     AuditUnavailable = "audit_unavailable",
     /// The body exceeds the size limit.
@@ -54,6 +62,8 @@ error_codes! {
     Conflict = "conflict",
     /// An update that changes nothing.
     EmptyUpdate = "empty_update",
+    /// Four eyes: the agent's owner, or the human the task acts for, may not approve.
+    FourEyes = "four_eyes",
     /// The caller's role does not allow this.
     Forbidden = "forbidden",
     /// A failure whose details are in the server log only.
@@ -112,6 +122,8 @@ error_codes! {
     InvalidTaskId = "invalid_task_id",
     /// A task token that is refused (RFC 6750).
     InvalidToken = "invalid_token",
+    /// A long-poll wait that is not 0 to 60 seconds.
+    InvalidWait = "invalid_wait",
     /// A lifecycle change the agent's state does not allow.
     InvalidTransition = "invalid_transition",
     /// A lifetime out of range.
@@ -132,6 +144,8 @@ error_codes! {
     MethodNotAllowed = "method_not_allowed",
     /// No such route.
     NoRoute = "no_route",
+    /// The caller is not among the approvers the policy names.
+    NotAnApprover = "not_an_approver",
     /// Something the request names does not exist.
     NotFound = "not_found",
     /// Another policy version was activated meanwhile.

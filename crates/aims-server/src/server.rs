@@ -135,6 +135,11 @@ pub async fn start_with_store(
         state.config.revocation_poll,
         stop.clone(),
     ));
+    tokio::spawn(crate::approvals::follow(
+        state.clone(),
+        state.config.revocation_poll,
+        stop.clone(),
+    ));
     tokio::spawn(sweep_periodically(state.clone(), stop.clone()));
     tokio::spawn(summarize_refusals(
         state.clone(),

@@ -13,6 +13,7 @@ use aims_token::nonce::NonceKey;
 use ring::rand::{SecureRandom as _, SystemRandom};
 use time::OffsetDateTime;
 
+use crate::approvals::ApprovalWatch;
 use crate::audit_writer::AuditWriter;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -62,6 +63,8 @@ pub struct Inner {
     pub policy: PolicyHolder,
     /// What this replica knows is revoked.
     pub revocations: Arc<RevocationSet>,
+    /// Wakes waiters on approval requests when one changes.
+    pub approval_watch: ApprovalWatch,
     /// DPoP proofs seen by this replica.
     pub dpop_replay: ReplayCache,
     /// Mints and checks this replica's DPoP nonces (a random key of this process, so a
@@ -127,6 +130,7 @@ impl AppState {
         Self(Arc::new(Inner {
             federation,
             revocations,
+            approval_watch: ApprovalWatch::default(),
             dpop_replay: ReplayCache::new(DPOP_REPLAY_CAPACITY),
             dpop_nonces: parts.dpop_nonces,
             readiness: Readiness::default(),

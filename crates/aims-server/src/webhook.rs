@@ -1,5 +1,6 @@
-//! Outbound notifications: when an agent is quarantined for drift, a signed event is POSTed to
-//! the configured webhook, retried with backoff in the background.
+//! Outbound notifications: when an agent is quarantined for drift, or an approval request is
+//! opened, a signed event is POSTed to the webhook configured for it, retried with backoff in
+//! the background.
 //!
 //! The body is a compact JWS (`Content-Type: application/jwt`, `typ: aims-event+jwt`) signed
 //! with the trust domain's current key, so a receiver verifies it against the JWKS. Delivery
@@ -22,11 +23,37 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// Per-attempt timeout.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Signs `event` and delivers it to the drift webhook, if one is configured.
-pub fn notify(state: &AppState, event: Value) {
-    let Some(url) = state.config.drift_webhook_url.clone() else {
+/// Which webhook an event goes to.
+#[derive(Debug, Clone, Copy)]
+pub enum Hook {
+    /// An agent was quarantined for posture drift.
+    Drift,
+    /// An approval request was opened.
+    Approval,
+}
+
+impl Hook {
+    fn url(self, state: &AppState) -> Option<String> {
+        match self {
+            Self::Drift => state.config.drift_webhook_url.clone(),
+            Self::Approval => state.config.approval_webhook_url.clone(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Drift => "drift",
+            Self::Approval => "approval",
+        }
+    }
+}
+
+/// Signs `event` and delivers it to `hook`'s webhook, if one is configured.
+pub fn notify(state: &AppState, hook: Hook, event: Value) {
+    let Some(url) = hook.url(state) else {
         return;
     };
+    let hook = hook.name();
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let body = aims_token::random_id(&state.rng).and_then(|jti| {
         let claims = json!({
@@ -42,7 +69,7 @@ pub fn notify(state: &AppState, event: Value) {
     let body = match body {
         Ok(body) => body,
         Err(error) => {
-            tracing::error!(%error, "cannot sign the drift notification");
+            tracing::error!(%error, hook, "cannot sign the notification");
             return;
         }
     };
@@ -60,16 +87,16 @@ pub fn notify(state: &AppState, event: Value) {
             match sent {
                 Ok(response) if response.status().is_success() => return,
                 Ok(response) => {
-                    tracing::warn!(attempt, status = %response.status(), "drift webhook refused the notification");
+                    tracing::warn!(attempt, hook, status = %response.status(), "webhook refused the notification");
                 }
                 Err(error) => {
                     let error = error.without_url();
-                    tracing::warn!(attempt, %error, "drift webhook unreachable");
+                    tracing::warn!(attempt, hook, %error, "webhook unreachable");
                 }
             }
             tokio::time::sleep(backoff).await;
             backoff = backoff.saturating_mul(2);
         }
-        tracing::error!("drift notification not delivered after {ATTEMPTS} attempts");
+        tracing::error!(hook, "notification not delivered after {ATTEMPTS} attempts");
     });
 }

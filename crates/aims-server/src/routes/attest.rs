@@ -512,6 +512,7 @@ async fn quarantine(
     }
     webhook::notify(
         state,
+        webhook::Hook::Drift,
         json!({
             "type": "agent.quarantined",
             "agent": spiffe_id,

@@ -7,7 +7,8 @@
 //! `permit_on_first_permit`). The caller authenticates as the agent with its JWT-SVID and the
 //! subject must be that agent (`type: "agent"`, `id`: its name or SPIFFE ID). A deny is HTTP
 //! 200 with `"decision": false`; `approval_required` is a `false` whose `context.reason` says
-//! so. The discovery document is `/.well-known/authzen-configuration`.
+//! so, with `context.approval_id` and `context.approval_url` naming the approval request to
+//! wait on. The discovery document is `/.well-known/authzen-configuration`.
 
 use aims_policy::{Effect, Resource};
 use axum::Json;
@@ -155,15 +156,18 @@ async fn evaluate(
 ) -> Result<Value, ApiError> {
     let question = question_of(caller, eval)?;
     let decided = decisions::decide_for(state, caller, question, asked, request_id).await?;
-    Ok(json!({
-        "decision": decided.effect == Effect::Allow,
-        "context": {
-            "decision_id": decided.id,
-            "reason": decided.effect.as_str(),
-            "policies": decided.policies,
-            "policy_version": decided.policy_version,
-        }
-    }))
+    let allowed = decided.effect == Effect::Allow;
+    let view = decided.view(&state.issuer);
+    let mut context = Map::new();
+    context.insert("decision_id".into(), json!(view.decision_id));
+    context.insert("reason".into(), json!(view.decision));
+    context.insert("policies".into(), json!(view.policies));
+    context.insert("policy_version".into(), json!(view.policy_version));
+    if let (Some(id), Some(url)) = (view.approval_id, view.approval_url) {
+        context.insert("approval_id".into(), json!(id));
+        context.insert("approval_url".into(), json!(url));
+    }
+    Ok(json!({ "decision": allowed, "context": context }))
 }
 
 /// `POST /access/v1/evaluation`.

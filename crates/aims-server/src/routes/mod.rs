@@ -5,6 +5,7 @@
 //! behind the operator authentication and audit middleware of [`crate::auth`].
 
 pub mod agents;
+pub mod approvals;
 pub mod attest;
 pub mod audit;
 pub mod authzen;
@@ -61,6 +62,9 @@ pub fn router(state: AppState) -> Router {
         .route("/policies/{version}/rollback", post(policies::rollback))
         .route("/policies/active", get(policies::active))
         .route("/policies/explain", post(policies::explain))
+        .route("/approvals", get(approvals::list))
+        .route("/approvals/{id}/approve", post(approvals::approve))
+        .route("/approvals/{id}/deny", post(approvals::deny))
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::show))
         .route("/tasks/{id}/end", post(tasks::end))
@@ -82,6 +86,8 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), per_source));
     let agent = Router::new()
         .route("/decisions", post(policies::decide))
+        // The agent that asked, or an operator (told apart by the credential's format).
+        .route("/approvals/{id}", get(approvals::show))
         .route("/tasks", post(tasks::create))
         .route("/revocations", get(revocations::page))
         .route("/revocations/stream", get(revocations::stream))

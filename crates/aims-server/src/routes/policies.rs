@@ -266,5 +266,5 @@ pub async fn decide(
     };
     let request_id = crate::auth::request_id(&headers);
     let decided = decisions::decide_for(&state, &caller, question, asked, request_id).await?;
-    Ok(Json(decided.view()))
+    Ok(Json(decided.view(&state.issuer)))
 }

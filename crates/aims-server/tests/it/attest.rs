@@ -506,10 +506,6 @@ async fn each_drift_kind_quarantines_and_revokes(backend: Backend) {
     }
 
     // One signed notification per quarantine, verifiable against the JWKS.
-    let jwks = server
-        .call(Method::GET, "/.well-known/jwks.json", None, None)
-        .await
-        .body;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while received.lock().unwrap().len() < 4 && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -517,19 +513,10 @@ async fn each_drift_kind_quarantines_and_revokes(backend: Backend) {
     let bodies = received.lock().unwrap().clone();
     assert_eq!(bodies.len(), 4);
     for body in bodies {
-        let verified = jws::verify(&body, "aims-event+jwt", &[Alg::Es256], |header| {
-            let jwk = jwks["keys"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|k| Some(k["kid"].as_str().unwrap()) == header.kid.as_deref())
-                .unwrap();
-            VerifyingKey::from_jwk(jwk).map(|(k, _)| k)
-        })
-        .unwrap();
+        let claims = crate::kit::event_claims(&server, &body).await;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         jws::check_claims(
-            &verified.claims,
+            &claims,
             &ClaimChecks {
                 issuer: Some(&server.base),
                 audience: &hook,
@@ -539,8 +526,8 @@ async fn each_drift_kind_quarantines_and_revokes(backend: Backend) {
             },
         )
         .unwrap();
-        assert_eq!(verified.claims["event"]["type"], "agent.quarantined");
-        assert_eq!(verified.claims["event"]["cause"], "posture_drift");
+        assert_eq!(claims["event"]["type"], "agent.quarantined");
+        assert_eq!(claims["event"]["cause"], "posture_drift");
     }
 }
 

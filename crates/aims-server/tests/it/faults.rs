@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use aims_core::agent::Agent;
+use aims_core::approval::{ApprovalRequest, ApprovalVerdict, BoundCall};
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
 use aims_core::credential::CredentialHash;
-use aims_core::id::{AgentName, ResourceServerName, TrustDomain, UserName};
+use aims_core::id::{AgentName, ApprovalId, ResourceServerName, TrustDomain, UserName};
 use aims_core::task::Task;
 use aims_core::user::User;
 use aims_store::{
@@ -319,6 +320,53 @@ impl Store for FailingAudit {
         until: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         self.inner.claim_ssf_stream(id, holder, now, until).await
+    }
+    async fn open_approval(
+        &self,
+        request: &ApprovalRequest,
+        decision: &AuditEvent,
+        opened: &AuditEvent,
+    ) -> Result<ApprovalRequest, StoreError> {
+        self.check()?;
+        self.inner.open_approval(request, decision, opened).await
+    }
+    async fn approval(&self, id: &ApprovalId) -> Result<Option<ApprovalRequest>, StoreError> {
+        self.inner.approval(id).await
+    }
+    async fn list_approvals(
+        &self,
+        pending_at: Option<OffsetDateTime>,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRequest>, StoreError> {
+        self.inner.list_approvals(pending_at, limit).await
+    }
+    async fn decide_approval(
+        &self,
+        id: &ApprovalId,
+        verdict: &ApprovalVerdict,
+        event: &AuditEvent,
+    ) -> Result<ApprovalRequest, StoreError> {
+        self.check()?;
+        self.inner.decide_approval(id, verdict, event).await
+    }
+    async fn grant_for(
+        &self,
+        call: &BoundCall,
+        now: OffsetDateTime,
+    ) -> Result<Option<ApprovalId>, StoreError> {
+        self.inner.grant_for(call, now).await
+    }
+    async fn use_grant(
+        &self,
+        id: &ApprovalId,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.use_grant(id, now, event).await
+    }
+    async fn approvals_version(&self) -> Result<u64, StoreError> {
+        self.inner.approvals_version().await
     }
 }
 

@@ -8,6 +8,7 @@ use aims_core::audit::{AuditEvent, AuditRecord};
 use aims_server::config::{Config, ENV_BOOTSTRAP_TOKEN, Overrides};
 use aims_server::server::{RunningServer, start_with_store};
 use aims_store::{PostgresStore, SqliteStore, Store};
+use aims_token::jws::{self, Alg, VerifyingKey};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -413,4 +414,24 @@ pub fn starter_files() -> BTreeMap<String, String> {
             )
         })
         .collect()
+}
+
+/// The claims of a signed event body (`typ: aims-event+jwt`), verified against the server's
+/// JWKS (the key named by its `kid`).
+pub async fn event_claims(server: &TestServer, body: &str) -> serde_json::Map<String, Value> {
+    let jwks = server
+        .call(Method::GET, "/.well-known/jwks.json", None, None)
+        .await
+        .body;
+    jws::verify(body, "aims-event+jwt", &[Alg::Es256], |header| {
+        let jwk = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| Some(k["kid"].as_str().unwrap()) == header.kid.as_deref())
+            .unwrap();
+        VerifyingKey::from_jwk(jwk).map(|(k, _)| k)
+    })
+    .unwrap()
+    .claims
 }

@@ -13,6 +13,7 @@ mod kit;
 
 mod access;
 mod anonymous;
+mod approvals;
 mod attest;
 mod audit;
 mod discovery;
