@@ -105,6 +105,7 @@ pub struct AskedApproval {
     /// The policy version that decided.
     pub policy_version: u64,
     /// The roles or users allowed to decide; `None`: any approver or admin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approvers: Option<Vec<String>>,
     /// Whether the agent's owner and the task's subject are barred from deciding.
     pub four_eyes: bool,

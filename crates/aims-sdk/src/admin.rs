@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use aims_api::approvals::{AnswerApproval, ApprovalList, ApprovalView};
 use aims_api::oauth::{
-    INTROSPECTION_PATH, RegisterResourceServerRequest, ResourceServerList,
+    CreateTaskRequest, INTROSPECTION_PATH, RegisterResourceServerRequest, ResourceServerList,
     ResourceServerRegistered, ResourceServerView, RevokeRequest, RevokeResponse, TaskEnded,
     TaskList, TaskView,
 };
@@ -410,6 +410,21 @@ impl AdminClient {
         let builder = self
             .http
             .post(self.url("/v1/decisions"))
+            .bearer_auth(svid)
+            .json(request);
+        receive(builder).await
+    }
+
+    /// `POST /v1/tasks` as the agent whose SVID is `svid`: declares a task before its first
+    /// call (calls that may need approval belong to a task).
+    pub async fn create_task(
+        &self,
+        svid: &str,
+        request: &CreateTaskRequest,
+    ) -> Result<TaskView, SdkError> {
+        let builder = self
+            .http
+            .post(self.url("/v1/tasks"))
             .bearer_auth(svid)
             .json(request);
         receive(builder).await

@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
-use aims_api::oauth::RegisterResourceServerRequest;
+use aims_api::approvals::ApprovalView;
+use aims_api::oauth::{CreateTaskRequest, RegisterResourceServerRequest};
 use aims_api::{
     AddUserRequest, AgentQuery, AuditQuery, DecideRequest, LifecycleRequest, PushPolicyRequest,
     RegisterAgentRequest,
@@ -257,9 +258,156 @@ async fn show_decision(
     Ok(answer.decision)
 }
 
-/// SPEC §7 scenarios 1–3: decisions at request time, by the policies just pushed.
+/// SPEC §7 scenario 2: the incident responder queries logs; exporting a secret waits for a
+/// human, who approves that one call; the agent's waiting call is then allowed, the same call
+/// again needs a new approval (denied here), and no approval can export a root key.
+async fn scenario_approval(base: &str, admin: &AdminClient, join: String) -> anyhow::Result<()> {
+    step("Scenario 2, incident-response agent: queries logs; exporting a secret needs approval");
+    let svid = attested(base, "incident-responder", join).await?;
+    let agent = AdminClient::new(base, None)?;
+    let task = agent
+        .create_task(
+            &svid,
+            &CreateTaskRequest {
+                intent: "contain incident INC-42".to_owned(),
+                subject: Some("oncall@acme.example".to_owned()),
+                ttl_s: None,
+            },
+        )
+        .await?;
+    println!("task {} declared: {}", task.id, task.intent);
+    let in_task = |action: &str, resource: serde_json::Value| DecideRequest {
+        task_id: task.id.to_string(),
+        intent: task.intent.to_string(),
+        ..decide_request(action, resource)
+    };
+    let logs = resource(
+        "Resource",
+        "loki/prod/app",
+        "loki",
+        "prod",
+        "internal",
+        "logs",
+    );
+    let query = agent.decide(&svid, &in_task("query", logs)).await?;
+    println!(
+        "  query loki/prod/app: {} ({})",
+        query.decision,
+        query.policies.join(", ")
+    );
+
+    let approver = admin
+        .add_user(&AddUserRequest {
+            name: UserName::new("dana")?,
+            role: Role::Approver,
+        })
+        .await?;
+    let dana = AdminClient::new(base, Some(approver.token))?;
+    println!("approver dana added (role approver)");
+    let mut export = in_task(
+        "export_secret",
+        resource(
+            "Secret",
+            "vault/prod/db-password",
+            "vault",
+            "prod",
+            "secret",
+            "password",
+        ),
+    );
+    export
+        .arguments
+        .insert("format".to_owned(), serde_json::json!("env"));
+    // The agent asks and waits for the answer (long-poll, no busy polling).
+    let waiting = {
+        let (agent, svid, export) = (agent.clone(), svid.clone(), export.clone());
+        tokio::spawn(async move {
+            agent
+                .decide_or_wait(&svid, &export, Duration::from_secs(30))
+                .await
+        })
+    };
+    let pending = first_pending(&dana).await?;
+    let asked = &pending.asked;
+    println!(
+        "  export_secret vault/prod/db-password: approval_required (approval {})",
+        pending.approval_id
+    );
+    println!(
+        "  dana sees: {} asks to {} {} with {} for task {} (\"{}\"), policy {}",
+        asked.call.agent,
+        asked.call.action,
+        asked.call.resource,
+        asked.arguments.as_ref().map_or_else(
+            || "hidden arguments".to_owned(),
+            |a| serde_json::Value::Object(a.clone()).to_string()
+        ),
+        asked.call.task_id,
+        asked.intent,
+        asked.policies.join(", ")
+    );
+    let reason = "INC-42: rotate the leaked password";
+    dana.approve(&pending.approval_id, reason).await?;
+    println!("  dana approves: \"{reason}\"");
+    let waited = waiting.await??;
+    println!(
+        "  the agent's waiting call: {} (grant {})",
+        waited.decision.decision,
+        waited
+            .decision
+            .approval_id
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), ToString::to_string)
+    );
+    let again = agent.decide(&svid, &export).await?;
+    let second = again
+        .approval_id
+        .clone()
+        .ok_or_else(|| anyhow!("the second export opened no approval request"))?;
+    println!(
+        "  the same export again: {} (a new approval, {second})",
+        again.decision
+    );
+    let reason = "one export per incident";
+    let denied = dana.deny(&second, reason).await?;
+    println!("  dana denies it: \"{reason}\" -> {}", denied.state);
+    show_decision(
+        base,
+        &svid,
+        "export_secret",
+        resource(
+            "Secret",
+            "vault/prod/root-ca-key",
+            "vault",
+            "prod",
+            "root",
+            "signing-key",
+        ),
+    )
+    .await?;
+    println!("  (a root key is forbidden whatever a human approves)");
+    Ok(())
+}
+
+/// The first pending approval request `approver` sees, within ten seconds.
+async fn first_pending(approver: &AdminClient) -> anyhow::Result<ApprovalView> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(pending) = approver.approvals(false, 10).await?.approvals.pop() {
+            return Ok(pending);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("no approval request arrived");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SPEC §7 scenarios 1–3: decisions at request time, by the policies just pushed (scenario 2,
+/// with its human approval, is [`scenario_approval`]).
 async fn scenario_decisions(
     base: &str,
+    admin: &AdminClient,
     join: &impl Fn(&str) -> anyhow::Result<String>,
 ) -> anyhow::Result<()> {
     step("Scenario 1, coding agent: reads the repository; a prod-branch write needs fresh posture");
@@ -297,53 +445,7 @@ async fn scenario_decisions(
     );
     println!("   denies the same write: checked by the policy tests that ran before the push)");
 
-    step("Scenario 2, incident-response agent: queries logs; exporting a secret needs approval");
-    let svid = attested(base, "incident-responder", join("incident-responder")?).await?;
-    show_decision(
-        base,
-        &svid,
-        "query",
-        resource(
-            "Resource",
-            "loki/prod/app",
-            "loki",
-            "prod",
-            "internal",
-            "logs",
-        ),
-    )
-    .await?;
-    show_decision(
-        base,
-        &svid,
-        "export_secret",
-        resource(
-            "Secret",
-            "vault/prod/db-password",
-            "vault",
-            "prod",
-            "secret",
-            "password",
-        ),
-    )
-    .await?;
-    show_decision(
-        base,
-        &svid,
-        "export_secret",
-        resource(
-            "Secret",
-            "vault/prod/root-ca-key",
-            "vault",
-            "prod",
-            "root",
-            "signing-key",
-        ),
-    )
-    .await?;
-    println!(
-        "  (the human approval that turns approval_required into one allowed call lands with approvals)"
-    );
+    scenario_approval(base, admin, join("incident-responder")?).await?;
 
     step(
         "Scenario 3, support agent: ticket metadata only in its environment, role and time window",
@@ -924,7 +1026,7 @@ pub async fn run() -> anyhow::Result<()> {
             .cloned()
             .ok_or_else(|| anyhow!("no join token for {agent}"))
     };
-    scenario_decisions(&base, &join_token).await?;
+    scenario_decisions(&base, &admin, &join_token).await?;
     scenario_ci_deployer(&base, join_token("ci-deployer")?).await?;
     scenario_data_analyst(&base, &admin, join_token("data-analyst")?).await?;
     scenario_delegation(&base, &admin, &join_token).await?;

@@ -102,6 +102,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::TaskCommand,
     },
+    /// List, watch, show, approve and deny approval requests (humans).
+    Approval {
+        #[command(flatten)]
+        opts: cli::ClientOpts,
+        #[command(subcommand)]
+        command: cli::ApprovalCommand,
+    },
     /// Register and manage resource servers (the tool servers task tokens are issued for).
     ResourceServer {
         #[command(flatten)]
@@ -173,6 +180,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Attest { opts, args } => cli::run_attest(&opts, args).await,
         Command::Token { opts, command } => cli::run_token(&opts, command).await,
         Command::Task { opts, command } => cli::run_task(&opts, command).await,
+        Command::Approval { opts, command } => cli::run_approval(&opts, command).await,
         Command::ResourceServer { opts, command } => cli::run_resource_server(&opts, command).await,
     }
 }

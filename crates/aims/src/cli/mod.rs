@@ -1,5 +1,5 @@
 //! The client subcommands of the `aims` binary — `agent`, `user`, `key`, `bundle`, `audit`,
-//! `policy`, `task`, `resource-server`, the agent-side `attest` and the task-token commands of
+//! `policy`, `task`, `approval`, `resource-server`, the agent-side `attest` and the task-token commands of
 //! `token` — which drive a running AIMS server through the SDK.
 //!
 //! This module owns the command-line shape (clap definitions), turning flags into API
@@ -14,6 +14,7 @@ use std::fmt;
 use aims_sdk::{AdminClient, SdkError, TokenClient};
 
 mod agent;
+mod approval;
 mod attest;
 mod audit;
 mod bundle;
@@ -26,6 +27,7 @@ mod token;
 mod user;
 
 pub use agent::{AgentCommand, run_agent};
+pub use approval::{ApprovalCommand, run_approval};
 pub use attest::{AttestArgs, run_attest};
 pub use audit::{AuditCommand, run_audit};
 pub use bundle::{BundleCommand, run_bundle};

@@ -14,6 +14,7 @@ mod replica_kit;
 mod replicas;
 
 mod cli;
+mod cli_approvals;
 mod cli_tokens;
 mod crash;
 mod interop;
