@@ -17,6 +17,11 @@ use time::OffsetDateTime;
 use crate::id::{AgentName, ApprovalId, Owner, TaskId, UserName};
 use crate::user::{Access, User};
 
+/// The most approval requests one agent may have pending at once: past it, an
+/// `approval_required` call opens no new request (identical calls still join theirs), so an
+/// agent cannot flood the approvers' queue.
+pub const MAX_PENDING_PER_AGENT: u32 = 100;
+
 /// Longest reason an approver may give, in bytes.
 pub const MAX_REASON_LEN: usize = 512;
 

@@ -6,7 +6,9 @@
 //! only makes each change atomic. Revocation reaches approvals through
 //! [`revoke_approvals_in`], called from the one revocation closure.
 
-use aims_core::approval::{ApprovalRequest, ApprovalState, ApprovalVerdict, BoundCall};
+use aims_core::approval::{
+    ApprovalRequest, ApprovalState, ApprovalVerdict, BoundCall, MAX_PENDING_PER_AGENT,
+};
 use aims_core::audit::AuditEvent;
 use aims_core::id::ApprovalId;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
@@ -68,6 +70,17 @@ where
         .map_err(classify)?;
         if let Some(row) = pending {
             return row.into_request();
+        }
+        let waiting = sqlx::query_scalar::<B::Db, i64>(sql::COUNT_PENDING_APPROVALS)
+            .bind(asked.call.agent.as_str().to_owned())
+            .bind(rows::to_ms(now))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if waiting >= i64::from(MAX_PENDING_PER_AGENT) {
+            return Err(StoreError::Conflict {
+                reason: "the agent has as many pending approval requests as it may",
+            });
         }
         let asked_json = serde_json::to_string(asked)
             .map_err(|e| StoreError::Corrupt(format!("approval request: {e}")))?;

@@ -586,7 +586,8 @@ pub trait Store: Send + Sync + 'static {
     /// decision that asked) and `opened` (its `approval.request` event); when a pending,
     /// unexpired request for the same call exists, joins it instead and writes `decision`
     /// only. Either way the events written name the request, and it is returned. `Conflict`
-    /// when the agent may not hold credentials or the task is not open.
+    /// when the agent may not hold credentials, the task is not open, or the agent already
+    /// has [`aims_core::approval::MAX_PENDING_PER_AGENT`] other requests pending.
     async fn open_approval(
         &self,
         request: &ApprovalRequest,

@@ -317,6 +317,9 @@ pub(crate) const DECIDE_APPROVAL: &str = "UPDATE approvals SET state = $2, uses_
      grant_expires_at_ms = $4, verdict = $5, \
      version = (SELECT COALESCE(MAX(version), 0) + 1 FROM approvals) \
      WHERE id = $1 AND state = 'pending' AND expires_at_ms > $6 RETURNING id";
+/// How many requests of an agent are pending and unexpired (binds: agent, now).
+pub(crate) const COUNT_PENDING_APPROVALS: &str = "SELECT COUNT(*) FROM approvals \
+     WHERE agent = $1 AND state = 'pending' AND expires_at_ms > $2";
 pub(crate) const APPROVALS_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM approvals";
 /// Revokes the pending requests and live grants of credentials revoked after log position
 /// `$1` (binds: position).

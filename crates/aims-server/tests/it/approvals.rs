@@ -523,8 +523,21 @@ async fn two_replicas(backend: Backend) -> (TestServer, TestServer) {
         ("AIMS_MASTER_KEY".to_owned(), master),
         (ENV_PUBLIC_URL.to_owned(), PUBLIC_URL.to_owned()),
     ]);
+    // On PostgreSQL the second replica has a store (and connection pool) of its own on the
+    // same schema; one SQLite file serves one process, so there the replicas share it.
+    let second_store: Arc<dyn aims_store::Store> = match backend {
+        Backend::Sqlite => store,
+        Backend::Postgres => Arc::new(
+            aims_store::PostgresStore::connect_with_schema(
+                &std::env::var(crate::kit::PG_ENV).unwrap(),
+                &crate::kit::pg_schema(&first.dir),
+            )
+            .await
+            .unwrap(),
+        ),
+    };
     let second_dir = Arc::new(tempfile::tempdir().unwrap());
-    let second = TestServer::start_on(backend, second_dir, store, env)
+    let second = TestServer::start_on(backend, second_dir, second_store, env)
         .await
         .unwrap();
     (first, second)

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use aims_core::agent::LifecycleState;
 use aims_core::approval::{
-    ApprovalRequest, ApprovalState, ApprovalVerdict, AskedApproval, BoundCall, arguments_digest,
+    ApprovalRequest, ApprovalState, ApprovalVerdict, AskedApproval, BoundCall,
+    MAX_PENDING_PER_AGENT, arguments_digest,
 };
 use aims_core::audit::{AuditRecord, action};
 use aims_core::id::{ApprovalId, Intent, Owner, TaskId, UserName};
@@ -176,6 +177,53 @@ pub async fn identical_calls_share_one_pending_request(h: &Harness) {
         .unwrap();
     assert_eq!(late.id.as_str(), "a5");
     assert_chain_verifies(store).await;
+}
+
+pub async fn an_agent_cannot_flood_the_queue(h: &Harness) {
+    let store = &*h.store;
+    agent_with_task(store).await;
+    for n in 0..MAX_PENDING_PER_AGENT {
+        store
+            .open_approval(
+                &request(&format!("a{n}"), call("db", u64::from(n)), 10, 1),
+                &event(action::DECISION),
+                &event(action::APPROVAL_REQUEST),
+            )
+            .await
+            .unwrap();
+    }
+    let audit = AuditCursor::new(store).await;
+    let one_more = store
+        .open_approval(
+            &request("over", call("db", 9999), 10, 1),
+            &event(action::DECISION),
+            &event(action::APPROVAL_REQUEST),
+        )
+        .await;
+    assert!(
+        matches!(one_more, Err(StoreError::Conflict { .. })),
+        "{one_more:?}"
+    );
+    audit.none(store).await;
+    // An identical call still joins its pending request.
+    let joined = store
+        .open_approval(
+            &request("again", call("db", 0), 20, 1),
+            &event(action::DECISION),
+            &event(action::APPROVAL_REQUEST),
+        )
+        .await
+        .unwrap();
+    assert_eq!(joined.id.as_str(), "a0");
+    // Once they expire, the agent may ask again.
+    store
+        .open_approval(
+            &request("later", call("db", 9999), 2000, 1),
+            &event(action::DECISION),
+            &event(action::APPROVAL_REQUEST),
+        )
+        .await
+        .unwrap();
 }
 
 pub async fn a_request_is_answered_once(h: &Harness) {

@@ -60,6 +60,7 @@ macro_rules! conformance {
 conformance! {
     approvals::identical_calls_share_one_pending_request,
     approvals::a_request_is_answered_once,
+    approvals::an_agent_cannot_flood_the_queue,
     approvals::a_grant_covers_its_call_and_uses_only,
     approvals::a_single_use_grant_is_spent_once_under_concurrency,
     approvals::a_grant_of_three_is_spent_three_times_under_concurrency,
