@@ -22,6 +22,12 @@
 //!       "context": { "posture_age_s": 5 },
 //!       "expect": "allow",
 //!       "policies": ["coding-read-repo"]
+//!     },
+//!     {
+//!       "name": "exporting a secret waits for an approver",
+//!       "principal": "responder", "action": "export_secret", "resource": "db-password",
+//!       "expect": "approval_required",
+//!       "approval": { "approvers": ["admin", "approver"], "four_eyes": true, "uses": 1 }
 //!     }
 //!   ]
 //! }
@@ -34,6 +40,11 @@
 //! - `expect` is `allow`, `deny`, `approval_required`, or `error` (the request is refused as
 //!   bad input, see [`crate::RequestError`]).
 //! - `policies` (optional) must equal the decision's determining policy ids (any order).
+//! - `approval` (optional, with `approval_required`) checks how the approval is given, as the
+//!   determining policies' annotations say ([`crate::approval::ApprovalTerms`]): any of `approvers`
+//!   (the names, any order; `null` for the deployment's approver roles), `ttl_s` (`null` for
+//!   the deployment's default), `uses`, `show_arguments`, `four_eyes`. Members left out are
+//!   not checked.
 //!
 //! Unknown fields are errors, so a typo cannot silently disable a check.
 
@@ -42,6 +53,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::approval::ApprovalTerms;
 use crate::engine::Engine;
 use crate::error::PolicyError;
 use crate::request::{Agent, DecisionRequest, RequestContext, Resource};
@@ -84,6 +96,79 @@ struct TestCase {
     expect: Expect,
     #[serde(default)]
     policies: Option<Vec<String>>,
+    #[serde(default)]
+    approval: Option<ExpectedApproval>,
+}
+
+/// What a case expects of an approval's terms; members left out are not checked (a member
+/// given as `null` expects the deployment's default).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpectedApproval {
+    #[serde(default, deserialize_with = "present")]
+    approvers: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    ttl_s: Option<Option<u64>>,
+    #[serde(default)]
+    uses: Option<u32>,
+    #[serde(default)]
+    show_arguments: Option<bool>,
+    #[serde(default)]
+    four_eyes: Option<bool>,
+}
+
+/// A member that is present (possibly `null`), told apart from one left out.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+impl ExpectedApproval {
+    /// Where `terms` differ from what is expected, in words.
+    fn mismatch(&self, terms: Option<&ApprovalTerms>) -> Option<String> {
+        let Some(terms) = terms else {
+            return Some("expected approval terms, but the decision asks for no approval".into());
+        };
+        let approvers = terms
+            .approvers
+            .as_ref()
+            .map(|names| names.iter().cloned().collect::<Vec<_>>());
+        let mut wrong = Vec::new();
+        if let Some(want) = &self.approvers {
+            let mut want = want.clone();
+            if let Some(names) = &mut want {
+                names.sort();
+            }
+            if want != approvers {
+                wrong.push(format!("approvers {want:?}, got {approvers:?}"));
+            }
+        }
+        if self.ttl_s.is_some_and(|want| want != terms.ttl_s) {
+            wrong.push(format!("ttl_s {:?}, got {:?}", self.ttl_s, terms.ttl_s));
+        }
+        if self.uses.is_some_and(|want| want != terms.uses) {
+            wrong.push(format!("uses {:?}, got {}", self.uses, terms.uses));
+        }
+        if self
+            .show_arguments
+            .is_some_and(|want| want != terms.show_arguments)
+        {
+            wrong.push(format!(
+                "show_arguments {:?}, got {}",
+                self.show_arguments, terms.show_arguments
+            ));
+        }
+        if self.four_eyes.is_some_and(|want| want != terms.four_eyes) {
+            wrong.push(format!(
+                "four_eyes {:?}, got {}",
+                self.four_eyes, terms.four_eyes
+            ));
+        }
+        (!wrong.is_empty()).then(|| format!("expected approval {}", wrong.join("; ")))
+    }
 }
 
 /// The result of one case.
@@ -227,12 +312,21 @@ fn run_file(engine: &Engine, path: &Path) -> Result<Vec<CaseResult>, PolicyError
                 })
                 .map_err(|e| e.to_string()),
         };
-        out.push(judge(&file_name, case, result));
+        let terms = result
+            .as_ref()
+            .ok()
+            .and_then(|decision| engine.approval_terms(decision));
+        out.push(judge(&file_name, case, result, terms.as_ref()));
     }
     Ok(out)
 }
 
-fn judge(file: &str, case: &TestCase, result: Result<crate::Decision, String>) -> CaseResult {
+fn judge(
+    file: &str,
+    case: &TestCase,
+    result: Result<crate::Decision, String>,
+    terms: Option<&ApprovalTerms>,
+) -> CaseResult {
     let (actual, determining) = match &result {
         Ok(d) => (d.effect.as_str().to_owned(), d.determining_policies.clone()),
         Err(e) => (format!("error: {e}"), Vec::new()),
@@ -261,6 +355,9 @@ fn judge(file: &str, case: &TestCase, result: Result<crate::Decision, String>) -
                 "expected determining policies {want:?}, got {determining:?}"
             ));
         }
+    }
+    if failure.is_none() {
+        failure = case.approval.as_ref().and_then(|want| want.mismatch(terms));
     }
     CaseResult {
         file: file.to_owned(),
