@@ -8,24 +8,18 @@
 //! opens an approval request for the call (or joins the pending one), announced on the
 //! approval webhook, and the answer names it. The request's terms (approvers, wait, uses,
 //! arguments shown, four eyes) are the determining policies' annotations.
-//!
-//! [`ApprovalWatch`] wakes long-polling waiters: at once when this replica changes a request,
-//! and within the poll interval when another replica does (it follows the store's approvals
-//! change counter, as replicas follow the revocation log).
+//! Waiters are woken through [`crate::approval_watch`].
 
 use std::time::Duration;
 
 use aims_core::approval::{ApprovalRequest, AskedApproval, BoundCall, arguments_digest};
 use aims_core::audit::{AuditEvent, Outcome, action};
-use aims_core::id::{ApprovalId, DecisionId, TaskId};
+use aims_core::id::{ApprovalId, TaskId};
 use aims_policy::{Decision, DecisionRequest, Effect};
 use aims_store::StoreError;
 use serde_json::{Value, json};
-use time::OffsetDateTime;
-use tokio::sync::watch;
 
 use crate::auth::AuthenticatedAgent;
-use crate::decisions::Decided;
 use crate::error::ApiError;
 use crate::policy::LoadedPolicy;
 use crate::state::AppState;
@@ -49,8 +43,15 @@ pub struct Unresolved<'a> {
     pub decision: Decision,
     /// Its audit event.
     pub event: AuditEvent,
-    /// Its id.
-    pub id: DecisionId,
+}
+
+/// What an `approval_required` decision became.
+pub struct Resolved {
+    /// `allow` when a grant covered the call; otherwise the `approval_required` decision.
+    pub decision: Decision,
+    /// The grant spent, or the approval request opened or joined; `None` when the call
+    /// cannot be approved (no open task, or the agent's queue is full).
+    pub approval_id: Option<ApprovalId>,
 }
 
 /// An `approval_required` decision of `caller` under `loaded`, resolved: allowed by a grant
@@ -61,19 +62,15 @@ pub async fn resolve(
     caller: &AuthenticatedAgent,
     loaded: &LoadedPolicy,
     unresolved: Unresolved<'_>,
-) -> Result<Decided, ApiError> {
+) -> Result<Resolved, ApiError> {
     let Unresolved {
         request,
         resource_name,
         decision,
         event,
-        id,
     } = unresolved;
-    let decided = |decision: Decision, approval_id| Decided {
-        id: id.clone(),
-        effect: decision.effect,
-        policies: decision.determining_policies,
-        policy_version: loaded.version,
+    let decided = |decision: Decision, approval_id| Resolved {
+        decision,
         approval_id,
     };
     let now = request.context.time;
@@ -222,83 +219,4 @@ fn announce(state: &AppState, request: &ApprovalRequest) {
             "expires_at": asked.expires_at.unix_timestamp(),
         }),
     );
-}
-
-/// Wakes waiters when approval requests change: a counter that moves when this replica
-/// changes one, or when the store's change counter moves (another replica changed one).
-pub struct ApprovalWatch {
-    sender: watch::Sender<u64>,
-}
-
-impl Default for ApprovalWatch {
-    fn default() -> Self {
-        Self {
-            sender: watch::channel(0).0,
-        }
-    }
-}
-
-impl ApprovalWatch {
-    /// A receiver that sees every later change.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.sender.subscribe()
-    }
-
-    /// This replica changed a request: wake every waiter now.
-    pub fn changed(&self) {
-        self.sender.send_modify(|seen| *seen = seen.wrapping_add(1));
-    }
-}
-
-/// Follows the store's approvals change counter every `every` until `stop`, waking waiters
-/// when it moves. A store that cannot be read wakes nobody: waiters time out and ask again.
-pub async fn follow(state: AppState, every: Duration, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = None;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                if let Ok(version) = state.store.approvals_version().await {
-                    if last.is_some_and(|seen| seen != version) {
-                        state.approval_watch.changed();
-                    }
-                    last = Some(version);
-                }
-            }
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-/// Waits until request `id` is no longer pending, or `deadline`: the request as it then
-/// stands. `None` if it does not exist.
-pub async fn wait_for_answer(
-    state: &AppState,
-    id: &ApprovalId,
-    deadline: tokio::time::Instant,
-) -> Result<Option<ApprovalRequest>, ApiError> {
-    let mut changes = state.approval_watch.subscribe();
-    loop {
-        changes.borrow_and_update();
-        let Some(request) = state.store.approval(id).await? else {
-            return Ok(None);
-        };
-        let now = OffsetDateTime::now_utc();
-        let state_now = request.state_at(now);
-        if state_now != aims_core::approval::ApprovalState::Pending
-            || tokio::time::Instant::now() >= deadline
-        {
-            return Ok(Some(request));
-        }
-        // Wake at the request's own expiry too, to report it expired.
-        let until_expiry = (request.asked.expires_at - now)
-            .try_into()
-            .unwrap_or(Duration::ZERO);
-        let wake = deadline.min(tokio::time::Instant::now() + until_expiry);
-        tokio::select! {
-            _ = changes.changed() => {}
-            () = tokio::time::sleep_until(wake) => {}
-        }
-    }
 }

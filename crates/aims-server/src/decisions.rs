@@ -300,9 +300,15 @@ pub async fn decide_for(
             resource_name,
             decision,
             event,
-            id,
         };
-        return approvals::resolve(state, caller, &loaded, unresolved).await;
+        let resolved = approvals::resolve(state, caller, &loaded, unresolved).await?;
+        return Ok(Decided {
+            id,
+            effect: resolved.decision.effect,
+            policies: resolved.decision.determining_policies,
+            policy_version: loaded.version,
+            approval_id: resolved.approval_id,
+        });
     }
     // Audit first: no answer leaves unless its record is durable.
     state.audit.record(event).await?;

@@ -4,6 +4,7 @@
 //! It sits above `aims-core` (rules), `aims-token` (keys) and `aims-store` (persistence) and
 //! below the `aims` binary, which only parses flags and calls [`server::start`].
 
+pub mod approval_watch;
 pub mod approvals;
 pub mod audit_writer;
 pub mod auth;

@@ -135,8 +135,9 @@ pub async fn start_with_store(
         state.config.revocation_poll,
         stop.clone(),
     ));
-    tokio::spawn(crate::approvals::follow(
-        state.clone(),
+    tokio::spawn(crate::approval_watch::follow(
+        state.approval_watch.clone(),
+        state.store.clone(),
         state.config.revocation_poll,
         stop.clone(),
     ));

@@ -13,7 +13,7 @@ use aims_token::nonce::NonceKey;
 use ring::rand::{SecureRandom as _, SystemRandom};
 use time::OffsetDateTime;
 
-use crate::approvals::ApprovalWatch;
+use crate::approval_watch::ApprovalWatch;
 use crate::audit_writer::AuditWriter;
 use crate::config::Config;
 use crate::error::ApiError;

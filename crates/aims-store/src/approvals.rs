@@ -14,10 +14,10 @@ use aims_core::id::ApprovalId;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 use time::OffsetDateTime;
 
-use crate::engine::{Backend, Conn, begin_write, require_credentials_allowed, settle};
 use crate::errors::{classify, on_unique};
 use crate::rows::{self, ApprovalRow, TaskRow};
 use crate::tx::Tx;
+use crate::write::{Backend, Conn, begin_write, require_credentials_allowed, settle};
 use crate::{RevocationTarget, StoreError, sql};
 
 /// Why a grant could not be spent: rolled back, then answered as `false`.

@@ -35,6 +35,7 @@ mod sql;
 mod sqlite;
 mod ssf;
 mod tx;
+mod write;
 
 pub use oauth::{
     AccessTokenIssue, EPOCH_LIFETIME, ResourceServer, Revocation, RevocationTarget, Revoked,

@@ -19,10 +19,10 @@ use aims_core::audit::ChainHead;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres};
 
-use crate::engine::Backend;
 use crate::errors::{classify, classify_migrate};
 use crate::rows::{HeadRow, NewAuditRow};
 use crate::tx::Tx;
+use crate::write::Backend;
 use crate::{StoreError, sql};
 
 /// Connections per process.

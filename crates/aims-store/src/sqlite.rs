@@ -23,11 +23,11 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use crate::engine::Backend;
 use crate::errors::{classify, classify_migrate};
 use crate::rows::{HeadRow, NewAuditRow};
 use crate::space::SpaceGuard;
 use crate::tx::Tx;
+use crate::write::Backend;
 use crate::{StoreError, StoreOptions, sql};
 
 /// How long a statement waits for a lock held by another connection.

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::approvals;
+use crate::approval_watch;
 use crate::auth::{self, AuthenticatedAgent, Caller};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{Body, Query};
@@ -141,9 +141,10 @@ pub async fn show(
         .request_timeout
         .saturating_sub(Duration::from_secs(1));
     let deadline = tokio::time::Instant::now() + wait.min(ceiling);
-    let request = approvals::wait_for_answer(&state, &id, deadline)
-        .await?
-        .ok_or_else(not_found)?;
+    let request =
+        approval_watch::wait_for_answer(state.store.as_ref(), &state.approval_watch, &id, deadline)
+            .await?
+            .ok_or_else(not_found)?;
     let mut response = Json(ApprovalView::of(request, OffsetDateTime::now_utc())).into_response();
     if let Reader::Human(caller) = reader {
         // The audit layer records an operator's read.
