@@ -130,6 +130,27 @@ async fn show(server: &TestServer, token: &str, id: &str, wait: &str) -> Reply {
         .await
 }
 
+/// The agent long-polls request `id` at `server` for up to 20 s, in the background: the
+/// answer and how long it waited.
+fn long_poll(
+    server: &TestServer,
+    agent: &Responder,
+    id: &str,
+) -> tokio::task::JoinHandle<(Reply, Duration)> {
+    let url = format!("{}/v1/approvals/{id}?wait=20s", server.base);
+    let svid = agent.svid.clone();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let reply = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(svid)
+            .send()
+            .await
+            .unwrap();
+        (TestServer::reply(reply).await, started.elapsed())
+    })
+}
+
 /// The approval id of an `approval_required` answer.
 fn pending_id(reply: &Reply) -> String {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
@@ -199,19 +220,7 @@ async fn an_approval_covers_one_exact_call(backend: Backend) {
     assert!(text.contains("context.approved"), "{text}");
 
     // The agent long-polls; the approval wakes it well before its wait runs out.
-    let waiter = {
-        let (base, svid, id) = (server.base.clone(), agent.svid.clone(), id.clone());
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let reply = reqwest::Client::new()
-                .get(format!("{base}/v1/approvals/{id}?wait=20s"))
-                .bearer_auth(svid)
-                .send()
-                .await
-                .unwrap();
-            (TestServer::reply(reply).await, started.elapsed())
-        })
-    };
+    let waiter = long_poll(&server, &agent, &id);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let approved = answer(
         &server,
@@ -608,19 +617,7 @@ async fn a_waiter_is_woken_by_an_answer_on_another_replica(backend: Backend) {
     let id =
         pending_id(&export(&first, &agent, secret("vault/prod/db", "secret"), json!({})).await);
 
-    let waiter = {
-        let (base, svid, id) = (second.base.clone(), agent.svid.clone(), id.clone());
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let reply = reqwest::Client::new()
-                .get(format!("{base}/v1/approvals/{id}?wait=20s"))
-                .bearer_auth(svid)
-                .send()
-                .await
-                .unwrap();
-            (TestServer::reply(reply).await, started.elapsed())
-        })
-    };
+    let waiter = long_poll(&second, &agent, &id);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let approved = answer(&first, &carol, &id, "approve", "from the other replica").await;
     assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);

@@ -60,6 +60,17 @@ fn call(resource: &str, password_length: u64) -> BoundCall {
     }
 }
 
+/// Opens (or joins) `request` with its decision and `approval.request` events.
+async fn open(store: &dyn Store, request: &ApprovalRequest) -> Result<ApprovalRequest, StoreError> {
+    store
+        .open_approval(
+            request,
+            &event(action::DECISION),
+            &event(action::APPROVAL_REQUEST),
+        )
+        .await
+}
+
 /// A request `id` for `call`, opened at `at(opened)` and waiting 15 minutes, whose grant
 /// covers `uses` calls.
 fn request(id: &str, call: BoundCall, opened: i64, uses: u32) -> ApprovalRequest {
@@ -115,36 +126,15 @@ pub async fn identical_calls_share_one_pending_request(h: &Harness) {
     let head = store.audit_head().await.unwrap().seq;
 
     let first = request("a1", call("db", 32), 10, 1);
-    let opened = store
-        .open_approval(
-            &first,
-            &event(action::DECISION),
-            &event(action::APPROVAL_REQUEST),
-        )
-        .await
-        .unwrap();
+    let opened = open(store, &first).await.unwrap();
     assert_eq!(opened, first);
     // The same call again joins it: only the decision is written, naming the shared request.
     let again = request("a2", call("db", 32), 20, 1);
-    let joined = store
-        .open_approval(
-            &again,
-            &event(action::DECISION),
-            &event(action::APPROVAL_REQUEST),
-        )
-        .await
-        .unwrap();
+    let joined = open(store, &again).await.unwrap();
     assert_eq!(joined.id.as_str(), "a1");
     // Other arguments, or another resource, are another call.
     for (id, other) in [("a3", call("db", 64)), ("a4", call("cache", 32))] {
-        let opened = store
-            .open_approval(
-                &request(id, other, 30, 1),
-                &event(action::DECISION),
-                &event(action::APPROVAL_REQUEST),
-            )
-            .await
-            .unwrap();
+        let opened = open(store, &request(id, other, 30, 1)).await.unwrap();
         assert_eq!(opened.id.as_str(), id);
     }
     let a1 = Some("a1".to_owned());
@@ -167,12 +157,7 @@ pub async fn identical_calls_share_one_pending_request(h: &Harness) {
             .unwrap()
             .is_empty()
     );
-    let late = store
-        .open_approval(
-            &request("a5", call("db", 32), 1000, 1),
-            &event(action::DECISION),
-            &event(action::APPROVAL_REQUEST),
-        )
+    let late = open(store, &request("a5", call("db", 32), 1000, 1))
         .await
         .unwrap();
     assert_eq!(late.id.as_str(), "a5");
@@ -183,45 +168,27 @@ pub async fn an_agent_cannot_flood_the_queue(h: &Harness) {
     let store = &*h.store;
     agent_with_task(store).await;
     for n in 0..MAX_PENDING_PER_AGENT {
-        store
-            .open_approval(
-                &request(&format!("a{n}"), call("db", u64::from(n)), 10, 1),
-                &event(action::DECISION),
-                &event(action::APPROVAL_REQUEST),
-            )
-            .await
-            .unwrap();
+        open(
+            store,
+            &request(&format!("a{n}"), call("db", u64::from(n)), 10, 1),
+        )
+        .await
+        .unwrap();
     }
     let audit = AuditCursor::new(store).await;
-    let one_more = store
-        .open_approval(
-            &request("over", call("db", 9999), 10, 1),
-            &event(action::DECISION),
-            &event(action::APPROVAL_REQUEST),
-        )
-        .await;
+    let one_more = open(store, &request("over", call("db", 9999), 10, 1)).await;
     assert!(
         matches!(one_more, Err(StoreError::Conflict { .. })),
         "{one_more:?}"
     );
     audit.none(store).await;
     // An identical call still joins its pending request.
-    let joined = store
-        .open_approval(
-            &request("again", call("db", 0), 20, 1),
-            &event(action::DECISION),
-            &event(action::APPROVAL_REQUEST),
-        )
+    let joined = open(store, &request("again", call("db", 0), 20, 1))
         .await
         .unwrap();
     assert_eq!(joined.id.as_str(), "a0");
     // Once they expire, the agent may ask again.
-    store
-        .open_approval(
-            &request("later", call("db", 9999), 2000, 1),
-            &event(action::DECISION),
-            &event(action::APPROVAL_REQUEST),
-        )
+    open(store, &request("later", call("db", 9999), 2000, 1))
         .await
         .unwrap();
 }
@@ -230,14 +197,7 @@ pub async fn a_request_is_answered_once(h: &Harness) {
     let store = &*h.store;
     agent_with_task(store).await;
     let opened = request("a1", call("db", 32), 10, 1);
-    store
-        .open_approval(
-            &opened,
-            &event(action::DECISION),
-            &event(action::APPROVAL_REQUEST),
-        )
-        .await
-        .unwrap();
+    open(store, &opened).await.unwrap();
     let mut audit = AuditCursor::new(store).await;
 
     let decided = store
@@ -280,14 +240,7 @@ pub async fn a_request_is_answered_once(h: &Harness) {
         "{unknown:?}"
     );
     let stale = request("a2", call("db", 64), 10, 1);
-    store
-        .open_approval(
-            &stale,
-            &event(action::DECISION),
-            &event(action::APPROVAL_REQUEST),
-        )
-        .await
-        .unwrap();
+    open(store, &stale).await.unwrap();
     let audit = AuditCursor::new(store).await;
     let expired = store
         .decide_approval(
@@ -304,14 +257,7 @@ pub async fn a_request_is_answered_once(h: &Harness) {
 
     // A denial is final and grants nothing.
     let denied_request = request("a3", call("cache", 1), 10, 1);
-    store
-        .open_approval(
-            &denied_request,
-            &event(action::DECISION),
-            &event(action::APPROVAL_REQUEST),
-        )
-        .await
-        .unwrap();
+    open(store, &denied_request).await.unwrap();
     let denied = store
         .decide_approval(
             &denied_request.id,
@@ -331,14 +277,7 @@ pub async fn a_grant_covers_its_call_and_uses_only(h: &Harness) {
     let store = &*h.store;
     agent_with_task(store).await;
     let opened = request("a1", call("db", 32), 10, 2);
-    store
-        .open_approval(
-            &opened,
-            &event(action::DECISION),
-            &event(action::APPROVAL_REQUEST),
-        )
-        .await
-        .unwrap();
+    open(store, &opened).await.unwrap();
     assert_eq!(
         store.grant_for(&call("db", 32), at(20)).await.unwrap(),
         None
@@ -420,14 +359,7 @@ async fn spend_concurrently(h: &Harness, uses: u32) {
     let store = h.store.clone();
     agent_with_task(&*store).await;
     let opened = request("a1", call("db", 32), 10, uses);
-    store
-        .open_approval(
-            &opened,
-            &event(action::DECISION),
-            &event(action::APPROVAL_REQUEST),
-        )
-        .await
-        .unwrap();
+    open(&*store, &opened).await.unwrap();
     store
         .decide_approval(
             &opened.id,
@@ -484,14 +416,7 @@ pub async fn revocation_revokes_requests_and_grants(h: &Harness) {
     let pending = request("a1", call("db", 1), 10, 1);
     let granted = request("a2", call("db", 2), 10, 1);
     for r in [&pending, &granted] {
-        store
-            .open_approval(
-                r,
-                &event(action::DECISION),
-                &event(action::APPROVAL_REQUEST),
-            )
-            .await
-            .unwrap();
+        open(store, r).await.unwrap();
     }
     store
         .decide_approval(
@@ -519,13 +444,7 @@ pub async fn revocation_revokes_requests_and_grants(h: &Harness) {
             .unwrap()
     );
     // A closed task opens no request and takes no answer.
-    let refused = store
-        .open_approval(
-            &request("a3", call("db", 3), 40, 1),
-            &event(action::DECISION),
-            &event(action::APPROVAL_REQUEST),
-        )
-        .await;
+    let refused = open(store, &request("a3", call("db", 3), 40, 1)).await;
     assert!(
         matches!(refused, Err(StoreError::Conflict { .. })),
         "{refused:?}"
@@ -536,14 +455,7 @@ pub async fn quarantine_revokes_the_agents_requests(h: &Harness) {
     let store = &*h.store;
     agent_with_task(store).await;
     let pending = request("a1", call("db", 1), 10, 1);
-    store
-        .open_approval(
-            &pending,
-            &event(action::DECISION),
-            &event(action::APPROVAL_REQUEST),
-        )
-        .await
-        .unwrap();
+    open(store, &pending).await.unwrap();
     let registered = store.agent(&name("ir")).await.unwrap().unwrap();
     store
         .update_agent(
