@@ -265,6 +265,54 @@ async fn an_approval_covers_one_exact_call(backend: Backend) {
     )
     .await;
     assert_ne!(pending_id(&theirs), id);
+    // Nor is the same call in another task of the same agent.
+    let other_task = server
+        .call(
+            Method::POST,
+            "/v1/tasks",
+            Some(&agent.svid),
+            Some(json!({"intent": "another incident", "subject": "bob"})),
+        )
+        .await;
+    let in_other_task = Responder {
+        svid: agent.svid.clone(),
+        task_id: other_task.body["id"].as_str().unwrap().to_owned(),
+    };
+    let elsewhere = export(&server, &in_other_task, db.clone(), args.clone()).await;
+    assert_ne!(pending_id(&elsewhere), id);
+    // AuthZEN asks the same engine and names the same pending request for a new call.
+    let evaluation = server
+        .call(
+            Method::POST,
+            "/access/v1/evaluation",
+            Some(&agent.svid),
+            Some(json!({
+                "subject": {"type": "agent", "id": "ir"},
+                "action": {"name": "export_secret"},
+                "resource": {"type": "Secret", "id": "vault/prod/authzen",
+                             "properties": {"system": "vault", "environment": "prod",
+                                            "sensitivity": "secret", "kind": "password"}},
+                "context": {"task_id": agent.task_id, "intent": "contain incident INC-42"}
+            })),
+        )
+        .await;
+    assert_eq!(evaluation.status, StatusCode::OK, "{}", evaluation.body);
+    assert_eq!(evaluation.body["decision"], false);
+    let context = &evaluation.body["context"];
+    assert_eq!(context["reason"], "approval_required");
+    let authzen_id = context["approval_id"].as_str().unwrap();
+    assert_eq!(
+        context["approval_url"],
+        format!("{}/v1/approvals/{authzen_id}", server.base)
+    );
+    let same = export(
+        &server,
+        &agent,
+        secret("vault/prod/authzen", "secret"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(pending_id(&same), authzen_id);
 
     // The exact call is allowed once, naming the grant it spent.
     let allowed = export(&server, &agent, db.clone(), args.clone()).await;
