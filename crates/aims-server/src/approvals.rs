@@ -122,7 +122,10 @@ pub async fn resolve(
         intent: request.context.intent.clone(),
         task_subject: task.subject,
         delegation_chain: request.context.delegation_chain.clone(),
-        credential_id: caller.credential_id.to_string(),
+        credential_id: caller
+            .credential_id()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         resource_attributes: serde_json::to_value(&request.resource).unwrap_or(Value::Null),
         arguments: terms
             .show_arguments

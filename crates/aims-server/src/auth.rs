@@ -15,7 +15,7 @@ use std::marker::PhantomData;
 use aims_core::agent::Agent;
 use aims_core::audit::{Actor, AuditEvent, Outcome, action};
 use aims_core::credential::{CredentialHash, MAX_CREDENTIAL_LEN};
-use aims_core::id::{SpiffeId, TokenId};
+use aims_core::id::{AgentName, ResourceServerName, SpiffeId, TokenId};
 use aims_core::scope::ScopeSet;
 use aims_core::user::{Access, User};
 use aims_store::ResourceServer;
@@ -135,17 +135,135 @@ pub(crate) fn bearer(headers: &HeaderMap, max_len: usize) -> Option<&str> {
 /// The agent behind a request at an enforcement point of this server: a task token (RFC
 /// 9068, DPoP-bound unless the agent is allowed bearer, its proof checked with this
 /// replica's nonce) or the agent's JWT-SVID as a bearer token, verified, not revoked, and
-/// naming a registered agent of this trust domain.
+/// naming a registered agent of this trust domain — or an agent a registered resource server
+/// asks about ([`AuthenticatedAgent::vouched_for`]).
 #[derive(Debug, Clone)]
 pub struct AuthenticatedAgent {
     /// The agent's registry record.
     pub agent: Agent,
     /// Its SPIFFE ID, as the credential names it.
     pub spiffe_id: SpiffeId,
-    /// The id of the credential presented (the task token's or the SVID's `jti`).
-    pub credential_id: TokenId,
+    /// Who established it.
+    pub vouched: Vouched,
     /// The task token, when one was presented (not the SVID).
     pub task: Option<TaskToken>,
+}
+
+/// How the agent behind a request was established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vouched {
+    /// It presented its own credential: the task token's or the SVID's `jti`.
+    Itself(TokenId),
+    /// A registered resource server (an enforcement point) asks about it, passing the agent's
+    /// task token when it holds one.
+    ByResourceServer {
+        /// The resource server.
+        name: ResourceServerName,
+        /// The `jti` of the agent's task token it passed.
+        token: Option<TokenId>,
+    },
+}
+
+impl AuthenticatedAgent {
+    /// The id of the agent's credential behind the request, if one was presented.
+    pub fn credential_id(&self) -> Option<&TokenId> {
+        match &self.vouched {
+            Vouched::Itself(id) => Some(id),
+            Vouched::ByResourceServer { token, .. } => token.as_ref(),
+        }
+    }
+
+    /// Who asks, as an audit actor: the agent, or the resource server asking about it.
+    pub fn actor(&self) -> Actor {
+        match &self.vouched {
+            Vouched::Itself(_) => Actor::Agent {
+                spiffe_id: self.spiffe_id.to_string(),
+            },
+            Vouched::ByResourceServer { name, .. } => Actor::ResourceServer {
+                name: name.to_string(),
+            },
+        }
+    }
+
+    /// The agent `subject` (its name or SPIFFE ID) that resource server `server` asks about,
+    /// with the agent's task `token` when the server passes it: a token this server issued
+    /// for `server`'s audience to that agent, verified and not revoked. The principal is still
+    /// the registry's record, never the caller's description.
+    pub async fn vouched_for(
+        state: &AppState,
+        server: &ResourceServer,
+        subject: &str,
+        token: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        let unknown = || ApiError::bad_request(ErrorCode::UnknownAgent, "no such agent");
+        let spiffe_id = match SpiffeId::parse(subject) {
+            Ok(id) => id,
+            Err(_) => {
+                let name = AgentName::new(subject).map_err(|_| unknown())?;
+                SpiffeId::for_agent(state.trust_domain.clone(), name)
+            }
+        };
+        let agent = presented::agent_of(state, &spiffe_id)
+            .await?
+            .ok_or_else(unknown)?;
+        let task = match token {
+            None => None,
+            Some(token) => Some(passed_token(state, server, &spiffe_id, token).await?),
+        };
+        Ok(Self {
+            agent,
+            spiffe_id,
+            vouched: Vouched::ByResourceServer {
+                name: server.name.clone(),
+                token: task.as_ref().map(|t| t.claims.jti.clone()),
+            },
+            task,
+        })
+    }
+}
+
+/// A task token a resource server passes for agent `spiffe_id`: issued by this server for the
+/// resource server's audience to that agent, not revoked. Its proof of possession was the
+/// resource server's to check when the agent presented it.
+async fn passed_token(
+    state: &AppState,
+    server: &ResourceServer,
+    spiffe_id: &SpiffeId,
+    token: &str,
+) -> Result<TaskToken, ApiError> {
+    let refused = |why: &str| {
+        ApiError::bad_request(
+            ErrorCode::InvalidToken,
+            format!("the subject's token is refused: {why}"),
+        )
+    };
+    if token.len() > MAX_CREDENTIAL_LEN * 32 {
+        return Err(refused("it is too long"));
+    }
+    let now = OffsetDateTime::now_utc();
+    let claims = match presented::verify_access(state, token, now) {
+        Ok(claims) => claims,
+        Err(presented::AccessRefusal::Stale) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::RevocationStateStale,
+                "revocation state is stale; refusing",
+            ));
+        }
+        Err(refusal) => return Err(refused(&refusal.to_string())),
+    };
+    if claims.aud != server.audience {
+        return Err(refused("it was issued for another audience"));
+    }
+    if claims.client_id != spiffe_id.to_string() {
+        return Err(refused("it was issued to another agent"));
+    }
+    let live = state.store.issued_credential(claims.jti.as_str()).await?;
+    if live.is_none_or(|c| c.revoked_at.is_some()) {
+        return Err(refused("it is revoked or unknown"));
+    }
+    let scopes = ScopeSet::parse(&claims.scope).map_err(|_| refused("its scope is malformed"))?;
+    Ok(TaskToken { claims, scopes })
 }
 
 /// A task token presented at an enforcement point, its claims parsed once.
@@ -211,7 +329,7 @@ async fn identity_holder(
     Ok(AuthenticatedAgent {
         agent,
         spiffe_id: svid.sub,
-        credential_id: svid.jti,
+        vouched: Vouched::Itself(svid.jti),
         task: None,
     })
 }
@@ -234,7 +352,7 @@ async fn task_holder(
     Ok(AuthenticatedAgent {
         agent,
         spiffe_id,
-        credential_id: claims.jti.clone(),
+        vouched: Vouched::Itself(claims.jti.clone()),
         task: Some(TaskToken { claims, scopes }),
     })
 }

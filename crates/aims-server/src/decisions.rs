@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use aims_api::{DecideRequest, DecisionView};
 use aims_core::agent::Agent as Registered;
-use aims_core::audit::{Actor, Outcome, action};
+use aims_core::audit::{Outcome, action};
 use aims_core::id::{ApprovalId, DecisionId};
 use aims_policy::{
     Agent, Decision, DecisionRequest, Effect, Posture, RequestContext, Resource, ResourceObject,
@@ -260,25 +260,17 @@ pub async fn decide_for(
         Decision::outside_scope(id.to_string())
     };
 
-    let spiffe_id = caller.spiffe_id.to_string();
     let outcome = if decision.effect == Effect::Allow {
         Outcome::Success
     } else {
         Outcome::Denied
     };
     let mut event = state
-        .event(
-            Actor::Agent {
-                spiffe_id: spiffe_id.clone(),
-            },
-            action::DECISION,
-            outcome,
-        )
+        .event(caller.actor(), action::DECISION, outcome)
         .request(request_id)
-        .agent(spiffe_id)
+        .agent(caller.spiffe_id.to_string())
         .owner(agent.owner.to_string())
         .resource(resource)
-        .token(caller.credential_id.clone())
         .chain(chain)
         .decision(
             decision.effect.as_str(),
@@ -294,6 +286,7 @@ pub async fn decide_for(
         }));
     event.task_id = (!task_id.is_empty()).then_some(task_id);
     event.intent = (!intent.is_empty()).then_some(intent);
+    event.token_id = caller.credential_id().map(ToString::to_string);
     if decision.effect == Effect::ApprovalRequired {
         let unresolved = approvals::Unresolved {
             request: &request,

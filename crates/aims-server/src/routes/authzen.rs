@@ -4,23 +4,33 @@
 //! `POST /access/v1/evaluation` answers one subject–action–resource–context tuple;
 //! `POST /access/v1/evaluations` answers several, with top-level defaults and the
 //! `evaluations_semantic` option (`execute_all`, `deny_on_first_deny`,
-//! `permit_on_first_permit`). The caller authenticates as the agent with its JWT-SVID and the
-//! subject must be that agent (`type: "agent"`, `id`: its name or SPIFFE ID). A deny is HTTP
+//! `permit_on_first_permit`). The caller is either the agent, with its JWT-SVID or task token,
+//! asking about itself (`type: "agent"`, `id`: its name or SPIFFE ID), or a registered
+//! resource server — an existing enforcement point — with its client credential (HTTP Basic),
+//! asking about any registered agent for resources of its own `system`, optionally passing
+//! the agent's task token in `subject.properties.token` to bind task, scopes and delegation
+//! chain. Either way the principal is built from the registry and posture, never from the
+//! request. A deny is HTTP
 //! 200 with `"decision": false`; `approval_required` is a `false` whose `context.reason` says
 //! so, with `context.approval_id` and `context.approval_url` naming the approval request to
 //! wait on. The discovery document is `/.well-known/authzen-configuration`.
 
+use std::borrow::Cow;
+
 use aims_policy::{Effect, Resource};
+use aims_store::ResourceServer;
+use aims_token::authn;
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use crate::auth::AuthenticatedAgent;
+use crate::auth::{self, AuthenticatedAgent, ServiceCaller};
 use crate::decisions::{self, Asked, Question};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorCode, Form};
 use crate::extract::Body;
 use crate::state::AppState;
 
@@ -106,22 +116,108 @@ fn bad(message: &str) -> ApiError {
     ApiError::bad_request(ErrorCode::InvalidRequest, message)
 }
 
-/// The question an evaluation stands for, after checking its subject is the authenticated
-/// agent.
-fn question_of(caller: &AuthenticatedAgent, eval: Evaluation) -> Result<Question, ApiError> {
-    let subject = eval.subject.ok_or_else(|| bad("subject is required"))?;
+/// Who asks: an agent about itself (its JWT-SVID or task token), or a registered resource
+/// server — an existing enforcement point — about any agent, with its own client credential
+/// (HTTP Basic, as at introspection).
+pub enum Asker {
+    /// The agent itself.
+    Agent(Box<AuthenticatedAgent>),
+    /// A resource server, for resources of its `system`.
+    ResourceServer(ResourceServer),
+}
+
+impl FromRequestParts<AppState> for Asker {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let basic = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(authn::split_authorization)
+            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"));
+        if !basic {
+            let agent = AuthenticatedAgent::from_request_parts(parts, state).await?;
+            return Ok(Self::Agent(Box::new(agent)));
+        }
+        let invalid = || {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::InvalidClient,
+                "client authentication failed",
+            )
+            .with_challenge("Basic realm=\"aims\"".to_owned())
+        };
+        match auth::service_caller(state, &parts.headers).await {
+            Ok(Some(ServiceCaller::ResourceServer(server))) => Ok(Self::ResourceServer(server)),
+            Ok(_) => Err(invalid()),
+            Err(e) if e.code == ErrorCode::InvalidClient => Err(invalid()),
+            Err(e) => Err(e.in_form(Form::Api)),
+        }
+    }
+}
+
+/// The agent an evaluation's subject names, as `asker` may ask about it: an agent only about
+/// itself; a resource server about any registered agent, with the agent's task token in the
+/// subject's `properties.token` when it holds one.
+async fn subject_of<'a>(
+    state: &AppState,
+    asker: &'a Asker,
+    subject: Option<&Entity>,
+) -> Result<Cow<'a, AuthenticatedAgent>, ApiError> {
+    let subject = subject.ok_or_else(|| bad("subject is required"))?;
+    if subject.kind != "agent" {
+        return Err(bad("the subject must be of type \"agent\""));
+    }
+    match asker {
+        Asker::Agent(caller) => {
+            let is_caller = subject.id == caller.agent.name.as_str()
+                || subject.id == caller.spiffe_id.to_string();
+            if !is_caller {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::SubjectMismatch,
+                    "the subject must be the authenticated agent (type \"agent\", its name or SPIFFE ID)",
+                ));
+            }
+            Ok(Cow::Borrowed(caller.as_ref()))
+        }
+        Asker::ResourceServer(server) => {
+            let token = match subject.properties.get("token") {
+                None => None,
+                Some(Value::String(token)) => Some(token.as_str()),
+                Some(_) => return Err(bad("subject.properties.token must be a string")),
+            };
+            AuthenticatedAgent::vouched_for(state, server, &subject.id, token)
+                .await
+                .map(Cow::Owned)
+        }
+    }
+}
+
+/// The question an evaluation stands for. A resource server asks only about resources of its
+/// own `system`; attributes the resource leaves out are its registered ones.
+fn question_of(eval: Evaluation, server: Option<&ResourceServer>) -> Result<Question, ApiError> {
     let action = eval.action.ok_or_else(|| bad("action is required"))?;
     let resource = eval.resource.ok_or_else(|| bad("resource is required"))?;
-    let is_caller = subject.kind == "agent"
-        && (subject.id == caller.agent.name.as_str() || subject.id == caller.spiffe_id.to_string());
-    if !is_caller {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ErrorCode::SubjectMismatch,
-            "the subject must be the authenticated agent (type \"agent\", its name or SPIFFE ID)",
-        ));
-    }
     let mut object = resource.properties;
+    if let Some(server) = server {
+        if object
+            .get("system")
+            .is_some_and(|system| system.as_str() != Some(server.system.as_str()))
+        {
+            return Err(ApiError::forbidden(
+                "a resource server asks only about resources of its own system",
+            ));
+        }
+        for (name, value) in [
+            ("system", server.system.clone()),
+            ("environment", server.environment.to_string()),
+            ("sensitivity", server.sensitivity.clone()),
+        ] {
+            object.entry(name).or_insert(Value::String(value));
+        }
+    }
     object.insert("type".into(), Value::String(resource.kind));
     object.insert("id".into(), Value::String(resource.id));
     let mut context = eval.context.unwrap_or_default();
@@ -149,13 +245,18 @@ fn question_of(caller: &AuthenticatedAgent, eval: Evaluation) -> Result<Question
 /// One evaluation's answer: `decision` is true only for allow.
 async fn evaluate(
     state: &AppState,
-    caller: &AuthenticatedAgent,
+    asker: &Asker,
     eval: Evaluation,
     asked: Asked,
     request_id: Option<String>,
 ) -> Result<Value, ApiError> {
-    let question = question_of(caller, eval)?;
-    let decided = decisions::decide_for(state, caller, question, asked, request_id).await?;
+    let caller = subject_of(state, asker, eval.subject.as_ref()).await?;
+    let server = match asker {
+        Asker::ResourceServer(server) => Some(server),
+        Asker::Agent(_) => None,
+    };
+    let question = question_of(eval, server)?;
+    let decided = decisions::decide_for(state, &caller, question, asked, request_id).await?;
     let allowed = decided.effect == Effect::Allow;
     let view = decided.view(&state.issuer);
     let mut context = Map::new();
@@ -173,7 +274,7 @@ async fn evaluate(
 /// `POST /access/v1/evaluation`.
 pub async fn evaluation(
     State(state): State<AppState>,
-    caller: AuthenticatedAgent,
+    asker: Asker,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Body(eval): Body<Evaluation>,
@@ -184,7 +285,7 @@ pub async fn evaluation(
     };
     let request_id = crate::auth::request_id(&headers);
     Ok(Json(
-        evaluate(&state, &caller, eval, asked, request_id).await?,
+        evaluate(&state, &asker, eval, asked, request_id).await?,
     ))
 }
 
@@ -201,7 +302,7 @@ fn stop_on(options: &Options) -> Result<Option<bool>, ApiError> {
 /// `POST /access/v1/evaluations`.
 pub async fn evaluations(
     State(state): State<AppState>,
-    caller: AuthenticatedAgent,
+    asker: Asker,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Body(batch): Body<Batch>,
@@ -223,7 +324,7 @@ pub async fn evaluations(
             resource: eval.resource.or_else(|| batch.defaults.resource.clone()),
             context: eval.context.or_else(|| batch.defaults.context.clone()),
         };
-        let result = evaluate(&state, &caller, merged, asked, request_id.clone()).await?;
+        let result = evaluate(&state, &asker, merged, asked, request_id.clone()).await?;
         let decided = result.get("decision").and_then(Value::as_bool);
         results.push(result);
         if stop_on.is_some() && decided == stop_on {

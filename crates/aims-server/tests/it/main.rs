@@ -17,6 +17,7 @@ mod approvals;
 mod attest;
 mod audit;
 mod discovery;
+mod enforcement_points;
 mod epochs;
 mod faults;
 mod federation;
