@@ -277,6 +277,14 @@ pub mod action {
     pub const TASK_CREATE: &str = "task.create";
     /// A task was ended; everything issued for it is revoked.
     pub const TASK_END: &str = "task.end";
+    /// A secret was stored.
+    pub const SECRET_PUT: &str = "secret.put";
+    /// A secret got a new version.
+    pub const SECRET_ROTATE: &str = "secret.rotate";
+    /// A secret was deleted with all its versions.
+    pub const SECRET_DELETE: &str = "secret.delete";
+    /// A resource server read a secret's value (the event names the secret and version only).
+    pub const SECRET_READ: &str = "secret.read";
     /// A resource server was registered.
     pub const RESOURCE_SERVER_ADD: &str = "resource_server.add";
     /// A resource server was removed.

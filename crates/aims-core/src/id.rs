@@ -294,6 +294,13 @@ validated_string!(
 );
 
 validated_string!(
+    /// The unique name of a brokered secret, e.g. `github-deploy-token`. Same rules as agent
+    /// names.
+    SecretName,
+    check_agent_name
+);
+
+validated_string!(
     /// The one accountable owner of an agent: a person or team, e.g. `alice@acme.example`.
     Owner,
     check_owner

@@ -14,6 +14,7 @@ pub mod id;
 pub mod posture;
 pub mod revocation;
 pub mod scope;
+pub mod secret;
 pub mod task;
 pub mod text;
 pub mod user;

@@ -15,13 +15,16 @@ use aims_api::oauth::{
     ResourceServerRegistered, ResourceServerView, RevokeRequest, RevokeResponse, TaskEnded,
     TaskList, TaskView,
 };
+use aims_api::secrets::{
+    PutSecretRequest, RotateSecretRequest, SecretList, SecretValue, SecretView,
+};
 use aims_api::{
     AddUserRequest, AgentList, AgentQuery, AgentView, AttestRequest, AttestResponse, AuditPage,
     AuditQuery, AuditVerification, DecideRequest, DecisionView, ExplainRequest, JoinTokenIssued,
     KeyList, LifecycleRequest, NonceResponse, PolicySetView, PolicyVersion, PolicyVersionList,
     PushPolicyRequest, RegisterAgentRequest, UpdateAgentRequest, UserCredential, UserList,
 };
-use aims_core::id::{AgentName, ApprovalId, ResourceServerName, UserName};
+use aims_core::id::{AgentName, ApprovalId, ResourceServerName, SecretName, UserName};
 use aims_core::task::{TaskState, is_valid_task_id};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use reqwest::{Method, RequestBuilder};
@@ -29,7 +32,7 @@ use reqwest::{Method, RequestBuilder};
 use crate::SdkError;
 use crate::approval::{self, WaitedDecision};
 use crate::http::{http_client, parse_base_url, receive, receive_empty, receive_oauth};
-use crate::oauth::credential;
+use crate::oauth::{credential, with_basic};
 
 pub use crate::http::{CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 
@@ -499,6 +502,53 @@ impl AdminClient {
         receive(self.authed(Method::POST, &path)?.json(&body)).await
     }
 
+    // --- secrets --------------------------------------------------------------------------
+
+    /// `POST /v1/secrets`: stores a secret; only the resource servers it names read it.
+    pub async fn put_secret(&self, request: &PutSecretRequest) -> Result<SecretView, SdkError> {
+        receive(self.authed(Method::POST, "/v1/secrets")?.json(request)).await
+    }
+
+    /// `GET /v1/secrets`: every secret, without values.
+    pub async fn secrets(&self) -> Result<SecretList, SdkError> {
+        receive(self.authed(Method::GET, "/v1/secrets")?).await
+    }
+
+    /// `GET /v1/secrets/{name}`: one secret, without its value.
+    pub async fn secret(&self, name: &SecretName) -> Result<SecretView, SdkError> {
+        receive(self.authed(Method::GET, &secret_path(name, ""))?).await
+    }
+
+    /// `POST /v1/secrets/{name}/rotate`: a new current version.
+    pub async fn rotate_secret(
+        &self,
+        name: &SecretName,
+        request: &RotateSecretRequest,
+    ) -> Result<SecretView, SdkError> {
+        receive(
+            self.authed(Method::POST, &secret_path(name, "/rotate"))?
+                .json(request),
+        )
+        .await
+    }
+
+    /// `DELETE /v1/secrets/{name}`.
+    pub async fn delete_secret(&self, name: &SecretName) -> Result<(), SdkError> {
+        receive_empty(self.authed(Method::DELETE, &secret_path(name, ""))?).await
+    }
+
+    /// `GET /v1/secrets/{name}/value` as resource server `server` (HTTP Basic with its
+    /// `client_secret`): the current value, for a secret that names it as a reader.
+    pub async fn read_secret_as(
+        &self,
+        server: &ResourceServerName,
+        client_secret: &str,
+        name: &SecretName,
+    ) -> Result<SecretValue, SdkError> {
+        let builder = self.http.get(self.url(&secret_path(name, "/value")));
+        receive(with_basic(builder, server, client_secret)?).await
+    }
+
     /// `POST /v1/attest/nonce`: a single-use nonce for an attestation proof (no token sent).
     pub async fn attestation_nonce(&self) -> Result<NonceResponse, SdkError> {
         receive(self.http.post(self.url("/v1/attest/nonce"))).await
@@ -572,6 +622,12 @@ fn task_path(id: &str, suffix: &str) -> Result<String, SdkError> {
         ));
     }
     Ok(format!("/v1/tasks/{id}{suffix}"))
+}
+
+/// `/v1/secrets/{name}{suffix}`. Secret names follow the agent-name rules: unreserved URL
+/// characters, never `.` or `..`.
+fn secret_path(name: &SecretName, suffix: &str) -> String {
+    format!("/v1/secrets/{}{suffix}", name.as_str())
 }
 
 /// `/v1/resource-servers/{name}`. Resource-server names follow the agent-name rules: unreserved

@@ -603,7 +603,7 @@ fn scope_field(scope: &ScopeSet) -> Result<String, SdkError> {
 
 /// Adds `Authorization: Basic base64(urlencode(name) ":" urlencode(secret))`, as RFC 6749
 /// §2.3.1 says clients authenticate (reqwest marks the header sensitive).
-fn with_basic(
+pub(crate) fn with_basic(
     builder: RequestBuilder,
     name: &ResourceServerName,
     secret: &str,

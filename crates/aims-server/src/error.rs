@@ -112,6 +112,8 @@ error_codes! {
     InvalidScope = "invalid_scope",
     /// A state that is not acceptable.
     InvalidState = "invalid_state",
+    /// A secret value, description, reader list or rotation period that is not acceptable.
+    InvalidSecret = "invalid_secret",
     /// A task subject that is not acceptable.
     InvalidSubject = "invalid_subject",
     /// No credential, or a JWT-SVID that is refused.
@@ -166,6 +168,10 @@ error_codes! {
     RevisionConflict = "revision_conflict",
     /// The replica cannot tell whether a token is revoked.
     RevocationStateStale = "revocation_state_stale",
+    /// A secret of that name exists.
+    SecretExists = "secret_exists",
+    /// No such secret (or not one the caller may read).
+    SecretNotFound = "secret_not_found",
     /// An internal failure at an OAuth endpoint (RFC 6749 §5.2).
     ServerError = "server_error",
     /// The store's volume is below its free-space reserve.

@@ -12,7 +12,8 @@ use aims_core::agent::Agent;
 use aims_core::approval::{ApprovalRequest, ApprovalVerdict, BoundCall};
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
 use aims_core::credential::CredentialHash;
-use aims_core::id::{AgentName, ApprovalId, ResourceServerName, TrustDomain, UserName};
+use aims_core::id::{AgentName, ApprovalId, ResourceServerName, SecretName, TrustDomain, UserName};
+use aims_core::secret::Secret;
 use aims_core::task::{Task, TaskState};
 use aims_core::user::{Role, User};
 use async_trait::async_trait;
@@ -23,9 +24,10 @@ use crate::approvals;
 use crate::errors::{classify, is_foreign_key_violation, on_unique};
 use crate::rows::{
     self, AgentColumns, AgentRow, ApprovalRow, AuditRow, CredentialRow, HeadRow, JoinTokenRow,
-    KeyRow, Listing, PolicySetRow, ResourceServerRow, RevocationRow, SnapshotRow, SsfPendingRow,
-    SsfStreamColumns, SsfStreamRow, TaskRow, UserRow,
+    KeyRow, Listing, PolicySetRow, ResourceServerRow, RevocationRow, SecretRow, SnapshotRow,
+    SsfPendingRow, SsfStreamColumns, SsfStreamRow, TaskRow, UserRow,
 };
+use crate::secrets;
 use crate::tx::Tx;
 use crate::write::{
     Backend, Conn, begin_write, finish, require_credentials_allowed, settle, write_pool,
@@ -1227,6 +1229,54 @@ where
             .await
             .map_err(classify)?;
         rows::to_u64(version, "approvals version")
+    }
+
+    async fn create_secret(
+        &self,
+        secret: &Secret,
+        sealed_value: &[u8],
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        secrets::create(self, secret, sealed_value, event).await
+    }
+
+    async fn rotate_secret(
+        &self,
+        secret: &Secret,
+        sealed_value: &[u8],
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        secrets::rotate(self, secret, sealed_value, event).await
+    }
+
+    async fn delete_secret(&self, name: &SecretName, event: &AuditEvent) -> Result<(), StoreError> {
+        secrets::delete(self, name.as_str(), event).await
+    }
+
+    async fn secret(&self, name: &SecretName) -> Result<Option<Secret>, StoreError> {
+        Ok(secrets::read(self, name.as_str(), false)
+            .await?
+            .map(|(secret, _)| secret))
+    }
+
+    async fn secret_value(
+        &self,
+        name: &SecretName,
+    ) -> Result<Option<(Secret, Vec<u8>)>, StoreError> {
+        Ok(secrets::read(self, name.as_str(), true)
+            .await?
+            .and_then(|(secret, value)| value.map(|v| (secret, v))))
+    }
+
+    async fn list_secrets(&self, limit: u32) -> Result<Vec<Secret>, StoreError> {
+        sqlx::query_as::<B::Db, SecretRow>(sql::LIST_SECRETS)
+            .bind(i64::from(rows::page_limit(limit)))
+            .fetch_all(self.reads())
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(SecretRow::into_secret)
+            .collect()
     }
 }
 

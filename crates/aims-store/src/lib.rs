@@ -16,9 +16,11 @@ use aims_core::approval::{ApprovalRequest, ApprovalVerdict, BoundCall};
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
 use aims_core::credential::CredentialHash;
 use aims_core::id::{
-    AgentName, ApprovalId, Environment, Owner, ResourceServerName, TrustDomain, UserName,
+    AgentName, ApprovalId, Environment, Owner, ResourceServerName, SecretName, TrustDomain,
+    UserName,
 };
 use aims_core::posture::Evidence;
+use aims_core::secret::Secret;
 use aims_core::task::Task;
 use aims_core::user::User;
 use async_trait::async_trait;
@@ -30,6 +32,7 @@ mod errors;
 mod oauth;
 mod postgres;
 mod rows;
+mod secrets;
 mod space;
 mod sql;
 mod sqlite;
@@ -639,6 +642,40 @@ pub trait Store: Send + Sync + 'static {
     /// The approvals' change counter: it grows with every change to any request, so a
     /// replica polling it learns that a waiter's request may have been answered.
     async fn approvals_version(&self) -> Result<u64, StoreError>;
+
+    /// Stores a new secret at version 1 with its value sealed under the master key, with its
+    /// audit event. `Conflict` if the name is taken.
+    async fn create_secret(
+        &self,
+        secret: &Secret,
+        sealed_value: &[u8],
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// Makes `secret` (whose `version` is the stored one + 1) and `sealed_value` the current
+    /// version, keeping the older ones. `NotFound`, or `Conflict` when the stored version is
+    /// not `secret.version - 1` (another rotation won the race).
+    async fn rotate_secret(
+        &self,
+        secret: &Secret,
+        sealed_value: &[u8],
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes a secret and every version of its value. `NotFound`.
+    async fn delete_secret(&self, name: &SecretName, event: &AuditEvent) -> Result<(), StoreError>;
+
+    /// One secret, without its value.
+    async fn secret(&self, name: &SecretName) -> Result<Option<Secret>, StoreError>;
+
+    /// One secret and its current version's sealed value.
+    async fn secret_value(
+        &self,
+        name: &SecretName,
+    ) -> Result<Option<(Secret, Vec<u8>)>, StoreError>;
+
+    /// Up to `limit` secrets (capped at [`MAX_PAGE`]), by name, without values.
+    async fn list_secrets(&self, limit: u32) -> Result<Vec<Secret>, StoreError>;
 }
 
 /// How a store is opened beyond its URL.

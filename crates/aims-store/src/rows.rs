@@ -11,6 +11,7 @@ use aims_core::audit::{AuditEvent, AuditRecord, ChainHash, ChainHead};
 use aims_core::id::{
     AgentName, ApprovalId, Environment, Intent, ResourceServerName, TaskId, TrustDomain, UserName,
 };
+use aims_core::secret::Secret;
 use aims_core::task::{Task, TaskState};
 use aims_core::user::{Role, User};
 use time::OffsetDateTime;
@@ -959,5 +960,25 @@ impl ApprovalRow {
                 .transpose()
                 .map_err(|e| StoreError::Corrupt(format!("approval verdict: {e}")))?,
         })
+    }
+}
+
+/// A stored secret's metadata (never its value).
+#[derive(sqlx::FromRow)]
+pub(crate) struct SecretRow {
+    pub name: String,
+    pub version: i64,
+    pub record: String,
+}
+
+impl SecretRow {
+    /// Decodes the row; its columns must agree with its record.
+    pub fn into_secret(self) -> Result<Secret, StoreError> {
+        let secret: Secret = serde_json::from_str(&self.record)
+            .map_err(|e| StoreError::Corrupt(format!("secret record: {e}")))?;
+        if secret.name.as_str() != self.name || i64::from(secret.version) != self.version {
+            return Err(corrupt("secret record", &self.name));
+        }
+        Ok(secret)
     }
 }

@@ -348,3 +348,19 @@ pub(crate) const LIST_PENDING_APPROVALS: &str = concat!(
     " FROM approvals WHERE state = 'pending' AND expires_at_ms > $1 \
      ORDER BY created_at_ms DESC, id LIMIT $2"
 );
+
+pub(crate) const INSERT_SECRET: &str =
+    "INSERT INTO secrets (name, version, record) VALUES ($1, $2, $3)";
+pub(crate) const INSERT_SECRET_VERSION: &str =
+    "INSERT INTO secret_versions (name, version, sealed_value) VALUES ($1, $2, $3)";
+/// Binds: name, new version, new record, expected version. Returns the name if it moved.
+pub(crate) const UPDATE_SECRET: &str = "UPDATE secrets SET version = $2, record = $3 \
+     WHERE name = $1 AND version = $4 RETURNING name";
+pub(crate) const SELECT_SECRET: &str = "SELECT name, version, record FROM secrets WHERE name = $1";
+pub(crate) const LIST_SECRETS: &str =
+    "SELECT name, version, record FROM secrets ORDER BY name LIMIT $1";
+/// The current version's sealed value.
+pub(crate) const SELECT_SECRET_VALUE: &str = "SELECT v.sealed_value FROM secrets s \
+     JOIN secret_versions v ON v.name = s.name AND v.version = s.version WHERE s.name = $1";
+pub(crate) const DELETE_SECRET_VERSIONS: &str = "DELETE FROM secret_versions WHERE name = $1";
+pub(crate) const DELETE_SECRET: &str = "DELETE FROM secrets WHERE name = $1 RETURNING name";

@@ -109,6 +109,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::ApprovalCommand,
     },
+    /// Store, rotate and delete brokered secrets (values are never shown).
+    Secret {
+        #[command(flatten)]
+        opts: cli::ClientOpts,
+        #[command(subcommand)]
+        command: cli::SecretCommand,
+    },
     /// Register and manage resource servers (the tool servers task tokens are issued for).
     ResourceServer {
         #[command(flatten)]
@@ -181,6 +188,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Token { opts, command } => cli::run_token(&opts, command).await,
         Command::Task { opts, command } => cli::run_task(&opts, command).await,
         Command::Approval { opts, command } => cli::run_approval(&opts, command).await,
+        Command::Secret { opts, command } => cli::run_secret(&opts, command).await,
         Command::ResourceServer { opts, command } => cli::run_resource_server(&opts, command).await,
     }
 }

@@ -16,6 +16,7 @@ pub mod oauth;
 pub mod policies;
 pub mod resource_servers;
 pub mod revocations;
+pub mod secrets;
 pub mod ssf;
 pub mod tasks;
 pub mod users;
@@ -69,6 +70,12 @@ pub fn router(state: AppState) -> Router {
         .route("/tasks/{id}", get(tasks::show))
         .route("/tasks/{id}/end", post(tasks::end))
         .route("/revocations", post(revocations::revoke))
+        .route("/secrets", post(secrets::put).get(secrets::list))
+        .route(
+            "/secrets/{name}",
+            get(secrets::show).delete(secrets::delete),
+        )
+        .route("/secrets/{name}/rotate", post(secrets::rotate))
         .route(
             "/resource-servers",
             post(resource_servers::register).get(resource_servers::list),
@@ -88,6 +95,8 @@ pub fn router(state: AppState) -> Router {
         .route("/decisions", post(policies::decide))
         // The agent that asked, or an operator (told apart by the credential's format).
         .route("/approvals/{id}", get(approvals::show))
+        // Resource servers a secret names as readers (HTTP Basic), authenticated inside.
+        .route("/secrets/{name}/value", get(secrets::value))
         .route("/tasks", post(tasks::create))
         .route("/revocations", get(revocations::page))
         .route("/revocations/stream", get(revocations::stream))

@@ -9,7 +9,8 @@ use aims_core::agent::Agent;
 use aims_core::approval::{ApprovalRequest, ApprovalVerdict, BoundCall};
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
 use aims_core::credential::CredentialHash;
-use aims_core::id::{AgentName, ApprovalId, ResourceServerName, TrustDomain, UserName};
+use aims_core::id::{AgentName, ApprovalId, ResourceServerName, SecretName, TrustDomain, UserName};
+use aims_core::secret::Secret;
 use aims_core::task::Task;
 use aims_core::user::User;
 use aims_store::{
@@ -367,6 +368,40 @@ impl Store for FailingAudit {
     }
     async fn approvals_version(&self) -> Result<u64, StoreError> {
         self.inner.approvals_version().await
+    }
+    async fn create_secret(
+        &self,
+        secret: &Secret,
+        sealed_value: &[u8],
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.create_secret(secret, sealed_value, event).await
+    }
+    async fn rotate_secret(
+        &self,
+        secret: &Secret,
+        sealed_value: &[u8],
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.rotate_secret(secret, sealed_value, event).await
+    }
+    async fn delete_secret(&self, name: &SecretName, event: &AuditEvent) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.delete_secret(name, event).await
+    }
+    async fn secret(&self, name: &SecretName) -> Result<Option<Secret>, StoreError> {
+        self.inner.secret(name).await
+    }
+    async fn secret_value(
+        &self,
+        name: &SecretName,
+    ) -> Result<Option<(Secret, Vec<u8>)>, StoreError> {
+        self.inner.secret_value(name).await
+    }
+    async fn list_secrets(&self, limit: u32) -> Result<Vec<Secret>, StoreError> {
+        self.inner.list_secrets(limit).await
     }
 }
 

@@ -25,6 +25,7 @@ mod limits;
 mod policies;
 mod registry;
 mod router;
+mod secrets;
 mod ssf;
 mod startup;
 mod task_tokens;

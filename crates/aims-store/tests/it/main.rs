@@ -25,6 +25,7 @@ mod init;
 mod join_tokens;
 mod keys;
 mod policies;
+mod secrets;
 mod ssf;
 mod tokens;
 mod upgrade;
@@ -58,6 +59,7 @@ macro_rules! conformance {
 }
 
 conformance! {
+    secrets::secrets_are_versioned_and_read_current,
     approvals::identical_calls_share_one_pending_request,
     approvals::a_request_is_answered_once,
     approvals::an_agent_cannot_flood_the_queue,

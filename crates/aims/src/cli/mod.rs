@@ -1,5 +1,5 @@
 //! The client subcommands of the `aims` binary — `agent`, `user`, `key`, `bundle`, `audit`,
-//! `policy`, `task`, `approval`, `resource-server`, the agent-side `attest` and the task-token commands of
+//! `policy`, `task`, `approval`, `secret`, `resource-server`, the agent-side `attest` and the task-token commands of
 //! `token` — which drive a running AIMS server through the SDK.
 //!
 //! This module owns the command-line shape (clap definitions), turning flags into API
@@ -22,6 +22,7 @@ mod key;
 mod output;
 mod policy;
 mod resource_server;
+mod secret;
 mod task;
 mod token;
 mod user;
@@ -34,6 +35,7 @@ pub use bundle::{BundleCommand, run_bundle};
 pub use key::{KeyCommand, run_key};
 pub use policy::{PolicyCommand, run_policy};
 pub use resource_server::{ResourceServerCommand, run_resource_server};
+pub use secret::{SecretCommand, run_secret};
 pub use task::{TaskCommand, run_task};
 pub use token::{TokenCommand, run_token};
 pub use user::{UserCommand, run_user};

@@ -345,7 +345,11 @@ fn one_stdin(paths: &[Option<&PathBuf>]) -> anyhow::Result<()> {
 /// A credential from a file or stdin (`-`): the trimmed content, or, when the content is a
 /// JSON object, its string field `json_field` (what `--output json` of the command that made
 /// it printed). Errors name the file and what is missing, never the content.
-fn read_credential(path: &Path, what: &str, json_field: Option<&str>) -> anyhow::Result<String> {
+pub(super) fn read_credential(
+    path: &Path,
+    what: &str,
+    json_field: Option<&str>,
+) -> anyhow::Result<String> {
     let (source, text) = if path.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin()
