@@ -36,6 +36,13 @@ struct Cli {
 enum Command {
     /// Run the AIMS server.
     Server(ServerArgs),
+    /// Run the gateway: every tool call through it is authenticated, decided by AIMS and
+    /// forwarded with the route's secret injected (see `crates/aims-gateway`).
+    Gateway {
+        /// The gateway's TOML configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Start a real server on loopback with a temporary data directory, run the acceptance
     /// scenarios against it, and print what happened.
     Demo,
@@ -178,6 +185,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Server(args) => serve(args).await,
         Command::Demo => demo::run().await,
+        Command::Gateway { config } => gateway(&config).await,
         Command::Agent { opts, command } => cli::run_agent(&opts, command).await,
         Command::User { opts, command } => cli::run_user(&opts, command).await,
         Command::Key { opts, command } => cli::run_key(&opts, command).await,
@@ -239,6 +247,18 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down: finishing in-flight requests");
     server.shutdown();
     server.wait().await?;
+    Ok(())
+}
+
+async fn gateway(config: &std::path::Path) -> anyhow::Result<()> {
+    init_logging();
+    let config = aims_gateway::Config::load(config)?;
+    let gateway = aims_gateway::start(config).await?;
+    tracing::info!(addr = %gateway.addr, "aims gateway started");
+    println!("gateway listening on {}", gateway.base_url);
+    shutdown_signal().await?;
+    gateway.shutdown();
+    gateway.wait().await?;
     Ok(())
 }
 

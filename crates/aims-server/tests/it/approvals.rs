@@ -787,7 +787,7 @@ async fn a_failing_notifier_leaves_the_request_pending(backend: Backend) {
 }
 
 /// A permit that lets the planner read one repository once a human approves.
-const READ_WITH_APPROVAL: &str = r#"
+pub const READ_WITH_APPROVAL: &str = r#"
 @id("planner-reads-the-vault-repository-with-approval")
 permit (
   principal,

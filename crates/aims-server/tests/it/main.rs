@@ -21,6 +21,7 @@ mod enforcement_points;
 mod epochs;
 mod faults;
 mod federation;
+mod gateway;
 mod limits;
 mod policies;
 mod registry;

@@ -1,0 +1,488 @@
+//! The gateway's configuration file (TOML, `version = 1`): where it listens, how it follows
+//! AIMS as a registered resource server, and its routes. Unknown keys are refused and every
+//! error is reported at once.
+//!
+//! ```toml
+//! version = 1
+//! listen = "127.0.0.1:8800"
+//! aims_url = "https://aims.acme.example"
+//! audience = "https://gateway.acme.example"     # the resource server's audience
+//! client_name = "gateway"                       # its registered name
+//! client_secret_file = "/etc/aims/gateway.secret"
+//!
+//! [[route]]
+//! name = "repositories"
+//! path_prefix = "/repo/"
+//! upstream = "http://127.0.0.1:9000"
+//! system = "github"
+//! environment = "prod"
+//! sensitivity = "internal"
+//! kind = "repository"
+//! resource_id = "github/acme/{path}"           # {path}: the request path after the prefix
+//! inject = { secret = "github-token", header = "authorization", format = "Bearer {secret}" }
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aims_core::id::{ResourceServerName, SecretName};
+use axum::http::HeaderName;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// The one configuration format version this gateway reads.
+pub const VERSION: u32 = 1;
+/// Most routes one gateway serves.
+pub const MAX_ROUTES: usize = 256;
+
+/// Request headers never forwarded upstream: hop-by-hop headers (RFC 9110 §7.6.1), the
+/// agent's credential and proof, and `Host` (the upstream's is set).
+pub const NEVER_FORWARDED: [&str; 11] = [
+    "authorization",
+    "dpop",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Why a configuration was refused: every problem found, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid gateway configuration:\n  {}", .0.join("\n  "))]
+pub struct ConfigError(pub Vec<String>);
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// This gateway's public base URL, what agents' DPoP proofs name (default `http://LISTEN`).
+    pub public_url: Option<String>,
+    /// The AIMS server.
+    pub aims_url: String,
+    /// The issuer tokens name (default: `aims_url`).
+    pub issuer: String,
+    /// This gateway's audience URI (its resource-server registration).
+    pub audience: String,
+    /// Its registered resource-server name.
+    pub client_name: ResourceServerName,
+    /// Its client secret.
+    pub client_secret: SecretString,
+    /// How long an upstream may take to answer.
+    pub upstream_timeout: Duration,
+    /// The routes, longest prefix first.
+    pub routes: Vec<Route>,
+}
+
+/// One route: a path prefix, the upstream it leads to, and what its calls are for policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Its name (for logs).
+    pub name: String,
+    /// The path prefix it serves, `/…/`.
+    pub path_prefix: String,
+    /// The upstream base URL the rest of the path is appended to.
+    pub upstream: String,
+    /// The resource's Cedar type (`Resource` by default).
+    pub resource_type: String,
+    /// The resource id, with `{path}` standing for the request path after the prefix.
+    pub resource_id: String,
+    /// The resource's `system`, `environment`, `sensitivity` and `kind`.
+    pub system: String,
+    /// See `system`.
+    pub environment: String,
+    /// See `system`.
+    pub sensitivity: String,
+    /// See `system`.
+    pub kind: String,
+    /// The action of each HTTP method; unlisted ones: `GET`/`HEAD` → `read`, others `write`.
+    pub actions: BTreeMap<String, String>,
+    /// The secret injected into forwarded calls, if any.
+    pub inject: Option<Inject>,
+}
+
+/// A secret put into a header of every forwarded call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inject {
+    /// The secret.
+    pub secret: SecretName,
+    /// The header it goes into (replacing any the agent sent).
+    pub header: HeaderName,
+    /// The header value, with `{secret}` standing for the value.
+    pub format: String,
+}
+
+impl Route {
+    /// The action of `method` on this route.
+    pub fn action(&self, method: &str) -> String {
+        self.actions.get(method).cloned().unwrap_or_else(|| {
+            if matches!(method, "GET" | "HEAD") {
+                "read".to_owned()
+            } else {
+                "write".to_owned()
+            }
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    version: u32,
+    listen: String,
+    #[serde(default)]
+    public_url: Option<String>,
+    aims_url: String,
+    #[serde(default)]
+    issuer: Option<String>,
+    audience: String,
+    client_name: String,
+    client_secret_file: PathBuf,
+    #[serde(default)]
+    upstream_timeout_s: Option<u64>,
+    #[serde(default)]
+    route: Vec<RawRoute>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: String,
+    path_prefix: String,
+    upstream: String,
+    #[serde(default)]
+    resource_type: Option<String>,
+    #[serde(default)]
+    resource_id: Option<String>,
+    system: String,
+    environment: String,
+    sensitivity: String,
+    kind: String,
+    #[serde(default)]
+    actions: BTreeMap<String, String>,
+    #[serde(default)]
+    inject: Option<RawInject>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInject {
+    secret: String,
+    header: String,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+fn is_http_url(url: &str) -> bool {
+    (url.starts_with("http://") || url.starts_with("https://"))
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn is_label(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+impl Config {
+    /// Reads and validates the file at `path`; the client secret from its own file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] listing every problem.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(vec![format!("{}: {e}", path.display())]))?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::parse(&text, &|file| {
+            let file = if file.is_absolute() {
+                file.to_owned()
+            } else {
+                base.join(file)
+            };
+            std::fs::read_to_string(&file)
+                .map(|s| s.trim().to_owned())
+                .map_err(|e| format!("client_secret_file {}: {e}", file.display()))
+        })
+    }
+
+    /// Validates `text`, reading the client secret with `read_secret`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] listing every problem.
+    pub fn parse(
+        text: &str,
+        read_secret: &dyn Fn(&Path) -> Result<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError(vec![e.to_string()]))?;
+        let mut errors = Vec::new();
+        if raw.version != VERSION {
+            errors.push(format!("version: this gateway reads version {VERSION}"));
+        }
+        let listen = raw.listen.parse::<SocketAddr>().map_err(|_| {
+            errors.push("listen: an address such as 127.0.0.1:8800".to_owned());
+        });
+        for (key, url) in [
+            ("aims_url", Some(&raw.aims_url)),
+            ("public_url", raw.public_url.as_ref()),
+            ("issuer", raw.issuer.as_ref()),
+        ] {
+            if url.is_some_and(|u| !is_http_url(u)) {
+                errors.push(format!("{key}: an http:// or https:// URL"));
+            }
+        }
+        if raw.audience.is_empty() || raw.audience.chars().any(char::is_whitespace) {
+            errors.push("audience: the gateway's registered audience URI".to_owned());
+        }
+        let client_name = ResourceServerName::new(&raw.client_name).map_err(|e| {
+            errors.push(format!("client_name: {e}"));
+        });
+        let client_secret = read_secret(&raw.client_secret_file)
+            .and_then(|s| {
+                if s.is_empty() {
+                    Err("client_secret_file: the file is empty".to_owned())
+                } else {
+                    Ok(SecretString::from(s))
+                }
+            })
+            .map_err(|e| errors.push(e));
+        let upstream_timeout_s = raw.upstream_timeout_s.unwrap_or(30);
+        if !(1..=600).contains(&upstream_timeout_s) {
+            errors.push("upstream_timeout_s: 1 to 600".to_owned());
+        }
+        if raw.route.is_empty() || raw.route.len() > MAX_ROUTES {
+            errors.push(format!("route: 1 to {MAX_ROUTES} [[route]] tables"));
+        }
+        let mut names = BTreeSet::new();
+        let mut prefixes = BTreeSet::new();
+        let mut routes = Vec::new();
+        for (i, r) in raw.route.into_iter().enumerate() {
+            let at = |field: &str| format!("route[{i}] ({}).{field}", r.name);
+            if !is_label(&r.name) || !names.insert(r.name.clone()) {
+                errors.push(format!(
+                    "{}: a unique name of A-Z a-z 0-9 . - _",
+                    at("name")
+                ));
+            }
+            let prefix_ok = r.path_prefix.starts_with('/')
+                && r.path_prefix.ends_with('/')
+                && !r.path_prefix.contains("/../")
+                && !r.path_prefix.contains("/./")
+                && !r.path_prefix.contains('%')
+                && r.path_prefix.is_ascii();
+            if !prefix_ok || !prefixes.insert(r.path_prefix.clone()) {
+                errors.push(format!(
+                    "{}: a unique path such as /repo/ (starts and ends with /)",
+                    at("path_prefix")
+                ));
+            }
+            if !is_http_url(&r.upstream) || r.upstream.ends_with('/') {
+                errors.push(format!(
+                    "{}: an http(s) URL without a trailing slash",
+                    at("upstream")
+                ));
+            }
+            for (field, value) in [
+                ("system", &r.system),
+                ("environment", &r.environment),
+                ("sensitivity", &r.sensitivity),
+                ("kind", &r.kind),
+            ] {
+                if !is_label(value) {
+                    errors.push(format!(
+                        "{}: 1-64 characters of A-Z a-z 0-9 . - _",
+                        at(field)
+                    ));
+                }
+            }
+            let resource_type = r.resource_type.unwrap_or_else(|| "Resource".to_owned());
+            if !["Resource", "Tool", "Secret"].contains(&resource_type.as_str()) {
+                errors.push(format!("{}: Resource, Tool or Secret", at("resource_type")));
+            }
+            let resource_id = r.resource_id.unwrap_or_else(|| "{path}".to_owned());
+            if !resource_id.contains("{path}") || resource_id.len() > 256 {
+                errors.push(format!("{}: a template with {{path}}", at("resource_id")));
+            }
+            for (method, action) in &r.actions {
+                if method.is_empty()
+                    || !method.bytes().all(|b| b.is_ascii_uppercase())
+                    || !is_label(action)
+                {
+                    errors.push(format!("{}: METHOD = \"action\"", at("actions")));
+                }
+            }
+            let inject = r.inject.map(|inject| {
+                let secret = SecretName::new(&inject.secret).map_err(|e| {
+                    errors.push(format!("{}: {e}", at("inject.secret")));
+                });
+                let header = HeaderName::from_bytes(inject.header.to_ascii_lowercase().as_bytes())
+                    .ok()
+                    .filter(|h| {
+                        !NEVER_FORWARDED.contains(&h.as_str()) || h.as_str() == "authorization"
+                    });
+                if header.is_none() {
+                    errors.push(format!(
+                        "{}: a header name (not a hop-by-hop one)",
+                        at("inject.header")
+                    ));
+                }
+                let format = inject.format.unwrap_or_else(|| "{secret}".to_owned());
+                if !format.contains("{secret}") || format.chars().any(|c| c.is_control()) {
+                    errors.push(format!("{}: a value with {{secret}}", at("inject.format")));
+                }
+                (secret, header, format)
+            });
+            let inject = match inject {
+                Some((Ok(secret), Some(header), format)) => Some(Inject {
+                    secret,
+                    header,
+                    format,
+                }),
+                _ => None,
+            };
+            routes.push(Route {
+                name: r.name,
+                path_prefix: r.path_prefix,
+                upstream: r.upstream,
+                resource_type,
+                resource_id,
+                system: r.system,
+                environment: r.environment,
+                sensitivity: r.sensitivity,
+                kind: r.kind,
+                actions: r.actions,
+                inject,
+            });
+        }
+        match (listen, client_name, client_secret) {
+            (Ok(listen), Ok(client_name), Ok(client_secret)) if errors.is_empty() => {
+                routes.sort_by_key(|r| std::cmp::Reverse(r.path_prefix.len()));
+                Ok(Self {
+                    listen,
+                    public_url: raw.public_url,
+                    issuer: raw.issuer.unwrap_or_else(|| raw.aims_url.clone()),
+                    aims_url: raw.aims_url,
+                    audience: raw.audience,
+                    client_name,
+                    client_secret,
+                    upstream_timeout: Duration::from_secs(upstream_timeout_s),
+                    routes,
+                })
+            }
+            _ => Err(ConfigError(errors)),
+        }
+    }
+
+    /// The route serving `path`: the longest prefix that matches.
+    pub fn route(&self, path: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| path.starts_with(&r.path_prefix))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+version = 1
+listen = "127.0.0.1:0"
+aims_url = "http://127.0.0.1:8700"
+audience = "https://gateway.acme.example"
+client_name = "gateway"
+client_secret_file = "gateway.secret"
+
+[[route]]
+name = "repo"
+path_prefix = "/repo/"
+upstream = "http://127.0.0.1:9000"
+system = "github"
+environment = "prod"
+sensitivity = "internal"
+kind = "repository"
+resource_id = "github/acme/{path}"
+actions = { DELETE = "delete" }
+inject = { secret = "github-token", header = "Authorization", format = "Bearer {secret}" }
+
+[[route]]
+name = "repo-admin"
+path_prefix = "/repo/admin/"
+upstream = "http://127.0.0.1:9001"
+system = "github"
+environment = "prod"
+sensitivity = "confidential"
+kind = "settings"
+"#;
+
+    fn secret(_: &Path) -> Result<String, String> {
+        Ok("aims_r_x".to_owned())
+    }
+
+    #[test]
+    fn a_good_file_loads_and_routes_by_longest_prefix() {
+        let config = Config::parse(GOOD, &secret).unwrap();
+        assert_eq!(config.issuer, "http://127.0.0.1:8700");
+        assert_eq!(config.route("/repo/admin/x").unwrap().name, "repo-admin");
+        let repo = config.route("/repo/app").unwrap();
+        assert_eq!(repo.name, "repo");
+        assert_eq!(repo.action("GET"), "read");
+        assert_eq!(repo.action("POST"), "write");
+        assert_eq!(repo.action("DELETE"), "delete");
+        assert_eq!(
+            repo.inject.as_ref().unwrap().header.as_str(),
+            "authorization"
+        );
+        assert!(config.route("/other").is_none());
+    }
+
+    #[test]
+    fn the_documented_example_loads() {
+        let example = include_str!("../gateway.example.toml");
+        let config = Config::parse(example, &|file| {
+            assert_eq!(file, Path::new("gateway.secret"));
+            Ok("aims_r_x".to_owned())
+        })
+        .unwrap();
+        assert_eq!(config.routes.len(), 1);
+        assert_eq!(config.route("/repo/app").unwrap().action("DELETE"), "delete");
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once_and_unknown_keys_are_refused() {
+        let bad = GOOD
+            .replace("version = 1", "version = 2")
+            .replace("127.0.0.1:0", "nowhere")
+            .replace("\"/repo/\"", "\"repo\"")
+            .replace("format = \"Bearer {secret}\"", "format = \"Bearer\"");
+        let err = Config::parse(&bad, &secret).unwrap_err();
+        assert_eq!(err.0.len(), 4, "{err}");
+        let unknown = GOOD.replace(
+            "kind = \"repository\"",
+            "kind = \"repository\"\nstrip_auth = false",
+        );
+        assert!(
+            Config::parse(&unknown, &secret)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field")
+        );
+        let no_secret = Config::parse(GOOD, &|_| {
+            Err("client_secret_file gateway.secret: missing".into())
+        });
+        assert!(
+            no_secret
+                .unwrap_err()
+                .to_string()
+                .contains("client_secret_file")
+        );
+    }
+}

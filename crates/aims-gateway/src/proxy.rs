@@ -1,0 +1,410 @@
+//! One request through the gateway: route, authenticate, decide, inject, forward.
+//!
+//! Every refusal is a JSON body `{"error": CODE, "message": …}` with a stable code. The agent's
+//! `Authorization` and `DPoP` headers, hop-by-hop headers and `Host` are never forwarded
+//! upstream; bodies stream both ways without being buffered.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aims_core::id::SecretName;
+use aims_sdk::{AdminClient, SdkError, Verifier, VerifierConfig};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::TryStreamExt as _;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde_json::{Value, json};
+
+use crate::config::{Config, NEVER_FORWARDED, Route};
+
+/// How long a secret's value is reused before it is read from AIMS again.
+const SECRET_TTL: Duration = Duration::from_secs(30);
+/// How often the revocation feed is polled.
+const FEED_POLL: Duration = Duration::from_millis(500);
+/// How old the revocation view may get before every token is refused.
+const FEED_MAX_STALENESS: Duration = Duration::from_secs(5);
+
+/// The gateway's state: its configuration, its view of AIMS, and its clients.
+pub struct Gateway {
+    config: Config,
+    /// The URL agents' DPoP proofs name (`htu`) for a path of this gateway.
+    public_url: String,
+    verifier: Verifier,
+    aims: AdminClient,
+    upstream: reqwest::Client,
+    decisions: reqwest::Client,
+    secrets: Mutex<HashMap<SecretName, (SecretString, Instant)>>,
+}
+
+impl Gateway {
+    /// Follows AIMS as the configured resource server (keys, revocation feed).
+    ///
+    /// # Errors
+    /// The AIMS URL and why it cannot be followed.
+    pub async fn new(config: Config, public_url: String) -> Result<Arc<Self>, (String, SdkError)> {
+        let url = config.aims_url.clone();
+        let failed = |cause| (url.clone(), cause);
+        let verifier = Verifier::start(VerifierConfig {
+            base_url: config.aims_url.clone(),
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            client_name: config.client_name.clone(),
+            client_secret: config.client_secret.clone(),
+            poll_interval: FEED_POLL,
+            max_staleness: FEED_MAX_STALENESS,
+        })
+        .await
+        .map_err(failed)?;
+        let aims = AdminClient::new(&config.aims_url, None).map_err(failed)?;
+        let client = |timeout| {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(timeout)
+                .build()
+                .map_err(|e| failed(SdkError::Transport(e.to_string())))
+        };
+        Ok(Arc::new(Self {
+            upstream: client(config.upstream_timeout)?,
+            decisions: client(Duration::from_secs(10))?,
+            config,
+            public_url,
+            verifier,
+            aims,
+            secrets: Mutex::new(HashMap::new()),
+        }))
+    }
+}
+
+/// The gateway's one handler, for every path.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new().fallback(handle).with_state(gateway)
+}
+
+/// A refusal: `status` with `{"error": code, "message": message}`.
+fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({ "error": code, "message": message })),
+    )
+        .into_response()
+}
+
+/// Whether `path` tries to leave its route: a `.` or `..` segment, or an encoded dot, slash or
+/// backslash (which an upstream might decode into one).
+fn escapes(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    path.split('/')
+        .any(|segment| segment == "." || segment == "..")
+        || ["%2e", "%2f", "%5c", "\\"]
+            .iter()
+            .any(|bad| lower.contains(bad))
+}
+
+async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    if escapes(&path) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            "the path has dot segments or encoded separators",
+        );
+    }
+    let Some(route) = gateway.config.route(&path) else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            "no route serves this path",
+        );
+    };
+    let method = request.method().as_str().to_owned();
+    let url = format!("{}{path}", gateway.public_url);
+    let claims = match gateway
+        .verifier
+        .verify_headers(request.headers(), &method, &url)
+        .await
+    {
+        Ok(claims) => claims,
+        Err(refusal) => {
+            let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            let mut response = refuse(
+                status,
+                refusal.error_code().unwrap_or("invalid_token"),
+                &refusal.to_string(),
+            );
+            if let Some(challenge) = refusal
+                .www_authenticate()
+                .and_then(|c| HeaderValue::from_str(&c).ok())
+            {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            return response;
+        }
+    };
+    let token = presented_token(request.headers()).unwrap_or_default();
+    let rest = path.get(route.path_prefix.len()..).unwrap_or_default();
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    match decide(
+        &gateway,
+        route,
+        &claims.client_id,
+        &token,
+        &method,
+        rest,
+        &query,
+    )
+    .await
+    {
+        Ok(None) => {}
+        Ok(Some(refused)) => return refused,
+        Err(response) => return response,
+    }
+    let injected = match &route.inject {
+        None => None,
+        Some(inject) => match secret(&gateway, &inject.secret).await {
+            Ok(value) => {
+                let value = inject.format.replace("{secret}", value.expose_secret());
+                match HeaderValue::from_str(&value) {
+                    Ok(mut value) => {
+                        value.set_sensitive(true);
+                        Some((inject.header.clone(), value))
+                    }
+                    Err(_) => {
+                        return refuse(
+                            StatusCode::BAD_GATEWAY,
+                            "secret_unusable",
+                            "the route's secret cannot be put in a header",
+                        );
+                    }
+                }
+            }
+            Err(response) => return response,
+        },
+    };
+    forward(&gateway, route, request, rest, &query, injected).await
+}
+
+/// The token in `Authorization` (after its scheme).
+fn presented_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (_, token) = value.split_once(' ')?;
+    Some(token.trim().to_owned())
+}
+
+/// Asks AIMS (AuthZEN, as this gateway's resource server, with the agent's token) whether the
+/// call is allowed: `None` when it is, the refusal to send otherwise.
+async fn decide(
+    gateway: &Gateway,
+    route: &Route,
+    agent: &str,
+    token: &str,
+    method: &str,
+    rest: &str,
+    query: &str,
+) -> Result<Option<Response>, Response> {
+    let evaluation = json!({
+        "subject": {"type": "agent", "id": agent, "properties": {"token": token}},
+        "action": {"name": route.action(method)},
+        "resource": {"type": route.resource_type, "id": route.resource_id.replace("{path}", rest),
+                     "properties": {"system": route.system, "environment": route.environment,
+                                    "sensitivity": route.sensitivity, "kind": route.kind}},
+        "context": {"arguments": {"method": method, "path": rest, "query": query}},
+    });
+    let unavailable = |why: &str| {
+        tracing::warn!(
+            route = route.name,
+            why,
+            "cannot get a decision from AIMS; refusing"
+        );
+        refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "decision_unavailable",
+            "AIMS cannot decide this call now; refused",
+        )
+    };
+    let sent = gateway
+        .decisions
+        .post(format!("{}/access/v1/evaluation", gateway.config.aims_url))
+        .basic_auth(
+            gateway.config.client_name.as_str(),
+            Some(gateway.config.client_secret.expose_secret()),
+        )
+        .json(&evaluation)
+        .send()
+        .await
+        .map_err(|e| unavailable(&e.without_url().to_string()))?;
+    let status = sent.status();
+    let body: Value = sent
+        .json()
+        .await
+        .map_err(|_| unavailable("an answer that is not JSON"))?;
+    let text = |value: Option<&Value>, key: &str| {
+        value
+            .and_then(|v| v.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    if !status.is_success() {
+        // The agent's call itself is bad (its token for the decision, its resource): say so.
+        let code = text(Some(&body), "error").unwrap_or_else(|| "decision_refused".to_owned());
+        let message =
+            text(Some(&body), "message").unwrap_or_else(|| "AIMS refused to decide".to_owned());
+        let status = if status.is_server_error() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        return Ok(Some(refuse(status, &code, &message)));
+    }
+    if body.get("decision") == Some(&Value::Bool(true)) {
+        return Ok(None);
+    }
+    let context = body.get("context");
+    let pending = text(context, "reason").as_deref() == Some("approval_required");
+    let mut answer = serde_json::Map::new();
+    let (code, message) = if pending {
+        (
+            "approval_required",
+            "a human must approve this exact call; wait on approval_url, then call again",
+        )
+    } else {
+        ("denied", "the policies deny this call")
+    };
+    answer.insert("error".into(), json!(code));
+    answer.insert("message".into(), json!(message));
+    for field in ["decision_id", "policies", "approval_id", "approval_url"] {
+        if let Some(value) = context.and_then(|c| c.get(field)) {
+            answer.insert(field.into(), value.clone());
+        }
+    }
+    Ok(Some(
+        (StatusCode::FORBIDDEN, axum::Json(Value::Object(answer))).into_response(),
+    ))
+}
+
+/// The value of secret `name`, read from AIMS at most every [`SECRET_TTL`].
+async fn secret(gateway: &Gateway, name: &SecretName) -> Result<SecretString, Response> {
+    let cached = gateway.secrets.lock().ok().and_then(|cache| {
+        cache
+            .get(name)
+            .filter(|(_, at)| at.elapsed() < SECRET_TTL)
+            .map(|(value, _)| value.clone())
+    });
+    if let Some(value) = cached {
+        return Ok(value);
+    }
+    let read = gateway
+        .aims
+        .read_secret_as(
+            &gateway.config.client_name,
+            gateway.config.client_secret.expose_secret(),
+            name,
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(secret = %name, error = %e, "cannot read the route's secret");
+            refuse(
+                StatusCode::BAD_GATEWAY,
+                "secret_unavailable",
+                "the route's upstream credential cannot be read",
+            )
+        })?;
+    let value = SecretString::from(read.value);
+    if let Ok(mut cache) = gateway.secrets.lock() {
+        cache.insert(name.clone(), (value.clone(), Instant::now()));
+    }
+    Ok(value)
+}
+
+/// Forwards the call upstream, streaming both bodies.
+async fn forward(
+    gateway: &Gateway,
+    route: &Route,
+    request: Request,
+    rest: &str,
+    query: &str,
+    injected: Option<(axum::http::HeaderName, HeaderValue)>,
+) -> Response {
+    let mut url = format!("{}/{rest}", route.upstream);
+    if !query.is_empty() {
+        url.push('?');
+        url.push_str(query);
+    }
+    let (parts, body) = request.into_parts();
+    let mut headers = HeaderMap::new();
+    for (name, value) in &parts.headers {
+        if !NEVER_FORWARDED.contains(&name.as_str()) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    if let Some((name, value)) = injected {
+        headers.insert(name, value);
+    }
+    let body = reqwest::Body::wrap_stream(body.into_data_stream());
+    let sent = gateway
+        .upstream
+        .request(parts.method, &url)
+        .headers(headers)
+        .body(body)
+        .send()
+        .await;
+    let answer = match sent {
+        Ok(answer) => answer,
+        Err(e) if e.is_timeout() => {
+            return refuse(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "the upstream did not answer in time",
+            );
+        }
+        Err(e) => {
+            tracing::warn!(route = route.name, error = %e.without_url(), "upstream unreachable");
+            return refuse(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                "the upstream cannot be reached",
+            );
+        }
+    };
+    let mut response = Response::builder().status(answer.status());
+    if let Some(out) = response.headers_mut() {
+        for (name, value) in answer.headers() {
+            if !NEVER_FORWARDED.contains(&name.as_str()) {
+                out.append(name.clone(), value.clone());
+            }
+        }
+    }
+    let stream = answer.bytes_stream().map_err(std::io::Error::other);
+    response
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| refuse(StatusCode::BAD_GATEWAY, "upstream_unusable", "bad answer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escapes;
+
+    #[test]
+    fn paths_that_leave_their_route_are_caught() {
+        for bad in [
+            "/repo/../admin",
+            "/repo/./x",
+            "/repo/%2e%2e/admin",
+            "/repo/%2E%2E/admin",
+            "/repo/a%2fb",
+            "/repo/a%5cb",
+            "/repo/a\\b",
+            "/repo/..",
+        ] {
+            assert!(escapes(bad), "{bad}");
+        }
+        assert!(!escapes("/repo/app/readme.md"));
+        assert!(!escapes("/repo/a..b"));
+    }
+}

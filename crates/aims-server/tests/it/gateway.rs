@@ -1,0 +1,310 @@
+//! The gateway in the path: a real AIMS server, a real upstream and `aims_gateway` between an
+//! agent and it. Every call is authenticated (DPoP-bound task token for the gateway's
+//! audience), decided by AIMS, and forwarded with the route's secret injected; the agent's
+//! token and proof never reach the upstream.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use aims_gateway::Config;
+use aims_token::agent_key::AgentKey;
+use aims_token::dpop;
+use axum::http::HeaderMap;
+use reqwest::{Method, StatusCode};
+use ring::rand::SystemRandom;
+use serde_json::json;
+
+use crate::approvals::READ_WITH_APPROVAL;
+use crate::kit::{Backend, Reply, TestServer, serve_on_loopback};
+use crate::on_both_stores;
+use crate::task_tokens::{AUDIENCE, Scene, access_token};
+
+on_both_stores!(calls_through_the_gateway_are_decided_and_the_secret_injected);
+
+/// The upstream credential the gateway injects.
+const UPSTREAM_SECRET: &str = "ghp_upstream_only_7c1e";
+
+/// Lets the planner read one repository.
+const PLANNER_READS_APP: &str = r#"
+@id("planner-reads-the-app-repository")
+permit (
+  principal,
+  action == Aims::Action::"read",
+  resource == Aims::Resource::"repo/acme/app"
+)
+when { principal.hasTag("role") && principal.getTag("role") == "planner" };
+"#;
+
+/// What the upstream saw of each call: method, path and headers.
+type Seen = Arc<Mutex<Vec<(String, String, HeaderMap)>>>;
+
+async fn upstream() -> (String, Seen) {
+    let seen: Seen = Arc::default();
+    let sink = seen.clone();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let sink = sink.clone();
+        async move {
+            let path = request.uri().path().to_owned();
+            sink.lock().unwrap().push((
+                request.method().to_string(),
+                path.clone(),
+                request.headers().clone(),
+            ));
+            format!("upstream served {path}")
+        }
+    });
+    (serve_on_loopback(app).await, seen)
+}
+
+fn gateway_config(aims: &str, upstream: &str) -> String {
+    format!(
+        r#"
+version = 1
+listen = "127.0.0.1:0"
+aims_url = "{aims}"
+audience = "{AUDIENCE}"
+client_name = "repo-tools"
+client_secret_file = "repo-tools.secret"
+
+[[route]]
+name = "repositories"
+path_prefix = "/repo/"
+upstream = "{upstream}"
+system = "github"
+environment = "dev"
+sensitivity = "internal"
+kind = "repository"
+resource_id = "repo/acme/{{path}}"
+inject = {{ secret = "github-token", header = "authorization", format = "token {{secret}}" }}
+"#
+    )
+}
+
+/// A call through the gateway with the agent's DPoP-bound `token` and a fresh proof by `key`
+/// (or the `proof` given).
+async fn call(
+    gateway: &str,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    key: &AgentKey,
+    proof: Option<&str>,
+) -> Reply {
+    let url = format!("{gateway}{path}");
+    let mut request = reqwest::Client::new().request(method.clone(), &url);
+    if let Some(token) = token {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let fresh = dpop::sign_proof(
+            key,
+            &SystemRandom::new(),
+            method.as_str(),
+            &url,
+            Some(token),
+            now,
+        )
+        .unwrap();
+        request = request
+            .header("Authorization", format!("DPoP {token}"))
+            .header("DPoP", proof.unwrap_or(&fresh));
+    }
+    TestServer::reply(request.send().await.unwrap()).await
+}
+
+/// The status line and the rest of the answer to `GET path`, sent byte for byte.
+async fn raw_get(addr: &std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
+async fn calls_through_the_gateway_are_decided_and_the_secret_injected(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    let server = &scene.server;
+    Scene::push_policies(
+        server,
+        &[
+            ("gateway.cedar", PLANNER_READS_APP),
+            ("approval.cedar", READ_WITH_APPROVAL),
+        ],
+    )
+    .await;
+    let stored = server
+        .admin(
+            Method::POST,
+            "/v1/secrets",
+            Some(json!({"name": "github-token", "value": UPSTREAM_SECRET, "readers": ["repo-tools"]})),
+        )
+        .await;
+    assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.body);
+    let (upstream, seen) = upstream().await;
+    let rs_secret = scene.rs_secret.clone();
+    let config = Config::parse(&gateway_config(&server.base, &upstream), &|file: &Path| {
+        assert_eq!(file, Path::new("repo-tools.secret"));
+        Ok(rs_secret.clone())
+    })
+    .unwrap();
+    let running = aims_gateway::start(config).await.unwrap();
+    let gw = running.base_url.clone();
+    let key = scene.planner.key.clone();
+    let token = access_token(&scene.exchange("read:repo/acme/*").await);
+
+    // Allowed: forwarded with the injected credential; the agent's token and proof stay here.
+    let allowed = call(&gw, Method::GET, "/repo/app", Some(&token), &key, None).await;
+    assert_eq!(allowed.status, StatusCode::OK, "{}", allowed.body);
+    {
+        let seen = seen.lock().unwrap();
+        let (method, path, headers) = seen.last().unwrap();
+        assert_eq!((method.as_str(), path.as_str()), ("GET", "/app"));
+        assert_eq!(headers["authorization"], format!("token {UPSTREAM_SECRET}"));
+        assert!(headers.get("dpop").is_none());
+        for value in headers.values() {
+            assert!(
+                !value.to_str().unwrap_or("").contains(&token),
+                "the agent's token was forwarded"
+            );
+        }
+    }
+    // Decided by AIMS, as the gateway's resource server, with the agent's token.
+    let event = server.last_event("decision").await;
+    assert!(format!("{:?}", event.actor).contains("repo-tools"));
+    assert_eq!(event.decision.as_deref(), Some("allow"));
+    assert_eq!(
+        event.resource.as_deref(),
+        Some("read Resource::repo/acme/app")
+    );
+    // The same question at /v1/decisions gets the same answer.
+    let direct = scene.decide(&key, &token, "read", "repo/acme/app").await;
+    assert_eq!(direct.body["decision"], "allow", "{}", direct.body);
+    assert_eq!(
+        direct.body["policies"],
+        json!(["planner-reads-the-app-repository"])
+    );
+    let forwarded = seen.lock().unwrap().len();
+
+    // Refused before the upstream: no token, a replayed proof, a proof for another URL,
+    // a denied call, a call outside the token's scope, one that needs approval, paths that
+    // leave their route, a path no route serves.
+    let proof = dpop::sign_proof(
+        &key,
+        &SystemRandom::new(),
+        "GET",
+        &format!("{gw}/repo/app"),
+        Some(&token),
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+    )
+    .unwrap();
+    let first = call(
+        &gw,
+        Method::GET,
+        "/repo/app",
+        Some(&token),
+        &key,
+        Some(&proof),
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::OK);
+    let forwarded = forwarded + 1;
+    let other_url = dpop::sign_proof(
+        &key,
+        &SystemRandom::new(),
+        "GET",
+        &format!("{gw}/repo/other"),
+        Some(&token),
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+    )
+    .unwrap();
+    let refusals = [
+        (
+            call(&gw, Method::GET, "/repo/app", None, &key, None).await,
+            StatusCode::UNAUTHORIZED,
+            None,
+        ),
+        (
+            call(
+                &gw,
+                Method::GET,
+                "/repo/app",
+                Some(&token),
+                &key,
+                Some(&proof),
+            )
+            .await,
+            StatusCode::UNAUTHORIZED,
+            None,
+        ),
+        (
+            call(
+                &gw,
+                Method::GET,
+                "/repo/app",
+                Some(&token),
+                &key,
+                Some(&other_url),
+            )
+            .await,
+            StatusCode::UNAUTHORIZED,
+            None,
+        ),
+        (
+            call(&gw, Method::GET, "/repo/other", Some(&token), &key, None).await,
+            StatusCode::FORBIDDEN,
+            Some("denied"),
+        ),
+        (
+            call(&gw, Method::POST, "/repo/app", Some(&token), &key, None).await,
+            StatusCode::FORBIDDEN,
+            Some("denied"),
+        ),
+        (
+            call(&gw, Method::GET, "/repo/vault", Some(&token), &key, None).await,
+            StatusCode::FORBIDDEN,
+            Some("approval_required"),
+        ),
+        (
+            call(&gw, Method::GET, "/repo/a%2Fb", Some(&token), &key, None).await,
+            StatusCode::BAD_REQUEST,
+            Some("invalid_path"),
+        ),
+        (
+            call(&gw, Method::GET, "/elsewhere", Some(&token), &key, None).await,
+            StatusCode::NOT_FOUND,
+            Some("no_route"),
+        ),
+    ];
+    for (reply, status, code) in &refusals {
+        assert_eq!(reply.status, *status, "{}", reply.body);
+        if let Some(code) = code {
+            assert_eq!(reply.code(), *code, "{}", reply.body);
+        }
+    }
+    // An HTTP client normalizes `%2e%2e` away; a hostile one sends it as it is.
+    for raw in ["/repo/%2e%2e/admin", "/repo/%2E%2e/x", "/repo/..%5cadmin"] {
+        assert!(
+            raw_get(&running.addr, raw)
+                .await
+                .starts_with("HTTP/1.1 400"),
+            "{raw}"
+        );
+    }
+    let approval = &refusals[5].0.body;
+    assert!(approval["approval_id"].is_string(), "{approval}");
+    assert!(
+        approval["approval_url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&server.base)
+    );
+    assert!(refusals[0].0.headers.contains_key("www-authenticate"));
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        forwarded,
+        "a refused call reached the upstream"
+    );
+
+    running.shutdown();
+    running.wait().await.unwrap();
+}
