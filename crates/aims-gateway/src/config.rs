@@ -453,7 +453,10 @@ kind = "settings"
         })
         .unwrap();
         assert_eq!(config.routes.len(), 1);
-        assert_eq!(config.route("/repo/app").unwrap().action("DELETE"), "delete");
+        assert_eq!(
+            config.route("/repo/app").unwrap().action("DELETE"),
+            "delete"
+        );
     }
 
     #[test]
