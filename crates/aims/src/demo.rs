@@ -16,12 +16,15 @@ use std::collections::BTreeMap;
 
 use aims_api::approvals::ApprovalView;
 use aims_api::oauth::{CreateTaskRequest, RegisterResourceServerRequest};
+use aims_api::secrets::PutSecretRequest;
 use aims_api::{
     AddUserRequest, AgentQuery, AuditQuery, DecideRequest, LifecycleRequest, PushPolicyRequest,
     RegisterAgentRequest,
 };
 use aims_core::agent::Limits;
-use aims_core::id::{AgentName, Environment, LabelKey, Owner, ResourceServerName, UserName};
+use aims_core::id::{
+    AgentName, Environment, LabelKey, Owner, ResourceServerName, SecretName, UserName,
+};
 use aims_core::posture::{Evidence, PostureProfile};
 use aims_core::scope::ScopeSet;
 use aims_core::user::Role;
@@ -38,6 +41,10 @@ use tokio::process::{Child, Command};
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The audience of the repository tools (scenario 6).
 const REPO_TOOLS: &str = "https://tools.acme.example/repo";
+/// The audience of the gateway (scenario 1 through it).
+const GATEWAY: &str = "https://gateway.acme.example";
+/// The static repository token the gateway injects; the agent never sees it.
+const REPOSITORY_TOKEN: &str = "ghs_demo_static_repository_token";
 /// The audience of the warehouse (scenario 4).
 const WAREHOUSE: &str = "https://warehouse.acme.example";
 
@@ -827,6 +834,140 @@ async fn scenario_delegation(
     Ok(())
 }
 
+/// SPEC §7 scenario 1 through the gateway: the coding agent reads the repository with a task
+/// token for the gateway; the gateway has AIMS decide each call and injects the repository's
+/// static token, which the agent never holds. The "repository" is a small HTTP server started
+/// here that reports what it was sent.
+async fn scenario_gateway(base: &str, admin: &AdminClient) -> anyhow::Result<()> {
+    step(
+        "Scenario 1 through the gateway: the repository's token is injected; the agent never holds it",
+    );
+    let registered = admin
+        .register_resource_server(&RegisterResourceServerRequest {
+            name: ResourceServerName::new("gateway")?,
+            audience: GATEWAY.to_owned(),
+            system: "github".to_owned(),
+            environment: Some(Environment::new("prod")?),
+            sensitivity: None,
+        })
+        .await?;
+    admin
+        .put_secret(&PutSecretRequest {
+            name: SecretName::new("github-token")?,
+            value: REPOSITORY_TOKEN.to_owned(),
+            readers: vec![ResourceServerName::new("gateway")?],
+            rotation_period_s: Some(30 * 86_400),
+            description: Some("the repository's static API token".to_owned()),
+        })
+        .await?;
+    println!("secret github-token stored sealed; only the gateway may read it");
+
+    // The repository: answers with what it was sent, as far as credentials go.
+    let repository = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let repository_url = format!("http://{}", repository.local_addr()?);
+    let app = axum::Router::new().fallback(|request: axum::extract::Request| async move {
+        let shown = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(
+                    || "none".to_owned(),
+                    |v| format!("{}…", v.chars().take(14).collect::<String>()),
+                )
+        };
+        format!(
+            "contents of {} (authorization: {}, dpop: {})",
+            request.uri().path(),
+            shown("authorization"),
+            shown("dpop")
+        )
+    });
+    let serving = tokio::spawn(async move { axum::serve(repository, app).await });
+    let config = format!(
+        r#"
+version = 1
+listen = "127.0.0.1:0"
+aims_url = "{base}"
+audience = "{GATEWAY}"
+client_name = "gateway"
+client_secret_file = "gateway.secret"
+
+[[route]]
+name = "repositories"
+path_prefix = "/repo/"
+upstream = "{repository_url}"
+system = "github"
+environment = "prod"
+sensitivity = "internal"
+kind = "repository"
+resource_id = "github/acme/{{path}}"
+inject = {{ secret = "github-token", header = "authorization", format = "token {{secret}}" }}
+"#
+    );
+    let client_secret = registered.client_secret.clone();
+    let config = aims_gateway::Config::parse(&config, &|_| Ok(client_secret.clone()))?;
+    let gateway = aims_gateway::start(config).await?;
+    println!(
+        "gateway listening on {} (route /repo/ -> the repository)",
+        gateway.base_url
+    );
+
+    // The coding agent attests again with a key of its own, and gets a token for the gateway.
+    let key = new_key()?;
+    let join = admin
+        .issue_join_token(&name("coding-agent")?)
+        .await?
+        .join_token;
+    let svid = Attestor::new(AdminClient::new(base, None)?, key.clone())
+        .attest(&Evidence::default(), &Credential::JoinToken(join), None)
+        .await?
+        .svid;
+    let tokens = TokenClient::new(base)?;
+    let token = tokens
+        .exchange(
+            &svid,
+            &key,
+            &ExchangeRequest {
+                scope: ScopeSet::parse("read:github/acme/*")?,
+                audience: GATEWAY.to_owned(),
+                intent: "read the build files".to_owned(),
+                task_id: None,
+                expires_in: None,
+            },
+        )
+        .await?;
+    println!(
+        "coding-agent: task token for the gateway, scope {}",
+        token.scope
+    );
+    let http = reqwest::Client::new();
+    for (method, path) in [
+        ("GET", "/repo/app/README.md"),
+        ("POST", "/repo/app/README.md"),
+    ] {
+        let url = format!("{}{path}", gateway.base_url);
+        let headers = tokens.headers(tokens.binding(), &token.access_token, &key, method, &url)?;
+        let request = http.request(reqwest::Method::from_bytes(method.as_bytes())?, &url);
+        let answer = headers.apply(request).send().await?;
+        let status = answer.status().as_u16();
+        let body = answer.text().await?;
+        println!("  {method} {path}: HTTP {status} {body}");
+    }
+    let anonymous = http
+        .get(format!("{}/repo/app/README.md", gateway.base_url))
+        .send()
+        .await?;
+    println!(
+        "  GET /repo/app/README.md without a token: HTTP {}",
+        anonymous.status().as_u16()
+    );
+    gateway.shutdown();
+    gateway.wait().await?;
+    serving.abort();
+    Ok(())
+}
+
 fn step(title: &str) {
     println!("\n== {title}");
 }
@@ -1030,6 +1171,7 @@ pub async fn run() -> anyhow::Result<()> {
     scenario_ci_deployer(&base, join_token("ci-deployer")?).await?;
     scenario_data_analyst(&base, &admin, join_token("data-analyst")?).await?;
     scenario_delegation(&base, &admin, &join_token).await?;
+    scenario_gateway(&base, &admin).await?;
 
     step("Lifecycle: suspend, resume, decommission; names are never reused");
     let reason = |r: &str| LifecycleRequest {
