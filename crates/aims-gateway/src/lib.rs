@@ -90,14 +90,10 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         .await
         .map_err(|(url, cause)| StartError::Aims { url, cause })?;
     let app = proxy::router(gateway);
-    let (shutdown, mut stop) = watch::channel(false);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.changed().await;
-            })
-            .await
-    });
+    let (shutdown, stop) = watch::channel(false);
+    // The server's connection handling: a header-read timeout (slow clients), a header size
+    // cap, a connection limit and a bounded drain at shutdown.
+    let task = tokio::spawn(aims_server::server::serve(listener, None, app, stop));
     Ok(RunningGateway {
         addr,
         base_url: format!("http://{addr}"),

@@ -211,8 +211,9 @@ pub async fn app_state(
 /// [`DRAIN_TIMEOUT`]). Each connection has a header-read timeout and a header size cap, so slow
 /// or huge headers cannot hold a connection; at most [`MAX_CONNECTIONS`] are served at once.
 /// With `tls`, every connection is HTTPS (a handshake that does not finish within
-/// [`crate::tls::HANDSHAKE_TIMEOUT`] is dropped).
-async fn serve(
+/// [`crate::tls::HANDSHAKE_TIMEOUT`] is dropped). The gateway serves its connections with it
+/// too.
+pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     app: axum::Router,

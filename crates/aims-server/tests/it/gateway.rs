@@ -149,6 +149,25 @@ async fn calls_through_the_gateway_are_decided_and_the_secret_injected(backend: 
     .unwrap();
     let running = aims_gateway::start(config).await.unwrap();
     let gw = running.base_url.clone();
+    // A client that never finishes its headers is cut off (checked while the rest runs).
+    let slow = {
+        let addr = running.addr;
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(b"GET /repo/app HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+            let mut rest = Vec::new();
+            tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                stream.read_to_end(&mut rest),
+            )
+            .await
+            .is_ok()
+        })
+    };
     let key = scene.planner.key.clone();
     let token = access_token(&scene.exchange("read:repo/acme/*").await);
 
@@ -304,6 +323,21 @@ async fn calls_through_the_gateway_are_decided_and_the_secret_injected(backend: 
         forwarded,
         "a refused call reached the upstream"
     );
+
+    // A huge header is refused before any handler; the upstream saw neither.
+    let huge = reqwest::Client::new()
+        .get(format!("{gw}/repo/app"))
+        .header("x-padding", "a".repeat(1024 * 1024))
+        .send()
+        .await;
+    if let Ok(huge) = huge {
+        assert_eq!(huge.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+    assert!(
+        slow.await.unwrap(),
+        "the gateway kept a connection with unfinished headers open"
+    );
+    assert_eq!(seen.lock().unwrap().len(), forwarded);
 
     running.shutdown();
     running.wait().await.unwrap();
