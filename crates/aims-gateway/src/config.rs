@@ -383,10 +383,13 @@ impl Config {
 
     /// The route serving `path`: the longest prefix that matches.
     pub fn route(&self, path: &str) -> Option<&Route> {
-        self.routes
-            .iter()
-            .find(|r| path.starts_with(&r.path_prefix))
+        route_for(&self.routes, path)
     }
+}
+
+/// The route of `routes` (longest prefix first) serving `path`.
+pub fn route_for<'a>(routes: &'a [Route], path: &str) -> Option<&'a Route> {
+    routes.iter().find(|r| path.starts_with(&r.path_prefix))
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub use config::{Config, ConfigError};
 
 /// A running gateway.
 pub struct RunningGateway {
+    gateway: std::sync::Arc<proxy::Gateway>,
     /// Where it listens.
     pub addr: SocketAddr,
     /// `http://ADDR`.
@@ -32,6 +33,15 @@ pub struct RunningGateway {
 }
 
 impl RunningGateway {
+    /// Puts a new configuration's routes in force without dropping a connection (see
+    /// [`proxy::Gateway::reload`]); returns how many routes are in force.
+    ///
+    /// # Errors
+    /// What the new configuration changes that only a restart can.
+    pub fn reload(&self, config: Config) -> Result<usize, String> {
+        self.gateway.reload(config)
+    }
+
     /// Asks the gateway to stop accepting connections and finish the ones in flight.
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);
@@ -89,12 +99,13 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let gateway = proxy::Gateway::new(config, public_url.clone())
         .await
         .map_err(|(url, cause)| StartError::Aims { url, cause })?;
-    let app = proxy::router(gateway);
+    let app = proxy::router(gateway.clone());
     let (shutdown, stop) = watch::channel(false);
     // The server's connection handling: a header-read timeout (slow clients), a header size
     // cap, a connection limit and a bounded drain at shutdown.
     let task = tokio::spawn(aims_server::server::serve(listener, None, app, stop));
     Ok(RunningGateway {
+        gateway,
         addr,
         base_url: format!("http://{addr}"),
         shutdown,

@@ -5,7 +5,7 @@
 //! upstream; bodies stream both ways without being buffered.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use aims_core::id::SecretName;
@@ -30,7 +30,10 @@ const FEED_MAX_STALENESS: Duration = Duration::from_secs(5);
 
 /// The gateway's state: its configuration, its view of AIMS, and its clients.
 pub struct Gateway {
+    /// The configuration it started with (its identity at AIMS, where it listens).
     config: Config,
+    /// The routes in force: the started configuration's, or a reloaded one's.
+    routes: RwLock<Arc<Vec<Route>>>,
     /// The URL agents' DPoP proofs name (`htu`) for a path of this gateway.
     public_url: String,
     verifier: Verifier,
@@ -71,12 +74,51 @@ impl Gateway {
         Ok(Arc::new(Self {
             upstream: client(config.upstream_timeout)?,
             decisions: client(Duration::from_secs(10))?,
+            routes: RwLock::new(Arc::new(config.routes.clone())),
             config,
             public_url,
             verifier,
             aims,
             secrets: Mutex::new(HashMap::new()),
         }))
+    }
+}
+
+impl Gateway {
+    /// Puts `new`'s routes in force for the next requests; requests in flight finish on the
+    /// routes they started with, and no connection is dropped. Everything else (where it
+    /// listens, its identity at AIMS, the upstream timeout) needs a restart: a `new` that
+    /// changes it is refused and nothing changes.
+    ///
+    /// # Errors
+    /// What differs that a reload cannot change.
+    pub fn reload(&self, new: Config) -> Result<usize, String> {
+        let old = &self.config;
+        let unchanged = old.listen == new.listen
+            && old.public_url == new.public_url
+            && old.aims_url == new.aims_url
+            && old.issuer == new.issuer
+            && old.audience == new.audience
+            && old.client_name == new.client_name
+            && old.client_secret.expose_secret() == new.client_secret.expose_secret()
+            && old.upstream_timeout == new.upstream_timeout;
+        if !unchanged {
+            return Err("only routes can be reloaded; restart the gateway to change where it listens, its identity at AIMS or the upstream timeout".to_owned());
+        }
+        let count = new.routes.len();
+        match self.routes.write() {
+            Ok(mut routes) => *routes = Arc::new(new.routes),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(new.routes),
+        }
+        Ok(count)
+    }
+
+    /// The routes in force now.
+    fn routes(&self) -> Arc<Vec<Route>> {
+        match self.routes.read() {
+            Ok(routes) => routes.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 }
 
@@ -114,7 +156,8 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
             "the path has dot segments or encoded separators",
         );
     }
-    let Some(route) = gateway.config.route(&path) else {
+    let routes = gateway.routes();
+    let Some(route) = crate::config::route_for(&routes, &path) else {
         return refuse(
             StatusCode::NOT_FOUND,
             "no_route",

@@ -250,13 +250,45 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn gateway(config: &std::path::Path) -> anyhow::Result<()> {
+/// How often `aims gateway` looks at its configuration file for changes.
+const GATEWAY_CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn gateway(path: &std::path::Path) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
     init_logging();
-    let config = aims_gateway::Config::load(config)?;
+    let config = aims_gateway::Config::load(path)?;
     let gateway = aims_gateway::start(config).await?;
     tracing::info!(addr = %gateway.addr, "aims gateway started");
     println!("gateway listening on {}", gateway.base_url);
-    shutdown_signal().await?;
+    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut seen = modified(path);
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut poll = tokio::time::interval(GATEWAY_CONFIG_POLL);
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        let reason = tokio::select! {
+            stopped = &mut stop => { stopped?; break; }
+            _ = hangup.recv() => "SIGHUP",
+            _ = poll.tick() => {
+                let now = modified(path);
+                if now == seen { continue; }
+                seen = now;
+                "the file changed"
+            }
+        };
+        // A configuration that does not load, or that changes what only a restart can,
+        // leaves the routes in force as they are.
+        match aims_gateway::Config::load(path)
+            .map_err(|e| e.to_string())
+            .and_then(|c| gateway.reload(c))
+        {
+            Ok(routes) => tracing::info!(reason, routes, "gateway routes reloaded"),
+            Err(error) => {
+                tracing::error!(reason, %error, "gateway configuration not reloaded; the routes in force stay")
+            }
+        }
+    }
     gateway.shutdown();
     gateway.wait().await?;
     Ok(())

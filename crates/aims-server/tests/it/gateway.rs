@@ -339,6 +339,26 @@ async fn calls_through_the_gateway_are_decided_and_the_secret_injected(backend: 
     );
     assert_eq!(seen.lock().unwrap().len(), forwarded);
 
+    // A reload puts new routes in force; what only a restart can change is refused.
+    let reloaded = gateway_config(&server.base, &upstream).replace("/repo/", "/tools/");
+    let secret = |_: &Path| Ok(scene.rs_secret.clone());
+    assert_eq!(
+        running.reload(Config::parse(&reloaded, &secret).unwrap()),
+        Ok(1)
+    );
+    let moved = call(&gw, Method::GET, "/tools/app", Some(&token), &key, None).await;
+    assert_eq!(moved.status, StatusCode::OK, "{}", moved.body);
+    let old = call(&gw, Method::GET, "/repo/app", Some(&token), &key, None).await;
+    assert_eq!(old.code(), "no_route");
+    let elsewhere = reloaded.replace(AUDIENCE, "https://other.acme.example");
+    assert!(
+        running
+            .reload(Config::parse(&elsewhere, &secret).unwrap())
+            .is_err()
+    );
+    let still = call(&gw, Method::GET, "/tools/app", Some(&token), &key, None).await;
+    assert_eq!(still.status, StatusCode::OK, "{}", still.body);
+
     running.shutdown();
     running.wait().await.unwrap();
 }

@@ -18,6 +18,7 @@ mod cli_approvals;
 mod cli_secrets;
 mod cli_tokens;
 mod crash;
+mod gateway_process;
 mod interop;
 mod pg_faults;
 mod server;
