@@ -1,0 +1,363 @@
+//! What the gateway adds to a small request, beside a plain reverse proxy in the same run.
+//!
+//! One loopback upstream answers a fixed small body. Three paths reach it: directly (the
+//! floor), through nginx (`proxy_pass`, keep-alive to the upstream; skipped with a note when
+//! `nginx` is not installed: `apt-get install nginx-light`), and through `aims_gateway` with a
+//! real AIMS server (SQLite) deciding every call — the agent presents a DPoP-bound task token
+//! with a fresh proof per request, the gateway verifies it, asks AIMS through AuthZEN (the
+//! decision audited before it answers), injects the route's secret and forwards. Rounds
+//! alternate the three paths, so noise on this shared machine falls on all of them.
+//!
+//! ```text
+//! cargo bench -p aims-gateway --bench gateway_proxy
+//! ```
+
+// A bench target is test code: a broken invariant must stop it loudly.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a benchmark fails loudly on an unexpected error"
+)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aims_sdk::attest::{Attestor, Credential};
+use aims_sdk::oauth::ExchangeRequest;
+use aims_sdk::{AdminClient, TokenClient};
+use aims_server::config::{Config as ServerConfig, Overrides};
+use aims_store::SqliteStore;
+use aims_token::agent_key::{AgentKey, AgentKeyKind};
+use ring::rand::SystemRandom;
+use serde_json::json;
+
+const ADMIN: &str = "aims-bench-bootstrap-credential-0123456789abcdef";
+const AUDIENCE: &str = "https://gateway.bench.example";
+const ROUNDS: usize = 5;
+const PER_ROUND: usize = 100;
+const CONCURRENT_TASKS: usize = 16;
+const CONCURRENT_EACH: usize = 25;
+
+const PLANNER_READS: &str = r#"
+@id("planner-reads-through-the-gateway")
+permit (principal, action == Aims::Action::"read", resource == Aims::Resource::"repo/acme/app")
+when { principal.hasTag("role") && principal.getTag("role") == "planner" };
+"#;
+
+fn policies() -> BTreeMap<String, String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    let mut files: BTreeMap<String, String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "cedar" || e == "cedarschema")
+        })
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect();
+    files.insert("bench.cedar".into(), PLANNER_READS.into());
+    files
+}
+
+/// Starts nginx proxying `listen` to `upstream`, if nginx is installed.
+fn nginx(dir: &Path, upstream: &str) -> Option<(std::process::Child, String)> {
+    let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let upstream = upstream.trim_start_matches("http://");
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nworker_processes 1;\npid {pid};\nerror_log {log} warn;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {tmp};\n proxy_temp_path {tmp};\n\
+             fastcgi_temp_path {tmp};\n uwsgi_temp_path {tmp};\n scgi_temp_path {tmp};\n\
+             upstream up {{ server {upstream}; keepalive 32; }}\n\
+             server {{ listen 127.0.0.1:{port};\n  location /repo/ {{ proxy_pass http://up/;\n\
+             proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}\n}}\n",
+            pid = dir.join("nginx.pid").display(),
+            log = dir.join("nginx.log").display(),
+            tmp = dir.display(),
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new(binary)
+        .args(["-c", conf.to_str().unwrap(), "-p", dir.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    std::thread::sleep(Duration::from_millis(500));
+    Some((child, format!("http://127.0.0.1:{port}")))
+}
+
+/// Sorted latencies in µs → (p50, p99).
+fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.50), at(0.99))
+}
+
+/// One request along a path: a plain GET, or the gateway's with the agent's token and a fresh
+/// proof (signed before the clock starts: the agent's cost, not the gateway's).
+#[derive(Clone)]
+struct Caller {
+    http: reqwest::Client,
+    tokens: Option<(TokenClient, String, Arc<AgentKey>)>,
+}
+
+impl Caller {
+    async fn get(&self, url: &str) -> Duration {
+        let mut request = self.http.get(url);
+        if let Some((tokens, token, key)) = &self.tokens {
+            let headers = tokens
+                .headers(tokens.binding(), token, key, "GET", url)
+                .unwrap();
+            request = headers.apply(request);
+        }
+        let started = Instant::now();
+        let answer = request.send().await.unwrap();
+        assert_eq!(answer.status(), 200, "{url}");
+        answer.bytes().await.unwrap();
+        started.elapsed()
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let dir = tempfile::tempdir().unwrap();
+
+    // The upstream: a fixed small body.
+    let upstream_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", upstream_listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(|| async { "{\"ok\":true}" });
+    tokio::spawn(async move { axum::serve(upstream_listener, app).await });
+
+    // AIMS, with the gateway registered, a secret for it, and an attested planner.
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("aims.db"))
+            .await
+            .unwrap(),
+    );
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().to_owned()),
+        trust_domain: Some("bench.example".into()),
+        ..Overrides::default()
+    };
+    let env = |name: &str| {
+        (name == "AIMS_BOOTSTRAP_TOKEN")
+            .then(|| ADMIN.to_owned())
+            .or_else(|| {
+                (name == "AIMS_RATE_LIMIT_PER_CREDENTIAL").then(|| "1000000/1000000".to_owned())
+            })
+            .or_else(|| {
+                (name == "AIMS_RATE_LIMIT_PER_SOURCE").then(|| "1000000/1000000".to_owned())
+            })
+    };
+    let config = ServerConfig::load_with(&overrides, &env).unwrap();
+    let server = aims_server::server::start_with_store(config, store, &env)
+        .await
+        .unwrap();
+    let base = server.base_url.clone();
+    let admin = AdminClient::new(&base, Some(ADMIN.to_owned())).unwrap();
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        http.request(method, format!("{base}{path}"))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+    };
+    let pushed = call(
+        reqwest::Method::POST,
+        "/v1/policies",
+        json!({"files": policies()}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        pushed.status().is_success(),
+        "{}",
+        pushed.text().await.unwrap()
+    );
+    let rs: serde_json::Value = call(
+        reqwest::Method::POST,
+        "/v1/resource-servers",
+        json!({"name": "gateway", "audience": AUDIENCE, "system": "github"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let rs_secret = rs["client_secret"].as_str().unwrap().to_owned();
+    let stored = call(
+        reqwest::Method::POST,
+        "/v1/secrets",
+        json!({"name": "repo-token", "value": "ghs_bench_upstream_token", "readers": ["gateway"]}),
+    )
+    .await
+    .unwrap();
+    assert!(stored.status().is_success());
+    let registered: serde_json::Value = call(
+        reqwest::Method::POST,
+        "/v1/agents",
+        json!({"name": "planner", "owner": "alice@acme.example", "labels": {"role": "planner"}}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let key = Arc::new(AgentKey::generate(AgentKeyKind::P256, &SystemRandom::new()).unwrap());
+    let svid = Attestor::new(admin.clone(), key.clone())
+        .attest(
+            &Default::default(),
+            &Credential::JoinToken(registered["join_token"].as_str().unwrap().to_owned()),
+            None,
+        )
+        .await
+        .unwrap()
+        .svid;
+    let tokens = TokenClient::new(&base).unwrap();
+    let token = tokens
+        .exchange(
+            &svid,
+            &key,
+            &ExchangeRequest {
+                scope: aims_core::scope::ScopeSet::parse("read:repo/acme/*").unwrap(),
+                audience: AUDIENCE.to_owned(),
+                intent: "benchmark the gateway".to_owned(),
+                task_id: None,
+                expires_in: Some(600),
+            },
+        )
+        .await
+        .unwrap()
+        .access_token;
+
+    // The gateway.
+    let gateway_config = format!(
+        "version = 1\nlisten = \"127.0.0.1:0\"\naims_url = \"{base}\"\naudience = \"{AUDIENCE}\"\n\
+         client_name = \"gateway\"\nclient_secret_file = \"gateway.secret\"\n\n[[route]]\n\
+         name = \"repo\"\npath_prefix = \"/repo/\"\nupstream = \"{upstream}\"\nsystem = \"github\"\n\
+         environment = \"dev\"\nsensitivity = \"internal\"\nkind = \"repository\"\n\
+         resource_id = \"repo/acme/{{path}}\"\n\
+         inject = {{ secret = \"repo-token\", header = \"authorization\", format = \"token {{secret}}\" }}\n"
+    );
+    let gateway = aims_gateway::start(
+        aims_gateway::Config::parse(&gateway_config, &|_| Ok(rs_secret.clone())).unwrap(),
+    )
+    .await
+    .unwrap();
+    let nginx = nginx(dir.path(), &upstream);
+    if nginx.is_none() {
+        println!("nginx is not installed: its row is left out (apt-get install nginx-light)");
+    }
+
+    let plain = Caller {
+        http: reqwest::Client::new(),
+        tokens: None,
+    };
+    let agent = Caller {
+        http: reqwest::Client::new(),
+        tokens: Some((tokens.clone(), token.clone(), key.clone())),
+    };
+    let mut paths: Vec<(&str, String, Caller)> = vec![
+        (
+            "direct to the upstream",
+            format!("{upstream}/app"),
+            plain.clone(),
+        ),
+        (
+            "through the gateway",
+            format!("{}/repo/app", gateway.base_url),
+            agent.clone(),
+        ),
+    ];
+    if let Some((_, url)) = &nginx {
+        paths.insert(
+            1,
+            ("through nginx", format!("{url}/repo/app"), plain.clone()),
+        );
+    }
+    // Warm up every path (connections, the gateway's secret cache).
+    for (_, url, caller) in &paths {
+        for _ in 0..20 {
+            caller.get(url).await;
+        }
+    }
+    let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+    let mut throughput: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, url, caller)) in paths.iter().enumerate() {
+            for _ in 0..PER_ROUND {
+                latencies[i].push(caller.get(url).await.as_secs_f64() * 1e6);
+            }
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..CONCURRENT_TASKS)
+                .map(|_| {
+                    let (url, caller) = (url.clone(), caller.clone());
+                    tokio::spawn(async move {
+                        for _ in 0..CONCURRENT_EACH {
+                            caller.get(&url).await;
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            let calls = (CONCURRENT_TASKS * CONCURRENT_EACH) as f64;
+            throughput[i].push(calls / started.elapsed().as_secs_f64());
+        }
+    }
+    let floor = percentiles(latencies[0].clone());
+    println!(
+        "| path | p50 µs | p99 µs | added p50 µs (over direct) | requests/s ({CONCURRENT_TASKS} callers, median of {ROUNDS} rounds) |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    let mut rates = Vec::new();
+    for (i, (name, _, _)) in paths.iter().enumerate() {
+        let (p50, p99) = percentiles(latencies[i].clone());
+        let mut rounds = throughput[i].clone();
+        rounds.sort_by(f64::total_cmp);
+        let rate = rounds[rounds.len() / 2];
+        rates.push(rate);
+        println!(
+            "| {name} | {p50:.0} | {p99:.0} | {:.0} | {rate:.0} |",
+            p50 - floor.0
+        );
+    }
+    if nginx.is_some() {
+        println!(
+            "\ngateway throughput ÷ nginx throughput: {:.2}",
+            rates[2] / rates[1]
+        );
+    }
+    if let Some((mut child, _)) = nginx {
+        // SIGTERM: the master stops its workers (SIGKILL would orphan them).
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+    }
+    gateway.shutdown();
+    server.shutdown();
+}
