@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use crate::id::{AgentName, ApprovalId, Owner, TaskId, UserName};
+use crate::id::{AgentName, ApprovalId, Owner, ResourceServerName, TaskId, UserName};
 use crate::user::{Access, User};
 
 /// The most approval requests one agent may have pending at once: past it, an
@@ -97,6 +97,10 @@ pub struct AskedApproval {
     pub delegation_chain: Vec<String>,
     /// The credential that asked.
     pub credential_id: String,
+    /// The resource server (an enforcement point such as the gateway) that asked on the
+    /// agent's behalf, if one did: it may wait on the request too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement_point: Option<ResourceServerName>,
     /// The resource as the agent named it (type, id and attributes).
     pub resource_attributes: Value,
     /// The arguments, when the policy lets approvers see them; otherwise only their digest is
@@ -306,6 +310,7 @@ mod tests {
             task_subject: "bob".into(),
             delegation_chain: Vec::new(),
             credential_id: "tok".into(),
+            enforcement_point: None,
             resource_attributes: json!({}),
             arguments: None,
             policies: vec!["p".into()],

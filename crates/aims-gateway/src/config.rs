@@ -20,6 +20,7 @@
 //! kind = "repository"
 //! resource_id = "github/acme/{path}"           # {path}: the request path after the prefix
 //! inject = { secret = "github-token", header = "authorization", format = "Bearer {secret}" }
+//! hold_for_approval_s = 60                     # wait for a human instead of answering 403
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +35,8 @@ use serde::Deserialize;
 
 /// The one configuration format version this gateway reads.
 pub const VERSION: u32 = 1;
+/// The longest a call may be held for its approval, in seconds.
+pub const MAX_HOLD_S: u64 = 300;
 /// Most routes one gateway serves.
 pub const MAX_ROUTES: usize = 256;
 
@@ -106,6 +109,9 @@ pub struct Route {
     pub actions: BTreeMap<String, String>,
     /// The secret injected into forwarded calls, if any.
     pub inject: Option<Inject>,
+    /// How long a call that needs a human's approval is held open for it (then forwarded if
+    /// approved); `None`: answered 403 `approval_required` at once.
+    pub hold_for_approval: Option<Duration>,
 }
 
 /// A secret put into a header of every forwarded call.
@@ -169,6 +175,8 @@ struct RawRoute {
     actions: BTreeMap<String, String>,
     #[serde(default)]
     inject: Option<RawInject>,
+    #[serde(default)]
+    hold_for_approval_s: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -340,6 +348,11 @@ impl Config {
                 }
                 (secret, header, format)
             });
+            if r.hold_for_approval_s
+                .is_some_and(|s| !(1..=MAX_HOLD_S).contains(&s))
+            {
+                errors.push(format!("{}: 1 to {MAX_HOLD_S}", at("hold_for_approval_s")));
+            }
             let inject = match inject {
                 Some((Ok(secret), Some(header), format)) => Some(Inject {
                     secret,
@@ -360,6 +373,7 @@ impl Config {
                 kind: r.kind,
                 actions: r.actions,
                 inject,
+                hold_for_approval: r.hold_for_approval_s.map(Duration::from_secs),
             });
         }
         match (listen, client_name, client_secret) {

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use aims_core::id::SecretName;
+use aims_core::approval::ApprovalState;
+use aims_core::id::{ApprovalId, SecretName};
 use aims_sdk::{AdminClient, SdkError, Verifier, VerifierConfig};
 use axum::Router;
 use axum::body::Body;
@@ -23,6 +24,8 @@ use crate::config::{Config, NEVER_FORWARDED, Route};
 
 /// How long a secret's value is reused before it is read from AIMS again.
 const SECRET_TTL: Duration = Duration::from_secs(30);
+/// The longest one long-poll for an approval asks AIMS to hold.
+const APPROVAL_POLL: Duration = Duration::from_secs(25);
 /// How often the revocation feed is polled.
 const FEED_POLL: Duration = Duration::from_millis(500);
 /// How old the revocation view may get before every token is refused.
@@ -193,20 +196,30 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
     let token = presented_token(request.headers()).unwrap_or_default();
     let rest = path.get(route.path_prefix.len()..).unwrap_or_default();
     let query = request.uri().query().unwrap_or_default().to_owned();
-    match decide(
-        &gateway,
+    let call = Call {
         route,
-        &claims.client_id,
-        &token,
-        &method,
+        agent: &claims.client_id,
+        token: &token,
+        method: &method,
         rest,
-        &query,
-    )
-    .await
-    {
-        Ok(None) => {}
-        Ok(Some(refused)) => return refused,
+        query: &query,
+    };
+    let mut verdict = match decide(&gateway, &call).await {
+        Ok(verdict) => verdict,
         Err(response) => return response,
+    };
+    // Where the route says so, the call waits for its approval instead of being refused now.
+    if let (Verdict::Pending { approval_id, .. }, Some(hold)) = (&verdict, route.hold_for_approval)
+        && approved_within(&gateway, approval_id, hold).await
+    {
+        verdict = match decide(&gateway, &call).await {
+            Ok(verdict) => verdict,
+            Err(response) => return response,
+        };
+    }
+    match verdict {
+        Verdict::Allow => {}
+        Verdict::Refuse(refused) | Verdict::Pending { refused, .. } => return refused,
     }
     let injected = match &route.inject {
         None => None,
@@ -240,17 +253,75 @@ fn presented_token(headers: &HeaderMap) -> Option<String> {
     Some(token.trim().to_owned())
 }
 
+/// One call through a route, as AIMS is asked about it.
+struct Call<'a> {
+    route: &'a Route,
+    /// The agent's SPIFFE ID.
+    agent: &'a str,
+    /// Its task token, as presented.
+    token: &'a str,
+    method: &'a str,
+    /// The path after the route's prefix.
+    rest: &'a str,
+    query: &'a str,
+}
+
+/// What AIMS answered about a call.
+enum Verdict {
+    /// Allowed: forward it.
+    Allow,
+    /// Refused: send this.
+    Refuse(Response),
+    /// It needs a human's approval (request `approval_id`): send `refused`, or wait.
+    Pending {
+        approval_id: ApprovalId,
+        refused: Response,
+    },
+}
+
+/// Waits up to `hold` for approval request `approval_id` to be approved (long-polling AIMS
+/// as the resource server that opened it); `false` when it was denied, expired or revoked, the
+/// time ran out, or AIMS could not be asked.
+async fn approved_within(gateway: &Gateway, approval_id: &ApprovalId, hold: Duration) -> bool {
+    let deadline = Instant::now() + hold;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let wait_s = left.min(APPROVAL_POLL).as_secs().max(1);
+        let answer = gateway
+            .aims
+            .approval_as(
+                &gateway.config.client_name,
+                gateway.config.client_secret.expose_secret(),
+                approval_id,
+                wait_s,
+            )
+            .await;
+        match answer.map(|a| a.state) {
+            Ok(ApprovalState::Approved) => return true,
+            Ok(ApprovalState::Pending) => {}
+            Ok(_) => return false,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot wait on an approval request; refusing the call");
+                return false;
+            }
+        }
+    }
+}
+
 /// Asks AIMS (AuthZEN, as this gateway's resource server, with the agent's token) whether the
-/// call is allowed: `None` when it is, the refusal to send otherwise.
-async fn decide(
-    gateway: &Gateway,
-    route: &Route,
-    agent: &str,
-    token: &str,
-    method: &str,
-    rest: &str,
-    query: &str,
-) -> Result<Option<Response>, Response> {
+/// call is allowed.
+async fn decide(gateway: &Gateway, call: &Call<'_>) -> Result<Verdict, Response> {
+    let Call {
+        route,
+        agent,
+        token,
+        method,
+        rest,
+        query,
+    } = *call;
     let evaluation = json!({
         "subject": {"type": "agent", "id": agent, "properties": {"token": token}},
         "action": {"name": route.action(method)},
@@ -303,10 +374,10 @@ async fn decide(
         } else {
             StatusCode::FORBIDDEN
         };
-        return Ok(Some(refuse(status, &code, &message)));
+        return Ok(Verdict::Refuse(refuse(status, &code, &message)));
     }
     if body.get("decision") == Some(&Value::Bool(true)) {
-        return Ok(None);
+        return Ok(Verdict::Allow);
     }
     let context = body.get("context");
     let pending = text(context, "reason").as_deref() == Some("approval_required");
@@ -326,9 +397,15 @@ async fn decide(
             answer.insert(field.into(), value.clone());
         }
     }
-    Ok(Some(
-        (StatusCode::FORBIDDEN, axum::Json(Value::Object(answer))).into_response(),
-    ))
+    let approval_id = text(context, "approval_id").and_then(|id| ApprovalId::new(id).ok());
+    let refused = (StatusCode::FORBIDDEN, axum::Json(Value::Object(answer))).into_response();
+    Ok(match approval_id {
+        Some(approval_id) if pending => Verdict::Pending {
+            approval_id,
+            refused,
+        },
+        _ => Verdict::Refuse(refused),
+    })
 }
 
 /// The value of secret `name`, read from AIMS at most every [`SECRET_TTL`].

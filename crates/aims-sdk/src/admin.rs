@@ -449,6 +449,23 @@ impl AdminClient {
         receive(builder).await
     }
 
+    /// `GET /v1/approvals/{id}?wait=…` as resource server `server` (HTTP Basic with its
+    /// `client_secret`): an approval request it opened on an agent's behalf, after the server
+    /// held the answer up to `wait_s` seconds.
+    pub async fn approval_as(
+        &self,
+        server: &ResourceServerName,
+        client_secret: &str,
+        id: &ApprovalId,
+        wait_s: u64,
+    ) -> Result<ApprovalView, SdkError> {
+        let builder = self
+            .http
+            .get(self.url(&approval::approval_path(id)))
+            .query(&[("wait", wait_s)]);
+        receive(with_basic(builder, server, client_secret)?).await
+    }
+
     /// [`AdminClient::decide`] that, when the call needs a human's approval, waits up to
     /// `max_wait` for the answer and asks again once approved (see [`crate::approval`]).
     pub async fn decide_or_wait(

@@ -19,7 +19,7 @@ use aims_policy::{Decision, DecisionRequest, Effect};
 use aims_store::StoreError;
 use serde_json::{Value, json};
 
-use crate::auth::AuthenticatedAgent;
+use crate::auth::{AuthenticatedAgent, Vouched};
 use crate::error::ApiError;
 use crate::policy::LoadedPolicy;
 use crate::state::AppState;
@@ -126,6 +126,10 @@ pub async fn resolve(
             .credential_id()
             .map(ToString::to_string)
             .unwrap_or_default(),
+        enforcement_point: match &caller.vouched {
+            Vouched::ByResourceServer { name, .. } => Some(name.clone()),
+            Vouched::Itself(_) => None,
+        },
         resource_attributes: serde_json::to_value(&request.resource).unwrap_or(Value::Null),
         arguments: terms
             .show_arguments

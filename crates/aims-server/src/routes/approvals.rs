@@ -1,5 +1,6 @@
 //! `/v1/approvals`: humans list approval requests and approve or deny them; the agent that
-//! asked, and approvers, read one and may long-poll it until it is answered.
+//! asked, the resource server that asked on its behalf (a gateway holding the call), and
+//! approvers read one and may long-poll it until it is answered.
 //!
 //! Deciding needs a human credential whose role may approve, named by the policy's
 //! `@approvers` when it names any, and, under `@four_eyes`, not the agent's owner nor the
@@ -14,18 +15,19 @@ use aims_core::audit::action;
 use aims_core::credential::{CredentialHash, CredentialKind, MAX_CREDENTIAL_LEN};
 use aims_core::id::ApprovalId;
 use aims_core::user::Access;
-use aims_store::StoreError;
+use aims_store::{ResourceServer, StoreError};
+use aims_token::authn;
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::approval_watch;
-use crate::auth::{self, AuthenticatedAgent, Caller};
+use crate::auth::{self, AuthenticatedAgent, Caller, ServiceCaller};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{Body, Query};
 use crate::state::AppState;
@@ -85,18 +87,40 @@ pub async fn list(
     Ok(Json(ApprovalList { approvals }))
 }
 
-/// Who reads one request: the agent that asked, or a human who may approve or read.
+/// Who reads one request: the agent that asked, the resource server that asked on its behalf
+/// (an enforcement point holding the call), or a human who may approve or read.
 pub enum Reader {
     /// An operator.
     Human(Caller),
     /// An agent, by its SVID or task token.
     Agent(Box<AuthenticatedAgent>),
+    /// A resource server, by its client credential (HTTP Basic).
+    ResourceServer(ResourceServer),
 }
 
 impl FromRequestParts<AppState> for Reader {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if authn::split_authorization(
+            parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default(),
+        )
+        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        {
+            return match auth::service_caller(state, &parts.headers).await {
+                Ok(Some(ServiceCaller::ResourceServer(server))) => Ok(Self::ResourceServer(server)),
+                _ => Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    ErrorCode::InvalidClient,
+                    "client authentication failed",
+                )
+                .with_challenge("Basic realm=\"aims\"".to_owned())),
+            };
+        }
         let human = auth::bearer(&parts.headers, MAX_CREDENTIAL_LEN)
             .filter(|credential| CredentialKind::Human.marks(credential));
         let Some(credential) = human else {
@@ -130,8 +154,12 @@ pub async fn show(
     let visible = |request: &aims_core::approval::ApprovalRequest| match &reader {
         Reader::Human(_) => true,
         Reader::Agent(agent) => request.asked.call.agent == agent.agent.name,
+        Reader::ResourceServer(server) => {
+            request.asked.enforcement_point.as_ref() == Some(&server.name)
+        }
     };
-    // Check before waiting: an agent never waits on a request that is not its own.
+    // Check before waiting: an agent or a resource server never waits on a request that is
+    // not its own.
     match state.store.approval(&id).await? {
         Some(request) if visible(&request) => {}
         _ => return Err(not_found()),

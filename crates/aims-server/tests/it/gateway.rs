@@ -19,7 +19,10 @@ use crate::kit::{Backend, Reply, TestServer, serve_on_loopback};
 use crate::on_both_stores;
 use crate::task_tokens::{AUDIENCE, Scene, access_token};
 
-on_both_stores!(calls_through_the_gateway_are_decided_and_the_secret_injected);
+on_both_stores!(
+    calls_through_the_gateway_are_decided_and_the_secret_injected,
+    a_held_call_goes_through_once_a_human_approves_it,
+);
 
 /// The upstream credential the gateway injects.
 const UPSTREAM_SECRET: &str = "ghp_upstream_only_7c1e";
@@ -57,6 +60,12 @@ async fn upstream() -> (String, Seen) {
 }
 
 fn gateway_config(aims: &str, upstream: &str) -> String {
+    gateway_config_holding(aims, upstream, None)
+}
+
+/// [`gateway_config`], its route holding calls that need approval for `hold` seconds.
+fn gateway_config_holding(aims: &str, upstream: &str, hold: Option<u64>) -> String {
+    let hold = hold.map_or_else(String::new, |s| format!("hold_for_approval_s = {s}\n"));
     format!(
         r#"
 version = 1
@@ -76,7 +85,7 @@ sensitivity = "internal"
 kind = "repository"
 resource_id = "repo/acme/{{path}}"
 inject = {{ secret = "github-token", header = "authorization", format = "token {{secret}}" }}
-"#
+{hold}"#
     )
 }
 
@@ -361,4 +370,107 @@ async fn calls_through_the_gateway_are_decided_and_the_secret_injected(backend: 
 
     running.shutdown();
     running.wait().await.unwrap();
+}
+
+async fn a_held_call_goes_through_once_a_human_approves_it(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    let server = &scene.server;
+    Scene::push_policies(server, &[("approval.cedar", READ_WITH_APPROVAL)]).await;
+    let stored = server
+        .admin(
+            Method::POST,
+            "/v1/secrets",
+            Some(json!({"name": "github-token", "value": UPSTREAM_SECRET, "readers": ["repo-tools"]})),
+        )
+        .await;
+    assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.body);
+    let carol = server.add_user("carol", "approver").await;
+    let (upstream, seen) = upstream().await;
+    let rs_secret = scene.rs_secret.clone();
+    let text = gateway_config_holding(&server.base, &upstream, Some(20));
+    let config = Config::parse(&text, &|_: &Path| Ok(rs_secret.clone())).unwrap();
+    let running = aims_gateway::start(config).await.unwrap();
+    let gw = running.base_url.clone();
+    let key = scene.planner.key.clone();
+    let token = access_token(&scene.exchange("read:repo/acme/*").await);
+
+    // The call waits in the gateway while carol approves it; then it reaches the upstream.
+    let held = {
+        let (gw, token, key) = (gw.clone(), token.clone(), key.clone());
+        tokio::spawn(async move {
+            call(&gw, Method::GET, "/repo/vault", Some(&token), &key, None).await
+        })
+    };
+    let approval_id = approve_first_pending(server, &carol, "approve").await;
+    let answered = held.await.unwrap();
+    assert_eq!(answered.status, StatusCode::OK, "{}", answered.body);
+    assert_eq!(seen.lock().unwrap().last().unwrap().1, "/vault");
+    // The gateway may wait on the request it opened; another resource server may not.
+    let other = server
+        .admin(
+            Method::POST,
+            "/v1/resource-servers",
+            Some(json!({"name": "other-tools", "audience": "https://other.acme.example", "system": "github"})),
+        )
+        .await;
+    let other_secret = other.body["client_secret"].as_str().unwrap().to_owned();
+    let as_server = |name: &str, secret: &str| {
+        server
+            .http
+            .get(format!("{}/v1/approvals/{approval_id}", server.base))
+            .basic_auth(name.to_owned(), Some(secret.to_owned()))
+            .send()
+    };
+    let mine = TestServer::reply(as_server("repo-tools", &scene.rs_secret).await.unwrap()).await;
+    assert_eq!(mine.body["state"], "used", "{}", mine.body);
+    let theirs = TestServer::reply(as_server("other-tools", &other_secret).await.unwrap()).await;
+    assert_eq!(theirs.code(), "approval_not_found");
+
+    // The same call again needs a new approval; denied, the held call is refused.
+    let forwarded = seen.lock().unwrap().len();
+    let held = {
+        let (gw, token, key) = (gw.clone(), token.clone(), key.clone());
+        tokio::spawn(async move {
+            call(&gw, Method::GET, "/repo/vault", Some(&token), &key, None).await
+        })
+    };
+    let second = approve_first_pending(server, &carol, "deny").await;
+    assert_ne!(second, approval_id);
+    let refused = held.await.unwrap();
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::FORBIDDEN, "approval_required")
+    );
+    assert_eq!(refused.body["approval_id"], second.as_str());
+    assert_eq!(seen.lock().unwrap().len(), forwarded);
+
+    running.shutdown();
+    running.wait().await.unwrap();
+}
+
+/// Answers (`verb`: approve or deny), as `approver`, the first pending request that shows up.
+async fn approve_first_pending(server: &TestServer, approver: &str, verb: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let listed = server
+            .call(Method::GET, "/v1/approvals", Some(approver), None)
+            .await;
+        if let Some(id) = listed.body["approvals"][0]["approval_id"].as_str() {
+            let answered = server
+                .call(
+                    Method::POST,
+                    &format!("/v1/approvals/{id}/{verb}"),
+                    Some(approver),
+                    Some(json!({"reason": "checked with the on-call lead"})),
+                )
+                .await;
+            assert_eq!(answered.status, StatusCode::OK, "{}", answered.body);
+            return id.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no approval request showed up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -84,6 +84,7 @@ fn request(id: &str, call: BoundCall, opened: i64, uses: u32) -> ApprovalRequest
             task_subject: "user:bob".to_owned(),
             delegation_chain: Vec::new(),
             credential_id: "tok-1".to_owned(),
+            enforcement_point: None,
             resource_attributes: json!({"type": "Secret"}),
             arguments: None,
             policies: vec!["ir-export-secret-with-approval".to_owned()],

@@ -286,6 +286,7 @@ mod tests {
                 task_subject: "bob".into(),
                 delegation_chain: Vec::new(),
                 credential_id: "svid-1".into(),
+                enforcement_point: None,
                 resource_attributes: json!({}),
                 arguments: None,
                 policies: vec!["ir-export".into()],
