@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 pub mod approvals;
 pub mod oauth;
 pub mod secrets;
+pub mod sightings;
 
 use aims_core::agent::{Agent, LifecycleState, Limits};
 use aims_core::id::{AgentName, ApprovalId, DecisionId, Environment, LabelKey, Owner, UserName};

@@ -285,6 +285,9 @@ pub mod action {
     pub const SECRET_DELETE: &str = "secret.delete";
     /// A resource server read a secret's value (the event names the secret and version only).
     pub const SECRET_READ: &str = "secret.read";
+    /// An enforcement point reported callers it refused before any decision (one event per
+    /// report, however many it counts).
+    pub const SIGHTING_REPORT: &str = "sighting.report";
     /// A resource server was registered.
     pub const RESOURCE_SERVER_ADD: &str = "resource_server.add";
     /// A resource server was removed.

@@ -15,6 +15,7 @@ pub mod posture;
 pub mod revocation;
 pub mod scope;
 pub mod secret;
+pub mod sighting;
 pub mod task;
 pub mod text;
 pub mod user;

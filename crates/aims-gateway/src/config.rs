@@ -80,6 +80,8 @@ pub struct Config {
     pub client_secret: SecretString,
     /// How long an upstream may take to answer.
     pub upstream_timeout: Duration,
+    /// How often refused callers are reported to AIMS as sightings.
+    pub sighting_report: Duration,
     /// The routes, longest prefix first.
     pub routes: Vec<Route>,
 }
@@ -153,6 +155,8 @@ struct RawConfig {
     client_secret_file: PathBuf,
     #[serde(default)]
     upstream_timeout_s: Option<u64>,
+    #[serde(default)]
+    sighting_report_s: Option<u64>,
     #[serde(default)]
     route: Vec<RawRoute>,
 }
@@ -265,6 +269,10 @@ impl Config {
         let upstream_timeout_s = raw.upstream_timeout_s.unwrap_or(30);
         if !(1..=600).contains(&upstream_timeout_s) {
             errors.push("upstream_timeout_s: 1 to 600".to_owned());
+        }
+        let sighting_report_s = raw.sighting_report_s.unwrap_or(10);
+        if !(1..=3600).contains(&sighting_report_s) {
+            errors.push("sighting_report_s: 1 to 3600".to_owned());
         }
         if raw.route.is_empty() || raw.route.len() > MAX_ROUTES {
             errors.push(format!("route: 1 to {MAX_ROUTES} [[route]] tables"));
@@ -388,6 +396,7 @@ impl Config {
                     client_name,
                     client_secret,
                     upstream_timeout: Duration::from_secs(upstream_timeout_s),
+                    sighting_report: Duration::from_secs(sighting_report_s),
                     routes,
                 })
             }

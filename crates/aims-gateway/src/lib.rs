@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod proxy;
+pub mod sightings;
 
 use std::net::SocketAddr;
 
@@ -101,6 +102,11 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         .map_err(|(url, cause)| StartError::Aims { url, cause })?;
     let app = proxy::router(gateway.clone());
     let (shutdown, stop) = watch::channel(false);
+    tokio::spawn(proxy::report_sightings(
+        std::sync::Arc::downgrade(&gateway),
+        gateway.config().sighting_report,
+        stop.clone(),
+    ));
     // The server's connection handling: a header-read timeout (slow clients), a header size
     // cap, a connection limit and a bounded drain at shutdown.
     let task = tokio::spawn(aims_server::server::serve(listener, None, app, stop));

@@ -5,22 +5,27 @@
 //! upstream; bodies stream both ways without being buffered.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use aims_api::sightings::ReportSightings;
 use aims_core::approval::ApprovalState;
 use aims_core::id::{ApprovalId, SecretName};
+use aims_core::sighting::MAX_PER_REPORT;
 use aims_sdk::{AdminClient, SdkError, Verifier, VerifierConfig};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
 use crate::config::{Config, NEVER_FORWARDED, Route};
+use crate::sightings::Sightings;
 
 /// How long a secret's value is reused before it is read from AIMS again.
 const SECRET_TTL: Duration = Duration::from_secs(30);
@@ -44,6 +49,8 @@ pub struct Gateway {
     upstream: reqwest::Client,
     decisions: reqwest::Client,
     secrets: Mutex<HashMap<SecretName, (SecretString, Instant)>>,
+    /// Callers refused before any decision, until they are reported.
+    pub(crate) sightings: Sightings,
 }
 
 impl Gateway {
@@ -83,6 +90,7 @@ impl Gateway {
             verifier,
             aims,
             secrets: Mutex::new(HashMap::new()),
+            sightings: Sightings::default(),
         }))
     }
 }
@@ -114,6 +122,11 @@ impl Gateway {
             Err(poisoned) => *poisoned.into_inner() = Arc::new(new.routes),
         }
         Ok(count)
+    }
+
+    /// The configuration it started with.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
     }
 
     /// The routes in force now.
@@ -176,6 +189,21 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
     {
         Ok(claims) => claims,
         Err(refusal) => {
+            let source = request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
+            let user_agent = request
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            gateway.sightings.record(
+                &source,
+                &route.name,
+                user_agent,
+                refusal.error_code().unwrap_or("invalid_request"),
+            );
             let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::UNAUTHORIZED);
             let mut response = refuse(
                 status,
@@ -504,6 +532,50 @@ async fn forward(
     response
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| refuse(StatusCode::BAD_GATEWAY, "upstream_unusable", "bad answer"))
+}
+
+/// Reports the gateway's sightings to AIMS every `every` until `stop` (or the gateway is
+/// gone). A report that fails is logged and its sightings dropped: they are counts for the
+/// governance report, and keeping them would let an outage grow the table without bound.
+pub async fn report_sightings(
+    gateway: Weak<Gateway>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let Some(gateway) = gateway.upgrade() else {
+            return;
+        };
+        let (seen, dropped) = gateway.sightings.take();
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "refused calls not kept as sightings: the table was full"
+            );
+        }
+        let config = &gateway.config;
+        for batch in seen.chunks(MAX_PER_REPORT) {
+            let sent = gateway
+                .aims
+                .report_sightings_as(
+                    &config.client_name,
+                    config.client_secret.expose_secret(),
+                    &ReportSightings {
+                        sightings: batch.to_vec(),
+                    },
+                )
+                .await;
+            if let Err(error) = sent {
+                tracing::warn!(%error, sightings = batch.len(), "cannot report sightings to AIMS");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

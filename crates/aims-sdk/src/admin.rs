@@ -18,6 +18,7 @@ use aims_api::oauth::{
 use aims_api::secrets::{
     PutSecretRequest, RotateSecretRequest, SecretList, SecretValue, SecretView,
 };
+use aims_api::sightings::{ReportSightings, SightingList, SightingsReported};
 use aims_api::{
     AddUserRequest, AgentList, AgentQuery, AgentView, AttestRequest, AttestResponse, AuditPage,
     AuditQuery, AuditVerification, DecideRequest, DecisionView, ExplainRequest, JoinTokenIssued,
@@ -464,6 +465,26 @@ impl AdminClient {
             .get(self.url(&approval::approval_path(id)))
             .query(&[("wait", wait_s)]);
         receive(with_basic(builder, server, client_secret)?).await
+    }
+
+    /// `POST /v1/sightings/report` as resource server `server` (HTTP Basic with its
+    /// `client_secret`): callers it refused before any decision, counted.
+    pub async fn report_sightings_as(
+        &self,
+        server: &ResourceServerName,
+        client_secret: &str,
+        report: &ReportSightings,
+    ) -> Result<SightingsReported, SdkError> {
+        let builder = self
+            .http
+            .post(self.url("/v1/sightings/report"))
+            .json(report);
+        receive(with_basic(builder, server, client_secret)?).await
+    }
+
+    /// `GET /v1/sightings`: the most recently seen refused callers (admins, auditors).
+    pub async fn sightings(&self) -> Result<SightingList, SdkError> {
+        receive(self.authed(Method::GET, "/v1/sightings")?).await
     }
 
     /// [`AdminClient::decide`] that, when the call needs a human's approval, waits up to

@@ -14,6 +14,7 @@ use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
 use aims_core::credential::CredentialHash;
 use aims_core::id::{AgentName, ApprovalId, ResourceServerName, SecretName, TrustDomain, UserName};
 use aims_core::secret::Secret;
+use aims_core::sighting::Sighting;
 use aims_core::task::{Task, TaskState};
 use aims_core::user::{Role, User};
 use async_trait::async_trait;
@@ -24,10 +25,11 @@ use crate::approvals;
 use crate::errors::{classify, is_foreign_key_violation, on_unique};
 use crate::rows::{
     self, AgentColumns, AgentRow, ApprovalRow, AuditRow, CredentialRow, HeadRow, JoinTokenRow,
-    KeyRow, Listing, PolicySetRow, ResourceServerRow, RevocationRow, SecretRow, SnapshotRow,
-    SsfPendingRow, SsfStreamColumns, SsfStreamRow, TaskRow, UserRow,
+    KeyRow, Listing, PolicySetRow, ResourceServerRow, RevocationRow, SecretRow, SightingRow,
+    SnapshotRow, SsfPendingRow, SsfStreamColumns, SsfStreamRow, TaskRow, UserRow,
 };
 use crate::secrets;
+use crate::sightings;
 use crate::tx::Tx;
 use crate::write::{
     Backend, Conn, begin_write, finish, require_credentials_allowed, settle, write_pool,
@@ -1276,6 +1278,29 @@ where
             .map_err(classify)?
             .into_iter()
             .map(SecretRow::into_secret)
+            .collect()
+    }
+
+    async fn report_sightings(
+        &self,
+        reporter: &ResourceServerName,
+        sightings: &[Sighting],
+        event: &AuditEvent,
+    ) -> Result<u64, StoreError> {
+        sightings::report(self, reporter, sightings, event).await
+    }
+
+    async fn sightings(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(ResourceServerName, Sighting)>, StoreError> {
+        sqlx::query_as::<B::Db, SightingRow>(sql::LIST_SIGHTINGS)
+            .bind(i64::from(rows::page_limit(limit)))
+            .fetch_all(self.reads())
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(SightingRow::into_sighting)
             .collect()
     }
 }

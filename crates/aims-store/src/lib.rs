@@ -21,6 +21,7 @@ use aims_core::id::{
 };
 use aims_core::posture::Evidence;
 use aims_core::secret::Secret;
+use aims_core::sighting::Sighting;
 use aims_core::task::Task;
 use aims_core::user::User;
 use async_trait::async_trait;
@@ -33,6 +34,7 @@ mod oauth;
 mod postgres;
 mod rows;
 mod secrets;
+mod sightings;
 mod space;
 mod sql;
 mod sqlite;
@@ -676,6 +678,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Up to `limit` secrets (capped at [`MAX_PAGE`]), by name, without values.
     async fn list_secrets(&self, limit: u32) -> Result<Vec<Secret>, StoreError>;
+
+    /// Adds `reporter`'s report of refused callers, with one audit event: each sighting is
+    /// merged with the stored one of the same source, route, user agent and reason (earliest
+    /// first, latest last, counts summed). New ones beyond
+    /// [`aims_core::sighting::MAX_PER_REPORTER`] are dropped. Returns how many were kept.
+    async fn report_sightings(
+        &self,
+        reporter: &ResourceServerName,
+        sightings: &[Sighting],
+        event: &AuditEvent,
+    ) -> Result<u64, StoreError>;
+
+    /// The `limit` most recently seen sightings (capped at [`MAX_PAGE`]), with who reported
+    /// them.
+    async fn sightings(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(ResourceServerName, Sighting)>, StoreError>;
 }
 
 /// How a store is opened beyond its URL.

@@ -12,6 +12,7 @@ use aims_core::id::{
     AgentName, ApprovalId, Environment, Intent, ResourceServerName, TaskId, TrustDomain, UserName,
 };
 use aims_core::secret::Secret;
+use aims_core::sighting::Sighting;
 use aims_core::task::{Task, TaskState};
 use aims_core::user::{Role, User};
 use time::OffsetDateTime;
@@ -980,5 +981,37 @@ impl SecretRow {
             return Err(corrupt("secret record", &self.name));
         }
         Ok(secret)
+    }
+}
+
+/// A stored sighting.
+#[derive(sqlx::FromRow)]
+pub(crate) struct SightingRow {
+    pub reporter: String,
+    pub source: String,
+    pub route: String,
+    pub user_agent: String,
+    pub reason: String,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub count: i64,
+}
+
+impl SightingRow {
+    /// Decodes the row: who reported it, and the sighting.
+    pub fn into_sighting(self) -> Result<(ResourceServerName, Sighting), StoreError> {
+        Ok((
+            ResourceServerName::new(self.reporter.clone())
+                .map_err(|_| corrupt("sighting reporter", &self.reporter))?,
+            Sighting {
+                first_seen: from_ms(self.first_seen_ms, "first sighting")?,
+                last_seen: from_ms(self.last_seen_ms, "last sighting")?,
+                count: to_u64(self.count, "sighting count")?,
+                source: self.source,
+                route: self.route,
+                user_agent: self.user_agent,
+                reason: self.reason,
+            },
+        ))
     }
 }

@@ -364,3 +364,23 @@ pub(crate) const SELECT_SECRET_VALUE: &str = "SELECT v.sealed_value FROM secrets
      JOIN secret_versions v ON v.name = s.name AND v.version = s.version WHERE s.name = $1";
 pub(crate) const DELETE_SECRET_VERSIONS: &str = "DELETE FROM secret_versions WHERE name = $1";
 pub(crate) const DELETE_SECRET: &str = "DELETE FROM secrets WHERE name = $1 RETURNING name";
+
+/// How many sightings a reporter has (binds: reporter).
+pub(crate) const COUNT_SIGHTINGS_OF: &str = "SELECT COUNT(*) FROM sightings WHERE reporter = $1";
+/// Whether a sighting exists (binds: reporter, source, route, user agent, reason).
+pub(crate) const SIGHTING_EXISTS: &str = "SELECT reporter FROM sightings WHERE reporter = $1 \
+     AND source = $2 AND route = $3 AND user_agent = $4 AND reason = $5";
+/// Adds a report to its sighting (binds: reporter, source, route, user agent, reason, first,
+/// last, count): the earliest first, the latest last, the counts summed.
+pub(crate) const UPSERT_SIGHTING: &str = "INSERT INTO sightings \
+     (reporter, source, route, user_agent, reason, first_seen_ms, last_seen_ms, count) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT (reporter, source, route, user_agent, reason) DO UPDATE SET \
+     first_seen_ms = CASE WHEN excluded.first_seen_ms < sightings.first_seen_ms \
+     THEN excluded.first_seen_ms ELSE sightings.first_seen_ms END, \
+     last_seen_ms = CASE WHEN excluded.last_seen_ms > sightings.last_seen_ms \
+     THEN excluded.last_seen_ms ELSE sightings.last_seen_ms END, \
+     count = sightings.count + excluded.count";
+pub(crate) const LIST_SIGHTINGS: &str = "SELECT reporter, source, route, user_agent, reason, \
+     first_seen_ms, last_seen_ms, count FROM sightings ORDER BY last_seen_ms DESC, reporter, \
+     source LIMIT $1";

@@ -17,6 +17,7 @@ pub mod policies;
 pub mod resource_servers;
 pub mod revocations;
 pub mod secrets;
+pub mod sightings;
 pub mod ssf;
 pub mod tasks;
 pub mod users;
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
             get(secrets::show).delete(secrets::delete),
         )
         .route("/secrets/{name}/rotate", post(secrets::rotate))
+        .route("/sightings", get(sightings::list))
         .route(
             "/resource-servers",
             post(resource_servers::register).get(resource_servers::list),
@@ -97,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .route("/approvals/{id}", get(approvals::show))
         // Resource servers a secret names as readers (HTTP Basic), authenticated inside.
         .route("/secrets/{name}/value", get(secrets::value))
+        .route("/sightings/report", post(sightings::report))
         .route("/tasks", post(tasks::create))
         .route("/revocations", get(revocations::page))
         .route("/revocations/stream", get(revocations::stream))

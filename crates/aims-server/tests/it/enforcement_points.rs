@@ -14,6 +14,7 @@ on_both_stores!(
     a_resource_server_asks_about_the_agents_calling_it,
     a_passed_token_binds_scopes_and_delegation,
     bad_questions_from_a_resource_server_are_refused,
+    sighting_reports_come_from_resource_servers_and_are_bounded,
 );
 
 /// `POST /access/v1/evaluation` with HTTP Basic `name:secret`.
@@ -328,4 +329,83 @@ async fn bad_questions_from_a_resource_server_are_refused(backend: Backend) {
         rejects + cases.len()
     );
     assert_eq!(server.count_events("decision").await, 0);
+}
+
+async fn sighting_reports_come_from_resource_servers_and_are_bounded(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    let server = &scene.server;
+    let sighting = |count: u64| {
+        json!({"source": "203.0.113.9", "route": "repositories", "user_agent": "scanner/1.0",
+               "reason": "invalid_token", "first_seen": "2026-12-06T10:00:00Z",
+               "last_seen": "2026-12-06T10:05:00Z", "count": count})
+    };
+    let report = |body: Value, name: &str, secret: &str| {
+        server
+            .http
+            .post(format!("{}/v1/sightings/report", server.base))
+            .basic_auth(name.to_owned(), Some(secret.to_owned()))
+            .json(&body)
+            .send()
+    };
+    let ok = TestServer::reply(
+        report(
+            json!({"sightings": [sighting(40)]}),
+            "repo-tools",
+            &scene.rs_secret,
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert_eq!(ok.body["kept"], 1);
+    let many: Vec<Value> = (0..41).map(|_| sighting(1)).collect();
+    let cases = [
+        (
+            report(
+                json!({"sightings": [sighting(1)]}),
+                "repo-tools",
+                "aims_r_wrong",
+            )
+            .await
+            .unwrap(),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            report(json!({"sightings": []}), "repo-tools", &scene.rs_secret)
+                .await
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            report(json!({"sightings": many}), "repo-tools", &scene.rs_secret)
+                .await
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            report(
+                json!({"sightings": [sighting(0)]}),
+                "repo-tools",
+                &scene.rs_secret,
+            )
+            .await
+            .unwrap(),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (reply, status) in cases {
+        assert_eq!(reply.status(), status);
+    }
+    let operator = server
+        .admin(
+            Method::POST,
+            "/v1/sightings/report",
+            Some(json!({"sightings": [sighting(1)]})),
+        )
+        .await;
+    assert_eq!(operator.status, StatusCode::UNAUTHORIZED);
+    let listed = server.admin(Method::GET, "/v1/sightings", None).await;
+    assert_eq!(listed.body["sightings"][0]["count"], 40, "{}", listed.body);
+    assert_eq!(listed.body["sightings"].as_array().unwrap().len(), 1);
 }

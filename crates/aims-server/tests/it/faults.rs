@@ -11,6 +11,7 @@ use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
 use aims_core::credential::CredentialHash;
 use aims_core::id::{AgentName, ApprovalId, ResourceServerName, SecretName, TrustDomain, UserName};
 use aims_core::secret::Secret;
+use aims_core::sighting::Sighting;
 use aims_core::task::Task;
 use aims_core::user::User;
 use aims_store::{
@@ -402,6 +403,23 @@ impl Store for FailingAudit {
     }
     async fn list_secrets(&self, limit: u32) -> Result<Vec<Secret>, StoreError> {
         self.inner.list_secrets(limit).await
+    }
+    async fn report_sightings(
+        &self,
+        reporter: &ResourceServerName,
+        sightings: &[Sighting],
+        event: &AuditEvent,
+    ) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner
+            .report_sightings(reporter, sightings, event)
+            .await
+    }
+    async fn sightings(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(ResourceServerName, Sighting)>, StoreError> {
+        self.inner.sightings(limit).await
     }
 }
 

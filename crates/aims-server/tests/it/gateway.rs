@@ -74,6 +74,7 @@ aims_url = "{aims}"
 audience = "{AUDIENCE}"
 client_name = "repo-tools"
 client_secret_file = "repo-tools.secret"
+sighting_report_s = 1
 
 [[route]]
 name = "repositories"
@@ -347,6 +348,28 @@ async fn calls_through_the_gateway_are_decided_and_the_secret_injected(backend: 
         "the gateway kept a connection with unfinished headers open"
     );
     assert_eq!(seen.lock().unwrap().len(), forwarded);
+
+    // The refused callers reach AIMS as counted sightings, not one record per request.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let reported = loop {
+        let listed = server.admin(Method::GET, "/v1/sightings", None).await;
+        let calls: u64 = listed.body["sightings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["count"].as_u64().unwrap())
+            .sum();
+        if calls >= 3 {
+            break listed;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", listed.body);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let first = &reported.body["sightings"][0];
+    assert_eq!(first["reporter"], "repo-tools");
+    assert_eq!(first["source"], "127.0.0.1");
+    assert_eq!(first["route"], "repositories");
+    assert!(server.count_events("sighting.report").await >= 1);
 
     // A reload puts new routes in force; what only a restart can change is refused.
     let reloaded = gateway_config(&server.base, &upstream).replace("/repo/", "/tools/");

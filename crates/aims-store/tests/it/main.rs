@@ -26,6 +26,7 @@ mod join_tokens;
 mod keys;
 mod policies;
 mod secrets;
+mod sightings;
 mod ssf;
 mod tokens;
 mod upgrade;
@@ -59,6 +60,7 @@ macro_rules! conformance {
 }
 
 conformance! {
+    sightings::sightings_are_merged_and_counted,
     secrets::secrets_are_versioned_and_read_current,
     approvals::identical_calls_share_one_pending_request,
     approvals::a_request_is_answered_once,
