@@ -30,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::error::{ApiError, ErrorCode, Rejected};
+use crate::error::{ApiError, ErrorCode, Form, Rejected};
 use crate::limits;
 use crate::presented;
 use crate::refusals::Origin;
@@ -435,6 +435,38 @@ pub(crate) async fn service_caller(
         Ok(Some(ServiceCaller::Operator(user)))
     } else {
         Err(invalid())
+    }
+}
+
+/// Whether the request authenticates with HTTP Basic (a resource server's client credential).
+pub(crate) fn is_basic(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(authn::split_authorization)
+        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+}
+
+/// The registered resource server authenticating a `/v1` request with HTTP Basic. Any other
+/// credential, or none, is a 401 `invalid_client` with a Basic challenge, in the API's error
+/// form; a store that cannot be asked is reported as such.
+pub(crate) async fn resource_server_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<ResourceServer, ApiError> {
+    let invalid = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::InvalidClient,
+            "authenticate as a registered resource server (HTTP Basic)",
+        )
+        .with_challenge("Basic realm=\"aims\"".to_owned())
+    };
+    match service_caller(state, headers).await {
+        Ok(Some(ServiceCaller::ResourceServer(server))) => Ok(server),
+        Ok(_) => Err(invalid()),
+        Err(e) if e.code == ErrorCode::InvalidClient => Err(invalid()),
+        Err(e) => Err(e.in_form(Form::Api)),
     }
 }
 

@@ -16,18 +16,17 @@ use aims_core::credential::{CredentialHash, CredentialKind, MAX_CREDENTIAL_LEN};
 use aims_core::id::ApprovalId;
 use aims_core::user::Access;
 use aims_store::{ResourceServer, StoreError};
-use aims_token::authn;
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::approval_watch;
-use crate::auth::{self, AuthenticatedAgent, Caller, ServiceCaller};
+use crate::auth::{self, AuthenticatedAgent, Caller};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{Body, Query};
 use crate::state::AppState;
@@ -102,24 +101,9 @@ impl FromRequestParts<AppState> for Reader {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if authn::split_authorization(
-            parts
-                .headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default(),
-        )
-        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
-        {
-            return match auth::service_caller(state, &parts.headers).await {
-                Ok(Some(ServiceCaller::ResourceServer(server))) => Ok(Self::ResourceServer(server)),
-                _ => Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    ErrorCode::InvalidClient,
-                    "client authentication failed",
-                )
-                .with_challenge("Basic realm=\"aims\"".to_owned())),
-            };
+        if auth::is_basic(&parts.headers) {
+            let server = auth::resource_server_caller(state, &parts.headers).await?;
+            return Ok(Self::ResourceServer(server));
         }
         let human = auth::bearer(&parts.headers, MAX_CREDENTIAL_LEN)
             .filter(|credential| CredentialKind::Human.marks(credential));

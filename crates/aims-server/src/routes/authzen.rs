@@ -19,18 +19,17 @@ use std::borrow::Cow;
 
 use aims_policy::{Effect, Resource};
 use aims_store::ResourceServer;
-use aims_token::authn;
 use axum::Json;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use crate::auth::{self, AuthenticatedAgent, ServiceCaller};
+use crate::auth::{self, AuthenticatedAgent};
 use crate::decisions::{self, Asked, Question};
-use crate::error::{ApiError, ErrorCode, Form};
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::Body;
 use crate::state::AppState;
 
@@ -130,30 +129,12 @@ impl FromRequestParts<AppState> for Asker {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let basic = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(authn::split_authorization)
-            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"));
-        if !basic {
-            let agent = AuthenticatedAgent::from_request_parts(parts, state).await?;
-            return Ok(Self::Agent(Box::new(agent)));
+        if auth::is_basic(&parts.headers) {
+            let server = auth::resource_server_caller(state, &parts.headers).await?;
+            return Ok(Self::ResourceServer(server));
         }
-        let invalid = || {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::InvalidClient,
-                "client authentication failed",
-            )
-            .with_challenge("Basic realm=\"aims\"".to_owned())
-        };
-        match auth::service_caller(state, &parts.headers).await {
-            Ok(Some(ServiceCaller::ResourceServer(server))) => Ok(Self::ResourceServer(server)),
-            Ok(_) => Err(invalid()),
-            Err(e) if e.code == ErrorCode::InvalidClient => Err(invalid()),
-            Err(e) => Err(e.in_form(Form::Api)),
-        }
+        let agent = AuthenticatedAgent::from_request_parts(parts, state).await?;
+        Ok(Self::Agent(Box::new(agent)))
     }
 }
 

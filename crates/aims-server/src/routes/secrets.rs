@@ -22,8 +22,8 @@ use secrecy::ExposeSecret as _;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::auth::{Allowed, Caller, ServiceCaller, ToAdminister, ToRead, service_caller};
-use crate::error::{ApiError, ErrorCode, Form, no_store};
+use crate::auth::{Allowed, Caller, ToAdminister, ToRead, resource_server_caller};
+use crate::error::{ApiError, ErrorCode, no_store};
 use crate::extract::Body;
 use crate::state::AppState;
 
@@ -171,18 +171,7 @@ pub async fn value(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let reader = match service_caller(&state, &headers).await {
-        Ok(Some(ServiceCaller::ResourceServer(server))) => server,
-        Ok(_) | Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::InvalidClient,
-                "authenticate as a resource server the secret names as a reader",
-            )
-            .with_challenge("Basic realm=\"aims\"".to_owned())
-            .in_form(Form::Api));
-        }
-    };
+    let reader = resource_server_caller(&state, &headers).await?;
     let name = secret_name(&name)?;
     let Some((found, sealed)) = state.store.secret_value(&name).await? else {
         return Err(not_found());

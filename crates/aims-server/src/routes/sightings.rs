@@ -8,11 +8,11 @@ use aims_core::audit::{Actor, Outcome, action};
 use aims_core::sighting::MAX_PER_REPORT;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use serde_json::json;
 
-use crate::auth::{Allowed, ServiceCaller, ToRead, service_caller};
-use crate::error::{ApiError, ErrorCode, Form};
+use crate::auth::{Allowed, ToRead, resource_server_caller};
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::Body;
 use crate::state::AppState;
 
@@ -25,18 +25,7 @@ pub async fn report(
     headers: HeaderMap,
     Body(report): Body<ReportSightings>,
 ) -> Result<Json<SightingsReported>, ApiError> {
-    let reporter = match service_caller(&state, &headers).await {
-        Ok(Some(ServiceCaller::ResourceServer(server))) => server,
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::InvalidClient,
-                "authenticate as a resource server (HTTP Basic)",
-            )
-            .with_challenge("Basic realm=\"aims\"".to_owned())
-            .in_form(Form::Api));
-        }
-    };
+    let reporter = resource_server_caller(&state, &headers).await?;
     if report.sightings.is_empty()
         || report.sightings.len() > MAX_PER_REPORT
         || !report.sightings.iter().all(|s| s.is_valid())
