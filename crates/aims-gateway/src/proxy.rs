@@ -189,27 +189,24 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
     {
         Ok(claims) => claims,
         Err(refusal) => {
-            let source = request
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
-            let user_agent = request
-                .headers()
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            gateway.sightings.record(
-                &source,
-                &route.name,
-                user_agent,
-                refusal.error_code().unwrap_or("invalid_request"),
-            );
             let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-            let mut response = refuse(
-                status,
-                refusal.error_code().unwrap_or("invalid_token"),
-                &refusal.to_string(),
-            );
+            let code = refusal.error_code().unwrap_or("invalid_token");
+            // The caller's failing, not the gateway's (a stale revocation view is a 503).
+            if status.is_client_error() {
+                let source = request
+                    .extensions()
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
+                let user_agent = request
+                    .headers()
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                gateway
+                    .sightings
+                    .record(&source, &route.name, user_agent, code);
+            }
+            let mut response = refuse(status, code, &refusal.to_string());
             if let Some(challenge) = refusal
                 .www_authenticate()
                 .and_then(|c| HeaderValue::from_str(&c).ok())

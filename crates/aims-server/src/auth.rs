@@ -492,29 +492,33 @@ pub async fn admin_layer(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let user = match bearer(request.headers(), MAX_CREDENTIAL_LEN) {
-        None => None,
-        Some(credential) => match state
-            .store
-            .user_by_credential(&CredentialHash::of(credential))
-            .await
-        {
-            Ok(user) => user,
-            Err(e) => return ApiError::from_store(e).into_response(),
-        },
-    };
-    let Some(user) = user else {
-        return ApiError::unauthenticated().into_response();
-    };
-    let caller = Caller {
-        user,
-        request_id: request_id(request.headers()),
+    let caller = match operator(&state, request.headers()).await {
+        Ok(caller) => caller,
+        Err(refused) => return refused.into_response(),
     };
     let actor = caller.actor();
     request.extensions_mut().insert(caller);
     let mut response = next.run(request).await;
     response.extensions_mut().insert(actor);
     response
+}
+
+/// The operator whose human credential the request presents as its bearer token (only its
+/// SHA-256 is looked up): 401 without one that matches.
+pub(crate) async fn operator(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let Some(credential) = bearer(headers, MAX_CREDENTIAL_LEN) else {
+        return Err(ApiError::unauthenticated());
+    };
+    let user = state
+        .store
+        .user_by_credential(&CredentialHash::of(credential))
+        .await
+        .map_err(ApiError::from_store)?
+        .ok_or_else(ApiError::unauthenticated)?;
+    Ok(Caller {
+        user,
+        request_id: request_id(headers),
+    })
 }
 
 /// Audits what handlers do not record themselves, for every `/v1` route: refusals

@@ -7,12 +7,37 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type}
 
 use crate::errors::{classify, on_unique};
 use crate::rows::SecretRow;
+use crate::tx::Tx;
 use crate::write::{Backend, Conn, begin_write, settle};
 use crate::{StoreError, sql};
 
 /// The record of `secret`, as stored.
 fn record(secret: &Secret) -> Result<String, StoreError> {
     serde_json::to_string(secret).map_err(|e| StoreError::Corrupt(format!("secret record: {e}")))
+}
+
+/// Stores `sealed_value` as `secret`'s version `secret.version`, inside `tx`.
+async fn insert_version<B>(
+    tx: &mut Tx<B::Db>,
+    secret: &Secret,
+    sealed_value: &[u8],
+) -> Result<(), StoreError>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> Vec<u8>: Encode<'q, B::Db> + Type<B::Db>,
+{
+    sqlx::query(sql::INSERT_SECRET_VERSION)
+        .bind(secret.name.as_str().to_owned())
+        .bind(i64::from(secret.version))
+        .bind(sealed_value.to_vec())
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+    Ok(())
 }
 
 /// [`crate::Store::create_secret`].
@@ -40,14 +65,7 @@ where
             .execute(&mut *tx)
             .await
             .map_err(on_unique("a secret of that name exists"))?;
-        sqlx::query(sql::INSERT_SECRET_VERSION)
-            .bind(secret.name.as_str().to_owned())
-            .bind(i64::from(secret.version))
-            .bind(sealed_value.to_vec())
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        Ok(())
+        insert_version::<B>(&mut tx, secret, sealed_value).await
     }
     .await;
     settle(backend, tx, head, outcome, std::slice::from_ref(event)).await
@@ -93,14 +111,7 @@ where
                 },
             });
         }
-        sqlx::query(sql::INSERT_SECRET_VERSION)
-            .bind(secret.name.as_str().to_owned())
-            .bind(i64::from(secret.version))
-            .bind(sealed_value.to_vec())
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        Ok(())
+        insert_version::<B>(&mut tx, secret, sealed_value).await
     }
     .await;
     settle(backend, tx, head, outcome, std::slice::from_ref(event)).await

@@ -12,7 +12,7 @@ use std::time::Duration;
 use aims_api::approvals::{AnswerApproval, ApprovalList, ApprovalView};
 use aims_core::approval::{ApprovalState, Barred, is_valid_reason};
 use aims_core::audit::action;
-use aims_core::credential::{CredentialHash, CredentialKind, MAX_CREDENTIAL_LEN};
+use aims_core::credential::{CredentialKind, MAX_CREDENTIAL_LEN};
 use aims_core::id::ApprovalId;
 use aims_core::user::Access;
 use aims_store::{ResourceServer, StoreError};
@@ -106,20 +106,12 @@ impl FromRequestParts<AppState> for Reader {
             return Ok(Self::ResourceServer(server));
         }
         let human = auth::bearer(&parts.headers, MAX_CREDENTIAL_LEN)
-            .filter(|credential| CredentialKind::Human.marks(credential));
-        let Some(credential) = human else {
+            .is_some_and(|credential| CredentialKind::Human.marks(credential));
+        if !human {
             let agent = AuthenticatedAgent::from_request_parts(parts, state).await?;
             return Ok(Self::Agent(Box::new(agent)));
-        };
-        let user = state
-            .store
-            .user_by_credential(&CredentialHash::of(credential))
-            .await?
-            .ok_or_else(ApiError::unauthenticated)?;
-        let caller = Caller {
-            user,
-            request_id: auth::request_id(&parts.headers),
-        };
+        }
+        let caller = auth::operator(state, &parts.headers).await?;
         require_reader(&caller)?;
         Ok(Self::Human(caller))
     }
