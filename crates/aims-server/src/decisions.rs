@@ -7,7 +7,10 @@
 //! caller. [`decide_for`] answers an authenticated agent's question with the policy version
 //! in force, within its task token's scopes, and commits the decision's audit event before
 //! the answer leaves; an `approval_required` answer is resolved by [`crate::approvals`] (a
-//! grant for the exact call allows it once; otherwise it names an approval request).
+//! grant for the exact call allows it once; otherwise it names an approval request). A
+//! [`Purpose::Preview`] answers the same question without acting on it: an enforcement point
+//! filtering what it shows (the gateway's MCP `tools/list`) opens no approval request and
+//! spends no grant.
 
 use std::net::IpAddr;
 
@@ -86,6 +89,18 @@ pub struct Asked {
     pub at: OffsetDateTime,
     /// The caller's address.
     pub source_ip: IpAddr,
+}
+
+/// What a decision is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A call that is about to be made: an `approval_required` answer opens (or joins) an
+    /// approval request, or spends the grant for the exact call.
+    Call,
+    /// Whether a call could be made (a listing of what the agent may do): the answer is the
+    /// engine's, `approval_required` included, and nothing is opened or spent. Its audit
+    /// event says `"preview": true`.
+    Preview,
 }
 
 /// The decision request for `agent` (with its last accepted posture `snapshot`) asking
@@ -201,8 +216,8 @@ impl Decided {
     }
 }
 
-/// Answers `question` of an authenticated agent with the policy version in force and commits
-/// its audit event before returning. With a task token the task and intent are the token's
+/// Answers `question` of an authenticated agent with the policy version in force, for
+/// `purpose`, and commits its audit event before returning. With a task token the task and intent are the token's
 /// (a question may not claim another task), and a question outside its scopes is denied
 /// without asking Cedar.
 pub async fn decide_for(
@@ -211,6 +226,7 @@ pub async fn decide_for(
     mut question: Question,
     asked: Asked,
     request_id: Option<String>,
+    purpose: Purpose,
 ) -> Result<Decided, ApiError> {
     if let Some(token) = &caller.task {
         if !question.task_id.is_empty() && question.task_id != token.claims.task_id.as_str() {
@@ -283,11 +299,12 @@ pub async fn decide_for(
             "posture_age_s": posture_age_s,
             "posture_digest": snapshot.as_ref().map(|s| s.digest.clone()),
             "errors": decision.errors,
+            "preview": purpose == Purpose::Preview,
         }));
     event.task_id = (!task_id.is_empty()).then_some(task_id);
     event.intent = (!intent.is_empty()).then_some(intent);
     event.token_id = caller.credential_id().map(ToString::to_string);
-    if decision.effect == Effect::ApprovalRequired {
+    if decision.effect == Effect::ApprovalRequired && purpose == Purpose::Call {
         let unresolved = approvals::Unresolved {
             request: &request,
             resource_name,

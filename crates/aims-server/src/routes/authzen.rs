@@ -4,7 +4,10 @@
 //! `POST /access/v1/evaluation` answers one subject–action–resource–context tuple;
 //! `POST /access/v1/evaluations` answers several, with top-level defaults and the
 //! `evaluations_semantic` option (`execute_all`, `deny_on_first_deny`,
-//! `permit_on_first_permit`). The caller is either the agent, with its JWT-SVID or task token,
+//! `permit_on_first_permit`), and AIMS's own option `aims_preview`: `true` answers every
+//! evaluation as a preview (whether the call could be made — `approval_required` reported
+//! as such — without opening an approval request or spending a grant), the way an
+//! enforcement point filters a listing. The caller is either the agent, with its JWT-SVID or task token,
 //! asking about itself (`type: "agent"`, `id`: its name or SPIFFE ID), or a registered
 //! resource server — an existing enforcement point — with its client credential (HTTP Basic),
 //! asking about any registered agent for resources of its own `system`, optionally passing
@@ -28,7 +31,7 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use crate::auth::{self, AuthenticatedAgent};
-use crate::decisions::{self, Asked, Question};
+use crate::decisions::{self, Asked, Purpose, Question};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::Body;
 use crate::state::AppState;
@@ -86,6 +89,9 @@ pub struct Options {
     /// `execute_all` (default), `deny_on_first_deny` or `permit_on_first_permit`.
     #[serde(default)]
     pub evaluations_semantic: Option<String>,
+    /// Answer every evaluation as a [`Purpose::Preview`] (only with `execute_all`).
+    #[serde(default)]
+    pub aims_preview: bool,
 }
 
 /// `POST /access/v1/evaluations`.
@@ -230,6 +236,7 @@ async fn evaluate(
     eval: Evaluation,
     asked: Asked,
     request_id: Option<String>,
+    purpose: Purpose,
 ) -> Result<Value, ApiError> {
     let caller = subject_of(state, asker, eval.subject.as_ref()).await?;
     let server = match asker {
@@ -237,7 +244,8 @@ async fn evaluate(
         Asker::Agent(_) => None,
     };
     let question = question_of(eval, server)?;
-    let decided = decisions::decide_for(state, &caller, question, asked, request_id).await?;
+    let decided =
+        decisions::decide_for(state, &caller, question, asked, request_id, purpose).await?;
     let allowed = decided.effect == Effect::Allow;
     let view = decided.view(&state.issuer);
     let mut context = Map::new();
@@ -266,7 +274,7 @@ pub async fn evaluation(
     };
     let request_id = crate::auth::request_id(&headers);
     Ok(Json(
-        evaluate(&state, &asker, eval, asked, request_id).await?,
+        evaluate(&state, &asker, eval, asked, request_id, Purpose::Call).await?,
     ))
 }
 
@@ -292,20 +300,48 @@ pub async fn evaluations(
         return Err(bad("send 1 to 64 evaluations"));
     }
     let stop_on = stop_on(&batch.options)?;
+    let count = batch.evaluations.len();
     let asked = Asked {
         at: OffsetDateTime::now_utc(),
         source_ip: peer.ip(),
     };
     let request_id = crate::auth::request_id(&headers);
-    let mut results = Vec::with_capacity(batch.evaluations.len());
-    for eval in batch.evaluations {
-        let merged = Evaluation {
-            subject: eval.subject.or_else(|| batch.defaults.subject.clone()),
-            action: eval.action.or_else(|| batch.defaults.action.clone()),
-            resource: eval.resource.or_else(|| batch.defaults.resource.clone()),
-            context: eval.context.or_else(|| batch.defaults.context.clone()),
-        };
-        let result = evaluate(&state, &asker, merged, asked, request_id.clone()).await?;
+    let merged = batch.evaluations.into_iter().map(|eval| Evaluation {
+        subject: eval.subject.or_else(|| batch.defaults.subject.clone()),
+        action: eval.action.or_else(|| batch.defaults.action.clone()),
+        resource: eval.resource.or_else(|| batch.defaults.resource.clone()),
+        context: eval.context.or_else(|| batch.defaults.context.clone()),
+    });
+    if batch.options.aims_preview {
+        if stop_on.is_some() {
+            return Err(bad("aims_preview answers every evaluation (execute_all)"));
+        }
+        // Previews open nothing, so they are answered together: their audit events share
+        // group commits.
+        let previews = merged.map(|eval| {
+            evaluate(
+                &state,
+                &asker,
+                eval,
+                asked,
+                request_id.clone(),
+                Purpose::Preview,
+            )
+        });
+        let results = futures_util::future::try_join_all(previews).await?;
+        return Ok(Json(json!({ "evaluations": results })));
+    }
+    let mut results = Vec::with_capacity(count);
+    for eval in merged {
+        let result = evaluate(
+            &state,
+            &asker,
+            eval,
+            asked,
+            request_id.clone(),
+            Purpose::Call,
+        )
+        .await?;
         let decided = result.get("decision").and_then(Value::as_bool);
         results.push(result);
         if stop_on.is_some() && decided == stop_on {

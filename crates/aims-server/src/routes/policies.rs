@@ -21,7 +21,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::auth::{Allowed, AuthenticatedAgent, Caller, ToAdminister, ToRead};
-use crate::decisions::{self, Asked, Question};
+use crate::decisions::{self, Asked, Purpose, Question};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::Body;
 use crate::policy::{self, LoadedPolicy};
@@ -265,6 +265,7 @@ pub async fn decide(
         source_ip: peer.ip(),
     };
     let request_id = crate::auth::request_id(&headers);
-    let decided = decisions::decide_for(&state, &caller, question, asked, request_id).await?;
+    let decided =
+        decisions::decide_for(&state, &caller, question, asked, request_id, Purpose::Call).await?;
     Ok(Json(decided.view(&state.issuer)))
 }
