@@ -257,7 +257,7 @@ async fn main() {
         "version = 1\nlisten = \"127.0.0.1:0\"\naims_url = \"{base}\"\naudience = \"{AUDIENCE}\"\n\
          client_name = \"gateway\"\nclient_secret_file = \"gateway.secret\"\n\n[[route]]\n\
          name = \"repo\"\npath_prefix = \"/repo/\"\nupstream = \"{upstream}\"\nsystem = \"github\"\n\
-         environment = \"dev\"\nsensitivity = \"internal\"\nkind = \"repository\"\n\
+         environment = \"dev\"\nsensitivity = \"internal\"\nresource_kind = \"repository\"\n\
          resource_id = \"repo/acme/{{path}}\"\n\
          inject = {{ secret = \"repo-token\", header = \"authorization\", format = \"token {{secret}}\" }}\n"
     );

@@ -17,11 +17,24 @@
 //! system = "github"
 //! environment = "prod"
 //! sensitivity = "internal"
-//! kind = "repository"
+//! resource_kind = "repository"
 //! resource_id = "github/acme/{path}"           # {path}: the request path after the prefix
 //! inject = { secret = "github-token", header = "authorization", format = "Bearer {secret}" }
 //! hold_for_approval_s = 60                     # wait for a human instead of answering 403
+//!
+//! [[route]]
+//! kind = "mcp"                                 # an MCP server (streamable HTTP)
+//! name = "github-mcp"
+//! path_prefix = "/mcp/github/"                 # the MCP endpoint agents connect to
+//! upstream = "http://127.0.0.1:9100/mcp"       # the MCP server's endpoint, exactly
+//! system = "github"
+//! environment = "prod"
+//! sensitivity = "internal"
+//! resource_id = "mcp/github/{tool}"            # {tool}: the tool a `tools/call` names
 //! ```
+//!
+//! A route is `kind = "http"` (the default: the method and path are the call) or
+//! `kind = "mcp"` (every `tools/call` is the call, see [`crate::mcp`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -33,6 +46,8 @@ use axum::http::HeaderName;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+/// The action of every MCP tool call.
+pub const CALL_TOOL: &str = "call_tool";
 /// The one configuration format version this gateway reads.
 pub const VERSION: u32 = 1;
 /// The longest a call may be held for its approval, in seconds.
@@ -97,16 +112,19 @@ pub struct Route {
     pub upstream: String,
     /// The resource's Cedar type (`Resource` by default).
     pub resource_type: String,
-    /// The resource id, with `{path}` standing for the request path after the prefix.
+    /// The resource id, with `{path}` standing for the request path after the prefix (HTTP
+    /// routes) or `{tool}` for the tool a `tools/call` names (MCP routes).
     pub resource_id: String,
-    /// The resource's `system`, `environment`, `sensitivity` and `kind`.
+    /// The resource's `system`, `environment`, `sensitivity` and `kind` (`resource_kind`).
     pub system: String,
     /// See `system`.
     pub environment: String,
     /// See `system`.
     pub sensitivity: String,
     /// See `system`.
-    pub kind: String,
+    pub resource_kind: String,
+    /// What the route's calls are: plain HTTP requests or MCP messages.
+    pub kind: RouteKind,
     /// The action of each HTTP method; unlisted ones: `GET`/`HEAD` → `read`, others `write`.
     pub actions: BTreeMap<String, String>,
     /// The secret injected into forwarded calls, if any.
@@ -114,6 +132,17 @@ pub struct Route {
     /// How long a call that needs a human's approval is held open for it (then forwarded if
     /// approved); `None`: answered 403 `approval_required` at once.
     pub hold_for_approval: Option<Duration>,
+}
+
+/// What a route's calls are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    /// Plain HTTP: each request is one call, its action from the method, its resource from
+    /// the path.
+    Http,
+    /// MCP streamable HTTP: each `tools/call` is one call (`call_tool` on the tool), and
+    /// `tools/list` shows only the tools the token could call.
+    Mcp,
 }
 
 /// A secret put into a header of every forwarded call.
@@ -128,6 +157,21 @@ pub struct Inject {
 }
 
 impl Route {
+    /// The scope a token needs to call anything on this route (for an MCP route's
+    /// `WWW-Authenticate` challenge and protected-resource metadata): the route's action on
+    /// every resource its template can name.
+    pub fn scope(&self) -> String {
+        let (placeholder, action) = match self.kind {
+            RouteKind::Http => ("{path}", "read"),
+            RouteKind::Mcp => ("{tool}", CALL_TOOL),
+        };
+        let stem = self
+            .resource_id
+            .split_once(placeholder)
+            .map_or(self.resource_id.as_str(), |(stem, _)| stem);
+        format!("{action}:{stem}*")
+    }
+
     /// The action of `method` on this route.
     pub fn action(&self, method: &str) -> String {
         self.actions.get(method).cloned().unwrap_or_else(|| {
@@ -174,7 +218,10 @@ struct RawRoute {
     system: String,
     environment: String,
     sensitivity: String,
-    kind: String,
+    #[serde(default)]
+    resource_kind: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
     #[serde(default)]
     actions: BTreeMap<String, String>,
     #[serde(default)]
@@ -306,11 +353,26 @@ impl Config {
                     at("upstream")
                 ));
             }
+            let kind = match r.kind.as_deref() {
+                None | Some("http") => RouteKind::Http,
+                Some("mcp") => RouteKind::Mcp,
+                Some(_) => {
+                    errors.push(format!(
+                        "{}: http or mcp (the resource's kind attribute is resource_kind)",
+                        at("kind")
+                    ));
+                    RouteKind::Http
+                }
+            };
+            let resource_kind = r.resource_kind.unwrap_or_else(|| match kind {
+                RouteKind::Mcp => "tool".to_owned(),
+                RouteKind::Http => String::new(),
+            });
             for (field, value) in [
                 ("system", &r.system),
                 ("environment", &r.environment),
                 ("sensitivity", &r.sensitivity),
-                ("kind", &r.kind),
+                ("resource_kind", &resource_kind),
             ] {
                 if !is_label(value) {
                     errors.push(format!(
@@ -319,13 +381,27 @@ impl Config {
                     ));
                 }
             }
-            let resource_type = r.resource_type.unwrap_or_else(|| "Resource".to_owned());
+            let (default_type, placeholder) = match kind {
+                RouteKind::Http => ("Resource", "{path}"),
+                RouteKind::Mcp => ("Tool", "{tool}"),
+            };
+            let resource_type = r.resource_type.unwrap_or_else(|| default_type.to_owned());
             if !["Resource", "Tool", "Secret"].contains(&resource_type.as_str()) {
                 errors.push(format!("{}: Resource, Tool or Secret", at("resource_type")));
             }
-            let resource_id = r.resource_id.unwrap_or_else(|| "{path}".to_owned());
-            if !resource_id.contains("{path}") || resource_id.len() > 256 {
-                errors.push(format!("{}: a template with {{path}}", at("resource_id")));
+            let resource_id = r.resource_id.unwrap_or_else(|| placeholder.to_owned());
+            if resource_id.matches(placeholder).count() != 1 || resource_id.len() > 256 {
+                errors.push(format!(
+                    "{}: a template with {placeholder} once",
+                    at("resource_id")
+                ));
+            }
+            if kind == RouteKind::Mcp && !r.actions.is_empty() {
+                errors.push(format!(
+                    "{}: an MCP route's calls are always {}",
+                    at("actions"),
+                    CALL_TOOL
+                ));
             }
             for (method, action) in &r.actions {
                 if method.is_empty()
@@ -378,7 +454,8 @@ impl Config {
                 system: r.system,
                 environment: r.environment,
                 sensitivity: r.sensitivity,
-                kind: r.kind,
+                resource_kind,
+                kind,
                 actions: r.actions,
                 inject,
                 hold_for_approval: r.hold_for_approval_s.map(Duration::from_secs),
@@ -434,7 +511,7 @@ upstream = "http://127.0.0.1:9000"
 system = "github"
 environment = "prod"
 sensitivity = "internal"
-kind = "repository"
+resource_kind = "repository"
 resource_id = "github/acme/{path}"
 actions = { DELETE = "delete" }
 inject = { secret = "github-token", header = "Authorization", format = "Bearer {secret}" }
@@ -446,7 +523,17 @@ upstream = "http://127.0.0.1:9001"
 system = "github"
 environment = "prod"
 sensitivity = "confidential"
-kind = "settings"
+resource_kind = "settings"
+
+[[route]]
+kind = "mcp"
+name = "github-mcp"
+path_prefix = "/mcp/github/"
+upstream = "http://127.0.0.1:9100/mcp"
+system = "github"
+environment = "prod"
+sensitivity = "internal"
+resource_id = "mcp/github/{tool}"
 "#;
 
     fn secret(_: &Path) -> Result<String, String> {
@@ -468,6 +555,35 @@ kind = "settings"
             "authorization"
         );
         assert!(config.route("/other").is_none());
+        assert_eq!(repo.kind, RouteKind::Http);
+        assert_eq!(repo.scope(), "read:github/acme/*");
+        let mcp = config.route("/mcp/github/").unwrap();
+        assert_eq!(mcp.kind, RouteKind::Mcp);
+        assert_eq!(
+            (mcp.resource_type.as_str(), mcp.resource_kind.as_str()),
+            ("Tool", "tool")
+        );
+        assert_eq!(mcp.scope(), "call_tool:mcp/github/*");
+    }
+
+    #[test]
+    fn mcp_routes_name_tools_and_take_no_method_actions() {
+        let bad = GOOD
+            .replace(
+                "resource_id = \"mcp/github/{tool}\"",
+                "resource_id = \"mcp/{path}\"",
+            )
+            .replace(
+                "upstream = \"http://127.0.0.1:9100/mcp\"",
+                "upstream = \"http://127.0.0.1:9100/mcp\"\nactions = { POST = \"write\" }",
+            );
+        let err = Config::parse(&bad, &secret).unwrap_err().to_string();
+        assert!(err.contains("{tool} once"), "{err}");
+        assert!(err.contains("always call_tool"), "{err}");
+        // The resource's kind attribute is resource_kind: a `kind` naming it is refused.
+        let old = GOOD.replace("resource_kind = \"settings\"", "kind = \"settings\"");
+        let err = Config::parse(&old, &secret).unwrap_err().to_string();
+        assert!(err.contains("kind: http or mcp"), "{err}");
     }
 
     #[test]
@@ -495,8 +611,8 @@ kind = "settings"
         let err = Config::parse(&bad, &secret).unwrap_err();
         assert_eq!(err.0.len(), 4, "{err}");
         let unknown = GOOD.replace(
-            "kind = \"repository\"",
-            "kind = \"repository\"\nstrip_auth = false",
+            "resource_kind = \"repository\"",
+            "resource_kind = \"repository\"\nstrip_auth = false",
         );
         assert!(
             Config::parse(&unknown, &secret)

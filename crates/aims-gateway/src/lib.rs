@@ -11,6 +11,8 @@
 //! enforcement point, at the cost of one round trip to AIMS per call.
 
 pub mod config;
+pub mod ingress;
+pub mod mcp;
 pub mod proxy;
 pub mod sightings;
 
@@ -100,7 +102,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let gateway = proxy::Gateway::new(config, public_url.clone())
         .await
         .map_err(|(url, cause)| StartError::Aims { url, cause })?;
-    let app = proxy::router(gateway.clone());
+    let app = ingress::router(gateway.clone());
     let (shutdown, stop) = watch::channel(false);
     tokio::spawn(proxy::report_sightings(
         std::sync::Arc::downgrade(&gateway),

@@ -1,11 +1,11 @@
-//! One request through the gateway: route, authenticate, decide, inject, forward.
+//! The gateway's state, and a call on an HTTP route: decide, inject, forward. The deciding,
+//! holding for approval, secret injection and forwarding are shared with MCP routes.
 //!
 //! Every refusal is a JSON body `{"error": CODE, "message": …}` with a stable code. The agent's
 //! `Authorization` and `DPoP` headers, hop-by-hop headers and `Host` are never forwarded
 //! upstream; bodies stream both ways without being buffered.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -14,17 +14,17 @@ use aims_core::approval::ApprovalState;
 use aims_core::id::{ApprovalId, SecretName};
 use aims_core::sighting::MAX_PER_REPORT;
 use aims_sdk::{AdminClient, SdkError, Verifier, VerifierConfig};
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::Request;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::config::{Config, NEVER_FORWARDED, Route};
+use crate::config::{Config, NEVER_FORWARDED, Route, RouteKind};
 use crate::sightings::Sightings;
 
 /// How long a secret's value is reused before it is read from AIMS again.
@@ -43,10 +43,14 @@ pub struct Gateway {
     /// The routes in force: the started configuration's, or a reloaded one's.
     routes: RwLock<Arc<Vec<Route>>>,
     /// The URL agents' DPoP proofs name (`htu`) for a path of this gateway.
-    public_url: String,
-    verifier: Verifier,
+    pub(crate) public_url: String,
+    pub(crate) verifier: Verifier,
     aims: AdminClient,
+    /// For HTTP routes: the whole exchange within the upstream timeout.
     upstream: reqwest::Client,
+    /// For MCP routes, whose answers may be long-lived event streams: only until the answer
+    /// starts is bounded (by the caller).
+    pub(crate) streams: reqwest::Client,
     decisions: reqwest::Client,
     secrets: Mutex<HashMap<SecretName, (SecretString, Instant)>>,
     /// Callers refused before any decision, until they are reported.
@@ -73,17 +77,22 @@ impl Gateway {
         .await
         .map_err(failed)?;
         let aims = AdminClient::new(&config.aims_url, None).map_err(failed)?;
-        let client = |timeout| {
-            reqwest::Client::builder()
+        let client = |timeout: Option<Duration>| {
+            let builder = reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(timeout)
+                .connect_timeout(Duration::from_secs(5));
+            let builder = match timeout {
+                Some(timeout) => builder.timeout(timeout),
+                None => builder,
+            };
+            builder
                 .build()
                 .map_err(|e| failed(SdkError::Transport(e.to_string())))
         };
         Ok(Arc::new(Self {
-            upstream: client(config.upstream_timeout)?,
-            decisions: client(Duration::from_secs(10))?,
+            upstream: client(Some(config.upstream_timeout))?,
+            streams: client(None)?,
+            decisions: client(Some(Duration::from_secs(10)))?,
             routes: RwLock::new(Arc::new(config.routes.clone())),
             config,
             public_url,
@@ -130,7 +139,7 @@ impl Gateway {
     }
 
     /// The routes in force now.
-    fn routes(&self) -> Arc<Vec<Route>> {
+    pub(crate) fn routes(&self) -> Arc<Vec<Route>> {
         match self.routes.read() {
             Ok(routes) => routes.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -138,13 +147,8 @@ impl Gateway {
     }
 }
 
-/// The gateway's one handler, for every path.
-pub fn router(gateway: Arc<Gateway>) -> Router {
-    Router::new().fallback(handle).with_state(gateway)
-}
-
 /// A refusal: `status` with `{"error": code, "message": message}`.
-fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
         axum::Json(json!({ "error": code, "message": message })),
@@ -152,156 +156,148 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// Whether `path` tries to leave its route: a `.` or `..` segment, or an encoded dot, slash or
-/// backslash (which an upstream might decode into one).
-fn escapes(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    path.split('/')
-        .any(|segment| segment == "." || segment == "..")
-        || ["%2e", "%2f", "%5c", "\\"]
-            .iter()
-            .any(|bad| lower.contains(bad))
-}
-
-async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
-    let path = request.uri().path().to_owned();
-    if escapes(&path) {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "invalid_path",
-            "the path has dot segments or encoded separators",
-        );
-    }
-    let routes = gateway.routes();
-    let Some(route) = crate::config::route_for(&routes, &path) else {
-        return refuse(
-            StatusCode::NOT_FOUND,
-            "no_route",
-            "no route serves this path",
-        );
-    };
+/// One request on an HTTP route, from an authenticated agent: `rest` is the path after the
+/// route's prefix. Decided (the method's action on the route's resource, the method, path
+/// and query as arguments), then forwarded with bodies streamed both ways.
+pub(crate) async fn http_call(
+    gateway: &Gateway,
+    route: &Route,
+    caller: &Caller<'_>,
+    request: Request,
+    rest: &str,
+) -> Response {
     let method = request.method().as_str().to_owned();
-    let url = format!("{}{path}", gateway.public_url);
-    let claims = match gateway
-        .verifier
-        .verify_headers(request.headers(), &method, &url)
-        .await
-    {
-        Ok(claims) => claims,
-        Err(refusal) => {
-            let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-            let code = refusal.error_code().unwrap_or("invalid_token");
-            // The caller's failing, not the gateway's (a stale revocation view is a 503).
-            if status.is_client_error() {
-                let source = request
-                    .extensions()
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
-                let user_agent = request
-                    .headers()
-                    .get(header::USER_AGENT)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default();
-                gateway
-                    .sightings
-                    .record(&source, &route.name, user_agent, code);
-            }
-            let mut response = refuse(status, code, &refusal.to_string());
-            if let Some(challenge) = refusal
-                .www_authenticate()
-                .and_then(|c| HeaderValue::from_str(&c).ok())
-            {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, challenge);
-            }
-            return response;
-        }
-    };
-    let token = presented_token(request.headers()).unwrap_or_default();
-    let rest = path.get(route.path_prefix.len()..).unwrap_or_default();
     let query = request.uri().query().unwrap_or_default().to_owned();
-    let call = Call {
+    let evaluation = caller.evaluation(
         route,
-        agent: &claims.client_id,
-        token: &token,
-        method: &method,
+        &route.action(&method),
         rest,
-        query: &query,
-    };
-    let mut verdict = match decide(&gateway, &call).await {
-        Ok(verdict) => verdict,
+        json!({"method": method, "path": rest, "query": query}),
+    );
+    match decide_held(gateway, route, &evaluation).await {
+        Ok(Verdict::Allow) => {}
+        Ok(Verdict::Refuse(refusal) | Verdict::Pending { refusal, .. }) => {
+            return refusal.into_response();
+        }
+        Err(response) => return response,
+    }
+    let injected = match injected(gateway, route).await {
+        Ok(injected) => injected,
         Err(response) => return response,
     };
-    // Where the route says so, the call waits for its approval instead of being refused now.
-    if let (Verdict::Pending { approval_id, .. }, Some(hold)) = (&verdict, route.hold_for_approval)
-        && approved_within(&gateway, approval_id, hold).await
-    {
-        verdict = match decide(&gateway, &call).await {
-            Ok(verdict) => verdict,
-            Err(response) => return response,
-        };
+    let mut url = format!("{}/{rest}", route.upstream);
+    if !query.is_empty() {
+        url.push('?');
+        url.push_str(&query);
     }
-    match verdict {
-        Verdict::Allow => {}
-        Verdict::Refuse(refused) | Verdict::Pending { refused, .. } => return refused,
+    let (parts, body) = request.into_parts();
+    let body = reqwest::Body::wrap_stream(body.into_data_stream());
+    match forward(&gateway.upstream, route, parts, url, body, injected).await {
+        Ok(answer) => stream_back(answer),
+        Err(response) => response,
     }
-    let injected = match &route.inject {
-        None => None,
-        Some(inject) => match secret(&gateway, &inject.secret).await {
-            Ok(value) => {
-                let value = inject.format.replace("{secret}", value.expose_secret());
-                match HeaderValue::from_str(&value) {
-                    Ok(mut value) => {
-                        value.set_sensitive(true);
-                        Some((inject.header.clone(), value))
-                    }
-                    Err(_) => {
-                        return refuse(
-                            StatusCode::BAD_GATEWAY,
-                            "secret_unusable",
-                            "the route's secret cannot be put in a header",
-                        );
-                    }
-                }
-            }
-            Err(response) => return response,
-        },
+}
+
+/// The route's upstream credential as the header it goes into, if the route injects one.
+pub(crate) async fn injected(
+    gateway: &Gateway,
+    route: &Route,
+) -> Result<Option<(HeaderName, HeaderValue)>, Response> {
+    let Some(inject) = &route.inject else {
+        return Ok(None);
     };
-    forward(&gateway, route, request, rest, &query, injected).await
+    let value = secret(gateway, &inject.secret).await?;
+    let value = inject.format.replace("{secret}", value.expose_secret());
+    let mut value = HeaderValue::from_str(&value).map_err(|_| {
+        refuse(
+            StatusCode::BAD_GATEWAY,
+            "secret_unusable",
+            "the route's secret cannot be put in a header",
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(Some((inject.header.clone(), value)))
 }
 
-/// The token in `Authorization` (after its scheme).
-fn presented_token(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (_, token) = value.split_once(' ')?;
-    Some(token.trim().to_owned())
-}
-
-/// One call through a route, as AIMS is asked about it.
-struct Call<'a> {
-    route: &'a Route,
+/// The authenticated agent behind a call, as AIMS is asked about it.
+pub(crate) struct Caller<'a> {
     /// The agent's SPIFFE ID.
-    agent: &'a str,
+    pub(crate) agent: &'a str,
     /// Its task token, as presented.
-    token: &'a str,
-    method: &'a str,
-    /// The path after the route's prefix.
-    rest: &'a str,
-    query: &'a str,
+    pub(crate) token: &'a str,
+}
+
+impl Caller<'_> {
+    /// The AuthZEN evaluation of `action` on the route's resource named by `name` (the path
+    /// after the prefix, or the tool), with `arguments` in the context.
+    pub(crate) fn evaluation(
+        &self,
+        route: &Route,
+        action: &str,
+        name: &str,
+        arguments: Value,
+    ) -> Value {
+        let placeholder = match route.kind {
+            RouteKind::Http => "{path}",
+            RouteKind::Mcp => "{tool}",
+        };
+        json!({
+            "subject": {"type": "agent", "id": self.agent, "properties": {"token": self.token}},
+            "action": {"name": action},
+            "resource": {"type": route.resource_type, "id": route.resource_id.replace(placeholder, name),
+                         "properties": {"system": route.system, "environment": route.environment,
+                                        "sensitivity": route.sensitivity, "kind": route.resource_kind}},
+            "context": {"arguments": arguments},
+        })
+    }
+}
+
+/// Why a call was refused, as AIMS said.
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    /// A stable code: `denied`, `approval_required`, or AIMS's error code.
+    pub(crate) code: String,
+    pub(crate) message: String,
+    /// What else AIMS said: `decision_id`, `policies`, `approval_id`, `approval_url`.
+    pub(crate) details: serde_json::Map<String, Value>,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut body = self.details;
+        body.insert("error".into(), json!(self.code));
+        body.insert("message".into(), json!(self.message));
+        (self.status, axum::Json(Value::Object(body))).into_response()
+    }
 }
 
 /// What AIMS answered about a call.
-enum Verdict {
+pub(crate) enum Verdict {
     /// Allowed: forward it.
     Allow,
-    /// Refused: send this.
-    Refuse(Response),
-    /// It needs a human's approval (request `approval_id`): send `refused`, or wait.
+    /// Refused.
+    Refuse(Refusal),
+    /// It needs a human's approval (request `approval_id`).
     Pending {
         approval_id: ApprovalId,
-        refused: Response,
+        refusal: Refusal,
     },
+}
+
+/// Asks AIMS about `evaluation`; where the route holds calls for their approval and one is
+/// needed, waits for the human's answer and asks again.
+pub(crate) async fn decide_held(
+    gateway: &Gateway,
+    route: &Route,
+    evaluation: &Value,
+) -> Result<Verdict, Response> {
+    let verdict = decide(gateway, route, evaluation).await?;
+    if let (Verdict::Pending { approval_id, .. }, Some(hold)) = (&verdict, route.hold_for_approval)
+        && approved_within(gateway, approval_id, hold).await
+    {
+        return decide(gateway, route, evaluation).await;
+    }
+    Ok(verdict)
 }
 
 /// Waits up to `hold` for approval request `approval_id` to be approved (long-polling AIMS
@@ -336,53 +332,54 @@ async fn approved_within(gateway: &Gateway, approval_id: &ApprovalId, hold: Dura
     }
 }
 
-/// Asks AIMS (AuthZEN, as this gateway's resource server, with the agent's token) whether the
-/// call is allowed.
-async fn decide(gateway: &Gateway, call: &Call<'_>) -> Result<Verdict, Response> {
-    let Call {
-        route,
-        agent,
-        token,
-        method,
-        rest,
-        query,
-    } = *call;
-    let evaluation = json!({
-        "subject": {"type": "agent", "id": agent, "properties": {"token": token}},
-        "action": {"name": route.action(method)},
-        "resource": {"type": route.resource_type, "id": route.resource_id.replace("{path}", rest),
-                     "properties": {"system": route.system, "environment": route.environment,
-                                    "sensitivity": route.sensitivity, "kind": route.kind}},
-        "context": {"arguments": {"method": method, "path": rest, "query": query}},
-    });
-    let unavailable = |why: &str| {
-        tracing::warn!(
-            route = route.name,
-            why,
-            "cannot get a decision from AIMS; refusing"
-        );
-        refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "decision_unavailable",
-            "AIMS cannot decide this call now; refused",
-        )
-    };
+/// The AIMS refusal for a decision it could not give: the call is refused (503).
+fn unavailable(route: &Route, why: &str) -> Response {
+    tracing::warn!(
+        route = route.name,
+        why,
+        "cannot get a decision from AIMS; refusing"
+    );
+    refuse(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "decision_unavailable",
+        "AIMS cannot decide this call now; refused",
+    )
+}
+
+/// POSTs `body` to AIMS's AuthZEN endpoint `path` as this gateway's resource server; the
+/// status and the JSON answer.
+pub(crate) async fn ask_aims(
+    gateway: &Gateway,
+    route: &Route,
+    path: &str,
+    body: &Value,
+) -> Result<(StatusCode, Value), Response> {
     let sent = gateway
         .decisions
-        .post(format!("{}/access/v1/evaluation", gateway.config.aims_url))
+        .post(format!("{}{path}", gateway.config.aims_url))
         .basic_auth(
             gateway.config.client_name.as_str(),
             Some(gateway.config.client_secret.expose_secret()),
         )
-        .json(&evaluation)
+        .json(body)
         .send()
         .await
-        .map_err(|e| unavailable(&e.without_url().to_string()))?;
+        .map_err(|e| unavailable(route, &e.without_url().to_string()))?;
     let status = sent.status();
-    let body: Value = sent
+    let answer: Value = sent
         .json()
         .await
-        .map_err(|_| unavailable("an answer that is not JSON"))?;
+        .map_err(|_| unavailable(route, "an answer that is not JSON"))?;
+    if status.is_server_error() {
+        return Err(unavailable(route, "AIMS answered with a server error"));
+    }
+    Ok((status, answer))
+}
+
+/// Asks AIMS (AuthZEN, as this gateway's resource server, with the agent's token) whether the
+/// call `evaluation` is allowed.
+async fn decide(gateway: &Gateway, route: &Route, evaluation: &Value) -> Result<Verdict, Response> {
+    let (status, body) = ask_aims(gateway, route, "/access/v1/evaluation", evaluation).await?;
     let text = |value: Option<&Value>, key: &str| {
         value
             .and_then(|v| v.get(key))
@@ -391,22 +388,19 @@ async fn decide(gateway: &Gateway, call: &Call<'_>) -> Result<Verdict, Response>
     };
     if !status.is_success() {
         // The agent's call itself is bad (its token for the decision, its resource): say so.
-        let code = text(Some(&body), "error").unwrap_or_else(|| "decision_refused".to_owned());
-        let message =
-            text(Some(&body), "message").unwrap_or_else(|| "AIMS refused to decide".to_owned());
-        let status = if status.is_server_error() {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            StatusCode::FORBIDDEN
-        };
-        return Ok(Verdict::Refuse(refuse(status, &code, &message)));
+        return Ok(Verdict::Refuse(Refusal {
+            status: StatusCode::FORBIDDEN,
+            code: text(Some(&body), "error").unwrap_or_else(|| "decision_refused".to_owned()),
+            message: text(Some(&body), "message")
+                .unwrap_or_else(|| "AIMS refused to decide".to_owned()),
+            details: serde_json::Map::new(),
+        }));
     }
     if body.get("decision") == Some(&Value::Bool(true)) {
         return Ok(Verdict::Allow);
     }
     let context = body.get("context");
     let pending = text(context, "reason").as_deref() == Some("approval_required");
-    let mut answer = serde_json::Map::new();
     let (code, message) = if pending {
         (
             "approval_required",
@@ -415,21 +409,25 @@ async fn decide(gateway: &Gateway, call: &Call<'_>) -> Result<Verdict, Response>
     } else {
         ("denied", "the policies deny this call")
     };
-    answer.insert("error".into(), json!(code));
-    answer.insert("message".into(), json!(message));
+    let mut details = serde_json::Map::new();
     for field in ["decision_id", "policies", "approval_id", "approval_url"] {
         if let Some(value) = context.and_then(|c| c.get(field)) {
-            answer.insert(field.into(), value.clone());
+            details.insert(field.into(), value.clone());
         }
     }
+    let refusal = Refusal {
+        status: StatusCode::FORBIDDEN,
+        code: code.to_owned(),
+        message: message.to_owned(),
+        details,
+    };
     let approval_id = text(context, "approval_id").and_then(|id| ApprovalId::new(id).ok());
-    let refused = (StatusCode::FORBIDDEN, axum::Json(Value::Object(answer))).into_response();
     Ok(match approval_id {
         Some(approval_id) if pending => Verdict::Pending {
             approval_id,
-            refused,
+            refusal,
         },
-        _ => Verdict::Refuse(refused),
+        _ => Verdict::Refuse(refusal),
     })
 }
 
@@ -467,21 +465,17 @@ async fn secret(gateway: &Gateway, name: &SecretName) -> Result<SecretString, Re
     Ok(value)
 }
 
-/// Forwards the call upstream, streaming both bodies.
-async fn forward(
-    gateway: &Gateway,
+/// Sends the call to `url` upstream with `client`: the agent's headers minus the ones never
+/// forwarded, the route's credential in its header, `body` streamed. Until the upstream's
+/// answer starts, at most the configured upstream timeout.
+pub(crate) async fn forward(
+    client: &reqwest::Client,
     route: &Route,
-    request: Request,
-    rest: &str,
-    query: &str,
-    injected: Option<(axum::http::HeaderName, HeaderValue)>,
-) -> Response {
-    let mut url = format!("{}/{rest}", route.upstream);
-    if !query.is_empty() {
-        url.push('?');
-        url.push_str(query);
-    }
-    let (parts, body) = request.into_parts();
+    parts: Parts,
+    url: String,
+    body: reqwest::Body,
+    injected: Option<(HeaderName, HeaderValue)>,
+) -> Result<reqwest::Response, Response> {
     let mut headers = HeaderMap::new();
     for (name, value) in &parts.headers {
         if !NEVER_FORWARDED.contains(&name.as_str()) {
@@ -491,32 +485,32 @@ async fn forward(
     if let Some((name, value)) = injected {
         headers.insert(name, value);
     }
-    let body = reqwest::Body::wrap_stream(body.into_data_stream());
-    let sent = gateway
-        .upstream
+    let sent = client
         .request(parts.method, &url)
         .headers(headers)
         .body(body)
         .send()
         .await;
-    let answer = match sent {
-        Ok(answer) => answer,
-        Err(e) if e.is_timeout() => {
-            return refuse(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                "the upstream did not answer in time",
-            );
-        }
+    match sent {
+        Ok(answer) => Ok(answer),
+        Err(e) if e.is_timeout() => Err(refuse(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            "the upstream did not answer in time",
+        )),
         Err(e) => {
             tracing::warn!(route = route.name, error = %e.without_url(), "upstream unreachable");
-            return refuse(
+            Err(refuse(
                 StatusCode::BAD_GATEWAY,
                 "upstream_unavailable",
                 "the upstream cannot be reached",
-            );
+            ))
         }
-    };
+    }
+}
+
+/// The upstream's answer, its headers minus the ones never forwarded, its body streamed.
+pub(crate) fn stream_back(answer: reqwest::Response) -> Response {
     let mut response = Response::builder().status(answer.status());
     if let Some(out) = response.headers_mut() {
         for (name, value) in answer.headers() {
@@ -572,28 +566,5 @@ pub async fn report_sightings(
                 tracing::warn!(%error, sightings = batch.len(), "cannot report sightings to AIMS");
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::escapes;
-
-    #[test]
-    fn paths_that_leave_their_route_are_caught() {
-        for bad in [
-            "/repo/../admin",
-            "/repo/./x",
-            "/repo/%2e%2e/admin",
-            "/repo/%2E%2E/admin",
-            "/repo/a%2fb",
-            "/repo/a%5cb",
-            "/repo/a\\b",
-            "/repo/..",
-        ] {
-            assert!(escapes(bad), "{bad}");
-        }
-        assert!(!escapes("/repo/app/readme.md"));
-        assert!(!escapes("/repo/a..b"));
     }
 }

@@ -900,7 +900,7 @@ upstream = "{repository_url}"
 system = "github"
 environment = "prod"
 sensitivity = "internal"
-kind = "repository"
+resource_kind = "repository"
 resource_id = "github/acme/{{path}}"
 inject = {{ secret = "github-token", header = "authorization", format = "token {{secret}}" }}
 "#

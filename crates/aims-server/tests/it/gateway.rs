@@ -83,7 +83,7 @@ upstream = "{upstream}"
 system = "github"
 environment = "dev"
 sensitivity = "internal"
-kind = "repository"
+resource_kind = "repository"
 resource_id = "repo/acme/{{path}}"
 inject = {{ secret = "github-token", header = "authorization", format = "token {{secret}}" }}
 {hold}"#

@@ -22,6 +22,7 @@ mod epochs;
 mod faults;
 mod federation;
 mod gateway;
+mod gateway_mcp;
 mod limits;
 mod policies;
 mod registry;

@@ -24,7 +24,7 @@ upstream = "http://127.0.0.1:9"
 system = "github"
 environment = "dev"
 sensitivity = "internal"
-kind = "repository"
+resource_kind = "repository"
 "#
     )
 }
