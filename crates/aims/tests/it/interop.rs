@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::process::{ADMIN_TOKEN, Server};
 use crate::replica_kit::starter_policies;
 
-fn script(name: &str) -> PathBuf {
+pub fn script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/interop")
         .join(name)
@@ -107,17 +107,17 @@ fn pyjwt_validates_svids_against_the_bundle_and_refuses_other_audiences() {
     assert_eq!(result["sub"], "spiffe://e2e.example/agent/coder");
 }
 
-/// Registers an agent with `role` and attests it with a fresh P-256 key: its SPIFFE ID, key
-/// and JWT-SVID.
-async fn attested_agent(
+/// Registers an agent with `labels` and attests it with a fresh P-256 key: its SPIFFE ID,
+/// key and JWT-SVID.
+pub async fn attested_agent(
     admin: &AdminClient,
     name: &str,
-    role: &str,
+    labels: Value,
 ) -> (String, Arc<AgentKey>, String) {
     let request: RegisterAgentRequest = serde_json::from_value(json!({
         "name": name,
         "owner": "alice@acme.example",
-        "labels": {"role": role},
+        "labels": labels,
     }))
     .unwrap();
     let issued = admin.register_agent(&request).await.unwrap();
@@ -157,8 +157,8 @@ fn authlib_and_joserfc_exchange_introspect_revoke_and_verify_access_tokens() {
                 .await
                 .unwrap();
             (
-                attested_agent(&admin, "planner", "planner").await,
-                attested_agent(&admin, "executor", "executor").await,
+                attested_agent(&admin, "planner", json!({"role": "planner"})).await,
+                attested_agent(&admin, "executor", json!({"role": "executor"})).await,
             )
         });
     let key_file = dir.path().join("planner.key.pem");

@@ -20,6 +20,7 @@ mod cli_tokens;
 mod crash;
 mod gateway_process;
 mod interop;
+mod interop_mcp;
 mod pg_faults;
 mod server;
 mod storage_faults;
