@@ -264,9 +264,10 @@ pub(crate) struct Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        let mut body = self.details;
+        let mut body = serde_json::Map::new();
         body.insert("error".into(), json!(self.code));
         body.insert("message".into(), json!(self.message));
+        body.extend(self.details);
         (self.status, axum::Json(Value::Object(body))).into_response()
     }
 }

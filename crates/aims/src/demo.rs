@@ -34,6 +34,7 @@ use aims_sdk::{AdminClient, SdkError, TokenClient};
 use aims_token::agent_key::{AgentKey, AgentKeyKind};
 use anyhow::{Context as _, anyhow, bail};
 use ring::rand::SystemRandom;
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
@@ -133,8 +134,8 @@ fn name(value: &str) -> anyhow::Result<AgentName> {
 }
 
 /// A member of a JSON object, or null.
-fn at<'a>(value: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
-    value.get(key).unwrap_or(&serde_json::Value::Null)
+fn at<'a>(value: &'a Value, key: &str) -> &'a Value {
+    value.get(key).unwrap_or(&Value::Null)
 }
 
 /// The starter policy set, as shipped in the repository's `policies/` directory.
@@ -196,8 +197,8 @@ fn resource(
     environment: &str,
     sensitivity: &str,
     kind: &str,
-) -> serde_json::Value {
-    serde_json::json!({"type": kind_type, "id": id, "system": system, "environment": environment,
+) -> Value {
+    json!({"type": kind_type, "id": id, "system": system, "environment": environment,
                        "sensitivity": sensitivity, "kind": kind})
 }
 
@@ -211,7 +212,7 @@ async fn attested(base: &str, agent: &str, join: String) -> anyhow::Result<Strin
 }
 
 /// A decision request for the demo task.
-fn decide_request(action: &str, resource: serde_json::Value) -> DecideRequest {
+fn decide_request(action: &str, resource: Value) -> DecideRequest {
     DecideRequest {
         action: action.to_owned(),
         resource,
@@ -222,7 +223,7 @@ fn decide_request(action: &str, resource: serde_json::Value) -> DecideRequest {
 }
 
 /// A decision request made with a task token: the token names the task and its intent.
-fn token_request(action: &str, resource: serde_json::Value) -> DecideRequest {
+fn token_request(action: &str, resource: Value) -> DecideRequest {
     DecideRequest {
         task_id: String::new(),
         intent: String::new(),
@@ -231,7 +232,7 @@ fn token_request(action: &str, resource: serde_json::Value) -> DecideRequest {
 }
 
 /// The CI/CD agent's deploy key in the vault.
-fn deploy_key() -> serde_json::Value {
+fn deploy_key() -> Value {
     resource(
         "Secret",
         "vault/prod/deploy-key",
@@ -247,7 +248,7 @@ async fn show_decision(
     base: &str,
     svid: &str,
     action: &str,
-    resource: serde_json::Value,
+    resource: Value,
 ) -> anyhow::Result<String> {
     let label = format!(
         "{action} {}",
@@ -283,7 +284,7 @@ async fn scenario_approval(base: &str, admin: &AdminClient, join: String) -> any
         )
         .await?;
     println!("task {} declared: {}", task.id, task.intent);
-    let in_task = |action: &str, resource: serde_json::Value| DecideRequest {
+    let in_task = |action: &str, resource: Value| DecideRequest {
         task_id: task.id.to_string(),
         intent: task.intent.to_string(),
         ..decide_request(action, resource)
@@ -322,9 +323,7 @@ async fn scenario_approval(base: &str, admin: &AdminClient, join: String) -> any
             "password",
         ),
     );
-    export
-        .arguments
-        .insert("format".to_owned(), serde_json::json!("env"));
+    export.arguments.insert("format".to_owned(), json!("env"));
     // The agent asks and waits for the answer (long-poll, no busy polling).
     let waiting = {
         let (agent, svid, export) = (agent.clone(), svid.clone(), export.clone());
@@ -347,7 +346,7 @@ async fn scenario_approval(base: &str, admin: &AdminClient, join: String) -> any
         asked.call.resource,
         asked.arguments.as_ref().map_or_else(
             || "hidden arguments".to_owned(),
-            |a| serde_json::Value::Object(a.clone()).to_string()
+            |a| Value::Object(a.clone()).to_string()
         ),
         asked.call.task_id,
         asked.intent,
@@ -498,17 +497,17 @@ async fn scenario_decisions(
 /// The posture profiles of the scenario agents (the others check nothing yet).
 fn profile_for(agent: &str) -> anyhow::Result<PostureProfile> {
     let profile = match agent {
-        "ci-deployer" => serde_json::json!({
+        "ci-deployer" => json!({
             "toolchain": {"name": ["github-actions"], "version": ["2.320.0"]},
             "deployment": {"image_digest": [CI_IMAGE], "namespace": ["ci"]},
             "may_change": []
         }),
-        "data-analyst" => serde_json::json!({
+        "data-analyst" => json!({
             "model": {"id": ["warehouse-llm-1"], "digest": [MODEL_DIGEST]},
             "deployment": {"region": ["eu-west-1", "eu-central-1"]},
             "may_change": ["deployment"]
         }),
-        _ => serde_json::json!({}),
+        _ => json!({}),
     };
     Ok(serde_json::from_value(profile)?)
 }
@@ -517,7 +516,7 @@ const CI_IMAGE: &str = "sha256:1f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c5b6a79881
 const MODEL_DIGEST: &str =
     "sha256:9a8b7c6d5e4f30219a8b7c6d5e4f30219a8b7c6d5e4f30219a8b7c6d5e4f3021";
 
-fn evidence(value: serde_json::Value) -> anyhow::Result<Evidence> {
+fn evidence(value: Value) -> anyhow::Result<Evidence> {
     Ok(serde_json::from_value(value)?)
 }
 
@@ -539,7 +538,7 @@ fn svid_summary(svid: &str) -> String {
                 .decode(p)
                 .ok()
         })
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         .unwrap_or_default();
     format!(
         "sub={} aud={} cnf.jkt={} lifetime={}s",
@@ -553,7 +552,7 @@ fn svid_summary(svid: &str) -> String {
 /// SPEC §7 scenario 5 (identity half): no identity until proof and runtime checks pass.
 async fn scenario_ci_deployer(base: &str, join: String) -> anyhow::Result<()> {
     step("Scenario 5, CI/CD agent: no identity until its proof and runtime checks pass");
-    let runner = evidence(serde_json::json!({
+    let runner = evidence(json!({
         "toolchain": {"name": "github-actions", "version": "2.320.0"},
         "deployment": {"image_digest": CI_IMAGE, "namespace": "ci"}
     }))?;
@@ -604,7 +603,7 @@ async fn scenario_data_analyst(
 ) -> anyhow::Result<()> {
     step("Scenario 4, data-analysis agent: it reports a different model and is quarantined");
     let measured = |model: &str| {
-        evidence(serde_json::json!({
+        evidence(json!({
             "model": {"id": model, "digest": MODEL_DIGEST},
             "deployment": {"region": "eu-west-1"}
         }))
@@ -837,7 +836,9 @@ async fn scenario_delegation(
 /// SPEC §7 scenario 1 through the gateway: the coding agent reads the repository with a task
 /// token for the gateway; the gateway has AIMS decide each call and injects the repository's
 /// static token, which the agent never holds. The "repository" is a small HTTP server started
-/// here that reports what it was sent.
+/// here that reports what it was sent; beside it, the repository's MCP tool server (also
+/// started here) sits behind an MCP route: the agent's tool list is filtered to what it may
+/// call, one call goes through and one is denied.
 async fn scenario_gateway(base: &str, admin: &AdminClient) -> anyhow::Result<()> {
     step(
         "Scenario 1 through the gateway: the repository's token is injected; the agent never holds it",
@@ -884,6 +885,10 @@ async fn scenario_gateway(base: &str, admin: &AdminClient) -> anyhow::Result<()>
         )
     });
     let serving = tokio::spawn(async move { axum::serve(repository, app).await });
+    let tool_server = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let tool_server_url = format!("http://{}/mcp", tool_server.local_addr()?);
+    let tools_serving =
+        tokio::spawn(async move { axum::serve(tool_server, repository_tools()).await });
     let config = format!(
         r#"
 version = 1
@@ -903,13 +908,24 @@ sensitivity = "internal"
 resource_kind = "repository"
 resource_id = "github/acme/{{path}}"
 inject = {{ secret = "github-token", header = "authorization", format = "token {{secret}}" }}
+
+[[route]]
+kind = "mcp"
+name = "repository-tools"
+path_prefix = "/mcp/github/"
+upstream = "{tool_server_url}"
+system = "github"
+environment = "prod"
+sensitivity = "internal"
+resource_id = "mcp/github/{{tool}}"
+inject = {{ secret = "github-token", header = "authorization", format = "token {{secret}}" }}
 "#
     );
     let client_secret = registered.client_secret.clone();
     let config = aims_gateway::Config::parse(&config, &|_| Ok(client_secret.clone()))?;
     let gateway = aims_gateway::start(config).await?;
     println!(
-        "gateway listening on {} (route /repo/ -> the repository)",
+        "gateway listening on {} (route /repo/ -> the repository, MCP route /mcp/github/ -> its tool server)",
         gateway.base_url
     );
 
@@ -929,7 +945,7 @@ inject = {{ secret = "github-token", header = "authorization", format = "token {
             &svid,
             &key,
             &ExchangeRequest {
-                scope: ScopeSet::parse("read:github/acme/*")?,
+                scope: ScopeSet::parse("read:github/acme/* call_tool:mcp/github/*")?,
                 audience: GATEWAY.to_owned(),
                 intent: "read the build files".to_owned(),
                 task_id: None,
@@ -962,10 +978,95 @@ inject = {{ secret = "github-token", header = "authorization", format = "token {
         "  GET /repo/app/README.md without a token: HTTP {}",
         anonymous.status().as_u16()
     );
+
+    // The same token at the MCP route: JSON-RPC messages, each POSTed with a fresh proof.
+    let endpoint = format!("{}/mcp/github/", gateway.base_url);
+    let mcp = |message: Value| {
+        let (http, tokens, token, key, endpoint) = (&http, &tokens, &token, &key, &endpoint);
+        async move {
+            let headers =
+                tokens.headers(tokens.binding(), &token.access_token, key, "POST", endpoint)?;
+            let answer = headers
+                .apply(http.post(endpoint.as_str()))
+                .json(&message)
+                .send()
+                .await?;
+            anyhow::Ok(answer.json::<Value>().await?)
+        }
+    };
+    let listed = mcp(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).await?;
+    let names: Vec<&str> = listed
+        .pointer("/result/tools")
+        .and_then(Value::as_array)
+        .map(|tools| tools.iter().filter_map(|t| t["name"].as_str()).collect())
+        .unwrap_or_default();
+    println!(
+        "  MCP tools/list: {} (of {} the tool server has)",
+        names.join(", "),
+        REPOSITORY_TOOLS.len()
+    );
+    for (tool, arguments) in [
+        ("search_code", json!({"query": "build.gradle"})),
+        (
+            "delete_repository",
+            json!({"repository": "github/acme/app"}),
+        ),
+    ] {
+        let called = mcp(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                                "params": {"name": tool, "arguments": arguments}}))
+        .await?;
+        let shown = called
+            .pointer("/result/content/0/text")
+            .or_else(|| called.pointer("/error/message"))
+            .and_then(Value::as_str)
+            .unwrap_or("no answer");
+        println!("  MCP tools/call {tool}: {shown}");
+    }
     gateway.shutdown();
     gateway.wait().await?;
     serving.abort();
+    tools_serving.abort();
     Ok(())
+}
+
+/// The repository's MCP tools (name, description).
+const REPOSITORY_TOOLS: [(&str, &str); 4] = [
+    ("search_code", "Searches the repository's code"),
+    ("open_pull_request", "Opens a pull request"),
+    ("merge_pull_request", "Merges a pull request"),
+    ("delete_repository", "Deletes the repository"),
+];
+
+/// The repository's MCP tool server, as small as MCP streamable HTTP allows: one endpoint
+/// answering `initialize`, `tools/list` and `tools/call` with JSON, and saying which
+/// credential each call came with.
+fn repository_tools() -> axum::Router {
+    let answer = |headers: axum::http::HeaderMap, message: axum::Json<Value>| async move {
+        let id = message.get("id").cloned().unwrap_or_default();
+        let credential = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map_or_else(
+                || "none".to_owned(),
+                |v| format!("{}…", v.chars().take(14).collect::<String>()),
+            );
+        let result = match message.get("method").and_then(Value::as_str) {
+            Some("initialize") => {
+                json!({"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                                         "serverInfo": {"name": "repository-tools", "version": "1"}})
+            }
+            Some("tools/list") => {
+                json!({"tools": REPOSITORY_TOOLS.iter().map(|(name, description)| json!({
+                "name": name, "description": description, "inputSchema": {"type": "object"}})).collect::<Vec<_>>()})
+            }
+            Some("tools/call") => json!({"content": [{"type": "text", "text": format!(
+                "{} ran (authorization: {credential})",
+                message.pointer("/params/name").and_then(Value::as_str).unwrap_or_default())}]}),
+            _ => json!({}),
+        };
+        axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+    };
+    axum::Router::new().route("/mcp", axum::routing::post(answer))
 }
 
 fn step(title: &str) {
