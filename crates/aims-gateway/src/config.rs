@@ -594,7 +594,7 @@ resource_id = "mcp/github/{tool}"
             Ok("aims_r_x".to_owned())
         })
         .unwrap();
-        assert_eq!(config.routes.len(), 1);
+        assert_eq!(config.routes.len(), 2);
         assert_eq!(
             config.route("/repo/app").unwrap().action("DELETE"),
             "delete"
