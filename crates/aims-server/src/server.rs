@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aims_store::Store;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use ring::rand::SystemRandom;
@@ -35,6 +35,11 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Most connections served at once; further ones are closed at accept.
 const MAX_CONNECTIONS: usize = 4096;
+/// Most concurrent HTTP/2 streams on one connection.
+const MAX_STREAMS: u32 = 256;
+/// How often an idle HTTP/2 connection is pinged, and how long the answer may take before the
+/// connection is closed.
+const H2_KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(10));
 /// What this replica's DPoP nonces are minted for.
 const DPOP_NONCE_PURPOSE: &str = "aims dpop nonce v1";
 /// How often expired nonces and proofs are deleted.
@@ -207,9 +212,31 @@ pub async fn app_state(
     Ok((state, started.bootstrap_credential))
 }
 
+/// How every connection is served: HTTP/1.1, or HTTP/2 (with TLS by ALPN, in the clear by
+/// prior knowledge). HTTP/1.1 has a header-read timeout and a header size cap; HTTP/2 the same
+/// header cap, at most [`MAX_STREAMS`] streams per connection and keep-alive pings.
+fn connection_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES);
+    let (ping_every, ping_timeout) = H2_KEEP_ALIVE;
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
+        .max_concurrent_streams(MAX_STREAMS)
+        .keep_alive_interval(ping_every)
+        .keep_alive_timeout(ping_timeout);
+    builder
+}
+
 /// Accepts connections until `stop`, then lets in-flight requests finish (bounded by
-/// [`DRAIN_TIMEOUT`]). Each connection has a header-read timeout and a header size cap, so slow
-/// or huge headers cannot hold a connection; at most [`MAX_CONNECTIONS`] are served at once.
+/// [`DRAIN_TIMEOUT`]). Each connection is HTTP/1.1 or HTTP/2 ([`connection_builder`]) with a
+/// header size cap, and HTTP/1.1 a header-read timeout, so slow or huge headers cannot hold
+/// a connection; at most [`MAX_CONNECTIONS`] are served at once.
 /// With `tls`, every connection is HTTPS (a handshake that does not finish within
 /// [`crate::tls::HANDSHAKE_TIMEOUT`] is dropped). The gateway serves its connections with it
 /// too.
@@ -220,6 +247,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
+    let http = connection_builder();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
@@ -244,16 +272,13 @@ pub async fn serve(
             app.clone()
                 .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
         );
-        let http = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_HEADER_BYTES)
-            .clone();
+        let http = http.clone();
         match &tls {
             None => {
-                let connection =
-                    graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
+                    let connection =
+                        watcher.watch(http.serve_connection(TokioIo::new(stream), service));
                     // A connection error (client went away, timeout) concerns that client only.
                     let _ = connection.await;
                     drop(slot);

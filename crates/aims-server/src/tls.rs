@@ -99,7 +99,7 @@ impl Certificates {
                 .map_err(|e| TlsError::Config(e.to_string()))?
                 .with_no_client_auth()
                 .with_cert_resolver(self.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
 

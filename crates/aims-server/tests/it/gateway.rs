@@ -212,6 +212,25 @@ async fn calls_through_the_gateway_are_decided_and_the_secret_injected(backend: 
         direct.body["policies"],
         json!(["planner-reads-the-app-repository"])
     );
+    // HTTP/2 (in the clear, by prior knowledge): the same call, the same answer.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let url = format!("{gw}/repo/app");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let proof =
+        dpop::sign_proof(&key, &SystemRandom::new(), "GET", &url, Some(&token), now).unwrap();
+    let answer = h2
+        .get(&url)
+        .header("Authorization", format!("DPoP {token}"))
+        .header("DPoP", proof)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.version(), reqwest::Version::HTTP_2);
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(answer.text().await.unwrap(), "upstream served /app");
     let forwarded = seen.lock().unwrap().len();
 
     // Refused before the upstream: no token, a replayed proof, a proof for another URL,
