@@ -5,12 +5,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aims_store::Store;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use ring::rand::SystemRandom;
 use secrecy::SecretString;
@@ -35,11 +35,14 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Most connections served at once; further ones are closed at accept.
 const MAX_CONNECTIONS: usize = 4096;
+/// How long a connection may go without starting a request before it is closed
+/// (gracefully: a response still streaming finishes).
+const IDLE_CONNECTION: Duration = Duration::from_secs(10);
 /// Most concurrent HTTP/2 streams on one connection.
 const MAX_STREAMS: u32 = 256;
 /// How often an idle HTTP/2 connection is pinged, and how long the answer may take before the
 /// connection is closed.
-const H2_KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(10));
+const H2_KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(20), Duration::from_secs(10));
 /// What this replica's DPoP nonces are minted for.
 const DPOP_NONCE_PURPOSE: &str = "aims dpop nonce v1";
 /// How often expired nonces and proofs are deleted.
@@ -236,17 +239,17 @@ fn connection_builder() -> auto::Builder<TokioExecutor> {
 /// Accepts connections until `stop`, then lets in-flight requests finish (bounded by
 /// [`DRAIN_TIMEOUT`]). Each connection is HTTP/1.1 or HTTP/2 ([`connection_builder`]) with a
 /// header size cap, and HTTP/1.1 a header-read timeout, so slow or huge headers cannot hold
-/// a connection; at most [`MAX_CONNECTIONS`] are served at once.
-/// With `tls`, every connection is HTTPS (a handshake that does not finish within
-/// [`crate::tls::HANDSHAKE_TIMEOUT`] is dropped). The gateway serves its connections with it
-/// too.
+/// a connection; a connection that starts no request for [`IDLE_CONNECTION`] (one that
+/// sends nothing, or an idle HTTP/2 connection) is closed gracefully ([`serve_connection`]);
+/// at most [`MAX_CONNECTIONS`] are served at once. With `tls`, every connection is HTTPS (a
+/// handshake that does not finish within [`crate::tls::HANDSHAKE_TIMEOUT`] is dropped). The
+/// gateway serves its connections with it too.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     app: axum::Router,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let graceful = GracefulShutdown::new();
     let http = connection_builder();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -268,47 +271,87 @@ pub async fn serve(
             continue;
         };
         // Handlers see the caller's address as `ConnectInfo`.
-        let service = TowerToHyperService::new(
-            app.clone()
-                .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
-        );
-        let http = http.clone();
+        let app = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let (http, stop) = (http.clone(), stop.clone());
         match &tls {
             None => {
-                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let connection =
-                        watcher.watch(http.serve_connection(TokioIo::new(stream), service));
-                    // A connection error (client went away, timeout) concerns that client only.
-                    let _ = connection.await;
+                    serve_connection(&http, stream, app, stop).await;
                     drop(slot);
                 });
             }
             Some(acceptor) => {
                 let handshake = acceptor.accept(stream);
-                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let Ok(Ok(stream)) =
+                    if let Ok(Ok(stream)) =
                         tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, handshake).await
-                    else {
-                        return;
-                    };
-                    let connection =
-                        watcher.watch(http.serve_connection(TokioIo::new(stream), service));
-                    let _ = connection.await;
+                    {
+                        serve_connection(&http, stream, app, stop).await;
+                    }
                     drop(slot);
                 });
             }
         }
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    // Every connection holds a slot until it ends: all slots back means all drained.
+    let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
+    if tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(all))
         .await
         .is_err()
     {
         tracing::warn!("in-flight requests did not finish in time; closing them");
     }
     Ok(())
+}
+
+/// Serves one connection until it ends. It is closed gracefully (requests in flight finish,
+/// no new one starts) when the server stops, or when no request started on it during the
+/// last [`IDLE_CONNECTION`]. A connection error (the client went away, a timeout) concerns
+/// that client only.
+async fn serve_connection<IO>(
+    http: &auto::Builder<TokioExecutor>,
+    io: IO,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let started = Arc::new(AtomicU64::new(0));
+    let counted = {
+        let started = started.clone();
+        let service = TowerToHyperService::new(app);
+        hyper::service::service_fn(move |request| {
+            started.fetch_add(1, Ordering::Relaxed);
+            hyper::service::Service::call(&service, request)
+        })
+    };
+    let connection = http.serve_connection(TokioIo::new(io), counted);
+    let mut connection = std::pin::pin!(connection);
+    let mut idle = tokio::time::interval(IDLE_CONNECTION);
+    idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    idle.tick().await;
+    let mut seen = 0;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = stop.wait_for(|stopped| *stopped), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = idle.tick(), if !closing => {
+                let now = started.load(Ordering::Relaxed);
+                if now == seen {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                seen = now;
+            }
+        }
+    }
 }
 
 /// Picks up policy versions activated on any replica within [`RELOAD_EVERY`].
