@@ -23,6 +23,17 @@
 //! hold_for_approval_s = 60                     # wait for a human instead of answering 403
 //!
 //! [[route]]
+//! name = "legacy-api"
+//! host = "legacy.acme.example"                 # only requests for this host (no port)
+//! path_prefix = "/"
+//! upstream = "https://legacy.internal.example"
+//! system = "legacy"
+//! environment = "prod"
+//! sensitivity = "internal"
+//! resource_kind = "api"
+//! inject = { secret = "legacy-key", query = "api_key" }   # or basic_user = "NAME"
+//!
+//! [[route]]
 //! kind = "mcp"                                 # an MCP server (streamable HTTP)
 //! name = "github-mcp"
 //! path_prefix = "/mcp/github/"                 # the MCP endpoint agents connect to
@@ -106,6 +117,9 @@ pub struct Config {
 pub struct Route {
     /// Its name (for logs).
     pub name: String,
+    /// The host it serves (lowercase, no port): requests naming it in `Host` (or the HTTP/2
+    /// authority) see only the routes of that host; `None`: the routes for every other host.
+    pub host: Option<String>,
     /// The path prefix it serves, `/…/`.
     pub path_prefix: String,
     /// The upstream base URL the rest of the path is appended to.
@@ -145,15 +159,36 @@ pub enum RouteKind {
     Mcp,
 }
 
-/// A secret put into a header of every forwarded call.
+/// A secret put into every forwarded call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inject {
     /// The secret.
     pub secret: SecretName,
-    /// The header it goes into (replacing any the agent sent).
-    pub header: HeaderName,
-    /// The header value, with `{secret}` standing for the value.
-    pub format: String,
+    /// Where it goes.
+    pub into: Placement,
+}
+
+/// Where an injected secret goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// A header (replacing any the agent sent), its value `format` with `{secret}` standing
+    /// for the secret.
+    Header {
+        /// The header.
+        name: HeaderName,
+        /// The value's template.
+        format: String,
+    },
+    /// A query parameter (replacing any of that name the agent sent).
+    Query {
+        /// The parameter's name.
+        name: String,
+    },
+    /// HTTP Basic authentication (`Authorization`), the secret as the password.
+    Basic {
+        /// The user name.
+        user: String,
+    },
 }
 
 impl Route {
@@ -209,6 +244,8 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawRoute {
     name: String,
+    #[serde(default)]
+    host: Option<String>,
     path_prefix: String,
     upstream: String,
     #[serde(default)]
@@ -234,9 +271,73 @@ struct RawRoute {
 #[serde(deny_unknown_fields)]
 struct RawInject {
     secret: String,
-    header: String,
+    #[serde(default)]
+    header: Option<String>,
     #[serde(default)]
     format: Option<String>,
+    #[serde(default)]
+    query: Option<String>,
+    #[serde(default)]
+    basic_user: Option<String>,
+}
+
+impl RawInject {
+    /// The validated injection, or what is wrong with it (field, problem).
+    fn validate(self) -> Result<Inject, Vec<(&'static str, String)>> {
+        let mut errors = Vec::new();
+        let secret =
+            SecretName::new(&self.secret).map_err(|e| errors.push(("secret", e.to_string())));
+        let into = match (self.header, self.query, self.basic_user) {
+            (Some(header), None, None) => {
+                let name = HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes())
+                    .ok()
+                    .filter(|h| {
+                        !NEVER_FORWARDED.contains(&h.as_str()) || h.as_str() == "authorization"
+                    });
+                let format = self.format.unwrap_or_else(|| "{secret}".to_owned());
+                if !format.contains("{secret}") || format.chars().any(|c| c.is_control()) {
+                    errors.push(("format", "a value with {secret}".to_owned()));
+                }
+                match name {
+                    Some(name) => Some(Placement::Header { name, format }),
+                    None => {
+                        errors.push(("header", "a header name (not a hop-by-hop one)".to_owned()));
+                        None
+                    }
+                }
+            }
+            (None, Some(name), None) if self.format.is_none() => {
+                if is_label(&name) {
+                    Some(Placement::Query { name })
+                } else {
+                    errors.push(("query", "1-64 characters of A-Z a-z 0-9 . - _".to_owned()));
+                    None
+                }
+            }
+            (None, None, Some(user)) if self.format.is_none() => {
+                if is_label(&user) {
+                    Some(Placement::Basic { user })
+                } else {
+                    errors.push((
+                        "basic_user",
+                        "1-64 characters of A-Z a-z 0-9 . - _".to_owned(),
+                    ));
+                    None
+                }
+            }
+            _ => {
+                errors.push((
+                    "secret",
+                    "one of header (with an optional format), query or basic_user".to_owned(),
+                ));
+                None
+            }
+        };
+        match (secret, into) {
+            (Ok(secret), Some(into)) if errors.is_empty() => Ok(Inject { secret, into }),
+            _ => Err(errors),
+        }
+    }
 }
 
 fn is_http_url(url: &str) -> bool {
@@ -341,9 +442,16 @@ impl Config {
                 && !r.path_prefix.contains("/./")
                 && !r.path_prefix.contains('%')
                 && r.path_prefix.is_ascii();
-            if !prefix_ok || !prefixes.insert(r.path_prefix.clone()) {
+            let host = r.host.as_deref().map(str::to_ascii_lowercase);
+            if host.as_deref().is_some_and(|h| !is_host_name(h)) {
                 errors.push(format!(
-                    "{}: a unique path such as /repo/ (starts and ends with /)",
+                    "{}: a host name such as api.acme.example (no port)",
+                    at("host")
+                ));
+            }
+            if !prefix_ok || !prefixes.insert((host.clone(), r.path_prefix.clone())) {
+                errors.push(format!(
+                    "{}: a path such as /repo/ (starts and ends with /), unique for its host",
                     at("path_prefix")
                 ));
             }
@@ -411,42 +519,24 @@ impl Config {
                     errors.push(format!("{}: METHOD = \"action\"", at("actions")));
                 }
             }
-            let inject = r.inject.map(|inject| {
-                let secret = SecretName::new(&inject.secret).map_err(|e| {
-                    errors.push(format!("{}: {e}", at("inject.secret")));
-                });
-                let header = HeaderName::from_bytes(inject.header.to_ascii_lowercase().as_bytes())
-                    .ok()
-                    .filter(|h| {
-                        !NEVER_FORWARDED.contains(&h.as_str()) || h.as_str() == "authorization"
-                    });
-                if header.is_none() {
-                    errors.push(format!(
-                        "{}: a header name (not a hop-by-hop one)",
-                        at("inject.header")
-                    ));
+            let inject = match r.inject.map(RawInject::validate) {
+                None => None,
+                Some(Ok(inject)) => Some(inject),
+                Some(Err(problems)) => {
+                    for (field, problem) in problems {
+                        errors.push(format!("{}: {problem}", at(&format!("inject.{field}"))));
+                    }
+                    None
                 }
-                let format = inject.format.unwrap_or_else(|| "{secret}".to_owned());
-                if !format.contains("{secret}") || format.chars().any(|c| c.is_control()) {
-                    errors.push(format!("{}: a value with {{secret}}", at("inject.format")));
-                }
-                (secret, header, format)
-            });
+            };
             if r.hold_for_approval_s
                 .is_some_and(|s| !(1..=MAX_HOLD_S).contains(&s))
             {
                 errors.push(format!("{}: 1 to {MAX_HOLD_S}", at("hold_for_approval_s")));
             }
-            let inject = match inject {
-                Some((Ok(secret), Some(header), format)) => Some(Inject {
-                    secret,
-                    header,
-                    format,
-                }),
-                _ => None,
-            };
             routes.push(Route {
                 name: r.name,
+                host,
                 path_prefix: r.path_prefix,
                 upstream: r.upstream,
                 resource_type,
@@ -481,15 +571,41 @@ impl Config {
         }
     }
 
-    /// The route serving `path`: the longest prefix that matches.
-    pub fn route(&self, path: &str) -> Option<&Route> {
-        route_for(&self.routes, path)
+    /// The route serving `path` on `host`: see [`route_for`].
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        route_for(&self.routes, host, path)
     }
 }
 
-/// The route of `routes` (longest prefix first) serving `path`.
-pub fn route_for<'a>(routes: &'a [Route], path: &str) -> Option<&'a Route> {
-    routes.iter().find(|r| path.starts_with(&r.path_prefix))
+/// The routes a request for `host` (without its port) may take: those of that host if some
+/// route names it, the routes without a host otherwise (as virtual hosts select a server).
+pub fn routes_for_host<'a>(
+    routes: &'a [Route],
+    host: Option<&str>,
+) -> impl Iterator<Item = &'a Route> {
+    let host = host.map(str::to_ascii_lowercase);
+    let named = routes.iter().any(|r| r.host.is_some() && r.host == host);
+    let wanted = if named { host } else { None };
+    routes.iter().filter(move |r| r.host == wanted)
+}
+
+/// The route of `routes` (longest prefix first) serving `path` on `host`: the longest
+/// matching prefix among [`routes_for_host`].
+pub fn route_for<'a>(routes: &'a [Route], host: Option<&str>, path: &str) -> Option<&'a Route> {
+    routes_for_host(routes, host).find(|r| path.starts_with(&r.path_prefix))
+}
+
+/// Whether `host` is a DNS name (or an IPv4 address): dot-separated labels of `a-z 0-9 -`.
+fn is_host_name(host: &str) -> bool {
+    (1..=253).contains(&host.len())
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 #[cfg(test)]
@@ -544,26 +660,107 @@ resource_id = "mcp/github/{tool}"
     fn a_good_file_loads_and_routes_by_longest_prefix() {
         let config = Config::parse(GOOD, &secret).unwrap();
         assert_eq!(config.issuer, "http://127.0.0.1:8700");
-        assert_eq!(config.route("/repo/admin/x").unwrap().name, "repo-admin");
-        let repo = config.route("/repo/app").unwrap();
+        assert_eq!(
+            config.route(None, "/repo/admin/x").unwrap().name,
+            "repo-admin"
+        );
+        let repo = config.route(None, "/repo/app").unwrap();
         assert_eq!(repo.name, "repo");
         assert_eq!(repo.action("GET"), "read");
         assert_eq!(repo.action("POST"), "write");
         assert_eq!(repo.action("DELETE"), "delete");
-        assert_eq!(
-            repo.inject.as_ref().unwrap().header.as_str(),
-            "authorization"
-        );
-        assert!(config.route("/other").is_none());
+        assert!(matches!(
+            &repo.inject.as_ref().unwrap().into,
+            Placement::Header { name, .. } if name == "authorization"
+        ));
+        assert!(config.route(None, "/other").is_none());
         assert_eq!(repo.kind, RouteKind::Http);
         assert_eq!(repo.scope(), "read:github/acme/*");
-        let mcp = config.route("/mcp/github/").unwrap();
+        let mcp = config.route(None, "/mcp/github/").unwrap();
         assert_eq!(mcp.kind, RouteKind::Mcp);
         assert_eq!(
             (mcp.resource_type.as_str(), mcp.resource_kind.as_str()),
             ("Tool", "tool")
         );
         assert_eq!(mcp.scope(), "call_tool:mcp/github/*");
+    }
+
+    #[test]
+    fn a_route_with_a_host_serves_only_that_host() {
+        let with_host = format!(
+            "{GOOD}\n[[route]]\nname = \"vhost\"\nhost = \"API.acme.example\"\npath_prefix = \"/repo/\"\n\
+             upstream = \"http://127.0.0.1:9002\"\nsystem = \"github\"\nenvironment = \"prod\"\n\
+             sensitivity = \"internal\"\nresource_kind = \"repository\"\n"
+        );
+        let config = Config::parse(&with_host, &secret).unwrap();
+        let name = |host, path| config.route(host, path).map(|r| r.name.as_str());
+        assert_eq!(name(Some("api.ACME.example"), "/repo/x"), Some("vhost"));
+        // The host names routes: the host-less ones are not its.
+        assert_eq!(
+            name(Some("api.acme.example"), "/repo/admin/x"),
+            Some("vhost")
+        );
+        assert_eq!(name(Some("api.acme.example"), "/mcp/github/"), None);
+        assert_eq!(
+            name(Some("other.example"), "/repo/admin/x"),
+            Some("repo-admin")
+        );
+        assert_eq!(name(None, "/repo/x"), Some("repo"));
+        // A host with a port, or twice the same host and prefix, is refused.
+        let bad = with_host.replace("API.acme.example", "api.acme.example:443");
+        assert!(
+            Config::parse(&bad, &secret)
+                .unwrap_err()
+                .to_string()
+                .contains("host")
+        );
+        let twice = format!(
+            "{with_host}\n[[route]]\nname = \"vhost2\"\nhost = \"api.acme.example\"\npath_prefix = \"/repo/\"\n\
+             upstream = \"http://127.0.0.1:9003\"\nsystem = \"github\"\nenvironment = \"prod\"\n\
+             sensitivity = \"internal\"\nresource_kind = \"repository\"\n"
+        );
+        assert!(
+            Config::parse(&twice, &secret)
+                .unwrap_err()
+                .to_string()
+                .contains("unique for its host")
+        );
+    }
+
+    #[test]
+    fn secrets_go_into_a_header_a_query_parameter_or_basic_auth() {
+        let inject = |spec: &str| {
+            let text = GOOD.replace(
+                r#"inject = { secret = "github-token", header = "Authorization", format = "Bearer {secret}" }"#,
+                &format!("inject = {{ secret = \"github-token\", {spec} }}"),
+            );
+            Config::parse(&text, &secret).map(|c| {
+                c.route(None, "/repo/x")
+                    .unwrap()
+                    .inject
+                    .clone()
+                    .unwrap()
+                    .into
+            })
+        };
+        assert_eq!(
+            inject(r#"query = "api_key""#).unwrap(),
+            Placement::Query {
+                name: "api_key".into()
+            }
+        );
+        assert_eq!(
+            inject(r#"basic_user = "ci""#).unwrap(),
+            Placement::Basic { user: "ci".into() }
+        );
+        for bad in [
+            r#"query = "api_key", header = "x-key""#,
+            r#"basic_user = "ci", format = "{secret}""#,
+            r#"query = "a b""#,
+            r#"header = "connection""#,
+        ] {
+            assert!(inject(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -596,7 +793,7 @@ resource_id = "mcp/github/{tool}"
         .unwrap();
         assert_eq!(config.routes.len(), 2);
         assert_eq!(
-            config.route("/repo/app").unwrap().action("DELETE"),
+            config.route(None, "/repo/app").unwrap().action("DELETE"),
             "delete"
         );
     }

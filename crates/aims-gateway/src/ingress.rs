@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
+use axum::http::uri::Authority;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 
-use crate::config::RouteKind;
+use crate::config::{Route, RouteKind, route_for, routes_for_host};
 use crate::mcp;
 use crate::proxy::{Caller, Gateway, refuse};
 
@@ -40,10 +41,13 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
         );
     }
     let routes = gateway.routes();
+    let authority = authority(&request);
+    let host = authority.as_ref().map(Authority::host);
     if let Some(resource) = path.strip_prefix(mcp::METADATA_PATH) {
-        return mcp::protected_resource_metadata(&gateway, &routes, request.method(), resource);
+        let visible: Vec<&Route> = routes_for_host(&routes, host).collect();
+        return mcp::protected_resource_metadata(&gateway, &visible, request.method(), resource);
     }
-    let Some(route) = crate::config::route_for(&routes, &path) else {
+    let Some(route) = route_for(&routes, host, &path) else {
         return refuse(
             StatusCode::NOT_FOUND,
             "no_route",
@@ -59,8 +63,17 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
             "no route serves this path",
         );
     }
+    // What the agent's proof names: the gateway's public URL, or for a route of its own
+    // host, that host as the request named it (with the public URL's scheme).
+    let base = match (&route.host, &authority) {
+        (Some(_), Some(authority)) => {
+            let scheme = gateway.public_url.split("://").next().unwrap_or("http");
+            format!("{scheme}://{authority}")
+        }
+        _ => gateway.public_url.clone(),
+    };
     let method = request.method().as_str().to_owned();
-    let url = format!("{}{path}", gateway.public_url);
+    let url = format!("{base}{path}");
     let claims = match gateway
         .verifier
         .verify_headers(request.headers(), &method, &url)
@@ -87,8 +100,7 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
             }
             let mut response = refuse(status, code, &refusal.to_string());
             if route.kind == RouteKind::Mcp
-                && let Ok(challenge) =
-                    HeaderValue::from_str(&mcp::challenge(&gateway.public_url, route))
+                && let Ok(challenge) = HeaderValue::from_str(&mcp::challenge(&base, route))
             {
                 response
                     .headers_mut()
@@ -114,6 +126,18 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
         return mcp::handle(&gateway, route, &caller, request).await;
     }
     crate::proxy::http_call(&gateway, route, &caller, request, rest).await
+}
+
+/// The authority the request names: its target's (HTTP/2, or an absolute URI), else its
+/// `Host` header.
+fn authority(request: &Request) -> Option<Authority> {
+    request.uri().authority().cloned().or_else(|| {
+        request
+            .headers()
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .and_then(|host| host.parse().ok())
+    })
 }
 
 /// The token in `Authorization` (after its scheme).

@@ -103,10 +103,11 @@ fn rpc_error(
         .into_response()
 }
 
-/// The `WWW-Authenticate` challenge of an MCP route (MCP authorization, RFC 9728 §5.1).
-pub(crate) fn challenge(public_url: &str, route: &Route) -> String {
+/// The `WWW-Authenticate` challenge of an MCP route reached at `base` (MCP authorization,
+/// RFC 9728 §5.1).
+pub(crate) fn challenge(base: &str, route: &Route) -> String {
     format!(
-        "Bearer resource_metadata=\"{public_url}{METADATA_PATH}{}\", scope=\"{}\"",
+        "Bearer resource_metadata=\"{base}{METADATA_PATH}{}\", scope=\"{}\"",
         route.path_prefix,
         route.scope()
     )
@@ -117,7 +118,7 @@ pub(crate) fn challenge(public_url: &str, route: &Route) -> String {
 /// issued for it and checked against it.
 pub(crate) fn protected_resource_metadata(
     gateway: &Gateway,
-    routes: &[Route],
+    routes: &[&Route],
     method: &Method,
     suffix: &str,
 ) -> Response {
@@ -140,7 +141,7 @@ pub(crate) fn protected_resource_metadata(
         );
     }
     let config = gateway.config();
-    let mut scopes: Vec<String> = routes.iter().map(Route::scope).collect();
+    let mut scopes: Vec<String> = routes.iter().map(|r| r.scope()).collect();
     scopes.sort();
     scopes.dedup();
     axum::Json(json!({

@@ -17,14 +17,15 @@ use aims_sdk::{AdminClient, SdkError, Verifier, VerifierConfig};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use futures_util::TryStreamExt as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::config::{Config, NEVER_FORWARDED, Route, RouteKind};
+use crate::config::{Config, NEVER_FORWARDED, Placement, Route, RouteKind};
 use crate::sightings::Sightings;
 
 /// How long a secret's value is reused before it is read from AIMS again.
@@ -198,16 +199,35 @@ pub(crate) async fn http_call(
     }
 }
 
-/// The route's upstream credential as the header it goes into, if the route injects one.
+/// A route's upstream credential, ready to go into a forwarded call.
+pub(crate) enum Injected {
+    /// This header, with this (sensitive) value.
+    Header(HeaderName, HeaderValue),
+    /// This query parameter, with this value.
+    Query(String, SecretString),
+}
+
+/// The route's upstream credential, if the route injects one.
 pub(crate) async fn injected(
     gateway: &Gateway,
     route: &Route,
-) -> Result<Option<(HeaderName, HeaderValue)>, Response> {
+) -> Result<Option<Injected>, Response> {
     let Some(inject) = &route.inject else {
         return Ok(None);
     };
     let value = secret(gateway, &inject.secret).await?;
-    let value = inject.format.replace("{secret}", value.expose_secret());
+    let (name, value) = match &inject.into {
+        Placement::Query { name } => return Ok(Some(Injected::Query(name.clone(), value))),
+        Placement::Header { name, format } => (
+            name.clone(),
+            format.replace("{secret}", value.expose_secret()),
+        ),
+        Placement::Basic { user } => {
+            let credentials = format!("{user}:{}", value.expose_secret());
+            let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+            (header::AUTHORIZATION, format!("Basic {encoded}"))
+        }
+    };
     let mut value = HeaderValue::from_str(&value).map_err(|_| {
         refuse(
             StatusCode::BAD_GATEWAY,
@@ -216,7 +236,61 @@ pub(crate) async fn injected(
         )
     })?;
     value.set_sensitive(true);
-    Ok(Some((inject.header.clone(), value)))
+    Ok(Some(Injected::Header(name, value)))
+}
+
+/// `url` with query parameter `name` set to `value`: every parameter the agent sent under
+/// that name (percent-encoded or not) is removed, the others are kept as they were.
+fn with_query_parameter(url: &str, name: &str, value: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split_once('=').map_or(*pair, |(key, _)| key);
+            !pair.is_empty() && percent_decoded(key) != name.as_bytes()
+        })
+        .collect();
+    let set = format!("{name}={}", percent_encoded(value));
+    kept.push(&set);
+    format!("{base}?{}", kept.join("&"))
+}
+
+/// `text` with `%XX` escapes decoded (and `+` as a space, as in a form).
+fn percent_decoded(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&byte) = bytes.get(i) {
+        let escaped = (byte == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(decoded) => {
+                out.push(decoded);
+                i += 3;
+            }
+            None => {
+                out.push(if byte == b'+' { b' ' } else { byte });
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// `text` with every byte but the unreserved ones (RFC 3986 §2.3) percent-encoded.
+fn percent_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// The authenticated agent behind a call, as AIMS is asked about it.
@@ -475,7 +549,7 @@ pub(crate) async fn forward(
     parts: Parts,
     url: String,
     body: reqwest::Body,
-    injected: Option<(HeaderName, HeaderValue)>,
+    injected: Option<Injected>,
 ) -> Result<reqwest::Response, Response> {
     let mut headers = HeaderMap::new();
     for (name, value) in &parts.headers {
@@ -483,9 +557,16 @@ pub(crate) async fn forward(
             headers.append(name.clone(), value.clone());
         }
     }
-    if let Some((name, value)) = injected {
-        headers.insert(name, value);
-    }
+    let url = match injected {
+        None => url,
+        Some(Injected::Header(name, value)) => {
+            headers.insert(name, value);
+            url
+        }
+        Some(Injected::Query(name, value)) => {
+            with_query_parameter(&url, &name, value.expose_secret())
+        }
+    };
     let sent = client
         .request(parts.method, &url)
         .headers(headers)
@@ -567,5 +648,27 @@ pub async fn report_sightings(
                 tracing::warn!(%error, sightings = batch.len(), "cannot report sightings to AIMS");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_query_parameter;
+
+    #[test]
+    fn an_injected_query_parameter_replaces_the_agents_however_encoded() {
+        let base = "http://up/x";
+        assert_eq!(
+            with_query_parameter(base, "key", "s3 cr&t"),
+            "http://up/x?key=s3%20cr%26t"
+        );
+        assert_eq!(
+            with_query_parameter(
+                &format!("{base}?q=a+b&key=mine&k%65y=also&%6Bey&n=1"),
+                "key",
+                "v"
+            ),
+            "http://up/x?q=a+b&n=1&key=v"
+        );
     }
 }

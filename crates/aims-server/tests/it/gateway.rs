@@ -10,6 +10,7 @@ use aims_gateway::Config;
 use aims_token::agent_key::AgentKey;
 use aims_token::dpop;
 use axum::http::HeaderMap;
+use base64::Engine as _;
 use reqwest::{Method, StatusCode};
 use ring::rand::SystemRandom;
 use serde_json::json;
@@ -22,6 +23,7 @@ use crate::task_tokens::{AUDIENCE, Scene, access_token};
 on_both_stores!(
     calls_through_the_gateway_are_decided_and_the_secret_injected,
     a_held_call_goes_through_once_a_human_approves_it,
+    routes_by_host_inject_into_a_query_parameter_or_basic_auth,
 );
 
 /// The upstream credential the gateway injects.
@@ -47,7 +49,11 @@ async fn upstream() -> (String, Seen) {
     let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
         let sink = sink.clone();
         async move {
-            let path = request.uri().path().to_owned();
+            let path = request
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned();
             sink.lock().unwrap().push((
                 request.method().to_string(),
                 path.clone(),
@@ -410,6 +416,100 @@ async fn calls_through_the_gateway_are_decided_and_the_secret_injected(backend: 
     let still = call(&gw, Method::GET, "/tools/app", Some(&token), &key, None).await;
     assert_eq!(still.status, StatusCode::OK, "{}", still.body);
 
+    running.shutdown();
+    running.wait().await.unwrap();
+}
+
+/// Two routes for the same path on hosts of their own, one putting the secret in a query
+/// parameter, the other in HTTP Basic; a host that names no route and has no host-less route
+/// is refused.
+async fn routes_by_host_inject_into_a_query_parameter_or_basic_auth(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    let server = &scene.server;
+    Scene::push_policies(server, &[("gateway.cedar", PLANNER_READS_APP)]).await;
+    let stored = server
+        .admin(
+            Method::POST,
+            "/v1/secrets",
+            Some(json!({"name": "github-token", "value": "s3cr&t key", "readers": ["repo-tools"]})),
+        )
+        .await;
+    assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.body);
+    let (upstream, seen) = upstream().await;
+    let route = |host: &str, inject: &str| {
+        format!(
+            r#"
+[[route]]
+name = "{host}"
+host = "{host}"
+path_prefix = "/repo/"
+upstream = "{upstream}"
+system = "github"
+environment = "dev"
+sensitivity = "internal"
+resource_kind = "repository"
+resource_id = "repo/acme/{{path}}"
+inject = {{ secret = "github-token", {inject} }}
+"#
+        )
+    };
+    let config = format!(
+        r#"
+version = 1
+listen = "127.0.0.1:0"
+aims_url = "{}"
+audience = "{AUDIENCE}"
+client_name = "repo-tools"
+client_secret_file = "repo-tools.secret"
+{}{}"#,
+        server.base,
+        route("query.gateway.test", r#"query = "access_token""#),
+        route("basic.gateway.test", r#"basic_user = "ci-bot""#),
+    );
+    let rs_secret = scene.rs_secret.clone();
+    let config = Config::parse(&config, &|_: &Path| Ok(rs_secret.clone())).unwrap();
+    let running = aims_gateway::start(config).await.unwrap();
+    let port = running.addr.port();
+    let key = scene.planner.key.clone();
+    let token = access_token(&scene.exchange("read:repo/acme/*").await);
+    // The agent calls `http://HOST:PORT/...` (its proof names that URL); the connection goes
+    // to the gateway's address.
+    let via = |host: &str, path_and_query: &str| {
+        let url = format!("http://{host}:{port}{path_and_query}");
+        let htu = url.split('?').next().unwrap().to_owned();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let proof =
+            dpop::sign_proof(&key, &SystemRandom::new(), "GET", &htu, Some(&token), now).unwrap();
+        reqwest::Client::builder()
+            .resolve(host, running.addr)
+            .build()
+            .unwrap()
+            .get(url)
+            .header("Authorization", format!("DPoP {token}"))
+            .header("DPoP", proof)
+    };
+    let answer = via("query.gateway.test", "/repo/app?access_token=mine&ref=main")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let answer = via("basic.gateway.test", "/repo/app").send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    {
+        let seen = seen.lock().unwrap();
+        let (_, with_query, headers) = &seen[0];
+        // The agent's own access_token parameter is replaced by the secret.
+        assert_eq!(with_query, "/app?ref=main&access_token=s3cr%26t%20key");
+        assert!(headers.get("authorization").is_none());
+        let (_, plain, headers) = &seen[1];
+        assert_eq!(plain, "/app");
+        let basic = base64::engine::general_purpose::STANDARD.encode("ci-bot:s3cr&t key");
+        assert_eq!(headers["authorization"], format!("Basic {basic}"));
+    }
+    // A host no route names, with no route for every other host: no route.
+    let nowhere = via("other.gateway.test", "/repo/app").send().await.unwrap();
+    assert_eq!(nowhere.status(), StatusCode::NOT_FOUND);
+    assert_eq!(seen.lock().unwrap().len(), 2);
     running.shutdown();
     running.wait().await.unwrap();
 }
