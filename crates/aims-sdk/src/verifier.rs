@@ -131,7 +131,7 @@ impl VerifyError {
     }
 
     /// The `WWW-Authenticate` challenge for a 401 (RFC 9449 §7.1), e.g.
-    /// `DPoP algs="ES256 EdDSA", error="invalid_token", error_description="…"`; `None` when
+    /// `DPoP algs="ES256 EdDSA Ed25519", error="invalid_token", error_description="…"`; `None` when
     /// the status is not 401.
     pub fn www_authenticate(&self) -> Option<String> {
         if self.status() != 401 {

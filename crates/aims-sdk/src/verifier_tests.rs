@@ -448,11 +448,11 @@ fn errors_map_to_statuses_and_challenges() {
     assert_eq!(VerifyError::Replay.error_code(), Some("invalid_dpop_proof"));
     assert_eq!(
         VerifyError::Missing.www_authenticate().unwrap(),
-        "DPoP algs=\"ES256 EdDSA\""
+        "DPoP algs=\"ES256 EdDSA Ed25519\""
     );
     assert_eq!(
         VerifyError::BoundTokenAsBearer.www_authenticate().unwrap(),
-        "DPoP algs=\"ES256 EdDSA\", error=\"invalid_token\", \
+        "DPoP algs=\"ES256 EdDSA Ed25519\", error=\"invalid_token\", \
          error_description=\"a DPoP-bound token was presented as a bearer token\""
     );
 }

@@ -2,7 +2,8 @@
 //! messages (attestation proofs now, DPoP proofs later) and is never sent anywhere — only its
 //! public JWK and RFC 7638 thumbprint leave the process.
 //!
-//! Keys are ECDSA P-256 (`ES256`) or Ed25519 (`EdDSA`), made and held with `ring`, stored as
+//! Keys are ECDSA P-256 (`ES256`) or Ed25519 (signing as `EdDSA`; a proof that names the
+//! fully specified `Ed25519`, RFC 9864, verifies too), made and held with `ring`, stored as
 //! unencrypted PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`) whose protection at rest is the
 //! caller's job. `Debug` shows the kind and thumbprint, never key material.
 
@@ -21,6 +22,9 @@ use crate::jws::{self, Alg, VerifyingKey};
 
 const PEM_LABEL: &str = "PRIVATE KEY";
 
+/// The algorithms an agent's proofs may name: `ES256`, and Ed25519 by either of its names.
+pub const ALGS: &[Alg] = &[Alg::Es256, Alg::EdDsa, Alg::Ed25519];
+
 /// Which kind of key an agent holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AgentKeyKind {
@@ -35,6 +39,8 @@ pub struct AgentKey {
     pair: Pair,
     pkcs8: SecretBox<[u8]>,
     public: VerifyingKey,
+    /// The name its signatures' `alg` header carries.
+    alg: Alg,
 }
 
 enum Pair {
@@ -77,8 +83,20 @@ impl AgentKey {
         Ok(Self {
             pair,
             pkcs8: SecretBox::new(der.to_vec().into_boxed_slice()),
+            alg: public.alg(),
             public,
         })
+    }
+
+    /// The same key, naming its algorithm `alg` in what it signs: an Ed25519 key signs as
+    /// `EdDSA` unless told `Ed25519` (RFC 9864's fully specified name). Refused with
+    /// [`TokenError::Algorithm`] when the key does not make `alg` signatures.
+    pub fn signing_as(mut self, alg: Alg) -> Result<Self, TokenError> {
+        if !self.public.verifies(alg) {
+            return Err(TokenError::Algorithm);
+        }
+        self.alg = alg;
+        Ok(self)
     }
 
     /// The kind of key.
@@ -89,9 +107,9 @@ impl AgentKey {
         }
     }
 
-    /// The algorithm this key signs with.
+    /// The algorithm this key signs with, as its `alg` header names it.
     pub fn alg(&self) -> Alg {
-        self.public.alg()
+        self.alg
     }
 
     /// The private key as PKCS#8 PEM, base64 wrapped at 64 characters.
@@ -233,6 +251,29 @@ mod tests {
             assert_eq!(verified.alg, key.alg());
             assert_eq!(verified.claims["nonce"], "n1");
             assert_eq!(public.thumbprint(), key.thumbprint());
+            // An Ed25519 key may name its algorithm `Ed25519` (RFC 9864); a P-256 key may not.
+            if kind == AgentKeyKind::Ed25519 {
+                let named = AgentKey::from_pkcs8_pem(key.to_pkcs8_pem().expose_secret())
+                    .unwrap()
+                    .signing_as(Alg::Ed25519)
+                    .unwrap();
+                let token = named
+                    .sign_self_signed(&rng, TYP_ATTESTATION, &claims)
+                    .unwrap();
+                let (verified, public) = verify_self_signed(&token, TYP_ATTESTATION, ALGS).unwrap();
+                assert_eq!(verified.alg, Alg::Ed25519);
+                assert_eq!(public.thumbprint(), key.thumbprint());
+                assert!(matches!(
+                    verify_self_signed(&token, TYP_ATTESTATION, &[Alg::EdDsa]),
+                    Err(TokenError::Algorithm)
+                ));
+            } else {
+                let p256 = AgentKey::generate(kind, &rng).unwrap();
+                assert!(matches!(
+                    p256.signing_as(Alg::Ed25519),
+                    Err(TokenError::Algorithm)
+                ));
+            }
             // The algorithm allow-list still applies.
             let only_other = if kind == AgentKeyKind::P256 {
                 Alg::EdDsa

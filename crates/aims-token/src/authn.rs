@@ -208,7 +208,7 @@ impl Refusal {
         }
     }
 
-    /// The `WWW-Authenticate` challenge: `DPoP error="…", algs="ES256 EdDSA"` or
+    /// The `WWW-Authenticate` challenge: `DPoP error="…", algs="ES256 EdDSA Ed25519"` or
     /// `Bearer error="…"`.
     pub fn challenge(&self) -> String {
         challenge(self.scheme(), self.code())

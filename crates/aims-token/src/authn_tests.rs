@@ -357,7 +357,7 @@ fn codes_and_challenges_follow_rfc_9449() {
         (Refusal::NoCredential, "Bearer error=\"invalid_svid\""),
         (
             Refusal::BoundTokenAsBearer,
-            "DPoP error=\"invalid_token\", algs=\"ES256 EdDSA\"",
+            "DPoP error=\"invalid_token\", algs=\"ES256 EdDSA Ed25519\"",
         ),
         (
             Refusal::UnboundTokenAsDpop,
@@ -365,18 +365,18 @@ fn codes_and_challenges_follow_rfc_9449() {
         ),
         (
             Refusal::UseNonce,
-            "DPoP error=\"use_dpop_nonce\", algs=\"ES256 EdDSA\"",
+            "DPoP error=\"use_dpop_nonce\", algs=\"ES256 EdDSA Ed25519\"",
         ),
         (
             Refusal::Replay,
-            "DPoP error=\"invalid_dpop_proof\", algs=\"ES256 EdDSA\"",
+            "DPoP error=\"invalid_dpop_proof\", algs=\"ES256 EdDSA Ed25519\"",
         ),
         (
             Refusal::Token {
                 error: TokenError::Expired,
                 scheme: Scheme::Dpop,
             },
-            "DPoP error=\"invalid_token\", algs=\"ES256 EdDSA\"",
+            "DPoP error=\"invalid_token\", algs=\"ES256 EdDSA Ed25519\"",
         ),
     ];
     for (refusal, challenge) in cases {

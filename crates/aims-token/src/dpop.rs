@@ -1,8 +1,8 @@
 //! DPoP proofs (RFC 9449): minting them with an agent's key and checking them at the token
 //! endpoint and at every enforcement point, with a replay cache.
 //!
-//! A proof is a JWT with `typ: dpop+jwt`, signed by the key in its own `jwk` header (ES256 or
-//! EdDSA), whose claims bind it to one request: `htm` (method), `htu` (URI without query and
+//! A proof is a JWT with `typ: dpop+jwt`, signed by the key in its own `jwk` header (ES256, or
+//! Ed25519 under either name: `EdDSA` or `Ed25519`), whose claims bind it to one request: `htm` (method), `htu` (URI without query and
 //! fragment), `iat`, a unique `jti` and, when it accompanies an access token, `ath` (the
 //! token's SHA-256, base64url). [`verify_proof`] checks all of that and returns the key's
 //! thumbprint, which the caller compares with the token's `cnf.jkt`; [`ReplayCache`] then
@@ -21,8 +21,9 @@ use crate::agent_key::AgentKey;
 use crate::codec::b64url;
 use crate::jws::{self, Alg};
 
-/// Algorithms a DPoP proof may use.
-pub const PROOF_ALGS: &[Alg] = &[Alg::Es256, Alg::EdDsa];
+/// Algorithms a DPoP proof may use: those of an agent's key, advertised in the metadata's
+/// `dpop_signing_alg_values_supported` and in DPoP challenges' `algs`.
+pub const PROOF_ALGS: &[Alg] = crate::agent_key::ALGS;
 /// Longest accepted proof.
 pub const MAX_PROOF_LEN: usize = 4 * 1024;
 /// How old a proof may be (from its `iat`), seconds.
@@ -253,6 +254,19 @@ mod tests {
             let verified = verify_proof(&proof, &check(Some("tok"))).unwrap();
             assert_eq!(verified.jkt, key.thumbprint());
         }
+        // Ed25519 under its fully specified name (RFC 9864) too.
+        let key = key(AgentKeyKind::Ed25519).signing_as(Alg::Ed25519).unwrap();
+        let rng = SystemRandom::new();
+        let proof = sign_proof(&key, &rng, "POST", URL, Some("tok"), NOW).unwrap();
+        let header = proof.split('.').next().unwrap();
+        let header = crate::codec::b64url_decode(header).unwrap();
+        assert!(
+            String::from_utf8(header)
+                .unwrap()
+                .contains(r#""alg":"Ed25519""#)
+        );
+        let verified = verify_proof(&proof, &check(Some("tok"))).unwrap();
+        assert_eq!(verified.jkt, key.thumbprint());
     }
 
     #[test]

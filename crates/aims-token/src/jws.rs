@@ -52,23 +52,29 @@ pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 pub const MAX_KID_LEN: usize = 128;
 
 /// The JWS algorithms AIMS can verify. Every other `alg` (`none`, `HS256`, `PS256`, …) is
-/// refused, whatever the caller allows. Each key type has exactly one algorithm.
+/// refused, whatever the caller allows. Each key type has exactly one algorithm; Ed25519's
+/// goes by two names, the polymorphic `EdDSA` (RFC 8037) and the fully specified `Ed25519`
+/// (RFC 9864), and an Ed25519 key verifies either.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Alg {
     /// ECDSA P-256 with SHA-256, 64-byte `r || s` signatures (`ES256`).
     Es256,
-    /// Ed25519 (`EdDSA`, RFC 8037).
+    /// Ed25519 as `EdDSA` (RFC 8037).
     EdDsa,
+    /// Ed25519 by its fully specified name, `Ed25519` (RFC 9864): the same signatures as
+    /// [`Alg::EdDsa`].
+    Ed25519,
     /// RSASSA-PKCS1-v1_5 with SHA-256, 2048- to 8192-bit moduli (`RS256`).
     Rs256,
 }
 
 impl Alg {
-    /// The wire name: `ES256`, `EdDSA` or `RS256`.
+    /// The wire name: `ES256`, `EdDSA`, `Ed25519` or `RS256`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Es256 => "ES256",
             Self::EdDsa => "EdDSA",
+            Self::Ed25519 => "Ed25519",
             Self::Rs256 => "RS256",
         }
     }
@@ -78,6 +84,7 @@ impl Alg {
         match name {
             "ES256" => Ok(Self::Es256),
             "EdDSA" => Ok(Self::EdDsa),
+            "Ed25519" => Ok(Self::Ed25519),
             "RS256" => Ok(Self::Rs256),
             _ => Err(TokenError::Algorithm),
         }
@@ -287,7 +294,7 @@ impl<'t> Parts<'t> {
 
     /// Checks the key against the header, then the signature, and only then parses claims.
     fn finish(self, header: Header, key: &VerifyingKey) -> Result<Verified, TokenError> {
-        if key.alg() != header.alg {
+        if !key.verifies(header.alg) {
             return Err(TokenError::Algorithm);
         }
         key.verify_signature(self.signing_input.as_bytes(), &self.signature)?;

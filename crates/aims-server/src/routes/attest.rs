@@ -17,7 +17,7 @@ use aims_core::posture::Evidence;
 use aims_store::{
     AttestationRecord, IssuedCredential, IssuedKind, JoinTokenUse, PostureSnapshot, StoreError,
 };
-use aims_token::jws::{self, Alg, ClaimChecks};
+use aims_token::jws::{self, ClaimChecks};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -120,7 +120,7 @@ fn proof_of_possession(
             &format!("attestation proof refused: {e}"),
         )
     };
-    let (proof, key) = jws::verify_self_signed(proof, PROOF_TYP, &[Alg::Es256, Alg::EdDsa])
+    let (proof, key) = jws::verify_self_signed(proof, PROOF_TYP, aims_token::agent_key::ALGS)
         .map_err(refused_proof)?;
     jws::check_claims(
         &proof.claims,

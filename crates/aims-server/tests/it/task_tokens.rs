@@ -9,6 +9,7 @@ use aims_sdk::AdminClient;
 use aims_sdk::attest::{Attestor, Credential};
 use aims_token::agent_key::{AgentKey, AgentKeyKind};
 use aims_token::dpop;
+use aims_token::jws::Alg;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::{Method, StatusCode};
@@ -28,6 +29,7 @@ on_both_stores!(
     policies_cap_token_lifetimes,
     a_suspended_agents_tokens_are_refused_at_once,
     revocation_gauges_follow_the_log,
+    an_ed25519_key_may_name_its_algorithm_ed25519,
 );
 
 pub const AUDIENCE: &str = "https://tools.acme.example/repo";
@@ -53,6 +55,18 @@ pub struct Scene {
 
 /// Registers (with `extra` registry fields) and attests an agent.
 pub async fn attested(server: &TestServer, name: &str, role: &str, extra: Value) -> Held {
+    let key = AgentKey::generate(AgentKeyKind::P256, &SystemRandom::new()).unwrap();
+    attested_with(server, name, role, extra, key).await
+}
+
+/// Registers (with `extra` registry fields) and attests an agent holding `key`.
+pub async fn attested_with(
+    server: &TestServer,
+    name: &str,
+    role: &str,
+    extra: Value,
+    key: AgentKey,
+) -> Held {
     let mut body = json!({"name": name, "owner": "alice@acme.example",
                           "labels": {"role": role}});
     if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
@@ -61,7 +75,7 @@ pub async fn attested(server: &TestServer, name: &str, role: &str, extra: Value)
     let reply = server.admin(Method::POST, "/v1/agents", Some(body)).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
     let join = reply.body["join_token"].as_str().unwrap().to_owned();
-    let key = Arc::new(AgentKey::generate(AgentKeyKind::P256, &SystemRandom::new()).unwrap());
+    let key = Arc::new(key);
     let svid = Attestor::new(AdminClient::new(&server.base, None).unwrap(), key.clone())
         .attest(&Default::default(), &Credential::JoinToken(join), None)
         .await
@@ -267,6 +281,54 @@ fn header(token: &str) -> Value {
 pub fn access_token(reply: &Reply) -> String {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     reply.body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// RFC 9864: an Ed25519 key's proofs may name the algorithm `Ed25519` instead of `EdDSA`, at
+/// attestation, at the token endpoint and at an enforcement point; the metadata says so.
+async fn an_ed25519_key_may_name_its_algorithm_ed25519(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    let server = &scene.server;
+    let metadata = server
+        .call(
+            Method::GET,
+            "/.well-known/oauth-authorization-server",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        metadata.body["dpop_signing_alg_values_supported"],
+        json!(["ES256", "EdDSA", "Ed25519"])
+    );
+    let key = AgentKey::generate(AgentKeyKind::Ed25519, &SystemRandom::new())
+        .unwrap()
+        .signing_as(Alg::Ed25519)
+        .unwrap();
+    let agent = attested_with(server, "planner-ed", "planner", json!({}), key).await;
+    let proof = scene.proof(&agent.key, "POST", "/oauth2/token", None);
+    assert_eq!(header(&proof)["alg"], "Ed25519");
+    let reply = scene
+        .token(
+            &[
+                ("grant_type", GRANT_EXCHANGE),
+                ("subject_token", &agent.svid),
+                ("subject_token_type", TYPE_JWT),
+                ("scope", "read:repo/acme/*"),
+                ("audience", AUDIENCE),
+                ("intent", "fix the failing build"),
+            ],
+            Some(&proof),
+        )
+        .await;
+    let token = access_token(&reply);
+    assert_eq!(reply.body["token_type"], "DPoP");
+    assert_eq!(claims(&token)["cnf"]["jkt"], agent.key.thumbprint());
+    let decided = scene
+        .decide(&agent.key, &token, "read", "repo/acme/app")
+        .await;
+    // The proof was accepted: the question reached the policies (which decide what they do).
+    assert_eq!(decided.status, StatusCode::OK, "{}", decided.body);
+    assert!(decided.body["decision_id"].is_string(), "{}", decided.body);
 }
 
 async fn exchange_grants_what_policy_allows(backend: Backend) {

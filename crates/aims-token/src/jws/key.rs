@@ -1,8 +1,9 @@
 //! Verification keys read from public JWKs (RFC 7517/7518/8037): EC P-256 for `ES256`, OKP
-//! Ed25519 for `EdDSA`, RSA (2048–8192-bit modulus) for `RS256`, with their RFC 7638
+//! Ed25519 for `EdDSA` (also named `Ed25519`, RFC 9864), RSA (2048–8192-bit modulus) for `RS256`, with their RFC 7638
 //! thumbprints.
 //!
-//! A key has exactly one algorithm (RFC 8725 §3.1), fixed by its type. A JWK carrying private
+//! A key has exactly one algorithm (RFC 8725 §3.1), fixed by its type (Ed25519's under either
+//! of its two names). A JWK carrying private
 //! members is refused rather than stripped: whoever sent it has mishandled a secret. Points
 //! are checked to be on the curve when a signature is verified (by `ring`), not here.
 
@@ -98,7 +99,7 @@ impl VerifyingKey {
         };
         match jwk.get("alg") {
             None => {}
-            Some(Value::String(alg)) if alg == key.alg().as_str() => {}
+            Some(Value::String(alg)) if Alg::parse(alg).is_ok_and(|alg| key.verifies(alg)) => {}
             Some(_) => return Err(TokenError::BadJwk("alg does not match the key type")),
         }
         match jwk.get("use") {
@@ -118,7 +119,16 @@ impl VerifyingKey {
         Ok((key, kid))
     }
 
-    /// The one algorithm this key verifies.
+    /// Whether a token whose header names `alg` may be verified with this key: the key's own
+    /// algorithm, or for an Ed25519 key either of its names.
+    pub fn verifies(&self, alg: Alg) -> bool {
+        match self {
+            Self::EdDsa(_) => matches!(alg, Alg::EdDsa | Alg::Ed25519),
+            _ => self.alg() == alg,
+        }
+    }
+
+    /// The one algorithm this key verifies (for Ed25519, the name it signs with: `EdDSA`).
     pub fn alg(&self) -> Alg {
         match self {
             Self::Es256(_) => Alg::Es256,

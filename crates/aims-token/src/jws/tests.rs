@@ -15,7 +15,7 @@ use crate::codec::b64url;
 
 const NOW: i64 = 1_700_000_000;
 const AUD: &str = "spiffe://example.org/tool";
-const ALL_ALGS: [Alg; 3] = [Alg::Es256, Alg::EdDsa, Alg::Rs256];
+const ALL_ALGS: [Alg; 4] = [Alg::Es256, Alg::EdDsa, Alg::Ed25519, Alg::Rs256];
 const RSA_FIXTURE: &[u8] = include_bytes!("../../tests/fixtures/rsa2048.pk8.der");
 
 fn claims() -> Value {
@@ -372,7 +372,7 @@ fn claims_must_be_strict_json_and_are_parsed_only_after_the_signature() {
 fn only_allowed_algorithms_are_accepted() {
     for alg in [
         "none", "None", "nONE", "NONE", "", "HS256", "HS512", "ES384", "ES512", "PS256", "RS512",
-        "es256", "ES256 ", "Ed25519", "EDDSA",
+        "es256", "ES256 ", "ed25519", "ED25519", "Ed448", "EDDSA",
     ] {
         let header = format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#);
         for signature in ["", "AA"] {
@@ -408,6 +408,49 @@ fn only_allowed_algorithms_are_accepted() {
     ));
     assert!(matches!(
         verify(&token, TYP_SVID, &[], never),
+        Err(TokenError::Algorithm)
+    ));
+}
+
+#[test]
+fn ed25519_verifies_under_either_of_its_names() {
+    // RFC 9864 names the algorithm EdDSA-over-Ed25519 `Ed25519`; the signature is the same.
+    let rng = SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let public = VerifyingKey::from_ed25519(pair.public_key().as_ref()).unwrap();
+    let signed = |alg: &str| {
+        let header = format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#);
+        forge_raw(
+            &b64url(header.as_bytes()),
+            &b64url(br#"{"exp":1}"#),
+            |input| pair.sign(input).as_ref().to_vec(),
+        )
+    };
+    for (name, alg) in [("EdDSA", Alg::EdDsa), ("Ed25519", Alg::Ed25519)] {
+        let verified = verify(&signed(name), TYP_SVID, &ALL_ALGS, |_| {
+            Ok::<_, TokenError>(&public)
+        })
+        .unwrap();
+        assert_eq!(verified.alg, alg);
+        assert_eq!(Alg::parse(name).unwrap().as_str(), name);
+        assert!(public.verifies(alg));
+    }
+    // Each name is allowed separately: a kind that allows one does not allow the other.
+    assert!(matches!(
+        verify(&signed("Ed25519"), TYP_SVID, &[Alg::EdDsa], never),
+        Err(TokenError::Algorithm)
+    ));
+    // And no other key type takes either name.
+    let es = es_key();
+    assert!(!es.public.verifies(Alg::Ed25519));
+    assert!(matches!(
+        verify(&signed("Ed25519"), TYP_SVID, &ALL_ALGS, |_| Ok::<
+            _,
+            TokenError,
+        >(
+            &es.public
+        )),
         Err(TokenError::Algorithm)
     ));
 }
@@ -981,6 +1024,7 @@ fn jwks_are_read_strictly() {
     for (name, ok) in [
         ("ES256", true),
         ("EdDSA", false),
+        ("Ed25519", false),
         ("RS256", false),
         ("none", false),
         ("HS256", false),
@@ -992,6 +1036,7 @@ fn jwks_are_read_strictly() {
         );
     }
     assert!(VerifyingKey::from_jwk(&with(&ed, "alg", json!("EdDSA"))).is_ok());
+    assert!(VerifyingKey::from_jwk(&with(&ed, "alg", json!("Ed25519"))).is_ok());
     assert!(VerifyingKey::from_jwk(&with(&ed, "alg", json!("ES256"))).is_err());
     for private in ["d", "p", "q", "dp", "dq", "qi", "oth", "k"] {
         assert!(matches!(
