@@ -2,7 +2,9 @@
 //! the SPIFFE trust bundle (`use: "jwt-svid"`) and the OpenAPI description of the API.
 //!
 //! Metadata lists only endpoints that exist (no authorization endpoint: agents use token
-//! exchange and the JWT-bearer grant, never a browser redirect).
+//! exchange and the JWT-bearer grant, never a browser redirect). There is no
+//! `/.well-known/openid-configuration`: AIMS is not an OpenID provider (no ID tokens, no
+//! userinfo), and an OIDC discovery document would promise both.
 
 use aims_api::oauth::{
     GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE, INTROSPECTION_PATH, JWKS_PATH, REVOCATION_PATH,
@@ -34,6 +36,14 @@ pub async fn metadata(State(state): State<AppState>) -> Json<Value> {
         "spiffe_bundle_endpoint": format!("{}{BUNDLE_PATH}", state.issuer),
         "service_documentation": format!("{}{OPENAPI_PATH}", state.issuer),
         "token_endpoint": format!("{}{TOKEN_PATH}", state.issuer),
+        // RFC 8414 §2 makes `response_types_supported` REQUIRED, even for a server without an
+        // authorization endpoint, and §3.2 says a member with zero elements MUST be omitted —
+        // so `[]` is no answer, and stock validators (Authlib's) refuse both. `none` is the
+        // registered response type that issues nothing (OAuth 2.0 Multiple Response Type
+        // Encoding Practices §4): the honest value for a server that hands out no code and no
+        // token through an authorization endpoint. No `authorization_endpoint` is listed and
+        // no grant type that would use one, so no client is led to send a request there.
+        "response_types_supported": ["none"],
         "grant_types_supported": [GRANT_TOKEN_EXCHANGE, GRANT_JWT_BEARER],
         // The agent authenticates with the subject token and the DPoP proof of its key.
         "token_endpoint_auth_methods_supported": ["none"],

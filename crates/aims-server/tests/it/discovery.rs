@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use reqwest::{Method, StatusCode};
+use serde_json::json;
 
 use crate::kit::{ADMIN_TOKEN, Backend, TestServer};
 use crate::on_both_stores;
@@ -37,6 +38,14 @@ async fn metadata_jwks_and_bundle_are_served_without_credentials(backend: Backen
         format!("{}/oauth2/token", server.base)
     );
     assert!(meta.body.get("authorization_endpoint").is_none());
+    // RFC 8414 §2 requires response_types_supported, and §3.2 forbids an empty array: the
+    // response type that issues nothing.
+    assert_eq!(meta.body["response_types_supported"], json!(["none"]));
+    // Not an OpenID provider: no OIDC discovery document.
+    let oidc = server
+        .call(Method::GET, "/.well-known/openid-configuration", None, None)
+        .await;
+    assert_eq!(oidc.status, StatusCode::NOT_FOUND);
 
     let jwks = server
         .call(Method::GET, "/.well-known/jwks.json", None, None)
