@@ -231,6 +231,49 @@ pub struct AuditQuery {
     pub limit: Option<u32>,
 }
 
+/// Response of `GET /v1/audit/trace/{task_id}`: one task as a tree of the tokens issued for
+/// it, each with what was done with it and the tokens delegated from it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskTrace {
+    /// The task.
+    pub task: oauth::TaskView,
+    /// The task's events that belong to no token of it (opening and ending the task, refused
+    /// exchanges, revocations, approvals decided by humans), in order.
+    pub events: Vec<TracedEvent>,
+    /// The task tokens obtained for it (by token exchange), in order, each with the tokens
+    /// delegated from it.
+    pub tokens: Vec<TracedToken>,
+    /// Whether the task has more events than a trace reads ([`MAX_TRACE_EVENTS`]); the
+    /// rest are in the log.
+    pub truncated: bool,
+}
+
+/// Most events one trace reads.
+pub const MAX_TRACE_EVENTS: usize = 10_000;
+
+/// One token of a traced task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TracedToken {
+    /// Its id.
+    pub token_id: String,
+    /// The event that issued it (`token.exchange` or `token.delegate`).
+    pub issued: TracedEvent,
+    /// What was done with it (decisions, approvals it opened or used, its revocation), in
+    /// order.
+    pub events: Vec<TracedEvent>,
+    /// The tokens delegated from it.
+    pub delegated: Vec<TracedToken>,
+}
+
+/// One audit event of a trace, with its position in the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TracedEvent {
+    /// Position in the log.
+    pub seq: u64,
+    /// The event.
+    pub event: aims_core::audit::AuditEvent,
+}
+
 /// Response of `GET /v1/audit/verify`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditVerification {

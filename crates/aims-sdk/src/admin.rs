@@ -270,6 +270,13 @@ impl AdminClient {
         receive(self.authed(Method::GET, "/v1/audit")?.query(query)).await
     }
 
+    /// `GET /v1/audit/trace/{task_id}`: the task as a tree of its tokens and what was done
+    /// with each.
+    pub async fn trace_task(&self, task_id: &str) -> Result<aims_api::TaskTrace, SdkError> {
+        let path = format!("/v1/audit/trace/{}", task_segment(task_id)?);
+        receive(self.authed(Method::GET, &path)?).await
+    }
+
     /// `GET /v1/audit/verify`: has the server check the whole hash chain.
     pub async fn verify_audit(&self) -> Result<AuditVerification, SdkError> {
         receive(self.authed(Method::GET, "/v1/audit/verify")?).await
@@ -651,15 +658,21 @@ fn user_path(name: &UserName, suffix: &str) -> String {
     format!("/v1/users/{}{suffix}", name.as_str())
 }
 
-/// `/v1/tasks/{id}{suffix}`. A well-formed task id is `[A-Za-z0-9_-]`, safe in a path
-/// segment; anything else is refused before it is sent.
+/// `/v1/tasks/{id}{suffix}`.
 fn task_path(id: &str, suffix: &str) -> Result<String, SdkError> {
-    if !is_valid_task_id(id) {
-        return Err(SdkError::InvalidRequest(
+    Ok(format!("/v1/tasks/{}{suffix}", task_segment(id)?))
+}
+
+/// A task id as a path segment: a well-formed one is `[A-Za-z0-9_-]`, safe as it is;
+/// anything else is refused before it is sent.
+fn task_segment(id: &str) -> Result<&str, SdkError> {
+    if is_valid_task_id(id) {
+        Ok(id)
+    } else {
+        Err(SdkError::InvalidRequest(
             "a task id is 1 to 64 characters of A-Z a-z 0-9 _ -".into(),
-        ));
+        ))
     }
-    Ok(format!("/v1/tasks/{id}{suffix}"))
 }
 
 /// `/v1/secrets/{name}{suffix}`. Secret names follow the agent-name rules: unreserved URL

@@ -28,4 +28,5 @@ pub mod server;
 pub mod signals;
 pub mod state;
 pub mod tls;
+pub mod trace;
 pub mod webhook;

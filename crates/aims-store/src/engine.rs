@@ -668,6 +668,24 @@ where
             .collect()
     }
 
+    async fn task_audit_records(
+        &self,
+        task_id: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        sqlx::query_as::<B::Db, AuditRow>(sql::SELECT_TASK_AUDIT)
+            .bind(task_id.to_owned())
+            .bind(rows::audit_after(after))
+            .bind(i64::from(limit.min(MAX_PAGE)))
+            .fetch_all(self.reads())
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(AuditRow::into_record)
+            .collect()
+    }
+
     async fn audit_head(&self) -> Result<ChainHead, StoreError> {
         sqlx::query_as::<B::Db, HeadRow>(sql::SELECT_HEAD)
             .fetch_one(self.reads())

@@ -451,6 +451,15 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` records with `seq > after`, in order.
     async fn audit_records(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
 
+    /// Up to `limit` (capped at [`MAX_PAGE`]) records of task `task_id` with `seq > after`,
+    /// in order.
+    async fn task_audit_records(
+        &self,
+        task_id: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+
     /// The last record's position and hash.
     async fn audit_head(&self) -> Result<ChainHead, StoreError>;
 

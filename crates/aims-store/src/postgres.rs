@@ -44,9 +44,9 @@ const SESSION_LIMITS: [(&str, &str); 3] = [
 const LOCK_HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE";
 /// Inserts a whole batch of audit rows in one round trip.
 const INSERT_AUDIT_BATCH: &str = "INSERT INTO audit_log \
-     (seq, time_ms, action, agent, prev_hash, hash, body, txn) \
+     (seq, time_ms, action, agent, prev_hash, hash, body, txn, task_id) \
      SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
-     $6::TEXT[], $7::TEXT[], $8::TEXT[])";
+     $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[])";
 /// Whether this session may write (off on a standby or a read-only default).
 const READ_ONLY: &str = "SELECT current_setting('transaction_read_only')";
 
@@ -175,6 +175,7 @@ impl Backend for PostgresStore {
             columns.hash.push(row.hash);
             columns.body.push(row.body);
             columns.txn.push(row.txn);
+            columns.task_id.push(row.task_id);
         }
         sqlx::query(INSERT_AUDIT_BATCH)
             .bind(columns.seq)
@@ -185,6 +186,7 @@ impl Backend for PostgresStore {
             .bind(columns.hash)
             .bind(columns.body)
             .bind(columns.txn)
+            .bind(columns.task_id)
             .execute(conn)
             .await
             .map_err(classify)?;
@@ -221,6 +223,7 @@ struct AuditColumns {
     hash: Vec<String>,
     body: Vec<String>,
     txn: Vec<String>,
+    task_id: Vec<Option<String>>,
 }
 
 #[cfg(test)]

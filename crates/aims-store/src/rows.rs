@@ -398,6 +398,8 @@ pub(crate) struct NewAuditRow {
     pub body: String,
     /// The appending transaction's id.
     pub txn: String,
+    /// The task the event belongs to.
+    pub task_id: Option<String>,
 }
 
 /// Chains `events` after `head` for the transaction `txn`; returns the rows to insert and
@@ -420,6 +422,7 @@ pub(crate) fn chain_batch(
             hash: record.hash.to_hex(),
             body: record.body,
             txn: txn.to_owned(),
+            task_id: event.task_id.clone(),
         });
         head = ChainHead {
             seq: record.seq,

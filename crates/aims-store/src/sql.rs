@@ -17,10 +17,12 @@ pub(crate) const HEARTBEAT: &str = "INSERT INTO meta (key, value) VALUES ('heart
 /// whether it committed.
 pub(crate) const AUDIT_TXN_AT: &str = "SELECT txn FROM audit_log WHERE seq = $1";
 pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_log \
-     (seq, time_ms, action, agent, prev_hash, hash, body, txn) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+     (seq, time_ms, action, agent, prev_hash, hash, body, txn, task_id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 pub(crate) const SELECT_AUDIT: &str = "SELECT seq, prev_hash, hash, body FROM audit_log \
      WHERE seq > $1 ORDER BY seq LIMIT $2";
+pub(crate) const SELECT_TASK_AUDIT: &str = "SELECT seq, prev_hash, hash, body FROM audit_log \
+     WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 
 pub(crate) const INSERT_AGENT: &str = "INSERT INTO agents \
      (name, owner, environment, state, revision, created_at_ms, updated_at_ms, record) \

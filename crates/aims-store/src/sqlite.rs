@@ -152,6 +152,7 @@ impl Backend for SqliteStore {
                 .bind(row.hash)
                 .bind(row.body)
                 .bind(row.txn)
+                .bind(row.task_id)
                 .execute(&mut *conn)
                 .await
                 .map_err(classify)?;

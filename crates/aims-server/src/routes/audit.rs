@@ -1,15 +1,20 @@
-//! `/v1/audit`: read the audit log in order and verify its hash chain (admins and auditors).
+//! `/v1/audit`: read the audit log in order, verify its hash chain, and trace one task as a
+//! tree (admins and auditors).
 
-use aims_api::{AuditPage, AuditQuery, AuditRecordView, AuditVerification};
+use aims_api::{
+    AuditPage, AuditQuery, AuditRecordView, AuditVerification, MAX_TRACE_EVENTS, TaskTrace,
+};
 use aims_core::audit::ChainHead;
+use aims_core::task::is_valid_task_id;
 use aims_store::MAX_PAGE;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 
 use crate::auth::{Allowed, ToRead};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::Query;
 use crate::state::AppState;
+use crate::trace::trace_of;
 
 /// `GET /v1/audit?after=&limit=`.
 pub async fn page(
@@ -75,4 +80,39 @@ pub async fn verify(
         head_hash: head.hash.to_hex(),
         problem: None,
     }))
+}
+
+/// `GET /v1/audit/trace/{task_id}`: the task's events as a tree of its tokens
+/// ([`crate::trace`]), at most [`MAX_TRACE_EVENTS`] of them.
+pub async fn trace(
+    State(state): State<AppState>,
+    Allowed(_caller, _): Allowed<ToRead>,
+    Path(task_id): Path<String>,
+) -> Result<Json<TaskTrace>, ApiError> {
+    if !is_valid_task_id(&task_id) {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidTaskId,
+            "task id is malformed",
+        ));
+    }
+    let task = state.store.task(&task_id).await?.ok_or_else(|| {
+        ApiError::not_found(ErrorCode::TaskNotFound, format!("no task {task_id}"))
+    })?;
+    let mut records = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = state
+            .store
+            .task_audit_records(&task_id, after, MAX_PAGE)
+            .await?;
+        let full = page.len() == MAX_PAGE as usize;
+        after = page.last().map_or(after, |r| r.seq);
+        records.extend(page);
+        if !full || records.len() > MAX_TRACE_EVENTS {
+            break;
+        }
+    }
+    let truncated = records.len() > MAX_TRACE_EVENTS;
+    records.truncate(MAX_TRACE_EVENTS);
+    Ok(Json(trace_of(task.into(), records, truncated)))
 }

@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/keys/rotate", post(keys::rotate))
         .route("/audit", get(audit::page))
         .route("/audit/verify", get(audit::verify))
+        .route("/audit/trace/{task_id}", get(audit::trace))
         .route("/policies", post(policies::push).get(policies::list))
         .route("/policies/{version}", get(policies::show))
         .route("/policies/{version}/rollback", post(policies::rollback))

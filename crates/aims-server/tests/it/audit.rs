@@ -1,17 +1,146 @@
 //! The audit log seen from outside: every change and refusal recorded, the chain verified over
-//! HTTP, and a tampered record detected.
+//! HTTP, a tampered record detected, and a task traced as the tree of its delegations.
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::kit::{Backend, TestServer};
 use crate::on_both_stores;
+use crate::task_tokens::{Scene, access_token, claims};
 
 on_both_stores!(
     audit_chain_verifies_and_pages_in_order,
     concurrent_requests_keep_the_chain_intact,
     a_tampered_record_is_detected,
+    a_task_traces_as_the_tree_of_its_delegations,
 );
+
+/// The decisions of a traced token: (resource, decision).
+fn decisions(token: &Value) -> Vec<(String, String)> {
+    token["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"]["action"] == "decision")
+        .map(|e| {
+            let text = |f: &str| e["event"][f].as_str().unwrap_or_default().to_owned();
+            (text("resource"), text("decision"))
+        })
+        .collect()
+}
+
+async fn a_task_traces_as_the_tree_of_its_delegations(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    let parent = access_token(&scene.exchange("read:repo/acme/* write:repo/acme/app").await);
+    let planner_read = scene
+        .decide(&scene.planner.key, &parent, "read", "repo/acme/app")
+        .await;
+    // The starter policies let the planner obtain and delegate, not read itself.
+    assert_eq!(
+        planner_read.body["decision"], "deny",
+        "{}",
+        planner_read.body
+    );
+    let child = access_token(
+        &scene
+            .delegate(&parent, &[("scope", "read:repo/acme/app")])
+            .await,
+    );
+    for id in ["repo/acme/app", "repo/acme/other"] {
+        scene.decide(&scene.executor.key, &child, "read", id).await;
+    }
+    let task_id = claims(&parent)["task_id"].as_str().unwrap().to_owned();
+    let ended = scene
+        .server
+        .admin(Method::POST, &format!("/v1/tasks/{task_id}/end"), None)
+        .await;
+    assert_eq!(ended.status, StatusCode::OK, "{}", ended.body);
+
+    let trace = scene
+        .server
+        .admin(Method::GET, &format!("/v1/audit/trace/{task_id}"), None)
+        .await;
+    assert_eq!(trace.status, StatusCode::OK, "{}", trace.body);
+    let body = &trace.body;
+    assert_eq!(body["task"]["id"], task_id.as_str());
+    assert_eq!(body["task"]["state"], "ended");
+    assert_eq!(body["truncated"], false);
+    // The planner's token, its decision, and the executor's token delegated from it.
+    let tokens = body["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 1, "{body}");
+    let root = &tokens[0];
+    assert_eq!(root["token_id"], claims(&parent)["jti"]);
+    assert_eq!(root["issued"]["event"]["action"], "token.exchange");
+    assert_eq!(
+        decisions(root),
+        [("read Resource::repo/acme/app".to_owned(), "deny".to_owned())]
+    );
+    let delegated = root["delegated"].as_array().unwrap();
+    assert_eq!(delegated.len(), 1, "{body}");
+    assert_eq!(delegated[0]["token_id"], claims(&child)["jti"]);
+    assert_eq!(delegated[0]["issued"]["event"]["action"], "token.delegate");
+    assert_eq!(
+        delegated[0]["issued"]["event"]["delegation_chain"],
+        json!([
+            "spiffe://test.example/agent/executor",
+            "spiffe://test.example/agent/planner"
+        ])
+    );
+    assert_eq!(
+        decisions(&delegated[0]),
+        [
+            (
+                "read Resource::repo/acme/app".to_owned(),
+                "allow".to_owned()
+            ),
+            (
+                "read Resource::repo/acme/other".to_owned(),
+                "deny".to_owned()
+            ),
+        ]
+    );
+    // The task's own events beside the tree: it was opened and ended.
+    let actions: Vec<&str> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"]["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"task.end"), "{actions:?}");
+
+    // A task that does not exist, a malformed id, and a caller that is not an operator.
+    let missing = scene
+        .server
+        .admin(Method::GET, "/v1/audit/trace/no-such-task", None)
+        .await;
+    assert_eq!(
+        (missing.status, missing.code()),
+        (StatusCode::NOT_FOUND, "task_not_found")
+    );
+    let malformed = scene
+        .server
+        .admin(Method::GET, "/v1/audit/trace/a%20b", None)
+        .await;
+    assert_eq!(
+        (malformed.status, malformed.code()),
+        (StatusCode::BAD_REQUEST, "invalid_task_id")
+    );
+    let as_agent = scene
+        .server
+        .call(
+            Method::GET,
+            &format!("/v1/audit/trace/{task_id}"),
+            Some(&parent),
+            None,
+        )
+        .await;
+    assert_eq!(
+        as_agent.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        as_agent.body
+    );
+}
 
 async fn audit_chain_verifies_and_pages_in_order(backend: Backend) {
     let server = TestServer::start(backend).await;

@@ -198,6 +198,14 @@ impl Store for FailingAudit {
     async fn audit_records(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
         self.inner.audit_records(after, limit).await
     }
+    async fn task_audit_records(
+        &self,
+        task_id: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.inner.task_audit_records(task_id, after, limit).await
+    }
     async fn audit_head(&self) -> Result<ChainHead, StoreError> {
         self.inner.audit_head().await
     }

@@ -1,9 +1,12 @@
-//! `aims audit …`: read the audit log and have the server verify its hash chain.
+//! `aims audit …`: read the audit log, trace one task, and have the server verify its hash
+//! chain.
 //!
-//! This module pages through `/v1/audit` and summarizes each event on one line. A chain that
-//! does not verify is a failure of the command (non-zero exit), never just a printed line.
+//! This module pages through `/v1/audit` and summarizes each event on one line, and draws a
+//! task's trace (`/v1/audit/trace/{task}`) as a tree of its tokens. A chain that does not
+//! verify is a failure of the command (non-zero exit), never just a printed line.
 
-use aims_api::{AuditPage, AuditQuery, AuditVerification};
+use aims_api::{AuditPage, AuditQuery, AuditVerification, TaskTrace, TracedEvent, TracedToken};
+use aims_core::audit::Outcome;
 use serde_json::Value;
 
 use super::ClientOpts;
@@ -23,6 +26,12 @@ pub enum AuditCommand {
     },
     /// Verify the audit hash chain; fails if it is not intact.
     Verify,
+    /// Show one task as a tree: the tokens obtained for it, what each was used for, and the
+    /// tokens delegated from each.
+    Trace {
+        /// The task's id.
+        task: String,
+    },
 }
 
 /// Runs one `aims audit` command.
@@ -33,6 +42,12 @@ pub async fn run_audit(opts: &ClientOpts, cmd: AuditCommand) -> anyhow::Result<(
             let page = client.audit(&AuditQuery { after, limit }).await?;
             print(opts.output, &serde_json::to_value(&page)?, || {
                 render_page(&page)
+            })
+        }
+        AuditCommand::Trace { task } => {
+            let trace = client.trace_task(&task).await?;
+            print(opts.output, &serde_json::to_value(&trace)?, || {
+                render_trace(&trace)
             })
         }
         AuditCommand::Verify => {
@@ -100,6 +115,76 @@ fn render_page(page: &AuditPage) -> String {
         last.seq
     ));
     out
+}
+
+/// The task, then its tokens as a tree, each event on one line under the token it used.
+fn render_trace(trace: &TaskTrace) -> String {
+    let task = &trace.task;
+    let mut out = format!(
+        "Task {} of {} ({}): {}\n",
+        clean(task.id.as_str()),
+        clean(task.agent.as_str()),
+        clean(&task.state),
+        clean(task.intent.as_str())
+    );
+    for event in &trace.events {
+        out.push_str(&format!("  {}\n", event_line(event)));
+    }
+    for token in &trace.tokens {
+        render_token(token, 1, &mut out);
+    }
+    if trace.truncated {
+        out.push_str("  … more events than a trace shows; see aims audit tail\n");
+    }
+    out
+}
+
+fn render_token(token: &TracedToken, depth: usize, out: &mut String) {
+    let indent = "  ".repeat(depth);
+    let issued = &token.issued.event;
+    let scope = issued
+        .details
+        .get("scope")
+        .and_then(Value::as_str)
+        .map_or_else(String::new, |s| format!(", scope {}", clean(s)));
+    out.push_str(&format!(
+        "{indent}token {} to {} ({}{scope})\n",
+        clean(&token.token_id),
+        clean(issued.agent.as_deref().unwrap_or("-")),
+        clean(&issued.action),
+    ));
+    for event in &token.events {
+        out.push_str(&format!("{indent}  {}\n", event_line(event)));
+    }
+    for child in &token.delegated {
+        render_token(child, depth + 1, out);
+    }
+}
+
+/// `SEQ ACTION OUTCOME: RESOURCE -> DECISION (POLICIES)` for one traced event.
+fn event_line(traced: &TracedEvent) -> String {
+    let e = &traced.event;
+    let outcome = match e.outcome {
+        Outcome::Success => "success",
+        Outcome::Denied => "denied",
+    };
+    let mut line = format!("#{} {} {outcome}", traced.seq, clean(&e.action));
+    if let Some(resource) = &e.resource {
+        line.push_str(&format!(": {}", clean(resource)));
+    }
+    if let Some(decision) = &e.decision {
+        line.push_str(&format!(" -> {}", clean(decision)));
+        if !e.policy_ids.is_empty() {
+            line.push_str(&format!(" ({})", clean(&e.policy_ids.join(", "))));
+        }
+    }
+    if let Some(approval) = &e.approval_id {
+        line.push_str(&format!(" [approval {}]", clean(approval)));
+    }
+    if let Some(code) = &e.code {
+        line.push_str(&format!(" [{}]", clean(code)));
+    }
+    line
 }
 
 /// `user:alice`, an agent's SPIFFE ID, `anonymous` or `system`.
