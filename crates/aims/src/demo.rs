@@ -830,6 +830,10 @@ async fn scenario_delegation(
         .authorize(&child.access_token, &executor_key, &read("repo/acme/app"))
         .await;
     println!("executor reads repo/acme/app again: {}", refused(after)?);
+    // What an investigator sees afterwards: the task as the tree of its delegations.
+    let trace = admin.trace_task(parent.task_id.as_str()).await?;
+    println!("aims audit trace {}:", parent.task_id);
+    print!("{}", crate::cli::audit::render_trace(&trace));
     Ok(())
 }
 

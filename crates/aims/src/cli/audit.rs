@@ -118,7 +118,7 @@ fn render_page(page: &AuditPage) -> String {
 }
 
 /// The task, then its tokens as a tree, each event on one line under the token it used.
-fn render_trace(trace: &TaskTrace) -> String {
+pub(crate) fn render_trace(trace: &TaskTrace) -> String {
     let task = &trace.task;
     let mut out = format!(
         "Task {} of {} ({}): {}\n",
@@ -147,10 +147,16 @@ fn render_token(token: &TracedToken, depth: usize, out: &mut String) {
         .get("scope")
         .and_then(Value::as_str)
         .map_or_else(String::new, |s| format!(", scope {}", clean(s)));
+    // A delegated token is held by the chain's current actor, the outermost one.
+    let holder = issued
+        .delegation_chain
+        .first()
+        .or(issued.agent.as_ref())
+        .map_or("-", String::as_str);
     out.push_str(&format!(
         "{indent}token {} to {} ({}{scope})\n",
         clean(&token.token_id),
-        clean(issued.agent.as_deref().unwrap_or("-")),
+        clean(holder),
         clean(&issued.action),
     ));
     for event in &token.events {

@@ -16,7 +16,7 @@ use aims_sdk::{AdminClient, SdkError, TokenClient};
 mod agent;
 mod approval;
 mod attest;
-mod audit;
+pub(crate) mod audit;
 mod bundle;
 mod key;
 mod output;

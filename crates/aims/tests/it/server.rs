@@ -103,6 +103,8 @@ fn the_demo_runs_end_to_end() {
         "the executor's token used with the planner's key: refused: HTTP 401 invalid_dpop_proof",
         "operator ends the planner's task: 2 credentials revoked",
         "executor reads repo/acme/app again: refused: HTTP 401 invalid_token",
+        "to spiffe://demo.example/agent/executor (token.delegate, scope read:repo/acme/app)",
+        "decision success: read Resource::repo/acme/app -> allow (executor-reads-delegated-repositories)",
         "GET /repo/app/README.md: HTTP 200 contents of /app/README.md (authorization: token ghs_demo…, dpop: none)",
         "POST /repo/app/README.md: HTTP 403 {\"error\":\"denied\"",
         "GET /repo/app/README.md without a token: HTTP 401",
