@@ -129,6 +129,70 @@ pub struct AgentList {
     pub next_after: Option<String>,
 }
 
+/// Response of `GET /v1/inventory`: one page of agents (by name, filtered as `GET
+/// /v1/agents` is), each with what it has been doing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Inventory {
+    /// The page.
+    pub agents: Vec<InventoryEntry>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
+}
+
+/// Most agents in one inventory page.
+pub const MAX_INVENTORY_PAGE: u32 = 200;
+
+/// One agent of the inventory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InventoryEntry {
+    /// Its registry record (owner, state, environment, recertification, ...).
+    #[serde(flatten)]
+    pub agent: AgentView,
+    /// The time of the last audit record naming it.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<OffsetDateTime>,
+    /// Its last accepted posture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posture: Option<InventoryPosture>,
+    /// Its live credentials (not revoked, not expired) by kind.
+    pub live_credentials: BTreeMap<String, u64>,
+    /// How many of its tasks are open.
+    pub open_tasks: u64,
+    /// Its last decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision: Option<LastDecision>,
+}
+
+/// An agent's last accepted posture, as the inventory shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InventoryPosture {
+    /// The evidence's digest (`sha256:<hex>`).
+    pub digest: String,
+    /// When it was accepted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub accepted_at: OffsetDateTime,
+    /// Its age when the inventory was read, seconds.
+    pub age_s: i64,
+}
+
+/// An agent's last decision.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LastDecision {
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    /// The action and resource (`read Resource::repo/acme/app`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<String>,
+    /// `allow`, `deny` or `approval_required`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    /// The policies that determined it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
+}
+
 /// Query of `GET /v1/agents`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -107,6 +107,12 @@ impl AdminClient {
         receive(builder).await
     }
 
+    /// `GET /v1/inventory`: one page of agents matching `query`, each with its last activity,
+    /// posture, live credentials, open tasks and last decision.
+    pub async fn inventory(&self, query: &AgentQuery) -> Result<aims_api::Inventory, SdkError> {
+        receive(self.authed(Method::GET, "/v1/inventory")?.query(query)).await
+    }
+
     /// Follows `next_after` through every page of `GET /v1/agents` matching `query`, stopping
     /// once `max` agents are collected. The result's `next_after` is set when more agents
     /// remain, so the listing can be continued.

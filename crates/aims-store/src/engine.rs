@@ -35,8 +35,8 @@ use crate::write::{
     Backend, Conn, begin_write, finish, require_credentials_allowed, settle, write_pool,
 };
 use crate::{
-    AccessTokenIssue, AgentFilter, AttestationRecord, EPOCH_LIFETIME, Initialization,
-    IssuedCredential, JoinTokenRecord, JoinTokenUse, KeySet, KeyState, MAX_PAGE,
+    AccessTokenIssue, AgentActivity, AgentFilter, AttestationRecord, EPOCH_LIFETIME,
+    Initialization, IssuedCredential, JoinTokenRecord, JoinTokenUse, KeySet, KeyState, MAX_PAGE,
     MAX_SSF_STREAMS_PER_RECEIVER, PolicySetVersion, PostureSnapshot, ResourceServer, Revocation,
     RevocationTarget, SsfPending, SsfReceiver, SsfStream, Store, StoreError, StoredKey, TaskFilter,
     sql,
@@ -666,6 +666,50 @@ where
             .into_iter()
             .map(AuditRow::into_record)
             .collect()
+    }
+
+    async fn agent_activity(
+        &self,
+        name: &AgentName,
+        spiffe_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<AgentActivity, StoreError> {
+        let last_seen: Option<i64> = sqlx::query_scalar::<B::Db, i64>(sql::SELECT_AGENT_LAST_SEEN)
+            .bind(spiffe_id.to_owned())
+            .fetch_optional(self.reads())
+            .await
+            .map_err(classify)?;
+        let last_decision = sqlx::query_as::<B::Db, AuditRow>(sql::SELECT_AGENT_LAST_ACTION)
+            .bind(spiffe_id.to_owned())
+            .bind(aims_core::audit::action::DECISION.to_owned())
+            .fetch_optional(self.reads())
+            .await
+            .map_err(classify)?
+            .map(AuditRow::into_record)
+            .transpose()?;
+        let counted: Vec<(String, i64)> =
+            sqlx::query_as::<B::Db, (String, i64)>(sql::COUNT_LIVE_CREDENTIALS)
+                .bind(name.as_str().to_owned())
+                .bind(rows::to_ms(now))
+                .fetch_all(self.reads())
+                .await
+                .map_err(classify)?;
+        let open_tasks: i64 = sqlx::query_scalar::<B::Db, i64>(sql::COUNT_ACTIVE_TASKS)
+            .bind(name.as_str().to_owned())
+            .fetch_one(self.reads())
+            .await
+            .map_err(classify)?;
+        Ok(AgentActivity {
+            last_seen: last_seen
+                .map(|ms| rows::from_ms(ms, "audit_log.time_ms"))
+                .transpose()?,
+            live_credentials: counted
+                .into_iter()
+                .map(|(kind, n)| (kind, u64::try_from(n).unwrap_or(0)))
+                .collect(),
+            open_tasks: u64::try_from(open_tasks).unwrap_or(0),
+            last_decision,
+        })
     }
 
     async fn task_audit_records(

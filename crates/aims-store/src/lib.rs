@@ -9,6 +9,7 @@
 //! Callers never see SQL: errors are classified into [`StoreError`]. Both implementations must
 //! pass the same conformance suite (`tests/it`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aims_core::agent::{Agent, LifecycleState};
@@ -186,6 +187,21 @@ pub struct PostureSnapshot {
     pub key_thumbprint: String,
     /// When it was accepted.
     pub accepted_at: OffsetDateTime,
+}
+
+/// What an agent has been doing, for the inventory: read from the audit log, the credentials
+/// and the tasks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AgentActivity {
+    /// The time of the last audit record naming the agent.
+    pub last_seen: Option<OffsetDateTime>,
+    /// Its live credentials (not revoked, not expired), counted by kind (`svid`,
+    /// `access_token`, ...).
+    pub live_credentials: BTreeMap<String, u64>,
+    /// How many of its tasks are open.
+    pub open_tasks: u64,
+    /// Its last decision's audit record.
+    pub last_decision: Option<AuditRecord>,
 }
 
 /// What kind of credential AIMS issued.
@@ -450,6 +466,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Up to `limit` records with `seq > after`, in order.
     async fn audit_records(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// What agent `name` (SPIFFE ID `spiffe_id` in the audit log) has been doing, as of
+    /// `now`.
+    async fn agent_activity(
+        &self,
+        name: &AgentName,
+        spiffe_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<AgentActivity, StoreError>;
 
     /// Up to `limit` (capped at [`MAX_PAGE`]) records of task `task_id` with `seq > after`,
     /// in order.

@@ -21,6 +21,14 @@ pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_log \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 pub(crate) const SELECT_AUDIT: &str = "SELECT seq, prev_hash, hash, body FROM audit_log \
      WHERE seq > $1 ORDER BY seq LIMIT $2";
+pub(crate) const SELECT_AGENT_LAST_SEEN: &str = "SELECT time_ms FROM audit_log \
+     WHERE agent = $1 ORDER BY seq DESC LIMIT 1";
+pub(crate) const SELECT_AGENT_LAST_ACTION: &str = "SELECT seq, prev_hash, hash, body FROM audit_log \
+     WHERE agent = $1 AND action = $2 ORDER BY seq DESC LIMIT 1";
+pub(crate) const COUNT_LIVE_CREDENTIALS: &str = "SELECT kind, COUNT(*) FROM credentials \
+     WHERE agent = $1 AND revoked_at_ms IS NULL AND expires_at_ms > $2 GROUP BY kind";
+pub(crate) const COUNT_ACTIVE_TASKS: &str = "SELECT COUNT(*) FROM tasks \
+     WHERE agent = $1 AND state = 'active'";
 pub(crate) const SELECT_TASK_AUDIT: &str = "SELECT seq, prev_hash, hash, body FROM audit_log \
      WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 

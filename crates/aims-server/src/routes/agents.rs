@@ -4,8 +4,8 @@
 //! store the change together with its audit event, so both commit or neither does.
 
 use aims_api::{
-    AgentList, AgentQuery, AgentView, JoinTokenIssued, LifecycleRequest, RegisterAgentRequest,
-    UpdateAgentRequest,
+    AgentList, AgentQuery, AgentView, Inventory, InventoryEntry, InventoryPosture, JoinTokenIssued,
+    LastDecision, LifecycleRequest, MAX_INVENTORY_PAGE, RegisterAgentRequest, UpdateAgentRequest,
 };
 use aims_core::agent::{Agent, AgentError, LifecycleAction, LifecycleState};
 use aims_core::audit::{AuditEvent, action};
@@ -161,6 +161,69 @@ pub async fn list(
         .flatten();
     Ok(Json(AgentList {
         agents: agents.into_iter().map(|a| view(&state, a)).collect(),
+        next_after,
+    }))
+}
+
+/// `GET /v1/inventory`: a page of agents (filtered as the list is, at most
+/// [`MAX_INVENTORY_PAGE`]) with their last activity, posture, live credentials, open tasks
+/// and last decision.
+pub async fn inventory(
+    State(state): State<AppState>,
+    Allowed(_caller, _): Allowed<ToRead>,
+    Query(query): Query<AgentQuery>,
+) -> Result<Json<Inventory>, ApiError> {
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_INVENTORY_PAGE);
+    let agents = state
+        .store
+        .list_agents(&AgentFilter {
+            owner: query.owner,
+            state: query.state,
+            environment: query.environment,
+            after: query.after,
+            limit,
+        })
+        .await?;
+    let next_after = (agents.len() == limit as usize)
+        .then(|| agents.last().map(|a| a.name.to_string()))
+        .flatten();
+    let now = OffsetDateTime::now_utc();
+    let mut entries = Vec::with_capacity(agents.len());
+    for agent in agents {
+        let spiffe_id = agent.spiffe_id(&state.trust_domain).to_string();
+        let activity = state
+            .store
+            .agent_activity(&agent.name, &spiffe_id, now)
+            .await?;
+        let posture = state
+            .store
+            .posture_snapshot(&agent.name)
+            .await?
+            .map(|s| InventoryPosture {
+                age_s: (now - s.accepted_at).whole_seconds().max(0),
+                digest: s.digest,
+                accepted_at: s.accepted_at,
+            });
+        let last_decision = activity
+            .last_decision
+            .and_then(|r| serde_json::from_str::<AuditEvent>(&r.body).ok())
+            .map(|e| LastDecision {
+                time: e.time,
+                call: e.resource,
+                decision: e.decision,
+                policies: e.policy_ids,
+            });
+        entries.push(InventoryEntry {
+            agent: view(&state, agent),
+            last_seen: activity.last_seen,
+            posture,
+            live_credentials: activity.live_credentials,
+            open_tasks: activity.open_tasks,
+            last_decision,
+        });
+    }
+    Ok(Json(Inventory {
+        agents: entries,
         next_after,
     }))
 }

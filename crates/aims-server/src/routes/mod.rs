@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
     let admin = Router::new()
         .route("/agents", post(agents::register).get(agents::list))
         .route("/agents/{name}", get(agents::show).patch(agents::update))
+        .route("/inventory", get(agents::inventory))
         .route("/agents/{name}/suspend", post(agents::suspend))
         .route("/agents/{name}/resume", post(agents::resume))
         .route("/agents/{name}/decommission", post(agents::decommission))

@@ -198,6 +198,14 @@ impl Store for FailingAudit {
     async fn audit_records(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
         self.inner.audit_records(after, limit).await
     }
+    async fn agent_activity(
+        &self,
+        name: &AgentName,
+        spiffe_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<aims_store::AgentActivity, StoreError> {
+        self.inner.agent_activity(name, spiffe_id, now).await
+    }
     async fn task_audit_records(
         &self,
         task_id: &str,

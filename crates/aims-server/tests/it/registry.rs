@@ -6,8 +6,10 @@ use serde_json::json;
 
 use crate::kit::{Backend, TestServer};
 use crate::on_both_stores;
+use crate::task_tokens::{Scene, access_token};
 
 on_both_stores!(
+    the_inventory_shows_what_each_agent_has_been_doing,
     register_returns_spiffe_id_and_one_time_join_token,
     bad_registrations_are_refused_audited_and_change_nothing,
     list_filters_and_paginates,
@@ -430,4 +432,67 @@ async fn join_token_reissue_requires_active_agent(backend: Backend) {
         (refused.status, refused.code()),
         (StatusCode::CONFLICT, "agent_not_active")
     );
+}
+
+async fn the_inventory_shows_what_each_agent_has_been_doing(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    let server = &scene.server;
+    server.register("idle", "bob@acme.example").await;
+    let token = access_token(&scene.exchange("read:repo/acme/*").await);
+    scene
+        .decide(&scene.planner.key, &token, "read", "repo/acme/app")
+        .await;
+    let auditor = server.add_user("ada", "auditor").await;
+    let listed = server
+        .call(Method::GET, "/v1/inventory", Some(&auditor), None)
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    let entry = |name: &str| {
+        listed.body["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let planner = entry("planner");
+    assert_eq!(planner["spiffe_id"], "spiffe://test.example/agent/planner");
+    assert_eq!(planner["owner"], "alice@acme.example");
+    assert!(planner["last_seen"].is_string(), "{planner}");
+    assert!(
+        planner["posture"]["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert_eq!(planner["live_credentials"]["svid"], 1, "{planner}");
+    assert_eq!(planner["live_credentials"]["access_token"], 1, "{planner}");
+    assert_eq!(planner["open_tasks"], 1);
+    assert_eq!(
+        planner["last_decision"]["call"],
+        "read Resource::repo/acme/app"
+    );
+    assert_eq!(planner["last_decision"]["decision"], "deny");
+    // An agent that never attested: registered, no posture, nothing live, no decision.
+    let idle = entry("idle");
+    assert!(idle.get("posture").is_none(), "{idle}");
+    assert_eq!(idle["live_credentials"], json!({}));
+    assert_eq!(idle["open_tasks"], 0);
+    assert!(idle.get("last_decision").is_none());
+
+    // Filtered and paged like the list; an agent's credential does not read it.
+    let suspended = server
+        .admin(Method::GET, "/v1/inventory?state=suspended", None)
+        .await;
+    assert_eq!(suspended.body["agents"], json!([]));
+    let page = server
+        .admin(Method::GET, "/v1/inventory?limit=1", None)
+        .await;
+    assert_eq!(page.body["agents"].as_array().unwrap().len(), 1);
+    assert!(page.body["next_after"].is_string());
+    let as_agent = server
+        .call(Method::GET, "/v1/inventory", Some(&token), None)
+        .await;
+    assert_eq!(as_agent.status, StatusCode::UNAUTHORIZED);
 }

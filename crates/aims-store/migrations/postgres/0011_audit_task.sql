@@ -4,3 +4,5 @@
 ALTER TABLE audit_log ADD COLUMN task_id TEXT;
 UPDATE audit_log SET task_id = body::jsonb ->> 'task_id';
 CREATE INDEX audit_log_task ON audit_log (task_id, seq) WHERE task_id IS NOT NULL;
+-- An agent's latest record of one kind (its last decision, for the inventory).
+CREATE INDEX audit_log_agent_action ON audit_log (agent, action, seq) WHERE agent IS NOT NULL;

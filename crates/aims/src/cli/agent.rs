@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use aims_api::{
-    AgentList, AgentQuery, AgentView, JoinTokenIssued, LifecycleRequest, RegisterAgentRequest,
-    UpdateAgentRequest,
+    AgentList, AgentQuery, AgentView, Inventory, JoinTokenIssued, LifecycleRequest,
+    RegisterAgentRequest, UpdateAgentRequest,
 };
 use aims_core::agent::{
     Agent, LifecycleState, Limits, MAX_DELEGATION_DEPTH_CEILING, MAX_TOKEN_TTL_CEILING_S,
@@ -39,21 +39,20 @@ pub enum AgentCommand {
     },
     /// List agents, following pages until all (or --limit) are shown.
     List {
-        /// Only this owner's agents.
-        #[arg(long)]
-        owner: Option<Owner>,
-        /// Only agents in this state.
-        #[arg(long, value_parser = state_parser())]
-        state: Option<LifecycleState>,
-        /// Only agents in this environment.
-        #[arg(long = "env", value_name = "ENV")]
-        environment: Option<Environment>,
+        #[command(flatten)]
+        filter: AgentFilterArgs,
         /// Show at most this many agents.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         limit: Option<u32>,
-        /// Start after this agent name (continues an earlier, limited listing).
-        #[arg(long, value_name = "NAME")]
-        after: Option<AgentName>,
+    },
+    /// Every agent with its owner, state, last activity, posture, live credentials, open
+    /// tasks and last decision (one page of at most 200; continue with --after).
+    Inventory {
+        #[command(flatten)]
+        filter: AgentFilterArgs,
+        /// Show at most this many agents (1 to 200; default 100).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=200))]
+        limit: Option<u32>,
     },
     /// Show one agent.
     Show {
@@ -160,6 +159,36 @@ pub struct AgentFields {
     pub recertify_days: Option<u32>,
 }
 
+/// Which agents a listing shows.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct AgentFilterArgs {
+    /// Only this owner's agents.
+    #[arg(long)]
+    owner: Option<Owner>,
+    /// Only agents in this state.
+    #[arg(long, value_parser = state_parser())]
+    state: Option<LifecycleState>,
+    /// Only agents in this environment.
+    #[arg(long = "env", value_name = "ENV")]
+    environment: Option<Environment>,
+    /// Start after this agent name (continues an earlier, limited listing).
+    #[arg(long, value_name = "NAME")]
+    after: Option<AgentName>,
+}
+
+impl AgentFilterArgs {
+    /// The query for these agents, `limit` per page.
+    pub(crate) fn query(self, limit: Option<u32>) -> AgentQuery {
+        AgentQuery {
+            owner: self.owner,
+            state: self.state,
+            environment: self.environment,
+            after: self.after,
+            limit,
+        }
+    }
+}
+
 /// Runs one `aims agent` command.
 pub async fn run_agent(opts: &ClientOpts, cmd: AgentCommand) -> anyhow::Result<()> {
     let client = opts.client()?;
@@ -176,24 +205,18 @@ pub async fn run_agent(opts: &ClientOpts, cmd: AgentCommand) -> anyhow::Result<(
                 render_join_token(&issued, true, now)
             })
         }
-        AgentCommand::List {
-            owner,
-            state,
-            environment,
-            limit,
-            after,
-        } => {
-            let query = AgentQuery {
-                owner,
-                state,
-                environment,
-                after,
-                limit: None,
-            };
+        AgentCommand::List { filter, limit } => {
+            let query = filter.query(None);
             let max = limit.and_then(|l| usize::try_from(l).ok());
             let list = client.list_all_agents(&query, max).await?;
             print(opts.output, &serde_json::to_value(&list)?, || {
                 render_agent_list(&list)
+            })
+        }
+        AgentCommand::Inventory { filter, limit } => {
+            let inventory = client.inventory(&filter.query(limit)).await?;
+            print(opts.output, &serde_json::to_value(&inventory)?, || {
+                render_inventory(&inventory)
             })
         }
         AgentCommand::Show { name } => {
@@ -443,6 +466,76 @@ fn render_join_token(issued: &JoinTokenIssued, registered: bool, now: OffsetDate
 }
 
 /// `aims agent list` as a table.
+/// One line per agent: who owns it, its state, when it was last seen, its posture's age, its
+/// live credentials, open tasks and last decision.
+fn render_inventory(inventory: &Inventory) -> String {
+    if inventory.agents.is_empty() {
+        return "No agents.\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = inventory
+        .agents
+        .iter()
+        .map(|entry| {
+            let a = &entry.agent.agent;
+            let credentials = entry
+                .live_credentials
+                .iter()
+                .map(|(kind, n)| format!("{kind}:{n}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let last_decision = entry.last_decision.as_ref().map_or_else(
+                || "-".to_owned(),
+                |d| {
+                    format!(
+                        "{} {}",
+                        d.decision.as_deref().unwrap_or("-"),
+                        d.call.as_deref().unwrap_or("-")
+                    )
+                },
+            );
+            vec![
+                a.name.to_string(),
+                a.owner.to_string(),
+                a.state.to_string(),
+                entry
+                    .last_seen
+                    .map_or_else(|| "never".to_owned(), |t| t.to_string()),
+                entry
+                    .posture
+                    .as_ref()
+                    .map_or_else(|| "none".to_owned(), |p| format!("{}s old", p.age_s)),
+                if credentials.is_empty() {
+                    "-".to_owned()
+                } else {
+                    credentials
+                },
+                entry.open_tasks.to_string(),
+                output::clean(&last_decision),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "NAME",
+            "OWNER",
+            "STATE",
+            "LAST SEEN",
+            "POSTURE",
+            "LIVE CREDENTIALS",
+            "OPEN TASKS",
+            "LAST DECISION",
+        ],
+        &rows,
+    );
+    if let Some(after) = &inventory.next_after {
+        out.push_str(&format!(
+            "More agents follow; continue with --after {}\n",
+            output::clean(after)
+        ));
+    }
+    out
+}
+
 fn render_agent_list(list: &AgentList) -> String {
     if list.agents.is_empty() {
         return "No agents.\n".to_owned();

@@ -147,11 +147,18 @@ fn bad_flag_values_are_refused_by_the_parser() {
     ] {
         assert!(parse(args).is_err(), "{args:?}");
     }
-    let AgentCommand::List { state, .. } = parse(&["list", "--state", "quarantined"]).unwrap()
+    let AgentCommand::List { filter, .. } = parse(&["list", "--state", "quarantined"]).unwrap()
     else {
         panic!("not list");
     };
-    assert_eq!(state, Some(LifecycleState::Quarantined));
+    assert_eq!(filter.query(None).state, Some(LifecycleState::Quarantined));
+    let AgentCommand::Inventory { filter, limit } =
+        parse(&["inventory", "--owner", "alice@acme.example", "--limit", "5"]).unwrap()
+    else {
+        panic!("not inventory");
+    };
+    assert_eq!(filter.query(limit).limit, Some(5));
+    assert!(parse(&["inventory", "--limit", "201"]).is_err());
 }
 
 #[test]
