@@ -152,20 +152,34 @@ pub const AGENT_NAME_MAX: usize = 128;
 /// An agent name is one SPIFFE path segment: letters, digits, `.`, `-`, `_`, never `.` or `..`
 /// (SPIFFE ID standard §2.2).
 fn check_agent_name(value: &str) -> Result<(), IdError> {
-    const KIND: &str = "agent name";
-    check_len(KIND, value, AGENT_NAME_MAX)?;
+    check_segment_name("agent name", value)
+}
+
+/// A resource server's name: the rules of agent names, reported as a resource server's.
+fn check_resource_server_name(value: &str) -> Result<(), IdError> {
+    check_segment_name("resource server name", value)
+}
+
+/// A secret's name: the rules of agent names, reported as a secret's.
+fn check_secret_name(value: &str) -> Result<(), IdError> {
+    check_segment_name("secret name", value)
+}
+
+/// The rules of agent names, with errors that name `kind`.
+fn check_segment_name(kind: &'static str, value: &str) -> Result<(), IdError> {
+    check_len(kind, value, AGENT_NAME_MAX)?;
     if !value
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
     {
         return Err(IdError::BadCharacter {
-            kind: KIND,
+            kind,
             allowed: "A-Z a-z 0-9 . - _",
         });
     }
     if value == "." || value == ".." {
         return Err(IdError::Malformed {
-            kind: KIND,
+            kind,
             why: "'.' and '..' are not path segments",
         });
     }
@@ -290,14 +304,14 @@ validated_string!(
     /// The unique name of a registered resource server (a tool server or enforcement point
     /// that task tokens are issued for). Same rules as agent names.
     ResourceServerName,
-    check_agent_name
+    check_resource_server_name
 );
 
 validated_string!(
     /// The unique name of a brokered secret, e.g. `github-deploy-token`. Same rules as agent
     /// names.
     SecretName,
-    check_agent_name
+    check_secret_name
 );
 
 validated_string!(
@@ -448,6 +462,22 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "a b", "é", "a%2F", &"x".repeat(129)] {
             assert!(AgentName::new(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn segment_names_say_what_they_name() {
+        for bad in ["", "a b", "..", &"x".repeat(129)] {
+            let said = |e: IdError| e.to_string();
+            assert!(said(AgentName::new(bad).unwrap_err()).starts_with("agent name "));
+            assert!(
+                said(ResourceServerName::new(bad).unwrap_err())
+                    .starts_with("resource server name "),
+                "{bad}"
+            );
+            assert!(said(SecretName::new(bad).unwrap_err()).starts_with("secret name "));
+        }
+        assert!(ResourceServerName::new("repo-tools").is_ok());
+        assert!(SecretName::new("github-deploy-token").is_ok());
     }
 
     #[test]

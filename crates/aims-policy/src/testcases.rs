@@ -209,9 +209,20 @@ impl TestReport {
         self.failed == 0 && self.passed > 0
     }
 
-    /// A human-readable summary: one line per failure, then `N passed, N failed`.
+    /// True when the directory had no test case at all (no `*.test.json`, or only empty
+    /// ones): nothing was tested, which is not the same as a failure.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.cases.is_empty()
+    }
+
+    /// A human-readable summary: one line per failure, then `N passed, N failed`; or, without
+    /// any case, that there are no policy tests.
     #[must_use]
     pub fn summary(&self) -> String {
+        if self.is_empty() {
+            return "no policy tests (no *.test.json cases)".to_owned();
+        }
         let mut out = String::new();
         for c in self.cases.iter().filter(|c| !c.passed) {
             out.push_str(&format!(

@@ -4,8 +4,9 @@
 //!
 //! A directory holds `*.cedar` policies, at most one `*.cedarschema` (default: the AIMS schema)
 //! and `*.test.json` policy tests (format in `aims-policy`'s `testcases` module). `push` runs
-//! the tests first and pushes nothing if one fails; the server then compiles the set again in
-//! strict mode before it activates it.
+//! the tests first and pushes nothing if one fails (a directory without tests is pushed, with
+//! a warning that nothing was tested); the server then compiles the set again in strict mode
+//! before it activates it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,13 @@ pub async fn run_policy(opts: &ClientOpts, command: PolicyCommand) -> anyhow::Re
     match command {
         PolicyCommand::Test { dir } => {
             let report = test_dir(&dir)?;
+            if report.is_empty() {
+                bail!(
+                    "{}: no policy tests to run (no *.test.json cases); \
+                     `aims policy validate` compiles a directory without tests",
+                    dir.display()
+                );
+            }
             let json = serde_json::json!({ "ok": report.ok(), "summary": report.summary() });
             output::print(opts.output, &json, || {
                 format!("{}\n", report.summary().trim_end())
@@ -83,11 +91,17 @@ pub async fn run_policy(opts: &ClientOpts, command: PolicyCommand) -> anyhow::Re
         }
         PolicyCommand::Push { dir } => {
             let report = test_dir(&dir)?;
-            if !report.ok() {
+            if report.is_empty() {
+                // Said even with JSON output: pushing untested policies should not go unnoticed.
+                eprintln!(
+                    "warning: {} has no policy tests (no *.test.json cases); \
+                     pushing it untested",
+                    dir.display()
+                );
+            } else if !report.ok() {
                 eprintln!("{}", report.summary().trim_end());
                 bail!("policy tests failed; nothing was pushed");
-            }
-            if opts.output == Output::Text {
+            } else if opts.output == Output::Text {
                 eprintln!("{}", report.summary().trim_end());
             }
             let files = read_files(&dir)?;

@@ -361,6 +361,34 @@ fn policies_are_tested_pushed_and_shown() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was pushed"));
     assert_eq!(server.json(&["policy", "show"])["version"], 1);
 
+    // A set without any *.test.json says so plainly: `test` has nothing to run, `push`
+    // warns and pushes.
+    let untested = copy_dir(std::path::Path::new(starter), &dir.path().join("untested"));
+    for entry in std::fs::read_dir(&untested).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_str().unwrap().ends_with(".test.json") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let out = server.run(None, &["policy", "test", untested.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no policy tests to run"), "{stderr}");
+    assert!(!stderr.contains("failed"), "{stderr}");
+    let out = server.run(
+        Some(ADMIN_TOKEN),
+        &["policy", "push", untested.to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("has no policy tests"), "{stderr}");
+    assert!(
+        !stderr.contains("0 passed") && !stderr.contains("failed"),
+        "{stderr}"
+    );
+    assert_eq!(server.json(&["policy", "show"])["version"], 2);
+    server.json(&["policy", "rollback", "1"]);
+
     // A second version, its diff against the first, the list, and a rollback.
     let second = copy_dir(std::path::Path::new(starter), &dir.path().join("second"));
     let baseline = second.join("baseline.cedar");
@@ -369,9 +397,9 @@ fn policies_are_tested_pushed_and_shown() {
     std::fs::write(&baseline, text).unwrap();
     assert_eq!(
         server.json(&["policy", "push", second.to_str().unwrap()])["version"],
-        2
+        4
     );
-    let diff = server.run(Some(ADMIN_TOKEN), &["policy", "diff", "1", "2"]);
+    let diff = server.run(Some(ADMIN_TOKEN), &["policy", "diff", "1", "4"]);
     let diff = String::from_utf8_lossy(&diff.stdout);
     assert!(
         diff.contains("+++ baseline.cedar") && diff.contains("+// reviewed"),
@@ -379,10 +407,10 @@ fn policies_are_tested_pushed_and_shown() {
     );
     let list = server.run(Some(ADMIN_TOKEN), &["policy", "list"]);
     assert!(
-        String::from_utf8_lossy(&list.stdout).contains("2 *"),
+        String::from_utf8_lossy(&list.stdout).contains("4 *"),
         "the active version is marked"
     );
-    assert_eq!(server.json(&["policy", "rollback", "1"])["version"], 3);
+    assert_eq!(server.json(&["policy", "rollback", "1"])["version"], 5);
 }
 
 /// A copy of the files of `from` in a new directory `to`.
