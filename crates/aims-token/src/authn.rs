@@ -63,14 +63,33 @@ pub fn split_authorization(value: &str) -> Option<(&str, &str)> {
 /// else.
 pub fn parse_authorization(value: &str) -> Option<(Scheme, &str)> {
     let (scheme, token) = split_authorization(value)?;
-    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
-        Scheme::Bearer
-    } else if scheme.eq_ignore_ascii_case("dpop") {
-        Scheme::Dpop
-    } else {
-        return None;
-    };
+    let scheme = scheme_named(scheme)?;
     (token.len() <= jws::MAX_TOKEN_LEN).then_some((scheme, token))
+}
+
+/// `Bearer` or `DPoP`, case-insensitively.
+fn scheme_named(name: &str) -> Option<Scheme> {
+    if name.eq_ignore_ascii_case("bearer") {
+        Some(Scheme::Bearer)
+    } else if name.eq_ignore_ascii_case("dpop") {
+        Some(Scheme::Dpop)
+    } else {
+        None
+    }
+}
+
+/// Why an `Authorization` value [`parse_authorization`] refuses was refused: a `Bearer` or
+/// `DPoP` token longer than any AIMS accepts is a refused token; anything else (another
+/// scheme, no token) is no credential at all.
+fn unusable(value: Option<&str>) -> Refusal {
+    value
+        .and_then(split_authorization)
+        .and_then(|(scheme, token)| Some((scheme_named(scheme)?, token)))
+        .filter(|(_, token)| token.len() > jws::MAX_TOKEN_LEN)
+        .map_or(Refusal::NoCredential, |(scheme, _)| Refusal::Token {
+            error: TokenError::TooLarge,
+            scheme,
+        })
 }
 
 /// The parts of one request that authenticate it.
@@ -175,10 +194,12 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The RFC 6750 / RFC 9449 error code; `invalid_svid` for a refused identity.
+    /// The RFC 6750 / RFC 9449 error code; `invalid_svid` for a refused identity and
+    /// `invalid_request` when no credential came at all.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::NoCredential | Self::Identity(_) => "invalid_svid",
+            Self::NoCredential => "invalid_request",
+            Self::Identity(_) => "invalid_svid",
             Self::Stale => "revocation_state_stale",
             Self::Token { .. }
             | Self::Revoked { .. }
@@ -209,9 +230,14 @@ impl Refusal {
     }
 
     /// The `WWW-Authenticate` challenge: `DPoP error="…", algs="ES256 EdDSA Ed25519"` or
-    /// `Bearer error="…"`.
+    /// `Bearer error="…"`. A request without any credential gets both schemes it could use
+    /// and no error (RFC 6750 §3.1: the client may not know that authentication is needed;
+    /// RFC 9449 §7.1: the DPoP challenge lists the proof algorithms).
     pub fn challenge(&self) -> String {
-        challenge(self.scheme(), self.code())
+        match self {
+            Self::NoCredential => format!("Bearer, DPoP algs=\"{}\"", proof_algs()),
+            _ => challenge(self.scheme(), self.code()),
+        }
     }
 }
 
@@ -242,7 +268,7 @@ pub fn authenticate<K: Borrow<VerifyingKey>>(
     let (scheme, token) = presented
         .authorization
         .and_then(parse_authorization)
-        .ok_or(Refusal::NoCredential)?;
+        .ok_or_else(|| unusable(presented.authorization))?;
     let resolve = key_resolver(rules.keys);
     let task = access::verify(
         token,

@@ -354,7 +354,10 @@ fn identities_are_bearer_only_and_only_where_accepted() {
 #[test]
 fn codes_and_challenges_follow_rfc_9449() {
     let cases = [
-        (Refusal::NoCredential, "Bearer error=\"invalid_svid\""),
+        (
+            Refusal::NoCredential,
+            "Bearer, DPoP algs=\"ES256 EdDSA Ed25519\"",
+        ),
         (
             Refusal::BoundTokenAsBearer,
             "DPoP error=\"invalid_token\", algs=\"ES256 EdDSA Ed25519\"",
@@ -383,6 +386,7 @@ fn codes_and_challenges_follow_rfc_9449() {
         assert_eq!(refusal.challenge(), challenge, "{refusal:?}");
     }
     assert_eq!(Refusal::Stale.code(), "revocation_state_stale");
+    assert_eq!(Refusal::NoCredential.code(), "invalid_request");
 }
 
 #[test]
@@ -404,5 +408,18 @@ fn no_refusal_shows_the_token() {
     assert_eq!(
         run(&f, None, None, RESOURCE_SERVER),
         Err(Refusal::NoCredential)
+    );
+    assert_eq!(
+        run(&f, Some("Basic dXNlcjpwYXNz"), None, RESOURCE_SERVER),
+        Err(Refusal::NoCredential)
+    );
+    // A token too long to be one of ours is a refused token, not a missing credential.
+    let long = format!("DPoP {}", "a".repeat(jws::MAX_TOKEN_LEN + 1));
+    assert_eq!(
+        run(&f, Some(&long), None, RESOURCE_SERVER),
+        Err(Refusal::Token {
+            error: TokenError::TooLarge,
+            scheme: Scheme::Dpop
+        })
     );
 }

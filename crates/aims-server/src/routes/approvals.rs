@@ -17,7 +17,7 @@ use aims_core::id::ApprovalId;
 use aims_core::user::Access;
 use aims_store::{ResourceServer, StoreError};
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -28,7 +28,7 @@ use time::OffsetDateTime;
 use crate::approval_watch;
 use crate::auth::{self, AuthenticatedAgent, Caller};
 use crate::error::{ApiError, ErrorCode};
-use crate::extract::{Body, Query};
+use crate::extract::{Body, Path, Query};
 use crate::state::AppState;
 
 /// The longest a long-poll may ask to wait, in seconds.

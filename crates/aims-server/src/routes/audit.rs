@@ -8,11 +8,11 @@ use aims_core::audit::ChainHead;
 use aims_core::task::is_valid_task_id;
 use aims_store::MAX_PAGE;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 
 use crate::auth::{Allowed, ToRead};
 use crate::error::{ApiError, ErrorCode};
-use crate::extract::Query;
+use crate::extract::{Path, Query};
 use crate::state::AppState;
 use crate::trace::trace_of;
 

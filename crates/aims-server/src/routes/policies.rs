@@ -15,7 +15,7 @@ use aims_core::audit::{Outcome, action};
 use aims_core::id::DecisionId;
 use aims_store::{PolicySetVersion, StoreError};
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use crate::auth::{Allowed, AuthenticatedAgent, Caller, ToAdminister, ToRead};
 use crate::decisions::{self, Asked, Purpose, Question};
 use crate::error::{ApiError, ErrorCode};
-use crate::extract::Body;
+use crate::extract::{Body, Path};
 use crate::policy::{self, LoadedPolicy};
 use crate::state::AppState;
 

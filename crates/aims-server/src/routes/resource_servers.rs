@@ -10,14 +10,14 @@ use aims_core::credential::CredentialKind;
 use aims_core::id::{Environment, ResourceServerName};
 use aims_store::{ResourceServer, StoreError};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::auth::{Allowed, ToAdminister, ToRead};
 use crate::error::{ApiError, ErrorCode};
-use crate::extract::Body;
+use crate::extract::{Body, Path};
 use crate::state::AppState;
 
 /// Longest audience URI.

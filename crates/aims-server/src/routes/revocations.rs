@@ -19,7 +19,7 @@ use aims_core::id::{AgentName, Owner};
 use aims_core::task::is_valid_task_id;
 use aims_store::{Revocation, RevocationTarget, Revoked};
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -32,7 +32,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::auth::{Allowed, ToAdminister};
 use crate::auth::{ServiceCaller, service_caller};
 use crate::error::{ApiError, ErrorCode};
-use crate::extract::Body;
+use crate::extract::{Body, Query};
 use crate::state::AppState;
 
 /// Longest revocation reason.

@@ -15,7 +15,7 @@ use aims_core::secret::{
 };
 use aims_store::StoreError;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret as _;
@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 
 use crate::auth::{Allowed, Caller, ToAdminister, ToRead, resource_server_caller};
 use crate::error::{ApiError, ErrorCode, no_store};
-use crate::extract::Body;
+use crate::extract::{Body, Path};
 use crate::state::AppState;
 
 /// `POST /v1/secrets`: stores a new secret (version 1).

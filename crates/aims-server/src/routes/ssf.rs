@@ -20,7 +20,7 @@ use aims_core::user::Access;
 use aims_store::{SsfDelivery, SsfReceiver, SsfStream, StoreError};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -31,6 +31,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::{ServiceCaller, service_caller};
 use crate::error::{ApiError, ErrorCode, no_store};
+use crate::extract::{Path, RawBody};
 use crate::signals;
 use crate::state::AppState;
 
@@ -310,7 +311,11 @@ fn events_delivered(requested: Option<&[String]>) -> Result<Vec<String>, ApiErro
 }
 
 /// `POST /ssf/streams`: creates a stream for the caller (201 with its configuration).
-pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Response {
     as_receiver(state, headers, |state, headers, caller| async move {
         require_change(&caller)?;
         let req: CreateStream = json_body(&body)?;
@@ -541,7 +546,7 @@ pub async fn poll(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(stream_id): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Response {
     as_receiver(state, headers, |state, headers, caller| async move {
         let stream = owned_stream(&state, &caller, &stream_id).await?;

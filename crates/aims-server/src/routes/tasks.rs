@@ -8,7 +8,7 @@ use aims_core::id::{AgentName, Intent};
 use aims_core::task::{Task, TaskState, is_valid_subject, is_valid_task_id};
 use aims_store::{StoreError, TaskFilter};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 
 use crate::auth::{Allowed, AuthenticatedAgent, ToAdminister, ToRead};
 use crate::error::{ApiError, ErrorCode};
-use crate::extract::Body;
+use crate::extract::{Body, Path, Query};
 use crate::state::AppState;
 
 /// `POST /v1/tasks`: an agent declares a task before its first exchange.

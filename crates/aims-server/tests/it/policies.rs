@@ -137,9 +137,10 @@ async fn pushed_policies_decide_agent_calls(backend: Backend) {
             Some(json!({"action": "read", "resource": branch("dev")})),
         )
         .await;
+    // No credential at all: RFC 6750 §3.1's challenge without an error code.
     assert_eq!(
         (anonymous.status, anonymous.code()),
-        (StatusCode::UNAUTHORIZED, "invalid_svid")
+        (StatusCode::UNAUTHORIZED, "invalid_request")
     );
     let operator = server
         .call(

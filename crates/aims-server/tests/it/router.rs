@@ -89,14 +89,34 @@ fn challenge(headers: &HeaderMap) -> &str {
     headers[header::WWW_AUTHENTICATE].to_str().unwrap()
 }
 
+/// RFC 6750 §3.1: a request without any credential is challenged without an error code, with
+/// each scheme that would work (RFC 9449 §7.1: DPoP lists its proof algorithms).
+const NO_CREDENTIAL_CHALLENGE: &str = "Bearer, DPoP algs=\"ES256 EdDSA Ed25519\"";
+
 #[tokio::test]
 async fn an_enforcement_point_challenges_a_request_without_a_credential() {
     let app = App::new(|_| {}).await;
     let (status, headers, body) = app.call(decision_request(None)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-    assert_eq!(body["error"], "invalid_svid");
-    assert_eq!(challenge(&headers), "Bearer error=\"invalid_svid\"");
-    assert_eq!(app.refusal_codes().await, ["invalid_svid"]);
+    assert_eq!(body["error"], "invalid_request");
+    assert_eq!(challenge(&headers), NO_CREDENTIAL_CHALLENGE);
+    // Authentication comes before the body: no credential and a bad body (or none, or the
+    // wrong content type) is still the 401.
+    for (content_type, bad) in [
+        ("application/json", r#"{"bogus": 1}"#),
+        ("application/json", "not json"),
+        ("text/plain", "hello"),
+    ] {
+        let request = Request::post("/v1/decisions")
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(bad))
+            .unwrap();
+        let (status, headers, body) = app.call(request).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad}: {body}");
+        assert_eq!(body["error"], "invalid_request");
+        assert_eq!(challenge(&headers), NO_CREDENTIAL_CHALLENGE);
+    }
+    assert_eq!(app.refusal_codes().await, ["invalid_request"; 4]);
 }
 
 #[tokio::test]
@@ -121,12 +141,13 @@ async fn the_extractor_answers_each_presentation_with_its_scheme() {
     assert_eq!(body["error"], "invalid_svid");
     assert!(challenge(&headers).starts_with("Bearer "));
     // Another scheme is no credential at all.
-    let (status, _, body) = app.call(decision_request(Some("Basic dXNlcjpwYXNz"))).await;
+    let (status, headers, body) = app.call(decision_request(Some("Basic dXNlcjpwYXNz"))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-    assert_eq!(body["error"], "invalid_svid");
+    assert_eq!(body["error"], "invalid_request");
+    assert_eq!(challenge(&headers), NO_CREDENTIAL_CHALLENGE);
     assert_eq!(
         app.refusal_codes().await,
-        ["invalid_token", "invalid_svid", "invalid_svid"]
+        ["invalid_token", "invalid_svid", "invalid_request"]
     );
 }
 
@@ -185,6 +206,91 @@ async fn api_refusals_use_the_api_form() {
         (status, body["error"].as_str()),
         (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
     );
+}
+
+/// Every extractor's refusal (query, path, body) is the error map's JSON with a stable code,
+/// never axum's `text/plain` rejection.
+#[tokio::test]
+async fn every_extractor_rejection_is_json() {
+    let app = App::new(|_| {}).await;
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let get = |uri: &str| {
+        Request::get(uri)
+            .header(header::AUTHORIZATION, &admin)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let large = "x".repeat(100 * 1024);
+    let cases = [
+        (
+            get("/v1/tasks?agent="),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            get("/v1/tasks?limit=many"),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            get("/v1/revocations?since=abc"),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            get("/v1/revocations/stream?since=abc"),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            get("/v1/audit?after=abc"),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        // A path segment that is not UTF-8 once percent-decoded.
+        (
+            get("/v1/tasks/%FF"),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            get("/v1/resource-servers/%FF%FE"),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            get("/v1/agents/%FF"),
+            StatusCode::BAD_REQUEST,
+            "invalid_name",
+        ),
+        (
+            Request::post("/oauth2/token")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(large.clone()))
+                .unwrap(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            Request::post("/ssf/streams")
+                .header(header::AUTHORIZATION, &admin)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(large))
+                .unwrap(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let uri = request.uri().to_string();
+        let (got, headers, body) = app.call(request).await;
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(code)),
+            "{uri}: {body}"
+        );
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json", "{uri}");
+    }
 }
 
 #[tokio::test]

@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::invalid_request;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode, Form};
 
 /// Most form parameters in one request.
 const MAX_PARAMS: usize = 32;
@@ -87,11 +87,25 @@ impl<S: Send + Sync> FromRequest<S> for FormPost {
         let (mut parts, body) = request.into_parts();
         let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, state)
             .await
-            .map_err(IntoResponse::into_response)?;
+            .map_err(|_| {
+                ApiError::oauth(ErrorCode::ServerError, "internal error").into_response()
+            })?;
         let headers = parts.headers.clone();
+        // A body too large or unreadable is refused in the OAuth error form, like every other
+        // refusal here.
         let body = Bytes::from_request(Request::from_parts(parts, body), state)
             .await
-            .map_err(IntoResponse::into_response)?;
+            .map_err(|e| {
+                let refusal = crate::extract::bytes_rejection(e);
+                let code = if refusal.status == StatusCode::PAYLOAD_TOO_LARGE {
+                    ErrorCode::BodyTooLarge
+                } else {
+                    ErrorCode::InvalidRequest
+                };
+                ApiError::new(refusal.status, code, refusal.message)
+                    .in_form(Form::OAuth)
+                    .into_response()
+            })?;
         Ok(Self {
             peer,
             headers,
