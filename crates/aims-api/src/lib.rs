@@ -295,6 +295,70 @@ pub struct AuditQuery {
     pub limit: Option<u32>,
 }
 
+/// Query of `GET /v1/audit/query`: every filter given must match. The agent, or else the
+/// task, picks the index the log is read by; the other filters are applied to the records
+/// read, at most [`MAX_AUDIT_EXAMINED`] per request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSearch {
+    /// Records naming this agent (its name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentName>,
+    /// Records of this task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// Records naming this owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Records of this action (`decision`, `token.exchange`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// Decisions with this answer (`allow`, `deny`, `approval_required`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    /// Records whose resource contains this text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// Decisions this policy determined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Records at or after this time (RFC 3339).
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub since: Option<OffsetDateTime>,
+    /// Records before this time (RFC 3339).
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub until: Option<OffsetDateTime>,
+    /// Only records after this sequence number (a page's `next_after`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    /// Most records to answer (1 to 1000, default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// Most records one `GET /v1/audit/query` request reads to find its matches.
+pub const MAX_AUDIT_EXAMINED: u64 = 10_000;
+
+/// Response of `GET /v1/audit/query`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditSearchPage {
+    /// The matching records, in order.
+    pub records: Vec<AuditRecordView>,
+    /// How many records were read to find them.
+    pub examined: u64,
+    /// Pass as `after` to go on; absent once the log has been read to its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<u64>,
+}
+
 /// Response of `GET /v1/audit/trace/{task_id}`: one task as a tree of the tokens issued for
 /// it, each with what was done with it and the tokens delegated from it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

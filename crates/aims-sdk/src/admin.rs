@@ -276,6 +276,14 @@ impl AdminClient {
         receive(self.authed(Method::GET, "/v1/audit")?.query(query)).await
     }
 
+    /// `GET /v1/audit/query`: one page of the records matching `search`.
+    pub async fn search_audit(
+        &self,
+        search: &aims_api::AuditSearch,
+    ) -> Result<aims_api::AuditSearchPage, SdkError> {
+        receive(self.authed(Method::GET, "/v1/audit/query")?.query(search)).await
+    }
+
     /// `GET /v1/audit/trace/{task_id}`: the task as a tree of its tokens and what was done
     /// with each.
     pub async fn trace_task(&self, task_id: &str) -> Result<aims_api::TaskTrace, SdkError> {

@@ -35,7 +35,7 @@ use crate::write::{
     Backend, Conn, begin_write, finish, require_credentials_allowed, settle, write_pool,
 };
 use crate::{
-    AccessTokenIssue, AgentActivity, AgentFilter, AttestationRecord, EPOCH_LIFETIME,
+    AccessTokenIssue, AgentActivity, AgentFilter, AttestationRecord, AuditKey, EPOCH_LIFETIME,
     Initialization, IssuedCredential, JoinTokenRecord, JoinTokenUse, KeySet, KeyState, MAX_PAGE,
     MAX_SSF_STREAMS_PER_RECEIVER, PolicySetVersion, PostureSnapshot, ResourceServer, Revocation,
     RevocationTarget, SsfPending, SsfReceiver, SsfStream, Store, StoreError, StoredKey, TaskFilter,
@@ -712,14 +712,18 @@ where
         })
     }
 
-    async fn task_audit_records(
+    async fn audit_records_of(
         &self,
-        task_id: &str,
+        key: AuditKey<'_>,
         after: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        sqlx::query_as::<B::Db, AuditRow>(sql::SELECT_TASK_AUDIT)
-            .bind(task_id.to_owned())
+        let (query, value) = match key {
+            AuditKey::Agent(spiffe_id) => (sql::SELECT_AGENT_AUDIT, spiffe_id),
+            AuditKey::Task(task_id) => (sql::SELECT_TASK_AUDIT, task_id),
+        };
+        sqlx::query_as::<B::Db, AuditRow>(query)
+            .bind(value.to_owned())
             .bind(rows::audit_after(after))
             .bind(i64::from(limit.min(MAX_PAGE)))
             .fetch_all(self.reads())

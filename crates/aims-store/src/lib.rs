@@ -189,6 +189,16 @@ pub struct PostureSnapshot {
     pub accepted_at: OffsetDateTime,
 }
 
+/// Which records [`Store::audit_records_of`] reads: those naming one agent (its SPIFFE ID),
+/// or those of one task (its id), each by its own index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditKey<'a> {
+    /// The agent with this SPIFFE ID.
+    Agent(&'a str),
+    /// The task with this id.
+    Task(&'a str),
+}
+
 /// What an agent has been doing, for the inventory: read from the audit log, the credentials
 /// and the tasks.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -476,11 +486,11 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> Result<AgentActivity, StoreError>;
 
-    /// Up to `limit` (capped at [`MAX_PAGE`]) records of task `task_id` with `seq > after`,
-    /// in order.
-    async fn task_audit_records(
+    /// Up to `limit` (capped at [`MAX_PAGE`]) records with `seq > after` of one agent or
+    /// one task (`key`), in order.
+    async fn audit_records_of(
         &self,
-        task_id: &str,
+        key: AuditKey<'_>,
         after: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError>;

@@ -1,12 +1,14 @@
-//! `/v1/audit`: read the audit log in order, verify its hash chain, and trace one task as a
-//! tree (admins and auditors).
+//! `/v1/audit`: read the audit log in order, query it by agent, task, owner, action, decision,
+//! resource, policy and time, verify its hash chain, and trace one task as a tree (admins and
+//! auditors).
 
 use aims_api::{
-    AuditPage, AuditQuery, AuditRecordView, AuditVerification, MAX_TRACE_EVENTS, TaskTrace,
+    AuditPage, AuditQuery, AuditRecordView, AuditSearch, AuditSearchPage, AuditVerification,
+    MAX_AUDIT_EXAMINED, MAX_TRACE_EVENTS, TaskTrace,
 };
-use aims_core::audit::ChainHead;
+use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
 use aims_core::task::is_valid_task_id;
-use aims_store::MAX_PAGE;
+use aims_store::{AuditKey, MAX_PAGE};
 use axum::Json;
 use axum::extract::State;
 
@@ -28,14 +30,134 @@ pub async fn page(
         .audit_records(query.after.unwrap_or(0), limit)
         .await?
         .into_iter()
-        .map(|r| AuditRecordView {
-            seq: r.seq,
-            prev_hash: r.prev_hash.to_hex(),
-            hash: r.hash.to_hex(),
-            event: serde_json::from_str(&r.body).unwrap_or(serde_json::Value::String(r.body)),
-        })
+        .map(record_view)
         .collect();
     Ok(Json(AuditPage { records }))
+}
+
+/// A stored record as the API shows it.
+fn record_view(r: AuditRecord) -> AuditRecordView {
+    AuditRecordView {
+        seq: r.seq,
+        prev_hash: r.prev_hash.to_hex(),
+        hash: r.hash.to_hex(),
+        event: serde_json::from_str(&r.body).unwrap_or(serde_json::Value::String(r.body)),
+    }
+}
+
+/// Whether `event` passes every filter of `search` but the agent and task (which chose the
+/// records read).
+fn matches(search: &AuditSearch, event: &AuditEvent) -> bool {
+    let same = |wanted: &Option<String>, got: &Option<String>| {
+        wanted.as_ref().is_none_or(|w| got.as_ref() == Some(w))
+    };
+    same(&search.owner, &event.owner)
+        && search.action.as_ref().is_none_or(|a| *a == event.action)
+        && same(&search.decision, &event.decision)
+        && search.resource.as_ref().is_none_or(|r| {
+            event
+                .resource
+                .as_ref()
+                .is_some_and(|got| got.contains(r.as_str()))
+        })
+        && search
+            .policy
+            .as_ref()
+            .is_none_or(|p| event.policy_ids.contains(p))
+        && search.since.is_none_or(|since| event.time >= since)
+        && search.until.is_none_or(|until| event.time < until)
+}
+
+/// Refuses filters that cannot match anything a record holds.
+fn check_search(search: &AuditSearch) -> Result<(), ApiError> {
+    let bad = |message: &str| ApiError::bad_request(ErrorCode::InvalidQuery, message);
+    if search.task.as_deref().is_some_and(|t| !is_valid_task_id(t)) {
+        return Err(bad("task is a task id"));
+    }
+    let texts = [
+        &search.owner,
+        &search.action,
+        &search.decision,
+        &search.resource,
+        &search.policy,
+    ];
+    if texts
+        .iter()
+        .filter_map(|t| t.as_deref())
+        .any(|t| t.is_empty() || t.len() > 512 || t.chars().any(char::is_control))
+    {
+        return Err(bad(
+            "a filter is 1 to 512 characters without control characters",
+        ));
+    }
+    if let (Some(since), Some(until)) = (search.since, search.until)
+        && since >= until
+    {
+        return Err(bad("since must be before until"));
+    }
+    if search.limit.is_some_and(|l| !(1..=MAX_PAGE).contains(&l)) {
+        return Err(bad("limit is 1 to 1000"));
+    }
+    Ok(())
+}
+
+/// `GET /v1/audit/query`: the records matching every filter, read by the agent's or the
+/// task's index when one is given, else in log order; at most [`MAX_AUDIT_EXAMINED`] records
+/// are read per request and `next_after` says where to go on.
+pub async fn query(
+    State(state): State<AppState>,
+    Allowed(_caller, _): Allowed<ToRead>,
+    Query(search): Query<AuditSearch>,
+) -> Result<Json<AuditSearchPage>, ApiError> {
+    check_search(&search)?;
+    let limit = search.limit.unwrap_or(100) as usize;
+    let spiffe_id = search
+        .agent
+        .as_ref()
+        .map(|a| format!("spiffe://{}/agent/{a}", state.trust_domain));
+    let key = match (&spiffe_id, &search.task) {
+        (Some(agent), _) => Some(AuditKey::Agent(agent)),
+        (None, Some(task)) => Some(AuditKey::Task(task)),
+        (None, None) => None,
+    };
+    let mut after = search.after.unwrap_or(0);
+    let mut examined = 0;
+    let mut records = Vec::new();
+    loop {
+        let page = match key {
+            Some(key) => state.store.audit_records_of(key, after, MAX_PAGE).await?,
+            None => state.store.audit_records(after, MAX_PAGE).await?,
+        };
+        let ended = page.len() < MAX_PAGE as usize;
+        for record in page {
+            after = record.seq;
+            examined += 1;
+            let Ok(event) = serde_json::from_str::<AuditEvent>(&record.body) else {
+                continue;
+            };
+            let in_task = search
+                .task
+                .as_ref()
+                .is_none_or(|t| event.task_id.as_ref() == Some(t));
+            if in_task && matches(&search, &event) {
+                records.push(record_view(record));
+            }
+            if records.len() == limit || examined == MAX_AUDIT_EXAMINED {
+                return Ok(Json(AuditSearchPage {
+                    records,
+                    examined,
+                    next_after: Some(after),
+                }));
+            }
+        }
+        if ended {
+            return Ok(Json(AuditSearchPage {
+                records,
+                examined,
+                next_after: None,
+            }));
+        }
+    }
 }
 
 /// `GET /v1/audit/verify`: walks the chain from the first record up to the head recorded when
@@ -103,7 +225,7 @@ pub async fn trace(
     loop {
         let page = state
             .store
-            .task_audit_records(&task_id, after, MAX_PAGE)
+            .audit_records_of(AuditKey::Task(&task_id), after, MAX_PAGE)
             .await?;
         let full = page.len() == MAX_PAGE as usize;
         after = page.last().map_or(after, |r| r.seq);

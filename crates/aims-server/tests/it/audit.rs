@@ -108,6 +108,50 @@ async fn a_task_traces_as_the_tree_of_its_delegations(backend: Backend) {
         .collect();
     assert!(actions.contains(&"task.end"), "{actions:?}");
 
+    // The same records found by query: by agent and answer, by task and action, by policy,
+    // by resource text; refused filters.
+    let server = &scene.server;
+    let query = |q: &str| {
+        let path = format!("/v1/audit/query?{q}");
+        async move { server.admin(Method::GET, &path, None).await }
+    };
+    let resources = |reply: &crate::kit::Reply| -> Vec<String> {
+        reply.body["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["event"]["resource"].as_str().unwrap_or("-").to_owned())
+            .collect()
+    };
+    let denied = query("agent=executor&decision=deny").await;
+    assert_eq!(denied.status, StatusCode::OK, "{}", denied.body);
+    assert_eq!(resources(&denied), ["read Resource::repo/acme/other"]);
+    assert!(denied.body.get("next_after").is_none());
+    let in_task = query(&format!("task={task_id}&action=decision")).await;
+    assert_eq!(resources(&in_task).len(), 3, "{}", in_task.body);
+    let by_policy = query("policy=executor-reads-delegated-repositories").await;
+    assert_eq!(resources(&by_policy), ["read Resource::repo/acme/app"]);
+    let paged = query(&format!("task={task_id}&action=decision&limit=1")).await;
+    assert_eq!(resources(&paged).len(), 1);
+    let next = paged.body["next_after"].as_u64().unwrap();
+    let rest = query(&format!("task={task_id}&action=decision&after={next}")).await;
+    assert_eq!(resources(&rest).len(), 2);
+    for bad in [
+        "since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z",
+        "limit=0",
+        "task=a%20b",
+        "colour=red",
+    ] {
+        let refused = query(bad).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}: {}",
+            refused.body
+        );
+        assert!(refused.body["error"].is_string(), "{bad}");
+    }
+
     // A task that does not exist, a malformed id, and a caller that is not an operator.
     let missing = scene
         .server

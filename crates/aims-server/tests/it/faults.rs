@@ -206,13 +206,13 @@ impl Store for FailingAudit {
     ) -> Result<aims_store::AgentActivity, StoreError> {
         self.inner.agent_activity(name, spiffe_id, now).await
     }
-    async fn task_audit_records(
+    async fn audit_records_of(
         &self,
-        task_id: &str,
+        key: aims_store::AuditKey<'_>,
         after: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        self.inner.task_audit_records(task_id, after, limit).await
+        self.inner.audit_records_of(key, after, limit).await
     }
     async fn audit_head(&self) -> Result<ChainHead, StoreError> {
         self.inner.audit_head().await

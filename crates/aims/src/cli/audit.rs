@@ -5,8 +5,11 @@
 //! task's trace (`/v1/audit/trace/{task}`) as a tree of its tokens. A chain that does not
 //! verify is a failure of the command (non-zero exit), never just a printed line.
 
-use aims_api::{AuditPage, AuditQuery, AuditVerification, TaskTrace, TracedEvent, TracedToken};
+use aims_api::{
+    AuditPage, AuditQuery, AuditSearch, AuditVerification, TaskTrace, TracedEvent, TracedToken,
+};
 use aims_core::audit::Outcome;
+use aims_core::id::AgentName;
 use serde_json::Value;
 
 use super::ClientOpts;
@@ -26,12 +29,52 @@ pub enum AuditCommand {
     },
     /// Verify the audit hash chain; fails if it is not intact.
     Verify,
+    /// Find the records matching every filter given (reads on through the log until --limit
+    /// records are found or it ends).
+    Query {
+        /// Records naming this agent.
+        #[arg(long, value_name = "NAME")]
+        agent: Option<AgentName>,
+        /// Records of this task.
+        #[arg(long, value_name = "TASK")]
+        task: Option<String>,
+        /// Records naming this owner.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Records of this action (decision, token.exchange, revoke, ...).
+        #[arg(long)]
+        action: Option<String>,
+        /// Decisions with this answer (allow, deny, approval_required).
+        #[arg(long)]
+        decision: Option<String>,
+        /// Records whose resource contains this text.
+        #[arg(long)]
+        resource: Option<String>,
+        /// Decisions this policy determined.
+        #[arg(long)]
+        policy: Option<String>,
+        /// Records at or after this time (RFC 3339).
+        #[arg(long, value_parser = rfc3339)]
+        since: Option<time::OffsetDateTime>,
+        /// Records before this time (RFC 3339).
+        #[arg(long, value_parser = rfc3339)]
+        until: Option<time::OffsetDateTime>,
+        /// Show at most this many records (default 100).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        limit: Option<u32>,
+    },
     /// Show one task as a tree: the tokens obtained for it, what each was used for, and the
     /// tokens delegated from each.
     Trace {
         /// The task's id.
         task: String,
     },
+}
+
+/// An RFC 3339 time from the command line.
+fn rfc3339(value: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| "an RFC 3339 time such as 2026-12-06T18:00:00Z".to_owned())
 }
 
 /// Runs one `aims audit` command.
@@ -42,6 +85,53 @@ pub async fn run_audit(opts: &ClientOpts, cmd: AuditCommand) -> anyhow::Result<(
             let page = client.audit(&AuditQuery { after, limit }).await?;
             print(opts.output, &serde_json::to_value(&page)?, || {
                 render_page(&page)
+            })
+        }
+        AuditCommand::Query {
+            agent,
+            task,
+            owner,
+            action,
+            decision,
+            resource,
+            policy,
+            since,
+            until,
+            limit,
+        } => {
+            let wanted = limit.unwrap_or(100) as usize;
+            let mut search = AuditSearch {
+                agent,
+                task,
+                owner,
+                action,
+                decision,
+                resource,
+                policy,
+                since,
+                until,
+                after: None,
+                limit: None,
+            };
+            let mut found = Vec::new();
+            let mut next_after = None;
+            while found.len() < wanted {
+                search.limit = u32::try_from((wanted - found.len()).min(1000)).ok();
+                let page = client.search_audit(&search).await?;
+                found.extend(page.records);
+                next_after = page.next_after;
+                match page.next_after {
+                    Some(after) => search.after = Some(after),
+                    None => break,
+                }
+            }
+            let page = AuditPage { records: found };
+            print(opts.output, &serde_json::to_value(&page)?, || {
+                let mut out = render_records(&page);
+                if let Some(after) = next_after {
+                    out.push_str(&format!("More may follow after record {after}.\n"));
+                }
+                out
             })
         }
         AuditCommand::Trace { task } => {
@@ -88,9 +178,21 @@ fn render_verification(v: &AuditVerification) -> String {
 
 /// One line per record: sequence, time, actor, action, outcome and what it concerned.
 fn render_page(page: &AuditPage) -> String {
-    let Some(last) = page.records.last() else {
+    let mut out = render_records(page);
+    if let Some(last) = page.records.last() {
+        out.push_str(&format!(
+            "Next page: aims audit tail --after {}\n",
+            last.seq
+        ));
+    }
+    out
+}
+
+/// The records as a table: sequence, time, actor, action, outcome and what it concerned.
+fn render_records(page: &AuditPage) -> String {
+    if page.records.is_empty() {
         return "No audit records.\n".to_owned();
-    };
+    }
     let rows: Vec<Vec<String>> = page
         .records
         .iter()
@@ -106,15 +208,10 @@ fn render_page(page: &AuditPage) -> String {
             ]
         })
         .collect();
-    let mut out = table(
+    table(
         &["SEQ", "TIME", "ACTOR", "ACTION", "OUTCOME", "TARGET"],
         &rows,
-    );
-    out.push_str(&format!(
-        "Next page: aims audit tail --after {}\n",
-        last.seq
-    ));
-    out
+    )
 }
 
 /// The task, then its tokens as a tree, each event on one line under the token it used.
