@@ -29,6 +29,7 @@ use aims_token::access::AccessClaims;
 use aims_token::authn::{self, Authenticated, Presented, Refusal, Rules};
 use aims_token::dpop::ReplayCache;
 use aims_token::jws::{Alg, VerifyingKey};
+use aims_token::verified::{self, VerifiedTokens};
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
@@ -164,6 +165,8 @@ pub struct VerifierState {
     /// When the feed last caught up (Unix seconds of the request that found nothing new).
     synced_at: Option<i64>,
     replay: ReplayCache,
+    /// Tokens already verified, not verified again until they expire.
+    verified: VerifiedTokens,
 }
 
 impl VerifierState {
@@ -187,6 +190,7 @@ impl VerifierState {
             since: 0,
             synced_at: None,
             replay: ReplayCache::new(REPLAY_CACHE_CAPACITY),
+            verified: VerifiedTokens::new(verified::DEFAULT_CAPACITY),
         }
     }
 
@@ -331,6 +335,7 @@ impl VerifierState {
             svid_audience: None,
             revoked: Some(&self.revoked),
             replay: &self.replay,
+            verified: Some(&self.verified),
             nonces: None,
             now,
         };

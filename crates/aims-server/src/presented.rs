@@ -84,6 +84,7 @@ pub fn authenticate(
                 svid_audience: Some(&state.issuer),
                 revoked,
                 replay: &state.dpop_replay,
+                verified: Some(&state.verified_tokens),
                 nonces: Some(&state.dpop_nonces),
                 now: now.unix_timestamp(),
             },
@@ -116,6 +117,7 @@ pub fn check_token_request_proof(
         svid_audience: None,
         revoked: None,
         replay: &state.dpop_replay,
+        verified: None,
         nonces: None,
         now: now.unix_timestamp(),
     };

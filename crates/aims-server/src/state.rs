@@ -10,6 +10,7 @@ use aims_store::Store;
 use aims_token::dpop::ReplayCache;
 use aims_token::master::MasterKey;
 use aims_token::nonce::NonceKey;
+use aims_token::verified::VerifiedTokens;
 use ring::rand::{SecureRandom as _, SystemRandom};
 use time::OffsetDateTime;
 
@@ -67,6 +68,9 @@ pub struct Inner {
     pub approval_watch: ApprovalWatch,
     /// DPoP proofs seen by this replica.
     pub dpop_replay: ReplayCache,
+    /// Task tokens and SVIDs this replica's enforcement points verified, not verified again
+    /// until they expire.
+    pub verified_tokens: VerifiedTokens,
     /// Mints and checks this replica's DPoP nonces (a random key of this process, so a
     /// nonce, and a proof carrying it, is good at this replica only).
     pub dpop_nonces: NonceKey,
@@ -132,6 +136,7 @@ impl AppState {
             revocations,
             approval_watch: ApprovalWatch::default(),
             dpop_replay: ReplayCache::new(DPOP_REPLAY_CAPACITY),
+            verified_tokens: VerifiedTokens::new(aims_token::verified::DEFAULT_CAPACITY),
             dpop_nonces: parts.dpop_nonces,
             readiness: Readiness::default(),
             refusals: RefusalLog::new(parts.config.refusals_written_per_source),

@@ -15,6 +15,11 @@
 //! 3. Otherwise, where identities are accepted, the agent's JWT-SVID as a bearer token for
 //!    [`Rules::svid_audience`]; whether it is still registered is the caller's to ask.
 //!
+//! With a verified-token cache ([`Rules::verified`], [`crate::verified`]), a token this
+//! enforcement point verified before and that has not expired skips step 2's signature and
+//! claim checks (while its key is still trusted); the revoked set and the binding are checked
+//! every time.
+//!
 //! Nothing here does IO or reads a clock. A refusal never contains the token or the proof.
 
 use std::borrow::Borrow;
@@ -26,6 +31,7 @@ use crate::dpop::{self, ProofCheck, ReplayCache, VerifiedProof};
 use crate::jws::{self, Header, VerifyingKey};
 use crate::nonce::NonceKey;
 use crate::svid::{self, SvidCheck, SvidClaims};
+use crate::verified::{Verified, VerifiedTokens};
 use crate::{LEEWAY_S, TokenError};
 
 /// How a token is presented in `Authorization`.
@@ -122,6 +128,9 @@ pub struct Rules<'a, K> {
     pub revoked: Option<&'a RevokedSet>,
     /// Proofs seen before.
     pub replay: &'a ReplayCache,
+    /// Tokens verified before, not verified again until they expire; `None`: every token is
+    /// verified every time.
+    pub verified: Option<&'a VerifiedTokens>,
     /// When proofs must carry a nonce this enforcement point handed out: the key they are
     /// checked with.
     pub nonces: Option<&'a NonceKey>,
@@ -269,7 +278,38 @@ pub fn authenticate<K: Borrow<VerifyingKey>>(
         .authorization
         .and_then(parse_authorization)
         .ok_or_else(|| unusable(presented.authorization))?;
-    let resolve = key_resolver(rules.keys);
+    let digest = rules.verified.map(|_| VerifiedTokens::digest(token));
+    if let (Some(cache), Some(digest)) = (rules.verified, &digest) {
+        let trusted = |kid: &str| (rules.keys)(kid).is_some();
+        match cache.get(digest, rules.now, &trusted) {
+            Some(Verified::Task(claims)) => {
+                return task_holder(presented, rules, scheme, token, claims);
+            }
+            Some(Verified::Identity(claims))
+                if scheme == Scheme::Bearer && rules.svid_audience.is_some() =>
+            {
+                return Ok(Authenticated::Identity(claims));
+            }
+            _ => {}
+        }
+    }
+    // The key that verified the token, for the cache.
+    let signed_by = std::cell::RefCell::new(None);
+    let lookup = key_resolver(rules.keys);
+    let resolve = |header: &Header| {
+        let key = lookup(header);
+        if key.is_ok() {
+            signed_by.replace(header.kid.clone());
+        }
+        key
+    };
+    let remember = |verified: Verified| {
+        if let (Some(cache), Some(digest), Some(kid)) =
+            (rules.verified, digest, signed_by.borrow().clone())
+        {
+            cache.insert(digest, verified, kid, rules.now);
+        }
+    };
     let task = access::verify(
         token,
         &AccessCheck {
@@ -278,10 +318,13 @@ pub fn authenticate<K: Borrow<VerifyingKey>>(
             now: rules.now,
             leeway_s: LEEWAY_S,
         },
-        &resolve,
+        resolve,
     );
     let error = match task {
-        Ok(claims) => return task_holder(presented, rules, scheme, token, claims),
+        Ok(claims) => {
+            remember(Verified::Task(claims.clone()));
+            return task_holder(presented, rules, scheme, token, claims);
+        }
         Err(error) => error,
     };
     // An identity is only ever a bearer token.
@@ -295,8 +338,11 @@ pub fn authenticate<K: Borrow<VerifyingKey>>(
         now: rules.now,
         leeway_s: LEEWAY_S,
     };
-    match svid::verify(token, &check, &resolve) {
-        Ok(claims) => Ok(Authenticated::Identity(claims)),
+    match svid::verify(token, &check, resolve) {
+        Ok(claims) => {
+            remember(Verified::Identity(claims.clone()));
+            Ok(Authenticated::Identity(claims))
+        }
         // It is a task token (`typ: at+jwt`) that failed.
         Err(TokenError::Type) => Err(refused),
         Err(error) => Err(Refusal::Identity(error)),

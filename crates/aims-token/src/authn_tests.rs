@@ -127,6 +127,7 @@ fn run(
         svid_audience: point.svid_audience,
         revoked: (!point.stale).then_some(&f.revoked),
         replay: &f.replay,
+        verified: None,
         nonces: point.nonces.then_some(&f.nonces),
         now: NOW,
     };
@@ -422,4 +423,122 @@ fn no_refusal_shows_the_token() {
             scheme: Scheme::Dpop
         })
     );
+}
+
+/// [`authenticate`] with a verified-token cache, at `now`, with `keys`.
+fn run_cached(
+    f: &Fixture,
+    cache: &VerifiedTokens,
+    keys: &HashMap<String, VerifyingKey>,
+    authorization: &str,
+    proof: Option<&str>,
+    now: i64,
+) -> Result<Authenticated, Refusal> {
+    let lookup = |kid: &str| keys.get(kid);
+    let rules = Rules {
+        issuer: ISS,
+        keys: &lookup,
+        task_audience: Some(AUD),
+        svid_audience: None,
+        revoked: Some(&f.revoked),
+        replay: &f.replay,
+        verified: Some(cache),
+        nonces: None,
+        now,
+    };
+    authenticate(
+        &Presented {
+            authorization: Some(authorization),
+            proof,
+            method: "POST",
+            url: URL,
+        },
+        &rules,
+    )
+}
+
+#[test]
+fn a_cached_token_is_not_verified_again_but_everything_else_is_checked() {
+    let mut f = fixture();
+    let cache = VerifiedTokens::new(10);
+    let claims = task_claims(&f, true);
+    let token = token(&f, &claims);
+    let auth = format!("DPoP {token}");
+    let fresh = |f: &Fixture| proof(f, &f.agent, &token, None);
+    let keys = f.keys.clone();
+    assert!(run_cached(&f, &cache, &keys, &auth, Some(&fresh(&f)), NOW).is_ok());
+    assert_eq!((cache.len(), cache.hits()), (1, 0));
+    assert!(run_cached(&f, &cache, &keys, &auth, Some(&fresh(&f)), NOW).is_ok());
+    assert_eq!(cache.hits(), 1);
+    // The proof is still checked on a hit: none, or a replayed one, is refused.
+    let used = fresh(&f);
+    assert!(run_cached(&f, &cache, &keys, &auth, Some(&used), NOW).is_ok());
+    assert_eq!(
+        run_cached(&f, &cache, &keys, &auth, Some(&used), NOW),
+        Err(Refusal::Replay)
+    );
+    assert_eq!(
+        run_cached(&f, &cache, &keys, &auth, None, NOW),
+        Err(Refusal::MissingProof)
+    );
+    // A key no longer trusted: the hit is not taken, and the token does not verify.
+    let hits = cache.hits();
+    assert!(matches!(
+        run_cached(&f, &cache, &HashMap::new(), &auth, Some(&fresh(&f)), NOW),
+        Err(Refusal::Token {
+            error: TokenError::UnknownKey,
+            ..
+        })
+    ));
+    assert_eq!(cache.hits(), hits);
+    // Expired: no hit either.
+    let late = claims.exp + LEEWAY_S + 1;
+    assert!(matches!(
+        run_cached(&f, &cache, &keys, &auth, Some(&fresh(&f)), late),
+        Err(Refusal::Token {
+            error: TokenError::Expired,
+            ..
+        })
+    ));
+    // Revoked after it was cached: refused at once.
+    f.revoked.apply(
+        &Notice {
+            revoked: Revoked::Task("task-1".into()),
+            revoked_at: NOW,
+            forget_after: NOW + 600,
+        },
+        NOW,
+    );
+    assert_eq!(
+        run_cached(&f, &cache, &keys, &auth, Some(&fresh(&f)), NOW),
+        Err(Refusal::Revoked {
+            scheme: Scheme::Dpop
+        })
+    );
+}
+
+#[test]
+fn a_full_cache_verifies_instead_of_growing() {
+    let f = fixture();
+    let cache = VerifiedTokens::new(1);
+    let keys = f.keys.clone();
+    let mut other = task_claims(&f, false);
+    other.jti = aims_core::id::TokenId::new("jti-2").unwrap();
+    for claims in [task_claims(&f, false), other] {
+        let auth = format!("Bearer {}", token(&f, &claims));
+        assert!(run_cached(&f, &cache, &keys, &auth, None, NOW).is_ok());
+        assert!(run_cached(&f, &cache, &keys, &auth, None, NOW).is_ok());
+    }
+    // The first token filled it; the second was verified twice, never cached.
+    assert_eq!((cache.len(), cache.hits()), (1, 1));
+    // Once the first has expired, room is made for another.
+    let mut later = task_claims(&f, false);
+    later.jti = aims_core::id::TokenId::new("jti-3").unwrap();
+    later.iat = NOW + 400;
+    later.exp = NOW + 700;
+    let auth = format!("Bearer {}", token(&f, &later));
+    let now = NOW + 400;
+    assert!(run_cached(&f, &cache, &keys, &auth, None, now).is_ok());
+    assert!(run_cached(&f, &cache, &keys, &auth, None, now).is_ok());
+    assert_eq!((cache.len(), cache.hits()), (1, 2));
 }

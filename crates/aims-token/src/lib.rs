@@ -20,6 +20,7 @@ pub mod master;
 pub mod nonce;
 pub mod signing;
 pub mod svid;
+pub mod verified;
 
 /// Clock skew allowed when verifying any token (`exp`, `nbf`, `iat`), seconds, everywhere: a
 /// revoked token must also be remembered this long past its expiry.
