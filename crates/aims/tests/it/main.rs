@@ -21,6 +21,7 @@ mod crash;
 mod gateway_process;
 mod interop;
 mod interop_mcp;
+mod interop_node;
 mod pg_faults;
 mod server;
 mod storage_faults;
