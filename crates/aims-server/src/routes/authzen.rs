@@ -30,6 +30,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
+use aims_core::audit::{Actor, Outcome, action};
+
 use crate::auth::{self, AuthenticatedAgent};
 use crate::decisions::{self, Asked, Purpose, Question};
 use crate::error::{ApiError, ErrorCode};
@@ -82,9 +84,8 @@ pub struct Evaluation {
     pub context: Option<Map<String, Value>>,
 }
 
-/// Options of a batch.
+/// Options of a batch; members AIMS does not know are ignored (AuthZEN 1.0 §7.1).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Options {
     /// `execute_all` (default), `deny_on_first_deny` or `permit_on_first_permit`.
     #[serde(default)]
@@ -101,7 +102,8 @@ pub struct Batch {
     /// Defaults for every evaluation.
     #[serde(flatten)]
     pub defaults: Evaluation,
-    /// The evaluations.
+    /// The evaluations; absent or empty, the top-level fields are one evaluation.
+    #[serde(default)]
     pub evaluations: Vec<Evaluation>,
     /// Options.
     #[serde(default)]
@@ -129,6 +131,18 @@ pub enum Asker {
     Agent(Box<AuthenticatedAgent>),
     /// A resource server, for resources of its `system`.
     ResourceServer(ResourceServer),
+}
+
+impl Asker {
+    /// Who asked, for the audit log.
+    fn actor(&self) -> Actor {
+        match self {
+            Self::Agent(agent) => agent.actor(),
+            Self::ResourceServer(server) => Actor::ResourceServer {
+                name: server.name.to_string(),
+            },
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for Asker {
@@ -182,9 +196,25 @@ async fn subject_of<'a>(
     }
 }
 
+/// The attributes policies read of every resource; one AIMS cannot tell is decided as a deny
+/// without asking Cedar (a policy cannot be trusted to fail closed on a value it never saw).
+const RESOURCE_ATTRIBUTES: [&str; 4] = ["system", "environment", "sensitivity", "kind"];
+
+/// What an evaluation asks: a question for the engine, or a resource whose attributes AIMS
+/// cannot tell.
+enum Posed {
+    Question(Box<Question>),
+    Unknown {
+        /// `action Type::id`, as decisions name what they decide.
+        call: String,
+        /// The attributes neither the request nor the registry gave.
+        missing: Vec<&'static str>,
+    },
+}
+
 /// The question an evaluation stands for. A resource server asks only about resources of its
 /// own `system`; attributes the resource leaves out are its registered ones.
-fn question_of(eval: Evaluation, server: Option<&ResourceServer>) -> Result<Question, ApiError> {
+fn question_of(eval: Evaluation, server: Option<&ResourceServer>) -> Result<Posed, ApiError> {
     let action = eval.action.ok_or_else(|| bad("action is required"))?;
     let resource = eval.resource.ok_or_else(|| bad("resource is required"))?;
     let mut object = resource.properties;
@@ -205,6 +235,16 @@ fn question_of(eval: Evaluation, server: Option<&ResourceServer>) -> Result<Ques
             object.entry(name).or_insert(Value::String(value));
         }
     }
+    let missing: Vec<&'static str> = RESOURCE_ATTRIBUTES
+        .into_iter()
+        .filter(|name| !object.contains_key(*name))
+        .collect();
+    if !missing.is_empty() {
+        return Ok(Posed::Unknown {
+            call: format!("{} {}::{}", action.name, resource.kind, resource.id),
+            missing,
+        });
+    }
     object.insert("type".into(), Value::String(resource.kind));
     object.insert("id".into(), Value::String(resource.id));
     let mut context = eval.context.unwrap_or_default();
@@ -220,13 +260,13 @@ fn question_of(eval: Evaluation, server: Option<&ResourceServer>) -> Result<Ques
         None => Map::new(),
         Some(_) => return Err(bad("context.arguments must be an object")),
     };
-    Ok(Question {
+    Ok(Posed::Question(Box::new(Question {
         action: action.name,
         resource: Resource::Object(decisions::resource_object(Value::Object(object))?),
         task_id,
         intent,
         arguments,
-    })
+    })))
 }
 
 /// One evaluation's answer: `decision` is true only for allow.
@@ -243,7 +283,29 @@ async fn evaluate(
         Asker::ResourceServer(server) => Some(server),
         Asker::Agent(_) => None,
     };
-    let question = question_of(eval, server)?;
+    let question = match question_of(eval, server)? {
+        Posed::Question(question) => *question,
+        Posed::Unknown { call, missing } => {
+            let event = state
+                .event(caller.actor(), action::DECISION, Outcome::Denied)
+                .request(request_id)
+                .agent(caller.spiffe_id.to_string())
+                .owner(caller.agent.owner.to_string())
+                .resource(call)
+                .decision("deny", Vec::new())
+                .details(json!({
+                    "reason": "unknown_resource",
+                    "missing": missing,
+                    "preview": purpose == Purpose::Preview,
+                }));
+            state.audit.record(event).await?;
+            return Ok(json!({"decision": false, "context": {
+                "reason": "unknown_resource",
+                "message": "AIMS cannot tell this resource's attributes; give them in resource.properties",
+                "missing": missing,
+            }}));
+        }
+    };
     let decided =
         decisions::decide_for(state, &caller, question, asked, request_id, purpose).await?;
     let allowed = decided.effect == Effect::Allow;
@@ -288,6 +350,30 @@ fn stop_on(options: &Options) -> Result<Option<bool>, ApiError> {
     }
 }
 
+/// An evaluation's refusal as its result in a batch (AuthZEN 1.0: a failed evaluation is a
+/// `false` decision carrying the error), audited as a refusal; a server error still fails the
+/// whole batch.
+async fn refused_in_batch(
+    state: &AppState,
+    asker: &Asker,
+    request_id: Option<String>,
+    error: ApiError,
+) -> Result<Value, ApiError> {
+    if error.status.is_server_error() {
+        return Err(error);
+    }
+    let mut event = state.event(asker.actor(), action::REJECT, Outcome::Denied);
+    event.code = Some(error.code.as_str().to_owned());
+    event.request_id = request_id;
+    event.resource = Some("POST /access/v1/evaluations".to_owned());
+    state.audit.record(event).await?;
+    Ok(json!({"decision": false, "context": {"error": {
+        "status": error.status.as_u16(),
+        "code": error.code.as_str(),
+        "message": error.message,
+    }}}))
+}
+
 /// `POST /access/v1/evaluations`.
 pub async fn evaluations(
     State(state): State<AppState>,
@@ -296,52 +382,50 @@ pub async fn evaluations(
     headers: HeaderMap,
     Body(batch): Body<Batch>,
 ) -> Result<Json<Value>, ApiError> {
-    if batch.evaluations.is_empty() || batch.evaluations.len() > MAX_EVALUATIONS {
-        return Err(bad("send 1 to 64 evaluations"));
+    if batch.evaluations.len() > MAX_EVALUATIONS {
+        return Err(bad("send at most 64 evaluations"));
     }
     let stop_on = stop_on(&batch.options)?;
-    let count = batch.evaluations.len();
     let asked = Asked {
         at: OffsetDateTime::now_utc(),
         source_ip: peer.ip(),
     };
     let request_id = crate::auth::request_id(&headers);
-    let merged = batch.evaluations.into_iter().map(|eval| Evaluation {
+    // No evaluations (absent or empty): the top-level fields are the one evaluation.
+    let evaluations = if batch.evaluations.is_empty() {
+        vec![Evaluation::default()]
+    } else {
+        batch.evaluations
+    };
+    let count = evaluations.len();
+    let merged = evaluations.into_iter().map(|eval| Evaluation {
         subject: eval.subject.or_else(|| batch.defaults.subject.clone()),
         action: eval.action.or_else(|| batch.defaults.action.clone()),
         resource: eval.resource.or_else(|| batch.defaults.resource.clone()),
         context: eval.context.or_else(|| batch.defaults.context.clone()),
     });
+    let answer = |eval: Evaluation, purpose: Purpose| {
+        let (state, asker, request_id) = (&state, &asker, request_id.clone());
+        async move {
+            match evaluate(state, asker, eval, asked, request_id.clone(), purpose).await {
+                Ok(result) => Ok(result),
+                Err(error) => refused_in_batch(state, asker, request_id, error).await,
+            }
+        }
+    };
     if batch.options.aims_preview {
         if stop_on.is_some() {
             return Err(bad("aims_preview answers every evaluation (execute_all)"));
         }
         // Previews open nothing, so they are answered together: their audit events share
         // group commits.
-        let previews = merged.map(|eval| {
-            evaluate(
-                &state,
-                &asker,
-                eval,
-                asked,
-                request_id.clone(),
-                Purpose::Preview,
-            )
-        });
+        let previews = merged.map(|eval| answer(eval, Purpose::Preview));
         let results = futures_util::future::try_join_all(previews).await?;
         return Ok(Json(json!({ "evaluations": results })));
     }
     let mut results = Vec::with_capacity(count);
     for eval in merged {
-        let result = evaluate(
-            &state,
-            &asker,
-            eval,
-            asked,
-            request_id.clone(),
-            Purpose::Call,
-        )
-        .await?;
+        let result = answer(eval, Purpose::Call).await?;
         let decided = result.get("decision").and_then(Value::as_bool);
         results.push(result);
         if stop_on.is_some() && decided == stop_on {

@@ -395,14 +395,78 @@ async fn authzen_evaluations_use_the_same_engine() {
         )
         .await;
     assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
-    // Every evaluation is an audited decision.
-    let decisions = server
-        .events()
-        .await
-        .into_iter()
-        .filter(|e| e.action == "decision")
-        .count();
-    assert_eq!(decisions, 2 + 2 + 3);
+
+    // AuthZEN 1.0 batches as the spec writes them: without `evaluations`, or with none, the
+    // top-level fields are one evaluation; unknown options are ignored; an error in one
+    // evaluation is that evaluation's result, not the batch's.
+    let post = |body: Value| {
+        let svid = svid.clone();
+        let server = &server;
+        async move {
+            server
+                .call(
+                    Method::POST,
+                    "/access/v1/evaluations",
+                    Some(&svid),
+                    Some(body),
+                )
+                .await
+        }
+    };
+    for body in [
+        one("read", "coder"),
+        json!({"subject": {"type": "agent", "id": "coder"}, "action": {"name": "read"},
+               "resource": resource("dev"), "evaluations": []}),
+        json!({"evaluations": [one("read", "coder")],
+               "options": {"evaluations_semantic": "execute_all", "a_future_option": true}}),
+    ] {
+        let answered = post(body).await;
+        assert_eq!(answered.status, StatusCode::OK, "{}", answered.body);
+        assert_eq!(
+            answered.body["evaluations"],
+            json!([{"decision": true, "context": answered.body["evaluations"][0]["context"]}])
+        );
+        assert_eq!(answered.body["evaluations"][0]["decision"], true);
+    }
+    let mixed =
+        post(json!({"evaluations": [one("read", "someone-else"), one("read", "coder")]})).await;
+    assert_eq!(mixed.status, StatusCode::OK, "{}", mixed.body);
+    let first = &mixed.body["evaluations"][0];
+    assert_eq!(first["decision"], false);
+    assert_eq!(first["context"]["error"]["status"], 403);
+    assert_eq!(first["context"]["error"]["code"], "subject_mismatch");
+    assert_eq!(mixed.body["evaluations"][1]["decision"], true);
+    // A resource with only type and id (all AuthZEN requires) is decided: AIMS cannot tell
+    // its attributes, so it is a deny naming them, never a 400.
+    let bare = server
+        .call(
+            Method::POST,
+            "/access/v1/evaluation",
+            Some(&svid),
+            Some(
+                json!({"subject": {"type": "agent", "id": "coder"}, "action": {"name": "read"},
+                        "resource": {"type": "Resource", "id": "github/acme/app"}}),
+            ),
+        )
+        .await;
+    assert_eq!(bare.status, StatusCode::OK, "{}", bare.body);
+    assert_eq!(bare.body["decision"], false);
+    assert_eq!(bare.body["context"]["reason"], "unknown_resource");
+    assert_eq!(
+        bare.body["context"]["missing"],
+        json!(["system", "environment", "sensitivity", "kind"])
+    );
+
+    // Every evaluation is an audited decision; the one refused inside a batch is an audited
+    // refusal.
+    let events = server.events().await;
+    let decisions = events.iter().filter(|e| e.action == "decision").count();
+    assert_eq!(decisions, 2 + 2 + 3 + 3 + 1 + 1);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "api.reject" && e.code.as_deref() == Some("subject_mismatch"))
+    );
 }
 
 #[tokio::test]
