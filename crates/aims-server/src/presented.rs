@@ -10,7 +10,7 @@
 
 use aims_core::agent::Agent;
 use aims_core::id::SpiffeId;
-use aims_token::access::{self, AccessClaims};
+use aims_token::access::AccessClaims;
 use aims_token::authn::{self, Authenticated, Presented, Refusal, Rules, Scheme};
 use aims_token::dpop::{ProofCheck, VerifiedProof};
 use aims_token::issued::IssuedCheck;
@@ -143,7 +143,9 @@ pub fn verify_svid(
 }
 
 /// Verifies an access token this server issued, for any audience (AIMS is the issuer),
-/// offline: signature by a published key, `typ`, issuer, time. Revocation is not checked.
+/// offline: signature by a published key, `typ`, issuer, time — once per token, through the
+/// replica's verified-token cache (the same rules as its enforcement points). Revocation is
+/// not checked.
 pub fn verify_access_offline(
     state: &AppState,
     token: &str,
@@ -151,10 +153,11 @@ pub fn verify_access_offline(
 ) -> Result<AccessClaims, TokenError> {
     let keys = state.keys();
     let lookup = |kid: &str| keys.verifying.get(kid);
-    access::verify(
+    state.verified_tokens.access(
         token,
         &issued_check(state, None, now),
         authn::key_resolver(&lookup),
+        &|kid| lookup(kid).is_some(),
     )
 }
 

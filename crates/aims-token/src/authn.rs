@@ -31,7 +31,7 @@ use crate::dpop::{self, ProofCheck, ReplayCache, VerifiedProof};
 use crate::jws::{self, Header, VerifyingKey};
 use crate::nonce::NonceKey;
 use crate::svid::{self, SvidCheck, SvidClaims};
-use crate::verified::{Verified, VerifiedTokens};
+use crate::verified::{self, Verified, VerifiedTokens};
 use crate::{LEEWAY_S, TokenError};
 
 /// How a token is presented in `Authorization`.
@@ -296,13 +296,7 @@ pub fn authenticate<K: Borrow<VerifyingKey>>(
     // The key that verified the token, for the cache.
     let signed_by = std::cell::RefCell::new(None);
     let lookup = key_resolver(rules.keys);
-    let resolve = |header: &Header| {
-        let key = lookup(header);
-        if key.is_ok() {
-            signed_by.replace(header.kid.clone());
-        }
-        key
-    };
+    let resolve = verified::recording(&lookup, &signed_by);
     let remember = |verified: Verified| {
         if let (Some(cache), Some(digest), Some(kid)) =
             (rules.verified, digest, signed_by.borrow().clone())

@@ -18,9 +18,12 @@ use std::sync::{Mutex, PoisonError};
 
 use ring::digest;
 
-use crate::LEEWAY_S;
-use crate::access::AccessClaims;
+use std::cell::RefCell;
+
+use crate::access::{self, AccessCheck, AccessClaims};
+use crate::jws::Header;
 use crate::svid::SvidClaims;
+use crate::{LEEWAY_S, TokenError};
 
 /// Entries an enforcement point keeps by default.
 pub const DEFAULT_CAPACITY: usize = 10_000;
@@ -138,6 +141,33 @@ impl VerifiedTokens {
         );
     }
 
+    /// Verifies task token `token` against `check` with `resolve`, unless this cache already
+    /// did (and its key is still `trusted`); remembers it when it verifies.
+    ///
+    /// # Errors
+    /// Why the token does not verify.
+    pub fn access<K>(
+        &self,
+        token: &str,
+        check: &AccessCheck<'_>,
+        resolve: impl Fn(&Header) -> Result<K, TokenError>,
+        trusted: &dyn Fn(&str) -> bool,
+    ) -> Result<AccessClaims, TokenError>
+    where
+        K: std::borrow::Borrow<crate::jws::VerifyingKey>,
+    {
+        let digest = Self::digest(token);
+        if let Some(Verified::Task(claims)) = self.get(&digest, check.now, trusted) {
+            return Ok(claims);
+        }
+        let signed_by = RefCell::new(None);
+        let claims = access::verify(token, check, recording(&resolve, &signed_by))?;
+        if let Some(kid) = signed_by.into_inner() {
+            self.insert(digest, Verified::Task(claims.clone()), kid, check.now);
+        }
+        Ok(claims)
+    }
+
     /// How many entries it holds.
     pub fn len(&self) -> usize {
         self.entries
@@ -155,5 +185,19 @@ impl VerifiedTokens {
     /// How many lookups it answered (tokens not verified again).
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
+    }
+}
+
+/// `resolve`, noting in `signed_by` the `kid` of the key it found (what an entry needs).
+pub fn recording<'a, K>(
+    resolve: &'a dyn Fn(&Header) -> Result<K, TokenError>,
+    signed_by: &'a RefCell<Option<String>>,
+) -> impl Fn(&Header) -> Result<K, TokenError> + Copy + 'a {
+    move |header| {
+        let key = resolve(header);
+        if key.is_ok() {
+            signed_by.replace(header.kid.clone());
+        }
+        key
     }
 }
