@@ -9,8 +9,8 @@
 //! refuses a second use of the same proof. A proof may carry the `nonce` a server handed out
 //! (RFC 9449 §8–9); whether one is required, and which are valid, is the server's to decide.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Mutex, PoisonError};
 
 use ring::digest;
 use ring::rand::{SecureRandom as _, SystemRandom};
@@ -189,19 +189,28 @@ pub fn verify_proof(proof: &str, check: &ProofCheck<'_>) -> Result<VerifiedProof
     })
 }
 
-/// Remembers recently used proofs so each is accepted once. Bounded: when full of proofs that
-/// are all still fresh, new proofs are refused (fail closed) until old ones age out.
+/// Remembers recently used proofs so each is accepted once. Bounded in memory and in time:
+/// a proof is forgotten once it could no longer be accepted anyway (oldest first, at every
+/// use, each proof once), and when the cache is full of proofs that are all still fresh, new
+/// proofs are refused (fail closed) — at the cost of one lookup, not a scan.
 #[derive(Debug)]
 pub struct ReplayCache {
-    seen: Mutex<HashMap<String, i64>>,
+    seen: Mutex<Seen>,
     capacity: usize,
+}
+
+/// The proofs remembered, by replay key and by when they may be forgotten.
+#[derive(Debug, Default)]
+struct Seen {
+    by_key: HashMap<String, i64>,
+    by_expiry: BTreeSet<(i64, String)>,
 }
 
 impl ReplayCache {
     /// A cache holding at most `capacity` proofs.
     pub fn new(capacity: usize) -> Self {
         Self {
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Seen::default()),
             capacity,
         }
     }
@@ -209,18 +218,36 @@ impl ReplayCache {
     /// Records `proof` and says whether this is its first use. Of concurrent callers with the
     /// same proof exactly one gets `true`. Returns `false` when the cache is full.
     pub fn first_use(&self, proof: &VerifiedProof, now: i64) -> bool {
-        let mut seen = match self.seen.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if seen.len() >= self.capacity {
-            seen.retain(|_, forget_after| *forget_after >= now);
-            if seen.len() >= self.capacity {
-                return false;
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some((forget_after, _)) = seen.by_expiry.first()
+            && *forget_after < now
+        {
+            if let Some((_, key)) = seen.by_expiry.pop_first() {
+                seen.by_key.remove(&key);
             }
         }
-        seen.insert(proof.replay_key(), proof.forget_after())
-            .is_none()
+        let key = proof.replay_key();
+        if seen.by_key.contains_key(&key) || seen.by_key.len() >= self.capacity {
+            return false;
+        }
+        let forget_after = proof.forget_after();
+        seen.by_expiry.insert((forget_after, key.clone()));
+        seen.by_key.insert(key, forget_after);
+        true
+    }
+
+    /// How many proofs it remembers.
+    pub fn len(&self) -> usize {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_key
+            .len()
+    }
+
+    /// Whether it remembers none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -377,6 +404,13 @@ mod tests {
             cache.first_use(&third, NOW + MAX_AGE_S + 1),
             "old proofs age out"
         );
+        // Forgotten in time, not only when full: the two old proofs went at that use.
+        assert_eq!(cache.len(), 1);
+        let big = ReplayCache::new(1000);
+        assert!(big.first_use(&verified, NOW));
+        assert!(big.first_use(&second, NOW));
+        assert!(big.first_use(&third, NOW + MAX_AGE_S + 1));
+        assert_eq!(big.len(), 1, "aged-out proofs are dropped at the next use");
     }
 
     #[test]
