@@ -145,7 +145,21 @@ pub async fn list(
     Allowed(_caller, _): Allowed<ToRead>,
     Query(query): Query<AgentQuery>,
 ) -> Result<Json<AgentList>, ApiError> {
-    let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let (agents, next_after) = page_of_agents(&state, query, MAX_PAGE).await?;
+    Ok(Json(AgentList {
+        agents: agents.into_iter().map(|a| view(&state, a)).collect(),
+        next_after,
+    }))
+}
+
+/// One page of the agents `query` asks for (at most `max`, 100 unless it says), and the name
+/// to continue after when the page is full.
+async fn page_of_agents(
+    state: &AppState,
+    query: AgentQuery,
+    max: u32,
+) -> Result<(Vec<Agent>, Option<String>), ApiError> {
+    let limit = query.limit.unwrap_or(100).clamp(1, max);
     let agents = state
         .store
         .list_agents(&AgentFilter {
@@ -159,10 +173,7 @@ pub async fn list(
     let next_after = (agents.len() == limit as usize)
         .then(|| agents.last().map(|a| a.name.to_string()))
         .flatten();
-    Ok(Json(AgentList {
-        agents: agents.into_iter().map(|a| view(&state, a)).collect(),
-        next_after,
-    }))
+    Ok((agents, next_after))
 }
 
 /// `GET /v1/inventory`: a page of agents (filtered as the list is, at most
@@ -173,20 +184,7 @@ pub async fn inventory(
     Allowed(_caller, _): Allowed<ToRead>,
     Query(query): Query<AgentQuery>,
 ) -> Result<Json<Inventory>, ApiError> {
-    let limit = query.limit.unwrap_or(100).clamp(1, MAX_INVENTORY_PAGE);
-    let agents = state
-        .store
-        .list_agents(&AgentFilter {
-            owner: query.owner,
-            state: query.state,
-            environment: query.environment,
-            after: query.after,
-            limit,
-        })
-        .await?;
-    let next_after = (agents.len() == limit as usize)
-        .then(|| agents.last().map(|a| a.name.to_string()))
-        .flatten();
+    let (agents, next_after) = page_of_agents(&state, query, MAX_INVENTORY_PAGE).await?;
     let now = OffsetDateTime::now_utc();
     let mut entries = Vec::with_capacity(agents.len());
     for agent in agents {

@@ -32,33 +32,8 @@ pub enum AuditCommand {
     /// Find the records matching every filter given (reads on through the log until --limit
     /// records are found or it ends).
     Query {
-        /// Records naming this agent.
-        #[arg(long, value_name = "NAME")]
-        agent: Option<AgentName>,
-        /// Records of this task.
-        #[arg(long, value_name = "TASK")]
-        task: Option<String>,
-        /// Records naming this owner.
-        #[arg(long)]
-        owner: Option<String>,
-        /// Records of this action (decision, token.exchange, revoke, ...).
-        #[arg(long)]
-        action: Option<String>,
-        /// Decisions with this answer (allow, deny, approval_required).
-        #[arg(long)]
-        decision: Option<String>,
-        /// Records whose resource contains this text.
-        #[arg(long)]
-        resource: Option<String>,
-        /// Decisions this policy determined.
-        #[arg(long)]
-        policy: Option<String>,
-        /// Records at or after this time (RFC 3339).
-        #[arg(long, value_parser = rfc3339)]
-        since: Option<time::OffsetDateTime>,
-        /// Records before this time (RFC 3339).
-        #[arg(long, value_parser = rfc3339)]
-        until: Option<time::OffsetDateTime>,
+        #[command(flatten)]
+        filter: SearchArgs,
         /// Show at most this many records (default 100).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
         limit: Option<u32>,
@@ -69,6 +44,57 @@ pub enum AuditCommand {
         /// The task's id.
         task: String,
     },
+}
+
+/// What `aims audit query` looks for; every filter given must match.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SearchArgs {
+    /// Records naming this agent.
+    #[arg(long, value_name = "NAME")]
+    agent: Option<AgentName>,
+    /// Records of this task.
+    #[arg(long, value_name = "TASK")]
+    task: Option<String>,
+    /// Records naming this owner.
+    #[arg(long)]
+    owner: Option<String>,
+    /// Records of this action (decision, token.exchange, revoke, ...).
+    #[arg(long)]
+    action: Option<String>,
+    /// Decisions with this answer (allow, deny, approval_required).
+    #[arg(long)]
+    decision: Option<String>,
+    /// Records whose resource contains this text.
+    #[arg(long)]
+    resource: Option<String>,
+    /// Decisions this policy determined.
+    #[arg(long)]
+    policy: Option<String>,
+    /// Records at or after this time (RFC 3339).
+    #[arg(long, value_parser = rfc3339)]
+    since: Option<time::OffsetDateTime>,
+    /// Records before this time (RFC 3339).
+    #[arg(long, value_parser = rfc3339)]
+    until: Option<time::OffsetDateTime>,
+}
+
+impl SearchArgs {
+    /// The first page's query.
+    fn search(self) -> AuditSearch {
+        AuditSearch {
+            agent: self.agent,
+            task: self.task,
+            owner: self.owner,
+            action: self.action,
+            decision: self.decision,
+            resource: self.resource,
+            policy: self.policy,
+            since: self.since,
+            until: self.until,
+            after: None,
+            limit: None,
+        }
+    }
 }
 
 /// An RFC 3339 time from the command line.
@@ -87,32 +113,9 @@ pub async fn run_audit(opts: &ClientOpts, cmd: AuditCommand) -> anyhow::Result<(
                 render_page(&page)
             })
         }
-        AuditCommand::Query {
-            agent,
-            task,
-            owner,
-            action,
-            decision,
-            resource,
-            policy,
-            since,
-            until,
-            limit,
-        } => {
+        AuditCommand::Query { filter, limit } => {
             let wanted = limit.unwrap_or(100) as usize;
-            let mut search = AuditSearch {
-                agent,
-                task,
-                owner,
-                action,
-                decision,
-                resource,
-                policy,
-                since,
-                until,
-                after: None,
-                limit: None,
-            };
+            let mut search = filter.search();
             let mut found = Vec::new();
             let mut next_after = None;
             while found.len() < wanted {
