@@ -179,6 +179,29 @@ fn users_keys_bundle_and_audit_through_the_cli() {
     );
     let tail = server.json(&["audit", "tail", "--limit", "3"]);
     assert_eq!(tail["records"][0]["event"]["action"], "trust_domain.create");
+
+    // Investigating: the inventory, a query, and a trace of a task that does not exist.
+    server.json(&[
+        "agent",
+        "register",
+        "coder",
+        "--owner",
+        "alice@acme.example",
+    ]);
+    let inventory = server.json(&["agent", "inventory"]);
+    let coder = &inventory["agents"][0];
+    assert_eq!(
+        (coder["name"].as_str(), coder["open_tasks"].as_u64()),
+        (Some("coder"), Some(0))
+    );
+    assert!(coder["last_seen"].is_string(), "{coder}");
+    let rotations = server.json(&["audit", "query", "--action", "key.rotate"]);
+    assert_eq!(rotations["records"].as_array().unwrap().len(), 1);
+    let table = server.run(Some(ADMIN_TOKEN), &["audit", "query", "--agent", "coder"]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("agent.register"));
+    let missing = server.run(Some(ADMIN_TOKEN), &["audit", "trace", "no-such-task"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("task_not_found"));
 }
 
 #[test]
