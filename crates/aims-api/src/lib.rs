@@ -402,6 +402,17 @@ pub struct TracedEvent {
     pub event: aims_core::audit::AuditEvent,
 }
 
+/// Response of `GET /v1/audit/ocsf`: audit records in order as OCSF events, a page at a
+/// time — the pull stream a SIEM follows with `after`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OcsfPage {
+    /// The events (OCSF 1.2.0 JSON), in log order.
+    pub events: Vec<serde_json::Value>,
+    /// Pass as `after` for the next page; absent when this page reached the log's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<u64>,
+}
+
 /// Response of `GET /v1/audit/verify`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditVerification {

@@ -276,6 +276,11 @@ impl AdminClient {
         receive(self.authed(Method::GET, "/v1/audit")?.query(query)).await
     }
 
+    /// `GET /v1/audit/ocsf`: one page of records as OCSF events.
+    pub async fn audit_ocsf(&self, query: &AuditQuery) -> Result<aims_api::OcsfPage, SdkError> {
+        receive(self.authed(Method::GET, "/v1/audit/ocsf")?.query(query)).await
+    }
+
     /// `GET /v1/audit/query`: one page of the records matching `search`.
     pub async fn search_audit(
         &self,

@@ -17,6 +17,7 @@ pub mod federation;
 pub mod keyring;
 pub mod limits;
 pub mod metrics;
+pub mod ocsf;
 pub mod outbound;
 pub mod policy;
 pub mod presented;

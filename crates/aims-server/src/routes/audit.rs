@@ -4,7 +4,7 @@
 
 use aims_api::{
     AuditPage, AuditQuery, AuditRecordView, AuditSearch, AuditSearchPage, AuditVerification,
-    MAX_AUDIT_EXAMINED, MAX_TRACE_EVENTS, TaskTrace,
+    MAX_AUDIT_EXAMINED, MAX_TRACE_EVENTS, OcsfPage, TaskTrace,
 };
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
 use aims_core::task::is_valid_task_id;
@@ -33,6 +33,30 @@ pub async fn page(
         .map(record_view)
         .collect();
     Ok(Json(AuditPage { records }))
+}
+
+/// `GET /v1/audit/ocsf?after=&limit=`: records in order as OCSF events ([`crate::ocsf`]).
+pub async fn ocsf(
+    State(state): State<AppState>,
+    Allowed(_caller, _): Allowed<ToRead>,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<OcsfPage>, ApiError> {
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let records = state
+        .store
+        .audit_records(query.after.unwrap_or(0), limit)
+        .await?;
+    let next_after = (records.len() == limit as usize)
+        .then(|| records.last().map(|r| r.seq))
+        .flatten();
+    let events = records
+        .iter()
+        .filter_map(|r| {
+            let event = serde_json::from_str::<AuditEvent>(&r.body).ok()?;
+            Some(crate::ocsf::event(r.seq, &event, &state.issuer))
+        })
+        .collect();
+    Ok(Json(OcsfPage { events, next_after }))
 }
 
 /// A stored record as the API shows it.

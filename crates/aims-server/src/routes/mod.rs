@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/verify", get(audit::verify))
         .route("/audit/trace/{task_id}", get(audit::trace))
         .route("/audit/query", get(audit::query))
+        .route("/audit/ocsf", get(audit::ocsf))
         .route("/policies", post(policies::push).get(policies::list))
         .route("/policies/{version}", get(policies::show))
         .route("/policies/{version}/rollback", post(policies::rollback))

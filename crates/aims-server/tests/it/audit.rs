@@ -152,6 +152,59 @@ async fn a_task_traces_as_the_tree_of_its_delegations(backend: Backend) {
         assert!(refused.body["error"].is_string(), "{bad}");
     }
 
+    // The same log as OCSF events for a SIEM, paged with a cursor: each with what its class
+    // requires; the exchange and the delegation are Authentications, the decisions API
+    // Activity.
+    let mut after = 0;
+    let mut events = Vec::new();
+    loop {
+        let page = server
+            .admin(
+                Method::GET,
+                &format!("/v1/audit/ocsf?after={after}&limit=7"),
+                None,
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        events.extend(page.body["events"].as_array().unwrap().iter().cloned());
+        match page.body["next_after"].as_u64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    for event in &events {
+        assert_eq!(
+            aims_server::ocsf::missing_required(event),
+            Vec::<String>::new(),
+            "{event}"
+        );
+    }
+    let of_task: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["unmapped"]["task_id"] == task_id.as_str())
+        .collect();
+    let classes: Vec<(u64, String)> = of_task
+        .iter()
+        .map(|e| {
+            (
+                e["class_uid"].as_u64().unwrap(),
+                e["unmapped"]["aims_action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        classes.contains(&(3002, "token.exchange".to_owned())),
+        "{classes:?}"
+    );
+    assert!(
+        classes.contains(&(3002, "token.delegate".to_owned())),
+        "{classes:?}"
+    );
+    assert!(
+        classes.contains(&(6003, "decision".to_owned())),
+        "{classes:?}"
+    );
+
     // A task that does not exist, a malformed id, and a caller that is not an operator.
     let missing = scene
         .server

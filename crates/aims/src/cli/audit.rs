@@ -38,6 +38,17 @@ pub enum AuditCommand {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
         limit: Option<u32>,
     },
+    /// Export records as OCSF 1.2.0 events, one JSON object per line, from the first (or
+    /// after --after) to the log's end: Authentication 3002, Account Change 3001, API
+    /// Activity 6003.
+    Export {
+        /// Only records after this sequence number (where an earlier export stopped).
+        #[arg(long, value_name = "SEQ")]
+        after: Option<u64>,
+        /// Write to this file (created or truncated) instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+    },
     /// Show one task as a tree: the tokens obtained for it, what each was used for, and the
     /// tokens delegated from each.
     Trace {
@@ -136,6 +147,38 @@ pub async fn run_audit(opts: &ClientOpts, cmd: AuditCommand) -> anyhow::Result<(
                 }
                 out
             })
+        }
+        AuditCommand::Export { after, out } => {
+            use std::io::Write as _;
+            let mut sink: Box<dyn std::io::Write> = match &out {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+                )),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let mut query = AuditQuery {
+                after,
+                limit: Some(1000),
+            };
+            let mut written = 0u64;
+            loop {
+                let page = client.audit_ocsf(&query).await?;
+                for event in &page.events {
+                    serde_json::to_writer(&mut sink, event)?;
+                    sink.write_all(b"\n")?;
+                    written += 1;
+                }
+                match page.next_after {
+                    Some(next) => query.after = Some(next),
+                    None => break,
+                }
+            }
+            sink.flush()?;
+            if let Some(path) = out {
+                eprintln!("{written} OCSF events written to {}", path.display());
+            }
+            Ok(())
         }
         AuditCommand::Trace { task } => {
             let trace = client.trace_task(&task).await?;

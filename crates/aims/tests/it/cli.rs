@@ -199,6 +199,38 @@ fn users_keys_bundle_and_audit_through_the_cli() {
     assert_eq!(rotations["records"].as_array().unwrap().len(), 1);
     let table = server.run(Some(ADMIN_TOKEN), &["audit", "query", "--agent", "coder"]);
     assert!(String::from_utf8_lossy(&table.stdout).contains("agent.register"));
+    // The log as OCSF events, one per line, every one with what its class requires.
+    let exported = dir.path().join("audit.ocsf.jsonl");
+    let export = server.run(
+        Some(ADMIN_TOKEN),
+        &["audit", "export", "--out", exported.to_str().unwrap()],
+    );
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let lines = std::fs::read_to_string(&exported).unwrap();
+    let events: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(events.len() >= 5, "{lines}");
+    for event in &events {
+        assert_eq!(
+            aims_server::ocsf::missing_required(event),
+            Vec::<String>::new(),
+            "{event}"
+        );
+    }
+    let classes: std::collections::BTreeSet<u64> = events
+        .iter()
+        .filter_map(|e| e["class_uid"].as_u64())
+        .collect();
+    assert!(
+        classes.contains(&3001) && classes.contains(&6003),
+        "{classes:?}"
+    );
     let missing = server.run(Some(ADMIN_TOKEN), &["audit", "trace", "no-such-task"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("task_not_found"));
