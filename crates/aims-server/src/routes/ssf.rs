@@ -200,16 +200,22 @@ fn required_stream_id(query: Option<&str>) -> Result<String, ApiError> {
 }
 
 /// A JSON object body; unknown members are ignored, as SSF and RFC 8936 receivers expect.
+/// Anything but an object is refused (serde would otherwise read an array such as
+/// `[null, null]` as the fields in order).
 fn json_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => {
-            ApiError::bad_request(ErrorCode::InvalidBody, e.to_string())
-        }
-        _ => ApiError::bad_request(ErrorCode::InvalidJson, "the body is not valid JSON"),
-    })
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|_| ApiError::bad_request(ErrorCode::InvalidJson, "the body is not valid JSON"))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidBody,
+            "the body must be a JSON object",
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidBody, e.to_string()))
 }
 
 /// Printable text of 1 to `max` bytes.

@@ -603,6 +603,9 @@ async fn bad_stream_requests_change_nothing(backend: Backend) {
         (json!({"events_requested": "not a list"}), "invalid_body"),
         (json!({"description": "x".repeat(300)}), "invalid_request"),
         (json!([1, 2]), "invalid_body"),
+        // An array serde could read as the fields in order is no stream either.
+        (json!([null, null]), "invalid_body"),
+        (json!([null, null, null]), "invalid_body"),
     ] {
         let reply = ssf(
             server,
