@@ -181,11 +181,16 @@ async fn feed_reader(state: &AppState, headers: &HeaderMap) -> Result<Reader, Re
 pub async fn page(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<FeedQuery>,
+    query: Result<Query<FeedQuery>, ApiError>,
 ) -> Response {
+    // The reader is authenticated before its query is looked at.
     let reader = match feed_reader(&state, &headers).await {
         Ok(reader) => reader,
         Err(refused) => return refused,
+    };
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(refused) => return refused.into_response(),
     };
     let limit = query.limit.unwrap_or(FEED_PAGE).clamp(1, FEED_PAGE);
     match state
@@ -210,11 +215,16 @@ pub async fn page(
 pub async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<FeedQuery>,
+    query: Result<Query<FeedQuery>, ApiError>,
 ) -> Response {
+    // The reader is authenticated before its query is looked at.
     let reader = match feed_reader(&state, &headers).await {
         Ok(reader) => reader,
         Err(refused) => return refused,
+    };
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(refused) => return refused.into_response(),
     };
     let resume = headers
         .get("last-event-id")

@@ -247,6 +247,21 @@ async fn every_extractor_rejection_is_json() {
             StatusCode::BAD_REQUEST,
             "invalid_query",
         ),
+        // Without a credential the feed refuses the caller before reading its query.
+        (
+            Request::get("/v1/revocations?since=abc")
+                .body(Body::empty())
+                .unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        ),
+        (
+            Request::get("/v1/revocations/stream?since=abc")
+                .body(Body::empty())
+                .unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        ),
         // A path segment that is not UTF-8 once percent-decoded.
         (
             get("/v1/tasks/%FF"),
