@@ -21,6 +21,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use futures_util::TryStreamExt as _;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -239,6 +240,14 @@ pub(crate) async fn injected(
     Ok(Some(Injected::Header(name, value)))
 }
 
+/// What a query value is percent-encoded against: everything but RFC 3986's unreserved
+/// characters.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// `url` with query parameter `name` set to `value`: every parameter the agent sent under
 /// that name (percent-encoded or not) is removed, the others are kept as they were.
 fn with_query_parameter(url: &str, name: &str, value: &str) -> String {
@@ -247,50 +256,12 @@ fn with_query_parameter(url: &str, name: &str, value: &str) -> String {
         .split('&')
         .filter(|pair| {
             let key = pair.split_once('=').map_or(*pair, |(key, _)| key);
-            !pair.is_empty() && percent_decoded(key) != name.as_bytes()
+            !pair.is_empty() && percent_decode_str(key).collect::<Vec<u8>>() != name.as_bytes()
         })
         .collect();
-    let set = format!("{name}={}", percent_encoded(value));
+    let set = format!("{name}={}", utf8_percent_encode(value, QUERY_VALUE));
     kept.push(&set);
     format!("{base}?{}", kept.join("&"))
-}
-
-/// `text` with `%XX` escapes decoded (and `+` as a space, as in a form).
-fn percent_decoded(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&byte) = bytes.get(i) {
-        let escaped = (byte == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(decoded) => {
-                out.push(decoded);
-                i += 3;
-            }
-            None => {
-                out.push(if byte == b'+' { b' ' } else { byte });
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
-/// `text` with every byte but the unreserved ones (RFC 3986 §2.3) percent-encoded.
-fn percent_encoded(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// The authenticated agent behind a call, as AIMS is asked about it.

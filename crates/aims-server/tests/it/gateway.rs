@@ -96,6 +96,18 @@ inject = {{ secret = "github-token", header = "authorization", format = "token {
     )
 }
 
+/// Stores secret `name` with `value`, readable by the gateway's resource server.
+pub async fn store_secret(server: &TestServer, name: &str, value: &str) {
+    let stored = server
+        .admin(
+            Method::POST,
+            "/v1/secrets",
+            Some(json!({"name": name, "value": value, "readers": ["repo-tools"]})),
+        )
+        .await;
+    assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.body);
+}
+
 /// A call through the gateway with the agent's DPoP-bound `token` and a fresh proof by `key`
 /// (or the `proof` given).
 async fn call(
@@ -148,14 +160,7 @@ async fn calls_through_the_gateway_are_decided_and_the_secret_injected(backend: 
         ],
     )
     .await;
-    let stored = server
-        .admin(
-            Method::POST,
-            "/v1/secrets",
-            Some(json!({"name": "github-token", "value": UPSTREAM_SECRET, "readers": ["repo-tools"]})),
-        )
-        .await;
-    assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.body);
+    store_secret(server, "github-token", UPSTREAM_SECRET).await;
     let (upstream, seen) = upstream().await;
     let rs_secret = scene.rs_secret.clone();
     let config = Config::parse(&gateway_config(&server.base, &upstream), &|file: &Path| {
@@ -427,14 +432,7 @@ async fn routes_by_host_inject_into_a_query_parameter_or_basic_auth(backend: Bac
     let scene = Scene::start(backend).await;
     let server = &scene.server;
     Scene::push_policies(server, &[("gateway.cedar", PLANNER_READS_APP)]).await;
-    let stored = server
-        .admin(
-            Method::POST,
-            "/v1/secrets",
-            Some(json!({"name": "github-token", "value": "s3cr&t key", "readers": ["repo-tools"]})),
-        )
-        .await;
-    assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.body);
+    store_secret(server, "github-token", "s3cr&t key").await;
     let (upstream, seen) = upstream().await;
     let route = |host: &str, inject: &str| {
         format!(
@@ -518,14 +516,7 @@ async fn a_held_call_goes_through_once_a_human_approves_it(backend: Backend) {
     let scene = Scene::start(backend).await;
     let server = &scene.server;
     Scene::push_policies(server, &[("approval.cedar", READ_WITH_APPROVAL)]).await;
-    let stored = server
-        .admin(
-            Method::POST,
-            "/v1/secrets",
-            Some(json!({"name": "github-token", "value": UPSTREAM_SECRET, "readers": ["repo-tools"]})),
-        )
-        .await;
-    assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.body);
+    store_secret(server, "github-token", UPSTREAM_SECRET).await;
     let carol = server.add_user("carol", "approver").await;
     let (upstream, seen) = upstream().await;
     let rs_secret = scene.rs_secret.clone();

@@ -18,6 +18,7 @@ use reqwest::{Method, StatusCode};
 use ring::rand::SystemRandom;
 use serde_json::{Value, json};
 
+use crate::gateway::store_secret;
 use crate::kit::{Backend, serve_on_loopback};
 use crate::on_both_stores;
 use crate::task_tokens::{AUDIENCE, Scene, access_token};
@@ -178,14 +179,7 @@ async fn mcp_tool_calls_are_decided_and_lists_filtered(backend: Backend) {
     let scene = Scene::start(backend).await;
     let server = &scene.server;
     Scene::push_policies(server, &[("tools.cedar", PLANNER_TOOLS)]).await;
-    let stored = server
-        .admin(
-            Method::POST,
-            "/v1/secrets",
-            Some(json!({"name": "mcp-token", "value": MCP_SECRET, "readers": ["repo-tools"]})),
-        )
-        .await;
-    assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.body);
+    store_secret(server, "mcp-token", MCP_SECRET).await;
     let (upstream, received) = mcp_server().await;
     let rs_secret = scene.rs_secret.clone();
     let config = Config::parse(&gateway_config(&server.base, &upstream), &|_: &Path| {
