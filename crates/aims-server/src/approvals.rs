@@ -81,7 +81,7 @@ pub async fn resolve(
     };
     let call = BoundCall {
         task_id,
-        agent: caller.agent.name.clone(),
+        agent: caller.agent().name.clone(),
         action: request.action.clone(),
         resource: resource_name,
         arguments_digest: arguments_digest(&request.context.arguments),
@@ -118,7 +118,7 @@ pub async fn resolve(
     let ttl = terms.ttl_s.unwrap_or(DEFAULT_APPROVAL_TTL_S);
     let asked = AskedApproval {
         spiffe_id: caller.spiffe_id.to_string(),
-        owner: caller.agent.owner.clone(),
+        owner: caller.agent().owner.clone(),
         intent: request.context.intent.clone(),
         task_subject: task.subject,
         delegation_chain: request.context.delegation_chain.clone(),

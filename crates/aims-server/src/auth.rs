@@ -11,6 +11,7 @@
 //! written the caller gets 503 instead of the answer.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use aims_core::agent::Agent;
 use aims_core::audit::{Actor, AuditEvent, Outcome, action};
@@ -34,6 +35,7 @@ use crate::error::{ApiError, ErrorCode, Form, Rejected};
 use crate::limits;
 use crate::presented;
 use crate::refusals::Origin;
+use crate::registry::KnownAgent;
 use crate::state::AppState;
 use time::OffsetDateTime;
 
@@ -139,8 +141,9 @@ pub(crate) fn bearer(headers: &HeaderMap, max_len: usize) -> Option<&str> {
 /// asks about ([`AuthenticatedAgent::vouched_for`]).
 #[derive(Debug, Clone)]
 pub struct AuthenticatedAgent {
-    /// The agent's registry record.
-    pub agent: Agent,
+    /// The agent as this replica's registry view holds it: its record, last accepted posture
+    /// and principal.
+    pub known: Arc<KnownAgent>,
     /// Its SPIFFE ID, as the credential names it.
     pub spiffe_id: SpiffeId,
     /// Who established it.
@@ -165,6 +168,11 @@ pub enum Vouched {
 }
 
 impl AuthenticatedAgent {
+    /// The agent's registry record.
+    pub fn agent(&self) -> &Agent {
+        &self.known.agent
+    }
+
     /// The id of the agent's credential behind the request, if one was presented.
     pub fn credential_id(&self) -> Option<&TokenId> {
         match &self.vouched {
@@ -203,7 +211,7 @@ impl AuthenticatedAgent {
                 SpiffeId::for_agent(state.trust_domain.clone(), name)
             }
         };
-        let agent = presented::agent_of(state, &spiffe_id)
+        let known = presented::agent_of(state, &spiffe_id)
             .await?
             .ok_or_else(unknown)?;
         let task = match token {
@@ -211,7 +219,7 @@ impl AuthenticatedAgent {
             Some(token) => Some(passed_token(state, server, &spiffe_id, token).await?),
         };
         Ok(Self {
-            agent,
+            known,
             spiffe_id,
             vouched: Vouched::ByResourceServer {
                 name: server.name.clone(),
@@ -258,8 +266,15 @@ async fn passed_token(
     if claims.client_id != spiffe_id.to_string() {
         return Err(refused("it was issued to another agent"));
     }
-    let live = state.store.issued_credential(claims.jti.as_str()).await?;
-    if live.is_none_or(|c| c.revoked_at.is_some()) {
+    if !state
+        .issued
+        .confirm(
+            state.store.as_ref(),
+            claims.jti.as_str(),
+            now.unix_timestamp(),
+        )
+        .await?
+    {
         return Err(refused("it is revoked or unknown"));
     }
     let scopes = ScopeSet::parse(&claims.scope).map_err(|_| refused("its scope is malformed"))?;
@@ -288,7 +303,7 @@ impl FromRequestParts<AppState> for AuthenticatedAgent {
         let now = OffsetDateTime::now_utc();
         let presented = presented::presented(&parts.headers, parts.method.as_str(), &url);
         match presented::authenticate(state, &presented, now).map_err(refused)? {
-            Authenticated::Identity(svid) => identity_holder(state, svid).await,
+            Authenticated::Identity(svid) => identity_holder(state, svid, now).await,
             Authenticated::Task { claims, scheme } => task_holder(state, claims, scheme).await,
         }
     }
@@ -311,23 +326,35 @@ fn unregistered(scheme: Scheme, code: ErrorCode, message: &str) -> ApiError {
         .with_challenge(authn::challenge(scheme, code.as_str()))
 }
 
-/// The holder of a verified JWT-SVID: still registered, not revoked, its agent known.
+/// The holder of a verified JWT-SVID: not revoked (by the revoked set, then, for an SVID this
+/// replica has not seen before, by its register), its agent known.
 async fn identity_holder(
     state: &AppState,
     svid: SvidClaims,
+    now: OffsetDateTime,
 ) -> Result<AuthenticatedAgent, ApiError> {
     let refused = |message| unregistered(Scheme::Bearer, ErrorCode::InvalidSvid, message);
-    let live = state.store.issued_credential(svid.jti.as_str()).await?;
-    if live.is_none_or(|c| c.revoked_at.is_some()) {
+    state.revocations.with_view(|revoked| match revoked {
+        None => Err(self::refused(Refusal::Stale)),
+        Some(set) if svid.is_refused_by(set) => Err(refused("the SVID is revoked")),
+        Some(_) => Ok(()),
+    })?;
+    if !state
+        .issued
+        .confirm(
+            state.store.as_ref(),
+            svid.jti.as_str(),
+            now.unix_timestamp(),
+        )
+        .await?
+    {
         return Err(refused("the SVID is revoked or unknown"));
     }
-    let agent = state
-        .store
-        .agent(svid.sub.agent())
+    let known = presented::agent_of(state, &svid.sub)
         .await?
         .ok_or_else(|| refused("no such agent"))?;
     Ok(AuthenticatedAgent {
-        agent,
+        known,
         spiffe_id: svid.sub,
         vouched: Vouched::Itself(svid.jti),
         task: None,
@@ -344,13 +371,13 @@ async fn task_holder(
     let refused = |message| unregistered(scheme, ErrorCode::InvalidToken, message);
     let spiffe_id = SpiffeId::parse(&claims.client_id)
         .map_err(|_| refused("the token's client_id is not a SPIFFE ID"))?;
-    let agent = presented::agent_of(state, &spiffe_id)
+    let known = presented::agent_of(state, &spiffe_id)
         .await?
         .ok_or_else(|| refused("no such agent"))?;
     let scopes =
         ScopeSet::parse(&claims.scope).map_err(|_| refused("the token's scope is malformed"))?;
     Ok(AuthenticatedAgent {
-        agent,
+        known,
         spiffe_id,
         vouched: Vouched::Itself(claims.jti.clone()),
         task: Some(TaskToken { claims, scopes }),

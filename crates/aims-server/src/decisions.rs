@@ -3,7 +3,7 @@
 //! `explain`, and the gateway.
 //!
 //! A [`Question`] is typed (action, resource, task facts); the principal is always built from
-//! the registry record and the last accepted posture ([`principal_of`]), never from the
+//! the registry record and the last accepted posture ([`KnownAgent`]), never from the
 //! caller. [`decide_for`] answers an authenticated agent's question with the policy version
 //! in force, within its task token's scopes, and commits the decision's audit event before
 //! the answer leaves; an `approval_required` answer is resolved by [`crate::approvals`] (a
@@ -15,20 +15,16 @@
 use std::net::IpAddr;
 
 use aims_api::{DecideRequest, DecisionView};
-use aims_core::agent::Agent as Registered;
 use aims_core::audit::{Outcome, action};
 use aims_core::id::{ApprovalId, DecisionId};
-use aims_policy::{
-    Agent, Decision, DecisionRequest, Effect, Posture, RequestContext, Resource, ResourceObject,
-    Toolchain,
-};
-use aims_store::PostureSnapshot;
+use aims_policy::{Decision, DecisionRequest, Effect, RequestContext, Resource, ResourceObject};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use crate::approvals;
 use crate::auth::AuthenticatedAgent;
 use crate::error::{ApiError, ErrorCode};
+use crate::registry::KnownAgent;
 use crate::state::AppState;
 
 /// One question about an action of an agent.
@@ -103,23 +99,21 @@ pub enum Purpose {
     Preview,
 }
 
-/// The decision request for `agent` (with its last accepted posture `snapshot`) asking
+/// The decision request for `known` (an agent with its last accepted posture) asking
 /// `question`, under `decision_id` (a decision that is answered on its own has one; the token
 /// endpoint's `obtain` and `delegate` questions are part of an issuance and have none).
 pub fn request_for(
-    state: &AppState,
-    agent: &Registered,
-    snapshot: Option<&PostureSnapshot>,
+    known: &KnownAgent,
     question: Question,
     asked: Asked,
     decision_id: Option<DecisionId>,
 ) -> DecisionRequest {
-    let posture_age_s = snapshot.map_or(i64::MAX, |s| {
+    let posture_age_s = known.snapshot.as_ref().map_or(i64::MAX, |s| {
         (asked.at - s.accepted_at).whole_seconds().max(0)
     });
     DecisionRequest {
         decision_id: decision_id.map(String::from),
-        principal: principal_of(state, agent, snapshot),
+        principal: known.principal.clone(),
         action: question.action,
         resource: question.resource,
         context: RequestContext {
@@ -130,56 +124,10 @@ pub fn request_for(
             delegation_depth: 0,
             delegation_chain: Vec::new(),
             approved: false,
-            environment: agent.environment.to_string(),
+            environment: known.agent.environment.to_string(),
             source_ip: asked.source_ip,
             arguments: question.arguments,
         },
-    }
-}
-
-/// An agent as Cedar sees it: its registry record and last accepted posture.
-pub fn principal_of(
-    state: &AppState,
-    agent: &Registered,
-    snapshot: Option<&PostureSnapshot>,
-) -> Agent {
-    let evidence = snapshot.map(|s| &s.evidence);
-    let text = |value: Option<&String>| value.cloned().unwrap_or_default();
-    let label = |key: &'static str| {
-        agent
-            .labels
-            .iter()
-            .filter(move |(k, _)| k.as_str() == key)
-            .map(|(_, v)| v.clone())
-    };
-    Agent {
-        name: agent.name.to_string(),
-        spiffe_id: agent.spiffe_id(&state.trust_domain).to_string(),
-        owner: agent.owner.to_string(),
-        teams: label("team").collect(),
-        environment: agent.environment.to_string(),
-        state: agent.state.to_string(),
-        trust_level: label("trust_level")
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
-        model: text(evidence.and_then(|e| e.model.id.as_ref())),
-        toolchain: Toolchain {
-            framework: text(evidence.and_then(|e| e.toolchain.name.as_ref())),
-            version: text(evidence.and_then(|e| e.toolchain.version.as_ref())),
-            manifest_digest: evidence.and_then(|e| e.toolchain.manifest_digest.clone()),
-        },
-        posture: Posture {
-            identity_verified: snapshot.is_some(),
-            runtime_checks_passed: snapshot.is_some() && agent.state.may_hold_credentials(),
-            model_digest: evidence.and_then(|e| e.model.digest.clone()),
-            image_digest: evidence.and_then(|e| e.deployment.image_digest.clone()),
-        },
-        labels: agent
-            .labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
     }
 }
 
@@ -238,8 +186,7 @@ pub async fn decide_for(
         question.task_id = token.claims.task_id.to_string();
         question.intent = token.claims.intent.to_string();
     }
-    let agent = &caller.agent;
-    let snapshot = state.store.posture_snapshot(&agent.name).await?;
+    let known = &caller.known;
     let id: DecisionId = aims_token::new_id(&state.rng).map_err(|_| ApiError::internal())?;
     let in_scope = caller
         .task
@@ -253,14 +200,7 @@ pub async fn decide_for(
     let resource_name = question.resource_name();
     let resource = format!("{} {}", question.action, resource_name);
     let (task_id, intent) = (question.task_id.clone(), question.intent.clone());
-    let mut request = request_for(
-        state,
-        agent,
-        snapshot.as_ref(),
-        question,
-        asked,
-        Some(id.clone()),
-    );
+    let mut request = request_for(known, question, asked, Some(id.clone()));
     if let Some(token) = &caller.task {
         request.context.delegation_depth = i64::from(token.claims.depth());
         request.context.delegation_chain.clone_from(&chain);
@@ -285,7 +225,7 @@ pub async fn decide_for(
         .event(caller.actor(), action::DECISION, outcome)
         .request(request_id)
         .agent(caller.spiffe_id.to_string())
-        .owner(agent.owner.to_string())
+        .owner(known.agent.owner.to_string())
         .resource(resource)
         .chain(chain)
         .decision(
@@ -297,7 +237,7 @@ pub async fn decide_for(
             "policy_version": loaded.version,
             "reason": decision.reason,
             "posture_age_s": posture_age_s,
-            "posture_digest": snapshot.as_ref().map(|s| s.digest.clone()),
+            "posture_digest": known.snapshot.as_ref().map(|s| s.digest.clone()),
             "errors": decision.errors,
             "preview": purpose == Purpose::Preview,
         }));

@@ -168,6 +168,8 @@ error_codes! {
     RevisionConflict = "revision_conflict",
     /// The replica cannot tell whether a token is revoked.
     RevocationStateStale = "revocation_state_stale",
+    /// The replica's view of the registry is too old to decide on.
+    RegistryStateStale = "registry_state_stale",
     /// A secret of that name exists.
     SecretExists = "secret_exists",
     /// No such secret (or not one the caller may read).
@@ -428,6 +430,19 @@ impl ApiError {
             tracing::error!(error = %err, "store failure at an OAuth endpoint");
         }
         Self::oauth(code, description)
+    }
+}
+
+impl From<crate::registry::LookupError> for ApiError {
+    fn from(err: crate::registry::LookupError) -> Self {
+        match err {
+            crate::registry::LookupError::Stale(stale) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::RegistryStateStale,
+                stale.to_string(),
+            ),
+            crate::registry::LookupError::Store(err) => Self::from_store(err),
+        }
     }
 }
 

@@ -8,7 +8,8 @@
 //! revocation view of this replica ([`crate::revocation`]), then the registry. Every check
 //! fails closed.
 
-use aims_core::agent::Agent;
+use std::sync::Arc;
+
 use aims_core::id::SpiffeId;
 use aims_token::access::AccessClaims;
 use aims_token::authn::{self, Authenticated, Presented, Refusal, Rules, Scheme};
@@ -22,6 +23,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use time::OffsetDateTime;
 
+use crate::error::ApiError;
+use crate::registry::KnownAgent;
 use crate::state::AppState;
 
 /// The DPoP proof header.
@@ -233,13 +236,17 @@ pub async fn offer_dpop_nonce(
     response
 }
 
-/// The agent named by a SPIFFE ID of this trust domain, if it is registered.
+/// The agent named by a SPIFFE ID of this trust domain, if it is registered, as this
+/// replica's registry view holds it ([`crate::registry`]).
 pub async fn agent_of(
     state: &AppState,
     spiffe_id: &SpiffeId,
-) -> Result<Option<Agent>, aims_store::StoreError> {
+) -> Result<Option<Arc<KnownAgent>>, ApiError> {
     if spiffe_id.trust_domain() != &state.trust_domain {
         return Ok(None);
     }
-    state.store.agent(spiffe_id.agent()).await
+    Ok(state
+        .registry
+        .agent(state.store.as_ref(), spiffe_id.agent())
+        .await?)
 }

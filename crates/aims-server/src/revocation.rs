@@ -159,30 +159,22 @@ impl RevocationSet {
     }
 }
 
-/// Follows the log until `stop`: catches up every `every`, and logs (once per outage) when
-/// the store cannot be read — the set then goes stale and refuses tokens.
+/// Follows the log until `stop`, catching up every `every` ([`crate::follow::every`]): when
+/// the store cannot be read the set goes stale and refuses tokens.
 pub async fn follow(
     set: Arc<RevocationSet>,
     store: Arc<dyn Store>,
     every: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => match set.catch_up(store.as_ref()).await {
-                Ok(()) => failing = false,
-                Err(error) if !failing => {
-                    failing = true;
-                    tracing::error!(%error, "cannot read the revocation log; tokens are refused until it can");
-                }
-                Err(_) => {}
-            },
-            _ = stop.changed() => return,
-        }
-    }
+    crate::follow::every(
+        every,
+        stop,
+        "revocation log",
+        "tokens are refused until it can",
+        || set.catch_up(store.as_ref()),
+    )
+    .await;
 }
 
 #[cfg(test)]

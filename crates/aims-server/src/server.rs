@@ -143,6 +143,12 @@ pub async fn start_with_store(
         state.config.revocation_poll,
         stop.clone(),
     ));
+    tokio::spawn(crate::registry::follow(
+        state.registry.clone(),
+        state.store.clone(),
+        state.config.revocation_poll,
+        stop.clone(),
+    ));
     tokio::spawn(crate::approval_watch::follow(
         state.approval_watch.clone(),
         state.store.clone(),
@@ -211,6 +217,10 @@ pub async fn app_state(
     // Tokens are refused until the revocation log has been read once.
     if let Err(error) = state.revocations.catch_up(state.store.as_ref()).await {
         tracing::error!(%error, "cannot read the revocation log at start; tokens are refused until it can");
+    }
+    // Agents' requests are refused until the registry has been read once.
+    if let Err(error) = state.registry.catch_up(state.store.as_ref()).await {
+        tracing::error!(%error, "cannot read the registry at start; agents' requests are refused until it can");
     }
     Ok((state, started.bootstrap_credential))
 }

@@ -25,12 +25,15 @@ use crate::metrics::Metrics;
 use crate::policy::{self, LoadedPolicy, PolicyHolder};
 use crate::readiness::Readiness;
 use crate::refusals::{self, Disposition, Origin, RefusalLog};
+use crate::registry::{IssuedCredentials, RegistryView};
 use crate::revocation::RevocationSet;
 
 /// What attestation nonces are minted for (the MAC key's derivation label).
 const ATTESTATION_NONCE_PURPOSE: &str = "aims attestation nonce v1";
 /// Most DPoP proofs one replica remembers at once (each for a minute).
 const DPOP_REPLAY_CAPACITY: usize = 1_000_000;
+/// Most credential ids one replica remembers as issued (each until it expires).
+const ISSUED_CREDENTIALS_CAPACITY: usize = 1_000_000;
 
 /// Cheap-to-clone handle on the server's state.
 #[derive(Clone)]
@@ -64,6 +67,10 @@ pub struct Inner {
     pub policy: PolicyHolder,
     /// What this replica knows is revoked.
     pub revocations: Arc<RevocationSet>,
+    /// What this replica knows of the registered agents, for the decision path.
+    pub registry: Arc<RegistryView>,
+    /// Credentials this replica confirmed were issued.
+    pub issued: IssuedCredentials,
     /// Wakes waiters on approval requests when one changes.
     pub approval_watch: ApprovalWatch,
     /// DPoP proofs seen by this replica.
@@ -127,13 +134,27 @@ impl AppState {
         let _ = self.revocations.catch_up(self.store.as_ref()).await;
     }
 
+    /// Applies the registry changes this replica just committed (an agent registered or
+    /// changed, a posture accepted), so its next request sees them; the other replicas follow
+    /// within their poll interval. If the change log cannot be read now, the view goes stale
+    /// and refuses, so failing here is safe to ignore.
+    pub async fn apply_own_registry_changes(&self) {
+        let _ = self.registry.catch_up(self.store.as_ref()).await;
+    }
+
     /// Assembles the state.
     pub fn new(parts: Parts) -> Self {
         let federation = Federation::new(parts.config.trusted_issuers.clone());
         let revocations = Arc::new(RevocationSet::new(parts.config.revocation_max_staleness));
+        let registry = Arc::new(RegistryView::new(
+            parts.config.trust_domain.clone(),
+            parts.config.revocation_max_staleness,
+        ));
         Self(Arc::new(Inner {
             federation,
             revocations,
+            registry,
+            issued: IssuedCredentials::new(ISSUED_CREDENTIALS_CAPACITY),
             approval_watch: ApprovalWatch::default(),
             dpop_replay: ReplayCache::new(DPOP_REPLAY_CAPACITY),
             verified_tokens: VerifiedTokens::new(aims_token::verified::DEFAULT_CAPACITY),

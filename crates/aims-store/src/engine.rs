@@ -25,8 +25,8 @@ use crate::approvals;
 use crate::errors::{classify, is_foreign_key_violation, on_unique};
 use crate::rows::{
     self, AgentColumns, AgentRow, ApprovalRow, AuditRow, CredentialRow, HeadRow, JoinTokenRow,
-    KeyRow, Listing, PolicySetRow, ResourceServerRow, RevocationRow, SecretRow, SightingRow,
-    SnapshotRow, SsfPendingRow, SsfStreamColumns, SsfStreamRow, TaskRow, UserRow,
+    KeyRow, Listing, PolicySetRow, RegistryRow, ResourceServerRow, RevocationRow, SecretRow,
+    SightingRow, SnapshotRow, SsfPendingRow, SsfStreamColumns, SsfStreamRow, TaskRow, UserRow,
 };
 use crate::secrets;
 use crate::sightings;
@@ -37,9 +37,9 @@ use crate::write::{
 use crate::{
     AccessTokenIssue, AgentActivity, AgentFilter, AttestationRecord, AuditKey, EPOCH_LIFETIME,
     Initialization, IssuedCredential, JoinTokenRecord, JoinTokenUse, KeySet, KeyState, MAX_PAGE,
-    MAX_SSF_STREAMS_PER_RECEIVER, PolicySetVersion, PostureSnapshot, ResourceServer, Revocation,
-    RevocationTarget, SsfPending, SsfReceiver, SsfStream, Store, StoreError, StoredKey, TaskFilter,
-    sql,
+    MAX_SSF_STREAMS_PER_RECEIVER, PolicySetVersion, PostureSnapshot, RegistryCursor, RegistryEntry,
+    ResourceServer, Revocation, RevocationTarget, SsfPending, SsfReceiver, SsfStream, Store,
+    StoreError, StoredKey, TaskFilter, sql,
 };
 
 /// A `meta` value.
@@ -206,6 +206,7 @@ where
                 .bind(cols.created_at_ms)
                 .bind(cols.updated_at_ms)
                 .bind(cols.record)
+                .bind(rows::change_seq(&head)?)
                 .execute(&mut *tx)
                 .await
                 .map_err(on_unique("agent name already registered"))?;
@@ -266,6 +267,7 @@ where
                 .bind(cols.updated_at_ms)
                 .bind(cols.record)
                 .bind(expected)
+                .bind(rows::change_seq(&head)?)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(classify)?;
@@ -394,6 +396,25 @@ where
             .transpose()
     }
 
+    async fn registry_changes(
+        &self,
+        after: &RegistryCursor,
+        limit: u32,
+    ) -> Result<Vec<RegistryEntry>, StoreError> {
+        // Nothing is numbered past i64::MAX: a cursor beyond it has nothing after it.
+        let change = i64::try_from(after.change).unwrap_or(i64::MAX);
+        sqlx::query_as::<B::Db, RegistryRow>(sql::REGISTRY_CHANGES)
+            .bind(change)
+            .bind(after.name.clone())
+            .bind(i64::from(limit.min(MAX_PAGE)))
+            .fetch_all(self.reads())
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(RegistryRow::into_entry)
+            .collect()
+    }
+
     async fn record_attestation(
         &self,
         record: &AttestationRecord,
@@ -412,6 +433,12 @@ where
                 .bind(snapshot.digest.clone())
                 .bind(snapshot.key_thumbprint.clone())
                 .bind(rows::to_ms(snapshot.accepted_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            sqlx::query(sql::MARK_AGENT_CHANGED)
+                .bind(snapshot.agent.as_str().to_owned())
+                .bind(rows::change_seq(&head)?)
                 .execute(&mut *tx)
                 .await
                 .map_err(classify)?;

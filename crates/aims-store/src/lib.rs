@@ -199,6 +199,39 @@ pub enum AuditKey<'a> {
     Task(&'a str),
 }
 
+/// Where a reader of the registry's change log has got to: the last change it applied
+/// (`change`, the audit sequence number of the transaction that made it) and, among agents
+/// changed by that transaction, the last name. The default reads from the beginning.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RegistryCursor {
+    /// The audit sequence number of the last change read.
+    pub change: u64,
+    /// The last agent read at that change (empty before the first).
+    pub name: String,
+}
+
+/// An agent as it stands after a change, with its last accepted posture: what an in-memory
+/// view of the registry holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryEntry {
+    /// The audit sequence number of the transaction that last changed it.
+    pub change: u64,
+    /// Its record.
+    pub agent: Agent,
+    /// Its last accepted posture, if any.
+    pub snapshot: Option<PostureSnapshot>,
+}
+
+impl RegistryEntry {
+    /// The position just after this entry.
+    pub fn cursor(&self) -> RegistryCursor {
+        RegistryCursor {
+            change: self.change,
+            name: self.agent.name.to_string(),
+        }
+    }
+}
+
 /// What an agent has been doing, for the inventory: read from the audit log, the credentials
 /// and the tasks.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -396,6 +429,17 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes what has expired by `now` and is kept only to be refused (used attestation
     /// nonces, used DPoP proofs). Not audited: it changes nothing anyone could still use.
     async fn sweep_expired(&self, now: OffsetDateTime) -> Result<(), StoreError>;
+
+    /// Up to `limit` (capped at [`MAX_PAGE`]) agents whose record or posture snapshot
+    /// changed after `after`, each as it stands now, in change order: the registry's change
+    /// log, from which each replica keeps its in-memory view current. Every change commits
+    /// under the audit-head lock and is numbered by its audit sequence, so a reader that
+    /// resumes from the last entry it read misses none.
+    async fn registry_changes(
+        &self,
+        after: &RegistryCursor,
+        limit: u32,
+    ) -> Result<Vec<RegistryEntry>, StoreError>;
 
     /// The last accepted posture of `agent`.
     async fn posture_snapshot(

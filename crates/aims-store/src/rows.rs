@@ -19,8 +19,8 @@ use time::OffsetDateTime;
 
 use crate::{
     AgentFilter, IssuedCredential, IssuedKind, JoinTokenRecord, JoinTokenUse, KeyState, MAX_PAGE,
-    PolicySetVersion, PostureSnapshot, ResourceServer, Revocation, Revoked, SsfDelivery,
-    SsfPending, SsfReceiver, SsfStream, StoreError, StoredKey, TaskFilter,
+    PolicySetVersion, PostureSnapshot, RegistryEntry, ResourceServer, Revocation, Revoked,
+    SsfDelivery, SsfPending, SsfReceiver, SsfStream, StoreError, StoredKey, TaskFilter,
 };
 
 /// `meta` key of the trust domain.
@@ -452,6 +452,64 @@ impl SnapshotRow {
             digest: self.digest,
             key_thumbprint: self.key_thumbprint,
             accepted_at: from_ms(self.accepted_at_ms, "posture snapshot")?,
+        })
+    }
+}
+
+/// The `change_seq` a write transaction that began at `head` gives what it changes: the
+/// sequence number its first audit record takes.
+pub(crate) fn change_seq(head: &ChainHead) -> Result<i64, StoreError> {
+    head.seq
+        .checked_add(1)
+        .and_then(|seq| i64::try_from(seq).ok())
+        .ok_or_else(|| StoreError::Corrupt("audit sequence out of range".to_owned()))
+}
+
+/// An agent with its posture snapshot (if it has one), as the registry view reads them.
+#[derive(sqlx::FromRow)]
+pub(crate) struct RegistryRow {
+    pub change_seq: i64,
+    pub name: String,
+    pub record: String,
+    pub evidence: Option<String>,
+    pub digest: Option<String>,
+    pub key_thumbprint: Option<String>,
+    pub accepted_at_ms: Option<i64>,
+}
+
+impl RegistryRow {
+    /// Decodes the agent and its snapshot.
+    pub fn into_entry(self) -> Result<RegistryEntry, StoreError> {
+        let change = u64::try_from(self.change_seq)
+            .map_err(|_| corrupt("change sequence of agent", &self.name))?;
+        let snapshot = match (
+            self.evidence,
+            self.digest,
+            self.key_thumbprint,
+            self.accepted_at_ms,
+        ) {
+            (Some(evidence), Some(digest), Some(key_thumbprint), Some(accepted_at_ms)) => Some(
+                SnapshotRow {
+                    agent: self.name.clone(),
+                    evidence,
+                    digest,
+                    key_thumbprint,
+                    accepted_at_ms,
+                }
+                .into_snapshot()?,
+            ),
+            (None, None, None, None) => None,
+            _ => return Err(corrupt("posture snapshot of", &self.name)),
+        };
+        let agent = AgentRow {
+            name: self.name,
+            record: self.record,
+        }
+        .into_agent()?;
+        Ok(RegistryEntry {
+            change,
+            agent,
+            snapshot,
         })
     }
 }

@@ -34,16 +34,27 @@ pub(crate) const SELECT_AGENT_AUDIT: &str = "SELECT seq, prev_hash, hash, body F
 pub(crate) const SELECT_TASK_AUDIT: &str = "SELECT seq, prev_hash, hash, body FROM audit_log \
      WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 
+/// Binds: name, owner, environment, state, revision, created_at_ms, updated_at_ms, record,
+/// change_seq.
 pub(crate) const INSERT_AGENT: &str = "INSERT INTO agents \
-     (name, owner, environment, state, revision, created_at_ms, updated_at_ms, record) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+     (name, owner, environment, state, revision, created_at_ms, updated_at_ms, record, \
+     change_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 pub(crate) const SELECT_AGENT: &str = "SELECT name, record FROM agents WHERE name = $1";
 pub(crate) const AGENT_EXISTS: &str = "SELECT name FROM agents WHERE name = $1";
 /// Binds: name, owner, environment, state, new revision, updated_at_ms, record, expected
-/// revision. The creation time never changes. Returns the name if a row changed.
+/// revision, change_seq. The creation time never changes. Returns the name if a row changed.
 pub(crate) const UPDATE_AGENT: &str = "UPDATE agents SET owner = $2, environment = $3, \
-     state = $4, revision = $5, updated_at_ms = $6, record = $7 \
+     state = $4, revision = $5, updated_at_ms = $6, record = $7, change_seq = $9 \
      WHERE name = $1 AND revision = $8 RETURNING name";
+/// Binds: name, change_seq. For a change of what the registry view holds beside the record
+/// (the posture snapshot).
+pub(crate) const MARK_AGENT_CHANGED: &str = "UPDATE agents SET change_seq = $2 WHERE name = $1";
+/// Binds: change_seq and name after which to read, limit. Each agent changed after that
+/// position with its posture snapshot, in change order.
+pub(crate) const REGISTRY_CHANGES: &str = "SELECT a.change_seq, a.name, a.record, \
+     s.evidence, s.digest, s.key_thumbprint, s.accepted_at_ms \
+     FROM agents a LEFT JOIN posture_snapshots s ON s.agent = a.name \
+     WHERE (a.change_seq, a.name) > ($1, $2) ORDER BY a.change_seq, a.name LIMIT $3";
 
 pub(crate) const INSERT_JOIN_TOKEN: &str = "INSERT INTO join_tokens \
      (hash, agent, expires_at_ms, used_at_ms) VALUES ($1, $2, $3, NULL)";

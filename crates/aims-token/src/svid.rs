@@ -8,6 +8,7 @@
 use std::borrow::Borrow;
 
 use aims_core::id::{SpiffeId, TokenId};
+use aims_core::revocation::{Presented, RevokedSet};
 use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -37,6 +38,19 @@ pub struct SvidClaims {
     pub cnf: Confirmation,
     /// Digest of the evidence accepted at attestation.
     pub aims_posture: String,
+}
+
+impl SvidClaims {
+    /// Whether `revoked` refuses this identity: by its `jti`, or by an epoch of its agent that
+    /// began after it was issued.
+    pub fn is_refused_by(&self, revoked: &RevokedSet) -> bool {
+        revoked.refuses(&Presented {
+            jti: self.jti.as_str(),
+            agents: std::slice::from_ref(self.sub.agent()),
+            task_id: None,
+            issued_at: self.iat,
+        })
+    }
 }
 
 /// Mints a JWT-SVID with the current signing key.

@@ -115,7 +115,7 @@ pub async fn register(
         "join_token_expires_at": record.expires_at.unix_timestamp(),
     });
     match state.store.create_agent(&agent, &record, &event).await {
-        Ok(()) => {}
+        Ok(()) => state.apply_own_registry_changes().await,
         Err(StoreError::Conflict { .. }) => {
             return Err(ApiError::conflict(
                 ErrorCode::AgentExists,
@@ -259,6 +259,7 @@ async fn save(
             if !next.state.may_hold_credentials() {
                 state.apply_own_revocations().await;
             }
+            state.apply_own_registry_changes().await;
             Ok(())
         }
         Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(

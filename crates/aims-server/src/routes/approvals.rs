@@ -129,7 +129,7 @@ pub async fn show(
     let id = approval_id(&id)?;
     let visible = |request: &aims_core::approval::ApprovalRequest| match &reader {
         Reader::Human(_) => true,
-        Reader::Agent(agent) => request.asked.call.agent == agent.agent.name,
+        Reader::Agent(agent) => request.asked.call.agent == agent.agent().name,
         Reader::ResourceServer(server) => {
             request.asked.enforcement_point.as_ref() == Some(&server.name)
         }

@@ -452,12 +452,15 @@ async fn issue_svid(
         },
     };
     match state.store.record_attestation(&record, &event).await {
-        Ok(()) => Ok(AttestResponse {
-            svid,
-            spiffe_id: spiffe_id.to_string(),
-            expires_at,
-            posture_digest,
-        }),
+        Ok(()) => {
+            state.apply_own_registry_changes().await;
+            Ok(AttestResponse {
+                svid,
+                spiffe_id: spiffe_id.to_string(),
+                expires_at,
+                posture_digest,
+            })
+        }
         Err(StoreError::Conflict { .. }) => Err(refused(
             StatusCode::FORBIDDEN,
             ErrorCode::AgentNotActive,
@@ -504,7 +507,10 @@ async fn quarantine(
         .await
     {
         // The agent's credentials were revoked with it.
-        Ok(()) => state.apply_own_revocations().await,
+        Ok(()) => {
+            state.apply_own_revocations().await;
+            state.apply_own_registry_changes().await;
+        }
         // Changed concurrently (e.g. already quarantined by a parallel attestation): the
         // attestation is refused either way.
         Err(StoreError::Conflict { .. }) => return Ok(()),

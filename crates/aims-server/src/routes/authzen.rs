@@ -172,7 +172,7 @@ async fn subject_of<'a>(
     }
     match asker {
         Asker::Agent(caller) => {
-            let is_caller = subject.id == caller.agent.name.as_str()
+            let is_caller = subject.id == caller.agent().name.as_str()
                 || subject.id == caller.spiffe_id.to_string();
             if !is_caller {
                 return Err(ApiError::new(
@@ -290,7 +290,7 @@ async fn evaluate(
                 .event(caller.actor(), action::DECISION, Outcome::Denied)
                 .request(request_id)
                 .agent(caller.spiffe_id.to_string())
-                .owner(caller.agent.owner.to_string())
+                .owner(caller.agent().owner.to_string())
                 .resource(call)
                 .decision("deny", Vec::new())
                 .details(json!({

@@ -25,6 +25,7 @@ use crate::decisions::{self, Asked, Purpose, Question};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{Body, Path};
 use crate::policy::{self, LoadedPolicy};
+use crate::registry::KnownAgent;
 use crate::state::AppState;
 
 /// The decision id an explanation carries (it decides nothing).
@@ -228,10 +229,9 @@ pub async fn explain(
         at: OffsetDateTime::now_utc(),
         source_ip: peer.ip(),
     };
+    let known = KnownAgent::new(&state.trust_domain, agent, snapshot);
     let request = decisions::request_for(
-        &state,
-        &agent,
-        snapshot.as_ref(),
+        &known,
         question,
         asked,
         Some(DecisionId::new(EXPLAIN_DECISION_ID).map_err(|_| ApiError::internal())?),
@@ -245,7 +245,7 @@ pub async fn explain(
     let event = state
         .event(caller.actor(), action::POLICY_EXPLAIN, Outcome::Success)
         .request(caller.request_id.clone())
-        .agent(agent.spiffe_id(&state.trust_domain).to_string())
+        .agent(known.agent.spiffe_id(&state.trust_domain).to_string())
         .resource(resource);
     state.audit.record(event).await?;
     Ok(Json(explanation))

@@ -49,7 +49,7 @@ pub async fn create(
     }
     let task = Task {
         id: aims_token::new_id(&state.rng).map_err(|_| ApiError::internal())?,
-        agent: caller.agent.name.clone(),
+        agent: caller.agent().name.clone(),
         intent,
         subject: req.subject.unwrap_or_else(|| caller.spiffe_id.to_string()),
         state: TaskState::Active,

@@ -16,9 +16,9 @@ use aims_core::task::Task;
 use aims_core::user::User;
 use aims_store::{
     AccessTokenIssue, AgentFilter, AttestationRecord, Initialization, IssuedCredential,
-    JoinTokenRecord, JoinTokenUse, KeySet, PolicySetVersion, PostureSnapshot, ResourceServer,
-    Revocation, RevocationTarget, SsfPending, SsfReceiver, SsfStream, Store, StoreError, StoredKey,
-    TaskFilter,
+    JoinTokenRecord, JoinTokenUse, KeySet, PolicySetVersion, PostureSnapshot, RegistryCursor,
+    RegistryEntry, ResourceServer, Revocation, RevocationTarget, SsfPending, SsfReceiver,
+    SsfStream, Store, StoreError, StoredKey, TaskFilter,
 };
 use reqwest::{Method, StatusCode};
 use time::OffsetDateTime;
@@ -31,6 +31,7 @@ struct FailingAudit {
     inner: Arc<dyn Store>,
     broken: Arc<AtomicBool>,
     revocations_unreadable: Arc<AtomicBool>,
+    registry_unreadable: Arc<AtomicBool>,
 }
 
 impl FailingAudit {
@@ -263,6 +264,18 @@ impl Store for FailingAudit {
         }
         self.inner.revocations_since(after, limit, audience).await
     }
+    async fn registry_changes(
+        &self,
+        after: &RegistryCursor,
+        limit: u32,
+    ) -> Result<Vec<RegistryEntry>, StoreError> {
+        if self.registry_unreadable.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(
+                "injected: registry change log unreachable".into(),
+            ));
+        }
+        self.inner.registry_changes(after, limit).await
+    }
     async fn create_resource_server(
         &self,
         server: &ResourceServer,
@@ -447,6 +460,7 @@ async fn an_unwritable_audit_log_refuses_every_answer_until_it_recovers() {
         inner: open_store(Backend::Sqlite, &dir).await,
         broken: broken.clone(),
         revocations_unreadable: Arc::new(AtomicBool::new(false)),
+        registry_unreadable: Arc::new(AtomicBool::new(false)),
     });
     let env = std::collections::HashMap::from([(
         aims_server::config::ENV_BOOTSTRAP_TOKEN.to_owned(),
@@ -505,13 +519,33 @@ async fn an_unwritable_audit_log_refuses_every_answer_until_it_recovers() {
 
 #[tokio::test]
 async fn a_replica_cut_off_from_the_revocation_log_refuses_task_tokens() {
+    refuses_while_cut_off(
+        |store| &store.revocations_unreadable,
+        "revocation_state_stale",
+    )
+    .await;
+}
+
+/// Decisions read the agent from the replica's registry view, which goes stale like the
+/// revoked set.
+#[tokio::test]
+async fn a_replica_cut_off_from_the_registry_change_log_refuses_decisions() {
+    refuses_while_cut_off(|store| &store.registry_unreadable, "registry_state_stale").await;
+}
+
+/// A replica whose store stops answering one log (`log` of the store) refuses a task token's
+/// decision with 503 `code` once its view is older than the bound (1 s), and decides again
+/// once the log can be read.
+async fn refuses_while_cut_off(log: fn(&FailingAudit) -> &Arc<AtomicBool>, code: &str) {
     let dir = Arc::new(tempfile::tempdir().unwrap());
-    let cut_off = Arc::new(AtomicBool::new(false));
-    let store: Arc<dyn Store> = Arc::new(FailingAudit {
+    let failing = FailingAudit {
         inner: open_store(Backend::Sqlite, &dir).await,
         broken: Arc::new(AtomicBool::new(false)),
-        revocations_unreadable: cut_off.clone(),
-    });
+        revocations_unreadable: Arc::new(AtomicBool::new(false)),
+        registry_unreadable: Arc::new(AtomicBool::new(false)),
+    };
+    let cut_off = log(&failing).clone();
+    let store: Arc<dyn Store> = Arc::new(failing);
     let config = dir.path().join("aims.toml");
     std::fs::write(&config, "version = 1\nrevocation_max_staleness_s = 1\n").unwrap();
     let env = std::collections::HashMap::from([
@@ -537,7 +571,7 @@ async fn a_replica_cut_off_from_the_revocation_log_refuses_task_tokens() {
     let refused = call().await;
     assert_eq!(
         (refused.status, refused.code()),
-        (StatusCode::SERVICE_UNAVAILABLE, "revocation_state_stale"),
+        (StatusCode::SERVICE_UNAVAILABLE, code),
         "{}",
         refused.body
     );

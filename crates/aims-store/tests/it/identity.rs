@@ -7,7 +7,10 @@ use aims_core::agent::LifecycleState;
 use aims_core::audit::action;
 use aims_core::credential::CredentialHash;
 use aims_core::posture::{Evidence, ModelEvidence};
-use aims_store::{AttestationRecord, IssuedCredential, IssuedKind, PostureSnapshot, StoreError};
+use aims_store::{
+    AttestationRecord, IssuedCredential, IssuedKind, PostureSnapshot, RegistryCursor,
+    RegistryEntry, Store, StoreError,
+};
 
 use crate::fixtures::{AuditCursor, agent, at, changed, event, join_token, name};
 use crate::harness::Harness;
@@ -179,4 +182,102 @@ pub async fn leaving_active_revokes_every_credential(h: &Harness) {
         .await;
     assert!(matches!(late, Err(StoreError::Conflict { .. })), "{late:?}");
     assert_eq!(store.issued_credential("c3").await.unwrap(), None);
+}
+
+/// The agents read from the change log after `cursor`, as (name, state, model of the
+/// snapshot), and the cursor after them.
+async fn changes_after(
+    store: &dyn Store,
+    cursor: &RegistryCursor,
+    limit: u32,
+) -> (
+    Vec<(String, LifecycleState, Option<String>)>,
+    RegistryCursor,
+) {
+    let page: Vec<RegistryEntry> = store.registry_changes(cursor, limit).await.unwrap();
+    let next = page
+        .last()
+        .map_or_else(|| cursor.clone(), RegistryEntry::cursor);
+    let seen = page
+        .into_iter()
+        .map(|e| {
+            (
+                e.agent.name.to_string(),
+                e.agent.state,
+                e.snapshot.and_then(|s| s.evidence.model.id),
+            )
+        })
+        .collect();
+    (seen, next)
+}
+
+pub async fn registry_changes_follow_every_change(h: &Harness) {
+    let store = &*h.store;
+    register(h, "alpha").await;
+    register(h, "beta").await;
+    let active = LifecycleState::Active;
+
+    // From the beginning, a page at a time, in change order.
+    let (first, cursor) = changes_after(store, &RegistryCursor::default(), 1).await;
+    assert_eq!(first, [("alpha".to_owned(), active, None)]);
+    let (second, cursor) = changes_after(store, &cursor, 1).await;
+    assert_eq!(second, [("beta".to_owned(), active, None)]);
+    let (none, cursor) = changes_after(store, &cursor, 100).await;
+    assert!(none.is_empty(), "{none:?}");
+
+    // An accepted attestation changes the agent's posture.
+    store
+        .record_attestation(
+            &attestation("beta", "svid-b", "m1", 10),
+            &event("identity.issue"),
+        )
+        .await
+        .unwrap();
+    let (seen, cursor) = changes_after(store, &cursor, 100).await;
+    assert_eq!(seen, [("beta".to_owned(), active, Some("m1".to_owned()))]);
+
+    // A state change; a refused update (stale revision) is no change.
+    let alpha = store.agent(&name("alpha")).await.unwrap().unwrap();
+    let suspended = changed(&alpha, LifecycleState::Suspended);
+    store
+        .update_agent(&suspended, alpha.revision, &event(action::AGENT_UPDATE))
+        .await
+        .unwrap();
+    let stale = store
+        .update_agent(&suspended, alpha.revision, &event(action::AGENT_UPDATE))
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { .. })),
+        "{stale:?}"
+    );
+    let (seen, cursor) = changes_after(store, &cursor, 100).await;
+    assert_eq!(
+        seen,
+        [("alpha".to_owned(), LifecycleState::Suspended, None)]
+    );
+
+    // Releasing a quarantined agent clears its snapshot: the view learns that too.
+    let beta = store.agent(&name("beta")).await.unwrap().unwrap();
+    let quarantined = changed(&beta, LifecycleState::Quarantined);
+    store
+        .update_agent(&quarantined, beta.revision, &event(action::AGENT_UPDATE))
+        .await
+        .unwrap();
+    let released = changed(&quarantined, active);
+    store
+        .update_agent(
+            &released,
+            quarantined.revision,
+            &event(action::AGENT_UPDATE),
+        )
+        .await
+        .unwrap();
+    let (seen, cursor) = changes_after(store, &cursor, 100).await;
+    assert_eq!(
+        seen,
+        [("beta".to_owned(), active, None)],
+        "one entry, as it stands now"
+    );
+    let (none, _) = changes_after(store, &cursor, 100).await;
+    assert!(none.is_empty(), "{none:?}");
 }

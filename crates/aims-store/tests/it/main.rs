@@ -84,6 +84,7 @@ conformance! {
     identity::nonces_are_single_use_and_expire,
     identity::attestations_record_snapshot_and_credential,
     identity::leaving_active_revokes_every_credential,
+    identity::registry_changes_follow_every_change,
     policies::policy_versions_follow_each_other,
     policies::concurrent_pushes_take_one_version,
     users::users_are_found_by_credential,

@@ -240,9 +240,19 @@ impl Replica<'_> {
 
     /// POSTs `body` as the bootstrap admin.
     pub async fn admin(&self, path: &str, body: Value) -> (u16, Value) {
+        self.admin_with(reqwest::Method::POST, path, body).await
+    }
+
+    /// Sends `body` with `method` as the bootstrap admin.
+    pub async fn admin_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> (u16, Value) {
         let resp = self
             .http
-            .post(format!("{}{path}", self.url))
+            .request(method, format!("{}{path}", self.url))
             .bearer_auth(ADMIN_TOKEN)
             .json(&body)
             .send()

@@ -1,7 +1,8 @@
 //! Several `aims server` processes sharing one PostgreSQL database behave as one deployment:
 //! a task token issued by one replica works at another, and a revocation made on one is
 //! refused by the other within a second, with what was delegated from it (each replica follows
-//! the store's revocation log, and its `/metrics` shows how far).
+//! the store's revocation log, and its `/metrics` shows how far); an agent changed on one is
+//! decided on as changed by the other within a second (each follows the registry change log).
 //!
 //! Needs PostgreSQL: `AIMS_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test`, run
 //! with `--include-ignored`. The benchmark `revocation_propagation` measures the same path,
@@ -111,4 +112,54 @@ async fn a_dpop_proof_is_good_once_at_one_replica_only() {
         (401, Some("use_dpop_nonce")),
         "replayed at the other replica: {body}"
     );
+}
+
+/// Each replica decides from its in-memory view of the registry: a change made on one replica
+/// is seen by that replica's next request, and by the other within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set AIMS_TEST_DATABASE_URL and run with --include-ignored"]
+async fn an_agent_changed_on_one_replica_is_decided_as_changed_by_the_other() {
+    let deployment = Deployment::start(&database_url().await).await;
+    let (a, b) = (deployment.at(0), deployment.at(1));
+    // Registered on the first replica, decided on by the second at once.
+    let planner = a.planner().await;
+    let token = a.exchange(&planner).await;
+    let decision = |body: &serde_json::Value| body["decision"].as_str().unwrap_or("").to_owned();
+    let (status, body) = b.decision(&planner, &token).await;
+    assert_eq!(
+        (status, decision(&body)),
+        (200, "deny".to_owned()),
+        "{body}"
+    );
+
+    // Joining the coding team lets it read repositories (`coding-read-repository`).
+    let (status, body) = a
+        .admin_with(
+            reqwest::Method::PATCH,
+            "/v1/agents/planner",
+            serde_json::json!({"labels": {"role": "planner", "team": "coding-agents"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let changed = Instant::now();
+    let (status, body) = a.decision(&planner, &token).await;
+    assert_eq!(
+        (status, decision(&body)),
+        (200, "allow".to_owned()),
+        "the replica that made the change decides on it at once: {body}"
+    );
+    let delay = loop {
+        let (status, body) = b.decision(&planner, &token).await;
+        assert_eq!(status, 200, "{body}");
+        if decision(&body) == "allow" {
+            break changed.elapsed();
+        }
+        assert_eq!(decision(&body), "deny", "{body}");
+        assert!(
+            changed.elapsed() < Duration::from_secs(1),
+            "the second replica still decides on the old record after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    eprintln!("the registry change reached the second replica after {delay:?}");
 }

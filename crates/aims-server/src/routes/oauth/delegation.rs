@@ -21,6 +21,7 @@ use super::{
 use crate::decisions::{self, Question};
 use crate::error::{ApiError, ErrorCode};
 use crate::presented;
+use crate::registry::KnownAgent;
 
 /// The two agents of a delegation: who hands over part of its task, and to whom.
 struct Parties {
@@ -193,23 +194,24 @@ async fn allowed(
     let parent = &parties.parent;
     let question = Question {
         action: "delegate".to_owned(),
-        resource: Resource::Agent(decisions::principal_of(
-            state,
-            &parties.delegate,
-            delegate_snapshot.as_ref(),
-        )),
+        resource: Resource::Agent(
+            KnownAgent::new(
+                &state.trust_domain,
+                parties.delegate.clone(),
+                delegate_snapshot,
+            )
+            .principal,
+        ),
         task_id: parent.task_id.to_string(),
         intent: parent.intent.to_string(),
         arguments: Map::new(),
     };
-    let mut request = decisions::request_for(
-        state,
-        &parties.delegator,
-        delegator_snapshot.as_ref(),
-        question,
-        ex.asked,
-        None,
+    let delegator = KnownAgent::new(
+        &state.trust_domain,
+        parties.delegator.clone(),
+        delegator_snapshot,
     );
+    let mut request = decisions::request_for(&delegator, question, ex.asked, None);
     request.context.delegation_depth = i64::from(parent.depth());
     request.context.delegation_chain = parent.delegation_chain();
     let decision = loaded.engine.decide(&request).ok();

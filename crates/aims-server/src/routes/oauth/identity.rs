@@ -22,6 +22,7 @@ use super::{
 };
 use crate::decisions::{self, Question};
 use crate::error::{ApiError, ErrorCode};
+use crate::registry::KnownAgent;
 
 /// Exchanges the JWT-SVID `identity` for a task token of its agent.
 pub(super) async fn exchange(
@@ -183,6 +184,7 @@ async fn obtain(
         .posture_snapshot(&agent.name)
         .await
         .map_err(ApiError::oauth_from_store)?;
+    let known = KnownAgent::new(&state.trust_domain, agent.clone(), snapshot);
     let loaded = state.policy.current();
     let mut granted = Vec::new();
     let mut policy_limit_s: Option<u64> = None;
@@ -204,8 +206,7 @@ async fn obtain(
             intent: task.intent.to_string(),
             arguments: Map::new(),
         };
-        let request =
-            decisions::request_for(state, agent, snapshot.as_ref(), question, ex.asked, None);
+        let request = decisions::request_for(&known, question, ex.asked, None);
         let decision = loaded.engine.decide(&request).ok();
         let effect = decision.as_ref().map_or("error", |d| d.effect.as_str());
         decisions.insert(

@@ -198,12 +198,19 @@ async fn live_identity(ex: &Exchange<'_>, token: &str, what: &str) -> Result<Svi
     Ok(svid)
 }
 
-/// The registered, active agent behind a SPIFFE ID.
+/// The registered, active agent behind a SPIFFE ID, read from the store (an issuance decides
+/// on the record as it stands, not on this replica's view of it).
 async fn active_agent(state: &AppState, spiffe_id: &SpiffeId) -> Result<Agent, ApiError> {
-    let agent = presented::agent_of(state, spiffe_id)
+    let no_such_agent = || invalid_grant("no such agent");
+    if spiffe_id.trust_domain() != &state.trust_domain {
+        return Err(no_such_agent());
+    }
+    let agent = state
+        .store
+        .agent(spiffe_id.agent())
         .await
         .map_err(ApiError::oauth_from_store)?
-        .ok_or_else(|| invalid_grant("no such agent"))?;
+        .ok_or_else(no_such_agent)?;
     if !agent.state.may_hold_credentials() {
         return Err(invalid_grant(format!(
             "agent {} is {}",
