@@ -23,6 +23,7 @@ pub mod policy;
 pub mod presented;
 pub mod readiness;
 pub mod refusals;
+pub mod report;
 pub mod revocation;
 pub mod routes;
 pub mod server;
