@@ -181,6 +181,17 @@ pub enum SubjectKind {
     Caller,
 }
 
+impl SubjectKind {
+    /// The kind's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Agent => "agent",
+            Self::Secret => "secret",
+            Self::Caller => "caller",
+        }
+    }
+}
+
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
