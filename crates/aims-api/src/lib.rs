@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 pub mod approvals;
 pub mod oauth;
+pub mod report;
 pub mod secrets;
 pub mod sightings;
 

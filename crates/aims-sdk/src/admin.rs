@@ -113,6 +113,15 @@ impl AdminClient {
         receive(self.authed(Method::GET, "/v1/inventory")?.query(query)).await
     }
 
+    /// `GET /v1/report`: the governance report of the window `query` names (the server's
+    /// default when it names none).
+    pub async fn report(
+        &self,
+        query: &aims_api::report::ReportQuery,
+    ) -> Result<aims_api::report::GovernanceReport, SdkError> {
+        receive(self.authed(Method::GET, "/v1/report")?.query(query)).await
+    }
+
     /// Follows `next_after` through every page of `GET /v1/agents` matching `query`, stopping
     /// once `max` agents are collected. The result's `next_after` is set when more agents
     /// remain, so the listing can be continued.

@@ -126,6 +126,8 @@ error_codes! {
     InvalidToken = "invalid_token",
     /// A long-poll wait that is not 0 to 60 seconds.
     InvalidWait = "invalid_wait",
+    /// A report window that is not 1 to 3650 days.
+    InvalidWindow = "invalid_window",
     /// A lifecycle change the agent's state does not allow.
     InvalidTransition = "invalid_transition",
     /// A lifetime out of range.

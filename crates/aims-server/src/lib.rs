@@ -25,6 +25,7 @@ pub mod presented;
 pub mod readiness;
 pub mod refusals;
 pub mod registry;
+pub mod report;
 pub mod revocation;
 pub mod routes;
 pub mod server;

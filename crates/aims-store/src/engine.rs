@@ -769,6 +769,19 @@ where
             .into_head()
     }
 
+    async fn audit_position_at(&self, time: OffsetDateTime) -> Result<u64, StoreError> {
+        let first: Option<i64> =
+            sqlx::query_scalar::<B::Db, Option<i64>>(sql::SELECT_FIRST_SEQ_SINCE)
+                .bind(rows::to_ms(time))
+                .fetch_one(self.reads())
+                .await
+                .map_err(classify)?;
+        match first {
+            Some(seq) => Ok(rows::to_u64(seq, "audit sequence")?.saturating_sub(1)),
+            None => Ok(self.audit_head().await?.seq),
+        }
+    }
+
     async fn issue_access_token(
         &self,
         issue: &AccessTokenIssue,

@@ -542,6 +542,13 @@ pub trait Store: Send + Sync + 'static {
     /// The last record's position and hash.
     async fn audit_head(&self) -> Result<ChainHead, StoreError>;
 
+    /// Where the records timed at or after `time` begin: one less than the lowest `seq` of
+    /// such a record, or the head's `seq` when there is none. [`Store::audit_records`] from
+    /// there reads every record of a window that starts at `time` (and, as times are not
+    /// strictly ordered by `seq` across concurrent writers, possibly a few older ones, which
+    /// the reader filters out by their time).
+    async fn audit_position_at(&self, time: OffsetDateTime) -> Result<u64, StoreError>;
+
     /// Registers an access token (and creates its task, and burns its DPoP proof) with its
     /// audit event. `Conflict` when the holder may not hold credentials, the parent credential
     /// is unknown, revoked or expired, the task is not open, or the DPoP proof was used before.

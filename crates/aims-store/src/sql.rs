@@ -29,6 +29,9 @@ pub(crate) const COUNT_LIVE_CREDENTIALS: &str = "SELECT kind, COUNT(*) FROM cred
      WHERE agent = $1 AND revoked_at_ms IS NULL AND expires_at_ms > $2 GROUP BY kind";
 pub(crate) const COUNT_ACTIVE_TASKS: &str = "SELECT COUNT(*) FROM tasks \
      WHERE agent = $1 AND state = 'active'";
+/// The first record of a window, found by the time index.
+pub(crate) const SELECT_FIRST_SEQ_SINCE: &str =
+    "SELECT MIN(seq) FROM audit_log WHERE time_ms >= $1";
 pub(crate) const SELECT_AGENT_AUDIT: &str = "SELECT seq, prev_hash, hash, body FROM audit_log \
      WHERE agent = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 pub(crate) const SELECT_TASK_AUDIT: &str = "SELECT seq, prev_hash, hash, body FROM audit_log \

@@ -1,7 +1,7 @@
 //! `aims`: the one binary. `aims server` runs the server, `aims demo` runs the acceptance
 //! scenarios against a real server on loopback, and the client subcommands (`agent`, `user`,
-//! `key`, `policy`, `bundle`, `audit`, `attest`, `token`, `task`, `resource-server`) drive a
-//! running server through the SDK.
+//! `key`, `policy`, `bundle`, `audit`, `attest`, `token`, `task`, `resource-server`,
+//! `report`) drive a running server through the SDK.
 //!
 //! This file only parses flags and wires crates together; behaviour lives in the libraries.
 
@@ -130,6 +130,14 @@ enum Command {
         #[command(subcommand)]
         command: cli::ResourceServerCommand,
     },
+    /// The governance report: stale, ownerless and over-privileged agents, overdue secrets,
+    /// unmanaged callers, each finding with its OWASP NHI Top 10 item (text, JSON or HTML).
+    Report {
+        #[command(flatten)]
+        opts: cli::ClientOpts,
+        #[command(flatten)]
+        args: cli::ReportArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -198,6 +206,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Approval { opts, command } => cli::run_approval(&opts, command).await,
         Command::Secret { opts, command } => cli::run_secret(&opts, command).await,
         Command::ResourceServer { opts, command } => cli::run_resource_server(&opts, command).await,
+        Command::Report { opts, args } => cli::run_report(&opts, args).await,
     }
 }
 

@@ -14,6 +14,7 @@ pub mod health;
 pub mod keys;
 pub mod oauth;
 pub mod policies;
+pub mod report;
 pub mod resource_servers;
 pub mod revocations;
 pub mod secrets;
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/agents", post(agents::register).get(agents::list))
         .route("/agents/{name}", get(agents::show).patch(agents::update))
         .route("/inventory", get(agents::inventory))
+        .route("/report", get(report::report))
         .route("/agents/{name}/suspend", post(agents::suspend))
         .route("/agents/{name}/resume", post(agents::resume))
         .route("/agents/{name}/decommission", post(agents::decommission))

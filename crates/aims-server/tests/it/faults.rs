@@ -218,6 +218,9 @@ impl Store for FailingAudit {
     async fn audit_head(&self) -> Result<ChainHead, StoreError> {
         self.inner.audit_head().await
     }
+    async fn audit_position_at(&self, time: OffsetDateTime) -> Result<u64, StoreError> {
+        self.inner.audit_position_at(time).await
+    }
     async fn issue_access_token(
         &self,
         issue: &AccessTokenIssue,

@@ -26,6 +26,7 @@ mod gateway_mcp;
 mod limits;
 mod policies;
 mod registry;
+mod report;
 mod router;
 mod secrets;
 mod ssf;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use aims_core::audit::{ChainError, ChainHead, action, verify_chain};
 use aims_store::MAX_PAGE;
 
-use crate::fixtures::{all_records, assert_chain_verifies, event};
+use crate::fixtures::{all_records, assert_chain_verifies, at, event};
 use crate::harness::Harness;
 
 pub async fn audit_batches_chain(h: &Harness) {
@@ -46,6 +46,29 @@ pub async fn audit_batches_chain(h: &Harness) {
             .is_empty()
     );
     assert_eq!(store.audit_records(0, u32::MAX).await.unwrap().len(), 4);
+}
+
+pub async fn a_window_starts_at_its_first_record(h: &Harness) {
+    let store = &*h.store;
+    assert_eq!(store.audit_position_at(at(0)).await.unwrap(), 0);
+    // Times as concurrent writers may leave them: not ordered by position.
+    let events: Vec<_> = [100, 300, 50, 200]
+        .into_iter()
+        .map(|secs| {
+            let mut e = event(action::READ);
+            e.time = at(secs);
+            e
+        })
+        .collect();
+    store.append_audit(&events).await.unwrap();
+    // From record 2 (300 s) on: record 3 (50 s) is read too, and left to the reader.
+    assert_eq!(store.audit_position_at(at(150)).await.unwrap(), 1);
+    assert_eq!(store.audit_position_at(at(250)).await.unwrap(), 1);
+    assert_eq!(store.audit_position_at(at(0)).await.unwrap(), 0);
+    assert_eq!(store.audit_position_at(at(100)).await.unwrap(), 0);
+    assert_eq!(store.audit_position_at(at(101)).await.unwrap(), 1);
+    // Nothing that late: the head, so a reader from there reads nothing.
+    assert_eq!(store.audit_position_at(at(301)).await.unwrap(), 4);
 }
 
 fn head_at(record: &aims_core::audit::AuditRecord) -> ChainHead {

@@ -94,6 +94,7 @@ conformance! {
     audit::audit_batches_chain,
     audit::concurrent_appends_form_one_chain,
     audit::tampering_is_detected,
+    audit::a_window_starts_at_its_first_record,
     tokens::access_tokens_register_with_their_task,
     tokens::refused_issuance_writes_nothing,
     tokens::expired_dpop_proofs_are_forgotten,

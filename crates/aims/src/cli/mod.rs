@@ -1,6 +1,7 @@
 //! The client subcommands of the `aims` binary — `agent`, `user`, `key`, `bundle`, `audit`,
-//! `policy`, `task`, `approval`, `secret`, `resource-server`, the agent-side `attest` and the task-token commands of
-//! `token` — which drive a running AIMS server through the SDK.
+//! `policy`, `task`, `approval`, `secret`, `resource-server`, `report`, the agent-side
+//! `attest` and the task-token commands of `token` — which drive a running AIMS server
+//! through the SDK.
 //!
 //! This module owns the command-line shape (clap definitions), turning flags into API
 //! requests, and printing answers as text or JSON. It must not decide anything the server
@@ -21,6 +22,8 @@ mod bundle;
 mod key;
 mod output;
 mod policy;
+mod report;
+mod report_html;
 mod resource_server;
 mod secret;
 mod task;
@@ -34,6 +37,7 @@ pub use audit::{AuditCommand, run_audit};
 pub use bundle::{BundleCommand, run_bundle};
 pub use key::{KeyCommand, run_key};
 pub use policy::{PolicyCommand, run_policy};
+pub use report::{ReportArgs, run_report};
 pub use resource_server::{ResourceServerCommand, run_resource_server};
 pub use secret::{SecretCommand, run_secret};
 pub use task::{TaskCommand, run_task};
