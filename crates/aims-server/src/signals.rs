@@ -571,6 +571,8 @@ mod tests {
             description: None,
             created_at: OffsetDateTime::UNIX_EPOCH,
             acked_through: 0,
+            status: aims_store::SsfStatus::Enabled,
+            status_reason: None,
         }
     }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use aims_core::audit::{Actor, Outcome, action};
 use aims_core::user::Access;
-use aims_store::{SsfDelivery, SsfReceiver, SsfStream, StoreError};
+use aims_store::{SsfDelivery, SsfReceiver, SsfStatus, SsfStream, StoreError};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -345,6 +345,8 @@ pub async fn create(
             description: req.description,
             created_at: OffsetDateTime::now_utc(),
             acked_through: 0,
+            status: SsfStatus::Enabled,
+            status_reason: None,
         };
         let event = state
             .event(
