@@ -112,6 +112,8 @@ error_codes! {
     InvalidScope = "invalid_scope",
     /// A state that is not acceptable.
     InvalidState = "invalid_state",
+    /// An SSF stream status that is not `enabled`, `paused` or `disabled`.
+    InvalidStatus = "invalid_status",
     /// A secret value, description, reader list or rotation period that is not acceptable.
     InvalidSecret = "invalid_secret",
     /// A task subject that is not acceptable.
@@ -184,6 +186,8 @@ error_codes! {
     StoreOutcomeUnknown = "store_outcome_unknown",
     /// The store cannot be reached; nothing was changed.
     StoreUnavailable = "store_unavailable",
+    /// A verification event asked for on a disabled SSF stream, which delivers nothing.
+    StreamDisabled = "stream_disabled",
     /// No such SSF stream.
     StreamNotFound = "stream_not_found",
     /// A subject other than the one expected.
@@ -196,10 +200,16 @@ error_codes! {
     TemporarilyUnavailable = "temporarily_unavailable",
     /// The receiver has as many SSF streams as it may.
     TooManyStreams = "too_many_streams",
+    /// The SSF stream has as many verification events waiting as it may.
+    TooManyVerifications = "too_many_verifications",
+    /// A transmitter-supplied SSF stream property that is not the transmitter's value.
+    TransmitterMismatch = "transmitter_mismatch",
     /// No valid operator credential.
     Unauthenticated = "unauthenticated",
     /// An agent this server does not know.
     UnknownAgent = "unknown_agent",
+    /// A body member that the endpoint does not define.
+    UnknownMember = "unknown_member",
     /// An SSF delivery method not supported.
     UnsupportedDeliveryMethod = "unsupported_delivery_method",
     /// SSF events not supported.

@@ -9,6 +9,11 @@
 //! `credential-change` with `change_type: revoke`. A SET's `jti` is derived from its stream
 //! and log position, so a redelivered SET is recognisably the same one.
 //!
+//! A receiver may also ask for an SSF verification event on its stream: it is queued in the
+//! store and delivered like the others, before them, with `sub_id` naming the stream and
+//! the receiver's `state` echoed. Only an enabled stream delivers: a paused one keeps what it
+//! would carry, a disabled one keeps nothing (the store drops it, SSF 1.0 §8.1.2).
+//!
 //! Streams are polled (RFC 8936, served by `routes::ssf`) or pushed (RFC 8935, by [`push`],
 //! a background task on every replica). A push stream is delivered by the one replica that
 //! holds its claim in the store; delivery is at least once: a SET whose acceptance was not
@@ -22,7 +27,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aims_store::{IssuedKind, SsfDelivery, SsfPending, SsfReceiver, SsfStream, Store, StoreError};
+use aims_store::{
+    IssuedKind, SsfDelivery, SsfPending, SsfReceiver, SsfStatus, SsfStream, SsfVerification, Store,
+    StoreError,
+};
 use aims_token::TokenError;
 use aims_token::jws;
 use secrecy::ExposeSecret;
@@ -47,7 +55,10 @@ pub const SESSION_REVOKED: &str =
 /// `change_type: revoke`, for identities (JWT-SVIDs).
 pub const CREDENTIAL_CHANGE: &str =
     "https://schemas.openid.net/secevent/caep/event-type/credential-change";
-/// Every event type this transmitter sends.
+/// SSF: a verification event a receiver asked for (SSF 1.0 §8.1.4). Sent on request whatever
+/// the stream's event types, as the spec allows.
+pub const VERIFICATION: &str = "https://schemas.openid.net/secevent/ssf/event-type/verification";
+/// Every event type a receiver may ask for.
 pub const EVENTS_SUPPORTED: [&str; 2] = [SESSION_REVOKED, CREDENTIAL_CHANGE];
 /// The `credential_type` of a revoked JWT-SVID.
 ///
@@ -69,10 +80,18 @@ pub const CONFIGURATION_PATH: &str = "/.well-known/ssf-configuration";
 pub const STREAMS_PATH: &str = "/ssf/streams";
 /// Path of the status endpoint.
 pub const STATUS_PATH: &str = "/ssf/status";
+/// Path of the verification endpoint.
+pub const VERIFY_PATH: &str = "/ssf/verify";
 /// Prefix of a poll stream's endpoint; the stream id follows.
 pub const POLL_PATH: &str = "/ssf/poll";
 /// Audit action: a stream was created.
 pub const ACTION_STREAM_CREATE: &str = "ssf.stream.create";
+/// Audit action: a stream's receiver-supplied configuration was updated or replaced.
+pub const ACTION_STREAM_UPDATE: &str = "ssf.stream.update";
+/// Audit action: a stream's status was set.
+pub const ACTION_STREAM_STATUS: &str = "ssf.stream.status";
+/// Audit action: a verification event was asked for.
+pub const ACTION_STREAM_VERIFY: &str = "ssf.stream.verify";
 /// Audit action: a stream was deleted.
 pub const ACTION_STREAM_DELETE: &str = "ssf.stream.delete";
 /// Purpose binding a push stream's sealed `Authorization` header to its role.
@@ -113,9 +132,39 @@ pub fn set_jti(stream_id: &str, seq: u64) -> String {
     format!("{stream_id}.{seq}")
 }
 
-/// The log position named by `jti`, if it is a SET of stream `stream_id`.
+/// The `jti` of the verification SET at queue position `seq` on stream `stream_id`.
+pub fn verification_jti(stream_id: &str, seq: u64) -> String {
+    format!("{stream_id}.v{seq}")
+}
+
+/// What a SET `jti` of a stream names: a revocation-log position or a verification event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetRef {
+    /// The SET of this revocation-log position.
+    Log(u64),
+    /// The verification SET at this queue position.
+    Verification(u64),
+}
+
+/// What `jti` names, if it is a SET of stream `stream_id`.
+pub fn parse_jti(stream_id: &str, jti: &str) -> Option<SetRef> {
+    let rest = jti.strip_prefix(stream_id)?.strip_prefix('.')?;
+    match rest.strip_prefix('v') {
+        Some(seq) => canonical_decimal(seq).map(SetRef::Verification),
+        None => canonical_decimal(rest).map(SetRef::Log),
+    }
+}
+
+/// The log position named by `jti`, if it is a revocation SET of stream `stream_id`.
 pub fn parse_set_jti(stream_id: &str, jti: &str) -> Option<u64> {
-    let seq = jti.strip_prefix(stream_id)?.strip_prefix('.')?;
+    match parse_jti(stream_id, jti)? {
+        SetRef::Log(seq) => Some(seq),
+        SetRef::Verification(_) => None,
+    }
+}
+
+/// `seq` as a number, if it is written in canonical decimal.
+fn canonical_decimal(seq: &str) -> Option<u64> {
     // Canonical decimal only, so one position has exactly one jti.
     if seq.is_empty() || (seq.len() > 1 && seq.starts_with('0')) {
         return None;
@@ -161,17 +210,94 @@ pub fn set_claims(issuer: &str, stream: &SsfStream, entry: &SsfPending, iat: i64
     })
 }
 
-/// Signs the SET for `entry` on `stream` with the current key; returns its `jti` and the
+/// The claims of the verification SET for `verification` on `stream`, issued at `iat`
+/// (SSF 1.0 §8.1.4.1): the subject is the stream itself, as an `opaque` identifier.
+pub fn verification_claims(
+    issuer: &str,
+    stream: &SsfStream,
+    verification: &SsfVerification,
+    iat: i64,
+) -> Value {
+    let event = match &verification.state {
+        Some(state) => json!({ "state": state }),
+        None => json!({}),
+    };
+    json!({
+        "iss": issuer,
+        "iat": iat,
+        "jti": verification_jti(&stream.id, verification.seq),
+        "aud": stream.audience,
+        "sub_id": { "format": "opaque", "id": stream.id },
+        "events": { VERIFICATION: event },
+    })
+}
+
+/// An event due on a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Due {
+    /// A revocation-log entry.
+    Revocation(SsfPending),
+    /// A verification event the receiver asked for.
+    Verification(SsfVerification),
+}
+
+impl Due {
+    /// What its SET's `jti` names.
+    pub fn reference(&self) -> SetRef {
+        match self {
+            Self::Revocation(entry) => SetRef::Log(entry.revocation.seq),
+            Self::Verification(v) => SetRef::Verification(v.seq),
+        }
+    }
+
+    /// Its SET's `jti` on stream `stream_id`.
+    pub fn jti(&self, stream_id: &str) -> String {
+        match self.reference() {
+            SetRef::Log(seq) => set_jti(stream_id, seq),
+            SetRef::Verification(seq) => verification_jti(stream_id, seq),
+        }
+    }
+}
+
+/// Signs the SET for `due` on `stream` with the current key; returns its `jti` and the
 /// compact JWS.
 pub fn sign_set(
     state: &AppState,
     stream: &SsfStream,
-    entry: &SsfPending,
+    due: &Due,
 ) -> Result<(String, String), TokenError> {
     let iat = OffsetDateTime::now_utc().unix_timestamp();
-    let claims = set_claims(&state.issuer, stream, entry, iat);
+    let claims = match due {
+        Due::Revocation(entry) => set_claims(&state.issuer, stream, entry, iat),
+        Due::Verification(v) => verification_claims(&state.issuer, stream, v, iat),
+    };
     let token = jws::sign(&state.keys().current, &state.rng, SET_TYP, &claims)?;
-    Ok((set_jti(&stream.id, entry.revocation.seq), token))
+    Ok((due.jti(&stream.id), token))
+}
+
+/// Records that `stream`'s receiver has the events `refs` (acknowledged or refused with an
+/// error): they are not due any more.
+pub async fn acknowledge(
+    store: &dyn Store,
+    stream_id: &str,
+    refs: &[SetRef],
+) -> Result<(), StoreError> {
+    let (mut log, mut verifications) = (Vec::new(), Vec::new());
+    for r in refs {
+        match *r {
+            SetRef::Log(seq) => log.push(seq),
+            SetRef::Verification(seq) => verifications.push(seq),
+        }
+    }
+    if !verifications.is_empty() {
+        store
+            .acknowledge_ssf_verifications(stream_id, &verifications)
+            .await?;
+    }
+    if !log.is_empty() {
+        store.acknowledge_ssf(stream_id, &log).await?;
+    }
+    Ok(())
 }
 
 /// Whether `stream` carries events of `kind`.
@@ -180,10 +306,34 @@ fn delivers(stream: &SsfStream, kind: IssuedKind) -> bool {
     stream.events_delivered.iter().any(|e| e == wanted)
 }
 
-/// Up to `max` entries due on `stream`, oldest first, and whether more may follow. Entries
-/// of event types the stream does not carry are acknowledged on the way, so they never hold
-/// the stream's position back.
+/// Up to `max` events due on `stream` and whether more may follow: nothing unless the
+/// stream is enabled; otherwise the verification events asked for, then the revocation-log
+/// entries, each oldest first.
 pub async fn due(
+    store: &dyn Store,
+    stream: &SsfStream,
+    max: u32,
+) -> Result<(Vec<Due>, bool), StoreError> {
+    if stream.status != SsfStatus::Enabled || max == 0 {
+        return Ok((Vec::new(), false));
+    }
+    let verifications = store.ssf_verifications(&stream.id, max).await?;
+    let taken = u32::try_from(verifications.len()).unwrap_or(u32::MAX);
+    let mut batch: Vec<Due> = verifications.into_iter().map(Due::Verification).collect();
+    let rest = max.saturating_sub(taken);
+    if rest == 0 {
+        // A full batch of verifications: whatever else waits comes next time.
+        return Ok((batch, true));
+    }
+    let (entries, more) = due_entries(store, stream, rest).await?;
+    batch.extend(entries.into_iter().map(Due::Revocation));
+    Ok((batch, more))
+}
+
+/// Up to `max` log entries due on `stream`, oldest first, and whether more may follow.
+/// Entries of event types the stream does not carry are acknowledged on the way, so they
+/// never hold the stream's position back.
+async fn due_entries(
     store: &dyn Store,
     stream: &SsfStream,
     max: u32,
@@ -209,13 +359,18 @@ pub async fn due(
     }
 }
 
+/// The endpoint a poll stream `stream_id` is polled at.
+pub fn poll_endpoint(issuer: &str, stream_id: &str) -> String {
+    format!("{issuer}{POLL_PATH}/{stream_id}")
+}
+
 /// The stream's configuration as SSF §8.1.1 shows it (never the push `Authorization`
 /// header).
 pub fn stream_view(issuer: &str, stream: &SsfStream) -> Value {
     let delivery = match &stream.delivery {
         SsfDelivery::Poll => json!({
             "method": DELIVERY_POLL,
-            "endpoint_url": format!("{issuer}{POLL_PATH}/{}", stream.id),
+            "endpoint_url": poll_endpoint(issuer, &stream.id),
         }),
         SsfDelivery::Push { endpoint_url, .. } => json!({
             "method": DELIVERY_PUSH,
@@ -251,6 +406,7 @@ pub fn configuration(issuer: &str) -> Value {
         "delivery_methods_supported": [DELIVERY_PUSH, DELIVERY_POLL],
         "configuration_endpoint": format!("{issuer}{STREAMS_PATH}"),
         "status_endpoint": format!("{issuer}{STATUS_PATH}"),
+        "verification_endpoint": format!("{issuer}{VERIFY_PATH}"),
         // Receivers authenticate as OAuth clients: a resource server with its client
         // credentials over HTTP Basic (RFC 6749 §2.3.1), an operator with its bearer
         // credential.
@@ -363,6 +519,7 @@ async fn pause(wait: Duration, stop: &mut watch::Receiver<bool>) -> bool {
 async fn deliver(state: AppState, id: String, replica: String, mut stop: watch::Receiver<bool>) {
     let store = state.store.clone();
     let mut live = state.revocations.subscribe();
+    let mut queued = state.ssf_queued.subscribe();
     let mut backoff = PUSH_FIRST_BACKOFF;
     loop {
         if *stop.borrow() {
@@ -386,6 +543,14 @@ async fn deliver(state: AppState, id: String, replica: String, mut stop: watch::
         match receiver_exists(store.as_ref(), &stream.receiver).await {
             Ok(true) => {}
             Ok(false) | Err(_) => return,
+        }
+        if stream.status != SsfStatus::Enabled {
+            // Paused or disabled: nothing is sent (the store keeps or drops what waits).
+            // Looked at again after a while, until the receiver enables it or deletes it.
+            if !pause(PUSH_IDLE, &mut stop).await {
+                return;
+            }
+            continue;
         }
         let authorization = match sealed_authorization {
             None => None,
@@ -416,9 +581,11 @@ async fn deliver(state: AppState, id: String, replica: String, mut stop: watch::
             }
         };
         if batch.is_empty() {
-            // Idle: wake on this replica's next revocation, or look again after a while.
+            // Idle: wake on this replica's next revocation or verification request, or look
+            // again after a while.
             tokio::select! {
                 received = live.recv() => if matches!(received, Err(RecvError::Closed)) { return },
+                received = queued.recv() => if matches!(received, Err(RecvError::Closed)) { return },
                 _ = tokio::time::sleep(PUSH_IDLE) => {}
                 _ = stop.changed() => return,
             }
@@ -433,14 +600,15 @@ async fn deliver(state: AppState, id: String, replica: String, mut stop: watch::
                 Ok((_, set)) => send(&state, endpoint_url, authorization.as_deref(), set).await,
                 Err(error) => Outcome::Failed(format!("cannot sign: {error}")),
             };
+            let jti = entry.jti(&id);
             let delivered = match outcome {
                 Outcome::Accepted => true,
                 Outcome::Refused(err) => {
-                    tracing::warn!(stream = %id, seq = entry.revocation.seq, %err, "SSF receiver refused a SET; not sending it again");
+                    tracing::warn!(stream = %id, %jti, %err, "SSF receiver refused a SET; not sending it again");
                     true
                 }
                 Outcome::Failed(why) => {
-                    tracing::warn!(stream = %id, seq = entry.revocation.seq, %why, retry_in = ?backoff, "SSF push failed");
+                    tracing::warn!(stream = %id, %jti, %why, retry_in = ?backoff, "SSF push failed");
                     false
                 }
             };
@@ -452,7 +620,7 @@ async fn deliver(state: AppState, id: String, replica: String, mut stop: watch::
                 break;
             }
             backoff = PUSH_FIRST_BACKOFF;
-            if let Err(error) = store.acknowledge_ssf(&id, &[entry.revocation.seq]).await {
+            if let Err(error) = acknowledge(store.as_ref(), &id, &[entry.reference()]).await {
                 // Delivered but not recorded: it is sent again (same jti) once the store
                 // answers.
                 tracing::warn!(stream = %id, %error, "cannot record an SSF delivery");
@@ -571,6 +739,8 @@ mod tests {
             description: None,
             created_at: OffsetDateTime::UNIX_EPOCH,
             acked_through: 0,
+            status: aims_store::SsfStatus::Enabled,
+            status_reason: None,
         }
     }
 
@@ -592,6 +762,44 @@ mod tests {
             assert_eq!(parse_set_jti("abc", bad), None, "{bad}");
         }
         assert_eq!(parse_set_jti("abc", "abc.0"), Some(0));
+    }
+
+    #[test]
+    fn verification_jtis_are_apart_from_log_positions() {
+        assert_eq!(verification_jti("abc", 7), "abc.v7");
+        assert_eq!(parse_jti("abc", "abc.v7"), Some(SetRef::Verification(7)));
+        assert_eq!(parse_jti("abc", "abc.7"), Some(SetRef::Log(7)));
+        assert_eq!(parse_set_jti("abc", "abc.v7"), None);
+        for bad in ["abc.v", "abc.v07", "abc.vv7", "abd.v7", "abc.V7", "abc.v-1"] {
+            assert_eq!(parse_jti("abc", bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn verification_sets_name_the_stream_and_echo_the_state() {
+        let asked = SsfVerification {
+            seq: 3,
+            state: Some("s-1".into()),
+            requested_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        let claims = verification_claims("https://aims.example", &stream(), &asked, 7);
+        assert_eq!(
+            claims,
+            json!({
+                "iss": "https://aims.example",
+                "iat": 7,
+                "jti": "abc.v3",
+                "aud": "https://rs.example",
+                "sub_id": {"format": "opaque", "id": "abc"},
+                "events": { VERIFICATION: {"state": "s-1"} },
+            })
+        );
+        let stateless = SsfVerification {
+            state: None,
+            ..asked
+        };
+        let claims = verification_claims("https://aims.example", &stream(), &stateless, 7);
+        assert_eq!(claims["events"], json!({ VERIFICATION: {} }));
     }
 
     /// An operator's stream: the one that carries the free-text reason.

@@ -34,6 +34,8 @@ const ATTESTATION_NONCE_PURPOSE: &str = "aims attestation nonce v1";
 const DPOP_REPLAY_CAPACITY: usize = 1_000_000;
 /// Most credential ids one replica remembers as issued (each until it expires).
 const ISSUED_CREDENTIALS_CAPACITY: usize = 1_000_000;
+/// Verification requests a slow SSF waiter may fall behind by (it then looks anyway).
+const SSF_QUEUED_CAPACITY: usize = 64;
 
 /// Cheap-to-clone handle on the server's state.
 #[derive(Clone)]
@@ -67,6 +69,9 @@ pub struct Inner {
     pub policy: PolicyHolder,
     /// What this replica knows is revoked.
     pub revocations: Arc<RevocationSet>,
+    /// Wakes this replica's SSF long polls and push workers when a verification event is
+    /// queued here (the stream's id). Other replicas find it when they next look.
+    pub ssf_queued: tokio::sync::broadcast::Sender<String>,
     /// What this replica knows of the registered agents, for the decision path.
     pub registry: Arc<RegistryView>,
     /// Credentials this replica confirmed were issued.
@@ -153,6 +158,7 @@ impl AppState {
         Self(Arc::new(Inner {
             federation,
             revocations,
+            ssf_queued: tokio::sync::broadcast::channel(SSF_QUEUED_CAPACITY).0,
             registry,
             issued: IssuedCredentials::new(ISSUED_CREDENTIALS_CAPACITY),
             approval_watch: ApprovalWatch::default(),

@@ -26,7 +26,8 @@ use crate::errors::{classify, is_foreign_key_violation, on_unique};
 use crate::rows::{
     self, AgentColumns, AgentRow, ApprovalRow, AuditRow, CredentialRow, HeadRow, JoinTokenRow,
     KeyRow, Listing, PolicySetRow, RegistryRow, ResourceServerRow, RevocationRow, SecretRow,
-    SightingRow, SnapshotRow, SsfPendingRow, SsfStreamColumns, SsfStreamRow, TaskRow, UserRow,
+    SightingRow, SnapshotRow, SsfPendingRow, SsfStreamColumns, SsfStreamRow, SsfVerificationRow,
+    TaskRow, UserRow,
 };
 use crate::secrets;
 use crate::sightings;
@@ -37,9 +38,10 @@ use crate::write::{
 use crate::{
     AccessTokenIssue, AgentActivity, AgentFilter, AttestationRecord, AuditKey, EPOCH_LIFETIME,
     Initialization, IssuedCredential, JoinTokenRecord, JoinTokenUse, KeySet, KeyState, MAX_PAGE,
-    MAX_SSF_STREAMS_PER_RECEIVER, PolicySetVersion, PostureSnapshot, RegistryCursor, RegistryEntry,
-    ResourceServer, Revocation, RevocationTarget, SsfPending, SsfReceiver, SsfStream, Store,
-    StoreError, StoredKey, TaskFilter, sql,
+    MAX_SSF_STREAMS_PER_RECEIVER, MAX_SSF_VERIFICATIONS_PENDING, PolicySetVersion, PostureSnapshot,
+    RegistryCursor, RegistryEntry, ResourceServer, Revocation, RevocationTarget, SsfPending,
+    SsfReceiver, SsfStatus, SsfStream, SsfVerification, Store, StoreError, StoredKey, TaskFilter,
+    sql,
 };
 
 /// A `meta` value.
@@ -1105,6 +1107,8 @@ where
                 .bind(cols.description)
                 .bind(cols.created_at_ms)
                 .bind(cols.acked_through)
+                .bind(cols.status.to_owned())
+                .bind(cols.status_reason)
                 .execute(&mut *tx)
                 .await
                 .map_err(on_unique("stream id already exists"))?;
@@ -1150,14 +1154,174 @@ where
             .collect()
     }
 
-    async fn delete_ssf_stream(&self, id: &str, event: &AuditEvent) -> Result<(), StoreError> {
+    async fn update_ssf_stream(
+        &self,
+        stream: &SsfStream,
+        event: &AuditEvent,
+    ) -> Result<SsfStream, StoreError> {
+        let cols = SsfStreamColumns::of(stream)?;
         let (mut tx, head) = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
-            sqlx::query(sql::DELETE_SSF_ACKS)
+            let updated = sqlx::query_scalar::<B::Db, String>(sql::UPDATE_SSF_STREAM)
+                .bind(cols.id)
+                .bind(cols.delivery_method.to_owned())
+                .bind(cols.endpoint_url)
+                .bind(cols.sealed_authorization)
+                .bind(cols.events_requested)
+                .bind(cols.events_delivered)
+                .bind(cols.description)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?;
+            if updated.is_none() {
+                return Err(StoreError::NotFound { what: "SSF stream" });
+            }
+            stream_in::<B>(&mut tx, &stream.id).await
+        }
+        .await;
+        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+    }
+
+    async fn set_ssf_status(
+        &self,
+        id: &str,
+        status: SsfStatus,
+        reason: Option<&str>,
+        event: &AuditEvent,
+    ) -> Result<SsfStream, StoreError> {
+        let (mut tx, head) = begin_write(self).await?;
+        let outcome: Result<_, StoreError> = async {
+            let was = sqlx::query_scalar::<B::Db, String>(sql::SSF_STATUS_OF)
                 .bind(id.to_owned())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?
+                .ok_or(StoreError::NotFound { what: "SSF stream" })?;
+            let was = SsfStatus::parse(&was)
+                .ok_or_else(|| StoreError::Corrupt(format!("SSF status of {id}")))?;
+            if was == SsfStatus::Disabled || status == SsfStatus::Disabled {
+                // A disabled stream holds nothing (SSF 1.0 §8.1.2): what was pending when
+                // it was disabled, and what was revoked while it was, is never delivered.
+                // Under the head lock no revocation commits meanwhile, so the head is exact.
+                let head_seq = sqlx::query_scalar::<B::Db, i64>(sql::MAX_REVOCATION_SEQ)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                for statement in [sql::DELETE_SSF_ACKS, sql::DELETE_SSF_VERIFICATIONS] {
+                    sqlx::query(statement)
+                        .bind(id.to_owned())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(classify)?;
+                }
+                // Positions only grow: a stream ahead of the head (after a prune) stays put.
+                sqlx::query(sql::ADVANCE_SSF_STREAM_TO)
+                    .bind(id.to_owned())
+                    .bind(head_seq)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            }
+            sqlx::query(sql::SET_SSF_STATUS)
+                .bind(id.to_owned())
+                .bind(status.as_str().to_owned())
+                .bind(reason.map(str::to_owned))
                 .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
+            stream_in::<B>(&mut tx, id).await
+        }
+        .await;
+        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+    }
+
+    async fn queue_ssf_verification(
+        &self,
+        id: &str,
+        state: Option<&str>,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let (mut tx, head) = begin_write(self).await?;
+        let outcome: Result<_, StoreError> = async {
+            // Existence first, so an unknown stream is `NotFound` rather than a foreign-key
+            // failure.
+            stream_in::<B>(&mut tx, id).await?;
+            let waiting = sqlx::query_scalar::<B::Db, i64>(sql::COUNT_SSF_VERIFICATIONS)
+                .bind(id.to_owned())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(classify)?;
+            if waiting >= i64::from(MAX_SSF_VERIFICATIONS_PENDING) {
+                return Err(StoreError::Conflict {
+                    reason: "the stream has the most verification events waiting allowed",
+                });
+            }
+            sqlx::query(sql::INSERT_SSF_VERIFICATION)
+                .bind(id.to_owned())
+                .bind(state.map(str::to_owned))
+                .bind(rows::to_ms(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            Ok(())
+        }
+        .await;
+        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+    }
+
+    async fn ssf_verifications(
+        &self,
+        id: &str,
+        limit: u32,
+    ) -> Result<Vec<SsfVerification>, StoreError> {
+        sqlx::query_as::<B::Db, SsfVerificationRow>(sql::SELECT_SSF_VERIFICATIONS)
+            .bind(id.to_owned())
+            .bind(i64::from(rows::page_limit(limit)))
+            .fetch_all(self.reads())
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(SsfVerificationRow::into_verification)
+            .collect()
+    }
+
+    async fn acknowledge_ssf_verifications(
+        &self,
+        id: &str,
+        seqs: &[u64],
+    ) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        // Delivery bookkeeping, not a state change of the deployment: no audit event and no
+        // head lock. Each delete names the stream, so no other stream's event is touched, and
+        // stands alone: should one fail, the events not yet deleted are delivered again.
+        let pool = write_pool(self)?;
+        for &seq in seqs {
+            let Ok(seq) = i64::try_from(seq) else {
+                continue;
+            };
+            sqlx::query(sql::ACK_SSF_VERIFICATION)
+                .bind(id.to_owned())
+                .bind(seq)
+                .execute(pool)
+                .await
+                .map_err(classify)?;
+        }
+        Ok(())
+    }
+
+    async fn delete_ssf_stream(&self, id: &str, event: &AuditEvent) -> Result<(), StoreError> {
+        let (mut tx, head) = begin_write(self).await?;
+        let outcome: Result<_, StoreError> = async {
+            for statement in [sql::DELETE_SSF_ACKS, sql::DELETE_SSF_VERIFICATIONS] {
+                sqlx::query(statement)
+                    .bind(id.to_owned())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            }
             let deleted = sqlx::query_scalar::<B::Db, String>(sql::DELETE_SSF_STREAM)
                 .bind(id.to_owned())
                 .fetch_optional(&mut *tx)
@@ -1409,6 +1573,24 @@ where
             .map(SightingRow::into_sighting)
             .collect()
     }
+}
+
+/// Stream `id` as `tx` sees it. `NotFound`.
+async fn stream_in<B>(tx: &mut Tx<B::Db>, id: &str) -> Result<SsfStream, StoreError>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db>,
+    for<'r> SsfStreamRow: sqlx::FromRow<'r, <B::Db as Database>::Row>,
+{
+    sqlx::query_as::<B::Db, SsfStreamRow>(sql::SELECT_SSF_STREAM)
+        .bind(id.to_owned())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(classify)?
+        .ok_or(StoreError::NotFound { what: "SSF stream" })?
+        .into_stream()
 }
 
 /// Revokes `target` and its closure inside `tx`: appends every live member to the revocation

@@ -49,7 +49,10 @@ pub use oauth::{
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
-pub use ssf::{MAX_SSF_STREAMS_PER_RECEIVER, SsfDelivery, SsfPending, SsfReceiver, SsfStream};
+pub use ssf::{
+    MAX_SSF_STREAMS_PER_RECEIVER, MAX_SSF_VERIFICATIONS_PENDING, SsfDelivery, SsfPending,
+    SsfReceiver, SsfStatus, SsfStream, SsfVerification,
+};
 
 /// Why a store operation failed. Callers match on the class, never on database text.
 #[derive(Debug, thiserror::Error)]
@@ -657,6 +660,50 @@ pub trait Store: Send + Sync + 'static {
         after: &str,
         limit: u32,
     ) -> Result<Vec<SsfStream>, StoreError>;
+
+    /// Replaces what the receiver chose of stream `stream.id` (delivery, event types
+    /// requested and delivered, description) with `stream`'s, with its audit event; the rest
+    /// (owner, audience, position, status) stays. Returns the stream as stored. `NotFound`.
+    async fn update_ssf_stream(
+        &self,
+        stream: &SsfStream,
+        event: &AuditEvent,
+    ) -> Result<SsfStream, StoreError>;
+
+    /// Sets stream `id`'s status and reason, with its audit event, and returns the stream as
+    /// stored. A stream that leaves or enters [`SsfStatus::Disabled`] keeps nothing: its
+    /// position moves to the log's head, its out-of-order acknowledgements and queued
+    /// verification events are dropped. `NotFound`.
+    async fn set_ssf_status(
+        &self,
+        id: &str,
+        status: SsfStatus,
+        reason: Option<&str>,
+        event: &AuditEvent,
+    ) -> Result<SsfStream, StoreError>;
+
+    /// Queues a verification event carrying `state` on stream `id`, with its audit event.
+    /// `NotFound`; `Conflict` when [`MAX_SSF_VERIFICATIONS_PENDING`] wait already.
+    async fn queue_ssf_verification(
+        &self,
+        id: &str,
+        state: Option<&str>,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// Up to `limit` (capped at [`MAX_PAGE`]) verification events stream `id` has not
+    /// delivered, oldest first. Empty for an unknown stream.
+    async fn ssf_verifications(
+        &self,
+        id: &str,
+        limit: u32,
+    ) -> Result<Vec<SsfVerification>, StoreError>;
+
+    /// Records that stream `id`'s receiver has the verification events `seqs`; positions
+    /// not queued on that stream are ignored.
+    async fn acknowledge_ssf_verifications(&self, id: &str, seqs: &[u64])
+    -> Result<(), StoreError>;
 
     /// Deletes a stream and its acknowledgements, with its audit event. `NotFound`.
     async fn delete_ssf_stream(&self, id: &str, event: &AuditEvent) -> Result<(), StoreError>;

@@ -20,7 +20,8 @@ use time::OffsetDateTime;
 use crate::{
     AgentFilter, IssuedCredential, IssuedKind, JoinTokenRecord, JoinTokenUse, KeyState, MAX_PAGE,
     PolicySetVersion, PostureSnapshot, RegistryEntry, ResourceServer, Revocation, Revoked,
-    SsfDelivery, SsfPending, SsfReceiver, SsfStream, StoreError, StoredKey, TaskFilter,
+    SsfDelivery, SsfPending, SsfReceiver, SsfStatus, SsfStream, SsfVerification, StoreError,
+    StoredKey, TaskFilter,
 };
 
 /// `meta` key of the trust domain.
@@ -734,6 +735,8 @@ pub(crate) struct SsfStreamColumns {
     pub description: Option<String>,
     pub created_at_ms: i64,
     pub acked_through: i64,
+    pub status: &'static str,
+    pub status_reason: Option<String>,
 }
 
 impl SsfStreamColumns {
@@ -766,6 +769,8 @@ impl SsfStreamColumns {
             description: stream.description.clone(),
             created_at_ms: to_ms(stream.created_at),
             acked_through: to_i64(stream.acked_through)?,
+            status: stream.status.as_str(),
+            status_reason: stream.status_reason.clone(),
         })
     }
 }
@@ -784,6 +789,8 @@ pub(crate) struct SsfStreamRow {
     pub description: Option<String>,
     pub created_at_ms: i64,
     pub acked_through: i64,
+    pub status: String,
+    pub status_reason: Option<String>,
 }
 
 impl SsfStreamRow {
@@ -807,10 +814,32 @@ impl SsfStreamRow {
             events_delivered: list(&self.events_delivered)?,
             created_at: from_ms(self.created_at_ms, "SSF stream creation")?,
             acked_through: to_u64(self.acked_through, "SSF stream position")?,
+            status: SsfStatus::parse(&self.status)
+                .ok_or_else(|| corrupt("SSF status of", &self.id))?,
+            status_reason: self.status_reason,
             delivery,
             id: self.id,
             audience: self.audience,
             description: self.description,
+        })
+    }
+}
+
+/// A queued SSF verification event.
+#[derive(sqlx::FromRow)]
+pub(crate) struct SsfVerificationRow {
+    pub seq: i64,
+    pub state: Option<String>,
+    pub requested_at_ms: i64,
+}
+
+impl SsfVerificationRow {
+    /// Decodes the row.
+    pub fn into_verification(self) -> Result<SsfVerification, StoreError> {
+        Ok(SsfVerification {
+            seq: to_u64(self.seq, "SSF verification position")?,
+            state: self.state,
+            requested_at: from_ms(self.requested_at_ms, "SSF verification request")?,
         })
     }
 }

@@ -227,14 +227,34 @@ pub(crate) const SELECT_POLICY_VERSIONS: &str = "SELECT version, files, created_
 macro_rules! ssf_stream_columns {
     () => {
         "id, receiver, audience, delivery_method, endpoint_url, sealed_authorization, \
-         events_requested, events_delivered, description, created_at_ms, acked_through"
+         events_requested, events_delivered, description, created_at_ms, acked_through, status, \
+         status_reason"
     };
 }
 pub(crate) const INSERT_SSF_STREAM: &str = concat!(
     "INSERT INTO ssf_streams (",
     ssf_stream_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
 );
+/// Replaces the receiver-chosen columns of stream `$1`. Returns the id if it exists.
+pub(crate) const UPDATE_SSF_STREAM: &str = "UPDATE ssf_streams SET delivery_method = $2, \
+     endpoint_url = $3, sealed_authorization = $4, events_requested = $5, \
+     events_delivered = $6, description = $7 WHERE id = $1 RETURNING id";
+/// Stream `$1`'s status.
+pub(crate) const SSF_STATUS_OF: &str = "SELECT status FROM ssf_streams WHERE id = $1";
+/// Sets stream `$1`'s status `$2` and reason `$3`.
+pub(crate) const SET_SSF_STATUS: &str =
+    "UPDATE ssf_streams SET status = $2, status_reason = $3 WHERE id = $1";
+pub(crate) const DELETE_SSF_VERIFICATIONS: &str =
+    "DELETE FROM ssf_verifications WHERE stream_id = $1";
+pub(crate) const COUNT_SSF_VERIFICATIONS: &str =
+    "SELECT COUNT(*) FROM ssf_verifications WHERE stream_id = $1";
+pub(crate) const INSERT_SSF_VERIFICATION: &str =
+    "INSERT INTO ssf_verifications (stream_id, state, requested_at_ms) VALUES ($1, $2, $3)";
+pub(crate) const SELECT_SSF_VERIFICATIONS: &str = "SELECT seq, state, requested_at_ms \
+     FROM ssf_verifications WHERE stream_id = $1 ORDER BY seq LIMIT $2";
+pub(crate) const ACK_SSF_VERIFICATION: &str =
+    "DELETE FROM ssf_verifications WHERE stream_id = $1 AND seq = $2";
 pub(crate) const SELECT_SSF_STREAM: &str = concat!(
     "SELECT ",
     ssf_stream_columns!(),
@@ -294,12 +314,17 @@ pub(crate) const LAST_SSF_ACK: &str =
     "SELECT COALESCE(MAX(seq), 0) FROM ssf_acks WHERE stream_id = $1";
 pub(crate) const ADVANCE_SSF_STREAM: &str =
     "UPDATE ssf_streams SET acked_through = $2 WHERE id = $1";
+/// Moves stream `$1`'s position to `$2` unless it is already there or beyond.
+pub(crate) const ADVANCE_SSF_STREAM_TO: &str =
+    "UPDATE ssf_streams SET acked_through = $2 WHERE id = $1 AND acked_through < $2";
 pub(crate) const PRUNE_SSF_ACKS: &str = "DELETE FROM ssf_acks WHERE stream_id = $1 AND seq <= $2";
 /// One statement, so of concurrent claimants exactly one takes an unclaimed or lapsed push
-/// stream (`$2` the holder, `$3` now, `$4` the claim's end). Returns the id if claimed.
+/// stream (`$2` the holder, `$3` now, `$4` the claim's end), and only while it is enabled: a
+/// paused or disabled stream is claimed by no one, so a delivery under way stops at its next
+/// renewal. Returns the id if claimed.
 pub(crate) const CLAIM_SSF_STREAM: &str = "UPDATE ssf_streams \
      SET claimed_by = $2, claimed_until_ms = $4 \
-     WHERE id = $1 AND delivery_method = 'push' \
+     WHERE id = $1 AND delivery_method = 'push' AND status = 'enabled' \
      AND (claimed_by IS NULL OR claimed_by = $2 OR claimed_until_ms <= $3) RETURNING id";
 
 /// Columns of [`crate::rows::ApprovalRow`].

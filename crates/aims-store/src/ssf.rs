@@ -13,6 +13,9 @@ use crate::{IssuedKind, Revocation};
 /// Most streams one receiver may hold at once.
 pub const MAX_SSF_STREAMS_PER_RECEIVER: u32 = 16;
 
+/// Most verification events one stream may have waiting for delivery.
+pub const MAX_SSF_VERIFICATIONS_PENDING: u32 = 16;
+
 /// Who owns a stream: the authenticated party that created it, and the only one that may
 /// read, poll or delete it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -38,6 +41,38 @@ pub enum SsfDelivery {
     },
 }
 
+/// Whether a stream delivers (SSF 1.0 §8.1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SsfStatus {
+    /// Events are delivered.
+    Enabled,
+    /// Nothing is delivered; events wait until the stream is enabled again.
+    Paused,
+    /// Nothing is delivered and nothing is kept for later.
+    Disabled,
+}
+
+impl SsfStatus {
+    /// Its name on the wire and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enabled => "enabled",
+            Self::Paused => "paused",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    /// The status named `value`, if any.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "enabled" => Some(Self::Enabled),
+            "paused" => Some(Self::Paused),
+            "disabled" => Some(Self::Disabled),
+            _ => None,
+        }
+    }
+}
+
 /// An SSF event stream as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SsfStream {
@@ -61,6 +96,22 @@ pub struct SsfStream {
     /// stream). Set by the store when the stream is created: a stream carries only what is
     /// revoked after it exists.
     pub acked_through: u64,
+    /// Whether it delivers. New streams are enabled.
+    pub status: SsfStatus,
+    /// The receiver's reason for the last status change, if it gave one.
+    pub status_reason: Option<String>,
+}
+
+/// A verification event a receiver asked for (SSF 1.0 §8.1.4) that its stream has not
+/// delivered yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SsfVerification {
+    /// Its position in the stream's queue: unique across streams, never reused.
+    pub seq: u64,
+    /// The receiver's opaque value, echoed in the event.
+    pub state: Option<String>,
+    /// When it was asked for.
+    pub requested_at: OffsetDateTime,
 }
 
 /// A revocation-log entry a stream has not delivered yet, with the kind of the revoked

@@ -140,9 +140,17 @@ pub fn router(state: AppState) -> Router {
     let shared_signals = Router::new()
         .route(
             crate::signals::STREAMS_PATH,
-            get(ssf::read).post(ssf::create).delete(ssf::delete),
+            get(ssf::read)
+                .post(ssf::create)
+                .patch(ssf::update)
+                .put(ssf::replace)
+                .delete(ssf::delete),
         )
-        .route(crate::signals::STATUS_PATH, get(ssf::status))
+        .route(
+            crate::signals::STATUS_PATH,
+            get(ssf::status).post(ssf::update_status),
+        )
+        .route(crate::signals::VERIFY_PATH, post(ssf::verify))
         .route("/ssf/poll/{stream_id}", post(ssf::poll))
         .layer(middleware::from_fn_with_state(state.clone(), audit_layer))
         .layer(unless_credentialed);

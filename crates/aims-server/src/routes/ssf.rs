@@ -1,23 +1,29 @@
 //! The Shared Signals endpoints: the transmitter metadata (`/.well-known/ssf-configuration`),
-//! stream management (`/ssf/streams`, SSF 1.0 §8.1.1: create, read, delete), stream status
-//! (`/ssf/status`) and poll delivery (`POST /ssf/poll/{stream_id}`, RFC 8936).
+//! stream management (`/ssf/streams`, SSF 1.0 §8.1.1: create, read, update, replace,
+//! delete), stream status (`/ssf/status`, §8.1.2: read and set), verification
+//! (`/ssf/verify`, §8.1.4) and poll delivery (`POST /ssf/poll/{stream_id}`, RFC 8936).
 //!
 //! Receivers authenticate like at introspection: a registered resource server with HTTP
 //! Basic (its stream's `aud` is its audience), or an operator with its bearer credential
 //! (`aud` is `urn:aims:user:<name>`; creating and deleting need the admin role). A receiver
-//! sees, polls and deletes only its own streams; anyone else's answer 404 like a stream that
-//! does not exist. Creating or deleting a stream is a state change committed with its audit
-//! event; every poll is audited as a read; refusals are audited by the audit layer.
+//! sees, polls and changes only its own streams; anyone else's answer 404 like a stream that
+//! does not exist. Creating, changing or deleting a stream, setting its status and asking for
+//! a verification event are state changes committed with their audit events; every poll is
+//! audited as a read; refusals are audited by the audit layer.
 //!
-//! Inputs follow the standards loosely where they say so (unknown members and unknown event
-//! types are ignored) and are otherwise bounded and checked before anything is written.
+//! Inputs follow the standards loosely where they say so (unknown members of a new stream and
+//! unknown event types are ignored) and are otherwise bounded and checked before anything is
+//! written. Updates, status changes and verification requests refuse members they do not
+//! define (`unknown_member`): a misspelt property must not pass for a change made, and
+//! transmitter-supplied properties sent back must be the transmitter's values
+//! (`transmitter_mismatch`), as SSF 1.0 §8.1.1.3 says.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aims_core::audit::{Actor, Outcome, action};
 use aims_core::user::Access;
-use aims_store::{SsfDelivery, SsfReceiver, SsfStream, StoreError};
+use aims_store::{SsfDelivery, SsfReceiver, SsfStatus, SsfStream, StoreError};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -45,6 +51,10 @@ const MAX_DESCRIPTION: usize = 256;
 const MAX_ENDPOINT_URL: usize = 512;
 /// Longest `Authorization` header a push stream sends.
 const MAX_AUTHORIZATION: usize = 1024;
+/// Longest status reason.
+const MAX_STATUS_REASON: usize = 256;
+/// Longest verification `state`.
+const MAX_VERIFICATION_STATE: usize = 512;
 /// Longest stream id this server issues (22) with room to spare; longer ones do not exist.
 const MAX_STREAM_ID: usize = 64;
 /// SETs per poll when the receiver does not say.
@@ -334,7 +344,7 @@ pub async fn create(
             ));
         }
         let id = aims_token::random_id(&state.rng).map_err(|_| ApiError::internal())?;
-        let delivery = delivery_of(&state, req.delivery, &id)?;
+        let delivery = delivery_of(&state, req.delivery, &id, None)?;
         let stream = SsfStream {
             id: id.clone(),
             receiver: receiver_of(&caller),
@@ -345,6 +355,8 @@ pub async fn create(
             description: req.description,
             created_at: OffsetDateTime::now_utc(),
             acked_through: 0,
+            status: SsfStatus::Enabled,
+            status_reason: None,
         };
         let event = state
             .event(
@@ -377,18 +389,25 @@ pub async fn create(
     .await
 }
 
-/// The delivery a new stream asks for: poll (also when none is named) or push to a checked
-/// endpoint, its `Authorization` value sealed under the stream's id.
+/// The delivery a stream asks for: poll (also when none is named) or push to a checked
+/// endpoint, its `Authorization` value sealed under the stream's id. A poll delivery may
+/// name the endpoint only as `poll_url`, the transmitter's own value for an existing stream
+/// (a configuration read, changed and sent back carries it).
 fn delivery_of(
     state: &AppState,
     requested: Option<DeliveryRequest>,
     id: &str,
+    poll_url: Option<&str>,
 ) -> Result<SsfDelivery, ApiError> {
     match requested {
         // No delivery means poll (SSF §8.1.1.1).
         None => Ok(SsfDelivery::Poll),
         Some(d) if d.method == signals::DELIVERY_POLL => {
-            if d.endpoint_url.is_some() || d.authorization_header.is_some() {
+            let url_ok = d
+                .endpoint_url
+                .as_deref()
+                .is_none_or(|url| poll_url == Some(url));
+            if !url_ok || d.authorization_header.is_some() {
                 return Err(invalid(
                     "a poll stream's endpoint_url is chosen by the transmitter",
                 ));
@@ -511,7 +530,16 @@ pub async fn delete(
     .await
 }
 
-/// `GET /ssf/status?stream_id=`: streams are always enabled (pausing is not offered).
+/// The stream's status as SSF 1.0 §8.1.2.1 shows it.
+fn status_view(stream: &SsfStream) -> Value {
+    let mut view = json!({ "stream_id": stream.id, "status": stream.status.as_str() });
+    if let (Some(reason), Value::Object(fields)) = (&stream.status_reason, &mut view) {
+        fields.insert("reason".into(), json!(reason));
+    }
+    view
+}
+
+/// `GET /ssf/status?stream_id=`: the stream's status and the reason given for it.
 pub async fn status(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -520,7 +548,359 @@ pub async fn status(
     as_receiver(state, headers, |state, _, caller| async move {
         let id = required_stream_id(query.as_deref())?;
         let stream = owned_stream(&state, &caller, &id).await?;
-        Ok(Json(json!({ "stream_id": stream.id, "status": "enabled" })).into_response())
+        Ok(Json(status_view(&stream)).into_response())
+    })
+    .await
+}
+
+/// A JSON object body whose members are all among `allowed` (SSF's own, for the endpoints
+/// that change a stream): anything else is refused with `unknown_member`.
+fn strict_object(body: &Bytes, allowed: &[&str]) -> Result<Map<String, Value>, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|_| ApiError::bad_request(ErrorCode::InvalidJson, "the body is not valid JSON"))?;
+    let Value::Object(members) = value else {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidBody,
+            "the body must be a JSON object",
+        ));
+    };
+    if let Some(unknown) = members.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(
+            ErrorCode::UnknownMember,
+            format!(
+                "{unknown:.64} is not a member of this request; the members are {}",
+                allowed.join(", ")
+            ),
+        ));
+    }
+    Ok(members)
+}
+
+/// The required `stream_id` member of a body.
+fn body_stream_id(members: &Map<String, Value>) -> Result<String, ApiError> {
+    match members.get("stream_id") {
+        Some(Value::String(id)) => Ok(id.clone()),
+        Some(_) => Err(ApiError::bad_request(
+            ErrorCode::InvalidBody,
+            "stream_id is a string",
+        )),
+        None => Err(invalid("stream_id is required")),
+    }
+}
+
+/// Member `name` decoded as a `T`, if present; `null` is no value.
+fn member<T: DeserializeOwned>(
+    members: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<T>, ApiError> {
+    match members.get(name) {
+        None => Ok(None),
+        Some(Value::Null) => Err(ApiError::bad_request(
+            ErrorCode::InvalidBody,
+            format!("{name} is null; leave it out instead"),
+        )),
+        Some(value) => serde_json::from_value(value.clone())
+            .map(Some)
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidBody, format!("{name}: {e}"))),
+    }
+}
+
+/// The body of a status update (SSF 1.0 §8.1.2.2).
+const STATUS_MEMBERS: [&str; 3] = ["stream_id", "status", "reason"];
+
+/// `POST /ssf/status`: sets the stream's status (`enabled`, `paused` or `disabled`) and the
+/// reason; answers the status as stored.
+pub async fn update_status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Response {
+    as_receiver(state, headers, |state, headers, caller| async move {
+        require_change(&caller)?;
+        let members = strict_object(&body, &STATUS_MEMBERS)?;
+        let id = body_stream_id(&members)?;
+        let status =
+            member::<String>(&members, "status")?.ok_or_else(|| invalid("status is required"))?;
+        let status = SsfStatus::parse(&status).ok_or_else(|| {
+            ApiError::bad_request(
+                ErrorCode::InvalidStatus,
+                "status is enabled, paused or disabled",
+            )
+        })?;
+        let reason = member::<String>(&members, "reason")?;
+        if let Some(reason) = &reason
+            && !printable(reason, MAX_STATUS_REASON)
+        {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidReason,
+                "reason is 1 to 256 characters without control characters",
+            ));
+        }
+        let stream = owned_stream(&state, &caller, &id).await?;
+        let event = state
+            .event(
+                caller.actor(),
+                signals::ACTION_STREAM_STATUS,
+                Outcome::Success,
+            )
+            .request(crate::auth::request_id(&headers))
+            .resource(format!("ssf_stream:{}", stream.id))
+            .details(json!({ "from": stream.status.as_str(), "to": status.as_str() }));
+        let stored = match state
+            .store
+            .set_ssf_status(&stream.id, status, reason.as_deref(), &event)
+            .await
+        {
+            Ok(stored) => stored,
+            Err(StoreError::NotFound { .. }) => return Err(stream_not_found()),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Json(status_view(&stored)).into_response())
+    })
+    .await
+}
+
+/// The body of a verification request (SSF 1.0 §8.1.4.2).
+const VERIFY_MEMBERS: [&str; 2] = ["stream_id", "state"];
+
+/// `POST /ssf/verify`: queues a verification event carrying the receiver's `state` on the
+/// stream; 204. Delivered like every event, by poll or push, once the stream is enabled.
+pub async fn verify(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Response {
+    as_receiver(state, headers, |state, headers, caller| async move {
+        require_change(&caller)?;
+        let members = strict_object(&body, &VERIFY_MEMBERS)?;
+        let id = body_stream_id(&members)?;
+        let verification_state = member::<String>(&members, "state")?;
+        if let Some(value) = &verification_state
+            && !printable(value, MAX_VERIFICATION_STATE)
+        {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidState,
+                "state is 1 to 512 characters without control characters",
+            ));
+        }
+        let stream = owned_stream(&state, &caller, &id).await?;
+        if stream.status == SsfStatus::Disabled {
+            // A disabled stream holds nothing for later (SSF 1.0 §8.1.2.1): the event would
+            // never be delivered, so it is not promised.
+            return Err(ApiError::bad_request(
+                ErrorCode::StreamDisabled,
+                "the stream is disabled; enable it first",
+            ));
+        }
+        let event = state
+            .event(
+                caller.actor(),
+                signals::ACTION_STREAM_VERIFY,
+                Outcome::Success,
+            )
+            .request(crate::auth::request_id(&headers))
+            .resource(format!("ssf_stream:{}", stream.id));
+        match state
+            .store
+            .queue_ssf_verification(
+                &stream.id,
+                verification_state.as_deref(),
+                OffsetDateTime::now_utc(),
+                &event,
+            )
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::NotFound { .. }) => return Err(stream_not_found()),
+            Err(StoreError::Conflict { .. }) => {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::TooManyVerifications,
+                    format!(
+                        "at most {} verification events wait on a stream; poll or wait for \
+                         delivery first",
+                        aims_store::MAX_SSF_VERIFICATIONS_PENDING
+                    ),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // Wakes this replica's long poll or push worker; no one listening is fine.
+        let _ = state.ssf_queued.send(stream.id);
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
+    .await
+}
+
+/// The members a stream configuration sent back may have: `stream_id`, the
+/// receiver-supplied ones (changed) and the transmitter-supplied ones (checked).
+const CONFIG_MEMBERS: [&str; 10] = [
+    "stream_id",
+    "delivery",
+    "events_requested",
+    "description",
+    "iss",
+    "aud",
+    "events_supported",
+    "events_delivered",
+    "min_verification_interval",
+    "inactivity_timeout",
+];
+
+/// Whether `value` lists the same strings as `expected`, in any order.
+fn same_set(value: &Value, expected: &[String]) -> bool {
+    let Some(items) = value.as_array() else {
+        return false;
+    };
+    let mut given: Vec<&str> = Vec::with_capacity(items.len());
+    for item in items {
+        match item.as_str() {
+            Some(text) => given.push(text),
+            None => return false,
+        }
+    }
+    let mut expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    given.sort_unstable();
+    given.dedup();
+    expected.sort_unstable();
+    expected.dedup();
+    given == expected
+}
+
+/// Refuses transmitter-supplied members that are not this stream's values (SSF 1.0
+/// §8.1.1.3): checked against the stream before any change.
+fn check_transmitter_members(
+    issuer: &str,
+    stream: &SsfStream,
+    members: &Map<String, Value>,
+) -> Result<(), ApiError> {
+    let mismatch = |name: &str| {
+        ApiError::bad_request(
+            ErrorCode::TransmitterMismatch,
+            format!("{name} is set by the transmitter and is not this stream's value"),
+        )
+    };
+    if let Some(iss) = members.get("iss")
+        && iss.as_str() != Some(issuer)
+    {
+        return Err(mismatch("iss"));
+    }
+    if let Some(aud) = members.get("aud") {
+        let matches = match aud {
+            Value::String(one) => one == &stream.audience,
+            list => same_set(list, std::slice::from_ref(&stream.audience)),
+        };
+        if !matches {
+            return Err(mismatch("aud"));
+        }
+    }
+    let supported: Vec<String> = signals::EVENTS_SUPPORTED.map(str::to_owned).to_vec();
+    if let Some(events) = members.get("events_supported")
+        && !same_set(events, &supported)
+    {
+        return Err(mismatch("events_supported"));
+    }
+    if let Some(events) = members.get("events_delivered")
+        && !same_set(events, &stream.events_delivered)
+    {
+        return Err(mismatch("events_delivered"));
+    }
+    // This transmitter sets neither: any value is not its value.
+    for name in ["min_verification_interval", "inactivity_timeout"] {
+        if members.contains_key(name) {
+            return Err(mismatch(name));
+        }
+    }
+    Ok(())
+}
+
+/// How a configuration request changes the receiver-supplied properties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// `PATCH`: the members given change, the others stay.
+    Update,
+    /// `PUT`: the members given are the whole configuration; missing ones are removed.
+    Replace,
+}
+
+/// `PATCH /ssf/streams`: changes the receiver-supplied properties given (SSF 1.0 §8.1.1.3).
+pub async fn update(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Response {
+    change(state, headers, body, Change::Update).await
+}
+
+/// `PUT /ssf/streams`: replaces the receiver-supplied properties (SSF 1.0 §8.1.1.4).
+pub async fn replace(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Response {
+    change(state, headers, body, Change::Replace).await
+}
+
+/// Updates or replaces a stream's configuration; answers it whole, as stored.
+async fn change(state: AppState, headers: HeaderMap, body: Bytes, how: Change) -> Response {
+    as_receiver(state, headers, |state, headers, caller| async move {
+        require_change(&caller)?;
+        let members = strict_object(&body, &CONFIG_MEMBERS)?;
+        let id = body_stream_id(&members)?;
+        let requested = member::<Vec<String>>(&members, "events_requested")?;
+        let description = member::<String>(&members, "description")?;
+        let delivery = member::<DeliveryRequest>(&members, "delivery")?;
+        if let Some(description) = &description
+            && !printable(description, MAX_DESCRIPTION)
+        {
+            return Err(invalid(
+                "description is 1 to 256 characters without control characters",
+            ));
+        }
+        let stream = owned_stream(&state, &caller, &id).await?;
+        check_transmitter_members(&state.issuer, &stream, &members)?;
+        let mut changed = stream.clone();
+        if how == Change::Replace || requested.is_some() {
+            changed.events_delivered = events_delivered(requested.as_deref())?;
+            changed.events_requested = requested.unwrap_or_default();
+        }
+        if how == Change::Replace || description.is_some() {
+            changed.description = description;
+        }
+        if how == Change::Replace || delivery.is_some() {
+            let poll_url = signals::poll_endpoint(&state.issuer, &stream.id);
+            changed.delivery = delivery_of(&state, delivery, &stream.id, Some(&poll_url))?;
+        }
+        if changed == stream {
+            // Nothing to change: the configuration as it is, with nothing written.
+            return Ok(Json(signals::stream_view(&state.issuer, &stream)).into_response());
+        }
+        let mut details = created_details(&changed);
+        if let Value::Object(fields) = &mut details {
+            fields.insert(
+                "change".into(),
+                json!(if how == Change::Replace {
+                    "replace"
+                } else {
+                    "update"
+                }),
+            );
+        }
+        let event = state
+            .event(
+                caller.actor(),
+                signals::ACTION_STREAM_UPDATE,
+                Outcome::Success,
+            )
+            .request(crate::auth::request_id(&headers))
+            .resource(format!("ssf_stream:{}", stream.id))
+            .details(details);
+        let stored = match state.store.update_ssf_stream(&changed, &event).await {
+            Ok(stored) => stored,
+            Err(StoreError::NotFound { .. }) => return Err(stream_not_found()),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Json(signals::stream_view(&state.issuer, &stored)).into_response())
     })
     .await
 }
@@ -569,8 +949,8 @@ pub async fn poll(
         });
         let (batch, more) = next_batch(&state, &stream, max, req.return_immediately).await?;
         let mut sets = Map::new();
-        for entry in &batch {
-            let (jti, set) = signals::sign_set(&state, &stream, entry).map_err(|error| {
+        for due in &batch {
+            let (jti, set) = signals::sign_set(&state, &stream, due).map_err(|error| {
                 tracing::error!(%error, "cannot sign a SET");
                 ApiError::internal()
             })?;
@@ -599,14 +979,14 @@ async fn acknowledge(
     req: &PollRequest,
 ) -> Result<Map<String, Value>, ApiError> {
     let position = |jti: &str| {
-        signals::parse_set_jti(&stream.id, jti)
+        signals::parse_jti(&stream.id, jti)
             .ok_or_else(|| invalid(format!("{jti:.80} is not a SET of this stream")))
     };
     let mut seqs = req
         .ack
         .iter()
         .map(|jti| position(jti))
-        .collect::<Result<Vec<u64>, ApiError>>()?;
+        .collect::<Result<Vec<signals::SetRef>, ApiError>>()?;
     let mut errors = Map::new();
     for (jti, error) in &req.set_errs {
         seqs.push(position(jti)?);
@@ -625,9 +1005,7 @@ async fn acknowledge(
         tracing::warn!(stream = %stream.id, %jti, err = %error.err, "an SSF receiver reported a SET error");
         errors.insert(jti.clone(), json!(error.err));
     }
-    if !seqs.is_empty() {
-        state.store.acknowledge_ssf(&stream.id, &seqs).await?;
-    }
+    signals::acknowledge(state.store.as_ref(), &stream.id, &seqs).await?;
     Ok(errors)
 }
 
@@ -638,7 +1016,7 @@ async fn next_batch(
     stream: &SsfStream,
     max: u32,
     return_immediately: bool,
-) -> Result<(Vec<aims_store::SsfPending>, bool), ApiError> {
+) -> Result<(Vec<signals::Due>, bool), ApiError> {
     let wait = LONG_POLL.min(
         state
             .config
@@ -646,16 +1024,30 @@ async fn next_batch(
             .saturating_sub(LONG_POLL_MARGIN),
     );
     let deadline = tokio::time::Instant::now() + wait;
-    // Subscribed before looking, so a revocation applied in between still wakes us.
+    // Subscribed before looking, so a revocation applied or a verification queued in
+    // between still wakes us.
     let mut live = state.revocations.subscribe();
+    let mut queued = state.ssf_queued.subscribe();
+    let mut stream = stream.clone();
     loop {
-        let (batch, more) = signals::due(state.store.as_ref(), stream, max).await?;
+        let (batch, more) = signals::due(state.store.as_ref(), &stream, max).await?;
         if !batch.is_empty() || return_immediately || max == 0 {
             return Ok((batch, more));
         }
-        match tokio::time::timeout_at(deadline, live.recv()).await {
-            Ok(Ok(_) | Err(RecvError::Lagged(_))) => {}
-            Ok(Err(RecvError::Closed)) | Err(_) => return Ok((batch, more)),
+        let woken = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                r = live.recv() => !matches!(r, Err(RecvError::Closed)),
+                r = queued.recv() => !matches!(r, Err(RecvError::Closed)),
+            }
+        })
+        .await;
+        if !matches!(woken, Ok(true)) {
+            return Ok((batch, more));
+        }
+        // The status may have changed meanwhile (a paused stream enabled again).
+        match state.store.ssf_stream(&stream.id).await? {
+            Some(now) => stream = now,
+            None => return Ok((Vec::new(), false)),
         }
     }
 }

@@ -18,7 +18,7 @@ use aims_store::{
     AccessTokenIssue, AgentFilter, AttestationRecord, Initialization, IssuedCredential,
     JoinTokenRecord, JoinTokenUse, KeySet, PolicySetVersion, PostureSnapshot, RegistryCursor,
     RegistryEntry, ResourceServer, Revocation, RevocationTarget, SsfPending, SsfReceiver,
-    SsfStream, Store, StoreError, StoredKey, TaskFilter,
+    SsfStatus, SsfStream, SsfVerification, Store, StoreError, StoredKey, TaskFilter,
 };
 use reqwest::{Method, StatusCode};
 use time::OffsetDateTime;
@@ -354,6 +354,50 @@ impl Store for FailingAudit {
         until: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         self.inner.claim_ssf_stream(id, holder, now, until).await
+    }
+    async fn update_ssf_stream(
+        &self,
+        stream: &SsfStream,
+        event: &AuditEvent,
+    ) -> Result<SsfStream, StoreError> {
+        self.check()?;
+        self.inner.update_ssf_stream(stream, event).await
+    }
+    async fn set_ssf_status(
+        &self,
+        id: &str,
+        status: SsfStatus,
+        reason: Option<&str>,
+        event: &AuditEvent,
+    ) -> Result<SsfStream, StoreError> {
+        self.check()?;
+        self.inner.set_ssf_status(id, status, reason, event).await
+    }
+    async fn queue_ssf_verification(
+        &self,
+        id: &str,
+        state: Option<&str>,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner
+            .queue_ssf_verification(id, state, now, event)
+            .await
+    }
+    async fn ssf_verifications(
+        &self,
+        id: &str,
+        limit: u32,
+    ) -> Result<Vec<SsfVerification>, StoreError> {
+        self.inner.ssf_verifications(id, limit).await
+    }
+    async fn acknowledge_ssf_verifications(
+        &self,
+        id: &str,
+        seqs: &[u64],
+    ) -> Result<(), StoreError> {
+        self.inner.acknowledge_ssf_verifications(id, seqs).await
     }
     async fn open_approval(
         &self,

@@ -2,7 +2,9 @@
 //! and operators, CAEP SETs for revoked tokens and identities that verify against the JWKS,
 //! acknowledgements, long polls that wake on a revocation, receivers kept apart, bad input
 //! refused, push delivery to a loopback receiver where private networks are allowed, and no
-//! push to the server's own network where they are not (the default).
+//! push to the server's own network where they are not (the default); streams updated and
+//! replaced (only the receiver's properties change, the transmitter's are checked), statuses
+//! that hold or drop events for poll and push, and verification events on request.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,11 +30,17 @@ on_both_stores!(
     bad_stream_requests_change_nothing,
     push_delivers_to_a_loopback_receiver,
     push_never_reaches_the_servers_own_network,
+    streams_are_updated_and_replaced,
+    bad_changes_change_nothing,
+    status_round_trips_and_governs_polling,
+    verification_events_are_signed_and_delivered,
+    push_respects_status_and_carries_verifications,
 );
 
 const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
 const CREDENTIAL_CHANGE: &str =
     "https://schemas.openid.net/secevent/caep/event-type/credential-change";
+const VERIFICATION: &str = "https://schemas.openid.net/secevent/ssf/event-type/verification";
 const POLL: &str = "urn:ietf:rfc:8936";
 const PUSH: &str = "urn:ietf:rfc:8935";
 
@@ -186,6 +194,10 @@ async fn a_poll_stream_carries_signed_caep_events(backend: Backend) {
         format!("{base}/ssf/streams")
     );
     assert_eq!(meta.body["status_endpoint"], format!("{base}/ssf/status"));
+    assert_eq!(
+        meta.body["verification_endpoint"],
+        format!("{base}/ssf/verify")
+    );
     assert_eq!(
         meta.body["authorization_schemes"],
         json!([{"spec_urn": "urn:ietf:rfc:6749"}])
@@ -899,4 +911,683 @@ async fn push_delivers_to_a_loopback_receiver(backend: Backend) {
         .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(rx.try_recv().is_err(), "nothing pushed after deletion");
+}
+
+impl Scene {
+    /// The resource server's stream configuration as the transmitter shows it.
+    async fn config(&self, id: &str) -> Value {
+        let path = format!("/ssf/streams?stream_id={id}");
+        let reply = ssf(&self.server, self.rs(), Method::GET, &path, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body
+    }
+
+    /// Sends `body` to `path` with `method` as the resource server.
+    async fn send(&self, method: Method, path: &str, body: Value) -> Reply {
+        ssf(&self.server, self.rs(), method, path, Some(body)).await
+    }
+
+    /// Sets the stream's status as the resource server; returns the answer's body.
+    async fn set_status(&self, id: &str, status: &str) -> Value {
+        let reply = self
+            .send(
+                Method::POST,
+                "/ssf/status",
+                json!({"stream_id": id, "status": status}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body
+    }
+
+    /// Asks for a verification event on the stream.
+    async fn verify(&self, body: Value) -> Reply {
+        self.send(Method::POST, "/ssf/verify", body).await
+    }
+
+    /// A fresh access token for the resource server's audience, revoked; returns its `jti`.
+    async fn revoked_token(&self) -> String {
+        let token = access_token(&self.exchange("read:repo/acme/app").await);
+        let jti = claims(&token)["jti"].as_str().unwrap().to_owned();
+        self.revoke("token", &jti).await;
+        jti
+    }
+}
+
+async fn streams_are_updated_and_replaced(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    let base = scene.server.base.clone();
+    let created = scene
+        .stream(json!({"events_requested": [SESSION_REVOKED], "description": "first"}))
+        .await;
+    let id = created["stream_id"].as_str().unwrap().to_owned();
+    let updates = scene.server.count_events("ssf.stream.update").await;
+
+    // PATCH: the description given changes; everything else stays.
+    let patched = scene
+        .send(
+            Method::PATCH,
+            "/ssf/streams",
+            json!({"stream_id": id, "description": "second"}),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
+    assert_eq!(patched.headers["cache-control"], "no-store");
+    let mut expected = created.clone();
+    expected["description"] = json!("second");
+    assert_eq!(patched.body, expected);
+    assert_eq!(scene.config(&id).await, expected);
+    let recorded = scene.server.last_event("ssf.stream.update").await;
+    assert_eq!(
+        recorded.resource.as_deref(),
+        Some(format!("ssf_stream:{id}").as_str())
+    );
+    assert_eq!(recorded.details["change"], "update");
+
+    // A configuration read, changed and sent back (transmitter's fields and the poll
+    // endpoint included) changes the event types; the description stays.
+    let mut sent = scene.config(&id).await;
+    sent["events_requested"] = json!([CREDENTIAL_CHANGE, "urn:example:unknown"]);
+    let patched = scene.send(Method::PATCH, "/ssf/streams", sent).await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
+    assert_eq!(patched.body["events_delivered"], json!([CREDENTIAL_CHANGE]));
+    assert_eq!(
+        patched.body["events_requested"],
+        json!([CREDENTIAL_CHANGE, "urn:example:unknown"])
+    );
+    assert_eq!(patched.body["description"], "second");
+    assert_eq!(patched.body["delivery"], created["delivery"]);
+
+    // PUT: what is left out is removed (description), delivery defaults to poll.
+    let replaced = scene
+        .send(
+            Method::PUT,
+            "/ssf/streams",
+            json!({"stream_id": id, "events_requested": [SESSION_REVOKED]}),
+        )
+        .await;
+    assert_eq!(replaced.status, StatusCode::OK, "{}", replaced.body);
+    assert!(
+        replaced.body.get("description").is_none(),
+        "{}",
+        replaced.body
+    );
+    assert_eq!(replaced.body["events_delivered"], json!([SESSION_REVOKED]));
+    assert_eq!(
+        replaced.body["delivery"],
+        json!({"method": POLL, "endpoint_url": format!("{base}/ssf/poll/{id}")})
+    );
+    assert_eq!(replaced.body["iss"], base);
+    assert_eq!(replaced.body["aud"], AUDIENCE);
+    assert_eq!(
+        scene.server.last_event("ssf.stream.update").await.details["change"],
+        "replace"
+    );
+    assert_eq!(
+        scene.server.count_events("ssf.stream.update").await,
+        updates + 3
+    );
+
+    // PUT of the configuration as it is changes nothing and writes nothing.
+    let same = scene.config(&id).await;
+    let put = scene.send(Method::PUT, "/ssf/streams", same.clone()).await;
+    assert_eq!((put.status, &put.body), (StatusCode::OK, &same));
+    assert_eq!(
+        scene.server.count_events("ssf.stream.update").await,
+        updates + 3
+    );
+
+    // The changed event types govern what is delivered: a revoked token is a session.
+    let jti = scene.revoked_token().await;
+    let sets = scene.sets(&same).await;
+    assert_eq!(sets.len(), 1);
+    let c = verify_set(
+        &scene.server,
+        sets.values().next().unwrap().as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(c["sub_id"]["jti"], jti.as_str());
+    assert_eq!(event(&c).0, SESSION_REVOKED);
+}
+
+async fn bad_changes_change_nothing(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    let server = &scene.server;
+    let base = server.base.clone();
+    let stream = scene
+        .stream(json!({"events_requested": [SESSION_REVOKED], "description": "kept"}))
+        .await;
+    let id = stream["stream_id"].as_str().unwrap().to_owned();
+    let other = scene.stream(json!({})).await;
+    let before = server.count_events("ssf.stream.update").await;
+    for method in [Method::PATCH, Method::PUT] {
+        for (body, status, code) in [
+            (
+                json!({"stream_id": id, "descripton": "typo"}),
+                StatusCode::BAD_REQUEST,
+                "unknown_member",
+            ),
+            (
+                json!({"stream_id": id, "iss": "https://elsewhere.example"}),
+                StatusCode::BAD_REQUEST,
+                "transmitter_mismatch",
+            ),
+            (
+                json!({"stream_id": id, "aud": "https://other.example"}),
+                StatusCode::BAD_REQUEST,
+                "transmitter_mismatch",
+            ),
+            (
+                json!({"stream_id": id, "events_delivered": [CREDENTIAL_CHANGE]}),
+                StatusCode::BAD_REQUEST,
+                "transmitter_mismatch",
+            ),
+            (
+                json!({"stream_id": id, "events_supported": [SESSION_REVOKED]}),
+                StatusCode::BAD_REQUEST,
+                "transmitter_mismatch",
+            ),
+            (
+                json!({"stream_id": id, "min_verification_interval": 60}),
+                StatusCode::BAD_REQUEST,
+                "transmitter_mismatch",
+            ),
+            (
+                json!({"stream_id": id, "description": null}),
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+            ),
+            (
+                json!({"stream_id": id, "description": "x".repeat(300)}),
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+            ),
+            (
+                json!({"stream_id": id, "events_requested": []}),
+                StatusCode::BAD_REQUEST,
+                "invalid_events",
+            ),
+            (
+                json!({"stream_id": id, "events_requested": ["urn:example:only-unknown"]}),
+                StatusCode::BAD_REQUEST,
+                "unsupported_events",
+            ),
+            (
+                json!({"stream_id": id, "delivery": {"method": POLL,
+                       "endpoint_url": format!("{base}/ssf/poll/{}", other["stream_id"].as_str().unwrap())}}),
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+            ),
+            (
+                json!({"stream_id": id, "delivery": {"method": PUSH,
+                       "endpoint_url": "http://127.0.0.1:9/events"}}),
+                StatusCode::BAD_REQUEST,
+                "invalid_endpoint_url",
+            ),
+            (
+                json!({"stream_id": id, "delivery": {"method": "urn:example:pigeon"}}),
+                StatusCode::BAD_REQUEST,
+                "unsupported_delivery_method",
+            ),
+            (
+                json!({"description": "no id"}),
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+            ),
+            (
+                json!({"stream_id": 7}),
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+            ),
+            (json!([null, null]), StatusCode::BAD_REQUEST, "invalid_body"),
+            (json!("text"), StatusCode::BAD_REQUEST, "invalid_body"),
+            (
+                json!({"stream_id": "no-such-stream", "description": "x"}),
+                StatusCode::NOT_FOUND,
+                "stream_not_found",
+            ),
+            (
+                json!({"stream_id": "../../etc", "description": "x"}),
+                StatusCode::NOT_FOUND,
+                "stream_not_found",
+            ),
+        ] {
+            let reply = scene
+                .send(method.clone(), "/ssf/streams", body.clone())
+                .await;
+            assert_eq!(
+                (reply.status, reply.code()),
+                (status, code),
+                "{method} {body}: {}",
+                reply.body
+            );
+        }
+        let not_json = server
+            .http
+            .request(method.clone(), format!("{base}/ssf/streams"))
+            .basic_auth("repo-tools", Some(&scene.rs_secret))
+            .body("{nope")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(not_json.status(), StatusCode::BAD_REQUEST);
+        // Without credentials, or as a role that may not change streams.
+        let anonymous = ssf(
+            server,
+            As::Nobody,
+            method.clone(),
+            "/ssf/streams",
+            Some(json!({"stream_id": id, "description": "x"})),
+        )
+        .await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    }
+    let auditor = server.add_user("carol", "auditor").await;
+    let refused = ssf(
+        server,
+        As::User(&auditor),
+        Method::PATCH,
+        "/ssf/streams",
+        Some(json!({"stream_id": id, "description": "x"})),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    // Another receiver's stream does not exist for it.
+    let rs = server
+        .admin(
+            Method::POST,
+            "/v1/resource-servers",
+            Some(json!({"name": "other-tools", "audience": "https://other.example", "system": "jira"})),
+        )
+        .await;
+    let secret = rs.body["client_secret"].as_str().unwrap().to_owned();
+    for (method, path, body) in [
+        (
+            Method::PATCH,
+            "/ssf/streams",
+            json!({"stream_id": id, "description": "x"}),
+        ),
+        (Method::PUT, "/ssf/streams", json!({"stream_id": id})),
+        (
+            Method::POST,
+            "/ssf/status",
+            json!({"stream_id": id, "status": "paused"}),
+        ),
+        (Method::POST, "/ssf/verify", json!({"stream_id": id})),
+    ] {
+        let reply = ssf(
+            server,
+            As::Rs("other-tools", &secret),
+            method.clone(),
+            path,
+            Some(body),
+        )
+        .await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (StatusCode::NOT_FOUND, "stream_not_found"),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(scene.config(&id).await, stream, "nothing changed");
+    assert_eq!(server.count_events("ssf.stream.update").await, before);
+    assert_eq!(server.count_events("ssf.stream.status").await, 0);
+    assert_eq!(server.count_events("ssf.stream.verify").await, 0);
+}
+
+async fn status_round_trips_and_governs_polling(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    let stream = scene.stream(json!({})).await;
+    let id = stream["stream_id"].as_str().unwrap().to_owned();
+    let status_path = format!("/ssf/status?stream_id={id}");
+    let read = ssf(&scene.server, scene.rs(), Method::GET, &status_path, None).await;
+    assert_eq!(read.body, json!({"stream_id": id, "status": "enabled"}));
+
+    // Paused, with a reason: read back as set; what is revoked meanwhile waits.
+    let set = scene
+        .send(
+            Method::POST,
+            "/ssf/status",
+            json!({"stream_id": id, "status": "paused", "reason": "maintenance"}),
+        )
+        .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.body);
+    assert_eq!(set.headers["cache-control"], "no-store");
+    let paused = json!({"stream_id": id, "status": "paused", "reason": "maintenance"});
+    assert_eq!(set.body, paused);
+    let read = ssf(&scene.server, scene.rs(), Method::GET, &status_path, None).await;
+    assert_eq!(read.body, paused);
+    let event = scene.server.last_event("ssf.stream.status").await;
+    assert_eq!(event.details, json!({"from": "enabled", "to": "paused"}));
+    let held = scene.revoked_token().await;
+    assert!(
+        scene.sets(&stream).await.is_empty(),
+        "a paused stream sends nothing"
+    );
+    // A long poll on a paused stream answers nothing when its time is up.
+    let waited = scene.poll(&stream, json!({"maxEvents": 10})).await;
+    assert_eq!(waited.status, StatusCode::OK);
+    assert_eq!(waited.body["sets"], json!({}));
+
+    // Enabled again: what waited is delivered; the reason is gone.
+    assert_eq!(
+        scene.set_status(&id, "enabled").await,
+        json!({"stream_id": id, "status": "enabled"})
+    );
+    let sets = scene.sets(&stream).await;
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    let (jti, set) = sets.iter().next().unwrap();
+    let c = verify_set(&scene.server, set.as_str().unwrap()).await;
+    assert_eq!(c["sub_id"]["jti"], held.as_str());
+    let acked = scene
+        .poll(&stream, json!({"ack": [jti], "returnImmediately": true}))
+        .await;
+    assert_eq!(acked.body["sets"], json!({}));
+
+    // Disabled: nothing sent and nothing kept, even once enabled again.
+    scene.set_status(&id, "disabled").await;
+    scene.revoked_token().await;
+    assert!(scene.sets(&stream).await.is_empty());
+    let refused = scene.verify(json!({"stream_id": id})).await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::BAD_REQUEST, "stream_disabled")
+    );
+    scene.set_status(&id, "enabled").await;
+    assert!(
+        scene.sets(&stream).await.is_empty(),
+        "dropped while disabled"
+    );
+    let after = scene.revoked_token().await;
+    let sets = scene.sets(&stream).await;
+    let c = verify_set(
+        &scene.server,
+        sets.values().next().unwrap().as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(c["sub_id"]["jti"], after.as_str());
+
+    // Bad status requests change nothing.
+    let changes = scene.server.count_events("ssf.stream.status").await;
+    for (body, status, code) in [
+        (
+            json!({"stream_id": id, "status": "off"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_status",
+        ),
+        (
+            json!({"stream_id": id, "status": 1}),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            json!({"stream_id": id}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"status": "paused"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"stream_id": id, "status": "paused", "until": 5}),
+            StatusCode::BAD_REQUEST,
+            "unknown_member",
+        ),
+        (
+            json!({"stream_id": id, "status": "paused", "reason": "x".repeat(300)}),
+            StatusCode::BAD_REQUEST,
+            "invalid_reason",
+        ),
+        (
+            json!({"stream_id": id, "status": "paused", "reason": "a\u{0}b"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_reason",
+        ),
+        (
+            json!([id, "paused"]),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            json!({"stream_id": "nope", "status": "paused"}),
+            StatusCode::NOT_FOUND,
+            "stream_not_found",
+        ),
+    ] {
+        let reply = scene.send(Method::POST, "/ssf/status", body.clone()).await;
+        assert_eq!((reply.status, reply.code()), (status, code), "{body}");
+    }
+    assert_eq!(
+        scene.server.count_events("ssf.stream.status").await,
+        changes
+    );
+    let read = ssf(&scene.server, scene.rs(), Method::GET, &status_path, None).await;
+    assert_eq!(read.body["status"], "enabled");
+}
+
+async fn verification_events_are_signed_and_delivered(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    let stream = scene
+        .stream(json!({"events_requested": [SESSION_REVOKED]}))
+        .await;
+    let id = stream["stream_id"].as_str().unwrap().to_owned();
+
+    let asked = scene
+        .verify(json!({"stream_id": id, "state": "VGhpcyBpcyBhIHN0YXRl"}))
+        .await;
+    assert_eq!(asked.status, StatusCode::NO_CONTENT, "{}", asked.body);
+    assert_eq!(asked.headers["cache-control"], "no-store");
+    assert_eq!(
+        scene
+            .server
+            .last_event("ssf.stream.verify")
+            .await
+            .resource
+            .as_deref(),
+        Some(format!("ssf_stream:{id}").as_str())
+    );
+    // Delivered although the stream carries only session events, signed like the others.
+    let sets = scene.sets(&stream).await;
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    let (jti, set) = sets.iter().next().unwrap();
+    let c = verify_set(&scene.server, set.as_str().unwrap()).await;
+    assert_eq!(c["jti"], jti.as_str());
+    assert!(jti.starts_with(&format!("{id}.")), "{jti}");
+    assert_eq!(c["aud"], AUDIENCE);
+    assert_eq!(c["sub_id"], json!({"format": "opaque", "id": id}));
+    assert_eq!(
+        event(&c),
+        (
+            VERIFICATION.to_owned(),
+            json!({"state": "VGhpcyBpcyBhIHN0YXRl"})
+        )
+    );
+    // Until acknowledged it is sent again, the same SET; then it is gone.
+    assert!(scene.sets(&stream).await.contains_key(jti));
+    let acked = scene
+        .poll(&stream, json!({"ack": [jti], "returnImmediately": true}))
+        .await;
+    assert_eq!(acked.status, StatusCode::OK);
+    assert_eq!(acked.body["sets"], json!({}));
+
+    // Without a state; a long poll wakes when it is asked for.
+    let poll = {
+        let scene = &scene;
+        let stream = stream.clone();
+        async move { scene.poll(&stream, json!({})).await }
+    };
+    let ask = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        scene.verify(json!({"stream_id": id})).await
+    };
+    let started = Instant::now();
+    let (polled, asked) = tokio::join!(poll, ask);
+    assert_eq!(asked.status, StatusCode::NO_CONTENT);
+    assert!(started.elapsed() < Duration::from_secs(10), "woke");
+    let sets = polled.body["sets"].as_object().unwrap();
+    assert_eq!(sets.len(), 1, "{}", polled.body);
+    let c = verify_set(
+        &scene.server,
+        sets.values().next().unwrap().as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(event(&c), (VERIFICATION.to_owned(), json!({})));
+    let jti = sets.keys().next().unwrap().clone();
+    scene
+        .poll(&stream, json!({"ack": [jti], "returnImmediately": true}))
+        .await;
+
+    // Asked for while paused: held until enabled.
+    scene.set_status(&id, "paused").await;
+    assert_eq!(
+        scene
+            .verify(json!({"stream_id": id, "state": "later"}))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert!(scene.sets(&stream).await.is_empty());
+    scene.set_status(&id, "enabled").await;
+    let sets = scene.sets(&stream).await;
+    let c = verify_set(
+        &scene.server,
+        sets.values().next().unwrap().as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(event(&c).1, json!({"state": "later"}));
+
+    // Bounded, and bad requests refused.
+    let mut asked = 1;
+    loop {
+        let reply = scene.verify(json!({"stream_id": id})).await;
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(reply.code(), "too_many_verifications");
+            break;
+        }
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+        asked += 1;
+        assert!(asked <= 16, "no bound");
+    }
+    assert_eq!(asked, 16);
+    let count = scene.server.count_events("ssf.stream.verify").await;
+    for (body, status, code) in [
+        (
+            json!({"stream_id": id, "state": ""}),
+            StatusCode::BAD_REQUEST,
+            "invalid_state",
+        ),
+        (
+            json!({"stream_id": id, "state": "x".repeat(600)}),
+            StatusCode::BAD_REQUEST,
+            "invalid_state",
+        ),
+        (
+            json!({"stream_id": id, "state": 5}),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            json!({"stream_id": id, "nonce": "x"}),
+            StatusCode::BAD_REQUEST,
+            "unknown_member",
+        ),
+        (json!({}), StatusCode::BAD_REQUEST, "invalid_request"),
+        (json!([id]), StatusCode::BAD_REQUEST, "invalid_body"),
+        (
+            json!({"stream_id": "nope"}),
+            StatusCode::NOT_FOUND,
+            "stream_not_found",
+        ),
+    ] {
+        let reply = scene.verify(body.clone()).await;
+        assert_eq!((reply.status, reply.code()), (status, code), "{body}");
+    }
+    assert_eq!(scene.server.count_events("ssf.stream.verify").await, count);
+}
+
+async fn push_respects_status_and_carries_verifications(backend: Backend) {
+    let scene = scene_pushing_to_loopback(backend).await;
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::post(move |body: String| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(body);
+                AxumStatus::ACCEPTED
+            }
+        }),
+    );
+    let receiver = serve_on_loopback(app).await;
+    let stream = scene
+        .stream(json!({"delivery": {"method": PUSH, "endpoint_url": format!("{receiver}/events")}}))
+        .await;
+    let id = stream["stream_id"].as_str().unwrap().to_owned();
+
+    // A verification event is pushed with its state.
+    assert_eq!(
+        scene
+            .verify(json!({"stream_id": id, "state": "push-check"}))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let c = verify_set(&scene.server, &next_push(&mut rx).await).await;
+    assert_eq!(
+        event(&c),
+        (VERIFICATION.to_owned(), json!({"state": "push-check"}))
+    );
+    assert_eq!(c["sub_id"], json!({"format": "opaque", "id": id}));
+
+    // Paused: nothing is pushed; enabled again, what waited is.
+    scene.set_status(&id, "paused").await;
+    let held = scene.revoked_token().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(rx.try_recv().is_err(), "pushed while paused");
+    scene.set_status(&id, "enabled").await;
+    let c = verify_set(&scene.server, &next_push(&mut rx).await).await;
+    assert_eq!(c["sub_id"]["jti"], held.as_str());
+
+    // Disabled: nothing pushed and nothing kept.
+    scene.set_status(&id, "disabled").await;
+    scene.revoked_token().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    scene.set_status(&id, "enabled").await;
+    let after = scene.revoked_token().await;
+    let c = verify_set(&scene.server, &next_push(&mut rx).await).await;
+    assert_eq!(
+        c["sub_id"]["jti"],
+        after.as_str(),
+        "the one revoked while disabled is dropped"
+    );
+
+    // Switched to poll delivery by PATCH: nothing more is pushed; the poll carries it.
+    let patched = scene
+        .send(
+            Method::PATCH,
+            "/ssf/streams",
+            json!({"stream_id": id, "delivery": {"method": POLL}}),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
+    let polled_jti = scene.revoked_token().await;
+    let sets = scene.sets(&patched.body).await;
+    let c = verify_set(
+        &scene.server,
+        sets.values().next().unwrap().as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(c["sub_id"]["jti"], polled_jti.as_str());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(rx.try_recv().is_err(), "pushed after switching to poll");
+}
+
+/// The next SET the loopback receiver got, within 20 s.
+async fn next_push(rx: &mut mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("a SET was pushed")
+        .unwrap()
 }

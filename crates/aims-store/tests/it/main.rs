@@ -113,4 +113,6 @@ conformance! {
     ssf::ssf_acknowledgements_hide_only_what_was_delivered,
     ssf::ssf_streams_of_a_resource_server_carry_only_its_audience,
     ssf::ssf_delivery_claims_are_exclusive,
+    ssf::ssf_updates_keep_what_the_transmitter_set,
+    ssf::ssf_statuses_hold_or_drop_what_waits,
 }

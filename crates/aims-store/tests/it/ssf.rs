@@ -1,6 +1,8 @@
 //! Shared Signals streams: creation at the log's head with its audit record, ownership and
 //! listing, pending entries with their credential kinds, out-of-order acknowledgements that
-//! never hide later entries, deletion, and exclusive delivery claims.
+//! never hide later entries, deletion, exclusive delivery claims, receiver updates that keep
+//! the transmitter's fields, statuses (a paused stream keeps its backlog, a disabled one keeps
+//! nothing, only an enabled push stream is claimed) and bounded verification queues.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -12,8 +14,8 @@ use aims_core::posture::Evidence;
 use aims_core::task::{Task, TaskState};
 use aims_store::{
     AccessTokenIssue, AttestationRecord, IssuedCredential, IssuedKind,
-    MAX_SSF_STREAMS_PER_RECEIVER, PostureSnapshot, ResourceServer, RevocationTarget, Revoked,
-    SsfDelivery, SsfReceiver, SsfStream, Store, StoreError,
+    MAX_SSF_STREAMS_PER_RECEIVER, MAX_SSF_VERIFICATIONS_PENDING, PostureSnapshot, ResourceServer,
+    RevocationTarget, Revoked, SsfDelivery, SsfReceiver, SsfStatus, SsfStream, Store, StoreError,
 };
 
 use crate::fixtures::{AuditCursor, agent, assert_chain_verifies, at, event, join_token, name};
@@ -46,6 +48,8 @@ fn stream(id: &str, receiver: SsfReceiver, delivery: SsfDelivery) -> SsfStream {
         created_at: at(5),
         // The store decides where a stream starts.
         acked_through: 12_345,
+        status: SsfStatus::Enabled,
+        status_reason: None,
     }
 }
 
@@ -614,4 +618,207 @@ pub async fn ssf_delivery_claims_are_exclusive(h: &Harness) {
         }
     }
     assert_eq!(winners.len(), 1, "{winners:?}");
+}
+
+const UPDATE: &str = "ssf.stream.update";
+const STATUS: &str = "ssf.stream.status";
+const VERIFY: &str = "ssf.stream.verify";
+
+/// The states of the verification events `id` has queued, oldest first.
+async fn verifications(store: &dyn Store, id: &str) -> Vec<Option<String>> {
+    store
+        .ssf_verifications(id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.state)
+        .collect()
+}
+
+pub async fn ssf_updates_keep_what_the_transmitter_set(h: &Harness) {
+    let store = &*h.store;
+    credentials(store, 1).await;
+    let mut audit = AuditCursor::new(store).await;
+    let stored = create(store, &mut audit, &stream("s", root(), SsfDelivery::Poll)).await;
+    revoke(store, RevocationTarget::Credential("tok-1".into())).await;
+    audit = AuditCursor::new(store).await;
+
+    // The receiver's fields change; owner, audience, creation, position and status do not,
+    // whatever the caller passes for them.
+    let asked = SsfStream {
+        receiver: repo_tools(),
+        audience: "urn:example:other".to_owned(),
+        delivery: push(),
+        events_requested: Vec::new(),
+        events_delivered: vec!["urn:example:delivered".to_owned()],
+        description: None,
+        created_at: at(999),
+        acked_through: 0,
+        status: SsfStatus::Disabled,
+        status_reason: Some("ignored".to_owned()),
+        ..stored.clone()
+    };
+    let updated = store
+        .update_ssf_stream(&asked, &event(UPDATE))
+        .await
+        .unwrap();
+    audit.one(store, UPDATE).await;
+    let expected = SsfStream {
+        delivery: push(),
+        events_requested: Vec::new(),
+        events_delivered: vec!["urn:example:delivered".to_owned()],
+        description: None,
+        ..stored.clone()
+    };
+    assert_eq!(updated, expected);
+    assert_eq!(store.ssf_stream("s").await.unwrap(), Some(expected));
+    assert_eq!(pending(store, "s").await.len(), 1, "the backlog stays");
+
+    // An unknown stream changes nothing.
+    let unknown = SsfStream {
+        id: "nope".to_owned(),
+        ..stored.clone()
+    };
+    let refused = store.update_ssf_stream(&unknown, &event(UPDATE)).await;
+    assert!(
+        matches!(refused, Err(StoreError::NotFound { .. })),
+        "{refused:?}"
+    );
+    let refused = store
+        .set_ssf_status("nope", SsfStatus::Paused, None, &event(STATUS))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::NotFound { .. })),
+        "{refused:?}"
+    );
+    let refused = store
+        .queue_ssf_verification("nope", None, at(40), &event(VERIFY))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::NotFound { .. })),
+        "{refused:?}"
+    );
+    audit.none(store).await;
+    assert!(store.ssf_stream("nope").await.unwrap().is_none());
+}
+
+pub async fn ssf_statuses_hold_or_drop_what_waits(h: &Harness) {
+    let store = &*h.store;
+    credentials(store, 4).await;
+    let mut audit = AuditCursor::new(store).await;
+    create(store, &mut audit, &stream("s", root(), SsfDelivery::Poll)).await;
+    create(store, &mut audit, &stream("p", root(), push())).await;
+    revoke(store, RevocationTarget::Credential("tok-1".into())).await;
+    audit = AuditCursor::new(store).await;
+
+    // Paused: the backlog and queued verifications wait.
+    store
+        .queue_ssf_verification("s", Some("first"), at(40), &event(VERIFY))
+        .await
+        .unwrap();
+    audit.one(store, VERIFY).await;
+    let paused = store
+        .set_ssf_status("s", SsfStatus::Paused, Some("maintenance"), &event(STATUS))
+        .await
+        .unwrap();
+    audit.one(store, STATUS).await;
+    assert_eq!(
+        (paused.status, paused.status_reason.as_deref()),
+        (SsfStatus::Paused, Some("maintenance"))
+    );
+    revoke(store, RevocationTarget::Credential("tok-2".into())).await;
+    store
+        .queue_ssf_verification("s", None, at(41), &event(VERIFY))
+        .await
+        .unwrap();
+    let tok = |n: &str| (n.to_owned(), IssuedKind::AccessToken);
+    assert_eq!(pending(store, "s").await, [tok("tok-1"), tok("tok-2")]);
+    assert_eq!(
+        verifications(store, "s").await,
+        [Some("first".to_owned()), None]
+    );
+    let enabled = store
+        .set_ssf_status("s", SsfStatus::Enabled, None, &event(STATUS))
+        .await
+        .unwrap();
+    assert_eq!(
+        (enabled.status, enabled.status_reason),
+        (SsfStatus::Enabled, None)
+    );
+    assert_eq!(pending(store, "s").await, [tok("tok-1"), tok("tok-2")]);
+
+    // Acknowledged verifications go; another stream's positions are ignored.
+    let queued = store.ssf_verifications("s", 0).await.unwrap();
+    store
+        .acknowledge_ssf_verifications("p", &[queued[0].seq])
+        .await
+        .unwrap();
+    store
+        .acknowledge_ssf_verifications("s", &[queued[0].seq, u64::MAX])
+        .await
+        .unwrap();
+    assert_eq!(verifications(store, "s").await, [None]);
+
+    // Disabled: nothing is kept, neither what waited nor what is revoked meanwhile.
+    store
+        .set_ssf_status("s", SsfStatus::Disabled, None, &event(STATUS))
+        .await
+        .unwrap();
+    assert!(pending(store, "s").await.is_empty());
+    assert!(verifications(store, "s").await.is_empty());
+    revoke(store, RevocationTarget::Credential("tok-3".into())).await;
+    store
+        .set_ssf_status("s", SsfStatus::Enabled, None, &event(STATUS))
+        .await
+        .unwrap();
+    assert!(
+        pending(store, "s").await.is_empty(),
+        "dropped while disabled"
+    );
+    revoke(store, RevocationTarget::Credential("tok-4".into())).await;
+    assert_eq!(pending(store, "s").await, [tok("tok-4")]);
+
+    // Only an enabled push stream is claimed.
+    for (status, claimable) in [
+        (SsfStatus::Paused, false),
+        (SsfStatus::Disabled, false),
+        (SsfStatus::Enabled, true),
+    ] {
+        store
+            .set_ssf_status("p", status, None, &event(STATUS))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .claim_ssf_stream("p", "r1", at(100), at(130))
+                .await
+                .unwrap(),
+            claimable,
+            "{status:?}"
+        );
+    }
+
+    // The verification queue is bounded; a refusal writes nothing.
+    audit = AuditCursor::new(store).await;
+    for n in 0..MAX_SSF_VERIFICATIONS_PENDING {
+        store
+            .queue_ssf_verification("s", Some(&n.to_string()), at(50), &event(VERIFY))
+            .await
+            .unwrap();
+        audit.one(store, VERIFY).await;
+    }
+    let full = store
+        .queue_ssf_verification("s", Some("one more"), at(50), &event(VERIFY))
+        .await;
+    assert!(matches!(full, Err(StoreError::Conflict { .. })), "{full:?}");
+    audit.none(store).await;
+    assert_eq!(
+        verifications(store, "s").await.len(),
+        usize::try_from(MAX_SSF_VERIFICATIONS_PENDING).unwrap()
+    );
+
+    // A stream with events queued is deleted with them.
+    store.delete_ssf_stream("s", &event(DELETE)).await.unwrap();
+    assert!(verifications(store, "s").await.is_empty());
+    assert_chain_verifies(store).await;
 }
