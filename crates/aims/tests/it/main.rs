@@ -13,6 +13,7 @@ mod process;
 mod replica_kit;
 mod replicas;
 
+mod canaries;
 mod cli;
 mod cli_approvals;
 mod cli_report;
