@@ -185,14 +185,23 @@ impl TestServer {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Reply {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
         if let Some(body) = body {
             req = req.json(&body);
         }
-        Self::reply(req.send().await.unwrap()).await
+        let reply = Self::reply(req.send().await.unwrap()).await;
+        let content_type = reply
+            .headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        crate::contract::check(&method, path, reply.status, content_type, &reply.body);
+        reply
     }
 
     /// Turns a response into a [`Reply`].

@@ -9,6 +9,7 @@
     reason = "a test fails loudly on an unexpected error"
 )]
 
+mod contract;
 mod kit;
 
 mod access;

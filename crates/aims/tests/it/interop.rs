@@ -226,3 +226,39 @@ fn authlib_and_joserfc_exchange_introspect_revoke_and_verify_access_tokens() {
         "{result}"
     );
 }
+
+/// Seconds schemathesis fuzzes for (`AIMS_FUZZ_SECONDS`, default 60).
+fn fuzz_seconds() -> String {
+    std::env::var("AIMS_FUZZ_SECONDS").unwrap_or_else(|_| "60".to_owned())
+}
+
+#[test]
+#[ignore = "needs schemathesis: pip install -r tests/interop/requirements.txt, then run with --include-ignored"]
+fn schemathesis_finds_no_answer_outside_the_openapi_document() {
+    // A property-based fuzzer generates requests from the served document (as the bootstrap
+    // operator, so the operator routes are reached past authentication) and checks every
+    // answer: no 5xx, a status the document lists, its content type and its schema.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), true);
+    let out = Command::new("st")
+        .current_dir(dir.path())
+        .args(["run", &format!("{}/v1/openapi.json", server.url)])
+        .args(["--url", &server.url])
+        .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
+        .args(["--max-time", &fuzz_seconds(), "--workers", "2"])
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,\
+             response_schema_conformance",
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found answers outside openapi.json:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("passed"), "{report}");
+}

@@ -1,0 +1,218 @@
+//! The OpenAPI description as a contract the suite holds the server to: every response that
+//! goes through [`crate::kit::TestServer::call`] must be one the document describes — its
+//! path and method are documented, its status is listed for that operation (or covered by
+//! `default`), and a JSON body validates against the response's schema (JSON Schema 2020-12,
+//! which OpenAPI 3.1 uses, with the document's `components` for `$ref`).
+//!
+//! A violation fails the test that caused it, naming the operation and what did not match,
+//! so a generated client can rely on the document. Setting `AIMS_CONTRACT_REPORT=FILE`
+//! appends violations to `FILE` instead of failing (to survey a change to the document).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Map, Value, json};
+
+/// The document the server serves at `/v1/openapi.json`.
+static DOCUMENT: LazyLock<Value> = LazyLock::new(|| {
+    serde_json::from_str(include_str!("../../openapi.json")).expect("openapi.json is JSON")
+});
+
+/// Which documented response: (path template, method, status key).
+type ResponseKey = (String, String, String);
+
+/// Compiled response schemas, each compiled once per run.
+static VALIDATORS: LazyLock<Mutex<HashMap<ResponseKey, Arc<jsonschema::Validator>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Checks one response against the document; panics (or reports) on a violation.
+pub fn check(method: &Method, path: &str, status: StatusCode, content_type: &str, body: &Value) {
+    if let Err(violation) = violation(method, path, status, content_type, body) {
+        let line = format!("{method} {path} -> {status}: {violation}");
+        match std::env::var("AIMS_CONTRACT_REPORT") {
+            Ok(file) => {
+                let mut out = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(file)
+                    .unwrap();
+                writeln!(out, "{line}").unwrap();
+            }
+            Err(_) => panic!("the response breaks openapi.json: {line}"),
+        }
+    }
+}
+
+/// What about the response the document does not describe, if anything.
+fn violation(
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+    content_type: &str,
+    body: &Value,
+) -> Result<(), String> {
+    let path = path.split('?').next().unwrap_or(path);
+    let Some((template, operation)) = operation(method, path) else {
+        // What the document does not list does not exist: 404 (or 405 for a documented
+        // path with another method), with the error body every refusal has.
+        return match status {
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => {
+                let error = json!({"$ref": "#/components/schemas/Error"});
+                matches(validator("(none)", method, status.as_str(), &error)?, body)
+            }
+            _ => Err("no such operation in the document".to_owned()),
+        };
+    };
+    let responses = &operation["responses"];
+    let code = status.as_str();
+    let class = format!("{}XX", &code[..1]);
+    let key = [code, class.as_str(), "default"]
+        .into_iter()
+        .find(|k| responses.get(*k).is_some())
+        .ok_or_else(|| format!("status {code} is not listed for {template}"))?;
+    let response = resolve(&responses[key]);
+    let schema = response
+        .get("content")
+        .and_then(|c| c.get("application/json"))
+        .and_then(|c| c.get("schema"));
+    let is_json = content_type.starts_with("application/json");
+    match (schema, is_json) {
+        (Some(_), false) => Err(format!(
+            "{template} is documented to answer {code} in JSON but sent {content_type:?}"
+        )),
+        (None, true) if !body.is_null() => Err(format!(
+            "{template} answers JSON with {code} but the document gives no JSON schema for it"
+        )),
+        (Some(schema), true) => matches(validator(template, method, key, schema)?, body),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `body` validates against `validator`, with the first errors if not.
+fn matches(validator: Arc<jsonschema::Validator>, body: &Value) -> Result<(), String> {
+    let errors: Vec<String> = validator
+        .iter_errors(body)
+        .take(3)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "body does not match the schema: {}",
+            errors.join("; ")
+        ))
+    }
+}
+
+/// The operation documented for `method` on a concrete `path`, with its path template.
+fn operation(method: &Method, path: &str) -> Option<(&'static str, &'static Value)> {
+    let paths = DOCUMENT["paths"].as_object()?;
+    let method = method.as_str().to_ascii_lowercase();
+    let wanted: Vec<&str> = path.split('/').collect();
+    paths.iter().find_map(|(template, item)| {
+        let parts: Vec<&str> = template.split('/').collect();
+        let matches = parts.len() == wanted.len()
+            && parts
+                .iter()
+                .zip(&wanted)
+                .all(|(t, w)| t == w || (t.starts_with('{') && t.ends_with('}') && !w.is_empty()));
+        let op = item.get(&method)?;
+        matches.then_some((template.as_str(), op))
+    })
+}
+
+/// A response object, following a `$ref` to `components/responses`.
+fn resolve(response: &'static Value) -> &'static Value {
+    response
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("#/"))
+        .map_or(response, |pointer| {
+            DOCUMENT
+                .pointer(&format!("/{pointer}"))
+                .unwrap_or(&Value::Null)
+        })
+}
+
+/// The compiled schema of one response, with the document's components in reach of `$ref`.
+fn validator(
+    template: &str,
+    method: &Method,
+    key: &str,
+    schema: &Value,
+) -> Result<Arc<jsonschema::Validator>, String> {
+    let cache_key = (template.to_owned(), method.to_string(), key.to_owned());
+    let mut cache = VALIDATORS.lock().unwrap();
+    if let Some(found) = cache.get(&cache_key) {
+        return Ok(found.clone());
+    }
+    let mut root = Map::new();
+    root.insert(
+        "$schema".into(),
+        json!("https://json-schema.org/draft/2020-12/schema"),
+    );
+    root.insert("components".into(), DOCUMENT["components"].clone());
+    root.insert("allOf".into(), json!([schema]));
+    let compiled = jsonschema::validator_for(&Value::Object(root))
+        .map_err(|e| format!("the schema of {template} does not compile: {e}"))?;
+    let compiled = Arc::new(compiled);
+    cache.insert(cache_key, compiled.clone());
+    Ok(compiled)
+}
+
+#[test]
+fn the_contract_refuses_what_the_document_does_not_say() {
+    let ok = json!({"status": "ok"});
+    let json_type = "application/json";
+    assert!(violation(&Method::GET, "/healthz", StatusCode::OK, json_type, &ok).is_ok());
+    // A body of the wrong shape, a status not listed, plain text where JSON is documented,
+    // an operation that does not exist but answered, and a 404 without the error body.
+    let wrong = json!({"status": 1});
+    assert!(violation(&Method::GET, "/healthz", StatusCode::OK, json_type, &wrong).is_err());
+    assert!(
+        violation(
+            &Method::GET,
+            "/healthz",
+            StatusCode::CREATED,
+            json_type,
+            &ok
+        )
+        .is_err()
+    );
+    let task = json!({"error": "invalid_query", "message": "agent is empty"});
+    let tasks = "/v1/tasks?agent=";
+    assert!(
+        violation(
+            &Method::GET,
+            tasks,
+            StatusCode::BAD_REQUEST,
+            json_type,
+            &task
+        )
+        .is_ok()
+    );
+    assert!(
+        violation(
+            &Method::GET,
+            tasks,
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            &Value::Null
+        )
+        .is_err()
+    );
+    assert!(violation(&Method::GET, "/v1/nope", StatusCode::OK, json_type, &ok).is_err());
+    assert!(
+        violation(
+            &Method::GET,
+            "/v1/nope",
+            StatusCode::NOT_FOUND,
+            json_type,
+            &ok
+        )
+        .is_err()
+    );
+}
