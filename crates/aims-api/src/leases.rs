@@ -164,3 +164,22 @@ pub struct LeaseList {
     /// The newest leases first.
     pub leases: Vec<LeaseView>,
 }
+
+/// `POST /v1/leases/{id}/renew`, by the agent with the task token the lease was asked with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewLeaseRequest {
+    /// How long from now, in seconds; by default as long as the template's maximum (counted
+    /// from issuance) and the task token allow.
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
+}
+
+/// `POST /v1/leases/{id}/revoke`, by an operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeLeaseRequest {
+    /// Why (recorded in the audit log); `revoked by an operator` by default.
+    #[serde(default)]
+    pub reason: Option<String>,
+}

@@ -292,6 +292,8 @@ pub mod action {
     /// A database lease was issued (or refused): its id, engine, role and end, never its
     /// password.
     pub const LEASE_ISSUE: &str = "lease.issue";
+    /// A lease was renewed: its new end (the role's new `VALID UNTIL`).
+    pub const LEASE_RENEW: &str = "lease.renew";
     /// A lease's database role was ended: its sessions terminated and the role dropped.
     pub const LEASE_END: &str = "lease.end";
     /// An enforcement point reported callers it refused before any decision (one event per

@@ -544,6 +544,48 @@ pub fn lease_end(
     Ok(end)
 }
 
+/// When a lease issued at `issued_at` ends if renewed at `now`: after `requested_s` from now
+/// (or as late as allowed when not given), never later than the template's maximum counted
+/// from issuance (`issued_at + template_max_s`: renewing does not stretch a template's
+/// bound) nor the task token's expiry, and at least [`MIN_LEASE_TTL_S`] from now.
+pub fn renewal_end(
+    now: OffsetDateTime,
+    requested_s: Option<u64>,
+    issued_at: OffsetDateTime,
+    template_max_s: u64,
+    parent_expires_at: OffsetDateTime,
+) -> Result<OffsetDateTime, LeaseError> {
+    let seconds = |s: u64| Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX));
+    let latest = (issued_at + seconds(template_max_s)).min(parent_expires_at);
+    let end = match requested_s {
+        Some(ttl) => {
+            let end = now + seconds(ttl);
+            if ttl < MIN_LEASE_TTL_S {
+                return Err(LeaseError::Ttl {
+                    why: format!("ttl_s is at least {MIN_LEASE_TTL_S}"),
+                });
+            }
+            if end > latest {
+                return Err(LeaseError::Ttl {
+                    why: "the renewed lease would outlive its template's maximum (counted from \
+                          issuance) or the task token it is derived from"
+                        .to_owned(),
+                });
+            }
+            end
+        }
+        None => latest,
+    };
+    if end < now + seconds(MIN_LEASE_TTL_S) {
+        return Err(LeaseError::Ttl {
+            why: format!(
+                "less than {MIN_LEASE_TTL_S} s are left to the template's maximum or the task token"
+            ),
+        });
+    }
+    Ok(end)
+}
+
 /// The database role of a lease: [`ROLE_PREFIX`] and 24 hex digits of `random`.
 pub fn lease_role(random: &[u8; 12]) -> SqlIdent {
     SqlIdent(format!("{ROLE_PREFIX}{}", hex::encode(random)))
@@ -700,6 +742,30 @@ mod tests {
         assert!(lease_end(now, Some(500), 400, token_end).is_err());
         assert!(lease_end(now, Some(5), 400, token_end).is_err());
         assert!(lease_end(now, None, 400, now + Duration::seconds(10)).is_err());
+    }
+
+    #[test]
+    fn a_renewal_stays_within_the_template_from_issuance_and_the_token() {
+        let issued = datetime!(2026-01-01 00:00 UTC);
+        let now = issued + Duration::seconds(100);
+        let token_end = issued + Duration::seconds(1000);
+        assert_eq!(
+            renewal_end(now, Some(200), issued, 600, token_end).unwrap(),
+            now + Duration::seconds(200)
+        );
+        assert_eq!(
+            renewal_end(now, None, issued, 600, token_end).unwrap(),
+            issued + Duration::seconds(600)
+        );
+        assert_eq!(
+            renewal_end(now, None, issued, 3600, token_end).unwrap(),
+            token_end
+        );
+        assert!(renewal_end(now, Some(501), issued, 600, token_end).is_err());
+        assert!(renewal_end(now, Some(901), issued, 3600, token_end).is_err());
+        assert!(renewal_end(now, Some(5), issued, 3600, token_end).is_err());
+        let late = issued + Duration::seconds(590);
+        assert!(renewal_end(late, None, issued, 600, token_end).is_err());
     }
 
     #[test]

@@ -157,6 +157,8 @@ error_codes! {
     LeaseDenied = "lease_denied",
     /// No such lease.
     LeaseNotFound = "lease_not_found",
+    /// The lease is revoked, expired or ended: it cannot be renewed.
+    LeaseNotActive = "lease_not_active",
     /// A key other than the one bound.
     KeyMismatch = "key_mismatch",
     /// The change would leave no administrator.

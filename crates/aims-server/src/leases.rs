@@ -177,8 +177,21 @@ pub fn create_statements(
     statements
 }
 
-/// Creates the role in one transaction, committed only with `commit` (otherwise it is a dry
-/// run that proves the grants apply, and nothing is left behind).
+/// The statement moving `role`'s `VALID UNTIL` to `valid_until` (a renewal).
+pub fn valid_until_statement(role: &SqlIdent, valid_until: OffsetDateTime) -> String {
+    let until = valid_until
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    format!(
+        "ALTER ROLE {} VALID UNTIL {}",
+        role.quoted(),
+        quote_literal(&until)
+    )
+}
+
+/// Runs `statements` (creating a role, or renewing one) in one transaction, committed only
+/// with `commit` (otherwise it is a dry run that proves the grants apply, and nothing is left
+/// behind).
 pub async fn create_role(
     conn: &mut PgConnection,
     statements: &[String],

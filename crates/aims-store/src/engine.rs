@@ -1444,6 +1444,16 @@ where
         leases::issue(self, issue, event).await
     }
 
+    async fn renew_lease(
+        &self,
+        id: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        leases::renew(self, id, expires_at, now, event).await
+    }
+
     async fn lease(&self, id: &str) -> Result<Option<LeaseRecord>, StoreError> {
         Ok(leases::read_leases(self, sql::SELECT_LEASE, &[id], &[])
             .await?

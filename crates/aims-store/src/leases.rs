@@ -235,6 +235,72 @@ where
     settle(backend, tx, head, outcome, std::slice::from_ref(event)).await
 }
 
+/// [`crate::Store::renew_lease`].
+pub(crate) async fn renew<B>(
+    backend: &B,
+    id: &str,
+    expires_at: OffsetDateTime,
+    now: OffsetDateTime,
+    event: &AuditEvent,
+) -> Result<(), StoreError>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+    usize: ColumnIndex<<B::Db as Database>::Row>,
+    CredentialRow: for<'r> sqlx::FromRow<'r, <B::Db as Database>::Row>,
+{
+    let gone = || StoreError::Conflict {
+        reason: "the lease is revoked, expired or ended",
+    };
+    let (mut tx, head) = begin_write(backend).await?;
+    let outcome: Result<(), StoreError> = async {
+        let lease = sqlx::query_as::<B::Db, CredentialRow>(sql::SELECT_CREDENTIAL)
+            .bind(id.to_owned())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?
+            .map(CredentialRow::into_credential)
+            .transpose()?
+            .ok_or(StoreError::NotFound { what: "lease" })?;
+        let parent = match lease.parent {
+            Some(parent) => sqlx::query_as::<B::Db, CredentialRow>(sql::SELECT_CREDENTIAL)
+                .bind(parent)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?
+                .map(CredentialRow::into_credential)
+                .transpose()?,
+            None => None,
+        };
+        if !parent.is_some_and(|p| p.revoked_at.is_none() && p.expires_at >= expires_at) {
+            return Err(StoreError::Conflict {
+                reason: "the task token is revoked or expires before the renewed lease would",
+            });
+        }
+        sqlx::query_scalar::<B::Db, String>(sql::RENEW_LEASE_CREDENTIAL)
+            .bind(id.to_owned())
+            .bind(rows::to_ms(expires_at))
+            .bind(rows::to_ms(now))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?
+            .ok_or_else(gone)?;
+        sqlx::query_scalar::<B::Db, String>(sql::RENEW_LEASE)
+            .bind(id.to_owned())
+            .bind(rows::to_ms(expires_at))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?
+            .ok_or_else(gone)?;
+        Ok(())
+    }
+    .await;
+    settle(backend, tx, head, outcome, std::slice::from_ref(event)).await
+}
+
 /// Leases a query returns, bound to `binds` (text) then `numbers`.
 pub(crate) async fn read_leases<B>(
     backend: &B,

@@ -873,6 +873,17 @@ pub trait Store: Send + Sync + 'static {
     /// its parent.
     async fn issue_lease(&self, issue: &LeaseIssue, event: &AuditEvent) -> Result<(), StoreError>;
 
+    /// Moves lease `id`'s end to `expires_at` (its credential's and its row's) with its audit
+    /// event. Conflict when the lease is revoked, expired at `now` or ended, or when its task
+    /// token is revoked or expires before `expires_at`.
+    async fn renew_lease(
+        &self,
+        id: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
     /// One lease.
     async fn lease(&self, id: &str) -> Result<Option<LeaseRecord>, StoreError>;
 

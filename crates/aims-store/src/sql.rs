@@ -424,6 +424,13 @@ pub(crate) const LIST_ENGINE_ROLES: &str =
 pub(crate) const INSERT_LEASE: &str = "INSERT INTO leases \
      (id, engine, role, db_role, expires_at_ms, claimed_by, claimed_until_ms) \
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
+/// Moves a live lease's credential end (binds: id, expires_at_ms, now_ms).
+pub(crate) const RENEW_LEASE_CREDENTIAL: &str = "UPDATE credentials SET expires_at_ms = $2 \
+     WHERE id = $1 AND kind = 'lease' AND revoked_at_ms IS NULL AND expires_at_ms > $3 \
+     RETURNING id";
+/// Moves a lease row's end, when its role is not ended (binds: id, expires_at_ms).
+pub(crate) const RENEW_LEASE: &str = "UPDATE leases SET expires_at_ms = $2 \
+     WHERE id = $1 AND ended_at_ms IS NULL RETURNING id";
 /// Columns of [`crate::rows::LeaseRow`], from `leases l JOIN credentials c`.
 macro_rules! lease_columns {
     () => {

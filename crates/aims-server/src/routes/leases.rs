@@ -9,19 +9,21 @@
 //! so no role exists that the store does not know. The password is returned once and stored
 //! nowhere; audit events name the lease, engine, role and database role only.
 //!
-//! Revoking a lease is revoking its credential (`POST /v1/revocations` with its id) or
-//! anything it derives from; [`crate::leases`]' reaper then ends its role.
+//! Revoking a lease is revoking its credential (`POST /v1/leases/{id}/revoke`, or
+//! `POST /v1/revocations` with its id) or anything it derives from; [`crate::leases`]' reaper
+//! then ends its role. The agent renews a lease with the task token it asked with, within
+//! the template's maximum (from issuance) and the token's expiry.
 
 use std::collections::BTreeMap;
 
 use aims_api::leases::{
     AddEngineRequest, AddRoleRequest, EngineList, LeaseGranted, LeaseList, LeaseRequest, LeaseView,
-    RoleList,
+    RenewLeaseRequest, RevokeLeaseRequest, RoleList,
 };
 use aims_core::audit::{Actor, Outcome, action};
-use aims_core::id::{AgentName, EngineName, Environment};
+use aims_core::id::{AgentName, DecisionId, EngineName, Environment, TokenId};
 use aims_core::lease::{
-    self, Cleanup, Engine, EngineKind, LeaseError, RoleTemplate, SCRAM_ITERATIONS,
+    self, Cleanup, Engine, EngineKind, LeaseError, RoleTemplate, SCRAM_ITERATIONS, SqlIdent,
 };
 use aims_policy::{Effect, Resource, ResourceObject};
 use aims_store::StoreError;
@@ -36,13 +38,15 @@ use serde_json::{Map, json};
 use sqlx::Connection as _;
 use time::OffsetDateTime;
 
-use crate::auth::{Allowed, AuthenticatedAgent, ToAdminister, ToRead, Vouched};
+use crate::auth::{Allowed, AuthenticatedAgent, TaskToken, ToAdminister, ToRead, Vouched};
 use crate::decisions::{self, Asked, Purpose, Question};
 use crate::error::{ApiError, ErrorCode, no_store};
 use crate::extract::{Body, Path, Query};
 use crate::leases::{self as engines, CLAIM, EngineError, WORK_TIMEOUT};
 use crate::state::AppState;
 
+/// Longest reason of a revocation.
+const MAX_REASON: usize = 256;
 /// Longest `system` or `sensitivity` of an engine.
 const MAX_LABEL: usize = 128;
 
@@ -231,13 +235,7 @@ pub async fn create(
     headers: HeaderMap,
     Body(req): Body<LeaseRequest>,
 ) -> Result<Response, ApiError> {
-    let (Some(token), Vouched::Itself(parent)) = (&caller.task, &caller.vouched) else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ErrorCode::TaskTokenRequired,
-            "a lease is asked for with the agent's own task token, not an SVID",
-        ));
-    };
+    let (token, parent) = own_task_token(&caller)?;
     let now = OffsetDateTime::now_utc();
     let engine = state
         .store
@@ -248,61 +246,15 @@ pub async fn create(
         .store
         .role_template(&req.engine, &req.role)
         .await?
-        .ok_or_else(|| {
-            ApiError::not_found(ErrorCode::RoleNotFound, "the engine has no such role")
-        })?;
+        .ok_or_else(role_not_found)?;
     let token_expires_at =
         OffsetDateTime::from_unix_timestamp(token.claims.exp).map_err(|_| ApiError::internal())?;
     let expires_at = lease::lease_end(now, req.ttl_s, template.max_ttl_s, token_expires_at)
         .map_err(|e: LeaseError| ApiError::bad_request(ErrorCode::InvalidTtl, e.to_string()))?;
 
-    let question = Question {
-        action: "lease".to_owned(),
-        resource: Resource::Object(ResourceObject {
-            entity_type: "Resource".to_owned(),
-            id: format!("{}/{}", engine.name, template.name),
-            system: engine.system.clone(),
-            environment: engine.environment.to_string(),
-            sensitivity: engine.sensitivity.clone(),
-            kind: "database_role".to_owned(),
-            labels: BTreeMap::from([
-                ("engine".to_owned(), engine.name.to_string()),
-                ("role".to_owned(), template.name.to_string()),
-            ]),
-            parents: Vec::new(),
-        }),
-        task_id: String::new(),
-        intent: String::new(),
-        arguments: Map::new(),
-    };
-    let asked = Asked {
-        at: now,
-        source_ip: peer.ip(),
-    };
+    let question = lease_question(&engine, &template);
     let request_id = crate::auth::request_id(&headers);
-    let decided = decisions::decide_for(
-        &state,
-        &caller,
-        question,
-        asked,
-        request_id.clone(),
-        Purpose::Call,
-    )
-    .await?;
-    if decided.effect != Effect::Allow {
-        let pending = decided
-            .approval_id
-            .map(|id| format!(" (approval request {id})"))
-            .unwrap_or_default();
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ErrorCode::LeaseDenied,
-            format!(
-                "the active policies answer {} to this lease{pending}",
-                decided.effect.as_str()
-            ),
-        ));
-    }
+    let decision_id = decide(&state, &caller, question, now, peer, request_id.clone()).await?;
 
     let role = lease::lease_role(&random(&state)?);
     let password = lease::lease_password(&random(&state)?);
@@ -342,7 +294,7 @@ pub async fn create(
             "role": template.name,
             "db_role": role.as_str(),
             "expires_at": expires_at.unix_timestamp(),
-            "decision_id": decided.id,
+            "decision_id": decision_id,
         }));
     event.task_id = Some(task_id);
     event.token_id = Some(parent.to_string());
@@ -439,13 +391,9 @@ pub async fn show(
     Allowed(_, _): Allowed<ToRead>,
     Path(id): Path<String>,
 ) -> Result<Json<LeaseView>, ApiError> {
-    let found = if id.len() <= 64 {
-        state.store.lease(&id).await?
-    } else {
-        None
-    };
-    let found =
-        found.ok_or_else(|| ApiError::not_found(ErrorCode::LeaseNotFound, "no such lease"))?;
+    let found = lease_named(&state, &id)
+        .await?
+        .ok_or_else(lease_not_found)?;
     Ok(Json(view(found, OffsetDateTime::now_utc())))
 }
 
@@ -472,6 +420,244 @@ fn view(lease: LeaseRecord, now: OffsetDateTime) -> LeaseView {
         attempts: lease.attempts,
         last_error: lease.last_error,
     }
+}
+
+/// `POST /v1/leases/{id}/renew`: the agent, with the task token it asked for the lease with,
+/// moves the lease's end. The active policies decide the `lease` action again; the new end is
+/// bounded by the template's maximum counted from issuance and by the task token's expiry.
+/// The role's `VALID UNTIL` moves first, then the store's end: should the second fail, the
+/// reaper still ends the role at the old end.
+pub async fn renew(
+    State(state): State<AppState>,
+    caller: AuthenticatedAgent,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Body(req): Body<RenewLeaseRequest>,
+) -> Result<Json<LeaseView>, ApiError> {
+    let (token, parent) = own_task_token(&caller)?;
+    let now = OffsetDateTime::now_utc();
+    // Another agent's lease, or one asked with another token, is as good as absent.
+    let lease = lease_named(&state, &id)
+        .await?
+        .filter(|l| l.agent == caller.agent().name && l.parent.as_deref() == Some(parent.as_str()))
+        .ok_or_else(lease_not_found)?;
+    if lease.revoked_at.is_some() || lease.ended_at.is_some() || lease.expires_at <= now {
+        return Err(ApiError::conflict(
+            ErrorCode::LeaseNotActive,
+            "the lease is revoked, expired or ended",
+        ));
+    }
+    let engine = state
+        .store
+        .engine(&lease.engine)
+        .await?
+        .ok_or_else(engine_not_found)?;
+    let template = state
+        .store
+        .role_template(&lease.engine, &lease.role)
+        .await?
+        .ok_or_else(role_not_found)?;
+    let token_expires_at =
+        OffsetDateTime::from_unix_timestamp(token.claims.exp).map_err(|_| ApiError::internal())?;
+    let expires_at = lease::renewal_end(
+        now,
+        req.ttl_s,
+        lease.issued_at,
+        template.max_ttl_s,
+        token_expires_at,
+    )
+    .map_err(|e| ApiError::bad_request(ErrorCode::InvalidTtl, e.to_string()))?;
+    let request_id = crate::auth::request_id(&headers);
+    let decision_id = decide(
+        &state,
+        &caller,
+        lease_question(&engine, &template),
+        now,
+        peer,
+        request_id.clone(),
+    )
+    .await?;
+    let role = SqlIdent::new(&lease.db_role).map_err(|_| ApiError::internal())?;
+    let statement = engines::valid_until_statement(&role, expires_at);
+    let moved = tokio::time::timeout(WORK_TIMEOUT, async {
+        let mut conn = engines::connect(&state, &engine).await?;
+        let moved = engines::create_role(&mut conn, std::slice::from_ref(&statement), true).await;
+        let _ = conn.close().await;
+        moved
+    })
+    .await
+    .unwrap_or_else(|_| Err(EngineError::Unreachable("timed out".to_owned())));
+    moved.map_err(|e| engine_error(&engine.name, &e))?;
+    let mut event = state
+        .event(caller.actor(), action::LEASE_RENEW, Outcome::Success)
+        .request(request_id)
+        .agent(caller.spiffe_id.to_string())
+        .owner(caller.agent().owner.to_string())
+        .resource(format!("Resource::{}/{}", engine.name, template.name))
+        .details(json!({
+            "lease_id": lease.id,
+            "engine": engine.name,
+            "role": template.name,
+            "db_role": lease.db_role,
+            "previous_expires_at": lease.expires_at.unix_timestamp(),
+            "expires_at": expires_at.unix_timestamp(),
+            "decision_id": decision_id,
+        }));
+    event.task_id.clone_from(&lease.task_id);
+    event.token_id = Some(lease.id.clone());
+    match state
+        .store
+        .renew_lease(&lease.id, expires_at, now, &event)
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::Conflict { reason }) => {
+            return Err(ApiError::conflict(ErrorCode::LeaseNotActive, reason));
+        }
+        Err(StoreError::NotFound { .. }) => return Err(lease_not_found()),
+        Err(e) => return Err(e.into()),
+    }
+    let renewed = state
+        .store
+        .lease(&lease.id)
+        .await?
+        .ok_or_else(lease_not_found)?;
+    Ok(Json(view(renewed, OffsetDateTime::now_utc())))
+}
+
+/// `POST /v1/leases/{id}/revoke`: an operator revokes one lease (its credential, in the one
+/// revocation closure); the reaper then terminates its sessions and drops its role.
+pub async fn revoke(
+    State(state): State<AppState>,
+    Allowed(caller, _): Allowed<ToAdminister>,
+    Path(id): Path<String>,
+    Body(req): Body<RevokeLeaseRequest>,
+) -> Result<Json<LeaseView>, ApiError> {
+    let lease = lease_named(&state, &id)
+        .await?
+        .ok_or_else(lease_not_found)?;
+    let reason = req
+        .reason
+        .unwrap_or_else(|| "revoked by an operator".to_owned());
+    if reason.is_empty()
+        || reason.len() > MAX_REASON
+        || !aims_core::text::is_visible(&reason, false)
+    {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidReason,
+            "reason must be 1 to 256 characters without control characters",
+        ));
+    }
+    if lease.revoked_at.is_none() {
+        let mut event = caller
+            .event(&state, action::REVOKE)
+            .resource(format!("Resource::{}/{}", lease.engine, lease.role))
+            .details(json!({ "target": "token", "id": lease.id, "reason": reason }));
+        event.token_id = Some(lease.id.clone());
+        event.task_id.clone_from(&lease.task_id);
+        state
+            .store
+            .revoke(
+                &RevocationTarget::Credential(lease.id.clone()),
+                &reason,
+                OffsetDateTime::now_utc(),
+                &event,
+            )
+            .await?;
+        state.apply_own_revocations().await;
+    }
+    let revoked = state
+        .store
+        .lease(&lease.id)
+        .await?
+        .ok_or_else(lease_not_found)?;
+    Ok(Json(view(revoked, OffsetDateTime::now_utc())))
+}
+
+/// The policy question of a lease on `template` of `engine`: the `lease` action on the
+/// engine's role as a resource (id `<engine>/<role>`, kind `database_role`, the engine's
+/// system, environment and sensitivity, tags `engine` and `role`).
+fn lease_question(engine: &Engine, template: &RoleTemplate) -> Question {
+    Question {
+        action: "lease".to_owned(),
+        resource: Resource::Object(ResourceObject {
+            entity_type: "Resource".to_owned(),
+            id: format!("{}/{}", engine.name, template.name),
+            system: engine.system.clone(),
+            environment: engine.environment.to_string(),
+            sensitivity: engine.sensitivity.clone(),
+            kind: "database_role".to_owned(),
+            labels: BTreeMap::from([
+                ("engine".to_owned(), engine.name.to_string()),
+                ("role".to_owned(), template.name.to_string()),
+            ]),
+            parents: Vec::new(),
+        }),
+        task_id: String::new(),
+        intent: String::new(),
+        arguments: Map::new(),
+    }
+}
+
+/// Asks the active policies `question` (recorded as a decision); refuses with
+/// `lease_denied` unless they allow it. Returns the decision's id.
+async fn decide(
+    state: &AppState,
+    caller: &AuthenticatedAgent,
+    question: Question,
+    now: OffsetDateTime,
+    peer: std::net::SocketAddr,
+    request_id: Option<String>,
+) -> Result<DecisionId, ApiError> {
+    let asked = Asked {
+        at: now,
+        source_ip: peer.ip(),
+    };
+    let decided =
+        decisions::decide_for(state, caller, question, asked, request_id, Purpose::Call).await?;
+    if decided.effect != Effect::Allow {
+        let pending = decided
+            .approval_id
+            .map(|id| format!(" (approval request {id})"))
+            .unwrap_or_default();
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::LeaseDenied,
+            format!(
+                "the active policies answer {} to this lease{pending}",
+                decided.effect.as_str()
+            ),
+        ));
+    }
+    Ok(decided.id)
+}
+
+/// The caller's own task token and its `jti`, or `task_token_required`.
+fn own_task_token(caller: &AuthenticatedAgent) -> Result<(&TaskToken, &TokenId), ApiError> {
+    match (&caller.task, &caller.vouched) {
+        (Some(token), Vouched::Itself(jti)) => Ok((token, jti)),
+        _ => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::TaskTokenRequired,
+            "a lease is asked for with the agent's own task token, not an SVID",
+        )),
+    }
+}
+
+async fn lease_named(state: &AppState, id: &str) -> Result<Option<LeaseRecord>, ApiError> {
+    if id.len() > 64 {
+        return Ok(None);
+    }
+    Ok(state.store.lease(id).await?)
+}
+
+fn lease_not_found() -> ApiError {
+    ApiError::not_found(ErrorCode::LeaseNotFound, "no such lease")
+}
+
+fn role_not_found() -> ApiError {
+    ApiError::not_found(ErrorCode::RoleNotFound, "the engine has no such role")
 }
 
 fn random<const N: usize>(state: &AppState) -> Result<[u8; N], ApiError> {

@@ -95,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/leases", get(leases::list))
         .route("/leases/{id}", get(leases::show))
+        .route("/leases/{id}/revoke", post(leases::revoke))
         .route(
             "/resource-servers",
             post(resource_servers::register).get(resource_servers::list),
@@ -120,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tasks", post(tasks::create))
         // Agents with a task token ask for database leases.
         .route("/leases", post(leases::create))
+        .route("/leases/{id}/renew", post(leases::renew))
         .route("/revocations", get(revocations::page))
         .route("/revocations/stream", get(revocations::stream))
         .layer(middleware::from_fn_with_state(

@@ -492,6 +492,16 @@ impl Store for FailingAudit {
         self.check()?;
         self.inner.issue_lease(issue, event).await
     }
+    async fn renew_lease(
+        &self,
+        id: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.renew_lease(id, expires_at, now, event).await
+    }
     async fn lease(&self, id: &str) -> Result<Option<LeaseRecord>, StoreError> {
         self.inner.lease(id).await
     }

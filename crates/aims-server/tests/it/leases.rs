@@ -107,6 +107,42 @@ async fn ask(scene: &Scene, token: &str, body: Value) -> Reply {
     reply
 }
 
+/// Asserts that the newest refusal audited is `code` (every refusal is audited).
+async fn audited_refusal(server: &TestServer, code: &str) {
+    let rejected = server.last_event("api.reject").await;
+    assert_eq!(rejected.code.as_deref(), Some(code), "{rejected:?}");
+}
+
+/// `POST /v1/leases/{id}/renew` with the planner's DPoP-bound task token.
+async fn renew(scene: &Scene, token: &str, id: &str, body: Value) -> Reply {
+    let path = format!("/v1/leases/{id}/renew");
+    let proof = scene.proof(&scene.planner.key, "POST", &path, Some(token));
+    let resp = scene
+        .server
+        .http
+        .post(scene.url(&path))
+        .header("Authorization", format!("DPoP {token}"))
+        .header("DPoP", proof)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let reply = TestServer::reply(resp).await;
+    scene.remember_nonce(&reply);
+    reply
+}
+
+/// The `VALID UNTIL` of `role`, in Unix seconds.
+async fn valid_until(admin: &mut PgConnection, role: &str) -> i64 {
+    sqlx::query_scalar::<_, f64>(
+        "SELECT extract(epoch FROM rolvaliduntil)::float8 FROM pg_roles WHERE rolname = $1",
+    )
+    .bind(role)
+    .fetch_one(&mut *admin)
+    .await
+    .unwrap() as i64
+}
+
 /// Waits until lease `id` is ended, or fails after ten seconds.
 async fn until_ended(server: &TestServer, id: &str) -> Value {
     for _ in 0..100 {
@@ -156,6 +192,31 @@ async fn lease_lifecycle(backend: Backend) {
         )
         .await;
     assert_eq!(refused.code(), "engine_unavailable", "{}", refused.body);
+    audited_refusal(server, "engine_unavailable").await;
+    // A wrong administrator: a user the database does not know.
+    let wrong_admin = engine_url().replacen("postgres@", "aims_it_nobody@", 1);
+    assert_ne!(
+        wrong_admin,
+        engine_url(),
+        "the engine URL names the postgres user"
+    );
+    let refused = server
+        .admin(
+            Method::POST,
+            "/v1/engines",
+            Some(json!({"name": "w", "connection_url": wrong_admin})),
+        )
+        .await;
+    assert_eq!(refused.code(), "engine_refused", "{}", refused.body);
+    audited_refusal(server, "engine_refused").await;
+    let refused = server
+        .admin(
+            Method::POST,
+            "/v1/engines",
+            Some(json!({"name": "w", "connection_url": engine_url(), "admin_secret": "nope"})),
+        )
+        .await;
+    assert_eq!(refused.code(), "secret_not_found", "{}", refused.body);
     let refused = server
         .admin(
             Method::POST,
@@ -164,6 +225,13 @@ async fn lease_lifecycle(backend: Backend) {
         )
         .await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    audited_refusal(server, refused.code()).await;
+    let listed = server.admin(Method::GET, "/v1/engines", None).await;
+    assert_eq!(
+        listed.body["engines"],
+        json!([]),
+        "no refused engine is kept"
+    );
     let added = server
         .admin(
             Method::POST,
@@ -202,14 +270,24 @@ async fn lease_lifecycle(backend: Backend) {
             )
             .await;
         assert_eq!(refused.code(), "invalid_grants", "{why}: {}", refused.body);
+        audited_refusal(server, "invalid_grants").await;
     }
+    let refused = server
+        .admin(
+            Method::POST,
+            roles,
+            Some(json!({"name": "reader\"; DROP ROLE postgres; --", "grants": format!("GRANT SELECT ON TABLE {schema}.sales"), "max_ttl_s": 300})),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    audited_refusal(server, refused.code()).await;
     let grants = format!("GRANT USAGE ON SCHEMA {schema}\nGRANT SELECT ON TABLE {schema}.sales\n");
     for name in ["reader", "admin"] {
         let added = server
             .admin(
                 Method::POST,
                 roles,
-                Some(json!({"name": name, "grants": grants, "max_ttl_s": 300})),
+                Some(json!({"name": name, "grants": grants, "max_ttl_s": 3600})),
             )
             .await;
         assert_eq!(added.status, StatusCode::CREATED, "{}", added.body);
@@ -233,13 +311,39 @@ async fn lease_lifecycle(backend: Backend) {
         .await;
     assert_eq!(svid.status, StatusCode::FORBIDDEN, "{}", svid.body);
     assert_eq!(svid.code(), "task_token_required");
+    audited_refusal(server, "task_token_required").await;
     let long = ask(
         &scene,
         &token,
-        json!({"engine": "warehouse", "role": "reader", "ttl_s": 301}),
+        json!({"engine": "warehouse", "role": "reader", "ttl_s": 3601}),
     )
     .await;
-    assert_eq!(long.code(), "invalid_ttl", "{}", long.body);
+    assert_eq!(
+        long.code(),
+        "invalid_ttl",
+        "past the template: {}",
+        long.body
+    );
+    audited_refusal(server, "invalid_ttl").await;
+    let token_left =
+        claims(&token)["exp"].as_i64().unwrap() - time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!(
+        token_left < 3000,
+        "the task token ends before the template's maximum"
+    );
+    let long = ask(
+        &scene,
+        &token,
+        json!({"engine": "warehouse", "role": "reader", "ttl_s": token_left + 60}),
+    )
+    .await;
+    assert_eq!(
+        long.code(),
+        "invalid_ttl",
+        "past the task token: {}",
+        long.body
+    );
+    audited_refusal(server, "invalid_ttl").await;
     let denied = ask(
         &scene,
         &token,
@@ -248,6 +352,7 @@ async fn lease_lifecycle(backend: Backend) {
     .await;
     assert_eq!(denied.status, StatusCode::FORBIDDEN, "{}", denied.body);
     assert_eq!(denied.code(), "lease_denied");
+    audited_refusal(server, "lease_denied").await;
     let unknown = ask(
         &scene,
         &token,
@@ -255,6 +360,7 @@ async fn lease_lifecycle(backend: Backend) {
     )
     .await;
     assert_eq!(unknown.code(), "role_not_found", "{}", unknown.body);
+    audited_refusal(server, "role_not_found").await;
     let quoted = ask(
         &scene,
         &token,
@@ -262,10 +368,18 @@ async fn lease_lifecycle(backend: Backend) {
     )
     .await;
     assert_eq!(quoted.status, StatusCode::BAD_REQUEST, "{}", quoted.body);
+    audited_refusal(server, quoted.code()).await;
+    let quoted = ask(
+        &scene,
+        &token,
+        json!({"engine": "ware'house", "role": "reader"}),
+    )
+    .await;
+    assert_eq!(quoted.status, StatusCode::BAD_REQUEST, "{}", quoted.body);
+    audited_refusal(server, quoted.code()).await;
     assert_eq!(lease_roles(&mut admin, &schema).await, Vec::<String>::new());
     let listed = server.admin(Method::GET, "/v1/leases", None).await;
     assert_eq!(listed.body["leases"], json!([]));
-    assert!(server.count_events("api.reject").await >= 4);
 
     // A lease: a working credential, shown once, with its password in no audit record.
     let granted = ask(
@@ -296,6 +410,40 @@ async fn lease_lifecycle(backend: Backend) {
         .execute(&mut session)
         .await;
     assert!(denied_write.is_err(), "the reader may only read");
+    // Renewal: with the token it was asked with, not past that token, never with an SVID.
+    let before = valid_until(&mut admin, &role).await;
+    let renewed = renew(&scene, &token, &lease_id, json!({"ttl_s": 240})).await;
+    assert_eq!(renewed.status, StatusCode::OK, "{}", renewed.body);
+    let after = valid_until(&mut admin, &role).await;
+    assert!(
+        after >= before + 100,
+        "VALID UNTIL moved: {before} -> {after}"
+    );
+    let renewal = server.last_event("lease.renew").await;
+    assert_eq!(renewal.details["lease_id"], lease_id.as_str());
+    assert_eq!(renewal.details["expires_at"], after);
+    let too_long = renew(&scene, &token, &lease_id, json!({"ttl_s": token_left + 60})).await;
+    assert_eq!(too_long.code(), "invalid_ttl", "{}", too_long.body);
+    audited_refusal(server, "invalid_ttl").await;
+    assert_eq!(
+        valid_until(&mut admin, &role).await,
+        after,
+        "a refused renewal changes nothing"
+    );
+    let svid_renew = server
+        .call(
+            Method::POST,
+            &format!("/v1/leases/{lease_id}/renew"),
+            Some(&scene.planner.svid),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        svid_renew.code(),
+        "task_token_required",
+        "{}",
+        svid_renew.body
+    );
     let password = granted.body["password"].as_str().unwrap();
     let records = server.records().await;
     assert!(records.iter().all(|r| !r.body.contains(password)));
@@ -330,6 +478,35 @@ async fn lease_lifecycle(backend: Backend) {
 
     // A lease revoked while no server runs is ended by the next server on the store.
     let token = access_token(&scene.exchange("lease:warehouse/reader").await);
+
+    // An operator revokes one lease: its role is dropped; the task token stays good.
+    let granted = ask(
+        &scene,
+        &token,
+        json!({"engine": "warehouse", "role": "reader"}),
+    )
+    .await;
+    assert_eq!(granted.status, StatusCode::CREATED, "{}", granted.body);
+    let lease_id = granted.body["lease_id"].as_str().unwrap().to_owned();
+    let role = granted.body["username"].as_str().unwrap().to_owned();
+    let revoked = server
+        .admin(
+            Method::POST,
+            &format!("/v1/leases/{lease_id}/revoke"),
+            Some(json!({"reason": "done with it"})),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+    assert!(revoked.body["revoked_at"].is_string());
+    until_ended(server, &lease_id).await;
+    assert!(!role_exists(&mut admin, &role).await);
+    let gone = renew(&scene, &token, &lease_id, json!({})).await;
+    assert_eq!(gone.code(), "lease_not_active", "{}", gone.body);
+    let missing = server
+        .admin(Method::POST, "/v1/leases/nope/revoke", Some(json!({})))
+        .await;
+    assert_eq!(missing.code(), "lease_not_found", "{}", missing.body);
+
     let granted = ask(
         &scene,
         &token,

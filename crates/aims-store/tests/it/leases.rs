@@ -162,6 +162,31 @@ pub async fn leases_die_with_their_task_token(h: &Harness) {
     assert!(!store.claim_lease("l1", "r2", at(30), at(90)).await.unwrap());
     assert!(store.release_lease("l1", "creator").await.unwrap());
 
+    // Renewal moves the end, never past the task token; refusals write nothing.
+    store
+        .renew_lease("l1", at(300), at(30), &event(action::LEASE_RENEW))
+        .await
+        .unwrap();
+    audit.one(store, action::LEASE_RENEW).await;
+    assert_eq!(
+        store.lease("l1").await.unwrap().unwrap().expires_at,
+        at(300)
+    );
+    let head = store.audit_head().await.unwrap();
+    assert!(matches!(
+        store
+            .renew_lease("l1", at(320), at(31), &event(action::LEASE_RENEW))
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(matches!(
+        store
+            .renew_lease("x9", at(200), at(31), &event(action::LEASE_RENEW))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.audit_head().await.unwrap(), head);
+
     // Revoking the SVID the token came from revokes the lease in the same closure.
     let count = store
         .revoke(
@@ -174,6 +199,12 @@ pub async fn leases_die_with_their_task_token(h: &Harness) {
         .unwrap();
     assert_eq!(count, 3, "svid, token and lease");
     audit.one(store, action::REVOKE).await;
+    assert!(matches!(
+        store
+            .renew_lease("l1", at(200), at(41), &event(action::LEASE_RENEW))
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
     let due = store.leases_to_end(at(41), 10).await.unwrap();
     assert_eq!(due.len(), 1);
     assert!(due[0].is_due(at(41)));
