@@ -475,6 +475,9 @@ async fn lease_lifecycle(backend: Backend) {
     assert_eq!(end.details["sessions_terminated"], 1);
     assert_eq!(end.details["role_dropped"], true);
     assert_eq!(server.count_events("lease.end").await, 1);
+    let ready = server.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+    assert_eq!(ready.body["leases_overdue"], 0, "{}", ready.body);
 
     // A lease revoked while no server runs is ended by the next server on the store.
     let token = access_token(&scene.exchange("lease:warehouse/reader").await);
