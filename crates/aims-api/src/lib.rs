@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 pub mod approvals;
+pub mod leases;
 pub mod oauth;
 pub mod report;
 pub mod secrets;

@@ -285,6 +285,17 @@ pub mod action {
     pub const SECRET_DELETE: &str = "secret.delete";
     /// A resource server read a secret's value (the event names the secret and version only).
     pub const SECRET_READ: &str = "secret.read";
+    /// A database engine was added (the event names its admin secret, never a password).
+    pub const ENGINE_ADD: &str = "engine.add";
+    /// A role template was added to an engine.
+    pub const ENGINE_ROLE_ADD: &str = "engine.role_add";
+    /// A database lease was issued (or refused): its id, engine, role and end, never its
+    /// password.
+    pub const LEASE_ISSUE: &str = "lease.issue";
+    /// A lease was renewed: its new end (the role's new `VALID UNTIL`).
+    pub const LEASE_RENEW: &str = "lease.renew";
+    /// A lease's database role was ended: its sessions terminated and the role dropped.
+    pub const LEASE_END: &str = "lease.end";
     /// An enforcement point reported callers it refused before any decision (one event per
     /// report, however many it counts).
     pub const SIGHTING_REPORT: &str = "sighting.report";

@@ -165,6 +165,16 @@ fn check_secret_name(value: &str) -> Result<(), IdError> {
     check_segment_name("secret name", value)
 }
 
+/// An engine's name: the rules of agent names, reported as an engine's.
+fn check_engine_name(value: &str) -> Result<(), IdError> {
+    check_segment_name("engine name", value)
+}
+
+/// A role template's name: the rules of agent names, reported as a role's.
+fn check_role_name(value: &str) -> Result<(), IdError> {
+    check_segment_name("role name", value)
+}
+
 /// The rules of agent names, with errors that name `kind`.
 fn check_segment_name(kind: &'static str, value: &str) -> Result<(), IdError> {
     check_len(kind, value, AGENT_NAME_MAX)?;
@@ -312,6 +322,20 @@ validated_string!(
     /// names.
     SecretName,
     check_secret_name
+);
+
+validated_string!(
+    /// The unique name of a database engine AIMS creates leased roles in, e.g. `warehouse`.
+    /// Same rules as agent names: no quotes, spaces or other SQL metacharacters.
+    EngineName,
+    check_engine_name
+);
+
+validated_string!(
+    /// The name of a role template of an engine, e.g. `reader`. Same rules as agent names.
+    /// It names the template to AIMS and policies; it is never a database role name.
+    RoleName,
+    check_role_name
 );
 
 validated_string!(

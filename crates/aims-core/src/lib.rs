@@ -1,5 +1,5 @@
 //! AIMS domain core: identifiers, agents, posture profiles, human roles, credentials, scopes,
-//! tasks, delegation rules and the audit hash chain.
+//! tasks, delegation rules, database leases and the audit hash chain.
 //!
 //! This crate sits at the bottom of the workspace. It holds pure rules only: no IO, no async,
 //! no clock (time is always passed in) and no knowledge of storage or the network. Every crate
@@ -11,6 +11,7 @@ pub mod audit;
 pub mod credential;
 pub mod delegation;
 pub mod id;
+pub mod lease;
 pub mod posture;
 pub mod revocation;
 pub mod scope;

@@ -30,6 +30,8 @@
 //! - `retrieve_secret`, `export_secret` in group `secret_access` (resource `Secret`).
 //! - `obtain` (resource `Scope`): may this scope be granted in a task token.
 //! - `delegate` (resource `Agent`): may the principal hand part of its task to that agent.
+//! - `lease` (resource `Resource` of kind `database_role`, id `<engine>/<role>`, tags
+//!   `engine` and `role`): may the principal get a short-lived role of a database engine.
 //!
 //! **Context** (`Aims::RequestContext`, the same record for every action): `time`
 //! (`datetime`, UTC, to the second), `posture_age_s` (Long), `task_id`, `intent`, `delegation_depth`

@@ -10,6 +10,10 @@ use std::fmt;
 use std::time::Duration;
 
 use aims_api::approvals::{AnswerApproval, ApprovalList, ApprovalView};
+use aims_api::leases::{
+    AddEngineRequest, AddRoleRequest, EngineList, LeaseList, LeaseView, RevokeLeaseRequest,
+    RoleList,
+};
 use aims_api::oauth::{
     CreateTaskRequest, INTROSPECTION_PATH, RegisterResourceServerRequest, ResourceServerList,
     ResourceServerRegistered, ResourceServerView, RevokeRequest, RevokeResponse, TaskEnded,
@@ -25,7 +29,8 @@ use aims_api::{
     KeyList, LifecycleRequest, NonceResponse, PolicySetView, PolicyVersion, PolicyVersionList,
     PushPolicyRequest, RegisterAgentRequest, UpdateAgentRequest, UserCredential, UserList,
 };
-use aims_core::id::{AgentName, ApprovalId, ResourceServerName, SecretName, UserName};
+use aims_core::id::{AgentName, ApprovalId, EngineName, ResourceServerName, SecretName, UserName};
+use aims_core::lease::{Engine, RoleTemplate};
 use aims_core::task::{TaskState, is_valid_task_id};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use reqwest::{Method, RequestBuilder};
@@ -582,6 +587,59 @@ impl AdminClient {
         receive(self.authed(Method::POST, "/v1/secrets")?.json(request)).await
     }
 
+    /// `POST /v1/engines`: adds a database engine (the server connects to it first).
+    pub async fn add_engine(&self, request: &AddEngineRequest) -> Result<Engine, SdkError> {
+        receive(self.authed(Method::POST, "/v1/engines")?.json(request)).await
+    }
+
+    /// `GET /v1/engines`: every engine.
+    pub async fn engines(&self) -> Result<EngineList, SdkError> {
+        receive(self.authed(Method::GET, "/v1/engines")?).await
+    }
+
+    /// `POST /v1/engines/{name}/roles`: adds a role template to an engine.
+    pub async fn add_engine_role(
+        &self,
+        engine: &EngineName,
+        request: &AddRoleRequest,
+    ) -> Result<RoleTemplate, SdkError> {
+        let path = format!("/v1/engines/{}/roles", engine.as_str());
+        receive(self.authed(Method::POST, &path)?.json(request)).await
+    }
+
+    /// `GET /v1/engines/{name}/roles`: an engine's role templates.
+    pub async fn engine_roles(&self, engine: &EngineName) -> Result<RoleList, SdkError> {
+        let path = format!("/v1/engines/{}/roles", engine.as_str());
+        receive(self.authed(Method::GET, &path)?).await
+    }
+
+    /// `GET /v1/leases`: the newest leases, only `agent`'s when given.
+    pub async fn leases(&self, agent: Option<&AgentName>) -> Result<LeaseList, SdkError> {
+        let query: Vec<(&str, String)> = agent
+            .map(|a| ("agent", a.as_str().to_owned()))
+            .into_iter()
+            .collect();
+        receive(self.authed(Method::GET, "/v1/leases")?.query(&query)).await
+    }
+
+    /// `GET /v1/leases/{id}`: one lease.
+    pub async fn lease(&self, id: &str) -> Result<LeaseView, SdkError> {
+        receive(self.authed(Method::GET, &lease_path(id, "")?)?).await
+    }
+
+    /// `POST /v1/leases/{id}/revoke`: revokes a lease; the server then drops its role.
+    pub async fn revoke_lease(
+        &self,
+        id: &str,
+        request: &RevokeLeaseRequest,
+    ) -> Result<LeaseView, SdkError> {
+        receive(
+            self.authed(Method::POST, &lease_path(id, "/revoke")?)?
+                .json(request),
+        )
+        .await
+    }
+
     /// `GET /v1/secrets`: every secret, without values.
     pub async fn secrets(&self) -> Result<SecretList, SdkError> {
         receive(self.authed(Method::GET, "/v1/secrets")?).await
@@ -705,6 +763,20 @@ fn task_segment(id: &str) -> Result<&str, SdkError> {
 
 /// `/v1/secrets/{name}{suffix}`. Secret names follow the agent-name rules: unreserved URL
 /// characters, never `.` or `..`.
+/// `/v1/leases/{id}{suffix}`; refuses an id that is not a token id (base64url characters),
+/// so nothing else lands in the path.
+pub(crate) fn lease_path(id: &str, suffix: &str) -> Result<String, SdkError> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(SdkError::InvalidCredential { what: "lease id" });
+    }
+    Ok(format!("/v1/leases/{id}{suffix}"))
+}
+
 fn secret_path(name: &SecretName, suffix: &str) -> String {
     format!("/v1/secrets/{}{suffix}", name.as_str())
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aims_api::approvals::ApprovalView;
+use aims_api::leases::{LeaseGranted, LeaseRequest, LeaseView, RenewLeaseRequest};
 use aims_api::oauth::{
     GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE, INTROSPECTION_PATH, REVOCATION_PATH, RevocationPage,
     TOKEN_PATH, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, TokenResponse,
@@ -401,6 +402,48 @@ impl TokenClient {
         let url = self.url(DECISIONS_PATH);
         self.present(
             binding,
+            access_token,
+            key,
+            Method::POST,
+            &url,
+            &[],
+            Some(request),
+        )
+        .await
+    }
+
+    /// `POST /v1/leases` with a task token: a short-lived database role for this task, if
+    /// the policies allow it. The answer holds the password, shown this once.
+    pub async fn lease(
+        &self,
+        access_token: &str,
+        key: &AgentKey,
+        request: &LeaseRequest,
+    ) -> Result<LeaseGranted, SdkError> {
+        let url = self.url("/v1/leases");
+        self.present(
+            self.binding,
+            access_token,
+            key,
+            Method::POST,
+            &url,
+            &[],
+            Some(request),
+        )
+        .await
+    }
+
+    /// `POST /v1/leases/{id}/renew` with the task token the lease was asked with.
+    pub async fn renew_lease(
+        &self,
+        access_token: &str,
+        key: &AgentKey,
+        id: &str,
+        request: &RenewLeaseRequest,
+    ) -> Result<LeaseView, SdkError> {
+        let url = self.url(&crate::admin::lease_path(id, "/renew")?);
+        self.present(
+            self.binding,
             access_token,
             key,
             Method::POST,
@@ -836,6 +879,25 @@ impl TaskToken {
             max_wait,
         )
         .await
+    }
+
+    /// Asks for a database lease for this task with the current token (the lease's parent:
+    /// revoking that token, the task or the agent ends the lease).
+    pub async fn lease(&self, request: &LeaseRequest) -> Result<LeaseGranted, SdkError> {
+        let issued = self.fresh().await?;
+        let url = self.inner.client.url("/v1/leases");
+        self.inner
+            .client
+            .present(
+                issued.binding,
+                &issued.response.access_token,
+                &self.inner.key,
+                Method::POST,
+                &url,
+                &[],
+                Some(request),
+            )
+            .await
     }
 
     /// Hands part of this task to the agent whose SVID is `actor_svid`: returns B's token.

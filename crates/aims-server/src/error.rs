@@ -114,6 +114,10 @@ error_codes! {
     InvalidState = "invalid_state",
     /// An SSF stream status that is not `enabled`, `paused` or `disabled`.
     InvalidStatus = "invalid_status",
+    /// An engine (kind, connection URL, system, sensitivity) that is not acceptable.
+    InvalidEngine = "invalid_engine",
+    /// A grants file outside the allowed form, or whose grants the engine cannot apply.
+    InvalidGrants = "invalid_grants",
     /// A secret value, description, reader list or rotation period that is not acceptable.
     InvalidSecret = "invalid_secret",
     /// A task subject that is not acceptable.
@@ -136,12 +140,27 @@ error_codes! {
     InvalidTtl = "invalid_ttl",
     /// A policy version that is not a positive integer.
     InvalidVersion = "invalid_version",
+    /// An engine of that name exists.
+    EngineExists = "engine_exists",
+    /// No such engine.
+    EngineNotFound = "engine_not_found",
+    /// The engine refused the administrator (wrong password, too few privileges) or a
+    /// statement AIMS sent.
+    EngineRefused = "engine_refused",
+    /// The engine cannot be reached; nothing was created on it.
+    EngineUnavailable = "engine_unavailable",
     /// A federated issuer's keys cannot be fetched.
     IssuerUnavailable = "issuer_unavailable",
     /// The join token has expired.
     JoinTokenExpired = "join_token_expired",
     /// The join token was used before.
     JoinTokenUsed = "join_token_used",
+    /// The active policies do not allow this lease.
+    LeaseDenied = "lease_denied",
+    /// No such lease.
+    LeaseNotFound = "lease_not_found",
+    /// The lease is revoked, expired or ended: it cannot be renewed.
+    LeaseNotActive = "lease_not_active",
     /// A key other than the one bound.
     KeyMismatch = "key_mismatch",
     /// The change would leave no administrator.
@@ -168,6 +187,10 @@ error_codes! {
     ResourceServerExists = "resource_server_exists",
     /// No such resource server.
     ResourceServerNotFound = "resource_server_not_found",
+    /// The engine has a role template of that name.
+    RoleExists = "role_exists",
+    /// No such role template.
+    RoleNotFound = "role_not_found",
     /// The record changed since the revision the caller read.
     RevisionConflict = "revision_conflict",
     /// The replica cannot tell whether a token is revoked.
@@ -192,6 +215,8 @@ error_codes! {
     StreamNotFound = "stream_not_found",
     /// A subject other than the one expected.
     SubjectMismatch = "subject_mismatch",
+    /// The route needs a task token (an SVID is not enough).
+    TaskTokenRequired = "task_token_required",
     /// The task has ended.
     TaskNotActive = "task_not_active",
     /// No such task.

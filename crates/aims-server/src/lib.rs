@@ -16,6 +16,7 @@ pub mod extract;
 pub mod federation;
 pub mod follow;
 pub mod keyring;
+pub mod leases;
 pub mod limits;
 pub mod metrics;
 pub mod ocsf;

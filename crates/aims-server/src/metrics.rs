@@ -50,6 +50,10 @@ pub struct Metrics {
     pub refusal_sources_tracked: Gauge<u64, AtomicU64>,
     /// Sources and credentials that have a rate-limit bucket; set when scraped.
     pub rate_limit_buckets: Gauge<u64, AtomicU64>,
+    /// Leases revoked or expired whose database role is not ended yet.
+    pub leases_overdue: Gauge<u64, AtomicU64>,
+    /// Failed attempts to end a lease's role (an engine unreachable or refusing).
+    pub lease_end_failures: Counter,
 }
 
 impl Metrics {
@@ -118,8 +122,22 @@ impl Metrics {
             "Sources and credentials with a rate-limit bucket",
             rate_limit_buckets.clone(),
         );
+        let leases_overdue = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "leases_overdue",
+            "Leases revoked or expired whose database role is not ended yet",
+            leases_overdue.clone(),
+        );
+        let lease_end_failures = Counter::default();
+        registry.register(
+            "lease_end_failures",
+            "Failed attempts to end a lease's database role",
+            lease_end_failures.clone(),
+        );
         Self {
             registry,
+            leases_overdue,
+            lease_end_failures,
             anonymous_refusals_written,
             anonymous_refusals_counted,
             rate_limited,

@@ -51,4 +51,8 @@ pub struct Report {
     pub policy: bool,
     /// Why the replica is not ready (empty when it is).
     pub reasons: Vec<&'static str>,
+    /// Leases revoked or expired whose database role is not ended yet (an engine unreachable
+    /// or refusing; the reaper retries with backoff). Reported, not a reason to be unready:
+    /// the replica still serves, and the roles expire on their own by `VALID UNTIL`.
+    pub leases_overdue: u64,
 }

@@ -164,6 +164,7 @@ pub async fn start_with_store(
     tokio::spawn(forget_idle_buckets(state.clone(), stop.clone()));
     // Pushes SSF events to the push streams whose delivery this replica claims.
     tokio::spawn(signals::push(state.clone(), stop.clone()));
+    tokio::spawn(crate::leases::reap(state.clone(), stop.clone()));
     let acceptor = tls.map(|(certificates, acceptor)| {
         tokio::spawn(crate::tls::watch(certificates, stop.clone()));
         acceptor

@@ -12,7 +12,11 @@ use aims_core::agent::Agent;
 use aims_core::approval::{ApprovalRequest, ApprovalVerdict, BoundCall};
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
 use aims_core::credential::CredentialHash;
-use aims_core::id::{AgentName, ApprovalId, ResourceServerName, SecretName, TrustDomain, UserName};
+use aims_core::id::{
+    AgentName, ApprovalId, EngineName, ResourceServerName, RoleName, SecretName, TrustDomain,
+    UserName,
+};
+use aims_core::lease::{Engine, RoleTemplate};
 use aims_core::secret::Secret;
 use aims_core::sighting::Sighting;
 use aims_core::task::{Task, TaskState};
@@ -23,6 +27,7 @@ use time::OffsetDateTime;
 
 use crate::approvals;
 use crate::errors::{classify, is_foreign_key_violation, on_unique};
+use crate::leases;
 use crate::rows::{
     self, AgentColumns, AgentRow, ApprovalRow, AuditRow, CredentialRow, HeadRow, JoinTokenRow,
     KeyRow, Listing, PolicySetRow, RegistryRow, ResourceServerRow, RevocationRow, SecretRow,
@@ -33,15 +38,16 @@ use crate::secrets;
 use crate::sightings;
 use crate::tx::Tx;
 use crate::write::{
-    Backend, Conn, begin_write, finish, require_credentials_allowed, settle, write_pool,
+    Backend, Conn, begin_write, finish, insert_credential, require_credentials_allowed, settle,
+    write_pool,
 };
 use crate::{
     AccessTokenIssue, AgentActivity, AgentFilter, AttestationRecord, AuditKey, EPOCH_LIFETIME,
-    Initialization, IssuedCredential, JoinTokenRecord, JoinTokenUse, KeySet, KeyState, MAX_PAGE,
-    MAX_SSF_STREAMS_PER_RECEIVER, MAX_SSF_VERIFICATIONS_PENDING, PolicySetVersion, PostureSnapshot,
-    RegistryCursor, RegistryEntry, ResourceServer, Revocation, RevocationTarget, SsfPending,
-    SsfReceiver, SsfStatus, SsfStream, SsfVerification, Store, StoreError, StoredKey, TaskFilter,
-    sql,
+    Initialization, IssuedCredential, JoinTokenRecord, JoinTokenUse, KeySet, KeyState, LeaseIssue,
+    LeaseRecord, MAX_PAGE, MAX_SSF_STREAMS_PER_RECEIVER, MAX_SSF_VERIFICATIONS_PENDING,
+    PolicySetVersion, PostureSnapshot, RegistryCursor, RegistryEntry, ResourceServer, Revocation,
+    RevocationTarget, SsfPending, SsfReceiver, SsfStatus, SsfStream, SsfVerification, Store,
+    StoreError, StoredKey, TaskFilter, sql,
 };
 
 /// A `meta` value.
@@ -1551,6 +1557,154 @@ where
             .collect()
     }
 
+    async fn create_engine(&self, engine: &Engine, event: &AuditEvent) -> Result<(), StoreError> {
+        leases::create_engine(self, engine, event).await
+    }
+
+    async fn engine(&self, name: &EngineName) -> Result<Option<Engine>, StoreError> {
+        leases::read_record(self, sql::SELECT_ENGINE, &[name.as_str()], "engine").await
+    }
+
+    async fn list_engines(&self) -> Result<Vec<Engine>, StoreError> {
+        leases::read_records(self, sql::LIST_ENGINES, &[], "engine").await
+    }
+
+    async fn create_role_template(
+        &self,
+        template: &RoleTemplate,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        leases::create_role_template(self, template, event).await
+    }
+
+    async fn role_template(
+        &self,
+        engine: &EngineName,
+        name: &RoleName,
+    ) -> Result<Option<RoleTemplate>, StoreError> {
+        leases::read_record(
+            self,
+            sql::SELECT_ENGINE_ROLE,
+            &[engine.as_str(), name.as_str()],
+            "role template",
+        )
+        .await
+    }
+
+    async fn list_role_templates(
+        &self,
+        engine: &EngineName,
+    ) -> Result<Vec<RoleTemplate>, StoreError> {
+        leases::read_records(
+            self,
+            sql::LIST_ENGINE_ROLES,
+            &[engine.as_str()],
+            "role template",
+        )
+        .await
+    }
+
+    async fn issue_lease(&self, issue: &LeaseIssue, event: &AuditEvent) -> Result<(), StoreError> {
+        leases::issue(self, issue, event).await
+    }
+
+    async fn renew_lease(
+        &self,
+        id: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        leases::renew(self, id, expires_at, now, event).await
+    }
+
+    async fn lease(&self, id: &str) -> Result<Option<LeaseRecord>, StoreError> {
+        Ok(leases::read_leases(self, sql::SELECT_LEASE, &[id], &[])
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn list_leases(
+        &self,
+        agent: Option<&AgentName>,
+        limit: u32,
+    ) -> Result<Vec<LeaseRecord>, StoreError> {
+        let limit = i64::from(limit.min(MAX_PAGE));
+        match agent {
+            Some(agent) => {
+                leases::read_leases(self, sql::LIST_AGENT_LEASES, &[agent.as_str()], &[limit]).await
+            }
+            None => leases::read_leases(self, sql::LIST_LEASES, &[], &[limit]).await,
+        }
+    }
+
+    async fn leases_to_end(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<LeaseRecord>, StoreError> {
+        let limit = i64::from(limit.min(MAX_PAGE));
+        leases::read_leases(self, sql::LEASES_TO_END, &[], &[rows::to_ms(now), limit]).await
+    }
+
+    async fn leases_overdue(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let count = sqlx::query_scalar::<B::Db, i64>(sql::COUNT_LEASES_OVERDUE)
+            .bind(rows::to_ms(now))
+            .fetch_one(self.reads())
+            .await
+            .map_err(classify)?;
+        rows::to_u64(count, "overdue leases")
+    }
+
+    async fn claim_lease(
+        &self,
+        id: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        leases::claim_step(
+            self,
+            sql::CLAIM_LEASE,
+            &[id, holder],
+            &[rows::to_ms(now), rows::to_ms(until)],
+            None,
+        )
+        .await
+    }
+
+    async fn release_lease(&self, id: &str, holder: &str) -> Result<bool, StoreError> {
+        leases::claim_step(self, sql::RELEASE_LEASE, &[id, holder], &[], None).await
+    }
+
+    async fn end_lease(
+        &self,
+        id: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        leases::end(self, id, holder, now, event).await
+    }
+
+    async fn lease_failed(
+        &self,
+        id: &str,
+        holder: &str,
+        retry_at: OffsetDateTime,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        leases::claim_step(
+            self,
+            sql::FAIL_LEASE,
+            &[id, holder],
+            &[rows::to_ms(retry_at)],
+            Some(error),
+        )
+        .await
+    }
+
     async fn report_sightings(
         &self,
         reporter: &ResourceServerName,
@@ -1707,35 +1861,6 @@ where
         .map_err(classify)?
         .map(ResourceServerRow::into_resource_server)
         .transpose()
-}
-
-/// Registers an issued credential; its id is unique.
-async fn insert_credential<'c, DB, E>(
-    conn: E,
-    credential: &IssuedCredential,
-) -> Result<(), StoreError>
-where
-    DB: Database,
-    E: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
-    sqlx::query(sql::INSERT_CREDENTIAL)
-        .bind(credential.id.clone())
-        .bind(credential.kind.as_str().to_owned())
-        .bind(credential.agent.as_str().to_owned())
-        .bind(credential.parent.clone())
-        .bind(credential.key_thumbprint.clone())
-        .bind(rows::to_ms(credential.issued_at))
-        .bind(rows::to_ms(credential.expires_at))
-        .bind(credential.task_id.clone())
-        .bind(credential.audience.clone())
-        .execute(conn)
-        .await
-        .map_err(on_unique("credential id already issued"))?;
-    Ok(())
 }
 
 /// Inserts a user; the name and the credential hash are both unique.

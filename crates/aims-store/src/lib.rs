@@ -17,9 +17,10 @@ use aims_core::approval::{ApprovalRequest, ApprovalVerdict, BoundCall};
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
 use aims_core::credential::CredentialHash;
 use aims_core::id::{
-    AgentName, ApprovalId, Environment, Owner, ResourceServerName, SecretName, TrustDomain,
-    UserName,
+    AgentName, ApprovalId, EngineName, Environment, Owner, ResourceServerName, RoleName,
+    SecretName, TrustDomain, UserName,
 };
+use aims_core::lease::{Engine, RoleTemplate};
 use aims_core::posture::Evidence;
 use aims_core::secret::Secret;
 use aims_core::sighting::Sighting;
@@ -31,6 +32,7 @@ use time::OffsetDateTime;
 mod approvals;
 mod engine;
 mod errors;
+mod leases;
 mod oauth;
 mod postgres;
 mod rows;
@@ -258,6 +260,8 @@ pub enum IssuedKind {
     Svid,
     /// An access token (RFC 9068) issued by token exchange or delegation.
     AccessToken,
+    /// A database lease, derived from a task token.
+    Lease,
 }
 
 impl IssuedKind {
@@ -266,6 +270,7 @@ impl IssuedKind {
         match self {
             Self::Svid => "svid",
             Self::AccessToken => "access_token",
+            Self::Lease => "lease",
         }
     }
 
@@ -274,6 +279,7 @@ impl IssuedKind {
         match value {
             "svid" => Some(Self::Svid),
             "access_token" => Some(Self::AccessToken),
+            "lease" => Some(Self::Lease),
             _ => None,
         }
     }
@@ -303,6 +309,63 @@ pub struct IssuedCredential {
     /// The audience it was issued for (`aud`); `None` for credentials registered before the
     /// register kept it.
     pub audience: Option<String>,
+}
+
+/// A database lease as stored: its credential's facts and where its role stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// Its id (the credential's).
+    pub id: String,
+    /// The engine its role is in.
+    pub engine: EngineName,
+    /// The role template it was made from.
+    pub role: RoleName,
+    /// The database role AIMS created for it.
+    pub db_role: String,
+    /// The agent holding it.
+    pub agent: AgentName,
+    /// The task it belongs to.
+    pub task_id: Option<String>,
+    /// The task token it was asked with.
+    pub parent: Option<String>,
+    /// When it was issued.
+    pub issued_at: OffsetDateTime,
+    /// When it ends on its own (the role's `VALID UNTIL`).
+    pub expires_at: OffsetDateTime,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<OffsetDateTime>,
+    /// When its role was ended (sessions terminated, role dropped), if it was.
+    pub ended_at: Option<OffsetDateTime>,
+    /// Failed attempts to end it.
+    pub attempts: u64,
+    /// Why the last attempt failed (a class, never a secret).
+    pub last_error: Option<String>,
+}
+
+impl LeaseRecord {
+    /// Whether its role should be ended at `now`: revoked or expired, and not ended yet.
+    pub fn is_due(&self, now: OffsetDateTime) -> bool {
+        self.ended_at.is_none() && (self.revoked_at.is_some() || self.expires_at <= now)
+    }
+}
+
+/// A lease to register: its credential (kind [`IssuedKind::Lease`], parent the task token,
+/// with its task) and its role, claimed by `holder` until `claimed_until` while the role is
+/// being created, so no replica ends it half made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseIssue {
+    /// The credential.
+    pub credential: IssuedCredential,
+    /// The engine.
+    pub engine: EngineName,
+    /// The role template.
+    pub role: RoleName,
+    /// The database role to create.
+    pub db_role: String,
+    /// Who creates the role.
+    pub holder: String,
+    /// Until when the creator holds the lease.
+    pub claimed_until: OffsetDateTime,
 }
 
 /// An accepted attestation: the snapshot and the identity issued for it.
@@ -820,6 +883,110 @@ pub trait Store: Send + Sync + 'static {
 
     /// Up to `limit` secrets (capped at [`MAX_PAGE`]), by name, without values.
     async fn list_secrets(&self, limit: u32) -> Result<Vec<Secret>, StoreError>;
+
+    /// Adds an engine with its audit event. `Conflict` if the name is taken.
+    async fn create_engine(&self, engine: &Engine, event: &AuditEvent) -> Result<(), StoreError>;
+
+    /// One engine.
+    async fn engine(&self, name: &EngineName) -> Result<Option<Engine>, StoreError>;
+
+    /// Up to [`MAX_PAGE`] engines, by name.
+    async fn list_engines(&self) -> Result<Vec<Engine>, StoreError>;
+
+    /// Adds a role template to its engine with its audit event. `NotFound` for an unknown
+    /// engine, `Conflict` if the engine has a template of that name.
+    async fn create_role_template(
+        &self,
+        template: &RoleTemplate,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// One role template.
+    async fn role_template(
+        &self,
+        engine: &EngineName,
+        name: &RoleName,
+    ) -> Result<Option<RoleTemplate>, StoreError>;
+
+    /// Up to [`MAX_PAGE`] role templates of an engine, by name.
+    async fn list_role_templates(
+        &self,
+        engine: &EngineName,
+    ) -> Result<Vec<RoleTemplate>, StoreError>;
+
+    /// Registers a lease (its credential and its row, claimed by its creator) with its audit
+    /// event. `Conflict` when the agent may not hold credentials, the parent token is unknown,
+    /// revoked, expired or of another task, the task is not open, or the lease would outlive
+    /// its parent.
+    async fn issue_lease(&self, issue: &LeaseIssue, event: &AuditEvent) -> Result<(), StoreError>;
+
+    /// Moves lease `id`'s end to `expires_at` (its credential's and its row's) with its audit
+    /// event. Conflict when the lease is revoked, expired at `now` or ended, or when its task
+    /// token is revoked or expires before `expires_at`.
+    async fn renew_lease(
+        &self,
+        id: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// One lease.
+    async fn lease(&self, id: &str) -> Result<Option<LeaseRecord>, StoreError>;
+
+    /// The newest `limit` leases (capped at [`MAX_PAGE`]); only `agent`'s when given.
+    async fn list_leases(
+        &self,
+        agent: Option<&AgentName>,
+        limit: u32,
+    ) -> Result<Vec<LeaseRecord>, StoreError>;
+
+    /// Up to `limit` leases whose role should be ended at `now` (revoked or expired, not
+    /// ended, due for a retry, unclaimed), oldest first.
+    async fn leases_to_end(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<LeaseRecord>, StoreError>;
+
+    /// How many leases are revoked or expired at `now` and not ended.
+    async fn leases_overdue(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+
+    /// Claims lease `id` for `holder` until `until`: succeeds when it is not ended and
+    /// unclaimed, already `holder`'s, or its claim ran out before `now`. Of concurrent
+    /// claimants exactly one succeeds.
+    async fn claim_lease(
+        &self,
+        id: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives up `holder`'s claim on lease `id` (false when it held none).
+    async fn release_lease(&self, id: &str, holder: &str) -> Result<bool, StoreError>;
+
+    /// Records that `holder`, holding the claim, ended lease `id`'s role at `now`, with its
+    /// audit event. `Conflict` (nothing written) when `holder` does not hold the claim or the
+    /// lease is already ended.
+    async fn end_lease(
+        &self,
+        id: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// Records that `holder` failed to end lease `id` (`error`: a class, never a secret) and
+    /// gives up its claim; the lease is tried again from `retry_at`. False when `holder` did
+    /// not hold the claim.
+    async fn lease_failed(
+        &self,
+        id: &str,
+        holder: &str,
+        retry_at: OffsetDateTime,
+        error: &str,
+    ) -> Result<bool, StoreError>;
 
     /// Adds `reporter`'s report of refused callers, with one audit event: each sighting is
     /// merged with the stored one of the same source, route, user agent and reason (earliest

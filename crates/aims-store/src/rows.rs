@@ -1074,6 +1074,61 @@ impl SecretRow {
     }
 }
 
+/// A lease joined with its credential.
+#[derive(sqlx::FromRow)]
+pub(crate) struct LeaseRow {
+    pub id: String,
+    pub engine: String,
+    pub role: String,
+    pub db_role: String,
+    pub agent: String,
+    pub task_id: Option<String>,
+    pub parent: Option<String>,
+    pub issued_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+    pub ended_at_ms: Option<i64>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+impl LeaseRow {
+    /// Decodes the row.
+    pub fn into_lease(self) -> Result<crate::LeaseRecord, StoreError> {
+        Ok(crate::LeaseRecord {
+            engine: aims_core::id::EngineName::new(&self.engine)
+                .map_err(|_| corrupt("lease engine", &self.engine))?,
+            role: aims_core::id::RoleName::new(&self.role)
+                .map_err(|_| corrupt("lease role", &self.role))?,
+            agent: parse_agent_name(&self.agent)?,
+            issued_at: from_ms(self.issued_at_ms, "lease issue")?,
+            expires_at: from_ms(self.expires_at_ms, "lease expiry")?,
+            revoked_at: self
+                .revoked_at_ms
+                .map(|ms| from_ms(ms, "lease revocation"))
+                .transpose()?,
+            ended_at: self
+                .ended_at_ms
+                .map(|ms| from_ms(ms, "lease end"))
+                .transpose()?,
+            attempts: to_u64(self.attempts, "lease attempts")?,
+            id: self.id,
+            db_role: self.db_role,
+            task_id: self.task_id,
+            parent: self.parent,
+            last_error: self.last_error,
+        })
+    }
+}
+
+/// Decodes a JSON record column.
+pub(crate) fn from_record<T: serde::de::DeserializeOwned>(
+    record: &str,
+    what: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(record).map_err(|e| StoreError::Corrupt(format!("{what} record: {e}")))
+}
+
 /// A stored sighting.
 #[derive(sqlx::FromRow)]
 pub(crate) struct SightingRow {

@@ -22,10 +22,10 @@ use aims_core::audit::{AuditEvent, ChainHead};
 use aims_core::id::AgentName;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
 
-use crate::errors::classify;
+use crate::errors::{classify, on_unique};
 use crate::rows::{self, NewAuditRow};
 use crate::tx::{Control, Tx};
-use crate::{StoreError, sql};
+use crate::{IssuedCredential, StoreError, sql};
 
 /// A backend's connection type.
 pub(crate) type Conn<B> = <<B as Backend>::Db as Database>::Connection;
@@ -223,5 +223,34 @@ where
             reason: "the agent may not hold credentials",
         });
     }
+    Ok(())
+}
+
+/// Registers an issued credential; its id is unique.
+pub(crate) async fn insert_credential<'c, DB, E>(
+    conn: E,
+    credential: &IssuedCredential,
+) -> Result<(), StoreError>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query(sql::INSERT_CREDENTIAL)
+        .bind(credential.id.clone())
+        .bind(credential.kind.as_str().to_owned())
+        .bind(credential.agent.as_str().to_owned())
+        .bind(credential.parent.clone())
+        .bind(credential.key_thumbprint.clone())
+        .bind(rows::to_ms(credential.issued_at))
+        .bind(rows::to_ms(credential.expires_at))
+        .bind(credential.task_id.clone())
+        .bind(credential.audience.clone())
+        .execute(conn)
+        .await
+        .map_err(on_unique("credential id already issued"))?;
     Ok(())
 }

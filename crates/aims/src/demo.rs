@@ -23,7 +23,8 @@ use aims_api::{
 };
 use aims_core::agent::Limits;
 use aims_core::id::{
-    AgentName, Environment, LabelKey, Owner, ResourceServerName, SecretName, UserName,
+    AgentName, EngineName, Environment, LabelKey, Owner, ResourceServerName, RoleName, SecretName,
+    UserName,
 };
 use aims_core::posture::{Evidence, PostureProfile};
 use aims_core::scope::ScopeSet;
@@ -48,6 +49,11 @@ const GATEWAY: &str = "https://gateway.acme.example";
 const REPOSITORY_TOKEN: &str = "ghs_demo_static_repository_token";
 /// The audience of the warehouse (scenario 4).
 const WAREHOUSE: &str = "https://warehouse.acme.example";
+/// The variable naming the PostgreSQL database scenario 4 leases a role of (an administrator
+/// that may create roles, no password in the URL); [`DEMO_DATABASE_DEFAULT`] when unset.
+pub const ENV_DEMO_DATABASE: &str = "AIMS_DEMO_DATABASE_URL";
+/// The local PostgreSQL the demo tries when [`ENV_DEMO_DATABASE`] is unset.
+const DEMO_DATABASE_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// A server child process and what it printed at start.
 struct ServerProcess {
@@ -624,7 +630,7 @@ async fn scenario_data_analyst(
             &issued.svid,
             &key,
             &ExchangeRequest {
-                scope: ScopeSet::parse("query:warehouse/*")?,
+                scope: ScopeSet::parse("query:warehouse/* lease:warehouse/reader")?,
                 audience: WAREHOUSE.to_owned(),
                 intent: "weekly revenue report".to_owned(),
                 task_id: None,
@@ -652,6 +658,7 @@ async fn scenario_data_analyst(
         "  query warehouse/sales with the token: {}",
         answer.decision
     );
+    let leased = lease_and_read(admin, &tokens, &token.access_token, &key).await?;
     let drift = agent
         .attest(
             &measured("gpt-unvetted")?,
@@ -670,6 +677,9 @@ async fn scenario_data_analyst(
         )
         .await;
     println!("its old SVID presented again: {}", refused(reuse)?);
+    if let Some(leased) = leased {
+        show_lease_ended(admin, leased).await?;
+    }
     println!(
         "its task token presented again: {}",
         refused(tokens.authorize(&token.access_token, &key, &query).await)?
@@ -686,6 +696,171 @@ async fn scenario_data_analyst(
             at(at(drift, "details"), "mismatches")
         );
     }
+    Ok(())
+}
+
+/// A live lease of scenario 4: its id, its open session, the engine's administrator.
+struct Leased {
+    id: String,
+    role: String,
+    session: sqlx::PgConnection,
+    engine: sqlx::PgConnection,
+}
+
+/// Scenario 4's database: the warehouse engine is the local PostgreSQL ([`ENV_DEMO_DATABASE`]),
+/// with a `reader` role template on a demo table. The analyst leases it with its task token,
+/// connects with the lease and reads the table. `None` (and a message) when no PostgreSQL
+/// answers: the rest of the demo needs none.
+async fn lease_and_read(
+    admin: &AdminClient,
+    tokens: &TokenClient,
+    access_token: &str,
+    key: &AgentKey,
+) -> anyhow::Result<Option<Leased>> {
+    use aims_api::leases::{AddEngineRequest, AddRoleRequest, LeaseRequest};
+    use sqlx::{ConnectOptions as _, Executor as _};
+
+    let url = std::env::var(ENV_DEMO_DATABASE).unwrap_or_else(|_| DEMO_DATABASE_DEFAULT.to_owned());
+    let options: sqlx::postgres::PgConnectOptions = url
+        .parse()
+        .with_context(|| format!("{ENV_DEMO_DATABASE} is not a PostgreSQL URL"))?;
+    let options = options.disable_statement_logging();
+    let mut engine = match tokio::time::timeout(Duration::from_secs(5), options.connect()).await {
+        Ok(Ok(conn)) => conn,
+        _ => {
+            println!(
+                "  (skipping database leases: no PostgreSQL answers at {}; set {ENV_DEMO_DATABASE} \
+                 to a database whose user may create roles)",
+                options.get_host()
+            );
+            return Ok(None);
+        }
+    };
+    engine
+        .execute(
+            "CREATE SCHEMA IF NOT EXISTS aims_demo; \
+             CREATE TABLE IF NOT EXISTS aims_demo.sales (region text PRIMARY KEY, amount int); \
+             INSERT INTO aims_demo.sales VALUES ('north', 4200), ('south', 3100) \
+             ON CONFLICT (region) DO NOTHING",
+        )
+        .await
+        .context("cannot create the demo table aims_demo.sales")?;
+    admin
+        .add_engine(&AddEngineRequest {
+            name: EngineName::new("warehouse")?,
+            kind: "postgres".to_owned(),
+            connection_url: url,
+            admin_secret: None,
+            system: Some("warehouse".to_owned()),
+            environment: None,
+            sensitivity: Some("confidential".to_owned()),
+        })
+        .await?;
+    let template = admin
+        .add_engine_role(
+            &EngineName::new("warehouse")?,
+            &AddRoleRequest {
+                name: RoleName::new("reader")?,
+                grants: "GRANT USAGE ON SCHEMA aims_demo\nGRANT SELECT ON TABLE aims_demo.sales\n"
+                    .to_owned(),
+                max_ttl_s: 600,
+                cleanup: None,
+            },
+        )
+        .await?;
+    println!(
+        "engine warehouse (local PostgreSQL) with role template reader: {}",
+        template
+            .grants
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let granted = tokens
+        .lease(
+            access_token,
+            key,
+            &LeaseRequest {
+                engine: EngineName::new("warehouse")?,
+                role: RoleName::new("reader")?,
+                ttl_s: None,
+            },
+        )
+        .await?;
+    println!(
+        "lease {}: role {} until {} (a child of the task token; password shown once, not here)",
+        granted.lease_id,
+        granted.username,
+        granted
+            .expires_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    );
+    let mut session = sqlx::postgres::PgConnectOptions::new()
+        .host(&granted.host)
+        .port(granted.port)
+        .database(&granted.database)
+        .username(&granted.username)
+        .password(&granted.password)
+        .connect()
+        .await
+        .context("cannot connect with the lease")?;
+    let total: i64 = sqlx::query_scalar("SELECT sum(amount)::bigint FROM aims_demo.sales")
+        .fetch_one(&mut session)
+        .await?;
+    println!(
+        "  connected as {}: SELECT sum(amount) FROM aims_demo.sales = {total}",
+        granted.username
+    );
+    let write = sqlx::query("DELETE FROM aims_demo.sales")
+        .execute(&mut session)
+        .await;
+    println!(
+        "  DELETE FROM aims_demo.sales with the lease: {}",
+        if write.is_err() {
+            "refused by PostgreSQL (reader grants only)"
+        } else {
+            "allowed?!"
+        }
+    );
+    Ok(Some(Leased {
+        id: granted.lease_id,
+        role: granted.username,
+        session,
+        engine,
+    }))
+}
+
+/// After the quarantine: the lease was revoked with everything the agent held; the reaper
+/// terminated its open session and dropped its role.
+async fn show_lease_ended(admin: &AdminClient, mut leased: Leased) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let view = loop {
+        let view = admin.lease(&leased.id).await?;
+        if view.state == "ended" || started.elapsed() > Duration::from_secs(15) {
+            break view;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("lease {} is {}", view.id, view.state);
+    let used = sqlx::query("SELECT 1").execute(&mut leased.session).await;
+    println!(
+        "  its open database session: {}",
+        if used.is_err() {
+            "terminated"
+        } else {
+            "still open?!"
+        }
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1")
+        .bind(&leased.role)
+        .fetch_one(&mut leased.engine)
+        .await?;
+    println!(
+        "  SELECT count(*) FROM pg_roles WHERE rolname = '{}': {left} (the role is gone)",
+        leased.role
+    );
     Ok(())
 }
 

@@ -123,6 +123,20 @@ enum Command {
         #[command(subcommand)]
         command: cli::SecretCommand,
     },
+    /// Add database engines and their role templates (dynamic database credentials).
+    Engine {
+        #[command(flatten)]
+        opts: cli::ClientOpts,
+        #[command(subcommand)]
+        command: cli::EngineCommand,
+    },
+    /// Ask for, renew, list, show and revoke database leases.
+    Lease {
+        #[command(flatten)]
+        opts: cli::ClientOpts,
+        #[command(subcommand)]
+        command: cli::LeaseCommand,
+    },
     /// Register and manage resource servers (the tool servers task tokens are issued for).
     ResourceServer {
         #[command(flatten)]
@@ -205,6 +219,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Task { opts, command } => cli::run_task(&opts, command).await,
         Command::Approval { opts, command } => cli::run_approval(&opts, command).await,
         Command::Secret { opts, command } => cli::run_secret(&opts, command).await,
+        Command::Engine { opts, command } => cli::run_engine(&opts, command).await,
+        Command::Lease { opts, command } => cli::run_lease(&opts, command).await,
         Command::ResourceServer { opts, command } => cli::run_resource_server(&opts, command).await,
         Command::Report { opts, args } => cli::run_report(&opts, args).await,
     }

@@ -65,7 +65,16 @@ async fn probe(state: &AppState) -> Report {
     if !policy {
         reasons.push("policy_not_loaded");
     }
+    let leases_overdue = match state
+        .store
+        .leases_overdue(time::OffsetDateTime::now_utc())
+        .await
+    {
+        Ok(count) => count,
+        Err(_) => state.metrics.leases_overdue.get(),
+    };
     Report {
+        leases_overdue,
         status: if reasons.is_empty() {
             "ready"
         } else {

@@ -12,6 +12,7 @@ pub mod authzen;
 pub mod discovery;
 pub mod health;
 pub mod keys;
+pub mod leases;
 pub mod oauth;
 pub mod policies;
 pub mod report;
@@ -85,6 +86,17 @@ pub fn router(state: AppState) -> Router {
         .route("/secrets/{name}/rotate", post(secrets::rotate))
         .route("/sightings", get(sightings::list))
         .route(
+            "/engines",
+            post(leases::add_engine).get(leases::list_engines),
+        )
+        .route(
+            "/engines/{name}/roles",
+            post(leases::add_role).get(leases::list_roles),
+        )
+        .route("/leases", get(leases::list))
+        .route("/leases/{id}", get(leases::show))
+        .route("/leases/{id}/revoke", post(leases::revoke))
+        .route(
             "/resource-servers",
             post(resource_servers::register).get(resource_servers::list),
         )
@@ -107,6 +119,9 @@ pub fn router(state: AppState) -> Router {
         .route("/secrets/{name}/value", get(secrets::value))
         .route("/sightings/report", post(sightings::report))
         .route("/tasks", post(tasks::create))
+        // Agents with a task token ask for database leases.
+        .route("/leases", post(leases::create))
+        .route("/leases/{id}/renew", post(leases::renew))
         .route("/revocations", get(revocations::page))
         .route("/revocations/stream", get(revocations::stream))
         .layer(middleware::from_fn_with_state(

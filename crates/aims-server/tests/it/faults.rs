@@ -9,16 +9,21 @@ use aims_core::agent::Agent;
 use aims_core::approval::{ApprovalRequest, ApprovalVerdict, BoundCall};
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
 use aims_core::credential::CredentialHash;
-use aims_core::id::{AgentName, ApprovalId, ResourceServerName, SecretName, TrustDomain, UserName};
+use aims_core::id::{
+    AgentName, ApprovalId, EngineName, ResourceServerName, RoleName, SecretName, TrustDomain,
+    UserName,
+};
+use aims_core::lease::{Engine, RoleTemplate};
 use aims_core::secret::Secret;
 use aims_core::sighting::Sighting;
 use aims_core::task::Task;
 use aims_core::user::User;
 use aims_store::{
     AccessTokenIssue, AgentFilter, AttestationRecord, Initialization, IssuedCredential,
-    JoinTokenRecord, JoinTokenUse, KeySet, PolicySetVersion, PostureSnapshot, RegistryCursor,
-    RegistryEntry, ResourceServer, Revocation, RevocationTarget, SsfPending, SsfReceiver,
-    SsfStatus, SsfStream, SsfVerification, Store, StoreError, StoredKey, TaskFilter,
+    JoinTokenRecord, JoinTokenUse, KeySet, LeaseIssue, LeaseRecord, PolicySetVersion,
+    PostureSnapshot, RegistryCursor, RegistryEntry, ResourceServer, Revocation, RevocationTarget,
+    SsfPending, SsfReceiver, SsfStatus, SsfStream, SsfVerification, Store, StoreError, StoredKey,
+    TaskFilter,
 };
 use reqwest::{Method, StatusCode};
 use time::OffsetDateTime;
@@ -496,6 +501,102 @@ impl Store for FailingAudit {
         limit: u32,
     ) -> Result<Vec<(ResourceServerName, Sighting)>, StoreError> {
         self.inner.sightings(limit).await
+    }
+    async fn create_engine(&self, engine: &Engine, event: &AuditEvent) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.create_engine(engine, event).await
+    }
+    async fn engine(&self, name: &EngineName) -> Result<Option<Engine>, StoreError> {
+        self.inner.engine(name).await
+    }
+    async fn list_engines(&self) -> Result<Vec<Engine>, StoreError> {
+        self.inner.list_engines().await
+    }
+    async fn create_role_template(
+        &self,
+        template: &RoleTemplate,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.create_role_template(template, event).await
+    }
+    async fn role_template(
+        &self,
+        engine: &EngineName,
+        name: &RoleName,
+    ) -> Result<Option<RoleTemplate>, StoreError> {
+        self.inner.role_template(engine, name).await
+    }
+    async fn list_role_templates(
+        &self,
+        engine: &EngineName,
+    ) -> Result<Vec<RoleTemplate>, StoreError> {
+        self.inner.list_role_templates(engine).await
+    }
+    async fn issue_lease(&self, issue: &LeaseIssue, event: &AuditEvent) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.issue_lease(issue, event).await
+    }
+    async fn renew_lease(
+        &self,
+        id: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.renew_lease(id, expires_at, now, event).await
+    }
+    async fn lease(&self, id: &str) -> Result<Option<LeaseRecord>, StoreError> {
+        self.inner.lease(id).await
+    }
+    async fn list_leases(
+        &self,
+        agent: Option<&AgentName>,
+        limit: u32,
+    ) -> Result<Vec<LeaseRecord>, StoreError> {
+        self.inner.list_leases(agent, limit).await
+    }
+    async fn leases_to_end(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<LeaseRecord>, StoreError> {
+        self.inner.leases_to_end(now, limit).await
+    }
+    async fn leases_overdue(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.inner.leases_overdue(now).await
+    }
+    async fn claim_lease(
+        &self,
+        id: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.claim_lease(id, holder, now, until).await
+    }
+    async fn release_lease(&self, id: &str, holder: &str) -> Result<bool, StoreError> {
+        self.inner.release_lease(id, holder).await
+    }
+    async fn end_lease(
+        &self,
+        id: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.end_lease(id, holder, now, event).await
+    }
+    async fn lease_failed(
+        &self,
+        id: &str,
+        holder: &str,
+        retry_at: OffsetDateTime,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        self.inner.lease_failed(id, holder, retry_at, error).await
     }
 }
 

@@ -24,6 +24,7 @@ mod faults;
 mod federation;
 mod gateway;
 mod gateway_mcp;
+mod leases;
 mod limits;
 mod policies;
 mod registry;

@@ -24,6 +24,7 @@ mod identity;
 mod init;
 mod join_tokens;
 mod keys;
+mod leases;
 mod policies;
 mod secrets;
 mod sightings;
@@ -60,6 +61,8 @@ macro_rules! conformance {
 }
 
 conformance! {
+    leases::leases_die_with_their_task_token,
+    leases::a_lease_is_claimed_once_under_concurrency,
     sightings::sightings_are_merged_and_counted,
     secrets::secrets_are_versioned_and_read_current,
     approvals::identical_calls_share_one_pending_request,

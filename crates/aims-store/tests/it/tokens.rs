@@ -27,7 +27,7 @@ const TOOLS: &str = "https://tools.acme.example/repo";
 const ALICE: &str = "alice@acme.example";
 const BOB: &str = "bob@acme.example";
 
-async fn register(store: &dyn Store, agent_name: &str, owner: &str) {
+pub async fn register(store: &dyn Store, agent_name: &str, owner: &str) {
     store
         .create_agent(
             &agent(agent_name, owner, "prod"),
@@ -39,7 +39,7 @@ async fn register(store: &dyn Store, agent_name: &str, owner: &str) {
 }
 
 /// Issues the identity `jti` to `agent_name` at `when`, valid for an hour.
-async fn svid(store: &dyn Store, agent_name: &str, jti: &str, when: i64) -> IssuedCredential {
+pub async fn svid(store: &dyn Store, agent_name: &str, jti: &str, when: i64) -> IssuedCredential {
     let evidence = Evidence::default();
     let record = AttestationRecord {
         snapshot: PostureSnapshot {
@@ -70,7 +70,7 @@ async fn svid(store: &dyn Store, agent_name: &str, jti: &str, when: i64) -> Issu
 }
 
 /// An active task of `agent_name` created at `created`, open for an hour.
-fn task(id: &str, agent_name: &str, created: i64) -> Task {
+pub fn task(id: &str, agent_name: &str, created: i64) -> Task {
     Task {
         id: aims_core::id::TaskId::new(id).unwrap(),
         agent: name(agent_name),
@@ -85,7 +85,7 @@ fn task(id: &str, agent_name: &str, created: i64) -> Task {
 
 /// An access token `jti` of `agent_name` for `task_id`, derived from `parent`, issued at
 /// `when` and valid for five minutes.
-fn token(
+pub fn token(
     jti: &str,
     agent_name: &str,
     parent: Option<&str>,
@@ -108,7 +108,7 @@ fn token(
 
 /// The issuance of `credential`, creating `new_task`, with DPoP proof `proof` (remembered
 /// for a minute after issuance).
-fn issuance(
+pub fn issuance(
     credential: IssuedCredential,
     new_task: Option<Task>,
     proof: Option<&str>,
@@ -122,7 +122,7 @@ fn issuance(
 }
 
 /// Issues `issue` as a token exchange and asserts it appended exactly one record.
-async fn exchange(store: &dyn Store, audit: &mut AuditCursor, issue: &AccessTokenIssue) {
+pub async fn exchange(store: &dyn Store, audit: &mut AuditCursor, issue: &AccessTokenIssue) {
     store
         .issue_access_token(issue, &event(action::TOKEN_EXCHANGE))
         .await

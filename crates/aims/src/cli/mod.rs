@@ -1,7 +1,7 @@
 //! The client subcommands of the `aims` binary — `agent`, `user`, `key`, `bundle`, `audit`,
-//! `policy`, `task`, `approval`, `secret`, `resource-server`, `report`, the agent-side
-//! `attest` and the task-token commands of `token` — which drive a running AIMS server
-//! through the SDK.
+//! `policy`, `task`, `approval`, `secret`, `engine`, `lease`, `resource-server`, `report`,
+//! the agent-side `attest` and the task-token commands of `token` — which drive a running
+//! AIMS server through the SDK.
 //!
 //! This module owns the command-line shape (clap definitions), turning flags into API
 //! requests, and printing answers as text or JSON. It must not decide anything the server
@@ -20,6 +20,7 @@ mod attest;
 pub(crate) mod audit;
 mod bundle;
 mod key;
+mod lease;
 mod output;
 mod policy;
 mod report;
@@ -36,6 +37,7 @@ pub use attest::{AttestArgs, run_attest};
 pub use audit::{AuditCommand, run_audit};
 pub use bundle::{BundleCommand, run_bundle};
 pub use key::{KeyCommand, run_key};
+pub use lease::{EngineCommand, LeaseCommand, run_engine, run_lease};
 pub use policy::{PolicyCommand, run_policy};
 pub use report::{ReportArgs, run_report};
 pub use resource_server::{ResourceServerCommand, run_resource_server};

@@ -386,7 +386,7 @@ fn credential_in(text: &str, json_field: Option<&str>) -> Result<String, String>
 
 /// The agent's private key, as `aims attest --key` wrote it. Unlike `attest`, never creates
 /// one: a token is bound to the key the SVID names.
-fn read_key(path: &Path) -> anyhow::Result<AgentKey> {
+pub(super) fn read_key(path: &Path) -> anyhow::Result<AgentKey> {
     let pem = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the key from {}", path.display()))?;
     AgentKey::from_pkcs8_pem(&pem).map_err(|_| {

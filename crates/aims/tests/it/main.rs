@@ -16,6 +16,7 @@ mod replicas;
 mod canaries;
 mod cli;
 mod cli_approvals;
+mod cli_leases;
 mod cli_report;
 mod cli_secrets;
 mod cli_tokens;

@@ -87,6 +87,7 @@ pub struct Replica<'a> {
 pub struct Deployment {
     pub replicas: Vec<Server>,
     pub http: reqwest::Client,
+    database_url: String,
     _dir: tempfile::TempDir,
 }
 
@@ -181,6 +182,7 @@ impl Deployment {
         let deployment = Self {
             replicas: vec![first, second],
             http: reqwest::Client::new(),
+            database_url: database_url.to_owned(),
             _dir: dir,
         };
         deployment.at(0).set_up().await;
@@ -209,6 +211,28 @@ impl Deployment {
             }
         }
         deployment
+    }
+
+    /// Kills every replica with SIGKILL (no shutdown of any kind), then starts the second
+    /// again on its data directory and the same database; it becomes the only replica.
+    pub fn kill_all_and_restart_one(&mut self) {
+        for replica in &mut self.replicas {
+            replica.child.kill().unwrap();
+            replica.child.wait().unwrap();
+        }
+        let master = std::fs::read_to_string(self._dir.path().join("a/master.key")).unwrap();
+        let [source, credential] = crate::process::UNLIMITED;
+        let restarted = Server::start_with(
+            &self._dir.path().join("b"),
+            &[("AIMS_MASTER_KEY", master.trim()), source, credential],
+            &[
+                "--database-url",
+                &self.database_url,
+                "--public-url",
+                PUBLIC_URL,
+            ],
+        );
+        self.replicas = vec![restarted];
     }
 
     /// Requests to replica `replica`.
@@ -319,6 +343,82 @@ impl Replica<'_> {
             ("intent", "replica test"),
         ];
         self.token_response(agent, &form).await
+    }
+
+    /// A task token for `agent` with `scope` (a new task each time).
+    pub async fn exchange_scope(&self, agent: &Agent, scope: &str) -> String {
+        let form = [
+            ("grant_type", GRANT_TOKEN_EXCHANGE),
+            ("subject_token", agent.svid.as_str()),
+            ("subject_token_type", TYPE_JWT),
+            ("scope", scope),
+            ("audience", AUDIENCE),
+            ("intent", "replica test"),
+        ];
+        self.token(agent, &form).await
+    }
+
+    /// `POST /v1/leases` by `agent` with its task token; returns the status and the body.
+    /// A proof without this replica's current nonce is sent once more with it.
+    pub async fn lease(&self, agent: &Agent, token: &str, body: &Value) -> (u16, Value) {
+        for _ in 0..2 {
+            let proof = proof(
+                agent,
+                "POST",
+                "/v1/leases",
+                Some(token),
+                self.nonce().as_deref(),
+            );
+            let request = self
+                .http
+                .post(format!("{}/v1/leases", self.url))
+                .header("Authorization", format!("DPoP {token}"))
+                .header("DPoP", proof)
+                .json(body);
+            let (status, answer) = self.send_decision(request).await;
+            if !(status == 401 && answer["error"] == "use_dpop_nonce") {
+                return (status, answer);
+            }
+        }
+        panic!("the lease request was refused twice for its nonce");
+    }
+
+    /// GETs `path` as the bootstrap admin.
+    pub async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Audit events with `action`, from the start of the log to about now.
+    pub async fn events(&self, action: &str) -> Vec<Value> {
+        let mut after = 0u64;
+        let mut events = Vec::new();
+        loop {
+            let page = self
+                .get(&format!("/v1/audit?after={after}&limit=500"))
+                .await;
+            let records = page["records"].as_array().unwrap();
+            let Some(last) = records.last() else { break };
+            after = last["seq"].as_u64().unwrap();
+            events.extend(
+                records
+                    .iter()
+                    .map(|r| r["event"].clone())
+                    .filter(|e| e["action"] == action),
+            );
+            // Reading the log is audited, so it never stops growing: a short page is the end.
+            if records.len() < 500 {
+                break;
+            }
+        }
+        events
     }
 
     /// A task token for `agent` (a new task each time).

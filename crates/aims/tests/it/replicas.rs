@@ -163,3 +163,171 @@ async fn an_agent_changed_on_one_replica_is_decided_as_changed_by_the_other() {
     };
     eprintln!("the registry change reached the second replica after {delay:?}");
 }
+
+/// The planner may obtain lease scopes and lease any database role (added to the starter
+/// policies for the lease tests).
+const LEASE_POLICY: &str = r#"
+@id("replica-test-planner-obtains-leases")
+permit (principal, action == Aims::Action::"obtain", resource is Aims::Scope)
+when { principal.name == "planner" && resource.kind == "lease" };
+
+@id("replica-test-planner-leases")
+permit (principal, action == Aims::Action::"lease", resource is Aims::Resource)
+when { principal.name == "planner" && resource.kind == "database_role" };
+"#;
+
+/// Whether `role` exists on the engine.
+async fn role_exists(engine: &mut sqlx::PgConnection, role: &str) -> bool {
+    sqlx::query_scalar::<_, String>("SELECT rolname::text FROM pg_roles WHERE rolname = $1")
+        .bind(role)
+        .fetch_optional(engine)
+        .await
+        .unwrap()
+        .is_some()
+}
+
+/// A session logged in with a lease's parameters.
+async fn session(granted: &serde_json::Value) -> sqlx::PgConnection {
+    use sqlx::ConnectOptions as _;
+    sqlx::postgres::PgConnectOptions::new()
+        .host(granted["host"].as_str().unwrap())
+        .port(u16::try_from(granted["port"].as_u64().unwrap()).unwrap())
+        .database(granted["database"].as_str().unwrap())
+        .username(granted["username"].as_str().unwrap())
+        .password(granted["password"].as_str().unwrap())
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Waits (up to ten seconds) until `replica` reports lease `id` ended.
+async fn until_ended(replica: crate::replica_kit::Replica<'_>, id: &str) {
+    let started = Instant::now();
+    while replica.get(&format!("/v1/leases/{id}")).await["state"] != "ended" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "lease {id} not ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Two replicas on one store, both running the lease reaper: a lease issued by one and
+/// revoked on the other is ended (its session terminated, its role dropped) exactly once.
+/// Then every replica is killed with SIGKILL while a lease is live; the restarted replica
+/// ends it when its task token is revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set AIMS_TEST_DATABASE_URL and run with --include-ignored"]
+async fn two_replicas_end_a_lease_once_and_a_restart_after_kill_9_still_ends_them() {
+    use serde_json::json;
+    use sqlx::ConnectOptions as _;
+
+    let engine_url = std::env::var("AIMS_TEST_DATABASE_URL").unwrap();
+    let mut engine = engine_url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut deployment = Deployment::start(&database_url().await).await;
+    let mut files = crate::replica_kit::starter_policies();
+    files.insert("leases.cedar".to_owned(), LEASE_POLICY.to_owned());
+    let (status, body) = deployment
+        .at(0)
+        .admin("/v1/policies", json!({ "files": files }))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    for replica in 0..2 {
+        let started = Instant::now();
+        while deployment.at(replica).get("/v1/policies/active").await["version"] != 2 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "policy not loaded"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let (status, body) = deployment
+        .at(0)
+        .admin(
+            "/v1/engines",
+            json!({"name": "warehouse", "connection_url": engine_url}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = deployment
+        .at(1)
+        .admin(
+            "/v1/engines/warehouse/roles",
+            json!({"name": "reader", "grants": "GRANT USAGE ON SCHEMA public", "max_ttl_s": 600}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    let planner = deployment.at(0).planner().await;
+    let token = deployment
+        .at(0)
+        .exchange_scope(&planner, "lease:warehouse/reader")
+        .await;
+    let ask = json!({"engine": "warehouse", "role": "reader"});
+    let (status, granted) = deployment.at(1).lease(&planner, &token, &ask).await;
+    assert_eq!(status, 201, "{granted}");
+    let id = granted["lease_id"].as_str().unwrap().to_owned();
+    let role = granted["username"].as_str().unwrap().to_owned();
+    let mut open = session(&granted).await;
+    sqlx::query("SELECT 1").execute(&mut open).await.unwrap();
+
+    assert_eq!(
+        deployment
+            .at(0)
+            .revoke_token(&crate::replica_kit::jti(&token))
+            .await,
+        2
+    );
+    until_ended(deployment.at(1), &id).await;
+    until_ended(deployment.at(0), &id).await;
+    assert!(!role_exists(&mut engine, &role).await);
+    assert!(sqlx::query("SELECT 1").execute(&mut open).await.is_err());
+    // Both reapers saw it due; one ended it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ends: Vec<_> = deployment
+        .at(0)
+        .events("lease.end")
+        .await
+        .into_iter()
+        .filter(|e| e["details"]["lease_id"] == id.as_str())
+        .collect();
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert_eq!(ends[0]["details"]["sessions_terminated"], 1);
+
+    // SIGKILL with a live lease and its open session; the restarted replica ends it.
+    let token = deployment
+        .at(0)
+        .exchange_scope(&planner, "lease:warehouse/reader")
+        .await;
+    let (status, granted) = deployment.at(0).lease(&planner, &token, &ask).await;
+    assert_eq!(status, 201, "{granted}");
+    let id = granted["lease_id"].as_str().unwrap().to_owned();
+    let role = granted["username"].as_str().unwrap().to_owned();
+    let mut open = session(&granted).await;
+    deployment.kill_all_and_restart_one();
+    assert!(
+        role_exists(&mut engine, &role).await,
+        "a crash drops nothing"
+    );
+    sqlx::query("SELECT 1").execute(&mut open).await.unwrap();
+    assert_eq!(
+        deployment.at(0).get(&format!("/v1/leases/{id}")).await["state"],
+        "active"
+    );
+    assert_eq!(
+        deployment
+            .at(0)
+            .revoke_token(&crate::replica_kit::jti(&token))
+            .await,
+        2
+    );
+    until_ended(deployment.at(0), &id).await;
+    assert!(!role_exists(&mut engine, &role).await);
+    assert!(sqlx::query("SELECT 1").execute(&mut open).await.is_err());
+}
