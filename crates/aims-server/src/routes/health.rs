@@ -65,6 +65,10 @@ async fn probe(state: &AppState) -> Report {
     if !policy {
         reasons.push("policy_not_loaded");
     }
+    let audit_tree = state.audit_tree.broken().is_none();
+    if !audit_tree {
+        reasons.push("audit_tree_broken");
+    }
     Report {
         status: if reasons.is_empty() {
             "ready"
@@ -74,6 +78,7 @@ async fn probe(state: &AppState) -> Report {
         store: store.is_ok(),
         audit,
         policy,
+        audit_tree,
         reasons,
     }
 }
