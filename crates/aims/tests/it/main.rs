@@ -17,6 +17,7 @@ mod cli;
 mod cli_approvals;
 mod cli_report;
 mod cli_secrets;
+mod cli_tlog;
 mod cli_tokens;
 mod crash;
 mod gateway_process;
