@@ -13,6 +13,7 @@ pub mod oauth;
 pub mod report;
 pub mod secrets;
 pub mod sightings;
+pub mod tlog;
 
 use aims_core::agent::{Agent, LifecycleState, Limits};
 use aims_core::id::{AgentName, ApprovalId, DecisionId, Environment, LabelKey, Owner, UserName};

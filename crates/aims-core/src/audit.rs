@@ -2,8 +2,10 @@
 //!
 //! Every event is serialized once into its stored body; each record's hash covers the
 //! previous record's hash, its sequence number and that body, so flipping, deleting or
-//! reordering any record breaks verification. Storage and group commit live in the store and
-//! server; this module only defines the event, the hash and the verifier.
+//! reordering any record breaks verification. An [`AuditEntry`] is a stored row with every
+//! column, and its bytes are the leaf the Merkle tree log ([`crate::tlog`]) hashes. Storage and
+//! group commit live in the store and server; this module only defines the event, the hashes
+//! and the verifier.
 
 use ring::digest;
 use serde::{Deserialize, Serialize};
@@ -376,6 +378,117 @@ impl AuditRecord {
     }
 }
 
+/// Version tag at the start of every leaf's bytes; bump it if the encoding ever changes.
+const LEAF_ENCODING: &[u8] = b"aims-audit-entry-v1\n";
+
+/// One stored audit row with every column, as the Merkle tree log hashes it: the record
+/// itself and the columns copied beside it for queries (`time_ms`, `action`, `agent`,
+/// `task_id`) and the appending transaction's id, so an edit to any column changes the leaf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// The chained record (sequence, hashes, body).
+    pub record: AuditRecord,
+    /// Unix milliseconds of the event, copied beside it.
+    pub time_ms: i64,
+    /// The event's action, copied beside it.
+    pub action: String,
+    /// The event's agent, copied beside it.
+    pub agent: Option<String>,
+    /// The event's task, copied beside it.
+    pub task_id: Option<String>,
+    /// The transaction that appended the row (absent on rows older than that column).
+    pub txn: Option<String>,
+}
+
+/// A column copied beside a record that does not say what its body says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("record {seq}'s `{column}` column does not match its body")]
+pub struct ColumnMismatch {
+    /// The record.
+    pub seq: u64,
+    /// The column.
+    pub column: &'static str,
+}
+
+/// Unix milliseconds of `time`, as the `time_ms` column holds it.
+pub fn unix_ms(time: OffsetDateTime) -> i64 {
+    // Inside `i64` for every representable time (±3.2e16 ms); the fallback is unreachable.
+    i64::try_from(time.unix_timestamp_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX)
+}
+
+impl AuditEntry {
+    /// The entry of `record`, appended by `txn`, with its columns as the body gives them.
+    pub fn new(record: AuditRecord, event: &AuditEvent, txn: Option<String>) -> Self {
+        Self {
+            record,
+            time_ms: unix_ms(event.time),
+            action: event.action.clone(),
+            agent: event.agent.clone(),
+            task_id: event.task_id.clone(),
+            txn,
+        }
+    }
+
+    /// The leaf's bytes: a version tag, then every column, each length-prefixed (absent
+    /// optional columns as a zero flag byte), so no two rows encode alike.
+    pub fn leaf_bytes(&self) -> Vec<u8> {
+        let r = &self.record;
+        let mut out =
+            Vec::with_capacity(LEAF_ENCODING.len() + 160 + r.body.len() + self.action.len());
+        out.extend_from_slice(LEAF_ENCODING);
+        out.extend_from_slice(&r.seq.to_be_bytes());
+        out.extend_from_slice(&self.time_ms.to_be_bytes());
+        put(&mut out, Some(self.action.as_str()));
+        put(&mut out, self.agent.as_deref());
+        put(&mut out, self.task_id.as_deref());
+        put(&mut out, self.txn.as_deref());
+        out.extend_from_slice(&r.prev_hash.0);
+        out.extend_from_slice(&r.hash.0);
+        put(&mut out, Some(r.body.as_str()));
+        out
+    }
+
+    /// The RFC 9162 leaf hash of this entry.
+    pub fn leaf_hash(&self) -> crate::tlog::Hash {
+        crate::tlog::leaf_hash(&self.leaf_bytes())
+    }
+
+    /// Checks that the columns copied beside the record say what its body says.
+    pub fn check_columns(&self) -> Result<(), ColumnMismatch> {
+        let seq = self.record.seq;
+        let event = self.record.event().map_err(|_| ColumnMismatch {
+            seq,
+            column: "body",
+        })?;
+        let mismatch = |column| Err(ColumnMismatch { seq, column });
+        if self.time_ms != unix_ms(event.time) {
+            return mismatch("time_ms");
+        }
+        if self.action != event.action {
+            return mismatch("action");
+        }
+        if self.agent != event.agent {
+            return mismatch("agent");
+        }
+        if self.task_id != event.task_id {
+            return mismatch("task_id");
+        }
+        Ok(())
+    }
+}
+
+/// Appends an optional text as a flag byte and, when present, a length-prefixed value.
+fn put(out: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        None => out.push(0),
+        Some(text) => {
+            out.push(1);
+            out.extend_from_slice(&(text.len() as u64).to_be_bytes());
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+}
+
 /// Where the chain breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -521,6 +634,54 @@ mod tests {
             verify_chain(ChainHead::EMPTY, &records),
             Err(ChainError::Link { seq: 3 })
         );
+    }
+
+    fn entry(record: AuditRecord) -> AuditEntry {
+        let event = record.event().unwrap();
+        AuditEntry::new(record, &event, Some("t1".to_owned()))
+    }
+
+    #[test]
+    fn every_column_changes_the_leaf() {
+        let base = entry(chain(1).remove(0));
+        let leaf = base.leaf_hash();
+        assert!(base.check_columns().is_ok());
+        let edits: [fn(&mut AuditEntry); 9] = [
+            |e| e.record.seq += 1,
+            |e| e.time_ms += 1,
+            |e| e.action.push('x'),
+            |e| e.agent = None,
+            |e| e.task_id = Some(String::new()),
+            |e| e.txn = None,
+            |e| e.record.prev_hash.0[0] ^= 1,
+            |e| e.record.hash.0[31] ^= 1,
+            |e| e.record.body.push(' '),
+        ];
+        for edit in edits {
+            let mut changed = base.clone();
+            edit(&mut changed);
+            assert_ne!(changed.leaf_hash(), leaf, "{changed:?}");
+        }
+    }
+
+    #[test]
+    fn a_column_that_disagrees_with_the_body_is_named() {
+        let base = entry(chain(1).remove(0));
+        let mut e = base.clone();
+        e.action = action::REVOKE.to_owned();
+        assert_eq!(
+            e.check_columns(),
+            Err(ColumnMismatch {
+                seq: 1,
+                column: "action"
+            })
+        );
+        let mut e = base.clone();
+        e.agent = Some("spiffe://acme.example/agent/other".to_owned());
+        assert_eq!(e.check_columns().unwrap_err().column, "agent");
+        let mut e = base;
+        e.time_ms -= 1;
+        assert_eq!(e.check_columns().unwrap_err().column, "time_ms");
     }
 
     proptest! {

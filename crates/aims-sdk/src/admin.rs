@@ -303,6 +303,44 @@ impl AdminClient {
         receive(self.authed(Method::GET, "/v1/audit/query")?.query(search)).await
     }
 
+    /// `GET /.well-known/aims-audit-log-key`: the key that signs the log's checkpoints.
+    pub async fn audit_log_key(&self) -> Result<aims_api::tlog::LogKeyView, SdkError> {
+        receive(self.public(aims_api::tlog::LOG_KEY_PATH)).await
+    }
+
+    /// `GET /v1/audit/checkpoint`: the latest signed checkpoint, or the one of `tree_size`.
+    pub async fn audit_checkpoint(
+        &self,
+        tree_size: Option<u64>,
+    ) -> Result<aims_api::tlog::CheckpointView, SdkError> {
+        let query = aims_api::tlog::CheckpointQuery { tree_size };
+        receive(
+            self.authed(Method::GET, "/v1/audit/checkpoint")?
+                .query(&query),
+        )
+        .await
+    }
+
+    /// `GET /v1/audit/checkpoints`: stored checkpoints of trees larger than `query.after`.
+    pub async fn audit_checkpoints(
+        &self,
+        query: &AuditQuery,
+    ) -> Result<aims_api::tlog::CheckpointPage, SdkError> {
+        receive(
+            self.authed(Method::GET, "/v1/audit/checkpoints")?
+                .query(query),
+        )
+        .await
+    }
+
+    /// `GET /v1/audit/entries`: one page of stored rows with every column.
+    pub async fn audit_entries(
+        &self,
+        query: &AuditQuery,
+    ) -> Result<aims_api::tlog::AuditEntryPage, SdkError> {
+        receive(self.authed(Method::GET, "/v1/audit/entries")?.query(query)).await
+    }
+
     /// `GET /v1/audit/trace/{task_id}`: the task as a tree of its tokens and what was done
     /// with each.
     pub async fn trace_task(&self, task_id: &str) -> Result<aims_api::TaskTrace, SdkError> {

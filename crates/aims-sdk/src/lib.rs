@@ -36,6 +36,7 @@ mod http;
 pub mod oauth;
 #[cfg(test)]
 mod test_server;
+pub mod tlog;
 pub mod verifier;
 
 pub use admin::AdminClient;

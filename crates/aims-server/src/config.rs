@@ -115,6 +115,10 @@ pub struct RawConfig {
     pub refusal_window_s: Option<u64>,
     /// Anonymous refusals written one by one per source per window.
     pub refusals_written_per_source: Option<u64>,
+    /// The audit log is checkpointed at least this often while it grows, milliseconds.
+    pub audit_checkpoint_interval_ms: Option<u64>,
+    /// ... and as soon as this many entries were appended since the last checkpoint.
+    pub audit_checkpoint_entries: Option<u64>,
     /// PEM certificate chain (leaf first) to serve HTTPS with; reloaded when it changes.
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key of the certificate.
@@ -162,6 +166,12 @@ impl RawConfig {
             refusals_written_per_source: other
                 .refusals_written_per_source
                 .or(self.refusals_written_per_source),
+            audit_checkpoint_interval_ms: other
+                .audit_checkpoint_interval_ms
+                .or(self.audit_checkpoint_interval_ms),
+            audit_checkpoint_entries: other
+                .audit_checkpoint_entries
+                .or(self.audit_checkpoint_entries),
             rate_limit_per_source: other.rate_limit_per_source.or(self.rate_limit_per_source),
             rate_limit_per_credential: other
                 .rate_limit_per_credential
@@ -264,6 +274,10 @@ pub struct Config {
     pub refusal_window: Duration,
     /// Anonymous refusals written one by one per source per window (default 10).
     pub refusals_written_per_source: u64,
+    /// How often a growing audit log is checkpointed ([`crate::tlog`]; default 1 s).
+    pub audit_checkpoint_interval: Duration,
+    /// Entries appended since the last checkpoint that call for the next one (default 1000).
+    pub audit_checkpoint_entries: u64,
     /// Rate limit per source on the endpoints anyone may call ([`crate::limits`]).
     pub rate_limit_per_source: Rate,
     /// Rate limit per credential on the token endpoints.
@@ -401,6 +415,20 @@ impl Config {
         let task_ttl_s = bounded("task_ttl_s", raw.task_ttl_s, 3600, 60, 7 * 86_400);
         let storage_reserve_mb = bounded("storage_reserve_mb", storage_reserve_mb, 64, 0, 1 << 20);
         let refusal_window_s = bounded("refusal_window_s", raw.refusal_window_s, 60, 1, 3600);
+        let audit_checkpoint_interval_ms = bounded(
+            "audit_checkpoint_interval_ms",
+            raw.audit_checkpoint_interval_ms,
+            1000,
+            10,
+            3_600_000,
+        );
+        let audit_checkpoint_entries = bounded(
+            "audit_checkpoint_entries",
+            raw.audit_checkpoint_entries,
+            1000,
+            1,
+            1_000_000,
+        );
         let refusals_written_per_source = bounded(
             "refusals_written_per_source",
             raw.refusals_written_per_source,
@@ -519,6 +547,8 @@ impl Config {
                 tls,
                 refusal_window: Duration::from_secs(refusal_window_s),
                 refusals_written_per_source,
+                audit_checkpoint_interval: Duration::from_millis(audit_checkpoint_interval_ms),
+                audit_checkpoint_entries,
                 rate_limit_per_source,
                 rate_limit_per_credential,
             }),

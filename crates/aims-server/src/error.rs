@@ -54,8 +54,14 @@ error_codes! {
     ApprovalNotFound = "approval_not_found",
     /// The approval request was revoked with its task, token, agent or owner.
     ApprovalRevoked = "approval_revoked",
+    /// The stored audit log does not match this replica's tree or a signed checkpoint.
+    AuditTreeBroken = "audit_tree_broken",
+    /// This replica has not yet integrated the audit entries the request needs.
+    AuditTreeBehind = "audit_tree_behind",
     /// The audit log cannot be written, so nothing was done.
     AuditUnavailable = "audit_unavailable",
+    /// No checkpoint was ever signed for that audit tree size.
+    CheckpointNotFound = "checkpoint_not_found",
     /// The body exceeds the size limit.
     BodyTooLarge = "body_too_large",
     /// The store refused a conflicting change.
@@ -102,6 +108,8 @@ error_codes! {
     InvalidPolicy = "invalid_policy",
     /// A proof of possession that does not verify.
     InvalidProof = "invalid_proof",
+    /// An audit leaf index that is not inside the tree asked about.
+    IndexBeyondTree = "index_beyond_tree",
     /// Query parameters that are not acceptable.
     InvalidQuery = "invalid_query",
     /// A reason that is not acceptable.
@@ -221,6 +229,8 @@ error_codes! {
     TaskNotActive = "task_not_active",
     /// No such task.
     TaskNotFound = "task_not_found",
+    /// A consistency proof asked from a larger tree to a smaller one.
+    TreeSizesOutOfOrder = "tree_sizes_out_of_order",
     /// The OAuth endpoint cannot serve now (RFC 6749 §5.2).
     TemporarilyUnavailable = "temporarily_unavailable",
     /// The receiver has as many SSF streams as it may.

@@ -32,6 +32,7 @@ pub mod routes;
 pub mod server;
 pub mod signals;
 pub mod state;
+pub mod tlog;
 pub mod tls;
 pub mod trace;
 pub mod webhook;

@@ -54,6 +54,13 @@ pub struct Metrics {
     pub leases_overdue: Gauge<u64, AtomicU64>,
     /// Failed attempts to end a lease's role (an engine unreachable or refusing).
     pub lease_end_failures: Counter,
+    /// Entries this replica has integrated into the audit Merkle tree.
+    pub audit_tree_size: Gauge<u64, AtomicU64>,
+    /// 1 once the stored audit log no longer matches this replica's tree or a signed
+    /// checkpoint (the replica is then unready), else 0.
+    pub audit_tree_broken: Gauge<u64, AtomicU64>,
+    /// Checkpoints this replica signed and stored.
+    pub audit_checkpoints: Counter,
 }
 
 impl Metrics {
@@ -134,10 +141,31 @@ impl Metrics {
             "Failed attempts to end a lease's database role",
             lease_end_failures.clone(),
         );
+        let audit_tree_size = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "audit_tree_size",
+            "Entries this replica has integrated into the audit Merkle tree",
+            audit_tree_size.clone(),
+        );
+        let audit_tree_broken = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "audit_tree_broken",
+            "1 when the stored audit log does not match the tree or a signed checkpoint",
+            audit_tree_broken.clone(),
+        );
+        let audit_checkpoints = Counter::default();
+        registry.register(
+            "audit_checkpoints",
+            "Audit log checkpoints this replica signed and stored",
+            audit_checkpoints.clone(),
+        );
         Self {
             registry,
             leases_overdue,
             lease_end_failures,
+            audit_tree_size,
+            audit_tree_broken,
+            audit_checkpoints,
             anonymous_refusals_written,
             anonymous_refusals_counted,
             rate_limited,

@@ -49,6 +49,8 @@ pub struct Report {
     pub audit: bool,
     /// Whether the policy in force is loaded.
     pub policy: bool,
+    /// Whether the stored audit log matches this replica's Merkle tree and its checkpoints.
+    pub audit_tree: bool,
     /// Why the replica is not ready (empty when it is).
     pub reasons: Vec<&'static str>,
     /// Leases revoked or expired whose database role is not ended yet (an engine unreachable

@@ -162,6 +162,16 @@ pub async fn start_with_store(
         stop.clone(),
     ));
     tokio::spawn(forget_idle_buckets(state.clone(), stop.clone()));
+    tokio::spawn(crate::tlog::run(
+        state.audit_tree.clone(),
+        state.store.clone(),
+        state.metrics.clone(),
+        (
+            state.config.audit_checkpoint_interval,
+            state.config.audit_checkpoint_entries,
+        ),
+        stop.clone(),
+    ));
     // Pushes SSF events to the push streams whose delivery this replica claims.
     tokio::spawn(signals::push(state.clone(), stop.clone()));
     tokio::spawn(crate::leases::reap(state.clone(), stop.clone()));
@@ -201,7 +211,21 @@ pub async fn app_state(
         PolicyHolder::empty().map_err(|e| StartupError::Keys(format!("policy engine: {e}")))?;
     let dpop_nonces = aims_token::nonce::NonceKey::random(&rng, DPOP_NONCE_PURPOSE)
         .map_err(|e| StartupError::Keys(format!("DPoP nonce key: {e}")))?;
+    let audit_tree = crate::tlog::AuditTree::load(
+        started.store.as_ref(),
+        &started.master,
+        &rng,
+        &config.trust_domain,
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .map_err(|e| StartupError::Keys(format!("audit log: {e}")))?;
+    metrics.audit_tree_size.set(audit_tree.size());
+    metrics
+        .audit_tree_broken
+        .set(u64::from(audit_tree.broken().is_some()));
     let state = AppState::new(Parts {
+        audit_tree: Arc::new(audit_tree),
         dpop_nonces,
         policy,
         http,

@@ -53,6 +53,8 @@ pub struct Inner {
     pub store: Arc<dyn Store>,
     /// The group-commit audit writer.
     pub audit: AuditWriter,
+    /// The audit log as a Merkle tree log, as this replica has integrated it.
+    pub audit_tree: Arc<crate::tlog::AuditTree>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// System randomness.
@@ -116,6 +118,8 @@ pub struct Parts {
     pub store: Arc<dyn Store>,
     /// Audit writer.
     pub audit: AuditWriter,
+    /// The audit Merkle tree, loaded at start.
+    pub audit_tree: Arc<crate::tlog::AuditTree>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Master key.
@@ -178,6 +182,7 @@ impl AppState {
             issuer: parts.issuer,
             store: parts.store,
             audit: parts.audit,
+            audit_tree: parts.audit_tree,
             metrics: parts.metrics,
             rng: SystemRandom::new(),
             http: parts.http.general,

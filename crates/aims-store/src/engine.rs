@@ -10,7 +10,7 @@
 
 use aims_core::agent::Agent;
 use aims_core::approval::{ApprovalRequest, ApprovalVerdict, BoundCall};
-use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
+use aims_core::audit::{AuditEntry, AuditEvent, AuditRecord, ChainHead};
 use aims_core::credential::CredentialHash;
 use aims_core::id::{
     AgentName, ApprovalId, EngineName, ResourceServerName, RoleName, SecretName, TrustDomain,
@@ -36,6 +36,7 @@ use crate::rows::{
 };
 use crate::secrets;
 use crate::sightings;
+use crate::tlog::{self, CheckpointQuery};
 use crate::tx::Tx;
 use crate::write::{
     Backend, Conn, begin_write, finish, insert_credential, require_credentials_allowed, settle,
@@ -47,7 +48,7 @@ use crate::{
     LeaseRecord, MAX_PAGE, MAX_SSF_STREAMS_PER_RECEIVER, MAX_SSF_VERIFICATIONS_PENDING,
     PolicySetVersion, PostureSnapshot, RegistryCursor, RegistryEntry, ResourceServer, Revocation,
     RevocationTarget, SsfPending, SsfReceiver, SsfStatus, SsfStream, SsfVerification, Store,
-    StoreError, StoredKey, TaskFilter, sql,
+    StoreError, StoredCheckpoint, StoredKey, StoredLogKey, TaskFilter, sql,
 };
 
 /// A `meta` value.
@@ -701,6 +702,44 @@ where
             .into_iter()
             .map(AuditRow::into_record)
             .collect()
+    }
+
+    async fn audit_entries(&self, after: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        tlog::entries(self, after, limit).await
+    }
+
+    async fn log_key(&self) -> Result<Option<StoredLogKey>, StoreError> {
+        tlog::log_key(self).await
+    }
+
+    async fn create_log_key(&self, key: &StoredLogKey) -> Result<StoredLogKey, StoreError> {
+        tlog::create_log_key(self, key).await
+    }
+
+    async fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
+        tlog::add_checkpoint(self, checkpoint).await
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        Ok(tlog::checkpoints(self, CheckpointQuery::Latest)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn checkpoint(&self, tree_size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
+        Ok(tlog::checkpoints(self, CheckpointQuery::Size(tree_size))
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn checkpoints(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        tlog::checkpoints(self, CheckpointQuery::After { after, limit }).await
     }
 
     async fn agent_activity(

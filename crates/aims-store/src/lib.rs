@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use aims_core::agent::{Agent, LifecycleState};
 use aims_core::approval::{ApprovalRequest, ApprovalVerdict, BoundCall};
-use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
+use aims_core::audit::{AuditEntry, AuditEvent, AuditRecord, ChainHead};
 use aims_core::credential::CredentialHash;
 use aims_core::id::{
     AgentName, ApprovalId, EngineName, Environment, Owner, ResourceServerName, RoleName,
@@ -42,6 +42,7 @@ mod space;
 mod sql;
 mod sqlite;
 mod ssf;
+mod tlog;
 mod tx;
 mod write;
 
@@ -143,6 +144,32 @@ pub struct StoredKey {
     pub public_jwk: String,
     /// The PKCS#8 private key, sealed under the master key.
     pub sealed_private_key: Vec<u8>,
+}
+
+/// The audit log's checkpoint-signing key (Ed25519), as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLogKey {
+    /// The key name of its signed notes (the log's origin).
+    pub name: String,
+    /// The 32-byte Ed25519 public key.
+    pub public_key: Vec<u8>,
+    /// The PKCS#8 private key, sealed under the master key.
+    pub sealed_private_key: Vec<u8>,
+    /// When it was generated.
+    pub created_at: OffsetDateTime,
+}
+
+/// A signed checkpoint of the audit log's Merkle tree, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// How many entries the tree holds.
+    pub tree_size: u64,
+    /// The tree's root (RFC 9162 MTH).
+    pub root: aims_core::tlog::Hash,
+    /// The C2SP signed note.
+    pub note: String,
+    /// When it was signed.
+    pub created_at: OffsetDateTime,
 }
 
 /// The published key set and its SPIFFE bundle sequence number.
@@ -586,6 +613,34 @@ pub trait Store: Send + Sync + 'static {
 
     /// Up to `limit` records with `seq > after`, in order.
     async fn audit_records(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Up to `limit` (capped at [`MAX_PAGE`]) rows with `seq > after`, in order, with every
+    /// column: the Merkle tree log's entries.
+    async fn audit_entries(&self, after: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// The audit log's checkpoint key, if one was created.
+    async fn log_key(&self) -> Result<Option<StoredLogKey>, StoreError>;
+
+    /// Stores `key` as the log key unless one exists, and returns the one stored (so servers
+    /// racing to create it all end up with the same key).
+    async fn create_log_key(&self, key: &StoredLogKey) -> Result<StoredLogKey, StoreError>;
+
+    /// Stores a signed checkpoint; a size checkpointed before keeps its first note.
+    async fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;
+
+    /// The checkpoint of the largest tree, if any.
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
+
+    /// The checkpoint of the tree of `tree_size` entries, if one was signed.
+    async fn checkpoint(&self, tree_size: u64) -> Result<Option<StoredCheckpoint>, StoreError>;
+
+    /// Up to `limit` (capped at [`MAX_PAGE`]) checkpoints of trees larger than `after`, by
+    /// size.
+    async fn checkpoints(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError>;
 
     /// What agent `name` (SPIFFE ID `spiffe_id` in the audit log) has been doing, as of
     /// `now`.

@@ -7,7 +7,7 @@
 
 use aims_core::agent::{Agent, LifecycleState};
 use aims_core::approval::{ApprovalRequest, ApprovalState};
-use aims_core::audit::{AuditEvent, AuditRecord, ChainHash, ChainHead};
+use aims_core::audit::{AuditEntry, AuditEvent, AuditRecord, ChainHash, ChainHead};
 use aims_core::id::{
     AgentName, ApprovalId, Environment, Intent, ResourceServerName, TaskId, TrustDomain, UserName,
 };
@@ -21,7 +21,7 @@ use crate::{
     AgentFilter, IssuedCredential, IssuedKind, JoinTokenRecord, JoinTokenUse, KeyState, MAX_PAGE,
     PolicySetVersion, PostureSnapshot, RegistryEntry, ResourceServer, Revocation, Revoked,
     SsfDelivery, SsfPending, SsfReceiver, SsfStatus, SsfStream, SsfVerification, StoreError,
-    StoredKey, TaskFilter,
+    StoredCheckpoint, StoredKey, StoredLogKey, TaskFilter,
 };
 
 /// `meta` key of the trust domain.
@@ -384,6 +384,85 @@ impl AuditRow {
             hash: ChainHash::from_hex(&self.hash)
                 .ok_or_else(|| corrupt("audit hash", &self.hash))?,
             body: self.body,
+        })
+    }
+}
+
+/// An audit row with every column read back.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditEntryRow {
+    pub seq: i64,
+    pub time_ms: i64,
+    pub action: String,
+    pub agent: Option<String>,
+    pub task_id: Option<String>,
+    pub txn: Option<String>,
+    pub prev_hash: String,
+    pub hash: String,
+    pub body: String,
+}
+
+impl AuditEntryRow {
+    /// Decodes the row without judging it: verifiers find what is wrong.
+    pub fn into_entry(self) -> Result<AuditEntry, StoreError> {
+        let record = AuditRow {
+            seq: self.seq,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+            body: self.body,
+        }
+        .into_record()?;
+        Ok(AuditEntry {
+            record,
+            time_ms: self.time_ms,
+            action: self.action,
+            agent: self.agent,
+            task_id: self.task_id,
+            txn: self.txn,
+        })
+    }
+}
+
+/// The audit log key row.
+#[derive(sqlx::FromRow)]
+pub(crate) struct LogKeyRow {
+    pub name: String,
+    pub public_key: Vec<u8>,
+    pub sealed_private_key: Vec<u8>,
+    pub created_at_ms: i64,
+}
+
+impl LogKeyRow {
+    /// Decodes the row.
+    pub fn into_key(self) -> Result<StoredLogKey, StoreError> {
+        Ok(StoredLogKey {
+            created_at: from_ms(self.created_at_ms, "log key creation")?,
+            name: self.name,
+            public_key: self.public_key,
+            sealed_private_key: self.sealed_private_key,
+        })
+    }
+}
+
+/// A stored checkpoint row.
+#[derive(sqlx::FromRow)]
+pub(crate) struct CheckpointRow {
+    pub tree_size: i64,
+    pub root_hash: String,
+    pub note: String,
+    pub created_at_ms: i64,
+}
+
+impl CheckpointRow {
+    /// Decodes the row.
+    pub fn into_checkpoint(self) -> Result<StoredCheckpoint, StoreError> {
+        Ok(StoredCheckpoint {
+            tree_size: to_u64(self.tree_size, "checkpoint tree size")?,
+            root: ChainHash::from_hex(&self.root_hash)
+                .map(|h| h.0)
+                .ok_or_else(|| corrupt("checkpoint root", &self.root_hash))?,
+            note: self.note,
+            created_at: from_ms(self.created_at_ms, "checkpoint creation")?,
         })
     }
 }

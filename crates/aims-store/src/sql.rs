@@ -21,6 +21,25 @@ pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_log \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 pub(crate) const SELECT_AUDIT: &str = "SELECT seq, prev_hash, hash, body FROM audit_log \
      WHERE seq > $1 ORDER BY seq LIMIT $2";
+/// Every column of each record, for the Merkle tree log's leaves.
+pub(crate) const SELECT_AUDIT_ENTRIES: &str = "SELECT seq, time_ms, action, agent, task_id, \
+     txn, prev_hash, hash, body FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2";
+pub(crate) const SELECT_LOG_KEY: &str =
+    "SELECT name, public_key, sealed_private_key, created_at_ms FROM audit_log_key WHERE id = 1";
+/// Binds: name, public key, sealed private key, created_at_ms. The first key stays.
+pub(crate) const INSERT_LOG_KEY: &str = "INSERT INTO audit_log_key \
+     (id, name, public_key, sealed_private_key, created_at_ms) VALUES (1, $1, $2, $3, $4) \
+     ON CONFLICT (id) DO NOTHING";
+/// Binds: tree_size, root_hash, note, created_at_ms. A size checkpointed before keeps its note.
+pub(crate) const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints \
+     (tree_size, root_hash, note, created_at_ms) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (tree_size) DO NOTHING";
+pub(crate) const SELECT_LATEST_CHECKPOINT: &str = "SELECT tree_size, root_hash, note, \
+     created_at_ms FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1";
+pub(crate) const SELECT_CHECKPOINT: &str = "SELECT tree_size, root_hash, note, created_at_ms \
+     FROM audit_checkpoints WHERE tree_size = $1";
+pub(crate) const SELECT_CHECKPOINTS: &str = "SELECT tree_size, root_hash, note, created_at_ms \
+     FROM audit_checkpoints WHERE tree_size > $1 ORDER BY tree_size LIMIT $2";
 pub(crate) const SELECT_AGENT_LAST_SEEN: &str = "SELECT time_ms FROM audit_log \
      WHERE agent = $1 ORDER BY seq DESC LIMIT 1";
 pub(crate) const SELECT_AGENT_LAST_ACTION: &str = "SELECT seq, prev_hash, hash, body FROM audit_log \

@@ -1,6 +1,7 @@
 //! AIMS keys and JOSE: the master key that seals secrets at rest, trust-domain signing keys
 //! (ES256 with `ring`), their JWK form and RFC 7638 thumbprints, and the two published key
-//! documents (the JWKS at `jwks_uri` and the SPIFFE bundle).
+//! documents (the JWKS at `jwks_uri` and the SPIFFE bundle), and the audit log's Ed25519
+//! checkpoint key with its C2SP signed notes ([`note`]).
 //!
 //! This crate knows nothing of storage or HTTP: callers hand it bytes and get bytes back.
 //! [`jws`] mints and strictly verifies compact JWS tokens (SVIDs, access tokens, attestation
@@ -18,6 +19,7 @@ pub mod jwk;
 pub mod jws;
 pub mod master;
 pub mod nonce;
+pub mod note;
 pub mod signing;
 pub mod svid;
 pub mod verified;

@@ -1,21 +1,31 @@
 //! `/v1/audit`: read the audit log in order, query it by agent, task, owner, action, decision,
 //! resource, policy and time, verify its hash chain, and trace one task as a tree (admins and
-//! auditors).
+//! auditors); and the Merkle tree log ([`crate::tlog`]): signed checkpoints, every column of
+//! the entries, inclusion and consistency proofs, and the published log key.
 
+use aims_api::tlog::{
+    AuditEntryPage, AuditEntryView, CheckpointPage, CheckpointQuery, CheckpointView,
+    ConsistencyProofView, ConsistencyQuery, InclusionProofView, InclusionQuery, LogKeyView,
+};
 use aims_api::{
     AuditPage, AuditQuery, AuditRecordView, AuditSearch, AuditSearchPage, AuditVerification,
     MAX_AUDIT_EXAMINED, MAX_TRACE_EVENTS, OcsfPage, TaskTrace,
 };
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
 use aims_core::task::is_valid_task_id;
-use aims_store::{AuditKey, MAX_PAGE};
+use aims_core::tlog::TreeError;
+use aims_store::{AuditKey, MAX_PAGE, StoredCheckpoint};
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 
 use crate::auth::{Allowed, ToRead};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{Path, Query};
 use crate::state::AppState;
+use crate::tlog::TlogError;
 use crate::trace::trace_of;
 
 /// `GET /v1/audit?after=&limit=`.
@@ -261,4 +271,196 @@ pub async fn trace(
     let truncated = records.len() > MAX_TRACE_EVENTS;
     records.truncate(MAX_TRACE_EVENTS);
     Ok(Json(trace_of(task.into(), records, truncated)))
+}
+
+/// A stored checkpoint as the API shows it.
+fn checkpoint_view(stored: StoredCheckpoint) -> CheckpointView {
+    CheckpointView {
+        tree_size: stored.tree_size,
+        root_hash: STANDARD.encode(stored.root),
+        note: stored.note,
+    }
+}
+
+/// The checkpoint of `size`, or `checkpoint_not_found`.
+async fn checkpointed(state: &AppState, size: u64) -> Result<StoredCheckpoint, ApiError> {
+    state.store.checkpoint(size).await?.ok_or_else(|| {
+        ApiError::not_found(
+            ErrorCode::CheckpointNotFound,
+            format!("no checkpoint was signed for tree size {size}"),
+        )
+    })
+}
+
+/// A tree error as an answer; the detail of a broken log goes to the server log only.
+fn tree_refusal(error: TlogError) -> ApiError {
+    match error {
+        TlogError::Store(e) => e.into(),
+        TlogError::Tree(TreeError::IndexBeyondTree { index, size }) => ApiError::bad_request(
+            ErrorCode::IndexBeyondTree,
+            format!("index {index} is not inside the tree of size {size}"),
+        ),
+        TlogError::Tree(TreeError::SizeOrder { first, second }) => ApiError::bad_request(
+            ErrorCode::TreeSizesOutOfOrder,
+            format!("first ({first}) must not be larger than second ({second})"),
+        ),
+        TlogError::Behind { .. } | TlogError::Tree(TreeError::SizeBeyondTree { .. }) => {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::AuditTreeBehind,
+                "this replica has not integrated that tree yet; retry shortly",
+            )
+        }
+        other => {
+            tracing::error!(error = %other, "audit proof refused");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::AuditTreeBroken,
+                "the stored audit log does not match its signed checkpoints",
+            )
+        }
+    }
+}
+
+/// `GET /v1/audit/checkpoint?tree_size=`: the latest signed checkpoint, or the one of a size.
+pub async fn checkpoint(
+    State(state): State<AppState>,
+    Allowed(_caller, _): Allowed<ToRead>,
+    Query(query): Query<CheckpointQuery>,
+) -> Result<Json<CheckpointView>, ApiError> {
+    let stored = match query.tree_size {
+        Some(size) => checkpointed(&state, size).await?,
+        None => state.store.latest_checkpoint().await?.ok_or_else(|| {
+            ApiError::not_found(
+                ErrorCode::CheckpointNotFound,
+                "no checkpoint has been signed yet",
+            )
+        })?,
+    };
+    Ok(Json(checkpoint_view(stored)))
+}
+
+/// `GET /v1/audit/checkpoints?after=&limit=`: stored checkpoints of trees larger than
+/// `after`, by size.
+pub async fn checkpoints(
+    State(state): State<AppState>,
+    Allowed(_caller, _): Allowed<ToRead>,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<CheckpointPage>, ApiError> {
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let checkpoints = state
+        .store
+        .checkpoints(query.after.unwrap_or(0), limit)
+        .await?
+        .into_iter()
+        .map(checkpoint_view)
+        .collect();
+    Ok(Json(CheckpointPage { checkpoints }))
+}
+
+/// `GET /v1/audit/entries?after=&limit=`: stored rows with every column, exactly as the
+/// leaves hash them, for verifiers that recompute the tree.
+pub async fn entries(
+    State(state): State<AppState>,
+    Allowed(_caller, _): Allowed<ToRead>,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<AuditEntryPage>, ApiError> {
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let entries = state
+        .store
+        .audit_entries(query.after.unwrap_or(0), limit)
+        .await?
+        .into_iter()
+        .map(|e| AuditEntryView {
+            seq: e.record.seq,
+            time_ms: e.time_ms,
+            action: e.action,
+            agent: e.agent,
+            task_id: e.task_id,
+            txn: e.txn,
+            prev_hash: e.record.prev_hash.to_hex(),
+            hash: e.record.hash.to_hex(),
+            body: e.record.body,
+        })
+        .collect();
+    Ok(Json(AuditEntryPage { entries }))
+}
+
+/// Integrates entries appended since the last look, so a checkpoint signed by another
+/// replica can be proved here.
+async fn catch_up(state: &AppState, size: u64) -> Result<(), ApiError> {
+    if state.audit_tree.size() < size {
+        state
+            .audit_tree
+            .integrate(state.store.as_ref())
+            .await
+            .map_err(tree_refusal)?;
+    }
+    Ok(())
+}
+
+/// `GET /v1/audit/proof/inclusion?index=&tree_size=`: the RFC 9162 inclusion proof of leaf
+/// `index` in the checkpointed tree of `tree_size` entries, with that checkpoint.
+pub async fn inclusion(
+    State(state): State<AppState>,
+    Allowed(_caller, _): Allowed<ToRead>,
+    Query(query): Query<InclusionQuery>,
+) -> Result<Json<InclusionProofView>, ApiError> {
+    if query.index >= query.tree_size {
+        return Err(tree_refusal(TlogError::Tree(TreeError::IndexBeyondTree {
+            index: query.index,
+            size: query.tree_size,
+        })));
+    }
+    let stored = checkpointed(&state, query.tree_size).await?;
+    catch_up(&state, query.tree_size).await?;
+    let (leaf, proof) = state
+        .audit_tree
+        .inclusion(query.index, &stored)
+        .map_err(tree_refusal)?;
+    Ok(Json(InclusionProofView {
+        index: query.index,
+        tree_size: query.tree_size,
+        leaf_hash: STANDARD.encode(leaf),
+        proof: proof.iter().map(|h| STANDARD.encode(h)).collect(),
+        checkpoint: stored.note,
+    }))
+}
+
+/// `GET /v1/audit/proof/consistency?first=&second=`: the RFC 9162 consistency proof between
+/// two checkpointed tree sizes, with both checkpoints.
+pub async fn consistency(
+    State(state): State<AppState>,
+    Allowed(_caller, _): Allowed<ToRead>,
+    Query(query): Query<ConsistencyQuery>,
+) -> Result<Json<ConsistencyProofView>, ApiError> {
+    if query.first > query.second {
+        return Err(tree_refusal(TlogError::Tree(TreeError::SizeOrder {
+            first: query.first,
+            second: query.second,
+        })));
+    }
+    let first = checkpointed(&state, query.first).await?;
+    let second = checkpointed(&state, query.second).await?;
+    catch_up(&state, query.second).await?;
+    let proof = state
+        .audit_tree
+        .consistency(&first, &second)
+        .map_err(tree_refusal)?;
+    Ok(Json(ConsistencyProofView {
+        first: query.first,
+        second: query.second,
+        proof: proof.iter().map(|h| STANDARD.encode(h)).collect(),
+        first_checkpoint: first.note,
+        second_checkpoint: second.note,
+    }))
+}
+
+/// `GET /.well-known/aims-audit-log-key`: the key that signs the log's checkpoints, as a
+/// signed-note verifier key (anyone may read it, like the JWKS).
+pub async fn log_key(State(state): State<AppState>) -> Json<LogKeyView> {
+    Json(LogKeyView {
+        origin: state.audit_tree.origin().to_owned(),
+        verifier_key: state.audit_tree.verifier_key(),
+    })
 }

@@ -73,6 +73,10 @@ async fn probe(state: &AppState) -> Report {
         Ok(count) => count,
         Err(_) => state.metrics.leases_overdue.get(),
     };
+    let audit_tree = state.audit_tree.broken().is_none();
+    if !audit_tree {
+        reasons.push("audit_tree_broken");
+    }
     Report {
         leases_overdue,
         status: if reasons.is_empty() {
@@ -83,6 +87,7 @@ async fn probe(state: &AppState) -> Report {
         store: store.is_ok(),
         audit,
         policy,
+        audit_tree,
         reasons,
     }
 }

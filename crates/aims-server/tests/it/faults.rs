@@ -223,6 +223,44 @@ impl Store for FailingAudit {
     async fn audit_head(&self) -> Result<ChainHead, StoreError> {
         self.inner.audit_head().await
     }
+    async fn audit_entries(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<aims_core::audit::AuditEntry>, StoreError> {
+        self.inner.audit_entries(after, limit).await
+    }
+    async fn log_key(&self) -> Result<Option<aims_store::StoredLogKey>, StoreError> {
+        self.inner.log_key().await
+    }
+    async fn create_log_key(
+        &self,
+        key: &aims_store::StoredLogKey,
+    ) -> Result<aims_store::StoredLogKey, StoreError> {
+        self.inner.create_log_key(key).await
+    }
+    async fn add_checkpoint(
+        &self,
+        checkpoint: &aims_store::StoredCheckpoint,
+    ) -> Result<(), StoreError> {
+        self.inner.add_checkpoint(checkpoint).await
+    }
+    async fn latest_checkpoint(&self) -> Result<Option<aims_store::StoredCheckpoint>, StoreError> {
+        self.inner.latest_checkpoint().await
+    }
+    async fn checkpoint(
+        &self,
+        tree_size: u64,
+    ) -> Result<Option<aims_store::StoredCheckpoint>, StoreError> {
+        self.inner.checkpoint(tree_size).await
+    }
+    async fn checkpoints(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<aims_store::StoredCheckpoint>, StoreError> {
+        self.inner.checkpoints(after, limit).await
+    }
     async fn audit_position_at(&self, time: OffsetDateTime) -> Result<u64, StoreError> {
         self.inner.audit_position_at(time).await
     }

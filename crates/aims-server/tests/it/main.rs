@@ -34,5 +34,6 @@ mod secrets;
 mod ssf;
 mod startup;
 mod task_tokens;
+mod tlog;
 mod tls;
 mod token_attacks;

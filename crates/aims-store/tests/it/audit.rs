@@ -165,3 +165,73 @@ pub async fn tampering_is_detected(h: &Harness) {
         Err(ChainError::Gap { .. })
     ));
 }
+
+/// The Merkle tree log's side of the store: entries carry every column as written, the first
+/// log key stays, and a size checkpointed once keeps its first note.
+pub async fn entries_keys_and_checkpoints(h: &Harness) {
+    use aims_store::{StoredCheckpoint, StoredLogKey};
+    let store = &*h.store;
+    assert!(store.audit_entries(0, MAX_PAGE).await.unwrap().is_empty());
+    let mut batch = vec![event(action::READ), event(action::REVOKE)];
+    batch[1].agent = Some("spiffe://acme.example/agent/coder".to_owned());
+    batch[1].task_id = Some("task-1".to_owned());
+    store.append_audit(&batch).await.unwrap();
+    let entries = store.audit_entries(0, MAX_PAGE).await.unwrap();
+    let records = all_records(store).await;
+    assert_eq!(entries.len(), 2);
+    for ((entry, record), event) in entries.iter().zip(&records).zip(&batch) {
+        assert_eq!(&entry.record, record);
+        assert_eq!(entry.action, event.action);
+        assert_eq!(entry.agent, event.agent);
+        assert_eq!(entry.task_id, event.task_id);
+        assert!(entry.txn.is_some());
+        entry.check_columns().unwrap();
+    }
+    assert_eq!(store.audit_entries(1, 1).await.unwrap()[0].record.seq, 2);
+    // Editing a copied column behind the store's back is what the entry shows.
+    h.execute_raw("UPDATE audit_log SET action = 'api.read' WHERE seq = 2")
+        .await;
+    let edited = &store.audit_entries(1, 1).await.unwrap()[0];
+    assert_eq!(edited.check_columns().unwrap_err().column, "action");
+
+    assert_eq!(store.log_key().await.unwrap(), None);
+    let key = |name: &str| StoredLogKey {
+        name: name.to_owned(),
+        public_key: vec![1; 32],
+        sealed_private_key: vec![2; 40],
+        created_at: at(0),
+    };
+    assert_eq!(
+        store.create_log_key(&key("first")).await.unwrap(),
+        key("first")
+    );
+    assert_eq!(
+        store.create_log_key(&key("second")).await.unwrap(),
+        key("first")
+    );
+    assert_eq!(store.log_key().await.unwrap(), Some(key("first")));
+
+    assert_eq!(store.latest_checkpoint().await.unwrap(), None);
+    let checkpoint = |size: u64, note: &str| StoredCheckpoint {
+        tree_size: size,
+        root: [u8::try_from(size).unwrap(); 32],
+        note: note.to_owned(),
+        created_at: at(1),
+    };
+    for size in [3, 1, 2] {
+        store.add_checkpoint(&checkpoint(size, "a")).await.unwrap();
+    }
+    store.add_checkpoint(&checkpoint(2, "b")).await.unwrap();
+    assert_eq!(store.checkpoint(2).await.unwrap(), Some(checkpoint(2, "a")));
+    assert_eq!(store.checkpoint(4).await.unwrap(), None);
+    assert_eq!(
+        store.latest_checkpoint().await.unwrap(),
+        Some(checkpoint(3, "a"))
+    );
+    let sizes = |page: Vec<StoredCheckpoint>| page.iter().map(|c| c.tree_size).collect::<Vec<_>>();
+    assert_eq!(
+        sizes(store.checkpoints(0, MAX_PAGE).await.unwrap()),
+        [1, 2, 3]
+    );
+    assert_eq!(sizes(store.checkpoints(1, 1).await.unwrap()), [2]);
+}

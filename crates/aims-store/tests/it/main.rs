@@ -98,6 +98,7 @@ conformance! {
     audit::concurrent_appends_form_one_chain,
     audit::tampering_is_detected,
     audit::a_window_starts_at_its_first_record,
+    audit::entries_keys_and_checkpoints,
     tokens::access_tokens_register_with_their_task,
     tokens::refused_issuance_writes_nothing,
     tokens::expired_dpop_proofs_are_forgotten,

@@ -27,8 +27,24 @@ pub enum AuditCommand {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: Option<u32>,
     },
-    /// Verify the audit hash chain; fails if it is not intact.
-    Verify,
+    /// Verify the audit hash chain (on the server) and the Merkle tree log (here, from every
+    /// stored entry) against the signed checkpoints; fails if either is not intact.
+    Verify {
+        /// A checkpoint note saved earlier (`aims audit checkpoint --out FILE`): the log must
+        /// still extend it. Opened with the published log key (or --log-key).
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<std::path::PathBuf>,
+        /// The log key (signed-note verifier key) to trust instead of the one the server
+        /// publishes.
+        #[arg(long, value_name = "VKEY")]
+        log_key: Option<String>,
+    },
+    /// Show the latest signed checkpoint of the audit log, or save its note to keep.
+    Checkpoint {
+        /// Write the signed note to this file (created or truncated).
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+    },
     /// Find the records matching every filter given (reads on through the log until --limit
     /// records are found or it ends).
     Query {
@@ -186,12 +202,45 @@ pub async fn run_audit(opts: &ClientOpts, cmd: AuditCommand) -> anyhow::Result<(
                 render_trace(&trace)
             })
         }
-        AuditCommand::Verify => {
+        AuditCommand::Verify {
+            checkpoint: None,
+            log_key: None,
+        } => {
             let verification = client.verify_audit().await?;
             print(opts.output, &serde_json::to_value(&verification)?, || {
                 render_verification(&verification)
             })?;
             check_intact(&verification)
+        }
+        AuditCommand::Verify {
+            checkpoint,
+            log_key,
+        } => {
+            let kept = checkpoint
+                .as_ref()
+                .map(|path| {
+                    std::fs::read_to_string(path).map_err(|e| {
+                        anyhow::anyhow!("cannot read checkpoint {}: {e}", path.display())
+                    })
+                })
+                .transpose()?;
+            let chain = client.verify_audit().await?;
+            let tree =
+                aims_sdk::tlog::verify_log(&client, kept.as_deref(), log_key.as_deref()).await?;
+            let both = serde_json::json!({ "chain": chain, "tree": tree });
+            print(opts.output, &both, || render_tree(&chain, &tree))?;
+            check_tree(&tree)?;
+            check_intact(&chain)
+        }
+        AuditCommand::Checkpoint { out } => {
+            let checkpoint = client.audit_checkpoint(None).await?;
+            if let Some(path) = out {
+                std::fs::write(&path, &checkpoint.note)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            }
+            print(opts.output, &serde_json::to_value(&checkpoint)?, || {
+                clean(&checkpoint.note)
+            })
         }
     }
 }
@@ -205,6 +254,45 @@ fn check_intact(v: &AuditVerification) -> anyhow::Result<()> {
         "audit chain is NOT intact: {} ({} records checked)",
         clean(v.problem.as_deref().unwrap_or("no detail given")),
         v.records
+    )
+}
+
+/// Fails when the tree does not verify, saying where.
+fn check_tree(report: &aims_sdk::tlog::LogReport) -> anyhow::Result<()> {
+    match &report.problem {
+        None => Ok(()),
+        Some(problem) => anyhow::bail!(
+            "audit log is NOT intact{}: {}",
+            problem
+                .seq
+                .map(|seq| format!(" at entry {seq}"))
+                .unwrap_or_default(),
+            clean(&problem.message)
+        ),
+    }
+}
+
+/// Both verifications, when the tree verified (a failure is reported by [`check_tree`]).
+fn render_tree(chain: &AuditVerification, report: &aims_sdk::tlog::LogReport) -> String {
+    if !report.intact() {
+        return String::new();
+    }
+    let sizes: Vec<String> = report
+        .checkpoints_matched
+        .iter()
+        .map(u64::to_string)
+        .collect();
+    format!(
+        "{}Audit tree intact: {} entries of {} recomputed; signed checkpoints matched at sizes \
+         {}{}.\n",
+        render_verification(chain),
+        report.entries,
+        clean(&report.origin),
+        sizes.join(", "),
+        report
+            .kept_size
+            .map(|k| format!(" (kept checkpoint: {k})"))
+            .unwrap_or_default()
     )
 }
 

@@ -19,6 +19,7 @@ mod cli_approvals;
 mod cli_leases;
 mod cli_report;
 mod cli_secrets;
+mod cli_tlog;
 mod cli_tokens;
 mod crash;
 mod gateway_process;

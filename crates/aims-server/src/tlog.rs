@@ -1,0 +1,473 @@
+//! This replica's view of the audit log as a Merkle tree log: the leaf hashes of every entry
+//! it has integrated, the log key that signs checkpoints, and the loop that integrates new
+//! entries and publishes a signed checkpoint every `audit_checkpoint_entries` entries or
+//! `audit_checkpoint_interval`.
+//!
+//! Integrating verifies as it goes: each new entry must follow the last one (sequence, chain
+//! link and content hash) and its copied columns must match its body; at start the whole log
+//! is re-read and every stored checkpoint's root checked. A break is never signed over: the
+//! replica stops checkpointing, sets `aims_audit_tree_broken` and reports unready. Every
+//! replica integrates and may checkpoint; the same tree signed twice is the same note
+//! (Ed25519 is deterministic), so the store keeps one. The hashing is `aims_core::tlog`'s; this
+//! module holds the state and the I/O.
+
+use std::sync::{PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use aims_core::audit::{AuditEntry, ChainHead};
+use aims_core::id::TrustDomain;
+use aims_core::tlog::{self, Frontier, Hash, TreeError};
+use aims_store::{MAX_PAGE, Store, StoreError, StoredCheckpoint, StoredLogKey};
+use aims_token::master::MasterKey;
+use aims_token::note::{LogKey, NoteVerifier};
+use ring::rand::SystemRandom;
+use secrecy::ExposeSecret;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+
+/// Purpose string binding the sealed log key to its role.
+pub const SEAL_PURPOSE_LOG_KEY: &str = "audit-log-key";
+
+/// Longest wait between two looks at the log for new entries.
+const POLL_AT_MOST: Duration = Duration::from_millis(200);
+
+/// The log's origin (and its key's name) for a trust domain.
+pub fn origin(trust_domain: &TrustDomain) -> String {
+    format!("{trust_domain}/aims/audit")
+}
+
+/// Why the tree could not be set up or served.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlogError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The log key did not unseal, parse or match its stored public key.
+    #[error("the audit log key cannot be loaded: {0}")]
+    Key(String),
+    /// The stored log does not match this replica's tree or a signed checkpoint.
+    #[error("the audit log is broken: {0}")]
+    Broken(String),
+    /// A proof request that cannot be answered.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    /// This replica has not integrated the asked tree size yet.
+    #[error("this replica has integrated {integrated} entries, fewer than {size}")]
+    Behind {
+        /// Entries integrated.
+        integrated: u64,
+        /// Size asked for.
+        size: u64,
+    },
+}
+
+/// What has been integrated.
+#[derive(Default)]
+struct Integrated {
+    leaves: Vec<Hash>,
+    frontier: Frontier,
+    head: Option<ChainHead>,
+    /// Largest size this replica knows to be checkpointed.
+    checkpointed: u64,
+    broken: Option<String>,
+}
+
+/// The audit log's Merkle tree as this replica has integrated it.
+pub struct AuditTree {
+    key: LogKey,
+    verifier: NoteVerifier,
+    state: RwLock<Integrated>,
+    /// One integration at a time.
+    integrating: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for AuditTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditTree")
+            .field("origin", &self.key.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditTree {
+    /// Loads (or creates, sealed under `master`) the log key, integrates the whole log and
+    /// checks it against every stored checkpoint. A break found here leaves the tree marked
+    /// broken rather than failing start-up, so the replica still serves and says why.
+    pub async fn load(
+        store: &dyn Store,
+        master: &MasterKey,
+        rng: &SystemRandom,
+        trust_domain: &TrustDomain,
+        now: OffsetDateTime,
+    ) -> Result<Self, TlogError> {
+        let origin = origin(trust_domain);
+        let stored = match store.log_key().await? {
+            Some(stored) => stored,
+            None => {
+                let generated =
+                    LogKey::generate(rng, &origin).map_err(|e| TlogError::Key(e.to_string()))?;
+                let sealed = master
+                    .seal(
+                        rng,
+                        SEAL_PURPOSE_LOG_KEY,
+                        &origin,
+                        generated.pkcs8.expose_secret(),
+                    )
+                    .map_err(|e| TlogError::Key(e.to_string()))?;
+                store
+                    .create_log_key(&StoredLogKey {
+                        name: origin.clone(),
+                        public_key: generated.key.public_key().to_vec(),
+                        sealed_private_key: sealed,
+                        created_at: now,
+                    })
+                    .await?
+            }
+        };
+        if stored.name != origin {
+            return Err(TlogError::Key(format!(
+                "the stored key is for origin {:?}, not {origin:?}",
+                stored.name
+            )));
+        }
+        let pkcs8 = master
+            .open(
+                SEAL_PURPOSE_LOG_KEY,
+                &stored.name,
+                &stored.sealed_private_key,
+            )
+            .map_err(|e| TlogError::Key(e.to_string()))?;
+        let key = LogKey::from_pkcs8(&stored.name, pkcs8.expose_secret())
+            .map_err(|e| TlogError::Key(e.to_string()))?;
+        if key.public_key() != stored.public_key.as_slice() {
+            return Err(TlogError::Key(
+                "the sealed key does not match its stored public key".to_owned(),
+            ));
+        }
+        let verifier =
+            NoteVerifier::parse(&key.verifier_key()).map_err(|e| TlogError::Key(e.to_string()))?;
+        let tree = Self {
+            key,
+            verifier,
+            state: RwLock::new(Integrated::default()),
+            integrating: tokio::sync::Mutex::new(()),
+        };
+        tree.integrate(store).await?;
+        tree.check_stored_checkpoints(store).await?;
+        Ok(tree)
+    }
+
+    /// The log's origin.
+    pub fn origin(&self) -> &str {
+        self.key.name()
+    }
+
+    /// The published verifier key string.
+    pub fn verifier_key(&self) -> String {
+        self.key.verifier_key()
+    }
+
+    /// Why the log is broken, if it is.
+    pub fn broken(&self) -> Option<String> {
+        self.read(|s| s.broken.clone())
+    }
+
+    /// Entries integrated.
+    pub fn size(&self) -> u64 {
+        self.read(|s| s.frontier.size())
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Integrated) -> T) -> T {
+        // A poisoned lock means a panic mid-update of plain data; the data is still usable
+        // for reading, and a half-made update is caught by the next verification.
+        f(&self.state.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut Integrated) -> T) -> T {
+        f(&mut self.state.write().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn mark_broken(&self, why: String) {
+        tracing::error!(problem = %why, "the audit log is broken");
+        self.write(|s| {
+            if s.broken.is_none() {
+                s.broken = Some(why);
+            }
+        });
+    }
+
+    /// Reads the entries appended since the last integration and adds them, verifying each
+    /// follows the one before. Returns the tree size.
+    pub async fn integrate(&self, store: &dyn Store) -> Result<u64, TlogError> {
+        let _one = self.integrating.lock().await;
+        loop {
+            if self.broken().is_some() {
+                return Ok(self.size());
+            }
+            let (after, mut head) = self.read(|s| (s.frontier.size(), s.head));
+            let page = store.audit_entries(after, MAX_PAGE).await?;
+            if page.is_empty() {
+                return Ok(after);
+            }
+            let mut hashes = Vec::with_capacity(page.len());
+            let mut problem = None;
+            for entry in &page {
+                match follows(head, entry) {
+                    Ok(next) => {
+                        head = Some(next);
+                        hashes.push(entry.leaf_hash());
+                    }
+                    Err(why) => {
+                        problem = Some(why);
+                        break;
+                    }
+                }
+            }
+            let full = page.len() == MAX_PAGE as usize;
+            self.write(|s| {
+                for leaf in hashes {
+                    s.frontier.push(leaf);
+                    s.leaves.push(leaf);
+                }
+                s.head = head;
+            });
+            if let Some(why) = problem {
+                self.mark_broken(why);
+            }
+            if !full {
+                return Ok(self.size());
+            }
+        }
+    }
+
+    /// Checks the integrated tree against every stored checkpoint: each must be signed by the
+    /// log key and its root must be the root of that many integrated entries.
+    async fn check_stored_checkpoints(&self, store: &dyn Store) -> Result<(), TlogError> {
+        let mut after = 0;
+        let mut frontier = Frontier::new();
+        loop {
+            let page = store.checkpoints(after, MAX_PAGE).await?;
+            for stored in &page {
+                after = stored.tree_size;
+                if let Err(why) = self.matches(stored, &mut frontier) {
+                    self.mark_broken(why);
+                    return Ok(());
+                }
+                self.write(|s| s.checkpointed = s.checkpointed.max(stored.tree_size));
+            }
+            if page.len() < MAX_PAGE as usize {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Whether `stored` is a valid checkpoint of the integrated tree, advancing `frontier`
+    /// (which holds a prefix of the leaves) to its size.
+    fn matches(&self, stored: &StoredCheckpoint, frontier: &mut Frontier) -> Result<(), String> {
+        let size = stored.tree_size;
+        let opened = self
+            .verifier
+            .open(&stored.note)
+            .map_err(|e| format!("the stored checkpoint of size {size} is not valid: {e}"))?;
+        if opened.size != size || opened.root != stored.root {
+            return Err(format!(
+                "the stored checkpoint of size {size} does not say what its row says"
+            ));
+        }
+        self.read(|s| {
+            if s.frontier.size() < size {
+                return Err(format!(
+                    "the log holds {} entries but a checkpoint signed {size}: entries were \
+                     deleted from its end",
+                    s.frontier.size()
+                ));
+            }
+            let from = usize::try_from(frontier.size()).unwrap_or(usize::MAX);
+            let to = usize::try_from(size).unwrap_or(usize::MAX);
+            for leaf in s.leaves.get(from..to).unwrap_or_default() {
+                frontier.push(*leaf);
+            }
+            if frontier.root() != opened.root {
+                return Err(format!(
+                    "the first {size} entries do not match the signed checkpoint of that size"
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    /// Signs and stores a checkpoint of the integrated tree if it grew since the last one.
+    /// Returns the size checkpointed, if any.
+    pub async fn checkpoint(
+        &self,
+        store: &dyn Store,
+        now: OffsetDateTime,
+    ) -> Result<Option<u64>, TlogError> {
+        let (size, root, checkpointed, broken) = self.read(|s| {
+            (
+                s.frontier.size(),
+                s.frontier.root(),
+                s.checkpointed,
+                s.broken.clone(),
+            )
+        });
+        if let Some(why) = broken {
+            return Err(TlogError::Broken(why));
+        }
+        if size == 0 || size <= checkpointed {
+            return Ok(None);
+        }
+        let note = self.key.sign(&tlog::Checkpoint {
+            origin: self.origin().to_owned(),
+            size,
+            root,
+        });
+        store
+            .add_checkpoint(&StoredCheckpoint {
+                tree_size: size,
+                root,
+                note: note.clone(),
+                created_at: now,
+            })
+            .await?;
+        // Another replica may have checkpointed this size first: the same tree gives the
+        // same note, so a different one means the replicas saw different logs.
+        match store.checkpoint(size).await? {
+            Some(stored) if stored.note == note => {}
+            _ => {
+                let why = format!("the stored checkpoint of size {size} is not this tree's");
+                self.mark_broken(why.clone());
+                return Err(TlogError::Broken(why));
+            }
+        }
+        self.write(|s| s.checkpointed = s.checkpointed.max(size));
+        Ok(Some(size))
+    }
+
+    /// The leaf hash of `index` and its inclusion proof in the checkpointed tree `stored`.
+    pub fn inclusion(
+        &self,
+        index: u64,
+        stored: &StoredCheckpoint,
+    ) -> Result<(Hash, Vec<Hash>), TlogError> {
+        let size = stored.tree_size;
+        if index >= size {
+            return Err(TreeError::IndexBeyondTree { index, size }.into());
+        }
+        self.serve(|leaves| {
+            let tree = self.prefix(leaves, stored)?;
+            let leaf = usize::try_from(index)
+                .ok()
+                .and_then(|i| tree.get(i))
+                .copied()
+                .ok_or(TreeError::IndexBeyondTree { index, size })?;
+            Ok((leaf, tlog::inclusion_proof(tree, index, size)?))
+        })
+    }
+
+    /// The consistency proof between the checkpointed trees `first` and `second`.
+    pub fn consistency(
+        &self,
+        first: &StoredCheckpoint,
+        second: &StoredCheckpoint,
+    ) -> Result<Vec<Hash>, TlogError> {
+        self.serve(|leaves| {
+            self.prefix(leaves, first)?;
+            let tree = self.prefix(leaves, second)?;
+            Ok(tlog::consistency_proof(
+                tree,
+                first.tree_size,
+                second.tree_size,
+            )?)
+        })
+    }
+
+    fn serve<T>(&self, f: impl FnOnce(&[Hash]) -> Result<T, TlogError>) -> Result<T, TlogError> {
+        self.read(|s| match &s.broken {
+            Some(why) => Err(TlogError::Broken(why.clone())),
+            None => f(&s.leaves),
+        })
+    }
+
+    /// The first `stored.tree_size` leaves, checked against the checkpoint's root.
+    fn prefix<'a>(
+        &self,
+        leaves: &'a [Hash],
+        stored: &StoredCheckpoint,
+    ) -> Result<&'a [Hash], TlogError> {
+        let size = stored.tree_size;
+        let tree = usize::try_from(size)
+            .ok()
+            .and_then(|n| leaves.get(..n))
+            .ok_or(TlogError::Behind {
+                integrated: leaves.len() as u64,
+                size,
+            })?;
+        if tlog::root(tree) != stored.root {
+            return Err(TlogError::Broken(format!(
+                "the first {size} entries do not match the signed checkpoint of that size"
+            )));
+        }
+        Ok(tree)
+    }
+}
+
+/// Checks that `entry` follows `head` (the last integrated entry, `None` before the first)
+/// and that its copied columns match its body; returns the new head.
+fn follows(head: Option<ChainHead>, entry: &AuditEntry) -> Result<ChainHead, String> {
+    let head = head.unwrap_or(ChainHead::EMPTY);
+    let next = head.verify_next(&entry.record).map_err(|e| e.to_string())?;
+    entry.check_columns().map_err(|e| e.to_string())?;
+    Ok(next)
+}
+
+/// Integrates new entries and checkpoints the tree every `entries` entries or `interval`,
+/// until `stop`. Failures are logged and retried; a broken log sets the metric and stops
+/// checkpointing.
+pub async fn run(
+    tree: std::sync::Arc<AuditTree>,
+    store: std::sync::Arc<dyn Store>,
+    metrics: std::sync::Arc<Metrics>,
+    (interval, entries): (Duration, u64),
+    mut stop: watch::Receiver<bool>,
+) {
+    let poll = interval.min(POLL_AT_MOST);
+    let mut last = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(error) = tree.integrate(store.as_ref()).await {
+            tracing::warn!(%error, "cannot read new audit entries");
+            continue;
+        }
+        let size = tree.size();
+        metrics.audit_tree_size.set(size);
+        if tree.broken().is_some() {
+            let _ = metrics.audit_tree_broken.set(1);
+            continue;
+        }
+        let pending = size.saturating_sub(tree.read(|s| s.checkpointed));
+        if pending == 0 || (pending < entries && last.elapsed() < interval) {
+            continue;
+        }
+        match tree
+            .checkpoint(store.as_ref(), OffsetDateTime::now_utc())
+            .await
+        {
+            Ok(Some(_)) => {
+                metrics.audit_checkpoints.inc();
+                last = Instant::now();
+            }
+            Ok(None) => {}
+            Err(TlogError::Broken(_)) => {
+                metrics.audit_tree_broken.set(1);
+            }
+            Err(error) => tracing::warn!(%error, "cannot store an audit checkpoint"),
+        }
+    }
+}
