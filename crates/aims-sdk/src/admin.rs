@@ -37,7 +37,7 @@ use reqwest::{Method, RequestBuilder};
 
 use crate::SdkError;
 use crate::approval::{self, WaitedDecision};
-use crate::http::{http_client, parse_base_url, receive, receive_empty, receive_oauth};
+use crate::http::{http_client, lease_path, parse_base_url, receive, receive_empty, receive_oauth};
 use crate::oauth::{credential, with_basic};
 
 pub use crate::http::{CONNECT_TIMEOUT, REQUEST_TIMEOUT};
@@ -801,20 +801,6 @@ fn task_segment(id: &str) -> Result<&str, SdkError> {
 
 /// `/v1/secrets/{name}{suffix}`. Secret names follow the agent-name rules: unreserved URL
 /// characters, never `.` or `..`.
-/// `/v1/leases/{id}{suffix}`; refuses an id that is not a token id (base64url characters),
-/// so nothing else lands in the path.
-pub(crate) fn lease_path(id: &str, suffix: &str) -> Result<String, SdkError> {
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(SdkError::InvalidCredential { what: "lease id" });
-    }
-    Ok(format!("/v1/leases/{id}{suffix}"))
-}
-
 fn secret_path(name: &SecretName, suffix: &str) -> String {
     format!("/v1/secrets/{}{suffix}", name.as_str())
 }

@@ -2,7 +2,8 @@
 //! (timeouts, no redirects, a user agent), to check a base URL, and to turn an answer into a
 //! typed body or an [`SdkError`].
 //!
-//! It holds no endpoint knowledge; [`crate::AdminClient`] and [`crate::TokenClient`] do.
+//! It holds no endpoint knowledge, save the one path both [`crate::AdminClient`] (lease reads
+//! and revocation) and [`crate::TokenClient`] (renewal) build: [`lease_path`].
 
 use std::time::Duration;
 
@@ -121,4 +122,18 @@ pub(crate) async fn receive_oauth_empty(builder: RequestBuilder) -> Result<(), S
     send_with(builder, SdkError::from_oauth_response)
         .await
         .map(drop)
+}
+
+/// `/v1/leases/{id}{suffix}`; refuses an id that is not a token id (base64url characters),
+/// so nothing else lands in the path.
+pub(crate) fn lease_path(id: &str, suffix: &str) -> Result<String, SdkError> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(SdkError::InvalidCredential { what: "lease id" });
+    }
+    Ok(format!("/v1/leases/{id}{suffix}"))
 }

@@ -441,7 +441,7 @@ impl TokenClient {
         id: &str,
         request: &RenewLeaseRequest,
     ) -> Result<LeaseView, SdkError> {
-        let url = self.url(&crate::admin::lease_path(id, "/renew")?);
+        let url = self.url(&crate::http::lease_path(id, "/renew")?);
         self.present(
             self.binding,
             access_token,
