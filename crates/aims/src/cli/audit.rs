@@ -203,16 +203,6 @@ pub async fn run_audit(opts: &ClientOpts, cmd: AuditCommand) -> anyhow::Result<(
             })
         }
         AuditCommand::Verify {
-            checkpoint: None,
-            log_key: None,
-        } => {
-            let verification = client.verify_audit().await?;
-            print(opts.output, &serde_json::to_value(&verification)?, || {
-                render_verification(&verification)
-            })?;
-            check_intact(&verification)
-        }
-        AuditCommand::Verify {
             checkpoint,
             log_key,
         } => {

@@ -2,7 +2,8 @@
 //! with `aims audit checkpoint --out FILE`, then the database changed behind the server's back
 //! as an attacker with write access would (a copied column edited, a middle row deleted, two
 //! rows reordered, the tail deleted and the head moved back), each found by the CLI, which
-//! names the first bad entry; and kept checkpoints signed by another key or for another origin
+//! names the first bad entry, and by plain `aims audit verify` against the checkpoints the
+//! server stored; and kept checkpoints signed by another key or for another origin
 //! refused. On SQLite, and on PostgreSQL with `AIMS_TEST_DATABASE_URL`.
 
 use std::path::{Path, PathBuf};
@@ -131,6 +132,12 @@ async fn detected(postgres: bool, statements: impl Fn(u64) -> Vec<String>, expec
     for text in expect {
         assert!(stderr.contains(text), "expected {text:?} in: {stderr}");
     }
+    // Without a kept checkpoint, plain verify checks the tree against the signed checkpoints
+    // the server stored, which this attacker left in place.
+    let plain = log.server.run(Some(ADMIN_TOKEN), &["audit", "verify"]);
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert!(!plain.status.success(), "plain verify missed the change");
+    assert!(stderr.contains("audit log is NOT intact"), "{stderr}");
 }
 
 fn edit_column(_: u64) -> Vec<String> {
@@ -206,12 +213,14 @@ async fn foreign_checkpoints_are_refused(postgres: bool) {
     let (ok, _, stderr) = verify(&log.server, &other, &["--log-key", &vkey]);
     assert!(!ok);
     assert!(stderr.contains("for origin"), "{stderr}");
-    // The genuine one still verifies, and the plain chain check still works as before.
+    // The genuine one still verifies, and so does plain verify (chain and tree).
     let (ok, _, stderr) = verify(&log.server, &log.kept, &[]);
     assert!(ok, "{stderr}");
     let plain = log.server.run(Some(ADMIN_TOKEN), &["audit", "verify"]);
     assert!(plain.status.success());
-    assert!(String::from_utf8_lossy(&plain.stdout).contains("Audit chain intact"));
+    let stdout = String::from_utf8_lossy(&plain.stdout);
+    assert!(stdout.contains("Audit chain intact"), "{stdout}");
+    assert!(stdout.contains("Audit tree intact"), "{stdout}");
 }
 
 #[tokio::test]
