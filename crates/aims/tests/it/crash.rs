@@ -5,7 +5,9 @@
 //! whole subtree, and the revocation is in the audit log, whose chain still verifies. A
 //! revocation cut off in flight is all or nothing, and retrying it completes it. A token that
 //! was never revoked keeps working across every restart, so the refusals are the revocation's
-//! doing, not the restart's. Issuance: an exchange cut off by SIGKILL, before or after its
+//! doing, not the restart's. After every kill the audit log still verifies as a Merkle tree
+//! against every checkpoint signed before it (the server's own check at start, and
+//! `aims audit verify`). Issuance: an exchange cut off by SIGKILL, before or after its
 //! commit, locks nothing out — the agent exchanges again after the restart — and every task the
 //! store holds was audited as issued.
 
@@ -61,6 +63,7 @@ async fn revocations_survive_kill_9_whole_or_not_at_all() {
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         node.kill_and_restart();
         let acknowledged = matches!(in_flight.await.unwrap(), Ok(r) if r.status() == 200);
+        node.verified_audit_tree().await;
 
         node.still_works(&executor, &control).await;
         let active = node.count_active(&subtree).await;
@@ -100,6 +103,7 @@ async fn an_exchange_cut_off_by_kill_9_locks_nothing_and_is_audited_if_issued() 
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         node.kill_and_restart();
         let acknowledged = in_flight.await;
+        node.verified_audit_tree().await;
         println!(
             "exchange killed after {delay_ms} ms: acknowledged {}",
             acknowledged.is_ok()

@@ -134,6 +134,29 @@ impl Node {
         verified["records"].as_u64().unwrap()
     }
 
+    /// The audit log as a Merkle tree after a restart: the server found no break when it
+    /// checked the stored log against its signed checkpoints at start (`/readyz` says
+    /// `audit_tree`), and `aims audit verify` recomputes the tree and the chain and matches
+    /// every stored checkpoint.
+    pub async fn verified_audit_tree(&self) {
+        let ready: Value = self
+            .http
+            .get(format!("{}/readyz", self.server.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(ready["audit_tree"], true, "{ready}");
+        let verify = self.server.run(Some(ADMIN_TOKEN), &["audit", "verify"]);
+        assert!(
+            verify.status.success(),
+            "{}",
+            String::from_utf8_lossy(&verify.stderr)
+        );
+    }
+
     /// `revoke` audit events naming `jti`.
     pub async fn revoke_events(&self, jti: &str) -> usize {
         self.count_events(|e| e["action"] == "revoke" && e["token_id"] == jti)

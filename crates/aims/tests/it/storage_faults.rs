@@ -1,7 +1,8 @@
 //! Real storage faults under the real `aims server` process (SQLite), asserted from the
 //! client's side: every 2xx the client received is in the store and in the audit log after the
 //! fault clears and again after a `kill -9` and restart; every refusal changed nothing; the
-//! audit chain verifies; and the server recovers by itself, without a restart.
+//! audit chain and the Merkle tree log verify against every signed checkpoint; and the server
+//! recovers by itself, without a restart.
 //!
 //! - A full disk: the data directory is a small tmpfs, filled by another file until writes fail,
 //!   then freed (the reproduction; needs root to mount, which CI has — with `CI` set, a
@@ -120,7 +121,7 @@ impl Ledger {
     }
 
     /// Asserts the promise on `node`: what was acknowledged is in the store and in the audit
-    /// log, what was refused left nothing, and the chain verifies.
+    /// log, what was refused left nothing, and the chain and the tree verify.
     pub async fn assert_kept(&self, node: &Node) {
         for name in &self.registered {
             assert_eq!(
@@ -181,6 +182,7 @@ impl Ledger {
                 "an issued token is not audited"
             );
         }
+        node.verified_audit_tree().await;
     }
 }
 
