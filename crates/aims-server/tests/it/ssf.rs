@@ -72,7 +72,7 @@ async fn ssf(
     if let Some(body) = body {
         req = req.json(&body);
     }
-    TestServer::reply(req.send().await.unwrap()).await
+    server.send(req).await
 }
 
 impl Scene {
