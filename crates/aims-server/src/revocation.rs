@@ -193,6 +193,7 @@ mod tests {
             revoked_at: at(500),
             expires_at: at(expires_at),
             reason: "test".to_owned(),
+            txn: None,
         }
     }
 

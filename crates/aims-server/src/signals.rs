@@ -7,7 +7,9 @@
 //! credential in SSF's `jwt_id` format, with no `sub` and no `exp`. A revoked access token is
 //! a CAEP `session-revoked` event; a revoked identity (JWT-SVID) is a CAEP
 //! `credential-change` with `change_type: revoke`. A SET's `jti` is derived from its stream
-//! and log position, so a redelivered SET is recognisably the same one.
+//! and log position, so a redelivered SET is recognisably the same one; its `txn` (RFC 8417
+//! §2.2) is the id of the write transaction that appended the entry, shared by every SET of
+//! one revocation and by that revocation's audit records (absent for entries older than it).
 //!
 //! A receiver may also ask for an SSF verification event on its stream: it is queued in the
 //! store and delivered like the others, before them, with `sub_id` naming the stream and
@@ -196,7 +198,7 @@ pub fn set_claims(issuer: &str, stream: &SsfStream, entry: &SsfPending, iat: i64
         fields.insert("change_type".into(), "revoke".into());
         fields.insert("friendly_name".into(), "JWT-SVID".into());
     }
-    json!({
+    let mut claims = json!({
         "iss": issuer,
         "iat": iat,
         "jti": set_jti(&stream.id, revocation.seq),
@@ -207,7 +209,12 @@ pub fn set_claims(issuer: &str, stream: &SsfStream, entry: &SsfPending, iat: i64
             "jti": revocation.credential(),
         },
         "events": { event_type: event },
-    })
+    });
+    // Every event of one revocation shares the transaction that appended it (RFC 8417 §2.2).
+    if let (Some(txn), Value::Object(fields)) = (&revocation.txn, &mut claims) {
+        fields.insert("txn".into(), txn.as_str().into());
+    }
+    claims
 }
 
 /// The claims of the verification SET for `verification` on `stream`, issued at `iat`
@@ -723,6 +730,7 @@ mod tests {
                 revoked_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
                 expires_at: OffsetDateTime::from_unix_timestamp(1_700_000_300).unwrap(),
                 reason: reason.into(),
+                txn: Some("9f2c".into()),
             },
             kind,
         }
@@ -842,6 +850,7 @@ mod tests {
             json!({"format": "jwt_id", "iss": "https://aims.example", "jti": "tok-1"})
         );
         assert!(token.get("sub").is_none() && token.get("exp").is_none());
+        assert_eq!(token["txn"], "9f2c");
         assert_eq!(
             token["events"],
             json!({ SESSION_REVOKED: {
@@ -850,12 +859,10 @@ mod tests {
                 "reason_admin": {"en": "task ended"},
             }})
         );
-        let svid = set_claims(
-            "https://aims.example",
-            &operator_stream(),
-            &entry(IssuedKind::Svid, "agent quarantined"),
-            7,
-        );
+        let mut before_txn = entry(IssuedKind::Svid, "agent quarantined");
+        before_txn.revocation.txn = None;
+        let svid = set_claims("https://aims.example", &operator_stream(), &before_txn, 7);
+        assert!(svid.get("txn").is_none(), "{svid}");
         assert_eq!(
             svid["events"],
             json!({ CREDENTIAL_CHANGE: {

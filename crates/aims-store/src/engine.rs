@@ -1786,8 +1786,9 @@ where
         .into_stream()
 }
 
-/// Revokes `target` and its closure inside `tx`: appends every live member to the revocation
-/// log (and, for a task, agent or owner, its epoch entries), then marks exactly the appended
+/// Revokes `target` and its closure inside the write `tx`: appends every live member to the
+/// revocation log (and, for a task, agent or owner, its epoch entries), each carrying the
+/// transaction's id, then marks exactly the appended
 /// members revoked. Returns how many credentials were revoked.
 async fn revoke_in<B>(
     tx: &mut Tx<B::Db>,
@@ -1818,6 +1819,10 @@ where
             owner.as_str().to_owned(),
         ),
     };
+    let txn = tx
+        .write_id()
+        .ok_or_else(|| StoreError::Unavailable("a revocation outside a write".to_owned()))?
+        .to_owned();
     let before = sqlx::query_scalar::<B::Db, i64>(sql::MAX_REVOCATION_SEQ)
         .fetch_one(&mut **tx)
         .await
@@ -1826,6 +1831,7 @@ where
         .bind(key.clone())
         .bind(rows::to_ms(now))
         .bind(reason.to_owned())
+        .bind(txn.clone())
         .execute(&mut **tx)
         .await
         .map_err(classify)?;
@@ -1835,6 +1841,7 @@ where
             .bind(rows::to_ms(now))
             .bind(reason.to_owned())
             .bind(rows::to_ms(now + EPOCH_LIFETIME))
+            .bind(txn)
             .execute(&mut **tx)
             .await
             .map_err(classify)?;

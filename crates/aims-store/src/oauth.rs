@@ -85,6 +85,10 @@ pub struct Revocation {
     pub expires_at: OffsetDateTime,
     /// Why (for operators only).
     pub reason: String,
+    /// The write transaction that appended it, the `txn` of that transaction's audit
+    /// records: every entry of one revocation shares it. `None` for entries written before
+    /// the log recorded it.
+    pub txn: Option<String>,
 }
 
 impl Revocation {

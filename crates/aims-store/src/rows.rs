@@ -724,6 +724,7 @@ pub(crate) struct RevocationRow {
     pub revoked_at_ms: i64,
     pub expires_at_ms: i64,
     pub reason: String,
+    pub txn: Option<String>,
 }
 
 impl RevocationRow {
@@ -744,6 +745,7 @@ impl RevocationRow {
             task_id: self.task_id,
             audience: self.audience,
             reason: self.reason,
+            txn: self.txn,
         })
     }
 }

@@ -138,7 +138,7 @@ pub(crate) const SELECT_CREDENTIAL: &str = "SELECT id, kind, agent, parent, key_
 
 /// The revocation of a target and everything derived from it, in two statements sharing the
 /// closure: the first appends every live member to the log (`$1` the target, `$2` the time,
-/// `$3` the reason), the second marks the members appended after log position `$3`.
+/// `$3` the reason, `$4` the writing transaction's id), the second marks the members appended after log position `$3`.
 macro_rules! revoke_closure {
     ($root:literal) => {
         concat!(
@@ -146,8 +146,9 @@ macro_rules! revoke_closure {
             $root,
             " UNION SELECT c.id FROM credentials c JOIN closure ON c.parent = closure.id) \
              INSERT INTO revocations \
-             (kind, credential, agent, task_id, audience, revoked_at_ms, expires_at_ms, reason) \
-             SELECT 'credential', id, agent, task_id, audience, $2, expires_at_ms, $3 \
+             (kind, credential, agent, task_id, audience, revoked_at_ms, expires_at_ms, reason, \
+             txn) \
+             SELECT 'credential', id, agent, task_id, audience, $2, expires_at_ms, $3, $4 \
              FROM credentials \
              WHERE revoked_at_ms IS NULL AND id IN (SELECT id FROM closure) ORDER BY id"
         )
@@ -160,15 +161,16 @@ pub(crate) const REVOKE_AGENT: &str = revoke_closure!("agent = $1");
 pub(crate) const REVOKE_OWNER: &str =
     revoke_closure!("agent IN (SELECT name FROM agents WHERE owner = $1)");
 /// Epoch entries for an agent, its owner's agents or a task (`$1` the target, `$2` the time,
-/// `$3` the reason, `$4` when the epoch may be forgotten): one with no audience, for the
+/// `$3` the reason, `$4` when the epoch may be forgotten, `$5` the writing transaction's id): one with no audience, for the
 /// replicas and operators, and one for each audience the target's credentials were issued
 /// for, so each resource server concerned sees it in its feed.
 macro_rules! agent_epochs {
     ($agents:literal) => {
         concat!(
             "INSERT INTO revocations \
-             (kind, credential, agent, task_id, audience, revoked_at_ms, expires_at_ms, reason) \
-             SELECT DISTINCT 'agent', NULL, s.agent, NULL, s.audience, $2, $4, $3 FROM \
+             (kind, credential, agent, task_id, audience, revoked_at_ms, expires_at_ms, reason, \
+             txn) \
+             SELECT DISTINCT 'agent', NULL, s.agent, NULL, s.audience, $2, $4, $3, $5 FROM \
              (SELECT name AS agent, CAST(NULL AS TEXT) AS audience FROM agents WHERE name IN ",
             $agents,
             " UNION SELECT agent, audience FROM credentials WHERE agent IN ",
@@ -180,8 +182,8 @@ macro_rules! agent_epochs {
 pub(crate) const AGENT_EPOCHS: &str = agent_epochs!("(SELECT $1)");
 pub(crate) const OWNER_EPOCHS: &str = agent_epochs!("(SELECT name FROM agents WHERE owner = $1)");
 pub(crate) const TASK_EPOCHS: &str = "INSERT INTO revocations \
-     (kind, credential, agent, task_id, audience, revoked_at_ms, expires_at_ms, reason) \
-     SELECT DISTINCT 'task', NULL, t.agent, t.id, s.audience, $2, $4, $3 FROM tasks t \
+     (kind, credential, agent, task_id, audience, revoked_at_ms, expires_at_ms, reason, txn) \
+     SELECT DISTINCT 'task', NULL, t.agent, t.id, s.audience, $2, $4, $3, $5 FROM tasks t \
      JOIN (SELECT CAST(NULL AS TEXT) AS audience \
      UNION SELECT audience FROM credentials WHERE task_id = $1 AND audience IS NOT NULL) s \
      ON TRUE WHERE t.id = $1";
@@ -195,11 +197,11 @@ pub(crate) const MARK_REVOKED: &str = "UPDATE credentials SET revoked_at_ms = $1
      revoked_reason = $2 WHERE revoked_at_ms IS NULL \
      AND id IN (SELECT credential FROM revocations WHERE seq > $3 AND kind = 'credential')";
 pub(crate) const SELECT_REVOCATIONS: &str = "SELECT seq, kind, credential, agent, task_id, \
-     audience, revoked_at_ms, expires_at_ms, reason FROM revocations WHERE seq > $1 \
+     audience, revoked_at_ms, expires_at_ms, reason, txn FROM revocations WHERE seq > $1 \
      ORDER BY seq LIMIT $2";
 /// [`SELECT_REVOCATIONS`] for one audience (`$3`).
 pub(crate) const SELECT_REVOCATIONS_FOR: &str = "SELECT seq, kind, credential, agent, task_id, \
-     audience, revoked_at_ms, expires_at_ms, reason FROM revocations \
+     audience, revoked_at_ms, expires_at_ms, reason, txn FROM revocations \
      WHERE seq > $1 AND audience = $3 ORDER BY seq LIMIT $2";
 pub(crate) const CLOSE_AGENT_TASKS: &str =
     "UPDATE tasks SET state = $2, ended_at_ms = $3 WHERE agent = $1 AND state = 'active'";
@@ -309,7 +311,7 @@ macro_rules! ssf_visible {
 /// with the kind of credential each revoked, oldest first, at most `$2`.
 pub(crate) const SELECT_SSF_PENDING: &str = concat!(
     "SELECT r.seq, r.kind, r.credential, r.agent, r.task_id, r.audience, r.revoked_at_ms, \
-     r.expires_at_ms, r.reason, c.kind AS credential_kind FROM revocations r \
+     r.expires_at_ms, r.reason, r.txn, c.kind AS credential_kind FROM revocations r \
      JOIN credentials c ON c.id = r.credential \
      WHERE r.seq > (SELECT acked_through FROM ssf_streams WHERE id = $1) \
      AND NOT EXISTS (SELECT 1 FROM ssf_acks a WHERE a.stream_id = $1 AND a.seq = r.seq) AND ",

@@ -64,11 +64,15 @@ pub(crate) trait Backend: Send + Sync + 'static {
 }
 
 /// Begins a write transaction holding the audit-head lock, if the store admits writes now.
+/// The transaction gets a fresh id ([`Tx::write_id`]) that its audit records and
+/// revocation-log entries carry.
 pub(crate) async fn begin_write<B: Backend>(
     backend: &B,
 ) -> Result<(Tx<B::Db>, ChainHead), StoreError> {
     backend.admit_write()?;
-    backend.begin_locked().await
+    let id = transaction_id()?;
+    let (tx, head) = backend.begin_locked().await?;
+    Ok((tx.for_write(id), head))
 }
 
 /// The pool a single-statement write runs on, if the store admits writes now.
@@ -123,7 +127,10 @@ where
     for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
     usize: ColumnIndex<<B::Db as Database>::Row>,
 {
-    let txn = transaction_id()?;
+    let txn = tx
+        .write_id()
+        .ok_or_else(|| StoreError::Unavailable("a write transaction without an id".to_owned()))?
+        .to_owned();
     let (rows, new_head) = rows::chain_batch(head, events, &txn)?;
     let written: Result<(), StoreError> = async {
         B::insert_audit(&mut tx, rows).await?;

@@ -125,13 +125,19 @@ pub async fn push(
 }
 
 /// The `{version}` path segment.
+/// A policy version named in a path: 1 to `i64::MAX` (versions are counted from 1 and
+/// stored as signed 64-bit integers), anything else refused before the store is asked.
 fn version_path(raw: &str) -> Result<u64, ApiError> {
-    raw.parse().map_err(|_| {
-        ApiError::bad_request(
-            ErrorCode::InvalidVersion,
-            "a policy version is a positive integer",
-        )
-    })
+    raw.parse::<i64>()
+        .ok()
+        .filter(|v| *v >= 1)
+        .and_then(|v| u64::try_from(v).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                ErrorCode::InvalidVersion,
+                "a policy version is an integer from 1 to 9223372036854775807",
+            )
+        })
 }
 
 async fn stored(state: &AppState, version: u64) -> Result<PolicySetVersion, ApiError> {

@@ -7,11 +7,16 @@
 //! A violation fails the test that caused it, naming the operation and what did not match,
 //! so a generated client can rely on the document. Setting `AIMS_CONTRACT_REPORT=FILE`
 //! appends violations to `FILE` instead of failing (to survey a change to the document).
+//!
+//! It also holds the document to the requests the server takes: each name type's schema
+//! (`AgentName`, `Owner`, `TaskId`, …) must accept exactly what its aims-core validator does.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, LazyLock, Mutex};
 
+use aims_core::id;
+use proptest::prelude::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
@@ -215,4 +220,91 @@ fn the_contract_refuses_what_the_document_does_not_say() {
         )
         .is_err()
     );
+}
+
+/// Whether an aims-core validator accepts a string.
+type Accepts = fn(&str) -> bool;
+
+/// Each name type the document declares in `components/schemas`, with the aims-core
+/// validator whose rules its pattern and lengths must state.
+const NAME_RULES: &[(&str, Accepts)] = &[
+    ("AgentName", |s| id::AgentName::new(s).is_ok()),
+    ("ResourceServerName", |s| {
+        id::ResourceServerName::new(s).is_ok()
+    }),
+    ("SecretName", |s| id::SecretName::new(s).is_ok()),
+    ("EngineName", |s| id::EngineName::new(s).is_ok()),
+    ("RoleName", |s| id::RoleName::new(s).is_ok()),
+    ("Owner", |s| id::Owner::new(s).is_ok()),
+    ("Environment", |s| id::Environment::new(s).is_ok()),
+    ("UserName", |s| id::UserName::new(s).is_ok()),
+    ("LabelKey", |s| id::LabelKey::new(s).is_ok()),
+    ("TaskId", |s| id::TaskId::new(s).is_ok()),
+];
+
+/// Whether the document's schema `name` (pattern, lengths) accepts `value`.
+fn schema_accepts(name: &str, value: &str) -> bool {
+    let schema = json!({"$ref": format!("#/components/schemas/{name}")});
+    validator("(name schemas)", &Method::GET, name, &schema)
+        .unwrap()
+        .is_valid(&json!(value))
+}
+
+/// Strings near every rule of the name types: their alphabets with the characters just
+/// outside them, lengths around every limit (32, 63, 64, 128, 256), single and double dots,
+/// spaces in every position, and any text at all.
+fn name_candidates() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[A-Za-z0-9._ -]{0,4}",
+        "[a-z0-9._-]{0,70}",
+        "[A-Za-z0-9_-]{60,70}",
+        "[A-Za-z0-9._-]{120,136}",
+        "[!-~]{1,4}( {1,2}[!-~]{1,4}){0,3} ?",
+        "[!-~ ]{250,260}",
+        "\\.{1,3}[a-z]?",
+        "[a-z0-9]{1,3}[\\x00-\\x20\\x7f\\u{80}-\\u{ff}\\u{200b}\\u{0430}][a-z0-9]{0,3}",
+        any::<String>(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// openapi.json states what the server enforces: for each name type, the document's
+    /// pattern and lengths accept exactly the strings its aims-core validator accepts, so a
+    /// change to either without the other fails here.
+    #[test]
+    fn name_schemas_state_what_the_validators_enforce(value in name_candidates()) {
+        for (name, valid) in NAME_RULES {
+            prop_assert_eq!(
+                schema_accepts(name, &value),
+                valid(&value),
+                "{} and its validator disagree on {:?}",
+                name,
+                value
+            );
+        }
+    }
+}
+
+#[test]
+fn name_schemas_hold_at_their_limits() {
+    // The exact boundaries, which random strings rarely hit: the longest name accepted, one
+    // byte more refused, by the document and the validator alike.
+    for (name, valid) in NAME_RULES {
+        let max = DOCUMENT["components"]["schemas"][name]["maxLength"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name} states no maxLength"));
+        let max = usize::try_from(max).unwrap();
+        for value in ["a".repeat(max), "a".repeat(max + 1), String::new()] {
+            assert_eq!(
+                schema_accepts(name, &value),
+                valid(&value),
+                "{name} and its validator disagree at length {}",
+                value.len()
+            );
+        }
+        assert!(schema_accepts(name, &"a".repeat(max)), "{name}");
+        assert!(!schema_accepts(name, &"a".repeat(max + 1)), "{name}");
+    }
 }

@@ -19,15 +19,15 @@ on_both_stores!(
 
 /// `POST /access/v1/evaluation` with HTTP Basic `name:secret`.
 async fn evaluate(server: &TestServer, name: &str, secret: &str, body: Value) -> Reply {
-    let resp = server
-        .http
-        .post(format!("{}/access/v1/evaluation", server.base))
-        .basic_auth(name, Some(secret))
-        .json(&body)
-        .send()
+    server
+        .send(
+            server
+                .http
+                .post(format!("{}/access/v1/evaluation", server.base))
+                .basic_auth(name, Some(secret))
+                .json(&body),
+        )
         .await
-        .unwrap();
-    TestServer::reply(resp).await
 }
 
 /// An evaluation about `subject` reading repository `id`, with only the resource's type, id

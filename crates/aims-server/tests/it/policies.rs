@@ -496,12 +496,33 @@ async fn versions_are_listed_shown_and_rolled_back() {
             .code(),
         "policy_version_not_found"
     );
+    // Versions count from 1 and fit the store's signed 64 bits; anything else is a bad
+    // request, on reading and on rolling back alike (the largest one was a 409 `conflict`).
+    for bad in [
+        "x",
+        "0",
+        "-1",
+        "9223372036854775808",
+        "18446744073709551616",
+    ] {
+        for (method, path) in [
+            (Method::GET, format!("/v1/policies/{bad}")),
+            (Method::POST, format!("/v1/policies/{bad}/rollback")),
+        ] {
+            let reply = server.admin(method, &path, None).await;
+            assert_eq!(
+                (reply.status, reply.code()),
+                (StatusCode::BAD_REQUEST, "invalid_version"),
+                "{path}"
+            );
+        }
+    }
     assert_eq!(
         server
-            .admin(Method::GET, "/v1/policies/x", None)
+            .admin(Method::GET, "/v1/policies/9223372036854775807", None)
             .await
             .code(),
-        "invalid_version"
+        "policy_version_not_found"
     );
 
     let auditor = server.add_user("carol", "auditor").await;

@@ -175,24 +175,16 @@ async fn bad_registrations_are_refused_audited_and_change_nothing(backend: Backe
             .header("content-type", content_type)
             .body(body)
     };
-    let reply = TestServer::reply(
-        raw(b"{not json".to_vec(), "application/json")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let reply = server
+        .send(raw(b"{not json".to_vec(), "application/json"))
+        .await;
     assert_eq!(
         (reply.status, reply.code()),
         (StatusCode::BAD_REQUEST, "invalid_json")
     );
-    let reply = TestServer::reply(
-        raw(b"name=x".to_vec(), "application/x-www-form-urlencoded")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let reply = server
+        .send(raw(b"name=x".to_vec(), "application/x-www-form-urlencoded"))
+        .await;
     assert_eq!(
         (reply.status, reply.code()),
         (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
@@ -201,25 +193,17 @@ async fn bad_registrations_are_refused_audited_and_change_nothing(backend: Backe
         r#"{{"name":"x","owner":"bob","description":"{}"}}"#,
         "a".repeat(200_000)
     );
-    let reply = TestServer::reply(
-        raw(huge.into_bytes(), "application/json")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let reply = server
+        .send(raw(huge.into_bytes(), "application/json"))
+        .await;
     assert_eq!(
         (reply.status, reply.code()),
         (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
     );
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-    let reply = TestServer::reply(
-        raw(deep.into_bytes(), "application/json")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let reply = server
+        .send(raw(deep.into_bytes(), "application/json"))
+        .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(server.agent_count().await, 1);
 
@@ -234,6 +218,26 @@ async fn bad_registrations_are_refused_audited_and_change_nothing(backend: Backe
         (reply.status, reply.code()),
         (StatusCode::NOT_FOUND, "agent_not_found")
     );
+
+    // A resource server's bad name is reported as a resource server name, in the body and in
+    // the path, never as an agent name.
+    let body = json!({"name": "a b", "audience": "https://rs.example", "system": "repo"});
+    let reply = server
+        .admin(Method::POST, "/v1/resource-servers", Some(body))
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    let path = server
+        .admin(Method::GET, "/v1/resource-servers/a%20b", None)
+        .await;
+    assert_eq!(
+        (path.status, path.code()),
+        (StatusCode::BAD_REQUEST, "invalid_name")
+    );
+    for message in [&reply.body["message"], &path.body["message"]] {
+        let message = message.as_str().unwrap();
+        assert!(message.contains("resource server name"), "{message}");
+        assert!(!message.contains("agent name"), "{message}");
+    }
 }
 
 async fn list_filters_and_paginates(backend: Backend) {

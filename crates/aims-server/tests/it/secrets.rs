@@ -32,14 +32,14 @@ async fn resource_server(server: &TestServer, name: &str) -> String {
 
 /// `GET /v1/secrets/{name}/value` as resource server `reader` with `secret`.
 async fn read_value(server: &TestServer, name: &str, reader: &str, secret: &str) -> Reply {
-    let resp = server
-        .http
-        .get(format!("{}/v1/secrets/{name}/value", server.base))
-        .basic_auth(reader, Some(secret))
-        .send()
+    server
+        .send(
+            server
+                .http
+                .get(format!("{}/v1/secrets/{name}/value", server.base))
+                .basic_auth(reader, Some(secret)),
+        )
         .await
-        .unwrap();
-    TestServer::reply(resp).await
 }
 
 async fn only_named_readers_read_a_secret(backend: Backend) {

@@ -72,7 +72,7 @@ async fn ssf(
     if let Some(body) = body {
         req = req.json(&body);
     }
-    TestServer::reply(req.send().await.unwrap()).await
+    server.send(req).await
 }
 
 impl Scene {
@@ -135,6 +135,33 @@ impl Scene {
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
         reply.body["revoked"].as_u64().unwrap()
     }
+}
+
+/// The `txn` of the last audit entry with `action` (the write transaction that appended it),
+/// read from `/v1/audit/entries` as an operator would.
+async fn audit_txn(server: &TestServer, action: &str) -> String {
+    let mut after = 0;
+    let mut found = None;
+    loop {
+        let page = server
+            .admin(
+                Method::GET,
+                &format!("/v1/audit/entries?after={after}&limit=1000"),
+                None,
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let entries = page.body["entries"].as_array().unwrap();
+        if let Some(entry) = entries.iter().rev().find(|e| e["action"] == action) {
+            found = Some(entry["txn"].as_str().unwrap().to_owned());
+        }
+        // Each read is audited too, so the log grows while it is read: a short page is the end.
+        match entries.last() {
+            Some(last) if entries.len() == 1000 => after = last["seq"].as_u64().unwrap(),
+            _ => break,
+        }
+    }
+    found.unwrap_or_else(|| panic!("no {action} entry"))
 }
 
 /// Verifies `set` against the server's JWKS as a third party would: ES256, `typ`
@@ -288,6 +315,9 @@ async fn a_poll_stream_carries_signed_caep_events(backend: Backend) {
         "the operator's reason reaches operators only: {body}"
     );
     assert!(body["event_timestamp"].as_i64().unwrap() >= c["iat"].as_i64().unwrap() - 60);
+    // The SET names the transaction of the revocation (RFC 8417 `txn`): its audit record's.
+    let token_txn = c["txn"].as_str().unwrap().to_owned();
+    assert_eq!(token_txn, audit_txn(&scene.server, "revoke").await);
 
     // Not acknowledged: delivered again, with the same jti; acknowledged: gone.
     let again = scene.sets(&stream).await;
@@ -320,13 +350,20 @@ async fn a_poll_stream_carries_signed_caep_events(backend: Backend) {
     assert_eq!(ended.status, StatusCode::OK, "{}", ended.body);
     let sets = scene.sets(&stream).await;
     let mut revoked = Vec::new();
+    let mut txns = Vec::new();
     for set in sets.values() {
         let c = verify_set(&scene.server, set.as_str().unwrap()).await;
         let (kind, body) = event(&c);
         assert_eq!(kind, SESSION_REVOKED);
         assert!(body.get("reason_admin").is_none(), "{body}");
         revoked.push(c["sub_id"]["jti"].as_str().unwrap().to_owned());
+        txns.push(c["txn"].clone());
     }
+    // One revocation, one transaction: every SET of the cascade carries the `txn` of the
+    // task's end in the audit log, and not the earlier revocation's.
+    let end_txn = audit_txn(&scene.server, "task.end").await;
+    assert_eq!(txns, [json!(end_txn), json!(end_txn)]);
+    assert_ne!(end_txn, token_txn);
     revoked.sort();
     let mut expected = vec![
         claims(&first)["jti"].as_str().unwrap().to_owned(),
@@ -872,6 +909,7 @@ async fn push_delivers_to_a_loopback_receiver(backend: Backend) {
     let c = verify_set(&scene.server, &pushed.body).await;
     assert_eq!(c["sub_id"]["jti"], jti.as_str());
     assert_eq!(c["aud"], AUDIENCE);
+    assert_eq!(c["txn"], audit_txn(&scene.server, "revoke").await.as_str());
     assert!(c["jti"].as_str().unwrap().starts_with(&format!("{id}.")));
     assert_eq!(event(&c).0, SESSION_REVOKED);
     assert!(

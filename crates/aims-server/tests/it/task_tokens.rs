@@ -184,7 +184,7 @@ impl Scene {
         if let Some(proof) = proof {
             req = req.header("DPoP", proof);
         }
-        TestServer::reply(req.send().await.unwrap()).await
+        self.server.send(req).await
     }
 
     /// The planner's token exchange for `scope`, proved with its key.
@@ -232,33 +232,27 @@ impl Scene {
         action: &str,
         id: &str,
     ) -> Reply {
-        let resp = self
+        let req = self
             .server
             .http
             .post(self.url("/v1/decisions"))
             .header("Authorization", format!("DPoP {token}"))
             .header("DPoP", proof)
-            .json(&json!({"action": action, "resource": repository(id)}))
-            .send()
-            .await
-            .unwrap();
-        let reply = TestServer::reply(resp).await;
+            .json(&json!({"action": action, "resource": repository(id)}));
+        let reply = self.server.send(req).await;
         self.remember_nonce(&reply);
         reply
     }
 
     /// Introspects `token` as the resource server.
     pub async fn introspect(&self, token: &str) -> Reply {
-        let resp = self
+        let req = self
             .server
             .http
             .post(self.url("/oauth2/introspect"))
             .basic_auth("repo-tools", Some(&self.rs_secret))
-            .form(&[("token", token)])
-            .send()
-            .await
-            .unwrap();
-        TestServer::reply(resp).await
+            .form(&[("token", token)]);
+        self.server.send(req).await
     }
 }
 
