@@ -83,7 +83,7 @@ async fn feed(scene: &Scene, who: Option<(&str, &str)>) -> Vec<Value> {
         Some((name, secret)) => req.basic_auth(name, Some(secret)),
         None => req.bearer_auth(ADMIN_TOKEN),
     };
-    let reply = TestServer::reply(req.send().await.unwrap()).await;
+    let reply = scene.server.send(req).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     reply.body["revocations"].as_array().unwrap().clone()
 }

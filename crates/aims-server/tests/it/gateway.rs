@@ -548,15 +548,16 @@ async fn a_held_call_goes_through_once_a_human_approves_it(backend: Backend) {
         .await;
     let other_secret = other.body["client_secret"].as_str().unwrap().to_owned();
     let as_server = |name: &str, secret: &str| {
-        server
-            .http
-            .get(format!("{}/v1/approvals/{approval_id}", server.base))
-            .basic_auth(name.to_owned(), Some(secret.to_owned()))
-            .send()
+        server.send(
+            server
+                .http
+                .get(format!("{}/v1/approvals/{approval_id}", server.base))
+                .basic_auth(name.to_owned(), Some(secret.to_owned())),
+        )
     };
-    let mine = TestServer::reply(as_server("repo-tools", &scene.rs_secret).await.unwrap()).await;
+    let mine = as_server("repo-tools", &scene.rs_secret).await;
     assert_eq!(mine.body["state"], "used", "{}", mine.body);
-    let theirs = TestServer::reply(as_server("other-tools", &other_secret).await.unwrap()).await;
+    let theirs = as_server("other-tools", &other_secret).await;
     assert_eq!(theirs.code(), "approval_not_found");
 
     // The same call again needs a new approval; denied, the held call is refused.

@@ -92,17 +92,14 @@ async fn connect_as(granted: &Value) -> Result<PgConnection, sqlx::Error> {
 /// `POST /v1/leases` with the planner's DPoP-bound task token.
 async fn ask(scene: &Scene, token: &str, body: Value) -> Reply {
     let proof = scene.proof(&scene.planner.key, "POST", "/v1/leases", Some(token));
-    let resp = scene
+    let req = scene
         .server
         .http
         .post(scene.url("/v1/leases"))
         .header("Authorization", format!("DPoP {token}"))
         .header("DPoP", proof)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let reply = TestServer::reply(resp).await;
+        .json(&body);
+    let reply = scene.server.send(req).await;
     scene.remember_nonce(&reply);
     reply
 }
@@ -117,17 +114,14 @@ async fn audited_refusal(server: &TestServer, code: &str) {
 async fn renew(scene: &Scene, token: &str, id: &str, body: Value) -> Reply {
     let path = format!("/v1/leases/{id}/renew");
     let proof = scene.proof(&scene.planner.key, "POST", &path, Some(token));
-    let resp = scene
+    let req = scene
         .server
         .http
         .post(scene.url(&path))
         .header("Authorization", format!("DPoP {token}"))
         .header("DPoP", proof)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let reply = TestServer::reply(resp).await;
+        .json(&body);
+    let reply = scene.server.send(req).await;
     scene.remember_nonce(&reply);
     reply
 }

@@ -742,13 +742,14 @@ async fn introspection_and_revocation_follow_the_rfcs(backend: Backend) {
     // Introspection needs a registered resource server (or an operator).
     let anonymous = scene
         .server
-        .http
-        .post(scene.url("/oauth2/introspect"))
-        .form(&[("token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
-    let anonymous = TestServer::reply(anonymous).await;
+        .send(
+            scene
+                .server
+                .http
+                .post(scene.url("/oauth2/introspect"))
+                .form(&[("token", token.as_str())]),
+        )
+        .await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     assert_eq!(anonymous.body["error"], "invalid_client");
     let active = scene.introspect(&token).await;
@@ -756,14 +757,15 @@ async fn introspection_and_revocation_follow_the_rfcs(backend: Backend) {
     // Client credentials are form-urlencoded before Basic encoding (RFC 6749 §2.3.1).
     let encoded = scene
         .server
-        .http
-        .post(scene.url("/oauth2/introspect"))
-        .basic_auth("repo%2Dtools", Some(scene.rs_secret.replace('_', "%5F")))
-        .form(&[("token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
-    let encoded = TestServer::reply(encoded).await;
+        .send(
+            scene
+                .server
+                .http
+                .post(scene.url("/oauth2/introspect"))
+                .basic_auth("repo%2Dtools", Some(scene.rs_secret.replace('_', "%5F")))
+                .form(&[("token", token.as_str())]),
+        )
+        .await;
     assert_eq!(encoded.body["active"], true, "{}", encoded.body);
     assert_eq!(active.body["scope"], "read:repo/acme/*");
     assert_eq!(active.body["token_type"], "DPoP");
@@ -805,13 +807,14 @@ async fn introspection_and_revocation_follow_the_rfcs(backend: Backend) {
     // The feed lists it, for resource servers and operators only.
     let feed = scene
         .server
-        .http
-        .get(scene.url("/v1/revocations?since=0"))
-        .basic_auth("repo-tools", Some(&scene.rs_secret))
-        .send()
-        .await
-        .unwrap();
-    let feed = TestServer::reply(feed).await;
+        .send(
+            scene
+                .server
+                .http
+                .get(scene.url("/v1/revocations?since=0"))
+                .basic_auth("repo-tools", Some(&scene.rs_secret)),
+        )
+        .await;
     assert_eq!(feed.status, StatusCode::OK, "{}", feed.body);
     let jtis: Vec<_> = feed.body["revocations"]
         .as_array()

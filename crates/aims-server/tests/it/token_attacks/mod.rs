@@ -274,7 +274,7 @@ async fn refused_decision(
     if let Some(proof) = proof {
         req = req.header("DPoP", proof);
     }
-    let send = async { TestServer::reply(req.send().await.unwrap()).await };
+    let send = scene.server.send(req);
     let (reply, added) = unissued(scene, case, send).await;
     assert_eq!(
         reply.status,

@@ -306,7 +306,7 @@ async fn at_server(scene: &Scene, presented: &Presented) -> Reply {
     if let Some(proof) = &presented.proof {
         request = request.header("DPoP", proof);
     }
-    let reply = TestServer::reply(request.send().await.unwrap()).await;
+    let reply = scene.server.send(request).await;
     scene.remember_nonce(&reply);
     reply
 }
