@@ -137,17 +137,14 @@ fn long_poll(
     agent: &Responder,
     id: &str,
 ) -> tokio::task::JoinHandle<(Reply, Duration)> {
-    let url = format!("{}/v1/approvals/{id}?wait=20s", server.base);
+    let base = server.base.clone();
+    let url = format!("{base}/v1/approvals/{id}?wait=20s");
     let svid = agent.svid.clone();
     tokio::spawn(async move {
         let started = Instant::now();
-        let reply = reqwest::Client::new()
-            .get(url)
-            .bearer_auth(svid)
-            .send()
-            .await
-            .unwrap();
-        (TestServer::reply(reply).await, started.elapsed())
+        let request = reqwest::Client::new().get(url).bearer_auth(svid);
+        let reply = TestServer::send_to(&base, request).await;
+        (reply, started.elapsed())
     })
 }
 

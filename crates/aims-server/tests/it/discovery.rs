@@ -215,14 +215,15 @@ async fn health_readiness_metrics_and_request_ids(backend: Backend) {
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
 
     let resp = server
-        .http
-        .get(format!("{}/v1/agents", server.base))
-        .bearer_auth(crate::kit::ADMIN_TOKEN)
-        .header("x-request-id", "req-12345")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.headers()["x-request-id"], "req-12345");
+        .send(
+            server
+                .http
+                .get(format!("{}/v1/agents", server.base))
+                .bearer_auth(crate::kit::ADMIN_TOKEN)
+                .header("x-request-id", "req-12345"),
+        )
+        .await;
+    assert_eq!(resp.headers["x-request-id"], "req-12345");
     let read = server.events().await.into_iter().last().unwrap();
     assert_eq!(read.action, "api.read");
     assert_eq!(read.request_id.as_deref(), Some("req-12345"));

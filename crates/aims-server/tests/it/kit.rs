@@ -201,13 +201,19 @@ impl TestServer {
     /// server on the client that built it, and holds the answer to openapi.json as every
     /// [`TestServer::call`] is ([`crate::contract::check`]).
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        Self::send_to(&self.base, req).await
+    }
+
+    /// [`TestServer::send`] to the server at `base`, for a request sent where no
+    /// [`TestServer`] is at hand (a spawned task, a server started by hand).
+    pub async fn send_to(base: &str, req: reqwest::RequestBuilder) -> Reply {
         let (client, request) = req.build_split();
         let request = request.unwrap();
         let method = request.method().clone();
         let url = request.url().to_string();
         let path = url
-            .strip_prefix(&self.base)
-            .unwrap_or_else(|| panic!("{url} is not a request to this server"))
+            .strip_prefix(base)
+            .unwrap_or_else(|| panic!("{url} is not a request to {base}"))
             .to_owned();
         let reply = Self::reply(client.execute(request).await.unwrap()).await;
         let content_type = reply

@@ -299,17 +299,17 @@ async fn authzen_evaluations_use_the_same_engine() {
         json!({"subject": {"type": "agent", "id": subject}, "action": {"name": action},
                "resource": resource("dev"), "context": {"task_id": "t-9", "intent": "review"}})
     };
-    let resp = server
-        .http
-        .post(format!("{}/access/v1/evaluation", server.base))
-        .bearer_auth(&svid)
-        .header("x-request-id", "authzen-1")
-        .json(&one("read", "coder"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.headers()["x-request-id"], "authzen-1");
-    let allowed = TestServer::reply(resp).await;
+    let allowed = server
+        .send(
+            server
+                .http
+                .post(format!("{}/access/v1/evaluation", server.base))
+                .bearer_auth(&svid)
+                .header("x-request-id", "authzen-1")
+                .json(&one("read", "coder")),
+        )
+        .await;
+    assert_eq!(allowed.headers["x-request-id"], "authzen-1");
     assert_eq!(allowed.status, StatusCode::OK);
     assert_eq!(allowed.body["decision"], true, "{}", allowed.body);
     assert_eq!(

@@ -366,17 +366,18 @@ async fn unmanaged_callers_are_reported(backend: Backend) {
                "last_seen": at(last), "count": 12})
     };
     let sent = server
-        .http
-        .post(format!("{}/v1/sightings/report", server.base))
-        .basic_auth("repo-tools", Some(scene.rs_secret.clone()))
-        .json(&json!({"sightings": [
-            sighting("203.0.113.7", now - Duration::hours(1)),
-            sighting("203.0.113.8", now - Duration::days(40)),
-        ]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sent.status(), StatusCode::OK);
+        .send(
+            server
+                .http
+                .post(format!("{}/v1/sightings/report", server.base))
+                .basic_auth("repo-tools", Some(scene.rs_secret.clone()))
+                .json(&json!({"sightings": [
+                    sighting("203.0.113.7", now - Duration::hours(1)),
+                    sighting("203.0.113.8", now - Duration::days(40)),
+                ]})),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::OK);
     let report = report(server, 30).await;
     assert_eq!(subjects(&report, "unmanaged_caller"), ["203.0.113.7"]);
     let finding = the_finding(&report, "unmanaged_caller", "203.0.113.7", "NHI2");

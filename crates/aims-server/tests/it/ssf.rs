@@ -671,14 +671,15 @@ async fn bad_stream_requests_change_nothing(backend: Backend) {
         );
     }
     let not_json = server
-        .http
-        .post(format!("{}/ssf/streams", server.base))
-        .basic_auth("repo-tools", Some(&scene.rs_secret))
-        .body("{nope")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(not_json.status(), StatusCode::BAD_REQUEST);
+        .send(
+            server
+                .http
+                .post(format!("{}/ssf/streams", server.base))
+                .basic_auth("repo-tools", Some(&scene.rs_secret))
+                .body("{nope"),
+        )
+        .await;
+    assert_eq!(not_json.status, StatusCode::BAD_REQUEST);
     assert_eq!(server.count_events("ssf.stream.create").await, before);
 
     // Bad polls and queries.
@@ -1201,14 +1202,15 @@ async fn bad_changes_change_nothing(backend: Backend) {
             );
         }
         let not_json = server
-            .http
-            .request(method.clone(), format!("{base}/ssf/streams"))
-            .basic_auth("repo-tools", Some(&scene.rs_secret))
-            .body("{nope")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(not_json.status(), StatusCode::BAD_REQUEST);
+            .send(
+                server
+                    .http
+                    .request(method.clone(), format!("{base}/ssf/streams"))
+                    .basic_auth("repo-tools", Some(&scene.rs_secret))
+                    .body("{nope"),
+            )
+            .await;
+        assert_eq!(not_json.status, StatusCode::BAD_REQUEST);
         // Without credentials, or as a role that may not change streams.
         let anonymous = ssf(
             server,

@@ -142,13 +142,15 @@ async fn generated_bootstrap_credential_works_once_issued() {
     let credential = secrecy::ExposeSecret::expose_secret(&credential).to_owned();
     assert!(credential.starts_with("aims_h_"));
     assert_ne!(credential, ADMIN_TOKEN);
-    let resp = reqwest::Client::new()
-        .get(format!("http://{}/v1/agents", running.addr))
-        .bearer_auth(&credential)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    let base = format!("http://{}", running.addr);
+    let resp = crate::kit::TestServer::send_to(
+        &base,
+        reqwest::Client::new()
+            .get(format!("{base}/v1/agents"))
+            .bearer_auth(&credential),
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::OK);
     // Only the hash is stored: the credential is nowhere in the database file.
     running.shutdown();
     running.wait().await.unwrap();

@@ -122,13 +122,15 @@ impl Scene {
         // Any answer to a DPoP request carries a nonce: learn the first one.
         let probe = scene
             .server
-            .http
-            .post(scene.url("/v1/decisions"))
-            .header("Authorization", "DPoP x")
-            .send()
-            .await
-            .unwrap();
-        scene.remember_nonce(&TestServer::reply(probe).await);
+            .send(
+                scene
+                    .server
+                    .http
+                    .post(scene.url("/v1/decisions"))
+                    .header("Authorization", "DPoP x"),
+            )
+            .await;
+        scene.remember_nonce(&probe);
         scene
     }
 
@@ -560,17 +562,16 @@ async fn refused_exchanges_issue_nothing(backend: Backend) {
     assert_eq!(other.body["error"], "unsupported_grant_type");
     let duplicated = scene
         .server
-        .http
-        .post(scene.url("/oauth2/token"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("grant_type=a&grant_type=b")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        TestServer::reply(duplicated).await.body["error"],
-        "invalid_request"
-    );
+        .send(
+            scene
+                .server
+                .http
+                .post(scene.url("/oauth2/token"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("grant_type=a&grant_type=b"),
+        )
+        .await;
+    assert_eq!(duplicated.body["error"], "invalid_request");
 
     // Depth: the planner may not delegate at all (its limit is 0).
     let parent = access_token(&scene.exchange("read:repo/acme/*").await);
@@ -723,14 +724,15 @@ async fn enforcement_points_require_this_servers_dpop_nonce(backend: Backend) {
     // An SVID is a bearer credential: no proof, no nonce.
     let bearer = scene
         .server
-        .http
-        .post(scene.url("/v1/decisions"))
-        .bearer_auth(&scene.planner.svid)
-        .json(&json!({"action": "read", "resource": repository("repo/acme/app")}))
-        .send()
-        .await
-        .unwrap();
-    let bearer = TestServer::reply(bearer).await;
+        .send(
+            scene
+                .server
+                .http
+                .post(scene.url("/v1/decisions"))
+                .bearer_auth(&scene.planner.svid)
+                .json(&json!({"action": "read", "resource": repository("repo/acme/app")})),
+        )
+        .await;
     assert_ne!(bearer.code(), "use_dpop_nonce", "{}", bearer.body);
     assert!(!bearer.headers.contains_key("dpop-nonce"));
 }
@@ -784,15 +786,11 @@ async fn introspection_and_revocation_follow_the_rfcs(backend: Backend) {
 
     // Revocation: 200 for unknown tokens; the holder may revoke its own.
     let revoke = |token: String| {
-        let http = scene.server.http.clone();
+        let server = &scene.server;
         let url = scene.url("/oauth2/revoke");
         async move {
-            http.post(url)
-                .form(&[("token", token.as_str())])
-                .send()
-                .await
-                .unwrap()
-                .status()
+            let request = server.http.post(url).form(&[("token", token.as_str())]);
+            server.send(request).await.status
         }
     };
     assert_eq!(revoke("garbage".into()).await, StatusCode::OK);
