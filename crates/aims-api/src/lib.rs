@@ -98,6 +98,15 @@ pub struct LifecycleRequest {
     pub reason: Option<String>,
 }
 
+/// Body of `POST /v1/agents/{name}/recertify`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecertifyRequest {
+    /// Days from now until the next recertification (default from server config, 1 to 3650).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<u32>,
+}
+
 /// An agent as the API shows it: the stored record plus its SPIFFE ID.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentView {

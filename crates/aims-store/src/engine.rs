@@ -46,9 +46,9 @@ use crate::{
     AccessTokenIssue, AgentActivity, AgentFilter, AttestationRecord, AuditKey, EPOCH_LIFETIME,
     Initialization, IssuedCredential, JoinTokenRecord, JoinTokenUse, KeySet, KeyState, LeaseIssue,
     LeaseRecord, MAX_PAGE, MAX_SSF_STREAMS_PER_RECEIVER, MAX_SSF_VERIFICATIONS_PENDING,
-    PolicySetVersion, PostureSnapshot, RegistryCursor, RegistryEntry, ResourceServer, Revocation,
-    RevocationTarget, SsfPending, SsfReceiver, SsfStatus, SsfStream, SsfVerification, Store,
-    StoreError, StoredCheckpoint, StoredKey, StoredLogKey, TaskFilter, sql,
+    PolicySetVersion, PostureSnapshot, RecertificationStep, RegistryCursor, RegistryEntry,
+    ResourceServer, Revocation, RevocationTarget, SsfPending, SsfReceiver, SsfStatus, SsfStream,
+    SsfVerification, Store, StoreError, StoredCheckpoint, StoredKey, StoredLogKey, TaskFilter, sql,
 };
 
 /// A `meta` value.
@@ -1740,6 +1740,49 @@ where
             &[id, holder],
             &[rows::to_ms(retry_at)],
             Some(error),
+        )
+        .await
+    }
+
+    async fn claim_recertification(
+        &self,
+        agent: &AgentName,
+        due: OffsetDateTime,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<Option<RecertificationStep>, StoreError> {
+        leases::claim_returning(
+            self,
+            sql::CLAIM_RECERTIFICATION,
+            &[agent.as_str(), holder],
+            &[rows::to_ms(due), rows::to_ms(now), rows::to_ms(until)],
+            None,
+        )
+        .await?
+        .map(|step| RecertificationStep::parse(&step))
+        .transpose()
+    }
+
+    async fn finish_recertification(
+        &self,
+        agent: &AgentName,
+        due: OffsetDateTime,
+        holder: &str,
+        done: Option<RecertificationStep>,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let step = match done {
+            None | Some(RecertificationStep::New) => "released",
+            Some(RecertificationStep::Warned) => "warned",
+            Some(RecertificationStep::Suspended) => "suspended",
+        };
+        leases::claim_step(
+            self,
+            sql::FINISH_RECERTIFICATION,
+            &[agent.as_str(), holder, step],
+            &[rows::to_ms(now), rows::to_ms(due)],
+            None,
         )
         .await
     }

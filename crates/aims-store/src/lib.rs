@@ -376,6 +376,31 @@ impl LeaseRecord {
     }
 }
 
+/// How far the recertification work of one agent's due date went (see
+/// [`Store::claim_recertification`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecertificationStep {
+    /// Nothing done yet.
+    New,
+    /// The owner was warned.
+    Warned,
+    /// The agent was suspended (its owner told).
+    Suspended,
+}
+
+impl RecertificationStep {
+    pub(crate) fn parse(value: &str) -> Result<Self, StoreError> {
+        match value {
+            "new" => Ok(Self::New),
+            "warned" => Ok(Self::Warned),
+            "suspended" => Ok(Self::Suspended),
+            _ => Err(StoreError::Corrupt(
+                "unknown recertification step".to_owned(),
+            )),
+        }
+    }
+}
+
 /// A lease to register: its credential (kind [`IssuedKind::Lease`], parent the task token,
 /// with its task) and its role, claimed by `holder` until `claimed_until` while the role is
 /// being created, so no replica ends it half made.
@@ -1041,6 +1066,31 @@ pub trait Store: Send + Sync + 'static {
         holder: &str,
         retry_at: OffsetDateTime,
         error: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Claims the recertification work of agent `agent`'s due date `due` for `holder` until
+    /// `until`, creating its record the first time: succeeds when it is unclaimed, already
+    /// `holder`'s, or its claim ran out before `now`, and says how far the work went. Of
+    /// concurrent claimants exactly one succeeds; `None` for the others.
+    async fn claim_recertification(
+        &self,
+        agent: &AgentName,
+        due: OffsetDateTime,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<Option<RecertificationStep>, StoreError>;
+
+    /// Records that `holder`, holding the claim on `agent`'s due date `due`, took the work to
+    /// `done` at `now` (`None`: nothing more done) and gives up the claim. False when
+    /// `holder` did not hold it.
+    async fn finish_recertification(
+        &self,
+        agent: &AgentName,
+        due: OffsetDateTime,
+        holder: &str,
+        done: Option<RecertificationStep>,
+        now: OffsetDateTime,
     ) -> Result<bool, StoreError>;
 
     /// Adds `reporter`'s report of refused callers, with one audit event: each sighting is

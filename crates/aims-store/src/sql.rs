@@ -522,3 +522,25 @@ pub(crate) const END_LEASE: &str = "UPDATE leases SET ended_at_ms = $3, claimed_
 pub(crate) const FAIL_LEASE: &str = "UPDATE leases SET attempts = attempts + 1, \
      retry_at_ms = $3, last_error = $4, claimed_by = NULL, claimed_until_ms = NULL \
      WHERE id = $1 AND claimed_by = $2 AND ended_at_ms IS NULL RETURNING id";
+
+/// Claims the recertification work of an agent's due date, creating its row the first time
+/// (binds: agent, holder, due, now, until); returns how far the work went (`new`, `warned`,
+/// `suspended`) when claimed.
+pub(crate) const CLAIM_RECERTIFICATION: &str = "INSERT INTO recertifications \
+     (agent, due_at_ms, claimed_by, claimed_until_ms) VALUES ($1, $3, $2, $5) \
+     ON CONFLICT (agent, due_at_ms) DO UPDATE \
+     SET claimed_by = excluded.claimed_by, claimed_until_ms = excluded.claimed_until_ms \
+     WHERE recertifications.claimed_by IS NULL OR recertifications.claimed_by = $2 \
+     OR recertifications.claimed_until_ms <= $4 \
+     RETURNING CASE WHEN suspended_at_ms IS NOT NULL THEN 'suspended' \
+     WHEN warned_at_ms IS NOT NULL THEN 'warned' ELSE 'new' END";
+/// Records how far the claim holder took the work and gives up the claim (binds: agent,
+/// holder, step (`warned`, `suspended` or `released`), now, due); returns the agent when the
+/// holder held the claim.
+pub(crate) const FINISH_RECERTIFICATION: &str = "UPDATE recertifications SET \
+     warned_at_ms = CASE WHEN $3 = 'released' THEN warned_at_ms \
+     ELSE COALESCE(warned_at_ms, $4) END, \
+     suspended_at_ms = CASE WHEN $3 = 'suspended' THEN COALESCE(suspended_at_ms, $4) \
+     ELSE suspended_at_ms END, \
+     claimed_by = NULL, claimed_until_ms = NULL \
+     WHERE agent = $1 AND due_at_ms = $5 AND claimed_by = $2 RETURNING agent";
