@@ -307,9 +307,11 @@ pub struct AuditQuery {
     pub limit: Option<u32>,
 }
 
-/// Query of `GET /v1/audit/query`: every filter given must match. The agent, or else the
-/// task, picks the index the log is read by; the other filters are applied to the records
-/// read, at most [`MAX_AUDIT_EXAMINED`] per request.
+/// Query of `GET /v1/audit/query`: every filter given must match. The most selective filter
+/// given (agent, task, policy, owner, action, decision, in that order) picks the index the log
+/// is read by, and `since`/`until` bound the part read through the time index; the other
+/// filters (the resource always) are applied to the records read, at most
+/// [`MAX_AUDIT_EXAMINED`] per request.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSearch {

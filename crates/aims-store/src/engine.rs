@@ -792,11 +792,19 @@ where
         after: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        let (query, value) = match key {
-            AuditKey::Agent(spiffe_id) => (sql::SELECT_AGENT_AUDIT, spiffe_id),
-            AuditKey::Task(task_id) => (sql::SELECT_TASK_AUDIT, task_id),
+        let (query, kind, value) = match key {
+            AuditKey::Agent(spiffe_id) => (sql::SELECT_AGENT_AUDIT, None, spiffe_id),
+            AuditKey::Task(task_id) => (sql::SELECT_TASK_AUDIT, None, task_id),
+            AuditKey::Action(name) => (sql::SELECT_ACTION_AUDIT, None, name),
+            AuditKey::Owner(owner) => (sql::SELECT_KEYED_AUDIT, Some("owner"), owner),
+            AuditKey::Decision(decision) => (sql::SELECT_KEYED_AUDIT, Some("decision"), decision),
+            AuditKey::Policy(policy) => (sql::SELECT_KEYED_AUDIT, Some("policy"), policy),
         };
-        sqlx::query_as::<B::Db, AuditRow>(query)
+        let mut statement = sqlx::query_as::<B::Db, AuditRow>(query);
+        if let Some(kind) = kind {
+            statement = statement.bind(kind.to_owned());
+        }
+        statement
             .bind(value.to_owned())
             .bind(rows::audit_after(after))
             .bind(i64::from(limit.min(MAX_PAGE)))

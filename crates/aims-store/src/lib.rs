@@ -221,14 +221,23 @@ pub struct PostureSnapshot {
     pub accepted_at: OffsetDateTime,
 }
 
-/// Which records [`Store::audit_records_of`] reads: those naming one agent (its SPIFFE ID),
-/// or those of one task (its id), each by its own index.
+/// Which records [`Store::audit_records_of`] reads, each key by its own index: those naming
+/// one agent (its SPIFFE ID), of one task (its id), of one action, or naming one owner,
+/// decision or determining policy (the `audit_keys` table beside the log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditKey<'a> {
     /// The agent with this SPIFFE ID.
     Agent(&'a str),
     /// The task with this id.
     Task(&'a str),
+    /// This action, e.g. `decision`.
+    Action(&'a str),
+    /// This owner.
+    Owner(&'a str),
+    /// This decision, e.g. `deny`.
+    Decision(&'a str),
+    /// This determining policy id.
+    Policy(&'a str),
 }
 
 /// Where a reader of the registry's change log has got to: the last change it applied

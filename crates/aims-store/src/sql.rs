@@ -19,6 +19,16 @@ pub(crate) const AUDIT_TXN_AT: &str = "SELECT txn FROM audit_log WHERE seq = $1"
 pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_log \
      (seq, time_ms, action, agent, prev_hash, hash, body, txn, task_id) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+/// Adds one query key of a record (binds: kind, key, seq).
+pub(crate) const INSERT_AUDIT_KEY: &str = "INSERT INTO audit_keys (kind, key, seq) \
+     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+/// The records with one query key (binds: kind, key, after, limit).
+pub(crate) const SELECT_KEYED_AUDIT: &str = "SELECT a.seq, a.prev_hash, a.hash, a.body \
+     FROM audit_keys k JOIN audit_log a ON a.seq = k.seq \
+     WHERE k.kind = $1 AND k.key = $2 AND k.seq > $3 ORDER BY k.seq LIMIT $4";
+/// The records of one action (binds: action, after, limit).
+pub(crate) const SELECT_ACTION_AUDIT: &str = "SELECT seq, prev_hash, hash, body FROM audit_log \
+     WHERE action = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 pub(crate) const SELECT_AUDIT: &str = "SELECT seq, prev_hash, hash, body FROM audit_log \
      WHERE seq > $1 ORDER BY seq LIMIT $2";
 /// Every column of each record, for the Merkle tree log's leaves.
