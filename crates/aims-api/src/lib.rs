@@ -98,6 +98,15 @@ pub struct LifecycleRequest {
     pub reason: Option<String>,
 }
 
+/// Body of `POST /v1/agents/{name}/recertify`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecertifyRequest {
+    /// Days from now until the next recertification (default from server config, 1 to 3650).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<u32>,
+}
+
 /// An agent as the API shows it: the stored record plus its SPIFFE ID.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentView {
@@ -298,9 +307,11 @@ pub struct AuditQuery {
     pub limit: Option<u32>,
 }
 
-/// Query of `GET /v1/audit/query`: every filter given must match. The agent, or else the
-/// task, picks the index the log is read by; the other filters are applied to the records
-/// read, at most [`MAX_AUDIT_EXAMINED`] per request.
+/// Query of `GET /v1/audit/query`: every filter given must match. The most selective filter
+/// given (agent, task, policy, owner, action, decision, in that order) picks the index the log
+/// is read by, and `since`/`until` bound the part read through the time index; the other
+/// filters (the resource always) are applied to the records read, at most
+/// [`MAX_AUDIT_EXAMINED`] per request.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSearch {

@@ -244,6 +244,8 @@ pub mod action {
     pub const AGENT_UPDATE: &str = "agent.update";
     /// An agent's lifecycle state changed.
     pub const AGENT_LIFECYCLE: &str = "agent.lifecycle";
+    /// An agent's recertification date was extended by its owner's approver or an admin.
+    pub const AGENT_RECERTIFY: &str = "agent.recertify";
     /// A new join token was issued for an agent.
     pub const AGENT_JOIN_TOKEN: &str = "agent.join_token";
     /// A user was added.

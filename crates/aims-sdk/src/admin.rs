@@ -27,7 +27,8 @@ use aims_api::{
     AddUserRequest, AgentList, AgentQuery, AgentView, AttestRequest, AttestResponse, AuditPage,
     AuditQuery, AuditVerification, DecideRequest, DecisionView, ExplainRequest, JoinTokenIssued,
     KeyList, LifecycleRequest, NonceResponse, PolicySetView, PolicyVersion, PolicyVersionList,
-    PushPolicyRequest, RegisterAgentRequest, UpdateAgentRequest, UserCredential, UserList,
+    PushPolicyRequest, RecertifyRequest, RegisterAgentRequest, UpdateAgentRequest, UserCredential,
+    UserList,
 };
 use aims_core::id::{AgentName, ApprovalId, EngineName, ResourceServerName, SecretName, UserName};
 use aims_core::lease::{Engine, RoleTemplate};
@@ -203,6 +204,19 @@ impl AdminClient {
         request: &LifecycleRequest,
     ) -> Result<AgentView, SdkError> {
         self.lifecycle(name, "/suspend", request).await
+    }
+
+    /// `POST /v1/agents/{name}/recertify`: moves the agent's recertification date forward
+    /// (admin, or the agent's designated approver).
+    pub async fn recertify_agent(
+        &self,
+        name: &AgentName,
+        request: &RecertifyRequest,
+    ) -> Result<AgentView, SdkError> {
+        let builder = self
+            .authed(Method::POST, &agent_path(name, "/recertify"))?
+            .json(request);
+        receive(builder).await
     }
 
     /// `POST /v1/agents/{name}/resume`.

@@ -42,6 +42,12 @@ pub const ENV_BOOTSTRAP_TOKEN: &str = "AIMS_BOOTSTRAP_TOKEN";
 pub const ENV_DRIFT_WEBHOOK_URL: &str = "AIMS_DRIFT_WEBHOOK_URL";
 /// Where a notification of every new approval request is POSTed.
 pub const ENV_APPROVAL_WEBHOOK_URL: &str = "AIMS_APPROVAL_WEBHOOK_URL";
+/// Where recertification notices (due soon, suspended) are POSTed.
+pub const ENV_RECERTIFY_WEBHOOK_URL: &str = "AIMS_RECERTIFY_WEBHOOK_URL";
+/// Seconds an agent may stay past its recertification date before it is suspended.
+pub const ENV_RECERTIFY_GRACE_S: &str = "AIMS_RECERTIFY_GRACE_S";
+/// Seconds before its recertification date an agent's owner is warned.
+pub const ENV_RECERTIFY_WARN_S: &str = "AIMS_RECERTIFY_WARN_S";
 /// Free space, in MiB, the SQLite store keeps on its volume; writes are refused below it.
 pub const ENV_STORAGE_RESERVE_MB: &str = "AIMS_STORAGE_RESERVE_MB";
 /// Rate limit per source on the endpoints anyone may call, `RATE/BURST` (default `100/500`).
@@ -83,6 +89,14 @@ pub struct RawConfig {
     pub join_token_ttl_s: Option<u64>,
     /// Default days until an agent must be recertified.
     pub recertify_days: Option<u32>,
+    /// Seconds an agent may stay past its recertification date before it is suspended.
+    pub recertify_grace_s: Option<u64>,
+    /// Seconds before its recertification date the owner is warned.
+    pub recertify_warn_s: Option<u64>,
+    /// How often recertification dates are checked, seconds.
+    pub recertify_check_s: Option<u64>,
+    /// Where recertification notices are POSTed (signed JWS bodies), if anywhere.
+    pub recertify_webhook_url: Option<String>,
     /// `spiffe_refresh_hint` of the bundle, seconds.
     pub bundle_refresh_hint_s: Option<u64>,
     /// How often the key set is re-read from the store (for other replicas' rotations), seconds.
@@ -143,6 +157,10 @@ impl RawConfig {
             request_timeout_s: other.request_timeout_s.or(self.request_timeout_s),
             join_token_ttl_s: other.join_token_ttl_s.or(self.join_token_ttl_s),
             recertify_days: other.recertify_days.or(self.recertify_days),
+            recertify_grace_s: other.recertify_grace_s.or(self.recertify_grace_s),
+            recertify_warn_s: other.recertify_warn_s.or(self.recertify_warn_s),
+            recertify_check_s: other.recertify_check_s.or(self.recertify_check_s),
+            recertify_webhook_url: other.recertify_webhook_url.or(self.recertify_webhook_url),
             bundle_refresh_hint_s: other.bundle_refresh_hint_s.or(self.bundle_refresh_hint_s),
             key_reload_s: other.key_reload_s.or(self.key_reload_s),
             svid_ttl_s: other.svid_ttl_s.or(self.svid_ttl_s),
@@ -189,6 +207,7 @@ impl RawConfig {
             public_url: var(ENV_PUBLIC_URL),
             drift_webhook_url: var(ENV_DRIFT_WEBHOOK_URL),
             approval_webhook_url: var(ENV_APPROVAL_WEBHOOK_URL),
+            recertify_webhook_url: var(ENV_RECERTIFY_WEBHOOK_URL),
             tls_cert_file: var(ENV_TLS_CERT).map(PathBuf::from),
             tls_key_file: var(ENV_TLS_KEY).map(PathBuf::from),
             rate_limit_per_source: var(ENV_RATE_LIMIT_PER_SOURCE),
@@ -240,6 +259,15 @@ pub struct Config {
     pub join_token_ttl: Duration,
     /// Default days until an agent must be recertified.
     pub recertify_days: u32,
+    /// How long an agent may stay past its recertification date before it is suspended
+    /// (default 7 days).
+    pub recertify_grace: Duration,
+    /// How long before its recertification date the owner is warned (default 14 days).
+    pub recertify_warn: Duration,
+    /// How often recertification dates are checked (default 5 minutes).
+    pub recertify_check: Duration,
+    /// Where recertification notices are POSTed.
+    pub recertify_webhook_url: Option<String>,
     /// `spiffe_refresh_hint` of the bundle.
     pub bundle_refresh_hint: Duration,
     /// How often the key set is re-read from the store.
@@ -366,17 +394,27 @@ impl Config {
         {
             errors.push("public_url: must start with http:// or https://".to_owned());
         }
-        let storage_reserve_mb = match var(ENV_STORAGE_RESERVE_MB) {
-            None => raw.storage_reserve_mb,
-            Some(text) => text
-                .parse::<u64>()
-                .map_err(|_| {
-                    errors.push(format!(
-                        "{ENV_STORAGE_RESERVE_MB}: must be a whole number of MiB"
-                    ))
-                })
-                .ok(),
-        };
+        let storage_reserve_mb = number_from_env(
+            var,
+            ENV_STORAGE_RESERVE_MB,
+            "MiB",
+            raw.storage_reserve_mb,
+            &mut errors,
+        );
+        let recertify_grace_s = number_from_env(
+            var,
+            ENV_RECERTIFY_GRACE_S,
+            "seconds",
+            raw.recertify_grace_s,
+            &mut errors,
+        );
+        let recertify_warn_s = number_from_env(
+            var,
+            ENV_RECERTIFY_WARN_S,
+            "seconds",
+            raw.recertify_warn_s,
+            &mut errors,
+        );
         let mut bounded = |name: &str, value: Option<u64>, default: u64, min: u64, max: u64| {
             let v = value.unwrap_or(default);
             if !(min..=max).contains(&v) {
@@ -400,6 +438,21 @@ impl Config {
             1,
             3650,
         );
+        let recertify_grace_s = bounded(
+            "recertify_grace_s",
+            recertify_grace_s,
+            7 * 86_400,
+            0,
+            365 * 86_400,
+        );
+        let recertify_warn_s = bounded(
+            "recertify_warn_s",
+            recertify_warn_s,
+            14 * 86_400,
+            0,
+            365 * 86_400,
+        );
+        let recertify_check_s = bounded("recertify_check_s", raw.recertify_check_s, 300, 1, 86_400);
         let refresh_s = bounded(
             "bundle_refresh_hint_s",
             raw.bundle_refresh_hint_s,
@@ -509,6 +562,7 @@ impl Config {
         };
         let drift_webhook_url = webhook("drift_webhook_url", raw.drift_webhook_url);
         let approval_webhook_url = webhook("approval_webhook_url", raw.approval_webhook_url);
+        let recertify_webhook_url = webhook("recertify_webhook_url", raw.recertify_webhook_url);
 
         match (
             listen,
@@ -531,6 +585,10 @@ impl Config {
                 request_timeout: Duration::from_secs(request_timeout_s),
                 join_token_ttl: Duration::from_secs(join_token_ttl_s),
                 recertify_days: u32::try_from(recertify_days).unwrap_or(90),
+                recertify_grace: Duration::from_secs(recertify_grace_s),
+                recertify_warn: Duration::from_secs(recertify_warn_s),
+                recertify_check: Duration::from_secs(recertify_check_s),
+                recertify_webhook_url,
                 bundle_refresh_hint: Duration::from_secs(refresh_s),
                 key_reload: Duration::from_secs(key_reload_s),
                 svid_ttl: Duration::from_secs(svid_ttl_s),
@@ -554,6 +612,23 @@ impl Config {
             }),
             _ => Err(ConfigErrors(errors)),
         }
+    }
+}
+
+/// The whole number environment variable `name` gives (in `unit`), else the file's `value`.
+fn number_from_env(
+    var: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+    unit: &str,
+    value: Option<u64>,
+    errors: &mut Vec<String>,
+) -> Option<u64> {
+    match var(name) {
+        None => value,
+        Some(text) => text
+            .parse::<u64>()
+            .map_err(|_| errors.push(format!("{name}: must be a whole number of {unit}")))
+            .ok(),
     }
 }
 
@@ -737,5 +812,42 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.0.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn recertification_settings_come_from_the_environment_and_are_checked() {
+        let config = Config::load_with(
+            &Overrides::default(),
+            &env(&[
+                (ENV_RECERTIFY_GRACE_S, "0"),
+                (ENV_RECERTIFY_WARN_S, "86400"),
+                (
+                    ENV_RECERTIFY_WEBHOOK_URL,
+                    "https://hooks.acme.example/recertify",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.recertify_grace, Duration::ZERO);
+        assert_eq!(config.recertify_warn, Duration::from_secs(86_400));
+        assert_eq!(
+            config.recertify_webhook_url.as_deref(),
+            Some("https://hooks.acme.example/recertify")
+        );
+        let defaults = Config::load_with(&Overrides::default(), &env(&[])).unwrap();
+        assert_eq!(defaults.recertify_grace, Duration::from_secs(7 * 86_400));
+        assert_eq!(defaults.recertify_warn, Duration::from_secs(14 * 86_400));
+        assert_eq!(defaults.recertify_check, Duration::from_secs(300));
+        assert_eq!(defaults.recertify_webhook_url, None);
+        let err = Config::load_with(
+            &Overrides::default(),
+            &env(&[
+                (ENV_RECERTIFY_GRACE_S, "a week"),
+                (ENV_RECERTIFY_WARN_S, "999999999"),
+                (ENV_RECERTIFY_WEBHOOK_URL, "ftp://hooks"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
     }
 }

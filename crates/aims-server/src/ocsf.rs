@@ -47,7 +47,9 @@ fn class_of(event: &AuditEvent) -> (u64, u64) {
             };
             (ACCOUNT_CHANGE, activity)
         }
-        action::AGENT_UPDATE | action::AGENT_JOIN_TOKEN => (ACCOUNT_CHANGE, OTHER),
+        action::AGENT_UPDATE | action::AGENT_JOIN_TOKEN | action::AGENT_RECERTIFY => {
+            (ACCOUNT_CHANGE, OTHER)
+        }
         action::DECISION => {
             let verb = event
                 .resource

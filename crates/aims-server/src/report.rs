@@ -370,8 +370,9 @@ pub fn findings(facts: &Facts, tally: &Tally) -> GovernanceReport {
                 }),
                 format!(
                     "Have the owner confirm the agent is still needed and recertify it \
-                     (aims agent update {name} --recertify-days N), or decommission it \
-                     (aims agent decommission {name}); until then it cannot attest."
+                     (aims agent recertify {name} --days N), or decommission it \
+                     (aims agent decommission {name}); until then it cannot attest, and \
+                     past the grace period it is suspended."
                 ),
             ));
         }

@@ -156,6 +156,7 @@ pub async fn start_with_store(
         stop.clone(),
     ));
     tokio::spawn(sweep_periodically(state.clone(), stop.clone()));
+    tokio::spawn(crate::recertify::watch(state.clone(), stop.clone()));
     tokio::spawn(summarize_refusals(
         state.clone(),
         state.config.refusal_window,

@@ -1,5 +1,5 @@
-//! Outbound notifications: when an agent is quarantined for drift, or an approval request is
-//! opened, a signed event is POSTed to the webhook configured for it, retried with backoff in
+//! Outbound notifications: when an agent is quarantined for drift, an approval request is
+//! opened, or an agent's recertification falls due or lapses, a signed event is POSTed to the webhook configured for it, retried with backoff in
 //! the background.
 //!
 //! The body is a compact JWS (`Content-Type: application/jwt`, `typ: aims-event+jwt`) signed
@@ -30,6 +30,8 @@ pub enum Hook {
     Drift,
     /// An approval request was opened.
     Approval,
+    /// An agent's recertification date is near, or it was suspended for missing it.
+    Recertify,
 }
 
 impl Hook {
@@ -37,6 +39,7 @@ impl Hook {
         match self {
             Self::Drift => state.config.drift_webhook_url.clone(),
             Self::Approval => state.config.approval_webhook_url.clone(),
+            Self::Recertify => state.config.recertify_webhook_url.clone(),
         }
     }
 
@@ -44,6 +47,7 @@ impl Hook {
         match self {
             Self::Drift => "drift",
             Self::Approval => "approval",
+            Self::Recertify => "recertify",
         }
     }
 }

@@ -46,9 +46,9 @@ use crate::{
     AccessTokenIssue, AgentActivity, AgentFilter, AttestationRecord, AuditKey, EPOCH_LIFETIME,
     Initialization, IssuedCredential, JoinTokenRecord, JoinTokenUse, KeySet, KeyState, LeaseIssue,
     LeaseRecord, MAX_PAGE, MAX_SSF_STREAMS_PER_RECEIVER, MAX_SSF_VERIFICATIONS_PENDING,
-    PolicySetVersion, PostureSnapshot, RegistryCursor, RegistryEntry, ResourceServer, Revocation,
-    RevocationTarget, SsfPending, SsfReceiver, SsfStatus, SsfStream, SsfVerification, Store,
-    StoreError, StoredCheckpoint, StoredKey, StoredLogKey, TaskFilter, sql,
+    PolicySetVersion, PostureSnapshot, RecertificationStep, RegistryCursor, RegistryEntry,
+    ResourceServer, Revocation, RevocationTarget, SsfPending, SsfReceiver, SsfStatus, SsfStream,
+    SsfVerification, Store, StoreError, StoredCheckpoint, StoredKey, StoredLogKey, TaskFilter, sql,
 };
 
 /// A `meta` value.
@@ -792,11 +792,19 @@ where
         after: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        let (query, value) = match key {
-            AuditKey::Agent(spiffe_id) => (sql::SELECT_AGENT_AUDIT, spiffe_id),
-            AuditKey::Task(task_id) => (sql::SELECT_TASK_AUDIT, task_id),
+        let (query, kind, value) = match key {
+            AuditKey::Agent(spiffe_id) => (sql::SELECT_AGENT_AUDIT, None, spiffe_id),
+            AuditKey::Task(task_id) => (sql::SELECT_TASK_AUDIT, None, task_id),
+            AuditKey::Action(name) => (sql::SELECT_ACTION_AUDIT, None, name),
+            AuditKey::Owner(owner) => (sql::SELECT_KEYED_AUDIT, Some("owner"), owner),
+            AuditKey::Decision(decision) => (sql::SELECT_KEYED_AUDIT, Some("decision"), decision),
+            AuditKey::Policy(policy) => (sql::SELECT_KEYED_AUDIT, Some("policy"), policy),
         };
-        sqlx::query_as::<B::Db, AuditRow>(query)
+        let mut statement = sqlx::query_as::<B::Db, AuditRow>(query);
+        if let Some(kind) = kind {
+            statement = statement.bind(kind.to_owned());
+        }
+        statement
             .bind(value.to_owned())
             .bind(rows::audit_after(after))
             .bind(i64::from(limit.min(MAX_PAGE)))
@@ -1740,6 +1748,49 @@ where
             &[id, holder],
             &[rows::to_ms(retry_at)],
             Some(error),
+        )
+        .await
+    }
+
+    async fn claim_recertification(
+        &self,
+        agent: &AgentName,
+        due: OffsetDateTime,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<Option<RecertificationStep>, StoreError> {
+        leases::claim_returning(
+            self,
+            sql::CLAIM_RECERTIFICATION,
+            &[agent.as_str(), holder],
+            &[rows::to_ms(due), rows::to_ms(now), rows::to_ms(until)],
+            None,
+        )
+        .await?
+        .map(|step| RecertificationStep::parse(&step))
+        .transpose()
+    }
+
+    async fn finish_recertification(
+        &self,
+        agent: &AgentName,
+        due: OffsetDateTime,
+        holder: &str,
+        done: Option<RecertificationStep>,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let step = match done {
+            None | Some(RecertificationStep::New) => "released",
+            Some(RecertificationStep::Warned) => "warned",
+            Some(RecertificationStep::Suspended) => "suspended",
+        };
+        leases::claim_step(
+            self,
+            sql::FINISH_RECERTIFICATION,
+            &[agent.as_str(), holder, step],
+            &[rows::to_ms(now), rows::to_ms(due)],
+            None,
         )
         .await
     }

@@ -383,6 +383,27 @@ where
     for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
     usize: ColumnIndex<<B::Db as Database>::Row>,
 {
+    let changed = claim_returning(backend, statement, text, numbers, tail).await?;
+    Ok(changed.is_some())
+}
+
+/// [`claim_step`], with the text the statement returns when it changed the row (claims of
+/// leases and of recertification work).
+pub(crate) async fn claim_returning<B>(
+    backend: &B,
+    statement: &'static str,
+    text: &[&str],
+    numbers: &[i64],
+    tail: Option<&str>,
+) -> Result<Option<String>, StoreError>
+where
+    B: Backend,
+    for<'c> &'c sqlx::Pool<B::Db>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+    usize: ColumnIndex<<B::Db as Database>::Row>,
+{
     let mut query = sqlx::query_scalar::<B::Db, String>(statement);
     for value in text {
         query = query.bind((*value).to_owned());
@@ -393,9 +414,8 @@ where
     if let Some(value) = tail {
         query = query.bind(value.to_owned());
     }
-    let changed = query
+    query
         .fetch_optional(write_pool(backend)?)
         .await
-        .map_err(classify)?;
-    Ok(changed.is_some())
+        .map_err(classify)
 }

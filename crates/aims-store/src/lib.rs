@@ -221,14 +221,23 @@ pub struct PostureSnapshot {
     pub accepted_at: OffsetDateTime,
 }
 
-/// Which records [`Store::audit_records_of`] reads: those naming one agent (its SPIFFE ID),
-/// or those of one task (its id), each by its own index.
+/// Which records [`Store::audit_records_of`] reads, each key by its own index: those naming
+/// one agent (its SPIFFE ID), of one task (its id), of one action, or naming one owner,
+/// decision or determining policy (the `audit_keys` table beside the log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditKey<'a> {
     /// The agent with this SPIFFE ID.
     Agent(&'a str),
     /// The task with this id.
     Task(&'a str),
+    /// This action, e.g. `decision`.
+    Action(&'a str),
+    /// This owner.
+    Owner(&'a str),
+    /// This decision, e.g. `deny`.
+    Decision(&'a str),
+    /// This determining policy id.
+    Policy(&'a str),
 }
 
 /// Where a reader of the registry's change log has got to: the last change it applied
@@ -373,6 +382,31 @@ impl LeaseRecord {
     /// Whether its role should be ended at `now`: revoked or expired, and not ended yet.
     pub fn is_due(&self, now: OffsetDateTime) -> bool {
         self.ended_at.is_none() && (self.revoked_at.is_some() || self.expires_at <= now)
+    }
+}
+
+/// How far the recertification work of one agent's due date went (see
+/// [`Store::claim_recertification`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecertificationStep {
+    /// Nothing done yet.
+    New,
+    /// The owner was warned.
+    Warned,
+    /// The agent was suspended (its owner told).
+    Suspended,
+}
+
+impl RecertificationStep {
+    pub(crate) fn parse(value: &str) -> Result<Self, StoreError> {
+        match value {
+            "new" => Ok(Self::New),
+            "warned" => Ok(Self::Warned),
+            "suspended" => Ok(Self::Suspended),
+            _ => Err(StoreError::Corrupt(
+                "unknown recertification step".to_owned(),
+            )),
+        }
     }
 }
 
@@ -1041,6 +1075,31 @@ pub trait Store: Send + Sync + 'static {
         holder: &str,
         retry_at: OffsetDateTime,
         error: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Claims the recertification work of agent `agent`'s due date `due` for `holder` until
+    /// `until`, creating its record the first time: succeeds when it is unclaimed, already
+    /// `holder`'s, or its claim ran out before `now`, and says how far the work went. Of
+    /// concurrent claimants exactly one succeeds; `None` for the others.
+    async fn claim_recertification(
+        &self,
+        agent: &AgentName,
+        due: OffsetDateTime,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<Option<RecertificationStep>, StoreError>;
+
+    /// Records that `holder`, holding the claim on `agent`'s due date `due`, took the work to
+    /// `done` at `now` (`None`: nothing more done) and gives up the claim. False when
+    /// `holder` did not hold it.
+    async fn finish_recertification(
+        &self,
+        agent: &AgentName,
+        due: OffsetDateTime,
+        holder: &str,
+        done: Option<RecertificationStep>,
+        now: OffsetDateTime,
     ) -> Result<bool, StoreError>;
 
     /// Adds `reporter`'s report of refused callers, with one audit event: each sighting is

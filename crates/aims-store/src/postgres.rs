@@ -47,6 +47,9 @@ const INSERT_AUDIT_BATCH: &str = "INSERT INTO audit_log \
      (seq, time_ms, action, agent, prev_hash, hash, body, txn, task_id) \
      SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
      $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[])";
+/// Inserts a whole batch's query keys in one round trip.
+const INSERT_AUDIT_KEYS: &str = "INSERT INTO audit_keys (kind, key, seq) \
+     SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) ON CONFLICT DO NOTHING";
 /// Whether this session may write (off on a standby or a read-only default).
 const READ_ONLY: &str = "SELECT current_setting('transaction_read_only')";
 
@@ -166,7 +169,13 @@ impl Backend for PostgresStore {
         rows: Vec<NewAuditRow>,
     ) -> Result<(), StoreError> {
         let mut columns = AuditColumns::default();
+        let mut keys: (Vec<&str>, Vec<String>, Vec<i64>) = Default::default();
         for row in rows {
+            for (kind, key) in row.keys {
+                keys.0.push(kind);
+                keys.1.push(key);
+                keys.2.push(row.seq);
+            }
             columns.seq.push(row.seq);
             columns.time_ms.push(row.time_ms);
             columns.action.push(row.action);
@@ -187,9 +196,18 @@ impl Backend for PostgresStore {
             .bind(columns.body)
             .bind(columns.txn)
             .bind(columns.task_id)
-            .execute(conn)
+            .execute(&mut *conn)
             .await
             .map_err(classify)?;
+        if !keys.0.is_empty() {
+            sqlx::query(INSERT_AUDIT_KEYS)
+                .bind(keys.0)
+                .bind(keys.1)
+                .bind(keys.2)
+                .execute(&mut *conn)
+                .await
+                .map_err(classify)?;
+        }
         Ok(())
     }
 

@@ -480,6 +480,25 @@ pub(crate) struct NewAuditRow {
     pub txn: String,
     /// The task the event belongs to.
     pub task_id: Option<String>,
+    /// Its query keys for `audit_keys`: (kind, key), each once.
+    pub keys: Vec<(&'static str, String)>,
+}
+
+/// The query keys of `event` kept in `audit_keys`: its owner, decision and policies.
+fn audit_keys(event: &AuditEvent) -> Vec<(&'static str, String)> {
+    let mut keys: Vec<(&'static str, String)> = Vec::new();
+    if let Some(owner) = &event.owner {
+        keys.push(("owner", owner.clone()));
+    }
+    if let Some(decision) = &event.decision {
+        keys.push(("decision", decision.clone()));
+    }
+    for policy in &event.policy_ids {
+        if !keys.iter().any(|(k, v)| *k == "policy" && v == policy) {
+            keys.push(("policy", policy.clone()));
+        }
+    }
+    keys
 }
 
 /// Chains `events` after `head` for the transaction `txn`; returns the rows to insert and
@@ -503,6 +522,7 @@ pub(crate) fn chain_batch(
             body: record.body,
             txn: txn.to_owned(),
             task_id: event.task_id.clone(),
+            keys: audit_keys(event),
         });
         head = ChainHead {
             seq: record.seq,

@@ -19,6 +19,16 @@ pub(crate) const AUDIT_TXN_AT: &str = "SELECT txn FROM audit_log WHERE seq = $1"
 pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_log \
      (seq, time_ms, action, agent, prev_hash, hash, body, txn, task_id) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+/// Adds one query key of a record (binds: kind, key, seq).
+pub(crate) const INSERT_AUDIT_KEY: &str = "INSERT INTO audit_keys (kind, key, seq) \
+     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+/// The records with one query key (binds: kind, key, after, limit).
+pub(crate) const SELECT_KEYED_AUDIT: &str = "SELECT a.seq, a.prev_hash, a.hash, a.body \
+     FROM audit_keys k JOIN audit_log a ON a.seq = k.seq \
+     WHERE k.kind = $1 AND k.key = $2 AND k.seq > $3 ORDER BY k.seq LIMIT $4";
+/// The records of one action (binds: action, after, limit).
+pub(crate) const SELECT_ACTION_AUDIT: &str = "SELECT seq, prev_hash, hash, body FROM audit_log \
+     WHERE action = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 pub(crate) const SELECT_AUDIT: &str = "SELECT seq, prev_hash, hash, body FROM audit_log \
      WHERE seq > $1 ORDER BY seq LIMIT $2";
 /// Every column of each record, for the Merkle tree log's leaves.
@@ -524,3 +534,25 @@ pub(crate) const END_LEASE: &str = "UPDATE leases SET ended_at_ms = $3, claimed_
 pub(crate) const FAIL_LEASE: &str = "UPDATE leases SET attempts = attempts + 1, \
      retry_at_ms = $3, last_error = $4, claimed_by = NULL, claimed_until_ms = NULL \
      WHERE id = $1 AND claimed_by = $2 AND ended_at_ms IS NULL RETURNING id";
+
+/// Claims the recertification work of an agent's due date, creating its row the first time
+/// (binds: agent, holder, due, now, until); returns how far the work went (`new`, `warned`,
+/// `suspended`) when claimed.
+pub(crate) const CLAIM_RECERTIFICATION: &str = "INSERT INTO recertifications \
+     (agent, due_at_ms, claimed_by, claimed_until_ms) VALUES ($1, $3, $2, $5) \
+     ON CONFLICT (agent, due_at_ms) DO UPDATE \
+     SET claimed_by = excluded.claimed_by, claimed_until_ms = excluded.claimed_until_ms \
+     WHERE recertifications.claimed_by IS NULL OR recertifications.claimed_by = $2 \
+     OR recertifications.claimed_until_ms <= $4 \
+     RETURNING CASE WHEN suspended_at_ms IS NOT NULL THEN 'suspended' \
+     WHEN warned_at_ms IS NOT NULL THEN 'warned' ELSE 'new' END";
+/// Records how far the claim holder took the work and gives up the claim (binds: agent,
+/// holder, step (`warned`, `suspended` or `released`), now, due); returns the agent when the
+/// holder held the claim.
+pub(crate) const FINISH_RECERTIFICATION: &str = "UPDATE recertifications SET \
+     warned_at_ms = CASE WHEN $3 = 'released' THEN warned_at_ms \
+     ELSE COALESCE(warned_at_ms, $4) END, \
+     suspended_at_ms = CASE WHEN $3 = 'suspended' THEN COALESCE(suspended_at_ms, $4) \
+     ELSE suspended_at_ms END, \
+     claimed_by = NULL, claimed_until_ms = NULL \
+     WHERE agent = $1 AND due_at_ms = $5 AND claimed_by = $2 RETURNING agent";

@@ -143,6 +143,15 @@ impl Backend for SqliteStore {
         rows: Vec<NewAuditRow>,
     ) -> Result<(), StoreError> {
         for row in rows {
+            for (kind, key) in &row.keys {
+                sqlx::query(sql::INSERT_AUDIT_KEY)
+                    .bind(*kind)
+                    .bind(key.as_str())
+                    .bind(row.seq)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(classify)?;
+            }
             sqlx::query(sql::INSERT_AUDIT)
                 .bind(row.seq)
                 .bind(row.time_ms)

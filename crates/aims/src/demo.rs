@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 
 use aims_api::approvals::ApprovalView;
 use aims_api::oauth::{CreateTaskRequest, RegisterResourceServerRequest};
+use aims_api::report::ReportQuery;
 use aims_api::secrets::PutSecretRequest;
 use aims_api::{
     AddUserRequest, AgentQuery, AuditQuery, DecideRequest, LifecycleRequest, PushPolicyRequest,
@@ -1012,6 +1013,77 @@ async fn scenario_delegation(
     Ok(())
 }
 
+/// SPEC §7 scenario 7 (investigate and govern): every scenario's task as a tree, the
+/// governance report's summary, the HTML report written to a file that outlives the demo,
+/// and the log verified.
+async fn scenario_investigate(admin: &AdminClient) -> anyhow::Result<()> {
+    step("Scenario 7, investigate: each scenario's task as a tree (aims audit trace TASK)");
+    let tasks = admin.tasks(None, None, Some(100)).await?.tasks;
+    for task in tasks.iter().rev() {
+        let trace = admin.trace_task(task.id.as_str()).await?;
+        print!("{}", crate::cli::audit::render_trace(&trace));
+    }
+
+    step("Scenario 7, govern: the governance report (aims report)");
+    let report = admin
+        .report(&ReportQuery {
+            window_days: Some(30),
+        })
+        .await?;
+    print!("{}", crate::cli::report::render_summary(&report));
+    let (_, path) = tempfile::Builder::new()
+        .prefix("aims-demo-report-")
+        .suffix(".html")
+        .tempfile()?
+        .keep()?;
+    std::fs::write(&path, crate::cli::report_html::render_html(&report))?;
+    println!(
+        "{} findings; the HTML report (self-contained, no fetches) is at {}",
+        report.findings.len(),
+        path.display()
+    );
+
+    step("Scenario 7, verify: the audit log's hash chain (aims audit verify)");
+    let verification = admin.verify_audit().await?;
+    println!(
+        "chain intact: {} ({} records, head {})",
+        verification.intact, verification.records, verification.head_hash
+    );
+    if !verification.intact {
+        bail!("the audit chain does not verify");
+    }
+    Ok(())
+}
+
+/// Copies the stopped server's data directory `from` to `to` and alters, in the copy, the
+/// stored audit event of `ci-deployer`'s suspension (its reason); returns the record's
+/// sequence number.
+async fn tamper_with_a_copy(from: &Path, to: &Path) -> anyhow::Result<i64> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+    }
+    let url = format!("sqlite://{}", to.join("aims.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await?;
+    let seq: i64 = sqlx::query_scalar(
+        "SELECT seq FROM audit_log WHERE action = 'agent.lifecycle' \
+         AND body LIKE '%pipeline paused%' ORDER BY seq LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await?;
+    sqlx::query(
+        "UPDATE audit_log SET body = replace(body, 'pipeline paused', 'routine check') \
+         WHERE seq = ?",
+    )
+    .bind(seq)
+    .execute(&pool)
+    .await?;
+    pool.close().await;
+    Ok(seq)
+}
+
 /// SPEC §7 scenario 1 through the gateway: the coding agent reads the repository with a task
 /// token for the gateway; the gateway has AIMS decide each call and injects the repository's
 /// static token, which the agent never holds. The "repository" is a small HTTP server started
@@ -1517,7 +1589,7 @@ pub async fn run() -> anyhow::Result<()> {
     if server.bootstrap_credential.is_some() {
         bail!("a restart must not print a new bootstrap credential");
     }
-    let admin = AdminClient::new(&server.url, Some(credential))?;
+    let admin = AdminClient::new(&server.url, Some(credential.clone()))?;
     let agents = admin
         .list_all_agents(&AgentQuery::default(), None)
         .await?
@@ -1531,10 +1603,36 @@ pub async fn run() -> anyhow::Result<()> {
         verification.intact,
         verification.records
     );
-    server.stop().await?;
     if !same_keys || !verification.intact {
         bail!("state did not survive the restart");
     }
+    scenario_investigate(&admin).await?;
+    server.stop().await?;
+
+    step("Scenario 7, tamper evidence: one stored event altered on a copy of the store");
+    let copy = tempfile::Builder::new()
+        .prefix("aims-demo-copy-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()?;
+    let seq = tamper_with_a_copy(data_dir.path(), copy.path()).await?;
+    println!(
+        "copy {}: record #{seq} (ci-deployer's suspension) now gives the reason \"routine check\"",
+        copy.path().display()
+    );
+    let server = ServerProcess::start(copy.path()).await?;
+    let admin = AdminClient::new(&server.url, Some(credential))?;
+    let verification = admin.verify_audit().await?;
+    server.stop().await?;
+    let problem = verification.problem.unwrap_or_default();
+    println!(
+        "verify the copy: chain intact: {}; {problem}; the last good record is #{}",
+        verification.intact, verification.records
+    );
+    let pinpointed = problem.starts_with(&format!("record {seq} "));
+    if verification.intact || !pinpointed {
+        bail!("verify did not pinpoint the altered record #{seq}");
+    }
+    println!("the original store is untouched and still verifies");
     println!("\ndemo complete");
     Ok(())
 }

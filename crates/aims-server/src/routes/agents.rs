@@ -5,9 +5,10 @@
 
 use aims_api::{
     AgentList, AgentQuery, AgentView, Inventory, InventoryEntry, InventoryPosture, JoinTokenIssued,
-    LastDecision, LifecycleRequest, MAX_INVENTORY_PAGE, RegisterAgentRequest, UpdateAgentRequest,
+    LastDecision, LifecycleRequest, MAX_INVENTORY_PAGE, RecertifyRequest, RegisterAgentRequest,
+    UpdateAgentRequest,
 };
-use aims_core::agent::{Agent, AgentError, LifecycleAction, LifecycleState};
+use aims_core::agent::{Agent, LifecycleAction, LifecycleState};
 use aims_core::audit::{AuditEvent, action};
 use aims_core::credential::{CredentialHash, CredentialKind, format_credential};
 use aims_core::id::AgentName;
@@ -23,35 +24,18 @@ use time::{Duration, OffsetDateTime};
 use crate::auth::{Allowed, Caller, ToAdminister, ToRead};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{AgentPath, Body, Query};
+use crate::lifecycle::{invalid, save, transition};
+use crate::recertify::deadline;
 use crate::state::AppState;
 
 /// Longest lifecycle reason kept in the audit log.
 const MAX_REASON: usize = 512;
-
-fn invalid(e: AgentError) -> ApiError {
-    match e {
-        AgentError::Transition { .. } => {
-            ApiError::conflict(ErrorCode::InvalidTransition, e.to_string())
-        }
-        other => ApiError::bad_request(ErrorCode::InvalidAgent, other.to_string()),
-    }
-}
 
 fn view(state: &AppState, agent: Agent) -> AgentView {
     AgentView {
         spiffe_id: agent.spiffe_id(&state.trust_domain).to_string(),
         agent,
     }
-}
-
-fn recertify_deadline(now: OffsetDateTime, days: u32) -> Result<OffsetDateTime, ApiError> {
-    if !(1..=3650).contains(&days) {
-        return Err(ApiError::bad_request(
-            ErrorCode::InvalidAgent,
-            "recertify_days must be between 1 and 3650",
-        ));
-    }
-    Ok(now + Duration::days(i64::from(days)))
 }
 
 /// A fresh join token for `agent`, and its stored (hashed) form.
@@ -100,7 +84,7 @@ pub async fn register(
         state: LifecycleState::Active,
         created_at: now,
         updated_at: now,
-        recertify_by: recertify_deadline(
+        recertify_by: deadline(
             now,
             req.recertify_days.unwrap_or(state.config.recertify_days),
         )?,
@@ -242,38 +226,6 @@ pub async fn show(
     Ok(Json(view(&state, agent)))
 }
 
-/// Stores `next` (whose revision must be `current.revision + 1`), mapping a lost race.
-async fn save(
-    state: &AppState,
-    next: &Agent,
-    current: &Agent,
-    event: &AuditEvent,
-) -> Result<(), ApiError> {
-    match state
-        .store
-        .update_agent(next, current.revision, event)
-        .await
-    {
-        Ok(()) => {
-            // The store revoked the agent's credentials with it.
-            if !next.state.may_hold_credentials() {
-                state.apply_own_revocations().await;
-            }
-            state.apply_own_registry_changes().await;
-            Ok(())
-        }
-        Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(
-            ErrorCode::RevisionConflict,
-            "the agent was changed concurrently; read it again and retry",
-        )),
-        Err(StoreError::NotFound { .. }) => Err(ApiError::not_found(
-            ErrorCode::AgentNotFound,
-            format!("no agent named {}", next.name),
-        )),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// `PATCH /v1/agents/{name}`.
 pub async fn update(
     State(state): State<AppState>,
@@ -327,7 +279,7 @@ pub async fn update(
         changed.push("labels");
     }
     if let Some(days) = req.recertify_days {
-        next.recertify_by = recertify_deadline(now, days)?;
+        next.recertify_by = deadline(now, days)?;
         changed.push("recertify_by");
     }
     if changed.is_empty() {
@@ -364,18 +316,16 @@ async fn lifecycle(
         ));
     }
     let current = load(&state, &name).await?;
-    let mut next = current.clone();
-    next.state = current.state.apply(lifecycle_action).map_err(invalid)?;
-    next.updated_at = OffsetDateTime::now_utc();
-    next.revision = current.revision.saturating_add(1);
-    let mut event = agent_event(&state, &caller, action::AGENT_LIFECYCLE, &next);
-    event.details = json!({
-        "action": lifecycle_action,
-        "from": current.state,
-        "to": next.state,
-        "reason": request.reason,
-    });
-    save(&state, &next, &current, &event).await?;
+    let event = caller.event(&state, action::AGENT_LIFECYCLE);
+    let next = transition(
+        &state,
+        &current,
+        lifecycle_action,
+        event,
+        request.reason.as_deref(),
+        None,
+    )
+    .await?;
     Ok(Json(view(&state, next)))
 }
 
@@ -418,6 +368,18 @@ pub async fn release(
     Body(req): Body<LifecycleRequest>,
 ) -> Result<Json<AgentView>, ApiError> {
     lifecycle(state, caller, name, req, LifecycleAction::Release).await
+}
+
+/// `POST /v1/agents/{name}/recertify`: an admin or the agent's designated approver moves its
+/// recertification date forward ([`crate::recertify::recertify`]).
+pub async fn recertify(
+    State(state): State<AppState>,
+    caller: Caller,
+    AgentPath(name): AgentPath,
+    Body(req): Body<RecertifyRequest>,
+) -> Result<Json<AgentView>, ApiError> {
+    let next = crate::recertify::recertify(&state, &caller, &name, req.days).await?;
+    Ok(Json(view(&state, next)))
 }
 
 /// `POST /v1/agents/{name}/join-token`: replaces any unused join token with a new one.

@@ -79,8 +79,8 @@ fn record_view(r: AuditRecord) -> AuditRecordView {
     }
 }
 
-/// Whether `event` passes every filter of `search` but the agent and task (which chose the
-/// records read).
+/// Whether `event` passes every filter of `search` but the agent and task (checked by the
+/// caller).
 fn matches(search: &AuditSearch, event: &AuditEvent) -> bool {
     let same = |wanted: &Option<String>, got: &Option<String>| {
         wanted.as_ref().is_none_or(|w| got.as_ref() == Some(w))
@@ -135,9 +135,27 @@ fn check_search(search: &AuditSearch) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `GET /v1/audit/query`: the records matching every filter, read by the agent's or the
-/// task's index when one is given, else in log order; at most [`MAX_AUDIT_EXAMINED`] records
-/// are read per request and `next_after` says where to go on.
+/// How late, at most, a record is appended after its time: records further than this past a
+/// query's `until` are not read.
+const LATEST_APPEND: time::Duration = time::Duration::minutes(1);
+
+/// The index a query reads the log by: the most selective filter it has (agent, task,
+/// policy, owner, action, decision), or none (log order).
+fn index_key<'a>(search: &'a AuditSearch, spiffe_id: Option<&'a str>) -> Option<AuditKey<'a>> {
+    spiffe_id
+        .map(AuditKey::Agent)
+        .or(search.task.as_deref().map(AuditKey::Task))
+        .or(search.policy.as_deref().map(AuditKey::Policy))
+        .or(search.owner.as_deref().map(AuditKey::Owner))
+        .or(search.action.as_deref().map(AuditKey::Action))
+        .or(search.decision.as_deref().map(AuditKey::Decision))
+}
+
+/// `GET /v1/audit/query`: the records matching every filter, read by the index of its most
+/// selective filter ([`index_key`]) from the first record of `since` (the time index) up to
+/// the last that can be timed before `until`; at most [`MAX_AUDIT_EXAMINED`] records are read
+/// per request and `next_after` says where to go on. Every record read is checked against its
+/// body, so the index only chooses what is read.
 pub async fn query(
     State(state): State<AppState>,
     Allowed(_caller, _): Allowed<ToRead>,
@@ -149,12 +167,15 @@ pub async fn query(
         .agent
         .as_ref()
         .map(|a| format!("spiffe://{}/agent/{a}", state.trust_domain));
-    let key = match (&spiffe_id, &search.task) {
-        (Some(agent), _) => Some(AuditKey::Agent(agent)),
-        (None, Some(task)) => Some(AuditKey::Task(task)),
-        (None, None) => None,
-    };
+    let key = index_key(&search, spiffe_id.as_deref());
     let mut after = search.after.unwrap_or(0);
+    if let Some(since) = search.since {
+        after = after.max(state.store.audit_position_at(since).await?);
+    }
+    let last = match search.until {
+        Some(until) => Some(state.store.audit_position_at(until + LATEST_APPEND).await?),
+        None => None,
+    };
     let mut examined = 0;
     let mut records = Vec::new();
     loop {
@@ -164,16 +185,26 @@ pub async fn query(
         };
         let ended = page.len() < MAX_PAGE as usize;
         for record in page {
+            if last.is_some_and(|last| record.seq > last) {
+                return Ok(Json(AuditSearchPage {
+                    records,
+                    examined,
+                    next_after: None,
+                }));
+            }
             after = record.seq;
             examined += 1;
             let Ok(event) = serde_json::from_str::<AuditEvent>(&record.body) else {
                 continue;
             };
-            let in_task = search
+            let in_scope = search
                 .task
                 .as_ref()
-                .is_none_or(|t| event.task_id.as_ref() == Some(t));
-            if in_task && matches(&search, &event) {
+                .is_none_or(|t| event.task_id.as_ref() == Some(t))
+                && spiffe_id
+                    .as_ref()
+                    .is_none_or(|a| event.agent.as_ref() == Some(a));
+            if in_scope && matches(&search, &event) {
                 records.push(record_view(record));
             }
             if records.len() == limit || examined == MAX_AUDIT_EXAMINED {

@@ -52,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/inventory", get(agents::inventory))
         .route("/report", get(report::report))
         .route("/agents/{name}/suspend", post(agents::suspend))
+        .route("/agents/{name}/recertify", post(agents::recertify))
         .route("/agents/{name}/resume", post(agents::resume))
         .route("/agents/{name}/decommission", post(agents::decommission))
         .route("/agents/{name}/release", post(agents::release))

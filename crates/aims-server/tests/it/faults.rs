@@ -21,9 +21,9 @@ use aims_core::user::User;
 use aims_store::{
     AccessTokenIssue, AgentFilter, AttestationRecord, Initialization, IssuedCredential,
     JoinTokenRecord, JoinTokenUse, KeySet, LeaseIssue, LeaseRecord, PolicySetVersion,
-    PostureSnapshot, RegistryCursor, RegistryEntry, ResourceServer, Revocation, RevocationTarget,
-    SsfPending, SsfReceiver, SsfStatus, SsfStream, SsfVerification, Store, StoreError, StoredKey,
-    TaskFilter,
+    PostureSnapshot, RecertificationStep, RegistryCursor, RegistryEntry, ResourceServer,
+    Revocation, RevocationTarget, SsfPending, SsfReceiver, SsfStatus, SsfStream, SsfVerification,
+    Store, StoreError, StoredKey, TaskFilter,
 };
 use reqwest::{Method, StatusCode};
 use time::OffsetDateTime;
@@ -635,6 +635,30 @@ impl Store for FailingAudit {
         error: &str,
     ) -> Result<bool, StoreError> {
         self.inner.lease_failed(id, holder, retry_at, error).await
+    }
+    async fn claim_recertification(
+        &self,
+        agent: &AgentName,
+        due: OffsetDateTime,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<Option<RecertificationStep>, StoreError> {
+        self.inner
+            .claim_recertification(agent, due, holder, now, until)
+            .await
+    }
+    async fn finish_recertification(
+        &self,
+        agent: &AgentName,
+        due: OffsetDateTime,
+        holder: &str,
+        done: Option<RecertificationStep>,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .finish_recertification(agent, due, holder, done, now)
+            .await
     }
 }
 

@@ -27,6 +27,7 @@ mod gateway_mcp;
 mod leases;
 mod limits;
 mod policies;
+mod recertify;
 mod registry;
 mod report;
 mod router;

@@ -135,12 +135,27 @@ async fn agents_past_recertification_are_reported(backend: Backend) {
     assert_eq!(finding["subject_kind"], "agent");
     assert_eq!(finding["evidence"]["days_overdue"], 5, "{finding}");
     assert_eq!(subjects(&report, "past_recertification"), ["late"]);
+    // Suspended (as the recertification watcher does), it is still past its date.
+    let suspended = server
+        .admin(Method::POST, "/v1/agents/late/suspend", Some(json!({})))
+        .await;
+    assert_eq!(suspended.status, StatusCode::OK, "{}", suspended.body);
+    let still = report_again(&server).await;
+    let finding = the_finding(&still, "past_recertification", "late", "NHI1");
+    assert_eq!(finding["evidence"]["state"], "suspended", "{finding}");
+    assert!(
+        finding["recommendation"]
+            .as_str()
+            .unwrap()
+            .contains("aims agent recertify late"),
+        "{finding}"
+    );
     // Recertified: the finding is gone.
     let renewed = server
         .admin(
-            Method::PATCH,
-            "/v1/agents/late",
-            Some(json!({"recertify_days": 90})),
+            Method::POST,
+            "/v1/agents/late/recertify",
+            Some(json!({"days": 90})),
         )
         .await;
     assert_eq!(renewed.status, StatusCode::OK, "{}", renewed.body);

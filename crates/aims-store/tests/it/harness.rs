@@ -128,6 +128,40 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// The plan the database chooses for `sql` (`EXPLAIN QUERY PLAN` on SQLite; `EXPLAIN` on
+    /// PostgreSQL with sequential scans discouraged, as on a log too large to scan), one line
+    /// per step.
+    pub async fn query_plan(&self, sql: &str) -> String {
+        match &self.backend {
+            Backend::Sqlite { path, .. } => {
+                let options = SqliteConnectOptions::new().filename(path);
+                let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
+                let rows: Vec<(i64, i64, i64, String)> =
+                    sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                        .fetch_all(&mut conn)
+                        .await
+                        .unwrap();
+                conn.close().await.unwrap();
+                rows.into_iter().map(|r| r.3 + "\n").collect()
+            }
+            Backend::Postgres { url, schema } => {
+                let mut conn = connect_postgres(url, Some(schema)).await;
+                sqlx::raw_sql("SET enable_seqscan = off")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                let rows: Vec<(String,)> = sqlx::query_as(&format!("EXPLAIN {sql}"))
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap();
+                conn.close().await.unwrap();
+                rows.into_iter().map(|r| r.0 + "\n").collect()
+            }
+        }
+    }
+}
+
 impl Drop for Harness {
     /// Drops the test's PostgreSQL schema, best effort, also when the test failed.
     fn drop(&mut self) {

@@ -99,6 +99,7 @@ conformance! {
     audit::tampering_is_detected,
     audit::a_window_starts_at_its_first_record,
     audit::entries_keys_and_checkpoints,
+    audit::queries_read_by_their_index,
     tokens::access_tokens_register_with_their_task,
     tokens::refused_issuance_writes_nothing,
     tokens::expired_dpop_proofs_are_forgotten,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use aims_api::{
     AgentList, AgentQuery, AgentView, Inventory, JoinTokenIssued, LifecycleRequest,
-    RegisterAgentRequest, UpdateAgentRequest,
+    RecertifyRequest, RegisterAgentRequest, UpdateAgentRequest,
 };
 use aims_core::agent::{
     Agent, LifecycleState, Limits, MAX_DELEGATION_DEPTH_CEILING, MAX_TOKEN_TTL_CEILING_S,
@@ -107,6 +107,16 @@ pub enum AgentCommand {
         /// Why; recorded in the audit log.
         #[arg(long)]
         reason: Option<String>,
+    },
+    /// Recertify an agent (admin, or the user its `approver` label names): its owner still
+    /// needs it, so its recertification date moves to N days from now. A suspended agent
+    /// stays suspended until an admin resumes it.
+    Recertify {
+        /// Agent name.
+        name: AgentName,
+        /// Days until the next recertification (default: the server's recertify_days).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: Option<u32>,
     },
     /// Issue a new one-time join token, replacing any unused one.
     JoinToken {
@@ -270,6 +280,19 @@ pub async fn run_agent(opts: &ClientOpts, cmd: AgentCommand) -> anyhow::Result<(
                 .release_agent(&name, &LifecycleRequest { reason })
                 .await?;
             print_lifecycle(opts, &view)
+        }
+        AgentCommand::Recertify { name, days } => {
+            let view = client
+                .recertify_agent(&name, &RecertifyRequest { days })
+                .await?;
+            print(opts.output, &serde_json::to_value(&view)?, || {
+                format!(
+                    "Agent {} is recertified until {} (it is {}).\n",
+                    view.agent.name,
+                    timestamp(view.agent.recertify_by),
+                    view.agent.state
+                )
+            })
         }
         AgentCommand::JoinToken { name } => {
             let issued = client.issue_join_token(&name).await?;

@@ -85,44 +85,10 @@ pub async fn run_report(opts: &ClientOpts, args: ReportArgs) -> anyhow::Result<(
     }
 }
 
-/// The report as text: the window, what was read, findings per kind, decisions per agent,
-/// then every finding with its evidence and recommendation.
+/// The report as text: its summary ([`render_summary`]), decisions per agent, then every
+/// finding with its evidence and recommendation.
 pub(crate) fn render_text(report: &GovernanceReport) -> String {
-    let mut out = format!(
-        "Governance report, {} days from {} to {}\n",
-        report.window_days,
-        timestamp(report.window_start),
-        timestamp(report.generated_at)
-    );
-    let c = &report.coverage;
-    out.push_str(&format!(
-        "Read: {} agents{}, {} audit records{}, {} secrets, {} gateway sightings\n\n",
-        c.agents,
-        if c.agents_truncated {
-            " (more exist: left out)"
-        } else {
-            ""
-        },
-        c.records_examined,
-        match (c.records_truncated, c.records_from) {
-            (true, Some(from)) => format!(" (window too long: read from {})", timestamp(from)),
-            _ => String::new(),
-        },
-        c.secrets,
-        c.sightings
-    ));
-    let rows: Vec<Vec<String>> = report
-        .summary
-        .iter()
-        .map(|k| {
-            vec![
-                k.kind.as_str().to_owned(),
-                format!("{} {}", k.nhi.id(), k.nhi.title()),
-                k.count.to_string(),
-            ]
-        })
-        .collect();
-    out.push_str(&table(&["FINDING", "OWASP NHI", "COUNT"], &rows));
+    let mut out = render_summary(report);
     if !report.decisions.is_empty() {
         out.push_str("\nDecisions by agent\n");
         let rows: Vec<Vec<String>> = report
@@ -166,5 +132,45 @@ pub(crate) fn render_text(report: &GovernanceReport) -> String {
             out.push_str(&format!("- {}\n", clean(note)));
         }
     }
+    out
+}
+
+/// The report's summary: the window, what was read, and findings per kind.
+pub(crate) fn render_summary(report: &GovernanceReport) -> String {
+    let mut out = format!(
+        "Governance report, {} days from {} to {}\n",
+        report.window_days,
+        timestamp(report.window_start),
+        timestamp(report.generated_at)
+    );
+    let c = &report.coverage;
+    out.push_str(&format!(
+        "Read: {} agents{}, {} audit records{}, {} secrets, {} gateway sightings\n\n",
+        c.agents,
+        if c.agents_truncated {
+            " (more exist: left out)"
+        } else {
+            ""
+        },
+        c.records_examined,
+        match (c.records_truncated, c.records_from) {
+            (true, Some(from)) => format!(" (window too long: read from {})", timestamp(from)),
+            _ => String::new(),
+        },
+        c.secrets,
+        c.sightings
+    ));
+    let rows: Vec<Vec<String>> = report
+        .summary
+        .iter()
+        .map(|k| {
+            vec![
+                k.kind.as_str().to_owned(),
+                format!("{} {}", k.nhi.id(), k.nhi.title()),
+                k.count.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["FINDING", "OWASP NHI", "COUNT"], &rows));
     out
 }

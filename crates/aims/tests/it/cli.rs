@@ -477,3 +477,68 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::path::PathBuf 
     }
     to.to_owned()
 }
+
+#[test]
+fn the_designated_approver_recertifies_an_agent_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), true);
+    server.json(&[
+        "agent",
+        "register",
+        "nightly",
+        "--owner",
+        "alice@acme.example",
+        "--label",
+        "approver=dana",
+    ]);
+    let token = |name: &str, role: &str| {
+        server.json(&["user", "add", name, "--role", role])["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let dana = token("dana", "approver");
+    let erin = token("erin", "approver");
+    let frank = token("frank", "auditor");
+
+    // Refused with the stable code on stderr, for a human who may not.
+    for (who, code) in [(&erin, "not_an_approver"), (&frank, "forbidden")] {
+        let out = server.run(Some(who), &["agent", "recertify", "nightly"]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(code), "{stderr}");
+    }
+    let out = server.run(
+        Some(&dana),
+        &["agent", "recertify", "nightly", "--days", "0"],
+    );
+    assert!(!out.status.success());
+
+    // The designated approver: the date moves, the text says until when.
+    let out = server.run(
+        Some(&dana),
+        &["agent", "recertify", "nightly", "--days", "30"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Agent nightly is recertified until"),
+        "{text}"
+    );
+    assert!(text.contains("(it is active)"), "{text}");
+    let shown = server.json(&["agent", "show", "nightly"]);
+    let due = time::OffsetDateTime::parse(
+        shown["recertify_by"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let expected = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    assert!((due - expected).abs() < time::Duration::minutes(1), "{due}");
+    let events = server.json(&["audit", "query", "--action", "agent.recertify"]);
+    let records = events["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1, "{events}");
+}

@@ -141,6 +141,15 @@ fn the_demo_runs_end_to_end() {
         "MCP tools/call delete_repository: AIMS refused this tool call: the policies deny this call",
         "chain intact: true",
         "same keys: true",
+        // Scenario 7: every scenario's task as a tree, the report, verify, tamper evidence.
+        "Task ",
+        "of planner (ended): fix the failing build of repo/acme/app",
+        "of incident-responder (active): contain incident INC-42",
+        "approval.decide success: export_secret Secret::vault/prod/db-password -> approved",
+        "FINDING                  OWASP NHI                     COUNT",
+        "quarantine               NHI9 NHI Reuse                1",
+        "verify the copy: chain intact: false; record ",
+        "was modified: its hash does not match its content",
         "demo complete",
     ] {
         assert!(
@@ -149,4 +158,26 @@ fn the_demo_runs_end_to_end() {
         );
     }
     assert!(!stdout.contains(ADMIN_TOKEN));
+    // The record the demo altered on its copy is the one verify names.
+    let altered = stdout
+        .split("record #")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap();
+    assert!(
+        stdout.contains(&format!(
+            "chain intact: false; record {altered} was modified"
+        )),
+        "{stdout}"
+    );
+    // The HTML report is where the demo says, and shows its findings.
+    let path = stdout
+        .split("the HTML report (self-contained, no fetches) is at ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap();
+    let html = std::fs::read_to_string(path).unwrap();
+    std::fs::remove_file(path).unwrap();
+    assert!(html.contains("<svg"), "{html}");
+    assert!(html.contains("quarantine"), "{html}");
 }
