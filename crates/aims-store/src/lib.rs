@@ -1009,7 +1009,8 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<LeaseRecord>, StoreError>;
 
-    /// How many leases are revoked or expired at `now` and not ended.
+    /// How many leases are revoked, expired or pending with their creator's claim run out at
+    /// `now`, and not ended.
     async fn leases_overdue(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
 
     /// Claims lease `id` for `holder` until `until`: succeeds when it is not ended and
