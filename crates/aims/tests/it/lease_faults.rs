@@ -334,6 +334,17 @@ fn ask_in_background(node: &Node, planner: &Agent) -> tokio::task::JoinHandle<(u
     })
 }
 
+/// How many leases are pending (registered, never handed out).
+async fn pending_leases(node: &Node) -> usize {
+    let listed = node.get("/v1/leases").await;
+    listed["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["state"] == "pending")
+        .count()
+}
+
 /// Waits up to ten seconds until the forwarder let a `COMMIT` through.
 async fn until_committed(forwarder: &Forwarder) {
     let started = Instant::now();
@@ -393,7 +404,16 @@ async fn kill_mid_work(store: Option<String>, tag: &str) {
     //    (pending), the role never made.
     forwarder.set(Mode::Hold);
     let asked = ask_in_background(&node, &planner);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = Instant::now();
+    while pending_leases(&node).await == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no lease registered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let the request reach the engine, where it hangs.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     node.kill_and_restart();
     forwarder.set(Mode::Pass);
     let answer = asked.await;
@@ -401,14 +421,10 @@ async fn kill_mid_work(store: Option<String>, tag: &str) {
         !matches!(&answer, Ok((status, _)) if *status < 300),
         "a lease cut off before its role was made was handed out: {answer:?}"
     );
-    let listed = node.get("/v1/leases").await;
-    assert!(
-        listed["leases"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l["state"] == "pending"),
-        "the cut-off lease is known, pending: {listed}"
+    assert_eq!(
+        pending_leases(&node).await,
+        1,
+        "the cut-off lease is known after the restart, pending"
     );
 
     // 2. Killed after the role's CREATE was committed, before the answer: an orphan role
