@@ -149,7 +149,8 @@ pub struct LeaseView {
     /// When its role was ended (sessions terminated, role dropped).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub ended_at: Option<OffsetDateTime>,
-    /// `active`, `ending` (revoked or expired, role not yet ended) or `ended`.
+    /// `pending` (registered, never handed out: its creation was cut off, and the reaper ends
+    /// it), `active`, `ending` (revoked or expired, role not yet ended) or `ended`.
     pub state: String,
     /// Failed attempts to end it.
     pub attempts: u64,

@@ -3,7 +3,8 @@
 //! typed body or an [`SdkError`].
 //!
 //! It holds no endpoint knowledge, save the one path both [`crate::AdminClient`] (lease reads
-//! and revocation) and [`crate::TokenClient`] (renewal) build: [`lease_path`].
+//! and revocation) and [`crate::TokenClient`] (renewal and the holder's revocation) build:
+//! [`lease_path`].
 
 use std::time::Duration;
 

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aims_api::approvals::ApprovalView;
-use aims_api::leases::{LeaseGranted, LeaseRequest, LeaseView, RenewLeaseRequest};
+use aims_api::leases::{
+    LeaseGranted, LeaseRequest, LeaseView, RenewLeaseRequest, RevokeLeaseRequest,
+};
 use aims_api::oauth::{
     GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE, INTROSPECTION_PATH, REVOCATION_PATH, RevocationPage,
     TOKEN_PATH, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, TokenResponse,
@@ -442,6 +444,28 @@ impl TokenClient {
         request: &RenewLeaseRequest,
     ) -> Result<LeaseView, SdkError> {
         let url = self.url(&crate::http::lease_path(id, "/renew")?);
+        self.present(
+            self.binding,
+            access_token,
+            key,
+            Method::POST,
+            &url,
+            &[],
+            Some(request),
+        )
+        .await
+    }
+
+    /// `POST /v1/leases/{id}/revoke` with the task token the lease was asked with: the agent
+    /// gives its lease up; the server then terminates its sessions and drops its role.
+    pub async fn revoke_lease(
+        &self,
+        access_token: &str,
+        key: &AgentKey,
+        id: &str,
+        request: &RevokeLeaseRequest,
+    ) -> Result<LeaseView, SdkError> {
+        let url = self.url(&crate::http::lease_path(id, "/revoke")?);
         self.present(
             self.binding,
             access_token,

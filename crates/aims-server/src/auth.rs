@@ -309,6 +309,51 @@ impl FromRequestParts<AppState> for AuthenticatedAgent {
     }
 }
 
+/// The agent at an endpoint that acts on its task token (database leases):
+/// [`AuthenticatedAgent`], except that a valid JWT-SVID of this issuer presented in a task
+/// token's place under the DPoP scheme — which the one core refuses as a malformed task
+/// token, `invalid_token` — is refused with `task_token_required`, naming what the endpoint
+/// needs. Whether the agent then holds a task token of its own is the handler's to check
+/// ([`task_token_required`] for an SVID as a bearer token).
+pub struct TaskCaller(pub AuthenticatedAgent);
+
+impl FromRequestParts<AppState> for TaskCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match AuthenticatedAgent::from_request_parts(parts, state).await {
+            Ok(agent) => Ok(Self(agent)),
+            Err(refused)
+                if refused.code == ErrorCode::InvalidToken
+                    && presents_svid(state, &parts.headers) =>
+            {
+                Err(task_token_required())
+            }
+            Err(refused) => Err(refused),
+        }
+    }
+}
+
+/// Whether the token in `Authorization` (either scheme) is a JWT-SVID this server issued,
+/// signature, issuer and time checked.
+fn presents_svid(state: &AppState, headers: &HeaderMap) -> bool {
+    presented::single_header(headers, header::AUTHORIZATION)
+        .and_then(authn::parse_authorization)
+        .is_some_and(|(_, token)| {
+            presented::verify_svid(state, token, None, OffsetDateTime::now_utc()).is_ok()
+        })
+}
+
+/// The refusal of an agent that presented its SVID (or was vouched for by a resource server)
+/// where its own task token is needed.
+pub fn task_token_required() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        ErrorCode::TaskTokenRequired,
+        "this is asked with the agent's own task token, not an SVID",
+    )
+}
+
 /// The answer to a request the one authentication core refused: 401 with the RFC 6750 /
 /// RFC 9449 challenge, or 503 when this replica cannot tell whether the token is revoked.
 fn refused(refusal: Refusal) -> ApiError {

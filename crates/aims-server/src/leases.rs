@@ -1,6 +1,8 @@
 //! Database engines as AIMS drives them: connecting as an engine's administrator, creating a
 //! lease's role, ending it (terminating its sessions, then dropping it), and the reaper that
-//! ends every revoked or expired lease, on every replica, exactly once per lease.
+//! ends every revoked or expired lease — and every pending one whose creator's claim ran out
+//! (a crash between registering it and handing it out) — on every replica, exactly once per
+//! lease.
 //!
 //! Every statement is built from checked values ([`aims_core::lease`]): generated role
 //! names, the template's parsed grants, quoted identifiers and literals; values that can be
@@ -338,6 +340,8 @@ pub async fn end_one(state: &AppState, holder: &str, lease: &LeaseRecord) -> boo
             let now = OffsetDateTime::now_utc();
             let why = if lease.revoked_at.is_some() {
                 "revoked"
+            } else if lease.pending {
+                "never granted"
             } else {
                 "expired"
             };

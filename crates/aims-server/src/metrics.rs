@@ -50,7 +50,7 @@ pub struct Metrics {
     pub refusal_sources_tracked: Gauge<u64, AtomicU64>,
     /// Sources and credentials that have a rate-limit bucket; set when scraped.
     pub rate_limit_buckets: Gauge<u64, AtomicU64>,
-    /// Leases revoked or expired whose database role is not ended yet.
+    /// Leases revoked, expired or left pending by a crash whose database role is not ended yet.
     pub leases_overdue: Gauge<u64, AtomicU64>,
     /// Failed attempts to end a lease's role (an engine unreachable or refusing).
     pub lease_end_failures: Counter,
@@ -132,7 +132,7 @@ impl Metrics {
         let leases_overdue = Gauge::<u64, AtomicU64>::default();
         registry.register(
             "leases_overdue",
-            "Leases revoked or expired whose database role is not ended yet",
+            "Leases revoked, expired or left pending by a crash whose database role is not ended yet",
             leases_overdue.clone(),
         );
         let lease_end_failures = Counter::default();

@@ -53,8 +53,9 @@ pub struct Report {
     pub audit_tree: bool,
     /// Why the replica is not ready (empty when it is).
     pub reasons: Vec<&'static str>,
-    /// Leases revoked or expired whose database role is not ended yet (an engine unreachable
-    /// or refusing; the reaper retries with backoff). Reported, not a reason to be unready:
-    /// the replica still serves, and the roles expire on their own by `VALID UNTIL`.
+    /// Leases revoked, expired or left pending by a crash whose database role is not ended
+    /// yet (an engine unreachable or refusing; the reaper retries with backoff). Reported, not
+    /// a reason to be unready — `status` stays `ready` (200): the replica still serves, and
+    /// the roles expire on their own by `VALID UNTIL`.
     pub leases_overdue: u64,
 }

@@ -1721,6 +1721,10 @@ where
         .await
     }
 
+    async fn grant_lease(&self, id: &str, holder: &str) -> Result<bool, StoreError> {
+        leases::claim_step(self, sql::GRANT_LEASE, &[id, holder], &[], None).await
+    }
+
     async fn release_lease(&self, id: &str, holder: &str) -> Result<bool, StoreError> {
         leases::claim_step(self, sql::RELEASE_LEASE, &[id, holder], &[], None).await
     }

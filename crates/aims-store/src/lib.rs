@@ -376,6 +376,10 @@ pub struct LeaseRecord {
     pub attempts: u64,
     /// Why the last attempt failed (a class, never a secret).
     pub last_error: Option<String>,
+    /// Whether it was never handed out: registered, its role perhaps being created, not yet
+    /// granted ([`Store::grant_lease`]). A pending lease whose creator's claim ran out is
+    /// ended by the reaper.
+    pub pending: bool,
 }
 
 impl LeaseRecord {
@@ -1030,7 +1034,8 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<LeaseRecord>, StoreError>;
 
-    /// Up to `limit` leases whose role should be ended at `now` (revoked or expired, not
+    /// Up to `limit` leases whose role should be ended at `now` (revoked, expired or pending
+    /// with its creator's claim run out; not
     /// ended, due for a retry, unclaimed), oldest first.
     async fn leases_to_end(
         &self,
@@ -1038,7 +1043,8 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<LeaseRecord>, StoreError>;
 
-    /// How many leases are revoked or expired at `now` and not ended.
+    /// How many leases are revoked, expired or pending with their creator's claim run out at
+    /// `now`, and not ended.
     async fn leases_overdue(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
 
     /// Claims lease `id` for `holder` until `until`: succeeds when it is not ended and
@@ -1051,6 +1057,11 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
         until: OffsetDateTime,
     ) -> Result<bool, StoreError>;
+
+    /// Marks pending lease `id` granted (its role made, its password about to be handed out)
+    /// and gives up `holder`'s claim; false when `holder` no longer holds the claim or the
+    /// lease is not pending (the reaper may then end it).
+    async fn grant_lease(&self, id: &str, holder: &str) -> Result<bool, StoreError>;
 
     /// Gives up `holder`'s claim on lease `id` (false when it held none).
     async fn release_lease(&self, id: &str, holder: &str) -> Result<bool, StoreError>;

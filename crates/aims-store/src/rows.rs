@@ -1191,6 +1191,7 @@ pub(crate) struct LeaseRow {
     pub ended_at_ms: Option<i64>,
     pub attempts: i64,
     pub last_error: Option<String>,
+    pub pending: i64,
 }
 
 impl LeaseRow {
@@ -1213,6 +1214,7 @@ impl LeaseRow {
                 .map(|ms| from_ms(ms, "lease end"))
                 .transpose()?,
             attempts: to_u64(self.attempts, "lease attempts")?,
+            pending: self.pending != 0,
             id: self.id,
             db_role: self.db_role,
             task_id: self.task_id,

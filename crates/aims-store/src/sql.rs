@@ -478,8 +478,8 @@ pub(crate) const LIST_ENGINE_ROLES: &str =
     "SELECT record FROM engine_roles WHERE engine = $1 ORDER BY name LIMIT $2";
 /// Binds: id, engine, role, db_role, expires_at_ms, claimed_by, claimed_until_ms.
 pub(crate) const INSERT_LEASE: &str = "INSERT INTO leases \
-     (id, engine, role, db_role, expires_at_ms, claimed_by, claimed_until_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+     (id, engine, role, db_role, expires_at_ms, claimed_by, claimed_until_ms, pending) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, 1)";
 /// Moves a live lease's credential end (binds: id, expires_at_ms, now_ms).
 pub(crate) const RENEW_LEASE_CREDENTIAL: &str = "UPDATE credentials SET expires_at_ms = $2 \
      WHERE id = $1 AND kind = 'lease' AND revoked_at_ms IS NULL AND expires_at_ms > $3 \
@@ -492,7 +492,7 @@ macro_rules! lease_columns {
     () => {
         "SELECT l.id, l.engine, l.role, l.db_role, c.agent, c.task_id, c.parent, \
          c.issued_at_ms, l.expires_at_ms, c.revoked_at_ms, l.ended_at_ms, l.attempts, \
-         l.last_error FROM leases l JOIN credentials c ON c.id = l.id "
+         l.last_error, l.pending FROM leases l JOIN credentials c ON c.id = l.id "
     };
 }
 pub(crate) const SELECT_LEASE: &str = concat!(lease_columns!(), "WHERE l.id = $1");
@@ -506,23 +506,32 @@ pub(crate) const LIST_LEASES: &str = concat!(
     lease_columns!(),
     "ORDER BY c.issued_at_ms DESC, l.id LIMIT $1"
 );
-/// Leases to end at `$1`: not ended, revoked or expired, due for a (re)try and not claimed
-/// by a live claim; the oldest first (binds: now, limit).
+/// Leases to end at `$1`: not ended, revoked, expired or pending (never handed out: its
+/// creator's claim ran out), due for a (re)try and not claimed by a live claim; the oldest
+/// first (binds: now, limit).
 pub(crate) const LEASES_TO_END: &str = concat!(
     lease_columns!(),
-    "WHERE l.ended_at_ms IS NULL AND (c.revoked_at_ms IS NOT NULL OR l.expires_at_ms <= $1) \
+    "WHERE l.ended_at_ms IS NULL \
+     AND (c.revoked_at_ms IS NOT NULL OR l.expires_at_ms <= $1 OR l.pending = 1) \
      AND l.retry_at_ms <= $1 AND (l.claimed_by IS NULL OR l.claimed_until_ms <= $1) \
      ORDER BY l.expires_at_ms, l.id LIMIT $2"
 );
-/// How many leases are due to end and not ended (binds: now).
+/// How many leases are due to end and not ended: revoked, expired, or pending with no live
+/// claim of their creator (binds: now).
 pub(crate) const COUNT_LEASES_OVERDUE: &str = "SELECT COUNT(*) FROM leases l \
      JOIN credentials c ON c.id = l.id WHERE l.ended_at_ms IS NULL \
-     AND (c.revoked_at_ms IS NOT NULL OR l.expires_at_ms <= $1)";
+     AND (c.revoked_at_ms IS NOT NULL OR l.expires_at_ms <= $1 \
+     OR (l.pending = 1 AND (l.claimed_by IS NULL OR l.claimed_until_ms <= $1)))";
 /// Claims a lease not ended (binds: id, holder, now, until); returns the id when claimed.
 pub(crate) const CLAIM_LEASE: &str = "UPDATE leases \
      SET claimed_by = $2, claimed_until_ms = $4 \
      WHERE id = $1 AND ended_at_ms IS NULL \
      AND (claimed_by IS NULL OR claimed_by = $2 OR claimed_until_ms <= $3) RETURNING id";
+/// Marks a pending lease granted by its creator, still holding the claim, and gives the
+/// claim up (binds: id, holder).
+pub(crate) const GRANT_LEASE: &str = "UPDATE leases SET pending = 0, claimed_by = NULL, \
+     claimed_until_ms = NULL WHERE id = $1 AND claimed_by = $2 AND pending = 1 \
+     AND ended_at_ms IS NULL RETURNING id";
 /// Gives up a claim (binds: id, holder).
 pub(crate) const RELEASE_LEASE: &str = "UPDATE leases SET claimed_by = NULL, \
      claimed_until_ms = NULL WHERE id = $1 AND claimed_by = $2 RETURNING id";

@@ -5,12 +5,16 @@
 //! (grants in the closed form of [`aims_core::lease::Grant`], tried on the engine in a
 //! transaction that is rolled back). An agent holding a task token asks for a lease on a
 //! template: the active policies decide the `lease` action on the engine's role, and AIMS
-//! registers the lease as a child credential of the task token before it creates the role,
-//! so no role exists that the store does not know. The password is returned once and stored
-//! nowhere; audit events name the lease, engine, role and database role only.
+//! registers the lease — pending, claimed by the request — as a child credential of the task
+//! token before it creates the role, so no role exists that the store does not know; only
+//! once the role exists is the lease marked granted and its password returned. A crash in
+//! between leaves a pending lease, which the reaper ends (dropping the role, if it was made)
+//! once the request's claim runs out. The password is returned once and stored nowhere;
+//! audit events name the lease, engine, role and database role only.
 //!
-//! Revoking a lease is revoking its credential (`POST /v1/leases/{id}/revoke`, or
-//! `POST /v1/revocations` with its id) or anything it derives from; [`crate::leases`]' reaper
+//! Revoking a lease is revoking its credential (`POST /v1/leases/{id}/revoke` by an operator
+//! or by the agent holding it, with the task token it asked with; or `POST /v1/revocations`
+//! with its id) or anything it derives from; [`crate::leases`]' reaper
 //! then ends its role. The agent renews a lease with the task token it asked with, within
 //! the template's maximum (from issuance) and the token's expiry.
 
@@ -21,15 +25,18 @@ use aims_api::leases::{
     RenewLeaseRequest, RevokeLeaseRequest, RoleList,
 };
 use aims_core::audit::{Actor, Outcome, action};
+use aims_core::credential::MAX_CREDENTIAL_LEN;
 use aims_core::id::{AgentName, DecisionId, EngineName, Environment, TokenId};
 use aims_core::lease::{
     self, Cleanup, Engine, EngineKind, LeaseError, RoleTemplate, SCRAM_ITERATIONS, SqlIdent,
 };
+use aims_core::user::Access;
 use aims_policy::{Effect, Resource, ResourceObject};
 use aims_store::StoreError;
 use aims_store::{IssuedCredential, IssuedKind, LeaseIssue, LeaseRecord, RevocationTarget};
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ring::rand::SecureRandom as _;
@@ -38,7 +45,10 @@ use serde_json::{Map, json};
 use sqlx::Connection as _;
 use time::OffsetDateTime;
 
-use crate::auth::{Allowed, AuthenticatedAgent, TaskToken, ToAdminister, ToRead, Vouched};
+use crate::auth::{
+    self, Allowed, AuthenticatedAgent, Caller, TaskCaller, TaskToken, ToAdminister, ToRead,
+    Vouched, task_token_required,
+};
 use crate::decisions::{self, Asked, Purpose, Question};
 use crate::error::{ApiError, ErrorCode, no_store};
 use crate::extract::{Body, Path, Query};
@@ -230,7 +240,7 @@ pub async fn list_roles(
 /// `POST /v1/leases`: an agent with a task token asks for a lease on an engine's role.
 pub async fn create(
     State(state): State<AppState>,
-    caller: AuthenticatedAgent,
+    TaskCaller(caller): TaskCaller,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Body(req): Body<LeaseRequest>,
@@ -339,7 +349,19 @@ pub async fn create(
         let _ = state.store.release_lease(&lease_id, &holder).await;
         return Err(engine_error(&engine.name, &error));
     }
-    let _ = state.store.release_lease(&lease_id, &holder).await;
+    // The role exists: the lease stops being pending before its password is handed out.
+    // Should that fail, the lease stays pending and the reaper drops the role.
+    match state.store.grant_lease(&lease_id, &holder).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(lease = %lease_id, "a lease's creation outlasted its claim; its role is dropped");
+            return Err(engine_error(
+                &engine.name,
+                &EngineError::Unreachable("creation outlasted its claim".to_owned()),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
     let database = options
         .get_database()
         .map(str::to_owned)
@@ -400,6 +422,8 @@ pub async fn show(
 fn view(lease: LeaseRecord, now: OffsetDateTime) -> LeaseView {
     let state = if lease.ended_at.is_some() {
         "ended"
+    } else if lease.pending {
+        "pending"
     } else if lease.is_due(now) {
         "ending"
     } else {
@@ -429,7 +453,7 @@ fn view(lease: LeaseRecord, now: OffsetDateTime) -> LeaseView {
 /// reaper still ends the role at the old end.
 pub async fn renew(
     State(state): State<AppState>,
-    caller: AuthenticatedAgent,
+    TaskCaller(caller): TaskCaller,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -442,7 +466,11 @@ pub async fn renew(
         .await?
         .filter(|l| l.agent == caller.agent().name && l.parent.as_deref() == Some(parent.as_str()))
         .ok_or_else(lease_not_found)?;
-    if lease.revoked_at.is_some() || lease.ended_at.is_some() || lease.expires_at <= now {
+    if lease.pending
+        || lease.revoked_at.is_some()
+        || lease.ended_at.is_some()
+        || lease.expires_at <= now
+    {
         return Err(ApiError::conflict(
             ErrorCode::LeaseNotActive,
             "the lease is revoked, expired or ended",
@@ -526,20 +554,65 @@ pub async fn renew(
     Ok(Json(view(renewed, OffsetDateTime::now_utc())))
 }
 
-/// `POST /v1/leases/{id}/revoke`: an operator revokes one lease (its credential, in the one
-/// revocation closure); the reaper then terminates its sessions and drops its role.
+/// Who revokes a lease: an operator who may administer (a bearer credential that is a user's),
+/// or the agent holding the lease, with the task token it asked for the lease with.
+pub enum Revoker {
+    /// An operator.
+    Operator(Caller),
+    /// The lease's holder.
+    Holder(Box<AuthenticatedAgent>),
+}
+
+impl FromRequestParts<AppState> for Revoker {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Only a user's credential's SHA-256 is looked up; an agent's token matches none.
+        if auth::bearer(&parts.headers, MAX_CREDENTIAL_LEN).is_some() {
+            match auth::operator(state, &parts.headers).await {
+                Ok(caller) => {
+                    caller.require(Access::Administer)?;
+                    return Ok(Self::Operator(caller));
+                }
+                Err(refused) if refused.status == StatusCode::UNAUTHORIZED => {}
+                Err(failed) => return Err(failed),
+            }
+        }
+        let TaskCaller(agent) = TaskCaller::from_request_parts(parts, state).await?;
+        Ok(Self::Holder(Box::new(agent)))
+    }
+}
+
+/// `POST /v1/leases/{id}/revoke`: an operator, or the agent holding the lease with the task
+/// token it asked with, revokes one lease (its credential, in the one revocation closure);
+/// the reaper then terminates its sessions and drops its role. Another agent's lease, or one
+/// asked with another token, is as good as absent to an agent: `lease_not_found`, nothing
+/// changed.
 pub async fn revoke(
     State(state): State<AppState>,
-    Allowed(caller, _): Allowed<ToAdminister>,
+    revoker: Revoker,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Body(req): Body<RevokeLeaseRequest>,
 ) -> Result<Json<LeaseView>, ApiError> {
-    let lease = lease_named(&state, &id)
-        .await?
-        .ok_or_else(lease_not_found)?;
-    let reason = req
-        .reason
-        .unwrap_or_else(|| "revoked by an operator".to_owned());
+    let lease = lease_named(&state, &id).await?;
+    let lease = match &revoker {
+        Revoker::Operator(_) => lease,
+        Revoker::Holder(agent) => {
+            let (_, parent) = own_task_token(agent)?;
+            lease.filter(|l| {
+                l.agent == agent.agent().name && l.parent.as_deref() == Some(parent.as_str())
+            })
+        }
+    }
+    .ok_or_else(lease_not_found)?;
+    let reason = req.reason.unwrap_or_else(|| {
+        match revoker {
+            Revoker::Operator(_) => "revoked by an operator",
+            Revoker::Holder(_) => "revoked by its holder",
+        }
+        .to_owned()
+    });
     if reason.is_empty()
         || reason.len() > MAX_REASON
         || !aims_core::text::is_visible(&reason, false)
@@ -550,8 +623,15 @@ pub async fn revoke(
         ));
     }
     if lease.revoked_at.is_none() {
-        let mut event = caller
-            .event(&state, action::REVOKE)
+        let event = match &revoker {
+            Revoker::Operator(caller) => caller.event(&state, action::REVOKE),
+            Revoker::Holder(agent) => state
+                .event(agent.actor(), action::REVOKE, Outcome::Success)
+                .request(crate::auth::request_id(&headers))
+                .agent(agent.spiffe_id.to_string())
+                .owner(agent.agent().owner.to_string()),
+        };
+        let mut event = event
             .resource(format!("Resource::{}/{}", lease.engine, lease.role))
             .details(json!({ "target": "token", "id": lease.id, "reason": reason }));
         event.token_id = Some(lease.id.clone());
@@ -637,11 +717,7 @@ async fn decide(
 fn own_task_token(caller: &AuthenticatedAgent) -> Result<(&TaskToken, &TokenId), ApiError> {
     match (&caller.task, &caller.vouched) {
         (Some(token), Vouched::Itself(jti)) => Ok((token, jti)),
-        _ => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ErrorCode::TaskTokenRequired,
-            "a lease is asked for with the agent's own task token, not an SVID",
-        )),
+        _ => Err(task_token_required()),
     }
 }
 

@@ -101,7 +101,6 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/leases", get(leases::list))
         .route("/leases/{id}", get(leases::show))
-        .route("/leases/{id}/revoke", post(leases::revoke))
         .route(
             "/resource-servers",
             post(resource_servers::register).get(resource_servers::list),
@@ -128,6 +127,8 @@ pub fn router(state: AppState) -> Router {
         // Agents with a task token ask for database leases.
         .route("/leases", post(leases::create))
         .route("/leases/{id}/renew", post(leases::renew))
+        // The lease's holder (task token) or an operator (a user's bearer credential).
+        .route("/leases/{id}/revoke", post(leases::revoke))
         .route("/revocations", get(revocations::page))
         .route("/revocations/stream", get(revocations::stream))
         .layer(middleware::from_fn_with_state(

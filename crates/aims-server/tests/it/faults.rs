@@ -614,6 +614,10 @@ impl Store for FailingAudit {
     ) -> Result<bool, StoreError> {
         self.inner.claim_lease(id, holder, now, until).await
     }
+    async fn grant_lease(&self, id: &str, holder: &str) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.grant_lease(id, holder).await
+    }
     async fn release_lease(&self, id: &str, holder: &str) -> Result<bool, StoreError> {
         self.inner.release_lease(id, holder).await
     }

@@ -1,7 +1,8 @@
 //! Database leases against the real local PostgreSQL as the engine: a lease is a working
 //! credential; revoking its task token terminates its session and drops its role; a lease
-//! left revoked while no server ran is ended by the next one; bad input is refused with a
-//! stable code and creates no role. The engine is always the local PostgreSQL; the store is
+//! left revoked while no server ran is ended by the next one; the holder revokes its own
+//! lease with its task token, another agent cannot; bad input (an SVID in a task token's
+//! place included) is refused with a stable code and creates no role. The engine is always the local PostgreSQL; the store is
 //! SQLite in one run and PostgreSQL in the other.
 
 use std::time::Duration;
@@ -10,6 +11,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::ConnectOptions as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
+
+use aims_token::agent_key::AgentKey;
 
 use crate::kit::{Backend, PG_ENV, Reply, TestServer};
 use crate::task_tokens::{Scene, access_token, claims};
@@ -89,19 +92,24 @@ async fn connect_as(granted: &Value) -> Result<PgConnection, sqlx::Error> {
         .await
 }
 
-/// `POST /v1/leases` with the planner's DPoP-bound task token.
-async fn ask(scene: &Scene, token: &str, body: Value) -> Reply {
-    let proof = scene.proof(&scene.planner.key, "POST", "/v1/leases", Some(token));
+/// POSTs `body` to `path` with `token` under the DPoP scheme, proved by `key`.
+async fn post_dpop(scene: &Scene, key: &AgentKey, token: &str, path: &str, body: Value) -> Reply {
+    let proof = scene.proof(key, "POST", path, Some(token));
     let req = scene
         .server
         .http
-        .post(scene.url("/v1/leases"))
+        .post(scene.url(path))
         .header("Authorization", format!("DPoP {token}"))
         .header("DPoP", proof)
         .json(&body);
     let reply = scene.server.send(req).await;
     scene.remember_nonce(&reply);
     reply
+}
+
+/// `POST /v1/leases` with the planner's DPoP-bound task token.
+async fn ask(scene: &Scene, token: &str, body: Value) -> Reply {
+    post_dpop(scene, &scene.planner.key, token, "/v1/leases", body).await
 }
 
 /// Asserts that the newest refusal audited is `code` (every refusal is audited).
@@ -113,17 +121,7 @@ async fn audited_refusal(server: &TestServer, code: &str) {
 /// `POST /v1/leases/{id}/renew` with the planner's DPoP-bound task token.
 async fn renew(scene: &Scene, token: &str, id: &str, body: Value) -> Reply {
     let path = format!("/v1/leases/{id}/renew");
-    let proof = scene.proof(&scene.planner.key, "POST", &path, Some(token));
-    let req = scene
-        .server
-        .http
-        .post(scene.url(&path))
-        .header("Authorization", format!("DPoP {token}"))
-        .header("DPoP", proof)
-        .json(&body);
-    let reply = scene.server.send(req).await;
-    scene.remember_nonce(&reply);
-    reply
+    post_dpop(scene, &scene.planner.key, token, &path, body).await
 }
 
 /// The `VALID UNTIL` of `role`, in Unix seconds.
@@ -306,6 +304,24 @@ async fn lease_lifecycle(backend: Backend) {
     assert_eq!(svid.status, StatusCode::FORBIDDEN, "{}", svid.body);
     assert_eq!(svid.code(), "task_token_required");
     audited_refusal(server, "task_token_required").await;
+    // The SVID in a task token's place (the DPoP scheme, with a proof by its key): the same.
+    let svid = ask(
+        &scene,
+        &scene.planner.svid,
+        json!({"engine": "warehouse", "role": "reader"}),
+    )
+    .await;
+    assert_eq!(svid.status, StatusCode::FORBIDDEN, "{}", svid.body);
+    assert_eq!(svid.code(), "task_token_required", "{}", svid.body);
+    audited_refusal(server, "task_token_required").await;
+    // A token that is no SVID either is still just an invalid token.
+    let forged = ask(
+        &scene,
+        &format!("{}x", scene.planner.svid),
+        json!({"engine": "warehouse", "role": "reader"}),
+    )
+    .await;
+    assert_eq!(forged.code(), "invalid_token", "{}", forged.body);
     let long = ask(
         &scene,
         &token,
@@ -503,6 +519,70 @@ async fn lease_lifecycle(backend: Backend) {
         .admin(Method::POST, "/v1/leases/nope/revoke", Some(json!({})))
         .await;
     assert_eq!(missing.code(), "lease_not_found", "{}", missing.body);
+
+    // The holder revokes its own lease with the task token it asked with. Another agent's
+    // task token, or the holder's SVID, is refused with a stable code and changes nothing.
+    let granted = ask(
+        &scene,
+        &token,
+        json!({"engine": "warehouse", "role": "reader"}),
+    )
+    .await;
+    assert_eq!(granted.status, StatusCode::CREATED, "{}", granted.body);
+    let lease_id = granted.body["lease_id"].as_str().unwrap().to_owned();
+    let role = granted.body["username"].as_str().unwrap().to_owned();
+    let path = format!("/v1/leases/{lease_id}/revoke");
+    let repo = access_token(&scene.exchange("read:repo/acme/*").await);
+    let executors = access_token(&scene.delegate(&repo, &[]).await);
+    let other = post_dpop(&scene, &scene.executor.key, &executors, &path, json!({})).await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND, "{}", other.body);
+    assert_eq!(other.code(), "lease_not_found", "{}", other.body);
+    audited_refusal(server, "lease_not_found").await;
+    let other_token = post_dpop(&scene, &scene.planner.key, &repo, &path, json!({})).await;
+    assert_eq!(
+        other_token.code(),
+        "lease_not_found",
+        "{}",
+        other_token.body
+    );
+    let svid = post_dpop(
+        &scene,
+        &scene.planner.key,
+        &scene.planner.svid,
+        &path,
+        json!({}),
+    )
+    .await;
+    assert_eq!(svid.code(), "task_token_required", "{}", svid.body);
+    audited_refusal(server, "task_token_required").await;
+    let shown = server
+        .admin(Method::GET, &format!("/v1/leases/{lease_id}"), None)
+        .await;
+    assert_eq!(shown.body["state"], "active", "{}", shown.body);
+    assert!(shown.body["revoked_at"].is_null(), "{}", shown.body);
+    assert!(
+        role_exists(&mut admin, &role).await,
+        "refusals change nothing"
+    );
+    let own = post_dpop(
+        &scene,
+        &scene.planner.key,
+        &token,
+        &path,
+        json!({"reason": "the task is done with it"}),
+    )
+    .await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.body);
+    assert!(own.body["revoked_at"].is_string(), "{}", own.body);
+    let revoked = server.last_event("revoke").await;
+    assert_eq!(revoked.details["id"], lease_id.as_str(), "{revoked:?}");
+    assert_eq!(revoked.details["reason"], "the task is done with it");
+    assert!(
+        matches!(revoked.actor, aims_core::audit::Actor::Agent { .. }),
+        "{revoked:?}"
+    );
+    until_ended(server, &lease_id).await;
+    assert!(!role_exists(&mut admin, &role).await);
 
     let granted = ask(
         &scene,

@@ -154,13 +154,28 @@ pub async fn leases_die_with_their_task_token(h: &Harness) {
     assert_eq!(stored.db_role, "aims_lease_l1");
     assert_eq!(stored.parent.as_deref(), Some("t1"));
     assert!(!stored.is_due(at(30)));
+    assert!(stored.pending, "pending until its creator grants it");
     assert_eq!(
         store.list_leases(Some(&name("a")), 10).await.unwrap(),
         [stored]
     );
-    // Being created, it is its creator's: nobody else claims it.
+    // Being created, it is its creator's: nobody else claims it, and it is not due.
     assert!(!store.claim_lease("l1", "r2", at(30), at(90)).await.unwrap());
-    assert!(store.release_lease("l1", "creator").await.unwrap());
+    assert!(store.leases_to_end(at(30), 10).await.unwrap().is_empty());
+    assert_eq!(store.leases_overdue(at(30)).await.unwrap(), 0);
+    // Still pending when its creator's claim has run out (a crash mid-creation): due.
+    let orphaned = store.leases_to_end(at(80), 10).await.unwrap();
+    assert_eq!(orphaned.len(), 1);
+    assert!(orphaned[0].pending && orphaned[0].revoked_at.is_none());
+    assert_eq!(store.leases_overdue(at(80)).await.unwrap(), 1);
+    // Granted by its creator only, once; then it is an ordinary live lease.
+    assert!(!store.grant_lease("l1", "r2").await.unwrap());
+    assert!(store.grant_lease("l1", "creator").await.unwrap());
+    assert!(!store.grant_lease("l1", "creator").await.unwrap());
+    assert!(!store.lease("l1").await.unwrap().unwrap().pending);
+    assert!(!store.release_lease("l1", "creator").await.unwrap());
+    assert!(store.leases_to_end(at(80), 10).await.unwrap().is_empty());
+    assert_eq!(store.leases_overdue(at(80)).await.unwrap(), 0);
 
     // Renewal moves the end, never past the task token; refusals write nothing.
     store

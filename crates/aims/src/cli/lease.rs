@@ -1,6 +1,6 @@
 //! `aims engine …` and `aims lease …`: admins add database engines and their role templates;
-//! agents ask for, and renew, leases with their task token; operators list, show and revoke
-//! leases.
+//! agents ask for, renew and revoke their leases with their task token; operators list, show
+//! and revoke leases.
 //!
 //! The engine's administrator password is never on the command line: it is a sealed secret of
 //! the secret store (`aims secret put`), named with `--admin-secret`. A lease's password is
@@ -125,13 +125,20 @@ pub enum LeaseCommand {
         /// The lease id.
         id: String,
     },
-    /// Revoke a lease (an operator); its sessions are terminated and its role dropped.
+    /// Revoke a lease, as an operator or — with `--token-file` and `--key` — as the agent
+    /// holding it; its sessions are terminated and its role dropped.
     Revoke {
         /// The lease id.
         id: String,
         /// Why (recorded in the audit log).
         #[arg(long)]
         reason: Option<String>,
+        /// As the lease's holder: the task token it was asked with, or - for stdin.
+        #[arg(long, value_name = "FILE|-", requires = "key")]
+        token_file: Option<PathBuf>,
+        /// The holder's private key (PKCS#8 PEM).
+        #[arg(long, value_name = "FILE", requires = "token_file")]
+        key: Option<PathBuf>,
     },
 }
 
@@ -285,11 +292,23 @@ pub async fn run_lease(opts: &ClientOpts, cmd: LeaseCommand) -> anyhow::Result<(
             })
         }
         LeaseCommand::Show { id } => show(opts, &opts.client()?.lease(&id).await?, now),
-        LeaseCommand::Revoke { id, reason } => {
-            let view = opts
-                .client()?
-                .revoke_lease(&id, &RevokeLeaseRequest { reason })
-                .await?;
+        LeaseCommand::Revoke {
+            id,
+            reason,
+            token_file,
+            key,
+        } => {
+            let request = RevokeLeaseRequest { reason };
+            let view = match (token_file, key) {
+                (Some(token_file), Some(key)) => {
+                    let token = read_credential(&token_file, "access token", Some("access_token"))?;
+                    let key = read_key(&key)?;
+                    opts.token_client()?
+                        .revoke_lease(&token, &key, &id, &request)
+                        .await?
+                }
+                _ => opts.client()?.revoke_lease(&id, &request).await?,
+            };
             show(opts, &view, now)
         }
     }

@@ -1,9 +1,15 @@
 //! Engines, role templates and leases through the CLI against a real server, with the local
 //! PostgreSQL as the engine: add an engine (refused with a password in its URL), add a role
-//! template from a grants file (refused outside the allowed form), list them, and the lease
-//! commands' refusals exit non-zero with the stable code.
+//! template from a grants file (refused outside the allowed form), list them; the lease
+//! commands' refusals exit non-zero with the stable code (an SVID in a task token's place:
+//! `task_token_required`); and the success path: `aims token exchange`, `aims lease create`,
+//! a session reading a table with the credential, `aims lease renew`, and the holder's
+//! `aims lease revoke`, after which the session is terminated and the credential refused.
+
+use sqlx::ConnectOptions as _;
 
 use crate::process::{ADMIN_TOKEN, Server};
+use crate::replica_kit::AUDIENCE;
 
 #[test]
 #[ignore = "needs PostgreSQL: set AIMS_TEST_DATABASE_URL and run with --include-ignored"]
@@ -110,6 +116,8 @@ fn engines_roles_and_leases_through_the_cli() {
         "analyst",
         "--owner",
         "alice@acme.example",
+        "--label",
+        "team=data",
     ]);
     let evidence = dir.path().join("evidence.json");
     std::fs::write(&evidence, "{}").unwrap();
@@ -148,9 +156,150 @@ fn engines_roles_and_leases_through_the_cli() {
     );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("invalid_token"), "{stderr}");
+    assert!(stderr.contains("task_token_required"), "{stderr}");
     assert_eq!(
         server.json(&["lease", "list"])["leases"],
         serde_json::json!([])
     );
+
+    // The success path: a task token from `aims token exchange`, a lease from `aims lease
+    // create`, a session reading a table with it, a renewal, and the holder's revocation.
+    let table = format!("public.cli_lease_sales_{}", std::process::id());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut admin = runtime.block_on(connect(&url.parse().unwrap()));
+    runtime.block_on(async {
+        sqlx::raw_sql(&format!(
+            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (region text, amount int); \
+             INSERT INTO {table} VALUES ('north', 42)"
+        ))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    });
+    // The starter policies let team `data` lease the warehouse's `reader` role.
+    let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    server.json(&["policy", "push", policies.to_str().unwrap()]);
+    server.json(&[
+        "resource-server",
+        "add",
+        "warehouse-tools",
+        "--audience",
+        AUDIENCE,
+        "--system",
+        "warehouse",
+    ]);
+    let exchanged = server.run(
+        None,
+        &[
+            "token",
+            "exchange",
+            "--svid",
+            svid.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--scope",
+            "lease:warehouse/reader",
+            "--audience",
+            AUDIENCE,
+            "--intent",
+            "read the sales table",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(
+        exchanged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exchanged.stderr)
+    );
+    let token = dir.path().join("analyst.token.json");
+    std::fs::write(&token, &exchanged.stdout).unwrap();
+    let as_agent = |args: &[&str]| -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend([
+            "--token-file",
+            token.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--output",
+            "json",
+        ]);
+        let out = server.run(None, &all);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let granted = as_agent(&["lease", "create", "warehouse", "reader", "--ttl", "1m"]);
+    let id = granted["lease_id"].as_str().unwrap().to_owned();
+    let mut session = runtime.block_on(connect(
+        &sqlx::postgres::PgConnectOptions::new()
+            .host(granted["host"].as_str().unwrap())
+            .port(u16::try_from(granted["port"].as_u64().unwrap()).unwrap())
+            .database(granted["database"].as_str().unwrap())
+            .username(granted["username"].as_str().unwrap())
+            .password(granted["password"].as_str().unwrap()),
+    ));
+    let read = |session: &mut sqlx::PgConnection| {
+        runtime.block_on(
+            sqlx::query_scalar::<_, i32>(&format!(
+                "SELECT amount FROM {table} WHERE region = 'north'"
+            ))
+            .fetch_one(session),
+        )
+    };
+    assert_eq!(read(&mut session).unwrap(), 42);
+    let renewed = as_agent(&["lease", "renew", &id, "--ttl", "3m"]);
+    assert_eq!(renewed["state"], "active", "{renewed}");
+    assert!(renewed["expires_at"].as_str() > granted["expires_at"].as_str());
+    // The holder's SVID is no task token for a revocation either.
+    let out = server.run(
+        None,
+        &[
+            "lease",
+            "revoke",
+            &id,
+            "--token-file",
+            svid.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("task_token_required"), "{stderr}");
+    assert_eq!(read(&mut session).unwrap(), 42, "a refusal changes nothing");
+    let revoked = as_agent(&["lease", "revoke", &id, "--reason", "done reading"]);
+    assert!(revoked["revoked_at"].is_string(), "{revoked}");
+    let started = std::time::Instant::now();
+    while server.json(&["lease", "show", &id])["state"] != "ended" {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(read(&mut session).is_err(), "the session was terminated");
+    let again = runtime.block_on(
+        sqlx::postgres::PgConnectOptions::new()
+            .host(granted["host"].as_str().unwrap())
+            .port(u16::try_from(granted["port"].as_u64().unwrap()).unwrap())
+            .database(granted["database"].as_str().unwrap())
+            .username(granted["username"].as_str().unwrap())
+            .password(granted["password"].as_str().unwrap())
+            .connect(),
+    );
+    assert!(again.is_err(), "the credential is refused after revocation");
+    runtime.block_on(async {
+        sqlx::raw_sql(&format!("DROP TABLE {table}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    });
+}
+
+async fn connect(options: &sqlx::postgres::PgConnectOptions) -> sqlx::PgConnection {
+    options.connect().await.unwrap()
 }

@@ -8,6 +8,7 @@
     reason = "a test fails loudly on an unexpected error"
 )]
 
+mod forwarder;
 mod node;
 mod process;
 mod replica_kit;
@@ -26,6 +27,7 @@ mod gateway_process;
 mod interop;
 mod interop_mcp;
 mod interop_node;
+mod lease_faults;
 mod pg_faults;
 mod server;
 mod storage_faults;

@@ -21,6 +21,8 @@ pub struct Node {
     pub rs_secret: String,
     /// Environment every start of this node gets.
     env: Vec<(String, String)>,
+    /// Flags every start of this node gets (besides its public URL).
+    flags: Vec<String>,
 }
 
 impl Node {
@@ -33,38 +35,54 @@ impl Node {
     /// hundreds of token and introspection requests a second from one address, so the rate
     /// limits are raised unless `env` sets them (their own tests are in `aims-server`).
     pub async fn first_start_with(data: PathBuf, env: &[(&str, &str)]) -> Self {
+        Self::first_start_on(data, env, None).await
+    }
+
+    /// [`Self::first_start_with`] on the PostgreSQL database `database_url` when given (the
+    /// data directory then holds the master key only), on SQLite in `data` otherwise.
+    pub async fn first_start_on(
+        data: PathBuf,
+        env: &[(&str, &str)],
+        database_url: Option<&str>,
+    ) -> Self {
+        let flags = database_url
+            .map(|url| vec!["--database-url".to_owned(), url.to_owned()])
+            .unwrap_or_default();
         let env: Vec<(String, String)> = UNLIMITED
             .iter()
             .filter(|(name, _)| !env.iter().any(|(set, _)| set == name))
             .chain(env)
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let server = Self::spawn(&data, &env, true);
+        let server = Self::spawn(&data, &env, &flags, true);
         let mut node = Node {
             data,
             server,
             http: reqwest::Client::new(),
             rs_secret: String::new(),
             env,
+            flags,
         };
         node.rs_secret = node.at().set_up().await;
         node
     }
 
-    fn spawn(data: &Path, env: &[(String, String)], first: bool) -> Server {
+    fn spawn(data: &Path, env: &[(String, String)], flags: &[String], first: bool) -> Server {
         let mut all: Vec<(&str, &str)> =
             env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         if first {
             all.push(("AIMS_BOOTSTRAP_TOKEN", ADMIN_TOKEN));
         }
-        Server::start_with(data, &all, &["--public-url", PUBLIC_URL])
+        let mut args = vec!["--public-url", PUBLIC_URL];
+        args.extend(flags.iter().map(String::as_str));
+        Server::start_with(data, &all, &args)
     }
 
     /// SIGKILL, then a new process on the same store.
     pub fn kill_and_restart(&mut self) {
         self.server.child.kill().unwrap();
         self.server.child.wait().unwrap();
-        self.server = Self::spawn(&self.data, &self.env, false);
+        self.server = Self::spawn(&self.data, &self.env, &self.flags, false);
     }
 
     /// Requests to this node.

@@ -166,7 +166,7 @@ async fn an_agent_changed_on_one_replica_is_decided_as_changed_by_the_other() {
 
 /// The planner may obtain lease scopes and lease any database role (added to the starter
 /// policies for the lease tests).
-const LEASE_POLICY: &str = r#"
+pub const LEASE_POLICY: &str = r#"
 @id("replica-test-planner-obtains-leases")
 permit (principal, action == Aims::Action::"obtain", resource is Aims::Scope)
 when { principal.name == "planner" && resource.kind == "lease" };
@@ -177,7 +177,7 @@ when { principal.name == "planner" && resource.kind == "database_role" };
 "#;
 
 /// Whether `role` exists on the engine.
-async fn role_exists(engine: &mut sqlx::PgConnection, role: &str) -> bool {
+pub async fn role_exists(engine: &mut sqlx::PgConnection, role: &str) -> bool {
     sqlx::query_scalar::<_, String>("SELECT rolname::text FROM pg_roles WHERE rolname = $1")
         .bind(role)
         .fetch_optional(engine)
@@ -187,7 +187,7 @@ async fn role_exists(engine: &mut sqlx::PgConnection, role: &str) -> bool {
 }
 
 /// A session logged in with a lease's parameters.
-async fn session(granted: &serde_json::Value) -> sqlx::PgConnection {
+pub async fn session(granted: &serde_json::Value) -> sqlx::PgConnection {
     use sqlx::ConnectOptions as _;
     sqlx::postgres::PgConnectOptions::new()
         .host(granted["host"].as_str().unwrap())
