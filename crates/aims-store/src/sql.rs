@@ -59,8 +59,11 @@ pub(crate) const COUNT_LIVE_CREDENTIALS: &str = "SELECT kind, COUNT(*) FROM cred
 pub(crate) const COUNT_ACTIVE_TASKS: &str = "SELECT COUNT(*) FROM tasks \
      WHERE agent = $1 AND state = 'active'";
 /// The first record of a window, found by the time index.
+/// `+seq` keeps both planners off the primary key: `MIN(seq)` let SQLite walk the log from
+/// its start until the first match (285 ms for the last hour of a million rows), where the
+/// time index answers the range alone (0.2 ms; 64 ms when the range is the whole log).
 pub(crate) const SELECT_FIRST_SEQ_SINCE: &str =
-    "SELECT MIN(seq) FROM audit_log WHERE time_ms >= $1";
+    "SELECT MIN(+seq) FROM audit_log WHERE time_ms >= $1";
 pub(crate) const SELECT_AGENT_AUDIT: &str = "SELECT seq, prev_hash, hash, body FROM audit_log \
      WHERE agent = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 pub(crate) const SELECT_TASK_AUDIT: &str = "SELECT seq, prev_hash, hash, body FROM audit_log \

@@ -306,12 +306,14 @@ pub async fn queries_read_by_their_index(h: &Harness) {
                     WHERE agent = 'x' AND seq > 0 ORDER BY seq LIMIT 100";
     let by_task = "SELECT seq, prev_hash, hash, body FROM audit_log \
                    WHERE task_id = 'x' AND seq > 0 ORDER BY seq LIMIT 100";
-    // (SQLite names the table's alias and its primary key.) The start of a time range,
-    // MIN(seq) of the records timed at or after it, is not checked here: both databases may
-    // answer it by walking the primary key up to the first match rather than by the time
-    // index; BENCHMARKS.md measures it.
+    // The start of a time range (`Store::audit_position_at`): the lowest `seq` of the records
+    // timed at or after it, from the time index alone, not by walking the primary key up to
+    // the first match.
+    let range_start = "SELECT MIN(+seq) FROM audit_log WHERE time_ms >= 1000";
+    // (SQLite names the table's alias and its primary key.)
     for (sql, indexes) in [
         (keyed, &["k USING PRIMARY KEY", "audit_keys_pkey"][..]),
+        (range_start, &["audit_log_time"][..]),
         (by_action, &["audit_log_action"][..]),
         (by_agent, &["audit_log_agent"][..]),
         (by_task, &["audit_log_task"][..]),
