@@ -422,17 +422,8 @@ impl TokenClient {
         key: &AgentKey,
         request: &LeaseRequest,
     ) -> Result<LeaseGranted, SdkError> {
-        let url = self.url("/v1/leases");
-        self.present(
-            self.binding,
-            access_token,
-            key,
-            Method::POST,
-            &url,
-            &[],
-            Some(request),
-        )
-        .await
+        self.post_task(access_token, key, "/v1/leases", request)
+            .await
     }
 
     /// `POST /v1/leases/{id}/renew` with the task token the lease was asked with.
@@ -443,15 +434,11 @@ impl TokenClient {
         id: &str,
         request: &RenewLeaseRequest,
     ) -> Result<LeaseView, SdkError> {
-        let url = self.url(&crate::http::lease_path(id, "/renew")?);
-        self.present(
-            self.binding,
+        self.post_task(
             access_token,
             key,
-            Method::POST,
-            &url,
-            &[],
-            Some(request),
+            &crate::http::lease_path(id, "/renew")?,
+            request,
         )
         .await
     }
@@ -465,15 +452,11 @@ impl TokenClient {
         id: &str,
         request: &RevokeLeaseRequest,
     ) -> Result<LeaseView, SdkError> {
-        let url = self.url(&crate::http::lease_path(id, "/revoke")?);
-        self.present(
-            self.binding,
+        self.post_task(
             access_token,
             key,
-            Method::POST,
-            &url,
-            &[],
-            Some(request),
+            &crate::http::lease_path(id, "/revoke")?,
+            request,
         )
         .await
     }
@@ -512,6 +495,28 @@ impl TokenClient {
                     .await
             },
             max_wait,
+        )
+        .await
+    }
+
+    /// `POST path` with `request`, presenting the task token (bound to `key`) as this
+    /// client's binding says.
+    async fn post_task<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        access_token: &str,
+        key: &AgentKey,
+        path: &str,
+        request: &B,
+    ) -> Result<T, SdkError> {
+        let url = self.url(path);
+        self.present(
+            self.binding,
+            access_token,
+            key,
+            Method::POST,
+            &url,
+            &[],
+            Some(request),
         )
         .await
     }
