@@ -16,8 +16,7 @@ use time::OffsetDateTime;
 
 use crate::errors::{classify, on_unique};
 use crate::rows::{self, ApprovalRow, TaskRow};
-use crate::tx::Tx;
-use crate::write::{Backend, Conn, begin_write, require_credentials_allowed, settle};
+use crate::write::{Backend, Conn, WriteTx, begin_write, require_credentials_allowed, settle};
 use crate::{RevocationTarget, StoreError, sql};
 
 /// Why a grant could not be spent: rolled back, then answered as `false`.
@@ -56,7 +55,7 @@ where
 {
     let asked = &request.asked;
     let now = asked.created_at;
-    let (mut tx, head) = begin_write(backend).await?;
+    let mut tx = begin_write(backend).await?;
     let outcome: Result<ApprovalRequest, StoreError> = async {
         require_credentials_allowed::<B>(&mut tx, &asked.call.agent).await?;
         require_open_task::<B>(&mut tx, asked.call.task_id.as_str(), now).await?;
@@ -103,7 +102,7 @@ where
     }
     .await;
     let Ok(stored) = &outcome else {
-        return settle(backend, tx, head, outcome, &[]).await;
+        return settle(backend, tx, outcome, &[]).await;
     };
     let named = |event: &AuditEvent| event.clone().approval(stored.id.as_str());
     let events: Vec<AuditEvent> = if stored.id == request.id {
@@ -111,7 +110,7 @@ where
     } else {
         vec![named(decision)]
     };
-    settle(backend, tx, head, outcome, &events).await
+    settle(backend, tx, outcome, &events).await
 }
 
 /// [`crate::Store::decide_approval`].
@@ -133,7 +132,7 @@ where
     for<'r> &'r str: ColumnIndex<<B::Db as Database>::Row>,
     usize: ColumnIndex<<B::Db as Database>::Row>,
 {
-    let (mut tx, head) = begin_write(backend).await?;
+    let mut tx = begin_write(backend).await?;
     let outcome: Result<ApprovalRequest, StoreError> = async {
         let mut request = sqlx::query_as::<B::Db, ApprovalRow>(sql::SELECT_APPROVAL)
             .bind(id.as_str().to_owned())
@@ -172,7 +171,7 @@ where
         })
     }
     .await;
-    settle(backend, tx, head, outcome, std::slice::from_ref(event)).await
+    settle(backend, tx, outcome, std::slice::from_ref(event)).await
 }
 
 /// [`crate::Store::grant_for`].
@@ -228,7 +227,7 @@ where
     for<'r> &'r str: ColumnIndex<<B::Db as Database>::Row>,
     usize: ColumnIndex<<B::Db as Database>::Row>,
 {
-    let (mut tx, head) = begin_write(backend).await?;
+    let mut tx = begin_write(backend).await?;
     let outcome: Result<(), StoreError> = async {
         let spent = sqlx::query_scalar::<B::Db, String>(sql::USE_GRANT)
             .bind(id.as_str().to_owned())
@@ -242,7 +241,7 @@ where
     }
     .await;
     let event = event.clone().approval(id.as_str());
-    match settle(backend, tx, head, outcome, std::slice::from_ref(&event)).await {
+    match settle(backend, tx, outcome, std::slice::from_ref(&event)).await {
         Ok(()) => Ok(true),
         Err(StoreError::Conflict { reason }) if reason == GRANT_SPENT => Ok(false),
         Err(other) => Err(other),
@@ -253,7 +252,7 @@ where
 /// `target` and of every credential the revocation appended to the log after position
 /// `before`.
 pub(crate) async fn revoke_approvals_in<B>(
-    tx: &mut Tx<B::Db>,
+    tx: &mut WriteTx<B::Db>,
     target: &RevocationTarget,
     before: i64,
 ) -> Result<(), StoreError>
@@ -289,7 +288,7 @@ where
 
 /// Refuses unless task `id` exists and is open at `now` (read under the write lock).
 async fn require_open_task<B>(
-    tx: &mut Tx<B::Db>,
+    tx: &mut WriteTx<B::Db>,
     id: &str,
     now: OffsetDateTime,
 ) -> Result<(), StoreError>

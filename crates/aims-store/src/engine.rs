@@ -37,10 +37,9 @@ use crate::rows::{
 use crate::secrets;
 use crate::sightings;
 use crate::tlog::{self, CheckpointQuery};
-use crate::tx::Tx;
 use crate::write::{
-    Backend, Conn, begin_write, finish, insert_credential, require_credentials_allowed, settle,
-    write_pool,
+    Backend, Conn, WriteTx, begin_write, insert_credential, require_credentials_allowed, settle,
+    settle_at, write_pool,
 };
 use crate::{
     AccessTokenIssue, AgentActivity, AgentFilter, AttestationRecord, AuditKey, EPOCH_LIFETIME,
@@ -168,7 +167,7 @@ where
         init: &Initialization,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (mut tx, head) = begin_write(self).await?;
+        let mut tx = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             if meta(&mut *tx, rows::META_TRUST_DOMAIN).await?.is_some() {
                 return Err(StoreError::Conflict {
@@ -193,7 +192,7 @@ where
             Ok(())
         }
         .await;
-        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+        settle(self, tx, outcome, std::slice::from_ref(event)).await
     }
 
     async fn create_agent(
@@ -204,7 +203,7 @@ where
     ) -> Result<(), StoreError> {
         rows::check_token_owner(agent, join_token)?;
         let cols = AgentColumns::of(agent)?;
-        let (mut tx, head) = begin_write(self).await?;
+        let mut tx = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             sqlx::query(sql::INSERT_AGENT)
                 .bind(cols.name)
@@ -215,7 +214,7 @@ where
                 .bind(cols.created_at_ms)
                 .bind(cols.updated_at_ms)
                 .bind(cols.record)
-                .bind(rows::change_seq(&head)?)
+                .bind(rows::change_seq(&tx.head())?)
                 .execute(&mut *tx)
                 .await
                 .map_err(on_unique("agent name already registered"))?;
@@ -223,7 +222,7 @@ where
             Ok(())
         }
         .await;
-        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+        settle(self, tx, outcome, std::slice::from_ref(event)).await
     }
 
     async fn agent(&self, name: &AgentName) -> Result<Option<Agent>, StoreError> {
@@ -260,7 +259,7 @@ where
     ) -> Result<(), StoreError> {
         let expected = rows::revision_step(agent, expected_revision)?;
         let cols = AgentColumns::of(agent)?;
-        let (mut tx, head) = begin_write(self).await?;
+        let mut tx = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             let previous = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
                 .bind(agent.name.as_str().to_owned())
@@ -276,7 +275,7 @@ where
                 .bind(cols.updated_at_ms)
                 .bind(cols.record)
                 .bind(expected)
-                .bind(rows::change_seq(&head)?)
+                .bind(rows::change_seq(&tx.head())?)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(classify)?;
@@ -311,7 +310,7 @@ where
             Ok(())
         }
         .await;
-        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+        settle(self, tx, outcome, std::slice::from_ref(event)).await
     }
 
     async fn replace_join_token(
@@ -319,7 +318,7 @@ where
         join_token: &JoinTokenRecord,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (mut tx, head) = begin_write(self).await?;
+        let mut tx = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             if !exists(&mut *tx, sql::AGENT_EXISTS, join_token.agent.as_str()).await? {
                 return Err(StoreError::NotFound { what: "agent" });
@@ -333,7 +332,7 @@ where
             Ok(())
         }
         .await;
-        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+        settle(self, tx, outcome, std::slice::from_ref(event)).await
     }
 
     async fn consume_join_token(
@@ -433,7 +432,7 @@ where
         let credential = &record.credential;
         let evidence = serde_json::to_string(&snapshot.evidence)
             .map_err(|e| StoreError::Corrupt(format!("evidence does not serialize: {e}")))?;
-        let (mut tx, head) = begin_write(self).await?;
+        let mut tx = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             require_credentials_allowed::<B>(&mut tx, &snapshot.agent).await?;
             sqlx::query(sql::UPSERT_SNAPSHOT)
@@ -447,7 +446,7 @@ where
                 .map_err(classify)?;
             sqlx::query(sql::MARK_AGENT_CHANGED)
                 .bind(snapshot.agent.as_str().to_owned())
-                .bind(rows::change_seq(&head)?)
+                .bind(rows::change_seq(&tx.head())?)
                 .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
@@ -455,7 +454,7 @@ where
             Ok(())
         }
         .await;
-        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+        settle(self, tx, outcome, std::slice::from_ref(event)).await
     }
 
     async fn issued_credential(&self, id: &str) -> Result<Option<IssuedCredential>, StoreError> {
@@ -474,13 +473,13 @@ where
         credential: &CredentialHash,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (mut tx, head) = begin_write(self).await?;
+        let mut tx = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             insert_user(&mut *tx, user, credential).await?;
             Ok(())
         }
         .await;
-        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+        settle(self, tx, outcome, std::slice::from_ref(event)).await
     }
 
     async fn user_by_credential(
@@ -507,7 +506,7 @@ where
     }
 
     async fn remove_user(&self, name: &UserName, event: &AuditEvent) -> Result<(), StoreError> {
-        let (mut tx, head) = begin_write(self).await?;
+        let mut tx = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             let role = sqlx::query_scalar::<B::Db, String>(sql::SELECT_USER_ROLE)
                 .bind(name.as_str().to_owned())
@@ -530,7 +529,7 @@ where
             Ok(())
         }
         .await;
-        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+        settle(self, tx, outcome, std::slice::from_ref(event)).await
     }
 
     async fn rotate_user_credential(
@@ -540,7 +539,7 @@ where
         at: OffsetDateTime,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (mut tx, head) = begin_write(self).await?;
+        let mut tx = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             let changed = sqlx::query_scalar::<B::Db, String>(sql::ROTATE_USER_CREDENTIAL)
                 .bind(name.as_str().to_owned())
@@ -555,7 +554,7 @@ where
             Ok(())
         }
         .await;
-        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+        settle(self, tx, outcome, std::slice::from_ref(event)).await
     }
 
     async fn keys(&self) -> Result<KeySet, StoreError> {
@@ -588,7 +587,7 @@ where
         new_next: &StoredKey,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (mut tx, head) = begin_write(self).await?;
+        let mut tx = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             if exists(&mut *tx, sql::KID_EXISTS, &new_next.kid).await? {
                 return Err(StoreError::Conflict {
@@ -619,7 +618,7 @@ where
             Ok(())
         }
         .await;
-        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+        settle(self, tx, outcome, std::slice::from_ref(event)).await
     }
 
     async fn activate_policy_set(
@@ -629,7 +628,7 @@ where
     ) -> Result<(), StoreError> {
         let files = serde_json::to_string(&set.files)
             .map_err(|e| StoreError::Corrupt(format!("policy files do not serialize: {e}")))?;
-        let (mut tx, head) = begin_write(self).await?;
+        let mut tx = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             // Under the head lock, so two pushes cannot both take the next number.
             let active = sqlx::query_scalar::<B::Db, i64>(sql::MAX_POLICY_VERSION)
@@ -652,7 +651,7 @@ where
             Ok(())
         }
         .await;
-        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+        settle(self, tx, outcome, std::slice::from_ref(event)).await
     }
 
     async fn active_policy_version(&self) -> Result<u64, StoreError> {
@@ -688,8 +687,10 @@ where
         if events.is_empty() {
             return self.audit_head().await;
         }
-        let (tx, head) = begin_write(self).await?;
-        finish(self, tx, head, events).await
+        let tx = begin_write(self).await?;
+        settle_at(self, tx, Ok(()), events)
+            .await
+            .map(|((), head)| head)
     }
 
     async fn audit_records(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
@@ -844,7 +845,7 @@ where
     ) -> Result<(), StoreError> {
         let credential = &issue.credential;
         let now = credential.issued_at;
-        let (mut tx, head) = begin_write(self).await?;
+        let mut tx = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             require_credentials_allowed::<B>(&mut tx, &credential.agent).await?;
             let parent_id = credential.parent.clone().ok_or(StoreError::Conflict {
@@ -899,18 +900,18 @@ where
             Ok(())
         }
         .await;
-        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+        settle(self, tx, outcome, std::slice::from_ref(event)).await
     }
 
     async fn create_task(&self, task: &Task, event: &AuditEvent) -> Result<(), StoreError> {
-        let (mut tx, head) = begin_write(self).await?;
+        let mut tx = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             require_credentials_allowed::<B>(&mut tx, &task.agent).await?;
             insert_task(&mut *tx, task).await?;
             Ok(())
         }
         .await;
-        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+        settle(self, tx, outcome, std::slice::from_ref(event)).await
     }
 
     async fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
@@ -945,7 +946,7 @@ where
         now: OffsetDateTime,
         event: &AuditEvent,
     ) -> Result<u64, StoreError> {
-        let (mut tx, head) = begin_write(self).await?;
+        let mut tx = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             let closed = sqlx::query_scalar::<B::Db, String>(sql::CLOSE_TASK)
                 .bind(id.to_owned())
@@ -968,7 +969,7 @@ where
             Ok(count)
         }
         .await;
-        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+        settle(self, tx, outcome, std::slice::from_ref(event)).await
     }
 
     async fn revoke(
@@ -978,7 +979,7 @@ where
         now: OffsetDateTime,
         event: &AuditEvent,
     ) -> Result<u64, StoreError> {
-        let (mut tx, head) = begin_write(self).await?;
+        let mut tx = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             let close = match target {
                 RevocationTarget::Task(id) => Some((sql::CLOSE_TASK, id.clone())),
@@ -1003,7 +1004,7 @@ where
             Ok(count)
         }
         .await;
-        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+        settle(self, tx, outcome, std::slice::from_ref(event)).await
     }
 
     async fn revocations_since(
@@ -1037,7 +1038,7 @@ where
         credential: &CredentialHash,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (mut tx, head) = begin_write(self).await?;
+        let mut tx = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             sqlx::query(sql::INSERT_RESOURCE_SERVER)
                 .bind(server.name.as_str().to_owned())
@@ -1056,7 +1057,7 @@ where
             Ok(())
         }
         .await;
-        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+        settle(self, tx, outcome, std::slice::from_ref(event)).await
     }
 
     async fn resource_server(
@@ -1105,7 +1106,7 @@ where
         name: &ResourceServerName,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (mut tx, head) = begin_write(self).await?;
+        let mut tx = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             let removed = sqlx::query_scalar::<B::Db, String>(sql::DELETE_RESOURCE_SERVER)
                 .bind(name.as_str().to_owned())
@@ -1120,7 +1121,7 @@ where
             Ok(())
         }
         .await;
-        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+        settle(self, tx, outcome, std::slice::from_ref(event)).await
     }
 
     async fn create_ssf_stream(
@@ -1129,7 +1130,7 @@ where
         event: &AuditEvent,
     ) -> Result<SsfStream, StoreError> {
         let mut cols = SsfStreamColumns::of(stream)?;
-        let (mut tx, head) = begin_write(self).await?;
+        let mut tx = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             let held = sqlx::query_scalar::<B::Db, i64>(sql::COUNT_SSF_STREAMS_OF)
                 .bind(cols.receiver.clone())
@@ -1171,7 +1172,7 @@ where
             })
         }
         .await;
-        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+        settle(self, tx, outcome, std::slice::from_ref(event)).await
     }
 
     async fn ssf_stream(&self, id: &str) -> Result<Option<SsfStream>, StoreError> {
@@ -1213,7 +1214,7 @@ where
         event: &AuditEvent,
     ) -> Result<SsfStream, StoreError> {
         let cols = SsfStreamColumns::of(stream)?;
-        let (mut tx, head) = begin_write(self).await?;
+        let mut tx = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             let updated = sqlx::query_scalar::<B::Db, String>(sql::UPDATE_SSF_STREAM)
                 .bind(cols.id)
@@ -1232,7 +1233,7 @@ where
             stream_in::<B>(&mut tx, &stream.id).await
         }
         .await;
-        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+        settle(self, tx, outcome, std::slice::from_ref(event)).await
     }
 
     async fn set_ssf_status(
@@ -1242,7 +1243,7 @@ where
         reason: Option<&str>,
         event: &AuditEvent,
     ) -> Result<SsfStream, StoreError> {
-        let (mut tx, head) = begin_write(self).await?;
+        let mut tx = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             let was = sqlx::query_scalar::<B::Db, String>(sql::SSF_STATUS_OF)
                 .bind(id.to_owned())
@@ -1285,7 +1286,7 @@ where
             stream_in::<B>(&mut tx, id).await
         }
         .await;
-        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+        settle(self, tx, outcome, std::slice::from_ref(event)).await
     }
 
     async fn queue_ssf_verification(
@@ -1295,7 +1296,7 @@ where
         now: OffsetDateTime,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let (mut tx, head) = begin_write(self).await?;
+        let mut tx = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             // Existence first, so an unknown stream is `NotFound` rather than a foreign-key
             // failure.
@@ -1320,7 +1321,7 @@ where
             Ok(())
         }
         .await;
-        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+        settle(self, tx, outcome, std::slice::from_ref(event)).await
     }
 
     async fn ssf_verifications(
@@ -1366,7 +1367,7 @@ where
     }
 
     async fn delete_ssf_stream(&self, id: &str, event: &AuditEvent) -> Result<(), StoreError> {
-        let (mut tx, head) = begin_write(self).await?;
+        let mut tx = begin_write(self).await?;
         let outcome: Result<_, StoreError> = async {
             for statement in [sql::DELETE_SSF_ACKS, sql::DELETE_SSF_VERIFICATIONS] {
                 sqlx::query(statement)
@@ -1386,7 +1387,7 @@ where
             Ok(())
         }
         .await;
-        settle(self, tx, head, outcome, std::slice::from_ref(event)).await
+        settle(self, tx, outcome, std::slice::from_ref(event)).await
     }
 
     async fn ssf_pending(&self, id: &str, limit: u32) -> Result<Vec<SsfPending>, StoreError> {
@@ -1404,7 +1405,7 @@ where
     async fn acknowledge_ssf(&self, id: &str, seqs: &[u64]) -> Result<(), StoreError> {
         // The head lock keeps revocations from committing meanwhile and serializes
         // acknowledgements of the same stream, so the position moves consistently.
-        let (mut tx, _head) = begin_write(self).await?;
+        let mut tx = begin_write(self).await?;
         let outcome: Result<(), StoreError> = async {
             let current = sqlx::query_scalar::<B::Db, i64>(sql::SSF_ACKED_THROUGH)
                 .bind(id.to_owned())
@@ -1455,13 +1456,7 @@ where
         }
         .await;
         // Delivery bookkeeping, not a state change of the deployment: no audit event.
-        match outcome {
-            Ok(()) => tx.commit().await,
-            Err(refusal) => {
-                let _ = tx.rollback().await;
-                Err(refusal)
-            }
-        }
+        settle(self, tx, outcome, &[]).await
     }
 
     async fn claim_ssf_stream(
@@ -1824,7 +1819,7 @@ where
 }
 
 /// Stream `id` as `tx` sees it. `NotFound`.
-async fn stream_in<B>(tx: &mut Tx<B::Db>, id: &str) -> Result<SsfStream, StoreError>
+async fn stream_in<B>(tx: &mut WriteTx<B::Db>, id: &str) -> Result<SsfStream, StoreError>
 where
     B: Backend,
     for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
@@ -1846,7 +1841,7 @@ where
 /// transaction's id, then marks exactly the appended
 /// members revoked. Returns how many credentials were revoked.
 async fn revoke_in<B>(
-    tx: &mut Tx<B::Db>,
+    tx: &mut WriteTx<B::Db>,
     target: &RevocationTarget,
     reason: &str,
     now: OffsetDateTime,
@@ -1874,10 +1869,7 @@ where
             owner.as_str().to_owned(),
         ),
     };
-    let txn = tx
-        .write_id()
-        .ok_or_else(|| StoreError::Unavailable("a revocation outside a write".to_owned()))?
-        .to_owned();
+    let txn = tx.write_id().to_owned();
     let before = sqlx::query_scalar::<B::Db, i64>(sql::MAX_REVOCATION_SEQ)
         .fetch_one(&mut **tx)
         .await

@@ -37,7 +37,7 @@ where
     for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
     usize: ColumnIndex<<B::Db as Database>::Row>,
 {
-    let (mut tx, head) = begin_write(backend).await?;
+    let mut tx = begin_write(backend).await?;
     let outcome: Result<(), StoreError> = async {
         sqlx::query(sql::INSERT_ENGINE)
             .bind(engine.name.as_str().to_owned())
@@ -48,7 +48,7 @@ where
         Ok(())
     }
     .await;
-    settle(backend, tx, head, outcome, std::slice::from_ref(event)).await
+    settle(backend, tx, outcome, std::slice::from_ref(event)).await
 }
 
 /// [`crate::Store::create_role_template`].
@@ -65,7 +65,7 @@ where
     for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
     usize: ColumnIndex<<B::Db as Database>::Row>,
 {
-    let (mut tx, head) = begin_write(backend).await?;
+    let mut tx = begin_write(backend).await?;
     let outcome: Result<(), StoreError> = async {
         sqlx::query(sql::INSERT_ENGINE_ROLE)
             .bind(template.engine.as_str().to_owned())
@@ -83,7 +83,7 @@ where
         Ok(())
     }
     .await;
-    settle(backend, tx, head, outcome, std::slice::from_ref(event)).await
+    settle(backend, tx, outcome, std::slice::from_ref(event)).await
 }
 
 /// One JSON record by a query over `keys`.
@@ -163,7 +163,7 @@ where
 {
     let credential = &issue.credential;
     let now = credential.issued_at;
-    let (mut tx, head) = begin_write(backend).await?;
+    let mut tx = begin_write(backend).await?;
     let outcome: Result<(), StoreError> = async {
         if credential.kind != IssuedKind::Lease {
             return Err(StoreError::Conflict {
@@ -232,7 +232,7 @@ where
         Ok(())
     }
     .await;
-    settle(backend, tx, head, outcome, std::slice::from_ref(event)).await
+    settle(backend, tx, outcome, std::slice::from_ref(event)).await
 }
 
 /// [`crate::Store::renew_lease`].
@@ -255,7 +255,7 @@ where
     let gone = || StoreError::Conflict {
         reason: "the lease is revoked, expired or ended",
     };
-    let (mut tx, head) = begin_write(backend).await?;
+    let mut tx = begin_write(backend).await?;
     let outcome: Result<(), StoreError> = async {
         let lease = sqlx::query_as::<B::Db, CredentialRow>(sql::SELECT_CREDENTIAL)
             .bind(id.to_owned())
@@ -298,7 +298,7 @@ where
         Ok(())
     }
     .await;
-    settle(backend, tx, head, outcome, std::slice::from_ref(event)).await
+    settle(backend, tx, outcome, std::slice::from_ref(event)).await
 }
 
 /// Leases a query returns, bound to `binds` (text) then `numbers`.
@@ -348,7 +348,7 @@ where
     for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
     usize: ColumnIndex<<B::Db as Database>::Row>,
 {
-    let (mut tx, head) = begin_write(backend).await?;
+    let mut tx = begin_write(backend).await?;
     let outcome: Result<(), StoreError> = async {
         sqlx::query_scalar::<B::Db, String>(sql::END_LEASE)
             .bind(id.to_owned())
@@ -363,7 +363,7 @@ where
             })
     }
     .await;
-    settle(backend, tx, head, outcome, std::slice::from_ref(event)).await
+    settle(backend, tx, outcome, std::slice::from_ref(event)).await
 }
 
 /// A claim statement (claim, release, fail) bound to `text` then `numbers` then `tail`;

@@ -58,7 +58,7 @@ pub use ssf::{
 };
 
 /// Why a store operation failed. Callers match on the class, never on database text.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The addressed record does not exist.

@@ -22,7 +22,7 @@ use sqlx::{Connection, Postgres};
 use crate::errors::{classify, classify_migrate};
 use crate::rows::{HeadRow, NewAuditRow};
 use crate::tx::Tx;
-use crate::write::Backend;
+use crate::write::{Backend, Writer};
 use crate::{StoreError, sql};
 
 /// Connections per process.
@@ -57,6 +57,8 @@ const READ_ONLY: &str = "SELECT current_setting('transaction_read_only')";
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Group commit of this replica's writes.
+    batches: Writer<Postgres>,
 }
 
 impl PostgresStore {
@@ -110,7 +112,10 @@ impl PostgresStore {
             .connect_with(options.options(SESSION_LIMITS))
             .await
             .map_err(classify)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            batches: Writer::default(),
+        })
     }
 }
 
@@ -139,6 +144,10 @@ impl Backend for PostgresStore {
 
     fn writes(&self) -> &PgPool {
         &self.pool
+    }
+
+    fn writer(&self) -> &Writer<Postgres> {
+        &self.batches
     }
 
     fn admit_write(&self) -> Result<(), StoreError> {

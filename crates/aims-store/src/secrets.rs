@@ -7,8 +7,7 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type}
 
 use crate::errors::{classify, on_unique};
 use crate::rows::SecretRow;
-use crate::tx::Tx;
-use crate::write::{Backend, Conn, begin_write, settle};
+use crate::write::{Backend, Conn, WriteTx, begin_write, settle};
 use crate::{StoreError, sql};
 
 /// The record of `secret`, as stored.
@@ -18,7 +17,7 @@ fn record(secret: &Secret) -> Result<String, StoreError> {
 
 /// Stores `sealed_value` as `secret`'s version `secret.version`, inside `tx`.
 async fn insert_version<B>(
-    tx: &mut Tx<B::Db>,
+    tx: &mut WriteTx<B::Db>,
     secret: &Secret,
     sealed_value: &[u8],
 ) -> Result<(), StoreError>
@@ -56,7 +55,7 @@ where
     for<'q> Vec<u8>: Encode<'q, B::Db> + Type<B::Db>,
     usize: ColumnIndex<<B::Db as Database>::Row>,
 {
-    let (mut tx, head) = begin_write(backend).await?;
+    let mut tx = begin_write(backend).await?;
     let outcome: Result<(), StoreError> = async {
         sqlx::query(sql::INSERT_SECRET)
             .bind(secret.name.as_str().to_owned())
@@ -68,7 +67,7 @@ where
         insert_version::<B>(&mut tx, secret, sealed_value).await
     }
     .await;
-    settle(backend, tx, head, outcome, std::slice::from_ref(event)).await
+    settle(backend, tx, outcome, std::slice::from_ref(event)).await
 }
 
 /// [`crate::Store::rotate_secret`].
@@ -88,7 +87,7 @@ where
     usize: ColumnIndex<<B::Db as Database>::Row>,
 {
     let previous = i64::from(secret.version) - 1;
-    let (mut tx, head) = begin_write(backend).await?;
+    let mut tx = begin_write(backend).await?;
     let outcome: Result<(), StoreError> = async {
         let moved = sqlx::query_scalar::<B::Db, String>(sql::UPDATE_SECRET)
             .bind(secret.name.as_str().to_owned())
@@ -114,7 +113,7 @@ where
         insert_version::<B>(&mut tx, secret, sealed_value).await
     }
     .await;
-    settle(backend, tx, head, outcome, std::slice::from_ref(event)).await
+    settle(backend, tx, outcome, std::slice::from_ref(event)).await
 }
 
 /// [`crate::Store::delete_secret`].
@@ -127,7 +126,7 @@ where
     for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
     usize: ColumnIndex<<B::Db as Database>::Row>,
 {
-    let (mut tx, head) = begin_write(backend).await?;
+    let mut tx = begin_write(backend).await?;
     let outcome: Result<(), StoreError> = async {
         sqlx::query(sql::DELETE_SECRET_VERSIONS)
             .bind(name.to_owned())
@@ -143,7 +142,7 @@ where
             .ok_or(StoreError::NotFound { what: "secret" })
     }
     .await;
-    settle(backend, tx, head, outcome, std::slice::from_ref(event)).await
+    settle(backend, tx, outcome, std::slice::from_ref(event)).await
 }
 
 /// [`crate::Store::secret`] and [`crate::Store::secret_value`]: the secret and, with

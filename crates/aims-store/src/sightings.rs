@@ -27,7 +27,7 @@ where
     for<'q> i64: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
     usize: ColumnIndex<<B::Db as Database>::Row>,
 {
-    let (mut tx, head) = begin_write(backend).await?;
+    let mut tx = begin_write(backend).await?;
     let outcome: Result<u64, StoreError> = async {
         let mut held = sqlx::query_scalar::<B::Db, i64>(sql::COUNT_SIGHTINGS_OF)
             .bind(reporter.as_str().to_owned())
@@ -69,5 +69,5 @@ where
         Ok(accepted)
     }
     .await;
-    settle(backend, tx, head, outcome, std::slice::from_ref(event)).await
+    settle(backend, tx, outcome, std::slice::from_ref(event)).await
 }

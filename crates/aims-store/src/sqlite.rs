@@ -27,7 +27,7 @@ use crate::errors::{classify, classify_migrate};
 use crate::rows::{HeadRow, NewAuditRow};
 use crate::space::SpaceGuard;
 use crate::tx::Tx;
-use crate::write::Backend;
+use crate::write::{Backend, Writer};
 use crate::{StoreError, StoreOptions, sql};
 
 /// How long a statement waits for a lock held by another connection.
@@ -46,6 +46,8 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// Refuses writes while the database's volume is below its free-space reserve.
     space: SpaceGuard,
+    /// Group commit of the writes on `writer`.
+    batches: Writer<Sqlite>,
 }
 
 impl SqliteStore {
@@ -102,6 +104,7 @@ impl SqliteStore {
             writer,
             reader,
             space: SpaceGuard::new(path, options.reserve_bytes),
+            batches: Writer::default(),
         })
     }
 }
@@ -115,6 +118,10 @@ impl Backend for SqliteStore {
 
     fn writes(&self) -> &SqlitePool {
         &self.writer
+    }
+
+    fn writer(&self) -> &Writer<Sqlite> {
+        &self.batches
     }
 
     fn admit_write(&self) -> Result<(), StoreError> {

@@ -60,9 +60,6 @@ pub(crate) struct Tx<DB: Database> {
     conn: PoolConnection<DB>,
     /// Whether the transaction may still be open; cleared only by a successful end.
     open: bool,
-    /// The id a write transaction records with what it appends (audit records, revocation-log
-    /// entries); set by [`Tx::for_write`], `None` for reads.
-    write_id: Option<String>,
 }
 
 impl<DB: Control> Tx<DB> {
@@ -72,24 +69,9 @@ impl<DB: Control> Tx<DB> {
         let conn = pool.acquire().await.map_err(classify)?;
         // Open from here on: if `BEGIN` fails, or this future is dropped while it runs, the
         // connection's state is unknown and `Drop` closes it.
-        let mut tx = Self {
-            conn,
-            open: true,
-            write_id: None,
-        };
+        let mut tx = Self { conn, open: true };
         DB::control(&mut tx.conn, begin).await.map_err(classify)?;
         Ok(tx)
-    }
-
-    /// This transaction as a write whose appended rows carry `id`.
-    pub(crate) fn for_write(mut self, id: String) -> Self {
-        self.write_id = Some(id);
-        self
-    }
-
-    /// The id of this write transaction, if it is one.
-    pub(crate) fn write_id(&self) -> Option<&str> {
-        self.write_id.as_deref()
     }
 
     /// Commits. On failure the transaction's fate may be unknown to this connection, so the

@@ -1,26 +1,40 @@
 //! The write-transaction protocol every change goes through, and the checks writes share
 //! under the lock; below both [`crate::engine`] and [`crate::approvals`].
 //!
-//! The shape of every mutation: [`begin_write`] opens a transaction holding the
-//! audit-head lock and returns the head; the checks and changes run inside it as one async
-//! block whose result goes to [`settle`]: a refusal rolls the transaction back, a success
-//! goes to [`finish`], which chains the events after the head, inserts them, moves the head
-//! and commits. Because the lock is taken first, read-check-write sequences are race-free on
-//! both backends.
+//! The shape of every mutation: [`begin_write`] gives the caller a [`WriteTx`] inside a
+//! transaction holding the audit-head lock, and the head its events will follow; the checks
+//! and changes run inside it as one async block whose result goes to [`settle`]: a refusal is
+//! rolled back, a success has its events chained after the head and inserted. Because the lock
+//! is held throughout, read-check-write sequences are race-free on both backends.
+//!
+//! **Group commit.** Writes of one store share transactions: a write that finds a transaction
+//! opened by an earlier write and not yet committed joins it under a savepoint, and one
+//! `COMMIT` (one fsync) makes every member durable at once. The members run one at a time, in
+//! the order they took the [`Writer`]'s lock, each seeing what the earlier ones wrote, so a
+//! batch is exactly the serial history of its members. A refused member is rolled back to its
+//! savepoint and changes nothing; a member is answered only once the batch's `COMMIT` is known
+//! to have succeeded. After its work, a member hands the commit to a task that queues for the
+//! lock behind every write that was already waiting: whichever of those tasks first finds the
+//! batch still open commits it, so a batch grows by exactly the writes that arrived while it
+//! ran, a lone write commits at once, and a cancelled caller never leaves a transaction open.
+//! A batch takes at most [`MAX_MEMBERS`] writes.
 //!
 //! Nothing is reported committed that is not: transactions are [`Tx`]s, whose connection is
-//! closed whenever `COMMIT` or `ROLLBACK` fails, and when `COMMIT` fails [`finish`] learns on a
-//! fresh connection, under the head lock, whether the events it wrote are in the log. They
-//! are there only if the transaction committed (the driver lost the answer, not the change),
-//! and then the write succeeded; if they are not, it failed and changed nothing; if the
-//! store cannot be asked, the outcome is [`StoreError::OutcomeUnknown`].
+//! closed whenever `COMMIT` or `ROLLBACK` fails, and when `COMMIT` fails the committer learns
+//! on a fresh connection, under the head lock, whether the batch's last audit record is in the
+//! log. It is there only if the transaction committed (the driver lost the answer, not the
+//! change), and then every member succeeded; if it is not, every member failed and changed
+//! nothing; if the store cannot be asked, the outcome is [`StoreError::OutcomeUnknown`].
 
 use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, OnceLock};
 
 use aims_core::agent::LifecycleState;
 use aims_core::audit::{AuditEvent, ChainHead};
 use aims_core::id::AgentName;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::errors::{classify, on_unique};
 use crate::rows::{self, NewAuditRow};
@@ -30,8 +44,11 @@ use crate::{IssuedCredential, StoreError, sql};
 /// A backend's connection type.
 pub(crate) type Conn<B> = <<B as Backend>::Db as Database>::Connection;
 
+/// The most writes one group commit takes; the next write opens a new transaction.
+pub(crate) const MAX_MEMBERS: usize = 128;
+
 /// What a database backend supplies to the shared store logic.
-pub(crate) trait Backend: Send + Sync + 'static {
+pub(crate) trait Backend: Clone + Send + Sync + 'static {
     /// The sqlx database.
     type Db: Control;
 
@@ -40,6 +57,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// The pool writes run on.
     fn writes(&self) -> &Pool<Self::Db>;
+
+    /// The group-commit state of this store's write transactions.
+    fn writer(&self) -> &Writer<Self::Db>;
 
     /// Whether the store takes a write now (a SQLite store's free-space reserve holds).
     fn admit_write(&self) -> Result<(), StoreError>;
@@ -63,16 +83,158 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// Begins a write transaction holding the audit-head lock, if the store admits writes now.
-/// The transaction gets a fresh id ([`Tx::write_id`]) that its audit records and
+/// A store's write transaction still open for more members, if any. Clones share it.
+pub(crate) struct Writer<DB: Database> {
+    open: Arc<Mutex<Option<Batch<DB>>>>,
+}
+
+impl<DB: Database> Default for Writer<DB> {
+    fn default() -> Self {
+        Self {
+            open: Arc::new(Mutex::new(None)),
+        }
+    }
+}
+
+impl<DB: Database> Clone for Writer<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            open: Arc::clone(&self.open),
+        }
+    }
+}
+
+impl<DB: Database> std::fmt::Debug for Writer<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+/// One transaction shared by the writes of a group commit.
+struct Batch<DB: Database> {
+    tx: Tx<DB>,
+    /// The head after the members so far.
+    head: ChainHead,
+    /// How many members succeeded so far (refused ones are rolled back and not counted).
+    members: usize,
+    /// The last audit record a member appended and that member's transaction id: what a
+    /// failed `COMMIT` is resolved by.
+    last: Option<(ChainHead, String)>,
+    outcome: Outcome,
+}
+
+/// How a batch ended, shared by its members. A batch dropped before its outcome was set
+/// (the connection failed while a member ran, or the task holding it was cancelled) fails its
+/// members.
+struct Outcome {
+    cell: Arc<OnceLock<Result<(), StoreError>>>,
+    /// Whether `COMMIT` was sent: after it, an unset outcome is unknown, not a failure.
+    committing: bool,
+}
+
+impl Outcome {
+    fn new() -> Self {
+        Self {
+            cell: Arc::new(OnceLock::new()),
+            committing: false,
+        }
+    }
+
+    fn set(&self, result: Result<(), StoreError>) {
+        let _ = self.cell.set(result);
+    }
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        self.set(Err(if self.committing {
+            StoreError::OutcomeUnknown("the group commit was abandoned while committing".to_owned())
+        } else {
+            StoreError::Unavailable(
+                "the shared write transaction failed before it committed; nothing was written"
+                    .to_owned(),
+            )
+        }));
+    }
+}
+
+/// One write's place in a group commit, between [`begin_write`] and [`settle`]: it holds the
+/// writer's lock, and the batch's transaction, which it dereferences to.
+pub(crate) struct WriteTx<DB: Database> {
+    lock: OwnedMutexGuard<Option<Batch<DB>>>,
+    batch: Batch<DB>,
+    /// Whether this write runs under a savepoint (it joined earlier members).
+    savepoint: bool,
+    /// The id this write's audit records and revocation-log entries carry.
+    id: String,
+}
+
+impl<DB: Database> WriteTx<DB> {
+    /// The audit head this write's events will follow.
+    pub(crate) fn head(&self) -> ChainHead {
+        self.batch.head
+    }
+
+    /// The id this write records with what it appends (audit records, revocation-log
+    /// entries).
+    pub(crate) fn write_id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl<DB: Database> Deref for WriteTx<DB> {
+    type Target = DB::Connection;
+
+    fn deref(&self) -> &DB::Connection {
+        &self.batch.tx
+    }
+}
+
+impl<DB: Database> DerefMut for WriteTx<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        &mut self.batch.tx
+    }
+}
+
+/// The savepoint a member that joins a batch runs under.
+const SAVEPOINT: &str = "SAVEPOINT aims_member";
+const RELEASE: &str = "RELEASE SAVEPOINT aims_member";
+const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT aims_member";
+
+/// Begins a write, if the store admits writes now: joins the open batch or opens one (a
+/// transaction holding the audit-head lock). The write gets a fresh id ([`WriteTx::write_id`]) that its audit records and
 /// revocation-log entries carry.
-pub(crate) async fn begin_write<B: Backend>(
-    backend: &B,
-) -> Result<(Tx<B::Db>, ChainHead), StoreError> {
+pub(crate) async fn begin_write<B: Backend>(backend: &B) -> Result<WriteTx<B::Db>, StoreError>
+where
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+{
     backend.admit_write()?;
     let id = transaction_id()?;
-    let (tx, head) = backend.begin_locked().await?;
-    Ok((tx.for_write(id), head))
+    let mut lock = Arc::clone(&backend.writer().open).lock_owned().await;
+    let (batch, savepoint) = match lock.take() {
+        Some(mut batch) => {
+            // On failure the batch is dropped: its connection closes, its members fail.
+            statement::<B>(&mut batch.tx, SAVEPOINT).await?;
+            (batch, true)
+        }
+        None => {
+            let (tx, head) = backend.begin_locked().await?;
+            let batch = Batch {
+                tx,
+                head,
+                members: 0,
+                last: None,
+                outcome: Outcome::new(),
+            };
+            (batch, false)
+        }
+    };
+    Ok(WriteTx {
+        lock,
+        batch,
+        savepoint,
+        id,
+    })
 }
 
 /// The pool a single-statement write runs on, if the store admits writes now.
@@ -81,13 +243,12 @@ pub(crate) fn write_pool<B: Backend>(backend: &B) -> Result<&Pool<B::Db>, StoreE
     Ok(backend.writes())
 }
 
-/// Ends a write transaction whose checks and changes came out as `outcome`: a success is
-/// committed with `events` ([`finish`]); a refusal is rolled back and returned as it is
-/// (should the rollback fail, its connection is closed, which rolls back too).
+/// Ends a write whose checks and changes came out as `outcome`: a success has `events`
+/// chained and inserted and is answered once its group commit committed; a refusal is rolled
+/// back and returned as it is.
 pub(crate) async fn settle<B, T>(
     backend: &B,
-    tx: Tx<B::Db>,
-    head: ChainHead,
+    tx: WriteTx<B::Db>,
     outcome: Result<T, StoreError>,
     events: &[AuditEvent],
 ) -> Result<T, StoreError>
@@ -99,26 +260,18 @@ where
     for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
     usize: ColumnIndex<<B::Db as Database>::Row>,
 {
-    match outcome {
-        Ok(value) => {
-            finish(backend, tx, head, events).await?;
-            Ok(value)
-        }
-        Err(refusal) => {
-            let _ = tx.rollback().await;
-            Err(refusal)
-        }
-    }
+    settle_at(backend, tx, outcome, events)
+        .await
+        .map(|(value, _head)| value)
 }
 
-/// Chains `events` after `head` inside `tx`, moves the head and commits. When `COMMIT`
-/// fails, asks the store whether it committed anyway ([`committed_anyway`]).
-pub(crate) async fn finish<B>(
+/// [`settle`], also returning the head after this write's events.
+pub(crate) async fn settle_at<B, T>(
     backend: &B,
-    mut tx: Tx<B::Db>,
-    head: ChainHead,
+    tx: WriteTx<B::Db>,
+    outcome: Result<T, StoreError>,
     events: &[AuditEvent],
-) -> Result<ChainHead, StoreError>
+) -> Result<(T, ChainHead), StoreError>
 where
     B: Backend,
     for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
@@ -127,33 +280,159 @@ where
     for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
     usize: ColumnIndex<<B::Db as Database>::Row>,
 {
-    let txn = tx
-        .write_id()
-        .ok_or_else(|| StoreError::Unavailable("a write transaction without an id".to_owned()))?
-        .to_owned();
-    let (rows, new_head) = rows::chain_batch(head, events, &txn)?;
-    let written: Result<(), StoreError> = async {
-        B::insert_audit(&mut tx, rows).await?;
-        sqlx::query(sql::UPDATE_HEAD)
-            .bind(rows::to_i64(new_head.seq)?)
-            .bind(new_head.hash.to_hex())
-            .execute(&mut *tx)
+    let WriteTx {
+        mut lock,
+        mut batch,
+        savepoint,
+        id,
+    } = tx;
+    let appended = match outcome {
+        Ok(value) => append::<B>(&mut batch, events, &id, savepoint)
             .await
-            .map_err(classify)?;
-        Ok(())
+            .map(|head| (value, head)),
+        Err(refusal) => Err(refusal),
+    };
+    let (value, head) = match appended {
+        Ok(done) => done,
+        Err(refusal) => {
+            if savepoint {
+                // Earlier members still wait for the batch's commit; a batch whose rollback
+                // to the savepoint failed is dropped, which fails them.
+                if statement::<B>(&mut batch.tx, ROLLBACK_TO).await.is_ok()
+                    && statement::<B>(&mut batch.tx, RELEASE).await.is_ok()
+                {
+                    *lock = Some(batch);
+                }
+            } else {
+                // The first member: nobody else is in the transaction.
+                let _ = batch.tx.rollback().await;
+            }
+            return Err(refusal);
+        }
+    };
+    let done = Arc::clone(&batch.outcome.cell);
+    if batch.members >= MAX_MEMBERS {
+        commit::<B>(backend, batch).await;
+        drop(lock);
+    } else {
+        *lock = Some(batch);
+        drop(lock);
+        // Queue behind every write already waiting, in a task of its own so that a caller
+        // cancelled meanwhile still gets its batch committed.
+        let open = Arc::clone(&backend.writer().open);
+        let backend = backend.clone();
+        let mine = Arc::clone(&done);
+        let committer = tokio::spawn(async move {
+            let mut lock = open.lock_owned().await;
+            if lock
+                .as_ref()
+                .is_some_and(|batch| Arc::ptr_eq(&batch.outcome.cell, &mine))
+                && let Some(batch) = lock.take()
+            {
+                commit::<B>(&backend, batch).await;
+            }
+        });
+        if committer.await.is_err() {
+            return Err(StoreError::OutcomeUnknown(
+                "the group commit's task failed".to_owned(),
+            ));
+        }
     }
-    .await;
-    if let Err(failure) = written {
-        let _ = tx.rollback().await;
-        return Err(failure);
-    }
-    match tx.commit().await {
-        Ok(()) => Ok(new_head),
-        Err(failure) => committed_anyway(backend, &new_head, &txn, failure).await,
+    match done.get() {
+        Some(Ok(())) => Ok((value, head)),
+        Some(Err(failure)) => Err(failure.clone()),
+        None => Err(StoreError::OutcomeUnknown(
+            "the group commit ended without an outcome".to_owned(),
+        )),
     }
 }
 
-/// A fresh random id for one write transaction (128 bits, hex).
+/// Chains `events` after the batch's head, inserts them and counts the member in; returns
+/// the head after them. A member under a savepoint releases it.
+async fn append<B>(
+    batch: &mut Batch<B::Db>,
+    events: &[AuditEvent],
+    id: &str,
+    savepoint: bool,
+) -> Result<ChainHead, StoreError>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+{
+    let (rows, head) = rows::chain_batch(batch.head, events, id)?;
+    B::insert_audit(&mut batch.tx, rows).await?;
+    if savepoint {
+        statement::<B>(&mut batch.tx, RELEASE).await?;
+    }
+    if !events.is_empty() {
+        batch.last = Some((head, id.to_owned()));
+    }
+    batch.head = head;
+    batch.members += 1;
+    Ok(head)
+}
+
+/// Moves the head past the batch's events and commits, and records the outcome for every
+/// member. When `COMMIT` fails, asks the store whether it committed anyway
+/// ([`committed_anyway`]).
+async fn commit<B>(backend: &B, batch: Batch<B::Db>)
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+    usize: ColumnIndex<<B::Db as Database>::Row>,
+{
+    let Batch {
+        mut tx,
+        head,
+        last,
+        mut outcome,
+        ..
+    } = batch;
+    if last.is_some() {
+        let moved = match rows::to_i64(head.seq) {
+            Ok(seq) => sqlx::query(sql::UPDATE_HEAD)
+                .bind(seq)
+                .bind(head.hash.to_hex())
+                .execute(&mut *tx)
+                .await
+                .map(drop)
+                .map_err(classify),
+            Err(e) => Err(e),
+        };
+        if let Err(failure) = moved {
+            let _ = tx.rollback().await;
+            outcome.set(Err(failure));
+            return;
+        }
+    }
+    outcome.committing = true;
+    let result = match tx.commit().await {
+        Ok(()) => Ok(()),
+        Err(failure) => match &last {
+            Some((head, txn)) => committed_anyway(backend, head, txn, failure).await,
+            None => Err(failure),
+        },
+    };
+    outcome.set(result);
+}
+
+/// Runs a savepoint statement inside a batch's transaction.
+async fn statement<B>(tx: &mut Tx<B::Db>, statement: &'static str) -> Result<(), StoreError>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+{
+    (&mut **tx)
+        .execute(statement)
+        .await
+        .map(drop)
+        .map_err(classify)
+}
+
+/// A fresh random id for one write (128 bits, hex).
 fn transaction_id() -> Result<String, StoreError> {
     use ring::rand::SecureRandom as _;
     let mut bytes = [0u8; 16];
@@ -163,19 +442,19 @@ fn transaction_id() -> Result<String, StoreError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// After a failed `COMMIT`: whether the transaction `txn` that would have moved the head to
-/// `new_head` committed all the same. The question is asked under the head lock, which the
-/// failed transaction held, so it has ended (committed or rolled back) by the time it is
-/// answered. `Ok` if the record at the head's position was appended by `txn`; `failure` if
-/// not (nothing there, or another transaction's record, even one with the same hash: two
-/// transactions that append identical events after the same head produce identical hashes);
-/// `OutcomeUnknown` if the store cannot be asked.
+/// After a failed `COMMIT`: whether the transaction whose last record, appended by the write
+/// `txn`, moved the head to `new_head` committed all the same. The question is asked under
+/// the head lock, which the failed transaction held, so it has ended (committed or rolled
+/// back) by the time it is answered. `Ok` if the record at the head's position was appended
+/// by `txn`; `failure` if not (nothing there, or another transaction's record, even one with
+/// the same hash: two transactions that append identical events after the same head produce
+/// identical hashes); `OutcomeUnknown` if the store cannot be asked.
 async fn committed_anyway<B>(
     backend: &B,
     new_head: &ChainHead,
     txn: &str,
     failure: StoreError,
-) -> Result<ChainHead, StoreError>
+) -> Result<(), StoreError>
 where
     B: Backend,
     for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
@@ -199,7 +478,7 @@ where
     match found {
         Ok(Some(Some(appended_by))) if appended_by == txn => {
             tracing::warn!(%failure, seq = new_head.seq, "COMMIT reported a failure but the transaction committed");
-            Ok(*new_head)
+            Ok(())
         }
         Ok(_) => Err(failure),
         Err(why) => Err(unknown(why)),
@@ -209,7 +488,7 @@ where
 /// Refuses unless `agent` exists and its lifecycle state lets it hold credentials (it may
 /// have been suspended or quarantined since the caller read it); read under the write lock.
 pub(crate) async fn require_credentials_allowed<B>(
-    tx: &mut Tx<B::Db>,
+    tx: &mut WriteTx<B::Db>,
     agent: &AgentName,
 ) -> Result<(), StoreError>
 where

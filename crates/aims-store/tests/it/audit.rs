@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use aims_core::audit::{ChainError, ChainHead, action, verify_chain};
-use aims_store::MAX_PAGE;
+use aims_store::{MAX_PAGE, StoreError};
 
-use crate::fixtures::{all_records, assert_chain_verifies, at, event};
+use crate::fixtures::{agent, all_records, assert_chain_verifies, at, event, join_token, name};
 use crate::harness::Harness;
 
 pub async fn audit_batches_chain(h: &Harness) {
@@ -329,4 +329,56 @@ pub async fn queries_read_by_their_index(h: &Harness) {
         });
         assert!(!scans_the_log, "{sql}:\n{plan}");
     }
+}
+
+/// Writes that share a group commit form a serial history: of concurrent registrations of
+/// the same names exactly one per name succeeds, a refused one changes nothing and undoes
+/// nothing of the others, every success is in the store with exactly one audit record, and
+/// the log chains.
+pub async fn concurrent_writes_with_refusals_commit_as_a_serial_history(h: &Harness) {
+    const NAMES: usize = 24;
+    const TRIES: usize = 3;
+    let before = all_records(&*h.store).await.len();
+    let tasks: Vec<_> = (0..NAMES * TRIES)
+        .map(|i| {
+            let store = Arc::clone(&h.store);
+            tokio::spawn(async move {
+                let n = format!("batch-{}", i % NAMES);
+                let mut registered = event(action::AGENT_REGISTER);
+                registered.request_id = Some(format!("try-{i}"));
+                store
+                    .create_agent(
+                        &agent(&n, "alice@acme.example", "prod"),
+                        &join_token(&n, &format!("secret-{i}"), at(3600)),
+                        &registered,
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => won += 1,
+            Err(StoreError::Conflict { .. }) => {}
+            Err(other) => panic!("unexpected refusal: {other}"),
+        }
+    }
+    assert_eq!(won, NAMES, "exactly one registration per name succeeds");
+    for i in 0..NAMES {
+        let n = format!("batch-{i}");
+        assert!(h.store.agent(&name(&n)).await.unwrap().is_some(), "{n}");
+    }
+    let records = assert_chain_verifies(&*h.store).await;
+    let registrations: Vec<_> = records
+        .iter()
+        .skip(before)
+        .filter(|r| r.event().unwrap().action == action::AGENT_REGISTER)
+        .collect();
+    assert_eq!(
+        registrations.len(),
+        NAMES,
+        "one record per success, none per refusal"
+    );
+    assert_eq!(records.len() - before, NAMES);
 }

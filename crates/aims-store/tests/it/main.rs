@@ -100,6 +100,7 @@ conformance! {
     audit::a_window_starts_at_its_first_record,
     audit::entries_keys_and_checkpoints,
     audit::queries_read_by_their_index,
+    audit::concurrent_writes_with_refusals_commit_as_a_serial_history,
     tokens::access_tokens_register_with_their_task,
     tokens::refused_issuance_writes_nothing,
     tokens::expired_dpop_proofs_are_forgotten,
