@@ -259,7 +259,7 @@ impl TiledTree {
     }
 
     /// The root (RFC 9162 MTH) of the tree of the first `size` leaves, from the perfect
-    /// subtrees that make it up (each at most 255 node hashes over the tile hashes below
+    /// subtrees that make it up (each at most 127 node hashes over the tile hashes below
     /// it); `None` when this tree holds fewer leaves.
     pub fn root(&self, size: u64) -> Option<Hash> {
         if size > self.size() {
