@@ -1,6 +1,6 @@
 //! AIMS domain core: identifiers, agents, posture profiles, human roles, credentials, scopes,
 //! tasks, delegation rules, database leases, the audit hash chain and the audit Merkle tree
-//! log.
+//! log with its C2SP tiles.
 //!
 //! This crate sits at the bottom of the workspace. It holds pure rules only: no IO, no async,
 //! no clock (time is always passed in) and no knowledge of storage or the network. Every crate
@@ -20,6 +20,7 @@ pub mod secret;
 pub mod sighting;
 pub mod task;
 pub mod text;
+pub mod tiles;
 pub mod tlog;
 pub mod user;
 

@@ -64,6 +64,8 @@ error_codes! {
     CheckpointNotFound = "checkpoint_not_found",
     /// The body exceeds the size limit.
     BodyTooLarge = "body_too_large",
+    /// An audit entry longer than a C2SP tlog-tiles entry bundle can hold (65,535 bytes).
+    BundleEntryTooLarge = "bundle_entry_too_large",
     /// The store refused a conflicting change.
     Conflict = "conflict",
     /// An update that changes nothing.
@@ -112,6 +114,8 @@ error_codes! {
     IndexBeyondTree = "index_beyond_tree",
     /// Query parameters that are not acceptable.
     InvalidQuery = "invalid_query",
+    /// A path under the audit log's tiles that is not a C2SP tlog-tiles tile path.
+    InvalidTilePath = "invalid_tile_path",
     /// A reason that is not acceptable.
     InvalidReason = "invalid_reason",
     /// A malformed request (RFC 6749 §5.2).
@@ -229,6 +233,8 @@ error_codes! {
     TaskNotActive = "task_not_active",
     /// No such task.
     TaskNotFound = "task_not_found",
+    /// A tile or entry bundle reaching past the tree of the latest signed checkpoint.
+    TileBeyondTree = "tile_beyond_tree",
     /// A consistency proof asked from a larger tree to a smaller one.
     TreeSizesOutOfOrder = "tree_sizes_out_of_order",
     /// The OAuth endpoint cannot serve now (RFC 6749 §5.2).

@@ -1,6 +1,7 @@
 //! This replica's view of the audit log as a Merkle tree log: the leaf hashes of every entry
-//! it has integrated, the log key that signs checkpoints, and the loop that integrates new
-//! entries and publishes a signed checkpoint every `audit_checkpoint_entries` entries or
+//! it has integrated (with the hashes of every complete tile above them, C2SP tlog-tiles),
+//! the log key that signs checkpoints, and the loop that integrates new entries and publishes
+//! a signed checkpoint every `audit_checkpoint_entries` entries or
 //! `audit_checkpoint_interval`.
 //!
 //! Integrating verifies as it goes: each new entry must follow the last one (sequence, chain
@@ -8,14 +9,17 @@
 //! is re-read and every stored checkpoint's root checked. A break is never signed over: the
 //! replica stops checkpointing, sets `aims_audit_tree_broken` and reports unready. Every
 //! replica integrates and may checkpoint; the same tree signed twice is the same note
-//! (Ed25519 is deterministic), so the store keeps one. The hashing is `aims_core::tlog`'s; this
-//! module holds the state and the I/O.
+//! (Ed25519 is deterministic), so the store keeps one. Tiles and entry bundles are served for
+//! the tree of a signed checkpoint only, checked against its root; a bundle row that no longer
+//! hashes to the leaf integrated from it is a break. The hashing is `aims_core::tlog`'s and
+//! `aims_core::tiles`'s; this module holds the state and the I/O.
 
 use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use aims_core::audit::{AuditEntry, ChainHead};
 use aims_core::id::TrustDomain;
+use aims_core::tiles::{self, TileError, TilePath, TiledTree};
 use aims_core::tlog::{self, Frontier, Hash, TreeError};
 use aims_store::{MAX_PAGE, Store, StoreError, StoredCheckpoint, StoredLogKey};
 use aims_token::master::MasterKey;
@@ -54,6 +58,9 @@ pub enum TlogError {
     /// A proof request that cannot be answered.
     #[error(transparent)]
     Tree(#[from] TreeError),
+    /// A tile request that cannot be answered.
+    #[error(transparent)]
+    Tile(#[from] TileError),
     /// This replica has not integrated the asked tree size yet.
     #[error("this replica has integrated {integrated} entries, fewer than {size}")]
     Behind {
@@ -67,7 +74,7 @@ pub enum TlogError {
 /// What has been integrated.
 #[derive(Default)]
 struct Integrated {
-    leaves: Vec<Hash>,
+    tiles: TiledTree,
     frontier: Frontier,
     head: Option<ChainHead>,
     /// Largest size this replica knows to be checkpointed.
@@ -230,7 +237,7 @@ impl AuditTree {
             self.write(|s| {
                 for leaf in hashes {
                     s.frontier.push(leaf);
-                    s.leaves.push(leaf);
+                    s.tiles.push(leaf);
                 }
                 s.head = head;
             });
@@ -287,7 +294,7 @@ impl AuditTree {
             }
             let from = usize::try_from(frontier.size()).unwrap_or(usize::MAX);
             let to = usize::try_from(size).unwrap_or(usize::MAX);
-            for leaf in s.leaves.get(from..to).unwrap_or_default() {
+            for leaf in s.tiles.leaves().get(from..to).unwrap_or_default() {
                 frontier.push(*leaf);
             }
             if frontier.root() != opened.root {
@@ -385,10 +392,70 @@ impl AuditTree {
         })
     }
 
+    /// The hashes tile `tile` holds in the checkpointed tree `stored` (C2SP tlog-tiles; an
+    /// entry bundle's path gives its level-0 tile), after checking that this replica's tree of
+    /// that size has the checkpoint's root.
+    pub fn tile(&self, tile: &TilePath, stored: &StoredCheckpoint) -> Result<Vec<Hash>, TlogError> {
+        let size = stored.tree_size;
+        let served = self.read(|s| {
+            if let Some(why) = &s.broken {
+                return Err(TlogError::Broken(why.clone()));
+            }
+            let hashes = s.tiles.tile(tile, size)?.ok_or(TlogError::Behind {
+                integrated: s.tiles.size(),
+                size,
+            })?;
+            if s.tiles.root(size) != Some(stored.root) {
+                return Err(TlogError::Broken(format!(
+                    "the first {size} entries do not match the signed checkpoint of that size"
+                )));
+            }
+            Ok(hashes.to_vec())
+        });
+        if let Err(TlogError::Broken(why)) = &served {
+            self.mark_broken(why.clone());
+        }
+        served
+    }
+
+    /// The entry bundle `tile` of the checkpointed tree `stored`: the stored rows' leaf bytes,
+    /// each checked against the leaf hash integrated from it (a row edited since is a break).
+    pub async fn entry_bundle(
+        &self,
+        store: &dyn Store,
+        tile: &TilePath,
+        stored: &StoredCheckpoint,
+    ) -> Result<Vec<u8>, TlogError> {
+        let leaves = self.tile(tile, stored)?;
+        let first = tile.within(stored.tree_size)?.start;
+        let rows = store.audit_entries(first, u32::from(tile.width)).await?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for (index, leaf) in (first..).zip(&leaves) {
+            let bytes = rows
+                .get(entries.len())
+                .filter(|row| row.record.seq == index + 1)
+                .map(|row| row.leaf_bytes())
+                .filter(|bytes| tlog::leaf_hash(bytes) == *leaf);
+            let Some(bytes) = bytes else {
+                let why = format!(
+                    "entry {} is missing or changed since it was integrated",
+                    index + 1
+                );
+                self.mark_broken(why.clone());
+                return Err(TlogError::Broken(why));
+            };
+            entries.push(bytes);
+        }
+        Ok(tiles::entry_bundle(
+            first,
+            entries.iter().map(Vec::as_slice),
+        )?)
+    }
+
     fn serve<T>(&self, f: impl FnOnce(&[Hash]) -> Result<T, TlogError>) -> Result<T, TlogError> {
         self.read(|s| match &s.broken {
             Some(why) => Err(TlogError::Broken(why.clone())),
-            None => f(&s.leaves),
+            None => f(s.tiles.leaves()),
         })
     }
 

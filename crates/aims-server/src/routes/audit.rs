@@ -1,7 +1,10 @@
 //! `/v1/audit`: read the audit log in order, query it by agent, task, owner, action, decision,
 //! resource, policy and time, verify its hash chain, and trace one task as a tree (admins and
 //! auditors); and the Merkle tree log ([`crate::tlog`]): signed checkpoints, every column of
-//! the entries, inclusion and consistency proofs, and the published log key.
+//! the entries, inclusion and consistency proofs, the published log key, and the log as C2SP
+//! tlog-tiles with the prefix `/v1/audit/tlog` (`checkpoint`, the latest signed note;
+//! `tile/<L>/<N>[.p/<W>]`, hash tiles; `tile/entries/<N>[.p/<W>]`, entry bundles of its tree)
+//! for mirrors that recompute it.
 
 use aims_api::tlog::{
     AuditEntryPage, AuditEntryView, CheckpointPage, CheckpointQuery, CheckpointView,
@@ -13,11 +16,13 @@ use aims_api::{
 };
 use aims_core::audit::{AuditEvent, AuditRecord, ChainHead};
 use aims_core::task::is_valid_task_id;
+use aims_core::tiles::{TileError, TileKind, TilePath};
 use aims_core::tlog::TreeError;
 use aims_store::{AuditKey, MAX_PAGE, StoredCheckpoint};
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
@@ -335,6 +340,21 @@ fn tree_refusal(error: TlogError) -> ApiError {
             ErrorCode::TreeSizesOutOfOrder,
             format!("first ({first}) must not be larger than second ({second})"),
         ),
+        TlogError::Tile(TileError::Malformed(why)) => {
+            ApiError::bad_request(ErrorCode::InvalidTilePath, why)
+        }
+        TlogError::Tile(TileError::BeyondTree) => ApiError::not_found(
+            ErrorCode::TileBeyondTree,
+            "the tile reaches past the tree of the latest signed checkpoint",
+        ),
+        TlogError::Tile(TileError::EntryTooLarge { index, len }) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::BundleEntryTooLarge,
+            format!(
+                "entry {} is {len} bytes, more than an entry bundle can hold (65535)",
+                index + 1
+            ),
+        ),
         TlogError::Behind { .. } | TlogError::Tree(TreeError::SizeBeyondTree { .. }) => {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -494,4 +514,68 @@ pub async fn log_key(State(state): State<AppState>) -> Json<LogKeyView> {
         origin: state.audit_tree.origin().to_owned(),
         verifier_key: state.audit_tree.verifier_key(),
     })
+}
+
+/// How long a client may keep a full tile or bundle: a year, as it never changes (its
+/// contents are fixed by a signed checkpoint). `private`: it is served to operators only.
+const IMMUTABLE: &str = "private, max-age=31536000, immutable";
+
+/// A partial tile or bundle, or the checkpoint: revalidated before each use.
+const MUTABLE: &str = "private, no-cache";
+
+/// A successful answer that is not JSON.
+fn plain(content_type: &'static str, cache: &'static str, body: impl IntoResponse) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    response
+}
+
+/// `GET /v1/audit/tlog/checkpoint`: the latest signed checkpoint note as C2SP tlog-tiles
+/// serves it (`text/plain`), the same note as `GET /v1/audit/checkpoint` holds.
+pub async fn tlog_checkpoint(
+    State(state): State<AppState>,
+    Allowed(_caller, _): Allowed<ToRead>,
+) -> Result<Response, ApiError> {
+    let stored = state.store.latest_checkpoint().await?.ok_or_else(|| {
+        ApiError::not_found(
+            ErrorCode::CheckpointNotFound,
+            "no checkpoint has been signed yet",
+        )
+    })?;
+    Ok(plain("text/plain; charset=utf-8", MUTABLE, stored.note))
+}
+
+/// `GET /v1/audit/tlog/tile/{path}`: a hash tile (`<L>/<N>[.p/<W>]`) or an entry bundle
+/// (`entries/<N>[.p/<W>]`) of the tree of the latest signed checkpoint. Every tile whose
+/// hashes that tree holds is served, partial ones of any width it covers; one reaching past
+/// it is `tile_beyond_tree`, a path that is not a tile path `invalid_tile_path`.
+pub async fn tlog_tile(
+    State(state): State<AppState>,
+    Allowed(_caller, _): Allowed<ToRead>,
+    Path(path): Path<String>,
+) -> Result<Response, ApiError> {
+    let tile = TilePath::parse(&path).map_err(|e| tree_refusal(e.into()))?;
+    let latest = state.store.latest_checkpoint().await?;
+    let size = latest.as_ref().map_or(0, |c| c.tree_size);
+    tile.within(size).map_err(|e| tree_refusal(e.into()))?;
+    let Some(stored) = latest else {
+        return Err(tree_refusal(TileError::BeyondTree.into()));
+    };
+    catch_up(&state, size).await?;
+    let body = match tile.kind {
+        TileKind::Hashes(_) => state
+            .audit_tree
+            .tile(&tile, &stored)
+            .map_err(tree_refusal)?
+            .concat(),
+        TileKind::Entries => state
+            .audit_tree
+            .entry_bundle(state.store.as_ref(), &tile, &stored)
+            .await
+            .map_err(tree_refusal)?,
+    };
+    let cache = if tile.is_full() { IMMUTABLE } else { MUTABLE };
+    Ok(plain("application/octet-stream", cache, body))
 }

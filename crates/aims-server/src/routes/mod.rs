@@ -72,6 +72,8 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/entries", get(audit::entries))
         .route("/audit/proof/inclusion", get(audit::inclusion))
         .route("/audit/proof/consistency", get(audit::consistency))
+        .route("/audit/tlog/checkpoint", get(audit::tlog_checkpoint))
+        .route("/audit/tlog/tile/{*path}", get(audit::tlog_tile))
         .route("/policies", post(policies::push).get(policies::list))
         .route("/policies/{version}", get(policies::show))
         .route("/policies/{version}/rollback", post(policies::rollback))

@@ -112,21 +112,43 @@ fn matches(validator: Arc<jsonschema::Validator>, body: &Value) -> Result<(), St
     }
 }
 
-/// The operation documented for `method` on a concrete `path`, with its path template.
+/// The operation documented for `method` on a concrete `path`, with its path template. A
+/// segment of a template is literal, `{param}`, or `{param}` and a literal suffix
+/// (`{n}.p`); where several templates match, the one with the most literal text wins, as
+/// OpenAPI matches concrete paths before templated ones.
 fn operation(method: &Method, path: &str) -> Option<(&'static str, &'static Value)> {
     let paths = DOCUMENT["paths"].as_object()?;
     let method = method.as_str().to_ascii_lowercase();
     let wanted: Vec<&str> = path.split('/').collect();
-    paths.iter().find_map(|(template, item)| {
-        let parts: Vec<&str> = template.split('/').collect();
-        let matches = parts.len() == wanted.len()
-            && parts
-                .iter()
-                .zip(&wanted)
-                .all(|(t, w)| t == w || (t.starts_with('{') && t.ends_with('}') && !w.is_empty()));
-        let op = item.get(&method)?;
-        matches.then_some((template.as_str(), op))
-    })
+    paths
+        .iter()
+        .filter_map(|(template, item)| {
+            let parts: Vec<&str> = template.split('/').collect();
+            if parts.len() != wanted.len() {
+                return None;
+            }
+            let mut literal = 0;
+            for (t, w) in parts.iter().zip(&wanted) {
+                literal += segment_matches(t, w)?;
+            }
+            Some((literal, template.as_str(), item.get(&method)?))
+        })
+        .max_by_key(|(literal, _, _)| *literal)
+        .map(|(_, template, op)| (template, op))
+}
+
+/// How much literal text of template segment `t` the concrete segment `w` matched, or `None`
+/// if it does not match.
+fn segment_matches(t: &str, w: &str) -> Option<usize> {
+    let Some(suffix) = t
+        .strip_prefix('{')
+        .and_then(|rest| rest.split_once('}'))
+        .map(|(_, suffix)| suffix)
+    else {
+        return (t == w).then_some(t.len());
+    };
+    let value = w.strip_suffix(suffix)?;
+    (!value.is_empty()).then_some(suffix.len())
 }
 
 /// A response object, following a `$ref` to `components/responses`.

@@ -49,11 +49,13 @@ macro_rules! on_both_stores {
     };
 }
 
-/// A response: status, JSON body (Null when empty or not JSON), headers.
+/// A response: status, JSON body (Null when empty or not JSON), headers, and the body's bytes
+/// (for answers that are not JSON).
 pub struct Reply {
     pub status: StatusCode,
     pub body: Value,
     pub headers: reqwest::header::HeaderMap,
+    pub bytes: Vec<u8>,
 }
 
 impl Reply {
@@ -235,6 +237,7 @@ impl TestServer {
             status,
             body,
             headers,
+            bytes: bytes.to_vec(),
         }
     }
 

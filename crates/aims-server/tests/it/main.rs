@@ -35,6 +35,7 @@ mod secrets;
 mod ssf;
 mod startup;
 mod task_tokens;
+mod tiles;
 mod tlog;
 mod tls;
 mod token_attacks;

@@ -2,7 +2,8 @@
 //! consistency proofs fetched over HTTP and checked by a verifier written here from RFC 9162's
 //! definitions (§2.1.3.1 PATH, §2.1.4.1 SUBPROOF) and the C2SP signed-note format, not by the
 //! server's tree code; bad proof requests refused with stable codes; a log truncated behind the
-//! server's back found at restart.
+//! server's back found at restart. The verifier's pieces serve the tiles tests
+//! ([`crate::tiles`]) too.
 
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ on_both_stores!(
     a_truncated_log_is_found_at_restart,
 );
 
-type Hash = [u8; 32];
+pub(crate) type Hash = [u8; 32];
 
 // --- the independent verifier ------------------------------------------------------------
 
@@ -31,16 +32,16 @@ fn sha256(parts: &[&[u8]]) -> Hash {
     digest(&SHA256, &joined).as_ref().try_into().unwrap()
 }
 
-fn leaf(entry: &[u8]) -> Hash {
+pub(crate) fn leaf(entry: &[u8]) -> Hash {
     sha256(&[&[0u8], entry])
 }
 
-fn node(l: &Hash, r: &Hash) -> Hash {
+pub(crate) fn node(l: &Hash, r: &Hash) -> Hash {
     sha256(&[&[1u8], l, r])
 }
 
 /// The largest power of two smaller than `n` (n >= 2).
-fn k_of(n: u64) -> u64 {
+pub(crate) fn k_of(n: u64) -> u64 {
     let mut k = 1;
     while k * 2 < n {
         k *= 2;
@@ -91,7 +92,7 @@ fn roots_from_subproof(
 }
 
 /// MTH (RFC 9162 §2.1.1) by its definition.
-fn mth(leaves: &[Hash]) -> Hash {
+pub(crate) fn mth(leaves: &[Hash]) -> Hash {
     match leaves.len() {
         0 => sha256(&[]),
         1 => leaves[0],
@@ -111,7 +112,7 @@ fn consistency_ok(m: u64, n: u64, old: &Hash, new: &Hash, proof: &[Hash]) -> boo
 }
 
 /// Opens a signed checkpoint note with verifier key `vkey`: (origin, size, root).
-fn open_note(vkey: &str, note: &str) -> Option<(String, u64, Hash)> {
+pub(crate) fn open_note(vkey: &str, note: &str) -> Option<(String, u64, Hash)> {
     let mut parts = vkey.splitn(3, '+');
     let (name, id_hex, key) = (parts.next()?, parts.next()?, parts.next()?);
     let key = STANDARD.decode(key).ok()?;
@@ -164,7 +165,7 @@ fn hashes(value: &Value) -> Vec<Hash> {
 
 // --- helpers -------------------------------------------------------------------------------
 
-async fn start(backend: Backend) -> TestServer {
+pub(crate) async fn start(backend: Backend) -> TestServer {
     TestServer::start_tuned(backend, |config| {
         config.audit_checkpoint_interval = Duration::from_millis(20);
         config.audit_checkpoint_entries = 1;
@@ -173,7 +174,7 @@ async fn start(backend: Backend) -> TestServer {
 }
 
 /// Waits until a checkpoint of at least `size` entries is stored, and returns the latest.
-async fn checkpoint_of_at_least(server: &TestServer, size: u64) -> Value {
+pub(crate) async fn checkpoint_of_at_least(server: &TestServer, size: u64) -> Value {
     for _ in 0..300 {
         let reply = server
             .admin(Method::GET, "/v1/audit/checkpoint", None)
@@ -186,7 +187,7 @@ async fn checkpoint_of_at_least(server: &TestServer, size: u64) -> Value {
     panic!("no checkpoint of {size} entries was signed");
 }
 
-async fn log_key(server: &TestServer) -> String {
+pub(crate) async fn log_key(server: &TestServer) -> String {
     let reply = server
         .call(Method::GET, aims_api::tlog::LOG_KEY_PATH, None, None)
         .await;
