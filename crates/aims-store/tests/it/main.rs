@@ -102,6 +102,7 @@ conformance! {
     audit::queries_read_by_their_index,
     audit::concurrent_writes_with_refusals_commit_as_a_serial_history,
     tokens::access_tokens_register_with_their_task,
+    tokens::issuance_racing_revocation_leaves_no_live_descendant,
     tokens::refused_issuance_writes_nothing,
     tokens::expired_dpop_proofs_are_forgotten,
     tokens::one_dpop_proof_under_concurrency,

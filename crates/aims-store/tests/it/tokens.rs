@@ -1327,3 +1327,102 @@ pub async fn resource_servers_round_trip(h: &Harness) {
     );
     assert_chain_verifies(store).await;
 }
+
+/// Issuance racing a revocation of its ancestor never leaves a live descendant: writers extend
+/// chains of delegations under one root while the root (and so its closure) is revoked after a varying
+/// number of them succeeded. Afterwards every credential registered under the root is
+/// revoked, and every refused issuance registered nothing — whatever order the group commits
+/// put them in.
+pub async fn issuance_racing_revocation_leaves_no_live_descendant(h: &Harness) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const WRITERS: usize = 8;
+    const DEPTH: usize = 5;
+    let store = &*h.store;
+    register(store, "a", ALICE).await;
+    svid(store, "a", "svid-a", 10).await;
+    for (round, revoke_after) in [0, 3, 9, 17, 26, 35].into_iter().enumerate() {
+        let task_id = format!("t{round}");
+        let root = format!("r{round}-root");
+        store
+            .issue_access_token(
+                &issuance(
+                    token(&root, "a", Some("svid-a"), &task_id, 20),
+                    Some(task(&task_id, "a", 20)),
+                    None,
+                ),
+                &event(action::TOKEN_EXCHANGE),
+            )
+            .await
+            .unwrap();
+        let issued = Arc::new(AtomicUsize::new(0));
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|writer| {
+                let store = Arc::clone(&h.store);
+                let (root, task_id, issued) = (root.clone(), task_id.clone(), Arc::clone(&issued));
+                tokio::spawn(async move {
+                    let mut parent = root;
+                    let mut attempted = Vec::new();
+                    for step in 0..DEPTH {
+                        let id = format!("{parent}-w{writer}s{step}");
+                        attempted.push(id.clone());
+                        let child = token(&id, "a", Some(&parent), &task_id, 21);
+                        match store
+                            .issue_access_token(
+                                &issuance(child, None, None),
+                                &event(action::TOKEN_DELEGATE),
+                            )
+                            .await
+                        {
+                            Ok(()) => {
+                                issued.fetch_add(1, Ordering::SeqCst);
+                                parent = id;
+                            }
+                            Err(StoreError::Conflict { .. }) => break,
+                            Err(other) => panic!("unexpected refusal: {other}"),
+                        }
+                    }
+                    attempted
+                })
+            })
+            .collect();
+        let revoker = {
+            let store = Arc::clone(&h.store);
+            let (root, issued) = (root.clone(), Arc::clone(&issued));
+            tokio::spawn(async move {
+                while issued.load(Ordering::SeqCst) < revoke_after {
+                    tokio::task::yield_now().await;
+                }
+                store
+                    .revoke(
+                        &RevocationTarget::Credential(root),
+                        "race",
+                        at(30),
+                        &event(action::REVOKE),
+                    )
+                    .await
+                    .unwrap()
+            })
+        };
+        let mut attempted = Vec::new();
+        for writer in writers {
+            attempted.extend(writer.await.unwrap());
+        }
+        revoker.await.unwrap();
+        let mut registered = 0;
+        for id in std::iter::once(&root).chain(&attempted) {
+            if let Some(credential) = store.issued_credential(id).await.unwrap() {
+                registered += 1;
+                assert!(
+                    credential.revoked_at.is_some(),
+                    "round {round}: {id} hangs live on a revoked root"
+                );
+            }
+        }
+        assert_eq!(
+            registered,
+            1 + issued.load(Ordering::SeqCst),
+            "round {round}: only successful issuances are registered"
+        );
+    }
+    assert_chain_verifies(store).await;
+}
