@@ -1,4 +1,5 @@
-//! Prometheus metrics: request counts by route and status, audit throughput and failures, how
+//! Prometheus metrics: request counts by route and status, audit throughput and failures, the
+//! store's write transactions (writes per group commit, head-lock hold time), how
 //! far this replica has followed the revocation log (to watch replica lag), and what anonymous
 //! refusals and rate limits are holding back.
 //!
@@ -13,6 +14,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use aims_store::WriteBatch;
 
 /// Labels of the request counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,6 +64,10 @@ pub struct Metrics {
     pub audit_tree_broken: Gauge<u64, AtomicU64>,
     /// Checkpoints this replica signed and stored.
     pub audit_checkpoints: Counter,
+    /// Writes per store write transaction (group commit).
+    pub store_write_batch_size: Histogram,
+    /// How long each store write transaction held the audit-head lock, seconds.
+    pub store_write_lock_seconds: Histogram,
 }
 
 impl Metrics {
@@ -159,8 +166,24 @@ impl Metrics {
             "Audit log checkpoints this replica signed and stored",
             audit_checkpoints.clone(),
         );
+        let store_write_batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]);
+        registry.register(
+            "store_write_batch_size",
+            "Writes that shared one store write transaction (group commit)",
+            store_write_batch_size.clone(),
+        );
+        let store_write_lock_seconds = Histogram::new([
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ]);
+        registry.register(
+            "store_write_lock_seconds",
+            "How long each store write transaction held the audit-head lock",
+            store_write_lock_seconds.clone(),
+        );
         Self {
             registry,
+            store_write_batch_size,
+            store_write_lock_seconds,
             leases_overdue,
             lease_end_failures,
             audit_tree_size,
@@ -178,6 +201,13 @@ impl Metrics {
             revocation_log_position,
             revoked_tokens_tracked,
         }
+    }
+
+    /// Records one store write transaction as it ended.
+    pub fn observe_write(&self, batch: &WriteBatch) {
+        self.store_write_batch_size.observe(batch.writes as f64);
+        self.store_write_lock_seconds
+            .observe(batch.held.as_secs_f64());
     }
 
     /// The OpenMetrics text exposition.

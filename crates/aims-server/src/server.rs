@@ -205,6 +205,10 @@ pub async fn app_state(
     let rng = SystemRandom::new();
     let started = bootstrap::start(&config, store, var, &rng).await?;
     let metrics = Arc::new(Metrics::new());
+    started.store.observe_writes({
+        let metrics = Arc::clone(&metrics);
+        Arc::new(move |batch| metrics.observe_write(batch))
+    });
     let (audit, _writer) = AuditWriter::spawn(started.store.clone(), metrics.clone());
     let http = crate::outbound::clients(&config)
         .map_err(|e| StartupError::Keys(format!("HTTP client: {e}")))?;

@@ -47,7 +47,8 @@ use crate::{
     LeaseRecord, MAX_PAGE, MAX_SSF_STREAMS_PER_RECEIVER, MAX_SSF_VERIFICATIONS_PENDING,
     PolicySetVersion, PostureSnapshot, RecertificationStep, RegistryCursor, RegistryEntry,
     ResourceServer, Revocation, RevocationTarget, SsfPending, SsfReceiver, SsfStatus, SsfStream,
-    SsfVerification, Store, StoreError, StoredCheckpoint, StoredKey, StoredLogKey, TaskFilter, sql,
+    SsfVerification, Store, StoreError, StoredCheckpoint, StoredKey, StoredLogKey, TaskFilter,
+    WriteObserver, sql,
 };
 
 /// A `meta` value.
@@ -815,6 +816,10 @@ where
             .into_iter()
             .map(AuditRow::into_record)
             .collect()
+    }
+
+    fn observe_writes(&self, observer: WriteObserver) {
+        self.writer().observe(observer);
     }
 
     async fn audit_head(&self) -> Result<ChainHead, StoreError> {

@@ -57,6 +57,23 @@ pub use ssf::{
     SsfReceiver, SsfStatus, SsfStream, SsfVerification,
 };
 
+/// One write transaction of the store as it ended: how many writes shared it (a group
+/// commit), how many of them it committed, and how long it held the audit-head lock (from
+/// taking it to the end of `COMMIT` or `ROLLBACK`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteBatch {
+    /// Writes that ran in the transaction and were not refused (1 for a lone refused write).
+    pub writes: usize,
+    /// Writes it committed: all of them, or none.
+    pub committed: usize,
+    /// How long it held the audit-head lock.
+    pub held: std::time::Duration,
+}
+
+/// Told about every write transaction that ends ([`Store::observe_writes`]); called on the
+/// writing task, so it must be quick.
+pub type WriteObserver = std::sync::Arc<dyn Fn(&WriteBatch) + Send + Sync>;
+
 /// Why a store operation failed. Callers match on the class, never on database text.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -700,6 +717,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The last record's position and hash.
     async fn audit_head(&self) -> Result<ChainHead, StoreError>;
+
+    /// Tells `observer` about every write transaction that ends from now on (metrics,
+    /// benchmarks); the first observer set stays.
+    fn observe_writes(&self, observer: WriteObserver);
 
     /// Where the records timed at or after `time` begin: one less than the lowest `seq` of
     /// such a record, or the head's `seq` when there is none. [`Store::audit_records`] from

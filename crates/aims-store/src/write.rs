@@ -29,6 +29,7 @@
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use aims_core::agent::LifecycleState;
 use aims_core::audit::{AuditEvent, ChainHead};
@@ -39,7 +40,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use crate::errors::{classify, on_unique};
 use crate::rows::{self, NewAuditRow};
 use crate::tx::{Control, Tx};
-use crate::{IssuedCredential, StoreError, sql};
+use crate::{IssuedCredential, StoreError, WriteBatch, WriteObserver, sql};
 
 /// A backend's connection type.
 pub(crate) type Conn<B> = <<B as Backend>::Db as Database>::Connection;
@@ -83,15 +84,32 @@ pub(crate) trait Backend: Clone + Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// A store's write transaction still open for more members, if any. Clones share it.
+/// A store's write transaction still open for more members, if any, and who is told about
+/// each one that ends. Clones share both.
 pub(crate) struct Writer<DB: Database> {
     open: Arc<Mutex<Option<Batch<DB>>>>,
+    observer: Arc<OnceLock<WriteObserver>>,
+}
+
+impl<DB: Database> Writer<DB> {
+    /// Tells `observer` about every write transaction that ends from now on; the first
+    /// observer set stays.
+    pub(crate) fn observe(&self, observer: WriteObserver) {
+        let _ = self.observer.set(observer);
+    }
+
+    fn report(&self, batch: WriteBatch) {
+        if let Some(observer) = self.observer.get() {
+            observer(&batch);
+        }
+    }
 }
 
 impl<DB: Database> Default for Writer<DB> {
     fn default() -> Self {
         Self {
             open: Arc::new(Mutex::new(None)),
+            observer: Arc::new(OnceLock::new()),
         }
     }
 }
@@ -100,6 +118,7 @@ impl<DB: Database> Clone for Writer<DB> {
     fn clone(&self) -> Self {
         Self {
             open: Arc::clone(&self.open),
+            observer: Arc::clone(&self.observer),
         }
     }
 }
@@ -113,6 +132,8 @@ impl<DB: Database> std::fmt::Debug for Writer<DB> {
 /// One transaction shared by the writes of a group commit.
 struct Batch<DB: Database> {
     tx: Tx<DB>,
+    /// When the transaction took the head lock.
+    locked_at: Instant,
     /// The head after the members so far.
     head: ChainHead,
     /// How many members succeeded so far (refused ones are rolled back and not counted).
@@ -221,6 +242,7 @@ where
             let (tx, head) = backend.begin_locked().await?;
             let batch = Batch {
                 tx,
+                locked_at: Instant::now(),
                 head,
                 members: 0,
                 last: None,
@@ -305,7 +327,13 @@ where
                 }
             } else {
                 // The first member: nobody else is in the transaction.
+                let locked_at = batch.locked_at;
                 let _ = batch.tx.rollback().await;
+                backend.writer().report(WriteBatch {
+                    writes: 1,
+                    committed: 0,
+                    held: locked_at.elapsed(),
+                });
             }
             return Err(refusal);
         }
@@ -386,11 +414,17 @@ where
 {
     let Batch {
         mut tx,
+        locked_at,
         head,
+        members,
         last,
         mut outcome,
-        ..
     } = batch;
+    let report = |committed: bool| WriteBatch {
+        writes: members,
+        committed: if committed { members } else { 0 },
+        held: locked_at.elapsed(),
+    };
     if last.is_some() {
         let moved = match rows::to_i64(head.seq) {
             Ok(seq) => sqlx::query(sql::UPDATE_HEAD)
@@ -405,6 +439,7 @@ where
         if let Err(failure) = moved {
             let _ = tx.rollback().await;
             outcome.set(Err(failure));
+            backend.writer().report(report(false));
             return;
         }
     }
@@ -416,6 +451,7 @@ where
             None => Err(failure),
         },
     };
+    backend.writer().report(report(result.is_ok()));
     outcome.set(result);
 }
 

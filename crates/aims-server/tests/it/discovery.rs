@@ -244,4 +244,16 @@ async fn health_readiness_metrics_and_request_ids(backend: Backend) {
     assert!(metrics.contains("aims_http_requests_total"), "{metrics}");
     assert!(metrics.contains("aims_audit_events_total"), "{metrics}");
     assert!(metrics.contains("route=\"/v1/agents\""), "{metrics}");
+    // The readiness heartbeat above committed through a store write transaction.
+    for written in [
+        "aims_store_write_batch_size_count",
+        "aims_store_write_lock_seconds_count",
+    ] {
+        let count = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(written))
+            .and_then(|rest| rest.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{written} missing: {metrics}"));
+        assert!(count >= 1, "{written} {count}");
+    }
 }

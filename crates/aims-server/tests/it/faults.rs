@@ -23,7 +23,7 @@ use aims_store::{
     JoinTokenRecord, JoinTokenUse, KeySet, LeaseIssue, LeaseRecord, PolicySetVersion,
     PostureSnapshot, RecertificationStep, RegistryCursor, RegistryEntry, ResourceServer,
     Revocation, RevocationTarget, SsfPending, SsfReceiver, SsfStatus, SsfStream, SsfVerification,
-    Store, StoreError, StoredKey, TaskFilter,
+    Store, StoreError, StoredKey, TaskFilter, WriteObserver,
 };
 use reqwest::{Method, StatusCode};
 use time::OffsetDateTime;
@@ -222,6 +222,9 @@ impl Store for FailingAudit {
     }
     async fn audit_head(&self) -> Result<ChainHead, StoreError> {
         self.inner.audit_head().await
+    }
+    fn observe_writes(&self, observer: WriteObserver) {
+        self.inner.observe_writes(observer);
     }
     async fn audit_entries(
         &self,
