@@ -6,7 +6,9 @@
 //! Both sides do the same work per decision: build the request's entities and Cedar request
 //! from a `DecisionRequest`, then decide. AIMS evaluates the policies its index selects (and
 //! applies error-is-deny and the approval rule); plain Cedar runs `Authorizer::is_authorized`
-//! on the whole set. The policy sets are generated: per-agent, per-tool permits with
+//! on the whole set. AIMS is also measured as a registry view uses it: each agent's entity
+//! built once (`PrincipalEntity`) and shared by its requests (`Engine::decide_as`), only the
+//! resource and the context built per request. The policy sets are generated: per-agent, per-tool permits with
 //! conditions, per-agent data permits over a system, per-team forbids with conditions and
 //! one global forbid, with agents, tools and teams growing with the set.
 //!
@@ -24,13 +26,15 @@
     reason = "a benchmark fails loudly on an unexpected error"
 )]
 
+use std::collections::HashMap;
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aims_policy::cedar_policy::{Authorizer, Decision as CedarDecision};
 use aims_policy::{
-    Agent, DecisionRequest, Effect, Engine, PolicySource, Posture, RequestContext, Resource,
-    ResourceObject, Schema, Toolchain, Validation,
+    Agent, DecisionRequest, Effect, Engine, PolicySource, Posture, PrincipalEntity, RequestContext,
+    Resource, ResourceObject, Schema, Toolchain, Validation,
 };
 
 const SIZES: &[usize] = &[10, 100, 1_000, 10_000];
@@ -224,6 +228,8 @@ struct Case {
     reqs: Vec<DecisionRequest>,
     /// The same requests already in Cedar's form, for the evaluation-only comparison.
     built: Vec<aims_policy::CedarRequest>,
+    /// Each request's principal, built once per agent (as a registry view holds it).
+    principals: Vec<Arc<PrincipalEntity>>,
     mix: (usize, usize, usize),
     evaluated: f64,
 }
@@ -231,6 +237,18 @@ struct Case {
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Each request's principal entity, one per agent, shared by that agent's requests.
+fn principals(engine: &Engine, reqs: &[DecisionRequest]) -> Vec<Arc<PrincipalEntity>> {
+    let mut by_name: HashMap<String, Arc<PrincipalEntity>> = HashMap::new();
+    reqs.iter()
+        .map(|r| {
+            Arc::clone(by_name.entry(r.principal.name.clone()).or_insert_with(|| {
+                Arc::new(PrincipalEntity::new(r.principal.clone(), engine.schema()).unwrap())
+            }))
+        })
+        .collect()
 }
 
 fn plain_decide(authorizer: &Authorizer, engine: &Engine, r: &DecisionRequest) {
@@ -287,8 +305,16 @@ fn main() {
                 );
             }
         }
+        let principals = principals(&engine, &reqs);
+        for (r, p) in reqs.iter().zip(&principals) {
+            assert_eq!(
+                engine.decide_as(p, r).unwrap(),
+                engine.decide(r).unwrap(),
+                "the reused entity decides differently"
+            );
+        }
         if std::env::var_os("AIMS_BENCH_STAGES").is_some() {
-            stages(&engine, &reqs);
+            stages(&engine, &reqs, &principals);
         }
         let built = reqs
             .iter()
@@ -297,6 +323,7 @@ fn main() {
         cases.push(Case {
             n,
             built,
+            principals,
             engine,
             mix: (allow, approval, deny),
             evaluated: evaluated as f64 / reqs.len() as f64,
@@ -315,6 +342,7 @@ fn main() {
     }
     const ROUNDS: usize = 5;
     let mut ours: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut ours_reused: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let mut plain: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let mut ours_eval: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let mut plain_eval: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
@@ -329,6 +357,16 @@ fn main() {
         for (i, c) in cases.iter().enumerate() {
             ours[i].push(measure(&c.reqs, Duration::from_millis(250), 200, |r| {
                 black_box(c.engine.decide(black_box(r)).ok());
+            }));
+            let mut k = 0;
+            ours_reused[i].push(measure(&c.reqs, Duration::from_millis(250), 200, |_| {
+                k += 1;
+                let j = k % c.reqs.len();
+                black_box(
+                    c.engine
+                        .decide_as(&c.principals[j], black_box(&c.reqs[j]))
+                        .ok(),
+                );
             }));
             let mut k = 0;
             ours_eval[i].push(measure(&c.reqs, Duration::from_millis(150), 200, |_| {
@@ -380,20 +418,22 @@ fn main() {
     println!("machine: {threads} CPUs, {}", cpu_model());
     println!();
     println!(
-        "| policies | AIMS µs/decision | plain Cedar µs/decision | speed-up | AIMS evaluation only µs | plain Cedar evaluation only µs | speed-up (evaluation) | AIMS decisions/s (1 thread) | AIMS decisions/s ({threads} threads) | plain Cedar decisions/s | policies AIMS evaluates (mean) | allow / approval_required / deny |"
+        "| policies | AIMS µs/decision | AIMS µs/decision, entity reused | plain Cedar µs/decision | speed-up | speed-up, entity reused | AIMS evaluation only µs | plain Cedar evaluation only µs | speed-up (evaluation) | AIMS decisions/s (1 thread) | AIMS decisions/s ({threads} threads) | plain Cedar decisions/s | policies AIMS evaluates (mean) | allow / approval_required / deny |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     let mut first = None;
     for (i, c) in cases.iter().enumerate() {
         let o = median(ours[i].clone());
+        let or = median(ours_reused[i].clone());
         let p = median(plain[i].clone());
         let oe = median(ours_eval[i].clone());
         let pe = median(plain_eval[i].clone());
         first.get_or_insert(o);
         println!(
-            "| {} | {o:.1} | {p:.1} | {:.0}× | {oe:.1} | {pe:.1} | {:.0}× | {:.0} | {:.0} | {:.0} | {:.1} | {} / {} / {} |",
+            "| {} | {o:.1} | {or:.1} | {p:.1} | {:.0}× | {:.0}× | {oe:.1} | {pe:.1} | {:.0}× | {:.0} | {:.0} | {:.0} | {:.1} | {} / {} / {} |",
             c.n,
             p / o,
+            p / or,
             pe / oe,
             1e6 / o,
             parallel[i],
@@ -411,6 +451,12 @@ fn main() {
             median(last.clone()) / f
         );
     }
+    if let (Some(f), Some(last)) = (ours_reused.first(), ours_reused.last()) {
+        println!(
+            "AIMS, entity reused, at 10,000 policies / at 10 policies: {:.2}×",
+            median(last.clone()) / median(f.clone())
+        );
+    }
     if let Some(i) = cases.iter().position(|c| c.n == 1_000) {
         println!(
             "AIMS at 1,000 policies, the same requests but each in a new second (the `time` value cannot be reused): {:.1} µs/decision (vs {:.1})",
@@ -421,7 +467,7 @@ fn main() {
 }
 
 /// Where the time of one decision goes (`AIMS_BENCH_STAGES=1`), on this size's requests.
-fn stages(engine: &Engine, reqs: &[DecisionRequest]) {
+fn stages(engine: &Engine, reqs: &[DecisionRequest], principals: &[Arc<PrincipalEntity>]) {
     use aims_policy::cedar_policy::{Context, Entities, RestrictedExpression};
     let schema = engine.schema();
     let t = |name: &str, f: &mut dyn FnMut(&DecisionRequest)| {
@@ -434,6 +480,18 @@ fn stages(engine: &Engine, reqs: &[DecisionRequest]) {
             black_box(r.to_cedar(schema).ok());
         },
     );
+    let mut i = 0;
+    t(
+        "DecisionRequest::to_cedar_as (principal's entity reused: resource, context, request)",
+        &mut |_| {
+            i += 1;
+            let j = i % reqs.len();
+            black_box(reqs[j].to_cedar_as(&principals[j], schema).ok());
+        },
+    );
+    t("  (once per agent change) PrincipalEntity::new", &mut |r| {
+        black_box(PrincipalEntity::new(r.principal.clone(), schema).ok());
+    });
     let built: Vec<_> = reqs.iter().map(|r| r.to_cedar(schema).unwrap()).collect();
     let mut i = 0;
     t(
@@ -459,6 +517,34 @@ fn stages(engine: &Engine, reqs: &[DecisionRequest]) {
         &mut |_| {
             i += 1;
             black_box(Entities::from_entities(entities[i % entities.len()].clone(), None).ok());
+        },
+    );
+    // The same stores built around each request's prebuilt principal: the resource and the
+    // action entity added to a copy of the principal's store.
+    let added: Vec<Vec<_>> = built
+        .iter()
+        .zip(principals)
+        .map(|(b, p)| {
+            b.entities()
+                .iter()
+                .filter(|e| p.entities().get(&e.uid()).is_none())
+                .cloned()
+                .collect()
+        })
+        .collect();
+    let mut i = 0;
+    t(
+        "  of which, entity reused: Entities::add_entities onto the principal's store",
+        &mut |_| {
+            i += 1;
+            let j = i % added.len();
+            black_box(
+                principals[j]
+                    .entities()
+                    .clone()
+                    .add_entities(added[j].clone(), None)
+                    .ok(),
+            );
         },
     );
     let mut i = 0;

@@ -1,14 +1,22 @@
-//! A decision request in Cedar's form, built once per request.
+//! A decision request in Cedar's form: the principal built once per agent and schema, the
+//! rest built per request.
 //!
-//! This module owns [`CedarRequest`] and [`DecisionRequest::to_cedar`]: it builds, per
-//! request, exactly the entities that request needs — the principal agent and the resource
-//! (plus the schema's action entities) — and the context, from the pieces in
-//! `entities`, and decides which checks Cedar runs against the schema.
+//! This module owns [`CedarRequest`], [`PrincipalEntity`] and [`DecisionRequest::to_cedar`] /
+//! [`DecisionRequest::to_cedar_as`]. An agent's entity — attributes, tags, its owner and teams
+//! as parents — depends only on the agent and the schema, so a caller that holds an agent for
+//! many requests (a registry view) builds a [`PrincipalEntity`] once, with its transitive
+//! closure computed, and shares it; per request only the resource entity (plus the schema's
+//! action entity) and the context are built, from the pieces in `entities`, and added to a
+//! copy of the principal's entity store. Without a prebuilt principal everything is built per
+//! request. Both ways give the same entities, request and errors; a test checks it. This module
+//! also decides which checks Cedar runs against the schema.
 //!
 //! Entity type names are checked against the schema before use. Everything the schema types
 //! is checked by Cedar against the schema (entities, context, request shape), so a wrong type
 //! or a missing attribute is a [`RequestError`], which callers turn into a deny. Shapes
 //! proven to conform when the schema was loaded (`shapes`) are not checked again.
+
+use std::sync::Arc;
 
 use cedar_policy::{Entities, Entity, EntityId, EntityUid, Request, RestrictedExpression};
 
@@ -74,6 +82,119 @@ enum Check {
     Full,
 }
 
+/// An agent as a Cedar principal, built once against one schema and shared by the requests
+/// it makes (the entity depends on nothing else): its entity alone in an entity store, with
+/// the transitive closure computed, and how much of it Cedar must check per request. It keeps
+/// the [`Agent`] it was built from (shared, not copied); a request is assembled around it
+/// only when the request names exactly that agent and is checked against that schema, so a
+/// stale or foreign principal is never used: the request's own is built instead.
+#[derive(Debug, Clone)]
+pub struct PrincipalEntity {
+    agent: Arc<Agent>,
+    /// The id of the schema it was built against.
+    schema: u64,
+    uid: EntityUid,
+    check: Check,
+    /// The principal's entity, alone, its transitive closure computed (its parents are not
+    /// in the store, so its ancestors are its parents).
+    alone: Entities,
+}
+
+impl PrincipalEntity {
+    /// Build `agent`'s entity against `schema`.
+    ///
+    /// # Errors
+    /// [`RequestError`] when the agent does not conform (the same error
+    /// [`DecisionRequest::to_cedar`] gives for a request it makes, once the action is known).
+    pub fn new(agent: impl Into<Arc<Agent>>, schema: &Schema) -> Result<Self, RequestError> {
+        let agent = agent.into();
+        let (entity, check) = agent_entity(&agent, schema)?;
+        let uid = entity.uid();
+        let alone = Entities::from_entities([entity], None).map_err(|e| entity_error(&e))?;
+        Ok(Self {
+            agent,
+            schema: schema.id,
+            uid,
+            check,
+            alone,
+        })
+    }
+
+    /// The agent it was built from.
+    #[must_use]
+    pub fn agent(&self) -> &Agent {
+        &self.agent
+    }
+
+    /// The entity store holding the principal alone, its transitive closure computed.
+    #[must_use]
+    pub fn entities(&self) -> &Entities {
+        &self.alone
+    }
+
+    /// Whether it was built against `schema` (this parse of it, or a clone).
+    #[must_use]
+    pub fn is_for(&self, schema: &Schema) -> bool {
+        self.schema == schema.id
+    }
+
+    /// Whether `request` may be assembled around it: the same agent, the same schema.
+    fn fits(&self, request: &DecisionRequest, schema: &Schema) -> bool {
+        self.is_for(schema) && *self.agent == request.principal
+    }
+}
+
+/// The principal of a request being assembled.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "lives on the stack while one request is built; boxing would allocate per request"
+)]
+enum Principal<'a> {
+    /// Built for this request.
+    Fresh(Entity, Check),
+    /// Built once, shared.
+    Prebuilt(&'a PrincipalEntity),
+}
+
+impl Principal<'_> {
+    fn uid(&self) -> EntityUid {
+        match self {
+            Self::Fresh(entity, _) => entity.uid(),
+            Self::Prebuilt(p) => p.uid.clone(),
+        }
+    }
+
+    fn check(&self) -> Check {
+        match self {
+            Self::Fresh(_, check) => *check,
+            Self::Prebuilt(p) => p.check,
+        }
+    }
+
+    /// The entity store of the request: the principal and `others`, the transitive closure
+    /// computed; checked against `schema` when given, which then also adds its action
+    /// entities. Without a schema check, a prebuilt principal's store is copied (its entity
+    /// is shared behind Cedar's `Arc`, not copied) and `others` are added to it with Cedar's
+    /// `Entities::add_entities`, which computes the closure of what it adds and repairs that
+    /// of what lies below it, instead of computing the whole closure again.
+    fn entities(
+        self,
+        others: Vec<Entity>,
+        schema: Option<&cedar_policy::Schema>,
+    ) -> Result<Entities, RequestError> {
+        match (self, schema) {
+            (Self::Fresh(entity, _), schema) => {
+                Entities::from_entities(std::iter::once(entity).chain(others), schema)
+            }
+            (Self::Prebuilt(p), Some(schema)) => {
+                Entities::from_entities(p.alone.iter().cloned().chain(others), Some(schema))
+            }
+            (Self::Prebuilt(p), None) => p.alone.clone().add_entities(others, None),
+        }
+        .map_err(|e| entity_error(&e))
+    }
+}
+
 impl DecisionRequest {
     /// Translate into Cedar's form against `schema`: checks the action and entity types,
     /// builds the two entities (and the action's) and the context.
@@ -84,6 +205,30 @@ impl DecisionRequest {
     /// # Errors
     /// [`RequestError`] for anything that does not conform; never a partial result.
     pub fn to_cedar(&self, schema: &Schema) -> Result<CedarRequest, RequestError> {
+        self.assemble(schema, None)
+    }
+
+    /// As [`DecisionRequest::to_cedar`], with the principal's entity taken from `principal`
+    /// instead of built again when it was built from this request's principal against
+    /// `schema` (otherwise it is built per request, as `to_cedar` does). The result is the
+    /// same either way.
+    ///
+    /// # Errors
+    /// As [`DecisionRequest::to_cedar`].
+    pub fn to_cedar_as(
+        &self,
+        principal: &PrincipalEntity,
+        schema: &Schema,
+    ) -> Result<CedarRequest, RequestError> {
+        let prebuilt = principal.fits(self, schema).then_some(principal);
+        self.assemble(schema, prebuilt)
+    }
+
+    fn assemble(
+        &self,
+        schema: &Schema,
+        prebuilt: Option<&PrincipalEntity>,
+    ) -> Result<CedarRequest, RequestError> {
         let action = schema.action_uid(&self.action);
         if !schema.is_requestable(&action) {
             return Err(RequestError::UnknownAction {
@@ -91,7 +236,14 @@ impl DecisionRequest {
             });
         }
         let shapes = &schema.shapes;
-        let (principal_entity, mut check) = agent_entity(&self.principal, schema)?;
+        let principal_entity = match prebuilt {
+            Some(p) => Principal::Prebuilt(p),
+            None => {
+                let (entity, check) = agent_entity(&self.principal, schema)?;
+                Principal::Fresh(entity, check)
+            }
+        };
+        let mut check = principal_entity.check();
         let principal = principal_entity.uid();
         let (resource_entity, resource_check) = match &self.resource {
             Resource::Object(obj) => object_entity(obj, schema)?,
@@ -101,15 +253,15 @@ impl DecisionRequest {
             check = Check::Full;
         }
         let resource = resource_entity.uid();
-        let mut list = if resource == principal {
+        let mut others = if resource == principal {
             if Resource::Agent(self.principal.clone()) != self.resource {
                 return Err(RequestError::Entity {
                     message: "principal and resource have the same id but differ".to_owned(),
                 });
             }
-            vec![principal_entity]
+            Vec::new()
         } else {
-            vec![principal_entity, resource_entity]
+            vec![resource_entity]
         };
         let context = context_pairs(&self.context, &schema.declarations)?;
         let has_arguments = self
@@ -121,17 +273,14 @@ impl DecisionRequest {
             check = Check::Full;
         }
         let entities = match check {
-            Check::Full => Entities::from_entities(list, Some(schema.cedar())),
+            Check::Full => principal_entity.entities(others, Some(schema.cedar()))?,
             Check::Known => {
                 if let Some(a) = schema.action_entity(&action) {
-                    list.push(a.clone());
+                    others.push(a.clone());
                 }
-                Entities::from_entities(list, None)
+                principal_entity.entities(others, None)?
             }
-        }
-        .map_err(|e| RequestError::Entity {
-            message: render(&e),
-        })?;
+        };
         if check == Check::Known
             && !schema.allows_request(principal.type_name(), &action, resource.type_name())
         {

@@ -1,10 +1,10 @@
 //! The decision engine: a compiled, indexed policy set that answers requests.
 //!
 //! This module owns [`Engine`]: compiling policies once ([`Engine::compile`],
-//! [`Engine::from_dir`]), deciding ([`Engine::decide`], [`Engine::decide_batch`]) and
-//! explaining ([`Engine::explain`]). It does no IO per request, keeps no state between
-//! requests and generates no ids or randomness, so the same request always gets the same
-//! decision.
+//! [`Engine::from_dir`]), deciding ([`Engine::decide`], [`Engine::decide_as`] for an agent
+//! whose entity was built once, [`Engine::decide_batch`]) and explaining
+//! ([`Engine::explain`]). It does no IO per request, keeps no state between requests and
+//! generates no ids or randomness, so the same request always gets the same decision.
 //!
 //! # Semantics
 //!
@@ -45,7 +45,7 @@ use cedar_policy::{
 };
 
 use crate::approval::ApprovalTerms;
-use crate::cedar_request::CedarRequest;
+use crate::cedar_request::{CedarRequest, PrincipalEntity};
 use crate::compile::{CompiledPolicy, PolicySource, Validation, compile};
 use crate::decision::{
     Decision, Effect, EvaluationDiagnostic, Explanation, PolicyOutcome, PolicyTrace, Reason,
@@ -225,14 +225,45 @@ impl Engine {
         self.decide_built(&built, request.decision_id.clone())
     }
 
+    /// Decide one request made by `principal`, an agent whose entity was built once (see
+    /// [`PrincipalEntity`]): only the resource and the context are built for the request. A
+    /// `principal` built from another agent than the request's, or against another schema,
+    /// is not used (the request is decided as [`Engine::decide`] does). Same decision as
+    /// [`Engine::decide`].
+    ///
+    /// # Errors
+    /// As [`Engine::decide`].
+    pub fn decide_as(
+        &self,
+        principal: &PrincipalEntity,
+        request: &DecisionRequest,
+    ) -> Result<Decision, RequestError> {
+        let built = request.to_cedar_as(principal, &self.schema)?;
+        self.decide_built(&built, request.decision_id.clone())
+    }
+
     /// Decide several requests (e.g. one agent's candidate actions) in one call; one result
-    /// per request, in order.
+    /// per request, in order. Consecutive requests of the same agent share its entity, built
+    /// once.
     #[must_use]
     pub fn decide_batch(
         &self,
         requests: &[DecisionRequest],
     ) -> Vec<Result<Decision, RequestError>> {
-        requests.iter().map(|r| self.decide(r)).collect()
+        let mut principal: Option<PrincipalEntity> = None;
+        requests
+            .iter()
+            .map(|r| {
+                if principal.as_ref().is_none_or(|p| p.agent() != &r.principal) {
+                    principal = PrincipalEntity::new(r.principal.clone(), &self.schema).ok();
+                }
+                match &principal {
+                    Some(p) => self.decide_as(p, r),
+                    // It does not conform: `decide` says why.
+                    None => self.decide(r),
+                }
+            })
+            .collect()
     }
 
     /// Decide a request already in Cedar's form (see [`DecisionRequest::to_cedar`]).

@@ -4,8 +4,8 @@
 //! entity uids (type names checked against the schema's declarations), an agent's and an
 //! object's attributes and tags, the context record (datetime and ip extension values, JSON
 //! tool-call arguments) and Cedar's [`Request`]. It decides nothing about which checks Cedar
-//! runs: [`crate::cedar_request`] assembles these pieces per request, and [`crate::shapes`]
-//! probes them once per schema.
+//! runs: [`crate::cedar_request`] assembles these pieces (an agent's once per agent when its
+//! entity is reused, the rest per request), and [`crate::shapes`] probes them once per schema.
 //!
 //! Every id travels through Cedar's API as data ([`EntityId::new`],
 //! [`EntityUid::from_type_name_and_id`]), never formatted into policy or entity text, so a

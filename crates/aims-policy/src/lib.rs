@@ -37,7 +37,7 @@ mod shapes;
 pub mod testcases;
 
 pub use approval::ApprovalTerms;
-pub use cedar_request::CedarRequest;
+pub use cedar_request::{CedarRequest, PrincipalEntity};
 pub use compile::{PolicySource, Validation};
 pub use decision::{
     Decision, Effect, EvaluationDiagnostic, Explanation, PolicyOutcome, PolicyTrace, Reason,

@@ -43,6 +43,8 @@
 //! rest are dropped. A policy validated in strict mode cannot read an undeclared attribute,
 //! so dropping them changes no decision; declaring one makes it available to policies.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use cedar_policy::{Entity, EntityTypeName, EntityUid};
 
 use crate::declarations::Declarations;
@@ -54,6 +56,9 @@ pub const AIMS_SCHEMA: &str = include_str!("../../../policies/aims.cedarschema")
 
 pub use crate::declarations::NAMESPACE;
 
+/// Schemas parsed so far in this process: each parse gets the next number as its id.
+static PARSED: AtomicU64 = AtomicU64::new(0);
+
 /// A parsed Cedar schema plus what the engine precomputes from it: the facts from its
 /// declarations and the request shapes proven to conform to it.
 #[derive(Debug, Clone)]
@@ -62,6 +67,9 @@ pub struct Schema {
     pub(crate) declarations: Declarations,
     /// What the typed request builder is known to produce conforming entities for.
     pub(crate) shapes: Shapes,
+    /// Unique to this parse (clones share it): what a [`crate::PrincipalEntity`] built
+    /// against this schema remembers, so it is never used with another.
+    pub(crate) id: u64,
 }
 
 impl Schema {
@@ -83,6 +91,7 @@ impl Schema {
         Ok(Self {
             declarations,
             shapes,
+            id: PARSED.fetch_add(1, Ordering::Relaxed),
         })
     }
 

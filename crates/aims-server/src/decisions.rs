@@ -17,7 +17,9 @@ use std::net::IpAddr;
 use aims_api::{DecideRequest, DecisionView};
 use aims_core::audit::{Outcome, action};
 use aims_core::id::{ApprovalId, DecisionId};
-use aims_policy::{Decision, DecisionRequest, Effect, RequestContext, Resource, ResourceObject};
+use aims_policy::{
+    Agent, Decision, DecisionRequest, Effect, RequestContext, Resource, ResourceObject,
+};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
@@ -113,7 +115,7 @@ pub fn request_for(
     });
     DecisionRequest {
         decision_id: decision_id.map(String::from),
-        principal: known.principal.clone(),
+        principal: Agent::clone(&known.principal),
         action: question.action,
         resource: question.resource,
         context: RequestContext {
@@ -208,9 +210,8 @@ pub async fn decide_for(
     let posture_age_s = request.context.posture_age_s;
     let loaded = state.policy.current();
     let decision = if in_scope {
-        loaded
-            .engine
-            .decide(&request)
+        known
+            .decide(&loaded.engine, &request)
             .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, e.to_string()))?
     } else {
         Decision::outside_scope(id.to_string())

@@ -3,6 +3,13 @@
 //! ([`KnownAgent`]), and the credentials it has confirmed were issued ([`IssuedCredentials`]).
 //! The decision path reads these instead of the store.
 //!
+//! A known agent is immutable: a change to its record or posture replaces it in the view. Its
+//! principal's Cedar entity (attributes, tags, owner and teams as parents) is built on its first
+//! decision against the schema in force and shared by the decisions after it
+//! ([`KnownAgent::decide`]); a decision against another schema (a policy push that changed it)
+//! builds it again. So an entity is built once per change of the agent, its posture or the
+//! schema, and can never be older than the record it was built from.
+//!
 //! The view is loaded at start and kept current from the store's registry change log
 //! ([`aims_store::Store::registry_changes`]), in the revocation set's manner: every
 //! [`Config::revocation_poll`](crate::config::Config) ([`follow`]), and at once after a change
@@ -21,7 +28,10 @@ use std::time::{Duration, Instant};
 
 use aims_core::agent::Agent as Registered;
 use aims_core::id::{AgentName, TrustDomain};
-use aims_policy::{Agent, Posture, Toolchain};
+use aims_policy::{
+    Agent, Decision, DecisionRequest, Engine, Posture, PrincipalEntity, RequestError, Schema,
+    Toolchain,
+};
 use aims_store::{PostureSnapshot, RegistryCursor, RegistryEntry, Store, StoreError};
 use tokio::sync::{Mutex, watch};
 
@@ -29,15 +39,17 @@ use tokio::sync::{Mutex, watch};
 const PAGE: u32 = 1000;
 
 /// A registered agent as a decision reads it: its record, its last accepted posture, and the
-/// principal built from both once per change.
-#[derive(Debug, Clone)]
+/// principal built from both once per change (see the module's documentation).
+#[derive(Debug)]
 pub struct KnownAgent {
     /// Its registry record.
     pub agent: Registered,
     /// Its last accepted posture, if any.
     pub snapshot: Option<PostureSnapshot>,
     /// The agent as Cedar sees it.
-    pub principal: Agent,
+    pub principal: Arc<Agent>,
+    /// `principal`'s Cedar entity, built against the schema of the last decision.
+    entity: RwLock<Option<Arc<PrincipalEntity>>>,
 }
 
 impl KnownAgent {
@@ -47,12 +59,40 @@ impl KnownAgent {
         agent: Registered,
         snapshot: Option<PostureSnapshot>,
     ) -> Self {
-        let principal = principal_of(trust_domain, &agent, snapshot.as_ref());
+        let principal = Arc::new(principal_of(trust_domain, &agent, snapshot.as_ref()));
         Self {
             agent,
             snapshot,
             principal,
+            entity: RwLock::new(None),
         }
+    }
+
+    /// Decides `request`, which this agent makes, with `engine`: its principal's entity is the
+    /// one built for `engine`'s schema by an earlier decision, or built now and kept for the
+    /// next. The same decision as `engine.decide(request)`.
+    pub fn decide(
+        &self,
+        engine: &Engine,
+        request: &DecisionRequest,
+    ) -> Result<Decision, RequestError> {
+        match self.entity(engine.schema()) {
+            Some(entity) => engine.decide_as(&entity, request),
+            // The principal does not conform to the schema: `decide` says why.
+            None => engine.decide(request),
+        }
+    }
+
+    /// The principal's entity built against `schema`, if it conforms.
+    fn entity(&self, schema: &Schema) -> Option<Arc<PrincipalEntity>> {
+        let held = self.entity.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entity) = held.as_ref().filter(|e| e.is_for(schema)) {
+            return Some(Arc::clone(entity));
+        }
+        drop(held);
+        let built = Arc::new(PrincipalEntity::new(Arc::clone(&self.principal), schema).ok()?);
+        *self.entity.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&built));
+        Some(built)
     }
 }
 

@@ -7,13 +7,17 @@
 //! error at run time (a missing optional attribute, a missing tag, a missing argument, an
 //! attribute the resource type lacks, integer overflow). They are compiled without
 //! validation, so those errors are reachable.
+//!
+//! A second property holds the engine to itself: a request decided with its principal's entity
+//! built once and shared (`PrincipalEntity`) gets exactly the answer it gets with the entity
+//! built per request.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use aims_policy::cedar_policy::{Authorizer, Decision as CedarDecision, Entities, Response};
 use aims_policy::{
-    Agent, DecisionRequest, Effect, Engine, EntityRef, PolicySource, Reason, Resource,
-    ResourceObject, Schema, Validation,
+    Agent, DecisionRequest, Effect, Engine, EntityRef, PolicySource, PrincipalEntity, Reason,
+    Resource, ResourceObject, Schema, Validation,
 };
 use proptest::prelude::*;
 
@@ -246,6 +250,21 @@ fn error_ids(r: &Response) -> Vec<String> {
         .collect()
 }
 
+/// The generated policies, numbered `p0`, `p1`, ..., compiled without validation.
+fn generated_engine(policies: &[String]) -> Engine {
+    let text: String = policies
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("@id(\"p{i}\")\n{p}\n"))
+        .collect();
+    Engine::compile(
+        Schema::aims().unwrap(),
+        &[PolicySource::new("gen.cedar", text)],
+        Validation::Skip,
+    )
+    .unwrap()
+}
+
 fn check(engine: &Engine, req: &DecisionRequest) -> Result<(), TestCaseError> {
     let schema = engine.schema();
     let built = match req.to_cedar(schema) {
@@ -328,16 +347,7 @@ proptest! {
         policies in proptest::collection::vec(policy(), 0..40),
         requests in proptest::collection::vec(gen_request(), 1..12),
     ) {
-        let text: String = policies
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("@id(\"p{i}\")\n{p}\n"))
-            .collect();
-        let engine = Engine::compile(
-            Schema::aims().unwrap(),
-            &[PolicySource::new("gen.cedar", text)],
-            Validation::Skip,
-        ).unwrap();
+        let engine = generated_engine(&policies);
         for req in &requests {
             check(&engine, req)?;
         }
@@ -356,17 +366,7 @@ fn generators_cover_errors_allows_and_approvals() {
             .new_tree(&mut runner)
             .unwrap()
             .current();
-        let text: String = policies
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("@id(\"p{i}\")\n{p}\n"))
-            .collect();
-        let engine = Engine::compile(
-            Schema::aims().unwrap(),
-            &[PolicySource::new("gen.cedar", text)],
-            Validation::Skip,
-        )
-        .unwrap();
+        let engine = generated_engine(&policies);
         for _ in 0..10 {
             let req = gen_request().new_tree(&mut runner).unwrap().current();
             if let Ok(d) = engine.decide(&req) {
@@ -386,4 +386,173 @@ fn generators_cover_errors_allows_and_approvals() {
     ] {
         assert!(seen.contains(want), "never saw {want}: {seen:?}");
     }
+}
+
+/// The same request decided with the principal's entity built once and shared
+/// ([`PrincipalEntity`]) and built per request: the same Cedar request and entities, the same
+/// decision with the same diagnostics, or the same error. A principal built from another agent
+/// or against another parse of the schema is not used, and the answer is still the same.
+fn check_reuse(
+    engine: &Engine,
+    req: &DecisionRequest,
+    other: &Agent,
+    other_schema: &Schema,
+) -> Result<(), TestCaseError> {
+    let schema = engine.schema();
+    let per_request = engine.decide(req).map_err(|e| e.to_string());
+    let Ok(principal) = PrincipalEntity::new(req.principal.clone(), schema) else {
+        // The principal does not conform: no prebuilt entity, and the request is refused.
+        prop_assert!(per_request.is_err());
+        return Ok(());
+    };
+    prop_assert!(principal.is_for(schema));
+    match (req.to_cedar(schema), req.to_cedar_as(&principal, schema)) {
+        (Ok(fresh), Ok(reused)) => {
+            prop_assert!(fresh.entities().deep_eq(reused.entities()));
+            prop_assert_eq!(
+                fresh.request_as_asked().to_string(),
+                reused.request_as_asked().to_string()
+            );
+        }
+        (Err(fresh), Err(reused)) => prop_assert_eq!(fresh.to_string(), reused.to_string()),
+        (fresh, reused) => prop_assert!(false, "built {fresh:?} but reused {reused:?}"),
+    }
+    let reused = engine.decide_as(&principal, req).map_err(|e| e.to_string());
+    prop_assert_eq!(&reused, &per_request);
+    // Another agent's entity is not used for this request.
+    let foreign = PrincipalEntity::new(other.clone(), schema).unwrap();
+    let answer = engine.decide_as(&foreign, req).map_err(|e| e.to_string());
+    prop_assert_eq!(&answer, &per_request);
+    // Nor one built against another parse of the same schema text.
+    let elsewhere = PrincipalEntity::new(req.principal.clone(), other_schema).unwrap();
+    prop_assert!(!elsewhere.is_for(schema));
+    let answer = engine.decide_as(&elsewhere, req).map_err(|e| e.to_string());
+    prop_assert_eq!(&answer, &per_request);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn reused_principal_decides_like_one_built_per_request(
+        policies in proptest::collection::vec(policy(), 0..40),
+        requests in proptest::collection::vec(gen_request(), 1..12),
+        other in gen_agent(),
+    ) {
+        let engine = generated_engine(&policies);
+        let other_schema = Schema::aims().unwrap();
+        for req in &requests {
+            check_reuse(&engine, req, &other, &other_schema)?;
+        }
+        // A batch shares each agent's entity between its consecutive requests.
+        let one_by_one: Vec<_> = requests
+            .iter()
+            .map(|r| engine.decide(r).map_err(|e| e.to_string()))
+            .collect();
+        let batch: Vec<_> = engine
+            .decide_batch(&requests)
+            .into_iter()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect();
+        prop_assert_eq!(batch, one_by_one);
+    }
+}
+
+/// A schema where a team is also a resource inside a system, so a request's resource can be
+/// one of its principal's parents.
+const TEAM_RESOURCE_SCHEMA: &str = r#"
+namespace Aims {
+  entity System;
+  entity Team in [System] = {
+    system: String, environment: String, sensitivity: String, kind: String,
+  } tags String;
+  entity Owner in [Team];
+  type Toolchain = { framework: String, version: String, manifest_digest?: String };
+  type Posture = {
+    identity_verified: Bool, runtime_checks_passed: Bool,
+    model_digest?: String, image_digest?: String,
+  };
+  entity Agent in [Owner, Team] = {
+    name: String, spiffe_id: String, owner: String, environment: String, state: String,
+    trust_level: Long, model: String, toolchain: Toolchain, posture: Posture,
+  } tags String;
+  type Arguments = { branch?: String };
+  type RequestContext = {
+    time: datetime, posture_age_s: Long, task_id: String, intent: String,
+    delegation_depth: Long, delegation_chain: Set<String>, approved: Bool,
+    environment: String, source_ip: ipaddr, arguments: Arguments,
+  };
+  action read appliesTo { principal: [Agent], resource: [Team], context: RequestContext };
+}
+"#;
+
+/// The cases the generators avoid: a resource that is its own parent (a cycle Cedar refuses),
+/// and a resource that is one of the principal's parents, so the principal's ancestors grow
+/// with the resource's (the shared principal's closure is repaired, not reused as built).
+#[test]
+fn reused_principal_refuses_and_closes_like_one_built_per_request() {
+    let principal = agent("a0", &["t0"]);
+    let engine = Engine::compile(
+        Schema::aims().unwrap(),
+        &[PolicySource::new(
+            "p.cedar",
+            "@id(\"sys\")\npermit(principal, action, resource in Aims::System::\"s0\");",
+        )],
+        Validation::Skip,
+    )
+    .unwrap();
+    let prebuilt = PrincipalEntity::new(principal.clone(), engine.schema()).unwrap();
+    let cyclic = ResourceObject {
+        entity_type: "Resource".to_owned(),
+        id: "r0".to_owned(),
+        system: "s0".to_owned(),
+        environment: "prod".to_owned(),
+        sensitivity: "internal".to_owned(),
+        kind: "k".to_owned(),
+        labels: BTreeMap::new(),
+        parents: vec![EntityRef {
+            entity_type: "Resource".to_owned(),
+            id: "r0".to_owned(),
+        }],
+    };
+    let mut req = DecisionRequest {
+        decision_id: None,
+        principal,
+        action: "read".to_owned(),
+        resource: Resource::Object(cyclic),
+        context: context(),
+    };
+    let fresh = engine.decide(&req).unwrap_err().to_string();
+    let reused = engine.decide_as(&prebuilt, &req).unwrap_err().to_string();
+    assert_eq!(fresh, reused);
+    assert!(fresh.contains("transitive closure"), "{fresh}");
+
+    let engine = Engine::compile(
+        Schema::parse("team.cedarschema", TEAM_RESOURCE_SCHEMA).unwrap(),
+        &[PolicySource::new(
+            "p.cedar",
+            "@id(\"in-s0\")\npermit(principal in Aims::System::\"s0\", action, resource);",
+        )],
+        Validation::Strict,
+    )
+    .unwrap();
+    let schema = engine.schema();
+    let prebuilt = PrincipalEntity::new(req.principal.clone(), schema).unwrap();
+    req.resource = Resource::Object(ResourceObject {
+        entity_type: "Team".to_owned(),
+        id: "t0".to_owned(),
+        system: "s0".to_owned(),
+        environment: "prod".to_owned(),
+        sensitivity: "internal".to_owned(),
+        kind: "team".to_owned(),
+        labels: BTreeMap::new(),
+        parents: Vec::new(),
+    });
+    let fresh = req.to_cedar(schema).unwrap();
+    let reused = req.to_cedar_as(&prebuilt, schema).unwrap();
+    assert!(fresh.entities().deep_eq(reused.entities()));
+    let fresh = engine.decide(&req).unwrap();
+    assert_eq!(fresh.effect, Effect::Allow, "{fresh:?}");
+    assert_eq!(engine.decide_as(&prebuilt, &req).unwrap(), fresh);
 }

@@ -1,6 +1,8 @@
 //! Policy sets and decisions over HTTP: pushing the starter policies, refusing a set that does
-//! not compile, deciding an agent's calls from its registry record and posture, auditing every
-//! decision, and hot reload on a second server sharing the store.
+//! not compile, deciding an agent's calls from its registry record and posture (as they are
+//! now: the principal's Cedar entity a replica reuses never outlives a change to the agent or
+//! to the schema), auditing every decision, and hot reload on a second server sharing the
+//! store.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +21,8 @@ on_both_stores!(
     pushed_policies_decide_agent_calls,
     a_set_that_does_not_compile_changes_nothing,
     a_second_server_picks_up_a_new_version,
+    a_changed_agent_is_decided_as_it_now_is,
+    a_state_change_reaches_the_next_decision,
 );
 
 async fn push(server: &TestServer, files: &BTreeMap<String, String>, token: &str) -> Reply {
@@ -270,6 +274,166 @@ async fn a_second_server_picks_up_a_new_version(backend: Backend) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// Policies about what a registry change alters: teams (the `team` label), owner, labels.
+const PEOPLE_POLICIES: &str = r#"
+@id("team-reads")
+permit(principal in Aims::Team::"coding-agents", action == Aims::Action::"read", resource);
+@id("bob-queries")
+permit(principal in Aims::Owner::"bob@acme.example", action == Aims::Action::"query", resource);
+@id("gold-writes")
+permit(principal, action == Aims::Action::"write", resource)
+  when { principal.hasTag("tier") && principal.getTag("tier") == "gold" };
+"#;
+
+/// The agent's decisions for read, query and write of the dev branch, over `/v1/decisions`
+/// and (the read) over AuthZEN.
+async fn answers(server: &TestServer, svid: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for action in ["read", "query", "write"] {
+        let reply = decide(server, svid, action, branch("dev")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        out.push(reply.body["decision"].as_str().unwrap().to_owned());
+    }
+    let authzen = server
+        .call(
+            Method::POST,
+            "/access/v1/evaluation",
+            Some(svid),
+            Some(
+                json!({"subject": {"type": "agent", "id": "coder"}, "action": {"name": "read"},
+                        "resource": {"type": "Resource", "id": "github/acme/app@dev",
+                                     "properties": {"system": "github", "environment": "dev",
+                                                    "sensitivity": "internal", "kind": "branch"}},
+                        "context": {"task_id": "t-1", "intent": "fix the build"}}),
+            ),
+        )
+        .await;
+    assert_eq!(authzen.status, StatusCode::OK, "{}", authzen.body);
+    out.push(format!("authzen {}", authzen.body["decision"]));
+    out
+}
+
+/// A replica builds an agent's Cedar entity once and reuses it; a change to the agent's owner,
+/// teams or labels on this replica is in its very next decision, and so is a policy push that
+/// changes the schema the entity was built against.
+async fn a_changed_agent_is_decided_as_it_now_is(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let svid = coding_agent(&server).await;
+    let files = BTreeMap::from([("people.cedar".to_owned(), PEOPLE_POLICIES.to_owned())]);
+    let pushed = push(&server, &files, ADMIN_TOKEN).await;
+    assert_eq!(pushed.status, StatusCode::CREATED, "{}", pushed.body);
+    // Twice: the second round decides with the entity the first one built.
+    for _ in 0..2 {
+        assert_eq!(
+            answers(&server, &svid).await,
+            ["allow", "deny", "deny", "authzen true"]
+        );
+    }
+
+    let revision = server
+        .admin(Method::GET, "/v1/agents/coder", None)
+        .await
+        .body["revision"]
+        .clone();
+    let changed = server
+        .admin(
+            Method::PATCH,
+            "/v1/agents/coder",
+            Some(
+                json!({"owner": "bob@acme.example", "labels": {"team": "sre", "tier": "gold"},
+                        "revision": revision}),
+            ),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    assert_eq!(
+        answers(&server, &svid).await,
+        ["deny", "allow", "allow", "authzen false"]
+    );
+
+    // A schema whose agents carry no tags: an agent with labels no longer conforms, so every
+    // decision is refused; an entity built against the previous schema would still allow.
+    let untagged = aims_policy::AIMS_SCHEMA.replace(
+        "    posture: Posture,\n  } tags String;",
+        "    posture: Posture,\n  };",
+    );
+    assert_ne!(untagged, aims_policy::AIMS_SCHEMA);
+    let files = BTreeMap::from([
+        ("aims.cedarschema".to_owned(), untagged),
+        (
+            "all.cedar".to_owned(),
+            "@id(\"all\")\npermit(principal, action, resource);".to_owned(),
+        ),
+    ]);
+    let pushed = push(&server, &files, ADMIN_TOKEN).await;
+    assert_eq!(pushed.status, StatusCode::CREATED, "{}", pushed.body);
+    let refused = decide(&server, &svid, "read", branch("dev")).await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::BAD_REQUEST, "invalid_request"),
+        "{}",
+        refused.body
+    );
+}
+
+/// A state change (here a suspension, which also revokes the agent's credentials, so only the
+/// view shows it) replaces the agent in the registry view, and the next decision sees it: the
+/// entity built for the active agent is not used for the suspended one.
+async fn a_state_change_reaches_the_next_decision(backend: Backend) {
+    use aims_core::id::AgentName;
+    use aims_policy::{Effect, Engine, PolicySource, Schema, Validation};
+    use aims_server::decisions::{Asked, Question, request_for};
+    use aims_server::registry::RegistryView;
+
+    let server = TestServer::start(backend).await;
+    coding_agent(&server).await;
+    let engine = Engine::compile(
+        Schema::aims().unwrap(),
+        &[PolicySource::new(
+            "active.cedar",
+            "@id(\"active-reads\")\npermit(principal, action == Aims::Action::\"read\", resource)\n  when { principal.state == \"active\" };",
+        )],
+        Validation::Strict,
+    )
+    .unwrap();
+    let trust_domain = server.store.trust_domain().await.unwrap().unwrap();
+    let view = RegistryView::new(trust_domain, std::time::Duration::from_secs(60));
+    let name = AgentName::new("coder").unwrap();
+    let effect = |view: &RegistryView| {
+        let known = view.get(&name).unwrap().unwrap();
+        let question = Question {
+            action: "read".to_owned(),
+            resource: aims_policy::Resource::Object(
+                aims_server::decisions::resource_object(branch("dev")).unwrap(),
+            ),
+            task_id: "t-1".to_owned(),
+            intent: "fix the build".to_owned(),
+            arguments: serde_json::Map::new(),
+        };
+        let asked = Asked {
+            at: time::OffsetDateTime::now_utc(),
+            source_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+        };
+        let request = request_for(&known, question, asked, None);
+        let reused = known.decide(&engine, &request).unwrap();
+        assert_eq!(reused, engine.decide(&request).unwrap());
+        reused.effect
+    };
+    view.catch_up(server.store.as_ref()).await.unwrap();
+    assert_eq!(effect(&view), Effect::Allow);
+    assert_eq!(effect(&view), Effect::Allow);
+    let suspended = server
+        .admin(
+            Method::POST,
+            "/v1/agents/coder/suspend",
+            Some(json!({"reason": "test"})),
+        )
+        .await;
+    assert_eq!(suspended.status, StatusCode::OK, "{}", suspended.body);
+    view.catch_up(server.store.as_ref()).await.unwrap();
+    assert_eq!(effect(&view), Effect::Deny);
 }
 
 #[tokio::test]

@@ -2,6 +2,8 @@
 //! the actor): a narrower token of the same task for another agent, after the structural
 //! rules of [`aims_core::delegation`] and a `delegate` decision of the active policies.
 
+use std::sync::Arc;
+
 use aims_api::oauth::{TOKEN_TYPE_JWT, TokenResponse};
 use aims_core::agent::Agent;
 use aims_core::audit::Outcome;
@@ -194,14 +196,14 @@ async fn allowed(
     let parent = &parties.parent;
     let question = Question {
         action: "delegate".to_owned(),
-        resource: Resource::Agent(
+        resource: Resource::Agent(Arc::unwrap_or_clone(
             KnownAgent::new(
                 &state.trust_domain,
                 parties.delegate.clone(),
                 delegate_snapshot,
             )
             .principal,
-        ),
+        )),
         task_id: parent.task_id.to_string(),
         intent: parent.intent.to_string(),
         arguments: Map::new(),
@@ -214,7 +216,7 @@ async fn allowed(
     let mut request = decisions::request_for(&delegator, question, ex.asked, None);
     request.context.delegation_depth = i64::from(parent.depth());
     request.context.delegation_chain = parent.delegation_chain();
-    let decision = loaded.engine.decide(&request).ok();
+    let decision = delegator.decide(&loaded.engine, &request).ok();
     let Some(decision) = decision.filter(|d| d.effect == Effect::Allow) else {
         return Err(invalid_grant(format!(
             "policy does not allow {} to delegate to {}",

@@ -207,7 +207,7 @@ async fn obtain(
             arguments: Map::new(),
         };
         let request = decisions::request_for(&known, question, ex.asked, None);
-        let decision = loaded.engine.decide(&request).ok();
+        let decision = known.decide(&loaded.engine, &request).ok();
         let effect = decision.as_ref().map_or("error", |d| d.effect.as_str());
         decisions.insert(
             scope.to_string(),
