@@ -114,7 +114,7 @@ pub trait SubtreeRoots {
 
     /// The MTH of the leaves `leaves`, a subtree as RFC 9162's recursion names one (its start
     /// a multiple of a power of two no smaller than its length); `None` when a leaf is
-    /// unknown or the range is not such a subtree.
+    /// unknown, and may be `None` for a range that is not such a subtree.
     fn subtree_root(&self, leaves: Range<u64>) -> Option<Hash>;
 }
 
