@@ -1,7 +1,8 @@
 //! The audit Merkle tree log as C2SP tlog-tiles: what a tile path names, which hashes a tile
 //! holds in a tree of a given size, the hashes of every complete tile kept as the tree grows
-//! (so a tile, and the root of any size, is at most a few hundred hashes away rather than a
-//! walk of the tree), and the entry bundle encoding.
+//! (so a tile, the root of any size, and an inclusion or consistency proof are at most a few
+//! hundred hashes per tile level away rather than a walk of the tree), and the entry bundle
+//! encoding.
 //!
 //! A tile at level `L` and index `N` holds up to 256 consecutive hashes, each the root of a
 //! perfect subtree of `256^L` leaves: `MTH(D[(N*256 + i) * 256^L .. (N*256 + i + 1) * 256^L])`.
@@ -15,7 +16,7 @@
 
 use std::ops::Range;
 
-use crate::tlog::{self, Hash, node_hash};
+use crate::tlog::{self, Hash, SubtreeRoots, node_hash};
 
 /// Hashes in a full tile.
 pub const TILE_WIDTH: u16 = 256;
@@ -262,14 +263,43 @@ impl TiledTree {
     /// subtrees that make it up (each at most 127 node hashes over the tile hashes below
     /// it); `None` when this tree holds fewer leaves.
     pub fn root(&self, size: u64) -> Option<Hash> {
-        if size > self.size() {
+        self.subtree_root(0..size)
+    }
+
+    /// The root of the perfect subtree of `2^height` leaves from leaf `start`: the MTH of the
+    /// `2^(height % 8)` hashes at level `height / 8` that it spans. `None` when `start` is
+    /// not a multiple of its size (no stored hash lines up with it) or a leaf is unknown.
+    fn perfect(&self, height: u32, start: u64) -> Option<Hash> {
+        let span = 1u64.checked_shl(height)?;
+        if start & (span - 1) != 0 {
+            return None;
+        }
+        let level = u8::try_from(height / TILE_HEIGHT).ok()?;
+        let first = start >> (TILE_HEIGHT * u32::from(level));
+        let count = 1u64 << (height % TILE_HEIGHT);
+        Some(tlog::root(self.hashes(level, first..first + count)?))
+    }
+}
+
+/// Subtree roots for proofs in logarithmic time: a subtree is the perfect subtrees its length
+/// spells in binary, largest first, and each of those is at most 127 node hashes over the
+/// finest stored level below it, so a proof costs at most about 255 node hashes per tile
+/// level on each side of the path instead of a hash of every leaf.
+impl SubtreeRoots for TiledTree {
+    fn leaf_count(&self) -> u64 {
+        self.size()
+    }
+
+    fn subtree_root(&self, leaves: Range<u64>) -> Option<Hash> {
+        let len = leaves.end.checked_sub(leaves.start)?;
+        if leaves.end > self.size() {
             return None;
         }
         let mut peaks = Vec::new();
-        let mut start = 0u64;
+        let mut start = leaves.start;
         for height in (0..u64::BITS).rev() {
             let span = 1u64 << height;
-            if size & span != 0 {
+            if len & span != 0 {
                 peaks.push(self.perfect(height, start)?);
                 start += span;
             }
@@ -282,15 +312,6 @@ impl TiledTree {
                 .rev()
                 .fold(*last, |right, left| node_hash(left, &right)),
         )
-    }
-
-    /// The root of the perfect subtree of `2^height` leaves from leaf `start` (a multiple of
-    /// its size): the MTH of the `2^(height % 8)` hashes at level `height / 8` that it spans.
-    fn perfect(&self, height: u32, start: u64) -> Option<Hash> {
-        let level = u8::try_from(height / TILE_HEIGHT).ok()?;
-        let first = start >> (TILE_HEIGHT * u32::from(level));
-        let count = 1u64 << (height % TILE_HEIGHT);
-        Some(tlog::root(self.hashes(level, first..first + count)?))
     }
 }
 

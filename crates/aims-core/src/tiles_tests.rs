@@ -200,6 +200,91 @@ fn tile_hashes_are_the_roots_of_the_subtrees_they_span() {
     assert_eq!(tree.root(70_001), None);
 }
 
+/// Checks the inclusion proof from the tile hashes against the reference (every subtree
+/// hashed from its leaves), byte for byte, and against the verifier with the tree's `root`.
+fn check_inclusion(tree: &TiledTree, all: &[Hash], index: u64, size: u64, root: &Hash) {
+    let fast = tlog::inclusion_proof_over(tree, index, size).unwrap();
+    assert_eq!(
+        fast,
+        tlog::inclusion_proof(all, index, size).unwrap(),
+        "{index} in {size}"
+    );
+    let leaf = all[index as usize];
+    assert_eq!(
+        tlog::verify_inclusion(index, size, &leaf, &fast, root),
+        Ok(())
+    );
+}
+
+/// Checks the consistency proof from the tile hashes against the reference, byte for byte,
+/// and against the verifier with the two trees' roots.
+fn check_consistency(
+    tree: &TiledTree,
+    all: &[Hash],
+    (first, second): (u64, u64),
+    roots: (&Hash, &Hash),
+) {
+    let fast = tlog::consistency_proof_over(tree, first, second).unwrap();
+    assert_eq!(
+        fast,
+        tlog::consistency_proof(all, first, second).unwrap(),
+        "{first} to {second}"
+    );
+    assert_eq!(
+        tlog::verify_consistency(first, second, roots.0, roots.1, &fast),
+        Ok(())
+    );
+}
+
+#[test]
+fn proofs_from_tiles_match_the_reference_around_level_two() {
+    let all = leaves(65_536 + 600);
+    let tree = tree_of(&all);
+    let root = |n: u64| tlog::root(&all[..n as usize]);
+    let seconds = [65_280, 65_535, 65_536, 65_537, 65_792, 65_793, 66_136];
+    let firsts = [1, 255, 256, 257, 65_280, 65_535, 65_536];
+    let first_roots: Vec<Hash> = firsts.iter().map(|n| root(*n)).collect();
+    for second in seconds {
+        let second_root = root(second);
+        for index in [0, 1, 255, 256, 32_768, 65_279, 65_535, second - 1] {
+            check_inclusion(&tree, &all, index.min(second - 1), second, &second_root);
+        }
+        for (first, first_root) in firsts.iter().zip(&first_roots) {
+            if *first <= second {
+                check_consistency(&tree, &all, (*first, second), (first_root, &second_root));
+            }
+        }
+    }
+}
+
+#[test]
+fn proofs_from_tiles_refuse_what_the_reference_refuses() {
+    let all = leaves(300);
+    let tree = tree_of(&all);
+    for (index, size) in [(300, 300), (0, 301), (5, 0)] {
+        assert_eq!(
+            tlog::inclusion_proof_over(&tree, index, size),
+            tlog::inclusion_proof(&all, index, size)
+        );
+        assert!(tlog::inclusion_proof_over(&tree, index, size).is_err());
+    }
+    for (first, second) in [(5, 4), (0, 301), (300, 301)] {
+        assert_eq!(
+            tlog::consistency_proof_over(&tree, first, second),
+            tlog::consistency_proof(&all, first, second)
+        );
+        assert!(tlog::consistency_proof_over(&tree, first, second).is_err());
+    }
+    // A range no stored hash lines up with, or past the tree, has no root here.
+    assert_eq!(tree.subtree_root(3..7), None);
+    assert_eq!(
+        tree.subtree_root(256..300),
+        Some(tlog::root(&all[256..300]))
+    );
+    assert_eq!(tree.subtree_root(256..301), None);
+    assert_eq!(tree.subtree_root(Range { start: 7, end: 3 }), None);
+}
+
 #[test]
 fn entry_bundles_are_length_prefixed() {
     let entries: [&[u8]; 3] = [b"ab", b"", &[7u8; 300]];
@@ -243,5 +328,23 @@ proptest! {
         let tree = tree_of(&all);
         let size = cut.index(n as usize + 1);
         prop_assert_eq!(tree.root(size as u64), Some(tlog::root(&all[..size])));
+    }
+
+    /// Inclusion and consistency proofs from the tile hashes are the reference proofs, byte
+    /// for byte, and verify; sizes cluster around the 256 and 512 tile boundaries.
+    #[test]
+    fn proofs_from_tiles_match_the_reference(
+        second in prop_oneof![1u64..3000, 250u64..262, 508u64..516, 1020u64..1030],
+        index in any::<prop::sample::Index>(),
+        first in any::<prop::sample::Index>(),
+    ) {
+        let all = leaves(second);
+        let tree = tree_of(&all);
+        let index = index.index(second as usize) as u64;
+        let first = first.index(second as usize + 1) as u64;
+        let second_root = tlog::root(&all);
+        check_inclusion(&tree, &all, index, second, &second_root);
+        let first_root = tlog::root(&all[..first as usize]);
+        check_consistency(&tree, &all, (first, second), (&first_root, &second_root));
     }
 }

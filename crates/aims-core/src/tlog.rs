@@ -1,10 +1,14 @@
 //! The audit log as a Merkle tree log (RFC 9162 §2.1): leaf and node hashing, the tree head
 //! of any size, inclusion and consistency proofs with their verifiers, the compact range a
-//! writer extends one leaf at a time, and the C2SP tlog-checkpoint body.
+//! writer extends one leaf at a time, and the C2SP tlog-checkpoint body. A proof takes its
+//! subtree roots from a [`SubtreeRoots`]: the leaves themselves (the linear reference) or
+//! [`crate::tiles::TiledTree`]'s stored tile hashes (logarithmic).
 //!
 //! Pure functions over leaf hashes: which bytes a leaf covers is [`crate::audit::AuditEntry`]'s
 //! business, signing a checkpoint is `aims-token`'s, and storing either is the store's. Nothing
 //! here reads a clock, a file or the network.
+
+use std::ops::Range;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -80,7 +84,7 @@ fn finish(ctx: digest::Context) -> Hash {
 }
 
 /// The largest power of two smaller than `n` (`n >= 2`).
-fn split_point(n: usize) -> usize {
+fn split_point(n: u64) -> u64 {
     let mut k = 1;
     while k << 1 < n {
         k <<= 1;
@@ -94,82 +98,152 @@ pub fn root(leaves: &[Hash]) -> Hash {
         [] => empty_root(),
         [only] => *only,
         _ => {
-            let (left, right) = leaves.split_at(split_point(leaves.len()));
+            let at = usize::try_from(split_point(leaves.len() as u64)).unwrap_or(leaves.len());
+            let (left, right) = leaves.split_at(at);
             node_hash(&root(left), &root(right))
         }
     }
 }
 
-fn to_usize(value: u64, size: u64) -> Result<usize, TreeError> {
-    usize::try_from(value).map_err(|_| TreeError::SizeBeyondTree {
-        size: value,
-        available: size,
-    })
+/// Where a proof takes the root of each subtree it names: hashed from the leaves themselves
+/// (`[Hash]`: linear in the subtree's size, the reference), or from stored roots of larger
+/// subtrees ([`crate::tiles::TiledTree`]: logarithmic in the tree's size).
+pub trait SubtreeRoots {
+    /// How many leaves are known.
+    fn leaf_count(&self) -> u64;
+
+    /// The MTH of the leaves `leaves`, a subtree as RFC 9162's recursion names one (its start
+    /// a multiple of a power of two no smaller than its length); `None` when a leaf is
+    /// unknown, and may be `None` for a range that is not such a subtree.
+    fn subtree_root(&self, leaves: Range<u64>) -> Option<Hash>;
 }
 
-/// Narrows `leaves` to the first `size` of them.
-fn prefix(leaves: &[Hash], size: u64) -> Result<&[Hash], TreeError> {
-    let available = leaves.len() as u64;
-    leaves
-        .get(..to_usize(size, available)?)
-        .ok_or(TreeError::SizeBeyondTree { size, available })
+impl SubtreeRoots for [Hash] {
+    fn leaf_count(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn subtree_root(&self, leaves: Range<u64>) -> Option<Hash> {
+        let start = usize::try_from(leaves.start).ok()?;
+        let end = usize::try_from(leaves.end).ok()?;
+        self.get(start..end).map(root)
+    }
+}
+
+/// Refuses a tree size larger than the leaves `tree` knows.
+fn known(tree: &(impl SubtreeRoots + ?Sized), size: u64) -> Result<(), TreeError> {
+    let available = tree.leaf_count();
+    if size > available {
+        return Err(TreeError::SizeBeyondTree { size, available });
+    }
+    Ok(())
 }
 
 /// The inclusion proof of leaf `index` in the tree of the first `size` leaves (RFC 9162
-/// §2.1.3.1), nearest sibling first.
+/// §2.1.3.1), nearest sibling first, every subtree hashed from the leaves: the reference for
+/// [`inclusion_proof_over`], linear in `size`.
 pub fn inclusion_proof(leaves: &[Hash], index: u64, size: u64) -> Result<Vec<Hash>, TreeError> {
-    let tree = prefix(leaves, size)?;
+    inclusion_proof_over(leaves, index, size)
+}
+
+/// The inclusion proof of leaf `index` in the tree of the first `size` leaves (RFC 9162
+/// §2.1.3.1), nearest sibling first, with the subtree roots `tree` gives.
+pub fn inclusion_proof_over(
+    tree: &(impl SubtreeRoots + ?Sized),
+    index: u64,
+    size: u64,
+) -> Result<Vec<Hash>, TreeError> {
+    known(tree, size)?;
     if index >= size {
         return Err(TreeError::IndexBeyondTree { index, size });
     }
     let mut proof = Vec::new();
-    path(to_usize(index, size)?, tree, &mut proof);
+    path(index, 0..size, tree, &mut proof).ok_or(TreeError::SizeBeyondTree {
+        size,
+        available: tree.leaf_count(),
+    })?;
     Ok(proof)
 }
 
-fn path(m: usize, tree: &[Hash], out: &mut Vec<Hash>) {
-    if tree.len() <= 1 {
-        return;
+/// RFC 9162 `PATH(m, D[n])` for leaf `m` of the subtree `leaves` (absolute positions).
+fn path(
+    m: u64,
+    leaves: Range<u64>,
+    tree: &(impl SubtreeRoots + ?Sized),
+    out: &mut Vec<Hash>,
+) -> Option<()> {
+    let n = leaves.end.checked_sub(leaves.start)?;
+    if n <= 1 {
+        return Some(());
     }
-    let (left, right) = tree.split_at(split_point(tree.len()));
-    if m < left.len() {
-        path(m, left, out);
-        out.push(root(right));
+    let mid = leaves.start + split_point(n);
+    if m < mid {
+        path(m, leaves.start..mid, tree, out)?;
+        out.push(tree.subtree_root(mid..leaves.end)?);
     } else {
-        path(m - left.len(), right, out);
-        out.push(root(left));
+        path(m, mid..leaves.end, tree, out)?;
+        out.push(tree.subtree_root(leaves.start..mid)?);
     }
+    Some(())
 }
 
 /// The consistency proof between the trees of the first `first` and `second` leaves (RFC 9162
-/// §2.1.4.1). Empty when `first` is 0 or equals `second`.
+/// §2.1.4.1), every subtree hashed from the leaves: the reference for
+/// [`consistency_proof_over`], linear in `second`. Empty when `first` is 0 or equals `second`.
 pub fn consistency_proof(leaves: &[Hash], first: u64, second: u64) -> Result<Vec<Hash>, TreeError> {
+    consistency_proof_over(leaves, first, second)
+}
+
+/// The consistency proof between the trees of the first `first` and `second` leaves (RFC 9162
+/// §2.1.4.1), with the subtree roots `tree` gives. Empty when `first` is 0 or equals `second`.
+pub fn consistency_proof_over(
+    tree: &(impl SubtreeRoots + ?Sized),
+    first: u64,
+    second: u64,
+) -> Result<Vec<Hash>, TreeError> {
     if first > second {
         return Err(TreeError::SizeOrder { first, second });
     }
-    let tree = prefix(leaves, second)?;
+    known(tree, second)?;
     let mut proof = Vec::new();
     if first > 0 && first < second {
-        subproof(to_usize(first, second)?, tree, true, &mut proof);
+        subproof(first, 0..second, true, tree, &mut proof).ok_or(TreeError::SizeBeyondTree {
+            size: second,
+            available: tree.leaf_count(),
+        })?;
     }
     Ok(proof)
 }
 
-fn subproof(m: usize, tree: &[Hash], complete: bool, out: &mut Vec<Hash>) {
-    if m == tree.len() {
+/// RFC 9162 `SUBPROOF(m, D[n], b)` for the first `m` leaves (an absolute position) of the
+/// subtree `leaves`.
+fn subproof(
+    m: u64,
+    leaves: Range<u64>,
+    complete: bool,
+    tree: &(impl SubtreeRoots + ?Sized),
+    out: &mut Vec<Hash>,
+) -> Option<()> {
+    if m == leaves.end {
         if !complete {
-            out.push(root(tree));
+            out.push(tree.subtree_root(leaves)?);
         }
-        return;
+        return Some(());
     }
-    let (left, right) = tree.split_at(split_point(tree.len()));
-    if m <= left.len() {
-        subproof(m, left, complete, out);
-        out.push(root(right));
+    let n = leaves.end.checked_sub(leaves.start)?;
+    if n < 2 {
+        // `m` lies strictly inside a subtree of one leaf: not a consistency request.
+        return None;
+    }
+    let mid = leaves.start + split_point(n);
+    if m <= mid {
+        subproof(m, leaves.start..mid, complete, tree, out)?;
+        out.push(tree.subtree_root(mid..leaves.end)?);
     } else {
-        subproof(m - left.len(), right, false, out);
-        out.push(root(left));
+        subproof(m, mid..leaves.end, false, tree, out)?;
+        out.push(tree.subtree_root(leaves.start..mid)?);
     }
+    Some(())
 }
 
 /// Verifies that `leaf` is at `index` in the tree of `size` leaves whose root is `root`

@@ -11,8 +11,10 @@
 //! replica integrates and may checkpoint; the same tree signed twice is the same note
 //! (Ed25519 is deterministic), so the store keeps one. Tiles and entry bundles are served for
 //! the tree of a signed checkpoint only, checked against its root; a bundle row that no longer
-//! hashes to the leaf integrated from it is a break. The hashing is `aims_core::tlog`'s and
-//! `aims_core::tiles`'s; this module holds the state and the I/O.
+//! hashes to the leaf integrated from it is a break. Proofs, checkpoint roots and every check
+//! of a size's root against its checkpoint come from the tile hashes, logarithmic in the tree
+//! size. The hashing is `aims_core::tlog`'s and `aims_core::tiles`'s; this module holds the
+//! state and the I/O.
 
 use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 use aims_core::audit::{AuditEntry, ChainHead};
 use aims_core::id::TrustDomain;
 use aims_core::tiles::{self, TileError, TilePath, TiledTree};
-use aims_core::tlog::{self, Frontier, Hash, TreeError};
+use aims_core::tlog::{self, Hash, TreeError};
 use aims_store::{MAX_PAGE, Store, StoreError, StoredCheckpoint, StoredLogKey};
 use aims_token::master::MasterKey;
 use aims_token::note::{LogKey, NoteVerifier};
@@ -75,7 +77,6 @@ pub enum TlogError {
 #[derive(Default)]
 struct Integrated {
     tiles: TiledTree,
-    frontier: Frontier,
     head: Option<ChainHead>,
     /// Largest size this replica knows to be checkpointed.
     checkpointed: u64,
@@ -184,7 +185,7 @@ impl AuditTree {
 
     /// Entries integrated.
     pub fn size(&self) -> u64 {
-        self.read(|s| s.frontier.size())
+        self.read(|s| s.tiles.size())
     }
 
     fn read<T>(&self, f: impl FnOnce(&Integrated) -> T) -> T {
@@ -214,7 +215,7 @@ impl AuditTree {
             if self.broken().is_some() {
                 return Ok(self.size());
             }
-            let (after, mut head) = self.read(|s| (s.frontier.size(), s.head));
+            let (after, mut head) = self.read(|s| (s.tiles.size(), s.head));
             let page = store.audit_entries(after, MAX_PAGE).await?;
             if page.is_empty() {
                 return Ok(after);
@@ -236,7 +237,6 @@ impl AuditTree {
             let full = page.len() == MAX_PAGE as usize;
             self.write(|s| {
                 for leaf in hashes {
-                    s.frontier.push(leaf);
                     s.tiles.push(leaf);
                 }
                 s.head = head;
@@ -254,12 +254,11 @@ impl AuditTree {
     /// log key and its root must be the root of that many integrated entries.
     async fn check_stored_checkpoints(&self, store: &dyn Store) -> Result<(), TlogError> {
         let mut after = 0;
-        let mut frontier = Frontier::new();
         loop {
             let page = store.checkpoints(after, MAX_PAGE).await?;
             for stored in &page {
                 after = stored.tree_size;
-                if let Err(why) = self.matches(stored, &mut frontier) {
+                if let Err(why) = self.matches(stored) {
                     self.mark_broken(why);
                     return Ok(());
                 }
@@ -271,9 +270,8 @@ impl AuditTree {
         }
     }
 
-    /// Whether `stored` is a valid checkpoint of the integrated tree, advancing `frontier`
-    /// (which holds a prefix of the leaves) to its size.
-    fn matches(&self, stored: &StoredCheckpoint, frontier: &mut Frontier) -> Result<(), String> {
+    /// Whether `stored` is a valid checkpoint of the integrated tree.
+    fn matches(&self, stored: &StoredCheckpoint) -> Result<(), String> {
         let size = stored.tree_size;
         let opened = self
             .verifier
@@ -284,25 +282,14 @@ impl AuditTree {
                 "the stored checkpoint of size {size} does not say what its row says"
             ));
         }
-        self.read(|s| {
-            if s.frontier.size() < size {
-                return Err(format!(
-                    "the log holds {} entries but a checkpoint signed {size}: entries were \
-                     deleted from its end",
-                    s.frontier.size()
-                ));
-            }
-            let from = usize::try_from(frontier.size()).unwrap_or(usize::MAX);
-            let to = usize::try_from(size).unwrap_or(usize::MAX);
-            for leaf in s.tiles.leaves().get(from..to).unwrap_or_default() {
-                frontier.push(*leaf);
-            }
-            if frontier.root() != opened.root {
-                return Err(format!(
-                    "the first {size} entries do not match the signed checkpoint of that size"
-                ));
-            }
-            Ok(())
+        self.read(|s| match s.tiles.root(size) {
+            None => Err(format!(
+                "the log holds {} entries but a checkpoint signed {size}: entries were \
+                 deleted from its end",
+                s.tiles.size()
+            )),
+            Some(root) if root != opened.root => Err(mismatch(size)),
+            Some(_) => Ok(()),
         })
     }
 
@@ -314,19 +301,15 @@ impl AuditTree {
         now: OffsetDateTime,
     ) -> Result<Option<u64>, TlogError> {
         let (size, root, checkpointed, broken) = self.read(|s| {
-            (
-                s.frontier.size(),
-                s.frontier.root(),
-                s.checkpointed,
-                s.broken.clone(),
-            )
+            let size = s.tiles.size();
+            (size, s.tiles.root(size), s.checkpointed, s.broken.clone())
         });
         if let Some(why) = broken {
             return Err(TlogError::Broken(why));
         }
-        if size == 0 || size <= checkpointed {
+        let Some(root) = root.filter(|_| size > checkpointed) else {
             return Ok(None);
-        }
+        };
         let note = self.key.sign(&tlog::Checkpoint {
             origin: self.origin().to_owned(),
             size,
@@ -364,14 +347,14 @@ impl AuditTree {
         if index >= size {
             return Err(TreeError::IndexBeyondTree { index, size }.into());
         }
-        self.serve(|leaves| {
-            let tree = self.prefix(leaves, stored)?;
+        self.serve(|tiles| {
+            signed(tiles, stored)?;
             let leaf = usize::try_from(index)
                 .ok()
-                .and_then(|i| tree.get(i))
+                .and_then(|i| tiles.leaves().get(i))
                 .copied()
                 .ok_or(TreeError::IndexBeyondTree { index, size })?;
-            Ok((leaf, tlog::inclusion_proof(tree, index, size)?))
+            Ok((leaf, tlog::inclusion_proof_over(tiles, index, size)?))
         })
     }
 
@@ -381,11 +364,11 @@ impl AuditTree {
         first: &StoredCheckpoint,
         second: &StoredCheckpoint,
     ) -> Result<Vec<Hash>, TlogError> {
-        self.serve(|leaves| {
-            self.prefix(leaves, first)?;
-            let tree = self.prefix(leaves, second)?;
-            Ok(tlog::consistency_proof(
-                tree,
+        self.serve(|tiles| {
+            signed(tiles, first)?;
+            signed(tiles, second)?;
+            Ok(tlog::consistency_proof_over(
+                tiles,
                 first.tree_size,
                 second.tree_size,
             )?)
@@ -405,11 +388,7 @@ impl AuditTree {
                 integrated: s.tiles.size(),
                 size,
             })?;
-            if s.tiles.root(size) != Some(stored.root) {
-                return Err(TlogError::Broken(format!(
-                    "the first {size} entries do not match the signed checkpoint of that size"
-                )));
-            }
+            signed(&s.tiles, stored)?;
             Ok(hashes.to_vec())
         });
         if let Err(TlogError::Broken(why)) = &served {
@@ -452,34 +431,31 @@ impl AuditTree {
         )?)
     }
 
-    fn serve<T>(&self, f: impl FnOnce(&[Hash]) -> Result<T, TlogError>) -> Result<T, TlogError> {
+    fn serve<T>(&self, f: impl FnOnce(&TiledTree) -> Result<T, TlogError>) -> Result<T, TlogError> {
         self.read(|s| match &s.broken {
             Some(why) => Err(TlogError::Broken(why.clone())),
-            None => f(s.tiles.leaves()),
+            None => f(&s.tiles),
         })
     }
+}
 
-    /// The first `stored.tree_size` leaves, checked against the checkpoint's root.
-    fn prefix<'a>(
-        &self,
-        leaves: &'a [Hash],
-        stored: &StoredCheckpoint,
-    ) -> Result<&'a [Hash], TlogError> {
-        let size = stored.tree_size;
-        let tree = usize::try_from(size)
-            .ok()
-            .and_then(|n| leaves.get(..n))
-            .ok_or(TlogError::Behind {
-                integrated: leaves.len() as u64,
-                size,
-            })?;
-        if tlog::root(tree) != stored.root {
-            return Err(TlogError::Broken(format!(
-                "the first {size} entries do not match the signed checkpoint of that size"
-            )));
-        }
-        Ok(tree)
+/// Checks that the first `stored.tree_size` integrated leaves have the checkpoint's root,
+/// computed from the tile hashes (logarithmic in the size).
+fn signed(tiles: &TiledTree, stored: &StoredCheckpoint) -> Result<(), TlogError> {
+    let size = stored.tree_size;
+    match tiles.root(size) {
+        None => Err(TlogError::Behind {
+            integrated: tiles.size(),
+            size,
+        }),
+        Some(root) if root != stored.root => Err(TlogError::Broken(mismatch(size))),
+        Some(_) => Ok(()),
     }
+}
+
+/// Why the tree of `size` leaves is not the one a checkpoint of that size signed.
+fn mismatch(size: u64) -> String {
+    format!("the first {size} entries do not match the signed checkpoint of that size")
 }
 
 /// Checks that `entry` follows `head` (the last integrated entry, `None` before the first)
