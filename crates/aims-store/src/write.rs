@@ -13,11 +13,12 @@
 //! the order they took the [`Writer`]'s lock, each seeing what the earlier ones wrote, so a
 //! batch is exactly the serial history of its members. A refused member is rolled back to its
 //! savepoint and changes nothing; a member is answered only once the batch's `COMMIT` is known
-//! to have succeeded. After its work, a member hands the commit to a task that queues for the
-//! lock behind every write that was already waiting: whichever of those tasks first finds the
-//! batch still open commits it, so a batch grows by exactly the writes that arrived while it
-//! ran, a lone write commits at once, and a cancelled caller never leaves a transaction open.
-//! A batch takes at most [`MAX_MEMBERS`] writes.
+//! to have succeeded. A member after which no write waits for the lock commits the batch
+//! itself, at once. Otherwise it hands the commit to a task that queues for the lock behind
+//! every write already waiting: whichever of those tasks first finds the batch still open
+//! commits it, so a batch grows by exactly the writes that arrived while it ran, and a
+//! caller cancelled while it waits never leaves a transaction open. A batch takes at most
+//! [`MAX_MEMBERS`] writes.
 //!
 //! Nothing is reported committed that is not: transactions are [`Tx`]s, whose connection is
 //! closed whenever `COMMIT` or `ROLLBACK` fails, and when `COMMIT` fails the committer learns
@@ -28,6 +29,7 @@
 
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -88,6 +90,8 @@ pub(crate) trait Backend: Clone + Send + Sync + 'static {
 /// each one that ends. Clones share both.
 pub(crate) struct Writer<DB: Database> {
     open: Arc<Mutex<Option<Batch<DB>>>>,
+    /// Writes waiting for `open`'s lock in [`begin_write`].
+    waiting: Arc<AtomicUsize>,
     observer: Arc<OnceLock<WriteObserver>>,
 }
 
@@ -109,6 +113,7 @@ impl<DB: Database> Default for Writer<DB> {
     fn default() -> Self {
         Self {
             open: Arc::new(Mutex::new(None)),
+            waiting: Arc::new(AtomicUsize::new(0)),
             observer: Arc::new(OnceLock::new()),
         }
     }
@@ -118,6 +123,7 @@ impl<DB: Database> Clone for Writer<DB> {
     fn clone(&self) -> Self {
         Self {
             open: Arc::clone(&self.open),
+            waiting: Arc::clone(&self.waiting),
             observer: Arc::clone(&self.observer),
         }
     }
@@ -231,7 +237,10 @@ where
 {
     backend.admit_write()?;
     let id = transaction_id()?;
-    let mut lock = Arc::clone(&backend.writer().open).lock_owned().await;
+    let mut lock = {
+        let _waiting = Waiting::enter(&backend.writer().waiting);
+        Arc::clone(&backend.writer().open).lock_owned().await
+    };
     let (batch, savepoint) = match lock.take() {
         Some(mut batch) => {
             // On failure the batch is dropped: its connection closes, its members fail.
@@ -339,7 +348,8 @@ where
         }
     };
     let done = Arc::clone(&batch.outcome.cell);
-    if batch.members >= MAX_MEMBERS {
+    let nobody_waits = backend.writer().waiting.load(Ordering::Acquire) == 0;
+    if nobody_waits || batch.members >= MAX_MEMBERS {
         commit::<B>(backend, batch).await;
         drop(lock);
     } else {
@@ -372,6 +382,23 @@ where
         None => Err(StoreError::OutcomeUnknown(
             "the group commit ended without an outcome".to_owned(),
         )),
+    }
+}
+
+/// Counts a write waiting for the writer's lock while it exists (so also when the waiting
+/// write is cancelled).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
