@@ -16,12 +16,15 @@ pub(crate) const HEARTBEAT: &str = "INSERT INTO meta (key, value) VALUES ('heart
 /// The transaction that appended the record at a position: how a failed commit learns
 /// whether it committed.
 pub(crate) const AUDIT_TXN_AT: &str = "SELECT txn FROM audit_log WHERE seq = $1";
-pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_log \
-     (seq, time_ms, action, agent, prev_hash, hash, body, txn, task_id) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-/// Adds one query key of a record (binds: kind, key, seq).
-pub(crate) const INSERT_AUDIT_KEY: &str = "INSERT INTO audit_keys (kind, key, seq) \
-     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+/// The head of a multi-row insert of audit records; the SQLite store appends one
+/// `(seq, time_ms, action, agent, prev_hash, hash, body, txn, task_id)` tuple per record.
+pub(crate) const INSERT_AUDIT_ROWS: &str = "INSERT INTO audit_log \
+     (seq, time_ms, action, agent, prev_hash, hash, body, txn, task_id) ";
+/// The head of a multi-row insert of records' query keys; the SQLite store appends one
+/// `(kind, key, seq)` tuple per key, then [`INSERT_AUDIT_KEYS_TAIL`].
+pub(crate) const INSERT_AUDIT_KEYS: &str = "INSERT INTO audit_keys (kind, key, seq) ";
+/// Ends [`INSERT_AUDIT_KEYS`]: a key already present is left as it is.
+pub(crate) const INSERT_AUDIT_KEYS_TAIL: &str = " ON CONFLICT DO NOTHING";
 /// The records with one query key (binds: kind, key, after, limit).
 pub(crate) const SELECT_KEYED_AUDIT: &str = "SELECT a.seq, a.prev_hash, a.hash, a.body \
      FROM audit_keys k JOIN audit_log a ON a.seq = k.seq \

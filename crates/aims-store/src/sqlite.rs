@@ -17,11 +17,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use aims_core::audit::ChainHead;
-use sqlx::Sqlite;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
+use sqlx::{QueryBuilder, Sqlite};
 
 use crate::errors::{classify, classify_migrate};
 use crate::rows::{HeadRow, NewAuditRow};
@@ -36,6 +36,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read connections beside the one writer.
 const READERS: u32 = 4;
+/// Audit records (nine parameters each) or query keys (three) per insert statement.
+const ROWS_PER_INSERT: usize = 100;
 
 /// The SQLite implementation of [`Store`](crate::Store).
 #[derive(Debug, Clone)]
@@ -149,29 +151,42 @@ impl Backend for SqliteStore {
         conn: &mut SqliteConnection,
         rows: Vec<NewAuditRow>,
     ) -> Result<(), StoreError> {
-        for row in rows {
-            for (kind, key) in &row.keys {
-                sqlx::query(sql::INSERT_AUDIT_KEY)
-                    .bind(*kind)
-                    .bind(key.as_str())
-                    .bind(row.seq)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(classify)?;
-            }
-            sqlx::query(sql::INSERT_AUDIT)
-                .bind(row.seq)
-                .bind(row.time_ms)
-                .bind(row.action)
-                .bind(row.agent)
-                .bind(row.prev_hash)
-                .bind(row.hash)
-                .bind(row.body)
-                .bind(row.txn)
-                .bind(row.task_id)
-                .execute(&mut *conn)
-                .await
-                .map_err(classify)?;
+        // One statement per chunk, not per row: each statement is a hand-off to the
+        // connection's worker thread. Chunks stay well under SQLite's bound-parameter limit.
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(sql::INSERT_AUDIT_ROWS);
+            insert.push_values(chunk, |mut values, row| {
+                values
+                    .push_bind(row.seq)
+                    .push_bind(row.time_ms)
+                    .push_bind(row.action.as_str())
+                    .push_bind(row.agent.as_deref())
+                    .push_bind(row.prev_hash.as_str())
+                    .push_bind(row.hash.as_str())
+                    .push_bind(row.body.as_str())
+                    .push_bind(row.txn.as_str())
+                    .push_bind(row.task_id.as_deref());
+            });
+            insert.build().execute(&mut *conn).await.map_err(classify)?;
+        }
+        let keys: Vec<_> = rows
+            .iter()
+            .flat_map(|row| {
+                row.keys
+                    .iter()
+                    .map(move |(kind, key)| (*kind, key, row.seq))
+            })
+            .collect();
+        for chunk in keys.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(sql::INSERT_AUDIT_KEYS);
+            insert.push_values(chunk, |mut values, (kind, key, seq)| {
+                values
+                    .push_bind(*kind)
+                    .push_bind(key.as_str())
+                    .push_bind(*seq);
+            });
+            insert.push(sql::INSERT_AUDIT_KEYS_TAIL);
+            insert.build().execute(&mut *conn).await.map_err(classify)?;
         }
         Ok(())
     }
