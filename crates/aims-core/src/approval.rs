@@ -22,13 +22,14 @@ use crate::user::{Access, User};
 /// agent cannot flood the approvers' queue.
 pub const MAX_PENDING_PER_AGENT: u32 = 100;
 
-/// Longest reason an approver may give, in bytes.
+/// Longest reason an approver may give, in characters (as JSON Schema's `maxLength` counts,
+/// so openapi.json can state it exactly).
 pub const MAX_REASON_LEN: usize = 512;
 
-/// Whether `reason` is acceptable: 1–512 bytes of visible text, not only spaces.
+/// Whether `reason` is acceptable: 1–512 characters of visible text, not only spaces.
 pub fn is_valid_reason(reason: &str) -> bool {
     !reason.trim().is_empty()
-        && reason.len() <= MAX_REASON_LEN
+        && reason.chars().count() <= MAX_REASON_LEN
         && crate::text::is_visible(reason, false)
 }
 

@@ -247,8 +247,9 @@ fn the_contract_refuses_what_the_document_does_not_say() {
 /// Whether an aims-core validator accepts a string.
 type Accepts = fn(&str) -> bool;
 
-/// Each name type the document declares in `components/schemas`, with the aims-core
-/// validator whose rules its pattern and lengths must state.
+/// Each name type (and the approver's free-text reason) the document declares in
+/// `components/schemas`, with the aims-core validator whose rules its pattern and lengths
+/// must state.
 const NAME_RULES: &[(&str, Accepts)] = &[
     ("AgentName", |s| id::AgentName::new(s).is_ok()),
     ("ResourceServerName", |s| {
@@ -262,6 +263,7 @@ const NAME_RULES: &[(&str, Accepts)] = &[
     ("UserName", |s| id::UserName::new(s).is_ok()),
     ("LabelKey", |s| id::LabelKey::new(s).is_ok()),
     ("TaskId", |s| id::TaskId::new(s).is_ok()),
+    ("ApprovalReason", aims_core::approval::is_valid_reason),
 ];
 
 /// Whether the document's schema `name` (pattern, lengths) accepts `value`.
