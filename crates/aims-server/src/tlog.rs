@@ -380,21 +380,14 @@ impl AuditTree {
     /// that size has the checkpoint's root.
     pub fn tile(&self, tile: &TilePath, stored: &StoredCheckpoint) -> Result<Vec<Hash>, TlogError> {
         let size = stored.tree_size;
-        let served = self.read(|s| {
-            if let Some(why) = &s.broken {
-                return Err(TlogError::Broken(why.clone()));
-            }
-            let hashes = s.tiles.tile(tile, size)?.ok_or(TlogError::Behind {
-                integrated: s.tiles.size(),
+        self.serve(|tiles| {
+            let hashes = tiles.tile(tile, size)?.ok_or(TlogError::Behind {
+                integrated: tiles.size(),
                 size,
             })?;
-            signed(&s.tiles, stored)?;
+            signed(tiles, stored)?;
             Ok(hashes.to_vec())
-        });
-        if let Err(TlogError::Broken(why)) = &served {
-            self.mark_broken(why.clone());
-        }
-        served
+        })
     }
 
     /// The entry bundle `tile` of the checkpointed tree `stored`: the stored rows' leaf bytes,
@@ -431,11 +424,22 @@ impl AuditTree {
         )?)
     }
 
+    /// Answers `f` from the integrated tree unless the log is known to be broken; a break
+    /// `f` finds (a stored checkpoint the tree does not match) marks the log broken.
     fn serve<T>(&self, f: impl FnOnce(&TiledTree) -> Result<T, TlogError>) -> Result<T, TlogError> {
-        self.read(|s| match &s.broken {
+        let mut found = None;
+        let served = self.read(|s| match &s.broken {
             Some(why) => Err(TlogError::Broken(why.clone())),
-            None => f(&s.tiles),
-        })
+            None => f(&s.tiles).inspect_err(|e| {
+                if let TlogError::Broken(why) = e {
+                    found = Some(why.clone());
+                }
+            }),
+        });
+        if let Some(why) = found {
+            self.mark_broken(why);
+        }
+        served
     }
 }
 

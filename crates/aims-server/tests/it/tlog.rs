@@ -21,6 +21,7 @@ on_both_stores!(
     proofs_verify_with_an_independent_verifier,
     bad_proof_requests_are_refused_and_change_nothing,
     a_truncated_log_is_found_at_restart,
+    a_proof_against_an_edited_checkpoint_marks_the_log_broken,
 );
 
 pub(crate) type Hash = [u8; 32];
@@ -459,4 +460,41 @@ async fn a_truncated_log_is_found_at_restart(backend: Backend) {
         .await
         .unwrap();
     assert!(metrics.contains("aims_audit_tree_broken 1"), "{metrics}");
+}
+
+/// A stored checkpoint whose root no longer matches the tree (its row edited in the
+/// database) is a break when a proof is asked at its size: refused, and the replica unready.
+async fn a_proof_against_an_edited_checkpoint_marks_the_log_broken(backend: Backend) {
+    let server = start(backend).await;
+    for i in 0..3 {
+        server.register(&format!("agent-{i}"), "team-a").await;
+    }
+    let cp = checkpoint_of_at_least(&server, 4).await;
+    let size = cp["tree_size"].as_u64().unwrap();
+    server
+        .raw_sql(&format!(
+            "UPDATE audit_checkpoints SET root_hash = '{}' WHERE tree_size = {size}",
+            "ab".repeat(32)
+        ))
+        .await;
+    let proof = server
+        .admin(
+            Method::GET,
+            &format!("/v1/audit/proof/inclusion?index=0&tree_size={size}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (proof.status, proof.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "audit_tree_broken"),
+        "{}",
+        proof.body
+    );
+    let ready = server.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        ready.body
+    );
 }
