@@ -58,14 +58,12 @@ pub use ssf::{
 };
 
 /// One write transaction of the store as it ended: how many writes shared it (a group
-/// commit), how many of them it committed, and how long it held the audit-head lock (from
-/// taking it to the end of `COMMIT` or `ROLLBACK`).
+/// commit) and how long it held the audit-head lock (from taking it to the end of `COMMIT`
+/// or `ROLLBACK`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteBatch {
     /// Writes that ran in the transaction and were not refused (1 for a lone refused write).
     pub writes: usize,
-    /// Writes it committed: all of them, or none.
-    pub committed: usize,
     /// How long it held the audit-head lock.
     pub held: std::time::Duration,
 }

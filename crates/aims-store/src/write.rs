@@ -340,7 +340,6 @@ where
                 let _ = batch.tx.rollback().await;
                 backend.writer().report(WriteBatch {
                     writes: 1,
-                    committed: 0,
                     held: locked_at.elapsed(),
                 });
             }
@@ -447,9 +446,8 @@ where
         last,
         mut outcome,
     } = batch;
-    let report = |committed: bool| WriteBatch {
+    let report = || WriteBatch {
         writes: members,
-        committed: if committed { members } else { 0 },
         held: locked_at.elapsed(),
     };
     if last.is_some() {
@@ -466,7 +464,7 @@ where
         if let Err(failure) = moved {
             let _ = tx.rollback().await;
             outcome.set(Err(failure));
-            backend.writer().report(report(false));
+            backend.writer().report(report());
             return;
         }
     }
@@ -478,7 +476,7 @@ where
             None => Err(failure),
         },
     };
-    backend.writer().report(report(result.is_ok()));
+    backend.writer().report(report());
     outcome.set(result);
 }
 
