@@ -8,6 +8,11 @@
 //! decision audited before it answers), injects the route's secret and forwards. Rounds
 //! alternate the three paths, so noise on this shared machine falls on all of them.
 //!
+//! Each round also times the durability floor on the same disk: a 200-byte append and its
+//! `fdatasync` in the data directory. Every call through the gateway waits for at least one
+//! such sync (its decision's audit record is committed before the decision is answered), so no
+//! gateway call can add less than this to a request.
+//!
 //! ```text
 //! cargo bench -p aims-gateway --bench gateway_proxy
 //! ```
@@ -105,6 +110,15 @@ fn nginx(dir: &Path, upstream: &str) -> Option<(std::process::Child, String)> {
         .ok()?;
     std::thread::sleep(Duration::from_millis(500));
     Some((child, format!("http://127.0.0.1:{port}")))
+}
+
+/// One durable append in `file` (200 bytes, then `fdatasync`), timed.
+fn durable_append(file: &mut std::fs::File) -> Duration {
+    use std::io::Write as _;
+    let started = Instant::now();
+    file.write_all(&[b'a'; 200]).unwrap();
+    file.sync_data().unwrap();
+    started.elapsed()
 }
 
 /// Sorted latencies in µs → (p50, p99).
@@ -305,7 +319,16 @@ async fn main() {
     }
     let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
     let mut throughput: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+    let mut appends = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("durability-floor"))
+        .unwrap();
+    let mut syncs = Vec::new();
     for _ in 0..ROUNDS {
+        for _ in 0..PER_ROUND {
+            syncs.push(durable_append(&mut appends).as_secs_f64() * 1e6);
+        }
         for (i, (_, url, caller)) in paths.iter().enumerate() {
             for _ in 0..PER_ROUND {
                 latencies[i].push(caller.get(url).await.as_secs_f64() * 1e6);
@@ -345,6 +368,10 @@ async fn main() {
             p50 - floor.0
         );
     }
+    let (sync_p50, sync_p99) = percentiles(syncs);
+    println!(
+        "\ndurable append (200 bytes + fdatasync, data directory): p50 {sync_p50:.0} µs, p99 {sync_p99:.0} µs"
+    );
     if nginx.is_some() {
         println!(
             "\ngateway throughput ÷ nginx throughput: {:.2}",

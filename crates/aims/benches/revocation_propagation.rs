@@ -3,6 +3,12 @@
 //! for decisions with it, back to back, until it refuses (401). The delay is measured from
 //! the start of the revocation request, and also from its acknowledgement (when it is durable).
 //!
+//! The same two replicas also measure how fast a registry change reaches the other replica's
+//! in-memory view: the planner's labels are changed on the first (`PATCH /v1/agents/planner`,
+//! joining or leaving the team a repository read needs) and the second is asked for decisions
+//! until its answer follows (allow after joining, deny after leaving). Each replica reads the
+//! registry change log on the same interval as the revocation log.
+//!
 //! Baselines in the same run: a loopback round trip to the second replica (`GET /healthz`) and
 //! one decision round trip with a live token (the polling granularity of this measurement).
 //! Each replica reads the revocation log every `revocation_poll_ms` (default 20 ms), so the
@@ -120,6 +126,47 @@ async fn main() {
         from_ack.push(acknowledged.elapsed());
     }
 
+    // Registry changes: the planner joins and leaves the team `coding-read-repository` asks
+    // for, alternately, on the first replica; the second's answer must follow.
+    let mut view_from_request = Vec::with_capacity(SAMPLES);
+    let mut view_from_ack = Vec::with_capacity(SAMPLES);
+    let token = deployment.at(0).exchange(&planner).await;
+    let answer = |body: &serde_json::Value| body["decision"].as_str().unwrap_or("").to_owned();
+    for sample in 0..SAMPLES {
+        let (labels, expected) = if sample % 2 == 0 {
+            (
+                serde_json::json!({"role": "planner", "team": "coding-agents"}),
+                "allow",
+            )
+        } else {
+            (serde_json::json!({"role": "planner"}), "deny")
+        };
+        let started = Instant::now();
+        let (status, body) = deployment
+            .at(0)
+            .admin_with(
+                reqwest::Method::PATCH,
+                "/v1/agents/planner",
+                serde_json::json!({ "labels": labels }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let acknowledged = Instant::now();
+        loop {
+            let (status, body) = deployment.at(1).decision(&planner, &token).await;
+            assert_eq!(status, 200, "{body}");
+            if answer(&body) == expected {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "not propagated in 5 s"
+            );
+        }
+        view_from_request.push(started.elapsed());
+        view_from_ack.push(acknowledged.elapsed());
+    }
+
     let mut sorted = round_trips.clone();
     sorted.sort();
     let rtt = percentile(&sorted, 0.5);
@@ -141,4 +188,10 @@ async fn main() {
         rtt,
     );
     summary("… from the acknowledgement", from_ack, rtt);
+    summary(
+        "labels changed on replica 1 → decided as changed on replica 2, from the request",
+        view_from_request,
+        rtt,
+    );
+    summary("… from the acknowledgement", view_from_ack, rtt);
 }
