@@ -11,6 +11,10 @@ use ring::digest;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::tlog;
+
+mod shape;
+
 /// Domain separation prefix of the chain hash; bump it if the encoding ever changes.
 const CHAIN_HASH_DOMAIN: &[u8] = b"aims-audit-v1\n";
 
@@ -437,56 +441,86 @@ impl AuditEntry {
         let r = &self.record;
         let mut out =
             Vec::with_capacity(LEAF_ENCODING.len() + 160 + r.body.len() + self.action.len());
-        out.extend_from_slice(LEAF_ENCODING);
-        out.extend_from_slice(&r.seq.to_be_bytes());
-        out.extend_from_slice(&self.time_ms.to_be_bytes());
-        put(&mut out, Some(self.action.as_str()));
-        put(&mut out, self.agent.as_deref());
-        put(&mut out, self.task_id.as_deref());
-        put(&mut out, self.txn.as_deref());
-        out.extend_from_slice(&r.prev_hash.0);
-        out.extend_from_slice(&r.hash.0);
-        put(&mut out, Some(r.body.as_str()));
+        self.encode(|part| out.extend_from_slice(part));
         out
     }
 
-    /// The RFC 9162 leaf hash of this entry.
-    pub fn leaf_hash(&self) -> crate::tlog::Hash {
-        crate::tlog::leaf_hash(&self.leaf_bytes())
+    /// Feeds [`Self::leaf_bytes`] to `sink`, part by part.
+    fn encode(&self, mut sink: impl FnMut(&[u8])) {
+        let r = &self.record;
+        sink(LEAF_ENCODING);
+        sink(&r.seq.to_be_bytes());
+        sink(&self.time_ms.to_be_bytes());
+        put(&mut sink, Some(self.action.as_str()));
+        put(&mut sink, self.agent.as_deref());
+        put(&mut sink, self.task_id.as_deref());
+        put(&mut sink, self.txn.as_deref());
+        sink(&r.prev_hash.0);
+        sink(&r.hash.0);
+        put(&mut sink, Some(r.body.as_str()));
+    }
+
+    /// The RFC 9162 leaf hash of this entry: [`tlog::leaf_hash`] of [`Self::leaf_bytes`],
+    /// hashed as they are encoded rather than from a copy.
+    pub fn leaf_hash(&self) -> tlog::Hash {
+        let mut leaf = tlog::LeafHasher::new();
+        self.encode(|part| leaf.update(part));
+        leaf.finish()
     }
 
     /// Checks that the columns copied beside the record say what its body says.
     pub fn check_columns(&self) -> Result<(), ColumnMismatch> {
-        let seq = self.record.seq;
-        let event = self.record.event().map_err(|_| ColumnMismatch {
-            seq,
-            column: "body",
-        })?;
-        let mismatch = |column| Err(ColumnMismatch { seq, column });
-        if self.time_ms != unix_ms(event.time) {
+        match shape::Columns::of(&self.record.body) {
+            Some(columns) => self.compare(&columns),
+            None => Err(ColumnMismatch {
+                seq: self.record.seq,
+                column: "body",
+            }),
+        }
+    }
+
+    /// Checks everything about this entry that does not depend on the entries around it,
+    /// in [`ChainHead::verify_next`]'s then [`Self::check_columns`]' order: the record's hash
+    /// over its content, its body as an event, the copied columns against that body. Returns
+    /// the entry's leaf hash.
+    pub fn check(&self) -> Result<tlog::Hash, EntryError> {
+        let columns = body_columns(&self.record)?;
+        self.compare(&columns)?;
+        Ok(self.leaf_hash())
+    }
+
+    /// Compares the copied columns with those the body gives.
+    fn compare(&self, body: &shape::Columns<'_>) -> Result<(), ColumnMismatch> {
+        let mismatch = |column| {
+            Err(ColumnMismatch {
+                seq: self.record.seq,
+                column,
+            })
+        };
+        if self.time_ms != body.time_ms {
             return mismatch("time_ms");
         }
-        if self.action != event.action {
+        if self.action != body.action {
             return mismatch("action");
         }
-        if self.agent != event.agent {
+        if self.agent.as_deref() != body.agent.as_deref() {
             return mismatch("agent");
         }
-        if self.task_id != event.task_id {
+        if self.task_id.as_deref() != body.task_id.as_deref() {
             return mismatch("task_id");
         }
         Ok(())
     }
 }
 
-/// Appends an optional text as a flag byte and, when present, a length-prefixed value.
-fn put(out: &mut Vec<u8>, value: Option<&str>) {
+/// Feeds an optional text as a flag byte and, when present, a length-prefixed value.
+fn put(sink: &mut impl FnMut(&[u8]), value: Option<&str>) {
     match value {
-        None => out.push(0),
+        None => sink(&[0]),
         Some(text) => {
-            out.push(1);
-            out.extend_from_slice(&(text.len() as u64).to_be_bytes());
-            out.extend_from_slice(text.as_bytes());
+            sink(&[1]);
+            sink(&(text.len() as u64).to_be_bytes());
+            sink(text.as_bytes());
         }
     }
 }
@@ -541,6 +575,24 @@ impl ChainHead {
 
     /// Verifies that `record` follows this head and returns the new head.
     pub fn verify_next(self, record: &AuditRecord) -> Result<Self, ChainError> {
+        self.link(record)?;
+        body_columns(record)?;
+        Ok(self.after(record))
+    }
+
+    /// Verifies that `entry` follows this head and that everything in it holds (see
+    /// [`AuditEntry::check`]); returns the new head and the entry's leaf hash. The same checks
+    /// in the same order as [`Self::verify_next`] then [`AuditEntry::check_columns`], with
+    /// the body parsed once.
+    pub fn verify_entry(self, entry: &AuditEntry) -> Result<(Self, tlog::Hash), EntryError> {
+        self.link(&entry.record)?;
+        let leaf = entry.check()?;
+        Ok((self.after(&entry.record), leaf))
+    }
+
+    /// The checks of `record` that depend on the head: the next sequence number, and the
+    /// link to the head's hash.
+    fn link(self, record: &AuditRecord) -> Result<(), ChainError> {
         if record.seq != self.seq.saturating_add(1) {
             return Err(ChainError::Gap {
                 expected_after: self.seq,
@@ -550,17 +602,116 @@ impl ChainHead {
         if record.prev_hash != self.hash {
             return Err(ChainError::Link { seq: record.seq });
         }
-        if chain_hash(&record.prev_hash, record.seq, &record.body) != record.hash {
-            return Err(ChainError::Content { seq: record.seq });
-        }
-        if record.event().is_err() {
-            return Err(ChainError::Body { seq: record.seq });
-        }
-        Ok(Self {
+        Ok(())
+    }
+
+    /// The head once `record` is appended.
+    fn after(self, record: &AuditRecord) -> Self {
+        Self {
             seq: record.seq,
             hash: record.hash,
-        })
+        }
     }
+}
+
+/// The checks of `record` alone: its hash over its content, then its body as an event.
+/// Returns the columns the body gives.
+fn body_columns(record: &AuditRecord) -> Result<shape::Columns<'_>, ChainError> {
+    if chain_hash(&record.prev_hash, record.seq, &record.body) != record.hash {
+        return Err(ChainError::Content { seq: record.seq });
+    }
+    shape::Columns::of(&record.body).ok_or(ChainError::Body { seq: record.seq })
+}
+
+/// Why an entry does not verify: its chain, or a column copied beside it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EntryError {
+    /// The chain breaks at the entry.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// A copied column disagrees with the body.
+    #[error(transparent)]
+    Column(#[from] ColumnMismatch),
+}
+
+/// What [`verify_entries`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedEntries {
+    /// The head after the last entry that verified.
+    pub head: ChainHead,
+    /// The leaf hashes of the entries that verified, in order: every entry before the first
+    /// bad one.
+    pub leaves: Vec<tlog::Hash>,
+    /// Why the first bad entry (the one after `leaves`) does not verify, if one does not.
+    pub error: Option<EntryError>,
+}
+
+/// Entries per worker below which [`verify_entries`] does not start a thread.
+const ENTRIES_PER_WORKER: usize = 64;
+
+/// Verifies consecutive `entries` starting after `head`, as [`ChainHead::verify_entry`] does
+/// one by one, and stops at the first bad one. What an entry shows alone (content hash,
+/// body, columns, leaf hash) does not depend on the entries before it, so it is computed on
+/// up to `workers` threads over contiguous slices of `entries`; the links and the first
+/// error are then taken in order, so the answer is the one-by-one answer whatever `workers`
+/// is. Work past the first bad entry is wasted, never reported.
+pub fn verify_entries(head: ChainHead, entries: &[AuditEntry], workers: usize) -> VerifiedEntries {
+    let checks = check_all(entries, workers);
+    let mut verified = VerifiedEntries {
+        head,
+        leaves: Vec::with_capacity(entries.len()),
+        error: None,
+    };
+    for (entry, check) in entries.iter().zip(checks) {
+        let linked = verified.head.link(&entry.record).map_err(EntryError::from);
+        match linked.and(check) {
+            Ok(leaf) => {
+                verified.head = verified.head.after(&entry.record);
+                verified.leaves.push(leaf);
+            }
+            Err(error) => {
+                verified.error = Some(error);
+                break;
+            }
+        }
+    }
+    verified
+}
+
+/// [`AuditEntry::check`] of every entry, in order, on up to `workers` threads.
+fn check_all(entries: &[AuditEntry], workers: usize) -> Vec<Result<tlog::Hash, EntryError>> {
+    let workers = workers.min(entries.len() / ENTRIES_PER_WORKER).max(1);
+    if workers == 1 {
+        return entries.iter().map(AuditEntry::check).collect();
+    }
+    let per = entries.len().div_ceil(workers);
+    let check = |slice: &[AuditEntry]| slice.iter().map(AuditEntry::check).collect::<Vec<_>>();
+    std::thread::scope(|scope| {
+        let mut slices = entries.chunks(per);
+        // This thread takes the first slice; the others go to new threads, or to this one
+        // when a thread cannot be started.
+        let first = slices.next().unwrap_or_default();
+        let started: Vec<_> = slices
+            .map(|slice| {
+                std::thread::Builder::new()
+                    .name("audit-verify".to_owned())
+                    .spawn_scoped(scope, move || check(slice))
+                    .map_err(|_| slice)
+            })
+            .collect();
+        let mut all = check(first);
+        for worker in started {
+            match worker {
+                Ok(handle) => match handle.join() {
+                    Ok(part) => all.extend(part),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+                Err(slice) => all.extend(check(slice)),
+            }
+        }
+        all
+    })
 }
 
 /// Verifies consecutive records starting after `head`; returns the final head.
@@ -664,6 +815,200 @@ mod tests {
             edit(&mut changed);
             assert_ne!(changed.leaf_hash(), leaf, "{changed:?}");
         }
+    }
+
+    #[test]
+    fn the_leaf_hash_is_the_hash_of_the_leaf_bytes() {
+        let mut e = entry(chain(1).remove(0));
+        assert_eq!(e.leaf_hash(), tlog::leaf_hash(&e.leaf_bytes()));
+        e.txn = None;
+        e.task_id = Some("t".to_owned());
+        assert_eq!(e.leaf_hash(), tlog::leaf_hash(&e.leaf_bytes()));
+    }
+
+    /// What callers did before [`verify_entries`]: one entry at a time, the body parsed as an
+    /// event by each check.
+    fn one_by_one(mut head: ChainHead, entries: &[AuditEntry]) -> VerifiedEntries {
+        let mut leaves = Vec::new();
+        for e in entries {
+            let checked = head
+                .verify_next(&e.record)
+                .map_err(EntryError::from)
+                .and_then(|next| {
+                    let event = e
+                        .record
+                        .event()
+                        .map_err(|_| ChainError::Body { seq: e.record.seq })?;
+                    let columns = AuditEntry::new(e.record.clone(), &event, e.txn.clone());
+                    for (column, same) in [
+                        ("time_ms", e.time_ms == columns.time_ms),
+                        ("action", e.action == columns.action),
+                        ("agent", e.agent == columns.agent),
+                        ("task_id", e.task_id == columns.task_id),
+                    ] {
+                        if !same {
+                            let seq = e.record.seq;
+                            return Err(ColumnMismatch { seq, column }.into());
+                        }
+                    }
+                    Ok(next)
+                });
+            match checked {
+                Ok(next) => {
+                    head = next;
+                    leaves.push(tlog::leaf_hash(&e.leaf_bytes()));
+                }
+                Err(error) => {
+                    return VerifiedEntries {
+                        head,
+                        leaves,
+                        error: Some(error),
+                    };
+                }
+            }
+        }
+        VerifiedEntries {
+            head,
+            leaves,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn verify_entries_answers_as_one_entry_at_a_time() {
+        let base: Vec<AuditEntry> = chain(300).into_iter().map(entry).collect();
+        let relinked = |v: &mut Vec<AuditEntry>, i: usize, body: &str| {
+            let r = &mut v[i].record;
+            r.body = body.to_owned();
+            r.hash = chain_hash(&r.prev_hash, r.seq, &r.body);
+        };
+        // An edit of the entries, and the first break it must be reported as.
+        type Tamper = (fn(&mut Vec<AuditEntry>), Option<EntryError>);
+        let tampers: Vec<Tamper> = vec![
+            (|_| {}, None),
+            (
+                |v| v[150].record.body = v[150].record.body.replace("a150", "zz"),
+                Some(ChainError::Content { seq: 151 }.into()),
+            ),
+            (
+                |v| {
+                    v.remove(200);
+                },
+                Some(
+                    ChainError::Gap {
+                        expected_after: 200,
+                        found: 202,
+                    }
+                    .into(),
+                ),
+            ),
+            (
+                |v| v.swap(10, 11),
+                Some(
+                    ChainError::Gap {
+                        expected_after: 10,
+                        found: 12,
+                    }
+                    .into(),
+                ),
+            ),
+            (|v| v.truncate(250), None),
+            (
+                |v| v[299].action = action::REVOKE.to_owned(),
+                Some(
+                    ColumnMismatch {
+                        seq: 300,
+                        column: "action",
+                    }
+                    .into(),
+                ),
+            ),
+            (
+                |v| v[5].agent = None,
+                Some(
+                    ColumnMismatch {
+                        seq: 6,
+                        column: "agent",
+                    }
+                    .into(),
+                ),
+            ),
+            (
+                |v| v[64].task_id = Some("t".to_owned()),
+                Some(
+                    ColumnMismatch {
+                        seq: 65,
+                        column: "task_id",
+                    }
+                    .into(),
+                ),
+            ),
+            (
+                |v| v[0].time_ms += 1,
+                Some(
+                    ColumnMismatch {
+                        seq: 1,
+                        column: "time_ms",
+                    }
+                    .into(),
+                ),
+            ),
+            (
+                |v| v[77].record.prev_hash.0[3] ^= 1,
+                Some(ChainError::Link { seq: 78 }.into()),
+            ),
+            // Two breaks: the first is the one reported, whichever worker found the other.
+            (
+                |v| {
+                    v[290].action.push('x');
+                    v[100].record.hash.0[0] ^= 1;
+                },
+                Some(ChainError::Content { seq: 101 }.into()),
+            ),
+        ];
+        for (tamper, expected) in tampers {
+            let mut v = base.clone();
+            tamper(&mut v);
+            let want = one_by_one(ChainHead::EMPTY, &v);
+            assert_eq!(want.error, expected);
+            for workers in [0, 1, 2, 3, 8] {
+                assert_eq!(verify_entries(ChainHead::EMPTY, &v, workers), want);
+            }
+        }
+        // A body rehashed and relinked but no longer an event; then one with a duplicated
+        // copied column.
+        let mut v = base.clone();
+        relinked(&mut v, 40, "{}");
+        let got = verify_entries(ChainHead::EMPTY, &v, 2);
+        assert_eq!(got.error, Some(ChainError::Body { seq: 41 }.into()));
+        assert_eq!(got, one_by_one(ChainHead::EMPTY, &v));
+        let mut v = base;
+        let body = v[40].record.body.replacen('{', r#"{"action":"revoke","#, 1);
+        relinked(&mut v, 40, &body);
+        let got = verify_entries(ChainHead::EMPTY, &v, 2);
+        assert_eq!(got.error, Some(ChainError::Body { seq: 41 }.into()));
+        assert_eq!(got, one_by_one(ChainHead::EMPTY, &v));
+    }
+
+    #[test]
+    fn verify_entries_continues_from_a_head() {
+        let all: Vec<AuditEntry> = chain(10).into_iter().map(entry).collect();
+        let first = verify_entries(ChainHead::EMPTY, &all[..4], 2);
+        let rest = verify_entries(first.head, &all[4..], 2);
+        assert_eq!(rest.error, None);
+        assert_eq!(rest.head.seq, 10);
+        let whole = verify_entries(ChainHead::EMPTY, &all, 1);
+        assert_eq!([first.leaves, rest.leaves].concat(), whole.leaves);
+        let (head, leaf) = ChainHead::EMPTY.verify_entry(&all[0]).unwrap();
+        assert_eq!((head.seq, leaf), (1, whole.leaves[0]));
+        assert_eq!(
+            ChainHead::EMPTY.verify_entry(&all[1]),
+            Err(ChainError::Gap {
+                expected_after: 0,
+                found: 2
+            }
+            .into())
+        );
     }
 
     #[test]

@@ -63,6 +63,34 @@ pub fn leaf_hash(entry: &[u8]) -> Hash {
     finish(ctx)
 }
 
+/// [`leaf_hash`] of bytes fed in parts, for a leaf encoded as it is hashed.
+pub struct LeafHasher(digest::Context);
+
+impl LeafHasher {
+    /// A leaf hash with no bytes fed yet.
+    pub fn new() -> Self {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(&[LEAF_PREFIX]);
+        Self(ctx)
+    }
+
+    /// Feeds the next part of the leaf's bytes.
+    pub fn update(&mut self, part: &[u8]) {
+        self.0.update(part);
+    }
+
+    /// The leaf hash of every part fed, in order.
+    pub fn finish(self) -> Hash {
+        finish(self.0)
+    }
+}
+
+impl Default for LeafHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// `SHA-256(0x01 || left || right)`: the hash of an interior node.
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     let mut ctx = digest::Context::new(&digest::SHA256);

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 
 use aims_api::AuditQuery;
 use aims_api::tlog::AuditEntryView;
-use aims_core::audit::{AuditEntry, AuditRecord, ChainHash, ChainHead};
+use aims_core::audit::{
+    self, AuditEntry, AuditRecord, ChainError, ChainHash, ChainHead, EntryError,
+};
 use aims_core::tlog::{Checkpoint, Frontier, Hash};
 use aims_token::note::NoteVerifier;
 use serde::Serialize;
@@ -211,6 +213,8 @@ async fn walk(
 ) -> Result<LogReport, SdkError> {
     let mut frontier = Frontier::new();
     let mut head = ChainHead::EMPTY;
+    // What an entry shows alone is checked on every core (see `audit::verify_entries`).
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     // The largest size whose checkpoint matched: the first bad entry lies after it.
     let mut good = 0u64;
     loop {
@@ -220,36 +224,21 @@ async fn walk(
                 limit: Some(PAGE),
             })
             .await?;
+        // The page's entries up to the first one whose hashes are not even hex.
+        let mut entries = Vec::with_capacity(page.entries.len());
+        let mut malformed = None;
         for view in &page.entries {
-            let expected = frontier.size().saturating_add(1);
-            let problem = |message: String| LogProblem {
-                seq: Some(expected),
-                message,
-            };
-            let checked = entry_of(view)
-                .ok_or_else(|| problem(format!("entry {} has malformed hashes", view.seq)))
-                .and_then(|entry| {
-                    if entry.record.seq != expected {
-                        return Err(problem(format!(
-                            "entry {expected} is missing or out of order: the next stored \
-                             entry is {}",
-                            entry.record.seq
-                        )));
-                    }
-                    let next = head
-                        .verify_next(&entry.record)
-                        .map_err(|e| problem(e.to_string()))?;
-                    entry.check_columns().map_err(|e| problem(e.to_string()))?;
-                    Ok((entry.leaf_hash(), next))
-                });
-            let (leaf, next) = match checked {
-                Ok(ok) => ok,
-                Err(p) => {
-                    report.problem = Some(p);
-                    return Ok(report);
+            match entry_of(view) {
+                Some(entry) => entries.push(entry),
+                None => {
+                    malformed = Some(view.seq);
+                    break;
                 }
-            };
-            head = next;
+            }
+        }
+        let verified = audit::verify_entries(head, &entries, workers);
+        head = verified.head;
+        for leaf in verified.leaves {
             frontier.push(leaf);
             report.entries = frontier.size();
             if let Some((root, source)) = targets.roots.get(&frontier.size()) {
@@ -269,6 +258,22 @@ async fn walk(
                 good = frontier.size();
                 report.checkpoints_matched.push(good);
             }
+        }
+        let expected = frontier.size().saturating_add(1);
+        let problem = match (verified.error, malformed) {
+            (Some(EntryError::Chain(ChainError::Gap { found, .. })), _) => Some(format!(
+                "entry {expected} is missing or out of order: the next stored entry is {found}"
+            )),
+            (Some(error), _) => Some(error.to_string()),
+            (None, Some(seq)) => Some(format!("entry {seq} has malformed hashes")),
+            (None, None) => None,
+        };
+        if let Some(message) = problem {
+            report.problem = Some(LogProblem {
+                seq: Some(expected),
+                message,
+            });
+            return Ok(report);
         }
         if page.entries.len() < PAGE as usize {
             break;
