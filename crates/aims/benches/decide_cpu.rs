@@ -19,6 +19,9 @@
     reason = "a benchmark fails loudly on an unexpected error"
 )]
 
+#[allow(dead_code, reason = "the benchmark reads CPU time, not memory")]
+#[path = "common/proc.rs"]
+mod proc;
 #[allow(
     dead_code,
     reason = "the benchmark uses part of the shared test harness"
@@ -30,7 +33,7 @@ mod stats;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aims_api::DecideRequest;
 use aims_sdk::AdminClient;
@@ -39,6 +42,7 @@ use aims_token::agent_key::{AgentKey, AgentKeyKind};
 use ring::rand::SystemRandom;
 use serde_json::json;
 
+use proc::cpu_of;
 use process::{ADMIN_TOKEN, Server, UNLIMITED};
 use stats::{ms, percentile};
 
@@ -79,19 +83,6 @@ fn read_request() -> DecideRequest {
         intent: "bench".into(),
         arguments: serde_json::Map::new(),
     }
-}
-
-/// User and kernel CPU time of process `pid` so far.
-fn cpu_of(pid: u32) -> (Duration, Duration) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    let ticks = |i: usize| fields[i].parse::<u64>().unwrap();
-    // The clock tick Linux reports these in (USER_HZ) is 100 Hz.
-    let tick = Duration::from_millis(10);
-    (tick * ticks(11) as u32, tick * ticks(12) as u32)
 }
 
 #[derive(Clone, Copy)]

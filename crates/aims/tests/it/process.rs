@@ -59,7 +59,8 @@ impl Server {
     }
 
     /// Starts `aims server` on `data_dir` with extra environment variables and flags (a shared
-    /// `--database-url` and `--public-url` make it one replica of several).
+    /// `--database-url` and `--public-url` make it one replica of several; a `--listen` flag
+    /// replaces the ephemeral loopback port, so a restart keeps the issuer's URL).
     #[allow(
         clippy::zombie_processes,
         reason = "the child is killed and reaped by the test harness below"
@@ -67,15 +68,12 @@ impl Server {
     pub fn start_with(data_dir: &Path, env: &[(&str, &str)], flags: &[&str]) -> Self {
         let stderr_file = data_dir.with_extension("stderr.log");
         let mut command = aims();
+        command.arg("server");
+        if !flags.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         command
-            .args([
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--trust-domain",
-                "e2e.example",
-                "--data-dir",
-            ])
+            .args(["--trust-domain", "e2e.example", "--data-dir"])
             .arg(data_dir)
             .args(flags)
             .envs(env.iter().copied())
