@@ -162,7 +162,7 @@ fn requests(s: &Shape, rng: &mut Lcg, new_second: bool) -> Vec<DecisionRequest> 
             };
             DecisionRequest {
                 decision_id: None,
-                principal: agent(a, s),
+                principal: agent(a, s).into(),
                 action: action.to_owned(),
                 resource: Resource::Object(resource),
                 context: RequestContext {

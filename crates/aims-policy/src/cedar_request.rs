@@ -140,7 +140,8 @@ impl PrincipalEntity {
 
     /// Whether `request` may be assembled around it: the same agent, the same schema.
     fn fits(&self, request: &DecisionRequest, schema: &Schema) -> bool {
-        self.is_for(schema) && *self.agent == request.principal
+        self.is_for(schema)
+            && (Arc::ptr_eq(&self.agent, &request.principal) || *self.agent == *request.principal)
     }
 }
 
@@ -254,7 +255,7 @@ impl DecisionRequest {
         }
         let resource = resource_entity.uid();
         let mut others = if resource == principal {
-            if Resource::Agent(self.principal.clone()) != self.resource {
+            if Resource::Agent(Agent::clone(&self.principal)) != self.resource {
                 return Err(RequestError::Entity {
                     message: "principal and resource have the same id but differ".to_owned(),
                 });

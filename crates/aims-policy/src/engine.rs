@@ -254,7 +254,10 @@ impl Engine {
         requests
             .iter()
             .map(|r| {
-                if principal.as_ref().is_none_or(|p| p.agent() != &r.principal) {
+                if principal
+                    .as_ref()
+                    .is_none_or(|p| p.agent() != &*r.principal)
+                {
                     principal = PrincipalEntity::new(r.principal.clone(), &self.schema).ok();
                 }
                 match &principal {

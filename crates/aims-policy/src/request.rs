@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -20,8 +21,9 @@ pub struct DecisionRequest {
     /// The library never generates ids, so decisions are deterministic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision_id: Option<String>,
-    /// The agent making the request.
-    pub principal: Agent,
+    /// The agent making the request: shared, so a caller that keeps agents (a registry view)
+    /// hands out its copy instead of cloning it per request.
+    pub principal: Arc<Agent>,
     /// The action id within `Aims::Action` (e.g. `"read"`, `"call_tool"`), taken literally.
     pub action: String,
     /// What the action is on.

@@ -316,7 +316,7 @@ fn run_file(engine: &Engine, path: &Path) -> Result<Vec<CaseResult>, PolicyError
             Ok(context) => engine
                 .decide(&DecisionRequest {
                     decision_id: None,
-                    principal,
+                    principal: principal.into(),
                     action: case.action.clone(),
                     resource,
                     context,

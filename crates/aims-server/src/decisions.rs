@@ -13,13 +13,12 @@
 //! spends no grant.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use aims_api::{DecideRequest, DecisionView};
 use aims_core::audit::{Outcome, action};
 use aims_core::id::{ApprovalId, DecisionId};
-use aims_policy::{
-    Agent, Decision, DecisionRequest, Effect, RequestContext, Resource, ResourceObject,
-};
+use aims_policy::{Decision, DecisionRequest, Effect, RequestContext, Resource, ResourceObject};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
@@ -115,7 +114,7 @@ pub fn request_for(
     });
     DecisionRequest {
         decision_id: decision_id.map(String::from),
-        principal: Agent::clone(&known.principal),
+        principal: Arc::clone(&known.principal),
         action: question.action,
         resource: question.resource,
         context: RequestContext {

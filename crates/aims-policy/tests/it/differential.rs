@@ -222,7 +222,7 @@ fn gen_request() -> impl Strategy<Value = DecisionRequest> {
                 }
                 DecisionRequest {
                     decision_id: None,
-                    principal,
+                    principal: principal.into(),
                     action: action.to_owned(),
                     resource,
                     context: ctx,
@@ -518,7 +518,7 @@ fn reused_principal_refuses_and_closes_like_one_built_per_request() {
     };
     let mut req = DecisionRequest {
         decision_id: None,
-        principal,
+        principal: principal.into(),
         action: "read".to_owned(),
         resource: Resource::Object(cyclic),
         context: context(),

@@ -63,7 +63,7 @@ pub fn context() -> RequestContext {
 pub fn request(principal: Agent, action: &str, resource: ResourceObject) -> DecisionRequest {
     DecisionRequest {
         decision_id: Some("d-1".to_owned()),
-        principal,
+        principal: principal.into(),
         action: action.to_owned(),
         resource: Resource::Object(resource),
         context: context(),
