@@ -47,6 +47,10 @@ const H2_KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(20), Duration::
 const DPOP_NONCE_PURPOSE: &str = "aims dpop nonce v1";
 /// How often expired nonces and proofs are deleted.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often a replica looks for revocations whose cascade another replica left incomplete.
+const CASCADE_CHECK: Duration = Duration::from_secs(5);
+/// How long a revocation's cascade may go unadvanced before another replica finishes it.
+const CASCADE_IDLE: Duration = Duration::from_secs(10);
 /// How long shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -156,6 +160,7 @@ pub async fn start_with_store(
         stop.clone(),
     ));
     tokio::spawn(sweep_periodically(state.clone(), stop.clone()));
+    tokio::spawn(finish_revocations_periodically(state.clone(), stop.clone()));
     tokio::spawn(crate::recertify::watch(state.clone(), stop.clone()));
     tokio::spawn(summarize_refusals(
         state.clone(),
@@ -244,6 +249,15 @@ pub async fn app_state(
     });
     // A version that does not load leaves the server unready; it keeps polling.
     let _ = state.reload_policy().await;
+    // A revocation this replica left incomplete when it stopped is finished before the log is
+    // read, so no descendant of what it revoked is honoured after the restart.
+    if let Err(error) = state
+        .store
+        .finish_revocations(time::OffsetDateTime::now_utc())
+        .await
+    {
+        tracing::error!(%error, "cannot finish incomplete revocations at start; retrying");
+    }
     // Tokens are refused until the revocation log has been read once.
     if let Err(error) = state.revocations.catch_up(state.store.as_ref()).await {
         tracing::error!(%error, "cannot read the revocation log at start; tokens are refused until it can");
@@ -419,6 +433,34 @@ async fn sweep_periodically(state: AppState, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {
                 if let Err(error) = state.store.sweep_expired(time::OffsetDateTime::now_utc()).await {
                     tracing::warn!(%error, "sweeping expired nonces and proofs failed; retrying later");
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Finishes, every [`CASCADE_CHECK`], the cascade of every revocation nobody has advanced for
+/// [`CASCADE_IDLE`] (a replica stopped or failed mid-way; see `Store::revoke`). Those left
+/// before this replica started were finished at its start.
+async fn finish_revocations_periodically(state: AppState, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(CASCADE_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate.
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let idle_since = time::OffsetDateTime::now_utc() - CASCADE_IDLE;
+                match state.store.finish_revocations(idle_since).await {
+                    Ok(0) => {}
+                    Ok(revoked) => {
+                        tracing::warn!(revoked, "finished revocations left incomplete");
+                        state.apply_own_revocations().await;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "finishing incomplete revocations failed; retrying");
+                    }
                 }
             }
             _ = stop.changed() => return,

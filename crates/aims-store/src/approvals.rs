@@ -263,11 +263,7 @@ where
     for<'q> String: Encode<'q, B::Db> + Type<B::Db>,
     for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
 {
-    sqlx::query(sql::REVOKE_APPROVALS_OF_CREDENTIALS)
-        .bind(before)
-        .execute(&mut **tx)
-        .await
-        .map_err(classify)?;
+    revoke_credential_approvals_in::<B>(tx, before).await?;
     let (statement, key) = match target {
         RevocationTarget::Task(id) => (sql::REVOKE_APPROVALS_OF_TASK, id.clone()),
         RevocationTarget::Agent(agent) => {
@@ -284,6 +280,26 @@ where
         .await
         .map_err(classify)?;
     Ok(())
+}
+
+/// Revokes, inside a revocation's transaction, the pending requests and live grants of every
+/// credential it appended to the log after position `before`.
+pub(crate) async fn revoke_credential_approvals_in<B>(
+    tx: &mut WriteTx<B::Db>,
+    before: i64,
+) -> Result<(), StoreError>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+{
+    sqlx::query(sql::REVOKE_APPROVALS_OF_CREDENTIALS)
+        .bind(before)
+        .execute(&mut **tx)
+        .await
+        .map(drop)
+        .map_err(classify)
 }
 
 /// Refuses unless task `id` exists and is open at `now` (read under the write lock).

@@ -305,6 +305,7 @@ where
                     &RevocationTarget::Agent(agent.name.clone()),
                     &rows::revocation_reason(agent.state),
                     agent.updated_at,
+                    Reach::Closure,
                 )
                 .await?;
             }
@@ -970,7 +971,8 @@ where
                 });
             }
             let target = RevocationTarget::Task(id.to_owned());
-            let count = revoke_in::<B>(&mut tx, &target, "task ended", now).await?;
+            let (_, count) =
+                revoke_in::<B>(&mut tx, &target, "task ended", now, Reach::Closure).await?;
             Ok(count)
         }
         .await;
@@ -1005,11 +1007,42 @@ where
                     .await
                     .map_err(classify)?;
             }
-            let count = revoke_in::<B>(&mut tx, target, reason, now).await?;
-            Ok(count)
+            let (before, count) =
+                revoke_in::<B>(&mut tx, target, reason, now, Reach::Members).await?;
+            let cascade = tx.write_id().to_owned();
+            sqlx::query(sql::INSERT_CASCADE)
+                .bind(cascade.clone())
+                .bind(before)
+                .bind(rows::to_ms(now))
+                .bind(reason.to_owned())
+                .bind(rows::to_ms(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            Ok((cascade, count))
         }
         .await;
-        settle(self, tx, outcome, std::slice::from_ref(event)).await
+        let (cascade, count) = settle(self, tx, outcome, std::slice::from_ref(event)).await?;
+        // In a task of its own, so that a caller cancelled meanwhile still has it finished.
+        let backend = self.clone();
+        let finishing = tokio::spawn(async move { finish_cascade(&backend, &cascade, now).await });
+        let descendants = finishing.await.map_err(|_| {
+            StoreError::OutcomeUnknown("the revocation's cascade task failed".to_owned())
+        })??;
+        Ok(count + descendants)
+    }
+
+    async fn finish_revocations(&self, idle_since: OffsetDateTime) -> Result<u64, StoreError> {
+        let idle = sqlx::query_scalar::<B::Db, String>(sql::IDLE_CASCADES)
+            .bind(rows::to_ms(idle_since))
+            .fetch_all(self.reads())
+            .await
+            .map_err(classify)?;
+        let mut revoked = 0;
+        for cascade in idle {
+            revoked += finish_cascade(self, &cascade, OffsetDateTime::now_utc()).await?;
+        }
+        Ok(revoked)
     }
 
     async fn revocations_since(
@@ -1841,16 +1874,19 @@ where
         .into_stream()
 }
 
-/// Revokes `target` and its closure inside the write `tx`: appends every live member to the
+/// Revokes `target`'s own credentials inside the write `tx`: appends every live one to the
 /// revocation log (and, for a task, agent or owner, its epoch entries), each carrying the
-/// transaction's id, then marks exactly the appended
-/// members revoked. Returns how many credentials were revoked.
+/// transaction's id, then marks exactly the appended credentials revoked and revokes their
+/// approvals. With [`Reach::Closure`] their descendants too, in the same transaction; with
+/// [`Reach::Members`] the caller leaves those to a cascade ([`Store::revoke`]). Returns the
+/// log position before the first appended entry and how many credentials were revoked.
 async fn revoke_in<B>(
     tx: &mut WriteTx<B::Db>,
     target: &RevocationTarget,
     reason: &str,
     now: OffsetDateTime,
-) -> Result<u64, StoreError>
+    reach: Reach,
+) -> Result<(i64, u64), StoreError>
 where
     B: Backend,
     for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
@@ -1860,25 +1896,24 @@ where
     usize: ColumnIndex<<B::Db as Database>::Row>,
 {
     let (statement, epochs, key) = match target {
-        RevocationTarget::Credential(id) => (sql::REVOKE_CREDENTIAL, None, id.clone()),
-        RevocationTarget::Subtree(id) => (sql::REVOKE_SUBTREE, None, id.clone()),
-        RevocationTarget::Task(id) => (sql::REVOKE_TASK, Some(sql::TASK_EPOCHS), id.clone()),
+        RevocationTarget::Credential(id) => (sql::REVOKE_CREDENTIAL_ONLY, None, id.clone()),
+        RevocationTarget::Subtree(id) => (sql::REVOKE_CHILDREN, None, id.clone()),
+        RevocationTarget::Task(id) => {
+            (sql::REVOKE_TASK_MEMBERS, Some(sql::TASK_EPOCHS), id.clone())
+        }
         RevocationTarget::Agent(agent) => (
-            sql::REVOKE_AGENT,
+            sql::REVOKE_AGENT_MEMBERS,
             Some(sql::AGENT_EPOCHS),
             agent.as_str().to_owned(),
         ),
         RevocationTarget::Owner(owner) => (
-            sql::REVOKE_OWNER,
+            sql::REVOKE_OWNER_MEMBERS,
             Some(sql::OWNER_EPOCHS),
             owner.as_str().to_owned(),
         ),
     };
     let txn = tx.write_id().to_owned();
-    let before = sqlx::query_scalar::<B::Db, i64>(sql::MAX_REVOCATION_SEQ)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(classify)?;
+    let before = max_revocation_seq::<B>(tx).await?;
     sqlx::query(statement)
         .bind(key.clone())
         .bind(rows::to_ms(now))
@@ -1887,6 +1922,19 @@ where
         .execute(&mut **tx)
         .await
         .map_err(classify)?;
+    mark_revoked::<B>(tx, now, reason, before).await?;
+    if let Reach::Closure = reach {
+        let mut after = before;
+        loop {
+            let (last, appended) =
+                cascade_step::<B>(tx, &txn, after, now, reason, i64::MAX).await?;
+            if appended == 0 {
+                break;
+            }
+            mark_revoked::<B>(tx, now, reason, last).await?;
+            after = last;
+        }
+    }
     if let Some(epochs) = epochs {
         sqlx::query(epochs)
             .bind(key)
@@ -1904,14 +1952,168 @@ where
         .await
         .map_err(classify)?;
     approvals::revoke_approvals_in::<B>(tx, target, before).await?;
-    sqlx::query(sql::MARK_REVOKED)
-        .bind(rows::to_ms(now))
+    Ok((before, rows::to_u64(appended, "revocation count")?))
+}
+
+/// Revokes what is left of the closure of the revocation `cascade` (its row in
+/// `revocation_cascades`), at most [`CASCADE_STEP`] credentials per write transaction, and
+/// deletes the row once a step finds nothing left; returns how many credentials it revoked.
+/// Each step revokes unrevoked children of the credentials the log holds after the row's
+/// position and, once it has taken all of them, moves the position to where the log ended
+/// before the step. A credential is appended to the log and marked revoked in one transaction,
+/// and issuance refuses a revoked parent under the same write lock, so a child is either
+/// registered before its parent's step commits (and found by a later step, which reads after
+/// that position) or refused: when a step finds nothing, no live descendant is left and none
+/// can be added. Steps of several callers (the revoker and a replica finishing an idle
+/// cascade) share the row, so they divide the work.
+async fn finish_cascade<B>(
+    backend: &B,
+    cascade: &str,
+    now: OffsetDateTime,
+) -> Result<u64, StoreError>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
+    usize: ColumnIndex<<B::Db as Database>::Row>,
+{
+    let mut revoked = 0;
+    loop {
+        let mut tx = begin_write(backend).await?;
+        let outcome: Result<_, StoreError> = async {
+            let Some((after, revoked_at_ms, reason)) =
+                sqlx::query_as::<B::Db, (i64, i64, String)>(sql::SELECT_CASCADE)
+                    .bind(cascade.to_owned())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(classify)?
+            else {
+                return Ok(None);
+            };
+            let revoked_at = rows::from_ms(revoked_at_ms, "revocation time")?;
+            // Its entries carry the revocation's `txn`, as its first transaction's do.
+            let (last, appended) =
+                cascade_step::<B>(&mut tx, cascade, after, revoked_at, &reason, CASCADE_STEP)
+                    .await?;
+            if appended == 0 {
+                sqlx::query(sql::DELETE_CASCADE)
+                    .bind(cascade.to_owned())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                return Ok(None);
+            }
+            mark_revoked::<B>(&mut tx, revoked_at, &reason, last).await?;
+            approvals::revoke_credential_approvals_in::<B>(&mut tx, last).await?;
+            // All children of the entries up to `last` are taken only if the step had room.
+            let taken_all = appended < CASCADE_STEP.unsigned_abs();
+            sqlx::query(sql::ADVANCE_CASCADE)
+                .bind(cascade.to_owned())
+                .bind(if taken_all { last } else { after })
+                .bind(rows::to_ms(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            Ok(Some(appended))
+        }
+        .await;
+        match settle(backend, tx, outcome, &[]).await? {
+            Some(appended) => revoked += appended,
+            None => return Ok(revoked),
+        }
+    }
+}
+
+/// How much of a target [`revoke_in`] revokes in its transaction.
+#[derive(Debug, Clone, Copy)]
+enum Reach {
+    /// The target's own credentials and all their descendants.
+    Closure,
+    /// The target's own credentials only.
+    Members,
+}
+
+/// Most credentials one step of a [`Store::revoke`] cascade revokes: the bound on how long
+/// one of its transactions holds the write lock other requests wait for.
+const CASCADE_STEP: i64 = 250;
+
+/// The last revocation-log position (0 for an empty log).
+async fn max_revocation_seq<B>(tx: &mut WriteTx<B::Db>) -> Result<i64, StoreError>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> i64: Decode<'q, B::Db> + Type<B::Db>,
+    usize: ColumnIndex<<B::Db as Database>::Row>,
+{
+    sqlx::query_scalar::<B::Db, i64>(sql::MAX_REVOCATION_SEQ)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(classify)
+}
+
+/// Appends to the log up to `limit` unrevoked children of the credentials the log holds after
+/// position `after`, as part of the revocation written by `txn`; returns where the log ended
+/// before them and how many. The caller marks them ([`mark_revoked`]) before the next step.
+async fn cascade_step<B>(
+    tx: &mut WriteTx<B::Db>,
+    txn: &str,
+    after: i64,
+    revoked_at: OffsetDateTime,
+    reason: &str,
+    limit: i64,
+) -> Result<(i64, u64), StoreError>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
+    usize: ColumnIndex<<B::Db as Database>::Row>,
+{
+    let last = max_revocation_seq::<B>(tx).await?;
+    sqlx::query(sql::REVOKE_CASCADE_STEP)
+        .bind(after)
+        .bind(rows::to_ms(revoked_at))
         .bind(reason.to_owned())
-        .bind(before)
+        .bind(txn.to_owned())
+        .bind(limit)
         .execute(&mut **tx)
         .await
         .map_err(classify)?;
-    rows::to_u64(appended, "revocation count")
+    // Under the write lock the entries after `last` are exactly this step's.
+    let appended = sqlx::query_scalar::<B::Db, i64>(sql::COUNT_REVOCATIONS_AFTER)
+        .bind(last)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(classify)?;
+    Ok((last, rows::to_u64(appended, "revocation count")?))
+}
+
+/// Marks revoked every credential the log holds after position `after` that is not yet.
+async fn mark_revoked<B>(
+    tx: &mut WriteTx<B::Db>,
+    revoked_at: OffsetDateTime,
+    reason: &str,
+    after: i64,
+) -> Result<(), StoreError>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+{
+    sqlx::query(sql::MARK_REVOKED)
+        .bind(rows::to_ms(revoked_at))
+        .bind(reason.to_owned())
+        .bind(after)
+        .execute(&mut **tx)
+        .await
+        .map(drop)
+        .map_err(classify)
 }
 
 /// Inserts a task; its id is unique.

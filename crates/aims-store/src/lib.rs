@@ -756,10 +756,17 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<u64, StoreError>;
 
     /// Revokes `target` and everything derived from it, appending each newly revoked
-    /// credential to the revocation log, in one transaction with its audit event; returns how
-    /// many credentials were revoked (0 for an unknown or already revoked target). A task, an
-    /// agent or an owner also gets epoch entries ([`Revoked::Task`], [`Revoked::Agent`]) that
-    /// refuse every credential of it issued until now, registered or not.
+    /// credential to the revocation log; returns how many credentials were revoked (0 for an
+    /// unknown or already revoked target) once all are. A task, an agent or an owner also gets
+    /// epoch entries ([`Revoked::Task`], [`Revoked::Agent`]) that refuse every credential of it
+    /// issued until now, registered or not.
+    ///
+    /// The target's own credentials and epochs commit first, in one transaction with the audit
+    /// event and a record of the cascade; their descendants follow in transactions of a bounded
+    /// size, so other writes interleave with a large revocation instead of waiting for all of
+    /// it. Should this call fail or the process stop in between, the record stays behind and
+    /// [`Store::finish_revocations`] completes it; issuance under an already revoked parent is
+    /// refused throughout.
     async fn revoke(
         &self,
         target: &RevocationTarget,
@@ -767,6 +774,11 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
         event: &AuditEvent,
     ) -> Result<u64, StoreError>;
+
+    /// Completes every revocation whose cascade nobody has advanced since `idle_since` (its
+    /// revoker stopped or failed mid-way; see [`Store::revoke`]); returns how many credentials
+    /// it revoked. Each replica runs it at start and periodically.
+    async fn finish_revocations(&self, idle_since: OffsetDateTime) -> Result<u64, StoreError>;
 
     /// Up to `limit` revocation-log entries with `seq > after`, in order: all of them, or with
     /// `audience`, only those concerning credentials issued for it.

@@ -152,30 +152,47 @@ pub(crate) const SELECT_CREDENTIAL: &str = "SELECT id, kind, agent, parent, key_
      issued_at_ms, expires_at_ms, revoked_at_ms, task_id, audience FROM credentials \
      WHERE id = $1";
 
-/// The revocation of a target and everything derived from it, in two statements sharing the
-/// closure: the first appends every live member to the log (`$1` the target, `$2` the time,
-/// `$3` the reason, `$4` the writing transaction's id), the second marks the members appended after log position `$3`.
-macro_rules! revoke_closure {
+/// The revocation of a target's own credentials, not their descendants (the cascade steps take
+/// those): appends every live one to the log (`$1` the target, `$2` the time, `$3` the reason,
+/// `$4` the writing transaction's id).
+macro_rules! revoke_members {
     ($root:literal) => {
         concat!(
-            "WITH RECURSIVE closure(id) AS (SELECT id FROM credentials WHERE ",
-            $root,
-            " UNION SELECT c.id FROM credentials c JOIN closure ON c.parent = closure.id) \
-             INSERT INTO revocations \
+            "INSERT INTO revocations \
              (kind, credential, agent, task_id, audience, revoked_at_ms, expires_at_ms, reason, \
              txn) \
              SELECT 'credential', id, agent, task_id, audience, $2, expires_at_ms, $3, $4 \
-             FROM credentials \
-             WHERE revoked_at_ms IS NULL AND id IN (SELECT id FROM closure) ORDER BY id"
+             FROM credentials WHERE revoked_at_ms IS NULL AND ",
+            $root,
+            " ORDER BY id"
         )
     };
 }
-pub(crate) const REVOKE_CREDENTIAL: &str = revoke_closure!("id = $1");
-pub(crate) const REVOKE_SUBTREE: &str = revoke_closure!("parent = $1");
-pub(crate) const REVOKE_TASK: &str = revoke_closure!("task_id = $1");
-pub(crate) const REVOKE_AGENT: &str = revoke_closure!("agent = $1");
-pub(crate) const REVOKE_OWNER: &str =
-    revoke_closure!("agent IN (SELECT name FROM agents WHERE owner = $1)");
+pub(crate) const REVOKE_CREDENTIAL_ONLY: &str = revoke_members!("id = $1");
+pub(crate) const REVOKE_CHILDREN: &str = revoke_members!("parent = $1");
+pub(crate) const REVOKE_TASK_MEMBERS: &str = revoke_members!("task_id = $1");
+pub(crate) const REVOKE_AGENT_MEMBERS: &str = revoke_members!("agent = $1");
+pub(crate) const REVOKE_OWNER_MEMBERS: &str =
+    revoke_members!("agent IN (SELECT name FROM agents WHERE owner = $1)");
+/// One step of a revocation's cascade: up to `$5` unrevoked children of the credentials the
+/// log holds after position `$1` (`$2` the time, `$3` the reason, `$4` the revocation's
+/// `txn`); it reads only the live children (`credentials_live_children`), so a
+/// step costs what it takes, not what earlier steps took.
+pub(crate) const REVOKE_CASCADE_STEP: &str = "INSERT INTO revocations \
+     (kind, credential, agent, task_id, audience, revoked_at_ms, expires_at_ms, reason, txn) \
+     SELECT 'credential', c.id, c.agent, c.task_id, c.audience, $2, c.expires_at_ms, $3, $4 \
+     FROM revocations r JOIN credentials c ON c.parent = r.credential \
+     WHERE r.seq > $1 AND r.kind = 'credential' AND c.revoked_at_ms IS NULL LIMIT $5";
+pub(crate) const INSERT_CASCADE: &str = "INSERT INTO revocation_cascades \
+     (id, after_seq, revoked_at_ms, reason, touched_at_ms) VALUES ($1, $2, $3, $4, $5)";
+pub(crate) const SELECT_CASCADE: &str =
+    "SELECT after_seq, revoked_at_ms, reason FROM revocation_cascades WHERE id = $1";
+pub(crate) const ADVANCE_CASCADE: &str =
+    "UPDATE revocation_cascades SET after_seq = $2, touched_at_ms = $3 WHERE id = $1";
+pub(crate) const DELETE_CASCADE: &str = "DELETE FROM revocation_cascades WHERE id = $1";
+/// Cascades nobody has advanced since `$1` (their revoker stopped mid-way).
+pub(crate) const IDLE_CASCADES: &str =
+    "SELECT id FROM revocation_cascades WHERE touched_at_ms < $1 ORDER BY id";
 /// Epoch entries for an agent, its owner's agents or a task (`$1` the target, `$2` the time,
 /// `$3` the reason, `$4` when the epoch may be forgotten, `$5` the writing transaction's id): one with no audience, for the
 /// replicas and operators, and one for each audience the target's credentials were issued

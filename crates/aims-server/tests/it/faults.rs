@@ -300,6 +300,9 @@ impl Store for FailingAudit {
     ) -> Result<u64, StoreError> {
         self.inner.revoke(target, reason, now, event).await
     }
+    async fn finish_revocations(&self, idle_since: OffsetDateTime) -> Result<u64, StoreError> {
+        self.inner.finish_revocations(idle_since).await
+    }
     async fn revocations_since(
         &self,
         after: u64,

@@ -1328,6 +1328,37 @@ pub async fn resource_servers_round_trip(h: &Harness) {
     assert_chain_verifies(store).await;
 }
 
+/// Delegates under `parent` a chain of up to `depth` tokens of task `task_id`, each under the
+/// one before and named after it with `tag` and its step, until one is refused as a conflict
+/// (an ancestor revoked meanwhile); counts each success in `issued` and returns every id tried.
+async fn extend_chain(
+    store: Arc<dyn Store>,
+    mut parent: String,
+    tag: String,
+    task_id: String,
+    depth: usize,
+    issued: Arc<std::sync::atomic::AtomicUsize>,
+) -> Vec<String> {
+    let mut attempted = Vec::new();
+    for step in 0..depth {
+        let id = format!("{parent}-{tag}{step}");
+        attempted.push(id.clone());
+        let child = token(&id, "a", Some(&parent), &task_id, 21);
+        match store
+            .issue_access_token(&issuance(child, None, None), &event(action::TOKEN_DELEGATE))
+            .await
+        {
+            Ok(()) => {
+                issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                parent = id;
+            }
+            Err(StoreError::Conflict { .. }) => break,
+            Err(other) => panic!("unexpected refusal: {other}"),
+        }
+    }
+    attempted
+}
+
 /// Issuance racing a revocation of its ancestor never leaves a live descendant: writers extend
 /// chains of delegations under one root while the root (and so its closure) is revoked after a varying
 /// number of them succeeded. Afterwards every credential registered under the root is
@@ -1357,32 +1388,14 @@ pub async fn issuance_racing_revocation_leaves_no_live_descendant(h: &Harness) {
         let issued = Arc::new(AtomicUsize::new(0));
         let writers: Vec<_> = (0..WRITERS)
             .map(|writer| {
-                let store = Arc::clone(&h.store);
-                let (root, task_id, issued) = (root.clone(), task_id.clone(), Arc::clone(&issued));
-                tokio::spawn(async move {
-                    let mut parent = root;
-                    let mut attempted = Vec::new();
-                    for step in 0..DEPTH {
-                        let id = format!("{parent}-w{writer}s{step}");
-                        attempted.push(id.clone());
-                        let child = token(&id, "a", Some(&parent), &task_id, 21);
-                        match store
-                            .issue_access_token(
-                                &issuance(child, None, None),
-                                &event(action::TOKEN_DELEGATE),
-                            )
-                            .await
-                        {
-                            Ok(()) => {
-                                issued.fetch_add(1, Ordering::SeqCst);
-                                parent = id;
-                            }
-                            Err(StoreError::Conflict { .. }) => break,
-                            Err(other) => panic!("unexpected refusal: {other}"),
-                        }
-                    }
-                    attempted
-                })
+                tokio::spawn(extend_chain(
+                    Arc::clone(&h.store),
+                    root.clone(),
+                    format!("w{writer}s"),
+                    task_id.clone(),
+                    DEPTH,
+                    Arc::clone(&issued),
+                ))
             })
             .collect();
         let revoker = {
@@ -1425,4 +1438,230 @@ pub async fn issuance_racing_revocation_leaves_no_live_descendant(h: &Harness) {
         );
     }
     assert_chain_verifies(store).await;
+}
+
+/// Registers under `parent` (of agent `a`, task `task_id`) the children `{prefix}{i}` for
+/// `i` in `range`, sixteen issuances at a time.
+async fn children(
+    store: &Arc<dyn Store>,
+    parent: &str,
+    prefix: &str,
+    task_id: &str,
+    range: std::ops::Range<usize>,
+) -> Vec<String> {
+    let ids: Vec<String> = range.map(|i| format!("{prefix}{i}")).collect();
+    for batch in ids.chunks(16) {
+        let writes: Vec<_> = batch
+            .iter()
+            .map(|id| {
+                let store = Arc::clone(store);
+                let child = token(id, "a", Some(parent), task_id, 21);
+                tokio::spawn(async move {
+                    store
+                        .issue_access_token(
+                            &issuance(child, None, None),
+                            &event(action::TOKEN_DELEGATE),
+                        )
+                        .await
+                })
+            })
+            .collect();
+        for write in writes {
+            write.await.unwrap().unwrap();
+        }
+    }
+    ids
+}
+
+/// Registers agent `a`, its identity, the task token `root` of a new task `task_id`, and 600
+/// tokens delegated from it (`kid-0` …), whose ids it returns.
+async fn wide_root(store: &Arc<dyn Store>, task_id: &str) -> Vec<String> {
+    register(&**store, "a", ALICE).await;
+    svid(&**store, "a", "svid-a", 10).await;
+    store
+        .issue_access_token(
+            &issuance(
+                token("root", "a", Some("svid-a"), task_id, 20),
+                Some(task(task_id, "a", 20)),
+                None,
+            ),
+            &event(action::TOKEN_EXCHANGE),
+        )
+        .await
+        .unwrap();
+    children(store, "root", "kid-", task_id, 0..600).await
+}
+
+/// The credentials the revocation log names, each once (asserting none is named twice), all
+/// with one `txn`: the revocation's, also its audit record's.
+async fn logged_once(store: &dyn Store) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut txns = BTreeSet::new();
+    let mut after = 0;
+    loop {
+        let page = store.revocations_since(after, 1000, None).await.unwrap();
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.seq;
+        for entry in &page {
+            if let Some(id) = entry.credential() {
+                assert!(seen.insert(id.to_owned()), "{id} is in the log twice");
+                txns.insert(entry.txn.clone());
+            }
+        }
+    }
+    let revoke = store
+        .audit_entries(0, aims_store::MAX_PAGE)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|entry| entry.action == action::REVOKE)
+        .map(|entry| entry.txn)
+        .collect::<Vec<_>>();
+    assert_eq!(revoke.len(), 1);
+    assert_eq!(
+        txns,
+        BTreeSet::from([revoke[0].clone()]),
+        "one txn, the audit record's"
+    );
+    seen
+}
+
+/// A revocation larger than one cascade step (a root with 600 children) is revoked in several
+/// transactions while writers keep delegating under the children: afterwards every credential
+/// registered under the root is revoked, each appears once in the log, the count returned is
+/// every one of them, and no cascade is left to finish.
+pub async fn a_revocation_in_steps_stays_complete_under_racing_issuance(h: &Harness) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const WRITERS: usize = 8;
+    const DEPTH: usize = 6;
+    let store = &h.store;
+    let kids = wide_root(store, "t-wide").await;
+    let issued = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            // Writers extend children all along the order the cascade takes them in.
+            tokio::spawn(extend_chain(
+                Arc::clone(store),
+                kids[writer * 75].clone(),
+                "s".to_owned(),
+                "t-wide".to_owned(),
+                DEPTH,
+                Arc::clone(&issued),
+            ))
+        })
+        .collect();
+    while issued.load(Ordering::SeqCst) < WRITERS {
+        tokio::task::yield_now().await;
+    }
+    let revoked = store
+        .revoke(
+            &RevocationTarget::Credential("root".to_owned()),
+            "wide",
+            at(30),
+            &event(action::REVOKE),
+        )
+        .await
+        .unwrap();
+    let mut attempted = Vec::new();
+    for writer in writers {
+        attempted.extend(writer.await.unwrap());
+    }
+    let mut registered = BTreeSet::new();
+    for id in ["root".to_owned()].iter().chain(&kids).chain(&attempted) {
+        if let Some(credential) = store.issued_credential(id).await.unwrap() {
+            assert!(
+                credential.revoked_at.is_some(),
+                "{id} hangs live on a revoked root"
+            );
+            registered.insert(id.clone());
+        }
+    }
+    assert_eq!(registered.len(), 601 + issued.load(Ordering::SeqCst));
+    assert_eq!(
+        revoked,
+        registered.len() as u64,
+        "the count is every credential revoked"
+    );
+    assert_eq!(logged_once(&**store).await, registered);
+    assert_eq!(store.finish_revocations(at(100_000)).await.unwrap(), 0);
+    assert_chain_verifies(&**store).await;
+}
+
+/// A revocation whose cascade fails part-way (the database refuses a step) has revoked its
+/// target and what the committed steps took, and leaves its cascade to be finished: not
+/// before it has been idle, and then completely, each credential logged once.
+pub async fn an_incomplete_revocation_is_finished(h: &Harness) {
+    let store = &h.store;
+    let kids = wide_root(store, "t-cut").await;
+    let grandchildren = children(store, "kid-599", "grandkid-", "t-cut", 0..40).await;
+    // The database refuses to log a 252nd revocation: the target's own transaction (1 entry)
+    // and the first step (250) commit, the second step fails.
+    if h.shares_writers() {
+        h.execute_raw(
+            "CREATE FUNCTION refuse_revocations() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF (SELECT COUNT(*) FROM revocations) > 250 THEN \
+             RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER refuse_revocations BEFORE INSERT ON revocations \
+             FOR EACH ROW EXECUTE FUNCTION refuse_revocations();",
+        )
+        .await;
+    } else {
+        h.execute_raw(
+            "CREATE TRIGGER refuse_revocations BEFORE INSERT ON revocations \
+             WHEN (SELECT COUNT(*) FROM revocations) > 250 \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        )
+        .await;
+    }
+    let failed = store
+        .revoke(
+            &RevocationTarget::Credential("root".to_owned()),
+            "cut short",
+            at(30),
+            &event(action::REVOKE),
+        )
+        .await;
+    assert!(failed.is_err(), "the second step was refused: {failed:?}");
+    assert!(revoked_at(&**store, "root").await.is_some());
+    let mut live = 0;
+    for id in kids.iter().chain(&grandchildren) {
+        if revoked_at(&**store, id).await.is_none() {
+            live += 1;
+        }
+    }
+    assert_eq!(
+        live,
+        640 - 250,
+        "the first step's children are revoked, no more"
+    );
+    h.execute_raw(if h.shares_writers() {
+        "DROP TRIGGER refuse_revocations ON revocations;"
+    } else {
+        "DROP TRIGGER refuse_revocations;"
+    })
+    .await;
+    // Touched at the revocation's time: not idle since before it.
+    assert_eq!(store.finish_revocations(at(30)).await.unwrap(), 0);
+    assert_eq!(store.finish_revocations(at(31)).await.unwrap(), 390);
+    for id in kids.iter().chain(&grandchildren) {
+        assert!(revoked_at(&**store, id).await.is_some(), "{id} is live");
+    }
+    assert_eq!(logged_once(&**store).await.len(), 641);
+    assert_eq!(store.finish_revocations(at(100_000)).await.unwrap(), 0);
+    assert_chain_verifies(&**store).await;
+}
+
+/// A cascade step finds the live children of what the log holds after its position through
+/// the partial index of live children, never by scanning the credentials.
+pub async fn a_cascade_step_reads_live_children_by_index(h: &Harness) {
+    let step = "SELECT c.id FROM revocations r JOIN credentials c ON c.parent = r.credential \
+                WHERE r.seq > 0 AND r.kind = 'credential' AND c.revoked_at_ms IS NULL LIMIT 250";
+    let plan = h.query_plan(step).await;
+    assert!(plan.contains("credentials_live_children"), "{plan}");
+    let scans = plan.lines().any(|l| {
+        l.contains("SCAN c") && !l.contains("INDEX") || l.contains("Seq Scan on credentials")
+    });
+    assert!(!scans, "{plan}");
 }

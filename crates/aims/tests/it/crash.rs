@@ -3,7 +3,9 @@
 //! the same SQLite store. An acknowledged revocation is never lost — the store (introspection) and the
 //! enforcement point (decisions, from the revocation set rebuilt at startup) both refuse the
 //! whole subtree, and the revocation is in the audit log, whose chain still verifies. A
-//! revocation cut off in flight is all or nothing, and retrying it completes it. A token that
+//! revocation cut off in flight (in its first transaction or between the steps of its cascade)
+//! is all or nothing once the server has restarted — the restart finishes a cascade left
+//! incomplete before it serves — and retrying it completes it. A token that
 //! was never revoked keeps working across every restart, so the refusals are the revocation's
 //! doing, not the restart's. After every kill the audit log still verifies as a Merkle tree
 //! against every checkpoint signed before it (the server's own check at start, and
@@ -51,7 +53,7 @@ async fn revocations_survive_kill_9_whole_or_not_at_all() {
 
     // 2. SIGKILL while a revocation is in flight, at several points: after restart the subtree
     //    is revoked whole or not at all (whole if it was acknowledged), and a retry completes it.
-    for delay_ms in [0u64, 2, 5, 15] {
+    for delay_ms in [0u64, 2, 5, 15, 40] {
         let subtree = node.subtree(&planner, &executor).await;
         let request = node
             .http
