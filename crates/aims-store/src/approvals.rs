@@ -294,7 +294,9 @@ where
     for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
     for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
 {
+    // Planned for its position each time, as the cascade's statements are.
     sqlx::query(sql::REVOKE_APPROVALS_OF_CREDENTIALS)
+        .persistent(false)
         .bind(before)
         .execute(&mut **tx)
         .await

@@ -38,8 +38,8 @@ use crate::secrets;
 use crate::sightings;
 use crate::tlog::{self, CheckpointQuery};
 use crate::write::{
-    Backend, Conn, WriteTx, begin_write, insert_credential, require_credentials_allowed, settle,
-    settle_at, write_pool,
+    Backend, Conn, WriteTx, begin_write, begin_write_alone, insert_credential,
+    require_credentials_allowed, settle, settle_at, write_pool,
 };
 use crate::{
     AccessTokenIssue, AgentActivity, AgentFilter, AttestationRecord, AuditKey, EPOCH_LIFETIME,
@@ -1981,7 +1981,7 @@ where
 {
     let mut revoked = 0;
     loop {
-        let mut tx = begin_write(backend).await?;
+        let mut tx = begin_write_alone(backend).await?;
         let outcome: Result<_, StoreError> = async {
             let Some((after, revoked_at_ms, reason)) =
                 sqlx::query_as::<B::Db, (i64, i64, String)>(sql::SELECT_CASCADE)
@@ -2037,7 +2037,7 @@ enum Reach {
 
 /// Most credentials one step of a [`Store::revoke`] cascade revokes: the bound on how long
 /// one of its transactions holds the write lock other requests wait for.
-const CASCADE_STEP: i64 = 250;
+const CASCADE_STEP: i64 = 128;
 
 /// The last revocation-log position (0 for an empty log).
 async fn max_revocation_seq<B>(tx: &mut WriteTx<B::Db>) -> Result<i64, StoreError>
@@ -2074,7 +2074,11 @@ where
     usize: ColumnIndex<<B::Db as Database>::Row>,
 {
     let last = max_revocation_seq::<B>(tx).await?;
+    // Not prepared once and kept (here and in the statements of a step below): PostgreSQL then
+    // plans each execution for its own positions, which select a few entries of a large log,
+    // instead of a generic plan that assumes a third of the log and scans every credential.
     sqlx::query(sql::REVOKE_CASCADE_STEP)
+        .persistent(false)
         .bind(after)
         .bind(rows::to_ms(revoked_at))
         .bind(reason.to_owned())
@@ -2085,6 +2089,7 @@ where
         .map_err(classify)?;
     // Under the write lock the entries after `last` are exactly this step's.
     let appended = sqlx::query_scalar::<B::Db, i64>(sql::COUNT_REVOCATIONS_AFTER)
+        .persistent(false)
         .bind(last)
         .fetch_one(&mut **tx)
         .await
@@ -2107,6 +2112,7 @@ where
     for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
 {
     sqlx::query(sql::MARK_REVOKED)
+        .persistent(false)
         .bind(rows::to_ms(revoked_at))
         .bind(reason.to_owned())
         .bind(after)

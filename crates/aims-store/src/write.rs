@@ -18,7 +18,8 @@
 //! every write already waiting: whichever of those tasks first finds the batch still open
 //! commits it, so a batch grows by exactly the writes that arrived while it ran, and a
 //! caller cancelled while it waits never leaves a transaction open. A batch takes at most
-//! [`MAX_MEMBERS`] writes.
+//! [`MAX_MEMBERS`] writes. A write that holds the lock long ([`begin_write_alone`]) joins no
+//! batch: it commits the open one first, so the writes waiting in it are not held to its end.
 //!
 //! Nothing is reported committed that is not: transactions are [`Tx`]s, whose connection is
 //! closed whenever `COMMIT` or `ROLLBACK` fails, and when `COMMIT` fails the committer learns
@@ -53,7 +54,7 @@ pub(crate) const MAX_MEMBERS: usize = 128;
 /// What a database backend supplies to the shared store logic.
 pub(crate) trait Backend: Clone + Send + Sync + 'static {
     /// The sqlx database.
-    type Db: Control;
+    type Db: Control + sqlx::database::HasStatementCache;
 
     /// The pool plain reads run on.
     fn reads(&self) -> &Pool<Self::Db>;
@@ -231,9 +232,49 @@ const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT aims_member";
 /// Begins a write, if the store admits writes now: joins the open batch or opens one (a
 /// transaction holding the audit-head lock). The write gets a fresh id ([`WriteTx::write_id`]) that its audit records and
 /// revocation-log entries carry.
-pub(crate) async fn begin_write<B: Backend>(backend: &B) -> Result<WriteTx<B::Db>, StoreError>
+pub(crate) async fn begin_write<B>(backend: &B) -> Result<WriteTx<B::Db>, StoreError>
 where
+    B: Backend,
     for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+    usize: ColumnIndex<<B::Db as Database>::Row>,
+{
+    begin::<B>(backend, Joining::Open).await
+}
+
+/// [`begin_write`] for a write that holds the lock long (a step of a revocation's cascade): it
+/// joins no batch but commits the open one first, so the writes that queued behind an earlier
+/// long write are not held until this one ends too. Writes arriving while it runs still join
+/// its batch.
+pub(crate) async fn begin_write_alone<B>(backend: &B) -> Result<WriteTx<B::Db>, StoreError>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+    usize: ColumnIndex<<B::Db as Database>::Row>,
+{
+    begin::<B>(backend, Joining::Never).await
+}
+
+/// Whether a beginning write joins the open batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Joining {
+    Open,
+    Never,
+}
+
+async fn begin<B>(backend: &B, joining: Joining) -> Result<WriteTx<B::Db>, StoreError>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+    usize: ColumnIndex<<B::Db as Database>::Row>,
 {
     backend.admit_write()?;
     let id = transaction_id()?;
@@ -241,7 +282,15 @@ where
         let _waiting = Waiting::enter(&backend.writer().waiting);
         Arc::clone(&backend.writer().open).lock_owned().await
     };
-    let (batch, savepoint) = match lock.take() {
+    let open = match (lock.take(), joining) {
+        (Some(batch), Joining::Never) => {
+            // Its members are answered by this commit; their committer tasks find it gone.
+            commit::<B>(backend, batch).await;
+            None
+        }
+        (open, _) => open,
+    };
+    let (batch, savepoint) = match open {
         Some(mut batch) => {
             // On failure the batch is dropped: its connection closes, its members fail.
             statement::<B>(&mut batch.tx, SAVEPOINT).await?;

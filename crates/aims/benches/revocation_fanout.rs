@@ -4,7 +4,8 @@
 //!
 //! Two `aims server` processes share one PostgreSQL database. Per repeat, a planner obtains a
 //! root task token from replica 0 and delegates it to an executor N times (16 concurrent
-//! requests spread over both replicas). Background callers then ask replica 1 for decisions
+//! requests spread over both replicas), and the database is vacuumed and analyzed (as
+//! autovacuum would have; this machine's PostgreSQL runs without it). Background callers then ask replica 1 for decisions
 //! with an unrelated task token, and the root is revoked on replica 0 (`POST /v1/revocations`,
 //! which answers once the whole closure is durable and replica 0 has applied it). Replica 1's
 //! `aims_revocation_log_position` gauge is read every 2 ms from the request on, until it
@@ -229,6 +230,19 @@ where
     times
 }
 
+/// `VACUUM ANALYZE` of the deployment's database: what autovacuum would have done by then on a
+/// server that runs it (this machine's PostgreSQL runs without), so the planner knows the
+/// tables' sizes and each repeat starts on tables without the previous repeats' dead rows.
+async fn vacuum(database_url: &str) {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(database_url).await.unwrap();
+    sqlx::raw_sql("VACUUM ANALYZE")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     if std::env::var("AIMS_TEST_DATABASE_URL").is_err() {
@@ -237,7 +251,8 @@ async fn main() {
     }
     let children_per_root = count("AIMS_FANOUT_CHILDREN", 10_000);
     let repeats = count("AIMS_FANOUT_REPEATS", 3);
-    let deployment = Arc::new(Deployment::start(&database_url().await).await);
+    let database = database_url().await;
+    let deployment = Arc::new(Deployment::start(&database).await);
     let planner = deployment.at(0).planner().await;
     let executor = deployment.at(0).agent("executor", "executor").await;
     let second = deployment.replicas[1].url.clone();
@@ -277,6 +292,7 @@ async fn main() {
             "repeat {repeat}: {children_per_root} children delegated ({delegation_rate:.0}/s)"
         );
 
+        vacuum(&database).await;
         let unrelated = deployment.at(1).exchange(&planner).await;
         let stop = Arc::new(AtomicBool::new(false));
         let mut callers = background(&deployment, &planner, &unrelated, &stop);

@@ -1596,12 +1596,12 @@ pub async fn an_incomplete_revocation_is_finished(h: &Harness) {
     let store = &h.store;
     let kids = wide_root(store, "t-cut").await;
     let grandchildren = children(store, "kid-599", "grandkid-", "t-cut", 0..40).await;
-    // The database refuses to log a 252nd revocation: the target's own transaction (1 entry)
-    // and the first step (250) commit, the second step fails.
+    // The database refuses to log a 130th revocation: the target's own transaction (1 entry)
+    // and the first step (128) commit, the second step fails.
     if h.shares_writers() {
         h.execute_raw(
             "CREATE FUNCTION refuse_revocations() RETURNS trigger LANGUAGE plpgsql AS $$ \
-             BEGIN IF (SELECT COUNT(*) FROM revocations) > 250 THEN \
+             BEGIN IF (SELECT COUNT(*) FROM revocations) > 128 THEN \
              RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$; \
              CREATE TRIGGER refuse_revocations BEFORE INSERT ON revocations \
              FOR EACH ROW EXECUTE FUNCTION refuse_revocations();",
@@ -1610,7 +1610,7 @@ pub async fn an_incomplete_revocation_is_finished(h: &Harness) {
     } else {
         h.execute_raw(
             "CREATE TRIGGER refuse_revocations BEFORE INSERT ON revocations \
-             WHEN (SELECT COUNT(*) FROM revocations) > 250 \
+             WHEN (SELECT COUNT(*) FROM revocations) > 128 \
              BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
         )
         .await;
@@ -1633,7 +1633,7 @@ pub async fn an_incomplete_revocation_is_finished(h: &Harness) {
     }
     assert_eq!(
         live,
-        640 - 250,
+        640 - 128,
         "the first step's children are revoked, no more"
     );
     h.execute_raw(if h.shares_writers() {
@@ -1644,7 +1644,7 @@ pub async fn an_incomplete_revocation_is_finished(h: &Harness) {
     .await;
     // Touched at the revocation's time: not idle since before it.
     assert_eq!(store.finish_revocations(at(30)).await.unwrap(), 0);
-    assert_eq!(store.finish_revocations(at(31)).await.unwrap(), 390);
+    assert_eq!(store.finish_revocations(at(31)).await.unwrap(), 512);
     for id in kids.iter().chain(&grandchildren) {
         assert!(revoked_at(&**store, id).await.is_some(), "{id} is live");
     }
@@ -1657,7 +1657,7 @@ pub async fn an_incomplete_revocation_is_finished(h: &Harness) {
 /// the partial index of live children, never by scanning the credentials.
 pub async fn a_cascade_step_reads_live_children_by_index(h: &Harness) {
     let step = "SELECT c.id FROM revocations r JOIN credentials c ON c.parent = r.credential \
-                WHERE r.seq > 0 AND r.kind = 'credential' AND c.revoked_at_ms IS NULL LIMIT 250";
+                WHERE r.seq > 0 AND r.kind = 'credential' AND c.revoked_at_ms IS NULL LIMIT 128";
     let plan = h.query_plan(step).await;
     assert!(plan.contains("credentials_live_children"), "{plan}");
     let scans = plan.lines().any(|l| {

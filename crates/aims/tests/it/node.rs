@@ -10,7 +10,7 @@ use crate::process::{ADMIN_TOKEN, Server, UNLIMITED};
 use crate::replica_kit::{Agent, PUBLIC_URL, Replica};
 
 /// Tokens delegated from each revoked root: more than one step of a revocation's cascade
-/// takes (250), so a kill can fall between its transactions.
+/// takes (128), so a kill can fall between its transactions.
 pub const CHILDREN: usize = 300;
 
 /// One server process over a data directory that outlives it. Its public URL is fixed, so
