@@ -1015,7 +1015,7 @@ where
                 .bind(before)
                 .bind(rows::to_ms(now))
                 .bind(reason.to_owned())
-                .bind(rows::to_ms(now))
+                .bind(rows::to_ms(OffsetDateTime::now_utc()))
                 .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
@@ -1025,7 +1025,7 @@ where
         let (cascade, count) = settle(self, tx, outcome, std::slice::from_ref(event)).await?;
         // In a task of its own, so that a caller cancelled meanwhile still has it finished.
         let backend = self.clone();
-        let finishing = tokio::spawn(async move { finish_cascade(&backend, &cascade, now).await });
+        let finishing = tokio::spawn(async move { finish_cascade(&backend, &cascade).await });
         let descendants = finishing.await.map_err(|_| {
             StoreError::OutcomeUnknown("the revocation's cascade task failed".to_owned())
         })??;
@@ -1040,7 +1040,7 @@ where
             .map_err(classify)?;
         let mut revoked = 0;
         for cascade in idle {
-            revoked += finish_cascade(self, &cascade, OffsetDateTime::now_utc()).await?;
+            revoked += finish_cascade(self, &cascade).await?;
         }
         Ok(revoked)
     }
@@ -1965,12 +1965,9 @@ where
 /// registered before its parent's step commits (and found by a later step, which reads after
 /// that position) or refused: when a step finds nothing, no live descendant is left and none
 /// can be added. Steps of several callers (the revoker and a replica finishing an idle
-/// cascade) share the row, so they divide the work.
-async fn finish_cascade<B>(
-    backend: &B,
-    cascade: &str,
-    now: OffsetDateTime,
-) -> Result<u64, StoreError>
+/// cascade) share the row, so they divide the work; each step stamps it with the clock's
+/// time, so a cascade being worked on is never idle.
+async fn finish_cascade<B>(backend: &B, cascade: &str) -> Result<u64, StoreError>
 where
     B: Backend,
     for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
@@ -2012,7 +2009,7 @@ where
             sqlx::query(sql::ADVANCE_CASCADE)
                 .bind(cascade.to_owned())
                 .bind(if taken_all { last } else { after })
-                .bind(rows::to_ms(now))
+                .bind(rows::to_ms(OffsetDateTime::now_utc()))
                 .execute(&mut *tx)
                 .await
                 .map_err(classify)?;

@@ -776,8 +776,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<u64, StoreError>;
 
     /// Completes every revocation whose cascade nobody has advanced since `idle_since` (its
-    /// revoker stopped or failed mid-way; see [`Store::revoke`]); returns how many credentials
-    /// it revoked. Each replica runs it at start and periodically.
+    /// revoker stopped or failed mid-way; see [`Store::revoke`]), by the clock of the process
+    /// that advanced it last; returns how many credentials it revoked. Each replica runs it at
+    /// start and periodically.
     async fn finish_revocations(&self, idle_since: OffsetDateTime) -> Result<u64, StoreError>;
 
     /// Up to `limit` revocation-log entries with `seq > after`, in order: all of them, or with
