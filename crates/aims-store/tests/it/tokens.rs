@@ -1374,17 +1374,7 @@ pub async fn issuance_racing_revocation_leaves_no_live_descendant(h: &Harness) {
     for (round, revoke_after) in [0, 3, 9, 17, 26, 35].into_iter().enumerate() {
         let task_id = format!("t{round}");
         let root = format!("r{round}-root");
-        store
-            .issue_access_token(
-                &issuance(
-                    token(&root, "a", Some("svid-a"), &task_id, 20),
-                    Some(task(&task_id, "a", 20)),
-                    None,
-                ),
-                &event(action::TOKEN_EXCHANGE),
-            )
-            .await
-            .unwrap();
+        task_root(store, &root, &task_id).await;
         let issued = Arc::new(AtomicUsize::new(0));
         let writers: Vec<_> = (0..WRITERS)
             .map(|writer| {
@@ -1478,10 +1468,16 @@ async fn children(
 async fn wide_root(store: &Arc<dyn Store>, task_id: &str) -> Vec<String> {
     register(&**store, "a", ALICE).await;
     svid(&**store, "a", "svid-a", 10).await;
+    task_root(&**store, "root", task_id).await;
+    children(store, "root", "kid-", task_id, 0..600).await
+}
+
+/// Issues agent `a` (identity `svid-a`) the task token `root` of a new task `task_id`.
+async fn task_root(store: &dyn Store, root: &str, task_id: &str) {
     store
         .issue_access_token(
             &issuance(
-                token("root", "a", Some("svid-a"), task_id, 20),
+                token(root, "a", Some("svid-a"), task_id, 20),
                 Some(task(task_id, "a", 20)),
                 None,
             ),
@@ -1489,7 +1485,6 @@ async fn wide_root(store: &Arc<dyn Store>, task_id: &str) -> Vec<String> {
         )
         .await
         .unwrap();
-    children(store, "root", "kid-", task_id, 0..600).await
 }
 
 /// The credentials the revocation log names, each once (asserting none is named twice), all
@@ -1497,19 +1492,9 @@ async fn wide_root(store: &Arc<dyn Store>, task_id: &str) -> Vec<String> {
 async fn logged_once(store: &dyn Store) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
     let mut txns = BTreeSet::new();
-    let mut after = 0;
-    loop {
-        let page = store.revocations_since(after, 1000, None).await.unwrap();
-        let Some(last) = page.last() else {
-            break;
-        };
-        after = last.seq;
-        for entry in &page {
-            if let Some(id) = entry.credential() {
-                assert!(seen.insert(id.to_owned()), "{id} is in the log twice");
-                txns.insert(entry.txn.clone());
-            }
-        }
+    for (id, txn) in credential_log(store).await {
+        assert!(seen.insert(id.clone()), "{id} is in the log twice");
+        txns.insert(txn);
     }
     let revoke = store
         .audit_entries(0, aims_store::MAX_PAGE)
@@ -1526,6 +1511,23 @@ async fn logged_once(store: &dyn Store) -> BTreeSet<String> {
         "one txn, the audit record's"
     );
     seen
+}
+
+/// Every credential entry of the revocation log, in log order: its id and `txn`.
+async fn credential_log(store: &dyn Store) -> Vec<(String, Option<String>)> {
+    let mut entries = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.revocations_since(after, 1000, None).await.unwrap();
+        let Some(last) = page.last() else {
+            return entries;
+        };
+        after = last.seq;
+        entries.extend(
+            page.iter()
+                .filter_map(|r| Some((r.credential()?.to_owned(), r.txn.clone()))),
+        );
+    }
 }
 
 /// A revocation larger than one cascade step (a root with 600 children) is revoked in several
@@ -1667,4 +1669,165 @@ pub async fn a_cascade_step_reads_live_children_by_index(h: &Harness) {
         l.contains("SCAN c") && !l.contains("INDEX") || l.contains("Seq Scan on credentials")
     });
     assert!(!scans, "{plan}");
+}
+
+/// What a generated case does, after building its tree.
+#[derive(Debug, Clone)]
+enum RaceOp {
+    /// Delegate a new token under a node of the tree.
+    Delegate(proptest::sample::Index),
+    /// Revoke a node (`Credential`) or its children (`Subtree`).
+    Revoke(proptest::sample::Index, bool),
+}
+
+/// A generated case: hubs under the root with this many children each (more than one cascade
+/// step takes, at times), a small random tree (each node's parent drawn from the nodes before
+/// it), and the operations then run all at once: delegations under any node, revocations of
+/// the root, a hub or a node of the tree (a hub's children are leaves until delegated under).
+#[derive(Debug, Clone)]
+struct RaceCase {
+    hubs: Vec<usize>,
+    tree: Vec<proptest::sample::Index>,
+    ops: Vec<RaceOp>,
+}
+
+fn race_cases() -> impl proptest::strategy::Strategy<Value = RaceCase> {
+    use proptest::prelude::*;
+    let op = prop_oneof![
+        3 => any::<proptest::sample::Index>().prop_map(RaceOp::Delegate),
+        1 => (any::<proptest::sample::Index>(), any::<bool>())
+            .prop_map(|(node, subtree)| RaceOp::Revoke(node, subtree)),
+    ];
+    (
+        proptest::collection::vec(0usize..=300, 1..=2),
+        proptest::collection::vec(any::<proptest::sample::Index>(), 0..20),
+        proptest::collection::vec(op, 1..24),
+    )
+        .prop_map(|(hubs, tree, ops)| RaceCase { hubs, tree, ops })
+}
+
+/// Property, over generated trees and generated mixes of concurrent delegations and
+/// revocations (of a token or of a subtree) within them: afterwards no registered credential
+/// is live below a revoked one, every delegation that succeeded is registered and every one
+/// refused is not, each credential is in the revocation log at most once, and the counts the
+/// revocations returned add up to the credentials revoked. Cases are generated with proptest
+/// and run one after another on one store (each in a task of its own), without shrinking: a
+/// failure prints its case.
+pub async fn random_races_of_issuance_and_revocation_keep_revocation_complete(h: &Harness) {
+    use proptest::strategy::{Strategy, ValueTree};
+    use std::collections::BTreeMap;
+    const CASES: usize = 10;
+    let store = &h.store;
+    register(&**store, "a", ALICE).await;
+    svid(&**store, "a", "svid-a", 10).await;
+    let mut runner = proptest::test_runner::TestRunner::default();
+    for n in 0..CASES {
+        let case = race_cases().new_tree(&mut runner).unwrap().current();
+        let (task_id, root) = (format!("t-race{n}"), format!("race{n}"));
+        task_root(&**store, &root, &task_id).await;
+        // Every node, and those that may have children (what revocations target).
+        let mut nodes = vec![root.clone()];
+        let mut inner = vec![root.clone()];
+        for (i, children_count) in case.hubs.iter().enumerate() {
+            let hub = format!("{root}-h{i}");
+            let made = children(store, &root, &format!("{root}-h"), &task_id, i..i + 1).await;
+            assert_eq!(made, std::slice::from_ref(&hub));
+            nodes.push(hub.clone());
+            inner.push(hub.clone());
+            let prefix = format!("{hub}-");
+            nodes.extend(children(store, &hub, &prefix, &task_id, 0..*children_count).await);
+        }
+        for (i, parent) in case.tree.iter().enumerate() {
+            let parent = parent.get(&nodes).clone();
+            let id = format!("{root}-n{i}");
+            let child = token(&id, "a", Some(&parent), &task_id, 21);
+            store
+                .issue_access_token(&issuance(child, None, None), &event(action::TOKEN_DELEGATE))
+                .await
+                .unwrap();
+            nodes.push(id.clone());
+            inner.push(id);
+        }
+        let runs: Vec<_> = case
+            .ops
+            .iter()
+            .enumerate()
+            .map(|(k, op)| {
+                let store = Arc::clone(store);
+                let task_id = task_id.clone();
+                let (op, id) = (op.clone(), format!("{root}-o{k}"));
+                let target = match &op {
+                    RaceOp::Delegate(node) => node.get(&nodes).clone(),
+                    RaceOp::Revoke(node, _) => node.get(&inner).clone(),
+                };
+                tokio::spawn(async move {
+                    match op {
+                        RaceOp::Delegate(_) => {
+                            let child = token(&id, "a", Some(&target), &task_id, 22);
+                            let issued = store
+                                .issue_access_token(
+                                    &issuance(child, None, None),
+                                    &event(action::TOKEN_DELEGATE),
+                                )
+                                .await;
+                            match issued {
+                                Ok(()) => (Some((id, true)), 0),
+                                Err(StoreError::Conflict { .. }) => (Some((id, false)), 0),
+                                Err(other) => panic!("unexpected refusal: {other}"),
+                            }
+                        }
+                        RaceOp::Revoke(_, subtree) => {
+                            let target = if subtree {
+                                RevocationTarget::Subtree(target)
+                            } else {
+                                RevocationTarget::Credential(target)
+                            };
+                            let count = store
+                                .revoke(&target, "race", at(30), &event(action::REVOKE))
+                                .await
+                                .unwrap();
+                            (None, count)
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut counted = 0;
+        let mut delegated = Vec::new();
+        for run in runs {
+            let (delegation, count) = run.await.unwrap();
+            counted += count;
+            delegated.extend(delegation);
+        }
+        let mut registered = BTreeMap::new();
+        for id in &nodes {
+            let credential = store.issued_credential(id).await.unwrap().unwrap();
+            registered.insert(id.clone(), credential);
+        }
+        for (id, succeeded) in &delegated {
+            let credential = store.issued_credential(id).await.unwrap();
+            assert_eq!(credential.is_some(), *succeeded, "{id} in {case:?}");
+            if let Some(credential) = credential {
+                registered.insert(id.clone(), credential);
+            }
+        }
+        let mut revoked = 0;
+        for (id, credential) in &registered {
+            revoked += u64::from(credential.revoked_at.is_some());
+            let mut ancestor = credential.parent.as_deref();
+            while let Some(above) = ancestor.and_then(|a| registered.get(a)) {
+                assert!(
+                    above.revoked_at.is_none() || credential.revoked_at.is_some(),
+                    "{id} is live below the revoked {} in {case:?}",
+                    above.id
+                );
+                ancestor = above.parent.as_deref();
+            }
+        }
+        assert_eq!(counted, revoked, "counts against revoked in {case:?}");
+    }
+    let logged = credential_log(&**store).await;
+    let distinct: BTreeSet<_> = logged.iter().map(|(id, _)| id).collect();
+    assert_eq!(logged.len(), distinct.len(), "a credential logged twice");
+    assert_chain_verifies(&**store).await;
 }
