@@ -254,7 +254,6 @@ async fn main() {
     let database = database_url().await;
     let deployment = Arc::new(Deployment::start(&database).await);
     let planner = deployment.at(0).planner().await;
-    let executor = deployment.at(0).agent("executor", "executor").await;
     let second = deployment.replicas[1].url.clone();
 
     let healthz = round_trips(|| async {
@@ -283,6 +282,16 @@ async fn main() {
     let mut measured = Vec::with_capacity(repeats);
     let (mut before, mut during) = (Vec::new(), Vec::new());
     for repeat in 1..=repeats {
+        // Fresh identities each repeat: a task token lives no longer than the identity it was
+        // obtained with, and a long run outlives the first ones.
+        let planner = deployment
+            .at(0)
+            .agent(&format!("planner-{repeat}"), "planner")
+            .await;
+        let executor = deployment
+            .at(0)
+            .agent(&format!("executor-{repeat}"), "executor")
+            .await;
         let root = deployment.at(0).exchange(&planner).await;
         let created = Instant::now();
         let children =
