@@ -11,8 +11,6 @@
 //! [`EntityUid::from_type_name_and_id`]), never formatted into policy or entity text, so a
 //! quote, `::`, a newline or a confusable character in an id is matched literally.
 
-use std::collections::BTreeMap;
-
 use cedar_policy::{Context, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression};
 use time::OffsetDateTime;
 
@@ -123,8 +121,13 @@ fn record(
     })
 }
 
-pub(crate) fn tags_of(labels: &BTreeMap<String, String>) -> Vec<(String, RestrictedExpression)> {
-    labels.iter().map(|(k, v)| (k.clone(), string(v))).collect()
+pub(crate) fn tags_of<'a>(
+    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Vec<(String, RestrictedExpression)> {
+    labels
+        .into_iter()
+        .map(|(k, v)| (k.clone(), string(v)))
+        .collect()
 }
 
 type Parts = (
@@ -174,7 +177,7 @@ pub(crate) fn agent_parts(agent: &Agent, schema: &Declarations) -> Result<Parts,
     Ok((
         uid("Agent", &agent.name, schema)?,
         attrs,
-        tags_of(&agent.labels),
+        tags_of(agent.labels.iter()),
     ))
 }
 

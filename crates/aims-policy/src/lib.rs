@@ -45,7 +45,8 @@ pub use decision::{
 pub use engine::Engine;
 pub use error::{CompileDiagnostic, PolicyError, RequestError, SourceLocation};
 pub use request::{
-    Agent, DecisionRequest, EntityRef, Posture, RequestContext, Resource, ResourceObject, Toolchain,
+    Agent, DecisionRequest, EntityRef, Posture, RequestContext, Resource, ResourceObject, Tags,
+    Toolchain,
 };
 pub use schema::{AIMS_SCHEMA, NAMESPACE, Schema};
 pub use testcases::{CaseResult, Expect, TestReport, run_tests};

@@ -59,7 +59,62 @@ pub struct Agent {
     pub posture: Posture,
     /// Registry labels, exposed as Cedar tags.
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub labels: Tags,
+}
+
+/// An agent's registry labels as its Cedar tags: key-value pairs sorted by key, each key once,
+/// read and written as a JSON object. Held in one slice rather than a map because a registry
+/// view keeps one per agent and a B-tree node is sized for eleven entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tags(Box<[(String, String)]>);
+
+impl Tags {
+    /// The pairs, by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    /// Whether there is no tag.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The value of tag `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        let at = self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok()?;
+        self.0.get(at).map(|(_, v)| v.as_str())
+    }
+}
+
+impl From<BTreeMap<String, String>> for Tags {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        Self(map.into_iter().collect())
+    }
+}
+
+/// The pairs; of two with one key, the later one is kept, as a map's `insert` would.
+impl FromIterator<(String, String)> for Tags {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Self {
+        pairs.into_iter().collect::<BTreeMap<_, _>>().into()
+    }
+}
+
+impl<const N: usize> From<[(String, String); N]> for Tags {
+    fn from(pairs: [(String, String); N]) -> Self {
+        pairs.into_iter().collect()
+    }
+}
+
+impl Serialize for Tags {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Tags {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        BTreeMap::<String, String>::deserialize(deserializer).map(Self::from)
+    }
 }
 
 /// The agent's toolchain.
@@ -169,4 +224,39 @@ pub struct RequestContext {
     /// schema's `Aims::Arguments` are passed on.
     #[serde(default)]
     pub arguments: serde_json::Map<String, serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(k: &str, v: &str) -> (String, String) {
+        (k.to_owned(), v.to_owned())
+    }
+
+    #[test]
+    fn tags_are_sorted_with_one_value_per_key_the_last_given() {
+        let tags: Tags = [pair("team", "b"), pair("role", "coding"), pair("team", "a")].into();
+        let held: Vec<_> = tags.iter().collect();
+        assert_eq!(
+            held,
+            [
+                (&"role".to_owned(), &"coding".to_owned()),
+                (&"team".to_owned(), &"a".to_owned())
+            ]
+        );
+        assert_eq!(tags.get("team"), Some("a"));
+        assert_eq!(tags.get("owner"), None);
+        assert!(!tags.is_empty() && Tags::default().is_empty());
+    }
+
+    #[test]
+    fn tags_are_a_json_object_both_ways() {
+        let tags: Tags = [pair("team", "x"), pair("role", "y")].into();
+        let json = serde_json::to_string(&tags).unwrap();
+        assert_eq!(json, r#"{"role":"y","team":"x"}"#);
+        assert_eq!(serde_json::from_str::<Tags>(&json).unwrap(), tags);
+        assert!(serde_json::from_str::<Tags>(r#"[["role","y"]]"#).is_err());
+        assert!(serde_json::from_str::<Tags>(r#"{"role":1}"#).is_err());
+    }
 }

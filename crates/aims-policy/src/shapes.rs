@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use crate::declarations::Declarations;
 use crate::entities::{agent_parts, build_request, context_pairs, object_attrs, tags_of};
-use crate::request::{Agent, Posture, RequestContext, Toolchain};
+use crate::request::{Agent, Posture, RequestContext, Tags, Toolchain};
 
 /// What the typed builders were proven (when the schema was loaded) to produce conforming
 /// entities and contexts for. Conformance of these shapes does not depend on the values —
@@ -76,9 +76,9 @@ fn probe_agent(optionals: bool, tags: bool) -> Agent {
             image_digest: opt(PROBE_ID),
         },
         labels: if tags {
-            BTreeMap::from([(PROBE_ID.to_owned(), PROBE_ID.to_owned())])
+            [(PROBE_ID.to_owned(), PROBE_ID.to_owned())].into()
         } else {
-            BTreeMap::new()
+            Tags::default()
         },
     }
 }

@@ -6,7 +6,14 @@
 //! tmpfs when `/dev/shm` exists, so that filling it is quick), one run measures:
 //!
 //! - **load**: a fresh view catching up with the whole change log (what a replica does at
-//!   start), and the process's resident memory before and after;
+//!   start), the process's resident memory before and after, and the heap the view holds per
+//!   agent (bytes allocated and not freed across the load, counted by `cap`'s allocator
+//!   around the system's);
+//! - **decided**: every agent then decides once through the view (a repository read under one
+//!   policy), which builds its principal's Cedar entity; the view keeps at most
+//!   `ENTITIES_KEPT` of them. The heap this adds per agent is what a view holds at most once
+//!   every agent has been active: an entity's whole size at 10 agents, the bound's share at
+//!   100,000;
 //! - **view lookup**: `RegistryView::get` of random agents;
 //! - **store lookup** (the baseline): `Store::agent` plus `Store::posture_snapshot` of random
 //!   agents, the two reads a decision made before the view.
@@ -27,6 +34,7 @@
     reason = "a benchmark fails loudly on an unexpected error"
 )]
 
+use std::alloc::System;
 use std::time::{Duration, Instant};
 
 use aims_core::agent::{Agent, LifecycleState, Limits};
@@ -34,12 +42,18 @@ use aims_core::audit::{Actor, AuditEvent, Outcome, action};
 use aims_core::credential::CredentialHash;
 use aims_core::id::{AgentName, TrustDomain};
 use aims_core::posture::{Evidence, ModelEvidence, PostureProfile};
+use aims_policy::{Effect, Engine, PolicySource, Schema, Validation};
+use aims_server::decisions::{Asked, Question, request_for};
 use aims_server::registry::RegistryView;
 use aims_store::{
     AttestationRecord, IssuedCredential, IssuedKind, JoinTokenRecord, PostureSnapshot, SqliteStore,
     Store,
 };
 use time::OffsetDateTime;
+
+/// The system allocator, counting the bytes it holds for the program.
+#[global_allocator]
+static ALLOCATOR: cap::Cap<System> = cap::Cap::new(System, usize::MAX);
 
 const LOOKUPS: usize = 200_000;
 const STORE_LOOKUPS: usize = 5_000;
@@ -123,6 +137,45 @@ fn rss_mib() -> f64 {
     kib / 1024.0
 }
 
+/// An engine of one policy: an active agent may read repositories.
+fn engine() -> Engine {
+    Engine::compile(
+        Schema::aims().unwrap(),
+        &[PolicySource::new(
+            "bench.cedar",
+            r#"permit(principal, action == Aims::Action::"read", resource is Aims::Resource)
+               when { principal.state == "active" };"#,
+        )],
+        Validation::Strict,
+    )
+    .unwrap()
+}
+
+/// Agent `known` asks `view` to read a repository (the question as `/v1/decisions` takes it):
+/// allowed.
+fn decide_once(
+    view: &RegistryView,
+    engine: &Engine,
+    known: &aims_server::registry::KnownAgent,
+    now: OffsetDateTime,
+) {
+    let wire = serde_json::json!({
+        "action": "read",
+        "resource": {"type": "Resource", "id": "acme/app", "system": "github",
+                     "environment": "prod", "sensitivity": "internal", "kind": "repository"},
+        "task_id": "task-1",
+        "intent": "bench",
+    });
+    let question = Question::from_wire(serde_json::from_value(wire).unwrap()).unwrap();
+    let asked = Asked {
+        at: now,
+        source_ip: "127.0.0.1".parse().unwrap(),
+    };
+    let request = request_for(known, question, asked, None);
+    let decision = view.decide(known, engine, &request).unwrap();
+    assert_eq!(decision.effect, Effect::Allow);
+}
+
 /// A cheap deterministic sequence of agent indexes below `n`.
 fn indexes(n: usize, count: usize) -> impl Iterator<Item = usize> {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -139,6 +192,8 @@ struct Row {
     load: Duration,
     rss_before: f64,
     rss_after: f64,
+    heap_per_agent: f64,
+    decided_heap_per_agent: f64,
     view_ns: f64,
     store_ns: f64,
 }
@@ -160,6 +215,7 @@ async fn measure(agents: usize) -> Row {
     eprintln!("{agents} agents registered in {:?}", filling.elapsed());
 
     let rss_before = rss_mib();
+    let held_before = ALLOCATOR.allocated();
     let view = RegistryView::new(
         TrustDomain::new("aims.local").unwrap(),
         Duration::from_secs(3600),
@@ -168,11 +224,20 @@ async fn measure(agents: usize) -> Row {
     view.catch_up(&store).await.unwrap();
     let load = started.elapsed();
     let rss_after = rss_mib();
+    let heap_per_agent = ALLOCATOR.allocated().saturating_sub(held_before) as f64 / agents as f64;
     assert_eq!(view.len(), agents);
     for i in indexes(agents, 100) {
         let known = view.get(&name(i)).unwrap().unwrap();
-        assert!(known.snapshot.is_some() && known.principal.posture.identity_verified);
+        assert!(known.posture.is_some() && known.principal.posture.identity_verified);
     }
+
+    let engine = engine();
+    let held_before_decisions = ALLOCATOR.allocated();
+    for i in 0..agents {
+        decide_once(&view, &engine, &view.get(&name(i)).unwrap().unwrap(), now);
+    }
+    let decided_heap_per_agent =
+        ALLOCATOR.allocated().saturating_sub(held_before_decisions) as f64 / agents as f64;
 
     let names: Vec<AgentName> = indexes(agents, LOOKUPS).map(name).collect();
     let started = Instant::now();
@@ -193,6 +258,8 @@ async fn measure(agents: usize) -> Row {
         load,
         rss_before,
         rss_after,
+        heap_per_agent,
+        decided_heap_per_agent,
         view_ns,
         store_ns,
     }
@@ -208,16 +275,19 @@ fn main() {
         .map(|n| runtime.block_on(measure(n)))
         .collect();
     println!(
-        "| agents | view load ms | RSS before MiB | RSS after MiB | view lookup ns | store lookup ns (agent + posture) | store ÷ view |"
+        "| agents | view load ms | RSS before MiB | RSS after MiB | view heap bytes per agent | added once each has decided, bytes per agent (entities kept at most: {}) | view lookup ns | store lookup ns (agent + posture) | store ÷ view |",
+        aims_server::registry::ENTITIES_KEPT
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {:.0} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0}× |",
+            "| {} | {:.0} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0}× |",
             r.agents,
             r.load.as_secs_f64() * 1000.0,
             r.rss_before,
             r.rss_after,
+            r.heap_per_agent,
+            r.decided_heap_per_agent,
             r.view_ns,
             r.store_ns,
             r.store_ns / r.view_ns

@@ -90,9 +90,9 @@ pub async fn resolve(
     if let Some(grant) = state.store.grant_for(&call, now).await? {
         let mut approved = request.clone();
         approved.context.approved = true;
-        let allowed = caller
-            .known
-            .decide(&loaded.engine, &approved)
+        let allowed = state
+            .registry
+            .decide(&caller.known, &loaded.engine, &approved)
             .ok()
             .filter(|d| d.effect == Effect::Allow);
         if let Some(allowed) = allowed {

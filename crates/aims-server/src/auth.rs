@@ -13,7 +13,6 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use aims_core::agent::Agent;
 use aims_core::audit::{Actor, AuditEvent, Outcome, action};
 use aims_core::credential::{CredentialHash, MAX_CREDENTIAL_LEN};
 use aims_core::id::{AgentName, ResourceServerName, SpiffeId, TokenId};
@@ -168,9 +167,9 @@ pub enum Vouched {
 }
 
 impl AuthenticatedAgent {
-    /// The agent's registry record.
-    pub fn agent(&self) -> &Agent {
-        &self.known.agent
+    /// The agent as this replica's registry view holds it.
+    pub fn agent(&self) -> &KnownAgent {
+        &self.known
     }
 
     /// The id of the agent's credential behind the request, if one was presented.

@@ -109,7 +109,7 @@ pub fn request_for(
     asked: Asked,
     decision_id: Option<DecisionId>,
 ) -> DecisionRequest {
-    let posture_age_s = known.snapshot.as_ref().map_or(i64::MAX, |s| {
+    let posture_age_s = known.posture.as_ref().map_or(i64::MAX, |s| {
         (asked.at - s.accepted_at).whole_seconds().max(0)
     });
     DecisionRequest {
@@ -125,7 +125,7 @@ pub fn request_for(
             delegation_depth: 0,
             delegation_chain: Vec::new(),
             approved: false,
-            environment: known.agent.environment.to_string(),
+            environment: known.environment.to_string(),
             source_ip: asked.source_ip,
             arguments: question.arguments,
         },
@@ -209,8 +209,9 @@ pub async fn decide_for(
     let posture_age_s = request.context.posture_age_s;
     let loaded = state.policy.current();
     let decision = if in_scope {
-        known
-            .decide(&loaded.engine, &request)
+        state
+            .registry
+            .decide(known, &loaded.engine, &request)
             .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, e.to_string()))?
     } else {
         Decision::outside_scope(id.to_string())
@@ -225,7 +226,7 @@ pub async fn decide_for(
         .event(caller.actor(), action::DECISION, outcome)
         .request(request_id)
         .agent(caller.spiffe_id.to_string())
-        .owner(known.agent.owner.to_string())
+        .owner(known.owner.to_string())
         .resource(resource)
         .chain(chain)
         .decision(
@@ -237,7 +238,7 @@ pub async fn decide_for(
             "policy_version": loaded.version,
             "reason": decision.reason,
             "posture_age_s": posture_age_s,
-            "posture_digest": known.snapshot.as_ref().map(|s| s.digest.clone()),
+            "posture_digest": known.posture.as_ref().map(|s| s.digest.clone()),
             "errors": decision.errors,
             "preview": purpose == Purpose::Preview,
         }));

@@ -8,7 +8,10 @@
 //! decision against the schema in force and shared by the decisions after it
 //! ([`KnownAgent::decide`]); a decision against another schema (a policy push that changed it)
 //! builds it again. So an entity is built once per change of the agent, its posture or the
-//! schema, and can never be older than the record it was built from.
+//! schema, and can never be older than the record it was built from. Entities are the largest
+//! part of the view (about seven times an agent's own share), so the view keeps a bounded
+//! number built ([`RegistryView::decide`], [`ENTITIES_KEPT`]): past the bound it drops them all,
+//! and each is built again by its agent's next decision.
 //!
 //! The view is loaded at start and kept current from the store's registry change log
 //! ([`aims_store::Store::registry_changes`]), in the revocation set's manner: every
@@ -23,33 +26,51 @@
 //! last poll) is read from the store, not remembered: only the change log fills the view.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use aims_core::agent::Agent as Registered;
-use aims_core::id::{AgentName, TrustDomain};
+use aims_core::id::{AgentName, Environment, Owner, TrustDomain};
 use aims_policy::{
     Agent, Decision, DecisionRequest, Engine, Posture, PrincipalEntity, RequestError, Schema,
     Toolchain,
 };
 use aims_store::{PostureSnapshot, RegistryCursor, RegistryEntry, Store, StoreError};
+use time::OffsetDateTime;
 use tokio::sync::{Mutex, watch};
 
 /// Entries read from the change log per query.
 const PAGE: u32 = 1000;
 
-/// A registered agent as a decision reads it: its record, its last accepted posture, and the
-/// principal built from both once per change (see the module's documentation).
+/// A registered agent as a decision reads it: what the request and its audit event name of its
+/// record, its last accepted posture's digest and time, and the principal built from record and
+/// posture once per change (see the module's documentation). The rest of the record (its
+/// posture profile, limits, description) and of the evidence is not held: nothing on the
+/// decision path reads it, and the view holds one of these for every agent.
 #[derive(Debug)]
 pub struct KnownAgent {
-    /// Its registry record.
-    pub agent: Registered,
+    /// Its name.
+    pub name: AgentName,
+    /// Its one accountable owner.
+    pub owner: Owner,
+    /// Where it runs.
+    pub environment: Environment,
     /// Its last accepted posture, if any.
-    pub snapshot: Option<PostureSnapshot>,
+    pub posture: Option<AcceptedPosture>,
     /// The agent as Cedar sees it.
     pub principal: Arc<Agent>,
     /// `principal`'s Cedar entity, built against the schema of the last decision.
     entity: RwLock<Option<Arc<PrincipalEntity>>>,
+}
+
+/// What a decision reads of an agent's last accepted posture beside its principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedPosture {
+    /// The evidence's digest (`sha256:<hex>`), as named in the identity issued for it.
+    pub digest: String,
+    /// When it was accepted: a decision's posture age is counted from here.
+    pub accepted_at: OffsetDateTime,
 }
 
 impl KnownAgent {
@@ -61,8 +82,13 @@ impl KnownAgent {
     ) -> Self {
         let principal = Arc::new(principal_of(trust_domain, &agent, snapshot.as_ref()));
         Self {
-            agent,
-            snapshot,
+            name: agent.name,
+            owner: agent.owner,
+            environment: agent.environment,
+            posture: snapshot.map(|s| AcceptedPosture {
+                digest: s.digest,
+                accepted_at: s.accepted_at,
+            }),
             principal,
             entity: RwLock::new(None),
         }
@@ -76,23 +102,47 @@ impl KnownAgent {
         engine: &Engine,
         request: &DecisionRequest,
     ) -> Result<Decision, RequestError> {
+        self.decide_noting_build(engine, request).0
+    }
+
+    /// As [`Self::decide`], and whether an entity was built (and kept) for it.
+    fn decide_noting_build(
+        &self,
+        engine: &Engine,
+        request: &DecisionRequest,
+    ) -> (Result<Decision, RequestError>, bool) {
         match self.entity(engine.schema()) {
-            Some(entity) => engine.decide_as(&entity, request),
+            Some((entity, built)) => (engine.decide_as(&entity, request), built),
             // The principal does not conform to the schema: `decide` says why.
-            None => engine.decide(request),
+            None => (engine.decide(request), false),
         }
     }
 
-    /// The principal's entity built against `schema`, if it conforms.
-    fn entity(&self, schema: &Schema) -> Option<Arc<PrincipalEntity>> {
+    /// The principal's entity built against `schema`, if it conforms, and whether it was
+    /// built now.
+    fn entity(&self, schema: &Schema) -> Option<(Arc<PrincipalEntity>, bool)> {
         let held = self.entity.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(entity) = held.as_ref().filter(|e| e.is_for(schema)) {
-            return Some(Arc::clone(entity));
+            return Some((Arc::clone(entity), false));
         }
         drop(held);
         let built = Arc::new(PrincipalEntity::new(Arc::clone(&self.principal), schema).ok()?);
         *self.entity.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&built));
-        Some(built)
+        Some((built, true))
+    }
+
+    /// Drops the entity kept for the next decision; the next one builds it again.
+    fn forget_entity(&self) {
+        *self.entity.write().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Whether an entity is kept for the next decision.
+    #[cfg(test)]
+    fn holds_entity(&self) -> bool {
+        self.entity
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
     }
 }
 
@@ -157,6 +207,10 @@ struct Learnt {
     synced_at: Option<Instant>,
 }
 
+/// Entities a view keeps built, by default: at about 7 KB each (BENCHMARKS.md, "The registry
+/// view at scale"), about 70 MB, whatever the number of agents.
+pub const ENTITIES_KEPT: usize = 10_000;
+
 /// The registry view of this replica (see the module's documentation).
 pub struct RegistryView {
     trust_domain: TrustDomain,
@@ -164,6 +218,10 @@ pub struct RegistryView {
     /// Serializes catch-ups so two never apply pages out of order.
     sync: Mutex<()>,
     max_staleness: Duration,
+    /// Entities built by [`Self::decide`] since the view last dropped them all.
+    entities_built: AtomicUsize,
+    /// How many may be built before they are all dropped.
+    entities_kept: usize,
 }
 
 impl RegistryView {
@@ -175,7 +233,41 @@ impl RegistryView {
             learnt: RwLock::new(Learnt::default()),
             sync: Mutex::new(()),
             max_staleness,
+            entities_built: AtomicUsize::new(0),
+            entities_kept: ENTITIES_KEPT,
         }
+    }
+
+    /// The view, keeping at most `kept` entities built instead of [`ENTITIES_KEPT`].
+    #[must_use]
+    pub fn keeping_entities(mut self, kept: usize) -> Self {
+        self.entities_kept = kept;
+        self
+    }
+
+    /// Decides `request`, which agent `known` makes, with `engine`, as
+    /// [`KnownAgent::decide`] does, keeping the entities its agents hold bounded: once more
+    /// than the bound have been built, every other agent's is dropped and built again by its
+    /// next decision. A busy agent pays one build per round (tens of microseconds); memory stays
+    /// at most the bound's worth of entities, plus those built by decisions running while
+    /// they are dropped, however many agents decide.
+    pub fn decide(
+        &self,
+        known: &KnownAgent,
+        engine: &Engine,
+        request: &DecisionRequest,
+    ) -> Result<Decision, RequestError> {
+        let (decision, built) = known.decide_noting_build(engine, request);
+        if built && self.entities_built.fetch_add(1, Ordering::Relaxed) >= self.entities_kept {
+            // The one just built stays: it counts as the first of the next round.
+            self.entities_built.store(1, Ordering::Relaxed);
+            for agent in self.read().agents.values() {
+                if !std::ptr::eq(agent.as_ref(), known) {
+                    agent.forget_entity();
+                }
+            }
+        }
+        decision
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Learnt> {
@@ -245,7 +337,7 @@ impl RegistryView {
             let mut learnt = self.learnt.write().unwrap_or_else(PoisonError::into_inner);
             for (next, known) in changed {
                 learnt.cursor = next;
-                learnt.agents.insert(known.agent.name.clone(), known);
+                learnt.agents.insert(known.name.clone(), known);
             }
             if !full {
                 learnt.synced_at = Some(Instant::now());
@@ -355,4 +447,117 @@ pub async fn follow(
         || view.catch_up(store.as_ref()),
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use aims_core::agent::{LifecycleState, Limits};
+    use aims_core::audit::{Actor, AuditEvent, Outcome, action};
+    use aims_core::credential::CredentialHash;
+    use aims_policy::{Effect, PolicySource, Resource, ResourceObject, Validation};
+    use aims_store::{JoinTokenRecord, SqliteStore};
+
+    use super::*;
+    use crate::decisions::{Asked, Question, request_for};
+
+    const AGENTS: usize = 10;
+    const KEPT: usize = 3;
+
+    async fn register(store: &SqliteStore, i: usize, now: OffsetDateTime) {
+        let name = AgentName::new(format!("agent-{i}")).unwrap();
+        let agent = Registered {
+            name: name.clone(),
+            owner: "alice@acme.example".parse().unwrap(),
+            environment: "prod".parse().unwrap(),
+            description: String::new(),
+            posture_profile: Default::default(),
+            limits: Limits::default(),
+            labels: [("team".parse().unwrap(), format!("team-{}", i % 2))].into(),
+            state: LifecycleState::Active,
+            created_at: now,
+            updated_at: now,
+            recertify_by: now + time::Duration::days(90),
+            revision: 1,
+        };
+        let join = JoinTokenRecord {
+            hash: CredentialHash::of(&format!("join-{i}")),
+            agent: name,
+            expires_at: now + time::Duration::hours(1),
+        };
+        let event = AuditEvent::new(now, Actor::System, action::AGENT_REGISTER, Outcome::Success);
+        store.create_agent(&agent, &join, &event).await.unwrap();
+    }
+
+    fn reads(known: &KnownAgent, now: OffsetDateTime) -> DecisionRequest {
+        let question = Question {
+            action: "read".to_owned(),
+            resource: Resource::Object(ResourceObject {
+                entity_type: "Resource".to_owned(),
+                id: "acme/app".to_owned(),
+                system: "github".to_owned(),
+                environment: "prod".to_owned(),
+                sensitivity: "internal".to_owned(),
+                kind: "repository".to_owned(),
+                labels: Default::default(),
+                parents: Vec::new(),
+            }),
+            task_id: "task-1".to_owned(),
+            intent: "test".to_owned(),
+            arguments: Default::default(),
+        };
+        let asked = Asked {
+            at: now,
+            source_ip: "127.0.0.1".parse().unwrap(),
+        };
+        request_for(known, question, asked, None)
+    }
+
+    #[tokio::test]
+    async fn the_view_keeps_a_bounded_number_of_entities_and_decides_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("aims.db"))
+            .await
+            .unwrap();
+        let now = OffsetDateTime::now_utc();
+        for i in 0..AGENTS {
+            register(&store, i, now).await;
+        }
+        let view = RegistryView::new(
+            TrustDomain::new("acme.example").unwrap(),
+            Duration::from_secs(60),
+        )
+        .keeping_entities(KEPT);
+        view.catch_up(&store).await.unwrap();
+        let engine = Engine::compile(
+            Schema::aims().unwrap(),
+            &[PolicySource::new(
+                "test.cedar",
+                r#"permit(principal in Aims::Team::"team-0", action == Aims::Action::"read", resource);"#,
+            )],
+            Validation::Strict,
+        )
+        .unwrap();
+        let agents: Vec<Arc<KnownAgent>> = (0..AGENTS)
+            .map(|i| {
+                view.get(&AgentName::new(format!("agent-{i}")).unwrap())
+                    .unwrap()
+                    .unwrap()
+            })
+            .collect();
+        // Three passes over all agents: entities are dropped and built again many times.
+        for (round, known) in agents.iter().cycle().take(3 * AGENTS).enumerate() {
+            let request = reads(known, now);
+            let decided = view.decide(known, &engine, &request).unwrap();
+            assert_eq!(
+                decided,
+                engine.decide(&request).unwrap(),
+                "decision {round}"
+            );
+            let team = known.principal.teams.first().unwrap();
+            let allowed = team == "team-0";
+            assert_eq!(decided.effect == Effect::Allow, allowed, "decision {round}");
+            let held = agents.iter().filter(|a| a.holds_entity()).count();
+            assert!((1..=KEPT).contains(&held), "{held} entities held");
+        }
+    }
 }

@@ -225,7 +225,7 @@ fn context_cannot_set_principal_attributes() {
     assert_eq!(d.effect, Effect::Deny, "{d:?}");
     // Labels (tags) cannot shadow attributes either.
     let mut a = agent("mallory", &[]);
-    a.labels.insert("trust_level".to_owned(), "10".to_owned());
+    a.labels = [("trust_level".to_owned(), "10".to_owned())].into();
     let r = request(a, "delete", object("Resource", "repo"));
     assert_eq!(e.decide(&r).unwrap().effect, Effect::Deny);
 }
@@ -257,7 +257,7 @@ fn a_schema_the_typed_request_does_not_fit_is_checked_by_cedar() {
     let mut a = agent("coder", &[]);
     let r = request(a.clone(), "read", object("Resource", "repo"));
     assert_eq!(e.decide(&r).unwrap().effect, Effect::Allow);
-    a.labels.insert("role".to_owned(), "x".to_owned());
+    a.labels = [("role".to_owned(), "x".to_owned())].into();
     let r = request(a, "read", object("Resource", "repo"));
     assert!(matches!(e.decide(&r), Err(RequestError::Entity { .. })));
 }

@@ -161,7 +161,7 @@ fn gen_agent() -> impl Strategy<Value = Agent> {
             a.trust_level = trust;
             a.posture.model_digest = digest.map(str::to_owned);
             if let Some(role) = role {
-                a.labels.insert("role".to_owned(), role.to_owned());
+                a.labels = [("role".to_owned(), role.to_owned())].into();
             }
             a
         })

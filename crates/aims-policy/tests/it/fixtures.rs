@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use aims_policy::{
     Agent, DecisionRequest, Engine, PolicySource, Posture, RequestContext, Resource,
-    ResourceObject, Schema, Toolchain, Validation,
+    ResourceObject, Schema, Tags, Toolchain, Validation,
 };
 
 pub fn agent(name: &str, teams: &[&str]) -> Agent {
@@ -28,7 +28,7 @@ pub fn agent(name: &str, teams: &[&str]) -> Agent {
             model_digest: None,
             image_digest: None,
         },
-        labels: BTreeMap::new(),
+        labels: Tags::default(),
     }
 }
 

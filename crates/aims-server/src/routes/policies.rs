@@ -251,7 +251,7 @@ pub async fn explain(
     let event = state
         .event(caller.actor(), action::POLICY_EXPLAIN, Outcome::Success)
         .request(caller.request_id.clone())
-        .agent(known.agent.spiffe_id(&state.trust_domain).to_string())
+        .agent(known.principal.spiffe_id.clone())
         .resource(resource);
     state.audit.record(event).await?;
     Ok(Json(explanation))
