@@ -26,8 +26,9 @@
 //! for several agents) is asked of AIMS's two endpoints and of cedar-agent: the answers must
 //! be equal.
 //!
-//! Each configuration (registry size × policy set) runs several rounds; within a round every
-//! target is measured at every connection count, the target order rotating each round, so a
+//! Each policy set runs several rounds; within a round every registry size measured with that
+//! set (each its own server, all running for the whole bench) and every target is measured at
+//! every connection count, the registry and target orders rotating each round, so a
 //! slow spell of the shared machine lands on all of them. Each measurement reads the server's
 //! CPU time (`/proc/<pid>/stat`) before and after and divides by the answers. Printed: the
 //! medians, the per-round ratios (AIMS ÷ cedar-agent, AIMS ÷ floor, in decisions/s) and,
@@ -1198,6 +1199,73 @@ fn loadavg() -> String {
         .join(" ")
 }
 
+/// One registry size's AIMS server and what is asked of it.
+struct Registry {
+    agents: usize,
+    aims: Aims,
+    /// The policy set sizes it is measured with.
+    sets: Vec<usize>,
+    /// cedar-agent's entities for the same registry, when cedar-agent is measured.
+    cedar_data: Option<Vec<u8>>,
+    bearer: Vec<String>,
+    authzen: Vec<String>,
+    cedar_lines: Vec<String>,
+    /// cedar-agent's start-up time and resident memory, per policy set.
+    cedar_startup: Vec<(usize, Duration, f64)>,
+}
+
+impl Registry {
+    async fn start(settings: &Settings, dir: &Path, agents: usize) -> Self {
+        let aims = Aims::start(dir, agents).await;
+        let cedar_data = settings
+            .cedar_agent
+            .as_ref()
+            .map(|_| cedar_agent_data(agents));
+        let bearer = (0..ATTESTED)
+            .map(|i| {
+                line(
+                    &format!("Bearer {}", aims.svids[i]),
+                    "",
+                    &decide_body("read", object(REPOSITORY), true),
+                )
+            })
+            .collect();
+        let authzen = (0..ATTESTED)
+            .map(|i| {
+                line(
+                    &format!("Bearer {}", aims.svids[i]),
+                    "",
+                    &authzen_body(&agent_name(i), "read", object(REPOSITORY)),
+                )
+            })
+            .collect();
+        let cedar_lines = (0..ATTESTED)
+            .map(|i| {
+                line(
+                    "",
+                    "",
+                    &cedar_body(&agent_name(i), "read", object(REPOSITORY)),
+                )
+            })
+            .collect();
+        let sets = if agents == ATTESTED {
+            settings.policies.clone()
+        } else {
+            settings.policies_at_scale.clone()
+        };
+        Self {
+            agents,
+            aims,
+            sets,
+            cedar_data,
+            bearer,
+            authzen,
+            cedar_lines,
+            cedar_startup: Vec::new(),
+        }
+    }
+}
+
 async fn run(settings: Settings) {
     let dir = tempfile::tempdir().unwrap();
     let targets: Vec<Target> = [
@@ -1236,85 +1304,74 @@ async fn run(settings: Settings) {
     let (floor_process, floor_url) = start_floor();
     let floor = (floor_process.0.id(), floor_url);
 
-    let mut results = Results::new();
-    let mut scales = Vec::new();
+    // Every registry's server runs for the whole bench, so that the sizes sharing a policy
+    // set are measured in the same rounds.
+    let mut registries = Vec::new();
     for &agents in &settings.agents {
         assert!(agents >= ATTESTED, "at least {ATTESTED} agents");
-        let aims = Aims::start(dir.path(), agents).await;
-        let data = settings
-            .cedar_agent
-            .as_ref()
-            .map(|_| cedar_agent_data(agents));
-        let bearer: Vec<String> = (0..ATTESTED)
-            .map(|i| {
-                line(
-                    &format!("Bearer {}", aims.svids[i]),
-                    "",
-                    &decide_body("read", object(REPOSITORY), true),
-                )
-            })
-            .collect();
-        let authzen: Vec<String> = (0..ATTESTED)
-            .map(|i| {
-                line(
-                    &format!("Bearer {}", aims.svids[i]),
-                    "",
-                    &authzen_body(&agent_name(i), "read", object(REPOSITORY)),
-                )
-            })
-            .collect();
-        let cedar_lines: Vec<String> = (0..ATTESTED)
-            .map(|i| {
-                line(
-                    "",
-                    "",
-                    &cedar_body(&agent_name(i), "read", object(REPOSITORY)),
-                )
-            })
-            .collect();
-        let sets = if agents == ATTESTED {
-            &settings.policies
-        } else {
-            &settings.policies_at_scale
-        };
-        let mut cedar_startup = Vec::new();
-        for &policies in sets {
-            let set = policy_set(policies);
-            aims.push(&set).await;
-            let cedar = match (&settings.cedar_agent, &data) {
+        registries.push(Registry::start(&settings, dir.path(), agents).await);
+    }
+    let policy_counts: std::collections::BTreeSet<usize> =
+        registries.iter().flat_map(|r| r.sets.clone()).collect();
+    let mut results = Results::new();
+    for policies in policy_counts {
+        let set = policy_set(policies);
+        let mut cedar_agents = Vec::new();
+        let mut configs = Vec::new();
+        for registry in registries.iter_mut().filter(|r| r.sets.contains(&policies)) {
+            let agents = registry.agents;
+            registry.aims.push(&set).await;
+            let cedar = match (&settings.cedar_agent, &registry.cedar_data) {
                 (Some(binary), Some(data)) => {
                     let (child, url, ready) =
                         start_cedar_agent(binary, dir.path(), &cedar_agent_policies(&set), data)
                             .await;
                     let rss = rss_mib(child.0.id());
-                    cedar_startup.push((policies, ready, rss));
-                    Some((child, url))
+                    registry.cedar_startup.push((policies, ready, rss));
+                    let measured = (child.0.id(), url.clone());
+                    cedar_agents.push(child);
+                    Some(measured)
                 }
                 _ => None,
             };
             let (allowed, denied) =
-                check_equal(&aims, cedar.as_ref().map(|(_, url)| url.as_str())).await;
+                check_equal(&registry.aims, cedar.as_ref().map(|(_, url)| url.as_str())).await;
             eprintln!(
                 "{agents} agents, {policies} policies: {allowed} allowed and {denied} denied probes agree"
             );
-            let config = Config {
-                aims: &aims,
-                cedar_slow: std::cell::Cell::new(false),
-                cedar: cedar.as_ref().map(|(c, url)| (c.0.id(), url.clone())),
-                floor: &floor,
-                bearer: bearer.clone(),
-                authzen: authzen.clone(),
-                cedar_lines: cedar_lines.clone(),
-            };
-            // Warm-up: connections, caches, the registry view's entities (and whether
-            // cedar-agent is too slow for more than one connection).
+            configs.push((agents, cedar));
+        }
+        let configs: Vec<(usize, Config<'_>)> = configs
+            .into_iter()
+            .map(|(agents, cedar)| {
+                let registry = registries.iter().find(|r| r.agents == agents).unwrap();
+                let config = Config {
+                    aims: &registry.aims,
+                    cedar_slow: std::cell::Cell::new(false),
+                    cedar,
+                    floor: &floor,
+                    bearer: registry.bearer.clone(),
+                    authzen: registry.authzen.clone(),
+                    cedar_lines: registry.cedar_lines.clone(),
+                };
+                (agents, config)
+            })
+            .collect();
+        // Warm-up: connections, caches, the registry view's entities (and whether
+        // cedar-agent is too slow for more than one connection).
+        for (_, config) in &configs {
             for &target in &targets {
                 for connections in [1, 16] {
                     config.measure(dir.path(), target, connections, 1).await;
                 }
             }
-            for round in 0..settings.rounds {
-                for &connections in &settings.connections {
+        }
+        for round in 0..settings.rounds {
+            for &connections in &settings.connections {
+                let mut registry_order: Vec<&(usize, Config<'_>)> = configs.iter().collect();
+                registry_order.rotate_left(round % configs.len());
+                for (agents, config) in registry_order {
+                    let agents = *agents;
                     let mut order = targets.clone();
                     order.rotate_left(round % targets.len());
                     for &target in &order {
@@ -1342,16 +1399,20 @@ async fn run(settings: Settings) {
                 }
             }
         }
-        let rss_after = rss_mib(aims.server.child.id());
-        scales.push(Scale {
-            agents,
-            fill: aims.fill,
-            startup: aims.startup,
-            rss_ready: aims.rss_ready,
-            rss_after,
-            cedar_startup,
-        });
+        drop(configs);
+        drop(cedar_agents);
     }
+    let scales: Vec<Scale> = registries
+        .iter()
+        .map(|r| Scale {
+            agents: r.agents,
+            fill: r.aims.fill,
+            startup: r.aims.startup,
+            rss_ready: r.aims.rss_ready,
+            rss_after: rss_mib(r.aims.server.child.id()),
+            cedar_startup: r.cedar_startup.clone(),
+        })
+        .collect();
     println!("load average at end: {}", loadavg());
     report(&settings, &targets, &results, &scales);
 }
