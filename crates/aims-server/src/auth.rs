@@ -488,8 +488,8 @@ pub(crate) async fn service_caller(
         let (name, secret) = decoded.split_once(':').ok_or_else(invalid)?;
         let (name, secret) = (form_decode(name), form_decode(secret));
         let server = state
-            .store
-            .resource_server_by_credential(&CredentialHash::of(&secret))
+            .resource_servers
+            .by_credential(state.store.as_ref(), &CredentialHash::of(&secret))
             .await
             .map_err(ApiError::oauth_from_store)?
             .filter(|rs| rs.name.as_str() == name)

@@ -1,7 +1,8 @@
 //! This replica's in-memory view of what a decision reads about an agent ([`RegistryView`]):
 //! every registered agent with its last accepted posture and its principal as Cedar sees it
-//! ([`KnownAgent`]), and the credentials it has confirmed were issued ([`IssuedCredentials`]).
-//! The decision path reads these instead of the store.
+//! ([`KnownAgent`]), the credentials it has confirmed were issued ([`IssuedCredentials`]), and
+//! the resource servers it has authenticated ([`KnownResourceServers`]). The decision path
+//! reads these instead of the store.
 //!
 //! A known agent is immutable: a change to its record or posture replaces it in the view. Its
 //! principal's Cedar entity (attributes, tags, owner and teams as parents) is built on its first
@@ -31,12 +32,15 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use aims_core::agent::Agent as Registered;
+use aims_core::credential::CredentialHash;
 use aims_core::id::{AgentName, Environment, Owner, TrustDomain};
 use aims_policy::{
     Agent, Decision, DecisionRequest, Engine, Posture, PrincipalEntity, RequestError, Schema,
     Toolchain,
 };
-use aims_store::{PostureSnapshot, RegistryCursor, RegistryEntry, Store, StoreError};
+use aims_store::{
+    PostureSnapshot, RegistryCursor, RegistryEntry, ResourceServer, Store, StoreError,
+};
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, watch};
 
@@ -420,6 +424,76 @@ impl IssuedCredentials {
     }
 }
 
+/// Resource servers this replica has authenticated by their client credential, each remembered
+/// for at most the registry poll interval, so an enforcement point asking many questions costs
+/// one store read per interval instead of one per request. A removal on this replica forgets
+/// them all at once ([`Self::forget_all`]); one on another replica takes effect here once the
+/// entry expires, within the poll interval, as a registry change does. A credential that
+/// matches no resource server is never remembered: it is looked up every time. Bounded: when
+/// full, expired entries are dropped, and a credential that still does not fit is looked up
+/// every time.
+pub struct KnownResourceServers {
+    by_credential: std::sync::Mutex<HashMap<CredentialHash, (ResourceServer, Instant)>>,
+    ttl: Duration,
+    capacity: usize,
+}
+
+impl KnownResourceServers {
+    /// An empty set remembering at most `capacity` credentials, each for `ttl`.
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self {
+            by_credential: std::sync::Mutex::new(HashMap::new()),
+            ttl,
+            capacity,
+        }
+    }
+
+    fn held(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<CredentialHash, (ResourceServer, Instant)>> {
+        self.by_credential
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The resource server whose client credential hashes to `credential`: remembered, or
+    /// read from `store`.
+    pub async fn by_credential(
+        &self,
+        store: &dyn Store,
+        credential: &CredentialHash,
+    ) -> Result<Option<ResourceServer>, StoreError> {
+        if let Some((server, _)) = self
+            .held()
+            .get(credential)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+        {
+            return Ok(Some(server.clone()));
+        }
+        let found = store.resource_server_by_credential(credential).await?;
+        let mut held = self.held();
+        match &found {
+            Some(server) => {
+                if held.len() >= self.capacity {
+                    held.retain(|_, (_, at)| at.elapsed() < self.ttl);
+                }
+                if held.len() < self.capacity {
+                    held.insert(*credential, (server.clone(), Instant::now()));
+                }
+            }
+            None => {
+                held.remove(credential);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Forgets every remembered resource server (one was removed on this replica).
+    pub fn forget_all(&self) {
+        self.held().clear();
+    }
+}
+
 /// Why an agent could not be looked up.
 #[derive(Debug, thiserror::Error)]
 pub enum LookupError {
@@ -510,6 +584,62 @@ mod tests {
             source_ip: "127.0.0.1".parse().unwrap(),
         };
         request_for(known, question, asked, None)
+    }
+
+    #[tokio::test]
+    async fn a_resource_server_is_remembered_for_its_interval_and_forgotten_when_removed() {
+        const TTL: Duration = Duration::from_millis(300);
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("aims.db"))
+            .await
+            .unwrap();
+        let now = OffsetDateTime::now_utc();
+        let event = |what| AuditEvent::new(now, Actor::System, what, Outcome::Success);
+        let server = ResourceServer {
+            name: "repo-tools".parse().unwrap(),
+            audience: "https://tools.example".to_owned(),
+            system: "github".to_owned(),
+            environment: "prod".parse().unwrap(),
+            sensitivity: "internal".to_owned(),
+            created_by: "alice".to_owned(),
+            created_at: now,
+        };
+        let credential = CredentialHash::of("rs-secret");
+        let known = KnownResourceServers::new(TTL, 10);
+        let found = || async { known.by_credential(&store, &credential).await.unwrap() };
+        let add = || async {
+            let added = event(action::RESOURCE_SERVER_ADD);
+            store
+                .create_resource_server(&server, &credential, &added)
+                .await
+                .unwrap();
+        };
+        let remove = || async {
+            let removed = event(action::RESOURCE_SERVER_REMOVE);
+            store
+                .remove_resource_server(&server.name, &removed)
+                .await
+                .unwrap();
+        };
+
+        assert_eq!(found().await, None);
+        add().await;
+        // Unknown credentials were not remembered: the registration is seen at once.
+        assert_eq!(found().await.map(|s| s.name), Some(server.name.clone()));
+
+        // Removed behind this replica's back (as by another replica): remembered until the
+        // interval ends, then refused.
+        remove().await;
+        assert!(found().await.is_some());
+        tokio::time::sleep(TTL).await;
+        assert_eq!(found().await, None);
+
+        // Removed on this replica: forgotten at once.
+        add().await;
+        assert!(found().await.is_some());
+        remove().await;
+        known.forget_all();
+        assert_eq!(found().await, None);
     }
 
     #[tokio::test]

@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::policy::{self, LoadedPolicy, PolicyHolder};
 use crate::readiness::Readiness;
 use crate::refusals::{self, Disposition, Origin, RefusalLog};
-use crate::registry::{IssuedCredentials, RegistryView};
+use crate::registry::{IssuedCredentials, KnownResourceServers, RegistryView};
 use crate::revocation::RevocationSet;
 
 /// What attestation nonces are minted for (the MAC key's derivation label).
@@ -34,6 +34,8 @@ const ATTESTATION_NONCE_PURPOSE: &str = "aims attestation nonce v1";
 const DPOP_REPLAY_CAPACITY: usize = 1_000_000;
 /// Most credential ids one replica remembers as issued (each until it expires).
 const ISSUED_CREDENTIALS_CAPACITY: usize = 1_000_000;
+/// Most resource-server credentials a replica remembers.
+const RESOURCE_SERVERS_CAPACITY: usize = 10_000;
 /// Verification requests a slow SSF waiter may fall behind by (it then looks anyway).
 const SSF_QUEUED_CAPACITY: usize = 64;
 
@@ -78,6 +80,8 @@ pub struct Inner {
     pub registry: Arc<RegistryView>,
     /// Credentials this replica confirmed were issued.
     pub issued: IssuedCredentials,
+    /// Resource servers this replica authenticated, by client credential.
+    pub resource_servers: KnownResourceServers,
     /// Wakes waiters on approval requests when one changes.
     pub approval_watch: ApprovalWatch,
     /// DPoP proofs seen by this replica.
@@ -165,6 +169,10 @@ impl AppState {
             ssf_queued: tokio::sync::broadcast::channel(SSF_QUEUED_CAPACITY).0,
             registry,
             issued: IssuedCredentials::new(ISSUED_CREDENTIALS_CAPACITY),
+            resource_servers: KnownResourceServers::new(
+                parts.config.revocation_poll,
+                RESOURCE_SERVERS_CAPACITY,
+            ),
             approval_watch: ApprovalWatch::default(),
             dpop_replay: ReplayCache::new(DPOP_REPLAY_CAPACITY),
             verified_tokens: VerifiedTokens::new(aims_token::verified::DEFAULT_CAPACITY),

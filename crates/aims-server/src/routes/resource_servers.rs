@@ -153,7 +153,10 @@ pub async fn remove(
     let event = caller
         .event(&state, action::RESOURCE_SERVER_REMOVE)
         .resource(format!("resource_server:{name}"));
-    match state.store.remove_resource_server(&name, &event).await {
+    let removed = state.store.remove_resource_server(&name, &event).await;
+    // Also after an error: the removal may have committed.
+    state.resource_servers.forget_all();
+    match removed {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(StoreError::NotFound { .. }) => Err(ApiError::not_found(
             ErrorCode::ResourceServerNotFound,

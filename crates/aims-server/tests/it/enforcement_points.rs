@@ -15,6 +15,7 @@ on_both_stores!(
     a_passed_token_binds_scopes_and_delegation,
     bad_questions_from_a_resource_server_are_refused,
     sighting_reports_come_from_resource_servers_and_are_bounded,
+    a_removed_resource_server_is_refused_at_once,
 );
 
 /// `POST /access/v1/evaluation` with HTTP Basic `name:secret`.
@@ -399,4 +400,55 @@ async fn sighting_reports_come_from_resource_servers_and_are_bounded(backend: Ba
     let listed = server.admin(Method::GET, "/v1/sightings", None).await;
     assert_eq!(listed.body["sightings"][0]["count"], 40, "{}", listed.body);
     assert_eq!(listed.body["sightings"].as_array().unwrap().len(), 1);
+}
+
+/// The replica remembers an authenticated resource server for a poll interval (here 5 s, so
+/// that only forgetting can explain a refusal); removing it here forgets it at once.
+async fn a_removed_resource_server_is_refused_at_once(backend: Backend) {
+    let server = TestServer::start_tuned(backend, |config| {
+        config.revocation_poll = std::time::Duration::from_secs(5);
+        config.revocation_max_staleness = std::time::Duration::from_secs(30);
+    })
+    .await;
+    let registered = server
+        .admin(
+            Method::POST,
+            "/v1/resource-servers",
+            Some(json!({"name": "repo-tools", "audience": "https://tools.acme.example", "system": "github"})),
+        )
+        .await;
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{}",
+        registered.body
+    );
+    let secret = registered.body["client_secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Introspection answers an authenticated resource server (a token it cannot know is
+    // simply inactive) and refuses anyone else.
+    let introspect = || {
+        server.send(
+            server
+                .http
+                .post(format!(
+                    "{}{}",
+                    server.base,
+                    aims_api::oauth::INTROSPECTION_PATH
+                ))
+                .basic_auth("repo-tools", Some(&secret))
+                .form(&[("token", "not-a-token")]),
+        )
+    };
+    let answered = introspect().await;
+    assert_eq!(answered.status, StatusCode::OK, "{}", answered.body);
+    assert_eq!(answered.body["active"], false, "{}", answered.body);
+    let removed = server
+        .admin(Method::DELETE, "/v1/resource-servers/repo-tools", None)
+        .await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT, "{}", removed.body);
+    let refused = introspect().await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
 }
