@@ -11,8 +11,8 @@
 //! builds it again. So an entity is built once per change of the agent, its posture or the
 //! schema, and can never be older than the record it was built from. Entities are the largest
 //! part of the view (about seven times an agent's own share), so the view keeps a bounded
-//! number built ([`RegistryView::decide`], [`ENTITIES_KEPT`]): past the bound it drops them all,
-//! and each is built again by its agent's next decision.
+//! number built ([`RegistryView::decide`], [`ENTITIES_KEPT`]): past the bound it drops all but
+//! the one just built, and each is built again by its agent's next decision.
 //!
 //! The view is loaded at start and kept current from the store's registry change log
 //! ([`aims_store::Store::registry_changes`]), in the revocation set's manner: every
@@ -211,8 +211,8 @@ struct Learnt {
     synced_at: Option<Instant>,
 }
 
-/// Entities a view keeps built, by default: at about 7 KB each (BENCHMARKS.md, "The registry
-/// view at scale"), about 70 MB, whatever the number of agents.
+/// Entities a view keeps built: at about 7 KB each (BENCHMARKS.md, "The view slimmed, and its
+/// entities bounded"), about 70 MB, whatever the number of agents.
 pub const ENTITIES_KEPT: usize = 10_000;
 
 /// The registry view of this replica (see the module's documentation).
@@ -222,9 +222,9 @@ pub struct RegistryView {
     /// Serializes catch-ups so two never apply pages out of order.
     sync: Mutex<()>,
     max_staleness: Duration,
-    /// Entities built by [`Self::decide`] since the view last dropped them all.
+    /// Entities built by [`Self::decide`] since the view last dropped the others.
     entities_built: AtomicUsize,
-    /// How many may be built before they are all dropped.
+    /// How many may be built before the others are dropped.
     entities_kept: usize,
 }
 
@@ -243,8 +243,9 @@ impl RegistryView {
     }
 
     /// The view, keeping at most `kept` entities built instead of [`ENTITIES_KEPT`].
+    #[cfg(test)]
     #[must_use]
-    pub fn keeping_entities(mut self, kept: usize) -> Self {
+    fn keeping_entities(mut self, kept: usize) -> Self {
         self.entities_kept = kept;
         self
     }
@@ -433,27 +434,32 @@ impl IssuedCredentials {
 /// full, expired entries are dropped, and a credential that still does not fit is looked up
 /// every time.
 pub struct KnownResourceServers {
-    by_credential: std::sync::Mutex<HashMap<CredentialHash, (ResourceServer, Instant)>>,
+    held: std::sync::Mutex<HeldResourceServers>,
     ttl: Duration,
     capacity: usize,
+}
+
+#[derive(Default)]
+struct HeldResourceServers {
+    /// The resource server, and when its credential was checked, by credential.
+    by_credential: HashMap<CredentialHash, (ResourceServer, Instant)>,
+    /// Incremented by every [`KnownResourceServers::forget_all`]: a store read begun before
+    /// one is not remembered after it.
+    forgotten: u64,
 }
 
 impl KnownResourceServers {
     /// An empty set remembering at most `capacity` credentials, each for `ttl`.
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
-            by_credential: std::sync::Mutex::new(HashMap::new()),
+            held: std::sync::Mutex::new(HeldResourceServers::default()),
             ttl,
             capacity,
         }
     }
 
-    fn held(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<CredentialHash, (ResourceServer, Instant)>> {
-        self.by_credential
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn held(&self) -> std::sync::MutexGuard<'_, HeldResourceServers> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The resource server whose client credential hashes to `credential`: remembered, or
@@ -463,34 +469,43 @@ impl KnownResourceServers {
         store: &dyn Store,
         credential: &CredentialHash,
     ) -> Result<Option<ResourceServer>, StoreError> {
-        if let Some((server, _)) = self
-            .held()
-            .get(credential)
-            .filter(|(_, at)| at.elapsed() < self.ttl)
-        {
-            return Ok(Some(server.clone()));
-        }
+        let forgotten = {
+            let held = self.held();
+            if let Some((server, _)) = held
+                .by_credential
+                .get(credential)
+                .filter(|(_, at)| at.elapsed() < self.ttl)
+            {
+                return Ok(Some(server.clone()));
+            }
+            held.forgotten
+        };
         let found = store.resource_server_by_credential(credential).await?;
         let mut held = self.held();
         match &found {
-            Some(server) => {
-                if held.len() >= self.capacity {
-                    held.retain(|_, (_, at)| at.elapsed() < self.ttl);
+            Some(server) if held.forgotten == forgotten => {
+                if held.by_credential.len() >= self.capacity {
+                    let ttl = self.ttl;
+                    held.by_credential.retain(|_, (_, at)| at.elapsed() < ttl);
                 }
-                if held.len() < self.capacity {
-                    held.insert(*credential, (server.clone(), Instant::now()));
+                if held.by_credential.len() < self.capacity {
+                    held.by_credential
+                        .insert(*credential, (server.clone(), Instant::now()));
                 }
             }
-            None => {
-                held.remove(credential);
+            _ => {
+                held.by_credential.remove(credential);
             }
         }
         Ok(found)
     }
 
-    /// Forgets every remembered resource server (one was removed on this replica).
+    /// Forgets every remembered resource server (one was removed on this replica), and
+    /// whatever a store read already under way would have remembered.
     pub fn forget_all(&self) {
-        self.held().clear();
+        let mut held = self.held();
+        held.by_credential.clear();
+        held.forgotten += 1;
     }
 }
 
