@@ -13,6 +13,13 @@
 //! such sync (its decision's audit record is committed before the decision is answered), so no
 //! gateway call can add less than this to a request.
 //!
+//! The throughput phases also count the CPU every participant spent per call (this process —
+//! callers, upstream, gateway, AIMS — and nginx's processes, from each thread's
+//! `/proc/…/schedstat`), and the bench times the one check the gateway cannot skip on any call:
+//! the agent's token (already verified, so from the cache) and its fresh DPoP proof (an ES256
+//! signature), in this process on one core. Together they say how much CPU a gateway call may
+//! add for its throughput to reach a given share of nginx's on the same cores.
+//!
 //! ```text
 //! cargo bench -p aims-gateway --bench gateway_proxy
 //! ```
@@ -121,6 +128,46 @@ fn durable_append(file: &mut std::fs::File) -> Duration {
     started.elapsed()
 }
 
+/// CPU time (ns) every thread of the processes `pids` has run so far, from
+/// `/proc/PID/task/TID/schedstat`; threads that have exited are not counted.
+fn cpu_ns(pids: &[u32]) -> u64 {
+    let mut total = 0;
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            total += stat
+                .split_whitespace()
+                .next()
+                .and_then(|ns| ns.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
+}
+
+/// Process `master` and its children (nginx's workers).
+fn with_children(master: u32) -> Vec<u32> {
+    let mut pids = vec![master];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // `pid (comm) state ppid …`: the parent is the second field after the command.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|ppid| ppid.parse::<u32>().ok());
+        if parent == Some(master) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
 /// Sorted latencies in µs → (p50, p99).
 fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {
     samples.sort_by(f64::total_cmp);
@@ -151,6 +198,51 @@ impl Caller {
         answer.bytes().await.unwrap();
         started.elapsed()
     }
+}
+
+/// Times the gateway's own per-call check, as its [`aims_sdk::Verifier`] makes it: the agent's
+/// task token (verified once, then from the cache) and a fresh DPoP proof per call (signed
+/// before the clock starts), on one core; the latencies in µs.
+async fn authentication_floor(
+    gateway_config: &str,
+    rs_secret: &str,
+    tokens: &TokenClient,
+    token: &str,
+    key: &AgentKey,
+) -> Vec<f64> {
+    let config =
+        aims_gateway::Config::parse(gateway_config, &|_| Ok(rs_secret.to_owned())).unwrap();
+    let verifier = aims_sdk::Verifier::start(aims_sdk::VerifierConfig {
+        base_url: config.aims_url,
+        issuer: config.issuer,
+        audience: config.audience,
+        client_name: config.client_name,
+        client_secret: config.client_secret,
+        poll_interval: Duration::from_millis(500),
+        max_staleness: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    let url = "https://gateway.bench.example/repo/app";
+    let proofs: Vec<_> = (0..1_000)
+        .map(|_| {
+            tokens
+                .headers(tokens.binding(), token, key, "GET", url)
+                .unwrap()
+        })
+        .collect();
+    let mut taken = Vec::with_capacity(proofs.len());
+    for headers in &proofs {
+        let authorization = headers.authorization.to_str().unwrap();
+        let proof = headers.dpop.as_ref().map(|p| p.to_str().unwrap());
+        let started = Instant::now();
+        verifier
+            .verify(authorization, proof, "GET", url)
+            .await
+            .unwrap();
+        taken.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    taken
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -280,6 +372,8 @@ async fn main() {
     )
     .await
     .unwrap();
+    let check_floor =
+        authentication_floor(&gateway_config, &rs_secret, &tokens, &token, &key).await;
     let nginx = nginx(dir.path(), &upstream);
     if nginx.is_none() {
         println!("nginx is not installed: its row is left out (apt-get install nginx-light)");
@@ -325,6 +419,11 @@ async fn main() {
         .open(dir.path().join("durability-floor"))
         .unwrap();
     let mut syncs = Vec::new();
+    let mut watched = vec![std::process::id()];
+    if let Some((child, _)) = &nginx {
+        watched.extend(with_children(child.id()));
+    }
+    let mut cpu_per_call: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
     for _ in 0..ROUNDS {
         for _ in 0..PER_ROUND {
             syncs.push(durable_append(&mut appends).as_secs_f64() * 1e6);
@@ -333,6 +432,7 @@ async fn main() {
             for _ in 0..PER_ROUND {
                 latencies[i].push(caller.get(url).await.as_secs_f64() * 1e6);
             }
+            let cpu_before = cpu_ns(&watched);
             let started = Instant::now();
             let tasks: Vec<_> = (0..CONCURRENT_TASKS)
                 .map(|_| {
@@ -349,13 +449,15 @@ async fn main() {
             }
             let calls = (CONCURRENT_TASKS * CONCURRENT_EACH) as f64;
             throughput[i].push(calls / started.elapsed().as_secs_f64());
+            cpu_per_call[i].push((cpu_ns(&watched) - cpu_before) as f64 / calls / 1e3);
         }
     }
     let floor = percentiles(latencies[0].clone());
     println!(
-        "| path | p50 µs | p99 µs | added p50 µs (over direct) | requests/s ({CONCURRENT_TASKS} callers, median of {ROUNDS} rounds) |"
+        "| path | p50 µs | p99 µs | added p50 µs (over direct) | requests/s ({CONCURRENT_TASKS} callers, median of {ROUNDS} rounds) | CPU µs per call, all processes (median) |"
     );
-    println!("|---|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let mut cpus = Vec::new();
     let mut rates = Vec::new();
     for (i, (name, _, _)) in paths.iter().enumerate() {
         let (p50, p99) = percentiles(latencies[i].clone());
@@ -363,8 +465,12 @@ async fn main() {
         rounds.sort_by(f64::total_cmp);
         let rate = rounds[rounds.len() / 2];
         rates.push(rate);
+        let mut cpu = cpu_per_call[i].clone();
+        cpu.sort_by(f64::total_cmp);
+        let cpu = cpu[cpu.len() / 2];
+        cpus.push(cpu);
         println!(
-            "| {name} | {p50:.0} | {p99:.0} | {:.0} | {rate:.0} |",
+            "| {name} | {p50:.0} | {p99:.0} | {:.0} | {rate:.0} | {cpu:.0} |",
             p50 - floor.0
         );
     }
@@ -372,10 +478,24 @@ async fn main() {
     println!(
         "\ndurable append (200 bytes + fdatasync, data directory): p50 {sync_p50:.0} µs, p99 {sync_p99:.0} µs"
     );
+    let (check_p50, _) = percentiles(check_floor);
+    println!(
+        "the gateway's per-call check (cached token, fresh ES256 DPoP proof), one core: p50 {check_p50:.1} µs"
+    );
     if nginx.is_some() {
         println!(
             "\ngateway throughput ÷ nginx throughput: {:.2}",
             rates[2] / rates[1]
+        );
+        // Where the cores are the limit, throughput is inversely proportional to the CPU a call
+        // costs all participants: reaching 70% of nginx's leaves a gateway call this much more
+        // than a direct call.
+        let allowance = cpus[1] / 0.7 - cpus[0];
+        println!(
+            "CPU per call added over direct: nginx {:.0} µs, the gateway with AIMS {:.0} µs; \
+             70% of nginx's throughput allows the gateway {allowance:.0} µs, its per-call check alone takes {check_p50:.0} µs",
+            cpus[1] - cpus[0],
+            cpus[2] - cpus[0],
         );
     }
     if let Some((mut child, _)) = nginx {
