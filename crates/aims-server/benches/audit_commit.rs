@@ -23,6 +23,10 @@
 //! AIMS_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
 //!     cargo bench -p aims-server --bench audit_commit
 //! ```
+//!
+//! `AIMS_BENCH_GROUP_EVENTS` (a multiple of 4; default 5,000) sets the events of each
+//! group-commit configuration, for longer rounds than the default's tens of milliseconds at 256
+//! tasks.
 
 // A bench target is test code: a broken invariant must stop it loudly.
 #![allow(
@@ -57,10 +61,22 @@ const ROUNDS: u64 = 4;
 /// Events in the baseline, over all rounds. One fsync per event makes it (and group commit with
 /// one task) the slow part; these sizes keep a run with both stores under two minutes on 2 cores.
 const BASELINE_EVENTS: u64 = 2_000;
-/// Events in each group-commit configuration over all rounds, whatever the number of tasks.
+/// Events in each group-commit configuration over all rounds, whatever the number of tasks,
+/// unless `AIMS_BENCH_GROUP_EVENTS` says otherwise.
 const GROUP_EVENTS: u64 = 5_000;
 const _: () =
     assert!(BASELINE_EVENTS.is_multiple_of(ROUNDS) && GROUP_EVENTS.is_multiple_of(ROUNDS));
+
+/// The events of each group-commit configuration over all rounds.
+fn group_events() -> u64 {
+    let Ok(text) = std::env::var("AIMS_BENCH_GROUP_EVENTS") else {
+        return GROUP_EVENTS;
+    };
+    match text.parse::<u64>() {
+        Ok(events) if events > 0 && events.is_multiple_of(ROUNDS) => events,
+        _ => panic!("AIMS_BENCH_GROUP_EVENTS must be a positive multiple of {ROUNDS}"),
+    }
+}
 
 /// What one measurement does.
 #[derive(Clone, Copy)]
@@ -160,7 +176,7 @@ async fn run(store_name: &'static str, store: Arc<dyn Store>) -> Vec<Row> {
             let measured = match *config {
                 Config::Baseline => baseline(&store, BASELINE_EVENTS / ROUNDS).await,
                 Config::GroupCommit { tasks } => {
-                    group_commit(&store, tasks, GROUP_EVENTS / ROUNDS).await
+                    group_commit(&store, tasks, group_events() / ROUNDS).await
                 }
             };
             expected += measured.events;
