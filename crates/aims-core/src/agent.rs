@@ -19,6 +19,8 @@ pub const MAX_DELEGATION_DEPTH_CEILING: u8 = 16;
 pub const MAX_LABELS: usize = 64;
 /// Longest description accepted.
 pub const MAX_DESCRIPTION: usize = 1024;
+/// Longest reason given for a lifecycle change (suspend, resume, decommission), in characters.
+pub const MAX_LIFECYCLE_REASON_LEN: usize = 512;
 
 /// Why an agent record or change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -17,6 +17,14 @@ use std::collections::HashMap;
 
 use crate::id::{AgentName, SpiffeId};
 
+/// Longest reason given for a revocation (of credentials or of a lease), in characters.
+pub const MAX_REASON_LEN: usize = 256;
+
+/// Whether `reason` is acceptable for a revocation: 1–256 characters of visible text.
+pub fn is_valid_reason(reason: &str) -> bool {
+    !reason.is_empty() && crate::text::is_visible_within(reason, MAX_REASON_LEN)
+}
+
 /// What one log entry revokes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revoked {

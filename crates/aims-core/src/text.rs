@@ -35,6 +35,12 @@ pub fn is_visible(text: &str, multiline: bool) -> bool {
         .any(|c| is_hidden(c) && !(multiline && c == '\n'))
 }
 
+/// Whether `text` is at most `max_chars` characters (as JSON Schema's `maxLength` counts, so
+/// openapi.json can state the bound exactly) and free of hidden characters, on one line.
+pub fn is_visible_within(text: &str, max_chars: usize) -> bool {
+    text.chars().count() <= max_chars && is_visible(text, false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +59,15 @@ mod tests {
         assert!(is_visible("line one\nline two", true));
         assert!(!is_visible("line one\nline two", false));
         assert!(!is_visible("abc\u{202E}fed", true));
+    }
+
+    #[test]
+    fn bounded_text_counts_characters_not_bytes() {
+        // 256 characters of three bytes each: within a 256-character bound.
+        assert!(is_visible_within(&"€".repeat(256), 256));
+        assert!(!is_visible_within(&"€".repeat(257), 256));
+        assert!(is_visible_within("", 256));
+        assert!(!is_visible_within("revoked\u{7}", 256));
+        assert!(!is_visible_within("two\nlines", 256));
     }
 }

@@ -28,9 +28,6 @@ use crate::lifecycle::{invalid, save, transition};
 use crate::recertify::deadline;
 use crate::state::AppState;
 
-/// Longest lifecycle reason kept in the audit log.
-const MAX_REASON: usize = 512;
-
 fn view(state: &AppState, agent: Agent) -> AgentView {
     AgentView {
         spiffe_id: agent.spiffe_id(&state.trust_domain).to_string(),
@@ -308,7 +305,7 @@ async fn lifecycle(
 ) -> Result<Json<AgentView>, ApiError> {
     caller.require(Access::Administer)?;
     if let Some(reason) = &request.reason
-        && (reason.len() > MAX_REASON || !aims_core::text::is_visible(reason, false))
+        && !aims_core::text::is_visible_within(reason, aims_core::agent::MAX_LIFECYCLE_REASON_LEN)
     {
         return Err(ApiError::bad_request(
             ErrorCode::InvalidReason,

@@ -55,8 +55,6 @@ use crate::extract::{Body, Path, Query};
 use crate::leases::{self as engines, CLAIM, EngineError, WORK_TIMEOUT};
 use crate::state::AppState;
 
-/// Longest reason of a revocation.
-const MAX_REASON: usize = 256;
 /// Longest `system` or `sensitivity` of an engine.
 const MAX_LABEL: usize = 128;
 
@@ -613,10 +611,7 @@ pub async fn revoke(
         }
         .to_owned()
     });
-    if reason.is_empty()
-        || reason.len() > MAX_REASON
-        || !aims_core::text::is_visible(&reason, false)
-    {
+    if !aims_core::revocation::is_valid_reason(&reason) {
         return Err(ApiError::bad_request(
             ErrorCode::InvalidReason,
             "reason must be 1 to 256 characters without control characters",

@@ -35,8 +35,6 @@ use crate::error::{ApiError, ErrorCode};
 use crate::extract::{Body, Query};
 use crate::state::AppState;
 
-/// Longest revocation reason.
-const MAX_REASON: usize = 256;
 /// Entries per feed page.
 const FEED_PAGE: u32 = 1000;
 
@@ -123,10 +121,7 @@ pub async fn revoke(
     let reason = req
         .reason
         .unwrap_or_else(|| "revoked by an operator".to_owned());
-    if reason.is_empty()
-        || reason.len() > MAX_REASON
-        || !aims_core::text::is_visible(&reason, false)
-    {
+    if !aims_core::revocation::is_valid_reason(&reason) {
         return Err(ApiError::bad_request(
             ErrorCode::InvalidReason,
             "reason must be 1 to 256 characters without control characters",

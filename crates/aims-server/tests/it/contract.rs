@@ -264,6 +264,10 @@ const NAME_RULES: &[(&str, Accepts)] = &[
     ("LabelKey", |s| id::LabelKey::new(s).is_ok()),
     ("TaskId", |s| id::TaskId::new(s).is_ok()),
     ("ApprovalReason", aims_core::approval::is_valid_reason),
+    ("RevocationReason", aims_core::revocation::is_valid_reason),
+    ("LifecycleReason", |s| {
+        aims_core::text::is_visible_within(s, aims_core::agent::MAX_LIFECYCLE_REASON_LEN)
+    }),
 ];
 
 /// Whether the document's schema `name` (pattern, lengths) accepts `value`.

@@ -2,7 +2,7 @@
 //! agent also writes an epoch that every check applies to tokens issued earlier, so a token
 //! whose register row is missing (the register is what a revocation closes over) is refused
 //! all the same — also when it was delegated onward. And each reader of the revocation feed
-//! sees what concerns it.
+//! sees what concerns it. A revocation's reason is bounded visible text.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -14,6 +14,7 @@ use crate::task_tokens::{Scene, access_token, claims};
 on_both_stores!(
     unregistered_tokens_are_refused_once_their_task_or_agent_is_revoked,
     each_feed_reader_sees_what_concerns_it,
+    a_revocation_reason_is_bounded_in_characters_and_visible,
 );
 
 /// Deletes a credential's register row behind the server's back.
@@ -130,4 +131,57 @@ async fn each_feed_reader_sees_what_concerns_it(backend: Backend) {
     // Another resource server: nothing of it — no token id, agent, task or reason.
     let theirs = feed(&scene, Some(("other-tools", &other_secret))).await;
     assert_eq!(theirs, Vec::<Value>::new());
+}
+
+/// A reason is 1 to 256 characters, as openapi.json's `RevocationReason` states (JSON Schema
+/// counts characters, not bytes), with no hidden character; a refused one revokes nothing.
+async fn a_revocation_reason_is_bounded_in_characters_and_visible(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let registered = server
+        .admin(
+            Method::POST,
+            "/v1/agents",
+            Some(json!({"name": "coder", "owner": "eve@acme.example"})),
+        )
+        .await;
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{}",
+        registered.body
+    );
+    let revoke = |reason: String| {
+        let server = &server;
+        async move {
+            server
+                .admin(
+                    Method::POST,
+                    "/v1/revocations",
+                    Some(json!({"target": "agent", "id": "coder", "reason": reason})),
+                )
+                .await
+        }
+    };
+    for refused in [
+        String::new(),
+        "€".repeat(257),
+        "compromised\u{7}".to_owned(),
+        "read\u{202E}me".to_owned(),
+        "two\nlines".to_owned(),
+    ] {
+        let answer = revoke(refused.clone()).await;
+        assert_eq!(
+            (answer.status, answer.code()),
+            (StatusCode::BAD_REQUEST, "invalid_reason"),
+            "{refused:?}: {}",
+            answer.body
+        );
+    }
+    assert!(
+        !server.events().await.iter().any(|e| e.action == "revoke"),
+        "a refused revocation revoked nothing"
+    );
+    // 256 characters of three bytes each: within the bound.
+    let accepted = revoke("€".repeat(256)).await;
+    assert_eq!(accepted.status, StatusCode::OK, "{}", accepted.body);
 }
