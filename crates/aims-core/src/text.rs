@@ -41,6 +41,13 @@ pub fn is_visible_within(text: &str, max_chars: usize) -> bool {
     text.chars().count() <= max_chars && is_visible(text, false)
 }
 
+/// Whether `text` is 1 to `max_chars` characters with no control character: the looser rule of
+/// values a standard defines as printable text (SSF's stream descriptions, status reasons and
+/// verification states), where AIMS does not second-guess formatting characters.
+pub fn is_printable_within(text: &str, max_chars: usize) -> bool {
+    !text.is_empty() && text.chars().count() <= max_chars && !text.chars().any(char::is_control)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +76,10 @@ mod tests {
         assert!(is_visible_within("", 256));
         assert!(!is_visible_within("revoked\u{7}", 256));
         assert!(!is_visible_within("two\nlines", 256));
+        assert!(is_printable_within(&"€".repeat(256), 256));
+        assert!(!is_printable_within(&"€".repeat(257), 256));
+        assert!(!is_printable_within("", 256));
+        assert!(!is_printable_within("state\u{85}", 256));
+        assert!(is_printable_within("read\u{202E}me", 256));
     }
 }

@@ -228,9 +228,9 @@ fn json_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError>
         .map_err(|e| ApiError::bad_request(ErrorCode::InvalidBody, e.to_string()))
 }
 
-/// Printable text of 1 to `max` bytes.
+/// Printable text of 1 to `max` characters (see [`aims_core::text::is_printable_within`]).
 fn printable(value: &str, max: usize) -> bool {
-    !value.is_empty() && value.len() <= max && !value.chars().any(char::is_control)
+    aims_core::text::is_printable_within(value, max)
 }
 
 /// The body of a create-stream request (SSF §8.1.1.1).

@@ -268,6 +268,12 @@ const NAME_RULES: &[(&str, Accepts)] = &[
     ("LifecycleReason", |s| {
         aims_core::text::is_visible_within(s, aims_core::agent::MAX_LIFECYCLE_REASON_LEN)
     }),
+    ("PrintableText256", |s| {
+        aims_core::text::is_printable_within(s, 256)
+    }),
+    ("PrintableText512", |s| {
+        aims_core::text::is_printable_within(s, 512)
+    }),
 ];
 
 /// Whether the document's schema `name` (pattern, lengths) accepts `value`.
