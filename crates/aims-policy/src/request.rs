@@ -78,12 +78,6 @@ impl Tags {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-
-    /// The value of tag `key`.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        let at = self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok()?;
-        self.0.get(at).map(|(_, v)| v.as_str())
-    }
 }
 
 impl From<BTreeMap<String, String>> for Tags {
@@ -245,8 +239,6 @@ mod tests {
                 (&"team".to_owned(), &"a".to_owned())
             ]
         );
-        assert_eq!(tags.get("team"), Some("a"));
-        assert_eq!(tags.get("owner"), None);
         assert!(!tags.is_empty() && Tags::default().is_empty());
     }
 

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aims_core::audit::{Actor, Outcome, action};
+use aims_core::text::is_printable_within;
 use aims_core::user::Access;
 use aims_store::{SsfDelivery, SsfReceiver, SsfStatus, SsfStream, StoreError};
 use axum::Json;
@@ -228,11 +229,6 @@ fn json_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError>
         .map_err(|e| ApiError::bad_request(ErrorCode::InvalidBody, e.to_string()))
 }
 
-/// Printable text of 1 to `max` characters (see [`aims_core::text::is_printable_within`]).
-fn printable(value: &str, max: usize) -> bool {
-    aims_core::text::is_printable_within(value, max)
-}
-
 /// The body of a create-stream request (SSF §8.1.1.1).
 #[derive(Debug, Default, Deserialize)]
 struct CreateStream {
@@ -337,7 +333,7 @@ pub async fn create(
         let req: CreateStream = json_body(&body)?;
         let events_delivered = events_delivered(req.events_requested.as_deref())?;
         if let Some(description) = &req.description
-            && !printable(description, MAX_DESCRIPTION)
+            && !is_printable_within(description, MAX_DESCRIPTION)
         {
             return Err(invalid(
                 "description is 1 to 256 characters without control characters",
@@ -629,7 +625,7 @@ pub async fn update_status(
         })?;
         let reason = member::<String>(&members, "reason")?;
         if let Some(reason) = &reason
-            && !printable(reason, MAX_STATUS_REASON)
+            && !is_printable_within(reason, MAX_STATUS_REASON)
         {
             return Err(ApiError::bad_request(
                 ErrorCode::InvalidReason,
@@ -676,7 +672,7 @@ pub async fn verify(
         let id = body_stream_id(&members)?;
         let verification_state = member::<String>(&members, "state")?;
         if let Some(value) = &verification_state
-            && !printable(value, MAX_VERIFICATION_STATE)
+            && !is_printable_within(value, MAX_VERIFICATION_STATE)
         {
             return Err(ApiError::bad_request(
                 ErrorCode::InvalidState,
@@ -851,7 +847,7 @@ async fn change(state: AppState, headers: HeaderMap, body: Bytes, how: Change) -
         let description = member::<String>(&members, "description")?;
         let delivery = member::<DeliveryRequest>(&members, "delivery")?;
         if let Some(description) = &description
-            && !printable(description, MAX_DESCRIPTION)
+            && !is_printable_within(description, MAX_DESCRIPTION)
         {
             return Err(invalid(
                 "description is 1 to 256 characters without control characters",
@@ -993,8 +989,8 @@ async fn acknowledge(
         let description_ok = error
             .description
             .as_deref()
-            .is_none_or(|d| d.is_empty() || printable(d, MAX_ERR_DESCRIPTION));
-        if !printable(&error.err, MAX_ERR) || !description_ok {
+            .is_none_or(|d| d.is_empty() || is_printable_within(d, MAX_ERR_DESCRIPTION));
+        if !is_printable_within(&error.err, MAX_ERR) || !description_ok {
             return Err(invalid(
                 "each setErrs entry has an err of at most 64 and a description of at most \
                  256 printable characters",
