@@ -207,10 +207,7 @@ fn validate_labels(labels: &Labels) -> Result<(), AgentError> {
     if labels.len() > MAX_LABELS {
         return Err(AgentError::Bounds("at most 64 labels"));
     }
-    if labels
-        .values()
-        .any(|v| v.len() > 256 || !crate::text::is_visible(v, false))
-    {
+    if !labels.values().all(|v| is_valid_label_value(v)) {
         return Err(AgentError::Bounds(
             "label values must be at most 256 printable characters, none of them invisible",
         ));
@@ -218,8 +215,22 @@ fn validate_labels(labels: &Labels) -> Result<(), AgentError> {
     Ok(())
 }
 
+/// Longest label value, in characters.
+pub const MAX_LABEL_VALUE_LEN: usize = 256;
+
+/// Whether `value` may be a label's value: at most 256 characters of visible text on one line.
+pub fn is_valid_label_value(value: &str) -> bool {
+    crate::text::is_visible_within(value, MAX_LABEL_VALUE_LEN)
+}
+
+/// Whether `description` may describe an agent: at most 1024 characters (as JSON Schema's
+/// `maxLength` counts) of visible text, line breaks allowed.
+pub fn is_valid_description(description: &str) -> bool {
+    description.chars().count() <= MAX_DESCRIPTION && crate::text::is_visible(description, true)
+}
+
 fn validate_description(description: &str) -> Result<(), AgentError> {
-    if description.len() > MAX_DESCRIPTION || !crate::text::is_visible(description, true) {
+    if !is_valid_description(description) {
         return Err(AgentError::Bounds(
             "description must be at most 1024 printable characters, none of them invisible",
         ));

@@ -274,6 +274,8 @@ const NAME_RULES: &[(&str, Accepts)] = &[
     ("PrintableText512", |s| {
         aims_core::text::is_printable_within(s, 512)
     }),
+    ("LabelValue", aims_core::agent::is_valid_label_value),
+    ("AgentDescription", aims_core::agent::is_valid_description),
 ];
 
 /// Whether the document's schema `name` (pattern, lengths) accepts `value`.
