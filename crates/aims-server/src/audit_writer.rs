@@ -1,16 +1,21 @@
-//! The group-commit audit writer: one task that appends every queued event in one store
-//! transaction, then answers each waiting request.
+//! The group-commit audit writer: one task that makes every waiting event durable in one store
+//! transaction (`Store::queue_audit`), then answers each waiting request; and the sequencer
+//! ([`sequence`]), which moves what was queued into the chained log.
 //!
 //! A request that records an event waits until its batch is durably committed; if the commit
 //! fails, or the writer is gone, the request gets an error and must not answer success (fail
 //! closed). Batches form naturally: whatever queues up while one commit runs goes into the next.
+//! On PostgreSQL a batch is durable once queued, without the audit head's lock that state
+//! changes (and each step of a revocation's cascade) hold; it enters the log at the next write
+//! transaction that takes that lock, or at the sequencer's next turn, soon after.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use aims_core::audit::AuditEvent;
 use aims_store::{Store, StoreError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::ApiError;
@@ -20,6 +25,8 @@ use crate::metrics::Metrics;
 const MAX_BATCH: usize = 256;
 /// Most events waiting for a commit before `record` waits for room (backpressure).
 const QUEUE_DEPTH: usize = 4096;
+/// How often the sequencer looks for events queued by any replica, when this one queued none.
+const SEQUENCE_EVERY: Duration = Duration::from_millis(200);
 
 struct Job {
     event: AuditEvent,
@@ -31,6 +38,8 @@ struct Job {
 pub struct AuditWriter {
     jobs: mpsc::Sender<Job>,
     healthy: Arc<AtomicBool>,
+    /// Told after every batch queued, for the sequencer.
+    queued: Arc<Notify>,
 }
 
 impl AuditWriter {
@@ -38,8 +47,20 @@ impl AuditWriter {
     pub fn spawn(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> (Self, JoinHandle<()>) {
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
         let healthy = Arc::new(AtomicBool::new(true));
-        let task = tokio::spawn(run(store, queue, healthy.clone(), metrics));
-        (Self { jobs, healthy }, task)
+        let queued = Arc::new(Notify::new());
+        let task = tokio::spawn(run(
+            store,
+            queue,
+            healthy.clone(),
+            Arc::clone(&queued),
+            metrics,
+        ));
+        let writer = Self {
+            jobs,
+            healthy,
+            queued,
+        };
+        (writer, task)
     }
 
     /// Records `event` and returns once it is durably committed.
@@ -64,14 +85,16 @@ async fn run(
     store: Arc<dyn Store>,
     mut queue: mpsc::Receiver<Job>,
     healthy: Arc<AtomicBool>,
+    queued: Arc<Notify>,
     metrics: Arc<Metrics>,
 ) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let (events, waiters): (Vec<AuditEvent>, Vec<oneshot::Sender<Result<(), ApiError>>>) =
             jobs.drain(..).map(|job| (job.event, job.done)).unzip();
-        let committed = match store.append_audit(&events).await {
-            Ok(_) => {
+        let committed = match store.queue_audit(&events).await {
+            Ok(()) => {
+                queued.notify_one();
                 metrics.audit_events.inc_by(events.len() as u64);
                 metrics.audit_batch_size.observe(events.len() as f64);
                 Ok(())
@@ -90,6 +113,24 @@ async fn run(
         for waiter in waiters {
             // A waiter that went away (client disconnected) needs no answer.
             let _ = waiter.send(committed.clone());
+        }
+    }
+}
+
+/// Moves the events queued by this replica into the log soon after each batch, and those
+/// queued by any replica every [`SEQUENCE_EVERY`], until `stop`. A failure is retried at the
+/// next turn: the events stay durable in the queue meanwhile.
+pub async fn sequence(store: Arc<dyn Store>, writer: AuditWriter, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(SEQUENCE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = writer.queued.notified() => {}
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(error) = store.sequence_audit().await {
+            tracing::warn!(%error, "moving queued audit events into the log failed; retrying");
         }
     }
 }

@@ -693,6 +693,7 @@ pub async fn build(
     window_days: u32,
     now: OffsetDateTime,
 ) -> Result<GovernanceReport, ApiError> {
+    state.audit_sequenced().await?;
     let store = &state.store;
     let mut agents = Vec::new();
     let mut after = None;

@@ -159,6 +159,11 @@ pub async fn start_with_store(
         state.config.revocation_poll,
         stop.clone(),
     ));
+    tokio::spawn(crate::audit_writer::sequence(
+        state.store.clone(),
+        state.audit.clone(),
+        stop.clone(),
+    ));
     tokio::spawn(sweep_periodically(state.clone(), stop.clone()));
     tokio::spawn(finish_revocations_periodically(state.clone(), stop.clone()));
     tokio::spawn(crate::recertify::watch(state.clone(), stop.clone()));
@@ -423,8 +428,9 @@ async fn reload_policy_periodically(state: AppState, mut stop: watch::Receiver<b
     }
 }
 
-/// Deletes used attestation nonces and DPoP proofs once they have expired, every
-/// [`SWEEP_EVERY`], so what anonymous callers can make the store remember stays bounded.
+/// Deletes used attestation nonces and DPoP proofs once they have expired, and what the audit
+/// queue keeps of batches already in the log, every [`SWEEP_EVERY`], so what anonymous
+/// callers can make the store remember stays bounded.
 async fn sweep_periodically(state: AppState, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -139,6 +139,13 @@ pub struct Parts {
 }
 
 impl AppState {
+    /// Moves every event acknowledged so far, by any replica, into the audit log (see
+    /// `Store::queue_audit`), so a reader of the log that calls it first sees each decision and
+    /// refusal answered before it asked.
+    pub async fn audit_sequenced(&self) -> Result<(), ApiError> {
+        self.store.sequence_audit().await.map_err(ApiError::from)
+    }
+
     /// Applies the revocations this replica just committed, so it refuses those credentials
     /// before it answers; the other replicas follow within their poll interval. If the log
     /// cannot be read now, the set goes stale and refuses every token, so failing here is

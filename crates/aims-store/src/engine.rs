@@ -28,6 +28,7 @@ use time::OffsetDateTime;
 use crate::approvals;
 use crate::errors::{classify, is_foreign_key_violation, on_unique};
 use crate::leases;
+use crate::queue;
 use crate::rows::{
     self, AgentColumns, AgentRow, ApprovalRow, AuditRow, CredentialRow, HeadRow, JoinTokenRow,
     KeyRow, Listing, PolicySetRow, RegistryRow, ResourceServerRow, RevocationRow, SecretRow,
@@ -390,7 +391,7 @@ where
                 .await
                 .map_err(classify)?;
         }
-        Ok(())
+        self.forget_taken(now - queue::TAKEN_KEPT).await
     }
 
     async fn posture_snapshot(
@@ -693,6 +694,23 @@ where
         settle_at(self, tx, Ok(()), events)
             .await
             .map(|((), head)| head)
+    }
+
+    async fn queue_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.admit_write()?;
+        Backend::queue_audit(self, events).await
+    }
+
+    async fn sequence_audit(&self) -> Result<(), StoreError> {
+        if !self.has_queued().await? {
+            return Ok(());
+        }
+        // Alone: a batch opened earlier took only what was queued before it opened.
+        let tx = begin_write_alone(self).await?;
+        settle(self, tx, Ok(()), &[]).await
     }
 
     async fn audit_records(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {

@@ -35,6 +35,7 @@ mod errors;
 mod leases;
 mod oauth;
 mod postgres;
+mod queue;
 mod rows;
 mod secrets;
 mod sightings;
@@ -573,7 +574,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 
     /// Deletes what has expired by `now` and is kept only to be refused (used attestation
-    /// nonces, used DPoP proofs). Not audited: it changes nothing anyone could still use.
+    /// nonces, used DPoP proofs) or read back after a failed commit (the audit queue's batches
+    /// already in the log). Not audited: it changes nothing anyone could still use.
     async fn sweep_expired(&self, now: OffsetDateTime) -> Result<(), StoreError>;
 
     /// Up to `limit` (capped at [`MAX_PAGE`]) agents whose record or posture snapshot
@@ -663,6 +665,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends events in one transaction (group commit) and returns the new head.
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<ChainHead, StoreError>;
+
+    /// Makes events that change nothing else (decisions, refusals) durable, in this order,
+    /// without waiting for the audit head's lock: on PostgreSQL they are queued and enter the
+    /// log before the events of any write that begins after this returns (or at the next
+    /// [`Store::sequence_audit`]); on SQLite they are appended as by [`Store::append_audit`].
+    /// `Ok` only once they are durable.
+    async fn queue_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+
+    /// Moves every event queued before this call into the log (one write transaction; none
+    /// when nothing waits). A reader that must see every acknowledged event calls it first.
+    async fn sequence_audit(&self) -> Result<(), StoreError>;
 
     /// Up to `limit` records with `seq > after`, in order.
     async fn audit_records(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;

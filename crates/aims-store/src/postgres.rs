@@ -15,14 +15,16 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use aims_core::audit::ChainHead;
+use aims_core::audit::{AuditEvent, ChainHead};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres};
+use time::OffsetDateTime;
 
 use crate::errors::{classify, classify_migrate};
-use crate::rows::{HeadRow, NewAuditRow};
+use crate::queue::{self, Queued};
+use crate::rows::{self, HeadRow, NewAuditRow};
 use crate::tx::Tx;
-use crate::write::{Backend, Writer};
+use crate::write::{self, Backend, Writer};
 use crate::{StoreError, sql};
 
 /// Connections per process.
@@ -236,6 +238,24 @@ impl Backend for PostgresStore {
             ));
         }
         Ok(())
+    }
+
+    async fn queue_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let txn = write::transaction_id()?;
+        let now_ms = rows::to_ms(OffsetDateTime::now_utc());
+        queue::queue(&self.pool, &txn, events, now_ms).await
+    }
+
+    async fn take_queued(conn: &mut PgConnection) -> Result<Vec<Queued>, StoreError> {
+        queue::take(conn).await
+    }
+
+    async fn has_queued(&self) -> Result<bool, StoreError> {
+        queue::waiting(&self.pool).await
+    }
+
+    async fn forget_taken(&self, before: OffsetDateTime) -> Result<(), StoreError> {
+        queue::forget_taken(&self.pool, rows::to_ms(before)).await
     }
 }
 

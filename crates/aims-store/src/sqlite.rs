@@ -16,18 +16,20 @@
 use std::path::Path;
 use std::time::Duration;
 
-use aims_core::audit::ChainHead;
+use aims_core::audit::{AuditEvent, ChainHead};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Sqlite};
+use time::OffsetDateTime;
 
 use crate::errors::{classify, classify_migrate};
+use crate::queue::Queued;
 use crate::rows::{HeadRow, NewAuditRow};
 use crate::space::SpaceGuard;
 use crate::tx::Tx;
-use crate::write::{Backend, Writer};
+use crate::write::{self, Backend, Writer};
 use crate::{StoreError, StoreOptions, sql};
 
 /// How long a statement waits for a lock held by another connection.
@@ -197,6 +199,24 @@ impl Backend for SqliteStore {
             .execute(&self.reader)
             .await
             .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn queue_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        // The one writer connection is the head lock: a queue would wait for it too.
+        let tx = write::begin_write(self).await?;
+        write::settle(self, tx, Ok(()), events).await
+    }
+
+    async fn take_queued(_conn: &mut SqliteConnection) -> Result<Vec<Queued>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn has_queued(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    async fn forget_taken(&self, _before: OffsetDateTime) -> Result<(), StoreError> {
         Ok(())
     }
 }

@@ -38,9 +38,11 @@ use aims_core::agent::LifecycleState;
 use aims_core::audit::{AuditEvent, ChainHead};
 use aims_core::id::AgentName;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use time::OffsetDateTime;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::errors::{classify, on_unique};
+use crate::queue::{self, Queued};
 use crate::rows::{self, NewAuditRow};
 use crate::tx::{Control, Tx};
 use crate::{IssuedCredential, StoreError, WriteBatch, WriteObserver, sql};
@@ -85,6 +87,28 @@ pub(crate) trait Backend: Clone + Send + Sync + 'static {
 
     /// Proves the database answers and can write.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Makes `events` durable without the head lock, if this backend has the queue
+    /// ([`crate::queue`]); otherwise appends them as any write does.
+    fn queue_audit<'a>(
+        &'a self,
+        events: &'a [AuditEvent],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
+
+    /// Takes the oldest batches waiting in the queue (at most [`queue::TAKE_AT_ONCE`]), inside
+    /// the transaction holding the head lock; none without a queue.
+    fn take_queued(
+        conn: &mut Conn<Self>,
+    ) -> impl Future<Output = Result<Vec<Queued>, StoreError>> + Send + '_;
+
+    /// Whether any batch waits in the queue (read without the lock).
+    fn has_queued(&self) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Forgets the queue's taken batches queued before `before` (see [`crate::queue`]).
+    fn forget_taken(
+        &self,
+        before: OffsetDateTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// A store's write transaction still open for more members, if any, and who is told about
@@ -298,7 +322,7 @@ where
         }
         None => {
             let (tx, head) = backend.begin_locked().await?;
-            let batch = Batch {
+            let mut batch = Batch {
                 tx,
                 locked_at: Instant::now(),
                 head,
@@ -306,6 +330,8 @@ where
                 last: None,
                 outcome: Outcome::new(),
             };
+            // On failure the batch is dropped: its connection closes and nothing was taken.
+            sequence_queued::<B>(&mut batch).await?;
             (batch, false)
         }
     };
@@ -433,6 +459,33 @@ where
     }
 }
 
+/// Chains every batch waiting in the queue after the head of a batch just opened, before any
+/// member's changes: so an event acknowledged before a write began precedes its events.
+async fn sequence_queued<B>(batch: &mut Batch<B::Db>) -> Result<(), StoreError>
+where
+    B: Backend,
+{
+    loop {
+        let taken = B::take_queued(&mut batch.tx).await?;
+        let more = taken.len() >= queue::TAKE_AT_ONCE;
+        let mut rows = Vec::new();
+        for Queued { txn, events } in taken {
+            let (chained, head) = rows::chain_batch(batch.head, &events, &txn)?;
+            rows.extend(chained);
+            if !events.is_empty() {
+                batch.last = Some((head, txn));
+            }
+            batch.head = head;
+        }
+        if !rows.is_empty() {
+            B::insert_audit(&mut batch.tx, rows).await?;
+        }
+        if !more {
+            return Ok(());
+        }
+    }
+}
+
 /// Counts a write waiting for the writer's lock while it exists (so also when the waiting
 /// write is cancelled).
 struct Waiting<'a>(&'a AtomicUsize);
@@ -543,7 +596,7 @@ where
 }
 
 /// A fresh random id for one write (128 bits, hex).
-fn transaction_id() -> Result<String, StoreError> {
+pub(crate) fn transaction_id() -> Result<String, StoreError> {
     use ring::rand::SecureRandom as _;
     let mut bytes = [0u8; 16];
     ring::rand::SystemRandom::new()

@@ -165,6 +165,7 @@ pub async fn inventory(
     Allowed(_caller, _): Allowed<ToRead>,
     Query(query): Query<AgentQuery>,
 ) -> Result<Json<Inventory>, ApiError> {
+    state.audit_sequenced().await?;
     let (agents, next_after) = page_of_agents(&state, query, MAX_INVENTORY_PAGE).await?;
     let now = OffsetDateTime::now_utc();
     let mut entries = Vec::with_capacity(agents.len());

@@ -39,6 +39,7 @@ pub async fn page(
     Allowed(_caller, _): Allowed<ToRead>,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
+    state.audit_sequenced().await?;
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let records = state
         .store
@@ -56,6 +57,7 @@ pub async fn ocsf(
     Allowed(_caller, _): Allowed<ToRead>,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<OcsfPage>, ApiError> {
+    state.audit_sequenced().await?;
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let records = state
         .store
@@ -166,6 +168,7 @@ pub async fn query(
     Allowed(_caller, _): Allowed<ToRead>,
     Query(search): Query<AuditSearch>,
 ) -> Result<Json<AuditSearchPage>, ApiError> {
+    state.audit_sequenced().await?;
     check_search(&search)?;
     let limit = search.limit.unwrap_or(100) as usize;
     let spiffe_id = search
@@ -237,6 +240,7 @@ pub async fn verify(
     State(state): State<AppState>,
     Allowed(_caller, _): Allowed<ToRead>,
 ) -> Result<Json<AuditVerification>, ApiError> {
+    state.audit_sequenced().await?;
     let recorded = state.store.audit_head().await?;
     let mut head = ChainHead::EMPTY;
     let broken = |head: ChainHead, problem: String| {
@@ -281,6 +285,7 @@ pub async fn trace(
     Allowed(_caller, _): Allowed<ToRead>,
     Path(task_id): Path<String>,
 ) -> Result<Json<TaskTrace>, ApiError> {
+    state.audit_sequenced().await?;
     if !is_valid_task_id(&task_id) {
         return Err(ApiError::bad_request(
             ErrorCode::InvalidTaskId,
@@ -416,6 +421,7 @@ pub async fn entries(
     Allowed(_caller, _): Allowed<ToRead>,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<AuditEntryPage>, ApiError> {
+    state.audit_sequenced().await?;
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let entries = state
         .store

@@ -1,6 +1,7 @@
 //! The audit log seen from outside: every change and refusal recorded, the chain verified over
 //! HTTP, a tampered record detected, and a task traced as the tree of its delegations.
 
+use aims_core::audit::AuditEvent;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -13,6 +14,7 @@ on_both_stores!(
     concurrent_requests_keep_the_chain_intact,
     a_tampered_record_is_detected,
     a_task_traces_as_the_tree_of_its_delegations,
+    a_read_is_answered_while_the_audit_head_is_locked,
 );
 
 /// The decisions of a traced token: (resource, decision).
@@ -326,4 +328,56 @@ async fn a_tampered_record_is_detected(backend: Backend) {
         "{}",
         verify.body
     );
+}
+
+/// On PostgreSQL a read's `api.read` event is durable in the audit queue, so the read is
+/// answered while another session holds the audit head's lock (as a state change or a step of
+/// a revocation's cascade on any replica does); the event is in the log, in order, once the
+/// lock is let go. On SQLite (one writer) the event is appended at once, as before.
+async fn a_read_is_answered_while_the_audit_head_is_locked(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    server.register("before", "owner@acme.example").await;
+    let holder = match backend {
+        Backend::Postgres => {
+            let options: sqlx::postgres::PgConnectOptions =
+                std::env::var(crate::kit::PG_ENV).unwrap().parse().unwrap();
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)
+                .await
+                .unwrap();
+            sqlx::raw_sql(&format!(
+                "SET search_path = {}; BEGIN; SELECT * FROM audit_head FOR UPDATE;",
+                crate::kit::pg_schema(&server.dir)
+            ))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            Some(conn)
+        }
+        Backend::Sqlite => None,
+    };
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        server.admin(Method::GET, "/v1/users", None),
+    )
+    .await
+    .expect("the read waited for the audit head's lock");
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    if let Some(mut conn) = holder {
+        sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
+    }
+    server.register("after", "owner@acme.example").await;
+    // The read's event lies between the two registrations.
+    let events = server.events().await;
+    let at = |found: &dyn Fn(&AuditEvent) -> bool| events.iter().position(found).unwrap();
+    let registered = |name: &'static str| {
+        move |e: &AuditEvent| {
+            e.action == "agent.register" && e.agent.as_deref().is_some_and(|a| a.ends_with(name))
+        }
+    };
+    let read_at = at(&|e| e.action == "api.read" && e.resource.as_deref() == Some("GET /v1/users"));
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert!(at(&registered("/before")) < read_at, "{actions:?}");
+    assert!(read_at < at(&registered("/after")), "{actions:?}");
+    let verify = server.admin(Method::GET, "/v1/audit/verify", None).await;
+    assert_eq!(verify.body["intact"], true, "{}", verify.body);
 }

@@ -201,6 +201,13 @@ impl Store for FailingAudit {
         self.check()?;
         self.inner.append_audit(events).await
     }
+    async fn queue_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.queue_audit(events).await
+    }
+    async fn sequence_audit(&self) -> Result<(), StoreError> {
+        self.inner.sequence_audit().await
+    }
     async fn audit_records(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
         self.inner.audit_records(after, limit).await
     }

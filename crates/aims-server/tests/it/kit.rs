@@ -272,8 +272,9 @@ impl TestServer {
         reply.body["token"].as_str().unwrap().to_owned()
     }
 
-    /// Every audit record, straight from the store.
+    /// Every audit record, straight from the store (every acknowledged event sequenced first).
     pub async fn records(&self) -> Vec<AuditRecord> {
+        self.store.sequence_audit().await.unwrap();
         let mut all = Vec::new();
         loop {
             let after = all.last().map_or(0, |r: &AuditRecord| r.seq);

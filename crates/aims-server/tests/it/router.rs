@@ -63,6 +63,7 @@ impl App {
 
     /// The codes of the audited refusals, oldest first.
     async fn refusal_codes(&self) -> Vec<String> {
+        self.store.sequence_audit().await.unwrap();
         let records = self.store.audit_records(0, 1000).await.unwrap();
         records
             .iter()

@@ -385,3 +385,86 @@ pub async fn concurrent_writes_with_refusals_commit_as_a_serial_history(h: &Harn
     );
     assert_eq!(records.len() - before, NAMES);
 }
+
+/// Queued events (`Store::queue_audit`) enter the log in the order they were acknowledged and
+/// before the events of any write that begins later, on either store; what waits in the
+/// queue survives a restart.
+pub async fn queued_events_precede_later_writes(h: &Harness) {
+    let store = &*h.store;
+    let marked = |marker: &str| {
+        let mut e = event(action::DECISION);
+        e.request_id = Some(marker.to_owned());
+        e
+    };
+    store.sequence_audit().await.unwrap();
+    assert_eq!(store.audit_head().await.unwrap(), ChainHead::EMPTY);
+    store.queue_audit(&[]).await.unwrap();
+    store
+        .queue_audit(&[marked("a"), marked("b")])
+        .await
+        .unwrap();
+    store.queue_audit(&[marked("c")]).await.unwrap();
+    // A write that begins now chains after them.
+    store.append_audit(&[marked("d")]).await.unwrap();
+    store.queue_audit(&[marked("e")]).await.unwrap();
+    // A restart (or another replica) finds what waits and sequences it.
+    let reopened = h.reopen().await;
+    reopened.sequence_audit().await.unwrap();
+    reopened.sequence_audit().await.unwrap();
+    let records = assert_chain_verifies(reopened.as_ref()).await;
+    let order: Vec<String> = records
+        .iter()
+        .map(|r| r.event().unwrap().request_id.unwrap())
+        .collect();
+    assert_eq!(order, ["a", "b", "c", "d", "e"]);
+    assert_eq!(records[0].event().unwrap(), marked("a"));
+    assert_eq!(store.audit_head().await.unwrap().seq, 5);
+}
+
+/// On PostgreSQL an event is queued and acknowledged while another session holds the audit
+/// head's lock (as a step of a revocation's cascade does); sequencing it waits for the lock.
+/// A SQLite store has one writer, so there is nothing to show.
+pub async fn a_queued_event_waits_for_no_lock(h: &Harness) {
+    if !h.shares_writers() {
+        return;
+    }
+    let store = h.store.clone();
+    let mut holder = h.postgres_connection().await;
+    sqlx::raw_sql(&format!(
+        "SET search_path = {}; BEGIN; SELECT * FROM audit_head FOR UPDATE;",
+        h.postgres_schema()
+    ))
+    .execute(&mut holder)
+    .await
+    .unwrap();
+    let queued = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        store.queue_audit(&[event(action::DECISION)]),
+    )
+    .await;
+    assert!(
+        matches!(queued, Ok(Ok(()))),
+        "queueing waited for the head lock: {queued:?}"
+    );
+    let sequencing = tokio::spawn(async move { store.sequence_audit().await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !sequencing.is_finished(),
+        "sequencing did not wait for the head lock"
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    sequencing.await.unwrap().unwrap();
+    let records = assert_chain_verifies(h.store.as_ref()).await;
+    assert_eq!(records.len(), 1);
+    // The taken batch is remembered for a while (for a writer whose COMMIT failed), then
+    // forgotten by the sweep.
+    let sql = format!("SELECT count(*) FROM {}.audit_queue", h.postgres_schema());
+    let kept = || sqlx::query_scalar::<_, i64>(&sql);
+    assert_eq!(kept().fetch_one(&mut holder).await.unwrap(), 1);
+    let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(11);
+    h.store.sweep_expired(later).await.unwrap();
+    assert_eq!(kept().fetch_one(&mut holder).await.unwrap(), 0);
+}

@@ -177,28 +177,7 @@ async fn killed_postgres_connections_lose_no_acknowledged_write() {
     let harness = Harness::postgres_named("aims_kill_test").await;
     initialize(harness.store.as_ref()).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let killer = {
-        let stop = stop.clone();
-        let mut conn = harness.postgres_connection().await;
-        tokio::spawn(async move {
-            let mut killed = 0i64;
-            while !stop.load(Ordering::SeqCst) {
-                // Materialized first, so the planner cannot call pg_terminate_backend on
-                // sessions before filtering them.
-                let now: i64 = sqlx::query_scalar(
-                    "WITH victims AS MATERIALIZED (SELECT pid FROM pg_stat_activity \
-                     WHERE application_name = 'aims_kill_test') \
-                     SELECT count(*) FROM victims WHERE pg_terminate_backend(pid)",
-                )
-                .fetch_one(&mut conn)
-                .await
-                .unwrap();
-                killed += now;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            killed
-        })
-    };
+    let killer = kill_sessions_until(&harness, "aims_kill_test", stop.clone()).await;
     let writers: Vec<_> = (0..4)
         .map(|w| {
             let store = harness.store.clone();
@@ -242,6 +221,35 @@ async fn killed_postgres_connections_lose_no_acknowledged_write() {
         all.refused.len(),
         all.unknown.len()
     );
+}
+
+/// Kills every PostgreSQL session named `application_name` every 10 ms until `stop`; the task
+/// answers how many it killed.
+async fn kill_sessions_until(
+    harness: &Harness,
+    application_name: &'static str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<i64> {
+    let mut conn = harness.postgres_connection().await;
+    tokio::spawn(async move {
+        let mut killed = 0i64;
+        while !stop.load(Ordering::SeqCst) {
+            // Materialized first, so the planner cannot call pg_terminate_backend on sessions
+            // before filtering them.
+            let now: i64 = sqlx::query_scalar(
+                "WITH victims AS MATERIALIZED (SELECT pid FROM pg_stat_activity \
+                 WHERE application_name = $1) \
+                 SELECT count(*) FROM victims WHERE pg_terminate_backend(pid)",
+            )
+            .bind(application_name)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            killed += now;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        killed
+    })
 }
 
 /// How many audit records have `action`.
@@ -302,4 +310,193 @@ async fn a_postgres_lock_held_too_long_refuses_writes_then_lets_them_through() {
         .await
         .unwrap();
     outcomes.assert_kept(harness.store.as_ref()).await;
+}
+
+/// PostgreSQL connections killed while decisions' events are queued (`Store::queue_audit`)
+/// and while the queue is being moved into the log: every batch the store acknowledged is in
+/// the log exactly once after recovery and after a reopen, every batch it refused is not,
+/// and the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: set AIMS_TEST_DATABASE_URL and run with --include-ignored"]
+async fn killed_postgres_connections_lose_no_acknowledged_queued_event() {
+    let harness = Harness::postgres_named("aims_queue_kill_test").await;
+    initialize(harness.store.as_ref()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let killer = kill_sessions_until(&harness, "aims_queue_kill_test", stop.clone()).await;
+    let sequencer = {
+        let stop = stop.clone();
+        let store = harness.store.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let _ = store.sequence_audit().await;
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        })
+    };
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = harness.store.clone();
+            tokio::spawn(async move {
+                let mut outcomes: Vec<(String, Result<(), StoreError>)> = Vec::new();
+                for i in 0..60 {
+                    let marker = format!("w{w}-{i}");
+                    let mut decision = event(action::DECISION);
+                    decision.request_id = Some(marker.clone());
+                    outcomes.push((marker, store.queue_audit(&[decision]).await));
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for writer in writers {
+        outcomes.extend(writer.await.unwrap());
+    }
+    stop.store(true, Ordering::SeqCst);
+    let killed = killer.await.unwrap();
+    sequencer.await.unwrap();
+    assert!(killed > 0, "no connection was killed");
+    let refused = outcomes
+        .iter()
+        .filter(|(_, r)| matches!(r, Err(e) if !matches!(e, StoreError::OutcomeUnknown(_))))
+        .count();
+    assert!(
+        refused > 0,
+        "the kills never cut a queued write: the test did not test anything"
+    );
+    // Recovery: with the killing stopped, the queue empties into the log.
+    harness
+        .store
+        .sequence_audit()
+        .await
+        .unwrap_or_else(|e| panic!("the store did not recover: {e}"));
+    for store in [harness.store.clone(), harness.reopen().await] {
+        let records = assert_chain_verifies(store.as_ref()).await;
+        let markers: Vec<String> = records
+            .iter()
+            .map(|r| r.event().unwrap())
+            .filter(|e| e.action == action::DECISION)
+            .filter_map(|e| e.request_id)
+            .collect();
+        for (marker, outcome) in &outcomes {
+            let found = markers.iter().filter(|m| *m == marker).count();
+            match outcome {
+                Ok(()) => assert_eq!(
+                    found, 1,
+                    "acknowledged {marker} is in the log {found} times"
+                ),
+                Err(StoreError::OutcomeUnknown(_)) => assert!(found <= 1, "{marker}"),
+                Err(e) => assert_eq!(found, 0, "refused {marker} ({e}) is in the log"),
+            }
+        }
+    }
+    eprintln!(
+        "{} acknowledged, {refused} refused, {killed} connections killed",
+        outcomes.iter().filter(|(_, r)| r.is_ok()).count()
+    );
+}
+
+/// A queued batch whose insert committed but whose answer the driver never got (the
+/// connection cut after PostgreSQL answered `INSERT 0 1` and committed): the store reads back
+/// that it committed, acknowledges it, and the batch is in the log once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set AIMS_TEST_DATABASE_URL and run with --include-ignored"]
+async fn a_queued_batch_whose_answer_was_lost_is_acknowledged() {
+    let harness = Harness::postgres().await;
+    initialize(harness.store.as_ref()).await;
+    let proxy = AnswerCutter::start(harness.postgres_url()).await;
+    let store =
+        aims_store::PostgresStore::connect_with_schema(&proxy.url, harness.postgres_schema())
+            .await
+            .unwrap();
+    let mut decision = event(action::DECISION);
+    decision.request_id = Some("answer-lost".to_owned());
+    proxy.armed.store(true, Ordering::SeqCst);
+    let queued = store.queue_audit(std::slice::from_ref(&decision)).await;
+    assert!(
+        proxy.cut.load(Ordering::SeqCst),
+        "no answer was cut: the test tested nothing"
+    );
+    assert!(
+        queued.is_ok(),
+        "a committed batch was not acknowledged: {queued:?}"
+    );
+    store.sequence_audit().await.unwrap();
+    let records = assert_chain_verifies(harness.store.as_ref()).await;
+    let found = records
+        .iter()
+        .filter(|r| r.event().unwrap().request_id.as_deref() == Some("answer-lost"))
+        .count();
+    assert_eq!(found, 1);
+}
+
+/// A TCP proxy in front of PostgreSQL that, once armed, withholds the first answer that
+/// reports a one-row insert and cuts that connection when the server reports it ready again
+/// (so the insert's implicit transaction has committed): the driver sees a broken connection
+/// in place of the answer.
+struct AnswerCutter {
+    url: String,
+    armed: Arc<AtomicBool>,
+    cut: Arc<AtomicBool>,
+}
+
+impl AnswerCutter {
+    async fn start(database_url: &str) -> Self {
+        use std::str::FromStr as _;
+        let options = sqlx::postgres::PgConnectOptions::from_str(database_url).unwrap();
+        let upstream = format!("{}:{}", options.get_host(), options.get_port());
+        assert!(
+            database_url.contains(&upstream),
+            "the test needs host:port spelled out in the database URL"
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = database_url.replacen(&upstream, &listener.local_addr().unwrap().to_string(), 1);
+        let armed = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(AtomicBool::new(false));
+        let (armed_in, cut_in) = (armed.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                tokio::spawn(relay(client, server, armed_in.clone(), cut_in.clone()));
+            }
+        });
+        Self { url, armed, cut }
+    }
+}
+
+/// Relays one connection; see [`AnswerCutter`].
+async fn relay(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    armed: Arc<AtomicBool>,
+    cut: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (mut client_in, mut client_out) = client.into_split();
+    let (mut server_in, mut server_out) = server.into_split();
+    let upward = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut client_in, &mut server_out).await;
+    });
+    let mut withholding = false;
+    let mut buffer = vec![0u8; 64 * 1024];
+    while let Ok(n @ 1..) = server_in.read(&mut buffer).await {
+        let chunk = &buffer[..n];
+        let answer = chunk.windows(11).position(|w| w == b"INSERT 0 1\0");
+        if !withholding && answer.is_some() && armed.swap(false, Ordering::SeqCst) {
+            withholding = true;
+        }
+        if withholding {
+            // ReadyForQuery ('Z', length 5) after the insert's answer: the transaction ended.
+            let from = answer.unwrap_or(0);
+            if chunk[from..].windows(5).any(|w| w == b"Z\0\0\0\x05") {
+                cut.store(true, Ordering::SeqCst);
+                break;
+            }
+            continue;
+        }
+        if client_out.write_all(chunk).await.is_err() {
+            break;
+        }
+    }
+    upward.abort();
 }

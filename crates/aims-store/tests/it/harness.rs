@@ -70,6 +70,14 @@ impl Harness {
         }
     }
 
+    /// The URL of the PostgreSQL database the store lives in.
+    pub fn postgres_url(&self) -> &str {
+        match &self.backend {
+            Backend::Postgres { url, .. } => url,
+            Backend::Sqlite { .. } => panic!("not a PostgreSQL harness"),
+        }
+    }
+
     /// The PostgreSQL schema the store lives in.
     pub fn postgres_schema(&self) -> &str {
         match &self.backend {

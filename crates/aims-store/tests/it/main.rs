@@ -101,6 +101,8 @@ conformance! {
     audit::entries_keys_and_checkpoints,
     audit::queries_read_by_their_index,
     audit::concurrent_writes_with_refusals_commit_as_a_serial_history,
+    audit::queued_events_precede_later_writes,
+    audit::a_queued_event_waits_for_no_lock,
     tokens::access_tokens_register_with_their_task,
     tokens::issuance_racing_revocation_leaves_no_live_descendant,
     tokens::a_revocation_in_steps_stays_complete_under_racing_issuance,
