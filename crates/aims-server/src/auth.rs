@@ -339,7 +339,7 @@ fn presents_svid(state: &AppState, headers: &HeaderMap) -> bool {
     presented::single_header(headers, header::AUTHORIZATION)
         .and_then(authn::parse_authorization)
         .is_some_and(|(_, token)| {
-            presented::verify_svid(state, token, None, OffsetDateTime::now_utc()).is_ok()
+            presented::verify_svid(state, token, OffsetDateTime::now_utc()).is_ok()
         })
 }
 

@@ -53,6 +53,11 @@ pub struct Metrics {
     pub refusal_sources_tracked: Gauge<u64, AtomicU64>,
     /// Sources and credentials that have a rate-limit bucket; set when scraped.
     pub rate_limit_buckets: Gauge<u64, AtomicU64>,
+    /// Tokens this replica's verified-token cache holds; set when scraped.
+    pub verified_tokens_cached: Gauge<u64, AtomicU64>,
+    /// Tokens taken from the verified-token cache instead of verified again since start; set
+    /// when scraped.
+    pub verified_token_cache_hits: Gauge<u64, AtomicU64>,
     /// Leases revoked, expired or left pending by a crash whose database role is not ended yet.
     pub leases_overdue: Gauge<u64, AtomicU64>,
     /// Failed attempts to end a lease's role (an engine unreachable or refusing).
@@ -136,6 +141,18 @@ impl Metrics {
             "Sources and credentials with a rate-limit bucket",
             rate_limit_buckets.clone(),
         );
+        let verified_tokens_cached = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "verified_tokens_cached",
+            "Tokens whose signature and claims this replica verified and remembers until they expire",
+            verified_tokens_cached.clone(),
+        );
+        let verified_token_cache_hits = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "verified_token_cache_hits",
+            "Tokens taken from the verified-token cache instead of verified again, since start",
+            verified_token_cache_hits.clone(),
+        );
         let leases_overdue = Gauge::<u64, AtomicU64>::default();
         registry.register(
             "leases_overdue",
@@ -194,6 +211,8 @@ impl Metrics {
             rate_limited,
             refusal_sources_tracked,
             rate_limit_buckets,
+            verified_tokens_cached,
+            verified_token_cache_hits,
             requests,
             audit_events,
             audit_batch_size,

@@ -128,20 +128,38 @@ pub fn check_token_request_proof(
 }
 
 /// Verifies a JWT-SVID this server issued, offline: signature by a published key, `typ`,
-/// issuer, time, and `aud` = `audience` (any audience with `None`: renewal, where possession of
-/// the bound key is proved besides). Whether it is still registered is the caller's to ask.
+/// issuer, time, for any audience (renewal and the like, where possession of the bound key is
+/// proved besides). Whether it is still registered is the caller's to ask.
 pub fn verify_svid(
     state: &AppState,
     token: &str,
-    audience: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<SvidClaims, TokenError> {
     let keys = state.keys();
     let lookup = |kid: &str| keys.verifying.get(kid);
     svid::verify(
         token,
-        &issued_check(state, audience, now),
+        &issued_check(state, None, now),
         authn::key_resolver(&lookup),
+    )
+}
+
+/// [`verify_svid`] for an SVID presented to AIMS itself (`aud` = this issuer, as at the token
+/// endpoint): once per token, through the replica's verified-token cache, whose SVIDs the
+/// enforcement points verify under the same rules. Whether it is still registered, and so not
+/// revoked, is the caller's to ask.
+pub fn verify_svid_for_issuer(
+    state: &AppState,
+    token: &str,
+    now: OffsetDateTime,
+) -> Result<SvidClaims, TokenError> {
+    let keys = state.keys();
+    let lookup = |kid: &str| keys.verifying.get(kid);
+    state.verified_tokens.identity(
+        token,
+        &issued_check(state, Some(&state.issuer), now),
+        authn::key_resolver(&lookup),
+        &|kid| lookup(kid).is_some(),
     )
 }
 

@@ -542,3 +542,50 @@ fn a_full_cache_verifies_instead_of_growing() {
     assert!(run_cached(&f, &cache, &keys, &auth, None, now).is_ok());
     assert_eq!((cache.len(), cache.hits()), (1, 2));
 }
+
+#[test]
+fn an_svid_presented_to_the_issuer_is_verified_once() {
+    let f = fixture();
+    let cache = VerifiedTokens::new(10);
+    let identity = svid(&f);
+    let check = |now| SvidCheck {
+        issuer: ISS,
+        audience: Some(ISS),
+        now,
+        leeway_s: LEEWAY_S,
+    };
+    let verify = |keys: &HashMap<String, VerifyingKey>, now| {
+        let lookup = |kid: &str| keys.get(kid);
+        cache.identity(&identity, &check(now), key_resolver(&lookup), &|kid| {
+            lookup(kid).is_some()
+        })
+    };
+    let claims = verify(&f.keys, NOW).unwrap();
+    assert_eq!(claims.jti.as_str(), "svid-1");
+    assert_eq!((cache.len(), cache.hits()), (1, 0));
+    assert_eq!(verify(&f.keys, NOW).unwrap(), claims);
+    assert_eq!(cache.hits(), 1);
+    // A key no longer trusted, or an expired SVID: no hit, and it does not verify.
+    assert_eq!(verify(&HashMap::new(), NOW), Err(TokenError::UnknownKey));
+    assert_eq!(
+        verify(&f.keys, claims.exp + LEEWAY_S + 1),
+        Err(TokenError::Expired)
+    );
+    assert_eq!(cache.hits(), 1);
+    // A task token is never taken for an identity.
+    let task = token(&f, &task_claims(&f, false));
+    let lookup = |kid: &str| f.keys.get(kid);
+    let access_check = AccessCheck {
+        issuer: ISS,
+        audience: Some(AUD),
+        now: NOW,
+        leeway_s: LEEWAY_S,
+    };
+    cache
+        .access(&task, &access_check, key_resolver(&lookup), &|_| true)
+        .unwrap();
+    assert_eq!(
+        cache.identity(&task, &check(NOW), key_resolver(&lookup), &|_| true),
+        Err(TokenError::Type)
+    );
+}

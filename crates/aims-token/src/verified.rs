@@ -22,7 +22,7 @@ use std::cell::RefCell;
 
 use crate::access::{self, AccessCheck, AccessClaims};
 use crate::jws::Header;
-use crate::svid::SvidClaims;
+use crate::svid::{self, SvidCheck, SvidClaims};
 use crate::{LEEWAY_S, TokenError};
 
 /// Entries an enforcement point keeps by default.
@@ -156,14 +156,70 @@ impl VerifiedTokens {
     where
         K: std::borrow::Borrow<crate::jws::VerifyingKey>,
     {
+        let hit = |verified| match verified {
+            Verified::Task(claims) => Some(claims),
+            Verified::Identity(_) => None,
+        };
+        self.verify_once(
+            token,
+            check.now,
+            trusted,
+            hit,
+            Verified::Task,
+            |signed_by| access::verify(token, check, recording(&resolve, signed_by)),
+        )
+    }
+
+    /// Verifies JWT-SVID `token` against `check` with `resolve`, unless this cache already did
+    /// (and its key is still `trusted`); remembers it when it verifies. `check` must be the
+    /// rules the cache's other SVIDs were verified under (its enforcement point's audience).
+    ///
+    /// # Errors
+    /// Why the token does not verify.
+    pub fn identity<K>(
+        &self,
+        token: &str,
+        check: &SvidCheck<'_>,
+        resolve: impl Fn(&Header) -> Result<K, TokenError>,
+        trusted: &dyn Fn(&str) -> bool,
+    ) -> Result<SvidClaims, TokenError>
+    where
+        K: std::borrow::Borrow<crate::jws::VerifyingKey>,
+    {
+        let hit = |verified| match verified {
+            Verified::Identity(claims) => Some(claims),
+            Verified::Task(_) => None,
+        };
+        self.verify_once(
+            token,
+            check.now,
+            trusted,
+            hit,
+            Verified::Identity,
+            |signed_by| svid::verify(token, check, recording(&resolve, signed_by)),
+        )
+    }
+
+    /// What `token` proved, from the cache when an entry of the kind `hit` takes is usable at
+    /// `now`; otherwise from `verify` (told where to note the key that signed it), remembered
+    /// as `remember` makes it.
+    fn verify_once<T: Clone>(
+        &self,
+        token: &str,
+        now: i64,
+        trusted: &dyn Fn(&str) -> bool,
+        hit: impl FnOnce(Verified) -> Option<T>,
+        remember: impl FnOnce(T) -> Verified,
+        verify: impl FnOnce(&RefCell<Option<String>>) -> Result<T, TokenError>,
+    ) -> Result<T, TokenError> {
         let digest = Self::digest(token);
-        if let Some(Verified::Task(claims)) = self.get(&digest, check.now, trusted) {
+        if let Some(claims) = self.get(&digest, now, trusted).and_then(hit) {
             return Ok(claims);
         }
         let signed_by = RefCell::new(None);
-        let claims = access::verify(token, check, recording(&resolve, &signed_by))?;
+        let claims = verify(&signed_by)?;
         if let Some(kid) = signed_by.into_inner() {
-            self.insert(digest, Verified::Task(claims.clone()), kid, check.now);
+            self.insert(digest, remember(claims.clone()), kid, now);
         }
         Ok(claims)
     }

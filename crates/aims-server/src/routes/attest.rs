@@ -223,7 +223,7 @@ async fn by_renewal(
     key_thumbprint: &str,
     now: OffsetDateTime,
 ) -> Result<(AgentName, IdentityProof), ApiError> {
-    let svid = presented::verify_svid(state, current, None, now).map_err(|e| {
+    let svid = presented::verify_svid(state, current, now).map_err(|e| {
         unauthorized(
             ErrorCode::InvalidSvid,
             &format!("the SVID was refused: {e}"),

@@ -107,6 +107,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     metrics
         .rate_limit_buckets
         .set(u64::try_from(state.limits.tracked()).unwrap_or(u64::MAX));
+    metrics
+        .verified_tokens_cached
+        .set(u64::try_from(state.verified_tokens.len()).unwrap_or(u64::MAX));
+    metrics
+        .verified_token_cache_hits
+        .set(state.verified_tokens.hits());
     match metrics.encode() {
         Ok(text) => (
             [(

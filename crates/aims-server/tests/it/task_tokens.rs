@@ -29,6 +29,7 @@ on_both_stores!(
     policies_cap_token_lifetimes,
     a_suspended_agents_tokens_are_refused_at_once,
     revocation_gauges_follow_the_log,
+    an_svid_is_verified_once_at_the_token_endpoint,
     an_ed25519_key_may_name_its_algorithm_ed25519,
 );
 
@@ -916,21 +917,24 @@ fn gauge(metrics: &str, name: &str) -> u64 {
         .unwrap()
 }
 
+/// The server's `/metrics` exposition, which needs no credential.
+async fn scrape(scene: &Scene) -> String {
+    let resp = scene
+        .server
+        .http
+        .get(scene.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "no credential needed");
+    resp.text().await.unwrap()
+}
+
 /// `/metrics` shows the revocation-log position this replica applied and how many revoked
 /// token ids it remembers; the replica that revoked has applied its revocation when it answers.
 async fn revocation_gauges_follow_the_log(backend: Backend) {
     let scene = Scene::start(backend).await;
-    let scrape = || async {
-        let resp = scene
-            .server
-            .http
-            .get(scene.url("/metrics"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::OK, "no credential needed");
-        resp.text().await.unwrap()
-    };
+    let scrape = || scrape(&scene);
     let before = scrape().await;
     assert_eq!(gauge(&before, "aims_revocation_log_position"), 0);
     assert_eq!(gauge(&before, "aims_revoked_tokens_tracked"), 0);
@@ -982,4 +986,18 @@ async fn a_suspended_agents_tokens_are_refused_at_once(backend: Backend) {
         .decide(&scene.planner.key, &token, "read", "repo/acme/app")
         .await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+}
+
+/// The token endpoint verifies an SVID's signature once and takes it from the replica's
+/// verified-token cache afterwards (`aims_verified_token_cache_hits`). The register is still
+/// asked every time: `refused_exchanges_issue_nothing` revokes an SVID cached this way.
+async fn an_svid_is_verified_once_at_the_token_endpoint(backend: Backend) {
+    let scene = Scene::start(backend).await;
+    let hits = || async { gauge(&scrape(&scene).await, "aims_verified_token_cache_hits") };
+    let first = scene.exchange("read:repo/acme/app").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let before = hits().await;
+    let second = scene.exchange("read:repo/acme/app").await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+    assert_eq!(hits().await, before + 1, "the SVID was verified again");
 }

@@ -185,7 +185,7 @@ fn rate_limit(state: &AppState, credential: &str) -> Result<(), ApiError> {
 /// A JWT-SVID of this trust domain, meant for AIMS, still registered and not revoked.
 async fn live_identity(ex: &Exchange<'_>, token: &str, what: &str) -> Result<SvidClaims, ApiError> {
     let state = ex.state;
-    let svid = presented::verify_svid(state, token, Some(&state.issuer), ex.asked.at)
+    let svid = presented::verify_svid_for_issuer(state, token, ex.asked.at)
         .map_err(|e| invalid_grant(format!("{what} was refused: {e}")))?;
     let registered = state
         .store

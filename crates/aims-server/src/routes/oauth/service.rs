@@ -121,7 +121,7 @@ pub async fn revoke(State(state): State<AppState>, post: FormPost) -> Response {
             Some((claims.jti, claims.client_id, Some(claims.task_id)))
         }
         Ok(_) => None,
-        Err(_) => presented::verify_svid(&state, &token, None, now)
+        Err(_) => presented::verify_svid(&state, &token, now)
             .ok()
             .filter(|_| !matches!(caller, Some(ServiceCaller::ResourceServer(_))))
             .map(|s| (s.jti, s.sub.to_string(), None)),
