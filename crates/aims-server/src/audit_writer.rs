@@ -7,7 +7,8 @@
 //! closed). Batches form naturally: whatever queues up while one commit runs goes into the next.
 //! On PostgreSQL a batch is durable once queued, without the audit head's lock that state
 //! changes (and each step of a revocation's cascade) hold; it enters the log at the next write
-//! transaction that takes that lock, or at the sequencer's next turn, soon after.
+//! transaction that takes that lock, at the next read of the log, or at the sequencer's next
+//! turn ([`SEQUENCE_EVERY`]), whichever comes first.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use aims_core::audit::AuditEvent;
 use aims_store::{Store, StoreError};
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::ApiError;
@@ -25,8 +26,10 @@ use crate::metrics::Metrics;
 const MAX_BATCH: usize = 256;
 /// Most events waiting for a commit before `record` waits for room (backpressure).
 const QUEUE_DEPTH: usize = 4096;
-/// How often the sequencer looks for events queued by any replica, when this one queued none.
-const SEQUENCE_EVERY: Duration = Duration::from_millis(200);
+/// How often the sequencer moves what any replica queued into the log. Not after every batch:
+/// each turn takes the audit head's lock, which a revocation's cascade needs between its
+/// steps, and writes and reads of the log sequence by themselves.
+pub const SEQUENCE_EVERY: Duration = Duration::from_millis(100);
 
 struct Job {
     event: AuditEvent,
@@ -38,8 +41,6 @@ struct Job {
 pub struct AuditWriter {
     jobs: mpsc::Sender<Job>,
     healthy: Arc<AtomicBool>,
-    /// Told after every batch queued, for the sequencer.
-    queued: Arc<Notify>,
 }
 
 impl AuditWriter {
@@ -47,20 +48,8 @@ impl AuditWriter {
     pub fn spawn(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> (Self, JoinHandle<()>) {
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
         let healthy = Arc::new(AtomicBool::new(true));
-        let queued = Arc::new(Notify::new());
-        let task = tokio::spawn(run(
-            store,
-            queue,
-            healthy.clone(),
-            Arc::clone(&queued),
-            metrics,
-        ));
-        let writer = Self {
-            jobs,
-            healthy,
-            queued,
-        };
-        (writer, task)
+        let task = tokio::spawn(run(store, queue, healthy.clone(), metrics));
+        (Self { jobs, healthy }, task)
     }
 
     /// Records `event` and returns once it is durably committed.
@@ -85,7 +74,6 @@ async fn run(
     store: Arc<dyn Store>,
     mut queue: mpsc::Receiver<Job>,
     healthy: Arc<AtomicBool>,
-    queued: Arc<Notify>,
     metrics: Arc<Metrics>,
 ) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
@@ -94,7 +82,6 @@ async fn run(
             jobs.drain(..).map(|job| (job.event, job.done)).unzip();
         let committed = match store.queue_audit(&events).await {
             Ok(()) => {
-                queued.notify_one();
                 metrics.audit_events.inc_by(events.len() as u64);
                 metrics.audit_batch_size.observe(events.len() as f64);
                 Ok(())
@@ -117,15 +104,13 @@ async fn run(
     }
 }
 
-/// Moves the events queued by this replica into the log soon after each batch, and those
-/// queued by any replica every [`SEQUENCE_EVERY`], until `stop`. A failure is retried at the
-/// next turn: the events stay durable in the queue meanwhile.
-pub async fn sequence(store: Arc<dyn Store>, writer: AuditWriter, mut stop: watch::Receiver<bool>) {
+/// Moves the events any replica queued into the log every [`SEQUENCE_EVERY`], until `stop`.
+/// A failure is retried at the next turn: the events stay durable in the queue meanwhile.
+pub async fn sequence(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(SEQUENCE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = writer.queued.notified() => {}
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }

@@ -161,7 +161,6 @@ pub async fn start_with_store(
     ));
     tokio::spawn(crate::audit_writer::sequence(
         state.store.clone(),
-        state.audit.clone(),
         stop.clone(),
     ));
     tokio::spawn(sweep_periodically(state.clone(), stop.clone()));
