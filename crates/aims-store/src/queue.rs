@@ -56,7 +56,7 @@ const FORGET: &str = "DELETE FROM audit_queue WHERE taken AND queued_at_ms < $1"
 /// the log, in this order, before the events of any write that begins later).
 ///
 /// # Errors
-/// `Unavailable` when they were not queued; `OutcomeUnknown` when the insert failed and
+/// `Unavailable` when they were not queued; `OutcomeUnknown` when `COMMIT` failed and
 /// whether it committed cannot be read back.
 pub(crate) async fn queue(
     pool: &PgPool,
@@ -66,19 +66,27 @@ pub(crate) async fn queue(
 ) -> Result<(), StoreError> {
     let body = serde_json::to_string(events)
         .map_err(|e| StoreError::Corrupt(format!("audit events do not encode: {e}")))?;
+    // An explicit transaction, not one statement on its own: until `COMMIT` is sent nothing can
+    // commit, and once it is sent the insert already holds `txn`'s key, so the probe after a
+    // failed `COMMIT` waits for this transaction to end.
+    let mut tx = Tx::begin(pool, "BEGIN").await?;
     let inserted = sqlx::query(INSERT)
         .bind(txn)
         .bind(body)
         .bind(now_ms)
-        .execute(pool)
+        .execute(&mut *tx)
         .await;
-    match inserted {
-        Ok(_) => Ok(()),
-        Err(failure) => queued_anyway(pool, txn, classify(failure)).await,
+    if let Err(failure) = inserted {
+        let _ = tx.rollback().await;
+        return Err(classify(failure));
+    }
+    match tx.commit().await {
+        Ok(()) => Ok(()),
+        Err(failure) => queued_anyway(pool, txn, failure).await,
     }
 }
 
-/// After a failed insert: whether the row of `txn` committed all the same (the driver lost
+/// After a failed `COMMIT`: whether the row of `txn` committed all the same (the driver lost
 /// the answer, not the change). The probe waits on the row's unique key for the write to end.
 async fn queued_anyway(pool: &PgPool, txn: &str, failure: StoreError) -> Result<(), StoreError> {
     let unknown = |why: StoreError| {

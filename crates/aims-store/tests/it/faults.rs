@@ -396,9 +396,9 @@ async fn killed_postgres_connections_lose_no_acknowledged_queued_event() {
     );
 }
 
-/// A queued batch whose insert committed but whose answer the driver never got (the
-/// connection cut after PostgreSQL answered `INSERT 0 1` and committed): the store reads back
-/// that it committed, acknowledges it, and the batch is in the log once.
+/// A queued batch whose transaction committed but whose answer the driver never got (the
+/// connection cut after PostgreSQL answered `COMMIT`): the store reads back that it committed,
+/// acknowledges it, and the batch is in the log once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL: set AIMS_TEST_DATABASE_URL and run with --include-ignored"]
 async fn a_queued_batch_whose_answer_was_lost_is_acknowledged() {
@@ -431,9 +431,8 @@ async fn a_queued_batch_whose_answer_was_lost_is_acknowledged() {
 }
 
 /// A TCP proxy in front of PostgreSQL that, once armed, withholds the first answer that
-/// reports a one-row insert and cuts that connection when the server reports it ready again
-/// (so the insert's implicit transaction has committed): the driver sees a broken connection
-/// in place of the answer.
+/// reports a `COMMIT` and cuts that connection when the server reports it ready again (so the
+/// transaction has committed): the driver sees a broken connection in place of the answer.
 struct AnswerCutter {
     url: String,
     armed: Arc<AtomicBool>,
@@ -481,12 +480,12 @@ async fn relay(
     let mut buffer = vec![0u8; 64 * 1024];
     while let Ok(n @ 1..) = server_in.read(&mut buffer).await {
         let chunk = &buffer[..n];
-        let answer = chunk.windows(11).position(|w| w == b"INSERT 0 1\0");
+        let answer = chunk.windows(7).position(|w| w == b"COMMIT\0");
         if !withholding && answer.is_some() && armed.swap(false, Ordering::SeqCst) {
             withholding = true;
         }
         if withholding {
-            // ReadyForQuery ('Z', length 5) after the insert's answer: the transaction ended.
+            // ReadyForQuery ('Z', length 5) after the answer: the transaction ended.
             let from = answer.unwrap_or(0);
             if chunk[from..].windows(5).any(|w| w == b"Z\0\0\0\x05") {
                 cut.store(true, Ordering::SeqCst);
