@@ -700,7 +700,6 @@ where
         if events.is_empty() {
             return Ok(());
         }
-        self.admit_write()?;
         Backend::queue_audit(self, events).await
     }
 

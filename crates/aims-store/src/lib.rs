@@ -4,7 +4,8 @@
 //! Every state change is written in the same transaction as its audit event, which is chained
 //! onto the audit log under the log's head lock, so a change is never committed without its
 //! record and the chain never forks. Pure audit events (reads, decisions, rejections) arrive
-//! in batches from the server's group-commit writer through [`Store::append_audit`].
+//! in batches from the server's group-commit writer through [`Store::queue_audit`] (durable in
+//! the PostgreSQL audit queue until a write chains them; appended at once on SQLite).
 //!
 //! Callers never see SQL: errors are classified into [`StoreError`]. Both implementations must
 //! pass the same conformance suite (`tests/it`).

@@ -8,7 +8,7 @@
 //! locking makes at-most-once without the head lock.
 //!
 //! This module owns PostgreSQL connection setup, the schema used for isolation, the head lock
-//! and the batch audit insert only; the store logic, SQL text, row decoding and error
+//! and the batch audit insert only (the audit queue it offers lives in `queue`); the store logic, SQL text, row decoding and error
 //! classification are shared with SQLite (`engine`, `sql`, `rows`, `errors`). It never
 //! repeats the connection URL in an error: the URL may carry a password.
 
@@ -42,8 +42,12 @@ const SESSION_LIMITS: [(&str, &str); 3] = [
     ("idle_in_transaction_session_timeout", "60s"),
 ];
 
-/// Locks the audit head until the transaction ends; taken first by every write.
-const LOCK_HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE";
+/// Locks the audit head until the transaction ends; taken first by every write. Also says
+/// whether audit events wait in the queue, so a write takes them without another round trip
+/// under the lock when none do.
+const LOCK_HEAD: &str = "SELECT seq, hash, \
+     EXISTS (SELECT 1 FROM audit_queue WHERE NOT taken) \
+     FROM audit_head WHERE id = 1 FOR UPDATE";
 /// Inserts a whole batch of audit rows in one round trip.
 const INSERT_AUDIT_BATCH: &str = "INSERT INTO audit_log \
      (seq, time_ms, action, agent, prev_hash, hash, body, txn, task_id) \
@@ -157,14 +161,14 @@ impl Backend for PostgresStore {
         Ok(())
     }
 
-    async fn begin_locked(&self) -> Result<(Tx<Postgres>, ChainHead), StoreError> {
+    async fn begin_locked(&self) -> Result<(Tx<Postgres>, ChainHead, bool), StoreError> {
         let mut tx = Tx::begin(&self.pool, "BEGIN").await?;
-        let head = sqlx::query_as::<_, HeadRow>(LOCK_HEAD)
+        let (seq, hash, queued) = sqlx::query_as::<_, (i64, String, bool)>(LOCK_HEAD)
             .fetch_one(&mut *tx)
             .await
-            .map_err(classify)?
-            .into_head()?;
-        Ok((tx, head))
+            .map_err(classify)?;
+        let head = HeadRow { seq, hash }.into_head()?;
+        Ok((tx, head, queued))
     }
 
     async fn begin_snapshot(&self) -> Result<Tx<Postgres>, StoreError> {
@@ -241,6 +245,7 @@ impl Backend for PostgresStore {
     }
 
     async fn queue_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        self.admit_write()?;
         let txn = write::transaction_id()?;
         let now_ms = rows::to_ms(OffsetDateTime::now_utc());
         queue::queue(&self.pool, &txn, events, now_ms).await

@@ -132,7 +132,7 @@ impl Backend for SqliteStore {
         self.space.check()
     }
 
-    async fn begin_locked(&self) -> Result<(Tx<Sqlite>, ChainHead), StoreError> {
+    async fn begin_locked(&self) -> Result<(Tx<Sqlite>, ChainHead, bool), StoreError> {
         // Holding the only writer connection is the head lock within this process;
         // `IMMEDIATE` takes the database's write lock at once, against any other process.
         let mut tx = Tx::begin(&self.writer, "BEGIN IMMEDIATE").await?;
@@ -141,7 +141,8 @@ impl Backend for SqliteStore {
             .await
             .map_err(classify)?
             .into_head()?;
-        Ok((tx, head))
+        // No queue: events are appended at once.
+        Ok((tx, head, false))
     }
 
     async fn begin_snapshot(&self) -> Result<Tx<Sqlite>, StoreError> {

@@ -70,11 +70,13 @@ pub(crate) trait Backend: Clone + Send + Sync + 'static {
     /// Whether the store takes a write now (a SQLite store's free-space reserve holds).
     fn admit_write(&self) -> Result<(), StoreError>;
 
-    /// Begins a transaction that holds the audit-head lock, and reads the head. Writes begin
-    /// through [`begin_write`], which asks [`Backend::admit_write`] first.
+    /// Begins a transaction that holds the audit-head lock, and reads the head and whether
+    /// audit events wait in the queue ([`crate::queue`]; seen by the statement that took the
+    /// lock, so every batch acknowledged before it began). Writes begin through
+    /// [`begin_write`], which asks [`Backend::admit_write`] first.
     fn begin_locked(
         &self,
-    ) -> impl Future<Output = Result<(Tx<Self::Db>, ChainHead), StoreError>> + Send;
+    ) -> impl Future<Output = Result<(Tx<Self::Db>, ChainHead, bool), StoreError>> + Send;
 
     /// Begins a read-only transaction whose reads all see one snapshot.
     fn begin_snapshot(&self) -> impl Future<Output = Result<Tx<Self::Db>, StoreError>> + Send;
@@ -321,7 +323,7 @@ where
             (batch, true)
         }
         None => {
-            let (tx, head) = backend.begin_locked().await?;
+            let (tx, head, queued) = backend.begin_locked().await?;
             let mut batch = Batch {
                 tx,
                 locked_at: Instant::now(),
@@ -330,8 +332,10 @@ where
                 last: None,
                 outcome: Outcome::new(),
             };
-            // On failure the batch is dropped: its connection closes and nothing was taken.
-            sequence_queued::<B>(&mut batch).await?;
+            if queued {
+                // On failure the batch is dropped: its connection closes and nothing was taken.
+                sequence_queued::<B>(&mut batch).await?;
+            }
             (batch, false)
         }
     };
@@ -631,7 +635,7 @@ where
             "commit failed ({failure}) and its outcome cannot be read back ({why})"
         ))
     };
-    let (mut probe, _head) = backend.begin_locked().await.map_err(unknown)?;
+    let (mut probe, _head, _queued) = backend.begin_locked().await.map_err(unknown)?;
     let found = sqlx::query_scalar::<B::Db, Option<String>>(sql::AUDIT_TXN_AT)
         .bind(rows::to_i64(new_head.seq)?)
         .fetch_optional(&mut *probe)
