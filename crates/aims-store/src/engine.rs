@@ -39,7 +39,7 @@ use crate::secrets;
 use crate::sightings;
 use crate::tlog::{self, CheckpointQuery};
 use crate::write::{
-    Backend, Conn, WriteTx, begin_write, begin_write_alone, insert_credential,
+    Backend, Conn, WriteTx, begin_write, begin_write_alone, insert_credential, insert_task,
     require_credentials_allowed, settle, settle_at, write_pool,
 };
 use crate::{
@@ -866,64 +866,7 @@ where
         issue: &AccessTokenIssue,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let credential = &issue.credential;
-        let now = credential.issued_at;
-        let mut tx = begin_write(self).await?;
-        let outcome: Result<_, StoreError> = async {
-            require_credentials_allowed::<B>(&mut tx, &credential.agent).await?;
-            let parent_id = credential.parent.clone().ok_or(StoreError::Conflict {
-                reason: "an access token needs the credential it was exchanged for",
-            })?;
-            let parent = sqlx::query_as::<B::Db, CredentialRow>(sql::SELECT_CREDENTIAL)
-                .bind(parent_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(classify)?
-                .map(CredentialRow::into_credential)
-                .transpose()?;
-            if !parent.is_some_and(|p| p.revoked_at.is_none() && p.expires_at > now) {
-                return Err(StoreError::Conflict {
-                    reason: "the presented credential is revoked, expired or unknown",
-                });
-            }
-            let task_id = credential.task_id.clone().ok_or(StoreError::Conflict {
-                reason: "an access token needs a task",
-            })?;
-            match &issue.new_task {
-                Some(task) => insert_task(&mut *tx, task).await?,
-                None => {
-                    let task = sqlx::query_as::<B::Db, TaskRow>(sql::SELECT_TASK)
-                        .bind(task_id)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(classify)?
-                        .map(TaskRow::into_task)
-                        .transpose()?;
-                    if !task.is_some_and(|t| t.is_open(now)) {
-                        return Err(StoreError::Conflict {
-                            reason: "the task is not open",
-                        });
-                    }
-                }
-            }
-            if let Some((hash, expires_at)) = &issue.dpop_proof {
-                sqlx::query(sql::PURGE_DPOP_PROOFS)
-                    .bind(rows::to_ms(now))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                sqlx::query(sql::INSERT_DPOP_PROOF)
-                    .bind(hash.clone())
-                    .bind(rows::to_ms(*expires_at))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(on_unique("the DPoP proof was used before"))?;
-            }
-            insert_credential(&mut *tx, credential).await?;
-            Ok(())
-        }
-        .await;
-        settle(self, tx, outcome, std::slice::from_ref(event)).await
+        self.register_access_token(issue, event).await
     }
 
     async fn create_task(&self, task: &Task, event: &AuditEvent) -> Result<(), StoreError> {
@@ -2134,29 +2077,6 @@ where
         .await
         .map(drop)
         .map_err(classify)
-}
-
-/// Inserts a task; its id is unique.
-async fn insert_task<'c, DB, E>(conn: E, task: &Task) -> Result<(), StoreError>
-where
-    DB: Database,
-    E: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
-    sqlx::query(sql::INSERT_TASK)
-        .bind(task.id.as_str().to_owned())
-        .bind(task.agent.as_str().to_owned())
-        .bind(task.intent.as_str().to_owned())
-        .bind(task.subject.clone())
-        .bind(task.state.as_str().to_owned())
-        .bind(rows::to_ms(task.created_at))
-        .bind(rows::to_ms(task.deadline))
-        .execute(conn)
-        .await
-        .map_err(on_unique("task id already exists"))?;
-    Ok(())
 }
 
 /// The one resource server a single-key query finds.

@@ -33,6 +33,7 @@ use time::OffsetDateTime;
 mod approvals;
 mod engine;
 mod errors;
+mod issuance;
 mod leases;
 mod oauth;
 mod postgres;

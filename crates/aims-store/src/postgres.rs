@@ -21,11 +21,12 @@ use sqlx::{Connection, Postgres};
 use time::OffsetDateTime;
 
 use crate::errors::{classify, classify_migrate};
+use crate::issuance::{self, Reads};
 use crate::queue::{self, Queued};
 use crate::rows::{self, HeadRow, NewAuditRow};
 use crate::tx::Tx;
 use crate::write::{self, Backend, Writer};
-use crate::{StoreError, sql};
+use crate::{AccessTokenIssue, StoreError, sql};
 
 /// Connections per process.
 const MAX_CONNECTIONS: u32 = 10;
@@ -261,6 +262,23 @@ impl Backend for PostgresStore {
 
     async fn forget_taken(&self, before: OffsetDateTime) -> Result<(), StoreError> {
         queue::forget_taken(&self.pool, rows::to_ms(before)).await
+    }
+
+    async fn register_access_token(
+        &self,
+        issue: &AccessTokenIssue,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        // Under row locks, with the event queued in the same transaction: no head lock.
+        self.admit_write()?;
+        let txn = write::transaction_id()?;
+        let mut tx = Tx::begin(&self.pool, "BEGIN").await?;
+        if let Err(refusal) = issuance::register::<Self>(&mut tx, issue, Reads::Shared).await {
+            let _ = tx.rollback().await;
+            return Err(refusal);
+        }
+        let now_ms = rows::to_ms(OffsetDateTime::now_utc());
+        queue::commit_with(&self.pool, tx, &txn, std::slice::from_ref(event), now_ms).await
     }
 }
 

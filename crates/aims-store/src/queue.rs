@@ -18,6 +18,7 @@
 use std::time::Duration;
 
 use aims_core::audit::AuditEvent;
+use sqlx::Postgres;
 use sqlx::postgres::{PgConnection, PgPool};
 
 use crate::errors::{classify, is_unique_violation};
@@ -64,12 +65,32 @@ pub(crate) async fn queue(
     events: &[AuditEvent],
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    let body = serde_json::to_string(events)
-        .map_err(|e| StoreError::Corrupt(format!("audit events do not encode: {e}")))?;
     // An explicit transaction, not one statement on its own: until `COMMIT` is sent nothing can
     // commit, and once it is sent the insert already holds `txn`'s key, so the probe after a
     // failed `COMMIT` waits for this transaction to end.
-    let mut tx = Tx::begin(pool, "BEGIN").await?;
+    let tx = Tx::begin(pool, "BEGIN").await?;
+    commit_with(pool, tx, txn, events, now_ms).await
+}
+
+/// Queues `events` as the write `txn` in `tx`, an open transaction holding that write's other
+/// changes, and commits it: `Ok` once all of it is committed. On failure nothing was written;
+/// the errors are [`queue`]'s.
+pub(crate) async fn commit_with(
+    pool: &PgPool,
+    mut tx: Tx<Postgres>,
+    txn: &str,
+    events: &[AuditEvent],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let body = match serde_json::to_string(events) {
+        Ok(body) => body,
+        Err(e) => {
+            let _ = tx.rollback().await;
+            return Err(StoreError::Corrupt(format!(
+                "audit events do not encode: {e}"
+            )));
+        }
+    };
     let inserted = sqlx::query(INSERT)
         .bind(txn)
         .bind(body)

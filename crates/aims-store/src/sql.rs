@@ -145,12 +145,24 @@ pub(crate) const UPSERT_SNAPSHOT: &str = "INSERT INTO posture_snapshots \
 
 pub(crate) const DELETE_SNAPSHOT: &str = "DELETE FROM posture_snapshots WHERE agent = $1";
 pub(crate) const AGENT_STATE: &str = "SELECT state FROM agents WHERE name = $1";
+/// [`AGENT_STATE`], holding the row against updates until the transaction ends.
+pub(crate) const AGENT_STATE_SHARED: &str = "SELECT state FROM agents WHERE name = $1 FOR SHARE";
 pub(crate) const INSERT_CREDENTIAL: &str = "INSERT INTO credentials \
      (id, kind, agent, parent, key_thumbprint, issued_at_ms, expires_at_ms, task_id, audience) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-pub(crate) const SELECT_CREDENTIAL: &str = "SELECT id, kind, agent, parent, key_thumbprint, \
-     issued_at_ms, expires_at_ms, revoked_at_ms, task_id, audience FROM credentials \
-     WHERE id = $1";
+macro_rules! select_credential {
+    ($lock:literal) => {
+        concat!(
+            "SELECT id, kind, agent, parent, key_thumbprint, issued_at_ms, expires_at_ms, \
+             revoked_at_ms, task_id, audience FROM credentials WHERE id = $1",
+            $lock
+        )
+    };
+}
+pub(crate) const SELECT_CREDENTIAL: &str = select_credential!("");
+/// [`SELECT_CREDENTIAL`], holding the row against updates until the transaction ends
+/// (PostgreSQL; see `crate::issuance`).
+pub(crate) const SELECT_CREDENTIAL_SHARED: &str = select_credential!(" FOR SHARE");
 
 /// The revocation of a target's own credentials, not their descendants (the cascade steps take
 /// those): appends every live one to the log (`$1` the target, `$2` the time, `$3` the reason,
@@ -247,11 +259,25 @@ pub(crate) const TASK_EXISTS: &str = "SELECT id FROM tasks WHERE id = $1";
 pub(crate) const INSERT_TASK: &str = "INSERT INTO tasks \
      (id, agent, intent, subject, state, created_at_ms, deadline_ms) \
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
-pub(crate) const SELECT_TASK: &str = "SELECT id, agent, intent, subject, state, created_at_ms, \
-     deadline_ms, ended_at_ms FROM tasks WHERE id = $1";
+macro_rules! select_task {
+    ($lock:literal) => {
+        concat!(
+            "SELECT id, agent, intent, subject, state, created_at_ms, deadline_ms, ended_at_ms \
+             FROM tasks WHERE id = $1",
+            $lock
+        )
+    };
+}
+pub(crate) const SELECT_TASK: &str = select_task!("");
+/// [`SELECT_TASK`], holding the row against updates until the transaction ends.
+pub(crate) const SELECT_TASK_SHARED: &str = select_task!(" FOR SHARE");
 pub(crate) const PURGE_DPOP_PROOFS: &str = "DELETE FROM dpop_proofs WHERE expires_at_ms < $1";
-pub(crate) const INSERT_DPOP_PROOF: &str =
-    "INSERT INTO dpop_proofs (hash, expires_at_ms) VALUES ($1, $2)";
+/// Burns a DPoP proof (`$1` its hash, `$2` when it may be forgotten, `$3` now): a row comes
+/// back if it is new or its earlier use has expired (the sweep had not purged it yet), none if
+/// it is in use. A racing use of the same proof waits on the key and then sees this one.
+pub(crate) const BURN_DPOP_PROOF: &str = "INSERT INTO dpop_proofs (hash, expires_at_ms) \
+     VALUES ($1, $2) ON CONFLICT (hash) DO UPDATE SET expires_at_ms = excluded.expires_at_ms \
+     WHERE dpop_proofs.expires_at_ms < $3 RETURNING hash";
 
 pub(crate) const INSERT_RESOURCE_SERVER: &str = "INSERT INTO resource_servers \
      (name, audience, system, environment, sensitivity, credential_hash, created_by, \

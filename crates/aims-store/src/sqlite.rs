@@ -25,12 +25,13 @@ use sqlx::{QueryBuilder, Sqlite};
 use time::OffsetDateTime;
 
 use crate::errors::{classify, classify_migrate};
+use crate::issuance;
 use crate::queue::Queued;
 use crate::rows::{HeadRow, NewAuditRow};
 use crate::space::SpaceGuard;
 use crate::tx::Tx;
 use crate::write::{self, Backend, Writer};
-use crate::{StoreError, StoreOptions, sql};
+use crate::{AccessTokenIssue, StoreError, StoreOptions, sql};
 
 /// How long a statement waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -219,6 +220,14 @@ impl Backend for SqliteStore {
 
     async fn forget_taken(&self, _before: OffsetDateTime) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn register_access_token(
+        &self,
+        issue: &AccessTokenIssue,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        issuance::under_head_lock(self, issue, event).await
     }
 }
 

@@ -37,6 +37,7 @@ use std::time::Instant;
 use aims_core::agent::LifecycleState;
 use aims_core::audit::{AuditEvent, ChainHead};
 use aims_core::id::AgentName;
+use aims_core::task::Task;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -45,7 +46,7 @@ use crate::errors::{classify, on_unique};
 use crate::queue::{self, Queued};
 use crate::rows::{self, NewAuditRow};
 use crate::tx::{Control, Tx};
-use crate::{IssuedCredential, StoreError, WriteBatch, WriteObserver, sql};
+use crate::{AccessTokenIssue, IssuedCredential, StoreError, WriteBatch, WriteObserver, sql};
 
 /// A backend's connection type.
 pub(crate) type Conn<B> = <<B as Backend>::Db as Database>::Connection;
@@ -105,6 +106,14 @@ pub(crate) trait Backend: Clone + Send + Sync + 'static {
 
     /// Whether any batch waits in the queue (read without the lock).
     fn has_queued(&self) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Registers an access token with its audit event (`Store::issue_access_token`), under
+    /// the head lock or under row locks ([`crate::issuance`]).
+    fn register_access_token<'a>(
+        &'a self,
+        issue: &'a AccessTokenIssue,
+        event: &'a AuditEvent,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
 
     /// Forgets the queue's taken batches queued before `before` (see [`crate::queue`]).
     fn forget_taken(
@@ -665,9 +674,26 @@ where
     for<'q> String: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
     usize: ColumnIndex<<B::Db as Database>::Row>,
 {
-    let state = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
+    credentials_allowed::<B>(tx, agent, sql::AGENT_STATE).await
+}
+
+/// [`require_credentials_allowed`] on any transaction's connection, reading the agent's state
+/// with `statement` (plainly, or `FOR SHARE` under row locks).
+pub(crate) async fn credentials_allowed<B>(
+    conn: &mut Conn<B>,
+    agent: &AgentName,
+    statement: &'static str,
+) -> Result<(), StoreError>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
+    usize: ColumnIndex<<B::Db as Database>::Row>,
+{
+    let state = sqlx::query_scalar::<B::Db, String>(statement)
         .bind(agent.as_str().to_owned())
-        .fetch_optional(&mut **tx)
+        .fetch_optional(conn)
         .await
         .map_err(classify)?
         .ok_or(StoreError::NotFound { what: "agent" })?;
@@ -705,5 +731,28 @@ where
         .execute(conn)
         .await
         .map_err(on_unique("credential id already issued"))?;
+    Ok(())
+}
+
+/// Inserts a task; its id is unique.
+pub(crate) async fn insert_task<'c, DB, E>(conn: E, task: &Task) -> Result<(), StoreError>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query(sql::INSERT_TASK)
+        .bind(task.id.as_str().to_owned())
+        .bind(task.agent.as_str().to_owned())
+        .bind(task.intent.as_str().to_owned())
+        .bind(task.subject.clone())
+        .bind(task.state.as_str().to_owned())
+        .bind(rows::to_ms(task.created_at))
+        .bind(rows::to_ms(task.deadline))
+        .execute(conn)
+        .await
+        .map_err(on_unique("task id already exists"))?;
     Ok(())
 }

@@ -109,6 +109,7 @@ conformance! {
     tokens::an_incomplete_revocation_is_finished,
     tokens::a_cascade_step_reads_live_children_by_index,
     tokens::random_races_of_issuance_and_revocation_keep_revocation_complete,
+    tokens::an_issuance_holds_what_it_checked_until_it_commits,
     tokens::refused_issuance_writes_nothing,
     tokens::expired_dpop_proofs_are_forgotten,
     tokens::one_dpop_proof_under_concurrency,

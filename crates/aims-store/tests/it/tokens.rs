@@ -17,7 +17,7 @@ use aims_store::{
 };
 
 use crate::fixtures::{
-    AuditCursor, agent, assert_chain_verifies, at, changed, event, join_token, name,
+    AuditCursor, agent, assert_chain_verifies, at, changed, event, join_token, name, sequenced_head,
 };
 use crate::harness::Harness;
 
@@ -546,7 +546,7 @@ pub async fn one_dpop_proof_under_concurrency(h: &Harness) {
     }
     assert_eq!(wins, 1);
     let store = &*h.store;
-    assert_eq!(store.audit_head().await.unwrap().seq, head.seq + 1);
+    assert_eq!(sequenced_head(store).await.seq, head.seq + 1);
     let tasks = store.list_tasks(&TaskFilter::default()).await.unwrap();
     assert_eq!(tasks.len(), 1, "only the winner's task exists");
     let winner = tasks[0].id.as_str();
@@ -578,7 +578,7 @@ pub async fn one_dpop_proof_under_concurrency(h: &Harness) {
             "{r:?}"
         );
     }
-    assert_eq!(store.audit_head().await.unwrap().seq, head.seq + 2);
+    assert_eq!(sequenced_head(store).await.seq, head.seq + 2);
     assert_chain_verifies(store).await;
 }
 
@@ -1829,5 +1829,96 @@ pub async fn random_races_of_issuance_and_revocation_keep_revocation_complete(h:
     let logged = credential_log(&**store).await;
     let distinct: BTreeSet<_> = logged.iter().map(|(id, _)| id).collect();
     assert_eq!(logged.len(), distinct.len(), "a credential logged twice");
+    assert_chain_verifies(&**store).await;
+}
+
+/// On PostgreSQL an issuance waits for no audit-head lock, and holds the rows it checked
+/// until it commits: one paused after its checks (a raw session holds its DPoP proof's key)
+/// keeps a revocation of its parent from completing, and once it commits the revocation's
+/// cascade takes the new child. A SQLite store has one writer, so there is nothing to show.
+pub async fn an_issuance_holds_what_it_checked_until_it_commits(h: &Harness) {
+    use std::time::Duration;
+    if !h.shares_writers() {
+        return;
+    }
+    let store = &h.store;
+    register(&**store, "a", ALICE).await;
+    svid(&**store, "a", "svid-a", 10).await;
+    task_root(&**store, "root", "t-held").await;
+    let mut holder = h.postgres_connection().await;
+    let schema = format!("SET search_path = {}", h.postgres_schema());
+    sqlx::raw_sql(&schema).execute(&mut holder).await.unwrap();
+    sqlx::raw_sql("BEGIN; SELECT * FROM audit_head FOR UPDATE;")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let free = issuance(token("c-free", "a", Some("root"), "t-held", 21), None, None);
+    let issued = tokio::time::timeout(
+        Duration::from_secs(5),
+        store.issue_access_token(&free, &event(action::TOKEN_DELEGATE)),
+    )
+    .await;
+    assert!(
+        matches!(issued, Ok(Ok(()))),
+        "the issuance waited for the head lock: {issued:?}"
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    sqlx::raw_sql("BEGIN; INSERT INTO dpop_proofs (hash, expires_at_ms) VALUES ('held-proof', 0);")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let paused = {
+        let store = Arc::clone(store);
+        let held = issuance(
+            token("c-held", "a", Some("root"), "t-held", 22),
+            None,
+            Some("held-proof"),
+        );
+        tokio::spawn(async move {
+            store
+                .issue_access_token(&held, &event(action::TOKEN_DELEGATE))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !paused.is_finished(),
+        "the issuance did not wait for its proof's key"
+    );
+    let revocation = {
+        let store = Arc::clone(store);
+        tokio::spawn(async move {
+            store
+                .revoke(
+                    &RevocationTarget::Credential("root".to_owned()),
+                    "held",
+                    at(30),
+                    &event(action::REVOKE),
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !revocation.is_finished(),
+        "the revocation did not wait for the issuance that checked its target"
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    paused.await.unwrap().unwrap();
+    assert_eq!(
+        revocation.await.unwrap().unwrap(),
+        3,
+        "root, c-free, c-held"
+    );
+    for id in ["root", "c-free", "c-held"] {
+        assert!(revoked_at(&**store, id).await.is_some(), "{id} is live");
+    }
     assert_chain_verifies(&**store).await;
 }
