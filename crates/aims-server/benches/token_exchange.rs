@@ -10,8 +10,9 @@
 //! Each exchange verifies the SVID and the DPoP proof, reads the agent, the resource server and
 //! its posture, decides one `obtain` per requested scope, signs the token and commits it (with
 //! its new task, the burned proof and its audit event) in one write — one fsync per exchange
-//! for a lone client, which bounds its rate; concurrent exchanges share group commits. The
-//! client signs a fresh proof per request inside the
+//! for a lone client, which bounds its rate. On SQLite concurrent exchanges share group commits
+//! under the head lock; on PostgreSQL each runs in its own transaction under row locks with its
+//! event queued, so it is not among the write transactions reported. The client signs a fresh proof per request inside the
 //! measured loop. Runs on SQLite, and on PostgreSQL when `AIMS_TEST_DATABASE_URL` is set.
 //!
 //! ```text

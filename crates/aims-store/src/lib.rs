@@ -3,7 +3,9 @@
 //!
 //! Every state change is written in the same transaction as its audit event, which is chained
 //! onto the audit log under the log's head lock, so a change is never committed without its
-//! record and the chain never forks. Pure audit events (reads, decisions, rejections) arrive
+//! record and the chain never forks; on PostgreSQL an access token's issuance instead queues
+//! its event in its own transaction, under row locks on what it checked (`issuance`). Pure
+//! audit events (reads, decisions, rejections) arrive
 //! in batches from the server's group-commit writer through [`Store::queue_audit`] (durable in
 //! the PostgreSQL audit queue until a write chains them; appended at once on SQLite).
 //!
@@ -745,6 +747,8 @@ pub trait Store: Send + Sync + 'static {
     /// Registers an access token (and creates its task, and burns its DPoP proof) with its
     /// audit event. `Conflict` when the holder may not hold credentials, the parent credential
     /// is unknown, revoked or expired, the task is not open, or the DPoP proof was used before.
+    /// On PostgreSQL the event is queued (in the log once sequenced, as [`Store::queue_audit`]'s)
+    /// and the issuance waits for no head lock, only for the rows it checked.
     async fn issue_access_token(
         &self,
         issue: &AccessTokenIssue,
