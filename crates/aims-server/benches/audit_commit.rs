@@ -223,7 +223,12 @@ async fn group_commit(store: &Arc<dyn Store>, tasks: u64, events: u64) -> Tally 
     let metrics = Arc::new(Metrics::new());
     let (writer, writer_task) = AuditWriter::spawn(store.clone(), metrics.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let sequencer = tokio::spawn(audit_writer::sequence(store.clone(), stopped));
+    let sequencer = tokio::spawn(audit_writer::sequence(
+        store.clone(),
+        "audit-commit-bench".to_owned(),
+        metrics.clone(),
+        stopped,
+    ));
     let start = Instant::now();
     let recorders: Vec<_> = (0..tasks)
         .map(|i| {

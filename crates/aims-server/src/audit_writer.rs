@@ -104,18 +104,74 @@ async fn run(
     }
 }
 
-/// Moves the events any replica queued into the log every [`SEQUENCE_EVERY`], until `stop`.
-/// A failure is retried at the next turn: the events stay durable in the queue meanwhile.
-pub async fn sequence(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
+/// Moves the events any replica queued into the log every [`SEQUENCE_EVERY`] while this
+/// replica (`holder`) holds the deployment's sequencer lease, until `stop`. The lease is
+/// claimed or renewed every [`SEQUENCER_RENEW_EVERY`] for [`SEQUENCER_LEASE`], so one replica
+/// takes the head lock on this schedule, not all of them, and another takes over once a
+/// holder stops renewing. A failure is retried at the next turn: the events stay durable in
+/// the queue meanwhile (and any replica's next read of the log or state change sequences
+/// them).
+pub async fn sequence(
+    store: Arc<dyn Store>,
+    holder: String,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(SEQUENCE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut lease = Lease::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
+        if !lease.held(store.as_ref(), &holder).await {
+            metrics.audit_sequencer.set(0);
+            continue;
+        }
+        metrics.audit_sequencer.set(1);
         if let Err(error) = store.sequence_audit().await {
             tracing::warn!(%error, "moving queued audit events into the log failed; retrying");
         }
+    }
+}
+
+/// How long a claim of the sequencer's lease lasts.
+pub const SEQUENCER_LEASE: Duration = Duration::from_secs(2);
+/// How often the lease is claimed or renewed: several times within [`SEQUENCER_LEASE`], so
+/// a holder keeps it through a slow or failed renewal.
+pub const SEQUENCER_RENEW_EVERY: Duration = Duration::from_millis(500);
+
+/// This replica's view of the sequencer's lease.
+#[derive(Default)]
+struct Lease {
+    /// Until when this replica holds it, by its own clock, counted from before it asked.
+    until: Option<std::time::Instant>,
+    /// When it last asked.
+    asked: Option<std::time::Instant>,
+}
+
+impl Lease {
+    /// Whether `holder` holds the lease now, claiming or renewing it when due.
+    async fn held(&mut self, store: &dyn Store, holder: &str) -> bool {
+        let now = std::time::Instant::now();
+        if self
+            .asked
+            .is_none_or(|asked| now >= asked + SEQUENCER_RENEW_EVERY)
+        {
+            self.asked = Some(now);
+            let wall = time::OffsetDateTime::now_utc();
+            match store
+                .claim_sequencer(holder, wall, wall + SEQUENCER_LEASE)
+                .await
+            {
+                Ok(true) => self.until = Some(now + SEQUENCER_LEASE),
+                Ok(false) => self.until = None,
+                Err(error) => {
+                    tracing::warn!(%error, "claiming the audit sequencer's lease failed; retrying")
+                }
+            }
+        }
+        self.until.is_some_and(|until| now < until)
     }
 }

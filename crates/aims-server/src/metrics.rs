@@ -58,6 +58,8 @@ pub struct Metrics {
     /// Tokens taken from the verified-token cache instead of verified again since start; set
     /// when scraped.
     pub verified_token_cache_hits: Gauge<u64, AtomicU64>,
+    /// 1 while this replica holds the audit sequencer's lease, else 0.
+    pub audit_sequencer: Gauge<u64, AtomicU64>,
     /// Leases revoked, expired or left pending by a crash whose database role is not ended yet.
     pub leases_overdue: Gauge<u64, AtomicU64>,
     /// Failed attempts to end a lease's role (an engine unreachable or refusing).
@@ -153,6 +155,12 @@ impl Metrics {
             "Tokens taken from the verified-token cache instead of verified again, since start",
             verified_token_cache_hits.clone(),
         );
+        let audit_sequencer = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "audit_sequencer",
+            "1 while this replica holds the lease to move the audit queue into the log, else 0",
+            audit_sequencer.clone(),
+        );
         let leases_overdue = Gauge::<u64, AtomicU64>::default();
         registry.register(
             "leases_overdue",
@@ -213,6 +221,7 @@ impl Metrics {
             rate_limit_buckets,
             verified_tokens_cached,
             verified_token_cache_hits,
+            audit_sequencer,
             requests,
             audit_events,
             audit_batch_size,

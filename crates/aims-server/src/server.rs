@@ -161,6 +161,8 @@ pub async fn start_with_store(
     ));
     tokio::spawn(crate::audit_writer::sequence(
         state.store.clone(),
+        state.claim_holder(),
+        state.metrics.clone(),
         stop.clone(),
     ));
     tokio::spawn(sweep_periodically(state.clone(), stop.clone()));

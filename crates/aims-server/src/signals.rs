@@ -443,8 +443,7 @@ const PUSH_MAX_ANSWER: usize = 4096;
 /// streams every [`PUSH_SCAN`] and runs one worker per stream.
 pub async fn push(state: AppState, mut stop: watch::Receiver<bool>) {
     // Names this replica's claims; random, so two replicas never share one.
-    let replica = aims_token::random_id(&state.rng)
-        .unwrap_or_else(|_| format!("replica-{}", std::process::id()));
+    let replica = state.claim_holder();
     let mut workers: HashMap<String, JoinHandle<()>> = HashMap::new();
     let mut tick = tokio::time::interval(PUSH_SCAN);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -146,6 +146,13 @@ impl AppState {
         self.store.sequence_audit().await.map_err(ApiError::from)
     }
 
+    /// A fresh random name for a claim this replica holds in the store (a push stream's, the
+    /// audit sequencer's), so two replicas never share one.
+    pub fn claim_holder(&self) -> String {
+        aims_token::random_id(&self.rng)
+            .unwrap_or_else(|_| format!("replica-{}", std::process::id()))
+    }
+
     /// Applies the revocations this replica just committed, so it refuses those credentials
     /// before it answers; the other replicas follow within their poll interval. If the log
     /// cannot be read now, the set goes stale and refuses every token, so failing here is

@@ -1464,15 +1464,16 @@ where
         now: OffsetDateTime,
         until: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let claimed = sqlx::query_scalar::<B::Db, String>(sql::CLAIM_SSF_STREAM)
-            .bind(id.to_owned())
-            .bind(holder.to_owned())
-            .bind(rows::to_ms(now))
-            .bind(rows::to_ms(until))
-            .fetch_optional(write_pool(self)?)
-            .await
-            .map_err(classify)?;
-        Ok(claimed.is_some())
+        claim::<B>(self, sql::CLAIM_SSF_STREAM, id, holder, (now, until)).await
+    }
+
+    async fn claim_sequencer(
+        &self,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        claim::<B>(self, sql::CLAIM_SEQUENCER, "audit", holder, (now, until)).await
     }
 
     async fn open_approval(
@@ -1981,6 +1982,34 @@ where
             None => return Ok(revoked),
         }
     }
+}
+
+/// Runs a claim `statement` (`$1` what is claimed, `$2` the holder, `$3` now, `$4` until
+/// when; a row back when it is the holder's): whether `holder` holds `key` until `until`.
+async fn claim<B>(
+    backend: &B,
+    statement: &'static str,
+    key: &str,
+    holder: &str,
+    (now, until): (OffsetDateTime, OffsetDateTime),
+) -> Result<bool, StoreError>
+where
+    B: Backend,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+    for<'c> &'c Pool<B::Db>: Executor<'c, Database = B::Db>,
+    usize: ColumnIndex<<B::Db as Database>::Row>,
+{
+    let claimed = sqlx::query_scalar::<B::Db, String>(statement)
+        .bind(key.to_owned())
+        .bind(holder.to_owned())
+        .bind(rows::to_ms(now))
+        .bind(rows::to_ms(until))
+        .fetch_optional(write_pool(backend)?)
+        .await
+        .map_err(classify)?;
+    Ok(claimed.is_some())
 }
 
 /// How much of a target [`revoke_in`] revokes in its transaction.

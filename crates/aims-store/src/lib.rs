@@ -937,6 +937,17 @@ pub trait Store: Send + Sync + 'static {
         until: OffsetDateTime,
     ) -> Result<bool, StoreError>;
 
+    /// Claims, or renews, the deployment's audit-sequencer lease for `holder` until `until`:
+    /// `true` if the lease was free, already `holder`'s, or ran out by `now`. Of concurrent
+    /// claimants exactly one succeeds. The holder moves the audit queue into the log on a
+    /// schedule; every replica still sequences before it reads the log or changes state.
+    async fn claim_sequencer(
+        &self,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
     /// Opens an approval request for its call, with `decision` (the `approval_required`
     /// decision that asked) and `opened` (its `approval.request` event); when a pending,
     /// unexpired request for the same call exists, joins it instead and writes `decision`

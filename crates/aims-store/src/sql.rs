@@ -407,6 +407,15 @@ pub(crate) const CLAIM_SSF_STREAM: &str = "UPDATE ssf_streams \
      WHERE id = $1 AND delivery_method = 'push' AND status = 'enabled' \
      AND (claimed_by IS NULL OR claimed_by = $2 OR claimed_until_ms <= $3) RETURNING id";
 
+/// Claims or renews the sequencer's lease (`$1` `'audit'`, `$2` the holder, `$3` now, `$4`
+/// until when), with [`CLAIM_SSF_STREAM`]'s parameters: a row comes back if the lease was free,
+/// already `$2`'s, or ran out by `$3`.
+pub(crate) const CLAIM_SEQUENCER: &str = "INSERT INTO sequencer_lease (id, holder, until_ms) \
+     VALUES ($1, $2, $4) ON CONFLICT (id) DO UPDATE \
+     SET holder = excluded.holder, until_ms = excluded.until_ms \
+     WHERE sequencer_lease.holder = excluded.holder OR sequencer_lease.until_ms <= $3 \
+     RETURNING id";
+
 /// Columns of [`crate::rows::ApprovalRow`].
 macro_rules! approval_columns {
     () => {

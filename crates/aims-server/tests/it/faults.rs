@@ -411,6 +411,14 @@ impl Store for FailingAudit {
     ) -> Result<bool, StoreError> {
         self.inner.claim_ssf_stream(id, holder, now, until).await
     }
+    async fn claim_sequencer(
+        &self,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.claim_sequencer(holder, now, until).await
+    }
     async fn update_ssf_stream(
         &self,
         stream: &SsfStream,

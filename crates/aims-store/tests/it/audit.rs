@@ -468,3 +468,34 @@ pub async fn a_queued_event_waits_for_no_lock(h: &Harness) {
     h.store.sweep_expired(later).await.unwrap();
     assert_eq!(kept().fetch_one(&mut holder).await.unwrap(), 0);
 }
+
+/// The audit sequencer's lease has one holder: a claim succeeds when the lease is free, already
+/// the claimant's, or ran out by the time given; of concurrent claimants exactly one wins.
+pub async fn the_sequencer_lease_has_one_holder(h: &Harness) {
+    let store = &*h.store;
+    let claim =
+        |holder: &'static str, now: i64| store.claim_sequencer(holder, at(now), at(now + 2));
+    assert!(claim("a", 0).await.unwrap(), "a free lease");
+    assert!(!claim("b", 1).await.unwrap(), "a's until 2");
+    assert!(claim("a", 1).await.unwrap(), "a renews, until 3");
+    assert!(!claim("b", 2).await.unwrap(), "renewed past 2");
+    assert!(claim("b", 3).await.unwrap(), "a's ran out at 3");
+    assert!(!claim("a", 4).await.unwrap(), "b's until 5");
+
+    let claimants: Vec<_> = (0..8)
+        .map(|i| {
+            let store = Arc::clone(&h.store);
+            tokio::spawn(async move {
+                store
+                    .claim_sequencer(&format!("c{i}"), at(10), at(12))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for claimant in claimants {
+        won += usize::from(claimant.await.unwrap());
+    }
+    assert_eq!(won, 1, "of concurrent claimants exactly one wins");
+}

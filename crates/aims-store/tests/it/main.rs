@@ -103,6 +103,7 @@ conformance! {
     audit::concurrent_writes_with_refusals_commit_as_a_serial_history,
     audit::queued_events_precede_later_writes,
     audit::a_queued_event_waits_for_no_lock,
+    audit::the_sequencer_lease_has_one_holder,
     tokens::access_tokens_register_with_their_task,
     tokens::issuance_racing_revocation_leaves_no_live_descendant,
     tokens::a_revocation_in_steps_stays_complete_under_racing_issuance,

@@ -507,8 +507,13 @@ impl Replica<'_> {
     }
 
     /// The last revocation-log position this replica has applied (its
-    /// `aims_revocation_log_position` gauge; `/metrics` needs no credential).
+    /// `aims_revocation_log_position` gauge).
     pub async fn log_position(&self) -> u64 {
+        self.gauge("aims_revocation_log_position").await
+    }
+
+    /// The value of gauge `name` on this replica's `/metrics` (which needs no credential).
+    pub async fn gauge(&self, name: &str) -> u64 {
         let metrics = self
             .http
             .get(format!("{}/metrics", self.url))
@@ -520,8 +525,8 @@ impl Replica<'_> {
             .unwrap();
         metrics
             .lines()
-            .find_map(|line| line.strip_prefix("aims_revocation_log_position "))
-            .unwrap_or_else(|| panic!("no revocation log position in {metrics}"))
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
             .parse()
             .unwrap()
     }

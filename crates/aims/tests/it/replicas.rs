@@ -340,3 +340,80 @@ async fn two_replicas_end_a_lease_once_and_a_restart_after_kill_9_still_ends_the
     assert!(!role_exists(&mut engine, &role).await);
     assert!(sqlx::query("SELECT 1").execute(&mut open).await.is_err());
 }
+
+/// One replica of a deployment holds the audit sequencer's lease (`aims_audit_sequencer` is 1
+/// on exactly one, never on both); when it is killed with SIGKILL the other takes the lease
+/// over once it runs out, and moves what it queues into the log without any reader asking: an
+/// exchange (queued on PostgreSQL, no head lock) reaches the survivor's audit tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set AIMS_TEST_DATABASE_URL and run with --include-ignored"]
+async fn one_replica_sequences_the_audit_log_and_another_takes_over_when_it_dies() {
+    let mut deployment = Deployment::start(&database_url().await).await;
+    let started = Instant::now();
+    let holder = loop {
+        let held = sequencers(&deployment).await;
+        assert!(held.iter().sum::<u64>() <= 1, "two sequencers: {held:?}");
+        if let Some(holder) = held.iter().position(|h| *h == 1) {
+            break holder;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no replica holds the sequencer's lease"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for _ in 0..20 {
+        let held = sequencers(&deployment).await;
+        assert_eq!(held.iter().sum::<u64>(), 1, "{held:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let survivor = 1 - holder;
+    let planner = deployment.at(survivor).planner().await;
+    deployment.replicas[holder].child.kill().unwrap();
+    deployment.replicas[holder].child.wait().unwrap();
+    let killed = Instant::now();
+    while deployment.at(survivor).gauge("aims_audit_sequencer").await != 1 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "the survivor did not take the sequencer's lease over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "the survivor took the lease over after {:?}",
+        killed.elapsed()
+    );
+    // Settled: what the survivor had queued and sequenced is in its tree.
+    let mut before = deployment.at(survivor).gauge("aims_audit_tree_size").await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = deployment.at(survivor).gauge("aims_audit_tree_size").await;
+        if now == before {
+            break;
+        }
+        before = now;
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "the tree never settled"
+        );
+    }
+    deployment.at(survivor).exchange(&planner).await;
+    let exchanged = Instant::now();
+    while deployment.at(survivor).gauge("aims_audit_tree_size").await <= before {
+        assert!(
+            exchanged.elapsed() < Duration::from_secs(10),
+            "the exchange's event did not reach the log"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Each replica's `aims_audit_sequencer` gauge.
+async fn sequencers(deployment: &Deployment) -> Vec<u64> {
+    let mut held = Vec::new();
+    for i in 0..deployment.replicas.len() {
+        held.push(deployment.at(i).gauge("aims_audit_sequencer").await);
+    }
+    held
+}
