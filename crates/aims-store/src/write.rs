@@ -5,7 +5,9 @@
 //! transaction holding the audit-head lock, and the head its events will follow; the checks
 //! and changes run inside it as one async block whose result goes to [`settle`]: a refusal is
 //! rolled back, a success has its events chained after the head and inserted. Because the lock
-//! is held throughout, read-check-write sequences are race-free on both backends.
+//! is held throughout, read-check-write sequences are race-free on both backends. The one
+//! exception is an access token's issuance on PostgreSQL, which locks the rows it checks and
+//! queues its event instead ([`crate::issuance`]).
 //!
 //! **Group commit.** Writes of one store share transactions: a write that finds a transaction
 //! opened by an earlier write and not yet committed joins it under a savepoint, and one
