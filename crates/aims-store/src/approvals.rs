@@ -15,8 +15,10 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type}
 use time::OffsetDateTime;
 
 use crate::errors::{classify, on_unique};
-use crate::rows::{self, ApprovalRow, TaskRow};
-use crate::write::{Backend, Conn, WriteTx, begin_write, require_credentials_allowed, settle};
+use crate::rows::{self, ApprovalRow};
+use crate::write::{
+    Backend, Conn, WriteTx, begin_write, require_credentials_allowed, require_open_task, settle,
+};
 use crate::{RevocationTarget, StoreError, sql};
 
 /// Why a grant could not be spent: rolled back, then answered as `false`.
@@ -58,7 +60,7 @@ where
     let mut tx = begin_write(backend).await?;
     let outcome: Result<ApprovalRequest, StoreError> = async {
         require_credentials_allowed::<B>(&mut tx, &asked.call.agent).await?;
-        require_open_task::<B>(&mut tx, asked.call.task_id.as_str(), now).await?;
+        require_open_task::<B>(&mut tx, asked.call.task_id.as_str(), now, sql::SELECT_TASK).await?;
         let pending = bind_call!(
             sqlx::query_as::<B::Db, ApprovalRow>(sql::PENDING_APPROVAL_FOR_CALL),
             asked.call
@@ -147,7 +149,13 @@ where
             });
         }
         require_credentials_allowed::<B>(&mut tx, &request.asked.call.agent).await?;
-        require_open_task::<B>(&mut tx, request.asked.call.task_id.as_str(), verdict.at).await?;
+        require_open_task::<B>(
+            &mut tx,
+            request.asked.call.task_id.as_str(),
+            verdict.at,
+            sql::SELECT_TASK,
+        )
+        .await?;
         request.verdict = Some(verdict.clone());
         (request.state, request.uses_left) = if verdict.approved {
             (ApprovalState::Approved, request.asked.uses)
@@ -302,38 +310,4 @@ where
         .await
         .map(drop)
         .map_err(classify)
-}
-
-/// Refuses unless task `id` exists and is open at `now` (read under the write lock).
-async fn require_open_task<B>(
-    tx: &mut WriteTx<B::Db>,
-    id: &str,
-    now: OffsetDateTime,
-) -> Result<(), StoreError>
-where
-    B: Backend,
-    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
-    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
-    for<'q> String: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
-    for<'q> Option<String>: Encode<'q, B::Db> + Type<B::Db>,
-    for<'q> Option<i64>: Encode<'q, B::Db> + Type<B::Db>,
-    for<'q> i64: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
-    for<'q> Vec<u8>: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
-    for<'r> &'r str: ColumnIndex<<B::Db as Database>::Row>,
-    usize: ColumnIndex<<B::Db as Database>::Row>,
-{
-    let task = sqlx::query_as::<B::Db, TaskRow>(sql::SELECT_TASK)
-        .bind(id.to_owned())
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(classify)?
-        .map(TaskRow::into_task)
-        .transpose()?;
-    if task.is_some_and(|t| t.is_open(now)) {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict {
-            reason: "the task is not open",
-        })
-    }
 }

@@ -17,8 +17,8 @@
 //! the row as updated and is refused, or it commits before the update does. In the second
 //! case the revocation's later statements see the new child: each step of a cascade reads the
 //! children of what the step before it marked, in a statement that starts after those marks
-//! (both backends run writes at READ COMMITTED, where every statement reads what committed
-//! before it began). A child registered under a credential a revocation is taking is therefore
+//! (PostgreSQL runs writes at READ COMMITTED, where every statement reads what committed before
+//! it began). A child registered under a credential a revocation is taking is therefore
 //! found by the next step, and the cascade ends only when a step finds nothing: no live
 //! descendant is left, and none can be added under a revoked parent. The property tests in
 //! `tests/it/tokens.rs` race delegations against revocations on both backends.
@@ -27,12 +27,12 @@ use aims_core::audit::AuditEvent;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
 use crate::errors::classify;
-use crate::rows::{self, CredentialRow, TaskRow};
+use crate::rows::{self, CredentialRow};
 use crate::write::{self, Backend, Conn, begin_write, settle};
 use crate::{AccessTokenIssue, StoreError, sql};
 
 /// How [`register`] reads the rows its checks depend on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Reads {
     /// Plainly: the transaction holds the head lock, which every conflicting write needs.
     Plain,
@@ -128,20 +128,7 @@ where
     })?;
     match &issue.new_task {
         Some(task) => write::insert_task(&mut *conn, task).await?,
-        None => {
-            let task = sqlx::query_as::<B::Db, TaskRow>(reads.task())
-                .bind(task_id)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(classify)?
-                .map(TaskRow::into_task)
-                .transpose()?;
-            if !task.is_some_and(|t| t.is_open(now)) {
-                return Err(StoreError::Conflict {
-                    reason: "the task is not open",
-                });
-            }
-        }
+        None => write::require_open_task::<B>(conn, &task_id, now, reads.task()).await?,
     }
     if let Some((hash, expires_at)) = &issue.dpop_proof {
         let burnt = sqlx::query_scalar::<B::Db, String>(sql::BURN_DPOP_PROOF)

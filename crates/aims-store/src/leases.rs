@@ -15,7 +15,8 @@ use time::OffsetDateTime;
 use crate::errors::{classify, is_foreign_key_violation, on_unique};
 use crate::rows::{self, CredentialRow, LeaseRow, TaskRow, from_record};
 use crate::write::{
-    Backend, Conn, begin_write, insert_credential, require_credentials_allowed, settle, write_pool,
+    Backend, Conn, begin_write, insert_credential, require_credentials_allowed, require_open_task,
+    settle, write_pool,
 };
 use crate::{IssuedKind, LeaseIssue, LeaseRecord, MAX_PAGE, StoreError, sql};
 
@@ -199,18 +200,8 @@ where
                 reason: "a lease may not outlive its task token",
             });
         }
-        let task = sqlx::query_as::<B::Db, TaskRow>(sql::SELECT_TASK)
-            .bind(parent.task_id.clone().unwrap_or_default())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?
-            .map(TaskRow::into_task)
-            .transpose()?;
-        if !task.is_some_and(|t| t.is_open(now)) {
-            return Err(StoreError::Conflict {
-                reason: "the task is not open",
-            });
-        }
+        let task_id = parent.task_id.as_deref().unwrap_or_default();
+        require_open_task::<B>(&mut tx, task_id, now, sql::SELECT_TASK).await?;
         insert_credential(&mut *tx, credential).await?;
         sqlx::query(sql::INSERT_LEASE)
             .bind(credential.id.clone())

@@ -5,9 +5,9 @@
 //! onto the audit log under the log's head lock, so a change is never committed without its
 //! record and the chain never forks; on PostgreSQL an access token's issuance instead queues
 //! its event in its own transaction, under row locks on what it checked (`issuance`). Pure
-//! audit events (reads, decisions, rejections) arrive
-//! in batches from the server's group-commit writer through [`Store::queue_audit`] (durable in
-//! the PostgreSQL audit queue until a write chains them; appended at once on SQLite).
+//! audit events (reads, decisions, rejections) arrive in batches from the server's
+//! group-commit writer through [`Store::queue_audit`] (durable in the PostgreSQL audit queue
+//! until a write chains them; appended at once on SQLite).
 //!
 //! Callers never see SQL: errors are classified into [`StoreError`]. Both implementations must
 //! pass the same conformance suite (`tests/it`).

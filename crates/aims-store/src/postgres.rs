@@ -7,9 +7,10 @@
 //! commit. Join tokens are consumed by a single conditional `UPDATE`, which PostgreSQL's row
 //! locking makes at-most-once without the head lock.
 //!
-//! This module owns PostgreSQL connection setup, the schema used for isolation, the head lock
-//! and the batch audit insert only (the audit queue it offers lives in `queue`); the store logic, SQL text, row decoding and error
-//! classification are shared with SQLite (`engine`, `sql`, `rows`, `errors`). It never
+//! This module owns PostgreSQL connection setup, the schema used for isolation, the head lock,
+//! the batch audit insert and the entry points of what only PostgreSQL does (the audit queue,
+//! `queue`; issuance under row locks, `issuance`); the store logic, SQL text, row decoding and
+//! error classification are shared with SQLite (`engine`, `sql`, `rows`, `errors`). It never
 //! repeats the connection URL in an error: the URL may carry a password.
 
 use std::str::FromStr;

@@ -46,7 +46,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::errors::{classify, on_unique};
 use crate::queue::{self, Queued};
-use crate::rows::{self, NewAuditRow};
+use crate::rows::{self, NewAuditRow, TaskRow};
 use crate::tx::{Control, Tx};
 use crate::{AccessTokenIssue, IssuedCredential, StoreError, WriteBatch, WriteObserver, sql};
 
@@ -705,6 +705,41 @@ where
         });
     }
     Ok(())
+}
+
+/// Refuses unless task `id` exists and is open at `now`, read with `statement`: plainly
+/// ([`sql::SELECT_TASK`]) under the write lock, or `FOR SHARE` under row locks.
+pub(crate) async fn require_open_task<B>(
+    conn: &mut Conn<B>,
+    id: &str,
+    now: OffsetDateTime,
+    statement: &'static str,
+) -> Result<(), StoreError>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
+    for<'q> Option<String>: Decode<'q, B::Db> + Type<B::Db>,
+    for<'q> i64: Decode<'q, B::Db> + Type<B::Db>,
+    for<'q> Option<i64>: Decode<'q, B::Db> + Type<B::Db>,
+    for<'r> &'r str: ColumnIndex<<B::Db as Database>::Row>,
+    usize: ColumnIndex<<B::Db as Database>::Row>,
+{
+    let task = sqlx::query_as::<B::Db, TaskRow>(statement)
+        .bind(id.to_owned())
+        .fetch_optional(conn)
+        .await
+        .map_err(classify)?
+        .map(TaskRow::into_task)
+        .transpose()?;
+    if task.is_some_and(|t| t.is_open(now)) {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict {
+            reason: "the task is not open",
+        })
+    }
 }
 
 /// Registers an issued credential; its id is unique.
