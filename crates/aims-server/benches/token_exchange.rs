@@ -7,8 +7,9 @@
 //! write transactions as the store reports them (`Store::observe_writes`): how many writes
 //! shared each, and how long each held the audit-head lock.
 //!
-//! Each exchange verifies the SVID and the DPoP proof, reads the agent, the resource server and
-//! its posture, decides one `obtain` per requested scope, signs the token and commits it (with
+//! Each exchange verifies the SVID and the DPoP proof, takes the agent, its posture and the
+//! resource server from the replica's memory (its registry view and resource-server cache, which
+//! read the store once), decides one `obtain` per requested scope, signs the token and commits it (with
 //! its new task, the burned proof and its audit event) in one write — one fsync per exchange
 //! for a lone client, which bounds its rate. On SQLite concurrent exchanges share group commits
 //! under the head lock; on PostgreSQL each runs in its own transaction under row locks with its

@@ -32,7 +32,7 @@ use base64::engine::general_purpose::STANDARD;
 
 use crate::error::{ApiError, ErrorCode, Form, Rejected};
 use crate::limits;
-use crate::presented;
+use crate::presented::{self, DeadSvid};
 use crate::refusals::Origin;
 use crate::registry::KnownAgent;
 use crate::state::AppState;
@@ -377,23 +377,14 @@ async fn identity_holder(
     svid: SvidClaims,
     now: OffsetDateTime,
 ) -> Result<AuthenticatedAgent, ApiError> {
-    let refused = |message| unregistered(Scheme::Bearer, ErrorCode::InvalidSvid, message);
-    state.revocations.with_view(|revoked| match revoked {
-        None => Err(self::refused(Refusal::Stale)),
-        Some(set) if svid.is_refused_by(set) => Err(refused("the SVID is revoked")),
-        Some(_) => Ok(()),
-    })?;
-    if !state
-        .issued
-        .confirm(
-            state.store.as_ref(),
-            svid.jti.as_str(),
-            now.unix_timestamp(),
-        )
-        .await?
-    {
-        return Err(refused("the SVID is revoked or unknown"));
-    }
+    let refused = |message: &str| unregistered(Scheme::Bearer, ErrorCode::InvalidSvid, message);
+    presented::require_live_svid(state, &svid, now)
+        .await
+        .map_err(|dead| match dead {
+            DeadSvid::Stale => self::refused(Refusal::Stale),
+            DeadSvid::Store(e) => e.into(),
+            dead @ (DeadSvid::Revoked | DeadSvid::RevokedOrUnknown) => refused(&dead.to_string()),
+        })?;
     let known = presented::agent_of(state, &svid.sub)
         .await?
         .ok_or_else(|| refused("no such agent"))?;

@@ -211,6 +211,52 @@ pub fn verify_access(
     Ok(claims)
 }
 
+/// Refuses a verified JWT-SVID that is not live: refused by this replica's revoked set, or not
+/// registered as issued and unrevoked (read from the store the first time this replica sees
+/// it, [`crate::registry::IssuedCredentials`]).
+pub async fn require_live_svid(
+    state: &AppState,
+    svid: &SvidClaims,
+    now: OffsetDateTime,
+) -> Result<(), DeadSvid> {
+    state.revocations.with_view(|revoked| match revoked {
+        None => Err(DeadSvid::Stale),
+        Some(set) if svid.is_refused_by(set) => Err(DeadSvid::Revoked),
+        Some(_) => Ok(()),
+    })?;
+    let issued = state
+        .issued
+        .confirm(
+            state.store.as_ref(),
+            svid.jti.as_str(),
+            now.unix_timestamp(),
+        )
+        .await
+        .map_err(DeadSvid::Store)?;
+    if issued {
+        Ok(())
+    } else {
+        Err(DeadSvid::RevokedOrUnknown)
+    }
+}
+
+/// Why a verified JWT-SVID is not live ([`require_live_svid`]).
+#[derive(Debug, thiserror::Error)]
+pub enum DeadSvid {
+    /// This replica has not seen the revocation log recently enough to tell.
+    #[error("revocation state is stale; refusing")]
+    Stale,
+    /// The revoked set refuses it.
+    #[error("the SVID is revoked")]
+    Revoked,
+    /// The store has it revoked, or never issued it.
+    #[error("the SVID is revoked or unknown")]
+    RevokedOrUnknown,
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(aims_store::StoreError),
+}
+
 /// Why an access token presented on its own (a subject token, an introspected one) was
 /// refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,8 +1,8 @@
 //! This replica's in-memory view of what a decision reads about an agent ([`RegistryView`]):
 //! every registered agent with its last accepted posture and its principal as Cedar sees it
 //! ([`KnownAgent`]), the credentials it has confirmed were issued ([`IssuedCredentials`]), and
-//! the resource servers it has authenticated ([`KnownResourceServers`]). The decision path
-//! reads these instead of the store.
+//! the resource servers it has authenticated or been asked for ([`KnownResourceServers`]). The
+//! decision path and the token endpoint read these instead of the store.
 //!
 //! A known agent is immutable: a change to its record or posture replaces it in the view. Its
 //! principal's Cedar entity (attributes, tags, owner and teams as parents) is built on its first
@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use aims_core::agent::Agent as Registered;
+use aims_core::agent::{Agent as Registered, LifecycleState, Limits};
 use aims_core::credential::CredentialHash;
 use aims_core::id::{AgentName, Environment, Owner, TrustDomain};
 use aims_policy::{
@@ -47,11 +47,12 @@ use tokio::sync::{Mutex, watch};
 /// Entries read from the change log per query.
 const PAGE: u32 = 1000;
 
-/// A registered agent as a decision reads it: what the request and its audit event name of its
-/// record, its last accepted posture's digest and time, and the principal built from record and
-/// posture once per change (see the module's documentation). The rest of the record (its
-/// posture profile, limits, description) and of the evidence is not held: nothing on the
-/// decision path reads it, and the view holds one of these for every agent.
+/// A registered agent as a decision or an issuance reads it: what the request and its audit
+/// event name of its record, its lifecycle state, limits and revision, its last accepted
+/// posture's digest and time, and the principal built from record and posture once per change
+/// (see the module's documentation). The rest of the record (its posture profile, labels
+/// beyond the principal's, description) and of the evidence is not held: nothing on those
+/// paths reads it, and the view holds one of these for every agent.
 #[derive(Debug)]
 pub struct KnownAgent {
     /// Its name.
@@ -60,6 +61,12 @@ pub struct KnownAgent {
     pub owner: Owner,
     /// Where it runs.
     pub environment: Environment,
+    /// Its lifecycle state.
+    pub state: LifecycleState,
+    /// Its limits on tokens and delegation.
+    pub limits: Limits,
+    /// The record's revision: an issuance commits only if the record is still at it.
+    pub revision: u64,
     /// Its last accepted posture, if any.
     pub posture: Option<AcceptedPosture>,
     /// The agent as Cedar sees it.
@@ -89,6 +96,9 @@ impl KnownAgent {
             name: agent.name,
             owner: agent.owner,
             environment: agent.environment,
+            state: agent.state,
+            limits: agent.limits,
+            revision: agent.revision,
             posture: snapshot.map(|s| AcceptedPosture {
                 digest: s.digest,
                 accepted_at: s.accepted_at,
@@ -425,31 +435,37 @@ impl IssuedCredentials {
     }
 }
 
-/// Resource servers this replica has authenticated by their client credential, each remembered
-/// for at most the registry poll interval, so an enforcement point asking many questions costs
-/// one store read per interval instead of one per request. A removal on this replica forgets
-/// them all at once ([`Self::forget_all`]); one on another replica takes effect here once the
-/// entry expires, within the poll interval, as a registry change does. A credential that
-/// matches no resource server is never remembered: it is looked up every time. Bounded: when
-/// full, expired entries are dropped, and a credential that still does not fit is looked up
-/// every time.
+/// Resource servers this replica has read from the store, by the client credential they
+/// authenticated with and by the name a token request targets them with, each remembered for
+/// at most the registry poll interval, so an enforcement point asking many questions, or
+/// agents asking for many tokens, cost one store read per interval instead of one per request.
+/// A removal on this replica forgets them all at once ([`Self::forget_all`]); one on another
+/// replica takes effect here once the entry expires, within the poll interval, as a registry
+/// change does. A key that matches no resource server is never remembered: it is looked up
+/// every time. Bounded: when full, expired entries are dropped, and a key that still does not
+/// fit is looked up every time.
 pub struct KnownResourceServers {
     held: std::sync::Mutex<HeldResourceServers>,
     ttl: Duration,
     capacity: usize,
 }
 
+/// A resource server, and when it was read from the store.
+type Held = (ResourceServer, Instant);
+
 #[derive(Default)]
 struct HeldResourceServers {
-    /// The resource server, and when its credential was checked, by credential.
-    by_credential: HashMap<CredentialHash, (ResourceServer, Instant)>,
+    by_credential: HashMap<CredentialHash, Held>,
+    /// By the audience URI or name a token request named.
+    by_target: HashMap<String, Held>,
     /// Incremented by every [`KnownResourceServers::forget_all`]: a store read begun before
     /// one is not remembered after it.
     forgotten: u64,
 }
 
 impl KnownResourceServers {
-    /// An empty set remembering at most `capacity` credentials, each for `ttl`.
+    /// An empty set remembering at most `capacity` resource servers by each key, each for
+    /// `ttl`.
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             held: std::sync::Mutex::new(HeldResourceServers::default()),
@@ -469,32 +485,68 @@ impl KnownResourceServers {
         store: &dyn Store,
         credential: &CredentialHash,
     ) -> Result<Option<ResourceServer>, StoreError> {
+        self.remembered(
+            |held| &mut held.by_credential,
+            credential,
+            store.resource_server_by_credential(credential),
+        )
+        .await
+    }
+
+    /// The resource server a token request names as its target, by audience URI or else by
+    /// name: remembered, or read from `store`.
+    pub async fn by_target(
+        &self,
+        store: &dyn Store,
+        target: &str,
+    ) -> Result<Option<ResourceServer>, StoreError> {
+        let read = async {
+            if let Some(server) = store.resource_server_by_audience(target).await? {
+                return Ok(Some(server));
+            }
+            match aims_core::id::ResourceServerName::new(target) {
+                Ok(name) => store.resource_server(&name).await,
+                Err(_) => Ok(None),
+            }
+        };
+        self.remembered(|held| &mut held.by_target, &target.to_owned(), read)
+            .await
+    }
+
+    /// The resource server `table` holds under `key` while fresh, or what `read` finds,
+    /// remembered unless it is nothing or a [`Self::forget_all`] came while it read.
+    async fn remembered<K: Clone + Eq + std::hash::Hash>(
+        &self,
+        table: fn(&mut HeldResourceServers) -> &mut HashMap<K, Held>,
+        key: &K,
+        read: impl Future<Output = Result<Option<ResourceServer>, StoreError>>,
+    ) -> Result<Option<ResourceServer>, StoreError> {
         let forgotten = {
-            let held = self.held();
-            if let Some((server, _)) = held
-                .by_credential
-                .get(credential)
+            let mut held = self.held();
+            if let Some((server, _)) = table(&mut held)
+                .get(key)
                 .filter(|(_, at)| at.elapsed() < self.ttl)
             {
                 return Ok(Some(server.clone()));
             }
             held.forgotten
         };
-        let found = store.resource_server_by_credential(credential).await?;
+        let found = read.await?;
         let mut held = self.held();
+        let current = held.forgotten == forgotten;
+        let entries = table(&mut held);
         match &found {
-            Some(server) if held.forgotten == forgotten => {
-                if held.by_credential.len() >= self.capacity {
+            Some(server) if current => {
+                if entries.len() >= self.capacity {
                     let ttl = self.ttl;
-                    held.by_credential.retain(|_, (_, at)| at.elapsed() < ttl);
+                    entries.retain(|_, (_, at)| at.elapsed() < ttl);
                 }
-                if held.by_credential.len() < self.capacity {
-                    held.by_credential
-                        .insert(*credential, (server.clone(), Instant::now()));
+                if entries.len() < self.capacity {
+                    entries.insert(key.clone(), (server.clone(), Instant::now()));
                 }
             }
             _ => {
-                held.by_credential.remove(credential);
+                entries.remove(key);
             }
         }
         Ok(found)
@@ -505,6 +557,7 @@ impl KnownResourceServers {
     pub fn forget_all(&self) {
         let mut held = self.held();
         held.by_credential.clear();
+        held.by_target.clear();
         held.forgotten += 1;
     }
 }
@@ -540,7 +593,6 @@ pub async fn follow(
 
 #[cfg(test)]
 mod tests {
-    use aims_core::agent::{LifecycleState, Limits};
     use aims_core::audit::{Actor, AuditEvent, Outcome, action};
     use aims_core::credential::CredentialHash;
     use aims_policy::{Effect, PolicySource, Resource, ResourceObject, Validation};
@@ -621,7 +673,16 @@ mod tests {
         };
         let credential = CredentialHash::of("rs-secret");
         let known = KnownResourceServers::new(TTL, 10);
-        let found = || async { known.by_credential(&store, &credential).await.unwrap() };
+        // By credential, and by the audience and the name a token request targets: each key
+        // is remembered and forgotten alike.
+        let found = || async {
+            let by_credential = known.by_credential(&store, &credential).await.unwrap();
+            for target in [server.audience.as_str(), server.name.as_str()] {
+                let by_target = known.by_target(&store, target).await.unwrap();
+                assert_eq!(by_target, by_credential, "{target}");
+            }
+            by_credential
+        };
         let add = || async {
             let added = event(action::RESOURCE_SERVER_ADD);
             store

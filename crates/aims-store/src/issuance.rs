@@ -41,10 +41,10 @@ pub(crate) enum Reads {
 }
 
 impl Reads {
-    fn agent_state(self) -> &'static str {
+    fn agent_standing(self) -> &'static str {
         match self {
-            Self::Plain => sql::AGENT_STATE,
-            Self::Shared => sql::AGENT_STATE_SHARED,
+            Self::Plain => sql::AGENT_STANDING,
+            Self::Shared => sql::AGENT_STANDING_SHARED,
         }
     }
 
@@ -86,7 +86,7 @@ where
 }
 
 /// The checks and changes of registering `issue`, on a transaction's connection: the agent
-/// may hold credentials, the parent credential is live, the task is new or open, the DPoP
+/// may hold credentials and its record is at the revision the token was decided on, the parent credential is live, the task is new or open, the DPoP
 /// proof is unused; then the task (if new), the burnt proof and the credential are written.
 /// `Conflict` (or `NotFound` for an unknown agent) when a check fails; the caller rolls back.
 pub(crate) async fn register<B>(
@@ -107,7 +107,13 @@ where
 {
     let credential = &issue.credential;
     let now = credential.issued_at;
-    write::credentials_allowed::<B>(conn, &credential.agent, reads.agent_state()).await?;
+    write::credentials_allowed::<B>(
+        conn,
+        &credential.agent,
+        Some(issue.agent_revision),
+        reads.agent_standing(),
+    )
+    .await?;
     let parent_id = credential.parent.clone().ok_or(StoreError::Conflict {
         reason: "an access token needs the credential it was exchanged for",
     })?;

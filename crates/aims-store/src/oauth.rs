@@ -13,6 +13,9 @@ pub struct AccessTokenIssue {
     /// The token, as the revocation register keeps it (kind `AccessToken`, `parent` = the
     /// identity or token it was exchanged for, `task_id` set).
     pub credential: IssuedCredential,
+    /// The revision of the holder's registry record the token was decided on: the issuance
+    /// is refused if the record has changed since (the decisions read an older record).
+    pub agent_revision: u64,
     /// The task to create with it (the first exchange of a new task); `None` when the task
     /// exists and must still be open.
     pub new_task: Option<Task>,

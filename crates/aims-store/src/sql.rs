@@ -145,8 +145,11 @@ pub(crate) const UPSERT_SNAPSHOT: &str = "INSERT INTO posture_snapshots \
 
 pub(crate) const DELETE_SNAPSHOT: &str = "DELETE FROM posture_snapshots WHERE agent = $1";
 pub(crate) const AGENT_STATE: &str = "SELECT state FROM agents WHERE name = $1";
-/// [`AGENT_STATE`], holding the row against updates until the transaction ends.
-pub(crate) const AGENT_STATE_SHARED: &str = "SELECT state FROM agents WHERE name = $1 FOR SHARE";
+/// An agent's lifecycle state and revision.
+pub(crate) const AGENT_STANDING: &str = "SELECT state, revision FROM agents WHERE name = $1";
+/// [`AGENT_STANDING`], holding the row against updates until the transaction ends.
+pub(crate) const AGENT_STANDING_SHARED: &str =
+    "SELECT state, revision FROM agents WHERE name = $1 FOR SHARE";
 pub(crate) const INSERT_CREDENTIAL: &str = "INSERT INTO credentials \
      (id, kind, agent, parent, key_thumbprint, issued_at_ms, expires_at_ms, task_id, audience) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";

@@ -679,16 +679,19 @@ where
     for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
     for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
     for<'q> String: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
+    for<'q> i64: Decode<'q, B::Db> + Type<B::Db>,
     usize: ColumnIndex<<B::Db as Database>::Row>,
 {
-    credentials_allowed::<B>(tx, agent, sql::AGENT_STATE).await
+    credentials_allowed::<B>(tx, agent, None, sql::AGENT_STANDING).await
 }
 
 /// [`require_credentials_allowed`] on any transaction's connection, reading the agent's state
-/// with `statement` (plainly, or `FOR SHARE` under row locks).
+/// and revision with `statement` (plainly, or `FOR SHARE` under row locks); with `revision`,
+/// refuses too unless the record is still at that revision (what the caller decided on).
 pub(crate) async fn credentials_allowed<B>(
     conn: &mut Conn<B>,
     agent: &AgentName,
+    revision: Option<u64>,
     statement: &'static str,
 ) -> Result<(), StoreError>
 where
@@ -696,9 +699,10 @@ where
     for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
     for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
     for<'q> String: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
+    for<'q> i64: Decode<'q, B::Db> + Type<B::Db>,
     usize: ColumnIndex<<B::Db as Database>::Row>,
 {
-    let state = sqlx::query_scalar::<B::Db, String>(statement)
+    let (state, stored) = sqlx::query_as::<B::Db, (String, i64)>(statement)
         .bind(agent.as_str().to_owned())
         .fetch_optional(conn)
         .await
@@ -707,6 +711,13 @@ where
     if !LifecycleState::parse(&state).is_some_and(LifecycleState::may_hold_credentials) {
         return Err(StoreError::Conflict {
             reason: "the agent may not hold credentials",
+        });
+    }
+    if revision
+        .is_some_and(|expected| rows::to_u64(stored, "agent revision").ok() != Some(expected))
+    {
+        return Err(StoreError::Conflict {
+            reason: "the agent's record changed while the token was decided; ask again",
         });
     }
     Ok(())

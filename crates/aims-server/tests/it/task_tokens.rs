@@ -31,6 +31,7 @@ on_both_stores!(
     revocation_gauges_follow_the_log,
     an_svid_is_verified_once_at_the_token_endpoint,
     an_ed25519_key_may_name_its_algorithm_ed25519,
+    an_exchange_decided_on_an_older_record_is_refused,
 );
 
 pub const AUDIENCE: &str = "https://tools.acme.example/repo";
@@ -989,8 +990,8 @@ async fn a_suspended_agents_tokens_are_refused_at_once(backend: Backend) {
 }
 
 /// The token endpoint verifies an SVID's signature once and takes it from the replica's
-/// verified-token cache afterwards (`aims_verified_token_cache_hits`). The register is still
-/// asked every time: `refused_exchanges_issue_nothing` revokes an SVID cached this way.
+/// verified-token cache afterwards (`aims_verified_token_cache_hits`). Revocation still
+/// applies: `refused_exchanges_issue_nothing` revokes an SVID cached this way.
 async fn an_svid_is_verified_once_at_the_token_endpoint(backend: Backend) {
     let scene = Scene::start(backend).await;
     let hits = || async { gauge(&scrape(&scene).await, "aims_verified_token_cache_hits") };
@@ -1000,4 +1001,64 @@ async fn an_svid_is_verified_once_at_the_token_endpoint(backend: Backend) {
     let second = scene.exchange("read:repo/acme/app").await;
     assert_eq!(second.status, StatusCode::OK, "{}", second.body);
     assert_eq!(hits().await, before + 1, "the SVID was verified again");
+}
+
+/// An exchange is decided on the replica's registry view and commits only if the agent's
+/// record is still at the revision it was decided on. A change another replica wrote (here
+/// straight to the store) that this replica has not read yet refuses the exchange, and nothing
+/// is issued; once the view holds the change, the next exchange is issued.
+async fn an_exchange_decided_on_an_older_record_is_refused(backend: Backend) {
+    let server = TestServer::start_tuned(backend, |config| {
+        // The view reads the change log only when this replica changes the registry itself.
+        config.revocation_poll = std::time::Duration::from_secs(3600);
+        config.revocation_max_staleness = std::time::Duration::from_secs(7200);
+    })
+    .await;
+    let scene = Scene::on(server).await;
+    let first = scene.exchange("read:repo/acme/app").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+
+    let name = aims_core::id::AgentName::new("planner").unwrap();
+    let mut elsewhere = scene.server.store.agent(&name).await.unwrap().unwrap();
+    let expected = elsewhere.revision;
+    elsewhere.revision += 1;
+    elsewhere.description = "changed by another replica".to_owned();
+    elsewhere.updated_at = time::OffsetDateTime::now_utc();
+    let event = aims_core::audit::AuditEvent::new(
+        elsewhere.updated_at,
+        aims_core::audit::Actor::System,
+        aims_core::audit::action::AGENT_UPDATE,
+        aims_core::audit::Outcome::Success,
+    );
+    scene
+        .server
+        .store
+        .update_agent(&elsewhere, expected, &event)
+        .await
+        .unwrap();
+    let issued_before = scene.server.count_rows("credentials").await;
+    let refused = scene.exchange("read:repo/acme/app").await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert_eq!(refused.body["error"], "invalid_grant", "{}", refused.body);
+    assert!(
+        refused.body["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("record changed")),
+        "{}",
+        refused.body
+    );
+    assert_eq!(scene.server.count_rows("credentials").await, issued_before);
+
+    // A change on this replica brings its view up to date.
+    let patched = scene
+        .server
+        .admin(
+            Method::PATCH,
+            "/v1/agents/planner",
+            Some(json!({"description": "changed here"})),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
+    let issued = scene.exchange("read:repo/acme/app").await;
+    assert_eq!(issued.status, StatusCode::OK, "{}", issued.body);
 }

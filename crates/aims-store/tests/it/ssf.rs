@@ -128,6 +128,7 @@ async fn credentials(store: &dyn Store, tokens: usize) {
                 task_id: Some("t1".to_owned()),
                 audience: Some(AUDIENCE.to_owned()),
             },
+            agent_revision: 1,
             new_task,
             dpop_proof: None,
         };

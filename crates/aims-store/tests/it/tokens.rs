@@ -116,6 +116,7 @@ pub fn issuance(
     let forget_at = credential.issued_at + time::Duration::seconds(60);
     AccessTokenIssue {
         credential,
+        agent_revision: 1,
         new_task,
         dpop_proof: proof.map(|p| (p.to_owned(), forget_at)),
     }
@@ -385,6 +386,13 @@ pub async fn refused_issuance_writes_nothing(h: &Harness) {
                 Some(task("new-x10", "s", 100)),
                 Some("x10"),
             ),
+        ),
+        (
+            "decided on another revision of the agent's record",
+            AccessTokenIssue {
+                agent_revision: 2,
+                ..fresh("x13", Some("svid-a"), 100)
+            },
         ),
     ];
     for (why, issue) in &cases {

@@ -5,12 +5,11 @@
 use std::sync::Arc;
 
 use aims_api::oauth::{TOKEN_TYPE_JWT, TokenResponse};
-use aims_core::agent::Agent;
 use aims_core::audit::Outcome;
 use aims_core::delegation::{DelegationRequest, DepthLimits, Grant, Lifetimes, delegated_grant};
 use aims_core::id::SpiffeId;
 use aims_core::scope::ScopeSet;
-use aims_policy::{Decision, Effect, Resource};
+use aims_policy::{Agent, Decision, Effect, Resource};
 use aims_token::access::{AccessClaims, Actor as ActClaim, Confirmation};
 use aims_token::svid::SvidClaims;
 use serde_json::{Map, json};
@@ -30,11 +29,11 @@ struct Parties {
     /// The caller's task token.
     parent: AccessClaims,
     /// The agent holding it.
-    delegator: Agent,
+    delegator: Arc<KnownAgent>,
     /// The delegate's identity (the actor token).
     actor: SvidClaims,
     /// The delegate's registry record.
-    delegate: Agent,
+    delegate: Arc<KnownAgent>,
 }
 
 /// Exchanges the task token `subject_token` and the actor's JWT-SVID for a token of the
@@ -50,7 +49,7 @@ pub(super) async fn delegate(
     let proof = possession(ex, bound, bound.is_none())?;
     let parties = actor(ex, parent, delegator).await?;
     let mut grant = structural_grant(ex, &parties).await?;
-    let (decision, policy_limit_s, policy_version) = allowed(ex, &parties).await?;
+    let (decision, policy_limit_s, policy_version) = allowed(ex, &parties)?;
     if let Some(limit) = policy_limit_s {
         let policy_expiry = ex
             .asked
@@ -60,7 +59,12 @@ pub(super) async fn delegate(
         grant.expires_at = grant.expires_at.min(policy_expiry);
     }
 
-    let Parties { parent, actor, .. } = parties;
+    let Parties {
+        parent,
+        actor,
+        delegate,
+        ..
+    } = parties;
     let claims = delegated_claims(ex, &parent, &actor, &grant)?;
     let event = attempt
         .event(state, Outcome::Success)
@@ -76,6 +80,7 @@ pub(super) async fn delegate(
         }));
     let minted = issue::Minted {
         claims,
+        agent_revision: delegate.revision,
         grant: &grant,
         parent: String::from(parent.jti),
         new_task: None,
@@ -89,7 +94,7 @@ async fn delegator(
     ex: &Exchange<'_>,
     subject_token: &str,
     attempt: &mut Attempt,
-) -> Result<(AccessClaims, Agent), ApiError> {
+) -> Result<(AccessClaims, Arc<KnownAgent>), ApiError> {
     let state = ex.state;
     let parent = presented::verify_access(state, subject_token, ex.asked.at)
         .map_err(|e| invalid_grant(format!("the subject token was refused: {e}")))?;
@@ -99,7 +104,7 @@ async fn delegator(
     attempt.task_id = Some(parent.task_id.clone());
     let holder = SpiffeId::parse(&parent.client_id).map_err(|_| invalid_grant("no such agent"))?;
     let delegator = active_agent(state, &holder).await?;
-    attempt.agent = Some(delegator.clone());
+    attempt.owner = Some(delegator.owner.clone());
     Ok((parent, delegator))
 }
 
@@ -107,7 +112,7 @@ async fn delegator(
 async fn actor(
     ex: &Exchange<'_>,
     parent: AccessClaims,
-    delegator: Agent,
+    delegator: Arc<KnownAgent>,
 ) -> Result<Parties, ApiError> {
     if ex.params.require("actor_token_type")? != TOKEN_TYPE_JWT {
         return Err(invalid_request(
@@ -177,46 +182,25 @@ async fn structural_grant(ex: &Exchange<'_>, parties: &Parties) -> Result<Grant,
 
 /// Policy: may the delegator hand part of this task to this agent? The allowing decision,
 /// its `@max_token_ttl_s` and the policy version.
-async fn allowed(
-    ex: &Exchange<'_>,
-    parties: &Parties,
-) -> Result<(Decision, Option<u64>, u64), ApiError> {
+fn allowed(ex: &Exchange<'_>, parties: &Parties) -> Result<(Decision, Option<u64>, u64), ApiError> {
     let state = ex.state;
     let loaded = state.policy.current();
-    let delegator_snapshot = state
-        .store
-        .posture_snapshot(&parties.delegator.name)
-        .await
-        .map_err(ApiError::oauth_from_store)?;
-    let delegate_snapshot = state
-        .store
-        .posture_snapshot(&parties.delegate.name)
-        .await
-        .map_err(ApiError::oauth_from_store)?;
     let parent = &parties.parent;
     let question = Question {
         action: "delegate".to_owned(),
-        resource: Resource::Agent(Arc::unwrap_or_clone(
-            KnownAgent::new(
-                &state.trust_domain,
-                parties.delegate.clone(),
-                delegate_snapshot,
-            )
-            .principal,
-        )),
+        resource: Resource::Agent(Agent::clone(&parties.delegate.principal)),
         task_id: parent.task_id.to_string(),
         intent: parent.intent.to_string(),
         arguments: Map::new(),
     };
-    let delegator = KnownAgent::new(
-        &state.trust_domain,
-        parties.delegator.clone(),
-        delegator_snapshot,
-    );
-    let mut request = decisions::request_for(&delegator, question, ex.asked, None);
+    let delegator = &parties.delegator;
+    let mut request = decisions::request_for(delegator, question, ex.asked, None);
     request.context.delegation_depth = i64::from(parent.depth());
     request.context.delegation_chain = parent.delegation_chain();
-    let decision = delegator.decide(&loaded.engine, &request).ok();
+    let decision = state
+        .registry
+        .decide(delegator, &loaded.engine, &request)
+        .ok();
     let Some(decision) = decision.filter(|d| d.effect == Effect::Allow) else {
         return Err(invalid_grant(format!(
             "policy does not allow {} to delegate to {}",

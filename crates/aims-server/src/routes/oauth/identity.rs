@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 
 use aims_api::oauth::TokenResponse;
-use aims_core::agent::Agent;
 use aims_core::audit::Outcome;
 use aims_core::delegation::{Lifetimes, first_grant};
-use aims_core::id::{Intent, TaskId};
+use aims_core::id::{AgentName, Intent, TaskId};
 use aims_core::scope::ScopeSet;
 use aims_core::task::{Task, TaskState};
 use aims_policy::{Effect, Resource, ResourceObject};
@@ -36,12 +35,12 @@ pub(super) async fn exchange(
     rate_limit(state, &svid.sub.to_string())?;
     attempt.parent = Some(svid.jti.to_string());
     let agent = active_agent(state, &svid.sub).await?;
-    attempt.agent = Some(agent.clone());
+    attempt.owner = Some(agent.owner.clone());
     let proof = possession(ex, Some(&svid.cnf.jkt), agent.limits.allow_bearer)?;
     let target = target(state, ex.params).await?;
     let requested = requested_scopes(ex)?;
     let expires_in = requested_lifetime(ex.params)?;
-    let (task, new_task) = task_for(ex, &agent, &svid).await?;
+    let (task, new_task) = task_for(ex, &agent.name, &svid).await?;
     attempt.task_id = Some(task.id.clone());
 
     let obtained = obtain(ex, &agent, &task, &target, &requested).await?;
@@ -90,6 +89,7 @@ pub(super) async fn exchange(
         }));
     let minted = issue::Minted {
         claims,
+        agent_revision: agent.revision,
         grant: &grant,
         parent: String::from(svid.jti),
         new_task,
@@ -110,7 +110,7 @@ fn requested_scopes(ex: &Exchange<'_>) -> Result<ScopeSet, ApiError> {
 /// The task a token is for: the named one (the agent's own, still open) or a new one.
 async fn task_for(
     ex: &Exchange<'_>,
-    agent: &Agent,
+    agent: &AgentName,
     svid: &SvidClaims,
 ) -> Result<(Task, Option<Task>), ApiError> {
     let (state, params, now) = (ex.state, ex.params, ex.asked.at);
@@ -122,7 +122,7 @@ async fn task_for(
             .await
             .map_err(ApiError::oauth_from_store)?
             .ok_or_else(|| invalid_grant("unknown task"))?;
-        if task.agent != agent.name {
+        if task.agent != *agent {
             return Err(invalid_grant("the task belongs to another agent"));
         }
         if !task.is_open(now) {
@@ -146,7 +146,7 @@ async fn task_for(
     })?;
     let task = Task {
         id: aims_token::new_id(&state.rng).map_err(no_randomness)?,
-        agent: agent.name.clone(),
+        agent: agent.clone(),
         intent,
         subject: svid.sub.to_string(),
         state: TaskState::Active,
@@ -173,18 +173,12 @@ struct Obtained {
 /// refuses when none is granted.
 async fn obtain(
     ex: &Exchange<'_>,
-    agent: &Agent,
+    agent: &KnownAgent,
     task: &Task,
     target: &ResourceServer,
     requested: &ScopeSet,
 ) -> Result<Obtained, ApiError> {
     let state = ex.state;
-    let snapshot = state
-        .store
-        .posture_snapshot(&agent.name)
-        .await
-        .map_err(ApiError::oauth_from_store)?;
-    let known = KnownAgent::new(&state.trust_domain, agent.clone(), snapshot);
     let loaded = state.policy.current();
     let mut granted = Vec::new();
     let mut policy_limit_s: Option<u64> = None;
@@ -206,8 +200,8 @@ async fn obtain(
             intent: task.intent.to_string(),
             arguments: Map::new(),
         };
-        let request = decisions::request_for(&known, question, ex.asked, None);
-        let decision = known.decide(&loaded.engine, &request).ok();
+        let request = decisions::request_for(agent, question, ex.asked, None);
+        let decision = state.registry.decide(agent, &loaded.engine, &request).ok();
         let effect = decision.as_ref().map_or("error", |d| d.effect.as_str());
         decisions.insert(
             scope.to_string(),

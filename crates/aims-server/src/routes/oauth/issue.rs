@@ -18,6 +18,8 @@ use crate::state::AppState;
 pub(super) struct Minted<'a> {
     /// Its claims; the holder is the agent named by `client_id`.
     pub(super) claims: AccessClaims,
+    /// The revision of the holder's record the token was decided on.
+    pub(super) agent_revision: u64,
     /// The grant it carries.
     pub(super) grant: &'a Grant,
     /// The credential it derives from (an SVID or the parent token).
@@ -36,6 +38,7 @@ pub(super) async fn issue(
 ) -> Result<TokenResponse, ApiError> {
     let Minted {
         claims,
+        agent_revision,
         grant,
         parent,
         new_task,
@@ -76,6 +79,7 @@ pub(super) async fn issue(
             task_id: Some(claims.task_id.to_string()),
             audience: Some(claims.aud.clone()),
         },
+        agent_revision,
         new_task,
         dpop_proof: proof.as_ref().and_then(|p| {
             OffsetDateTime::from_unix_timestamp(p.forget_after())

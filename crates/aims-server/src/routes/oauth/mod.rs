@@ -23,14 +23,15 @@ mod service;
 
 pub use service::{introspect, revoke};
 
+use std::sync::Arc;
+
 use aims_api::oauth::{
     GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE, TOKEN_PATH, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT,
     TokenResponse,
 };
-use aims_core::agent::Agent;
 use aims_core::audit::{Actor, AuditEvent, Outcome, action};
 use aims_core::delegation::GrantError;
-use aims_core::id::{SpiffeId, TaskId};
+use aims_core::id::{Owner, SpiffeId, TaskId};
 use aims_store::ResourceServer;
 use aims_token::dpop::VerifiedProof;
 use aims_token::svid::SvidClaims;
@@ -44,8 +45,9 @@ pub use self::params::FormPost;
 use self::params::Params;
 use crate::decisions::Asked;
 use crate::error::{ApiError, ErrorCode, Form, no_store};
-use crate::presented;
+use crate::presented::{self, DeadSvid};
 use crate::refusals::Origin;
+use crate::registry::KnownAgent;
 use crate::state::AppState;
 
 /// Longest requested lifetime, seconds (the ceilings apply anyway).
@@ -63,7 +65,7 @@ struct Exchange<'a> {
 #[derive(Default)]
 struct Attempt {
     action: &'static str,
-    agent: Option<Agent>,
+    owner: Option<Owner>,
     spiffe_id: Option<String>,
     task_id: Option<TaskId>,
     parent: Option<String>,
@@ -79,7 +81,7 @@ impl Attempt {
         };
         let mut event = state.event(actor, self.action, outcome);
         event.agent = self.spiffe_id.clone();
-        event.owner = self.agent.as_ref().map(|a| a.owner.to_string());
+        event.owner = self.owner.as_ref().map(ToString::to_string);
         event.task_id = self.task_id.clone().map(String::from);
         event.parent_token_id = self.parent.clone();
         event
@@ -187,29 +189,27 @@ async fn live_identity(ex: &Exchange<'_>, token: &str, what: &str) -> Result<Svi
     let state = ex.state;
     let svid = presented::verify_svid_for_issuer(state, token, ex.asked.at)
         .map_err(|e| invalid_grant(format!("{what} was refused: {e}")))?;
-    let registered = state
-        .store
-        .issued_credential(svid.jti.as_str())
+    presented::require_live_svid(state, &svid, ex.asked.at)
         .await
-        .map_err(ApiError::oauth_from_store)?;
-    if registered.is_none_or(|c| c.revoked_at.is_some()) {
-        return Err(invalid_grant(format!("{what} is revoked or unknown")));
-    }
+        .map_err(|dead| match dead {
+            DeadSvid::Stale => ApiError::oauth(ErrorCode::TemporarilyUnavailable, dead.to_string()),
+            DeadSvid::Store(e) => ApiError::oauth_from_store(e),
+            DeadSvid::Revoked | DeadSvid::RevokedOrUnknown => {
+                invalid_grant(format!("{what} is revoked or unknown"))
+            }
+        })?;
     Ok(svid)
 }
 
-/// The registered, active agent behind a SPIFFE ID, read from the store (an issuance decides
-/// on the record as it stands, not on this replica's view of it).
-async fn active_agent(state: &AppState, spiffe_id: &SpiffeId) -> Result<Agent, ApiError> {
+/// The registered, active agent behind a SPIFFE ID, as this replica's registry view holds it
+/// (read from the store when the view does not hold it yet). The issuance commits only if the
+/// agent's record is still at the revision decided on and it may still hold credentials
+/// (`AccessTokenIssue::agent_revision`).
+async fn active_agent(state: &AppState, spiffe_id: &SpiffeId) -> Result<Arc<KnownAgent>, ApiError> {
     let no_such_agent = || invalid_grant("no such agent");
-    if spiffe_id.trust_domain() != &state.trust_domain {
-        return Err(no_such_agent());
-    }
-    let agent = state
-        .store
-        .agent(spiffe_id.agent())
+    let agent = presented::agent_of(state, spiffe_id)
         .await
-        .map_err(ApiError::oauth_from_store)?
+        .map_err(|e| e.in_form(Form::OAuth))?
         .ok_or_else(no_such_agent)?;
     if !agent.state.may_hold_credentials() {
         return Err(invalid_grant(format!(
@@ -267,23 +267,12 @@ async fn target(state: &AppState, params: &Params) -> Result<ResourceServer, Api
             "name the target with audience or resource",
         )
     })?;
-    if let Some(server) = state
-        .store
-        .resource_server_by_audience(name)
+    state
+        .resource_servers
+        .by_target(state.store.as_ref(), name)
         .await
         .map_err(ApiError::oauth_from_store)?
-    {
-        return Ok(server);
-    }
-    let by_name = match aims_core::id::ResourceServerName::new(name) {
-        Ok(valid) => state
-            .store
-            .resource_server(&valid)
-            .await
-            .map_err(ApiError::oauth_from_store)?,
-        Err(_) => None,
-    };
-    by_name.ok_or_else(|| ApiError::oauth(ErrorCode::InvalidTarget, "unknown target"))
+        .ok_or_else(|| ApiError::oauth(ErrorCode::InvalidTarget, "unknown target"))
 }
 
 /// The lifetime the client asked for, if any.
