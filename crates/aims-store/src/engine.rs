@@ -1917,7 +1917,7 @@ where
 }
 
 /// Revokes what is left of the closure of the revocation `cascade` (its row in
-/// `revocation_cascades`), at most [`Backend::CASCADE_STEP`] credentials per write transaction, and
+/// `revocation_cascades`), at most [`CASCADE_STEP`] credentials per write transaction, and
 /// deletes the row once a step finds nothing left; returns how many credentials it revoked.
 /// Each step revokes unrevoked children of the credentials the log holds after the row's
 /// position and, once it has taken all of them, moves the position to where the log ended
@@ -1952,15 +1952,9 @@ where
             };
             let revoked_at = rows::from_ms(revoked_at_ms, "revocation time")?;
             // Its entries carry the revocation's `txn`, as its first transaction's do.
-            let (last, appended) = cascade_step::<B>(
-                &mut tx,
-                cascade,
-                after,
-                revoked_at,
-                &reason,
-                B::CASCADE_STEP,
-            )
-            .await?;
+            let (last, appended) =
+                cascade_step::<B>(&mut tx, cascade, after, revoked_at, &reason, CASCADE_STEP)
+                    .await?;
             if appended == 0 {
                 sqlx::query(sql::DELETE_CASCADE)
                     .bind(cascade.to_owned())
@@ -1972,7 +1966,7 @@ where
             mark_revoked::<B>(&mut tx, revoked_at, &reason, last).await?;
             approvals::revoke_credential_approvals_in::<B>(&mut tx, last).await?;
             // All children of the entries up to `last` are taken only if the step had room.
-            let taken_all = appended < B::CASCADE_STEP.unsigned_abs();
+            let taken_all = appended < CASCADE_STEP.unsigned_abs();
             sqlx::query(sql::ADVANCE_CASCADE)
                 .bind(cascade.to_owned())
                 .bind(if taken_all { last } else { after })
@@ -2026,6 +2020,10 @@ enum Reach {
     /// The target's own credentials only.
     Members,
 }
+
+/// Most credentials one step of a [`Store::revoke`] cascade revokes: the bound on how long
+/// one of its transactions holds the write lock other requests wait for.
+const CASCADE_STEP: i64 = 128;
 
 /// The last revocation-log position (0 for an empty log).
 async fn max_revocation_seq<B>(tx: &mut WriteTx<B::Db>) -> Result<i64, StoreError>

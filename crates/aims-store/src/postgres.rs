@@ -143,18 +143,8 @@ fn is_valid_schema(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
-impl PostgresStore {
-    /// Most credentials one step of a revocation's cascade revokes here. Decisions, refusals
-    /// and issuances do not wait for the head lock a step holds (they queue their events and
-    /// lock rows), so a step may hold it longer than on SQLite: fewer, larger steps finish a
-    /// cascade sooner (BENCHMARKS.md, "Revocation fan-out in larger steps").
-    pub const CASCADE_STEP: i64 = 1024;
-}
-
 impl Backend for PostgresStore {
     type Db = Postgres;
-
-    const CASCADE_STEP: i64 = Self::CASCADE_STEP;
 
     fn reads(&self) -> &PgPool {
         &self.pool

@@ -114,16 +114,8 @@ impl SqliteStore {
     }
 }
 
-impl SqliteStore {
-    /// Most credentials one step of a revocation's cascade revokes here: every write,
-    /// decisions' audit events included, waits for the one writer a step holds.
-    pub const CASCADE_STEP: i64 = 128;
-}
-
 impl Backend for SqliteStore {
     type Db = Sqlite;
-
-    const CASCADE_STEP: i64 = Self::CASCADE_STEP;
 
     fn reads(&self) -> &SqlitePool {
         &self.reader

@@ -61,11 +61,6 @@ pub(crate) trait Backend: Clone + Send + Sync + 'static {
     /// The sqlx database.
     type Db: Control + sqlx::database::HasStatementCache;
 
-    /// Most credentials one step of a revocation's cascade revokes (`Store::revoke`): the
-    /// bound on how long one of its transactions holds the audit head's lock, which the
-    /// writes this backend runs under that lock wait for.
-    const CASCADE_STEP: i64;
-
     /// The pool plain reads run on.
     fn reads(&self) -> &Pool<Self::Db>;
 

@@ -118,15 +118,6 @@ impl Harness {
         matches!(self.backend, Backend::Postgres { .. })
     }
 
-    /// Most credentials one step of a revocation's cascade revokes on this backend.
-    pub fn cascade_step(&self) -> usize {
-        let step = match self.backend {
-            Backend::Postgres { .. } => aims_store::PostgresStore::CASCADE_STEP,
-            Backend::Sqlite { .. } => aims_store::SqliteStore::CASCADE_STEP,
-        };
-        usize::try_from(step).unwrap()
-    }
-
     /// Runs `sql` on a connection of its own, bypassing the store.
     pub async fn execute_raw(&self, sql: &str) {
         match &self.backend {
