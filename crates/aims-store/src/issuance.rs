@@ -86,8 +86,9 @@ where
 }
 
 /// The checks and changes of registering `issue`, on a transaction's connection: the agent
-/// may hold credentials and its record is at the revision the token was decided on, the parent credential is live, the task is new or open, the DPoP
-/// proof is unused; then the task (if new), the burnt proof and the credential are written.
+/// may hold credentials and its record is at the revision the token was decided on, the
+/// parent credential is live, the task is new or open, the DPoP proof is unused; then the task
+/// (if new), the burnt proof and the credential are written.
 /// `Conflict` (or `NotFound` for an unknown agent) when a check fails; the caller rolls back.
 pub(crate) async fn register<B>(
     conn: &mut Conn<B>,
