@@ -6,7 +6,7 @@
 //! fails, or the writer is gone, the request gets an error and must not answer success (fail
 //! closed). Batches form naturally: whatever queues up while one commit runs goes into the next.
 //! On PostgreSQL a batch is durable once queued, without the audit head's lock that state
-//! changes (and each step of a revocation's cascade) hold; it enters the log at the next write
+//! changes hold; it enters the log at the next write
 //! transaction that takes that lock, at the next read of the log, or at the sequencer's next
 //! turn ([`SEQUENCE_EVERY`]), whichever comes first.
 
@@ -27,8 +27,8 @@ const MAX_BATCH: usize = 256;
 /// Most events waiting for a commit before `record` waits for room (backpressure).
 const QUEUE_DEPTH: usize = 4096;
 /// How often the sequencer moves what any replica queued into the log. Not after every batch:
-/// each turn takes the audit head's lock, which a revocation's cascade needs between its
-/// steps, and writes and reads of the log sequence by themselves.
+/// each turn takes the audit head's lock, which every write needs, and writes and reads of
+/// the log sequence by themselves.
 pub const SEQUENCE_EVERY: Duration = Duration::from_millis(100);
 
 struct Job {

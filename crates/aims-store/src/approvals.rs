@@ -271,7 +271,7 @@ where
     for<'q> String: Encode<'q, B::Db> + Type<B::Db>,
     for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
 {
-    revoke_credential_approvals_in::<B>(tx, before).await?;
+    revoke_credential_approvals_in::<B>(&mut **tx, before).await?;
     let (statement, key) = match target {
         RevocationTarget::Task(id) => (sql::REVOKE_APPROVALS_OF_TASK, id.clone()),
         RevocationTarget::Agent(agent) => {
@@ -293,7 +293,7 @@ where
 /// Revokes, inside a revocation's transaction, the pending requests and live grants of every
 /// credential it appended to the log after position `before`.
 pub(crate) async fn revoke_credential_approvals_in<B>(
-    tx: &mut WriteTx<B::Db>,
+    conn: &mut Conn<B>,
     before: i64,
 ) -> Result<(), StoreError>
 where
@@ -306,7 +306,7 @@ where
     sqlx::query(sql::REVOKE_APPROVALS_OF_CREDENTIALS)
         .persistent(false)
         .bind(before)
-        .execute(&mut **tx)
+        .execute(conn)
         .await
         .map(drop)
         .map_err(classify)

@@ -29,6 +29,7 @@ use crate::approvals;
 use crate::errors::{classify, is_foreign_key_violation, on_unique};
 use crate::leases;
 use crate::queue;
+use crate::revocation::{Reach, begin_revoking, finish_cascade, revoke_in};
 use crate::rows::{
     self, AgentColumns, AgentRow, ApprovalRow, AuditRow, CredentialRow, HeadRow, JoinTokenRow,
     KeyRow, Listing, PolicySetRow, RegistryRow, ResourceServerRow, RevocationRow, SecretRow,
@@ -43,13 +44,12 @@ use crate::write::{
     require_credentials_allowed, settle, settle_at, write_pool,
 };
 use crate::{
-    AccessTokenIssue, AgentActivity, AgentFilter, AttestationRecord, AuditKey, EPOCH_LIFETIME,
-    Initialization, IssuedCredential, JoinTokenRecord, JoinTokenUse, KeySet, KeyState, LeaseIssue,
-    LeaseRecord, MAX_PAGE, MAX_SSF_STREAMS_PER_RECEIVER, MAX_SSF_VERIFICATIONS_PENDING,
-    PolicySetVersion, PostureSnapshot, RecertificationStep, RegistryCursor, RegistryEntry,
-    ResourceServer, Revocation, RevocationTarget, SsfPending, SsfReceiver, SsfStatus, SsfStream,
-    SsfVerification, Store, StoreError, StoredCheckpoint, StoredKey, StoredLogKey, TaskFilter,
-    WriteObserver, sql,
+    AccessTokenIssue, AgentActivity, AgentFilter, AttestationRecord, AuditKey, Initialization,
+    IssuedCredential, JoinTokenRecord, JoinTokenUse, KeySet, KeyState, LeaseIssue, LeaseRecord,
+    MAX_PAGE, MAX_SSF_STREAMS_PER_RECEIVER, MAX_SSF_VERIFICATIONS_PENDING, PolicySetVersion,
+    PostureSnapshot, RecertificationStep, RegistryCursor, RegistryEntry, ResourceServer,
+    Revocation, RevocationTarget, SsfPending, SsfReceiver, SsfStatus, SsfStream, SsfVerification,
+    Store, StoreError, StoredCheckpoint, StoredKey, StoredLogKey, TaskFilter, WriteObserver, sql,
 };
 
 /// A `meta` value.
@@ -261,7 +261,12 @@ where
     ) -> Result<(), StoreError> {
         let expected = rows::revision_step(agent, expected_revision)?;
         let cols = AgentColumns::of(agent)?;
-        let mut tx = begin_write(self).await?;
+        // A change to a state that may not hold credentials revokes the agent's.
+        let mut tx = if agent.state.may_hold_credentials() {
+            begin_write(self).await?
+        } else {
+            begin_revoking(self).await?
+        };
         let outcome: Result<_, StoreError> = async {
             let previous = sqlx::query_scalar::<B::Db, String>(sql::AGENT_STATE)
                 .bind(agent.name.as_str().to_owned())
@@ -912,7 +917,7 @@ where
         now: OffsetDateTime,
         event: &AuditEvent,
     ) -> Result<u64, StoreError> {
-        let mut tx = begin_write(self).await?;
+        let mut tx = begin_revoking(self).await?;
         let outcome: Result<_, StoreError> = async {
             let closed = sqlx::query_scalar::<B::Db, String>(sql::CLOSE_TASK)
                 .bind(id.to_owned())
@@ -946,7 +951,7 @@ where
         now: OffsetDateTime,
         event: &AuditEvent,
     ) -> Result<u64, StoreError> {
-        let mut tx = begin_write(self).await?;
+        let mut tx = begin_revoking(self).await?;
         let outcome: Result<_, StoreError> = async {
             let close = match target {
                 RevocationTarget::Task(id) => Some((sql::CLOSE_TASK, id.clone())),
@@ -1835,155 +1840,6 @@ where
         .into_stream()
 }
 
-/// Revokes `target`'s own credentials inside the write `tx`: appends every live one to the
-/// revocation log (and, for a task, agent or owner, its epoch entries), each carrying the
-/// transaction's id, then marks exactly the appended credentials revoked and revokes their
-/// approvals. With [`Reach::Closure`] their descendants too, in the same transaction; with
-/// [`Reach::Members`] the caller leaves those to a cascade ([`Store::revoke`]). Returns the
-/// log position before the first appended entry and how many credentials were revoked.
-async fn revoke_in<B>(
-    tx: &mut WriteTx<B::Db>,
-    target: &RevocationTarget,
-    reason: &str,
-    now: OffsetDateTime,
-    reach: Reach,
-) -> Result<(i64, u64), StoreError>
-where
-    B: Backend,
-    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
-    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
-    for<'q> String: Encode<'q, B::Db> + Type<B::Db>,
-    for<'q> i64: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
-    usize: ColumnIndex<<B::Db as Database>::Row>,
-{
-    let (statement, epochs, key) = match target {
-        RevocationTarget::Credential(id) => (sql::REVOKE_CREDENTIAL_ONLY, None, id.clone()),
-        RevocationTarget::Subtree(id) => (sql::REVOKE_CHILDREN, None, id.clone()),
-        RevocationTarget::Task(id) => {
-            (sql::REVOKE_TASK_MEMBERS, Some(sql::TASK_EPOCHS), id.clone())
-        }
-        RevocationTarget::Agent(agent) => (
-            sql::REVOKE_AGENT_MEMBERS,
-            Some(sql::AGENT_EPOCHS),
-            agent.as_str().to_owned(),
-        ),
-        RevocationTarget::Owner(owner) => (
-            sql::REVOKE_OWNER_MEMBERS,
-            Some(sql::OWNER_EPOCHS),
-            owner.as_str().to_owned(),
-        ),
-    };
-    let txn = tx.write_id().to_owned();
-    let before = max_revocation_seq::<B>(tx).await?;
-    sqlx::query(statement)
-        .bind(key.clone())
-        .bind(rows::to_ms(now))
-        .bind(reason.to_owned())
-        .bind(txn.clone())
-        .execute(&mut **tx)
-        .await
-        .map_err(classify)?;
-    mark_revoked::<B>(tx, now, reason, before).await?;
-    if let Reach::Closure = reach {
-        let mut after = before;
-        loop {
-            let (last, appended) =
-                cascade_step::<B>(tx, &txn, after, now, reason, i64::MAX).await?;
-            if appended == 0 {
-                break;
-            }
-            mark_revoked::<B>(tx, now, reason, last).await?;
-            after = last;
-        }
-    }
-    if let Some(epochs) = epochs {
-        sqlx::query(epochs)
-            .bind(key)
-            .bind(rows::to_ms(now))
-            .bind(reason.to_owned())
-            .bind(rows::to_ms(now + EPOCH_LIFETIME))
-            .bind(txn)
-            .execute(&mut **tx)
-            .await
-            .map_err(classify)?;
-    }
-    let appended = sqlx::query_scalar::<B::Db, i64>(sql::COUNT_REVOCATIONS_AFTER)
-        .bind(before)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(classify)?;
-    approvals::revoke_approvals_in::<B>(tx, target, before).await?;
-    Ok((before, rows::to_u64(appended, "revocation count")?))
-}
-
-/// Revokes what is left of the closure of the revocation `cascade` (its row in
-/// `revocation_cascades`), at most [`CASCADE_STEP`] credentials per write transaction, and
-/// deletes the row once a step finds nothing left; returns how many credentials it revoked.
-/// Each step revokes unrevoked children of the credentials the log holds after the row's
-/// position and, once it has taken all of them, moves the position to where the log ended
-/// before the step. A credential is appended to the log and marked revoked in one transaction,
-/// and issuance refuses a revoked parent under the same write lock, so a child is either
-/// registered before its parent's step commits (and found by a later step, which reads after
-/// that position) or refused: when a step finds nothing, no live descendant is left and none
-/// can be added. Steps of several callers (the revoker and a replica finishing an idle
-/// cascade) share the row, so they divide the work; each step stamps it with the clock's
-/// time, so a cascade being worked on is never idle.
-async fn finish_cascade<B>(backend: &B, cascade: &str) -> Result<u64, StoreError>
-where
-    B: Backend,
-    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
-    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
-    for<'q> String: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
-    for<'q> i64: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
-    usize: ColumnIndex<<B::Db as Database>::Row>,
-{
-    let mut revoked = 0;
-    loop {
-        let mut tx = begin_write_alone(backend).await?;
-        let outcome: Result<_, StoreError> = async {
-            let Some((after, revoked_at_ms, reason)) =
-                sqlx::query_as::<B::Db, (i64, i64, String)>(sql::SELECT_CASCADE)
-                    .bind(cascade.to_owned())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(classify)?
-            else {
-                return Ok(None);
-            };
-            let revoked_at = rows::from_ms(revoked_at_ms, "revocation time")?;
-            // Its entries carry the revocation's `txn`, as its first transaction's do.
-            let (last, appended) =
-                cascade_step::<B>(&mut tx, cascade, after, revoked_at, &reason, CASCADE_STEP)
-                    .await?;
-            if appended == 0 {
-                sqlx::query(sql::DELETE_CASCADE)
-                    .bind(cascade.to_owned())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                return Ok(None);
-            }
-            mark_revoked::<B>(&mut tx, revoked_at, &reason, last).await?;
-            approvals::revoke_credential_approvals_in::<B>(&mut tx, last).await?;
-            // All children of the entries up to `last` are taken only if the step had room.
-            let taken_all = appended < CASCADE_STEP.unsigned_abs();
-            sqlx::query(sql::ADVANCE_CASCADE)
-                .bind(cascade.to_owned())
-                .bind(if taken_all { last } else { after })
-                .bind(rows::to_ms(OffsetDateTime::now_utc()))
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-            Ok(Some(appended))
-        }
-        .await;
-        match settle(backend, tx, outcome, &[]).await? {
-            Some(appended) => revoked += appended,
-            None => return Ok(revoked),
-        }
-    }
-}
-
 /// Runs a claim `statement` (`$1` what is claimed, `$2` the holder, `$3` now, `$4` until
 /// when; a row back when it is the holder's): whether `holder` holds `key` until `until`.
 async fn claim<B>(
@@ -2010,102 +1866,6 @@ where
         .await
         .map_err(classify)?;
     Ok(claimed.is_some())
-}
-
-/// How much of a target [`revoke_in`] revokes in its transaction.
-#[derive(Debug, Clone, Copy)]
-enum Reach {
-    /// The target's own credentials and all their descendants.
-    Closure,
-    /// The target's own credentials only.
-    Members,
-}
-
-/// Most credentials one step of a [`Store::revoke`] cascade revokes: the bound on how long
-/// one of its transactions holds the write lock other requests wait for.
-const CASCADE_STEP: i64 = 128;
-
-/// The last revocation-log position (0 for an empty log).
-async fn max_revocation_seq<B>(tx: &mut WriteTx<B::Db>) -> Result<i64, StoreError>
-where
-    B: Backend,
-    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
-    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
-    for<'q> i64: Decode<'q, B::Db> + Type<B::Db>,
-    usize: ColumnIndex<<B::Db as Database>::Row>,
-{
-    sqlx::query_scalar::<B::Db, i64>(sql::MAX_REVOCATION_SEQ)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(classify)
-}
-
-/// Appends to the log up to `limit` unrevoked children of the credentials the log holds after
-/// position `after`, as part of the revocation written by `txn`; returns where the log ended
-/// before them and how many. The caller marks them ([`mark_revoked`]) before the next step.
-async fn cascade_step<B>(
-    tx: &mut WriteTx<B::Db>,
-    txn: &str,
-    after: i64,
-    revoked_at: OffsetDateTime,
-    reason: &str,
-    limit: i64,
-) -> Result<(i64, u64), StoreError>
-where
-    B: Backend,
-    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
-    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
-    for<'q> String: Encode<'q, B::Db> + Type<B::Db>,
-    for<'q> i64: Encode<'q, B::Db> + Type<B::Db> + Decode<'q, B::Db>,
-    usize: ColumnIndex<<B::Db as Database>::Row>,
-{
-    let last = max_revocation_seq::<B>(tx).await?;
-    // Not prepared once and kept (here and in the statements of a step below): PostgreSQL then
-    // plans each execution for its own positions, which select a few entries of a large log,
-    // instead of a generic plan that assumes a third of the log and scans every credential.
-    sqlx::query(sql::REVOKE_CASCADE_STEP)
-        .persistent(false)
-        .bind(after)
-        .bind(rows::to_ms(revoked_at))
-        .bind(reason.to_owned())
-        .bind(txn.to_owned())
-        .bind(limit)
-        .execute(&mut **tx)
-        .await
-        .map_err(classify)?;
-    // Under the write lock the entries after `last` are exactly this step's.
-    let appended = sqlx::query_scalar::<B::Db, i64>(sql::COUNT_REVOCATIONS_AFTER)
-        .persistent(false)
-        .bind(last)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(classify)?;
-    Ok((last, rows::to_u64(appended, "revocation count")?))
-}
-
-/// Marks revoked every credential the log holds after position `after` that is not yet.
-async fn mark_revoked<B>(
-    tx: &mut WriteTx<B::Db>,
-    revoked_at: OffsetDateTime,
-    reason: &str,
-    after: i64,
-) -> Result<(), StoreError>
-where
-    B: Backend,
-    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
-    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
-    for<'q> String: Encode<'q, B::Db> + Type<B::Db>,
-    for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
-{
-    sqlx::query(sql::MARK_REVOKED)
-        .persistent(false)
-        .bind(rows::to_ms(revoked_at))
-        .bind(reason.to_owned())
-        .bind(after)
-        .execute(&mut **tx)
-        .await
-        .map(drop)
-        .map_err(classify)
 }
 
 /// The one resource server a single-key query finds.

@@ -28,40 +28,8 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type}
 
 use crate::errors::classify;
 use crate::rows::{self, CredentialRow};
-use crate::write::{self, Backend, Conn, begin_write, settle};
+use crate::write::{self, Backend, Conn, Reads, begin_write, settle};
 use crate::{AccessTokenIssue, StoreError, sql};
-
-/// How [`register`] reads the rows its checks depend on.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Reads {
-    /// Plainly: the transaction holds the head lock, which every conflicting write needs.
-    Plain,
-    /// `FOR SHARE`: the rows cannot change until the transaction ends.
-    Shared,
-}
-
-impl Reads {
-    fn agent_standing(self) -> &'static str {
-        match self {
-            Self::Plain => sql::AGENT_STANDING,
-            Self::Shared => sql::AGENT_STANDING_SHARED,
-        }
-    }
-
-    fn credential(self) -> &'static str {
-        match self {
-            Self::Plain => sql::SELECT_CREDENTIAL,
-            Self::Shared => sql::SELECT_CREDENTIAL_SHARED,
-        }
-    }
-
-    fn task(self) -> &'static str {
-        match self {
-            Self::Plain => sql::SELECT_TASK,
-            Self::Shared => sql::SELECT_TASK_SHARED,
-        }
-    }
-}
 
 /// Registers `issue` with `event` in a group commit under the head lock.
 pub(crate) async fn under_head_lock<B>(

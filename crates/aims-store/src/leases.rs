@@ -175,7 +175,8 @@ where
         let parent_id = credential.parent.clone().ok_or(StoreError::Conflict {
             reason: "a lease needs the task token it was asked with",
         })?;
-        let parent = sqlx::query_as::<B::Db, CredentialRow>(sql::SELECT_CREDENTIAL)
+        // Held against a cascade step marking it, which takes no head lock on every backend.
+        let parent = sqlx::query_as::<B::Db, CredentialRow>(B::PARENT_READS.credential())
             .bind(parent_id)
             .fetch_optional(&mut *tx)
             .await

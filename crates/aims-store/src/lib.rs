@@ -40,6 +40,7 @@ mod leases;
 mod oauth;
 mod postgres;
 mod queue;
+mod revocation;
 mod rows;
 mod secrets;
 mod sightings;

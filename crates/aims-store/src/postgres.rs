@@ -22,11 +22,12 @@ use sqlx::{Connection, Postgres};
 use time::OffsetDateTime;
 
 use crate::errors::{classify, classify_migrate};
-use crate::issuance::{self, Reads};
+use crate::issuance;
 use crate::queue::{self, Queued};
+use crate::revocation;
 use crate::rows::{self, HeadRow, NewAuditRow};
 use crate::tx::Tx;
-use crate::write::{self, Backend, Writer};
+use crate::write::{self, Backend, Reads, Writer};
 use crate::{AccessTokenIssue, StoreError, sql};
 
 /// Connections per process.
@@ -60,6 +61,8 @@ const INSERT_AUDIT_KEYS: &str = "INSERT INTO audit_keys (kind, key, seq) \
      SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) ON CONFLICT DO NOTHING";
 /// Whether this session may write (off on a standby or a read-only default).
 const READ_ONLY: &str = "SELECT current_setting('transaction_read_only')";
+/// Takes the revocation log's lock ([`crate::revocation`]).
+const LOCK_REVOCATION_LOG: &str = "SELECT id FROM revocation_log_lock WHERE id = 1 FOR UPDATE";
 
 /// The PostgreSQL implementation of [`Store`](crate::Store).
 #[derive(Debug, Clone)]
@@ -145,6 +148,10 @@ fn is_valid_schema(name: &str) -> bool {
 
 impl Backend for PostgresStore {
     type Db = Postgres;
+
+    const PARENT_READS: Reads = Reads::Shared;
+
+    const LOCK_REVOCATION_LOG: Option<&'static str> = Some(LOCK_REVOCATION_LOG);
 
     fn reads(&self) -> &PgPool {
         &self.pool
@@ -274,12 +281,39 @@ impl Backend for PostgresStore {
         self.admit_write()?;
         let txn = write::transaction_id()?;
         let mut tx = Tx::begin(&self.pool, "BEGIN").await?;
-        if let Err(refusal) = issuance::register::<Self>(&mut tx, issue, Reads::Shared).await {
+        if let Err(refusal) = issuance::register::<Self>(&mut tx, issue, Self::PARENT_READS).await {
             let _ = tx.rollback().await;
             return Err(refusal);
         }
         let now_ms = rows::to_ms(OffsetDateTime::now_utc());
         queue::commit_with(&self.pool, tx, &txn, std::slice::from_ref(event), now_ms).await
+    }
+
+    /// Without the audit head's lock: the step writes no audit record, and the revocation
+    /// log's lock orders it against every other append to the log. A step whose `COMMIT`
+    /// failed may have committed; the caller runs it again either way (it starts from the
+    /// cascade's row).
+    async fn cascade_step(&self, cascade: &str) -> Result<Option<u64>, StoreError> {
+        self.admit_write()?;
+        let mut tx = Tx::begin(&self.pool, "BEGIN").await?;
+        let stepped = async {
+            sqlx::query(LOCK_REVOCATION_LOG)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            revocation::step::<Self>(&mut tx, cascade, revocation::CASCADE_STEP).await
+        }
+        .await;
+        match stepped {
+            Ok(revoked) => {
+                tx.commit().await?;
+                Ok(revoked)
+            }
+            Err(error) => {
+                let _ = tx.rollback().await;
+                Err(error)
+            }
+        }
     }
 }
 

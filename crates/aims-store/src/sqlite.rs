@@ -27,10 +27,11 @@ use time::OffsetDateTime;
 use crate::errors::{classify, classify_migrate};
 use crate::issuance;
 use crate::queue::Queued;
+use crate::revocation;
 use crate::rows::{HeadRow, NewAuditRow};
 use crate::space::SpaceGuard;
 use crate::tx::Tx;
-use crate::write::{self, Backend, Writer};
+use crate::write::{self, Backend, Reads, Writer};
 use crate::{AccessTokenIssue, StoreError, StoreOptions, sql};
 
 /// How long a statement waits for a lock held by another connection.
@@ -116,6 +117,11 @@ impl SqliteStore {
 
 impl Backend for SqliteStore {
     type Db = Sqlite;
+
+    const PARENT_READS: Reads = Reads::Plain;
+
+    /// The one writer connection is the revocation log's lock.
+    const LOCK_REVOCATION_LOG: Option<&'static str> = None;
 
     fn reads(&self) -> &SqlitePool {
         &self.reader
@@ -228,6 +234,14 @@ impl Backend for SqliteStore {
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
         issuance::under_head_lock(self, issue, event).await
+    }
+
+    /// On the one writer, as any write; alone, so the writes that queued behind one step are
+    /// not held until the next ends too.
+    async fn cascade_step(&self, cascade: &str) -> Result<Option<u64>, StoreError> {
+        let mut tx = write::begin_write_alone(self).await?;
+        let outcome = revocation::step::<Self>(&mut tx, cascade, revocation::CASCADE_STEP).await;
+        write::settle(self, tx, outcome, &[]).await
     }
 }
 

@@ -5,9 +5,11 @@
 //! transaction holding the audit-head lock, and the head its events will follow; the checks
 //! and changes run inside it as one async block whose result goes to [`settle`]: a refusal is
 //! rolled back, a success has its events chained after the head and inserted. Because the lock
-//! is held throughout, read-check-write sequences are race-free on both backends. The one
-//! exception is an access token's issuance on PostgreSQL, which locks the rows it checks and
-//! queues its event instead ([`crate::issuance`]).
+//! is held throughout, read-check-write sequences are race-free on both backends. Two writes
+//! on PostgreSQL take no head lock: an access token's issuance, which locks the rows it checks
+//! and queues its event instead ([`crate::issuance`]), and a step of a revocation's cascade,
+//! which writes no audit record and takes the revocation log's lock
+//! ([`crate::revocation`]).
 //!
 //! **Group commit.** Writes of one store share transactions: a write that finds a transaction
 //! opened by an earlier write and not yet committed joins it under a savepoint, and one
@@ -117,11 +119,61 @@ pub(crate) trait Backend: Clone + Send + Sync + 'static {
         event: &'a AuditEvent,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
 
+    /// How a write under the head lock reads the credential it registers a child of, so that
+    /// a cascade step that does not take the head lock waits for it.
+    const PARENT_READS: Reads;
+
+    /// The statement a revoking write runs, right after it begins, to take the revocation
+    /// log's lock (`None` where the writer is that lock); see [`crate::revocation`].
+    const LOCK_REVOCATION_LOG: Option<&'static str>;
+
+    /// Runs one step of the revocation cascade `cascade` ([`crate::revocation::step`]) in a
+    /// transaction of its own holding the revocation log's lock; how many credentials it
+    /// revoked, or `None` once the cascade is finished.
+    fn cascade_step<'a>(
+        &'a self,
+        cascade: &'a str,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send + 'a;
+
     /// Forgets the queue's taken batches queued before `before` (see [`crate::queue`]).
     fn forget_taken(
         &self,
         before: OffsetDateTime,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// How a write reads the rows its checks depend on (the agent, the task, the parent
+/// credential): [`crate::issuance::register`], and a lease's parent ([`crate::leases`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reads {
+    /// Plainly: the transaction holds the one writer every conflicting write needs (SQLite).
+    Plain,
+    /// `FOR SHARE`: the rows cannot change until the transaction ends (PostgreSQL, where
+    /// issuance and cascade steps take no head lock).
+    Shared,
+}
+
+impl Reads {
+    pub(crate) fn agent_standing(self) -> &'static str {
+        match self {
+            Self::Plain => sql::AGENT_STANDING,
+            Self::Shared => sql::AGENT_STANDING_SHARED,
+        }
+    }
+
+    pub(crate) fn credential(self) -> &'static str {
+        match self {
+            Self::Plain => sql::SELECT_CREDENTIAL,
+            Self::Shared => sql::SELECT_CREDENTIAL_SHARED,
+        }
+    }
+
+    pub(crate) fn task(self) -> &'static str {
+        match self {
+            Self::Plain => sql::SELECT_TASK,
+            Self::Shared => sql::SELECT_TASK_SHARED,
+        }
+    }
 }
 
 /// A store's write transaction still open for more members, if any, and who is told about

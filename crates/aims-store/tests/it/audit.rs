@@ -429,14 +429,9 @@ pub async fn a_queued_event_waits_for_no_lock(h: &Harness) {
         return;
     }
     let store = h.store.clone();
-    let mut holder = h.postgres_connection().await;
-    sqlx::raw_sql(&format!(
-        "SET search_path = {}; BEGIN; SELECT * FROM audit_head FOR UPDATE;",
-        h.postgres_schema()
-    ))
-    .execute(&mut holder)
-    .await
-    .unwrap();
+    let mut holder = h
+        .postgres_session("BEGIN; SELECT * FROM audit_head FOR UPDATE;")
+        .await;
     let queued = tokio::time::timeout(
         std::time::Duration::from_secs(5),
         store.queue_audit(&[event(action::DECISION)]),

@@ -281,14 +281,9 @@ async fn raw(path: &std::path::Path, sql: &str) {
 async fn a_postgres_lock_held_too_long_refuses_writes_then_lets_them_through() {
     let harness = Harness::postgres().await;
     initialize(harness.store.as_ref()).await;
-    let mut holder = harness.postgres_connection().await;
-    sqlx::raw_sql(&format!(
-        "SET search_path = {}; BEGIN; SELECT * FROM audit_head FOR UPDATE;",
-        harness.postgres_schema()
-    ))
-    .execute(&mut holder)
-    .await
-    .unwrap();
+    let mut holder = harness
+        .postgres_session("BEGIN; SELECT * FROM audit_head FOR UPDATE;")
+        .await;
     let mut outcomes = Outcomes::default();
     let started = std::time::Instant::now();
     let refused = outcomes.register(harness.store.as_ref(), "blocked").await;

@@ -100,6 +100,19 @@ impl Harness {
         }
     }
 
+    /// A [`Self::postgres_connection`] in the store's schema that has run `statements` (for
+    /// example `BEGIN; SELECT … FOR UPDATE;` to hold a row the store needs).
+    pub async fn postgres_session(&self, statements: &str) -> PgConnection {
+        let mut conn = self.postgres_connection().await;
+        // Apart: a `SET` sent with a `BEGIN` joins that transaction and ends with it.
+        sqlx::raw_sql(&format!("SET search_path = {}", self.postgres_schema()))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::raw_sql(statements).execute(&mut conn).await.unwrap();
+        conn
+    }
+
     /// A second, independent store on the same database (a restart, or another server).
     pub async fn reopen(&self) -> Arc<dyn Store> {
         match &self.backend {

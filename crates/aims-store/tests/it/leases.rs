@@ -315,3 +315,48 @@ pub async fn a_lease_is_claimed_once_under_concurrency(h: &Harness) {
     }
     assert_eq!(won, 1);
 }
+
+/// On PostgreSQL a lease reads its task token `FOR SHARE`, since a cascade step that marks the
+/// token takes no head lock: while a session holds the token's row for an update (as a step
+/// does), the lease waits, and it is refused once the session marks the token revoked.
+pub async fn a_lease_holds_its_parent_until_it_commits(h: &Harness) {
+    use std::time::Duration;
+    if !h.shares_writers() {
+        return;
+    }
+    let store: Arc<dyn Store> = h.store.clone();
+    let mut audit = AuditCursor::new(store.as_ref()).await;
+    scene(store.as_ref(), &mut audit).await;
+    let mut step = h
+        .postgres_session("BEGIN; SELECT id FROM credentials WHERE id = 't1' FOR UPDATE;")
+        .await;
+    let asked = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .issue_lease(
+                    &lease("l3", "t1", "k1", 20, 100),
+                    &event(action::LEASE_ISSUE),
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !asked.is_finished(),
+        "the lease did not wait for its parent"
+    );
+    sqlx::raw_sql(
+        "UPDATE credentials SET revoked_at_ms = 25000, revoked_reason = 'test' \
+         WHERE id = 't1'; COMMIT;",
+    )
+    .execute(&mut step)
+    .await
+    .unwrap();
+    let refused = asked.await.unwrap();
+    assert!(
+        matches!(refused, Err(StoreError::Conflict { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(store.lease("l3").await.unwrap(), None);
+}

@@ -63,6 +63,7 @@ macro_rules! conformance {
 conformance! {
     leases::leases_die_with_their_task_token,
     leases::a_lease_is_claimed_once_under_concurrency,
+    leases::a_lease_holds_its_parent_until_it_commits,
     sightings::sightings_are_merged_and_counted,
     secrets::secrets_are_versioned_and_read_current,
     approvals::identical_calls_share_one_pending_request,
@@ -108,6 +109,8 @@ conformance! {
     tokens::issuance_racing_revocation_leaves_no_live_descendant,
     tokens::a_revocation_in_steps_stays_complete_under_racing_issuance,
     tokens::an_incomplete_revocation_is_finished,
+    tokens::a_cascade_step_waits_for_no_audit_head_lock,
+    tokens::a_cascade_step_ended_by_a_deadlock_is_run_again,
     tokens::a_cascade_step_reads_live_children_by_index,
     tokens::random_races_of_issuance_and_revocation_keep_revocation_complete,
     tokens::an_issuance_holds_what_it_checked_until_it_commits,

@@ -1607,8 +1607,37 @@ pub async fn an_incomplete_revocation_is_finished(h: &Harness) {
     let store = &h.store;
     let kids = wide_root(store, "t-cut").await;
     let grandchildren = children(store, "kid-599", "grandkid-", "t-cut", 0..40).await;
-    // The database refuses to log a 130th revocation: the target's own transaction (1 entry)
-    // and the first step (128) commit, the second step fails.
+    revoke_root_cut_short(h).await;
+    assert!(revoked_at(&**store, "root").await.is_some());
+    let mut live = 0;
+    for id in kids.iter().chain(&grandchildren) {
+        if revoked_at(&**store, id).await.is_none() {
+            live += 1;
+        }
+    }
+    assert_eq!(
+        live,
+        640 - 128,
+        "the first step's children are revoked, no more"
+    );
+    allow_revocations(h).await;
+    // Advanced by the clock just now: not idle since a minute ago.
+    let now = time::OffsetDateTime::now_utc();
+    let minute = time::Duration::minutes(1);
+    assert_eq!(store.finish_revocations(now - minute).await.unwrap(), 0);
+    assert_eq!(store.finish_revocations(now + minute).await.unwrap(), 512);
+    for id in kids.iter().chain(&grandchildren) {
+        assert!(revoked_at(&**store, id).await.is_some(), "{id} is live");
+    }
+    assert_eq!(logged_once(&**store).await.len(), 641);
+    assert_eq!(store.finish_revocations(now + minute).await.unwrap(), 0);
+    assert_chain_verifies(&**store).await;
+}
+
+/// Revokes `root`, having made the database refuse to log a 130th revocation: the target's own
+/// transaction (1 entry) and the first step (128) commit, the second step fails (each time it
+/// is tried), and the cascade is left to `finish_revocations`.
+async fn revoke_root_cut_short(h: &Harness) {
     if h.shares_writers() {
         h.execute_raw(
             "CREATE FUNCTION refuse_revocations() RETURNS trigger LANGUAGE plpgsql AS $$ \
@@ -1626,7 +1655,8 @@ pub async fn an_incomplete_revocation_is_finished(h: &Harness) {
         )
         .await;
     }
-    let failed = store
+    let failed = h
+        .store
         .revoke(
             &RevocationTarget::Credential("root".to_owned()),
             "cut short",
@@ -1635,35 +1665,122 @@ pub async fn an_incomplete_revocation_is_finished(h: &Harness) {
         )
         .await;
     assert!(failed.is_err(), "the second step was refused: {failed:?}");
-    assert!(revoked_at(&**store, "root").await.is_some());
-    let mut live = 0;
-    for id in kids.iter().chain(&grandchildren) {
-        if revoked_at(&**store, id).await.is_none() {
-            live += 1;
-        }
-    }
-    assert_eq!(
-        live,
-        640 - 128,
-        "the first step's children are revoked, no more"
-    );
+}
+
+/// Revokes the credential `root` at 30 s in a task of its own.
+fn revoking_root(
+    store: &Arc<dyn Store>,
+    reason: &'static str,
+) -> tokio::task::JoinHandle<Result<u64, StoreError>> {
+    let store = Arc::clone(store);
+    tokio::spawn(async move {
+        store
+            .revoke(
+                &RevocationTarget::Credential("root".to_owned()),
+                reason,
+                at(30),
+                &event(action::REVOKE),
+            )
+            .await
+    })
+}
+
+/// Drops the trigger [`revoke_root_cut_short`] made.
+async fn allow_revocations(h: &Harness) {
     h.execute_raw(if h.shares_writers() {
         "DROP TRIGGER refuse_revocations ON revocations;"
     } else {
         "DROP TRIGGER refuse_revocations;"
     })
     .await;
-    // Advanced by the clock just now: not idle since a minute ago.
-    let now = time::OffsetDateTime::now_utc();
-    let minute = time::Duration::minutes(1);
-    assert_eq!(store.finish_revocations(now - minute).await.unwrap(), 0);
-    assert_eq!(store.finish_revocations(now + minute).await.unwrap(), 512);
-    for id in kids.iter().chain(&grandchildren) {
+}
+
+/// On PostgreSQL a cascade step takes the revocation log's lock, not the audit head's: it
+/// finishes while another session holds the head (every write and sequencer turn waits then).
+pub async fn a_cascade_step_waits_for_no_audit_head_lock(h: &Harness) {
+    use std::time::Duration;
+    if !h.shares_writers() {
+        return;
+    }
+    let store = &h.store;
+    let kids = wide_root(store, "t-free").await;
+    revoke_root_cut_short(h).await;
+    allow_revocations(h).await;
+    let mut holder = h
+        .postgres_session("BEGIN; SELECT * FROM audit_head FOR UPDATE;")
+        .await;
+    let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(1);
+    let finished =
+        tokio::time::timeout(Duration::from_secs(5), store.finish_revocations(later)).await;
+    assert!(
+        matches!(finished, Ok(Ok(472))),
+        "the cascade waited for the head lock: {finished:?}"
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    for id in &kids {
         assert!(revoked_at(&**store, id).await.is_some(), "{id} is live");
     }
-    assert_eq!(logged_once(&**store).await.len(), 641);
-    assert_eq!(store.finish_revocations(now + minute).await.unwrap(), 0);
+    assert_eq!(logged_once(&**store).await.len(), 601);
     assert_chain_verifies(&**store).await;
+}
+
+/// A cascade step the database ends to break a deadlock is run again. A session holds a child
+/// `FOR SHARE`, so the step that marks it waits, holding the revocation log's lock; the
+/// session then asks for that lock, which closes the circle. The step has waited longer, so
+/// PostgreSQL's deadlock check ends it; the session commits, and the revocation still
+/// finishes.
+pub async fn a_cascade_step_ended_by_a_deadlock_is_run_again(h: &Harness) {
+    use std::time::Duration;
+    if !h.shares_writers() {
+        return;
+    }
+    let store = &h.store;
+    let kids = wide_root(store, "t-circle").await;
+    let mut session = h
+        .postgres_session("BEGIN; SELECT id FROM credentials WHERE id = 'kid-300' FOR SHARE;")
+        .await;
+    let session_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut session)
+        .await
+        .unwrap();
+    let revocation = revoking_root(store, "circle");
+    let mut watcher = h.postgres_connection().await;
+    let blocked = "SELECT COUNT(*) FROM pg_locks \
+                   WHERE NOT granted AND $1 = ANY (pg_blocking_pids(pid))";
+    let mut waited = Duration::ZERO;
+    while sqlx::query_scalar::<_, i64>(blocked)
+        .bind(session_pid)
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(
+            waited < Duration::from_secs(10),
+            "no step waited for kid-300"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += Duration::from_millis(10);
+    }
+    let locked = tokio::time::timeout(
+        Duration::from_secs(10),
+        sqlx::raw_sql("SELECT id FROM revocation_log_lock WHERE id = 1 FOR UPDATE")
+            .execute(&mut session),
+    )
+    .await;
+    assert!(
+        matches!(locked, Ok(Ok(_))),
+        "the step, not the session, was to lose the deadlock: {locked:?}"
+    );
+    sqlx::raw_sql("COMMIT").execute(&mut session).await.unwrap();
+    assert_eq!(revocation.await.unwrap().unwrap(), 601, "root and its kids");
+    for id in &kids {
+        assert!(revoked_at(&**store, id).await.is_some(), "{id} is live");
+    }
+    assert_eq!(logged_once(&**store).await.len(), 601);
 }
 
 /// A cascade step finds the live children of what the log holds after its position through
@@ -1853,13 +1970,9 @@ pub async fn an_issuance_holds_what_it_checked_until_it_commits(h: &Harness) {
     register(&**store, "a", ALICE).await;
     svid(&**store, "a", "svid-a", 10).await;
     task_root(&**store, "root", "t-held").await;
-    let mut holder = h.postgres_connection().await;
-    let schema = format!("SET search_path = {}", h.postgres_schema());
-    sqlx::raw_sql(&schema).execute(&mut holder).await.unwrap();
-    sqlx::raw_sql("BEGIN; SELECT * FROM audit_head FOR UPDATE;")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    let mut holder = h
+        .postgres_session("BEGIN; SELECT * FROM audit_head FOR UPDATE;")
+        .await;
     let free = issuance(token("c-free", "a", Some("root"), "t-held", 21), None, None);
     let issued = tokio::time::timeout(
         Duration::from_secs(5),
@@ -1897,19 +2010,7 @@ pub async fn an_issuance_holds_what_it_checked_until_it_commits(h: &Harness) {
         !paused.is_finished(),
         "the issuance did not wait for its proof's key"
     );
-    let revocation = {
-        let store = Arc::clone(store);
-        tokio::spawn(async move {
-            store
-                .revoke(
-                    &RevocationTarget::Credential("root".to_owned()),
-                    "held",
-                    at(30),
-                    &event(action::REVOKE),
-                )
-                .await
-        })
-    };
+    let revocation = revoking_root(store, "held");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !revocation.is_finished(),
