@@ -73,6 +73,13 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
+    /// Most credentials one step of a revocation's cascade revokes. A step holds only the
+    /// revocation log's lock, which other revocations wait for (and, behind them, the writes that
+    /// queue for the head lock such a revocation holds), so it may be larger than SQLite's, where
+    /// it holds the one writer: fewer steps pay fewer commits and statements (BENCHMARKS.md,
+    /// "Revocation fan-out without the head lock").
+    pub const CASCADE_STEP: i64 = 1024;
+
     /// Connects to `url` (`postgres://…`) and runs migrations in the connection's default
     /// schema.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
@@ -301,7 +308,7 @@ impl Backend for PostgresStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
-            revocation::step::<Self>(&mut tx, cascade, revocation::CASCADE_STEP).await
+            revocation::step::<Self>(&mut tx, cascade, Self::CASCADE_STEP).await
         }
         .await;
         match stepped {

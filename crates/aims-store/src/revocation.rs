@@ -10,8 +10,10 @@
 //! head's lock and before it changes anything ([`begin_revoking`]), and a cascade step takes
 //! it alone ([`Backend::cascade_step`]), without the head's lock. So on PostgreSQL a step
 //! waits for no audit append, no sequencer turn and no write that does not revoke, and none of
-//! them waits for a step; it waits for other revocations and for the issuances that read a
-//! credential it marks (`FOR SHARE`, [`crate::issuance`]).
+//! them waits for a step; it waits for other revocations and for the issuances and leases that
+//! read a credential it marks (`FOR SHARE`, [`crate::issuance`]). Each backend bounds a step
+//! (`SqliteStore::CASCADE_STEP`, 128, since a step holds the one writer there;
+//! `PostgresStore::CASCADE_STEP`, 1,024).
 //!
 //! **Completeness** (ARCHITECTURE.md, "Revocation is complete"): a credential is appended to
 //! the log and marked revoked in one transaction, and every write that registers a child reads
@@ -37,10 +39,6 @@ pub(crate) enum Reach {
     /// The target's own credentials only.
     Members,
 }
-
-/// Most credentials one step of a cascade revokes: the bound on how long a step holds the
-/// revocation log's lock (and, on SQLite, the writer every request waits for).
-pub(crate) const CASCADE_STEP: i64 = 128;
 
 /// How many times in a row a cascade step is tried before the cascade is left to
 /// [`crate::Store::finish_revocations`].

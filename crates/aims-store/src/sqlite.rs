@@ -57,6 +57,10 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Most credentials one step of a revocation's cascade revokes: the bound on how long a
+    /// step holds the one writer every write (and every audited request) waits for.
+    pub const CASCADE_STEP: i64 = 128;
+
     /// Opens (creating if missing) the database file at `path` and runs migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         Self::open_with(path, &StoreOptions::default()).await
@@ -240,7 +244,7 @@ impl Backend for SqliteStore {
     /// not held until the next ends too.
     async fn cascade_step(&self, cascade: &str) -> Result<Option<u64>, StoreError> {
         let mut tx = write::begin_write_alone(self).await?;
-        let outcome = revocation::step::<Self>(&mut tx, cascade, revocation::CASCADE_STEP).await;
+        let outcome = revocation::step::<Self>(&mut tx, cascade, Self::CASCADE_STEP).await;
         write::settle(self, tx, outcome, &[]).await
     }
 }

@@ -113,6 +113,15 @@ impl Harness {
         conn
     }
 
+    /// Most credentials one step of a revocation's cascade revokes on this backend.
+    pub fn cascade_step(&self) -> usize {
+        let step = match self.backend {
+            Backend::Sqlite { .. } => SqliteStore::CASCADE_STEP,
+            Backend::Postgres { .. } => PostgresStore::CASCADE_STEP,
+        };
+        usize::try_from(step).unwrap()
+    }
+
     /// A second, independent store on the same database (a restart, or another server).
     pub async fn reopen(&self) -> Arc<dyn Store> {
         match &self.backend {

@@ -1471,13 +1471,13 @@ async fn children(
     ids
 }
 
-/// Registers agent `a`, its identity, the task token `root` of a new task `task_id`, and 600
-/// tokens delegated from it (`kid-0` …), whose ids it returns.
-async fn wide_root(store: &Arc<dyn Store>, task_id: &str) -> Vec<String> {
+/// Registers agent `a`, its identity, the task token `root` of a new task `task_id`, and
+/// `kids` tokens delegated from it (`kid-0` …), whose ids it returns.
+async fn wide_root(store: &Arc<dyn Store>, task_id: &str, kids: usize) -> Vec<String> {
     register(&**store, "a", ALICE).await;
     svid(&**store, "a", "svid-a", 10).await;
     task_root(&**store, "root", task_id).await;
-    children(store, "root", "kid-", task_id, 0..600).await
+    children(store, "root", "kid-", task_id, 0..kids).await
 }
 
 /// Issues agent `a` (identity `svid-a`) the task token `root` of a new task `task_id`.
@@ -1504,14 +1504,21 @@ async fn logged_once(store: &dyn Store) -> BTreeSet<String> {
         assert!(seen.insert(id.clone()), "{id} is in the log twice");
         txns.insert(txn);
     }
-    let revoke = store
-        .audit_entries(0, aims_store::MAX_PAGE)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|entry| entry.action == action::REVOKE)
-        .map(|entry| entry.txn)
-        .collect::<Vec<_>>();
+    let mut revoke = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .audit_entries(after, aims_store::MAX_PAGE)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.record.seq;
+        revoke.extend(
+            page.into_iter()
+                .filter(|entry| entry.action == action::REVOKE)
+                .map(|entry| entry.txn),
+        );
+    }
     assert_eq!(revoke.len(), 1);
     assert_eq!(
         txns,
@@ -1547,14 +1554,15 @@ pub async fn a_revocation_in_steps_stays_complete_under_racing_issuance(h: &Harn
     const WRITERS: usize = 8;
     const DEPTH: usize = 6;
     let store = &h.store;
-    let kids = wide_root(store, "t-wide").await;
+    // Several steps on either backend.
+    let kids = wide_root(store, "t-wide", (2 * h.cascade_step() + 100).max(600)).await;
     let issued = Arc::new(AtomicUsize::new(0));
     let writers: Vec<_> = (0..WRITERS)
         .map(|writer| {
             // Writers extend children all along the order the cascade takes them in.
             tokio::spawn(extend_chain(
                 Arc::clone(store),
-                kids[writer * 75].clone(),
+                kids[writer * (kids.len() / WRITERS)].clone(),
                 "s".to_owned(),
                 "t-wide".to_owned(),
                 DEPTH,
@@ -1588,7 +1596,10 @@ pub async fn a_revocation_in_steps_stays_complete_under_racing_issuance(h: &Harn
             registered.insert(id.clone());
         }
     }
-    assert_eq!(registered.len(), 601 + issued.load(Ordering::SeqCst));
+    assert_eq!(
+        registered.len(),
+        1 + kids.len() + issued.load(Ordering::SeqCst)
+    );
     assert_eq!(
         revoked,
         registered.len() as u64,
@@ -1605,7 +1616,8 @@ pub async fn a_revocation_in_steps_stays_complete_under_racing_issuance(h: &Harn
 /// before it has been idle, and then completely, each credential logged once.
 pub async fn an_incomplete_revocation_is_finished(h: &Harness) {
     let store = &h.store;
-    let kids = wide_root(store, "t-cut").await;
+    let step = h.cascade_step();
+    let kids = wide_root(store, "t-cut", step + 472).await;
     let grandchildren = children(store, "kid-599", "grandkid-", "t-cut", 0..40).await;
     revoke_root_cut_short(h).await;
     assert!(revoked_at(&**store, "root").await.is_some());
@@ -1617,7 +1629,7 @@ pub async fn an_incomplete_revocation_is_finished(h: &Harness) {
     }
     assert_eq!(
         live,
-        640 - 128,
+        kids.len() + 40 - step,
         "the first step's children are revoked, no more"
     );
     allow_revocations(h).await;
@@ -1629,30 +1641,31 @@ pub async fn an_incomplete_revocation_is_finished(h: &Harness) {
     for id in kids.iter().chain(&grandchildren) {
         assert!(revoked_at(&**store, id).await.is_some(), "{id} is live");
     }
-    assert_eq!(logged_once(&**store).await.len(), 641);
+    assert_eq!(logged_once(&**store).await.len(), 1 + kids.len() + 40);
     assert_eq!(store.finish_revocations(now + minute).await.unwrap(), 0);
     assert_chain_verifies(&**store).await;
 }
 
-/// Revokes `root`, having made the database refuse to log a 130th revocation: the target's own
-/// transaction (1 entry) and the first step (128) commit, the second step fails (each time it
-/// is tried), and the cascade is left to `finish_revocations`.
+/// Revokes `root`, having made the database refuse to log more than one step's worth after
+/// it: the target's own transaction (1 entry) and the first step commit, the second step fails
+/// (each time it is tried), and the cascade is left to `finish_revocations`.
 async fn revoke_root_cut_short(h: &Harness) {
+    let step = h.cascade_step();
     if h.shares_writers() {
-        h.execute_raw(
+        h.execute_raw(&format!(
             "CREATE FUNCTION refuse_revocations() RETURNS trigger LANGUAGE plpgsql AS $$ \
-             BEGIN IF (SELECT COUNT(*) FROM revocations) > 128 THEN \
+             BEGIN IF (SELECT COUNT(*) FROM revocations) > {step} THEN \
              RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$; \
              CREATE TRIGGER refuse_revocations BEFORE INSERT ON revocations \
-             FOR EACH ROW EXECUTE FUNCTION refuse_revocations();",
-        )
+             FOR EACH ROW EXECUTE FUNCTION refuse_revocations();"
+        ))
         .await;
     } else {
-        h.execute_raw(
+        h.execute_raw(&format!(
             "CREATE TRIGGER refuse_revocations BEFORE INSERT ON revocations \
-             WHEN (SELECT COUNT(*) FROM revocations) > 128 \
-             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
-        )
+             WHEN (SELECT COUNT(*) FROM revocations) > {step} \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;"
+        ))
         .await;
     }
     let failed = h
@@ -1703,7 +1716,7 @@ pub async fn a_cascade_step_waits_for_no_audit_head_lock(h: &Harness) {
         return;
     }
     let store = &h.store;
-    let kids = wide_root(store, "t-free").await;
+    let kids = wide_root(store, "t-free", h.cascade_step() + 472).await;
     revoke_root_cut_short(h).await;
     allow_revocations(h).await;
     let mut holder = h
@@ -1723,7 +1736,7 @@ pub async fn a_cascade_step_waits_for_no_audit_head_lock(h: &Harness) {
     for id in &kids {
         assert!(revoked_at(&**store, id).await.is_some(), "{id} is live");
     }
-    assert_eq!(logged_once(&**store).await.len(), 601);
+    assert_eq!(logged_once(&**store).await.len(), 1 + kids.len());
     assert_chain_verifies(&**store).await;
 }
 
@@ -1738,7 +1751,7 @@ pub async fn a_cascade_step_ended_by_a_deadlock_is_run_again(h: &Harness) {
         return;
     }
     let store = &h.store;
-    let kids = wide_root(store, "t-circle").await;
+    let kids = wide_root(store, "t-circle", 600).await;
     let mut session = h
         .postgres_session("BEGIN; SELECT id FROM credentials WHERE id = 'kid-300' FOR SHARE;")
         .await;
