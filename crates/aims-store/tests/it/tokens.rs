@@ -1740,6 +1740,33 @@ pub async fn a_cascade_step_waits_for_no_audit_head_lock(h: &Harness) {
     assert_chain_verifies(&**store).await;
 }
 
+/// On PostgreSQL a revoking write takes the revocation log's lock before it appends, as a
+/// cascade step does, so the log's entries commit in position order: while a session holds
+/// the lock, a revocation commits nothing; once it is let go, the revocation completes.
+pub async fn a_revoking_write_waits_for_the_revocation_log_lock(h: &Harness) {
+    use std::time::Duration;
+    if !h.shares_writers() {
+        return;
+    }
+    let store = &h.store;
+    wide_root(store, "t-order", 0).await;
+    let mut session = h
+        .postgres_session("BEGIN; SELECT id FROM revocation_log_lock WHERE id = 1 FOR UPDATE;")
+        .await;
+    let revocation = revoking_root(store, "ordered");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        revoked_at(&**store, "root").await.is_none(),
+        "the revocation appended without the revocation log's lock"
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut session)
+        .await
+        .unwrap();
+    assert_eq!(revocation.await.unwrap().unwrap(), 1);
+    assert_eq!(logged_once(&**store).await.len(), 1);
+}
+
 /// A cascade step the database ends to break a deadlock is run again. A session holds a child
 /// `FOR SHARE`, so the step that marks it waits, holding the revocation log's lock; the
 /// session then asks for that lock, which closes the circle. The step has waited longer, so
