@@ -175,7 +175,8 @@ where
         let parent_id = credential.parent.clone().ok_or(StoreError::Conflict {
             reason: "a lease needs the task token it was asked with",
         })?;
-        // Held against a cascade step marking it, which takes no head lock on every backend.
+        // `FOR SHARE` where a cascade step takes no head lock (PostgreSQL): a step marking the
+        // token then waits for this write, or this write reads the token revoked.
         let parent = sqlx::query_as::<B::Db, CredentialRow>(B::PARENT_READS.credential())
             .bind(parent_id)
             .fetch_optional(&mut *tx)
