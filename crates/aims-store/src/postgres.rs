@@ -304,10 +304,7 @@ impl Backend for PostgresStore {
         self.admit_write()?;
         let mut tx = Tx::begin(&self.pool, "BEGIN").await?;
         let stepped = async {
-            sqlx::query(LOCK_REVOCATION_LOG)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
+            revocation::lock_log::<Self>(&mut tx).await?;
             revocation::step::<Self>(&mut tx, cascade, Self::CASCADE_STEP).await
         }
         .await;

@@ -60,13 +60,30 @@ where
     usize: ColumnIndex<<B::Db as Database>::Row>,
 {
     let mut tx = begin_write_alone(backend).await?;
-    let Some(lock) = B::LOCK_REVOCATION_LOG else {
-        return Ok(tx);
-    };
-    match sqlx::query(lock).execute(&mut *tx).await {
-        Ok(_) => Ok(tx),
-        Err(e) => settle(backend, tx, Err(classify(e)), &[]).await,
+    match lock_log::<B>(&mut tx).await {
+        Ok(()) => Ok(tx),
+        Err(refusal) => settle(backend, tx, Err(refusal), &[]).await,
     }
+}
+
+/// Takes the revocation log's lock in the transaction on `conn`, where the backend has one
+/// apart from its writer. The lock's row must be there: a store without it cannot order the
+/// log, so it refuses instead of appending unordered.
+pub(crate) async fn lock_log<B>(conn: &mut Conn<B>) -> Result<(), StoreError>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    usize: ColumnIndex<<B::Db as Database>::Row>,
+{
+    let Some(lock) = B::LOCK_REVOCATION_LOG else {
+        return Ok(());
+    };
+    sqlx::query(lock)
+        .fetch_one(conn)
+        .await
+        .map(drop)
+        .map_err(classify)
 }
 
 /// Revokes `target`'s own credentials inside the revoking write `tx` ([`begin_revoking`]):

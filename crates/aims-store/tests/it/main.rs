@@ -112,6 +112,7 @@ conformance! {
     tokens::a_cascade_step_waits_for_no_audit_head_lock,
     tokens::a_cascade_step_ended_by_a_deadlock_is_run_again,
     tokens::a_revoking_write_waits_for_the_revocation_log_lock,
+    tokens::a_missing_revocation_log_lock_refuses_revocation,
     tokens::a_cascade_step_reads_live_children_by_index,
     tokens::random_races_of_issuance_and_revocation_keep_revocation_complete,
     tokens::an_issuance_holds_what_it_checked_until_it_commits,

@@ -1767,6 +1767,24 @@ pub async fn a_revoking_write_waits_for_the_revocation_log_lock(h: &Harness) {
     assert_eq!(logged_once(&**store).await.len(), 1);
 }
 
+/// A PostgreSQL store whose revocation log has lost its lock's row cannot order the log, so it
+/// refuses to revoke rather than append unordered, and changes nothing.
+pub async fn a_missing_revocation_log_lock_refuses_revocation(h: &Harness) {
+    if !h.shares_writers() {
+        return;
+    }
+    let store = &h.store;
+    wide_root(store, "t-unlocked", 0).await;
+    h.execute_raw("DELETE FROM revocation_log_lock;").await;
+    let refused = revoking_root(store, "unlocked").await.unwrap();
+    assert!(
+        matches!(refused, Err(StoreError::Corrupt(_))),
+        "{refused:?}"
+    );
+    assert!(revoked_at(&**store, "root").await.is_none());
+    assert!(credential_log(&**store).await.is_empty());
+}
+
 /// A cascade step the database ends to break a deadlock is run again. A session holds a child
 /// `FOR SHARE`, so the step that marks it waits, holding the revocation log's lock; the
 /// session then asks for that lock, which closes the circle. The step has waited longer, so
